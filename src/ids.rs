@@ -1,0 +1,84 @@
+//! Typed identifiers shared across modules: backups, jobs and blobs are never bare strings or
+//! integers once they leave the module that made them.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A hopsdr backup id: `YYYYMMDDTHHMMSSZ` of the backup's start in UTC, optionally followed by
+/// `-N` when two backups start in the same second. Sorting ids as strings sorts them by time.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct BackupId(String);
+
+impl BackupId {
+    /// The id of a backup started at `at`, with `seq` > 0 to tell apart backups started in the
+    /// same second.
+    pub fn at(at: chrono::DateTime<chrono::Utc>, seq: u32) -> Self {
+        let base = at.format("%Y%m%dT%H%M%SZ").to_string();
+        if seq == 0 {
+            BackupId(base)
+        } else {
+            BackupId(format!("{base}-{seq}"))
+        }
+    }
+
+    /// Parses an id given by a user or read from a repository key; `None` if it is not one.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (base, seq) = match s.split_once('-') {
+            Some((b, n)) => (b, Some(n)),
+            None => (s, None),
+        };
+        let ok_base = base.len() == 16
+            && base.as_bytes()[8] == b'T'
+            && base.as_bytes()[15] == b'Z'
+            && base[..8].bytes().all(|c| c.is_ascii_digit())
+            && base[9..15].bytes().all(|c| c.is_ascii_digit());
+        let ok_seq = match seq {
+            None => true,
+            Some(n) => !n.is_empty() && n.len() <= 6 && n.bytes().all(|c| c.is_ascii_digit()),
+        };
+        (ok_base && ok_seq).then(|| BackupId(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for BackupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A job's id in the catalog (backup, restore, verify, prune).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(pub i64);
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn backup_id_round_trips_and_sorts() {
+        let t = chrono::Utc.with_ymd_and_hms(2026, 11, 25, 21, 7, 33).unwrap();
+        let a = BackupId::at(t, 0);
+        assert_eq!(a.as_str(), "20261125T210733Z");
+        assert_eq!(BackupId::parse(a.as_str()), Some(a.clone()));
+        let b = BackupId::at(t, 1);
+        assert_eq!(b.as_str(), "20261125T210733Z-1");
+        assert!(a < b);
+        assert_eq!(BackupId::parse("../etc"), None);
+        assert_eq!(BackupId::parse("20261125T210733Z-"), None);
+        assert_eq!(BackupId::parse("20261125X210733Z"), None);
+    }
+}
