@@ -1,1 +1,115 @@
-//! placeholder
+//! The socket API's contract: routes and the request/response types that `hopsdrd` serves and
+//! `hopsdrctl` reads, HTTP/1.1 + JSON over a Unix socket. One module, used by both binaries, so the
+//! two cannot disagree.
+//!
+//! Routes (all under `/v1`):
+//! - `GET  /v1/status` → [`StatusResponse`] (read)
+//! - `GET  /v1/backups` → [`BackupList`] (read)
+//! - `GET  /v1/backups/{id}` → [`BackupDetail`] (read)
+//! - `POST /v1/backups` → 202 [`JobStarted`] (change; 409 [`ErrorBody`] with `job_id` when busy)
+//! - `GET  /v1/jobs/{id}` → [`JobView`] (read)
+//!
+//! Errors are `{"error":{"code":"...","message":"..."}}` with a fitting status.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{BackupRecord, ComponentRecord, JobRecord, LastSuccess};
+use crate::ids::{BackupId, JobId};
+
+/// The largest request body the daemon accepts.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Daemon status.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusResponse {
+    pub version: String,
+    pub pid: u32,
+    pub started_at: DateTime<Utc>,
+    pub uptime_seconds: u64,
+    pub repository: String,
+    pub current_job: Option<JobView>,
+    pub last_success: Vec<LastSuccess>,
+    pub schedules: Vec<ScheduleView>,
+}
+
+/// One schedule as the daemon sees it now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScheduleView {
+    pub name: String,
+    pub cron: String,
+    pub timezone: String,
+    pub job: String,
+    pub next_fire: Option<DateTime<Utc>>,
+    pub last_fire: Option<DateTime<Utc>>,
+}
+
+/// Progress of a running job.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    pub step: String,
+    pub files: u64,
+    pub logical_bytes: u64,
+    pub stored_bytes: u64,
+}
+
+/// A job with its live progress when it runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobView {
+    #[serde(flatten)]
+    pub record: JobRecord,
+    pub progress: Option<Progress>,
+}
+
+/// Every backup the catalog knows, oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackupList {
+    pub backups: Vec<BackupRecord>,
+}
+
+/// One backup with its components.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackupDetail {
+    #[serde(flatten)]
+    pub backup: BackupRecord,
+    pub components: Vec<ComponentRecord>,
+}
+
+/// Body of `POST /v1/backups` (all fields optional; an empty body is fine).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartBackupRequest {}
+
+/// A job was started.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobStarted {
+    pub job_id: JobId,
+    pub backup_id: Option<BackupId>,
+}
+
+/// The error envelope.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// A machine-readable code, a message for people, and the running job when busy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<JobId>,
+}
+
+impl ErrorBody {
+    pub fn new(code: &str, message: impl Into<String>) -> Self {
+        ErrorBody {
+            error: ErrorDetail {
+                code: code.to_string(),
+                message: message.into(),
+                job_id: None,
+            },
+        }
+    }
+}

@@ -1,1 +1,572 @@
-//! placeholder
+//! `hopsdrctl`: the command-line client of the daemon. Parses the command line (clap), talks
+//! HTTP/JSON over the daemon's Unix socket, prints tables for people or `--json` for scripts,
+//! and exits with a code that means something (see [`ExitCode`]).
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+
+use crate::api::{
+    BackupDetail, BackupList, ErrorBody, JobStarted, JobView, StatusResponse,
+};
+use crate::catalog::State;
+
+/// Exit codes of hopsdrctl.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
+pub enum ExitCode {
+    Ok = 0,
+    Failed = 1,
+    Usage = 2,
+    Unreachable = 3,
+    PermissionDenied = 4,
+    Busy = 5,
+}
+
+const EXIT_CODES_HELP: &str = "Exit codes:
+  0  ok
+  1  the operation failed (a backup failed, the daemon returned an error)
+  2  usage or configuration error
+  3  the daemon is not reachable
+  4  permission denied
+  5  busy: another job is running";
+
+/// Talk to hopsdrd: status, backups, jobs.
+#[derive(Debug, Parser)]
+#[command(name = "hopsdrctl", version, about, after_help = EXIT_CODES_HELP)]
+pub struct Cli {
+    /// Config file (read only for the socket path).
+    #[arg(long, global = true, value_name = "PATH", default_value = crate::config::DEFAULT_PATH)]
+    pub config: PathBuf,
+    /// The daemon's socket (overrides the config).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The daemon's status: version, uptime, current job, last successes, schedules.
+    Status,
+    /// List or show backups.
+    Backups {
+        #[command(subcommand)]
+        command: BackupsCommand,
+    },
+    /// Start a backup.
+    Backup {
+        #[command(subcommand)]
+        command: BackupCommand,
+    },
+    /// Show one job.
+    Job {
+        /// The job id.
+        id: i64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupsCommand {
+    /// Every backup the catalog knows.
+    List,
+    /// One backup with its components.
+    Show {
+        /// The backup id (YYYYMMDDTHHMMSSZ).
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Start a backup now.
+    Start {
+        /// Wait until it has finished, showing progress.
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+/// A failure of a command, with the exit code it maps to.
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    #[error("cannot reach hopsdrd at {socket}: {cause} (is hopsdr.service running?)")]
+    Unreachable { socket: String, cause: String },
+    #[error("{0}")]
+    Config(String),
+    #[error("permission denied: {0}")]
+    Denied(String),
+    #[error("{0}")]
+    Busy(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CtlError {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            CtlError::Unreachable { .. } => ExitCode::Unreachable,
+            CtlError::Config(_) => ExitCode::Usage,
+            CtlError::Denied(_) => ExitCode::PermissionDenied,
+            CtlError::Busy(_) => ExitCode::Busy,
+            CtlError::Failed(_) => ExitCode::Failed,
+        }
+    }
+}
+
+struct Client {
+    socket: PathBuf,
+}
+
+impl Client {
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&str>,
+    ) -> Result<T, CtlError> {
+        let unreachable = |cause: String| CtlError::Unreachable {
+            socket: self.socket.display().to_string(),
+            cause,
+        };
+        let stream = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "hopsdrd")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.unwrap_or("").to_string())))
+            .map_err(|e| CtlError::Failed(format!("failed to build request: {e}")))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?
+            .to_bytes();
+        if status.is_success() {
+            return serde_json::from_slice(&bytes).map_err(|e| {
+                CtlError::Failed(format!("failed to parse the daemon's answer: {e}"))
+            });
+        }
+        let message = serde_json::from_slice::<ErrorBody>(&bytes)
+            .map(|b| b.error.message)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+        Err(match status {
+            StatusCode::FORBIDDEN => CtlError::Denied(message),
+            StatusCode::CONFLICT => CtlError::Busy(message),
+            _ => CtlError::Failed(message),
+        })
+    }
+}
+
+/// Runs hopsdrctl with parsed arguments; returns the exit code.
+pub async fn run(cli: Cli) -> ExitCode {
+    match run_inner(&cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("hopsdrctl: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn socket_path(cli: &Cli) -> Result<PathBuf, CtlError> {
+    if let Some(s) = &cli.socket {
+        return Ok(s.clone());
+    }
+    let explicit = cli.config != Path::new(crate::config::DEFAULT_PATH);
+    if !explicit && !cli.config.exists() {
+        return Ok(PathBuf::from("/run/hopsdr/hopsdr.sock"));
+    }
+    crate::config::load_socket_path(&cli.config).map_err(|e| CtlError::Config(e.to_string()))
+}
+
+fn print_json<T: serde::Serialize>(v: &T) {
+    let s = serde_json::to_string_pretty(v).unwrap_or_default();
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{s}");
+}
+
+async fn run_inner(cli: &Cli) -> Result<ExitCode, CtlError> {
+    let client = Client {
+        socket: socket_path(cli)?,
+    };
+    match &cli.command {
+        Command::Status => {
+            let s: StatusResponse = client.call(Method::GET, "/v1/status", None).await?;
+            if cli.json {
+                print_json(&s);
+            } else {
+                print!("{}", format_status(&s));
+            }
+        }
+        Command::Backups {
+            command: BackupsCommand::List,
+        } => {
+            let l: BackupList = client.call(Method::GET, "/v1/backups", None).await?;
+            if cli.json {
+                print_json(&l);
+            } else {
+                print!("{}", format_backups(&l));
+            }
+        }
+        Command::Backups {
+            command: BackupsCommand::Show { id },
+        } => {
+            let d: BackupDetail = client
+                .call(Method::GET, &format!("/v1/backups/{id}"), None)
+                .await?;
+            if cli.json {
+                print_json(&d);
+            } else {
+                print!("{}", format_backup(&d));
+            }
+        }
+        Command::Backup {
+            command: BackupCommand::Start { wait },
+        } => {
+            let started: JobStarted = client.call(Method::POST, "/v1/backups", Some("{}")).await?;
+            if !wait {
+                if cli.json {
+                    print_json(&started);
+                } else {
+                    println!(
+                        "started job {} (backup {})",
+                        started.job_id,
+                        started
+                            .backup_id
+                            .as_ref()
+                            .map(|b| b.to_string())
+                            .unwrap_or_default()
+                    );
+                }
+                return Ok(ExitCode::Ok);
+            }
+            let view = wait_for_job(&client, started.job_id.0, cli.json).await?;
+            if cli.json {
+                print_json(&view);
+            } else {
+                print!("{}", format_job(&view));
+            }
+            return Ok(if view.record.state == State::Succeeded {
+                ExitCode::Ok
+            } else {
+                ExitCode::Failed
+            });
+        }
+        Command::Job { id } => {
+            let v: JobView = client
+                .call(Method::GET, &format!("/v1/jobs/{id}"), None)
+                .await?;
+            if cli.json {
+                print_json(&v);
+            } else {
+                print!("{}", format_job(&v));
+            }
+        }
+    }
+    Ok(ExitCode::Ok)
+}
+
+async fn wait_for_job(client: &Client, id: i64, quiet: bool) -> Result<JobView, CtlError> {
+    let tty = std::io::stderr().is_terminal() && !quiet;
+    let mut last_line = String::new();
+    loop {
+        let v: JobView = client
+            .call(Method::GET, &format!("/v1/jobs/{id}"), None)
+            .await?;
+        if v.record.state.is_final() {
+            if tty && !last_line.is_empty() {
+                eprintln!();
+            }
+            return Ok(v);
+        }
+        if !quiet {
+            if let Some(p) = &v.progress {
+                let line = format!(
+                    "job {id}: {} — {} files, {} read, {} stored",
+                    p.step,
+                    p.files,
+                    human_bytes(p.logical_bytes),
+                    human_bytes(p.stored_bytes)
+                );
+                if line != last_line {
+                    if tty {
+                        eprint!("\r\x1b[K{line}");
+                    } else {
+                        eprintln!("{line}");
+                    }
+                    last_line = line;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Bytes for people: `1.5 GiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn fmt_time(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
+    t.map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+/// Left-aligned columns separated by two spaces.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        out.push_str(&line(r.clone()));
+    }
+    out
+}
+
+pub fn format_status(s: &StatusResponse) -> String {
+    let mut out = format!(
+        "hopsdrd {} (pid {}), up {}s\nrepository: {}\n",
+        s.version, s.pid, s.uptime_seconds, s.repository
+    );
+    match &s.current_job {
+        Some(j) => {
+            out.push_str(&format!(
+                "current job: {} {} ({})",
+                j.record.id,
+                j.record.kind.as_str(),
+                j.record.trigger
+            ));
+            if let Some(p) = &j.progress {
+                out.push_str(&format!(
+                    ": {}, {} files, {}",
+                    p.step,
+                    p.files,
+                    human_bytes(p.logical_bytes)
+                ));
+            }
+            out.push('\n');
+        }
+        None => out.push_str("current job: none\n"),
+    }
+    out.push_str("\nlast success:\n");
+    if s.last_success.is_empty() {
+        out.push_str("  none yet\n");
+    } else {
+        let rows: Vec<Vec<String>> = s
+            .last_success
+            .iter()
+            .map(|l| {
+                vec![
+                    l.component.clone(),
+                    l.backup_id.to_string(),
+                    fmt_time(Some(l.finished_at)),
+                    human_bytes(l.logical_bytes),
+                ]
+            })
+            .collect();
+        out.push_str(&table(&["COMPONENT", "BACKUP", "FINISHED", "SIZE"], &rows));
+    }
+    out.push_str("\nschedules:\n");
+    if s.schedules.is_empty() {
+        out.push_str("  none configured\n");
+    } else {
+        let rows: Vec<Vec<String>> = s
+            .schedules
+            .iter()
+            .map(|x| {
+                vec![
+                    x.name.clone(),
+                    x.job.clone(),
+                    x.cron.clone(),
+                    x.timezone.clone(),
+                    fmt_time(x.next_fire),
+                    fmt_time(x.last_fire),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &["NAME", "JOB", "CRON", "TIMEZONE", "NEXT", "LAST"],
+            &rows,
+        ));
+    }
+    out
+}
+
+pub fn format_backups(l: &BackupList) -> String {
+    if l.backups.is_empty() {
+        return "no backups yet\n".into();
+    }
+    let rows: Vec<Vec<String>> = l
+        .backups
+        .iter()
+        .map(|b| {
+            vec![
+                b.id.to_string(),
+                b.state.as_str().to_string(),
+                fmt_time(Some(b.started_at)),
+                fmt_time(b.finished_at),
+                b.files.to_string(),
+                human_bytes(b.logical_bytes),
+                human_bytes(b.stored_bytes),
+            ]
+        })
+        .collect();
+    table(
+        &["ID", "STATE", "STARTED", "FINISHED", "FILES", "SIZE", "STORED"],
+        &rows,
+    )
+}
+
+pub fn format_backup(d: &BackupDetail) -> String {
+    let b = &d.backup;
+    let mut out = format!(
+        "backup:   {}\nstate:    {}\njob:      {}\nstarted:  {}\nfinished: {}\nfiles:    {}\nsize:     {}\nstored:   {}\n",
+        b.id,
+        b.state.as_str(),
+        b.job_id,
+        fmt_time(Some(b.started_at)),
+        fmt_time(b.finished_at),
+        b.files,
+        human_bytes(b.logical_bytes),
+        human_bytes(b.stored_bytes)
+    );
+    if let Some(e) = &b.error {
+        out.push_str(&format!("error:    {e}\n"));
+    }
+    out.push('\n');
+    let rows: Vec<Vec<String>> = d
+        .components
+        .iter()
+        .map(|c| {
+            vec![
+                c.component.clone(),
+                c.state.as_str().to_string(),
+                c.files.to_string(),
+                human_bytes(c.logical_bytes),
+                human_bytes(c.stored_bytes),
+                c.error.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &["COMPONENT", "STATE", "FILES", "SIZE", "STORED", "ERROR"],
+        &rows,
+    ));
+    out
+}
+
+pub fn format_job(v: &JobView) -> String {
+    let j = &v.record;
+    let mut out = format!(
+        "job:      {}\nkind:     {}\nstate:    {}\ntrigger:  {}\n",
+        j.id,
+        j.kind.as_str(),
+        j.state.as_str(),
+        j.trigger
+    );
+    if let Some(b) = &j.backup_id {
+        out.push_str(&format!("backup:   {b}\n"));
+    }
+    out.push_str(&format!(
+        "created:  {}\nfinished: {}\n",
+        fmt_time(Some(j.created_at)),
+        fmt_time(j.finished_at)
+    ));
+    if let Some(p) = &v.progress {
+        out.push_str(&format!(
+            "progress: {}, {} files, {}\n",
+            p.step,
+            p.files,
+            human_bytes(p.logical_bytes)
+        ));
+    }
+    if let Some(e) = &j.error {
+        out.push_str(&format!("error:    {e}\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_bytes_units() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+    }
+
+    #[test]
+    fn table_aligns() {
+        let t = table(
+            &["A", "BB"],
+            &[vec!["xxx".into(), "y".into()], vec!["z".into(), "w".into()]],
+        );
+        assert_eq!(t, "A    BB\nxxx  y\nz    w\n");
+    }
+
+    #[test]
+    fn cli_parses() {
+        Cli::command_for_test();
+    }
+
+    impl Cli {
+        fn command_for_test() {
+            use clap::CommandFactory;
+            Cli::command().debug_assert();
+        }
+    }
+}

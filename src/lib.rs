@@ -11,6 +11,7 @@ pub mod catalog;
 pub mod config;
 pub mod ctl;
 pub mod daemon;
+pub mod failpoint;
 pub mod ids;
 pub mod logging;
 pub mod repository;

@@ -1,1 +1,177 @@
-//! placeholder
+//! hopsdr's configuration: one TOML file, `/etc/hopsdr/hopsdr.toml` by default.
+//!
+//! The text is parsed into raw serde structs ([`raw`], every key optional, unknown keys found
+//! with `serde_ignored`) and then validated into [`Settings`], the only type the rest of hopsdr
+//! sees. Parsing never stops at the first problem: syntax errors, unknown keys, type errors and
+//! every failed check are collected into [`ConfigErrors`], each naming the file, the line, the
+//! key path (`schedule[0].cron`) and what to do. Validation reads secret files' metadata and
+//! nothing else: it does not touch the network or create files.
+//!
+//! The shipped example, `etc/hopsdr/hopsdr.toml`, documents every key with its default.
+
+mod error;
+mod raw;
+mod secret;
+mod spans;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use error::{ConfigError, ConfigErrors};
+pub use secret::{Secret, SecretEnv, SecretError};
+
+/// Where the daemon and the CLI look for the config file unless told otherwise.
+pub const DEFAULT_PATH: &str = "/etc/hopsdr/hopsdr.toml";
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The file the settings were read from (for `parse`, the label it was given).
+    pub path: PathBuf,
+    pub daemon: DaemonSettings,
+    pub metrics: MetricsSettings,
+    pub repository: RepositorySettings,
+    pub backup: BackupSettings,
+    pub schedules: Vec<ScheduleSettings>,
+    /// `None` when the config has no `[mysql]` section.
+    pub mysql: Option<MysqlSettings>,
+}
+
+/// `[daemon]`: the daemon process and its socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonSettings {
+    /// The API socket (absolute path).
+    pub socket: PathBuf,
+    /// Group that owns the socket (mode 0660); its members may read (status, list).
+    pub socket_group: String,
+    /// Group whose members may change things (start a backup); `None` = root only.
+    pub operator_group: Option<String>,
+    /// The SQLite catalog (absolute path).
+    pub catalog: PathBuf,
+    /// How long to wait for a running job to reach a safe point on shutdown (0 < t <= 1h).
+    pub shutdown_timeout: Duration,
+    /// One of `error`, `warn`, `info`, `debug`, `trace`.
+    pub log_level: String,
+}
+
+/// `[metrics]`: the Prometheus listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsSettings {
+    /// Where to serve `/metrics`; `None` = disabled.
+    pub listen: Option<SocketAddr>,
+}
+
+/// `[repository]`: where backups are stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepositorySettings {
+    /// A directory on a local (or mounted) file system.
+    Local {
+        /// Absolute path of the repository directory.
+        path: PathBuf,
+        /// zstd level, 1..=19.
+        compression_level: i32,
+    },
+}
+
+/// `[backup]`: what a backup holds besides the cluster's data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupSettings {
+    /// Files copied into every backup (`[backup.files] paths`).
+    pub files: Vec<FilePathSettings>,
+}
+
+/// One entry of `[backup.files] paths`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilePathSettings {
+    /// Absolute path of the file.
+    pub path: PathBuf,
+    /// When true, a missing file is skipped instead of failing the backup.
+    pub optional: bool,
+}
+
+/// One `[[schedule]]`.
+#[derive(Debug, Clone)]
+pub struct ScheduleSettings {
+    /// Unique, `[a-z0-9_-]{1,64}`.
+    pub name: String,
+    pub cron: crate::schedule::Cron,
+    /// The zone `cron` is evaluated in.
+    pub timezone: chrono_tz::Tz,
+    pub job: JobKind,
+    /// Run once at start-up when a fire time was missed while the daemon was down.
+    pub catch_up: bool,
+}
+
+/// What a schedule runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobKind {
+    Backup,
+}
+
+impl JobKind {
+    /// Every kind, in the order shown to users.
+    pub const ALL: &'static [JobKind] = &[JobKind::Backup];
+
+    /// The name used in the config and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Backup => "backup",
+        }
+    }
+}
+
+/// `[mysql]`: how to reach MySQL for users and grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MysqlSettings {
+    pub user: String,
+    pub password: Secret,
+    /// Unix socket; exactly one of `socket` and `host` is set.
+    pub socket: Option<PathBuf>,
+    pub host: Option<String>,
+    /// TCP port, used with `host` (default 3306).
+    pub port: u16,
+}
+
+/// Reads the config file at `path` and validates it with the process's [`SecretEnv`]. Errors
+/// name the file as `path` is displayed.
+pub fn load(path: &Path) -> Result<Settings, ConfigErrors> {
+    let label = path.display().to_string();
+    let text = read(path, &label)?;
+    validate::parse(
+        &text,
+        &label,
+        path.to_path_buf(),
+        &SecretEnv::from_process(),
+    )
+}
+
+/// Parses and validates config `text`; `file_label` is how errors name the file (and becomes
+/// [`Settings::path`]).
+pub fn parse(text: &str, file_label: &str, env: &SecretEnv) -> Result<Settings, ConfigErrors> {
+    validate::parse(text, file_label, PathBuf::from(file_label), env)
+}
+
+/// Reads only `[daemon] socket` from the config file at `path` (the default when absent), for
+/// `hopsdrctl`: other keys and sections are not looked at. The file must exist and be valid TOML.
+pub fn load_socket_path(path: &Path) -> Result<PathBuf, ConfigErrors> {
+    let label = path.display().to_string();
+    let text = read(path, &label)?;
+    validate::socket_path(&text, &label)
+}
+
+fn read(path: &Path, label: &str) -> Result<String, ConfigErrors> {
+    std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors::from(ConfigError {
+            file: label.to_string(),
+            line: None,
+            key: String::new(),
+            message: format!("failed to read config file: {e}"),
+        })
+    })
+}

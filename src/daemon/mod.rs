@@ -1,1 +1,333 @@
-//! placeholder
+//! The daemon runtime: starts the parts in order (catalog, repository, listeners, scheduler),
+//! tells systemd when it is ready, pings the watchdog from its main loop, reloads the config on
+//! SIGHUP (keeping the old one when the new one is invalid), and on SIGTERM/SIGINT stops accepting
+//! requests and lets the running job reach a safe point within `daemon.shutdown_timeout`.
+//!
+//! One root cancellation token reaches every task; nothing below the job runner knows about
+//! HTTP, cron or systemd.
+
+pub mod jobs;
+pub mod metrics;
+pub mod notify;
+pub mod scheduler;
+pub mod server;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+
+use chrono::{DateTime, Utc};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{JobView, ScheduleView, StatusResponse};
+use crate::catalog::{Catalog, CatalogError};
+use crate::config::{self, RepositorySettings, Settings};
+use crate::repository::{LocalStorage, RepoError, Repository};
+
+use jobs::JobRunner;
+use metrics::Metrics;
+use server::AccessGroups;
+
+/// Why the daemon could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("failed to open repository: {0}")]
+    Repository(#[from] RepoError),
+    #[error(transparent)]
+    Server(#[from] server::ServerError),
+    #[error("failed to bind metrics listener {addr}: {source} (set [metrics] listen to a free address or enabled = false)")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("failed to install signal handler: {0}")]
+    Signal(std::io::Error),
+}
+
+/// What every task of the daemon shares.
+pub struct Ctx {
+    settings: RwLock<Arc<Settings>>,
+    access: RwLock<AccessGroups>,
+    pub catalog: Mutex<Catalog>,
+    pub repo: Repository,
+    pub metrics: Metrics,
+    pub jobs: JobRunner,
+    pub started_at: DateTime<Utc>,
+    pub root: CancellationToken,
+    pub hostname: String,
+}
+
+impl Ctx {
+    /// The current settings (replaced as a whole on reload).
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The resolved socket access groups.
+    pub fn access_groups(&self) -> AccessGroups {
+        self.access
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The daemon's status for `GET /v1/status`.
+    pub fn status(&self) -> Result<StatusResponse, CatalogError> {
+        let now = Utc::now();
+        let settings = self.settings();
+        let cat = self.catalog.lock().unwrap_or_else(|p| p.into_inner());
+        let current_job = match self.jobs.current() {
+            Some(id) => cat.job(id)?.map(|record| JobView {
+                progress: self.jobs.progress(id),
+                record,
+            }),
+            None => None,
+        };
+        let mut schedules = Vec::new();
+        for s in &settings.schedules {
+            schedules.push(ScheduleView {
+                name: s.name.clone(),
+                cron: s.cron.as_str().to_string(),
+                timezone: s.timezone.name().to_string(),
+                job: "backup".into(),
+                next_fire: s.cron.next_after(now, s.timezone),
+                last_fire: cat.last_fire(&s.name)?,
+            });
+        }
+        Ok(StatusResponse {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            started_at: self.started_at,
+            uptime_seconds: (now - self.started_at).num_seconds().max(0) as u64,
+            repository: self.repo.describe(),
+            current_job,
+            last_success: cat.last_successes()?,
+            schedules,
+        })
+    }
+}
+
+fn open_repository(s: &RepositorySettings) -> Result<Repository, RepoError> {
+    match s {
+        RepositorySettings::Local {
+            path,
+            compression_level,
+        } => {
+            let storage = Arc::new(LocalStorage::new(path.clone())?);
+            Repository::open_or_init(storage, *compression_level)
+        }
+    }
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Runs the daemon until SIGTERM/SIGINT. `config_path` is re-read on SIGHUP.
+pub async fn run(settings: Settings, config_path: PathBuf) -> Result<(), DaemonError> {
+    let started_at = Utc::now();
+    let root = CancellationToken::new();
+
+    let mut catalog = Catalog::open(&settings.daemon.catalog)?;
+    let interrupted = catalog.mark_interrupted(started_at)?;
+    for id in &interrupted {
+        tracing::warn!(job_id = %id, "job left running by an earlier hopsdrd marked interrupted");
+    }
+    let repo = {
+        let s = settings.repository.clone();
+        tokio::task::spawn_blocking(move || open_repository(&s))
+            .await
+            .map_err(|e| RepoError::Io {
+                what: "open the repository".into(),
+                source: std::io::Error::other(e.to_string()),
+            })??
+    };
+
+    let metrics = Metrics::new();
+    for ls in catalog.last_successes()? {
+        let c = [ls.component.as_str()];
+        metrics
+            .backup_last_success
+            .with_label_values(&c)
+            .set(ls.finished_at.timestamp_millis() as f64 / 1000.0);
+        metrics.backup_last_status.with_label_values(&c).set(1);
+        metrics
+            .backup_duration
+            .with_label_values(&c)
+            .set(ls.duration_seconds);
+        metrics
+            .backup_bytes
+            .with_label_values(&c)
+            .set(ls.logical_bytes as f64);
+        metrics
+            .backup_stored_bytes
+            .with_label_values(&c)
+            .set(ls.stored_bytes as f64);
+    }
+
+    let access = AccessGroups::resolve(
+        &settings.daemon.socket_group,
+        settings.daemon.operator_group.as_deref(),
+    );
+    let listener = server::bind(&settings.daemon.socket, access.read).await?;
+    let metrics_listener = match settings.metrics.listen {
+        Some(addr) => Some(
+            metrics::bind(addr)
+                .await
+                .map_err(|source| DaemonError::Metrics { addr, source })?,
+        ),
+        None => None,
+    };
+
+    let socket_path = settings.daemon.socket.clone();
+    let ctx = Arc::new(Ctx {
+        settings: RwLock::new(Arc::new(settings)),
+        access: RwLock::new(access),
+        catalog: Mutex::new(catalog),
+        repo,
+        metrics: metrics.clone(),
+        jobs: JobRunner::new(),
+        started_at,
+        root: root.clone(),
+        hostname: hostname(),
+    });
+    {
+        let repo = ctx.repo.clone();
+        if let Ok(Ok(bytes)) = tokio::task::spawn_blocking(move || repo.stored_bytes()).await {
+            metrics.repository_bytes.set(bytes as f64);
+        }
+    }
+
+    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signal)?;
+
+    let api_stop = CancellationToken::new();
+    let api_task = tokio::spawn(server::serve(listener, ctx.clone(), api_stop.clone()));
+    let metrics_task = metrics_listener
+        .map(|l| tokio::spawn(metrics::serve(l, metrics.clone(), root.child_token())));
+    let wake = Arc::new(Notify::new());
+    scheduler::arm_new_schedules(&ctx);
+    let sched_task = tokio::spawn(scheduler::run(ctx.clone(), wake.clone(), root.child_token()));
+
+    tracing::info!(
+        socket = %socket_path.display(),
+        repository = %ctx.repo.describe(),
+        "hopsdrd {} ready",
+        env!("CARGO_PKG_VERSION")
+    );
+    notify::ready("idle");
+
+    // The main loop: signals and the watchdog. The watchdog is pinged from here so that a hung
+    // main loop is noticed by systemd.
+    let wd = notify::watchdog_interval();
+    let mut wd_tick = wd.map(|d| {
+        let mut i = tokio::time::interval(d);
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    });
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break; }
+            _ = sigint.recv() => { tracing::info!("SIGINT: stopping"); break; }
+            _ = sighup.recv() => reload(&ctx, &config_path, &wake),
+            _ = async { match wd_tick.as_mut() { Some(t) => { t.tick().await; } None => std::future::pending().await } } => {
+                notify::watchdog();
+            }
+        }
+    }
+
+    // Shutdown: stop accepting, cancel the job at its next safe point, wait up to the deadline.
+    notify::stopping();
+    api_stop.cancel();
+    let deadline = ctx.settings().daemon.shutdown_timeout;
+    root.cancel();
+    ctx.jobs.cancel_current();
+    let idle = {
+        let wait = ctx.jobs.wait_idle(deadline);
+        tokio::pin!(wait);
+        // Keep the watchdog fed while we wait for the job's safe point.
+        loop {
+            tokio::select! {
+                idle = &mut wait => break idle,
+                _ = async { match wd_tick.as_mut() { Some(t) => { t.tick().await; } None => std::future::pending().await } } => notify::watchdog(),
+            }
+        }
+    };
+    if !idle {
+        let now = Utc::now();
+        let mut cat = ctx.catalog.lock().unwrap_or_else(|p| p.into_inner());
+        match cat.mark_interrupted(now) {
+            Ok(ids) => {
+                for id in ids {
+                    tracing::warn!(job_id = %id, "job did not reach a safe point within {:?}: recorded as interrupted", deadline);
+                }
+            }
+            Err(e) => tracing::error!("{e}"),
+        }
+    }
+    let _ = api_task.await;
+    if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
+    let _ = sched_task.await;
+    let _ = std::fs::remove_file(&socket_path);
+    tracing::info!("hopsdrd stopped");
+    Ok(())
+}
+
+fn reload(ctx: &Ctx, path: &std::path::Path, wake: &Notify) {
+    notify::reloading();
+    match config::load(path) {
+        Ok(new) => {
+            let old = ctx.settings();
+            let mut restart_needed = Vec::new();
+            if new.daemon.socket != old.daemon.socket {
+                restart_needed.push("daemon.socket");
+            }
+            if new.daemon.catalog != old.daemon.catalog {
+                restart_needed.push("daemon.catalog");
+            }
+            if new.metrics.listen != old.metrics.listen {
+                restart_needed.push("metrics");
+            }
+            if format!("{:?}", new.repository) != format!("{:?}", old.repository) {
+                restart_needed.push("repository");
+            }
+            if !restart_needed.is_empty() {
+                tracing::warn!(
+                    "configuration reloaded; changes to {} take effect after a restart",
+                    restart_needed.join(", ")
+                );
+            }
+            let access = AccessGroups::resolve(
+                &new.daemon.socket_group,
+                new.daemon.operator_group.as_deref(),
+            );
+            *ctx.access.write().unwrap_or_else(|p| p.into_inner()) = access;
+            *ctx.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+            tracing::info!(config = %path.display(), "configuration reloaded");
+            wake.notify_one();
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                tracing::error!("{e}");
+            }
+            tracing::error!(
+                config = %path.display(),
+                "configuration not reloaded: {} error(s); keeping the running configuration",
+                errors.0.len()
+            );
+        }
+    }
+    notify::reloaded("idle");
+}

@@ -1,1 +1,521 @@
-//! placeholder
+//! The repository: where backups live, content-addressed, compressed and verified on every read.
+//!
+//! # On-storage format, version 1
+//!
+//! A repository is a set of objects in a [`Storage`] (a local directory, later an object store),
+//! named by `/`-separated keys. The format needs only whole-object put/get/exists/delete, a
+//! prefix listing, and read-after-write on a single key: no rename, no append, no
+//! list-after-write consistency.
+//!
+//! - **Header** — key `hopsdr-repository.json`, plain JSON:
+//!   `{"format":"hopsdr-repository","version":1,"id":"<32 hex>","created":"<RFC 3339>",
+//!   "chunk_size":4194304,"hash":"blake3","compression":"zstd"}`.
+//!   Written once, when the repository is initialised. A reader refuses a header whose `format`
+//!   is not `hopsdr-repository` or whose `version` it does not know, and refuses to initialise
+//!   over a store that has manifests but no header.
+//!
+//! - **Blobs** — key `blobs/<h[0..2]>/<h>`, where `h` is the lower-case hex BLAKE3 hash of the
+//!   blob's *uncompressed* content, at most `chunk_size` bytes. The object is one zstd frame of
+//!   that content. Blobs are immutable and shared: a blob already present is not written again,
+//!   whichever backup wrote it. Reading a blob decompresses it (refusing more than `chunk_size`
+//!   bytes), hashes the result and compares it with `h`.
+//!
+//! - **Files** — a regular file is cut into chunks of `chunk_size` bytes (the last one shorter),
+//!   each stored as a blob; its manifest entry lists the chunk hashes in order, the file's size
+//!   and the BLAKE3 hash of its whole content. An empty file has no chunks.
+//!
+//! - **Manifests** — key `manifests/<backup-id>.json.zst`: one zstd frame of the JSON document
+//!   `{"checksum":"<64 hex>","body":<body>}` followed by a newline, where `<body>` is the JSON
+//!   [`Manifest`] (`format_version`, `id`, `info`, `entries`) and `checksum` is the BLAKE3 hash
+//!   of exactly the bytes of `<body>` as stored. A reader checks the checksum, that `id` matches
+//!   the key, `format_version`, and every entry (valid logical paths, no duplicates, nothing
+//!   below a file or a symlink, well-formed hashes).
+//!
+//!   The manifest is the commit marker: it is written last, after every blob it references has
+//!   been durably stored, and a backup without a manifest does not exist (its blobs are garbage
+//!   for the collector). A manifest is never overwritten.
+//!
+//! - **Logical paths** — entry paths are relative, `/`-separated, with no empty, `.` or `..`
+//!   component ([`validate_logical_path`]): joined to a restore target they stay inside it.
+//!
+//! Objects whose keys fall outside these patterns are ignored. Garbage collection (deleting
+//! blobs no manifest references) must not run while a backup is being written: a backup may
+//! reuse a blob that a concurrent collector considers unreferenced. hopsdr runs one job at a
+//! time, so this holds.
+
+mod error;
+mod manifest;
+mod storage;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::BackupId;
+
+pub use error::{
+    BlobDefect, EntryDefect, FileDefect, HeaderDefect, ManifestDefect, PathDefect, RepoError,
+};
+pub use manifest::{
+    validate_logical_path, BackupInfo, ComponentInfo, Entry, FileEntry, FileMeta, Manifest,
+};
+pub use storage::{validate_key, KeyError, LocalStorage, ObjectInfo, Storage, StorageError};
+pub use writer::{BackupWriter, WriteStats};
+
+/// The repository format version this code reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+/// The `format` of the header object.
+pub const FORMAT_NAME: &str = "hopsdr-repository";
+/// Key of the header object.
+pub const HEADER_KEY: &str = "hopsdr-repository.json";
+/// Files are cut into chunks of this many bytes when a repository is created.
+pub const CHUNK_SIZE: usize = 4 << 20;
+/// Smallest and largest chunk size a header may declare (bounds the memory a read takes).
+pub const MIN_CHUNK_SIZE: u64 = 64 << 10;
+pub const MAX_CHUNK_SIZE: u64 = 16 << 20;
+
+const BLOBS_PREFIX: &str = "blobs/";
+const MANIFESTS_PREFIX: &str = "manifests/";
+const MANIFEST_SUFFIX: &str = ".json.zst";
+
+/// The header object's content.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct RepositoryHeader {
+    pub format: String,
+    pub version: u32,
+    /// Random, fixed at creation: tells repositories apart.
+    pub id: String,
+    pub created: DateTime<Utc>,
+    pub chunk_size: u64,
+    pub hash: String,
+    pub compression: String,
+}
+
+/// The key of the blob holding the chunk whose content hashes to `hash` (lower-case hex).
+pub fn blob_key(hash: &str) -> String {
+    let fan = hash.get(..2).unwrap_or(hash);
+    format!("{BLOBS_PREFIX}{fan}/{hash}")
+}
+
+/// The key of backup `id`'s manifest.
+pub fn manifest_key(id: &BackupId) -> String {
+    format!("{MANIFESTS_PREFIX}{id}{MANIFEST_SUFFIX}")
+}
+
+/// A handle on an open repository; cheap to clone, usable from several threads.
+#[derive(Clone, Debug)]
+pub struct Repository {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    storage: Arc<dyn Storage>,
+    header: RepositoryHeader,
+    compression_level: i32,
+}
+
+/// One damaged file (and blob, when a blob is at fault) found by [`Repository::verify_backup`].
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Damage {
+    /// Logical path of the damaged file.
+    pub path: String,
+    /// Key of the damaged or missing blob; `None` when the file as a whole does not match.
+    pub blob: Option<String>,
+    /// [`RepoError::code`] of the failure.
+    pub code: String,
+    pub reason: String,
+}
+
+/// What [`Repository::verify_backup`] read and what it found damaged.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub files_checked: u64,
+    /// Blob reads (a blob shared by two files is read for each).
+    pub blobs_checked: u64,
+    /// Uncompressed bytes read back and hashed.
+    pub bytes_checked: u64,
+    pub damaged: Vec<Damage>,
+}
+
+impl VerifyReport {
+    pub fn is_ok(&self) -> bool {
+        self.damaged.is_empty()
+    }
+}
+
+/// Reusable buffers for reading blobs.
+struct BlobReader {
+    decompressor: zstd::bulk::Decompressor<'static>,
+    buf: Vec<u8>,
+}
+
+impl Repository {
+    /// Opens the repository in `storage`, initialising it (writing its header) if the store is
+    /// empty. New blobs and manifests are compressed at `compression_level`.
+    pub fn open_or_init(
+        storage: Arc<dyn Storage>,
+        compression_level: i32,
+    ) -> Result<Repository, RepoError> {
+        let range = zstd::compression_level_range();
+        if !range.contains(&compression_level) {
+            return Err(RepoError::InvalidCompressionLevel {
+                level: compression_level,
+                min: *range.start(),
+                max: *range.end(),
+            });
+        }
+        let header = match storage.get(HEADER_KEY) {
+            Ok(bytes) => parse_header(&bytes, storage.as_ref())?,
+            Err(e) if e.is_not_found() => init(storage.as_ref())?,
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Repository {
+            inner: Arc::new(Inner {
+                storage,
+                header,
+                compression_level,
+            }),
+        })
+    }
+
+    /// Where the repository is, for humans and logs.
+    pub fn describe(&self) -> String {
+        self.inner.storage.describe()
+    }
+
+    pub fn header(&self) -> &RepositoryHeader {
+        &self.inner.header
+    }
+
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.inner.storage
+    }
+
+    pub(crate) fn chunk_size(&self) -> usize {
+        // Checked against MAX_CHUNK_SIZE when the header was read.
+        self.inner.header.chunk_size as usize
+    }
+
+    pub(crate) fn compression_level(&self) -> i32 {
+        self.inner.compression_level
+    }
+
+    /// Starts writing backup `id`. Nothing is visible until [`BackupWriter::commit`]; `cancel`
+    /// is checked between chunks.
+    pub fn begin_backup(
+        &self,
+        id: BackupId,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> BackupWriter {
+        BackupWriter::new(self.clone(), id, cancel)
+    }
+
+    /// The committed backups, oldest first.
+    pub fn list_backups(&self) -> Result<Vec<BackupId>, RepoError> {
+        let mut ids: Vec<BackupId> = self
+            .inner
+            .storage
+            .list(MANIFESTS_PREFIX)?
+            .into_iter()
+            .filter_map(|o| {
+                let name = o.key.strip_prefix(MANIFESTS_PREFIX)?;
+                BackupId::parse(name.strip_suffix(MANIFEST_SUFFIX)?)
+            })
+            .collect();
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    /// Reads and verifies backup `id`'s manifest.
+    pub fn read_manifest(&self, id: &BackupId) -> Result<Manifest, RepoError> {
+        let key = manifest_key(id);
+        let stored = match self.inner.storage.get(&key) {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => return Err(RepoError::BackupNotFound { id: id.clone() }),
+            Err(e) => return Err(e.into()),
+        };
+        manifest::decode(&stored, id).map_err(|defect| RepoError::CorruptManifest {
+            id: id.clone(),
+            key,
+            defect,
+        })
+    }
+
+    /// Writes the content of `entry` to `out`, chunk by chunk, verifying every chunk before it
+    /// is written, then the size and whole-file hash. Returns the number of bytes written.
+    ///
+    /// A chunk that fails verification is never written; but the chunks before it were, so on
+    /// error the caller must discard what `out` received.
+    pub fn restore_file(
+        &self,
+        entry: &FileEntry,
+        out: &mut dyn std::io::Write,
+    ) -> Result<u64, RepoError> {
+        manifest::validate_entry(&Entry::File(entry.clone())).map_err(|defect| {
+            RepoError::InvalidEntry {
+                path: entry.path.clone(),
+                defect,
+            }
+        })?;
+        let mut reader = self.blob_reader()?;
+        let mut hasher = blake3::Hasher::new();
+        let mut written = 0u64;
+        for chunk in &entry.chunks {
+            let data = self.read_chunk(chunk, &entry.path, &mut reader)?;
+            hasher.update(data);
+            out.write_all(data)
+                .map_err(|source| RepoError::WriteOutput {
+                    path: entry.path.clone(),
+                    source,
+                })?;
+            written += data.len() as u64;
+        }
+        check_whole_file(entry, written, &hasher)?;
+        Ok(written)
+    }
+
+    /// Reads back every blob of every file in backup `id` and checks it, and each file's size
+    /// and hash. Damage is reported per file and blob, and does not stop the check; an error is
+    /// returned only when the manifest itself cannot be read or trusted, or the store fails.
+    pub fn verify_backup(&self, id: &BackupId) -> Result<VerifyReport, RepoError> {
+        let manifest = self.read_manifest(id)?;
+        let mut report = VerifyReport::default();
+        let mut reader = self.blob_reader()?;
+        for file in manifest.files() {
+            report.files_checked += 1;
+            let mut hasher = blake3::Hasher::new();
+            let mut size = 0u64;
+            let mut whole = true;
+            for chunk in &file.chunks {
+                report.blobs_checked += 1;
+                match self.read_chunk(chunk, &file.path, &mut reader) {
+                    Ok(data) => {
+                        hasher.update(data);
+                        size += data.len() as u64;
+                        report.bytes_checked += data.len() as u64;
+                    }
+                    Err(
+                        e @ (RepoError::BlobMissing { .. } | RepoError::CorruptBlob { .. }),
+                    ) => {
+                        whole = false;
+                        report.damaged.push(Damage {
+                            path: file.path.clone(),
+                            blob: Some(blob_key(chunk)),
+                            code: e.code().to_string(),
+                            reason: e.to_string(),
+                        });
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if whole {
+                if let Err(e) = check_whole_file(file, size, &hasher) {
+                    report.damaged.push(Damage {
+                        path: file.path.clone(),
+                        blob: None,
+                        code: e.code().to_string(),
+                        reason: e.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Total size of every object in the repository.
+    pub fn stored_bytes(&self) -> Result<u64, RepoError> {
+        Ok(self.inner.storage.list("")?.iter().map(|o| o.size).sum())
+    }
+
+    /// Free space where the repository is stored, if known.
+    pub fn available_bytes(&self) -> Result<Option<u64>, RepoError> {
+        Ok(self.inner.storage.available_bytes()?)
+    }
+
+    /// The keys of every blob the committed backups reference (for garbage collection).
+    pub fn referenced_blobs(&self) -> Result<HashSet<String>, RepoError> {
+        let mut keys = HashSet::new();
+        for id in self.list_backups()? {
+            for file in self.read_manifest(&id)?.files() {
+                keys.extend(file.chunks.iter().map(|c| blob_key(c)));
+            }
+        }
+        Ok(keys)
+    }
+
+    fn blob_reader(&self) -> Result<BlobReader, RepoError> {
+        let decompressor = zstd::bulk::Decompressor::new()
+            .map_err(|source| RepoError::ZstdContext { source })?;
+        Ok(BlobReader {
+            decompressor,
+            buf: Vec::with_capacity(self.chunk_size()),
+        })
+    }
+
+    /// Reads the blob of chunk `hash` (of file `path`) and verifies it.
+    fn read_chunk<'r>(
+        &self,
+        hash: &str,
+        path: &str,
+        reader: &'r mut BlobReader,
+    ) -> Result<&'r [u8], RepoError> {
+        let key = blob_key(hash);
+        let stored = match self.inner.storage.get(&key) {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => {
+                return Err(RepoError::BlobMissing {
+                    key,
+                    path: path.to_string(),
+                })
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let limit = self.chunk_size();
+        reader.buf.clear();
+        if let Err(source) = reader
+            .decompressor
+            .decompress_to_buffer(&stored[..], &mut reader.buf)
+        {
+            return Err(RepoError::CorruptBlob {
+                key,
+                path: path.to_string(),
+                defect: BlobDefect::Undecodable { limit, source },
+            });
+        }
+        let actual = blake3::hash(&reader.buf).to_hex();
+        if actual.as_str() != hash {
+            return Err(RepoError::CorruptBlob {
+                key,
+                path: path.to_string(),
+                defect: BlobDefect::HashMismatch {
+                    expected: hash.to_string(),
+                    actual: actual.to_string(),
+                },
+            });
+        }
+        Ok(&reader.buf)
+    }
+}
+
+fn check_whole_file(
+    entry: &FileEntry,
+    size: u64,
+    hasher: &blake3::Hasher,
+) -> Result<(), RepoError> {
+    if size != entry.size {
+        return Err(RepoError::CorruptFile {
+            path: entry.path.clone(),
+            defect: FileDefect::SizeMismatch {
+                expected: entry.size,
+                actual: size,
+            },
+        });
+    }
+    let actual = hasher.finalize().to_hex();
+    if actual.as_str() != entry.hash {
+        return Err(RepoError::CorruptFile {
+            path: entry.path.clone(),
+            defect: FileDefect::HashMismatch {
+                expected: entry.hash.clone(),
+                actual: actual.to_string(),
+            },
+        });
+    }
+    Ok(())
+}
+
+fn parse_header(bytes: &[u8], storage: &dyn Storage) -> Result<RepositoryHeader, RepoError> {
+    let corrupt = |defect| RepoError::CorruptHeader {
+        store: storage.describe(),
+        key: HEADER_KEY.to_string(),
+        defect,
+    };
+    // Look at format and version first, so that a foreign or newer header says so rather than
+    // failing to parse.
+    #[derive(Deserialize)]
+    struct Probe {
+        format: Option<serde_json::Value>,
+        version: Option<serde_json::Value>,
+    }
+    let probe: Probe =
+        serde_json::from_slice(bytes).map_err(|e| corrupt(HeaderDefect::Json(e)))?;
+    let format = match &probe.format {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+        None => String::new(),
+    };
+    if format != FORMAT_NAME {
+        return Err(RepoError::ForeignFormat {
+            store: storage.describe(),
+            key: HEADER_KEY.to_string(),
+            found: format,
+        });
+    }
+    let version = probe.version.as_ref().and_then(|v| v.as_u64());
+    if version != Some(u64::from(FORMAT_VERSION)) {
+        return Err(RepoError::UnsupportedVersion {
+            store: storage.describe(),
+            found: version.unwrap_or(0),
+            supported: FORMAT_VERSION,
+        });
+    }
+    let header: RepositoryHeader =
+        serde_json::from_slice(bytes).map_err(|e| corrupt(HeaderDefect::Json(e)))?;
+    if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&header.chunk_size) {
+        return Err(corrupt(HeaderDefect::ChunkSize(header.chunk_size)));
+    }
+    Ok(header)
+}
+
+/// Writes a new header into an empty store, then reads back whichever header won (two
+/// processes initialising at once both end up with the same one).
+fn init(storage: &dyn Storage) -> Result<RepositoryHeader, RepoError> {
+    if !storage.list(MANIFESTS_PREFIX)?.is_empty() {
+        return Err(RepoError::MissingHeader {
+            store: storage.describe(),
+            key: HEADER_KEY.to_string(),
+        });
+    }
+    let header = RepositoryHeader {
+        format: FORMAT_NAME.to_string(),
+        version: FORMAT_VERSION,
+        id: random_id(),
+        created: Utc::now(),
+        chunk_size: CHUNK_SIZE as u64,
+        hash: "blake3".to_string(),
+        compression: "zstd".to_string(),
+    };
+    let mut bytes = serde_json::to_vec_pretty(&header).map_err(|e| RepoError::CorruptHeader {
+        store: storage.describe(),
+        key: HEADER_KEY.to_string(),
+        defect: HeaderDefect::Json(e),
+    })?;
+    bytes.push(b'\n');
+    storage.put(HEADER_KEY, &bytes)?;
+    let stored = storage.get(HEADER_KEY)?;
+    parse_header(&stored, storage)
+}
+
+/// 128 random bits as hex, from the kernel; falls back to hashing time and pid (the id only
+/// tells repositories apart, it guards nothing).
+fn random_id() -> String {
+    let mut bytes = [0u8; 16];
+    let from_kernel = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .is_ok();
+    if !from_kernel {
+        let mut h = blake3::Hasher::new();
+        h.update(format!("{:?}{}", std::time::SystemTime::now(), std::process::id()).as_bytes());
+        bytes.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,107 @@
+//! The config file as written: serde structs that mirror the TOML, every key optional so that
+//! missing keys are reported by validation (with the line of the enclosing table) instead of
+//! stopping deserialization. Unknown keys are found with `serde_ignored`; [`allowed_keys`]
+//! lists, per table, the keys these structs accept (for the error message).
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawConfig {
+    pub daemon: Option<RawDaemon>,
+    pub metrics: Option<RawMetrics>,
+    pub repository: Option<RawRepository>,
+    pub backup: Option<RawBackup>,
+    pub schedule: Option<Vec<RawSchedule>>,
+    pub mysql: Option<RawMysql>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawDaemon {
+    pub socket: Option<String>,
+    pub socket_group: Option<String>,
+    pub operator_group: Option<String>,
+    pub catalog: Option<String>,
+    pub shutdown_timeout: Option<String>,
+    pub log_level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawMetrics {
+    pub enabled: Option<bool>,
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawRepository {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub path: Option<String>,
+    pub compression_level: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawBackup {
+    pub files: Option<RawBackupFiles>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawBackupFiles {
+    pub paths: Option<Vec<RawFilePath>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawFilePath {
+    pub path: Option<String>,
+    pub optional: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawSchedule {
+    pub name: Option<String>,
+    pub cron: Option<String>,
+    pub timezone: Option<String>,
+    pub job: Option<String>,
+    pub catch_up: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawMysql {
+    pub user: Option<String>,
+    /// Checked by hand: a table `{ file = .. }` or `{ credential = .. }`, never a string.
+    pub password: Option<toml::Value>,
+    pub socket: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+}
+
+/// The keys allowed in the table at `shape` (a key path without indices, see
+/// `KeyPath::shape`), sorted; empty for tables this module does not know.
+pub(crate) fn allowed_keys(shape: &str) -> &'static [&'static str] {
+    match shape {
+        "" => &[
+            "backup",
+            "daemon",
+            "metrics",
+            "mysql",
+            "repository",
+            "schedule",
+        ],
+        "daemon" => &[
+            "catalog",
+            "log_level",
+            "operator_group",
+            "shutdown_timeout",
+            "socket",
+            "socket_group",
+        ],
+        "metrics" => &["enabled", "listen"],
+        "repository" => &["compression_level", "path", "type"],
+        "backup" => &["files"],
+        "backup.files" => &["paths"],
+        "backup.files.paths" => &["optional", "path"],
+        "schedule" => &["catch_up", "cron", "job", "name", "timezone"],
+        "mysql" => &["host", "password", "port", "socket", "user"],
+        "mysql.password" => &["credential", "file"],
+        _ => &[],
+    }
+}

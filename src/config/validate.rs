@@ -1,0 +1,720 @@
+//! From config text to [`Settings`]: parse (syntax errors), deserialize into the raw structs
+//! (type errors, unknown keys), then check every value and apply defaults, collecting every
+//! error with the line of its key. Defaults live here, as constants.
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Component, PathBuf};
+use std::time::Duration;
+
+use toml::de::DeTable;
+use toml::Spanned;
+
+use super::raw::{
+    allowed_keys, RawBackup, RawConfig, RawDaemon, RawFilePath, RawMetrics, RawMysql,
+    RawRepository, RawSchedule,
+};
+use super::secret::{check_credential, check_file};
+use super::spans::{self, KeyPath, Seg, SpanIndex};
+use super::{
+    BackupSettings, ConfigError, ConfigErrors, DaemonSettings, FilePathSettings, JobKind,
+    MetricsSettings, MysqlSettings, RepositorySettings, ScheduleSettings, Secret, SecretEnv,
+    Settings,
+};
+
+pub(crate) const DEFAULT_SOCKET: &str = "/run/hopsdr/hopsdr.sock";
+pub(crate) const DEFAULT_SOCKET_GROUP: &str = "hopsdr";
+pub(crate) const DEFAULT_CATALOG: &str = "/var/lib/hopsdr/catalog.db";
+pub(crate) const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const MAX_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3600);
+pub(crate) const DEFAULT_LOG_LEVEL: &str = "info";
+pub(crate) const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
+pub(crate) const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9741";
+pub(crate) const REPOSITORY_TYPES: &[&str] = &["local"];
+pub(crate) const DEFAULT_REPOSITORY_PATH: &str = "/srv/hopsdr/repository";
+pub(crate) const DEFAULT_COMPRESSION_LEVEL: i64 = 3;
+pub(crate) const COMPRESSION_LEVELS: std::ops::RangeInclusive<i64> = 1..=19;
+/// `[backup.files] paths` when not given: (path, optional).
+pub(crate) const DEFAULT_BACKUP_FILES: &[(&str, bool)] = &[
+    (
+        "/home/ubuntu/cluster-defns/hopsworks-installation.yml",
+        false,
+    ),
+    ("/etc/hopsdr/hopsdr.toml", true),
+];
+pub(crate) const DEFAULT_TIMEZONE: chrono_tz::Tz = chrono_tz::UTC;
+pub(crate) const DEFAULT_MYSQL_PORT: u16 = 3306;
+/// `sun_path` holds 108 bytes including the terminating NUL.
+const MAX_SOCKET_PATH_LEN: usize = 107;
+const MAX_SCHEDULE_NAME_LEN: usize = 64;
+const MAX_GROUP_NAME_LEN: usize = 256;
+
+pub(crate) fn parse(
+    text: &str,
+    file_label: &str,
+    path: PathBuf,
+    env: &SecretEnv,
+) -> Result<Settings, ConfigErrors> {
+    let doc = DeTable::parse(text).map_err(|e| syntax_error(text, file_label, &e))?;
+    let span = doc.span();
+    let doc = doc.into_inner();
+    let index = SpanIndex::new(text, &doc);
+    let mut v = Validator::new(file_label, &index);
+    let settings = v
+        .deserialize(doc, span)
+        .map(|raw| v.settings(raw, path, env));
+    match settings {
+        Some(settings) if v.errors.is_empty() => Ok(settings),
+        _ => {
+            let mut errors = ConfigErrors(v.errors);
+            errors.sort();
+            Err(errors)
+        }
+    }
+}
+
+/// `[daemon] socket` only, for the CLI; everything else is ignored.
+pub(crate) fn socket_path(text: &str, file_label: &str) -> Result<PathBuf, ConfigErrors> {
+    let doc = DeTable::parse(text).map_err(|e| syntax_error(text, file_label, &e))?;
+    let doc = doc.into_inner();
+    let index = SpanIndex::new(text, &doc);
+    let mut v = Validator::new(file_label, &index);
+    let daemon = KeyPath::root().key("daemon");
+    let key = daemon.key("socket");
+    let socket = match doc.get("daemon").map(|d| d.get_ref()) {
+        None => None,
+        Some(toml::de::DeValue::Table(table)) => match table.get("socket").map(|s| s.get_ref()) {
+            None => None,
+            Some(toml::de::DeValue::String(s)) => Some(s.to_string()),
+            Some(other) => {
+                v.error(&key, expected_string(other.type_str()));
+                None
+            }
+        },
+        Some(other) => {
+            v.error(
+                &daemon,
+                format!("invalid type: {}, expected a table", other.type_str()),
+            );
+            None
+        }
+    };
+    let path = v.socket(&key, socket);
+    if v.errors.is_empty() {
+        Ok(path)
+    } else {
+        Err(ConfigErrors(v.errors))
+    }
+}
+
+fn syntax_error(text: &str, file_label: &str, e: &toml::de::Error) -> ConfigErrors {
+    let line = e.span().map(|span| {
+        let end = span.start.min(text.len());
+        text.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
+    });
+    ConfigErrors::from(ConfigError {
+        file: file_label.to_string(),
+        line,
+        key: String::new(),
+        message: format!("invalid TOML: {}", first_line(e.message())),
+    })
+}
+
+/// The first non-empty line of a (possibly multi-line) message.
+fn first_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("invalid value")
+        .to_string()
+}
+
+fn expected_string(found: &str) -> String {
+    format!("invalid type: {found}, expected a string")
+}
+
+fn quoted_list(items: &[&str]) -> String {
+    items.join(", ")
+}
+
+struct Validator<'a> {
+    file: &'a str,
+    index: &'a SpanIndex,
+    errors: Vec<ConfigError>,
+    /// Paths with a type error: nothing more is said about them or what is inside them.
+    broken: Vec<KeyPath>,
+}
+
+impl<'a> Validator<'a> {
+    fn new(file: &'a str, index: &'a SpanIndex) -> Self {
+        Validator {
+            file,
+            index,
+            errors: Vec::new(),
+            broken: Vec::new(),
+        }
+    }
+
+    fn error(&mut self, path: &KeyPath, message: impl Into<String>) {
+        if self.broken.iter().any(|b| path.starts_with(b)) {
+            return;
+        }
+        self.errors.push(ConfigError {
+            file: self.file.to_string(),
+            line: self.index.line(path),
+            key: path.to_string(),
+            message: message.into(),
+        });
+    }
+
+    fn missing(&mut self, path: &KeyPath, example: &str) {
+        self.error(path, format!("required key is missing: add {example}"));
+    }
+
+    fn unknown_key(&mut self, path: &KeyPath) {
+        let allowed = allowed_keys(&path.parent().shape());
+        if allowed.is_empty() {
+            self.error(path, "unknown key");
+        } else {
+            self.error(
+                path,
+                format!("unknown key (allowed keys: {})", quoted_list(allowed)),
+            );
+        }
+    }
+
+    /// Deserializes the document into [`RawConfig`]. A value of the wrong type is reported,
+    /// taken out of the document, and deserialization is tried again, so that every type error
+    /// is found; unknown keys are reported from the final pass. `None` when an error could not
+    /// be tied to a key (it is reported without one).
+    fn deserialize(&mut self, mut doc: DeTable<'_>, span: Range<usize>) -> Option<RawConfig> {
+        loop {
+            let de = toml::de::Deserializer::from(Spanned::new(span.clone(), doc.clone()));
+            let mut ignored = Vec::new();
+            let result: Result<RawConfig, _> =
+                serde_ignored::deserialize(de, |p| ignored.push(spans::from_ignored(&p)));
+            match result {
+                Ok(raw) => {
+                    for path in &ignored {
+                        self.unknown_key(path);
+                    }
+                    return Some(raw);
+                }
+                Err(e) => {
+                    let message = first_line(e.message());
+                    let path = e.span().and_then(|s| self.index.path_at(&s));
+                    match path {
+                        Some(path) if !path.0.is_empty() && spans::take_out(&mut doc, &path) => {
+                            self.error(&path, message);
+                            self.broken.push(path);
+                        }
+                        _ => {
+                            let line = e.span().map(|s| self.index.line_of_offset(s.start));
+                            self.errors.push(ConfigError {
+                                file: self.file.to_string(),
+                                line,
+                                key: String::new(),
+                                message,
+                            });
+                            return None;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn settings(&mut self, raw: RawConfig, path: PathBuf, env: &SecretEnv) -> Settings {
+        let root = KeyPath::root();
+        let daemon = self.daemon(&root.key("daemon"), raw.daemon.unwrap_or_default());
+        let metrics = self.metrics(&root.key("metrics"), raw.metrics.unwrap_or_default());
+        let repository =
+            self.repository(&root.key("repository"), raw.repository.unwrap_or_default());
+        let backup = self.backup(&root.key("backup"), raw.backup.unwrap_or_default());
+        let schedules = self.schedules(&root.key("schedule"), raw.schedule.unwrap_or_default());
+        let mysql = raw
+            .mysql
+            .and_then(|m| self.mysql(&root.key("mysql"), m, env));
+        Settings {
+            path,
+            daemon,
+            metrics,
+            repository,
+            backup,
+            schedules,
+            mysql,
+        }
+    }
+
+    fn daemon(&mut self, p: &KeyPath, raw: RawDaemon) -> DaemonSettings {
+        let socket = self.socket(&p.key("socket"), raw.socket);
+        let socket_group = self.group(
+            &p.key("socket_group"),
+            raw.socket_group
+                .unwrap_or_else(|| DEFAULT_SOCKET_GROUP.to_string()),
+        );
+        let operator_group = raw
+            .operator_group
+            .map(|g| self.group(&p.key("operator_group"), g));
+        let catalog = self.absolute(&p.key("catalog"), raw.catalog, DEFAULT_CATALOG);
+        let shutdown_timeout =
+            self.shutdown_timeout(&p.key("shutdown_timeout"), raw.shutdown_timeout);
+        let log_level = match raw.log_level {
+            None => DEFAULT_LOG_LEVEL.to_string(),
+            Some(level) if LOG_LEVELS.contains(&level.as_str()) => level,
+            Some(level) => {
+                self.error(
+                    &p.key("log_level"),
+                    format!(
+                        "unknown log level {level:?}: use one of {}",
+                        quoted_list(LOG_LEVELS)
+                    ),
+                );
+                DEFAULT_LOG_LEVEL.to_string()
+            }
+        };
+        DaemonSettings {
+            socket,
+            socket_group,
+            operator_group,
+            catalog,
+            shutdown_timeout,
+            log_level,
+        }
+    }
+
+    fn socket(&mut self, p: &KeyPath, value: Option<String>) -> PathBuf {
+        let socket = self.absolute(p, value, DEFAULT_SOCKET);
+        let len = socket.as_os_str().len();
+        if len > MAX_SOCKET_PATH_LEN {
+            self.error(
+                p,
+                format!(
+                    "socket path {socket:?} is {len} bytes long: Unix sockets allow at most {MAX_SOCKET_PATH_LEN}, use a shorter path"
+                ),
+            );
+        }
+        socket
+    }
+
+    fn group(&mut self, p: &KeyPath, name: String) -> String {
+        let valid_chars = name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        let all_digits = name.chars().all(|c| c.is_ascii_digit());
+        if name.is_empty()
+            || name.len() > MAX_GROUP_NAME_LEN
+            || !valid_chars
+            || all_digits
+            || name.starts_with('-')
+        {
+            self.error(
+                p,
+                format!(
+                    "invalid group name {name:?}: use the name of a Unix group (letters, digits, \"_\", \"-\" and \".\"; not a number)"
+                ),
+            );
+        }
+        name
+    }
+
+    /// An absolute path without `..` (`default` when absent).
+    fn absolute(&mut self, p: &KeyPath, value: Option<String>, default: &str) -> PathBuf {
+        let Some(value) = value else {
+            return PathBuf::from(default);
+        };
+        let path = PathBuf::from(&value);
+        if !path.is_absolute() {
+            self.error(
+                p,
+                format!("path {value:?} is relative: use an absolute path (starting with \"/\")"),
+            );
+        } else if path.components().any(|c| c == Component::ParentDir) {
+            self.error(
+                p,
+                format!("path {value:?} contains \"..\": write the path without \"..\""),
+            );
+        }
+        path
+    }
+
+    fn shutdown_timeout(&mut self, p: &KeyPath, value: Option<String>) -> Duration {
+        let Some(value) = value else {
+            return DEFAULT_SHUTDOWN_TIMEOUT;
+        };
+        match humantime::parse_duration(&value) {
+            Err(e) => self.error(
+                p,
+                format!(
+                    "invalid duration {value:?}: {e}: use a duration such as \"60s\" or \"5m\""
+                ),
+            ),
+            Ok(d) if d.is_zero() => self.error(
+                p,
+                format!(
+                    "duration {value:?} is zero: use a duration greater than 0, such as \"60s\""
+                ),
+            ),
+            Ok(d) if d > MAX_SHUTDOWN_TIMEOUT => self.error(
+                p,
+                format!("duration {value:?} is too long: use at most \"1h\""),
+            ),
+            Ok(d) => return d,
+        }
+        DEFAULT_SHUTDOWN_TIMEOUT
+    }
+
+    fn metrics(&mut self, p: &KeyPath, raw: RawMetrics) -> MetricsSettings {
+        let listen = raw.listen.as_deref().unwrap_or(DEFAULT_METRICS_LISTEN);
+        let addr = match listen.parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.error(
+                    &p.key("listen"),
+                    format!(
+                        "invalid listen address {listen:?}: use IP:PORT such as \"127.0.0.1:9741\" or \"[::1]:9741\" (not a host name)"
+                    ),
+                );
+                None
+            }
+        };
+        MetricsSettings {
+            listen: if raw.enabled.unwrap_or(true) {
+                addr
+            } else {
+                None
+            },
+        }
+    }
+
+    fn repository(&mut self, p: &KeyPath, raw: RawRepository) -> RepositorySettings {
+        if let Some(kind) = &raw.kind {
+            if !REPOSITORY_TYPES.contains(&kind.as_str()) {
+                self.error(
+                    &p.key("type"),
+                    format!(
+                        "unsupported repository type {kind:?}: allowed types: {}",
+                        quoted_list(REPOSITORY_TYPES)
+                    ),
+                );
+            }
+        }
+        let path = self.absolute(&p.key("path"), raw.path, DEFAULT_REPOSITORY_PATH);
+        let level = raw.compression_level.unwrap_or(DEFAULT_COMPRESSION_LEVEL);
+        let compression_level = if COMPRESSION_LEVELS.contains(&level) {
+            level as i32
+        } else {
+            self.error(
+                &p.key("compression_level"),
+                format!(
+                    "compression level {level} is out of range: use {} (fastest) to {} (smallest)",
+                    COMPRESSION_LEVELS.start(),
+                    COMPRESSION_LEVELS.end()
+                ),
+            );
+            DEFAULT_COMPRESSION_LEVEL as i32
+        };
+        RepositorySettings::Local {
+            path,
+            compression_level,
+        }
+    }
+
+    fn backup(&mut self, p: &KeyPath, raw: RawBackup) -> BackupSettings {
+        let p = p.key("files").key("paths");
+        let Some(entries) = raw.files.and_then(|f| f.paths) else {
+            return BackupSettings {
+                files: DEFAULT_BACKUP_FILES
+                    .iter()
+                    .map(|&(path, optional)| FilePathSettings {
+                        path: PathBuf::from(path),
+                        optional,
+                    })
+                    .collect(),
+            };
+        };
+        let mut files: Vec<(usize, FilePathSettings)> = Vec::new();
+        for (i, RawFilePath { path, optional }) in entries.into_iter().enumerate() {
+            let item = p.index(i);
+            let key = item.key("path");
+            let Some(path) = path else {
+                self.missing(&key, "path = \"/absolute/path\"");
+                continue;
+            };
+            let path = self.absolute(&key, Some(path), "");
+            if let Some((first, _)) = files.iter().find(|(_, f)| f.path == path) {
+                let first = p.index(*first).key("path");
+                self.error(
+                    &key,
+                    format!("duplicate path {path:?}: already listed as {first}; remove one"),
+                );
+                continue;
+            }
+            files.push((
+                i,
+                FilePathSettings {
+                    path,
+                    optional: optional.unwrap_or(false),
+                },
+            ));
+        }
+        BackupSettings {
+            files: files.into_iter().map(|(_, f)| f).collect(),
+        }
+    }
+
+    fn schedules(&mut self, p: &KeyPath, raw: Vec<RawSchedule>) -> Vec<ScheduleSettings> {
+        let mut schedules = Vec::new();
+        let mut names: Vec<(String, usize)> = Vec::new();
+        for (i, raw) in raw.into_iter().enumerate() {
+            let item = p.index(i);
+            let name = match raw.name {
+                None => {
+                    self.missing(&item.key("name"), "name = \"nightly\"");
+                    None
+                }
+                Some(name) => {
+                    if let Some((_, first)) = names.iter().find(|(n, _)| *n == name) {
+                        let first = p.index(*first);
+                        self.error(
+                            &item.key("name"),
+                            format!(
+                                "duplicate schedule name {name:?}: already used by {first}; give each schedule its own name"
+                            ),
+                        );
+                    } else if !valid_schedule_name(&name) {
+                        self.error(
+                            &item.key("name"),
+                            format!(
+                                "invalid schedule name {name:?}: use 1 to {MAX_SCHEDULE_NAME_LEN} characters from a-z, 0-9, \"_\" and \"-\""
+                            ),
+                        );
+                    }
+                    names.push((name.clone(), i));
+                    Some(name)
+                }
+            };
+            let cron = match raw.cron {
+                None => {
+                    self.missing(
+                        &item.key("cron"),
+                        "cron = \"30 2 * * *\" (minute hour day month weekday)",
+                    );
+                    None
+                }
+                Some(expr) => match crate::schedule::Cron::parse(&expr) {
+                    Ok(cron) => Some(cron),
+                    Err(e) => {
+                        self.error(&item.key("cron"), e.to_string());
+                        None
+                    }
+                },
+            };
+            let timezone = match raw.timezone {
+                None => Some(DEFAULT_TIMEZONE),
+                Some(tz) => match tz.parse::<chrono_tz::Tz>() {
+                    Ok(tz) => Some(tz),
+                    Err(_) => {
+                        self.error(
+                            &item.key("timezone"),
+                            format!(
+                                "unknown time zone {tz:?}: use an IANA time zone name such as \"Europe/Berlin\" or \"UTC\""
+                            ),
+                        );
+                        None
+                    }
+                },
+            };
+            let job = match raw.job {
+                None => {
+                    self.missing(&item.key("job"), "job = \"backup\"");
+                    None
+                }
+                Some(job) => match JobKind::ALL.iter().find(|k| k.as_str() == job) {
+                    Some(kind) => Some(*kind),
+                    None => {
+                        let allowed: Vec<&str> = JobKind::ALL.iter().map(|k| k.as_str()).collect();
+                        self.error(
+                            &item.key("job"),
+                            format!(
+                                "unknown job {job:?}: allowed jobs: {}",
+                                quoted_list(&allowed)
+                            ),
+                        );
+                        None
+                    }
+                },
+            };
+            if let (Some(name), Some(cron), Some(timezone), Some(job)) = (name, cron, timezone, job)
+            {
+                schedules.push(ScheduleSettings {
+                    name,
+                    cron,
+                    timezone,
+                    job,
+                    catch_up: raw.catch_up.unwrap_or(true),
+                });
+            }
+        }
+        schedules
+    }
+
+    fn mysql(&mut self, p: &KeyPath, raw: RawMysql, env: &SecretEnv) -> Option<MysqlSettings> {
+        let user = match raw.user {
+            None => {
+                self.missing(&p.key("user"), "user = \"hopsdr\"");
+                None
+            }
+            Some(user) if user.is_empty() => {
+                self.error(&p.key("user"), "user is empty: give the MySQL user name");
+                None
+            }
+            Some(user) => Some(user),
+        };
+        let password = self.secret(&p.key("password"), raw.password, env);
+        let socket = raw
+            .socket
+            .map(|s| self.absolute(&p.key("socket"), Some(s), ""));
+        if let Some(host) = &raw.host {
+            if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                self.error(
+                    &p.key("host"),
+                    format!("invalid host {host:?}: use a host name or IP address"),
+                );
+            }
+        }
+        match (&socket, &raw.host) {
+            (Some(_), Some(_)) => self.error(
+                &p.key("host"),
+                "both socket and host are set: keep only one of them",
+            ),
+            (None, None) => self.error(
+                p,
+                "no connection given: add socket = \"/path/to/mysql.sock\" or host = \"name\"",
+            ),
+            (Some(_), None) if raw.port.is_some() => self.error(
+                &p.key("port"),
+                "port is only used with host: remove it or use host instead of socket",
+            ),
+            _ => {}
+        }
+        let port = raw.port.unwrap_or(DEFAULT_MYSQL_PORT);
+        if port == 0 {
+            self.error(&p.key("port"), "port 0 is not valid: use 1 to 65535");
+        }
+        Some(MysqlSettings {
+            user: user?,
+            password: password?,
+            socket,
+            host: raw.host,
+            port,
+        })
+    }
+
+    fn secret(
+        &mut self,
+        p: &KeyPath,
+        value: Option<toml::Value>,
+        env: &SecretEnv,
+    ) -> Option<Secret> {
+        let short = match p.0.last() {
+            Some(Seg::Key(k)) => k.clone(),
+            _ => "password".to_string(),
+        };
+        let table = match value {
+            None => {
+                self.missing(p, &format!("{short} = {{ file = \"/path\" }}"));
+                return None;
+            }
+            Some(toml::Value::String(_)) => {
+                self.error(
+                    p,
+                    format!(
+                        "inline secrets are not allowed: use {short} = {{ file = \"/path\" }} (mode 0600) or {{ credential = \"name\" }} (systemd LoadCredential=)"
+                    ),
+                );
+                return None;
+            }
+            Some(toml::Value::Table(table)) => table,
+            Some(other) => {
+                self.error(
+                    p,
+                    format!(
+                        "invalid type: {}, expected a table: use {short} = {{ file = \"/path\" }} or {{ credential = \"name\" }}",
+                        other.type_str()
+                    ),
+                );
+                return None;
+            }
+        };
+        let mut unknown = false;
+        for k in table.keys() {
+            if !allowed_keys(&p.shape()).contains(&k.as_str()) {
+                self.unknown_key(&p.key(k));
+                unknown = true;
+            }
+        }
+        let string_at = |v: &mut Self, name: &str| -> Option<Option<String>> {
+            match table.get(name) {
+                None => Some(None),
+                Some(toml::Value::String(s)) => Some(Some(s.clone())),
+                Some(other) => {
+                    v.error(&p.key(name), expected_string(other.type_str()));
+                    None
+                }
+            }
+        };
+        let file = string_at(self, "file")?;
+        let credential = string_at(self, "credential")?;
+        match (file, credential) {
+            (Some(_), Some(_)) => {
+                self.error(p, "both file and credential are set: keep only one of them");
+                None
+            }
+            (None, None) => {
+                if !unknown {
+                    self.error(
+                        p,
+                        format!(
+                            "no secret given: use {short} = {{ file = \"/path\" }} or {{ credential = \"name\" }}"
+                        ),
+                    );
+                }
+                None
+            }
+            (Some(file), None) => {
+                let path = self.absolute(&p.key("file"), Some(file), "");
+                if !path.is_absolute() {
+                    return None;
+                }
+                match check_file(&path) {
+                    Ok(()) => Some(Secret::File(path)),
+                    Err(message) => {
+                        self.error(p, message);
+                        None
+                    }
+                }
+            }
+            (None, Some(name)) => match check_credential(&name, env) {
+                Ok(()) => Some(Secret::Credential(name)),
+                Err(message) => {
+                    self.error(p, message);
+                    None
+                }
+            },
+        }
+    }
+}
+
+fn valid_schedule_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_SCHEDULE_NAME_LEN
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-'))
+}

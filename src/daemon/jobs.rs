@@ -1,0 +1,379 @@
+//! The job runner: exactly one job at a time. It records every job in the catalog before its
+//! first side effect, runs the work on a blocking thread with a cancellation token, reports
+//! progress, and records the outcome (succeeded, failed, interrupted) in the catalog, the metrics,
+//! the journal and the systemd status line.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{JobStarted, JobView, Progress};
+use crate::backup::{self, BackupObserver, ComponentOutcome};
+use crate::catalog::{Catalog, CatalogError, ComponentRecord, JobKind, State};
+use crate::ids::{BackupId, JobId};
+use crate::repository::WriteStats;
+
+use super::{notify, Ctx};
+
+/// Why a job could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("busy: job {0} is running; try again when it has finished")]
+    Busy(JobId),
+    #[error("hopsdrd is stopping")]
+    Stopping,
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
+
+impl JobError {
+    /// Stable code for the API and logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            JobError::Busy(_) => "busy",
+            JobError::Stopping => "stopping",
+            JobError::Catalog(_) => "catalog",
+        }
+    }
+}
+
+struct Running {
+    id: JobId,
+    progress: Arc<Mutex<Progress>>,
+    cancel: CancellationToken,
+}
+
+/// The one-job-at-a-time runner.
+pub struct JobRunner {
+    current: Mutex<Option<Running>>,
+    idle_tx: Option<watch::Sender<bool>>,
+}
+
+impl std::fmt::Debug for JobRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JobRunner")
+    }
+}
+
+impl Default for JobRunner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl JobRunner {
+    pub fn new() -> JobRunner {
+        let (tx, _) = watch::channel(true);
+        JobRunner {
+            current: Mutex::new(None),
+            idle_tx: Some(tx),
+        }
+    }
+
+    /// The running job's id, if any.
+    pub fn current(&self) -> Option<JobId> {
+        self.current.lock().ok()?.as_ref().map(|r| r.id)
+    }
+
+    /// Live progress of job `id` if it is the one running.
+    pub fn progress(&self, id: JobId) -> Option<Progress> {
+        let cur = self.current.lock().ok()?;
+        let r = cur.as_ref().filter(|r| r.id == id)?;
+        let p = r.progress.lock().ok()?.clone();
+        Some(p)
+    }
+
+    /// Cancels the running job, if any (it stops at its next safe point).
+    pub fn cancel_current(&self) {
+        if let Ok(cur) = self.current.lock() {
+            if let Some(r) = cur.as_ref() {
+                r.cancel.cancel();
+            }
+        }
+    }
+
+    /// Waits until no job runs, or `deadline` passes. True if idle.
+    pub async fn wait_idle(&self, deadline: Duration) -> bool {
+        let Some(tx) = &self.idle_tx else {
+            return true;
+        };
+        let mut rx = tx.subscribe();
+        tokio::time::timeout(deadline, rx.wait_for(|idle| *idle))
+            .await
+            .is_ok()
+    }
+
+    fn set_idle(&self, idle: bool) {
+        if let Some(tx) = &self.idle_tx {
+            tx.send_replace(idle);
+        }
+    }
+}
+
+fn lock_catalog(cat: &Mutex<Catalog>) -> std::sync::MutexGuard<'_, Catalog> {
+    // A panic while holding the lock aborts the process (panic = "abort"), so poisoning is only
+    // seen in tests; the data is still consistent because every write is one SQL statement.
+    cat.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A job's view for the API: the catalog record plus live progress.
+pub fn job_view(ctx: &Ctx, id: JobId) -> Result<Option<JobView>, CatalogError> {
+    let rec = lock_catalog(&ctx.catalog).job(id)?;
+    Ok(rec.map(|record| JobView {
+        progress: ctx.jobs.progress(record.id),
+        record,
+    }))
+}
+
+fn new_backup_id(ctx: &Ctx, cat: &Catalog, now: DateTime<Utc>) -> Result<BackupId, CatalogError> {
+    let in_repo = ctx.repo.list_backups().unwrap_or_default();
+    let mut seq = 0;
+    loop {
+        let id = BackupId::at(now, seq);
+        if !cat.backup_exists(&id)? && !in_repo.contains(&id) {
+            return Ok(id);
+        }
+        seq += 1;
+    }
+}
+
+/// Starts a backup job. `trigger` says who asked (`api:uid=0`, `schedule:nightly`).
+pub fn start_backup(ctx: &Arc<Ctx>, trigger: &str) -> Result<JobStarted, JobError> {
+    if ctx.root.is_cancelled() {
+        return Err(JobError::Stopping);
+    }
+    let mut cur = ctx.jobs.current.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(r) = cur.as_ref() {
+        return Err(JobError::Busy(r.id));
+    }
+    let now = Utc::now();
+    let (job_id, backup_id) = {
+        let mut cat = lock_catalog(&ctx.catalog);
+        let job_id = cat.insert_job(JobKind::Backup, trigger, now)?;
+        let backup_id = new_backup_id(ctx, &cat, now)?;
+        if let Err(e) = cat.insert_backup(&backup_id, job_id, now) {
+            let _ = cat.finish_job(job_id, State::Failed, Some(&e.to_string()), now);
+            return Err(e.into());
+        }
+        (job_id, backup_id)
+    };
+    let cancel = ctx.root.child_token();
+    let progress = Arc::new(Mutex::new(Progress {
+        step: "starting".into(),
+        ..Default::default()
+    }));
+    *cur = Some(Running {
+        id: job_id,
+        progress: progress.clone(),
+        cancel: cancel.clone(),
+    });
+    ctx.jobs.set_idle(false);
+    drop(cur);
+
+    ctx.metrics
+        .job_running
+        .with_label_values(&[JobKind::Backup.as_str()])
+        .set(1);
+    tracing::info!(job_id = %job_id, backup_id = %backup_id, trigger = trigger, "backup started");
+    notify::status(&format!("backup {backup_id} running (job {job_id})"));
+
+    let ctx2 = ctx.clone();
+    let bid = backup_id.clone();
+    let handle = tokio::task::spawn_blocking(move || {
+        let settings = ctx2.settings();
+        let mut obs = Observer {
+            ctx: ctx2.clone(),
+            backup_id: bid.clone(),
+            job_id,
+            progress,
+            last_status: std::time::Instant::now(),
+        };
+        backup::run(
+            &ctx2.repo,
+            bid,
+            &settings.backup,
+            &cancel,
+            &mut obs,
+            &Utc::now,
+            &ctx2.hostname,
+        )
+    });
+    let ctx3 = ctx.clone();
+    let bid = backup_id.clone();
+    tokio::spawn(async move {
+        let result = handle.await;
+        finish_backup(&ctx3, job_id, &bid, result).await;
+    });
+    Ok(JobStarted {
+        job_id,
+        backup_id: Some(backup_id),
+    })
+}
+
+async fn finish_backup(
+    ctx: &Arc<Ctx>,
+    job_id: JobId,
+    backup_id: &BackupId,
+    result: Result<Result<backup::BackupOutcome, backup::BackupError>, tokio::task::JoinError>,
+) {
+    let now = Utc::now();
+    let (state, error, stats) = match result {
+        Ok(Ok(outcome)) => (State::Succeeded, None, outcome.stats),
+        Ok(Err(e)) if e.is_cancelled() => (
+            State::Interrupted,
+            Some(format!("interrupted: {e}")),
+            WriteStats::default(),
+        ),
+        Ok(Err(e)) => (State::Failed, Some(e.to_string()), WriteStats::default()),
+        Err(e) => (
+            State::Failed,
+            Some(format!("backup task ended abnormally: {e}")),
+            WriteStats::default(),
+        ),
+    };
+    {
+        let mut cat = lock_catalog(&ctx.catalog);
+        let r = cat
+            .finish_backup(
+                backup_id,
+                state,
+                stats.logical_bytes,
+                stats.stored_bytes,
+                stats.files,
+                error.as_deref(),
+                now,
+            )
+            .and_then(|_| cat.finish_job(job_id, state, error.as_deref(), now));
+        if let Err(e) = r {
+            tracing::error!(job_id = %job_id, backup_id = %backup_id, "failed to record the end of the backup: {e}");
+        }
+    }
+    ctx.metrics
+        .backups_total
+        .with_label_values(&[state.as_str()])
+        .inc();
+    ctx.metrics
+        .job_running
+        .with_label_values(&[JobKind::Backup.as_str()])
+        .set(0);
+    match &error {
+        None => {
+            tracing::info!(job_id = %job_id, backup_id = %backup_id, logical_bytes = stats.logical_bytes,
+                stored_bytes = stats.stored_bytes, files = stats.files, "backup succeeded");
+            notify::status(&format!("idle; last backup {backup_id} succeeded"));
+        }
+        Some(e) => {
+            tracing::error!(job_id = %job_id, backup_id = %backup_id, "backup {}: {e}", state.as_str());
+            notify::status(&format!("idle; last backup {backup_id} {}", state.as_str()));
+        }
+    }
+    let repo = ctx.repo.clone();
+    if let Ok(Ok(bytes)) = tokio::task::spawn_blocking(move || repo.stored_bytes()).await {
+        ctx.metrics.repository_bytes.set(bytes as f64);
+    }
+    let mut cur = ctx.jobs.current.lock().unwrap_or_else(|p| p.into_inner());
+    *cur = None;
+    ctx.jobs.set_idle(true);
+}
+
+/// Records components in the catalog and metrics as the backup goes.
+struct Observer {
+    ctx: Arc<Ctx>,
+    backup_id: BackupId,
+    job_id: JobId,
+    progress: Arc<Mutex<Progress>>,
+    last_status: std::time::Instant,
+}
+
+impl BackupObserver for Observer {
+    fn component_started(&mut self, component: &str, at: DateTime<Utc>) {
+        tracing::info!(job_id = %self.job_id, backup_id = %self.backup_id, step = component, "component started");
+        if let Ok(mut p) = self.progress.lock() {
+            p.step = component.to_string();
+        }
+        let rec = ComponentRecord {
+            backup_id: self.backup_id.clone(),
+            component: component.to_string(),
+            state: State::Running,
+            started_at: at,
+            finished_at: None,
+            logical_bytes: 0,
+            stored_bytes: 0,
+            files: 0,
+            error: None,
+        };
+        if let Err(e) = lock_catalog(&self.ctx.catalog).upsert_component(&rec) {
+            tracing::error!(backup_id = %self.backup_id, "{e}");
+        }
+        notify::status(&format!(
+            "backup {} running (job {}): {component}",
+            self.backup_id, self.job_id
+        ));
+    }
+
+    fn component_finished(&mut self, o: &ComponentOutcome) {
+        let state = match &o.error {
+            None => State::Succeeded,
+            Some(_) if self.ctx.root.is_cancelled() => State::Interrupted,
+            Some(_) => State::Failed,
+        };
+        let rec = ComponentRecord {
+            backup_id: self.backup_id.clone(),
+            component: o.component.clone(),
+            state,
+            started_at: o.started_at,
+            finished_at: Some(o.finished_at),
+            logical_bytes: o.stats.logical_bytes,
+            stored_bytes: o.stats.stored_bytes,
+            files: o.stats.files,
+            error: o.error.clone(),
+        };
+        if let Err(e) = lock_catalog(&self.ctx.catalog).upsert_component(&rec) {
+            tracing::error!(backup_id = %self.backup_id, "{e}");
+        }
+        let m = &self.ctx.metrics;
+        let c = [o.component.as_str()];
+        match &o.error {
+            None => {
+                tracing::info!(job_id = %self.job_id, backup_id = %self.backup_id, step = %o.component,
+                    logical_bytes = o.stats.logical_bytes, stored_bytes = o.stats.stored_bytes, "component succeeded");
+                m.backup_last_status.with_label_values(&c).set(1);
+                m.backup_last_success
+                    .with_label_values(&c)
+                    .set(o.finished_at.timestamp_millis() as f64 / 1000.0);
+                m.backup_duration.with_label_values(&c).set(
+                    (o.finished_at - o.started_at).num_milliseconds().max(0) as f64 / 1000.0,
+                );
+                m.backup_bytes
+                    .with_label_values(&c)
+                    .set(o.stats.logical_bytes as f64);
+                m.backup_stored_bytes
+                    .with_label_values(&c)
+                    .set(o.stats.stored_bytes as f64);
+            }
+            Some(e) => {
+                tracing::error!(job_id = %self.job_id, backup_id = %self.backup_id, step = %o.component, "component {}: {e}", state.as_str());
+                m.backup_last_status.with_label_values(&c).set(0);
+            }
+        }
+    }
+
+    fn progress(&mut self, component: &str, stats: &WriteStats) {
+        if let Ok(mut p) = self.progress.lock() {
+            p.step = component.to_string();
+            p.files = stats.files;
+            p.logical_bytes = stats.logical_bytes;
+            p.stored_bytes = stats.stored_bytes;
+        }
+        if self.last_status.elapsed() >= Duration::from_secs(1) {
+            self.last_status = std::time::Instant::now();
+            notify::status(&format!(
+                "backup {} running (job {}): {component}, {} files, {} bytes",
+                self.backup_id, self.job_id, stats.files, stats.logical_bytes
+            ));
+        }
+    }
+}

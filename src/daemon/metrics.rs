@@ -1,0 +1,237 @@
+//! The daemon's Prometheus metrics: the registry, the typed handles the job runner and the
+//! scheduler update, and the text exposition served on `GET /metrics` of a TCP listener.
+//!
+//! Conventions: units in names, counters end in `_total`, timestamps in seconds since the epoch.
+
+use std::net::SocketAddr;
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use prometheus::{Encoder, Gauge, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::JobKind;
+
+/// Every metric hopsdrd exports.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub backup_last_success: GaugeVec,
+    pub backup_last_status: IntGaugeVec,
+    pub backup_duration: GaugeVec,
+    pub backup_bytes: GaugeVec,
+    pub backup_stored_bytes: GaugeVec,
+    pub backups_total: IntCounterVec,
+    pub job_running: IntGaugeVec,
+    pub repository_bytes: Gauge,
+    pub schedule_next_run: GaugeVec,
+    pub schedule_expected_interval: GaugeVec,
+    pub schedule_skipped: IntCounterVec,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T) -> T {
+    r.register(Box::new(m.clone()))
+        .expect("metric names are unique and valid");
+    m
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let r = Registry::new();
+        let info = reg(
+            &r,
+            IntGaugeVec::new(
+                Opts::new("hopsdr_build_info", "hopsdr version; always 1"),
+                &["version"],
+            )
+            .expect("valid"),
+        );
+        info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let gv = |name: &str, help: &str, labels: &[&str]| {
+            reg(&r, GaugeVec::new(Opts::new(name, help), labels).expect("valid"))
+        };
+        let m = Metrics {
+            backup_last_success: gv(
+                "hopsdr_backup_last_success_timestamp_seconds",
+                "When the newest successful backup of the component finished",
+                &["component"],
+            ),
+            backup_last_status: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "hopsdr_backup_last_status",
+                        "1 if the component's last backup succeeded, 0 if it failed or was interrupted",
+                    ),
+                    &["component"],
+                )
+                .expect("valid"),
+            ),
+            backup_duration: gv(
+                "hopsdr_backup_duration_seconds",
+                "How long the component's last backup took",
+                &["component"],
+            ),
+            backup_bytes: gv(
+                "hopsdr_backup_bytes",
+                "Logical size of the component in its last successful backup",
+                &["component"],
+            ),
+            backup_stored_bytes: gv(
+                "hopsdr_backup_stored_bytes",
+                "New (compressed, deduplicated) bytes the component's last successful backup wrote",
+                &["component"],
+            ),
+            backups_total: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "hopsdr_backups_total",
+                        "Backups finished since the daemon started, by result",
+                    ),
+                    &["result"],
+                )
+                .expect("valid"),
+            ),
+            job_running: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new("hopsdr_job_running", "1 while a job of this kind runs"),
+                    &["kind"],
+                )
+                .expect("valid"),
+            ),
+            repository_bytes: reg(
+                &r,
+                Gauge::with_opts(Opts::new(
+                    "hopsdr_repository_bytes",
+                    "Bytes the repository holds",
+                ))
+                .expect("valid"),
+            ),
+            schedule_next_run: gv(
+                "hopsdr_schedule_next_run_timestamp_seconds",
+                "When the schedule fires next",
+                &["schedule"],
+            ),
+            schedule_expected_interval: gv(
+                "hopsdr_schedule_expected_interval_seconds",
+                "The interval between the schedule's fires, for alerts that follow the schedule",
+                &["schedule"],
+            ),
+            schedule_skipped: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "hopsdr_schedule_skipped_total",
+                        "Fires of a schedule that did not start a job, by reason",
+                    ),
+                    &["schedule", "reason"],
+                )
+                .expect("valid"),
+            ),
+            registry: r,
+        };
+        for kind in JobKind::ALL {
+            m.job_running.with_label_values(&[kind.as_str()]).set(0);
+        }
+        for result in ["succeeded", "failed", "interrupted"] {
+            m.backups_total.with_label_values(&[result]);
+        }
+        m
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let enc = TextEncoder::new();
+        // Encoding into a Vec cannot fail for valid metric families.
+        let _ = enc.encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until `shutdown` fires.
+pub async fn serve(listener: TcpListener, metrics: Metrics, shutdown: CancellationToken) {
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!("metrics listener: accept failed: {e}");
+                    continue;
+                }
+            },
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let metrics = metrics.clone();
+                async move {
+                    let resp = if req.method() == Method::GET && req.uri().path() == "/metrics" {
+                        Response::builder()
+                            .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+                            .body(Full::new(Bytes::from(metrics.render())))
+                    } else {
+                        Response::builder()
+                            .status(StatusCode::NOT_FOUND)
+                            .body(Full::new(Bytes::from_static(b"not found: try /metrics\n")))
+                    };
+                    Ok::<_, hyper::http::Error>(resp.expect("static response parts are valid"))
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+/// Binds the metrics listener.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family() {
+        let m = Metrics::new();
+        m.backup_last_success
+            .with_label_values(&["files"])
+            .set(1.7e9);
+        m.schedule_skipped
+            .with_label_values(&["nightly", "busy"])
+            .inc();
+        let text = m.render();
+        for name in [
+            "hopsdr_build_info",
+            "hopsdr_backup_last_success_timestamp_seconds",
+            "hopsdr_backups_total",
+            "hopsdr_job_running",
+            "hopsdr_repository_bytes",
+            "hopsdr_schedule_skipped_total",
+        ] {
+            assert!(text.contains(&format!("# TYPE {name} ")), "{name} in {text}");
+        }
+        assert!(text.contains("hopsdr_schedule_skipped_total{reason=\"busy\",schedule=\"nightly\"} 1"));
+    }
+}

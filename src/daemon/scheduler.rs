@@ -1,0 +1,128 @@
+//! The cron scheduler loop: evaluates every configured schedule with the pure
+//! [`crate::schedule::decide`] and asks the job runner to start the job when one is due.
+//!
+//! It sleeps until the next due time but never longer than a minute, so suspend and wall-clock
+//! jumps are noticed within a minute. A fire while another job runs is skipped, recorded as the
+//! schedule's last fire and counted (`hopsdr_schedule_skipped_total{reason="busy"}`), never queued.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::JobKind;
+use crate::schedule::{self, Decision};
+
+use super::jobs::{self, JobError};
+use super::Ctx;
+
+const MAX_SLEEP: Duration = Duration::from_secs(60);
+
+/// Records a baseline fire for schedules that have never fired, so the first fire is the first
+/// slot after now (no catch-up for a schedule that is new).
+pub fn arm_new_schedules(ctx: &Ctx) {
+    let settings = ctx.settings();
+    let now = Utc::now();
+    let mut cat = ctx.catalog.lock().unwrap_or_else(|p| p.into_inner());
+    for s in &settings.schedules {
+        match cat.last_fire(&s.name) {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                if let Err(e) = cat.record_fire(&s.name, now, "armed") {
+                    tracing::error!(schedule = %s.name, "{e}");
+                }
+            }
+            Err(e) => tracing::error!(schedule = %s.name, "{e}"),
+        }
+    }
+}
+
+/// Runs until `shutdown` fires. `wake` re-evaluates at once (after a reload).
+pub async fn run(ctx: Arc<Ctx>, wake: Arc<Notify>, shutdown: CancellationToken) {
+    loop {
+        arm_new_schedules(&ctx);
+        let now = Utc::now();
+        let settings = ctx.settings();
+        let mut sleep = MAX_SLEEP;
+        for s in &settings.schedules {
+            let last = ctx
+                .catalog
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .last_fire(&s.name);
+            let last = match last {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(schedule = %s.name, "{e}");
+                    continue;
+                }
+            };
+            if let Some(iv) = schedule::expected_interval(&s.cron, s.timezone, now) {
+                ctx.metrics
+                    .schedule_expected_interval
+                    .with_label_values(&[&s.name])
+                    .set(iv.num_seconds() as f64);
+            }
+            match schedule::decide(&s.cron, s.timezone, last, s.catch_up, now) {
+                Decision::Never => {}
+                Decision::Wait { next } => {
+                    ctx.metrics
+                        .schedule_next_run
+                        .with_label_values(&[&s.name])
+                        .set(next.timestamp() as f64);
+                    let until = (next - now).to_std().unwrap_or(Duration::ZERO);
+                    sleep = sleep.min(until);
+                }
+                Decision::Fire { due, caught_up } => {
+                    let outcome = fire(&ctx, &s.name, s.job, caught_up);
+                    let mut cat = ctx.catalog.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Err(e) = cat.record_fire(&s.name, due, &outcome) {
+                        tracing::error!(schedule = %s.name, "{e}");
+                    }
+                    // Evaluate again at once: the next slot's metric and sleep come from there.
+                    sleep = Duration::ZERO;
+                }
+            }
+        }
+        if sleep.is_zero() {
+            tokio::task::yield_now().await;
+            continue;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(sleep + Duration::from_millis(5)) => {}
+        }
+    }
+}
+
+fn fire(ctx: &Arc<Ctx>, name: &str, job: JobKind, caught_up: bool) -> String {
+    let trigger = format!("schedule:{name}");
+    let r = match job {
+        JobKind::Backup => jobs::start_backup(ctx, &trigger),
+    };
+    match r {
+        Ok(started) => {
+            tracing::info!(schedule = name, job_id = %started.job_id, caught_up, "schedule fired");
+            format!("started job {}", started.job_id)
+        }
+        Err(JobError::Busy(running)) => {
+            tracing::warn!(schedule = name, running_job = %running, "schedule fire skipped: job {running} is running");
+            ctx.metrics
+                .schedule_skipped
+                .with_label_values(&[name, "busy"])
+                .inc();
+            format!("skipped: busy with job {running}")
+        }
+        Err(e) => {
+            tracing::error!(schedule = name, "schedule fire failed: {e}");
+            ctx.metrics
+                .schedule_skipped
+                .with_label_values(&[name, e.code()])
+                .inc();
+            format!("skipped: {e}")
+        }
+    }
+}

@@ -1,0 +1,402 @@
+//! The socket API server: HTTP/1.1 + JSON on a Unix socket, with the peer's credentials
+//! (SO_PEERCRED) checked on every request. Reads need uid 0 or the read (socket) group; changes
+//! need uid 0 or the operator group. Changing requests, allowed or not, go to the audit log and
+//! the journal with uid, pid and what was asked. Routes and types: [`crate::api`].
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::Utc;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use nix::unistd::{Gid, Group};
+use serde::Serialize;
+use tokio::net::UnixListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, BackupDetail, BackupList, ErrorBody, StartBackupRequest};
+use crate::catalog::AuditRecord;
+use crate::ids::{BackupId, JobId};
+
+use super::jobs::{self, JobError};
+use super::Ctx;
+
+/// Errors setting up the socket.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("another hopsdrd is already listening on \"{0}\": stop it first")]
+    InUse(String),
+    #[error("failed to {what} socket \"{path}\": {source}")]
+    Socket {
+        what: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Who is asking, from SO_PEERCRED.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: i32,
+}
+
+/// What a request needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Change,
+}
+
+/// The groups that grant access, resolved from their names.
+#[derive(Debug, Clone, Default)]
+pub struct AccessGroups {
+    pub read: Option<u32>,
+    pub operator: Option<u32>,
+}
+
+impl AccessGroups {
+    /// Resolves the configured group names; a name that does not exist grants nothing (logged).
+    pub fn resolve(read: &str, operator: Option<&str>) -> AccessGroups {
+        let lookup = |name: &str| match Group::from_name(name) {
+            Ok(Some(g)) => Some(g.gid.as_raw()),
+            Ok(None) => {
+                tracing::warn!("group \"{name}\" does not exist: it grants no access to the socket (create it with groupadd --system {name})");
+                None
+            }
+            Err(e) => {
+                tracing::warn!("failed to look up group \"{name}\": {e}");
+                None
+            }
+        };
+        AccessGroups {
+            read: lookup(read),
+            operator: operator.and_then(lookup),
+        }
+    }
+}
+
+/// The supplementary groups of a process, from `/proc/<pid>/status`.
+fn process_groups(pid: i32) -> Vec<u32> {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return Vec::new();
+    };
+    text.lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .map(|g| g.split_whitespace().filter_map(|n| n.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// Pure access decision given the peer's groups (primary first).
+pub fn decide(uid: u32, groups: &[u32], access: Access, g: &AccessGroups) -> bool {
+    if uid == 0 {
+        return true;
+    }
+    let member = |gid: Option<u32>| gid.is_some_and(|gid| groups.contains(&gid));
+    match access {
+        Access::Read => member(g.read) || member(g.operator),
+        Access::Change => member(g.operator),
+    }
+}
+
+/// Binds the socket at `path` with mode 0660 and group `group`, removing a stale socket file
+/// left by a crash (but refusing when another daemon answers on it).
+pub async fn bind(path: &Path, group: Option<u32>) -> Result<UnixListener, ServerError> {
+    let p = path.display().to_string();
+    let err = |what, source| ServerError::Socket {
+        what,
+        path: p.clone(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(|e| err("create the directory of", e))?;
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
+        }
+    }
+    if path.exists() {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            return Err(ServerError::InUse(p));
+        }
+        std::fs::remove_file(path).map_err(|e| err("remove stale", e))?;
+    }
+    let listener = UnixListener::bind(path).map_err(|e| err("bind", e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .map_err(|e| err("set the mode of", e))?;
+    if let Some(gid) = group {
+        nix::unistd::chown(path, None, Some(Gid::from_raw(gid)))
+            .map_err(|e| err("set the group of", std::io::Error::from(e)))?;
+    }
+    Ok(listener)
+}
+
+/// Serves requests until `shutdown` fires, then waits briefly for requests in flight.
+pub async fn serve(listener: UnixListener, ctx: Arc<Ctx>, shutdown: CancellationToken) {
+    let mut conns = JoinSet::new();
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!("api socket: accept failed: {e}");
+                    continue;
+                }
+            },
+        };
+        let peer = match stream.peer_cred() {
+            Ok(c) => Peer {
+                uid: c.uid(),
+                gid: c.gid(),
+                pid: c.pid().unwrap_or(0),
+            },
+            Err(e) => {
+                tracing::warn!("api socket: cannot read peer credentials, closing: {e}");
+                continue;
+            }
+        };
+        let ctx = ctx.clone();
+        conns.spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let ctx = ctx.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(ctx, peer, req).await) }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await
+            {
+                tracing::debug!("api connection ended: {e}");
+            }
+        });
+    }
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+}
+
+fn json<T: Serialize>(status: StatusCode, body: &T) -> Response<Full<Bytes>> {
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(bytes)))
+        .expect("static response parts are valid")
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response<Full<Bytes>> {
+    json(status, &ErrorBody::new(code, message))
+}
+
+fn audit(ctx: &Ctx, peer: Peer, action: &str, allowed: bool, detail: &str) {
+    if allowed {
+        tracing::info!(uid = peer.uid, pid = peer.pid, action = action, "request: {detail}");
+    } else {
+        tracing::warn!(uid = peer.uid, pid = peer.pid, action = action, "request refused: {detail}");
+    }
+    let rec = AuditRecord {
+        at: Utc::now(),
+        uid: peer.uid,
+        pid: peer.pid,
+        action: action.to_string(),
+        allowed,
+        detail: detail.to_string(),
+    };
+    let mut cat = ctx.catalog.lock().unwrap_or_else(|p| p.into_inner());
+    if let Err(e) = cat.audit(&rec) {
+        tracing::error!("failed to write audit record: {e}");
+    }
+}
+
+async fn handle(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let action = format!("{method} {path}");
+    let access = if method == Method::GET {
+        Access::Read
+    } else {
+        Access::Change
+    };
+    let groups = ctx.access_groups();
+    let mut peer_groups = vec![peer.gid];
+    peer_groups.extend(process_groups(peer.pid));
+    if !decide(peer.uid, &peer_groups, access, &groups) {
+        let what = match access {
+            Access::Read => "reading needs uid 0 or the daemon.socket_group",
+            Access::Change => "changes need uid 0 or a member of daemon.operator_group",
+        };
+        if access == Access::Change {
+            audit(&ctx, peer, &action, false, "permission denied");
+        } else {
+            tracing::warn!(uid = peer.uid, pid = peer.pid, action = %action, "request refused: permission denied");
+        }
+        return error(
+            StatusCode::FORBIDDEN,
+            "permission_denied",
+            format!("permission denied for uid {}: {what}", peer.uid),
+        );
+    }
+
+    // Read the body with a limit, whatever the route.
+    let body = match Limited::new(req.into_body(), api::MAX_BODY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    format!(
+                        "request body over {} bytes",
+                        api::MAX_BODY_BYTES
+                    ),
+                );
+            }
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                format!("failed to read request body: {e}"),
+            );
+        }
+    };
+
+    match (&method, segs.as_slice()) {
+        (&Method::GET, ["v1", "status"]) => match ctx.status() {
+            Ok(s) => json(StatusCode::OK, &s),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "catalog", e.to_string()),
+        },
+        (&Method::GET, ["v1", "backups"]) => {
+            let r = ctx.catalog.lock().unwrap_or_else(|p| p.into_inner()).backups();
+            match r {
+                Ok(backups) => json(StatusCode::OK, &BackupList { backups }),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "catalog", e.to_string()),
+            }
+        }
+        (&Method::GET, ["v1", "backups", id]) => {
+            let Some(id) = BackupId::parse(id) else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_backup_id",
+                    format!("\"{id}\" is not a backup id (expected YYYYMMDDTHHMMSSZ)"),
+                );
+            };
+            let cat = ctx.catalog.lock().unwrap_or_else(|p| p.into_inner());
+            match cat.backup(&id).and_then(|b| Ok((b, cat.components(&id)?))) {
+                Ok((Some(backup), components)) => {
+                    json(StatusCode::OK, &BackupDetail { backup, components })
+                }
+                Ok((None, _)) => error(
+                    StatusCode::NOT_FOUND,
+                    "no_such_backup",
+                    format!("no backup \"{id}\" in the catalog (hopsdrctl backups list shows them)"),
+                ),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "catalog", e.to_string()),
+            }
+        }
+        (&Method::POST, ["v1", "backups"]) => {
+            if !body.iter().all(|b| b.is_ascii_whitespace()) {
+                if let Err(e) = serde_json::from_slice::<StartBackupRequest>(&body) {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "bad_json",
+                        format!("malformed request: {e}"),
+                    );
+                }
+            }
+            match jobs::start_backup(&ctx, &format!("api:uid={}", peer.uid)) {
+                Ok(started) => {
+                    audit(
+                        &ctx,
+                        peer,
+                        &action,
+                        true,
+                        &format!(
+                            "start backup: job {} backup {}",
+                            started.job_id,
+                            started
+                                .backup_id
+                                .as_ref()
+                                .map(|b| b.to_string())
+                                .unwrap_or_default()
+                        ),
+                    );
+                    json(StatusCode::ACCEPTED, &started)
+                }
+                Err(JobError::Busy(running)) => {
+                    audit(&ctx, peer, &action, false, &format!("busy with job {running}"));
+                    let mut body = ErrorBody::new("busy", JobError::Busy(running).to_string());
+                    body.error.job_id = Some(running);
+                    json(StatusCode::CONFLICT, &body)
+                }
+                Err(e) => {
+                    audit(&ctx, peer, &action, false, &e.to_string());
+                    let status = match e {
+                        JobError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
+                        _ => StatusCode::INTERNAL_SERVER_ERROR,
+                    };
+                    error(status, e.code(), e.to_string())
+                }
+            }
+        }
+        (&Method::GET, ["v1", "jobs", id]) => {
+            let Ok(n) = id.parse::<i64>() else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_job_id",
+                    format!("\"{id}\" is not a job id (a number)"),
+                );
+            };
+            match jobs::job_view(&ctx, JobId(n)) {
+                Ok(Some(v)) => json(StatusCode::OK, &v),
+                Ok(None) => error(
+                    StatusCode::NOT_FOUND,
+                    "no_such_job",
+                    format!("no job {n} in the catalog"),
+                ),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "catalog", e.to_string()),
+            }
+        }
+        (_, ["v1", "status"] | ["v1", "backups"] | ["v1", "backups", _] | ["v1", "jobs", _]) => {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{method} is not allowed on {path}"),
+            )
+        }
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no route {method} {path}"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_rules() {
+        let g = AccessGroups {
+            read: Some(100),
+            operator: Some(200),
+        };
+        assert!(decide(0, &[0], Access::Change, &g));
+        assert!(decide(1000, &[100], Access::Read, &g));
+        assert!(!decide(1000, &[100], Access::Change, &g));
+        assert!(decide(1000, &[5, 200], Access::Change, &g));
+        assert!(decide(1000, &[200], Access::Read, &g));
+        assert!(!decide(1000, &[5], Access::Read, &g));
+        let none = AccessGroups::default();
+        assert!(!decide(1000, &[0, 100], Access::Read, &none));
+    }
+}

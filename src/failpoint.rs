@@ -1,0 +1,32 @@
+//! Failpoints for tests: named places in long jobs where a test can make the daemon pause, so a
+//! crash or a signal can be delivered at a known point instead of by sleeping and hoping.
+//!
+//! Compiled in only with the `testbed` cargo feature (never in packages). `HOPSDR_FAILPOINTS` is a
+//! comma-separated list of `name=pause`; on reaching a paused failpoint the daemon creates
+//! `$HOPSDR_FAILPOINT_DIR/<name>.reached` and waits until its job is cancelled.
+
+use tokio_util::sync::CancellationToken;
+
+/// Passes through, or pauses here until `cancel` fires when the failpoint `name` is set to pause.
+#[cfg(feature = "testbed")]
+pub fn hit(name: &str, cancel: &CancellationToken) {
+    let set = std::env::var("HOPSDR_FAILPOINTS").unwrap_or_default();
+    let paused = set
+        .split(',')
+        .any(|fp| fp.trim() == format!("{name}=pause"));
+    if !paused {
+        return;
+    }
+    if let Some(dir) = std::env::var_os("HOPSDR_FAILPOINT_DIR") {
+        let _ = std::fs::write(std::path::Path::new(&dir).join(format!("{name}.reached")), b"");
+    }
+    tracing::warn!(failpoint = name, "failpoint reached: pausing until cancelled");
+    while !cancel.is_cancelled() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Failpoints are compiled out without the `testbed` feature.
+#[cfg(not(feature = "testbed"))]
+#[inline(always)]
+pub fn hit(_name: &str, _cancel: &CancellationToken) {}

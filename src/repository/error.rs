@@ -1,0 +1,230 @@
+//! The repository's errors. Every one names what it is about: the object key, the backup, the
+//! file's logical path.
+
+use std::io;
+
+use crate::ids::BackupId;
+
+use super::storage::StorageError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("blob '{key}' of file '{path}' is missing from the repository")]
+    BlobMissing { key: String, path: String },
+    #[error("blob '{key}' of file '{path}' is corrupt: {defect}")]
+    CorruptBlob {
+        key: String,
+        path: String,
+        defect: BlobDefect,
+    },
+    #[error("file '{path}' does not match its manifest entry: {defect}")]
+    CorruptFile { path: String, defect: FileDefect },
+    #[error("manifest '{key}' of backup '{id}' is corrupt: {defect}")]
+    CorruptManifest {
+        id: BackupId,
+        key: String,
+        defect: ManifestDefect,
+    },
+    #[error("backup '{id}' not found in the repository")]
+    BackupNotFound { id: BackupId },
+    #[error("backup '{id}' already exists in the repository; refusing to overwrite its manifest")]
+    BackupExists { id: BackupId },
+    #[error("'{key}' in {store} is not a hopsdr repository header (format '{found}')")]
+    ForeignFormat {
+        store: String,
+        key: String,
+        found: String,
+    },
+    #[error(
+        "repository {store} has format version {found}; this hopsdr reads version {supported} \
+         only: use a hopsdr release that supports it"
+    )]
+    UnsupportedVersion {
+        store: String,
+        found: u64,
+        supported: u32,
+    },
+    #[error("repository header '{key}' in {store} is unreadable: {defect}")]
+    CorruptHeader {
+        store: String,
+        key: String,
+        defect: HeaderDefect,
+    },
+    #[error(
+        "{store} holds backups but no header '{key}'; refusing to initialise a repository over \
+         existing data"
+    )]
+    MissingHeader { store: String, key: String },
+    #[error("invalid compression level {level}: zstd takes {min}..={max}")]
+    InvalidCompressionLevel { level: i32, min: i32, max: i32 },
+    #[error("invalid entry '{path}': {defect}")]
+    InvalidEntry {
+        path: String,
+        defect: EntryDefect,
+    },
+    #[error("failed to read source of '{path}': {source}")]
+    ReadSource {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("failed to write restored file '{path}': {source}")]
+    WriteOutput {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("failed to compress a chunk of '{path}': {source}")]
+    Compress {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("failed to encode the manifest of backup '{id}': {source}")]
+    EncodeManifest {
+        id: BackupId,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("failed to create a zstd context: {source}")]
+    ZstdContext {
+        #[source]
+        source: io::Error,
+    },
+    #[error("failed to start a worker thread for '{path}': {source}")]
+    Thread {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl RepoError {
+    /// A stable, machine-readable name for the kind of error (JSON `code`, metric label).
+    pub fn code(&self) -> &'static str {
+        match self {
+            RepoError::Storage(StorageError::NotFound { .. }) => "storage_not_found",
+            RepoError::Storage(StorageError::InvalidKey { .. }) => "storage_invalid_key",
+            RepoError::Storage(StorageError::Io { .. }) => "storage_io",
+            RepoError::BlobMissing { .. } => "blob_missing",
+            RepoError::CorruptBlob { .. } => "corrupt_blob",
+            RepoError::CorruptFile { .. } => "corrupt_file",
+            RepoError::CorruptManifest { .. } => "corrupt_manifest",
+            RepoError::BackupNotFound { .. } => "backup_not_found",
+            RepoError::BackupExists { .. } => "backup_exists",
+            RepoError::ForeignFormat { .. } => "foreign_format",
+            RepoError::UnsupportedVersion { .. } => "unsupported_version",
+            RepoError::CorruptHeader { .. } => "corrupt_header",
+            RepoError::MissingHeader { .. } => "missing_header",
+            RepoError::InvalidCompressionLevel { .. } => "invalid_compression_level",
+            RepoError::InvalidEntry { .. } => "invalid_entry",
+            RepoError::ReadSource { .. } => "read_source",
+            RepoError::WriteOutput { .. } => "write_output",
+            RepoError::Compress { .. } => "compress",
+            RepoError::EncodeManifest { .. } => "encode_manifest",
+            RepoError::Thread { .. } => "thread",
+            RepoError::ZstdContext { .. } => "zstd_context",
+            RepoError::Cancelled => "cancelled",
+        }
+    }
+
+    /// True when the repository's content is damaged (as opposed to unreachable or misused).
+    pub fn is_corruption(&self) -> bool {
+        matches!(
+            self,
+            RepoError::BlobMissing { .. }
+                | RepoError::CorruptBlob { .. }
+                | RepoError::CorruptFile { .. }
+                | RepoError::CorruptManifest { .. }
+                | RepoError::CorruptHeader { .. }
+        )
+    }
+}
+
+/// What is wrong with a blob.
+#[derive(Debug, thiserror::Error)]
+pub enum BlobDefect {
+    #[error("it does not decompress (or decompresses to more than {limit} bytes): {source}")]
+    Undecodable {
+        limit: usize,
+        #[source]
+        source: io::Error,
+    },
+    #[error("its content hashes to {actual}, not {expected}")]
+    HashMismatch { expected: String, actual: String },
+}
+
+/// What is wrong with a restored file as a whole (every chunk was sound).
+#[derive(Debug, thiserror::Error)]
+pub enum FileDefect {
+    #[error("its chunks hold {actual} bytes, the manifest says {expected}")]
+    SizeMismatch { expected: u64, actual: u64 },
+    #[error("its content hashes to {actual}, not {expected}")]
+    HashMismatch { expected: String, actual: String },
+}
+
+/// What is wrong with a stored manifest.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestDefect {
+    #[error("it does not decompress: {0}")]
+    Undecodable(#[source] io::Error),
+    #[error("it is not framed as {{\"checksum\":\"<blake3>\",\"body\":...}}")]
+    BadFraming,
+    #[error("its body hashes to {actual}, not to its checksum {expected}")]
+    ChecksumMismatch { expected: String, actual: String },
+    #[error("its body is not a valid manifest: {0}")]
+    Json(#[source] serde_json::Error),
+    #[error("it describes backup '{found}'")]
+    IdMismatch { found: BackupId },
+    #[error("it has manifest format version {found}; this hopsdr reads version {supported}")]
+    UnsupportedVersion { found: u32, supported: u32 },
+    #[error("entry '{path}': {defect}")]
+    InvalidEntry { path: String, defect: EntryDefect },
+}
+
+/// What is wrong with the repository header.
+#[derive(Debug, thiserror::Error)]
+pub enum HeaderDefect {
+    #[error("it is not valid JSON: {0}")]
+    Json(#[source] serde_json::Error),
+    #[error("its chunk size {0} is outside {min}..={max}", min = super::MIN_CHUNK_SIZE, max = super::MAX_CHUNK_SIZE)]
+    ChunkSize(u64),
+}
+
+/// Why a logical path was refused by [`super::validate_logical_path`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PathDefect {
+    #[error("it is empty")]
+    Empty,
+    #[error("it is absolute")]
+    Absolute,
+    #[error("it has an empty component (a doubled or trailing '/')")]
+    EmptyComponent,
+    #[error("it has a '.' or '..' component")]
+    DotComponent,
+    #[error("it has a NUL byte")]
+    Nul,
+    #[error("it is longer than 4096 bytes")]
+    TooLong,
+}
+
+/// Why an entry was refused when added to a backup or read back from a manifest.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntryDefect {
+    #[error("invalid path: {0}")]
+    Path(PathDefect),
+    #[error("the path appears more than once")]
+    Duplicate,
+    #[error("it lies under '{ancestor}', which is not a directory")]
+    UnderNonDirectory { ancestor: String },
+    #[error("invalid hash '{0}': not 64 lower-case hex digits")]
+    BadHash(String),
+    #[error("invalid symlink target: empty or has a NUL byte")]
+    BadSymlinkTarget,
+    #[error("an empty file with chunks, or a non-empty file without")]
+    ChunksDoNotFitSize,
+}

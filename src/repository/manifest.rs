@@ -1,0 +1,281 @@
+//! Manifests: what a backup holds, and how a manifest is encoded so that reading it verifies it.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::BackupId;
+
+use super::FORMAT_VERSION;
+use super::error::{EntryDefect, ManifestDefect, PathDefect, RepoError};
+
+/// A decoded manifest larger than this is refused (a tampered one could claim any size).
+const MAX_MANIFEST_BYTES: u64 = 4 << 30;
+
+/// Owner, permissions and modification time of an entry, as the backup found them.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FileMeta {
+    /// Permission bits (and file type bits, if the caller keeps them), as in `st_mode`.
+    pub mode: u32,
+    /// Modification time, seconds since the Unix epoch.
+    pub mtime: i64,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// A regular file: its content is the concatenation of its chunks' blobs, in order.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct FileEntry {
+    pub path: String,
+    pub size: u64,
+    pub meta: FileMeta,
+    /// BLAKE3 of the whole content, lower-case hex.
+    pub hash: String,
+    /// BLAKE3 of each chunk's content, lower-case hex; each names the blob holding it.
+    pub chunks: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Entry {
+    File(FileEntry),
+    Dir {
+        path: String,
+        meta: FileMeta,
+    },
+    Symlink {
+        path: String,
+        target: String,
+        meta: FileMeta,
+    },
+}
+
+impl Entry {
+    pub fn path(&self) -> &str {
+        match self {
+            Entry::File(f) => &f.path,
+            Entry::Dir { path, .. } | Entry::Symlink { path, .. } => path,
+        }
+    }
+}
+
+/// One component of a backup (RonDB, HopsFS blocks, users and grants, config files, ...).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ComponentInfo {
+    pub name: String,
+    /// How the component's backup ended (`complete`, `skipped`, ...), as the backup job names it.
+    pub state: String,
+    pub logical_bytes: u64,
+    pub files: u64,
+}
+
+/// Facts about a backup besides its entries.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct BackupInfo {
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub hostname: String,
+    pub hopsdr_version: String,
+    #[serde(default)]
+    pub components: Vec<ComponentInfo>,
+    /// Facts that later components record (RonDB backup id, node ids, ...).
+    #[serde(default)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// What a backup holds. Stored at `manifests/<backup-id>.json.zst`; its presence is what makes
+/// the backup exist.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub id: BackupId,
+    pub info: BackupInfo,
+    pub entries: Vec<Entry>,
+}
+
+impl Manifest {
+    /// The file entries, in manifest order.
+    pub fn files(&self) -> impl Iterator<Item = &FileEntry> {
+        self.entries.iter().filter_map(|e| match e {
+            Entry::File(f) => Some(f),
+            _ => None,
+        })
+    }
+}
+
+/// Checks a logical path: relative, `/`-separated, no empty, `.` or `..` components, no NUL.
+/// Such a path joined to a restore target stays inside it (provided no ancestor is a symlink,
+/// which manifest validation also guarantees).
+pub fn validate_logical_path(path: &str) -> Result<(), PathDefect> {
+    if path.is_empty() {
+        return Err(PathDefect::Empty);
+    }
+    if path.len() > 4096 {
+        return Err(PathDefect::TooLong);
+    }
+    if path.starts_with('/') {
+        return Err(PathDefect::Absolute);
+    }
+    if path.contains('\0') {
+        return Err(PathDefect::Nul);
+    }
+    for component in path.split('/') {
+        match component {
+            "" => return Err(PathDefect::EmptyComponent),
+            "." | ".." => return Err(PathDefect::DotComponent),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn is_hash_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Checks one entry on its own: path, hashes, symlink target.
+pub(crate) fn validate_entry(entry: &Entry) -> Result<(), EntryDefect> {
+    validate_logical_path(entry.path()).map_err(EntryDefect::Path)?;
+    match entry {
+        Entry::File(f) => {
+            if !is_hash_hex(&f.hash) {
+                return Err(EntryDefect::BadHash(f.hash.clone()));
+            }
+            if let Some(bad) = f.chunks.iter().find(|c| !is_hash_hex(c)) {
+                return Err(EntryDefect::BadHash(bad.clone()));
+            }
+            if (f.size == 0) != f.chunks.is_empty() {
+                return Err(EntryDefect::ChunksDoNotFitSize);
+            }
+        }
+        Entry::Symlink { target, .. } => {
+            if target.is_empty() || target.contains('\0') {
+                return Err(EntryDefect::BadSymlinkTarget);
+            }
+        }
+        Entry::Dir { .. } => {}
+    }
+    Ok(())
+}
+
+/// Checks a whole entry list: every entry valid, no path twice, and nothing under a path that
+/// is a file or a symlink (a restore must never write through a symlink it created).
+/// Returns the offending path with the defect.
+pub(crate) fn validate_entries(entries: &[Entry]) -> Result<(), (String, EntryDefect)> {
+    let mut is_dir: HashMap<&str, bool> = HashMap::with_capacity(entries.len());
+    for entry in entries {
+        validate_entry(entry).map_err(|d| (entry.path().to_string(), d))?;
+        if is_dir
+            .insert(entry.path(), matches!(entry, Entry::Dir { .. }))
+            .is_some()
+        {
+            return Err((entry.path().to_string(), EntryDefect::Duplicate));
+        }
+    }
+    for entry in entries {
+        let path = entry.path();
+        for (i, _) in path.match_indices('/') {
+            let ancestor = &path[..i];
+            if is_dir.get(ancestor) == Some(&false) {
+                return Err((
+                    path.to_string(),
+                    EntryDefect::UnderNonDirectory {
+                        ancestor: ancestor.to_string(),
+                    },
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+const CHECKSUM_PREFIX: &[u8] = b"{\"checksum\":\"";
+const BODY_PREFIX: &[u8] = b"\",\"body\":";
+const SUFFIX: &[u8] = b"}\n";
+
+/// Encodes a manifest: zstd of `{"checksum":"<blake3 hex of body>","body":<body>}` where
+/// `<body>` is the manifest's JSON, checksummed byte for byte as stored. The result is a plain
+/// JSON document (`zstdcat m.json.zst | jq .body`), yet verifying it never re-serialises.
+pub(crate) fn encode(manifest: &Manifest, key: &str, level: i32) -> Result<Vec<u8>, RepoError> {
+    let body = serde_json::to_vec(manifest).map_err(|source| RepoError::EncodeManifest {
+        id: manifest.id.clone(),
+        source,
+    })?;
+    let checksum = blake3::hash(&body).to_hex();
+    let mut doc = Vec::with_capacity(body.len() + 100);
+    doc.extend_from_slice(CHECKSUM_PREFIX);
+    doc.extend_from_slice(checksum.as_bytes());
+    doc.extend_from_slice(BODY_PREFIX);
+    doc.extend_from_slice(&body);
+    doc.extend_from_slice(SUFFIX);
+    zstd::bulk::compress(&doc, level).map_err(|source| RepoError::Compress {
+        path: key.to_string(),
+        source,
+    })
+}
+
+/// Decodes and verifies a stored manifest for backup `id`: decompresses, checks the framing and
+/// the checksum, parses, and validates the id, the version and every entry.
+pub(crate) fn decode(stored: &[u8], id: &BackupId) -> Result<Manifest, ManifestDefect> {
+    let mut doc = Vec::new();
+    zstd::stream::read::Decoder::new(stored)
+        .and_then(|d| d.take(MAX_MANIFEST_BYTES).read_to_end(&mut doc))
+        .map_err(ManifestDefect::Undecodable)?;
+    let rest = doc
+        .strip_prefix(CHECKSUM_PREFIX)
+        .ok_or(ManifestDefect::BadFraming)?;
+    if rest.len() < 64 {
+        return Err(ManifestDefect::BadFraming);
+    }
+    let (checksum, rest) = rest.split_at(64);
+    let checksum = std::str::from_utf8(checksum)
+        .ok()
+        .filter(|c| is_hash_hex(c))
+        .ok_or(ManifestDefect::BadFraming)?;
+    let body = rest
+        .strip_prefix(BODY_PREFIX)
+        .and_then(|r| r.strip_suffix(SUFFIX))
+        .ok_or(ManifestDefect::BadFraming)?;
+    let actual = blake3::hash(body).to_hex();
+    if actual.as_str() != checksum {
+        return Err(ManifestDefect::ChecksumMismatch {
+            expected: checksum.to_string(),
+            actual: actual.to_string(),
+        });
+    }
+    // Check the version before the schema, so that a newer manifest says so rather than
+    // failing to parse.
+    #[derive(Deserialize)]
+    struct Version {
+        format_version: u32,
+    }
+    let version: Version = serde_json::from_slice(body).map_err(ManifestDefect::Json)?;
+    if version.format_version != FORMAT_VERSION {
+        return Err(ManifestDefect::UnsupportedVersion {
+            found: version.format_version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    let manifest: Manifest = serde_json::from_slice(body).map_err(ManifestDefect::Json)?;
+    if &manifest.id != id {
+        return Err(ManifestDefect::IdMismatch {
+            found: manifest.id.clone(),
+        });
+    }
+    validate_entries(&manifest.entries)
+        .map_err(|(path, defect)| ManifestDefect::InvalidEntry { path, defect })?;
+    Ok(manifest)
+}
+
+/// Paths seen so far in a backup being written, to refuse duplicates early.
+#[derive(Debug, Default)]
+pub(crate) struct SeenPaths(HashSet<String>);
+
+impl SeenPaths {
+    /// Records `path`; false if it was already there.
+    pub(crate) fn insert(&mut self, path: &str) -> bool {
+        self.0.insert(path.to_string())
+    }
+}

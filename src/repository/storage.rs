@@ -1,0 +1,479 @@
+//! Where repository objects live: one small trait, shaped after what an object store offers
+//! (whole-object put/get, existence, prefix listing, delete), and a local-directory
+//! implementation of it.
+//!
+//! The trait promises nothing an object store cannot give: no rename, no append, no
+//! list-after-write consistency. The repository above it only ever needs read-after-write on a
+//! single key (`put` then `get`/`exists` of that key).
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Prefix of the names of temporary files [`LocalStorage`] writes before renaming them into
+/// place. Keys may not have a component starting with `.`, so these never collide with keys.
+const TEMP_PREFIX: &str = ".tmp-";
+
+/// An object's key and size, as listed by [`Storage::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+}
+
+/// Why a key or prefix was refused by [`validate_key`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("it is empty")]
+    Empty,
+    #[error("it is longer than 1024 bytes")]
+    TooLong,
+    #[error("it has a character other than A-Z a-z 0-9 . _ - /")]
+    BadCharacter,
+    #[error("it starts with '/'")]
+    Absolute,
+    #[error("it has an empty component")]
+    EmptyComponent,
+    #[error("it has a component starting with '.'")]
+    DotComponent,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("object '{key}' not found in {store}")]
+    NotFound { store: String, key: String },
+    #[error("invalid object key '{key}': {reason}")]
+    InvalidKey { key: String, reason: KeyError },
+    #[error("failed to {op} '{path}': {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl StorageError {
+    /// True for [`StorageError::NotFound`]: the key holds no object.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StorageError::NotFound { .. })
+    }
+}
+
+/// Where repository objects are kept. Implementations are called from blocking threads, possibly
+/// several at once.
+pub trait Storage: Send + Sync + std::fmt::Debug {
+    /// Creates or replaces the object at `key` with `data`, atomically: a reader sees either the
+    /// old object, no object, or all of `data`. The object is durable when this returns.
+    fn put(&self, key: &str, data: &[u8]) -> Result<(), StorageError>;
+    /// The whole object at `key`; [`StorageError::NotFound`] if there is none.
+    fn get(&self, key: &str) -> Result<Vec<u8>, StorageError>;
+    fn exists(&self, key: &str) -> Result<bool, StorageError>;
+    /// Every object whose key starts with `prefix` (a string prefix, not a directory), sorted by
+    /// key. Objects put concurrently may or may not be listed.
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError>;
+    /// Removes the object at `key`; removing an absent object is not an error.
+    fn delete(&self, key: &str) -> Result<(), StorageError>;
+    /// Where the objects are, for humans: `local:/srv/hopsdr/repository`, `s3://bucket/prefix`.
+    fn describe(&self) -> String;
+    /// Free space in bytes where that is known.
+    fn available_bytes(&self) -> Result<Option<u64>, StorageError>;
+}
+
+/// Checks that `key` is a valid object key: relative, `/`-separated, non-empty components that
+/// do not start with `.`, only `[A-Za-z0-9._/-]`, at most 1024 bytes.
+pub fn validate_key(key: &str) -> Result<(), KeyError> {
+    if key.is_empty() {
+        return Err(KeyError::Empty);
+    }
+    validate_key_chars(key)?;
+    for component in key.split('/') {
+        if component.is_empty() {
+            return Err(KeyError::EmptyComponent);
+        }
+        if component.starts_with('.') {
+            return Err(KeyError::DotComponent);
+        }
+    }
+    Ok(())
+}
+
+/// Checks a listing prefix: like a key, but it may be empty or end with `/`, and its last
+/// component may be partial.
+fn validate_prefix(prefix: &str) -> Result<(), KeyError> {
+    if prefix.is_empty() {
+        return Ok(());
+    }
+    validate_key_chars(prefix)?;
+    let complete = match prefix.rsplit_once('/') {
+        Some((dirs, _)) => dirs,
+        None => return Ok(()),
+    };
+    for component in complete.split('/') {
+        if component.is_empty() {
+            return Err(KeyError::EmptyComponent);
+        }
+        if component.starts_with('.') {
+            return Err(KeyError::DotComponent);
+        }
+    }
+    Ok(())
+}
+
+fn validate_key_chars(key: &str) -> Result<(), KeyError> {
+    if key.len() > 1024 {
+        return Err(KeyError::TooLong);
+    }
+    if key.starts_with('/') {
+        return Err(KeyError::Absolute);
+    }
+    let ok = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-' | b'/');
+    if !key.bytes().all(ok) {
+        return Err(KeyError::BadCharacter);
+    }
+    Ok(())
+}
+
+/// Objects as files under a root directory: key `a/b/c` is the file `<root>/a/b/c`.
+///
+/// `put` writes a temporary file `.tmp-<pid>-<n>` beside the target, fsyncs it, renames it over
+/// the target and fsyncs the directory, so the key holds the old object or the whole new one,
+/// durably, whatever happens. Directories are created on demand (and fsynced into their parents).
+/// Temporary files left by a crash are never listed; [`LocalStorage::remove_stale_temp`] deletes
+/// them.
+#[derive(Debug, Clone)]
+pub struct LocalStorage {
+    root: PathBuf,
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl LocalStorage {
+    /// Storage rooted at `root`. Nothing is touched until the first call; the root directory is
+    /// created by the first `put` if it is missing.
+    pub fn new(root: impl Into<PathBuf>) -> LocalStorage {
+        LocalStorage { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path_of(&self, key: &str) -> Result<PathBuf, StorageError> {
+        validate_key(key).map_err(|reason| StorageError::InvalidKey {
+            key: key.to_string(),
+            reason,
+        })?;
+        Ok(self.root.join(key))
+    }
+
+    /// Deletes the temporary files that interrupted `put`s left behind, except this process's
+    /// own. Call it when no other process writes to this repository (the daemon does at start).
+    /// Returns how many were removed.
+    pub fn remove_stale_temp(&self) -> Result<u64, StorageError> {
+        let own = format!("{TEMP_PREFIX}{}-", std::process::id());
+        let mut removed = 0;
+        let mut stack = vec![self.root.clone()];
+        while let Some(dir) = stack.pop() {
+            for entry in read_dir_if_exists(&dir)? {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                let path = entry.path();
+                let file_type = entry.file_type().map_err(|source| StorageError::Io {
+                    op: "inspect",
+                    path: path.clone(),
+                    source,
+                })?;
+                if file_type.is_dir() {
+                    if !name.starts_with('.') {
+                        stack.push(path);
+                    }
+                } else if name.starts_with(TEMP_PREFIX) && !name.starts_with(&own) {
+                    match fs::remove_file(&path) {
+                        Ok(()) => removed += 1,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(source) => {
+                            return Err(StorageError::Io {
+                                op: "remove",
+                                path,
+                                source,
+                            })
+                        }
+                    }
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Creates `dir` and any missing ancestors, fsyncing each new directory's parent so that the
+    /// new entries survive a crash.
+    fn create_dirs(&self, dir: &Path) -> Result<(), StorageError> {
+        let mut missing = Vec::new();
+        let mut cur = dir;
+        loop {
+            match fs::metadata(cur) {
+                Ok(m) if m.is_dir() => break,
+                Ok(_) => {
+                    return Err(StorageError::Io {
+                        op: "create directory",
+                        path: cur.to_path_buf(),
+                        source: io::Error::new(io::ErrorKind::AlreadyExists, "not a directory"),
+                    })
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    missing.push(cur.to_path_buf());
+                    match cur.parent() {
+                        Some(p) if !p.as_os_str().is_empty() => cur = p,
+                        _ => break,
+                    }
+                }
+                Err(source) => {
+                    return Err(StorageError::Io {
+                        op: "inspect",
+                        path: cur.to_path_buf(),
+                        source,
+                    })
+                }
+            }
+        }
+        for new_dir in missing.iter().rev() {
+            match fs::create_dir(new_dir) {
+                Ok(()) => {}
+                // Another writer made it first; it fsyncs the parent itself.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(source) => {
+                    return Err(StorageError::Io {
+                        op: "create directory",
+                        path: new_dir.clone(),
+                        source,
+                    })
+                }
+            }
+            if let Some(parent) = new_dir.parent() {
+                if !parent.as_os_str().is_empty() {
+                    sync_dir(parent)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn write_temp(&self, dir: &Path, data: &[u8]) -> Result<PathBuf, StorageError> {
+        loop {
+            let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+            let tmp = dir.join(format!("{TEMP_PREFIX}{}-{n}", std::process::id()));
+            let mut file = match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+            {
+                Ok(f) => f,
+                // Left by a crashed process that had our pid: pick another name.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(source) => {
+                    return Err(StorageError::Io {
+                        op: "create",
+                        path: tmp,
+                        source,
+                    })
+                }
+            };
+            let written = file
+                .write_all(data)
+                .map_err(|source| ("write", source))
+                .and_then(|()| file.sync_all().map_err(|source| ("fsync", source)));
+            return match written {
+                Ok(()) => Ok(tmp),
+                Err((op, source)) => {
+                    let _ = fs::remove_file(&tmp);
+                    Err(StorageError::Io {
+                        op,
+                        path: tmp,
+                        source,
+                    })
+                }
+            };
+        }
+    }
+}
+
+impl Storage for LocalStorage {
+    fn put(&self, key: &str, data: &[u8]) -> Result<(), StorageError> {
+        let path = self.path_of(key)?;
+        let dir = match path.parent() {
+            Some(d) => d.to_path_buf(),
+            None => self.root.clone(),
+        };
+        self.create_dirs(&dir)?;
+        let tmp = self.write_temp(&dir, data)?;
+        if let Err(source) = fs::rename(&tmp, &path) {
+            let _ = fs::remove_file(&tmp);
+            return Err(StorageError::Io {
+                op: "rename into",
+                path,
+                source,
+            });
+        }
+        sync_dir(&dir)
+    }
+
+    fn get(&self, key: &str) -> Result<Vec<u8>, StorageError> {
+        let path = self.path_of(key)?;
+        fs::read(&path).map_err(|source| {
+            if source.kind() == io::ErrorKind::NotFound {
+                StorageError::NotFound {
+                    store: self.describe(),
+                    key: key.to_string(),
+                }
+            } else {
+                StorageError::Io {
+                    op: "read",
+                    path,
+                    source,
+                }
+            }
+        })
+    }
+
+    fn exists(&self, key: &str) -> Result<bool, StorageError> {
+        let path = self.path_of(key)?;
+        match fs::symlink_metadata(&path) {
+            Ok(m) => Ok(m.is_file()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(source) => Err(StorageError::Io {
+                op: "inspect",
+                path,
+                source,
+            }),
+        }
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
+        validate_prefix(prefix).map_err(|reason| StorageError::InvalidKey {
+            key: prefix.to_string(),
+            reason,
+        })?;
+        // Walk only the deepest directory the prefix names completely.
+        let start = match prefix.rsplit_once('/') {
+            Some((dirs, _)) => dirs.to_string(),
+            None => String::new(),
+        };
+        let mut out = Vec::new();
+        let mut stack = vec![start];
+        while let Some(rel) = stack.pop() {
+            let dir = if rel.is_empty() {
+                self.root.clone()
+            } else {
+                self.root.join(&rel)
+            };
+            for entry in read_dir_if_exists(&dir)? {
+                let name = entry.file_name();
+                // Temporary files, and anything not named like a key, are not objects.
+                let Some(name) = name.to_str() else { continue };
+                if name.starts_with('.') {
+                    continue;
+                }
+                let key = if rel.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{rel}/{name}")
+                };
+                let metadata = match entry.metadata() {
+                    Ok(m) => m,
+                    // Deleted while we listed.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(source) => {
+                        return Err(StorageError::Io {
+                            op: "inspect",
+                            path: entry.path(),
+                            source,
+                        })
+                    }
+                };
+                if metadata.is_dir() {
+                    let as_dir = format!("{key}/");
+                    if as_dir.starts_with(prefix) || prefix.starts_with(&as_dir) {
+                        stack.push(key);
+                    }
+                } else if metadata.is_file() && key.starts_with(prefix) && validate_key(&key).is_ok()
+                {
+                    out.push(ObjectInfo {
+                        key,
+                        size: metadata.len(),
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    fn delete(&self, key: &str) -> Result<(), StorageError> {
+        let path = self.path_of(key)?;
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(StorageError::Io {
+                op: "remove",
+                path,
+                source,
+            }),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("local:{}", self.root.display())
+    }
+
+    fn available_bytes(&self) -> Result<Option<u64>, StorageError> {
+        // The root may not exist before the first put; its nearest existing ancestor is on the
+        // same file system, or on the one the root will be created on.
+        let mut dir = self.root.as_path();
+        while !dir.exists() {
+            match dir.parent() {
+                Some(p) if !p.as_os_str().is_empty() => dir = p,
+                _ => return Ok(None),
+            }
+        }
+        let st = nix::sys::statvfs::statvfs(dir).map_err(|errno| StorageError::Io {
+            op: "statvfs",
+            path: dir.to_path_buf(),
+            source: io::Error::from(errno),
+        })?;
+        #[allow(clippy::useless_conversion)] // the field widths differ between platforms
+        let bytes = u64::from(st.blocks_available()).saturating_mul(u64::from(st.fragment_size()));
+        Ok(Some(bytes))
+    }
+}
+
+fn read_dir_if_exists(dir: &Path) -> Result<Vec<fs::DirEntry>, StorageError> {
+    let iter = match fs::read_dir(dir) {
+        Ok(it) => it,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(StorageError::Io {
+                op: "list",
+                path: dir.to_path_buf(),
+                source,
+            })
+        }
+    };
+    iter.collect::<Result<Vec<_>, _>>()
+        .map_err(|source| StorageError::Io {
+            op: "list",
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| StorageError::Io {
+            op: "fsync directory",
+            path: dir.to_path_buf(),
+            source,
+        })
+}

@@ -1,0 +1,578 @@
+//! Writing a backup: files cut into chunks, chunks hashed, deduplicated, compressed and stored
+//! by a small pool of threads while the caller's thread reads ahead; the manifest last.
+//!
+//! Memory is bounded whatever the file size: at most `workers + 2` chunk buffers exist (one
+//! being read, one queued, one per worker), plus one compression buffer and zstd context per
+//! worker, all reused from file to file.
+
+use std::collections::{HashSet, VecDeque};
+use std::io::{self, Read};
+use std::sync::mpsc;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::ids::BackupId;
+
+use super::error::{EntryDefect, RepoError};
+use super::manifest::{self, SeenPaths};
+use super::storage::Storage;
+use super::{
+    blob_key, manifest_key, validate_logical_path, BackupInfo, Entry, FileEntry, FileMeta,
+    Manifest, Repository, FORMAT_VERSION,
+};
+
+/// Most chunk workers a writer starts, whatever the number of cores.
+const MAX_WORKERS: usize = 4;
+/// How many recently stored blob hashes a writer remembers, to skip asking the store again.
+const RECENT_BLOBS: usize = 4096;
+
+/// What a backup has written so far.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Bytes of file content processed (stored or deduplicated).
+    pub logical_bytes: u64,
+    /// Compressed bytes of the blobs this backup newly wrote.
+    pub stored_bytes: u64,
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub new_blobs: u64,
+    /// Chunks whose blob was already in the repository.
+    pub reused_blobs: u64,
+}
+
+/// A backup being written; see [`Repository::begin_backup`]. Dropping it without
+/// [`BackupWriter::commit`] leaves no backup, only unreferenced blobs.
+pub struct BackupWriter {
+    repo: Repository,
+    id: BackupId,
+    cancel: CancellationToken,
+    entries: Vec<Entry>,
+    seen: SeenPaths,
+    stats: WriteStats,
+    progress: Option<Box<dyn FnMut(&WriteStats) + Send>>,
+    /// Chunk buffers, each `chunk_size` long, kept between files.
+    spare: Vec<Vec<u8>>,
+    /// One per worker; the first also serves single-chunk files on the caller's thread.
+    kits: Vec<WorkerKit>,
+    recent: Mutex<RecentBlobs>,
+}
+
+impl std::fmt::Debug for BackupWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackupWriter")
+            .field("repository", &self.repo.describe())
+            .field("id", &self.id)
+            .field("entries", &self.entries.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A worker's compression context and output buffer.
+struct WorkerKit {
+    compressor: zstd::bulk::Compressor<'static>,
+    out: Vec<u8>,
+}
+
+/// Hashes of blobs this writer stored or found lately (oldest forgotten first). A hash is
+/// claimed before its blob is written, so two workers given the same content write it once.
+#[derive(Default)]
+struct RecentBlobs {
+    set: HashSet<[u8; 32]>,
+    order: VecDeque<[u8; 32]>,
+}
+
+impl RecentBlobs {
+    /// Records `hash`; false if it was already there.
+    fn claim(&mut self, hash: [u8; 32]) -> bool {
+        if !self.set.insert(hash) {
+            return false;
+        }
+        self.order.push_back(hash);
+        if self.order.len() > RECENT_BLOBS {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+
+    fn forget(&mut self, hash: &[u8; 32]) {
+        self.set.remove(hash);
+    }
+}
+
+struct Job {
+    seq: usize,
+    buf: Vec<u8>,
+    len: usize,
+}
+
+struct Done {
+    seq: usize,
+    len: usize,
+    buf: Vec<u8>,
+    result: Result<Stored, RepoError>,
+}
+
+/// What storing one chunk did.
+struct Stored {
+    hash: blake3::Hash,
+    /// Compressed bytes written, `None` if the blob was already there.
+    written: Option<u64>,
+}
+
+impl BackupWriter {
+    pub(super) fn new(repo: Repository, id: BackupId, cancel: CancellationToken) -> BackupWriter {
+        BackupWriter {
+            repo,
+            id,
+            cancel,
+            entries: Vec::new(),
+            seen: SeenPaths::default(),
+            stats: WriteStats::default(),
+            progress: None,
+            spare: Vec::new(),
+            kits: Vec::new(),
+            recent: Mutex::new(RecentBlobs::default()),
+        }
+    }
+
+    pub fn id(&self) -> &BackupId {
+        &self.id
+    }
+
+    pub fn stats(&self) -> WriteStats {
+        self.stats
+    }
+
+    /// Calls `f` with the running totals after each chunk is stored.
+    pub fn set_progress(&mut self, f: Box<dyn FnMut(&WriteStats) + Send>) {
+        self.progress = Some(f);
+    }
+
+    /// Stores the content read from `reader` as the file `logical_path`, and returns its entry.
+    ///
+    /// On error the file is not part of the backup (its chunks already stored stay, and count
+    /// in the stats); the backup can go on or be abandoned. [`RepoError::Cancelled`] if the
+    /// token was cancelled (checked between chunks).
+    pub fn add_file(
+        &mut self,
+        logical_path: &str,
+        reader: &mut dyn Read,
+        meta: FileMeta,
+    ) -> Result<FileEntry, RepoError> {
+        self.check_new_path(logical_path)?;
+        if self.cancel.is_cancelled() {
+            return Err(RepoError::Cancelled);
+        }
+        self.ensure_kits()?;
+        let chunk_size = self.repo.chunk_size();
+        let mut hasher = blake3::Hasher::new();
+        let mut first = take_buffer(&mut self.spare, chunk_size);
+        let n = match read_full(reader, &mut first) {
+            Ok(n) => n,
+            Err(source) => {
+                self.spare.push(first);
+                return Err(RepoError::ReadSource {
+                    path: logical_path.to_string(),
+                    source,
+                });
+            }
+        };
+        let chunks = if n < chunk_size {
+            // The whole file is in hand: no need for the pool.
+            let result = if n == 0 {
+                Ok(Vec::new())
+            } else {
+                hasher.update(&first[..n]);
+                let stored = store_chunk(
+                    self.repo.storage().as_ref(),
+                    &self.recent,
+                    &mut self.kits[0],
+                    &first[..n],
+                    logical_path,
+                );
+                stored.map(|s| {
+                    self.stats.logical_bytes += n as u64;
+                    self.count(&s);
+                    vec![s.hash]
+                })
+            };
+            self.spare.push(first);
+            result?
+        } else {
+            self.pipeline(logical_path, reader, first, &mut hasher)?
+        };
+        let size = chunks.len().saturating_sub(1) as u64 * chunk_size as u64
+            + if chunks.is_empty() { 0 } else { 0 };
+        let _ = size;
+        let entry = FileEntry {
+            path: logical_path.to_string(),
+            size: 0,
+            meta,
+            hash: hasher.finalize().to_hex().to_string(),
+            chunks: chunks.iter().map(|h| h.to_hex().to_string()).collect(),
+        };
+        self.finish_entry(Entry::File(entry.clone()));
+        self.stats.files += 1;
+        Ok(entry)
+    }
+
+    pub fn add_dir(&mut self, logical_path: &str, meta: FileMeta) -> Result<(), RepoError> {
+        self.check_new_path(logical_path)?;
+        self.finish_entry(Entry::Dir {
+            path: logical_path.to_string(),
+            meta,
+        });
+        self.stats.dirs += 1;
+        Ok(())
+    }
+
+    pub fn add_symlink(
+        &mut self,
+        logical_path: &str,
+        target: &str,
+        meta: FileMeta,
+    ) -> Result<(), RepoError> {
+        self.check_new_path(logical_path)?;
+        let entry = Entry::Symlink {
+            path: logical_path.to_string(),
+            target: target.to_string(),
+            meta,
+        };
+        manifest::validate_entry(&entry).map_err(|defect| RepoError::InvalidEntry {
+            path: logical_path.to_string(),
+            defect,
+        })?;
+        self.finish_entry(entry);
+        self.stats.symlinks += 1;
+        Ok(())
+    }
+
+    /// Writes the manifest, which makes the backup exist. Every blob it references was durably
+    /// stored by the `add_file` that returned it. Refused if the token was cancelled, if the
+    /// entries are inconsistent (something below a file or symlink) or if a backup with this id
+    /// already exists.
+    pub fn commit(self, info: BackupInfo) -> Result<Manifest, RepoError> {
+        if self.cancel.is_cancelled() {
+            return Err(RepoError::Cancelled);
+        }
+        manifest::validate_entries(&self.entries)
+            .map_err(|(path, defect)| RepoError::InvalidEntry { path, defect })?;
+        let storage = self.repo.storage();
+        let key = manifest_key(&self.id);
+        if storage.exists(&key)? {
+            return Err(RepoError::BackupExists { id: self.id });
+        }
+        let manifest = Manifest {
+            format_version: FORMAT_VERSION,
+            id: self.id,
+            info,
+            entries: self.entries,
+        };
+        let encoded = manifest::encode(&manifest, &key, self.repo.compression_level())?;
+        storage.put(&key, &encoded)?;
+        Ok(manifest)
+    }
+
+    fn check_new_path(&self, path: &str) -> Result<(), RepoError> {
+        validate_logical_path(path).map_err(|d| RepoError::InvalidEntry {
+            path: path.to_string(),
+            defect: EntryDefect::Path(d),
+        })?;
+        if self.seen.contains(path) {
+            return Err(RepoError::InvalidEntry {
+                path: path.to_string(),
+                defect: EntryDefect::Duplicate,
+            });
+        }
+        Ok(())
+    }
+
+    fn finish_entry(&mut self, entry: Entry) {
+        self.seen.insert(entry.path());
+        self.entries.push(entry);
+    }
+
+    fn count(&mut self, stored: &Stored) {
+        match stored.written {
+            Some(bytes) => {
+                self.stats.new_blobs += 1;
+                self.stats.stored_bytes += bytes;
+            }
+            None => self.stats.reused_blobs += 1,
+        }
+        if let Some(progress) = self.progress.as_mut() {
+            progress(&self.stats);
+        }
+    }
+
+    fn ensure_kits(&mut self) -> Result<(), RepoError> {
+        if !self.kits.is_empty() {
+            return Ok(());
+        }
+        let workers = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .clamp(1, MAX_WORKERS);
+        let bound = zstd::zstd_safe::compress_bound(self.repo.chunk_size());
+        for _ in 0..workers {
+            let compressor = zstd::bulk::Compressor::new(self.repo.compression_level())
+                .map_err(|source| RepoError::ZstdContext { source })?;
+            self.kits.push(WorkerKit {
+                compressor,
+                out: Vec::with_capacity(bound),
+            });
+        }
+        Ok(())
+    }
+
+    /// Stores a file of more than one chunk: this thread reads and hashes the whole file while
+    /// the workers hash, deduplicate, compress and store chunks. Returns the chunk hashes in
+    /// file order.
+    fn pipeline(
+        &mut self,
+        path: &str,
+        reader: &mut dyn Read,
+        first: Vec<u8>,
+        hasher: &mut blake3::Hasher,
+    ) -> Result<Vec<blake3::Hash>, RepoError> {
+        let chunk_size = self.repo.chunk_size();
+        let storage = self.repo.storage().clone();
+        let storage = storage.as_ref();
+        let BackupWriter {
+            cancel,
+            stats,
+            progress,
+            spare,
+            kits,
+            recent,
+            ..
+        } = self;
+        let max_in_flight = kits.len() + 1;
+        let (job_tx, job_rx) = mpsc::sync_channel::<Job>(1);
+        let job_rx = Mutex::new(job_rx);
+        let (done_tx, done_rx) = mpsc::channel::<Done>();
+        let mut hashes: Vec<Option<blake3::Hash>> = Vec::new();
+        let mut failure: Option<RepoError> = None;
+
+        let mut absorb = |done: Done, failure: &mut Option<RepoError>, spare: &mut Vec<Vec<u8>>| {
+            spare.push(done.buf);
+            match done.result {
+                Ok(stored) => {
+                    if hashes.len() <= done.seq {
+                        hashes.resize(done.seq + 1, None);
+                    }
+                    hashes[done.seq] = Some(stored.hash);
+                    stats.logical_bytes += done.len as u64;
+                    match stored.written {
+                        Some(bytes) => {
+                            stats.new_blobs += 1;
+                            stats.stored_bytes += bytes;
+                        }
+                        None => stats.reused_blobs += 1,
+                    }
+                    if let Some(progress) = progress.as_mut() {
+                        progress(stats);
+                    }
+                }
+                Err(e) => {
+                    if failure.is_none() {
+                        *failure = Some(e);
+                    }
+                }
+            }
+        };
+
+        let mut sent = 0usize;
+        std::thread::scope(|scope| {
+            for kit in kits.iter_mut() {
+                let done_tx = done_tx.clone();
+                let job_rx = &job_rx;
+                let recent = &*recent;
+                let spawned = std::thread::Builder::new()
+                    .name("hopsdr-chunk".to_string())
+                    .spawn_scoped(scope, move || {
+                        worker(storage, recent, kit, job_rx, &done_tx, path)
+                    });
+                if let Err(source) = spawned {
+                    failure = Some(RepoError::Thread {
+                        path: path.to_string(),
+                        source,
+                    });
+                    break;
+                }
+            }
+            drop(done_tx);
+
+            let mut next = Some((first, chunk_size));
+            let mut in_flight = 0usize;
+            while failure.is_none() {
+                let Some((buf, len)) = next.take() else { break };
+                if cancel.is_cancelled() {
+                    spare.push(buf);
+                    failure = Some(RepoError::Cancelled);
+                    break;
+                }
+                hasher.update(&buf[..len]);
+                while in_flight >= max_in_flight {
+                    match done_rx.recv() {
+                        Ok(done) => {
+                            in_flight -= 1;
+                            absorb(done, &mut failure, spare);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                if let Err(mpsc::SendError(job)) = job_tx.send(Job { seq: sent, buf, len }) {
+                    // Every worker is gone; they said why, or failed to start.
+                    spare.push(job.buf);
+                    break;
+                }
+                in_flight += 1;
+                sent += 1;
+                if len < chunk_size {
+                    break;
+                }
+                // Read the next chunk while the workers store this one.
+                let mut buf = take_buffer(spare, chunk_size);
+                match read_full(reader, &mut buf) {
+                    Ok(0) => spare.push(buf),
+                    Ok(n) => next = Some((buf, n)),
+                    Err(source) => {
+                        spare.push(buf);
+                        failure.get_or_insert(RepoError::ReadSource {
+                            path: path.to_string(),
+                            source,
+                        });
+                    }
+                }
+                while let Ok(done) = done_rx.try_recv() {
+                    in_flight -= 1;
+                    absorb(done, &mut failure, spare);
+                }
+            }
+            drop(job_tx);
+            for done in done_rx.iter() {
+                absorb(done, &mut failure, spare);
+            }
+        });
+
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        let hashes: Option<Vec<blake3::Hash>> = hashes.into_iter().collect();
+        match hashes {
+            Some(h) if h.len() == sent => Ok(h),
+            _ => Err(RepoError::Thread {
+                path: path.to_string(),
+                source: io::Error::other("a chunk worker stopped before finishing its chunks"),
+            }),
+        }
+    }
+}
+
+fn worker(
+    storage: &dyn Storage,
+    recent: &Mutex<RecentBlobs>,
+    kit: &mut WorkerKit,
+    jobs: &Mutex<mpsc::Receiver<Job>>,
+    done: &mpsc::Sender<Done>,
+    path: &str,
+) {
+    loop {
+        let job = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(poisoned) => poisoned.into_inner().recv(),
+        };
+        let Ok(job) = job else { return };
+        let result = store_chunk(storage, recent, kit, &job.buf[..job.len], path);
+        let reply = Done {
+            seq: job.seq,
+            len: job.len,
+            buf: job.buf,
+            result,
+        };
+        if done.send(reply).is_err() {
+            return;
+        }
+    }
+}
+
+/// Hashes `data` and stores it as a blob unless the repository already has it.
+fn store_chunk(
+    storage: &dyn Storage,
+    recent: &Mutex<RecentBlobs>,
+    kit: &mut WorkerKit,
+    data: &[u8],
+    path: &str,
+) -> Result<Stored, RepoError> {
+    let hash = blake3::hash(data);
+    let claimed = match recent.lock() {
+        Ok(mut r) => r.claim(*hash.as_bytes()),
+        Err(poisoned) => poisoned.into_inner().claim(*hash.as_bytes()),
+    };
+    if !claimed {
+        return Ok(Stored {
+            hash,
+            written: None,
+        });
+    }
+    let result = store_new_chunk(storage, kit, &hash, data, path);
+    if result.is_err() {
+        // Let a later chunk with this content try again.
+        match recent.lock() {
+            Ok(mut r) => r.forget(hash.as_bytes()),
+            Err(poisoned) => poisoned.into_inner().forget(hash.as_bytes()),
+        }
+    }
+    result.map(|written| Stored { hash, written })
+}
+
+fn store_new_chunk(
+    storage: &dyn Storage,
+    kit: &mut WorkerKit,
+    hash: &blake3::Hash,
+    data: &[u8],
+    path: &str,
+) -> Result<Option<u64>, RepoError> {
+    let key = blob_key(&hash.to_hex());
+    if storage.exists(&key)? {
+        return Ok(None);
+    }
+    kit.out.clear();
+    kit.compressor
+        .compress_to_buffer(data, &mut kit.out)
+        .map_err(|source| RepoError::Compress {
+            path: path.to_string(),
+            source,
+        })?;
+    storage.put(&key, &kit.out)?;
+    Ok(Some(kit.out.len() as u64))
+}
+
+/// A chunk buffer, `chunk_size` long, from the spares if there is one.
+fn take_buffer(spare: &mut Vec<Vec<u8>>, chunk_size: usize) -> Vec<u8> {
+    match spare.pop() {
+        Some(buf) if buf.len() == chunk_size => buf,
+        _ => vec![0; chunk_size],
+    }
+}
+
+/// Reads until `buf` is full or the reader is exhausted; returns the bytes read.
+fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
