@@ -141,7 +141,16 @@ impl Client {
         };
         let stream = tokio::net::UnixStream::connect(&self.socket)
             .await
-            .map_err(|e| unreachable(e.to_string()))?;
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    CtlError::Denied(format!(
+                        "cannot connect to {}: {e} (root or the group of the socket, daemon.socket_group, is needed)",
+                        self.socket.display()
+                    ))
+                } else {
+                    unreachable(e.to_string())
+                }
+            })?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| unreachable(e.to_string()))?;

@@ -121,6 +121,11 @@ pub enum Decision {
     Never,
 }
 
+/// How late a slot may be evaluated and still count as on time rather than missed. The
+/// scheduler loop evaluates at least once a minute; the margin covers a loop that is slow for a
+/// moment, or a daemon restarted within a few minutes of a slot.
+pub const ON_TIME_GRACE: Duration = Duration::minutes(5);
+
 /// Decides what to do for one schedule at `now`.
 ///
 /// - `last_fire`: the scheduled slot of the last fire recorded in the catalog (`None` if the
@@ -128,38 +133,38 @@ pub enum Decision {
 ///   the time the job ran, so a long-running job never makes the same slot fire twice; a slot
 ///   that comes due while the previous run is still going is recorded (and counted as skipped)
 ///   by the daemon all the same.
-/// - `started_at`: when the daemon started. Slots before it were missed while the daemon was
-///   down; a schedule that never fired waits for the first slot after `started_at` (it does not
-///   catch up).
 /// - `catch_up`: what to do about missed slots.
 ///
-/// Rules, with *pending* slots being those in `(last_fire or started_at, now]`:
+/// A slot is *pending* when it lies in `(last_fire, now]`, and *on time* when it is at most
+/// [`ON_TIME_GRACE`] before `now`; older slots were *missed* (daemon down, host suspended, clock
+/// jumped forward). Rules:
 ///
-/// - no pending slot: `Wait` for the first slot after `last_fire` (or `started_at`);
-/// - the latest pending slot is at or after `started_at` (it came due while the daemon ran):
-///   `Fire` it, once; older pending slots (host suspended, clock jumped forward) are folded into
-///   this one fire, `caught_up` says whether there were any and `catch_up` is true;
-/// - every pending slot is before `started_at` (missed while the daemon was down): with
-///   `catch_up`, exactly one `Fire` of the latest missed slot with `caught_up: true` (recording
-///   it makes the next decision wait for the next future slot); without, `Wait` for the first
-///   slot after `now`.
+/// - no pending slot: `Wait` for the first slot after `last_fire`;
+/// - the latest pending slot is on time: `Fire` it; older pending slots are folded into this one
+///   fire (`caught_up` is true if there were any and `catch_up` is set);
+/// - the latest pending slot was missed: with `catch_up`, exactly one `Fire` of it, with
+///   `caught_up: true` (once recorded, the next decision waits for the next future slot);
+///   without, `Wait` for the first slot after `now`. Nothing needs recording for the skip: the
+///   next slot will be on time when it comes and fires then.
+/// - never fired (`last_fire` is `None`): no catch-up. An on-time slot fires (`caught_up:
+///   false`), otherwise `Wait` for the first slot after `now`. (The daemon records a baseline
+///   fire when it first sees a schedule, so a new schedule's first fire is the first slot after
+///   that.)
 ///
 /// Clock jumps: the decision only compares slots with `now`, so a scheduler loop that
-/// re-evaluates at least once a minute (instead of sleeping until `next` on a monotonic timer,
-/// which stops during suspend) notices suspends and jumps within a minute. A forward jump
-/// collapses the skipped slots into one fire (rules above); a backward jump (`now` before
-/// `last_fire`) waits for the first slot after `last_fire`, so no recorded slot fires again.
-/// A slot that came due while the daemon ran fires even with `catch_up == false`, however late
-/// (e.g. after a suspend): `catch_up` only concerns slots missed while the daemon was down.
+/// re-evaluates at least once a minute (rather than sleeping until `next` on a monotonic timer,
+/// which stops during suspend) notices a suspend or a wall clock jump within a minute. A
+/// forward jump makes the skipped slots missed (rules above: one fire at most). A backward jump
+/// (`now` before `last_fire`) waits for the first slot after `last_fire`, so no recorded slot
+/// fires again, however far back the clock went.
 pub fn decide(
     cron: &Cron,
     tz: Tz,
     last_fire: Option<DateTime<Utc>>,
-    started_at: DateTime<Utc>,
     catch_up: bool,
     now: DateTime<Utc>,
 ) -> Decision {
-    let base = last_fire.unwrap_or(started_at);
+    let base = last_fire.unwrap_or(now - ON_TIME_GRACE);
     let Some(due) = cron.next_after(base, tz) else {
         return Decision::Never;
     };
@@ -167,7 +172,14 @@ pub fn decide(
         return Decision::Wait { next: due };
     }
     let latest = latest_slot(cron, tz, due, now);
-    if latest >= started_at {
+    if last_fire.is_none() {
+        // `base` was `now - ON_TIME_GRACE`: `latest` is on time, older slots are not missed.
+        return Decision::Fire {
+            due: latest,
+            caught_up: false,
+        };
+    }
+    if now - latest <= ON_TIME_GRACE {
         Decision::Fire {
             due: latest,
             caught_up: catch_up && latest != due,
@@ -525,7 +537,7 @@ mod tests {
         let c = cron("0 0 30 2 *");
         assert_eq!(c.next_after(utc("2026-01-01T00:00:00Z"), UTC), None);
         let now = utc("2026-01-01T00:00:00Z");
-        assert_eq!(decide(&c, UTC, None, now, true, now), Decision::Never);
+        assert_eq!(decide(&c, UTC, None, true, now), Decision::Never);
         assert_eq!(expected_interval(&c, UTC, now), None);
     }
 
@@ -711,22 +723,19 @@ mod tests {
 
     // --- decide --------------------------------------------------------------------------
 
-    /// Started long ago: every slot in these tests came due while the daemon ran.
-    fn long_ago() -> DateTime<Utc> {
-        utc("2020-01-01T00:00:00Z")
-    }
-
     #[test]
     fn decide_waits_until_due() {
         let c = cron("0 3 * * *");
         let last = Some(utc("2026-06-01T03:00:00Z"));
         let now = utc("2026-06-01T12:00:00Z");
-        assert_eq!(
-            decide(&c, UTC, last, long_ago(), true, now),
-            Decision::Wait {
-                next: utc("2026-06-02T03:00:00Z")
-            }
-        );
+        for catch_up in [true, false] {
+            assert_eq!(
+                decide(&c, UTC, last, catch_up, now),
+                Decision::Wait {
+                    next: utc("2026-06-02T03:00:00Z")
+                }
+            );
+        }
     }
 
     #[test]
@@ -734,10 +743,10 @@ mod tests {
         let c = cron("0 3 * * *");
         let last = Some(utc("2026-06-01T03:00:00Z"));
         let slot = utc("2026-06-02T03:00:00Z");
-        for now in [slot, slot + Duration::seconds(40)] {
+        for now in [slot, slot + Duration::seconds(61), slot + ON_TIME_GRACE] {
             for catch_up in [true, false] {
                 assert_eq!(
-                    decide(&c, UTC, last, long_ago(), catch_up, now),
+                    decide(&c, UTC, last, catch_up, now),
                     Decision::Fire {
                         due: slot,
                         caught_up: false
@@ -745,20 +754,16 @@ mod tests {
                 );
             }
         }
-        // After recording the slot, the next decision waits for the next one.
-        assert_eq!(
-            decide(
-                &c,
-                UTC,
-                Some(slot),
-                long_ago(),
-                true,
-                slot + Duration::minutes(1)
-            ),
-            Decision::Wait {
-                next: utc("2026-06-03T03:00:00Z")
-            }
-        );
+        // After recording the slot (not the run time), the next decision waits for the next
+        // slot, however long the job runs.
+        for now in [slot + Duration::seconds(1), slot + Duration::hours(23)] {
+            assert_eq!(
+                decide(&c, UTC, Some(slot), true, now),
+                Decision::Wait {
+                    next: utc("2026-06-03T03:00:00Z")
+                }
+            );
+        }
     }
 
     #[test]
@@ -766,9 +771,8 @@ mod tests {
         let c = cron("0 * * * *");
         let last = Some(utc("2026-06-01T03:00:00Z"));
         // Down from 03:10 to 08:20: five slots (04:00..08:00) missed.
-        let started = utc("2026-06-01T08:20:00Z");
-        let now = started + Duration::seconds(5);
-        let d = decide(&c, UTC, last, started, true, now);
+        let now = utc("2026-06-01T08:20:00Z");
+        let d = decide(&c, UTC, last, true, now);
         assert_eq!(
             d,
             Decision::Fire {
@@ -782,7 +786,7 @@ mod tests {
         // Recorded: no second catch-up, wait for the next future slot.
         for later in [now, now + Duration::minutes(1), now + Duration::minutes(39)] {
             assert_eq!(
-                decide(&c, UTC, Some(due), started, true, later),
+                decide(&c, UTC, Some(due), true, later),
                 Decision::Wait {
                     next: utc("2026-06-01T09:00:00Z")
                 }
@@ -790,14 +794,7 @@ mod tests {
         }
         // And that slot fires normally.
         assert_eq!(
-            decide(
-                &c,
-                UTC,
-                Some(due),
-                started,
-                true,
-                utc("2026-06-01T09:00:01Z")
-            ),
+            decide(&c, UTC, Some(due), true, utc("2026-06-01T09:00:01Z")),
             Decision::Fire {
                 due: utc("2026-06-01T09:00:00Z"),
                 caught_up: false
@@ -806,19 +803,35 @@ mod tests {
     }
 
     #[test]
+    fn decide_catches_up_a_single_missed_slot() {
+        let c = cron("0 3 * * *");
+        let last = Some(utc("2026-06-01T03:00:00Z"));
+        let now = utc("2026-06-02T07:00:00Z"); // back four hours after the 03:00 slot
+        assert_eq!(
+            decide(&c, UTC, last, true, now),
+            Decision::Fire {
+                due: utc("2026-06-02T03:00:00Z"),
+                caught_up: true
+            }
+        );
+        assert_eq!(
+            decide(&c, UTC, last, false, now),
+            Decision::Wait {
+                next: utc("2026-06-03T03:00:00Z")
+            }
+        );
+    }
+
+    #[test]
     fn decide_without_catch_up_skips_missed_slots() {
         let c = cron("0 * * * *");
         let last = Some(utc("2026-06-01T03:00:00Z"));
-        let started = utc("2026-06-01T08:20:00Z");
-        let now = started + Duration::seconds(5);
+        let now = utc("2026-06-01T08:20:00Z");
         let next = utc("2026-06-01T09:00:00Z");
-        assert_eq!(
-            decide(&c, UTC, last, started, false, now),
-            Decision::Wait { next }
-        );
+        assert_eq!(decide(&c, UTC, last, false, now), Decision::Wait { next });
         // Nothing was recorded, yet the next slot fires (missed ones stay skipped).
         assert_eq!(
-            decide(&c, UTC, last, started, false, next + Duration::seconds(3)),
+            decide(&c, UTC, last, false, next + Duration::seconds(3)),
             Decision::Fire {
                 due: next,
                 caught_up: false
@@ -827,21 +840,16 @@ mod tests {
     }
 
     #[test]
-    fn decide_never_fired_does_not_catch_up() {
-        let c = cron("0 3 * * *");
-        let started = utc("2026-06-01T12:00:00Z"); // today's 03:00 is long past
-        let first = utc("2026-06-02T03:00:00Z");
+    fn decide_restart_within_the_grace_fires_the_slot() {
+        // Restarted two minutes after the 08:00 slot, which came due while it was down.
+        let c = cron("0 * * * *");
+        let last = Some(utc("2026-06-01T07:00:00Z"));
+        let now = utc("2026-06-01T08:02:00Z");
         for catch_up in [true, false] {
-            for now in [started, started + Duration::hours(2)] {
-                assert_eq!(
-                    decide(&c, UTC, None, started, catch_up, now),
-                    Decision::Wait { next: first }
-                );
-            }
             assert_eq!(
-                decide(&c, UTC, None, started, catch_up, first),
+                decide(&c, UTC, last, catch_up, now),
                 Decision::Fire {
-                    due: first,
+                    due: utc("2026-06-01T08:00:00Z"),
                     caught_up: false
                 }
             );
@@ -849,44 +857,79 @@ mod tests {
     }
 
     #[test]
+    fn decide_never_fired_does_not_catch_up() {
+        let c = cron("0 3 * * *");
+        let first = utc("2026-06-02T03:00:00Z");
+        for catch_up in [true, false] {
+            // Today's 03:00 is long past: wait for tomorrow's.
+            for now in [utc("2026-06-01T12:00:00Z"), utc("2026-06-01T03:06:00Z")] {
+                assert_eq!(
+                    decide(&c, UTC, None, catch_up, now),
+                    Decision::Wait { next: first }
+                );
+            }
+            for now in [first, first + Duration::minutes(1)] {
+                assert_eq!(
+                    decide(&c, UTC, None, catch_up, now),
+                    Decision::Fire {
+                        due: first,
+                        caught_up: false
+                    }
+                );
+            }
+        }
+        // Several slots inside the grace: the latest fires, without catch-up.
+        let now = utc("2026-06-01T12:04:30Z");
+        assert_eq!(
+            decide(&cron("* * * * *"), UTC, None, true, now),
+            Decision::Fire {
+                due: utc("2026-06-01T12:04:00Z"),
+                caught_up: false
+            }
+        );
+    }
+
+    #[test]
     fn decide_clock_jump_backwards_waits() {
         let c = cron("*/5 * * * *");
         let last = Some(utc("2026-06-01T10:00:00Z"));
         // The clock went back an hour after the 10:00 fire was recorded.
-        let now = utc("2026-06-01T09:02:00Z");
-        for catch_up in [true, false] {
-            assert_eq!(
-                decide(&c, UTC, last, long_ago(), catch_up, now),
-                Decision::Wait {
-                    next: utc("2026-06-01T10:05:00Z")
-                }
-            );
+        for now in [utc("2026-06-01T09:02:00Z"), utc("2026-06-01T09:55:00Z")] {
+            for catch_up in [true, false] {
+                assert_eq!(
+                    decide(&c, UTC, last, catch_up, now),
+                    Decision::Wait {
+                        next: utc("2026-06-01T10:05:00Z")
+                    }
+                );
+            }
         }
     }
 
     #[test]
-    fn decide_collapses_slots_missed_while_running() {
-        // Host suspended (or clock jumped forward) from 10:02 to 13:30 while the daemon ran.
+    fn decide_clock_jump_forward_collapses_slots() {
+        // Host suspended (or clock jumped forward) from 10:02 to 13:01.
         let c = cron("0 * * * *");
         let last = Some(utc("2026-06-01T10:00:00Z"));
-        let now = utc("2026-06-01T13:30:00Z");
+        let now = utc("2026-06-01T13:01:00Z");
         let latest = utc("2026-06-01T13:00:00Z");
         assert_eq!(
-            decide(&c, UTC, last, long_ago(), true, now),
+            decide(&c, UTC, last, true, now),
             Decision::Fire {
                 due: latest,
                 caught_up: true
             }
         );
+        // The 13:00 slot is on time; 11:00 and 12:00 are skipped.
         assert_eq!(
-            decide(&c, UTC, last, long_ago(), false, now),
+            decide(&c, UTC, last, false, now),
             Decision::Fire {
                 due: latest,
                 caught_up: false
             }
         );
         assert_eq!(
-            decide(&c, UTC, Some(latest), long_ago(), true, now),
+            decide(&c, UTC, Some(latest), true, now),
             Decision::Wait {
                 next: utc("2026-06-01T14:00:00Z")
             }
@@ -898,11 +941,11 @@ mod tests {
         // Every 5 minutes in Berlin, down across the fall-back night for months.
         let c = cron("*/5 * * * *");
         let last = Some(utc("2026-08-01T00:00:00Z"));
-        let started = utc("2026-12-01T10:07:30Z");
+        let now = utc("2026-12-01T10:17:30Z");
         assert_eq!(
-            decide(&c, Berlin, last, started, true, started),
+            decide(&c, Berlin, last, true, now),
             Decision::Fire {
-                due: utc("2026-12-01T10:05:00Z"),
+                due: utc("2026-12-01T10:15:00Z"),
                 caught_up: true
             }
         );
@@ -913,37 +956,31 @@ mod tests {
         // The latest missed slot of a 02:30 job on the spring-forward day is 03:00 CEST.
         let c = cron("30 2 * * *");
         let last = Some(utc("2026-03-26T01:30:00Z"));
-        let started = utc("2026-03-29T05:00:00Z");
+        let now = utc("2026-03-29T05:00:00Z");
         let fire = Decision::Fire {
             due: utc("2026-03-29T01:00:00Z"),
             caught_up: true,
         };
-        assert_eq!(decide(&c, Berlin, last, started, true, started), fire);
+        assert_eq!(decide(&c, Berlin, last, true, now), fire);
         // Hourly, back during the repeated hour: the latest slot is 02:00 CET (01:00 UTC).
         let c = cron("@hourly");
         let last = Some(utc("2026-10-24T12:00:00Z"));
-        let started = utc("2026-10-25T01:10:00Z");
+        let now = utc("2026-10-25T01:10:00Z");
         let fire = Decision::Fire {
             due: utc("2026-10-25T01:00:00Z"),
             caught_up: true,
         };
-        assert_eq!(decide(&c, Berlin, last, started, true, started), fire);
+        assert_eq!(decide(&c, Berlin, last, true, now), fire);
         // Back during the first pass of the repeated hour: 02:00 CEST (00:00 UTC).
-        let started = utc("2026-10-25T00:10:00Z");
+        let now = utc("2026-10-25T00:10:00Z");
+        let first_pass = utc("2026-10-25T00:00:00Z");
         let fire = Decision::Fire {
-            due: utc("2026-10-25T00:00:00Z"),
+            due: first_pass,
             caught_up: true,
         };
-        assert_eq!(decide(&c, Berlin, last, started, true, started), fire);
+        assert_eq!(decide(&c, Berlin, last, true, now), fire);
         assert_eq!(
-            decide(
-                &c,
-                Berlin,
-                Some(utc("2026-10-25T00:00:00Z")),
-                started,
-                true,
-                started
-            ),
+            decide(&c, Berlin, Some(first_pass), true, now),
             Decision::Wait {
                 next: utc("2026-10-25T01:00:00Z")
             }

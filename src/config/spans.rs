@@ -180,11 +180,6 @@ impl SpanIndex {
         None
     }
 
-    /// Whether `path` is present in the document.
-    pub(crate) fn contains(&self, path: &KeyPath) -> bool {
-        self.entries.iter().any(|e| &e.path == path)
-    }
-
     /// The deepest key path whose value (or else key) covers `span`: where a deserialization
     /// error reported at `span` belongs.
     pub(crate) fn path_at(&self, span: &Range<usize>) -> Option<KeyPath> {

@@ -101,9 +101,10 @@ impl JobRunner {
             return true;
         };
         let mut rx = tx.subscribe();
-        tokio::time::timeout(deadline, rx.wait_for(|idle| *idle))
+        let idle = tokio::time::timeout(deadline, rx.wait_for(|idle| *idle))
             .await
-            .is_ok()
+            .is_ok();
+        idle
     }
 
     fn set_idle(&self, idle: bool) {

@@ -43,6 +43,8 @@ pub enum DaemonError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("a start-up task ended abnormally while {0}")]
+    Task(String),
     #[error("failed to install signal handler: {0}")]
     Signal(std::io::Error),
 }
@@ -146,10 +148,7 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> Result<(), DaemonE
         let s = settings.repository.clone();
         tokio::task::spawn_blocking(move || open_repository(&s))
             .await
-            .map_err(|e| RepoError::Io {
-                what: "open the repository".into(),
-                source: std::io::Error::other(e.to_string()),
-            })??
+            .map_err(|e| DaemonError::Task(format!("opening the repository: {e}")))??
     };
 
     let metrics = Metrics::new();

@@ -278,4 +278,8 @@ impl SeenPaths {
     pub(crate) fn insert(&mut self, path: &str) -> bool {
         self.0.insert(path.to_string())
     }
+
+    pub(crate) fn contains(&self, path: &str) -> bool {
+        self.0.contains(path)
+    }
 }

@@ -150,10 +150,11 @@ pub struct LocalStorage {
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl LocalStorage {
-    /// Storage rooted at `root`. Nothing is touched until the first call; the root directory is
-    /// created by the first `put` if it is missing.
-    pub fn new(root: impl Into<PathBuf>) -> LocalStorage {
-        LocalStorage { root: root.into() }
+    /// Storage rooted at `root`, creating that directory (and its missing parents) if needed.
+    pub fn new(root: impl Into<PathBuf>) -> Result<LocalStorage, StorageError> {
+        let storage = LocalStorage { root: root.into() };
+        storage.create_dirs(&storage.root)?;
+        Ok(storage)
     }
 
     pub fn root(&self) -> &Path {
@@ -428,15 +429,7 @@ impl Storage for LocalStorage {
     }
 
     fn available_bytes(&self) -> Result<Option<u64>, StorageError> {
-        // The root may not exist before the first put; its nearest existing ancestor is on the
-        // same file system, or on the one the root will be created on.
-        let mut dir = self.root.as_path();
-        while !dir.exists() {
-            match dir.parent() {
-                Some(p) if !p.as_os_str().is_empty() => dir = p,
-                _ => return Ok(None),
-            }
-        }
+        let dir = self.root.as_path();
         let st = nix::sys::statvfs::statvfs(dir).map_err(|errno| StorageError::Io {
             op: "statvfs",
             path: dir.to_path_buf(),

@@ -36,8 +36,6 @@ pub struct WriteStats {
     /// Compressed bytes of the blobs this backup newly wrote.
     pub stored_bytes: u64,
     pub files: u64,
-    pub dirs: u64,
-    pub symlinks: u64,
     pub new_blobs: u64,
     /// Chunks whose blob was already in the repository.
     pub reused_blobs: u64,
@@ -207,12 +205,9 @@ impl BackupWriter {
         } else {
             self.pipeline(logical_path, reader, first, &mut hasher)?
         };
-        let size = chunks.len().saturating_sub(1) as u64 * chunk_size as u64
-            + if chunks.is_empty() { 0 } else { 0 };
-        let _ = size;
         let entry = FileEntry {
             path: logical_path.to_string(),
-            size: 0,
+            size: hasher.count(),
             meta,
             hash: hasher.finalize().to_hex().to_string(),
             chunks: chunks.iter().map(|h| h.to_hex().to_string()).collect(),
@@ -228,7 +223,6 @@ impl BackupWriter {
             path: logical_path.to_string(),
             meta,
         });
-        self.stats.dirs += 1;
         Ok(())
     }
 
@@ -249,7 +243,6 @@ impl BackupWriter {
             defect,
         })?;
         self.finish_entry(entry);
-        self.stats.symlinks += 1;
         Ok(())
     }
 

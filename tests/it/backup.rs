@@ -1,0 +1,107 @@
+//! Backups end to end through hopsdrctl: success, listing, showing, metrics, a missing path,
+//! busy, and the repository contents.
+
+use std::process::{Command, Stdio};
+use std::io::Write;
+use std::time::Duration;
+
+use crate::harness::{wait_for, Env};
+
+#[test]
+fn backup_start_wait_list_show_and_metrics() {
+    let env = Env::new();
+    let _d = env.start();
+    let out = env.ctl(&["backup", "start", "--wait"]);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", String::from_utf8_lossy(&out.stderr), env.log());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("state:    succeeded"), "{text}");
+
+    let list = env.ctl_json(&["backups", "list"]);
+    let backups = list["backups"].as_array().unwrap();
+    assert_eq!(backups.len(), 1);
+    let b = &backups[0];
+    assert_eq!(b["state"], "succeeded");
+    assert_eq!(b["files"], 2);
+    let id = b["id"].as_str().unwrap().to_string();
+    assert_eq!(env.manifests().len(), 1);
+    assert!(env.manifests()[0].starts_with(&id), "{:?}", env.manifests());
+
+    let show = env.ctl_json(&["backups", "show", &id]);
+    assert_eq!(show["components"][0]["component"], "files");
+    assert_eq!(show["components"][0]["state"], "succeeded");
+    let human = env.ctl(&["backups", "show", &id]);
+    assert!(String::from_utf8_lossy(&human.stdout).contains("files      succeeded"));
+
+    let table = String::from_utf8_lossy(&env.ctl(&["backups", "list"]).stdout).into_owned();
+    assert!(table.starts_with("ID  ") && table.contains(&id), "{table}");
+
+    let status = env.ctl_json(&["status"]);
+    assert_eq!(status["last_success"][0]["backup_id"], id.as_str());
+
+    let m = env.metrics();
+    assert!(m.contains("hopsdr_backups_total{result=\"succeeded\"} 1"), "{m}");
+    assert!(m.contains("hopsdr_backup_last_status{component=\"files\"} 1"), "{m}");
+    assert!(m.contains("hopsdr_backup_last_success_timestamp_seconds{component=\"files\"}"));
+
+    // promtool accepts the exposition.
+    let mut p = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus) must be installed: run scripts/setup-test-deps");
+    p.stdin.take().unwrap().write_all(m.as_bytes()).unwrap();
+    let out = p.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A second backup of the same data stores no new blobs.
+    let out = env.ctl(&["--json", "backup", "start", "--wait"]);
+    assert_eq!(out.status.code(), Some(0));
+    let list = env.ctl_json(&["backups", "list"]);
+    let second = &list["backups"][1];
+    assert_eq!(second["state"], "succeeded");
+    assert_eq!(second["stored_bytes"], 0, "{second}");
+}
+
+#[test]
+fn a_missing_path_fails_the_backup_naming_it_and_leaves_no_manifest() {
+    let mut env = Env::new();
+    let missing = env.path().join("data/not-there.yml");
+    env.files.push((missing.clone(), false));
+    env.files.push((env.path().join("data/optional-not-there"), true));
+    let _d = env.start();
+    let out = env.ctl(&["backup", "start", "--wait"]);
+    assert_eq!(out.status.code(), Some(1));
+    let list = env.ctl_json(&["backups", "list"]);
+    let b = &list["backups"][0];
+    assert_eq!(b["state"], "failed");
+    let err = b["error"].as_str().unwrap();
+    assert!(err.contains(&format!("\"{}\" does not exist", missing.display())), "{err}");
+    assert!(env.manifests().is_empty());
+    let m = env.metrics();
+    assert!(m.contains("hopsdr_backups_total{result=\"failed\"} 1"), "{m}");
+    assert!(m.contains("hopsdr_backup_last_status{component=\"files\"} 0"), "{m}");
+}
+
+#[cfg(feature = "testbed")]
+#[test]
+fn a_second_backup_while_one_runs_is_refused_busy() {
+    let env = Env::new();
+    let _d = env.start_with(&[("HOPSDR_FAILPOINTS", "backup.before_commit=pause")]);
+    let started = env.ctl_json(&["backup", "start"]);
+    let job = started["job_id"].as_i64().unwrap();
+    let marker = env.path().join("backup.before_commit.reached");
+    wait_for("the failpoint", Duration::from_secs(30), || marker.exists().then_some(()));
+    let out = env.ctl(&["backup", "start"]);
+    assert_eq!(out.status.code(), Some(5));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("job {job} is running")), "{err}");
+    let status = env.ctl_json(&["status"]);
+    assert_eq!(status["current_job"]["id"], job);
+}

@@ -1,0 +1,294 @@
+//! Shared helpers of the integration tests: a hopsdrd started as a real process on temp paths,
+//! hopsdrctl run as a process, and waiting on conditions with a deadline (never sleeping and
+//! hoping).
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const HOPSDRD: &str = env!("CARGO_BIN_EXE_hopsdrd");
+pub const HOPSDRCTL: &str = env!("CARGO_BIN_EXE_hopsdrctl");
+
+/// Waits until `f` returns Some, or panics naming `what` after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One test's world: a temp dir with config, catalog, repository, socket and data to back up.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub metrics_port: u16,
+    pub extra_config: String,
+    pub files: Vec<(PathBuf, bool)>,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::Builder::new().prefix("hopsdr-it-").tempdir().unwrap();
+        // Reachable by an unprivileged user for the peer-credential tests.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(data.join("cluster-defns")).unwrap();
+        std::fs::write(
+            data.join("cluster-defns/hopsworks-installation.yml"),
+            "name: demo\nattrs:\n  hopsworks:\n    version: 4.2.0\n",
+        )
+        .unwrap();
+        std::fs::write(data.join("cluster-defns/notes.txt"), "head node: hops1\n").unwrap();
+        let files = vec![(data.join("cluster-defns"), false)];
+        Env {
+            dir,
+            metrics_port: free_port(),
+            extra_config: String::new(),
+            files,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn socket(&self) -> PathBuf {
+        self.path().join("run/hopsdr.sock")
+    }
+    pub fn config_path(&self) -> PathBuf {
+        self.path().join("hopsdr.toml")
+    }
+    pub fn catalog(&self) -> PathBuf {
+        self.path().join("lib/catalog.db")
+    }
+    pub fn repo(&self) -> PathBuf {
+        self.path().join("repo")
+    }
+
+    /// The config text for this env.
+    pub fn config_text(&self) -> String {
+        let mut paths = String::new();
+        for (p, optional) in &self.files {
+            paths.push_str(&format!(
+                "  {{ path = \"{}\", optional = {optional} }},\n",
+                p.display()
+            ));
+        }
+        format!(
+            "[daemon]\nsocket = \"{}\"\nsocket_group = \"nogroup\"\ncatalog = \"{}\"\nshutdown_timeout = \"5s\"\nlog_level = \"debug\"\n\n\
+             [metrics]\nlisten = \"127.0.0.1:{}\"\n\n\
+             [repository]\ntype = \"local\"\npath = \"{}\"\n\n\
+             [backup.files]\npaths = [\n{paths}]\n\n{}",
+            self.socket().display(),
+            self.catalog().display(),
+            self.metrics_port,
+            self.repo().display(),
+            self.extra_config
+        )
+    }
+
+    pub fn write_config(&self) {
+        std::fs::write(self.config_path(), self.config_text()).unwrap();
+    }
+
+    /// Starts hopsdrd with this env's config and waits until its socket answers.
+    pub fn start(&self) -> Daemon {
+        self.start_with(&[])
+    }
+
+    pub fn start_with(&self, env: &[(&str, &str)]) -> Daemon {
+        self.write_config();
+        let log = self.path().join(format!("hopsdrd-{}.log", Instant::now().elapsed().as_nanos()));
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path().join("hopsdrd.log"))
+            .unwrap();
+        let _ = log;
+        let mut cmd = Command::new(HOPSDRD);
+        cmd.arg("--config")
+            .arg(self.config_path())
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .env("HOPSDR_FAILPOINT_DIR", self.path())
+            .stdout(Stdio::null())
+            .stderr(log_file);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        let mut d = Daemon {
+            child: Some(child),
+            socket: self.socket(),
+            log: self.path().join("hopsdrd.log"),
+        };
+        d.wait_ready();
+        d
+    }
+
+    /// Runs hopsdrctl against this env's socket.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(HOPSDRCTL)
+            .arg("--socket")
+            .arg(self.socket())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Runs hopsdrctl and parses its JSON output (expects exit 0).
+    pub fn ctl_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        let out = self.ctl(&a);
+        assert!(
+            out.status.success(),
+            "hopsdrctl {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.path().join("hopsdrd.log")).unwrap_or_default()
+    }
+
+    /// Waits until job `id` is in a final state and returns its JSON.
+    pub fn wait_job(&self, id: i64) -> serde_json::Value {
+        wait_for(&format!("job {id} to finish"), Duration::from_secs(60), || {
+            let v = self.ctl_json(&["job", &id.to_string()]);
+            let s = v["state"].as_str().unwrap().to_string();
+            (s != "running" && s != "queued").then_some(v)
+        })
+    }
+
+    /// The manifests in the repository.
+    pub fn manifests(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(self.repo().join("manifests")) {
+            for e in rd.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if !n.starts_with('.') {
+                    out.push(n);
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// GET /metrics.
+    pub fn metrics(&self) -> String {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .unwrap();
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).unwrap();
+        let (head, body) = buf.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        body.to_string()
+    }
+}
+
+/// Sends a raw HTTP request over the daemon's socket; returns (status, body).
+pub fn raw_request(socket: &Path, request: &[u8]) -> (u16, String) {
+    let mut s = UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(request);
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("").to_string();
+    (status, body)
+}
+
+/// A running hopsdrd; killed when dropped.
+pub struct Daemon {
+    pub child: Option<Child>,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    fn wait_ready(&mut self) {
+        let socket = self.socket.clone();
+        let log = self.log.clone();
+        let child = self.child.as_mut().unwrap();
+        wait_for("hopsdrd to answer on its socket", Duration::from_secs(30), || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "hopsdrd exited early with {status}:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            UnixStream::connect(&socket).ok().map(|_| ())
+        });
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).unwrap();
+    }
+
+    /// Waits for the process to exit and returns its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let child = self.child.as_mut().unwrap();
+        let st = wait_for("hopsdrd to exit", timeout, || child.try_wait().unwrap());
+        self.child = None;
+        st
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! The daemon's life: sd-notify messages, SIGHUP reloads (and keeps the old config when the new
+//! one is broken), SIGTERM at a safe point, and kill -9 in the middle of a backup.
+
+use std::os::unix::net::UnixDatagram;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::harness::{wait_for, Env};
+
+struct NotifyListener {
+    sock: UnixDatagram,
+    seen: Vec<String>,
+}
+
+impl NotifyListener {
+    fn new(env: &Env) -> (NotifyListener, String) {
+        let path = env.path().join("notify.sock");
+        let sock = UnixDatagram::bind(&path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        (
+            NotifyListener {
+                sock,
+                seen: Vec::new(),
+            },
+            path.display().to_string(),
+        )
+    }
+
+    /// Waits until a datagram contains `needle`.
+    fn expect(&mut self, needle: &str) {
+        let mut buf = [0u8; 4096];
+        let start = std::time::Instant::now();
+        loop {
+            if self.seen.iter().any(|m| m.contains(needle)) {
+                return;
+            }
+            if let Ok(n) = self.sock.recv(&mut buf) {
+                self.seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                continue;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "no notify message with {needle:?}; saw {:?}",
+                self.seen
+            );
+        }
+    }
+}
+
+#[test]
+fn sd_notify_ready_status_watchdog_stopping() {
+    let env = Env::new();
+    let (mut n, path) = NotifyListener::new(&env);
+    let mut d = env.start_with(&[("NOTIFY_SOCKET", &path), ("WATCHDOG_USEC", "400000")]);
+    n.expect("READY=1");
+    // READY comes only after the socket is bound: the daemon answers now.
+    env.ctl_json(&["status"]);
+    n.expect("WATCHDOG=1");
+    let c = n.seen.iter().filter(|m| m.contains("WATCHDOG=1")).count();
+    n.seen.retain(|m| !m.contains("WATCHDOG=1"));
+    let _ = c;
+    n.expect("WATCHDOG=1"); // keeps pinging
+    let out = env.ctl(&["backup", "start", "--wait"]);
+    assert!(out.status.success());
+    n.expect("STATUS=backup ");
+    n.expect("succeeded");
+    d.signal(Signal::SIGTERM);
+    n.expect("STOPPING=1");
+    assert!(d.wait_exit(Duration::from_secs(30)).success());
+    assert!(!env.socket().exists(), "socket removed on exit");
+}
+
+#[test]
+fn sighup_reloads_a_valid_config_and_keeps_the_old_one_when_broken() {
+    let mut env = Env::new();
+    env.extra_config = "[[schedule]]\nname = \"first\"\ncron = \"0 3 * * *\"\njob = \"backup\"\n".into();
+    let d = env.start();
+    let names = |env: &Env| -> Vec<String> {
+        env.ctl_json(&["status"])["schedules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(&env), ["first"]);
+
+    // Broken: the daemon logs every error and keeps running with the old config.
+    std::fs::write(
+        env.config_path(),
+        env.config_text() + "[[schedule]]\nname = \"second\"\ncron = \"61 * * * *\"\njob = \"backup\"\nbogus = 1\n",
+    )
+    .unwrap();
+    d.signal(Signal::SIGHUP);
+    wait_for("the reload error in the log", Duration::from_secs(30), || {
+        env.log().contains("configuration not reloaded").then_some(())
+    });
+    let log = env.log();
+    assert!(log.contains("minute out of range"), "{log}");
+    assert!(log.contains("bogus"), "{log}");
+    assert_eq!(names(&env), ["first"]);
+
+    // Valid: applied.
+    env.extra_config = "[[schedule]]\nname = \"second\"\ncron = \"0 4 * * *\"\njob = \"backup\"\n".into();
+    env.write_config();
+    d.signal(Signal::SIGHUP);
+    wait_for("the new schedule", Duration::from_secs(30), || {
+        (names(&env) == ["second"]).then_some(())
+    });
+}
+
+#[cfg(feature = "testbed")]
+#[test]
+fn kill_9_during_a_backup_leaves_it_interrupted_and_the_next_one_succeeds() {
+    let env = Env::new();
+    let mut d = env.start_with(&[("HOPSDR_FAILPOINTS", "backup.before_commit=pause")]);
+    let started = env.ctl_json(&["backup", "start"]);
+    let job = started["job_id"].as_i64().unwrap();
+    let backup = started["backup_id"].as_str().unwrap().to_string();
+    let marker = env.path().join("backup.before_commit.reached");
+    wait_for("the failpoint", Duration::from_secs(30), || marker.exists().then_some(()));
+    d.kill9();
+    drop(d);
+
+    let _d = env.start();
+    let j = env.ctl_json(&["job", &job.to_string()]);
+    assert_eq!(j["state"], "interrupted", "{j}");
+    let b = env.ctl_json(&["backups", "show", &backup]);
+    assert_eq!(b["state"], "interrupted");
+    assert!(env.manifests().is_empty(), "no manifest for an interrupted backup");
+
+    let out = env.ctl(&["backup", "start", "--wait"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(env.manifests().len(), 1);
+}
+
+#[cfg(feature = "testbed")]
+#[test]
+fn sigterm_during_a_backup_stops_at_a_safe_point_and_records_it_interrupted() {
+    let env = Env::new();
+    let (mut n, path) = NotifyListener::new(&env);
+    let mut d = env.start_with(&[
+        ("HOPSDR_FAILPOINTS", "backup.before_commit=pause"),
+        ("NOTIFY_SOCKET", &path),
+    ]);
+    let started = env.ctl_json(&["backup", "start"]);
+    let job = started["job_id"].as_i64().unwrap();
+    let marker = env.path().join("backup.before_commit.reached");
+    wait_for("the failpoint", Duration::from_secs(30), || marker.exists().then_some(()));
+    d.signal(Signal::SIGTERM);
+    n.expect("STOPPING=1");
+    assert_eq!(d.wait_exit(Duration::from_secs(30)).code(), Some(0));
+    assert!(env.manifests().is_empty());
+    let conn = rusqlite::Connection::open(env.catalog()).unwrap();
+    let state: String = conn
+        .query_row("SELECT state FROM jobs WHERE id=?1", [job], |r| r.get(0))
+        .unwrap();
+    assert_eq!(state, "interrupted");
+}

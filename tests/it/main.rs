@@ -1,0 +1,10 @@
+//! Integration tests: one test binary, real processes (hopsdrd, hopsdrctl, promtool, setpriv),
+//! real sockets, every test in its own temp dir.
+
+mod harness;
+
+mod api;
+mod backup;
+mod check_config;
+mod lifecycle;
+mod schedule;
