@@ -1,14 +1,467 @@
-//! Tests of the whole config module: the shipped example, the bad-config fixtures under
-//! `tests/fixtures/config/bad/` (each `NAME.toml` with its exact output in `NAME.expected`),
-//! and the cases that need real files (secret modes, credentials).
+//! Tests of the whole config module: the shipped example, the config fixtures under
+//! `tests/fixtures/config/` (`bad/NAME.toml` with its exact output in `bad/NAME.expected`;
+//! `good/NAME.toml` must load), and the cases that need real files (secret modes, credentials).
+//!
+//! To (re)write the `.expected` files after changing a message, run the tests with
+//! `HOPSDR_BLESS=1` and review the diff.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 use super::*;
 
+const EXAMPLE: &str = include_str!("../../etc/hopsdr/hopsdr.toml");
+
+fn fixtures(kind: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/config")
+        .join(kind)
+}
+
+fn toml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn errors_of(text: &str) -> String {
+    match parse(text, "hopsdr.toml", &SecretEnv::default()) {
+        Ok(_) => "(no errors)".to_string(),
+        Err(e) => e.to_string(),
+    }
+}
+
 #[test]
-fn empty_config_gives_defaults() {
-    let settings = parse("", "hopsdr.toml", &SecretEnv::default()).unwrap();
+fn shipped_example_loads_and_has_the_defaults() {
+    let settings = parse(EXAMPLE, "hopsdr.toml", &SecretEnv::default()).unwrap();
+    let defaults = parse("", "hopsdr.toml", &SecretEnv::default()).unwrap();
+    // The example shows the defaults: only the schedule differs.
+    assert_eq!(settings.daemon, defaults.daemon);
+    assert_eq!(settings.metrics, defaults.metrics);
+    assert_eq!(settings.repository, defaults.repository);
+    assert_eq!(settings.backup, defaults.backup);
+    assert!(defaults.schedules.is_empty());
+    assert!(settings.mysql.is_none());
+
+    let d = &settings.daemon;
+    assert_eq!(d.socket, PathBuf::from("/run/hopsdr/hopsdr.sock"));
+    assert_eq!(d.socket_group, "hopsdr");
+    assert_eq!(d.operator_group, None);
+    assert_eq!(d.catalog, PathBuf::from("/var/lib/hopsdr/catalog.db"));
+    assert_eq!(d.shutdown_timeout, Duration::from_secs(60));
+    assert_eq!(d.log_level, "info");
     assert_eq!(
-        settings.daemon.socket,
-        PathBuf::from("/run/hopsdr/hopsdr.sock")
+        settings.metrics.listen,
+        Some("127.0.0.1:9741".parse().unwrap())
     );
+    assert_eq!(
+        settings.repository,
+        RepositorySettings::Local {
+            path: PathBuf::from("/srv/hopsdr/repository"),
+            compression_level: 3
+        }
+    );
+    assert_eq!(
+        settings.backup.files,
+        vec![
+            FilePathSettings {
+                path: PathBuf::from("/home/ubuntu/cluster-defns/hopsworks-installation.yml"),
+                optional: false
+            },
+            FilePathSettings {
+                path: PathBuf::from("/etc/hopsdr/hopsdr.toml"),
+                optional: true
+            },
+        ]
+    );
+    let [s] = settings.schedules.as_slice() else {
+        panic!("expected one schedule: {:?}", settings.schedules)
+    };
+    assert_eq!(s.name, "nightly");
+    assert_eq!(s.cron.as_str(), "30 2 * * *");
+    assert_eq!(s.timezone, chrono_tz::UTC);
+    assert_eq!(s.job, JobKind::Backup);
+    assert!(s.catch_up);
+}
+
+/// Every key the example documents in comments (`# key = value`) parses too, once uncommented:
+/// the example covers every key, and the commented-out ones are valid.
+#[test]
+fn shipped_example_commented_keys_are_valid() {
+    fn is_key_line(line: &str) -> bool {
+        let line = line.trim_start();
+        line.split_once(" = ").is_some_and(|(k, _)| {
+            !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+        })
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let password = dir.path().join("mysql.password");
+    fs::write(&password, "pw\n").unwrap();
+    fs::set_permissions(&password, fs::Permissions::from_mode(0o600)).unwrap();
+    let uncommented: String = EXAMPLE
+        .lines()
+        .map(|l| match l.strip_prefix("# ") {
+            Some(rest) if rest.starts_with('[') || is_key_line(rest) => rest,
+            _ => l,
+        })
+        // Only one connection: drop host/port (socket is kept) and the alternate password.
+        .filter(|l| {
+            !l.starts_with("host =") && !l.starts_with("port =") && !l.starts_with("  password")
+        })
+        .map(|l| l.replace("/etc/hopsdr/mysql.password", password.to_str().unwrap()))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(uncommented.contains("\n[mysql]\n"), "{uncommented}");
+    let settings = parse(&uncommented, "hopsdr.toml", &SecretEnv::default())
+        .unwrap_or_else(|e| panic!("{e}\n---\n{uncommented}"));
+    assert_eq!(
+        settings.daemon.operator_group.as_deref(),
+        Some("hopsdr-admin")
+    );
+    let mysql = settings.mysql.unwrap();
+    assert_eq!(mysql.user, "hopsdr");
+    assert_eq!(mysql.password, Secret::File(password));
+    assert_eq!(
+        mysql.socket,
+        Some(PathBuf::from("/srv/hops/mysql-cluster/mysql.sock"))
+    );
+    assert_eq!(mysql.host, None);
+}
+
+#[test]
+fn bad_fixtures_give_exactly_the_expected_errors() {
+    let bless = std::env::var_os("HOPSDR_BLESS").is_some();
+    let files = toml_files(&fixtures("bad"));
+    assert!(files.len() >= 15, "only {} bad fixtures", files.len());
+    let mut failures = Vec::new();
+    for file in &files {
+        let text = fs::read_to_string(file).unwrap();
+        let got = format!("{}\n", errors_of(&text));
+        let expected_path = file.with_extension("expected");
+        if bless {
+            fs::write(&expected_path, &got).unwrap();
+            continue;
+        }
+        let expected = fs::read_to_string(&expected_path).unwrap_or_default();
+        if got != expected {
+            failures.push(format!(
+                "{}:\n--- expected\n{expected}--- got\n{got}",
+                file.display()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn good_fixtures_load() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("mysql-password"), "pw\n").unwrap();
+    let env = SecretEnv {
+        credentials_directory: Some(dir.path().to_path_buf()),
+    };
+    for file in toml_files(&fixtures("good")) {
+        let text = fs::read_to_string(&file).unwrap();
+        if let Err(e) = parse(&text, "hopsdr.toml", &env) {
+            panic!("{}: {e}", file.display());
+        }
+    }
+}
+
+#[test]
+fn full_settings_from_a_fixture() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("mysql-password"), "pw\n").unwrap();
+    let env = SecretEnv {
+        credentials_directory: Some(dir.path().to_path_buf()),
+    };
+    let text = fs::read_to_string(fixtures("good").join("everything.toml")).unwrap();
+    let s = parse(&text, "hopsdr.toml", &env).unwrap();
+    assert_eq!(s.path, PathBuf::from("hopsdr.toml"));
+    assert_eq!(s.daemon.operator_group.as_deref(), Some("hopsdr-admin"));
+    assert_eq!(s.daemon.shutdown_timeout, Duration::from_secs(150));
+    assert_eq!(s.daemon.log_level, "debug");
+    assert_eq!(s.metrics.listen, None);
+    assert_eq!(
+        s.repository,
+        RepositorySettings::Local {
+            path: PathBuf::from("/mnt/backups/hopsdr"),
+            compression_level: 19
+        }
+    );
+    assert_eq!(
+        s.backup.files,
+        vec![FilePathSettings {
+            path: PathBuf::from("/srv/hops/conf/hopsworks.yml"),
+            optional: false
+        }]
+    );
+    assert_eq!(s.schedules.len(), 2);
+    assert_eq!(s.schedules[1].name, "weekly_full-2");
+    assert_eq!(s.schedules[1].timezone, chrono_tz::Europe::Berlin);
+    assert!(!s.schedules[1].catch_up);
+    let mysql = s.mysql.unwrap();
+    assert_eq!(mysql.password, Secret::Credential("mysql-password".into()));
+    assert_eq!(mysql.host.as_deref(), Some("10.0.0.5"));
+    assert_eq!(mysql.port, 3307);
+    assert_eq!(mysql.password.read(&env).unwrap(), "pw");
+}
+
+fn mysql_with_password_file(path: &Path) -> String {
+    format!(
+        "[mysql]\nuser = \"hopsdr\"\npassword = {{ file = {:?} }}\nsocket = \"/srv/hops/mysql-cluster/mysql.sock\"\n",
+        path.to_str().unwrap()
+    )
+}
+
+#[test]
+fn secret_file_must_be_private_and_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mysql.password");
+    let text = mysql_with_password_file(&path);
+    let shown = path.display();
+
+    assert_eq!(
+        errors_of(&text),
+        format!(
+            "hopsdr.toml:3: mysql.password: secret file \"{shown}\" does not exist: create it with mode 0600 (chmod 600 {shown})"
+        )
+    );
+
+    fs::write(&path, "pw\n").unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+    assert_eq!(
+        errors_of(&text),
+        format!(
+            "hopsdr.toml:3: mysql.password: secret file \"{shown}\" is readable by group or others (mode 0644): run chmod 600 {shown}"
+        )
+    );
+
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    let settings = parse(&text, "hopsdr.toml", &SecretEnv::default()).unwrap();
+    let mysql = settings.mysql.unwrap();
+    assert_eq!(mysql.password, Secret::File(path.clone()));
+    assert_eq!(mysql.port, 3306);
+    assert_eq!(mysql.password.read(&SecretEnv::default()).unwrap(), "pw");
+}
+
+#[test]
+fn credential_must_exist_in_credentials_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "[mysql]\nuser = \"hopsdr\"\npassword = { credential = \"mysql-password\" }\nhost = \"db\"\n";
+    let env = SecretEnv {
+        credentials_directory: Some(dir.path().to_path_buf()),
+    };
+    let err = parse(text, "hopsdr.toml", &env).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        format!(
+            "hopsdr.toml:3: mysql.password: credential \"mysql-password\" not found in $CREDENTIALS_DIRECTORY ({}): add LoadCredential=mysql-password:/path/to/file to the systemd unit",
+            dir.path().display()
+        )
+    );
+    fs::write(dir.path().join("mysql-password"), "pw").unwrap();
+    assert!(parse(text, "hopsdr.toml", &env).is_ok());
+}
+
+#[test]
+fn errors_are_sorted_by_line_and_carry_parts() {
+    let text = fs::read_to_string(fixtures("bad").join("multiple-errors.toml")).unwrap();
+    let errors = parse(&text, "hopsdr.toml", &SecretEnv::default()).unwrap_err();
+    let lines: Vec<usize> = errors.0.iter().map(|e| e.line.unwrap()).collect();
+    let mut sorted = lines.clone();
+    sorted.sort();
+    assert_eq!(lines, sorted);
+    assert!(errors.0.len() >= 8, "{errors}");
+    assert!(errors.0.iter().all(|e| e.file == "hopsdr.toml"));
+    assert!(errors
+        .0
+        .iter()
+        .any(|e| e.key == "schedule[0].cron" && e.line == Some(14)));
+}
+
+#[test]
+fn load_names_the_file_as_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hopsdr.toml");
+    fs::write(&path, "[daemon]\nlog_level = \"loud\"\n").unwrap();
+    let err = load(&path).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}:2: daemon.log_level: unknown log level \"loud\": use one of error, warn, info, debug, trace",
+            path.display()
+        )
+    );
+    fs::write(&path, EXAMPLE).unwrap();
+    assert_eq!(load(&path).unwrap().path, path);
+
+    let missing = dir.path().join("missing.toml");
+    let err = load(&missing).unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!(
+            "{}: failed to read config file: ",
+            missing.display()
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn socket_path_is_read_leniently() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hopsdr.toml");
+    let socket = |text: &str| {
+        fs::write(&path, text).unwrap();
+        load_socket_path(&path).map_err(|e| e.to_string())
+    };
+    assert_eq!(socket(""), Ok(PathBuf::from("/run/hopsdr/hopsdr.sock")));
+    // Other problems are the daemon's business.
+    assert_eq!(
+        socket(
+            "[daemon]\nsocket = \"/tmp/x.sock\"\nlog_level = \"loud\"\nfoo = 1\n[other]\nx = 1\n"
+        ),
+        Ok(PathBuf::from("/tmp/x.sock"))
+    );
+    let shown = path.display();
+    assert_eq!(
+        socket("[daemon]\nsocket = \"x.sock\"\n"),
+        Err(format!(
+            "{shown}:2: daemon.socket: path \"x.sock\" is relative: use an absolute path (starting with \"/\")"
+        ))
+    );
+    assert_eq!(
+        socket("[daemon]\nsocket = 3\n"),
+        Err(format!(
+            "{shown}:2: daemon.socket: invalid type: integer, expected a string"
+        ))
+    );
+    assert!(socket("[daemon\n")
+        .unwrap_err()
+        .starts_with(&format!("{shown}:1: invalid TOML: ")));
+}
+
+#[test]
+fn unknown_keys_list_the_allowed_keys_of_every_table() {
+    let cases = [
+        (
+            "x = 1",
+            "x",
+            "backup, daemon, metrics, mysql, repository, schedule",
+        ),
+        (
+            "[daemon]\nx = 1",
+            "daemon.x",
+            "catalog, log_level, operator_group, shutdown_timeout, socket, socket_group",
+        ),
+        ("[metrics]\nx = 1", "metrics.x", "enabled, listen"),
+        (
+            "[repository]\nx = 1",
+            "repository.x",
+            "compression_level, path, type",
+        ),
+        ("[backup]\nx = 1", "backup.x", "files"),
+        ("[backup.files]\nx = 1", "backup.files.x", "paths"),
+        (
+            "[backup.files]\npaths = [{ path = \"/a\", x = 1 }]",
+            "backup.files.paths[0].x",
+            "optional, path",
+        ),
+        (
+            "[[schedule]]\nname = \"a\"\ncron = \"* * * * *\"\njob = \"backup\"\nx = 1",
+            "schedule[0].x",
+            "catch_up, cron, job, name, timezone",
+        ),
+        (
+            "[mysql]\nuser = \"u\"\nhost = \"h\"\npassword = { credential = \"c\" }\nx = 1",
+            "mysql.x",
+            "host, password, port, socket, user",
+        ),
+    ];
+    for (text, key, allowed) in cases {
+        let errors = parse(text, "f", &SecretEnv::default()).unwrap_err();
+        let error = errors
+            .0
+            .iter()
+            .find(|e| e.key == key)
+            .unwrap_or_else(|| panic!("{text}: {errors}"));
+        assert_eq!(
+            error.message,
+            format!("unknown key (allowed keys: {allowed})"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn durations_and_edges() {
+    let timeout = |t: &str| {
+        parse(
+            &format!("[daemon]\nshutdown_timeout = {t:?}\n"),
+            "f",
+            &SecretEnv::default(),
+        )
+        .map(|s| s.daemon.shutdown_timeout)
+    };
+    assert_eq!(timeout("1h").unwrap(), Duration::from_secs(3600));
+    assert_eq!(timeout("2m 30s").unwrap(), Duration::from_secs(150));
+    assert!(timeout("1h 1s").is_err());
+    assert!(timeout("0s").is_err());
+
+    let long = format!("/{}", "s".repeat(110));
+    assert!(errors_of(&format!("[daemon]\nsocket = {long:?}\n")).contains("at most 107"));
+    assert!(errors_of("[repository]\npath = \"/srv/../etc\"\n").contains("contains \"..\""));
+    assert_eq!(
+        parse("[metrics]\nenabled = false\n", "f", &SecretEnv::default())
+            .unwrap()
+            .metrics
+            .listen,
+        None
+    );
+    assert!(parse(
+        "[metrics]\nlisten = \"[::1]:9741\"\n",
+        "f",
+        &SecretEnv::default()
+    )
+    .is_ok());
+    assert!(errors_of("[daemon]\nsocket_group = \"1000\"\n").contains("invalid group name"));
+    // An empty paths list means "no extra files", not the default list.
+    let s = parse("[backup.files]\npaths = []\n", "f", &SecretEnv::default()).unwrap();
+    assert!(s.backup.files.is_empty());
+}
+
+#[test]
+fn nothing_panics_on_odd_input() {
+    let inputs = [
+        "schedule = 3",
+        "schedule = [1, \"x\", {}]",
+        "[[schedule]]\n[[schedule]]\nname = 3\ncron = []\n",
+        "backup = []",
+        "backup.files.paths = \"/a\"",
+        "backup.files.paths = [\"/a\", 4]",
+        "mysql = 1",
+        "[mysql]\npassword = 7\n",
+        "[mysql]\npassword = { file = 7, credential = [] }\n",
+        "[mysql]\npassword = {}\nport = 99999\n",
+        "[repository]\ncompression_level = 99999999999\n",
+        "a.b.c = 1\n[a]\n",
+        "[daemon]\nsocket = \"\"\n",
+    ];
+    let mut all = String::new();
+    for input in inputs {
+        let out = errors_of(input);
+        assert!(!out.is_empty(), "{input}");
+        for line in out.lines() {
+            assert!(line.starts_with("hopsdr.toml:"), "{input}: {out}");
+        }
+        all.push_str(&format!("--- {input:?}\n{out}\n"));
+    }
+    if std::env::var_os("HOPSDR_SHOW").is_some() {
+        println!("{all}");
+    }
 }

@@ -134,6 +134,31 @@ fn first_line(message: &str) -> String {
         .to_string()
 }
 
+/// serde's message for a value of the wrong type, in TOML's words (`table`, `array`,
+/// `integer`) rather than Rust's (`struct RawDaemon`, `sequence`, `i64`).
+fn type_error_message(message: &str) -> String {
+    let message = first_line(message);
+    let (head, expected) = match message.split_once(", expected ") {
+        Some((head, expected)) => (head.to_string(), Some(expected)),
+        None => (message.clone(), None),
+    };
+    let head = head
+        .replace("invalid type: sequence", "invalid type: array")
+        .replace("invalid type: map", "invalid type: table");
+    let expected = match expected {
+        None => return head,
+        Some(e) if e.starts_with("struct ") && head.starts_with("invalid length") => {
+            return "invalid type: array, expected a table".to_string()
+        }
+        Some(e) if e.starts_with("struct ") => "a table",
+        Some("a sequence") => "an array",
+        Some("i64") => "an integer",
+        Some("u16") => "an integer from 0 to 65535",
+        Some(e) => e,
+    };
+    format!("{head}, expected {expected}")
+}
+
 fn expected_string(found: &str) -> String {
     format!("invalid type: {found}, expected a string")
 }
@@ -206,7 +231,7 @@ impl<'a> Validator<'a> {
                     return Some(raw);
                 }
                 Err(e) => {
-                    let message = first_line(e.message());
+                    let message = type_error_message(e.message());
                     let path = e.span().and_then(|s| self.index.path_at(&s));
                     match path {
                         Some(path) if !path.0.is_empty() && spans::take_out(&mut doc, &path) => {
@@ -669,8 +694,10 @@ impl<'a> Validator<'a> {
                 }
             }
         };
-        let file = string_at(self, "file")?;
-        let credential = string_at(self, "credential")?;
+        let (file, credential) = match (string_at(self, "file"), string_at(self, "credential")) {
+            (Some(file), Some(credential)) => (file, credential),
+            _ => return None,
+        };
         match (file, credential) {
             (Some(_), Some(_)) => {
                 self.error(p, "both file and credential are set: keep only one of them");
