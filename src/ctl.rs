@@ -215,8 +215,13 @@ fn socket_path(cli: &Cli) -> Result<PathBuf, CtlError> {
 
 fn print_json<T: serde::Serialize>(v: &T) {
     let s = serde_json::to_string_pretty(v).unwrap_or_default();
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{s}");
+    out(&format!("{s}\n"));
+}
+
+/// Writes to stdout; a closed pipe (`hopsdrctl ... | head`) is not an error.
+fn out(text: &str) {
+    let mut o = std::io::stdout().lock();
+    let _ = o.write_all(text.as_bytes()).and_then(|_| o.flush());
 }
 
 async fn run_inner(cli: &Cli) -> Result<ExitCode, CtlError> {
@@ -229,7 +234,7 @@ async fn run_inner(cli: &Cli) -> Result<ExitCode, CtlError> {
             if cli.json {
                 print_json(&s);
             } else {
-                print!("{}", format_status(&s));
+                out(&format_status(&s));
             }
         }
         Command::Backups {
@@ -239,7 +244,7 @@ async fn run_inner(cli: &Cli) -> Result<ExitCode, CtlError> {
             if cli.json {
                 print_json(&l);
             } else {
-                print!("{}", format_backups(&l));
+                out(&format_backups(&l));
             }
         }
         Command::Backups {
@@ -251,7 +256,7 @@ async fn run_inner(cli: &Cli) -> Result<ExitCode, CtlError> {
             if cli.json {
                 print_json(&d);
             } else {
-                print!("{}", format_backup(&d));
+                out(&format_backup(&d));
             }
         }
         Command::Backup {
@@ -262,15 +267,15 @@ async fn run_inner(cli: &Cli) -> Result<ExitCode, CtlError> {
                 if cli.json {
                     print_json(&started);
                 } else {
-                    println!(
-                        "started job {} (backup {})",
+                    out(&format!(
+                        "started job {} (backup {})\n",
                         started.job_id,
                         started
                             .backup_id
                             .as_ref()
                             .map(|b| b.to_string())
                             .unwrap_or_default()
-                    );
+                    ));
                 }
                 return Ok(ExitCode::Ok);
             }
@@ -278,7 +283,7 @@ async fn run_inner(cli: &Cli) -> Result<ExitCode, CtlError> {
             if cli.json {
                 print_json(&view);
             } else {
-                print!("{}", format_job(&view));
+                out(&format_job(&view));
             }
             return Ok(if view.record.state == State::Succeeded {
                 ExitCode::Ok
@@ -293,7 +298,7 @@ async fn run_inner(cli: &Cli) -> Result<ExitCode, CtlError> {
             if cli.json {
                 print_json(&v);
             } else {
-                print!("{}", format_job(&v));
+                out(&format_job(&v));
             }
         }
     }

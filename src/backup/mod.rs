@@ -88,6 +88,8 @@ pub trait BackupObserver: Send {
     fn component_started(&mut self, component: &str, at: DateTime<Utc>);
     fn component_finished(&mut self, outcome: &ComponentOutcome);
     fn progress(&mut self, component: &str, stats: &WriteStats);
+    /// A callback the repository writer calls after every chunk, for live progress.
+    fn progress_sink(&self, component: &str) -> Option<Box<dyn FnMut(&WriteStats) + Send>>;
 }
 
 /// The result of a committed backup.
@@ -116,6 +118,9 @@ pub fn run(
     // files
     let c_start = clock();
     observer.component_started("files", c_start);
+    if let Some(sink) = observer.progress_sink("files") {
+        writer.set_progress(sink);
+    }
     let res = files::back_up(&settings.files, &mut writer, cancel);
     let after = writer.stats();
     let delta = stats_delta(&after, &before);

@@ -362,6 +362,19 @@ impl BackupObserver for Observer {
         }
     }
 
+    fn progress_sink(&self, component: &str) -> Option<Box<dyn FnMut(&WriteStats) + Send>> {
+        let progress = self.progress.clone();
+        let component = component.to_string();
+        Some(Box::new(move |stats: &WriteStats| {
+            if let Ok(mut p) = progress.lock() {
+                p.step = component.clone();
+                p.files = stats.files;
+                p.logical_bytes = stats.logical_bytes;
+                p.stored_bytes = stats.stored_bytes;
+            }
+        }))
+    }
+
     fn progress(&mut self, component: &str, stats: &WriteStats) {
         if let Ok(mut p) = self.progress.lock() {
             p.step = component.to_string();
