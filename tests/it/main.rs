@@ -8,3 +8,5 @@ mod backup;
 mod check_config;
 mod lifecycle;
 mod schedule;
+#[cfg(feature = "testbed")]
+mod testbed;

@@ -1,0 +1,1 @@
+//! Tests of the test-bed itself (being written).

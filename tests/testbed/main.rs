@@ -1,0 +1,3 @@
+//! `hopsdr-testbed`: the simulated Hopsworks cluster (being written).
+
+fn main() {}
