@@ -163,7 +163,7 @@ fn expected_string(found: &str) -> String {
     format!("invalid type: {found}, expected a string")
 }
 
-fn quoted_list(items: &[&str]) -> String {
+fn comma_list(items: &[&str]) -> String {
     items.join(", ")
 }
 
@@ -208,7 +208,7 @@ impl<'a> Validator<'a> {
         } else {
             self.error(
                 path,
-                format!("unknown key (allowed keys: {})", quoted_list(allowed)),
+                format!("unknown key (allowed keys: {})", comma_list(allowed)),
             );
         }
     }
@@ -297,7 +297,7 @@ impl<'a> Validator<'a> {
                     &p.key("log_level"),
                     format!(
                         "unknown log level {level:?}: use one of {}",
-                        quoted_list(LOG_LEVELS)
+                        comma_list(LOG_LEVELS)
                     ),
                 );
                 DEFAULT_LOG_LEVEL.to_string()
@@ -424,7 +424,7 @@ impl<'a> Validator<'a> {
                     &p.key("type"),
                     format!(
                         "unsupported repository type {kind:?}: allowed types: {}",
-                        quoted_list(REPOSITORY_TYPES)
+                        comma_list(REPOSITORY_TYPES)
                     ),
                 );
             }
@@ -568,7 +568,7 @@ impl<'a> Validator<'a> {
                             &item.key("job"),
                             format!(
                                 "unknown job {job:?}: allowed jobs: {}",
-                                quoted_list(&allowed)
+                                comma_list(&allowed)
                             ),
                         );
                         None
