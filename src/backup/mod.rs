@@ -83,13 +83,16 @@ pub struct ComponentOutcome {
     pub error: Option<String>,
 }
 
+/// A callback with the writer's running totals, called after every chunk.
+pub type ProgressSink = Box<dyn FnMut(&WriteStats) + Send>;
+
 /// Told about a backup as it goes (the job runner records this in the catalog and metrics).
 pub trait BackupObserver: Send {
     fn component_started(&mut self, component: &str, at: DateTime<Utc>);
     fn component_finished(&mut self, outcome: &ComponentOutcome);
     fn progress(&mut self, component: &str, stats: &WriteStats);
     /// A callback the repository writer calls after every chunk, for live progress.
-    fn progress_sink(&self, component: &str) -> Option<Box<dyn FnMut(&WriteStats) + Send>>;
+    fn progress_sink(&self, component: &str) -> Option<ProgressSink>;
 }
 
 /// The result of a committed backup.
@@ -128,7 +131,7 @@ pub fn run(
         component: "files".into(),
         started_at: c_start,
         finished_at: clock(),
-        stats: delta.clone(),
+        stats: delta,
         error: res.as_ref().err().map(|e| e.to_string()),
     };
     observer.component_finished(&outcome);

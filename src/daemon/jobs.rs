@@ -362,7 +362,7 @@ impl BackupObserver for Observer {
         }
     }
 
-    fn progress_sink(&self, component: &str) -> Option<Box<dyn FnMut(&WriteStats) + Send>> {
+    fn progress_sink(&self, component: &str) -> Option<backup::ProgressSink> {
         let progress = self.progress.clone();
         let component = component.to_string();
         Some(Box::new(move |stats: &WriteStats| {
