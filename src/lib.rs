@@ -8,6 +8,7 @@
 pub mod api;
 pub mod backup;
 pub mod catalog;
+pub mod cluster;
 pub mod config;
 pub mod ctl;
 pub mod daemon;

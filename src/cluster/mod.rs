@@ -1,0 +1,6 @@
+//! How hopsdr reaches the cluster: nodes (the head node itself, or remote over OpenSSH) that run
+//! programs given as argv, with timeouts and cancellation, and stream files out as tar.
+//! The RonDB, HopsFS and MySQL clients build on top of this.
+
+pub mod node;
+pub mod tarstream;

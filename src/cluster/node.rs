@@ -1,0 +1,494 @@
+//! A node of the cluster: the head node itself (`local`) or a host reached with the OpenSSH
+//! client (`BatchMode=yes`, a dedicated identity file, `StrictHostKeyChecking=yes` against a
+//! configured known_hosts file, a connect timeout).
+//!
+//! Commands are argv, never shell strings built from input: for a remote node every argument is
+//! single-quoted for the remote shell ([`remote_command_line`]). Every command has a timeout and
+//! is killed when its step is cancelled; its stderr (the last 64 KiB) ends up in the error.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+/// The most stderr kept for an error message.
+const STDERR_KEEP: usize = 64 * 1024;
+
+/// How to reach remote nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshSettings {
+    /// The ssh client binary.
+    pub ssh: PathBuf,
+    pub user: String,
+    pub port: u16,
+    pub identity_file: PathBuf,
+    pub known_hosts: PathBuf,
+    pub connect_timeout: Duration,
+}
+
+/// Where a node is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeAddress {
+    Local,
+    Ssh { host: String, ssh: Arc<SshSettings> },
+}
+
+/// A node of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// A name for messages, e.g. `ndb node 2 (10.0.0.12)`.
+    pub name: String,
+    pub address: NodeAddress,
+}
+
+/// Why a command on a node failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("{node}: failed to start `{program}`: {source}")]
+    Spawn {
+        node: String,
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("{node}: `{command}` exited with {status}{}", stderr_suffix(.stderr))]
+    Failed {
+        node: String,
+        command: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("{node}: ssh to {host} failed (exit 255){}", stderr_suffix(.stderr))]
+    Ssh {
+        node: String,
+        host: String,
+        stderr: String,
+    },
+    #[error("{node}: `{command}` timed out after {timeout:?} and was killed")]
+    Timeout {
+        node: String,
+        command: String,
+        timeout: Duration,
+    },
+    #[error("{node}: `{command}` was cancelled")]
+    Cancelled { node: String, command: String },
+    #[error("{node}: failed to read the output of `{command}`: {source}")]
+    Io {
+        node: String,
+        command: String,
+        source: std::io::Error,
+    },
+}
+
+fn stderr_suffix(stderr: &str) -> String {
+    let s = stderr.trim();
+    if s.is_empty() {
+        String::new()
+    } else {
+        format!(": {s}")
+    }
+}
+
+/// The output of a finished command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandOutput {
+    pub status: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Quotes one argument for a POSIX shell: `'...'` with embedded `'` as `'\''`. Arguments made
+/// only of safe characters are left as they are, for readable logs.
+pub fn shell_quote(arg: &str) -> String {
+    let safe = !arg.is_empty()
+        && arg
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
+    if safe {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
+/// The command line the remote shell runs for `argv`: every argument quoted.
+pub fn remote_command_line(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| shell_quote(a))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The ssh client's argv to run `argv` on `host`.
+pub fn ssh_argv(s: &SshSettings, host: &str, argv: &[String]) -> Vec<String> {
+    vec![
+        "-o".into(),
+        "BatchMode=yes".into(),
+        "-o".into(),
+        "StrictHostKeyChecking=yes".into(),
+        "-o".into(),
+        format!("UserKnownHostsFile={}", s.known_hosts.display()),
+        "-o".into(),
+        "GlobalKnownHostsFile=/dev/null".into(),
+        "-o".into(),
+        "IdentitiesOnly=yes".into(),
+        "-o".into(),
+        format!("ConnectTimeout={}", s.connect_timeout.as_secs().max(1)),
+        "-o".into(),
+        "ServerAliveInterval=15".into(),
+        "-o".into(),
+        "ServerAliveCountMax=4".into(),
+        "-i".into(),
+        s.identity_file.display().to_string(),
+        "-p".into(),
+        s.port.to_string(),
+        "-l".into(),
+        s.user.clone(),
+        // End of options: the host can never be taken as one.
+        "--".into(),
+        host.to_string(),
+        remote_command_line(argv),
+    ]
+}
+
+impl Node {
+    pub fn local(name: &str) -> Node {
+        Node {
+            name: name.to_string(),
+            address: NodeAddress::Local,
+        }
+    }
+
+    fn command(&self, argv: &[String]) -> Command {
+        match &self.address {
+            NodeAddress::Local => {
+                let mut c = Command::new(&argv[0]);
+                c.args(&argv[1..]);
+                c
+            }
+            NodeAddress::Ssh { host, ssh } => {
+                let mut c = Command::new(&ssh.ssh);
+                c.args(ssh_argv(ssh, host, argv));
+                c
+            }
+        }
+    }
+
+    fn display(argv: &[String]) -> String {
+        remote_command_line(argv)
+    }
+
+    /// Runs `argv` to completion and returns its output; a non-zero exit is an error carrying
+    /// stderr (use [`Node::run_status`] to see non-zero exits as output).
+    pub fn run(
+        &self,
+        argv: &[String],
+        timeout: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<CommandOutput, NodeError> {
+        let (out, status) = self.run_inner(argv, timeout, cancel)?;
+        if status.success() {
+            Ok(out)
+        } else {
+            Err(self.failure(argv, status, out.stderr))
+        }
+    }
+
+    /// Runs `argv` to completion; any exit status is returned as output (ssh failures to reach
+    /// the node are still errors).
+    pub fn run_status(
+        &self,
+        argv: &[String],
+        timeout: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<CommandOutput, NodeError> {
+        let (out, status) = self.run_inner(argv, timeout, cancel)?;
+        if let (NodeAddress::Ssh { host, .. }, Some(255)) = (&self.address, status.code()) {
+            return Err(NodeError::Ssh {
+                node: self.name.clone(),
+                host: host.clone(),
+                stderr: out.stderr,
+            });
+        }
+        Ok(out)
+    }
+
+    fn run_inner(
+        &self,
+        argv: &[String],
+        timeout: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<(CommandOutput, ExitStatus), NodeError> {
+        let mut stdout = Vec::new();
+        let status_and_err = self.stream(argv, timeout, cancel, |r| {
+            r.read_to_end(&mut stdout).map(|_| ())
+        })?;
+        let (status, stderr) = status_and_err;
+        Ok((
+            CommandOutput {
+                status: status.code(),
+                stdout: String::from_utf8_lossy(&stdout).into_owned(),
+                stderr,
+            },
+            status,
+        ))
+    }
+
+    fn failure(&self, argv: &[String], status: ExitStatus, stderr: String) -> NodeError {
+        if let (NodeAddress::Ssh { host, .. }, Some(255)) = (&self.address, status.code()) {
+            return NodeError::Ssh {
+                node: self.name.clone(),
+                host: host.clone(),
+                stderr,
+            };
+        }
+        NodeError::Failed {
+            node: self.name.clone(),
+            command: Self::display(argv),
+            status: status.to_string(),
+            stderr,
+        }
+    }
+
+    /// Runs `argv` and hands its stdout to `consume` as it arrives (for tar streams). The
+    /// command is killed when `timeout` passes or `cancel` fires. Returns the exit status and
+    /// stderr; a consumer error is returned as [`NodeError::Io`] after the child is killed.
+    pub fn stream<F>(
+        &self,
+        argv: &[String],
+        timeout: Duration,
+        cancel: &CancellationToken,
+        consume: F,
+    ) -> Result<(ExitStatus, String), NodeError>
+    where
+        F: FnOnce(&mut dyn Read) -> std::io::Result<()>,
+    {
+        let command = Self::display(argv);
+        let mut child = self
+            .command(argv)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| NodeError::Spawn {
+                node: self.name.clone(),
+                program: argv[0].clone(),
+                source,
+            })?;
+        let pid = child.id() as i32;
+        let mut out = child.stdout.take().expect("stdout is piped");
+        let err = child.stderr.take().expect("stderr is piped");
+        let stderr_buf = Arc::new(Mutex::new(Vec::new()));
+        let stderr_thread = {
+            let buf = stderr_buf.clone();
+            std::thread::spawn(move || collect_stderr(err, &buf))
+        };
+        // The watchdog kills the child on timeout or cancellation; the process is reaped only
+        // after the watchdog has stopped, so its pid cannot be reused meanwhile.
+        let done = CancellationToken::new();
+        let why = Arc::new(Mutex::new(None::<&'static str>));
+        let watchdog = {
+            let done = done.clone();
+            let cancel = cancel.clone();
+            let why = why.clone();
+            std::thread::spawn(move || {
+                let start = Instant::now();
+                loop {
+                    if done.is_cancelled() {
+                        return;
+                    }
+                    let reason = if cancel.is_cancelled() {
+                        Some("cancelled")
+                    } else if start.elapsed() >= timeout {
+                        Some("timeout")
+                    } else {
+                        None
+                    };
+                    if let Some(r) = reason {
+                        *why.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        };
+        let consumed = consume(&mut out);
+        if consumed.is_err() {
+            let _ = child.kill();
+        }
+        drop(out);
+        let status = wait(&mut child);
+        done.cancel();
+        let _ = watchdog.join();
+        let _ = stderr_thread.join();
+        let stderr = String::from_utf8_lossy(&stderr_buf.lock().unwrap_or_else(|p| p.into_inner()))
+            .into_owned();
+        let killed_for = *why.lock().unwrap_or_else(|p| p.into_inner());
+        match killed_for {
+            Some("cancelled") => {
+                return Err(NodeError::Cancelled {
+                    node: self.name.clone(),
+                    command,
+                })
+            }
+            Some(_) => {
+                return Err(NodeError::Timeout {
+                    node: self.name.clone(),
+                    command,
+                    timeout,
+                })
+            }
+            None => {}
+        }
+        let status = status.map_err(|source| NodeError::Io {
+            node: self.name.clone(),
+            command: command.clone(),
+            source,
+        })?;
+        if let Err(source) = consumed {
+            // A consumer error caused by the command failing is better told by its stderr.
+            if !status.success() {
+                return Err(self.failure(argv, status, stderr));
+            }
+            return Err(NodeError::Io {
+                node: self.name.clone(),
+                command,
+                source,
+            });
+        }
+        Ok((status, stderr))
+    }
+}
+
+fn wait(child: &mut Child) -> std::io::Result<ExitStatus> {
+    child.wait()
+}
+
+fn collect_stderr(mut err: impl Read, buf: &Mutex<Vec<u8>>) {
+    let mut chunk = [0u8; 8192];
+    loop {
+        match err.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                let mut b = buf.lock().unwrap_or_else(|p| p.into_inner());
+                b.extend_from_slice(&chunk[..n]);
+                if b.len() > STDERR_KEEP {
+                    let cut = b.len() - STDERR_KEEP;
+                    b.drain(..cut);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn quoting_is_safe_for_the_remote_shell() {
+        assert_eq!(shell_quote("abc"), "abc");
+        assert_eq!(shell_quote("/srv/hops/x.sh"), "/srv/hops/x.sh");
+        assert_eq!(shell_quote(""), "''");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote("$(rm -rf /)"), "'$(rm -rf /)'");
+        assert_eq!(
+            remote_command_line(&argv(&["ndb_mgm", "-e", "START BACKUP 5 WAIT COMPLETED"])),
+            "ndb_mgm -e 'START BACKUP 5 WAIT COMPLETED'"
+        );
+    }
+
+    #[test]
+    fn quoted_arguments_survive_a_real_shell() {
+        let tricky = argv(&["printf", "%s\\n", "a b", "it's", "$HOME", "; echo no", "\"q\"", "*"]);
+        let line = remote_command_line(&tricky);
+        let out = Command::new("sh").arg("-c").arg(&line).output().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "a b\nit's\n$HOME\n; echo no\n\"q\"\n*\n"
+        );
+    }
+
+    #[test]
+    fn ssh_argv_has_strict_options_and_ends_options_before_the_host() {
+        let s = SshSettings {
+            ssh: "ssh".into(),
+            user: "root".into(),
+            port: 2222,
+            identity_file: "/etc/hopsdr/id_ed25519".into(),
+            known_hosts: "/etc/hopsdr/known_hosts".into(),
+            connect_timeout: Duration::from_secs(10),
+        };
+        let a = ssh_argv(&s, "-oProxyCommand=evil", &argv(&["true"]));
+        assert!(a.contains(&"BatchMode=yes".to_string()));
+        assert!(a.contains(&"StrictHostKeyChecking=yes".to_string()));
+        let dd = a.iter().position(|x| x == "--").unwrap();
+        assert_eq!(a[dd + 1], "-oProxyCommand=evil");
+    }
+
+    #[test]
+    fn local_run_success_failure_timeout_cancel() {
+        let n = Node::local("head");
+        let c = CancellationToken::new();
+        let out = n
+            .run(&argv(&["sh", "-c", "echo hi; echo warn >&2"]), Duration::from_secs(10), &c)
+            .unwrap();
+        assert_eq!(out.stdout, "hi\n");
+        assert_eq!(out.stderr, "warn\n");
+
+        let e = n
+            .run(&argv(&["sh", "-c", "echo broken >&2; exit 3"]), Duration::from_secs(10), &c)
+            .unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.starts_with("head: `sh -c"), "{msg}");
+        assert!(msg.contains("exit status: 3") && msg.ends_with(": broken"), "{msg}");
+
+        let t = Instant::now();
+        let e = n
+            .run(&argv(&["sleep", "30"]), Duration::from_millis(200), &c)
+            .unwrap_err();
+        assert!(matches!(e, NodeError::Timeout { .. }), "{e}");
+        assert!(t.elapsed() < Duration::from_secs(10));
+
+        let c2 = CancellationToken::new();
+        let c3 = c2.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            c3.cancel();
+        });
+        let e = n
+            .run(&argv(&["sleep", "30"]), Duration::from_secs(60), &c2)
+            .unwrap_err();
+        assert!(matches!(e, NodeError::Cancelled { .. }), "{e}");
+
+        let e = n
+            .run(&argv(&["/nonexistent/tool"]), Duration::from_secs(5), &c)
+            .unwrap_err();
+        assert!(e.to_string().contains("failed to start `/nonexistent/tool`"), "{e}");
+    }
+
+    #[test]
+    fn run_status_returns_non_zero_exits_as_output() {
+        let n = Node::local("head");
+        let out = n
+            .run_status(
+                &argv(&["sh", "-c", "echo Backup failed; exit 255"]),
+                Duration::from_secs(10),
+                &CancellationToken::new(),
+            )
+            .unwrap();
+        assert_eq!(out.status, Some(255));
+        assert_eq!(out.stdout, "Backup failed\n");
+    }
+}

@@ -1,0 +1,196 @@
+//! Files from a node as a tar stream (`tar -C DIR -cf - .` run locally or over ssh) straight
+//! into a backup: every entry is hashed, compressed and stored as it arrives, with no staging
+//! copy on the head node. Paths in the stream are checked before use: an entry that would land
+//! outside its prefix (absolute, `..`) fails the stream.
+
+use std::io::Read;
+
+use tar::EntryType;
+
+use crate::repository::{validate_logical_path, BackupWriter, FileMeta, RepoError};
+
+/// Why a stream could not be stored.
+#[derive(Debug, thiserror::Error)]
+pub enum TarStreamError {
+    #[error("failed to read the tar stream: {0}")]
+    Read(std::io::Error),
+    #[error("tar entry \"{path}\" is refused: {reason}")]
+    BadPath { path: String, reason: String },
+    #[error("tar entry \"{path}\" has unsupported type {kind:?}")]
+    Unsupported { path: String, kind: EntryType },
+    #[error(transparent)]
+    Repository(#[from] RepoError),
+}
+
+/// What a stream held.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TarTotals {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub bytes: u64,
+}
+
+/// The argv that streams directory `dir` as tar on a node.
+pub fn tar_argv(dir: &str) -> Vec<String> {
+    ["tar", "--numeric-owner", "-C", dir, "-cf", "-", "."]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// Stores every entry of the tar stream `r` under `prefix` in `writer`.
+pub fn ingest(
+    r: &mut dyn Read,
+    prefix: &str,
+    writer: &mut BackupWriter,
+) -> Result<TarTotals, TarStreamError> {
+    let mut archive = tar::Archive::new(r);
+    let mut totals = TarTotals::default();
+    for entry in archive.entries().map_err(TarStreamError::Read)? {
+        let mut entry = entry.map_err(TarStreamError::Read)?;
+        let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let rel = raw.trim_start_matches("./").trim_end_matches('/');
+        if rel.is_empty() || rel == "." {
+            continue; // the root of the stream is the prefix itself
+        }
+        let logical = format!("{prefix}/{rel}");
+        if let Err(e) = validate_logical_path(&logical) {
+            return Err(TarStreamError::BadPath {
+                path: raw,
+                reason: e.to_string(),
+            });
+        }
+        let h = entry.header();
+        let meta = FileMeta {
+            mode: h.mode().map_err(TarStreamError::Read)?,
+            mtime: h.mtime().map_err(TarStreamError::Read)? as i64,
+            uid: h.uid().map_err(TarStreamError::Read)? as u32,
+            gid: h.gid().map_err(TarStreamError::Read)? as u32,
+        };
+        match h.entry_type() {
+            EntryType::Regular | EntryType::Continuous => {
+                let size = entry.size();
+                writer.add_file(&logical, &mut entry, meta)?;
+                totals.files += 1;
+                totals.bytes += size;
+            }
+            EntryType::Directory => {
+                writer.add_dir(&logical, meta)?;
+                totals.dirs += 1;
+            }
+            EntryType::Symlink => {
+                let target = entry
+                    .link_name_bytes()
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default();
+                writer.add_symlink(&logical, &target, meta)?;
+                totals.symlinks += 1;
+            }
+            kind => {
+                return Err(TarStreamError::Unsupported {
+                    path: raw,
+                    kind,
+                })
+            }
+        }
+    }
+    Ok(totals)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use chrono::Utc;
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::ids::BackupId;
+    use crate::repository::{BackupInfo, Entry, LocalStorage, Repository};
+
+    fn repo(dir: &std::path::Path) -> Repository {
+        let storage = Arc::new(LocalStorage::new(dir.join("repo")).unwrap());
+        Repository::open_or_init(storage, 3).unwrap()
+    }
+
+    fn info() -> BackupInfo {
+        BackupInfo {
+            started_at: Utc::now(),
+            finished_at: Utc::now(),
+            hostname: "test".into(),
+            hopsdr_version: "0".into(),
+            components: vec![],
+            extra: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_real_tar_stream_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(src.join("BACKUP/BACKUP-7")).unwrap();
+        let data: Vec<u8> = (0..5_000_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(src.join("BACKUP/BACKUP-7/BACKUP-7-0.1.Data"), &data).unwrap();
+        std::fs::write(src.join("BACKUP/BACKUP-7/BACKUP-7.1.ctl"), b"NDBBCKUP ctl").unwrap();
+        std::os::unix::fs::symlink("BACKUP-7", src.join("BACKUP/latest")).unwrap();
+        let mut child = std::process::Command::new("tar")
+            .args(tar_argv(src.to_str().unwrap()).iter().skip(1))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let repo = repo(dir.path());
+        let id = BackupId::parse("20261125T100000Z").unwrap();
+        let mut w = repo.begin_backup(id.clone(), CancellationToken::new());
+        let totals = ingest(child.stdout.as_mut().unwrap(), "rondb/1", &mut w).unwrap();
+        assert!(child.wait().unwrap().success());
+        assert_eq!(totals.files, 2);
+        assert_eq!(totals.symlinks, 1);
+        assert_eq!(totals.bytes, data.len() as u64 + 12);
+        w.commit(info()).unwrap();
+        let m = repo.read_manifest(&id).unwrap();
+        let entry = m
+            .entries
+            .iter()
+            .find_map(|e| match e {
+                Entry::File(f) if f.path == "rondb/1/BACKUP/BACKUP-7/BACKUP-7-0.1.Data" => {
+                    Some(f.clone())
+                }
+                _ => None,
+            })
+            .expect("data file in manifest");
+        let mut out = Vec::new();
+        repo.restore_file(&entry, &mut out).unwrap();
+        assert_eq!(out, data);
+    }
+
+    #[test]
+    fn an_entry_escaping_its_prefix_is_refused() {
+        let mut h = tar::Header::new_old();
+        {
+            let name = &mut h.as_old_mut().name;
+            let bad = b"../../etc/passwd";
+            name[..bad.len()].copy_from_slice(bad);
+        }
+        h.set_size(4);
+        h.set_mode(0o644);
+        h.set_entry_type(EntryType::Regular);
+        h.set_cksum();
+        let mut buf = Vec::new();
+        buf.extend_from_slice(h.as_bytes());
+        buf.extend_from_slice(b"evil");
+        buf.resize(1024, 0);
+        buf.extend_from_slice(&[0u8; 1024]);
+        let dir = tempfile::tempdir().unwrap();
+        let repo = repo(dir.path());
+        let mut w = repo.begin_backup(
+            BackupId::parse("20261125T100000Z").unwrap(),
+            CancellationToken::new(),
+        );
+        let e = ingest(&mut buf.as_slice(), "rondb/1", &mut w).unwrap_err();
+        assert!(
+            matches!(e, TarStreamError::BadPath { ref path, .. } if path == "../../etc/passwd"),
+            "{e}"
+        );
+    }
+}
