@@ -8,5 +8,6 @@ mod backup;
 mod check_config;
 mod lifecycle;
 mod schedule;
+mod ssh;
 #[cfg(feature = "testbed")]
 mod testbed;
