@@ -2,5 +2,7 @@
 //! programs given as argv, with timeouts and cancellation, and stream files out as tar.
 //! The RonDB, HopsFS and MySQL clients build on top of this.
 
+pub mod mysql;
 pub mod node;
+pub mod sqldump;
 pub mod tarstream;

@@ -7,6 +7,7 @@ mod api;
 mod backup;
 mod check_config;
 mod lifecycle;
+mod mysql;
 mod schedule;
 mod ssh;
 #[cfg(feature = "testbed")]
