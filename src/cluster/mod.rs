@@ -3,6 +3,7 @@
 //! The RonDB, HopsFS and MySQL clients build on top of this.
 
 pub mod mysql;
+pub mod ndb_mgm;
 pub mod node;
 pub mod sqldump;
 pub mod tarstream;
