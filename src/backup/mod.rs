@@ -6,6 +6,7 @@
 //! Components so far: `files` (cluster definition and config files).
 
 pub mod files;
+pub mod rondb;
 
 use std::path::PathBuf;
 

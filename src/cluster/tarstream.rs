@@ -23,8 +23,10 @@ pub enum TarStreamError {
 }
 
 /// What a stream held.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TarTotals {
+    /// The regular files, relative to the stream's root.
+    pub paths: Vec<String>,
     pub files: u64,
     pub dirs: u64,
     pub symlinks: u64,
@@ -50,7 +52,11 @@ pub fn ingest(
     for entry in archive.entries().map_err(TarStreamError::Read)? {
         let mut entry = entry.map_err(TarStreamError::Read)?;
         let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        let rel = raw.trim_start_matches("./").trim_end_matches('/');
+        let rel = raw
+            .trim_start_matches("./")
+            .trim_end_matches('/')
+            .to_string();
+        let rel = rel.as_str();
         if rel.is_empty() || rel == "." {
             continue; // the root of the stream is the prefix itself
         }
@@ -72,6 +78,7 @@ pub fn ingest(
             EntryType::Regular | EntryType::Continuous => {
                 let size = entry.size();
                 writer.add_file(&logical, &mut entry, meta)?;
+                totals.paths.push(rel.to_string());
                 totals.files += 1;
                 totals.bytes += size;
             }

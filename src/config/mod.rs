@@ -40,6 +40,53 @@ pub struct Settings {
     pub schedules: Vec<ScheduleSettings>,
     /// `None` when the config has no `[mysql]` section.
     pub mysql: Option<MysqlSettings>,
+    /// `[rondb]`: the RonDB backup component; `None` when the section is absent.
+    pub rondb: Option<RondbSettings>,
+    /// `[ssh]`: how remote nodes are reached.
+    pub ssh: SshConfig,
+}
+
+/// Where a command runs: the head node itself or a host reached over ssh.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeHost {
+    Local,
+    Remote(String),
+}
+
+/// `[rondb]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RondbSettings {
+    /// The management client and its fixed arguments; `-e <command>` is appended.
+    pub mgm_client: Vec<String>,
+    /// Where the management client runs.
+    pub mgm_host: NodeHost,
+    /// Every data node's BackupDataDir (backups land in `<dir>/BACKUP/BACKUP-<id>/`).
+    pub backup_dir: PathBuf,
+    pub backup_timeout: Duration,
+    pub command_timeout: Duration,
+    /// Keep each node's `BACKUP-<id>` after the backup is committed.
+    pub keep_node_copies: bool,
+    /// The data nodes; empty = discovered from `SHOW`.
+    pub data_nodes: Vec<DataNodeSettings>,
+}
+
+/// `[[rondb.data_nodes]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataNodeSettings {
+    pub id: u32,
+    pub host: NodeHost,
+    pub backup_dir: Option<PathBuf>,
+}
+
+/// `[ssh]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshConfig {
+    pub ssh: PathBuf,
+    pub user: String,
+    pub port: u16,
+    pub identity_file: PathBuf,
+    pub known_hosts: PathBuf,
+    pub connect_timeout: Duration,
 }
 
 /// `[daemon]`: the daemon process and its socket.

@@ -13,6 +13,36 @@ pub(crate) struct RawConfig {
     pub backup: Option<RawBackup>,
     pub schedule: Option<Vec<RawSchedule>>,
     pub mysql: Option<RawMysql>,
+    pub rondb: Option<RawRondb>,
+    pub ssh: Option<RawSsh>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawRondb {
+    pub mgm_client: Option<Vec<String>>,
+    pub mgm_host: Option<String>,
+    pub backup_dir: Option<String>,
+    pub backup_timeout: Option<String>,
+    pub command_timeout: Option<String>,
+    pub keep_node_copies: Option<bool>,
+    pub data_nodes: Option<Vec<RawDataNode>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawDataNode {
+    pub id: Option<i64>,
+    pub host: Option<String>,
+    pub backup_dir: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawSsh {
+    pub ssh: Option<String>,
+    pub user: Option<String>,
+    pub port: Option<u16>,
+    pub identity_file: Option<String>,
+    pub known_hosts: Option<String>,
+    pub connect_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -84,7 +114,9 @@ pub(crate) fn allowed_keys(shape: &str) -> &'static [&'static str] {
             "metrics",
             "mysql",
             "repository",
+            "rondb",
             "schedule",
+            "ssh",
         ],
         "daemon" => &[
             "catalog",
@@ -102,6 +134,24 @@ pub(crate) fn allowed_keys(shape: &str) -> &'static [&'static str] {
         "schedule" => &["catch_up", "cron", "job", "name", "timezone"],
         "mysql" => &["host", "password", "port", "socket", "user"],
         "mysql.password" => &["credential", "file"],
+        "rondb" => &[
+            "backup_dir",
+            "backup_timeout",
+            "command_timeout",
+            "data_nodes",
+            "keep_node_copies",
+            "mgm_client",
+            "mgm_host",
+        ],
+        "rondb.data_nodes" => &["backup_dir", "host", "id"],
+        "ssh" => &[
+            "connect_timeout",
+            "identity_file",
+            "known_hosts",
+            "port",
+            "ssh",
+            "user",
+        ],
         _ => &[],
     }
 }

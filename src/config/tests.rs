@@ -45,8 +45,10 @@ fn shipped_example_loads_and_has_the_defaults() {
     assert_eq!(settings.metrics, defaults.metrics);
     assert_eq!(settings.repository, defaults.repository);
     assert_eq!(settings.backup, defaults.backup);
+    assert_eq!(settings.ssh, defaults.ssh);
     assert!(defaults.schedules.is_empty());
     assert!(settings.mysql.is_none());
+    assert!(settings.rondb.is_none());
 
     let d = &settings.daemon;
     assert_eq!(d.socket, PathBuf::from("/run/hopsdr/hopsdr.sock"));
@@ -111,7 +113,7 @@ fn shipped_example_commented_keys_are_valid() {
         })
         // Only one connection: drop host/port (socket is kept) and the alternate password.
         .filter(|l| {
-            !l.starts_with("host =") && !l.starts_with("port =") && !l.starts_with("  password")
+            *l != "host = \"127.0.0.1\"" && *l != "port = 3306" && !l.starts_with("  password")
         })
         .map(|l| l.replace("/etc/hopsdr/mysql.password", password.to_str().unwrap()))
         .collect::<Vec<_>>()
@@ -119,6 +121,17 @@ fn shipped_example_commented_keys_are_valid() {
     assert!(uncommented.contains("\n[mysql]\n"), "{uncommented}");
     let settings = parse(&uncommented, "hopsdr.toml", &SecretEnv::default())
         .unwrap_or_else(|e| panic!("{e}\n---\n{uncommented}"));
+    let rondb = settings.rondb.as_ref().expect("[rondb] uncommented");
+    assert_eq!(
+        rondb.mgm_client,
+        ["/srv/hops/mysql-cluster/ndb/scripts/mgm-client.sh"]
+    );
+    assert_eq!(rondb.backup_timeout, Duration::from_secs(6 * 3600));
+    assert_eq!(rondb.data_nodes.len(), 1);
+    assert_eq!(
+        rondb.data_nodes[0].host,
+        crate::config::NodeHost::Remote("10.0.0.11".into())
+    );
     assert_eq!(
         settings.daemon.operator_group.as_deref(),
         Some("hopsdr-admin")
@@ -352,7 +365,7 @@ fn unknown_keys_list_the_allowed_keys_of_every_table() {
         (
             "x = 1",
             "x",
-            "backup, daemon, metrics, mysql, repository, schedule",
+            "backup, daemon, metrics, mysql, repository, rondb, schedule, ssh",
         ),
         (
             "[daemon]\nx = 1",
@@ -381,6 +394,21 @@ fn unknown_keys_list_the_allowed_keys_of_every_table() {
             "[mysql]\nuser = \"u\"\nhost = \"h\"\npassword = { credential = \"c\" }\nx = 1",
             "mysql.x",
             "host, password, port, socket, user",
+        ),
+        (
+            "[rondb]\nx = 1\n[[rondb.data_nodes]]\nid = 1\ny = 2",
+            "rondb.x",
+            "backup_dir, backup_timeout, command_timeout, data_nodes, keep_node_copies, mgm_client, mgm_host",
+        ),
+        (
+            "[rondb]\n[[rondb.data_nodes]]\nid = 1\ny = 2",
+            "rondb.data_nodes[0].y",
+            "backup_dir, host, id",
+        ),
+        (
+            "[ssh]\nx = 1",
+            "ssh.x",
+            "connect_timeout, identity_file, known_hosts, port, ssh, user",
         ),
     ];
     for (text, key, allowed) in cases {

@@ -12,14 +12,14 @@ use toml::Spanned;
 
 use super::raw::{
     allowed_keys, RawBackup, RawConfig, RawDaemon, RawFilePath, RawMetrics, RawMysql,
-    RawRepository, RawSchedule,
+    RawRepository, RawRondb, RawSchedule, RawSsh,
 };
 use super::secret::{check_credential, check_file};
 use super::spans::{self, KeyPath, Seg, SpanIndex};
 use super::{
     BackupSettings, ConfigError, ConfigErrors, DaemonSettings, FilePathSettings, JobKind,
-    MetricsSettings, MysqlSettings, RepositorySettings, ScheduleSettings, Secret, SecretEnv,
-    Settings,
+    DataNodeSettings, MetricsSettings, MysqlSettings, NodeHost, RepositorySettings,
+    RondbSettings, ScheduleSettings, Secret, SecretEnv, Settings, SshConfig,
 };
 
 pub(crate) const DEFAULT_SOCKET: &str = "/run/hopsdr/hopsdr.sock";
@@ -44,6 +44,17 @@ pub(crate) const DEFAULT_BACKUP_FILES: &[(&str, bool)] = &[
 ];
 pub(crate) const DEFAULT_TIMEZONE: chrono_tz::Tz = chrono_tz::UTC;
 pub(crate) const DEFAULT_MYSQL_PORT: u16 = 3306;
+pub(crate) const DEFAULT_MGM_CLIENT: &str = "/srv/hops/mysql-cluster/ndb/scripts/mgm-client.sh";
+pub(crate) const DEFAULT_NDB_BACKUP_DIR: &str = "/srv/hops/mysql-cluster/ndb/backups";
+pub(crate) const DEFAULT_BACKUP_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+pub(crate) const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const DEFAULT_SSH: &str = "/usr/bin/ssh";
+pub(crate) const DEFAULT_SSH_USER: &str = "root";
+pub(crate) const DEFAULT_SSH_IDENTITY: &str = "/etc/hopsdr/ssh/id_ed25519";
+pub(crate) const DEFAULT_SSH_KNOWN_HOSTS: &str = "/etc/hopsdr/ssh/known_hosts";
+pub(crate) const DEFAULT_SSH_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest node id RonDB allows.
+const MAX_NDB_NODE_ID: i64 = 255;
 /// `sun_path` holds 108 bytes including the terminating NUL.
 const MAX_SOCKET_PATH_LEN: usize = 107;
 const MAX_SCHEDULE_NAME_LEN: usize = 64;
@@ -265,6 +276,8 @@ impl<'a> Validator<'a> {
         let mysql = raw
             .mysql
             .and_then(|m| self.mysql(&root.key("mysql"), m, env));
+        let rondb = raw.rondb.map(|r| self.rondb(&root.key("rondb"), r));
+        let ssh = self.ssh(&root.key("ssh"), raw.ssh.unwrap_or_default());
         Settings {
             path,
             daemon,
@@ -273,6 +286,131 @@ impl<'a> Validator<'a> {
             backup,
             schedules,
             mysql,
+            rondb,
+            ssh,
+        }
+    }
+
+    fn duration(&mut self, p: &KeyPath, value: Option<String>, default: Duration) -> Duration {
+        let Some(value) = value else {
+            return default;
+        };
+        match humantime::parse_duration(&value) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                self.error(
+                    p,
+                    format!("duration {value:?} is zero: use a duration greater than 0, such as \"60s\""),
+                );
+                default
+            }
+            Err(e) => {
+                self.error(
+                    p,
+                    format!("invalid duration {value:?}: {e}: use a duration such as \"60s\" or \"5m\""),
+                );
+                default
+            }
+        }
+    }
+
+    fn host(&mut self, p: &KeyPath, value: Option<String>) -> NodeHost {
+        match value.as_deref() {
+            None | Some("local") => NodeHost::Local,
+            Some(h)
+                if h.is_empty()
+                    || h.starts_with('-')
+                    || h.chars().any(|c| c.is_whitespace() || c.is_control() || c == '@') =>
+            {
+                self.error(
+                    p,
+                    format!("invalid host {h:?}: use \"local\", a host name or an IP address (the user goes in [ssh] user)"),
+                );
+                NodeHost::Local
+            }
+            Some(h) => NodeHost::Remote(h.to_string()),
+        }
+    }
+
+    fn rondb(&mut self, p: &KeyPath, raw: RawRondb) -> RondbSettings {
+        let mgm_client = match raw.mgm_client {
+            None => vec![DEFAULT_MGM_CLIENT.to_string()],
+            Some(argv) if argv.is_empty() || argv[0].is_empty() => {
+                self.error(
+                    &p.key("mgm_client"),
+                    format!("the management client is empty: give its path and arguments, e.g. [\"{DEFAULT_MGM_CLIENT}\"]"),
+                );
+                vec![DEFAULT_MGM_CLIENT.to_string()]
+            }
+            Some(argv) => {
+                if !argv[0].starts_with('/') {
+                    self.error(
+                        &p.key("mgm_client"),
+                        format!("program {:?} is relative: use an absolute path", argv[0]),
+                    );
+                }
+                argv
+            }
+        };
+        let mgm_host = self.host(&p.key("mgm_host"), raw.mgm_host);
+        let backup_dir = self.absolute(&p.key("backup_dir"), raw.backup_dir, DEFAULT_NDB_BACKUP_DIR);
+        let backup_timeout =
+            self.duration(&p.key("backup_timeout"), raw.backup_timeout, DEFAULT_BACKUP_TIMEOUT);
+        let command_timeout =
+            self.duration(&p.key("command_timeout"), raw.command_timeout, DEFAULT_COMMAND_TIMEOUT);
+        let list = p.key("data_nodes");
+        let mut data_nodes: Vec<DataNodeSettings> = Vec::new();
+        for (i, n) in raw.data_nodes.unwrap_or_default().into_iter().enumerate() {
+            let item = list.index(i);
+            let id = match n.id {
+                None => {
+                    self.missing(&item.key("id"), "id = 1");
+                    continue;
+                }
+                Some(id) if !(1..=MAX_NDB_NODE_ID).contains(&id) => {
+                    self.error(
+                        &item.key("id"),
+                        format!("node id {id} is out of range: RonDB node ids are 1 to {MAX_NDB_NODE_ID}"),
+                    );
+                    continue;
+                }
+                Some(id) => id as u32,
+            };
+            if data_nodes.iter().any(|d| d.id == id) {
+                self.error(&item.key("id"), format!("duplicate data node id {id}: list each node once"));
+                continue;
+            }
+            let host = self.host(&item.key("host"), n.host);
+            let backup_dir = n.backup_dir.map(|d| self.absolute(&item.key("backup_dir"), Some(d), ""));
+            data_nodes.push(DataNodeSettings { id, host, backup_dir });
+        }
+        RondbSettings {
+            mgm_client,
+            mgm_host,
+            backup_dir,
+            backup_timeout,
+            command_timeout,
+            keep_node_copies: raw.keep_node_copies.unwrap_or(false),
+            data_nodes,
+        }
+    }
+
+    fn ssh(&mut self, p: &KeyPath, raw: RawSsh) -> SshConfig {
+        let user = raw.user.unwrap_or_else(|| DEFAULT_SSH_USER.to_string());
+        if user.is_empty() || user.starts_with('-') || user.chars().any(|c| c.is_whitespace() || c == '@') {
+            self.error(&p.key("user"), format!("invalid user name {user:?}"));
+        }
+        let port = raw.port.unwrap_or(22);
+        if port == 0 {
+            self.error(&p.key("port"), "port 0 is not valid: use 1 to 65535");
+        }
+        SshConfig {
+            ssh: self.absolute(&p.key("ssh"), raw.ssh, DEFAULT_SSH),
+            user,
+            port,
+            identity_file: self.absolute(&p.key("identity_file"), raw.identity_file, DEFAULT_SSH_IDENTITY),
+            known_hosts: self.absolute(&p.key("known_hosts"), raw.known_hosts, DEFAULT_SSH_KNOWN_HOSTS),
+            connect_timeout: self.duration(&p.key("connect_timeout"), raw.connect_timeout, DEFAULT_SSH_CONNECT_TIMEOUT),
         }
     }
 
