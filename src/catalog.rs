@@ -241,6 +241,9 @@ const MIGRATIONS: &[&str] = &[
         detail TEXT NOT NULL
      );
      CREATE INDEX backups_started ON backups(started_at);",
+    // 2: the RonDB backup id of a backup (unique for the cluster, never reused).
+    "ALTER TABLE backups ADD COLUMN rondb_backup_id INTEGER;
+     CREATE TABLE rondb_ids (id INTEGER PRIMARY KEY);",
 ];
 
 fn ts(t: DateTime<Utc>) -> String {
@@ -483,6 +486,30 @@ impl Catalog {
             )
             .map_err(self.q("finish backup"))?;
         Ok(())
+    }
+
+    /// Records the RonDB backup id of a backup (and that the id is used).
+    pub fn set_rondb_backup_id(&mut self, id: &BackupId, rondb: u32) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "UPDATE backups SET rondb_backup_id=?2 WHERE id=?1",
+                params![id.as_str(), rondb],
+            )
+            .and_then(|_| {
+                self.conn.execute(
+                    "INSERT OR IGNORE INTO rondb_ids (id) VALUES (?1)",
+                    params![rondb],
+                )
+            })
+            .map_err(self.q("record the RonDB backup id"))?;
+        Ok(())
+    }
+
+    /// The largest RonDB backup id ever used by a backup in this catalog.
+    pub fn last_rondb_backup_id(&self) -> Result<Option<u32>, CatalogError> {
+        self.conn
+            .query_row("SELECT MAX(id) FROM rondb_ids", [], |r| r.get::<_, Option<u32>>(0))
+            .map_err(self.q("read the last RonDB backup id"))
     }
 
     /// Inserts or replaces one component's record.

@@ -7,15 +7,18 @@
 
 pub mod files;
 pub mod rondb;
+pub mod users;
 
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::BackupSettings;
+use crate::config::Settings;
 use crate::ids::BackupId;
-use crate::repository::{BackupInfo, ComponentInfo, Manifest, RepoError, Repository, WriteStats};
+use crate::repository::{
+    BackupInfo, BackupWriter, ComponentInfo, Manifest, RepoError, Repository, WriteStats,
+};
 
 /// Why a backup failed.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +32,10 @@ pub enum BackupError {
     },
     #[error(transparent)]
     Repository(#[from] RepoError),
+    #[error("users: {0}")]
+    Users(#[from] users::UsersError),
+    #[error("rondb: {0}")]
+    Rondb(#[from] rondb::RondbError),
     #[error("cancelled: hopsdrd is stopping")]
     Cancelled,
 }
@@ -53,24 +60,33 @@ pub struct BackupPlan {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackupStep {
     Files { paths: Vec<PathBuf> },
+    Users,
+    Rondb,
 }
 
 impl BackupStep {
     pub fn component(&self) -> &'static str {
         match self {
             BackupStep::Files { .. } => "files",
+            BackupStep::Users => "users",
+            BackupStep::Rondb => "rondb",
         }
     }
 }
 
 impl BackupPlan {
     /// The plan for the configured backup.
-    pub fn from_settings(s: &BackupSettings) -> BackupPlan {
-        BackupPlan {
-            steps: vec![BackupStep::Files {
-                paths: s.files.iter().map(|f| f.path.clone()).collect(),
-            }],
+    pub fn from_settings(s: &Settings) -> BackupPlan {
+        let mut steps = vec![BackupStep::Files {
+            paths: s.backup.files.iter().map(|f| f.path.clone()).collect(),
+        }];
+        if s.mysql.is_some() {
+            steps.push(BackupStep::Users);
         }
+        if s.rondb.is_some() {
+            steps.push(BackupStep::Rondb);
+        }
+        BackupPlan { steps }
     }
 }
 
@@ -101,65 +117,138 @@ pub trait BackupObserver: Send {
 pub struct BackupOutcome {
     pub manifest: Manifest,
     pub stats: WriteStats,
+    pub rondb: Option<rondb::RondbFacts>,
 }
 
-/// Runs a backup: every component into a new backup `id`, then commits the manifest.
+/// What a backup needs besides the repository.
+pub struct BackupRequest<'a> {
+    pub settings: &'a Settings,
+    /// The last RonDB backup id used for this cluster (from the catalog).
+    pub last_rondb_id: Option<u32>,
+    pub hostname: &'a str,
+}
+
+/// Runs one component, reporting its start and end to the observer with its share of the
+/// writer's totals.
+struct Components<'a> {
+    writer: BackupWriter,
+    observer: &'a mut dyn BackupObserver,
+    clock: &'a dyn Fn() -> DateTime<Utc>,
+    done: Vec<ComponentInfo>,
+}
+
+impl Components<'_> {
+    fn run<T>(
+        &mut self,
+        name: &str,
+        f: impl FnOnce(&mut BackupWriter) -> Result<T, BackupError>,
+    ) -> Result<T, BackupError> {
+        let before = self.writer.stats();
+        let started_at = (self.clock)();
+        self.observer.component_started(name, started_at);
+        if let Some(sink) = self.observer.progress_sink(name) {
+            self.writer.set_progress(sink);
+        }
+        let res = f(&mut self.writer);
+        let after = self.writer.stats();
+        let delta = stats_delta(&after, &before);
+        self.observer.component_finished(&ComponentOutcome {
+            component: name.into(),
+            started_at,
+            finished_at: (self.clock)(),
+            stats: delta,
+            error: res.as_ref().err().map(|e| e.to_string()),
+        });
+        let value = res?;
+        self.observer.progress(name, &after);
+        self.done.push(ComponentInfo {
+            name: name.into(),
+            state: "succeeded".into(),
+            logical_bytes: delta.logical_bytes,
+            files: delta.files,
+        });
+        Ok(value)
+    }
+}
+
+/// Runs a backup: every configured component into a new backup `id` (files, users, rondb, in
+/// that order), then commits the manifest, then removes the data nodes' local copies.
 /// `clock` gives the current time (only the daemon reads the real clock).
 pub fn run(
     repo: &Repository,
     id: BackupId,
-    settings: &BackupSettings,
+    req: &BackupRequest<'_>,
     cancel: &CancellationToken,
     observer: &mut dyn BackupObserver,
     clock: &dyn Fn() -> DateTime<Utc>,
-    hostname: &str,
 ) -> Result<BackupOutcome, BackupError> {
+    let settings = req.settings;
     let started_at = clock();
-    let mut writer = repo.begin_backup(id.clone(), cancel.clone());
-    let mut components = Vec::new();
-    let before = writer.stats();
-
-    // files
-    let c_start = clock();
-    observer.component_started("files", c_start);
-    if let Some(sink) = observer.progress_sink("files") {
-        writer.set_progress(sink);
-    }
-    let res = files::back_up(&settings.files, &mut writer, cancel);
-    let after = writer.stats();
-    let delta = stats_delta(&after, &before);
-    let outcome = ComponentOutcome {
-        component: "files".into(),
-        started_at: c_start,
-        finished_at: clock(),
-        stats: delta,
-        error: res.as_ref().err().map(|e| e.to_string()),
+    let mut c = Components {
+        writer: repo.begin_backup(id.clone(), cancel.clone()),
+        observer,
+        clock,
+        done: Vec::new(),
     };
-    observer.component_finished(&outcome);
-    res?;
-    observer.progress("files", &after);
-    components.push(ComponentInfo {
-        name: "files".into(),
-        state: "succeeded".into(),
-        logical_bytes: delta.logical_bytes,
-        files: delta.files,
-    });
+    let mut extra = serde_json::Map::new();
+
+    c.run("files", |w| {
+        files::back_up(&settings.backup.files, w, cancel).map(|_| ())
+    })?;
+    if let Some(m) = &settings.mysql {
+        let now = clock();
+        let out = c.run("users", |w| Ok(users::back_up(m, w, now)?))?;
+        extra.insert(
+            "users".into(),
+            serde_json::json!({
+                "accounts": out.accounts, "roles": out.roles, "views": out.views,
+                "routines": out.routines, "triggers": out.triggers, "events": out.events,
+            }),
+        );
+    }
+    let mut rondb_done = None;
+    if let Some(r) = &settings.rondb {
+        let run = rondb::RondbRun {
+            settings: r,
+            ssh: &settings.ssh,
+            last_id: req.last_rondb_id,
+            clock,
+            cancel,
+        };
+        let (facts, nodes) = c.run("rondb", |w| Ok(rondb::back_up(&run, w)?))?;
+        extra.insert(
+            "rondb".into(),
+            serde_json::to_value(&facts).unwrap_or_default(),
+        );
+        rondb_done = Some((facts, nodes));
+    }
 
     crate::failpoint::hit("backup.before_commit", cancel);
     if cancel.is_cancelled() {
         return Err(BackupError::Cancelled);
     }
-    let stats = writer.stats();
+    let stats = c.writer.stats();
     let info = BackupInfo {
         started_at,
         finished_at: clock(),
-        hostname: hostname.to_string(),
+        hostname: req.hostname.to_string(),
         hopsdr_version: env!("CARGO_PKG_VERSION").to_string(),
-        components,
-        extra: Default::default(),
+        components: c.done,
+        extra,
     };
-    let manifest = writer.commit(info)?;
-    Ok(BackupOutcome { manifest, stats })
+    let manifest = c.writer.commit(info)?;
+    let mut rondb_facts = None;
+    if let (Some((facts, nodes)), Some(r)) = (rondb_done, &settings.rondb) {
+        if !r.keep_node_copies {
+            rondb::cleanup(&nodes, facts.backup_id, r.command_timeout);
+        }
+        rondb_facts = Some(facts);
+    }
+    Ok(BackupOutcome {
+        manifest,
+        stats,
+        rondb: rondb_facts,
+    })
 }
 
 /// What a component added to the writer's running totals.

@@ -192,15 +192,14 @@ pub fn start_backup(ctx: &Arc<Ctx>, trigger: &str) -> Result<JobStarted, JobErro
             progress,
             last_status: std::time::Instant::now(),
         };
-        backup::run(
-            &ctx2.repo,
-            bid,
-            &settings.backup,
-            &cancel,
-            &mut obs,
-            &Utc::now,
-            &ctx2.hostname,
-        )
+        let last_rondb_id = lock_catalog(&ctx2.catalog).last_rondb_backup_id().unwrap_or(None);
+        let req = backup::BackupRequest {
+            settings: &settings,
+            last_rondb_id,
+            hostname: &ctx2.hostname,
+        };
+        let r = backup::run(&ctx2.repo, bid, &req, &cancel, &mut obs, &Utc::now);
+        (r, cancel.is_cancelled())
     });
     let ctx3 = ctx.clone();
     let bid = backup_id.clone();
@@ -218,17 +217,24 @@ async fn finish_backup(
     ctx: &Arc<Ctx>,
     job_id: JobId,
     backup_id: &BackupId,
-    result: Result<Result<backup::BackupOutcome, backup::BackupError>, tokio::task::JoinError>,
+    result: Result<
+        (Result<backup::BackupOutcome, backup::BackupError>, bool),
+        tokio::task::JoinError,
+    >,
 ) {
     let now = Utc::now();
+    let mut rondb_id = None;
     let (state, error, stats) = match result {
-        Ok(Ok(outcome)) => (State::Succeeded, None, outcome.stats),
-        Ok(Err(e)) if e.is_cancelled() => (
+        Ok((Ok(outcome), _)) => {
+            rondb_id = outcome.rondb.as_ref().map(|f| f.backup_id);
+            (State::Succeeded, None, outcome.stats)
+        }
+        Ok((Err(e), cancelled)) if cancelled || e.is_cancelled() => (
             State::Interrupted,
             Some(format!("interrupted: {e}")),
             WriteStats::default(),
         ),
-        Ok(Err(e)) => (State::Failed, Some(e.to_string()), WriteStats::default()),
+        Ok((Err(e), _)) => (State::Failed, Some(e.to_string()), WriteStats::default()),
         Err(e) => (
             State::Failed,
             Some(format!("backup task ended abnormally: {e}")),
@@ -247,6 +253,10 @@ async fn finish_backup(
                 error.as_deref(),
                 now,
             )
+            .and_then(|_| match rondb_id {
+                Some(r) => cat.set_rondb_backup_id(backup_id, r),
+                None => Ok(()),
+            })
             .and_then(|_| cat.finish_job(job_id, state, error.as_deref(), now));
         if let Err(e) = r {
             tracing::error!(job_id = %job_id, backup_id = %backup_id, "failed to record the end of the backup: {e}");

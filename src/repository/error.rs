@@ -60,10 +60,7 @@ pub enum RepoError {
     #[error("invalid compression level {level}: zstd takes {min}..={max}")]
     InvalidCompressionLevel { level: i32, min: i32, max: i32 },
     #[error("invalid entry '{path}': {defect}")]
-    InvalidEntry {
-        path: String,
-        defect: EntryDefect,
-    },
+    InvalidEntry { path: String, defect: EntryDefect },
     #[error("failed to read source of '{path}': {source}")]
     ReadSource {
         path: String,

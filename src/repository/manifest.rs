@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::BackupId;
 
-use super::FORMAT_VERSION;
 use super::error::{EntryDefect, ManifestDefect, PathDefect, RepoError};
+use super::FORMAT_VERSION;
 
 /// A decoded manifest larger than this is refused (a tampered one could claim any size).
 const MAX_MANIFEST_BYTES: u64 = 4 << 30;
@@ -137,25 +137,30 @@ pub(crate) fn is_hash_hex(s: &str) -> bool {
 
 /// Checks one entry on its own: path, hashes, symlink target.
 pub(crate) fn validate_entry(entry: &Entry) -> Result<(), EntryDefect> {
-    validate_logical_path(entry.path()).map_err(EntryDefect::Path)?;
     match entry {
-        Entry::File(f) => {
-            if !is_hash_hex(&f.hash) {
-                return Err(EntryDefect::BadHash(f.hash.clone()));
-            }
-            if let Some(bad) = f.chunks.iter().find(|c| !is_hash_hex(c)) {
-                return Err(EntryDefect::BadHash(bad.clone()));
-            }
-            if (f.size == 0) != f.chunks.is_empty() {
-                return Err(EntryDefect::ChunksDoNotFitSize);
-            }
-        }
-        Entry::Symlink { target, .. } => {
+        Entry::File(f) => validate_file_entry(f),
+        Entry::Dir { path, .. } => validate_logical_path(path).map_err(EntryDefect::Path),
+        Entry::Symlink { path, target, .. } => {
+            validate_logical_path(path).map_err(EntryDefect::Path)?;
             if target.is_empty() || target.contains('\0') {
                 return Err(EntryDefect::BadSymlinkTarget);
             }
+            Ok(())
         }
-        Entry::Dir { .. } => {}
+    }
+}
+
+/// Checks a file entry on its own: path, whole-file and chunk hashes, chunks against size.
+pub(crate) fn validate_file_entry(f: &FileEntry) -> Result<(), EntryDefect> {
+    validate_logical_path(&f.path).map_err(EntryDefect::Path)?;
+    if !is_hash_hex(&f.hash) {
+        return Err(EntryDefect::BadHash(f.hash.clone()));
+    }
+    if let Some(bad) = f.chunks.iter().find(|c| !is_hash_hex(c)) {
+        return Err(EntryDefect::BadHash(bad.clone()));
+    }
+    if (f.size == 0) != f.chunks.is_empty() {
+        return Err(EntryDefect::ChunksDoNotFitSize);
     }
     Ok(())
 }

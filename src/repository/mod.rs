@@ -67,7 +67,7 @@ pub use manifest::{
     validate_logical_path, BackupInfo, ComponentInfo, Entry, FileEntry, FileMeta, Manifest,
 };
 pub use storage::{validate_key, KeyError, LocalStorage, ObjectInfo, Storage, StorageError};
-pub use writer::{BackupWriter, WriteStats};
+pub use writer::{BackupWriter, ProgressFn, WriteStats};
 
 /// The repository format version this code reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -260,11 +260,9 @@ impl Repository {
         entry: &FileEntry,
         out: &mut dyn std::io::Write,
     ) -> Result<u64, RepoError> {
-        manifest::validate_entry(&Entry::File(entry.clone())).map_err(|defect| {
-            RepoError::InvalidEntry {
-                path: entry.path.clone(),
-                defect,
-            }
+        manifest::validate_file_entry(entry).map_err(|defect| RepoError::InvalidEntry {
+            path: entry.path.clone(),
+            defect,
         })?;
         let mut reader = self.blob_reader()?;
         let mut hasher = blake3::Hasher::new();
@@ -303,9 +301,7 @@ impl Repository {
                         size += data.len() as u64;
                         report.bytes_checked += data.len() as u64;
                     }
-                    Err(
-                        e @ (RepoError::BlobMissing { .. } | RepoError::CorruptBlob { .. }),
-                    ) => {
+                    Err(e @ (RepoError::BlobMissing { .. } | RepoError::CorruptBlob { .. })) => {
                         whole = false;
                         report.damaged.push(Damage {
                             path: file.path.clone(),
@@ -353,8 +349,8 @@ impl Repository {
     }
 
     fn blob_reader(&self) -> Result<BlobReader, RepoError> {
-        let decompressor = zstd::bulk::Decompressor::new()
-            .map_err(|source| RepoError::ZstdContext { source })?;
+        let decompressor =
+            zstd::bulk::Decompressor::new().map_err(|source| RepoError::ZstdContext { source })?;
         Ok(BlobReader {
             decompressor,
             buf: Vec::with_capacity(self.chunk_size()),
@@ -446,8 +442,7 @@ fn parse_header(bytes: &[u8], storage: &dyn Storage) -> Result<RepositoryHeader,
         format: Option<serde_json::Value>,
         version: Option<serde_json::Value>,
     }
-    let probe: Probe =
-        serde_json::from_slice(bytes).map_err(|e| corrupt(HeaderDefect::Json(e)))?;
+    let probe: Probe = serde_json::from_slice(bytes).map_err(|e| corrupt(HeaderDefect::Json(e)))?;
     let format = match &probe.format {
         Some(serde_json::Value::String(s)) => s.clone(),
         Some(other) => other.to_string(),

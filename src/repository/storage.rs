@@ -398,7 +398,9 @@ impl Storage for LocalStorage {
                     if as_dir.starts_with(prefix) || prefix.starts_with(&as_dir) {
                         stack.push(key);
                     }
-                } else if metadata.is_file() && key.starts_with(prefix) && validate_key(&key).is_ok()
+                } else if metadata.is_file()
+                    && key.starts_with(prefix)
+                    && validate_key(&key).is_ok()
                 {
                     out.push(ObjectInfo {
                         key,
