@@ -153,6 +153,8 @@ pub struct BackupRecord {
     pub stored_bytes: u64,
     pub files: u64,
     pub error: Option<String>,
+    /// The RonDB backup id (`BACKUP-<id>` on the data nodes), when the backup has a RonDB part.
+    pub rondb_backup_id: Option<u32>,
 }
 
 /// One component (files, rondb, hopsfs, ...) of a backup as recorded.
@@ -613,7 +615,7 @@ impl Catalog {
         p: &[&dyn rusqlite::ToSql],
     ) -> Result<Vec<BackupRecord>, CatalogError> {
         let sql = format!(
-            "SELECT id, job_id, state, started_at, finished_at, logical_bytes, stored_bytes, files, error FROM backups {clause}"
+            "SELECT id, job_id, state, started_at, finished_at, logical_bytes, stored_bytes, files, error, rondb_backup_id FROM backups {clause}"
         );
         let mut st = self.conn.prepare(&sql).map_err(self.q("list backups"))?;
         type Row = (
@@ -626,6 +628,7 @@ impl Catalog {
             i64,
             i64,
             Option<String>,
+            Option<u32>,
         );
         let rows: Vec<Row> = st
             .query_map(p, |r| {
@@ -639,12 +642,13 @@ impl Catalog {
                     r.get(6)?,
                     r.get(7)?,
                     r.get(8)?,
+                    r.get(9)?,
                 ))
             })
             .and_then(|rows| rows.collect())
             .map_err(self.q("list backups"))?;
         rows.into_iter()
-            .map(|(id, job, state, started, finished, lb, sb, files, error)| {
+            .map(|(id, job, state, started, finished, lb, sb, files, error, rondb)| {
                 Ok(BackupRecord {
                     id: self.parse_backup_id("backups.id", &id)?,
                     job_id: JobId(job),
@@ -657,6 +661,7 @@ impl Catalog {
                     stored_bytes: sb.max(0) as u64,
                     files: files.max(0) as u64,
                     error,
+                    rondb_backup_id: rondb,
                 })
             })
             .collect()
@@ -947,6 +952,10 @@ mod tests {
         assert_eq!(j.backup_id, Some(id.clone()));
         assert_eq!(j.state, State::Succeeded);
         assert_eq!(c.backups().unwrap()[0].stored_bytes, 40);
+        assert_eq!(c.last_rondb_backup_id().unwrap(), None);
+        c.set_rondb_backup_id(&id, 217_803_600).unwrap();
+        assert_eq!(c.backup(&id).unwrap().unwrap().rondb_backup_id, Some(217_803_600));
+        assert_eq!(c.last_rondb_backup_id().unwrap(), Some(217_803_600));
         assert_eq!(c.components(&id).unwrap().len(), 1);
     }
 

@@ -495,6 +495,9 @@ pub fn format_backup(d: &BackupDetail) -> String {
         human_bytes(b.logical_bytes),
         human_bytes(b.stored_bytes)
     );
+    if let Some(r) = b.rondb_backup_id {
+        out.push_str(&format!("rondb:    backup id {r} (BACKUP-{r} on the data nodes)\n"));
+    }
     if let Some(e) = &b.error {
         out.push_str(&format!("error:    {e}\n"));
     }
