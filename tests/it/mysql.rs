@@ -21,12 +21,15 @@ impl Mariadb {
         let dir = tempfile::Builder::new().prefix("hopsdr-mariadb-").tempdir().unwrap();
         let d = dir.path();
         std::fs::create_dir_all(d.join("data")).unwrap();
+        // Its own tmpdir: parallel bootstraps sharing /tmp trip over each other's temp tables.
+        std::fs::create_dir_all(d.join("tmp")).unwrap();
         // mariadbd runs as mysql: the instance directory must be its own, or it never starts.
         let st = Command::new("chown").args(["-R", "mysql:mysql"]).arg(d).status().unwrap();
         assert!(st.success());
         let out = Command::new("mariadb-install-db")
             .args(["--no-defaults", "--user=mysql", "--auth-root-authentication-method=socket", "--skip-test-db"])
             .arg(format!("--datadir={}", d.join("data").display()))
+            .arg(format!("--tmpdir={}", d.join("tmp").display()))
             .output()
             .expect("mariadb-install-db (mariadb-server) must be installed: run scripts/setup-test-deps");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -34,6 +37,7 @@ impl Mariadb {
         let child = Command::new("mariadbd")
             .arg("--no-defaults")
             .arg(format!("--datadir={}", d.join("data").display()))
+            .arg(format!("--tmpdir={}", d.join("tmp").display()))
             .arg(format!("--socket={}", d.join("mysqld.sock").display()))
             .arg(format!("--port={port}"))
             .args(["--bind-address=127.0.0.1", "--user=mysql", "--skip-name-resolve"])
@@ -196,4 +200,74 @@ fn users_grants_and_objects_survive_dump_drop_replay() {
             .trim(),
         "1"
     );
+}
+
+#[test]
+fn a_daemon_backup_holds_the_users_and_schema_dumps() {
+    use std::os::unix::fs::PermissionsExt;
+
+    use hopsdr::repository::{Entry, LocalStorage, Repository};
+
+    let m = Mariadb::start();
+    m.sql_root(
+        "CREATE USER 'hopsdr'@'localhost' IDENTIFIED BY 'dump-secret';
+         GRANT ALL PRIVILEGES ON *.* TO 'hopsdr'@'localhost' WITH GRANT OPTION;
+         CREATE DATABASE hopsworks;
+         CREATE TABLE hopsworks.t (id INT PRIMARY KEY);
+         CREATE VIEW hopsworks.v AS SELECT id FROM hopsworks.t;
+         CREATE USER 'app'@'%' IDENTIFIED BY 'x';
+         GRANT SELECT ON hopsworks.* TO 'app'@'%';",
+    )
+    .unwrap();
+    let mut env = crate::harness::Env::new();
+    let pw = env.path().join("mysql.password");
+    std::fs::write(&pw, "dump-secret\n").unwrap();
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+    env.extra_config = format!(
+        "[mysql]\nuser = \"hopsdr\"\nsocket = \"{}\"\npassword = {{ file = \"{}\" }}\n",
+        m.socket().display(),
+        pw.display()
+    );
+    let _d = env.start();
+    let out = env.ctl(&["backup", "start", "--wait"]);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", String::from_utf8_lossy(&out.stdout), env.log());
+    let list = env.ctl_json(&["backups", "list"]);
+    let id = list["backups"][0]["id"].as_str().unwrap().to_string();
+    let show = env.ctl_json(&["backups", "show", &id]);
+    let comps: Vec<&str> = show["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["component"].as_str().unwrap())
+        .collect();
+    assert_eq!(comps, ["files", "users"]);
+
+    let repo = Repository::open_or_init(
+        std::sync::Arc::new(LocalStorage::new(env.repo()).unwrap()),
+        3,
+    )
+    .unwrap();
+    let manifest = repo
+        .read_manifest(&hopsdr::ids::BackupId::parse(&id).unwrap())
+        .unwrap();
+    let read = |path: &str| -> String {
+        let f = manifest
+            .entries
+            .iter()
+            .find_map(|e| match e {
+                Entry::File(f) if f.path == path => Some(f.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{path} in the manifest"));
+        assert_eq!(f.meta.mode & 0o077, 0, "{path} is private");
+        let mut out = Vec::new();
+        repo.restore_file(&f, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    };
+    let users = read("users/users.sql");
+    assert!(users.contains("CREATE USER IF NOT EXISTS `app`@`%`"), "{users}");
+    assert!(users.contains("GRANT SELECT ON `hopsworks`.* TO `app`@`%`"), "{users}");
+    assert!(!users.contains("`hopsdr`@"), "the dump account is not carried over: {users}");
+    let schema = read("users/schema.sql");
+    assert!(schema.contains("VIEW `hopsworks`.`v` AS select"), "{schema}");
 }
