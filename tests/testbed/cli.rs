@@ -1,0 +1,351 @@
+//! The test-bed's own subcommands.
+
+use crate::model::{self, CreateArgs};
+use crate::state::{CallFault, Cluster};
+use anyhow::{bail, Result};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "hopsdr-testbed",
+    about = "A simulated Hopsworks cluster for tests"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create, inspect, destroy, redeploy or churn a cluster.
+    Cluster {
+        #[command(subcommand)]
+        cmd: ClusterCmd,
+    },
+    /// Start or stop a HopsFS datanode (1-based).
+    Datanode {
+        op: String,
+        dn: u32,
+        #[arg(long, env = "HOPSDR_TESTBED_DIR")]
+        dir: PathBuf,
+    },
+    /// Start or stop a service (only `epipe`).
+    Service {
+        name: String,
+        op: String,
+        #[arg(long, env = "HOPSDR_TESTBED_DIR")]
+        dir: PathBuf,
+    },
+    /// Inject or clear faults.
+    Fault {
+        #[command(subcommand)]
+        cmd: FaultCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    Create {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 2)]
+        data_nodes: u32,
+        #[arg(long, default_value_t = 3)]
+        hopsfs_datanodes: u32,
+        #[arg(long, default_value_t = 1)]
+        volumes: u32,
+        #[arg(long, default_value_t = 100)]
+        rows: u64,
+        #[arg(long, default_value_t = 10)]
+        files: u64,
+        #[arg(long, default_value_t = 4096)]
+        block_size: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Parts per backup (0: single-part layout).
+        #[arg(long, default_value_t = 0)]
+        multi_part: u32,
+        /// Write compressed backup files (no magic at byte 0).
+        #[arg(long)]
+        compressed: bool,
+        /// Poll interval of `hdfs dfsadmin -safemode wait` (the real one polls every 5 s).
+        #[arg(long, default_value_t = 5000)]
+        safemode_poll_ms: u64,
+        /// Safe mode extension after the threshold is reached (Hopsworks: 30000).
+        #[arg(long, default_value_t = 0)]
+        safemode_extension_ms: u64,
+    },
+    /// Print the cluster's paths and ids as JSON (to write a hopsdr config for it).
+    Info {
+        #[arg(long, env = "HOPSDR_TESTBED_DIR")]
+        dir: PathBuf,
+    },
+    /// Print one hex digest of all logical state.
+    Fingerprint {
+        #[arg(long, env = "HOPSDR_TESTBED_DIR")]
+        dir: PathBuf,
+    },
+    /// The lost cluster: RonDB state, node backup dirs, volumes, topics, indexes wiped.
+    Destroy {
+        #[arg(long, env = "HOPSDR_TESTBED_DIR")]
+        dir: PathBuf,
+    },
+    /// The freshly deployed empty cluster.
+    Redeploy {
+        #[arg(long, env = "HOPSDR_TESTBED_DIR")]
+        dir: PathBuf,
+    },
+    /// Keep changing the cluster for a while.
+    Churn {
+        #[arg(long, env = "HOPSDR_TESTBED_DIR")]
+        dir: PathBuf,
+        #[arg(long)]
+        seconds: f64,
+    },
+}
+
+#[derive(Subcommand)]
+enum FaultCmd {
+    /// Make the Nth call (counted from now on, 1-based) of a tool fail, hang, abort (START
+    /// BACKUP: partial files, aborted output) or hang-mid (START BACKUP: hang after partial files).
+    Call {
+        #[arg(long, env = "HOPSDR_TESTBED_DIR")]
+        dir: PathBuf,
+        #[arg(long)]
+        tool: String,
+        #[arg(long, default_value_t = 1)]
+        nth: u64,
+        #[arg(long)]
+        action: String,
+    },
+    /// A RonDB data node not connected (or connected again with --up).
+    NodeDown {
+        #[arg(long, env = "HOPSDR_TESTBED_DIR")]
+        dir: PathBuf,
+        #[arg(long)]
+        node: u32,
+        #[arg(long)]
+        up: bool,
+    },
+    /// The management server unreachable (or reachable again with --up).
+    MgmDown {
+        #[arg(long, env = "HOPSDR_TESTBED_DIR")]
+        dir: PathBuf,
+        #[arg(long)]
+        up: bool,
+    },
+    /// A HopsFS datanode unreachable (or reachable again with --up).
+    DatanodeUnreachable {
+        #[arg(long, env = "HOPSDR_TESTBED_DIR")]
+        dir: PathBuf,
+        #[arg(long)]
+        dn: u32,
+        #[arg(long)]
+        up: bool,
+    },
+    /// A data node's backup disk full (or not with --clear).
+    DiskFull {
+        #[arg(long, env = "HOPSDR_TESTBED_DIR")]
+        dir: PathBuf,
+        #[arg(long)]
+        node: u32,
+        #[arg(long)]
+        clear: bool,
+    },
+    /// Flip bytes in the middle of every .Data file of a node's backup (in place).
+    CorruptBackup {
+        #[arg(long, env = "HOPSDR_TESTBED_DIR")]
+        dir: PathBuf,
+        #[arg(long)]
+        node: u32,
+        #[arg(long)]
+        backup: u64,
+    },
+    /// Remove every fault.
+    Clear {
+        #[arg(long, env = "HOPSDR_TESTBED_DIR")]
+        dir: PathBuf,
+    },
+}
+
+fn info(cl: &Cluster) -> serde_json::Value {
+    let c = &cl.cfg;
+    let nodes: Vec<serde_json::Value> = (1..=c.data_nodes)
+        .map(|n| {
+            serde_json::json!({
+                "id": n,
+                "ip": c.data_node_ip(n),
+                "backup_data_dir": cl.backup_data_dir(n),
+            })
+        })
+        .collect();
+    let dns: Vec<serde_json::Value> = (1..=c.hopsfs_datanodes)
+        .map(|dn| {
+            let vols: Vec<PathBuf> = (1..=c.volumes).map(|v| cl.volume(dn, v)).collect();
+            serde_json::json!({ "id": dn, "volumes": vols })
+        })
+        .collect();
+    serde_json::json!({
+        "dir": cl.dir,
+        "bin": cl.dir.join("bin"),
+        "connectstring": format!("{}:{}", c.mgm_ip, c.mgm_port),
+        "mgm_node_id": c.mgm_node_id,
+        "data_nodes": nodes,
+        "hopsfs_datanodes": dns,
+        "cluster_id": c.cluster_id,
+        "block_pool_id": c.block_pool_id,
+        "multi_part": c.multi_part,
+        "compressed": c.compressed,
+    })
+}
+
+fn toggle(v: &mut Vec<u32>, x: u32, on: bool) {
+    v.retain(|y| *y != x);
+    if on {
+        v.push(x);
+        v.sort();
+    }
+}
+
+pub fn main() -> Result<i32> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Cluster { cmd } => match cmd {
+            ClusterCmd::Create {
+                dir,
+                data_nodes,
+                hopsfs_datanodes,
+                volumes,
+                rows,
+                files,
+                block_size,
+                seed,
+                multi_part,
+                compressed,
+                safemode_poll_ms,
+                safemode_extension_ms,
+            } => model::create(CreateArgs {
+                dir,
+                data_nodes,
+                hopsfs_datanodes,
+                volumes,
+                rows,
+                files,
+                block_size,
+                seed,
+                multi_part,
+                compressed,
+                safemode_poll_ms,
+                safemode_extension_ms,
+            })?,
+            ClusterCmd::Info { dir } => println!("{}", info(&Cluster::open(&dir)?)),
+            ClusterCmd::Fingerprint { dir } => {
+                println!("{}", model::fingerprint(&Cluster::open(&dir)?)?)
+            }
+            ClusterCmd::Destroy { dir } => model::wipe(&mut Cluster::open(&dir)?)?,
+            ClusterCmd::Redeploy { dir } => model::deploy_empty(&mut Cluster::open(&dir)?)?,
+            ClusterCmd::Churn { dir, seconds } => model::churn(&dir, seconds)?,
+        },
+        Cmd::Datanode { op, dn, dir } => crate::hdfs::datanode(&dir, &op, dn)?,
+        Cmd::Service { name, op, dir } => {
+            if name != "epipe" || !(op == "start" || op == "stop") {
+                bail!("failed to run service command: only 'service epipe start|stop'");
+            }
+            let mut cl = Cluster::open(&dir)?;
+            cl.rt.epipe_running = op == "start";
+            cl.save()?;
+        }
+        Cmd::Fault { cmd } => fault(cmd)?,
+    }
+    Ok(0)
+}
+
+fn fault(cmd: FaultCmd) -> Result<()> {
+    match cmd {
+        FaultCmd::Call {
+            dir,
+            tool,
+            nth,
+            action,
+        } => {
+            if !["fail", "hang", "abort", "hang-mid"].contains(&action.as_str()) {
+                bail!(
+                    "failed to add fault: unknown action '{action}' (fail, hang, abort, hang-mid)"
+                );
+            }
+            if !crate::state::TOOLS.contains(&tool.as_str()) {
+                bail!("failed to add fault: unknown tool '{tool}'");
+            }
+            let mut cl = Cluster::open(&dir)?;
+            let base = cl.rt.calls.get(&tool).copied().unwrap_or(0);
+            cl.rt.faults.push(CallFault {
+                tool,
+                nth: base + nth,
+                action,
+            });
+            cl.save()
+        }
+        FaultCmd::NodeDown { dir, node, up } => {
+            let mut cl = Cluster::open(&dir)?;
+            toggle(&mut cl.rt.ndb_down, node, !up);
+            cl.save()
+        }
+        FaultCmd::MgmDown { dir, up } => {
+            let mut cl = Cluster::open(&dir)?;
+            cl.rt.mgm_down = !up;
+            cl.save()
+        }
+        FaultCmd::DatanodeUnreachable { dir, dn, up } => {
+            let mut cl = Cluster::open(&dir)?;
+            toggle(&mut cl.rt.dn_unreachable, dn, !up);
+            cl.save()
+        }
+        FaultCmd::DiskFull { dir, node, clear } => {
+            let mut cl = Cluster::open(&dir)?;
+            toggle(&mut cl.rt.disk_full, node, !clear);
+            cl.save()
+        }
+        FaultCmd::CorruptBackup { dir, node, backup } => {
+            let cl = Cluster::open(&dir)?;
+            let base = cl
+                .backup_data_dir(node)
+                .join("BACKUP")
+                .join(format!("BACKUP-{backup}"));
+            let mut n = 0;
+            let mut stack = vec![base.clone()];
+            while let Some(d) = stack.pop() {
+                for e in std::fs::read_dir(&d)?.flatten() {
+                    let p = e.path();
+                    if p.is_dir() {
+                        stack.push(p);
+                    } else if p.extension().is_some_and(|x| x == "Data") {
+                        let mut b = std::fs::read(&p)?;
+                        let i = b.len() / 2;
+                        if let Some(x) = b.get_mut(i) {
+                            *x ^= 0x5a;
+                        }
+                        std::fs::write(&p, b)?;
+                        n += 1;
+                    }
+                }
+            }
+            if n == 0 {
+                bail!(
+                    "failed to corrupt backup: no .Data file under '{}'",
+                    base.display()
+                );
+            }
+            Ok(())
+        }
+        FaultCmd::Clear { dir } => {
+            let mut cl = Cluster::open(&dir)?;
+            cl.rt.faults.clear();
+            cl.rt.ndb_down.clear();
+            cl.rt.dn_unreachable.clear();
+            cl.rt.disk_full.clear();
+            cl.rt.mgm_down = false;
+            cl.save()
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! Output templates: the fixture files under tests/fixtures/ (real-looking samples of the tools'
+//! output for an example cluster). The fake prints a fixture line with its numbers (maximal digit
+//! runs) replaced, in order, by its own values; lines without variable numbers are printed as is.
+
+macro_rules! fixture {
+    ($name:ident, $path:literal) => {
+        pub const $name: &str = include_str!(concat!("../fixtures/", $path));
+    };
+}
+
+fixture!(SHOW, "ndb_mgm/show.txt");
+fixture!(SHOW_NOT_CONNECTED, "ndb_mgm/show_node_not_connected.txt");
+fixture!(ALL_STATUS, "ndb_mgm/all_status.txt");
+fixture!(
+    ALL_STATUS_NOT_CONNECTED,
+    "ndb_mgm/all_status_not_connected.txt"
+);
+fixture!(BACKUP_COMPLETED, "ndb_mgm/start_backup_completed.txt");
+fixture!(BACKUP_STARTED, "ndb_mgm/start_backup_started.txt");
+fixture!(BACKUP_EXISTS, "ndb_mgm/start_backup_failed_exists.txt");
+fixture!(BACKUP_OUT_OF_RANGE, "ndb_mgm/start_backup_out_of_range.txt");
+fixture!(BACKUP_FAILED_NODE, "ndb_mgm/start_backup_failed_node.txt");
+fixture!(BACKUP_ABORTED, "ndb_mgm/start_backup_aborted.txt");
+fixture!(ABORT_OK, "ndb_mgm/abort_ok.txt");
+fixture!(ABORT_FAILED, "ndb_mgm/abort_failed.txt");
+fixture!(REPORT_IDLE, "ndb_mgm/report_backupstatus_idle.txt");
+fixture!(REPORT_RUNNING, "ndb_mgm/report_backupstatus_running.txt");
+fixture!(CONNECT_FAILED, "ndb_mgm/connect_failed.txt");
+fixture!(CLAMP_WARNING, "ndb_restore/clamp_warning.txt");
+fixture!(SAFEMODE_ON, "hdfs/safemode_on.txt");
+fixture!(SAFEMODE_OFF, "hdfs/safemode_off.txt");
+fixture!(FSCK_HEALTHY, "hdfs/fsck_healthy.txt");
+fixture!(FSCK_CORRUPT, "hdfs/fsck_corrupt.txt");
+fixture!(EPIPE_RUNNING, "epipe/already_running.txt");
+fixture!(EPIPE_REINDEX, "epipe/reindex_ok.txt");
+fixture!(KAFKA_RESTORE, "kafka/restore.txt");
+
+/// Line `i` of a fixture.
+pub fn line(file: &str, i: usize) -> &str {
+    file.lines().nth(i).unwrap_or("")
+}
+
+/// The first line of a fixture for which `pred` holds.
+pub fn find(file: &str, pred: impl Fn(&str) -> bool) -> &str {
+    file.lines().find(|l| pred(l)).unwrap_or("")
+}
+
+/// `tpl` with its i-th run of digits replaced by `vals[i]`. Panics if the counts differ (a bug in
+/// the fake, caught by its tests).
+pub fn fill(tpl: &str, vals: &[String]) -> String {
+    let mut out = String::new();
+    let mut it = vals.iter();
+    let mut in_digits = false;
+    for c in tpl.chars() {
+        if c.is_ascii_digit() {
+            if !in_digits {
+                out.push_str(
+                    it.next()
+                        .unwrap_or_else(|| panic!("too few values for {tpl:?}")),
+                );
+                in_digits = true;
+            }
+        } else {
+            in_digits = false;
+            out.push(c);
+        }
+    }
+    assert!(it.next().is_none(), "too many values for {tpl:?}");
+    out
+}
+
+/// Values for the digit runs of a dotted token ("10.0.0.11", "22.10.3").
+pub fn dotted(s: &str) -> Vec<String> {
+    s.split(|c: char| !c.is_ascii_digit())
+        .filter(|x| !x.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Builds the slot values of one line.
+#[derive(Default)]
+pub struct V(pub Vec<String>);
+impl V {
+    pub fn n(mut self, x: impl std::fmt::Display) -> V {
+        self.0.push(x.to_string());
+        self
+    }
+    pub fn d(mut self, s: &str) -> V {
+        self.0.extend(dotted(s));
+        self
+    }
+    pub fn fill(&self, tpl: &str) -> String {
+        fill(tpl, &self.0)
+    }
+}
+
+pub fn v() -> V {
+    V::default()
+}

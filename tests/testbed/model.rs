@@ -1,0 +1,709 @@
+//! The cluster model: creation from a seed, HopsFS blocks and volumes, fingerprint, destroy,
+//! redeploy, churn.
+
+use crate::state::{Cluster, Config, Runtime, TOOLS};
+use anyhow::{bail, Context, Result};
+use rusqlite::{params, Connection};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Every logical table of the simulated RonDB: (database, table).
+pub const TABLES: &[(&str, &str)] = &[
+    ("app", "events"),
+    ("hops", "hdfs_inodes"),
+    ("hops", "hdfs_blocks"),
+    ("hops", "hdfs_variables"),
+    ("hopsworks", "project_topics"),
+];
+/// Secondary indexes: (database, table, index).
+pub const INDEXES: &[(&str, &str, &str)] = &[
+    ("app", "events", "idx_ts"),
+    ("hops", "hdfs_inodes", "idx_parent"),
+    ("hopsworks", "project_topics", "topic_name_uk"),
+];
+
+pub const FIRST_BLOCK_ID: u64 = 1_073_741_825;
+pub const FIRST_GENSTAMP: u64 = 1001;
+pub const FIRST_INODE: u64 = 100_000;
+
+pub fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+pub struct Rng(u64);
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(mix(seed))
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(1);
+        mix(self.0)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// The data node owning a row: a node's backup holds only its rows.
+pub fn owner(cfg: &Config, tbl: &str, pk: u64) -> u32 {
+    let h = tbl
+        .bytes()
+        .fold(0u64, |a, b| a.wrapping_mul(31).wrapping_add(b as u64));
+    (mix(pk ^ h) % cfg.data_nodes as u64) as u32 + 1
+}
+
+pub fn insert_row(
+    db: &Connection,
+    cfg: &Config,
+    d: &str,
+    t: &str,
+    pk: u64,
+    val: &str,
+) -> Result<()> {
+    db.prepare_cached(
+        "INSERT OR REPLACE INTO ndb_rows(db, tbl, pk, node, val) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![d, t, pk as i64, owner(cfg, t, pk), val])?;
+    Ok(())
+}
+
+pub fn table_exists(db: &Connection, d: &str, t: &str) -> Result<bool> {
+    let n: i64 = db.query_row(
+        "SELECT count(*) FROM ndb_tables WHERE db = ?1 AND tbl = ?2",
+        params![d, t],
+        |r| r.get(0),
+    )?;
+    Ok(n > 0)
+}
+
+/// A block of the HopsFS metadata (`hops.hdfs_blocks`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Block {
+    pub id: u64,
+    pub inode: u64,
+    pub genstamp: u64,
+    pub len: u64,
+    pub replicas: Vec<u32>,
+}
+
+impl Block {
+    pub fn val(&self) -> String {
+        let r: Vec<String> = self.replicas.iter().map(|d| d.to_string()).collect();
+        format!(
+            "{} {} {} {}",
+            self.inode,
+            self.genstamp,
+            self.len,
+            r.join(",")
+        )
+    }
+    pub fn parse(id: u64, val: &str) -> Option<Block> {
+        let mut it = val.split(' ');
+        let inode = it.next()?.parse().ok()?;
+        let genstamp = it.next()?.parse().ok()?;
+        let len = it.next()?.parse().ok()?;
+        let replicas = it
+            .next()
+            .unwrap_or("")
+            .split(',')
+            .filter_map(|s| s.parse().ok())
+            .collect();
+        Some(Block {
+            id,
+            inode,
+            genstamp,
+            len,
+            replicas,
+        })
+    }
+}
+
+/// The HopsFS metadata as restored in RonDB, if its tables exist.
+pub struct HdfsMeta {
+    pub cluster_id: String,
+    pub block_pool_id: String,
+    pub blocks: Vec<Block>,
+    pub inodes: BTreeMap<u64, String>,
+}
+
+pub fn hdfs_meta(db: &Connection) -> Result<Option<HdfsMeta>> {
+    for t in ["hdfs_variables", "hdfs_blocks", "hdfs_inodes"] {
+        if !table_exists(db, "hops", t)? {
+            return Ok(None);
+        }
+    }
+    let mut vars = HashMap::new();
+    let mut st =
+        db.prepare("SELECT val FROM ndb_rows WHERE db = 'hops' AND tbl = 'hdfs_variables'")?;
+    for v in st.query_map([], |r| r.get::<_, String>(0))? {
+        let v = v?;
+        if let Some((k, x)) = v.split_once('=') {
+            vars.insert(k.to_string(), x.to_string());
+        }
+    }
+    let (Some(cluster_id), Some(block_pool_id)) =
+        (vars.remove("clusterID"), vars.remove("blockpoolID"))
+    else {
+        return Ok(None);
+    };
+    let mut blocks = Vec::new();
+    let mut st = db.prepare(
+        "SELECT pk, val FROM ndb_rows WHERE db = 'hops' AND tbl = 'hdfs_blocks' ORDER BY pk",
+    )?;
+    for r in st.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))? {
+        let (pk, val) = r?;
+        if let Some(b) = Block::parse(pk as u64, &val) {
+            blocks.push(b);
+        }
+    }
+    let mut inodes = BTreeMap::new();
+    let mut st =
+        db.prepare("SELECT pk, val FROM ndb_rows WHERE db = 'hops' AND tbl = 'hdfs_inodes'")?;
+    for r in st.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))? {
+        let (pk, val) = r?;
+        inodes.insert(pk as u64, val.split(' ').next().unwrap_or("").to_string());
+    }
+    Ok(Some(HdfsMeta {
+        cluster_id,
+        block_pool_id,
+        blocks,
+        inodes,
+    }))
+}
+
+/// The bytes of a block: a function of (seed, block id, generation stamp) and its length.
+pub fn block_content(seed: u64, id: u64, gs: u64, len: u64) -> Vec<u8> {
+    let mut key = [0u8; 32];
+    key[..8].copy_from_slice(&seed.to_le_bytes());
+    let mut h = blake3::Hasher::new_keyed(&key);
+    h.update(&id.to_le_bytes());
+    h.update(&gs.to_le_bytes());
+    let mut buf = vec![0u8; len as usize];
+    h.finalize_xof().fill(&mut buf);
+    buf
+}
+
+/// `.meta` file: an HDFS-like 7-byte header (version 1, checksum type, 512 bytes per checksum)
+/// followed by the blake3 of the block (the test-bed's own checksum format).
+pub fn meta_content(data: &[u8]) -> Vec<u8> {
+    let mut m = vec![0, 1, 2, 0, 0, 2, 0];
+    m.extend_from_slice(blake3::hash(data).as_bytes());
+    m
+}
+
+pub fn subdirs(id: u64) -> String {
+    format!("subdir{}/subdir{}", (id >> 16) & 0xff, (id >> 8) & 0xff)
+}
+
+pub fn vol_of(cfg: &Config, id: u64) -> u32 {
+    (id % cfg.volumes.max(1) as u64) as u32 + 1
+}
+
+pub fn bp_current(cl: &Cluster, dn: u32, vol: u32, bpid: &str) -> PathBuf {
+    cl.volume(dn, vol)
+        .join("current")
+        .join(bpid)
+        .join("current")
+}
+
+pub fn write_replica(cl: &Cluster, dn: u32, b: &Block, data: &[u8], rbw: bool) -> Result<()> {
+    let bp = bp_current(cl, dn, vol_of(&cl.cfg, b.id), &cl.cfg.block_pool_id);
+    let dir = if rbw {
+        bp.join("rbw")
+    } else {
+        bp.join("finalized").join(subdirs(b.id))
+    };
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join(format!("blk_{}", b.id)), data)?;
+    std::fs::write(
+        dir.join(format!("blk_{}_{}.meta", b.id, b.genstamp)),
+        meta_content(data),
+    )?;
+    Ok(())
+}
+
+/// Removes every replica file of block `id` (finalized or rbw, any genstamp) from datanode `dn`.
+pub fn remove_replica(cl: &Cluster, dn: u32, id: u64) -> Result<()> {
+    let bp = bp_current(cl, dn, vol_of(&cl.cfg, id), &cl.cfg.block_pool_id);
+    for dir in [bp.join("finalized").join(subdirs(id)), bp.join("rbw")] {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let exact = format!("blk_{id}");
+        let prefix = format!("blk_{id}_");
+        for e in rd.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n == exact || (n.starts_with(&prefix) && n.ends_with(".meta")) {
+                std::fs::remove_file(e.path())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn props(p: &Path) -> HashMap<String, String> {
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            l.split_once('=')
+                .map(|(a, b)| (a.trim().to_string(), b.trim().to_string()))
+        })
+        .collect()
+}
+
+fn uuid(rng: &mut Rng) -> String {
+    let a = rng.next();
+    let b = rng.next();
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xffff,
+        b >> 48,
+        b & 0xffff_ffff_ffff
+    )
+}
+
+/// Writes a fresh volume: `current/VERSION` and the block pool's VERSION, `finalized/`, `rbw/`.
+pub fn format_volume(cl: &Cluster, dn: u32, vol: u32, cluster_id: &str, bpid: &str) -> Result<()> {
+    let mut rng = Rng::new(cl.cfg.seed ^ ((dn as u64) << 20) ^ vol as u64);
+    let cur = cl.volume(dn, vol).join("current");
+    std::fs::create_dir_all(&cur)?;
+    let node_uuid = uuid(&mut rng);
+    std::fs::write(
+        cur.join("VERSION"),
+        format!(
+            "#Wed Nov 25 21:00:00 UTC 2026\nstorageID=DS-{}\nclusterID={cluster_id}\ncTime=0\ndatanodeUuid={node_uuid}\nstorageType=DATA_NODE\nlayoutVersion=-57\n",
+            uuid(&mut rng)
+        ),
+    )?;
+    let bp = cur.join(bpid).join("current");
+    std::fs::create_dir_all(bp.join("finalized"))?;
+    std::fs::create_dir_all(bp.join("rbw"))?;
+    std::fs::write(
+        bp.join("VERSION"),
+        format!(
+            "#Wed Nov 25 21:00:00 UTC 2026\nnamespaceID={}\ncTime=0\nblockpoolID={bpid}\nlayoutVersion=-57\n",
+            cl.cfg.namespace_id
+        ),
+    )?;
+    Ok(())
+}
+
+/// Whether volume `vol` of datanode `dn` belongs to the cluster and block pool of the metadata.
+pub fn volume_matches(cl: &Cluster, dn: u32, vol: u32, cluster_id: &str, bpid: &str) -> bool {
+    let cur = cl.volume(dn, vol).join("current");
+    let v = props(&cur.join("VERSION"));
+    let b = props(&cur.join(bpid).join("current").join("VERSION"));
+    v.get("clusterID").map(String::as_str) == Some(cluster_id)
+        && v.get("storageType").map(String::as_str) == Some("DATA_NODE")
+        && b.get("blockpoolID").map(String::as_str) == Some(bpid)
+}
+
+/// The replica file of block `b` on datanode `dn` if it has the right length and genstamp
+/// (finalized, or rbw after an append). `matches` caches volume_matches per (dn, vol).
+pub fn replica_file(
+    cl: &Cluster,
+    meta: &HdfsMeta,
+    dn: u32,
+    b: &Block,
+    matches: &mut HashMap<(u32, u32), bool>,
+) -> Option<PathBuf> {
+    let vol = vol_of(&cl.cfg, b.id);
+    let ok = *matches
+        .entry((dn, vol))
+        .or_insert_with(|| volume_matches(cl, dn, vol, &meta.cluster_id, &meta.block_pool_id));
+    if !ok {
+        return None;
+    }
+    let bp = bp_current(cl, dn, vol, &meta.block_pool_id);
+    for dir in [bp.join("finalized").join(subdirs(b.id)), bp.join("rbw")] {
+        let f = dir.join(format!("blk_{}", b.id));
+        let m = dir.join(format!("blk_{}_{}.meta", b.id, b.genstamp));
+        if let (Ok(md), true) = (std::fs::metadata(&f), m.exists()) {
+            if md.len() == b.len {
+                return Some(f);
+            }
+        }
+    }
+    None
+}
+
+pub struct CreateArgs {
+    pub dir: PathBuf,
+    pub data_nodes: u32,
+    pub hopsfs_datanodes: u32,
+    pub volumes: u32,
+    pub rows: u64,
+    pub files: u64,
+    pub block_size: u64,
+    pub seed: u64,
+    pub multi_part: u32,
+    pub compressed: bool,
+    pub safemode_poll_ms: u64,
+    pub safemode_extension_ms: u64,
+}
+
+pub fn create(a: CreateArgs) -> Result<()> {
+    if a.dir.join("cluster.json").exists() {
+        bail!(
+            "failed to create cluster: '{}' already holds one",
+            a.dir.display()
+        );
+    }
+    if a.data_nodes == 0 || a.data_nodes > 48 || a.hopsfs_datanodes == 0 {
+        bail!("failed to create cluster: need 1..48 data nodes and at least one datanode");
+    }
+    let mut rng = Rng::new(a.seed);
+    let ns = (rng.next() % 2_000_000_000) as u32;
+    let cfg = Config {
+        seed: a.seed,
+        data_nodes: a.data_nodes,
+        hopsfs_datanodes: a.hopsfs_datanodes,
+        volumes: a.volumes.max(1),
+        rows: a.rows,
+        files: a.files,
+        block_size: a.block_size.max(2),
+        multi_part: a.multi_part,
+        compressed: a.compressed,
+        mgm_node_id: 65,
+        mgm_ip: "10.0.0.1".into(),
+        mgm_port: 1186,
+        version: "22.10.3".into(),
+        cluster_id: format!("CID-{}", uuid(&mut rng)),
+        block_pool_id: format!(
+            "BP-{}-10.0.0.1-{}",
+            rng.next() % 2_000_000_000,
+            1_700_000_000_000 + rng.next() % 100_000_000_000
+        ),
+        namespace_id: ns,
+        safemode_poll_ms: a.safemode_poll_ms,
+        safemode_extension_ms: a.safemode_extension_ms,
+    };
+    let rt = Runtime {
+        gcp: 6_738_000,
+        next_block_id: FIRST_BLOCK_ID,
+        next_inode: FIRST_INODE,
+        next_genstamp: FIRST_GENSTAMP,
+        next_row: 1,
+        ..Runtime::default()
+    };
+    let dir = std::fs::canonicalize({
+        std::fs::create_dir_all(&a.dir)?;
+        &a.dir
+    })?;
+    let mut cl = Cluster::new_locked(&dir, cfg, rt)?;
+    // bin/: the tools.
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin)?;
+    let exe = std::env::current_exe()?;
+    for t in TOOLS {
+        let l = bin.join(t);
+        let _ = std::fs::remove_file(&l);
+        std::os::unix::fs::symlink(&exe, &l)?;
+    }
+    std::fs::write(bin.join("testbed.dir"), format!("{}\n", dir.display()))?;
+    deploy_empty(&mut cl)?;
+    populate(&mut cl)?;
+    cl.save()
+}
+
+/// The freshly deployed cluster: data nodes started with empty BackupDataDirs, empty database,
+/// HopsFS datanodes stopped with empty volumes, epipe running, no topics.
+pub fn deploy_empty(cl: &mut Cluster) -> Result<()> {
+    wipe(cl)?;
+    for n in 1..=cl.cfg.data_nodes {
+        std::fs::create_dir_all(cl.backup_data_dir(n))?;
+    }
+    for dn in 1..=cl.cfg.hopsfs_datanodes {
+        for v in 1..=cl.cfg.volumes {
+            std::fs::create_dir_all(cl.volume(dn, v))?;
+        }
+    }
+    cl.rt.epipe_running = true;
+    cl.db()?;
+    cl.save()
+}
+
+/// The lost cluster: RonDB state, backups on the nodes, volumes, topics, indexes all gone.
+pub fn wipe(cl: &mut Cluster) -> Result<()> {
+    for f in ["rondb.sqlite", "rondb.sqlite-wal", "rondb.sqlite-shm"] {
+        let _ = std::fs::remove_file(cl.dir.join(f));
+    }
+    for d in ["ndb", "hopsfs", "epipe"] {
+        let p = cl.dir.join(d);
+        if p.exists() {
+            std::fs::remove_dir_all(&p)
+                .with_context(|| format!("failed to remove '{}'", p.display()))?;
+        }
+    }
+    let keep = Runtime {
+        gcp: cl.rt.gcp,
+        next_block_id: cl.rt.next_block_id,
+        next_inode: cl.rt.next_inode,
+        next_genstamp: cl.rt.next_genstamp,
+        next_row: cl.rt.next_row,
+        ..Runtime::default()
+    };
+    cl.rt = keep;
+    cl.save()
+}
+
+fn populate(cl: &mut Cluster) -> Result<()> {
+    let cfg = cl.cfg.clone();
+    let mut db = cl.db()?;
+    let tx = db.transaction()?;
+    for (d, t) in TABLES {
+        tx.execute(
+            "INSERT INTO ndb_tables(db, tbl) VALUES (?1, ?2)",
+            params![d, t],
+        )?;
+    }
+    for (d, t, i) in INDEXES {
+        tx.execute(
+            "INSERT INTO ndb_indexes(db, tbl, name, online) VALUES (?1, ?2, ?3, 1)",
+            params![d, t, i],
+        )?;
+    }
+    let mut rng = Rng::new(cfg.seed ^ 0x5eed);
+    for pk in 1..=cfg.rows {
+        let v = format!("ev-{pk}-{:016x}{:016x}", rng.next(), rng.next());
+        insert_row(&tx, &cfg, "app", "events", pk, &v)?;
+    }
+    cl.rt.next_row = cfg.rows + 1;
+    insert_row(
+        &tx,
+        &cfg,
+        "hops",
+        "hdfs_variables",
+        1,
+        &format!("clusterID={}", cfg.cluster_id),
+    )?;
+    insert_row(
+        &tx,
+        &cfg,
+        "hops",
+        "hdfs_variables",
+        2,
+        &format!("blockpoolID={}", cfg.block_pool_id),
+    )?;
+    insert_row(
+        &tx,
+        &cfg,
+        "hops",
+        "hdfs_variables",
+        3,
+        &format!("namespaceID={}", cfg.namespace_id),
+    )?;
+    let projects = 3u64;
+    for p in 1..=projects {
+        let v = format!("proj{p}_logs {} 1", 1 + p % 3);
+        insert_row(&tx, &cfg, "hopsworks", "project_topics", p, &v)?;
+        cl.rt
+            .kafka_topics
+            .insert(format!("proj{p}_logs"), ((1 + p % 3) as u32, 1));
+    }
+    for dn in 1..=cfg.hopsfs_datanodes {
+        for v in 1..=cfg.volumes {
+            format_volume(cl, dn, v, &cfg.cluster_id, &cfg.block_pool_id)?;
+        }
+    }
+    for i in 0..cfg.files {
+        let b = new_file(
+            cl,
+            &tx,
+            &mut rng,
+            &format!("/Projects/proj{}/f{i}", 1 + i % projects),
+        )?;
+        let _ = b;
+    }
+    tx.commit()?;
+    cl.rt.dn_started = (1..=cfg.hopsfs_datanodes).collect();
+    Ok(())
+}
+
+/// Creates a file of one block: metadata rows and the replicas on `replication` datanodes.
+pub fn new_file(cl: &mut Cluster, db: &Connection, rng: &mut Rng, path: &str) -> Result<Block> {
+    let cfg = cl.cfg.clone();
+    let inode = cl.rt.next_inode;
+    cl.rt.next_inode += 1;
+    let id = cl.rt.next_block_id;
+    cl.rt.next_block_id += 1;
+    let gs = cl.rt.next_genstamp;
+    cl.rt.next_genstamp += 1;
+    let half = cfg.block_size / 2;
+    let len = half + rng.below(cfg.block_size - half + 1);
+    let m = cfg.hopsfs_datanodes as u64;
+    let first = rng.below(m);
+    let replicas: Vec<u32> = (0..cfg.replication() as u64)
+        .map(|k| ((first + k) % m) as u32 + 1)
+        .collect();
+    let b = Block {
+        id,
+        inode,
+        genstamp: gs,
+        len,
+        replicas,
+    };
+    insert_row(
+        db,
+        &cfg,
+        "hops",
+        "hdfs_inodes",
+        inode,
+        &format!("{path} parent={}", 1 + inode % 7),
+    )?;
+    insert_row(db, &cfg, "hops", "hdfs_blocks", id, &b.val())?;
+    let data = block_content(cfg.seed, id, gs, len);
+    for dn in &b.replicas {
+        write_replica(cl, *dn, &b, &data, false)?;
+    }
+    Ok(b)
+}
+
+/// One hex digest of all logical state.
+pub fn fingerprint(cl: &Cluster) -> Result<String> {
+    let db = cl.db()?;
+    let mut h = blake3::Hasher::new();
+    let mut st = db.prepare("SELECT db, tbl FROM ndb_tables ORDER BY db, tbl")?;
+    for r in st.query_map([], |r| {
+        Ok(format!(
+            "table {}.{}\n",
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?
+        ))
+    })? {
+        h.update(r?.as_bytes());
+    }
+    let mut st =
+        db.prepare("SELECT db, tbl, name, online FROM ndb_indexes ORDER BY db, tbl, name")?;
+    for r in st.query_map([], |r| {
+        Ok(format!(
+            "index {}.{}.{} {}\n",
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, i64>(3)?
+        ))
+    })? {
+        h.update(r?.as_bytes());
+    }
+    let mut st = db.prepare("SELECT db, tbl, pk, node, val FROM ndb_rows ORDER BY db, tbl, pk")?;
+    let mut rows = st.query([])?;
+    while let Some(r) = rows.next()? {
+        h.update(
+            format!(
+                "row {}.{} {} {} {}\n",
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, String>(4)?
+            )
+            .as_bytes(),
+        );
+    }
+    for (t, (p, r)) in &cl.rt.kafka_topics {
+        h.update(format!("topic {t} {p} {r}\n").as_bytes());
+    }
+    if let Some(meta) = hdfs_meta(&db)? {
+        let mut matches = HashMap::new();
+        for b in &meta.blocks {
+            let data = block_content(cl.cfg.seed, b.id, b.genstamp, b.len);
+            let mut good = 0;
+            for dn in 1..=cl.cfg.hopsfs_datanodes {
+                if let Some(f) = replica_file(cl, &meta, dn, b, &mut matches) {
+                    if std::fs::read(&f).map(|x| x == data).unwrap_or(false) {
+                        good += 1;
+                    }
+                }
+            }
+            h.update(format!("block {} {} {} {good}\n", b.id, b.genstamp, b.len).as_bytes());
+        }
+    }
+    Ok(h.finalize().to_hex().to_string())
+}
+
+/// Keeps changing the cluster for `seconds`: inserts rows, creates files, deletes files (block
+/// files removed 2 s after the metadata), appends (block to rbw/ with a new genstamp).
+pub fn churn(dir: &Path, seconds: f64) -> Result<()> {
+    let start = Instant::now();
+    let mut pending: Vec<(Instant, Vec<u32>, u64)> = Vec::new();
+    let mut n = 0u64;
+    loop {
+        let now = Instant::now();
+        let running = now.duration_since(start).as_secs_f64() < seconds;
+        if !running && pending.is_empty() {
+            break;
+        }
+        {
+            let mut cl = Cluster::open(dir)?;
+            let cfg = cl.cfg.clone();
+            let mut rng = Rng::new(cfg.seed ^ 0xc4u64 ^ cl.rt.next_row.wrapping_mul(7919) ^ n);
+            n += 1;
+            let (due, later): (Vec<_>, Vec<_>) = pending.drain(..).partition(|p| p.0 <= now);
+            pending = later;
+            for (_, dns, id) in due {
+                for dn in dns {
+                    remove_replica(&cl, dn, id)?;
+                }
+            }
+            if running {
+                let db = cl.db()?;
+                if table_exists(&db, "app", "events")? {
+                    for _ in 0..5 {
+                        let pk = cl.rt.next_row;
+                        cl.rt.next_row += 1;
+                        insert_row(
+                            &db,
+                            &cfg,
+                            "app",
+                            "events",
+                            pk,
+                            &format!("ev-{pk}-{:016x}", rng.next()),
+                        )?;
+                    }
+                }
+                if let Some(meta) = hdfs_meta(&db)? {
+                    match rng.below(3) {
+                        0 => {
+                            let path = format!("/Projects/churn/f{}", cl.rt.next_inode);
+                            new_file(&mut cl, &db, &mut rng, &path)?;
+                        }
+                        1 if !meta.blocks.is_empty() => {
+                            let b = &meta.blocks[rng.below(meta.blocks.len() as u64) as usize];
+                            db.execute("DELETE FROM ndb_rows WHERE db='hops' AND tbl='hdfs_blocks' AND pk=?1", params![b.id as i64])?;
+                            db.execute("DELETE FROM ndb_rows WHERE db='hops' AND tbl='hdfs_inodes' AND pk=?1", params![b.inode as i64])?;
+                            pending.push((now + Duration::from_secs(2), b.replicas.clone(), b.id));
+                        }
+                        _ if !meta.blocks.is_empty() => {
+                            let mut b =
+                                meta.blocks[rng.below(meta.blocks.len() as u64) as usize].clone();
+                            for dn in &b.replicas {
+                                remove_replica(&cl, *dn, b.id)?;
+                            }
+                            b.genstamp = cl.rt.next_genstamp;
+                            cl.rt.next_genstamp += 1;
+                            b.len += 1 + rng.below(cfg.block_size / 4 + 1);
+                            let data = block_content(cfg.seed, b.id, b.genstamp, b.len);
+                            for dn in &b.replicas {
+                                write_replica(&cl, *dn, &b, &data, true)?;
+                            }
+                            insert_row(&db, &cfg, "hops", "hdfs_blocks", b.id, &b.val())?;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            cl.save()?;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
