@@ -353,11 +353,14 @@ impl Catalog {
     /// Returns the ids of the jobs so marked.
     pub fn mark_interrupted(&mut self, now: DateTime<Utc>) -> Result<Vec<JobId>, CatalogError> {
         let msg = "interrupted: hopsdrd stopped before the job finished";
-        let tx = self.conn.transaction().map_err(|source| CatalogError::Query {
-            path: self.path.clone(),
-            what: "begin transaction",
-            source,
-        })?;
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|source| CatalogError::Query {
+                path: self.path.clone(),
+                what: "begin transaction",
+                source,
+            })?;
         let ids: Vec<JobId> = {
             let mut st = tx
                 .prepare("SELECT id FROM jobs WHERE state IN ('running','queued') ORDER BY id")
@@ -435,11 +438,14 @@ impl Catalog {
         job: JobId,
         now: DateTime<Utc>,
     ) -> Result<(), CatalogError> {
-        let tx = self.conn.transaction().map_err(|source| CatalogError::Query {
-            path: self.path.clone(),
-            what: "begin transaction",
-            source,
-        })?;
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|source| CatalogError::Query {
+                path: self.path.clone(),
+                what: "begin transaction",
+                source,
+            })?;
         let r = tx
             .execute(
                 "INSERT INTO backups (id, job_id, state, started_at) VALUES (?1, ?2, 'running', ?3)",
@@ -510,7 +516,9 @@ impl Catalog {
     /// The largest RonDB backup id ever used by a backup in this catalog.
     pub fn last_rondb_backup_id(&self) -> Result<Option<u32>, CatalogError> {
         self.conn
-            .query_row("SELECT MAX(id) FROM rondb_ids", [], |r| r.get::<_, Option<u32>>(0))
+            .query_row("SELECT MAX(id) FROM rondb_ids", [], |r| {
+                r.get::<_, Option<u32>>(0)
+            })
             .map_err(self.q("read the last RonDB backup id"))
     }
 
@@ -648,22 +656,24 @@ impl Catalog {
             .and_then(|rows| rows.collect())
             .map_err(self.q("list backups"))?;
         rows.into_iter()
-            .map(|(id, job, state, started, finished, lb, sb, files, error, rondb)| {
-                Ok(BackupRecord {
-                    id: self.parse_backup_id("backups.id", &id)?,
-                    job_id: JobId(job),
-                    state: self.parse_state("backups.state", &state)?,
-                    started_at: self.parse_ts("backups.started_at", &started)?,
-                    finished_at: finished
-                        .map(|f| self.parse_ts("backups.finished_at", &f))
-                        .transpose()?,
-                    logical_bytes: lb.max(0) as u64,
-                    stored_bytes: sb.max(0) as u64,
-                    files: files.max(0) as u64,
-                    error,
-                    rondb_backup_id: rondb,
-                })
-            })
+            .map(
+                |(id, job, state, started, finished, lb, sb, files, error, rondb)| {
+                    Ok(BackupRecord {
+                        id: self.parse_backup_id("backups.id", &id)?,
+                        job_id: JobId(job),
+                        state: self.parse_state("backups.state", &state)?,
+                        started_at: self.parse_ts("backups.started_at", &started)?,
+                        finished_at: finished
+                            .map(|f| self.parse_ts("backups.finished_at", &f))
+                            .transpose()?,
+                        logical_bytes: lb.max(0) as u64,
+                        stored_bytes: sb.max(0) as u64,
+                        files: files.max(0) as u64,
+                        error,
+                        rondb_backup_id: rondb,
+                    })
+                },
+            )
             .collect()
     }
 
@@ -840,7 +850,9 @@ impl Catalog {
     pub fn audit_log(&self, limit: u32) -> Result<Vec<AuditRecord>, CatalogError> {
         let mut st = self
             .conn
-            .prepare("SELECT at, uid, pid, action, allowed, detail FROM audit ORDER BY id DESC LIMIT ?1")
+            .prepare(
+                "SELECT at, uid, pid, action, allowed, detail FROM audit ORDER BY id DESC LIMIT ?1",
+            )
             .map_err(self.q("read audit log"))?;
         let rows: Vec<(String, u32, i32, String, bool, String)> = st
             .query_map(params![limit], |r| {
@@ -912,7 +924,9 @@ mod tests {
     fn backup_lifecycle_and_last_success() {
         let dir = tempfile::tempdir().unwrap();
         let mut c = Catalog::open(&dir.path().join("c.db")).unwrap();
-        let job = c.insert_job(JobKind::Backup, "schedule:nightly", t(0)).unwrap();
+        let job = c
+            .insert_job(JobKind::Backup, "schedule:nightly", t(0))
+            .unwrap();
         let id = BackupId::at(t(0), 0);
         c.insert_backup(&id, job, t(0)).unwrap();
         assert!(c.backup_exists(&id).unwrap());
@@ -954,7 +968,10 @@ mod tests {
         assert_eq!(c.backups().unwrap()[0].stored_bytes, 40);
         assert_eq!(c.last_rondb_backup_id().unwrap(), None);
         c.set_rondb_backup_id(&id, 217_803_600).unwrap();
-        assert_eq!(c.backup(&id).unwrap().unwrap().rondb_backup_id, Some(217_803_600));
+        assert_eq!(
+            c.backup(&id).unwrap().unwrap().rondb_backup_id,
+            Some(217_803_600)
+        );
         assert_eq!(c.last_rondb_backup_id().unwrap(), Some(217_803_600));
         assert_eq!(c.components(&id).unwrap().len(), 1);
     }

@@ -13,9 +13,7 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 
-use crate::api::{
-    BackupDetail, BackupList, ErrorBody, JobStarted, JobView, StatusResponse,
-};
+use crate::api::{BackupDetail, BackupList, ErrorBody, JobStarted, JobView, StatusResponse};
 use crate::catalog::State;
 
 /// Exit codes of hopsdrctl.
@@ -477,7 +475,9 @@ pub fn format_backups(l: &BackupList) -> String {
         })
         .collect();
     table(
-        &["ID", "STATE", "STARTED", "FINISHED", "FILES", "SIZE", "STORED"],
+        &[
+            "ID", "STATE", "STARTED", "FINISHED", "FILES", "SIZE", "STORED",
+        ],
         &rows,
     )
 }
@@ -496,7 +496,9 @@ pub fn format_backup(d: &BackupDetail) -> String {
         human_bytes(b.stored_bytes)
     );
     if let Some(r) = b.rondb_backup_id {
-        out.push_str(&format!("rondb:    backup id {r} (BACKUP-{r} on the data nodes)\n"));
+        out.push_str(&format!(
+            "rondb:    backup id {r} (BACKUP-{r} on the data nodes)\n"
+        ));
     }
     if let Some(e) = &b.error {
         out.push_str(&format!("error:    {e}\n"));

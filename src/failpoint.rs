@@ -18,9 +18,15 @@ pub fn hit(name: &str, cancel: &CancellationToken) {
         return;
     }
     if let Some(dir) = std::env::var_os("HOPSDR_FAILPOINT_DIR") {
-        let _ = std::fs::write(std::path::Path::new(&dir).join(format!("{name}.reached")), b"");
+        let _ = std::fs::write(
+            std::path::Path::new(&dir).join(format!("{name}.reached")),
+            b"",
+        );
     }
-    tracing::warn!(failpoint = name, "failpoint reached: pausing until cancelled");
+    tracing::warn!(
+        failpoint = name,
+        "failpoint reached: pausing until cancelled"
+    );
     while !cancel.is_cancelled() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }

@@ -70,7 +70,9 @@ mod tests {
 
     #[test]
     fn backup_id_round_trips_and_sorts() {
-        let t = chrono::Utc.with_ymd_and_hms(2026, 11, 25, 21, 7, 33).unwrap();
+        let t = chrono::Utc
+            .with_ymd_and_hms(2026, 11, 25, 21, 7, 33)
+            .unwrap();
         let a = BackupId::at(t, 0);
         assert_eq!(a.as_str(), "20261125T210733Z");
         assert_eq!(BackupId::parse(a.as_str()), Some(a.clone()));

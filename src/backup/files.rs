@@ -126,7 +126,12 @@ fn walk(
                 Ok(m) => m,
                 // Removed while we walked: not an error for a directory tree.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(source) => return Err(BackupError::Read { path: child, source }),
+                Err(source) => {
+                    return Err(BackupError::Read {
+                        path: child,
+                        source,
+                    })
+                }
             };
             walk(&child, cmd, writer, cancel, out)?;
         }

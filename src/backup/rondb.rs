@@ -1,6 +1,6 @@
 //! The `rondb` backup component: the native NDB backup of every data node, taken with
 //! `START BACKUP <id> SNAPSHOTEND WAIT COMPLETED` and collected from each node's BackupDataDir
-//! as a tar stream into `rondb/<node-id>/` of the backup.
+//! as a tar stream into `rondb/<node-id>/BACKUP-<id>/` of the backup.
 //!
 //! Preflight refuses before anything runs: a data node not started (named), another backup
 //! running, too little room in the repository. The RonDB backup id is unique for the cluster,
@@ -268,7 +268,10 @@ fn argv(a: &[&str]) -> Vec<String> {
 
 /// Preflight, START BACKUP, collection of every node's files into `writer` under
 /// `rondb/<node-id>/`.
-pub fn back_up(r: &RondbRun<'_>, writer: &mut BackupWriter) -> Result<(RondbFacts, Vec<DataNode>), RondbError> {
+pub fn back_up(
+    r: &RondbRun<'_>,
+    writer: &mut BackupWriter,
+) -> Result<(RondbFacts, Vec<DataNode>), RondbError> {
     let s = r.settings;
     let mgm = MgmClient {
         node: node_for("management client".into(), &s.mgm_host, r.ssh),
@@ -362,11 +365,12 @@ pub fn back_up(r: &RondbRun<'_>, writer: &mut BackupWriter) -> Result<(RondbFact
     let mut files = 0;
     let mut bytes = 0;
     for n in &nodes {
-        let dir = format!("{}/BACKUP/BACKUP-{id}", n.backup_dir);
+        let parent = format!("{}/BACKUP", n.backup_dir);
+        let member = format!("BACKUP-{id}");
         let prefix = format!("rondb/{}", n.id);
         let mut result = None;
         let streamed = n.node.stream(
-            &tarstream::tar_argv(&dir),
+            &tarstream::tar_member_argv(&parent, &member),
             s.backup_timeout,
             r.cancel,
             |rd| {
@@ -390,7 +394,7 @@ pub fn back_up(r: &RondbRun<'_>, writer: &mut BackupWriter) -> Result<(RondbFact
                 if !status.success() {
                     return Err(RondbError::Node(NodeError::Failed {
                         node: n.node.name.clone(),
-                        command: format!("tar -C {dir} -cf - ."),
+                        command: format!("tar -C {parent} -cf - {member}"),
                         status: status.to_string(),
                         stderr,
                     }));
@@ -401,7 +405,12 @@ pub fn back_up(r: &RondbRun<'_>, writer: &mut BackupWriter) -> Result<(RondbFact
                 }
             }
         };
-        let missing = missing_files(id, n.id, &totals.paths);
+        let inside: Vec<String> = totals
+            .paths
+            .iter()
+            .filter_map(|p| p.strip_prefix(&format!("{member}/")).map(str::to_string))
+            .collect();
+        let missing = missing_files(id, n.id, &inside);
         if !missing.is_empty() {
             return Err(RondbError::Incomplete {
                 id,
@@ -411,7 +420,20 @@ pub fn back_up(r: &RondbRun<'_>, writer: &mut BackupWriter) -> Result<(RondbFact
         }
         files += totals.files;
         bytes += totals.bytes;
-        tracing::info!(step = "rondb", node = n.id, files = totals.files, bytes = totals.bytes, "collected BACKUP-{id}");
+        crate::failpoint::hit("backup.rondb.collected_one", r.cancel);
+        if r.cancel.is_cancelled() {
+            return Err(RondbError::Node(NodeError::Cancelled {
+                node: n.node.name.clone(),
+                command: "collection".into(),
+            }));
+        }
+        tracing::info!(
+            step = "rondb",
+            node = n.id,
+            files = totals.files,
+            bytes = totals.bytes,
+            "collected BACKUP-{id}"
+        );
     }
     let version = show.data_nodes.first().and_then(|n| n.version.clone());
     Ok((
@@ -458,12 +480,18 @@ mod tests {
         assert!(id <= MAX_BACKUP_ID);
         assert_eq!(id, 217_803_600);
         // Above the last used one even if the clock went back.
-        assert_eq!(next_backup_id(now, Some(id + 10), &BTreeSet::new()).unwrap(), id + 11);
+        assert_eq!(
+            next_backup_id(now, Some(id + 10), &BTreeSet::new()).unwrap(),
+            id + 11
+        );
         // Skips ids whose directory exists on a node.
         let taken: BTreeSet<u32> = [id, id + 1].into_iter().collect();
         assert_eq!(next_backup_id(now, None, &taken).unwrap(), id + 2);
         // Two backups in the same second get different ids.
-        assert_eq!(next_backup_id(now, Some(id), &BTreeSet::new()).unwrap(), id + 1);
+        assert_eq!(
+            next_backup_id(now, Some(id), &BTreeSet::new()).unwrap(),
+            id + 1
+        );
         // The guide's %y%m%d%H%M would be 2611252100 here: above the limit.
         assert!(2_611_252_100u64 > MAX_BACKUP_ID as u64);
         let far = Utc.with_ymd_and_hms(2090, 1, 1, 0, 0, 0).unwrap();

@@ -51,7 +51,10 @@ pub fn back_up(
         user: m.user.clone(),
         password,
     };
-    let mut exclude: Vec<String> = DEFAULT_EXCLUDED_USERS.iter().map(|s| s.to_string()).collect();
+    let mut exclude: Vec<String> = DEFAULT_EXCLUDED_USERS
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     // hopsdr's own account is created by the deployment of the target cluster.
     exclude.push(m.user.clone());
     let work = async {

@@ -201,13 +201,8 @@ impl MysqlClient {
         for (user, host) in &users {
             let acc = account(user, host);
             let what = format!("show create user {acc}");
-            let rows = self
-                .rows(&format!("SHOW CREATE USER {acc}"), &what)
-                .await?;
-            let stmt = rows
-                .first()
-                .map(|r| self.first_col(r))
-                .unwrap_or_default();
+            let rows = self.rows(&format!("SHOW CREATE USER {acc}"), &what).await?;
+            let stmt = rows.first().map(|r| self.first_col(r)).unwrap_or_default();
             let (c, a) = match (
                 create_user_if_not_exists(&stmt),
                 alter_user_from_create(&stmt),
@@ -271,7 +266,12 @@ impl MysqlClient {
             users.len(),
             roles.len()
         );
-        for s in create.iter().chain(&alter).chain(&grants).chain(&default_roles) {
+        for s in create
+            .iter()
+            .chain(&alter)
+            .chain(&grants)
+            .chain(&default_roles)
+        {
             sql.push_str(s);
             sql.push_str(";\n");
         }
@@ -314,7 +314,10 @@ impl MysqlClient {
                 let name = self.first_col(&r);
                 let what = format!("show create view {db}.{name}");
                 let rows = self
-                    .rows(&format!("SHOW CREATE VIEW {qdb}.{}", quote_ident(&name)), &what)
+                    .rows(
+                        &format!("SHOW CREATE VIEW {qdb}.{}", quote_ident(&name)),
+                        &what,
+                    )
                     .await?;
                 if let Some(r) = rows.first() {
                     let create = self.col(r, "Create View", &what)?;
@@ -342,7 +345,10 @@ impl MysqlClient {
                 };
                 let what = format!("show create {kw} {db}.{name}");
                 let rows = self
-                    .rows(&format!("SHOW CREATE {kw} {qdb}.{}", quote_ident(&name)), &what)
+                    .rows(
+                        &format!("SHOW CREATE {kw} {qdb}.{}", quote_ident(&name)),
+                        &what,
+                    )
                     .await?;
                 if let Some(r) = rows.first() {
                     let create = self.col(r, col, &what)?;
@@ -366,7 +372,10 @@ impl MysqlClient {
                 let name = self.first_col(&r);
                 let what = format!("show create trigger {db}.{name}");
                 let rows = self
-                    .rows(&format!("SHOW CREATE TRIGGER {qdb}.{}", quote_ident(&name)), &what)
+                    .rows(
+                        &format!("SHOW CREATE TRIGGER {qdb}.{}", quote_ident(&name)),
+                        &what,
+                    )
                     .await?;
                 if let Some(r) = rows.first() {
                     let create = self.col(r, "SQL Original Statement", &what)?;
@@ -390,7 +399,10 @@ impl MysqlClient {
                 let name = self.first_col(&r);
                 let what = format!("show create event {db}.{name}");
                 let rows = self
-                    .rows(&format!("SHOW CREATE EVENT {qdb}.{}", quote_ident(&name)), &what)
+                    .rows(
+                        &format!("SHOW CREATE EVENT {qdb}.{}", quote_ident(&name)),
+                        &what,
+                    )
                     .await?;
                 if let Some(r) = rows.first() {
                     let create = self.col(r, "Create Event", &what)?;

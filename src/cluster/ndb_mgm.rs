@@ -274,7 +274,9 @@ pub fn parse_start_backup(text: &str, status: i32) -> Result<BackupCompleted, St
             records: records.unwrap_or(0),
             log_records: logs.unwrap_or(0),
         }),
-        _ => Err("no \"Backup <id> ... completed\" line with StartGCP/StopGCP in the output".into()),
+        _ => {
+            Err("no \"Backup <id> ... completed\" line with StartGCP/StopGCP in the output".into())
+        }
     }
 }
 
@@ -433,7 +435,8 @@ mod tests {
         let s = parse_show(fixture!("show_node_not_connected.txt"));
         assert_eq!(s.data_nodes[1].id, 2);
         assert_eq!(s.data_nodes[1].state, NodeState::NotConnected);
-        let n = parse_show_node("id=2\t@10.0.0.12  (RonDB-22.10.3, starting, Nodegroup: 0)").unwrap();
+        let n =
+            parse_show_node("id=2\t@10.0.0.12  (RonDB-22.10.3, starting, Nodegroup: 0)").unwrap();
         assert_eq!(n.state, NodeState::Other("starting".into()));
         assert_eq!(n.nodegroup, Some(0));
     }

@@ -411,7 +411,16 @@ mod tests {
 
     #[test]
     fn quoted_arguments_survive_a_real_shell() {
-        let tricky = argv(&["printf", "%s\\n", "a b", "it's", "$HOME", "; echo no", "\"q\"", "*"]);
+        let tricky = argv(&[
+            "printf",
+            "%s\\n",
+            "a b",
+            "it's",
+            "$HOME",
+            "; echo no",
+            "\"q\"",
+            "*",
+        ]);
         let line = remote_command_line(&tricky);
         let out = Command::new("sh").arg("-c").arg(&line).output().unwrap();
         assert_eq!(
@@ -442,17 +451,28 @@ mod tests {
         let n = Node::local("head");
         let c = CancellationToken::new();
         let out = n
-            .run(&argv(&["sh", "-c", "echo hi; echo warn >&2"]), Duration::from_secs(10), &c)
+            .run(
+                &argv(&["sh", "-c", "echo hi; echo warn >&2"]),
+                Duration::from_secs(10),
+                &c,
+            )
             .unwrap();
         assert_eq!(out.stdout, "hi\n");
         assert_eq!(out.stderr, "warn\n");
 
         let e = n
-            .run(&argv(&["sh", "-c", "echo broken >&2; exit 3"]), Duration::from_secs(10), &c)
+            .run(
+                &argv(&["sh", "-c", "echo broken >&2; exit 3"]),
+                Duration::from_secs(10),
+                &c,
+            )
             .unwrap_err();
         let msg = e.to_string();
         assert!(msg.starts_with("head: `sh -c"), "{msg}");
-        assert!(msg.contains("exit status: 3") && msg.ends_with(": broken"), "{msg}");
+        assert!(
+            msg.contains("exit status: 3") && msg.ends_with(": broken"),
+            "{msg}"
+        );
 
         let t = Instant::now();
         let e = n
@@ -475,7 +495,11 @@ mod tests {
         let e = n
             .run(&argv(&["/nonexistent/tool"]), Duration::from_secs(5), &c)
             .unwrap_err();
-        assert!(e.to_string().contains("failed to start `/nonexistent/tool`"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("failed to start `/nonexistent/tool`"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -35,10 +35,24 @@ pub struct TarTotals {
 
 /// The argv that streams directory `dir` as tar on a node.
 pub fn tar_argv(dir: &str) -> Vec<String> {
-    ["tar", "--numeric-owner", "-C", dir, "-cf", "-", "."]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    tar_member_argv(dir, ".")
+}
+
+/// The argv that streams `member` of directory `dir` (kept as the first path component).
+pub fn tar_member_argv(dir: &str, member: &str) -> Vec<String> {
+    [
+        "tar",
+        "--numeric-owner",
+        "-C",
+        dir,
+        "-cf",
+        "-",
+        "--",
+        member,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 /// Stores every entry of the tar stream `r` under `prefix` in `writer`.
@@ -94,12 +108,7 @@ pub fn ingest(
                 writer.add_symlink(&logical, &target, meta)?;
                 totals.symlinks += 1;
             }
-            kind => {
-                return Err(TarStreamError::Unsupported {
-                    path: raw,
-                    kind,
-                })
-            }
+            kind => return Err(TarStreamError::Unsupported { path: raw, kind }),
         }
     }
     Ok(totals)

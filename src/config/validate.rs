@@ -17,9 +17,9 @@ use super::raw::{
 use super::secret::{check_credential, check_file};
 use super::spans::{self, KeyPath, Seg, SpanIndex};
 use super::{
-    BackupSettings, ConfigError, ConfigErrors, DaemonSettings, FilePathSettings, JobKind,
-    DataNodeSettings, MetricsSettings, MysqlSettings, NodeHost, RepositorySettings,
-    RondbSettings, ScheduleSettings, Secret, SecretEnv, Settings, SshConfig,
+    BackupSettings, ConfigError, ConfigErrors, DaemonSettings, DataNodeSettings, FilePathSettings,
+    JobKind, MetricsSettings, MysqlSettings, NodeHost, RepositorySettings, RondbSettings,
+    ScheduleSettings, Secret, SecretEnv, Settings, SshConfig,
 };
 
 pub(crate) const DEFAULT_SOCKET: &str = "/run/hopsdr/hopsdr.sock";
@@ -307,7 +307,9 @@ impl<'a> Validator<'a> {
             Err(e) => {
                 self.error(
                     p,
-                    format!("invalid duration {value:?}: {e}: use a duration such as \"60s\" or \"5m\""),
+                    format!(
+                        "invalid duration {value:?}: {e}: use a duration such as \"60s\" or \"5m\""
+                    ),
                 );
                 default
             }
@@ -320,7 +322,8 @@ impl<'a> Validator<'a> {
             Some(h)
                 if h.is_empty()
                     || h.starts_with('-')
-                    || h.chars().any(|c| c.is_whitespace() || c.is_control() || c == '@') =>
+                    || h.chars()
+                        .any(|c| c.is_whitespace() || c.is_control() || c == '@') =>
             {
                 self.error(
                     p,
@@ -353,11 +356,18 @@ impl<'a> Validator<'a> {
             }
         };
         let mgm_host = self.host(&p.key("mgm_host"), raw.mgm_host);
-        let backup_dir = self.absolute(&p.key("backup_dir"), raw.backup_dir, DEFAULT_NDB_BACKUP_DIR);
-        let backup_timeout =
-            self.duration(&p.key("backup_timeout"), raw.backup_timeout, DEFAULT_BACKUP_TIMEOUT);
-        let command_timeout =
-            self.duration(&p.key("command_timeout"), raw.command_timeout, DEFAULT_COMMAND_TIMEOUT);
+        let backup_dir =
+            self.absolute(&p.key("backup_dir"), raw.backup_dir, DEFAULT_NDB_BACKUP_DIR);
+        let backup_timeout = self.duration(
+            &p.key("backup_timeout"),
+            raw.backup_timeout,
+            DEFAULT_BACKUP_TIMEOUT,
+        );
+        let command_timeout = self.duration(
+            &p.key("command_timeout"),
+            raw.command_timeout,
+            DEFAULT_COMMAND_TIMEOUT,
+        );
         let list = p.key("data_nodes");
         let mut data_nodes: Vec<DataNodeSettings> = Vec::new();
         for (i, n) in raw.data_nodes.unwrap_or_default().into_iter().enumerate() {
@@ -377,12 +387,21 @@ impl<'a> Validator<'a> {
                 Some(id) => id as u32,
             };
             if data_nodes.iter().any(|d| d.id == id) {
-                self.error(&item.key("id"), format!("duplicate data node id {id}: list each node once"));
+                self.error(
+                    &item.key("id"),
+                    format!("duplicate data node id {id}: list each node once"),
+                );
                 continue;
             }
             let host = self.host(&item.key("host"), n.host);
-            let backup_dir = n.backup_dir.map(|d| self.absolute(&item.key("backup_dir"), Some(d), ""));
-            data_nodes.push(DataNodeSettings { id, host, backup_dir });
+            let backup_dir = n
+                .backup_dir
+                .map(|d| self.absolute(&item.key("backup_dir"), Some(d), ""));
+            data_nodes.push(DataNodeSettings {
+                id,
+                host,
+                backup_dir,
+            });
         }
         RondbSettings {
             mgm_client,
@@ -397,7 +416,10 @@ impl<'a> Validator<'a> {
 
     fn ssh(&mut self, p: &KeyPath, raw: RawSsh) -> SshConfig {
         let user = raw.user.unwrap_or_else(|| DEFAULT_SSH_USER.to_string());
-        if user.is_empty() || user.starts_with('-') || user.chars().any(|c| c.is_whitespace() || c == '@') {
+        if user.is_empty()
+            || user.starts_with('-')
+            || user.chars().any(|c| c.is_whitespace() || c == '@')
+        {
             self.error(&p.key("user"), format!("invalid user name {user:?}"));
         }
         let port = raw.port.unwrap_or(22);
@@ -408,9 +430,21 @@ impl<'a> Validator<'a> {
             ssh: self.absolute(&p.key("ssh"), raw.ssh, DEFAULT_SSH),
             user,
             port,
-            identity_file: self.absolute(&p.key("identity_file"), raw.identity_file, DEFAULT_SSH_IDENTITY),
-            known_hosts: self.absolute(&p.key("known_hosts"), raw.known_hosts, DEFAULT_SSH_KNOWN_HOSTS),
-            connect_timeout: self.duration(&p.key("connect_timeout"), raw.connect_timeout, DEFAULT_SSH_CONNECT_TIMEOUT),
+            identity_file: self.absolute(
+                &p.key("identity_file"),
+                raw.identity_file,
+                DEFAULT_SSH_IDENTITY,
+            ),
+            known_hosts: self.absolute(
+                &p.key("known_hosts"),
+                raw.known_hosts,
+                DEFAULT_SSH_KNOWN_HOSTS,
+            ),
+            connect_timeout: self.duration(
+                &p.key("connect_timeout"),
+                raw.connect_timeout,
+                DEFAULT_SSH_CONNECT_TIMEOUT,
+            ),
         }
     }
 

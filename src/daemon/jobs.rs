@@ -192,7 +192,9 @@ pub fn start_backup(ctx: &Arc<Ctx>, trigger: &str) -> Result<JobStarted, JobErro
             progress,
             last_status: std::time::Instant::now(),
         };
-        let last_rondb_id = lock_catalog(&ctx2.catalog).last_rondb_backup_id().unwrap_or(None);
+        let last_rondb_id = lock_catalog(&ctx2.catalog)
+            .last_rondb_backup_id()
+            .unwrap_or(None);
         let req = backup::BackupRequest {
             settings: &settings,
             last_rondb_id,
@@ -355,9 +357,9 @@ impl BackupObserver for Observer {
                 m.backup_last_success
                     .with_label_values(&c)
                     .set(o.finished_at.timestamp_millis() as f64 / 1000.0);
-                m.backup_duration.with_label_values(&c).set(
-                    (o.finished_at - o.started_at).num_milliseconds().max(0) as f64 / 1000.0,
-                );
+                m.backup_duration
+                    .with_label_values(&c)
+                    .set((o.finished_at - o.started_at).num_milliseconds().max(0) as f64 / 1000.0);
                 m.backup_bytes
                     .with_label_values(&c)
                     .set(o.stats.logical_bytes as f64);

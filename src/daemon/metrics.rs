@@ -9,7 +9,9 @@ use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use prometheus::{Encoder, Gauge, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Gauge, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -57,7 +59,10 @@ impl Metrics {
         );
         info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         let gv = |name: &str, help: &str, labels: &[&str]| {
-            reg(&r, GaugeVec::new(Opts::new(name, help), labels).expect("valid"))
+            reg(
+                &r,
+                GaugeVec::new(Opts::new(name, help), labels).expect("valid"),
+            )
         };
         let m = Metrics {
             backup_last_success: gv(
@@ -230,8 +235,13 @@ mod tests {
             "hopsdr_repository_bytes",
             "hopsdr_schedule_skipped_total",
         ] {
-            assert!(text.contains(&format!("# TYPE {name} ")), "{name} in {text}");
+            assert!(
+                text.contains(&format!("# TYPE {name} ")),
+                "{name} in {text}"
+            );
         }
-        assert!(text.contains("hopsdr_schedule_skipped_total{reason=\"busy\",schedule=\"nightly\"} 1"));
+        assert!(
+            text.contains("hopsdr_schedule_skipped_total{reason=\"busy\",schedule=\"nightly\"} 1")
+        );
     }
 }

@@ -216,7 +216,11 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> Result<(), DaemonE
         .map(|l| tokio::spawn(metrics::serve(l, metrics.clone(), root.child_token())));
     let wake = Arc::new(Notify::new());
     scheduler::arm_new_schedules(&ctx);
-    let sched_task = tokio::spawn(scheduler::run(ctx.clone(), wake.clone(), root.child_token()));
+    let sched_task = tokio::spawn(scheduler::run(
+        ctx.clone(),
+        wake.clone(),
+        root.child_token(),
+    ));
 
     tracing::info!(
         socket = %socket_path.display(),

@@ -88,7 +88,11 @@ fn process_groups(pid: i32) -> Vec<u32> {
     };
     text.lines()
         .find_map(|l| l.strip_prefix("Groups:"))
-        .map(|g| g.split_whitespace().filter_map(|n| n.parse().ok()).collect())
+        .map(|g| {
+            g.split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -196,9 +200,19 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
 
 fn audit(ctx: &Ctx, peer: Peer, action: &str, allowed: bool, detail: &str) {
     if allowed {
-        tracing::info!(uid = peer.uid, pid = peer.pid, action = action, "request: {detail}");
+        tracing::info!(
+            uid = peer.uid,
+            pid = peer.pid,
+            action = action,
+            "request: {detail}"
+        );
     } else {
-        tracing::warn!(uid = peer.uid, pid = peer.pid, action = action, "request refused: {detail}");
+        tracing::warn!(
+            uid = peer.uid,
+            pid = peer.pid,
+            action = action,
+            "request refused: {detail}"
+        );
     }
     let rec = AuditRecord {
         at: Utc::now(),
@@ -251,14 +265,13 @@ async fn handle(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<F
     {
         Ok(b) => b.to_bytes(),
         Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 return error(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "body_too_large",
-                    format!(
-                        "request body over {} bytes",
-                        api::MAX_BODY_BYTES
-                    ),
+                    format!("request body over {} bytes", api::MAX_BODY_BYTES),
                 );
             }
             return error(
@@ -275,7 +288,11 @@ async fn handle(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<F
             Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "catalog", e.to_string()),
         },
         (&Method::GET, ["v1", "backups"]) => {
-            let r = ctx.catalog.lock().unwrap_or_else(|p| p.into_inner()).backups();
+            let r = ctx
+                .catalog
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .backups();
             match r {
                 Ok(backups) => json(StatusCode::OK, &BackupList { backups }),
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "catalog", e.to_string()),
@@ -297,7 +314,9 @@ async fn handle(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<F
                 Ok((None, _)) => error(
                     StatusCode::NOT_FOUND,
                     "no_such_backup",
-                    format!("no backup \"{id}\" in the catalog (hopsdrctl backups list shows them)"),
+                    format!(
+                        "no backup \"{id}\" in the catalog (hopsdrctl backups list shows them)"
+                    ),
                 ),
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "catalog", e.to_string()),
             }
@@ -332,7 +351,13 @@ async fn handle(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<F
                     json(StatusCode::ACCEPTED, &started)
                 }
                 Err(JobError::Busy(running)) => {
-                    audit(&ctx, peer, &action, false, &format!("busy with job {running}"));
+                    audit(
+                        &ctx,
+                        peer,
+                        &action,
+                        false,
+                        &format!("busy with job {running}"),
+                    );
                     let mut body = ErrorBody::new("busy", JobError::Busy(running).to_string());
                     body.error.job_id = Some(running);
                     json(StatusCode::CONFLICT, &body)

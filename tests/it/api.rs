@@ -9,7 +9,10 @@ fn api_errors_have_fitting_statuses_and_the_daemon_survives() {
     let env = Env::new();
     let _d = env.start();
     let s = env.socket();
-    let (st, body) = raw_request(&s, b"GET /v1/nope HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    let (st, body) = raw_request(
+        &s,
+        b"GET /v1/nope HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    );
     assert_eq!(st, 404);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["error"]["code"], "not_found");
@@ -29,7 +32,10 @@ fn api_errors_have_fitting_statuses_and_the_daemon_survives() {
     let (st, body) = raw_request(&s, &req);
     assert_eq!(st, 413, "{body}");
 
-    let (st, _) = raw_request(&s, b"DELETE /v1/status HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    let (st, _) = raw_request(
+        &s,
+        b"DELETE /v1/status HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    );
     assert_eq!(st, 405);
     let (st, _) = raw_request(&s, b"garbage\r\n\r\n");
     assert!(st == 400 || st == 0);
@@ -46,31 +52,58 @@ fn unprivileged_user_may_read_but_not_start_a_backup() {
     let _d = env.start();
     let as_nobody = |args: &[&str]| {
         Command::new("setpriv")
-            .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", HOPSDRCTL, "--socket"])
+            .args([
+                "--reuid=nobody",
+                "--regid=nogroup",
+                "--clear-groups",
+                HOPSDRCTL,
+                "--socket",
+            ])
             .arg(env.socket())
             .args(args)
             .output()
             .unwrap()
     };
     let out = as_nobody(&["status"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = as_nobody(&["backup", "start"]);
-    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("permission denied"), "{err}");
     // The refusal is audited and nothing was started.
-    assert!(env.ctl_json(&["backups", "list"])["backups"].as_array().unwrap().is_empty());
+    assert!(env.ctl_json(&["backups", "list"])["backups"]
+        .as_array()
+        .unwrap()
+        .is_empty());
     let conn = rusqlite::Connection::open(env.catalog()).unwrap();
     let (uid, allowed): (u32, bool) = conn
-        .query_row("SELECT uid, allowed FROM audit ORDER BY id DESC LIMIT 1", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+        .query_row(
+            "SELECT uid, allowed FROM audit ORDER BY id DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .unwrap();
     assert_eq!((uid, allowed), (65534, false));
 
     // A user outside the socket's group cannot even connect: the socket is 0660.
     let out = Command::new("setpriv")
-        .args(["--reuid=nobody", "--regid=54321", "--clear-groups", HOPSDRCTL, "--socket"])
+        .args([
+            "--reuid=nobody",
+            "--regid=54321",
+            "--clear-groups",
+            HOPSDRCTL,
+            "--socket",
+        ])
         .arg(env.socket())
         .arg("status")
         .output()
@@ -93,8 +126,10 @@ fn unreachable_daemon_exits_3_with_a_clear_message() {
     assert_eq!(out.status.code(), Some(3));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.starts_with(&format!("hopsdrctl: cannot reach hopsdrd at {}: ", sock.display()))
-            && err.trim_end().ends_with("(is hopsdr.service running?)"),
+        err.starts_with(&format!(
+            "hopsdrctl: cannot reach hopsdrd at {}: ",
+            sock.display()
+        )) && err.trim_end().ends_with("(is hopsdr.service running?)"),
         "{err}"
     );
 }

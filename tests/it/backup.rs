@@ -1,8 +1,8 @@
 //! Backups end to end through hopsdrctl: success, listing, showing, metrics, a missing path,
 //! busy, and the repository contents.
 
-use std::process::{Command, Stdio};
 use std::io::Write;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::harness::{wait_for, Env};
@@ -12,7 +12,13 @@ fn backup_start_wait_list_show_and_metrics() {
     let env = Env::new();
     let _d = env.start();
     let out = env.ctl(&["backup", "start", "--wait"]);
-    assert_eq!(out.status.code(), Some(0), "{}\n{}", String::from_utf8_lossy(&out.stderr), env.log());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        env.log()
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("state:    succeeded"), "{text}");
 
@@ -39,8 +45,14 @@ fn backup_start_wait_list_show_and_metrics() {
     assert_eq!(status["last_success"][0]["backup_id"], id.as_str());
 
     let m = env.metrics();
-    assert!(m.contains("hopsdr_backups_total{result=\"succeeded\"} 1"), "{m}");
-    assert!(m.contains("hopsdr_backup_last_status{component=\"files\"} 1"), "{m}");
+    assert!(
+        m.contains("hopsdr_backups_total{result=\"succeeded\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("hopsdr_backup_last_status{component=\"files\"} 1"),
+        "{m}"
+    );
     assert!(m.contains("hopsdr_backup_last_success_timestamp_seconds{component=\"files\"}"));
 
     // promtool accepts the exposition.
@@ -50,7 +62,9 @@ fn backup_start_wait_list_show_and_metrics() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("promtool (Debian package prometheus) must be installed: run scripts/setup-test-deps");
+        .expect(
+            "promtool (Debian package prometheus) must be installed: run scripts/setup-test-deps",
+        );
     p.stdin.take().unwrap().write_all(m.as_bytes()).unwrap();
     let out = p.wait_with_output().unwrap();
     assert!(
@@ -74,7 +88,8 @@ fn a_missing_path_fails_the_backup_naming_it_and_leaves_no_manifest() {
     let mut env = Env::new();
     let missing = env.path().join("data/not-there.yml");
     env.files.push((missing.clone(), false));
-    env.files.push((env.path().join("data/optional-not-there"), true));
+    env.files
+        .push((env.path().join("data/optional-not-there"), true));
     let _d = env.start();
     let out = env.ctl(&["backup", "start", "--wait"]);
     assert_eq!(out.status.code(), Some(1));
@@ -82,11 +97,20 @@ fn a_missing_path_fails_the_backup_naming_it_and_leaves_no_manifest() {
     let b = &list["backups"][0];
     assert_eq!(b["state"], "failed");
     let err = b["error"].as_str().unwrap();
-    assert!(err.contains(&format!("\"{}\" does not exist", missing.display())), "{err}");
+    assert!(
+        err.contains(&format!("\"{}\" does not exist", missing.display())),
+        "{err}"
+    );
     assert!(env.manifests().is_empty());
     let m = env.metrics();
-    assert!(m.contains("hopsdr_backups_total{result=\"failed\"} 1"), "{m}");
-    assert!(m.contains("hopsdr_backup_last_status{component=\"files\"} 0"), "{m}");
+    assert!(
+        m.contains("hopsdr_backups_total{result=\"failed\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("hopsdr_backup_last_status{component=\"files\"} 0"),
+        "{m}"
+    );
 }
 
 #[cfg(feature = "testbed")]
@@ -97,7 +121,9 @@ fn a_second_backup_while_one_runs_is_refused_busy() {
     let started = env.ctl_json(&["backup", "start"]);
     let job = started["job_id"].as_i64().unwrap();
     let marker = env.path().join("backup.before_commit.reached");
-    wait_for("the failpoint", Duration::from_secs(30), || marker.exists().then_some(()));
+    wait_for("the failpoint", Duration::from_secs(30), || {
+        marker.exists().then_some(())
+    });
     let out = env.ctl(&["backup", "start"]);
     assert_eq!(out.status.code(), Some(5));
     let err = String::from_utf8_lossy(&out.stderr);

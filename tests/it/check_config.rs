@@ -16,7 +16,11 @@ fn bad_config_fixtures_are_refused_with_exact_messages() {
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
         .collect();
     names.sort();
-    assert!(names.len() >= 15, "only {} bad-config fixtures", names.len());
+    assert!(
+        names.len() >= 15,
+        "only {} bad-config fixtures",
+        names.len()
+    );
     for fixture in names {
         let expected = std::fs::read_to_string(fixture.with_extension("expected")).unwrap();
         let tmp = tempfile::tempdir().unwrap();
@@ -48,7 +52,12 @@ fn valid_config_is_silent_and_exits_0() {
         .arg(env.config_path())
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.stdout.is_empty() && out.stderr.is_empty());
 }
 

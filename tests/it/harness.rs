@@ -45,7 +45,10 @@ pub struct Env {
 
 impl Env {
     pub fn new() -> Env {
-        let dir = tempfile::Builder::new().prefix("hopsdr-it-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("hopsdr-it-")
+            .tempdir()
+            .unwrap();
         // Reachable by an unprivileged user for the peer-credential tests.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let data = dir.path().join("data");
@@ -114,7 +117,10 @@ impl Env {
 
     pub fn start_with(&self, env: &[(&str, &str)]) -> Daemon {
         self.write_config();
-        let log = self.path().join(format!("hopsdrd-{}.log", Instant::now().elapsed().as_nanos()));
+        let log = self.path().join(format!(
+            "hopsdrd-{}.log",
+            Instant::now().elapsed().as_nanos()
+        ));
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -174,11 +180,15 @@ impl Env {
 
     /// Waits until job `id` is in a final state and returns its JSON.
     pub fn wait_job(&self, id: i64) -> serde_json::Value {
-        wait_for(&format!("job {id} to finish"), Duration::from_secs(60), || {
-            let v = self.ctl_json(&["job", &id.to_string()]);
-            let s = v["state"].as_str().unwrap().to_string();
-            (s != "running" && s != "queued").then_some(v)
-        })
+        wait_for(
+            &format!("job {id} to finish"),
+            Duration::from_secs(60),
+            || {
+                let v = self.ctl_json(&["job", &id.to_string()]);
+                let s = v["state"].as_str().unwrap().to_string();
+                (s != "running" && s != "queued").then_some(v)
+            },
+        )
     }
 
     /// The manifests in the repository.
@@ -222,7 +232,11 @@ pub fn raw_request(socket: &Path, request: &[u8]) -> (u16, String) {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("").to_string();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|x| x.1)
+        .unwrap_or("")
+        .to_string();
     (status, body)
 }
 
@@ -242,15 +256,19 @@ impl Daemon {
         let socket = self.socket.clone();
         let log = self.log.clone();
         let child = self.child.as_mut().unwrap();
-        wait_for("hopsdrd to answer on its socket", Duration::from_secs(30), || {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "hopsdrd exited early with {status}:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-            UnixStream::connect(&socket).ok().map(|_| ())
-        });
+        wait_for(
+            "hopsdrd to answer on its socket",
+            Duration::from_secs(30),
+            || {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!(
+                        "hopsdrd exited early with {status}:\n{}",
+                        std::fs::read_to_string(&log).unwrap_or_default()
+                    );
+                }
+                UnixStream::connect(&socket).ok().map(|_| ())
+            },
+        );
     }
 
     pub fn signal(&self, sig: nix::sys::signal::Signal) {

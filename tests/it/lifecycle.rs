@@ -17,7 +17,8 @@ impl NotifyListener {
     fn new(env: &Env) -> (NotifyListener, String) {
         let path = env.path().join("notify.sock");
         let sock = UnixDatagram::bind(&path).unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
         (
             NotifyListener {
                 sock,
@@ -36,7 +37,8 @@ impl NotifyListener {
                 return;
             }
             if let Ok(n) = self.sock.recv(&mut buf) {
-                self.seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                self.seen
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
                 continue;
             }
             assert!(
@@ -74,7 +76,8 @@ fn sd_notify_ready_status_watchdog_stopping() {
 #[test]
 fn sighup_reloads_a_valid_config_and_keeps_the_old_one_when_broken() {
     let mut env = Env::new();
-    env.extra_config = "[[schedule]]\nname = \"first\"\ncron = \"0 3 * * *\"\njob = \"backup\"\n".into();
+    env.extra_config =
+        "[[schedule]]\nname = \"first\"\ncron = \"0 3 * * *\"\njob = \"backup\"\n".into();
     let d = env.start();
     let names = |env: &Env| -> Vec<String> {
         env.ctl_json(&["status"])["schedules"]
@@ -93,16 +96,23 @@ fn sighup_reloads_a_valid_config_and_keeps_the_old_one_when_broken() {
     )
     .unwrap();
     d.signal(Signal::SIGHUP);
-    wait_for("the reload error in the log", Duration::from_secs(30), || {
-        env.log().contains("configuration not reloaded").then_some(())
-    });
+    wait_for(
+        "the reload error in the log",
+        Duration::from_secs(30),
+        || {
+            env.log()
+                .contains("configuration not reloaded")
+                .then_some(())
+        },
+    );
     let log = env.log();
     assert!(log.contains("minute out of range"), "{log}");
     assert!(log.contains("bogus"), "{log}");
     assert_eq!(names(&env), ["first"]);
 
     // Valid: applied.
-    env.extra_config = "[[schedule]]\nname = \"second\"\ncron = \"0 4 * * *\"\njob = \"backup\"\n".into();
+    env.extra_config =
+        "[[schedule]]\nname = \"second\"\ncron = \"0 4 * * *\"\njob = \"backup\"\n".into();
     env.write_config();
     d.signal(Signal::SIGHUP);
     wait_for("the new schedule", Duration::from_secs(30), || {
@@ -119,7 +129,9 @@ fn kill_9_during_a_backup_leaves_it_interrupted_and_the_next_one_succeeds() {
     let job = started["job_id"].as_i64().unwrap();
     let backup = started["backup_id"].as_str().unwrap().to_string();
     let marker = env.path().join("backup.before_commit.reached");
-    wait_for("the failpoint", Duration::from_secs(30), || marker.exists().then_some(()));
+    wait_for("the failpoint", Duration::from_secs(30), || {
+        marker.exists().then_some(())
+    });
     d.kill9();
     drop(d);
 
@@ -128,10 +140,18 @@ fn kill_9_during_a_backup_leaves_it_interrupted_and_the_next_one_succeeds() {
     assert_eq!(j["state"], "interrupted", "{j}");
     let b = env.ctl_json(&["backups", "show", &backup]);
     assert_eq!(b["state"], "interrupted");
-    assert!(env.manifests().is_empty(), "no manifest for an interrupted backup");
+    assert!(
+        env.manifests().is_empty(),
+        "no manifest for an interrupted backup"
+    );
 
     let out = env.ctl(&["backup", "start", "--wait"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(env.manifests().len(), 1);
 }
 
@@ -147,7 +167,9 @@ fn sigterm_during_a_backup_stops_at_a_safe_point_and_records_it_interrupted() {
     let started = env.ctl_json(&["backup", "start"]);
     let job = started["job_id"].as_i64().unwrap();
     let marker = env.path().join("backup.before_commit.reached");
-    wait_for("the failpoint", Duration::from_secs(30), || marker.exists().then_some(()));
+    wait_for("the failpoint", Duration::from_secs(30), || {
+        marker.exists().then_some(())
+    });
     d.signal(Signal::SIGTERM);
     n.expect("STOPPING=1");
     assert_eq!(d.wait_exit(Duration::from_secs(30)).code(), Some(0));

@@ -8,6 +8,8 @@ mod backup;
 mod check_config;
 mod lifecycle;
 mod mysql;
+#[cfg(feature = "testbed")]
+mod rondb;
 mod schedule;
 mod ssh;
 #[cfg(feature = "testbed")]

@@ -18,13 +18,20 @@ pub struct Mariadb {
 
 impl Mariadb {
     pub fn start() -> Mariadb {
-        let dir = tempfile::Builder::new().prefix("hopsdr-mariadb-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("hopsdr-mariadb-")
+            .tempdir()
+            .unwrap();
         let d = dir.path();
         std::fs::create_dir_all(d.join("data")).unwrap();
         // Its own tmpdir: parallel bootstraps sharing /tmp trip over each other's temp tables.
         std::fs::create_dir_all(d.join("tmp")).unwrap();
         // mariadbd runs as mysql: the instance directory must be its own, or it never starts.
-        let st = Command::new("chown").args(["-R", "mysql:mysql"]).arg(d).status().unwrap();
+        let st = Command::new("chown")
+            .args(["-R", "mysql:mysql"])
+            .arg(d)
+            .status()
+            .unwrap();
         assert!(st.success());
         let out = Command::new("mariadb-install-db")
             .args(["--no-defaults", "--user=mysql", "--auth-root-authentication-method=socket", "--skip-test-db"])
@@ -32,7 +39,11 @@ impl Mariadb {
             .arg(format!("--tmpdir={}", d.join("tmp").display()))
             .output()
             .expect("mariadb-install-db (mariadb-server) must be installed: run scripts/setup-test-deps");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let port = free_port();
         let child = Command::new("mariadbd")
             .arg("--no-defaults")
@@ -40,7 +51,11 @@ impl Mariadb {
             .arg(format!("--tmpdir={}", d.join("tmp").display()))
             .arg(format!("--socket={}", d.join("mysqld.sock").display()))
             .arg(format!("--port={port}"))
-            .args(["--bind-address=127.0.0.1", "--user=mysql", "--skip-name-resolve"])
+            .args([
+                "--bind-address=127.0.0.1",
+                "--user=mysql",
+                "--skip-name-resolve",
+            ])
             .arg(format!("--pid-file={}", d.join("mysqld.pid").display()))
             .arg(format!("--log-error={}", d.join("error.log").display()))
             .stdout(Stdio::null())
@@ -48,9 +63,11 @@ impl Mariadb {
             .spawn()
             .unwrap();
         let m = Mariadb { dir, port, child };
-        wait_for("mariadbd to accept connections", Duration::from_secs(60), || {
-            m.sql_root("SELECT 1").ok().map(|_| ())
-        });
+        wait_for(
+            "mariadbd to accept connections",
+            Duration::from_secs(60),
+            || m.sql_root("SELECT 1").ok().map(|_| ()),
+        );
         m
     }
 
@@ -147,14 +164,23 @@ fn users_grants_and_objects_survive_dump_drop_replay() {
     let before: Vec<Vec<String>> = accounts.iter().map(|a| grants_of(&m, a)).collect();
     assert!(m.login("app", "app pass; it's") && m.login("analyst", "an4lyst"));
 
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let exclude: Vec<String> = DEFAULT_EXCLUDED_USERS
         .iter()
         .map(|s| s.to_string())
-        .chain(["hopsdr".to_string(), "mysql".to_string(), "PUBLIC".to_string()])
+        .chain([
+            "hopsdr".to_string(),
+            "mysql".to_string(),
+            "PUBLIC".to_string(),
+        ])
         .collect();
     let (users, objects) = rt.block_on(async {
-        let mut c = MysqlClient::connect(&target(&m, &m.socket())).await.unwrap();
+        let mut c = MysqlClient::connect(&target(&m, &m.socket()))
+            .await
+            .unwrap();
         assert!(c.is_mariadb(), "{}", c.version);
         let u = c.dump_users(&exclude).await.unwrap();
         let o = c.dump_objects().await.unwrap();
@@ -163,7 +189,11 @@ fn users_grants_and_objects_survive_dump_drop_replay() {
     });
     assert_eq!((users.accounts, users.roles), (2, 1), "{}", users.sql);
     assert_eq!((objects.views, objects.routines), (1, 1), "{}", objects.sql);
-    assert!(!users.sql.contains("'root'") && !users.sql.contains("`root`"), "{}", users.sql);
+    assert!(
+        !users.sql.contains("'root'") && !users.sql.contains("`root`"),
+        "{}",
+        users.sql
+    );
 
     // The disaster: accounts, roles, view and procedure gone (tables come back by ndb_restore).
     m.sql_root(
@@ -174,7 +204,9 @@ fn users_grants_and_objects_survive_dump_drop_replay() {
     assert!(!m.login("app", "app pass; it's"));
 
     rt.block_on(async {
-        let mut c = MysqlClient::connect(&target(&m, &m.socket())).await.unwrap();
+        let mut c = MysqlClient::connect(&target(&m, &m.socket()))
+            .await
+            .unwrap();
         // Objects first: a routine grant needs its routine (and dropping a routine drops its
         // grants), so users and grants are replayed after the objects.
         c.replay(&objects.sql).await.unwrap();
@@ -186,7 +218,10 @@ fn users_grants_and_objects_survive_dump_drop_replay() {
     });
     let after: Vec<Vec<String>> = accounts.iter().map(|a| grants_of(&m, a)).collect();
     assert_eq!(before, after);
-    assert!(m.login("app", "app pass; it's"), "app logs in with its old password");
+    assert!(
+        m.login("app", "app pass; it's"),
+        "app logs in with its old password"
+    );
     assert!(m.login("analyst", "an4lyst"));
     assert_eq!(
         m.sql_root("SELECT COUNT(*) FROM information_schema.VIEWS WHERE TABLE_NAME='user_emails'")
@@ -195,9 +230,11 @@ fn users_grants_and_objects_survive_dump_drop_replay() {
         "1"
     );
     assert_eq!(
-        m.sql_root("SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_NAME='count_users'")
-            .unwrap()
-            .trim(),
+        m.sql_root(
+            "SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_NAME='count_users'"
+        )
+        .unwrap()
+        .trim(),
         "1"
     );
 }
@@ -230,7 +267,13 @@ fn a_daemon_backup_holds_the_users_and_schema_dumps() {
     );
     let _d = env.start();
     let out = env.ctl(&["backup", "start", "--wait"]);
-    assert_eq!(out.status.code(), Some(0), "{}\n{}", String::from_utf8_lossy(&out.stdout), env.log());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        env.log()
+    );
     let list = env.ctl_json(&["backups", "list"]);
     let id = list["backups"][0]["id"].as_str().unwrap().to_string();
     let show = env.ctl_json(&["backups", "show", &id]);
@@ -265,9 +308,21 @@ fn a_daemon_backup_holds_the_users_and_schema_dumps() {
         String::from_utf8(out).unwrap()
     };
     let users = read("users/users.sql");
-    assert!(users.contains("CREATE USER IF NOT EXISTS `app`@`%`"), "{users}");
-    assert!(users.contains("GRANT SELECT ON `hopsworks`.* TO `app`@`%`"), "{users}");
-    assert!(!users.contains("`hopsdr`@"), "the dump account is not carried over: {users}");
+    assert!(
+        users.contains("CREATE USER IF NOT EXISTS `app`@`%`"),
+        "{users}"
+    );
+    assert!(
+        users.contains("GRANT SELECT ON `hopsworks`.* TO `app`@`%`"),
+        "{users}"
+    );
+    assert!(
+        !users.contains("`hopsdr`@"),
+        "the dump account is not carried over: {users}"
+    );
     let schema = read("users/schema.sql");
-    assert!(schema.contains("VIEW `hopsworks`.`v` AS select"), "{schema}");
+    assert!(
+        schema.contains("VIEW `hopsworks`.`v` AS select"),
+        "{schema}"
+    );
 }

@@ -20,8 +20,12 @@ fn set_last_fire(env: &Env, name: &str, ago: chrono::Duration) {
 
 fn jobs_by(env: &Env, trigger: &str) -> i64 {
     let conn = rusqlite::Connection::open(env.catalog()).unwrap();
-    conn.query_row("SELECT COUNT(*) FROM jobs WHERE trigger=?1", [trigger], |r| r.get(0))
-        .unwrap()
+    conn.query_row(
+        "SELECT COUNT(*) FROM jobs WHERE trigger=?1",
+        [trigger],
+        |r| r.get(0),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -54,8 +58,14 @@ fn a_missed_fire_is_caught_up_once_at_start() {
         assert!(next.ends_with("-01-01T00:00:00Z"), "{s}");
     }
     let m = env.metrics();
-    assert!(m.contains("hopsdr_schedule_next_run_timestamp_seconds{schedule=\"yearly\"}"), "{m}");
-    assert!(m.contains("hopsdr_schedule_expected_interval_seconds{schedule=\"yearly\"}"), "{m}");
+    assert!(
+        m.contains("hopsdr_schedule_next_run_timestamp_seconds{schedule=\"yearly\"}"),
+        "{m}"
+    );
+    assert!(
+        m.contains("hopsdr_schedule_expected_interval_seconds{schedule=\"yearly\"}"),
+        "{m}"
+    );
 }
 
 #[cfg(feature = "testbed")]
@@ -66,11 +76,14 @@ fn a_fire_while_a_job_runs_is_skipped_and_counted() {
     let started = env.ctl_json(&["backup", "start"]);
     let job = started["job_id"].as_i64().unwrap();
     let marker = env.path().join("backup.before_commit.reached");
-    wait_for("the failpoint", Duration::from_secs(30), || marker.exists().then_some(()));
+    wait_for("the failpoint", Duration::from_secs(30), || {
+        marker.exists().then_some(())
+    });
     // Add a schedule whose slot was missed, then reload: it fires at once, finds the job running.
     set_last_fire(&env, "hourly", chrono::Duration::hours(3));
     let mut env2 = env;
-    env2.extra_config = "[[schedule]]\nname = \"hourly\"\ncron = \"0 * * * *\"\njob = \"backup\"\n".into();
+    env2.extra_config =
+        "[[schedule]]\nname = \"hourly\"\ncron = \"0 * * * *\"\njob = \"backup\"\n".into();
     env2.write_config();
     d.signal(nix::sys::signal::Signal::SIGHUP);
     wait_for("the skip to be counted", Duration::from_secs(30), || {

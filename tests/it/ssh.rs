@@ -29,7 +29,10 @@ fn keygen(path: &Path) {
 
 impl Sshd {
     pub fn start() -> Sshd {
-        let dir = tempfile::Builder::new().prefix("hopsdr-sshd-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("hopsdr-sshd-")
+            .tempdir()
+            .unwrap();
         let d = dir.path();
         keygen(&d.join("host_key"));
         keygen(&d.join("client_key"));
@@ -51,7 +54,11 @@ impl Sshd {
         let host_pub = std::fs::read_to_string(d.join("host_key.pub")).unwrap();
         let mut parts = host_pub.split_whitespace();
         let (kt, key) = (parts.next().unwrap(), parts.next().unwrap());
-        std::fs::write(d.join("known_hosts"), format!("[127.0.0.1]:{port} {kt} {key}\n")).unwrap();
+        std::fs::write(
+            d.join("known_hosts"),
+            format!("[127.0.0.1]:{port} {kt} {key}\n"),
+        )
+        .unwrap();
         std::fs::create_dir_all("/run/sshd").unwrap();
         let child = Command::new("/usr/sbin/sshd")
             .args(["-D", "-e", "-f"])
@@ -62,7 +69,9 @@ impl Sshd {
             .expect("sshd (openssh-server) must be installed: run scripts/setup-test-deps");
         let s = Sshd { dir, port, child };
         wait_for("sshd to listen", Duration::from_secs(20), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
+            std::net::TcpStream::connect(("127.0.0.1", port))
+                .ok()
+                .map(|_| ())
         });
         s
     }
@@ -108,16 +117,31 @@ fn commands_run_over_ssh_with_exact_arguments_and_failures_name_the_host() {
     let node = sshd.node("client_key");
 
     // Arguments arrive exactly as given, whatever the remote shell would make of them.
-    let tricky = argv(&["printf", "%s|", "a b", "it's", "$HOME", "; touch /tmp/pwned", "*"]);
+    let tricky = argv(&[
+        "printf",
+        "%s|",
+        "a b",
+        "it's",
+        "$HOME",
+        "; touch /tmp/pwned",
+        "*",
+    ]);
     let out = node.run(&tricky, t, &c).unwrap();
     assert_eq!(out.stdout, "a b|it's|$HOME|; touch /tmp/pwned|*|");
 
     // A failing command: its exit status and stderr in the error.
     let e = node
-        .run(&argv(&["sh", "-c", "echo 'Backup failed' >&2; exit 1"]), t, &c)
+        .run(
+            &argv(&["sh", "-c", "echo 'Backup failed' >&2; exit 1"]),
+            t,
+            &c,
+        )
         .unwrap_err();
     let msg = e.to_string();
-    assert!(msg.contains("exit status: 1") && msg.ends_with("Backup failed"), "{msg}");
+    assert!(
+        msg.contains("exit status: 1") && msg.ends_with("Backup failed"),
+        "{msg}"
+    );
 
     // A tar stream over the channel.
     let src = sshd.dir.path().join("src");
@@ -137,13 +161,22 @@ fn commands_run_over_ssh_with_exact_arguments_and_failures_name_the_host() {
         },
     )
     .unwrap();
-    assert!(names.iter().any(|n| n.ends_with("BACKUP-3.1.ctl")), "{names:?}");
+    assert!(
+        names.iter().any(|n| n.ends_with("BACKUP-3.1.ctl")),
+        "{names:?}"
+    );
 
     // Authentication failure: the host and ssh's own message.
-    let e = sshd.node("other_key").run(&argv(&["true"]), t, &c).unwrap_err();
+    let e = sshd
+        .node("other_key")
+        .run(&argv(&["true"]), t, &c)
+        .unwrap_err();
     assert!(matches!(e, NodeError::Ssh { .. }), "{e}");
     let msg = e.to_string();
-    assert!(msg.contains("ssh to 127.0.0.1 failed") && msg.contains("Permission denied"), "{msg}");
+    assert!(
+        msg.contains("ssh to 127.0.0.1 failed") && msg.contains("Permission denied"),
+        "{msg}"
+    );
 
     // An unknown host key is refused (StrictHostKeyChecking=yes).
     std::fs::write(sshd.dir.path().join("known_hosts"), "").unwrap();

@@ -1,0 +1,380 @@
+//! The RonDB part of a backup through the real daemon, on the test-bed cluster: data nodes
+//! local and over a real sshd, single- and multi-part layouts, and the faults of issue 4.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use hopsdr::ids::BackupId;
+use hopsdr::repository::{Entry, LocalStorage, Repository};
+
+use crate::harness::{wait_for, Env};
+use crate::ssh::Sshd;
+
+const TB: &str = env!("CARGO_BIN_EXE_hopsdr-testbed");
+
+/// A test-bed cluster in `env`'s dir.
+struct Cluster {
+    dir: PathBuf,
+}
+
+impl Cluster {
+    fn create(env: &Env, extra: &[&str]) -> Cluster {
+        let dir = env.path().join("cluster");
+        let mut args = vec![
+            "cluster",
+            "create",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--rows",
+            "40",
+            "--files",
+            "4",
+        ];
+        args.extend_from_slice(extra);
+        let out = Command::new(TB).args(&args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Cluster { dir }
+    }
+
+    fn tb(&self, args: &[&str]) -> Output {
+        let out = Command::new(TB)
+            .args(args)
+            .env("HOPSDR_TESTBED_DIR", &self.dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "testbed {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    fn tool(&self, name: &str) -> String {
+        self.dir.join("bin").join(name).display().to_string()
+    }
+
+    fn backup_dir(&self, node: u32) -> PathBuf {
+        self.dir.join(format!("ndb/{node}/backups"))
+    }
+
+    /// The `[rondb]` section with both data nodes on `host`.
+    fn config(&self, host: &str) -> String {
+        let mut s = format!(
+            "[rondb]\nmgm_client = [\"{}\", \"-c\", \"10.0.0.1:1186\"]\nbackup_timeout = \"60s\"\ncommand_timeout = \"30s\"\n",
+            self.tool("ndb_mgm")
+        );
+        for n in [1, 2] {
+            s.push_str(&format!(
+                "[[rondb.data_nodes]]\nid = {n}\nhost = \"{host}\"\nbackup_dir = \"{}\"\n",
+                self.backup_dir(n).display()
+            ));
+        }
+        s
+    }
+}
+
+fn ssh_config(sshd: &Sshd, key: &str) -> String {
+    format!(
+        "[ssh]\nuser = \"root\"\nport = {}\nidentity_file = \"{}\"\nknown_hosts = \"{}\"\nconnect_timeout = \"10s\"\n",
+        sshd.port,
+        sshd.dir.path().join(key).display(),
+        sshd.dir.path().join("known_hosts").display()
+    )
+}
+
+fn repo(env: &Env) -> Repository {
+    Repository::open_or_init(
+        std::sync::Arc::new(LocalStorage::new(env.repo()).unwrap()),
+        3,
+    )
+    .unwrap()
+}
+
+fn last_backup(env: &Env) -> serde_json::Value {
+    let list = env.ctl_json(&["backups", "list"]);
+    list["backups"].as_array().unwrap().last().unwrap().clone()
+}
+
+/// Restores every file under `rondb/` of backup `id` into `to`, as a restore would stage them.
+fn stage(env: &Env, id: &str, to: &Path) -> Vec<String> {
+    let repo = repo(env);
+    let m = repo.read_manifest(&BackupId::parse(id).unwrap()).unwrap();
+    let mut paths = Vec::new();
+    for e in &m.entries {
+        if let Entry::File(f) = e {
+            if let Some(rest) = f.path.strip_prefix("rondb/") {
+                let p = to.join(rest);
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                let mut out = std::fs::File::create(&p).unwrap();
+                repo.restore_file(f, &mut out).unwrap();
+                paths.push(rest.to_string());
+            }
+        }
+    }
+    paths.sort();
+    paths
+}
+
+/// A successful backup whose RonDB part restores with ndb_restore onto a redeployed cluster.
+fn backup_and_restore(env: &mut Env, cluster: &Cluster, extra_config: String) {
+    env.extra_config = extra_config;
+    let _d = env.start();
+    let out = env.ctl(&["backup", "start", "--wait"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        env.log()
+    );
+    let b = last_backup(env);
+    assert_eq!(b["state"], "succeeded");
+    let rid = b["rondb_backup_id"].as_u64().expect("a RonDB backup id");
+    assert!(rid <= 2_147_483_647);
+    let id = b["id"].as_str().unwrap().to_string();
+    let show = env.ctl_json(&["backups", "show", &id]);
+    let comps: Vec<&str> = show["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["component"].as_str().unwrap())
+        .collect();
+    assert_eq!(comps, ["files", "rondb"]);
+    let human = String::from_utf8_lossy(&env.ctl(&["backups", "show", &id]).stdout).into_owned();
+    assert!(human.contains(&format!("BACKUP-{rid}")), "{human}");
+
+    // Node-local copies are removed after the commit.
+    for n in [1, 2] {
+        let d = cluster.backup_dir(n).join(format!("BACKUP/BACKUP-{rid}"));
+        assert!(!d.exists(), "{} kept", d.display());
+    }
+
+    // The files stage and restore in the guide's order onto the redeployed cluster.
+    let staged = env.path().join("staged");
+    let paths = stage(env, &id, &staged);
+    assert!(
+        paths
+            .iter()
+            .any(|p| p.starts_with("1/") && p.ends_with(&format!("BACKUP-{rid}.1.ctl"))),
+        "{paths:?}"
+    );
+    assert!(
+        paths
+            .iter()
+            .any(|p| p.starts_with("2/") && p.ends_with(".2.Data")),
+        "{paths:?}"
+    );
+    cluster.tb(&["cluster", "destroy"]);
+    cluster.tb(&["cluster", "redeploy"]);
+    let restore = |args: &[&str]| {
+        let out = Command::new(cluster.tool("ndb_restore"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ndb_restore {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let rid_s = rid.to_string();
+    for (n, first) in [(1, true), (2, false)] {
+        let path = staged.join(format!("{n}/BACKUP-{rid}"));
+        let p = path.to_str().unwrap();
+        let nid = n.to_string();
+        if first {
+            restore(&[
+                "-c",
+                "10.0.0.1:1186",
+                "-n",
+                &nid,
+                "-b",
+                &rid_s,
+                "-m",
+                "--disable-indexes",
+                "--backup_path",
+                p,
+            ]);
+        }
+        restore(&[
+            "-c",
+            "10.0.0.1:1186",
+            "-n",
+            &nid,
+            "-b",
+            &rid_s,
+            "-r",
+            "--backup_path",
+            p,
+        ]);
+    }
+    let p1 = staged.join(format!("1/BACKUP-{rid}"));
+    restore(&[
+        "-c",
+        "10.0.0.1:1186",
+        "-n",
+        "1",
+        "-b",
+        &rid_s,
+        "--rebuild-indexes",
+        "--backup_path",
+        p1.to_str().unwrap(),
+    ]);
+}
+
+#[test]
+fn rondb_backup_with_local_data_nodes_restores_with_ndb_restore() {
+    let mut env = Env::new();
+    let cluster = Cluster::create(&env, &[]);
+    let cfg = cluster.config("local");
+    backup_and_restore(&mut env, &cluster, cfg);
+}
+
+#[test]
+fn rondb_backup_over_ssh_multi_part() {
+    let mut env = Env::new();
+    let cluster = Cluster::create(&env, &["--multi-part", "2"]);
+    let sshd = Sshd::start();
+    let cfg = cluster.config("127.0.0.1") + &ssh_config(&sshd, "client_key");
+    backup_and_restore(&mut env, &cluster, cfg);
+}
+
+fn failed_backup(env: &Env) -> String {
+    let out = env.ctl(&["backup", "start", "--wait"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let b = last_backup(env);
+    assert_eq!(b["state"], "failed");
+    assert!(
+        env.manifests().is_empty()
+            || !env
+                .manifests()
+                .iter()
+                .any(|m| m.starts_with(b["id"].as_str().unwrap()))
+    );
+    b["error"].as_str().unwrap().to_string()
+}
+
+fn next_succeeds(env: &Env, cluster: &Cluster) {
+    cluster.tb(&["fault", "clear"]);
+    let out = env.ctl(&["backup", "start", "--wait"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        env.log()
+    );
+}
+
+#[test]
+fn rondb_faults_fail_clearly_and_the_next_backup_succeeds() {
+    let mut env = Env::new();
+    let cluster = Cluster::create(&env, &[]);
+    env.extra_config = cluster.config("local");
+    let _d = env.start();
+
+    // A data node not connected: refused before START BACKUP, naming the node.
+    cluster.tb(&["fault", "node-down", "--node", "2"]);
+    let e = failed_backup(&env);
+    assert!(e.contains("data node 2 is not connected"), "{e}");
+    assert!(
+        !cluster.backup_dir(1).join("BACKUP").exists()
+            || std::fs::read_dir(cluster.backup_dir(1).join("BACKUP"))
+                .unwrap()
+                .count()
+                == 0,
+        "nothing started"
+    );
+    next_succeeds(&env, &cluster);
+
+    // START BACKUP failing: the tool's own text in the job error.
+    cluster.tb(&[
+        "fault", "call", "--tool", "ndb_mgm", "--nth", "4", "--action", "abort",
+    ]);
+    let e = failed_backup(&env);
+    assert!(
+        e.contains("START BACKUP") && e.contains("has been aborted. Error:"),
+        "{e}"
+    );
+    next_succeeds(&env, &cluster);
+
+    // Ids already used on a node are skipped.
+    let now_id = last_backup(&env)["rondb_backup_id"].as_u64().unwrap();
+    for i in 1..=300 {
+        std::fs::create_dir_all(
+            cluster
+                .backup_dir(1)
+                .join(format!("BACKUP/BACKUP-{}", now_id + i)),
+        )
+        .unwrap();
+    }
+    next_succeeds(&env, &cluster);
+    let id = last_backup(&env)["rondb_backup_id"].as_u64().unwrap();
+    assert!(
+        id > now_id + 300,
+        "{id} skips the used ids up to {}",
+        now_id + 300
+    );
+
+    // The management server unreachable.
+    cluster.tb(&["fault", "mgm-down"]);
+    let e = failed_backup(&env);
+    assert!(e.contains("Unable to connect"), "{e}");
+    next_succeeds(&env, &cluster);
+}
+
+#[test]
+fn ssh_auth_failure_names_the_host_and_ssh_message() {
+    let mut env = Env::new();
+    let cluster = Cluster::create(&env, &[]);
+    let sshd = Sshd::start();
+    env.extra_config = cluster.config("127.0.0.1") + &ssh_config(&sshd, "other_key");
+    let _d = env.start();
+    let e = failed_backup(&env);
+    assert!(
+        e.contains("ssh to 127.0.0.1 failed") && e.contains("Permission denied"),
+        "{e}"
+    );
+}
+
+#[test]
+fn kill_9_during_collection_leaves_it_interrupted_and_the_next_one_succeeds() {
+    let mut env = Env::new();
+    let cluster = Cluster::create(&env, &[]);
+    env.extra_config = cluster.config("local");
+    let mut d = env.start_with(&[("HOPSDR_FAILPOINTS", "backup.rondb.collected_one=pause")]);
+    let started = env.ctl_json(&["backup", "start"]);
+    let job = started["job_id"].as_i64().unwrap();
+    let marker = env.path().join("backup.rondb.collected_one.reached");
+    wait_for("the failpoint", Duration::from_secs(30), || {
+        marker.exists().then_some(())
+    });
+    d.kill9();
+    drop(d);
+    let _d = env.start();
+    assert_eq!(
+        env.ctl_json(&["job", &job.to_string()])["state"],
+        "interrupted"
+    );
+    assert!(env.manifests().is_empty());
+    // The node-local files are kept for a retry.
+    let kept = std::fs::read_dir(cluster.backup_dir(1).join("BACKUP"))
+        .unwrap()
+        .count();
+    assert_eq!(kept, 1);
+    let out = env.ctl(&["backup", "start", "--wait"]);
+    assert_eq!(out.status.code(), Some(0), "{}", env.log());
+    assert_eq!(env.manifests().len(), 1);
+}
