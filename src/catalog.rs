@@ -818,6 +818,22 @@ impl Catalog {
             .transpose()
     }
 
+    /// The last real fire of a schedule (its slot), ignoring the baseline recorded when the
+    /// schedule was first seen (outcome `armed`).
+    pub fn last_real_fire(&self, name: &str) -> Result<Option<DateTime<Utc>>, CatalogError> {
+        let s: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT last_fire FROM schedule_fires WHERE name=?1 AND last_outcome <> 'armed'",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.q("read last fire"))?;
+        s.map(|s| self.parse_ts("schedule_fires.last_fire", &s))
+            .transpose()
+    }
+
     /// Records a schedule's fire at slot `due` and what came of it (`started job 4`, `skipped: busy`).
     pub fn record_fire(
         &mut self,
@@ -997,7 +1013,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut c = Catalog::open(&dir.path().join("c.db")).unwrap();
         assert_eq!(c.last_fire("nightly").unwrap(), None);
+        c.record_fire("nightly", t(0), "armed").unwrap();
+        assert_eq!(c.last_fire("nightly").unwrap(), Some(t(0)));
+        assert_eq!(c.last_real_fire("nightly").unwrap(), None);
         c.record_fire("nightly", t(1), "started job 1").unwrap();
+        assert_eq!(c.last_real_fire("nightly").unwrap(), Some(t(1)));
         c.record_fire("nightly", t(2), "skipped: busy").unwrap();
         assert_eq!(c.last_fire("nightly").unwrap(), Some(t(2)));
         c.audit(&AuditRecord {

@@ -99,7 +99,7 @@ impl Ctx {
                 timezone: s.timezone.name().to_string(),
                 job: "backup".into(),
                 next_fire: s.cron.next_after(now, s.timezone),
-                last_fire: cat.last_fire(&s.name)?,
+                last_fire: cat.last_real_fire(&s.name)?,
             });
         }
         Ok(StatusResponse {
