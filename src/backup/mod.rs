@@ -36,6 +36,12 @@ pub enum BackupError {
     Users(#[from] users::UsersError),
     #[error("rondb: {0}")]
     Rondb(#[from] rondb::RondbError),
+    #[error("preflight: the repository {repo} has {} free, less than the previous backup's size plus a margin ({}): free space or prune old backups", crate::ctl::human_bytes(*.available), crate::ctl::human_bytes(*.needed))]
+    NoRoom {
+        repo: String,
+        available: u64,
+        needed: u64,
+    },
     #[error("cancelled: hopsdrd is stopping")]
     Cancelled,
 }
@@ -125,6 +131,9 @@ pub struct BackupRequest<'a> {
     pub settings: &'a Settings,
     /// The last RonDB backup id used for this cluster (from the catalog).
     pub last_rondb_id: Option<u32>,
+    /// The logical size of the previous successful backup: the repository must have room for
+    /// at least this plus a margin before anything starts.
+    pub previous_bytes: Option<u64>,
     pub hostname: &'a str,
 }
 
@@ -184,6 +193,18 @@ pub fn run(
 ) -> Result<BackupOutcome, BackupError> {
     let settings = req.settings;
     let started_at = clock();
+    if let Some(prev) = req.previous_bytes {
+        let needed = required_room(prev);
+        if let Some(available) = repo.available_bytes()? {
+            if available < needed {
+                return Err(BackupError::NoRoom {
+                    repo: repo.describe(),
+                    available,
+                    needed,
+                });
+            }
+        }
+    }
     let mut c = Components {
         writer: repo.begin_backup(id.clone(), cancel.clone()),
         observer,
@@ -251,6 +272,12 @@ pub fn run(
     })
 }
 
+/// The free space a backup needs in the repository, from the previous backup's logical size
+/// (an upper bound of what it writes: compression and deduplication only make it smaller).
+pub fn required_room(previous_bytes: u64) -> u64 {
+    previous_bytes + previous_bytes / 10 + (64 << 20)
+}
+
 /// What a component added to the writer's running totals.
 fn stats_delta(after: &WriteStats, before: &WriteStats) -> WriteStats {
     WriteStats {
@@ -259,5 +286,16 @@ fn stats_delta(after: &WriteStats, before: &WriteStats) -> WriteStats {
         files: after.files - before.files,
         new_blobs: after.new_blobs - before.new_blobs,
         reused_blobs: after.reused_blobs - before.reused_blobs,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_is_the_previous_size_plus_a_margin() {
+        assert_eq!(required_room(0), 64 << 20);
+        assert_eq!(required_room(1000 << 20), (1100 << 20) + (64 << 20));
     }
 }

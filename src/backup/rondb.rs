@@ -45,6 +45,13 @@ pub enum RondbError {
         node: NdbNodeId,
         source: TarStreamError,
     },
+    #[error("collecting BACKUP-{id} from data node {node} failed: {cause} (the stream ended early: {stream})")]
+    CollectCut {
+        id: u32,
+        node: NdbNodeId,
+        cause: NodeError,
+        stream: TarStreamError,
+    },
     #[error("BACKUP-{id} from data node {node} is incomplete: missing {missing}")]
     Incomplete {
         id: u32,
@@ -381,28 +388,40 @@ pub fn back_up(
                 }
             },
         );
-        let totals = match result {
-            Some(Err(source)) => {
+        let totals = match (streamed, result) {
+            // The command itself failed (ssh dropped, tar failed): its status and stderr say
+            // why, with what the stream reader saw.
+            (Err(cause), Some(Err(stream))) => {
+                return Err(RondbError::CollectCut {
+                    id,
+                    node: n.id,
+                    cause,
+                    stream,
+                })
+            }
+            (Err(cause), _) => return Err(RondbError::Node(cause)),
+            (Ok(_), Some(Err(source))) => {
                 return Err(RondbError::Collect {
                     id,
                     node: n.id,
                     source,
                 })
             }
-            _ => {
-                let (status, stderr) = streamed?;
-                if !status.success() {
-                    return Err(RondbError::Node(NodeError::Failed {
-                        node: n.node.name.clone(),
-                        command: format!("tar -C {parent} -cf - {member}"),
-                        status: status.to_string(),
-                        stderr,
-                    }));
-                }
-                match result {
-                    Some(Ok(t)) => t,
-                    _ => unreachable!("the consumer ran"),
-                }
+            (Ok((status, stderr)), _) if !status.success() => {
+                return Err(RondbError::Node(NodeError::Failed {
+                    node: n.node.name.clone(),
+                    command: format!("tar -C {parent} -cf - {member}"),
+                    status: status.to_string(),
+                    stderr,
+                }))
+            }
+            (Ok(_), Some(Ok(t))) => t,
+            (Ok(_), None) => {
+                return Err(RondbError::Incomplete {
+                    id,
+                    node: n.id,
+                    missing: "the whole stream (nothing was read)".into(),
+                })
             }
         };
         let inside: Vec<String> = totals

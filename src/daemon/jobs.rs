@@ -192,12 +192,20 @@ pub fn start_backup(ctx: &Arc<Ctx>, trigger: &str) -> Result<JobStarted, JobErro
             progress,
             last_status: std::time::Instant::now(),
         };
-        let last_rondb_id = lock_catalog(&ctx2.catalog)
-            .last_rondb_backup_id()
-            .unwrap_or(None);
+        let (last_rondb_id, previous_bytes) = {
+            let cat = lock_catalog(&ctx2.catalog);
+            let previous = cat.backups().ok().and_then(|b| {
+                b.iter()
+                    .rev()
+                    .find(|b| b.state == State::Succeeded)
+                    .map(|b| b.logical_bytes)
+            });
+            (cat.last_rondb_backup_id().unwrap_or(None), previous)
+        };
         let req = backup::BackupRequest {
             settings: &settings,
             last_rondb_id,
+            previous_bytes,
             hostname: &ctx2.hostname,
         };
         let r = backup::run(&ctx2.repo, bid, &req, &cancel, &mut obs, &Utc::now);

@@ -26,11 +26,12 @@ impl Cluster {
             "create",
             "--dir",
             dir.to_str().unwrap(),
-            "--rows",
-            "40",
             "--files",
             "4",
         ];
+        if !extra.contains(&"--rows") {
+            args.extend(["--rows", "40"]);
+        }
         args.extend_from_slice(extra);
         let out = Command::new(TB).args(&args).output().unwrap();
         assert!(
@@ -374,6 +375,121 @@ fn kill_9_during_collection_leaves_it_interrupted_and_the_next_one_succeeds() {
         .unwrap()
         .count();
     assert_eq!(kept, 1);
+    let out = env.ctl(&["backup", "start", "--wait"]);
+    assert_eq!(out.status.code(), Some(0), "{}", env.log());
+    assert_eq!(env.manifests().len(), 1);
+}
+
+/// A small tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs {
+    path: PathBuf,
+}
+
+impl Tmpfs {
+    fn mount(path: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(path).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs (the tests run as root)");
+        Tmpfs {
+            path: path.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+#[test]
+fn a_full_repository_fails_the_backup_naming_enospc_and_commits_nothing() {
+    let mut env = Env::new();
+    let cluster = Cluster::create(&env, &["--rows", "20000"]);
+    let tmpfs = Tmpfs::mount(&env.repo(), "300k");
+    env.extra_config = cluster.config("local");
+    let d = env.start();
+    let e = failed_backup(&env);
+    assert!(e.contains("No space left on device"), "{e}");
+    assert!(env.manifests().is_empty());
+    // Room again: the next backup succeeds.
+    drop(d);
+    drop(tmpfs);
+    let _d = env.start();
+    let out = env.ctl(&["backup", "start", "--wait"]);
+    assert_eq!(out.status.code(), Some(0), "{}", env.log());
+}
+
+#[test]
+fn too_little_room_for_the_previous_size_is_refused_before_anything_runs() {
+    let mut env = Env::new();
+    let cluster = Cluster::create(&env, &[]);
+    let _tmpfs = Tmpfs::mount(&env.repo(), "32m");
+    env.extra_config = cluster.config("local");
+    let _d = env.start();
+    let out = env.ctl(&["backup", "start", "--wait"]);
+    assert_eq!(out.status.code(), Some(0), "{}", env.log());
+    let before: usize = std::fs::read_dir(cluster.backup_dir(1).join("BACKUP"))
+        .map(|r| r.count())
+        .unwrap_or(0);
+    let e = failed_backup(&env);
+    assert!(
+        e.starts_with("preflight: the repository local:") && e.contains("free space or prune"),
+        "{e}"
+    );
+    let after: usize = std::fs::read_dir(cluster.backup_dir(1).join("BACKUP"))
+        .map(|r| r.count())
+        .unwrap_or(0);
+    assert_eq!(before, after, "no START BACKUP ran");
+}
+
+#[test]
+fn a_stream_cut_in_the_middle_fails_commits_nothing_and_keeps_node_files() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let mut env = Env::new();
+    let cluster = Cluster::create(&env, &["--rows", "20000"]);
+    let sshd = Sshd::start();
+    // An ssh that drops the connection 64 KiB into any tar stream while `cut` exists.
+    let wrapper = env.path().join("cutting-ssh");
+    let flag = env.path().join("cut");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ncase \"$*\" in\n  *tar*) if [ -e {flag} ]; then /usr/bin/ssh \"$@\" | head -c 65536; exit 255; fi;;\nesac\nexec /usr/bin/ssh \"$@\"\n",
+            flag = flag.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(&flag, "").unwrap();
+    env.extra_config = cluster.config("127.0.0.1")
+        + &ssh_config(&sshd, "client_key").replace(
+            "[ssh]\n",
+            &format!("[ssh]\nssh = \"{}\"\n", wrapper.display()),
+        );
+    let _d = env.start();
+    let e = failed_backup(&env);
+    assert!(
+        e.starts_with("rondb: collecting BACKUP-")
+            && e.contains(
+                "from data node 1 failed: data node 1: ssh to 127.0.0.1 failed (exit 255)"
+            )
+            && e.contains("the stream ended early"),
+        "{e}"
+    );
+    assert!(env.manifests().is_empty());
+    for n in [1, 2] {
+        let kept = std::fs::read_dir(cluster.backup_dir(n).join("BACKUP"))
+            .unwrap()
+            .count();
+        assert_eq!(kept, 1, "node {n}'s files are kept for a retry");
+    }
+    std::fs::remove_file(&flag).unwrap();
     let out = env.ctl(&["backup", "start", "--wait"]);
     assert_eq!(out.status.code(), Some(0), "{}", env.log());
     assert_eq!(env.manifests().len(), 1);
