@@ -49,8 +49,8 @@ pub enum RondbError {
     CollectCut {
         id: u32,
         node: NdbNodeId,
-        cause: NodeError,
-        stream: TarStreamError,
+        cause: Box<NodeError>,
+        stream: Box<TarStreamError>,
     },
     #[error("BACKUP-{id} from data node {node} is incomplete: missing {missing}")]
     Incomplete {
@@ -395,8 +395,8 @@ pub fn back_up(
                 return Err(RondbError::CollectCut {
                     id,
                     node: n.id,
-                    cause,
-                    stream,
+                    cause: Box::new(cause),
+                    stream: Box::new(stream),
                 })
             }
             (Err(cause), _) => return Err(RondbError::Node(cause)),
