@@ -116,6 +116,28 @@ pub fn split_statements(sql: &str) -> Vec<String> {
     out
 }
 
+/// Makes a users dump written by another tool (mysqlpump) replayable where accounts exist:
+/// every `CREATE USER` becomes `CREATE USER IF NOT EXISTS` followed by `ALTER USER` with the
+/// same authentication; other statements are kept.
+pub fn replayable_users_sql(dump: &str) -> String {
+    let mut out = String::new();
+    for st in split_statements(dump) {
+        match (create_user_if_not_exists(&st), alter_user_from_create(&st)) {
+            (Some(c), Some(a)) => {
+                out.push_str(&c);
+                out.push_str(";\n");
+                out.push_str(&a);
+                out.push_str(";\n");
+            }
+            _ => {
+                out.push_str(&st);
+                out.push_str(";\n");
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,6 +165,19 @@ mod tests {
             .unwrap()
             .starts_with("CREATE USER IF NOT EXISTS `hopsworks`@`%` IDENTIFIED WITH"));
         assert_eq!(create_user_if_not_exists("GRANT ALL ON *.* TO x"), None);
+    }
+
+    #[test]
+    fn mysqlpump_output_becomes_replayable() {
+        let dump = "-- Dump created by MySQL pump utility, version: 8.0.34\n\
+            CREATE USER 'app'@'%' IDENTIFIED WITH 'mysql_native_password' AS '*15C0' REQUIRE NONE;\n\
+            GRANT SELECT ON `hopsworks`.* TO 'app'@'%';\n";
+        assert_eq!(
+            replayable_users_sql(dump),
+            "CREATE USER IF NOT EXISTS 'app'@'%' IDENTIFIED WITH 'mysql_native_password' AS '*15C0' REQUIRE NONE;\n\
+             ALTER USER 'app'@'%' IDENTIFIED WITH 'mysql_native_password' AS '*15C0' REQUIRE NONE;\n\
+             GRANT SELECT ON `hopsworks`.* TO 'app'@'%';\n"
+        );
     }
 
     #[test]

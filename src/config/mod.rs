@@ -183,6 +183,21 @@ pub struct MysqlSettings {
     pub host: Option<String>,
     /// TCP port, used with `host` (default 3306).
     pub port: u16,
+    /// How users and grants are dumped.
+    pub mode: MysqlDumpMode,
+    /// The mysqlpump command (for `mode = "mysqlpump"`).
+    pub mysqlpump: Vec<String>,
+    /// Accounts never dumped (besides the dump account itself).
+    pub exclude_users: Vec<String>,
+}
+
+/// `[mysql] mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MysqlDumpMode {
+    /// Natively over the MySQL protocol (works with every RonDB version).
+    Native,
+    /// With `mysqlpump --users`, as the disaster-recovery guide does (RonDB before 24.10).
+    Mysqlpump,
 }
 
 /// Reads the config file at `path` and validates it with the process's [`SecretEnv`]. Errors

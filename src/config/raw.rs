@@ -102,6 +102,9 @@ pub(crate) struct RawMysql {
     pub socket: Option<String>,
     pub host: Option<String>,
     pub port: Option<u16>,
+    pub mode: Option<String>,
+    pub mysqlpump: Option<Vec<String>>,
+    pub exclude_users: Option<Vec<String>>,
 }
 
 /// The keys allowed in the table at `shape` (a key path without indices, see
@@ -132,7 +135,16 @@ pub(crate) fn allowed_keys(shape: &str) -> &'static [&'static str] {
         "backup.files" => &["paths"],
         "backup.files.paths" => &["optional", "path"],
         "schedule" => &["catch_up", "cron", "job", "name", "timezone"],
-        "mysql" => &["host", "password", "port", "socket", "user"],
+        "mysql" => &[
+            "exclude_users",
+            "host",
+            "mode",
+            "mysqlpump",
+            "password",
+            "port",
+            "socket",
+            "user",
+        ],
         "mysql.password" => &["credential", "file"],
         "rondb" => &[
             "backup_dir",

@@ -393,7 +393,7 @@ fn unknown_keys_list_the_allowed_keys_of_every_table() {
         (
             "[mysql]\nuser = \"u\"\nhost = \"h\"\npassword = { credential = \"c\" }\nx = 1",
             "mysql.x",
-            "host, password, port, socket, user",
+            "exclude_users, host, mode, mysqlpump, password, port, socket, user",
         ),
         (
             "[rondb]\nx = 1\n[[rondb.data_nodes]]\nid = 1\ny = 2",

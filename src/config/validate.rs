@@ -18,8 +18,8 @@ use super::secret::{check_credential, check_file};
 use super::spans::{self, KeyPath, Seg, SpanIndex};
 use super::{
     BackupSettings, ConfigError, ConfigErrors, DaemonSettings, DataNodeSettings, FilePathSettings,
-    JobKind, MetricsSettings, MysqlSettings, NodeHost, RepositorySettings, RondbSettings,
-    ScheduleSettings, Secret, SecretEnv, Settings, SshConfig,
+    JobKind, MetricsSettings, MysqlDumpMode, MysqlSettings, NodeHost, RepositorySettings,
+    RondbSettings, ScheduleSettings, Secret, SecretEnv, Settings, SshConfig,
 };
 
 pub(crate) const DEFAULT_SOCKET: &str = "/run/hopsdr/hopsdr.sock";
@@ -44,6 +44,16 @@ pub(crate) const DEFAULT_BACKUP_FILES: &[(&str, bool)] = &[
 ];
 pub(crate) const DEFAULT_TIMEZONE: chrono_tz::Tz = chrono_tz::UTC;
 pub(crate) const DEFAULT_MYSQL_PORT: u16 = 3306;
+pub(crate) const DEFAULT_MYSQLPUMP: &str = "/srv/hops/mysql/bin/mysqlpump";
+/// Accounts of the server itself, never dumped.
+pub(crate) const DEFAULT_EXCLUDED_USERS: &[&str] = &[
+    "root",
+    "mysql.sys",
+    "mysql.session",
+    "mysql.infoschema",
+    "mariadb.sys",
+    "debian-sys-maint",
+];
 pub(crate) const DEFAULT_MGM_CLIENT: &str = "/srv/hops/mysql-cluster/ndb/scripts/mgm-client.sh";
 pub(crate) const DEFAULT_NDB_BACKUP_DIR: &str = "/srv/hops/mysql-cluster/ndb/backups";
 pub(crate) const DEFAULT_BACKUP_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
@@ -804,12 +814,43 @@ impl<'a> Validator<'a> {
         if port == 0 {
             self.error(&p.key("port"), "port 0 is not valid: use 1 to 65535");
         }
+        let mode = match raw.mode.as_deref() {
+            None | Some("native") => MysqlDumpMode::Native,
+            Some("mysqlpump") => MysqlDumpMode::Mysqlpump,
+            Some(other) => {
+                self.error(
+                    &p.key("mode"),
+                    format!("unknown mode {other:?}: use \"native\" or \"mysqlpump\""),
+                );
+                MysqlDumpMode::Native
+            }
+        };
+        let mysqlpump = match raw.mysqlpump {
+            None => vec![DEFAULT_MYSQLPUMP.to_string()],
+            Some(argv) if argv.first().is_some_and(|a| a.starts_with('/')) => argv,
+            Some(_) => {
+                self.error(
+                    &p.key("mysqlpump"),
+                    format!("give the command as a list starting with an absolute path, e.g. [\"{DEFAULT_MYSQLPUMP}\"]"),
+                );
+                vec![DEFAULT_MYSQLPUMP.to_string()]
+            }
+        };
+        let exclude_users = raw.exclude_users.unwrap_or_else(|| {
+            DEFAULT_EXCLUDED_USERS
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        });
         Some(MysqlSettings {
             user: user?,
             password: password?,
             socket,
             host: raw.host,
             port,
+            mode,
+            mysqlpump,
+            exclude_users,
         })
     }
 

@@ -184,6 +184,9 @@ pub fn start_backup(ctx: &Arc<Ctx>, trigger: &str) -> Result<JobStarted, JobErro
     let ctx2 = ctx.clone();
     let bid = backup_id.clone();
     let handle = tokio::task::spawn_blocking(move || {
+        // Every event of the job carries BACKUP_ID and JOB_ID (journald fields).
+        let span = tracing::info_span!("backup", backup_id = %bid, job_id = %job_id);
+        let _entered = span.enter();
         let settings = ctx2.settings();
         let mut obs = Observer {
             ctx: ctx2.clone(),
