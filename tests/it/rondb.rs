@@ -494,3 +494,32 @@ fn a_stream_cut_in_the_middle_fails_commits_nothing_and_keeps_node_files() {
     assert_eq!(out.status.code(), Some(0), "{}", env.log());
     assert_eq!(env.manifests().len(), 1);
 }
+
+#[test]
+fn a_start_backup_that_times_out_is_aborted_and_the_next_backup_succeeds() {
+    let mut env = Env::new();
+    let cluster = Cluster::create(&env, &[]);
+    env.extra_config = cluster
+        .config("local")
+        .replace("backup_timeout = \"60s\"", "backup_timeout = \"2s\"");
+    let _d = env.start();
+    // The 4th ndb_mgm call is START BACKUP (after SHOW, ALL STATUS, REPORT BACKUPSTATUS).
+    cluster.tb(&[
+        "fault", "call", "--tool", "ndb_mgm", "--nth", "4", "--action", "hang-mid",
+    ]);
+    let e = failed_backup(&env);
+    assert!(e.contains("timed out after 2s"), "{e}");
+    wait_for("the abort in the log", Duration::from_secs(10), || {
+        env.log().contains("ABORT BACKUP").then_some(())
+    });
+    let log = env.log();
+    assert!(log.contains("ordered"), "ABORT BACKUP was ordered: {log}");
+    // Nothing runs on the cluster any more.
+    let status = Command::new(cluster.tool("ndb_mgm"))
+        .args(["-c", "10.0.0.1:1186", "-e", "ALL REPORT BACKUPSTATUS"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(!text.contains("Local backup status"), "{text}");
+    next_succeeds(&env, &cluster);
+}
