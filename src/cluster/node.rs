@@ -265,10 +265,30 @@ impl Node {
     where
         F: FnOnce(&mut dyn Read) -> std::io::Result<()>,
     {
+        self.stream_with_input(argv, None, timeout, cancel, consume)
+    }
+
+    /// As [`Node::stream`], writing `input` to the command's stdin (e.g. a list of files for
+    /// `tar -T -`).
+    pub fn stream_with_input<F>(
+        &self,
+        argv: &[String],
+        input: Option<Vec<u8>>,
+        timeout: Duration,
+        cancel: &CancellationToken,
+        consume: F,
+    ) -> Result<(ExitStatus, String), NodeError>
+    where
+        F: FnOnce(&mut dyn Read) -> std::io::Result<()>,
+    {
         let command = Self::display(argv);
         let mut child = self
             .command(argv)
-            .stdin(Stdio::null())
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -278,6 +298,15 @@ impl Node {
                 source,
             })?;
         let pid = child.id() as i32;
+        let stdin_thread = match (input, child.stdin.take()) {
+            (Some(data), Some(mut stdin)) => Some(std::thread::spawn(move || {
+                use std::io::Write;
+                // A command that stops reading early is not an error here: its exit status
+                // tells.
+                let _ = stdin.write_all(&data);
+            })),
+            _ => None,
+        };
         let mut out = child.stdout.take().expect("stdout is piped");
         let err = child.stderr.take().expect("stderr is piped");
         let stderr_buf = Arc::new(Mutex::new(Vec::new()));
@@ -327,6 +356,9 @@ impl Node {
         done.cancel();
         let _ = watchdog.join();
         let _ = stderr_thread.join();
+        if let Some(t) = stdin_thread {
+            let _ = t.join();
+        }
         let stderr = String::from_utf8_lossy(&stderr_buf.lock().unwrap_or_else(|p| p.into_inner()))
             .into_owned();
         let killed_for = *why.lock().unwrap_or_else(|p| p.into_inner());
@@ -500,6 +532,21 @@ mod tests {
                 .contains("failed to start `/nonexistent/tool`"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn input_reaches_stdin() {
+        let n = Node::local("head");
+        let mut got = String::new();
+        n.stream_with_input(
+            &argv(&["tr", "a-z", "A-Z"]),
+            Some(b"blk_1\0blk_2".to_vec()),
+            Duration::from_secs(10),
+            &CancellationToken::new(),
+            |r| r.read_to_string(&mut got).map(|_| ()),
+        )
+        .unwrap();
+        assert_eq!(got, "BLK_1\0BLK_2");
     }
 
     #[test]
