@@ -42,6 +42,23 @@ enum Cmd {
         #[command(subcommand)]
         cmd: FaultCmd,
     },
+    /// Read a backup's files (like `ndb_restore --print-data`).
+    Backup {
+        #[command(subcommand)]
+        cmd: BackupCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum BackupCmd {
+    /// The HopsFS blocks the backed-up metadata references, one `<block pool> <block id>
+    /// <genstamp> <length>` line each, read from every data node's files of the backup.
+    Blocks {
+        #[arg(long)]
+        backup_id: u64,
+        #[arg(long, env = "HOPSDR_TESTBED_DIR")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -257,6 +274,9 @@ pub fn main() -> Result<i32> {
             cl.save()?;
         }
         Cmd::Fault { cmd } => fault(cmd)?,
+        Cmd::Backup {
+            cmd: BackupCmd::Blocks { backup_id, dir },
+        } => backup_blocks(&Cluster::open_unlocked(&dir)?, backup_id)?,
     }
     Ok(0)
 }
@@ -348,4 +368,68 @@ fn fault(cmd: FaultCmd) -> Result<()> {
             cl.save()
         }
     }
+}
+
+/// Every `.Data` file of backup `id` on every data node.
+fn data_files(cl: &Cluster, id: u64) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for n in 1..=cl.cfg.data_nodes {
+        let root = cl.backup_data_dir(n).join(format!("BACKUP/BACKUP-{id}"));
+        let mut stack = vec![root];
+        while let Some(d) = stack.pop() {
+            let Ok(rd) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|x| x == "Data") {
+                    out.push(p);
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn backup_blocks(cl: &Cluster, id: u64) -> Result<()> {
+    let files = data_files(cl, id);
+    if files.is_empty() {
+        bail!("no .Data files of backup {id} on any data node");
+    }
+    let mut bp = None;
+    let mut blocks = Vec::new();
+    for f in files {
+        for line in crate::backupfmt::open(&f)? {
+            let mut it = line.splitn(4, '\t');
+            let (Some(db), Some(tbl), Some(pk), Some(val)) = (it.next(), it.next(), it.next(), it.next())
+            else {
+                continue;
+            };
+            if db != "hops" {
+                continue;
+            }
+            if tbl == "hdfs_variables" {
+                if let Some(v) = val.strip_prefix("blockpoolID=") {
+                    bp = Some(v.to_string());
+                }
+            } else if tbl == "hdfs_blocks" {
+                if let Some(b) = pk.parse().ok().and_then(|pk| model::Block::parse(pk, val)) {
+                    blocks.push(b);
+                }
+            }
+        }
+    }
+    let Some(bp) = bp else {
+        bail!("backup {id} holds no hops.hdfs_variables blockpoolID");
+    };
+    blocks.sort_by_key(|b| b.id);
+    let mut out = String::new();
+    for b in blocks {
+        out.push_str(&format!("{bp} {} {} {}\n", b.id, b.genstamp, b.len));
+    }
+    print!("{out}");
+    Ok(())
 }
