@@ -98,6 +98,8 @@ pub enum State {
     Queued,
     Running,
     Succeeded,
+    /// Committed, but not everything was captured (e.g. blocks the metadata references).
+    Partial,
     Failed,
     Interrupted,
 }
@@ -108,6 +110,7 @@ impl State {
             State::Queued => "queued",
             State::Running => "running",
             State::Succeeded => "succeeded",
+            State::Partial => "partial",
             State::Failed => "failed",
             State::Interrupted => "interrupted",
         }
@@ -117,13 +120,17 @@ impl State {
             "queued" => State::Queued,
             "running" => State::Running,
             "succeeded" => State::Succeeded,
+            "partial" => State::Partial,
             "failed" => State::Failed,
             "interrupted" => State::Interrupted,
             _ => return None,
         })
     }
     pub fn is_final(self) -> bool {
-        matches!(self, State::Succeeded | State::Failed | State::Interrupted)
+        matches!(
+            self,
+            State::Succeeded | State::Partial | State::Failed | State::Interrupted
+        )
     }
 }
 

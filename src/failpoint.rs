@@ -32,6 +32,23 @@ pub fn hit(name: &str, cancel: &CancellationToken) {
     }
 }
 
+/// The value of failpoint `name` (`name=value` in `HOPSDR_FAILPOINTS`), if set.
+#[cfg(feature = "testbed")]
+pub fn value(name: &str) -> Option<String> {
+    let set = std::env::var("HOPSDR_FAILPOINTS").ok()?;
+    set.split(',').find_map(|fp| {
+        let (k, v) = fp.trim().split_once('=')?;
+        (k == name).then(|| v.to_string())
+    })
+}
+
+/// Failpoints are compiled out without the `testbed` feature.
+#[cfg(not(feature = "testbed"))]
+#[inline(always)]
+pub fn value(_name: &str) -> Option<String> {
+    None
+}
+
 /// Failpoints are compiled out without the `testbed` feature.
 #[cfg(not(feature = "testbed"))]
 #[inline(always)]

@@ -6,15 +6,18 @@
 //! Components so far: `files` (cluster definition and config files).
 
 pub mod files;
+pub mod hopsfs;
 pub mod rondb;
 pub mod users;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Settings;
+use crate::cluster;
+use crate::config::{BlockStorage, Settings};
 use crate::ids::BackupId;
 use crate::repository::{
     BackupInfo, BackupWriter, ComponentInfo, Manifest, RepoError, Repository, WriteStats,
@@ -36,6 +39,8 @@ pub enum BackupError {
     Users(#[from] users::UsersError),
     #[error("rondb: {0}")]
     Rondb(#[from] rondb::RondbError),
+    #[error("hopsfs: {0}")]
+    Hopsfs(#[from] hopsfs::HopsfsError),
     #[error("preflight: the repository {repo} has {} free, less than the previous backup's size plus a margin ({}): free space or prune old backups", crate::ctl::human_bytes(*.available), crate::ctl::human_bytes(*.needed))]
     NoRoom {
         repo: String,
@@ -124,6 +129,8 @@ pub struct BackupOutcome {
     pub manifest: Manifest,
     pub stats: WriteStats,
     pub rondb: Option<rondb::RondbFacts>,
+    /// Why the backup is partial (committed, but not everything was captured).
+    pub partial: Option<String>,
 }
 
 /// What a backup needs besides the repository.
@@ -227,22 +234,18 @@ pub fn run(
             }),
         );
     }
-    let mut rondb_done = None;
-    if let Some(r) = &settings.rondb {
-        let run = rondb::RondbRun {
-            settings: r,
-            ssh: &settings.ssh,
-            last_id: req.last_rondb_id,
-            clock,
-            cancel,
-        };
-        let (facts, nodes) = c.run("rondb", |w| Ok(rondb::back_up(&run, w)?))?;
-        extra.insert(
-            "rondb".into(),
-            serde_json::to_value(&facts).unwrap_or_default(),
-        );
-        rondb_done = Some((facts, nodes));
+    // HopsFS with blocks on the datanodes: pinned at the RonDB consistency point.
+    let hopsfs_local = settings
+        .hopsfs
+        .as_ref()
+        .filter(|h| h.block_storage == BlockStorage::Local);
+    let dns = hopsfs_local.map(|h| hopsfs::datanodes(h, &settings.ssh));
+    let result = run_cluster_parts(&mut c, &id, repo, req, dns.as_deref(), cancel, clock, &mut extra);
+    if let Some(dns) = &dns {
+        // Pins are removed whatever happened (a crash leaves them for the next start).
+        hopsfs::remove_pins_logged(dns, Duration::from_secs(600));
     }
+    let (rondb_done, partial) = result?;
 
     crate::failpoint::hit("backup.before_commit", cancel);
     if cancel.is_cancelled() {
@@ -269,7 +272,141 @@ pub fn run(
         manifest,
         stats,
         rondb: rondb_facts,
+        partial,
     })
+}
+
+/// What the cluster parts left for after the commit: the RonDB backup to clean up on the data
+/// nodes, and the reason the backup is partial (missing blocks), if it is.
+type ClusterParts = (Option<(rondb::RondbFacts, Vec<rondb::DataNode>)>, Option<String>);
+
+/// The RonDB and HopsFS components.
+#[allow(clippy::too_many_arguments)]
+fn run_cluster_parts(
+    c: &mut Components<'_>,
+    id: &BackupId,
+    repo: &Repository,
+    req: &BackupRequest<'_>,
+    dns: Option<&[hopsfs::Datanode]>,
+    cancel: &CancellationToken,
+    clock: &dyn Fn() -> DateTime<Utc>,
+    extra: &mut serde_json::Map<String, serde_json::Value>,
+) -> Result<ClusterParts, BackupError> {
+    let settings = req.settings;
+    let Some(r) = &settings.rondb else {
+        return Ok((None, None));
+    };
+    let run = rondb::RondbRun {
+        settings: r,
+        ssh: &settings.ssh,
+        last_id: req.last_rondb_id,
+        clock,
+        cancel,
+    };
+    let no_fence = crate::failpoint::value("hopsfs.no_fence");
+    let (facts, nodes, pinned_at) = c.run("rondb", |w| {
+        if let Some(dns) = dns {
+            // Preflight: every datanode reachable; pins left by a crash removed.
+            hopsfs::remove_pins(dns, r.command_timeout, cancel)?;
+        }
+        let started = rondb::start(&run)?;
+        let mut pinned_at = None;
+        if let (Some(dns), None) = (dns, &no_fence) {
+            pinned_at = Some(hopsfs::pin(dns, id, r.command_timeout, cancel)?);
+            tracing::info!(step = "hopsfs", "volumes pinned");
+        }
+        let facts = rondb::collect(&run, &started, w)?;
+        Ok((facts, started.nodes, pinned_at))
+    })?;
+    extra.insert(
+        "rondb".into(),
+        serde_json::to_value(&facts).unwrap_or_default(),
+    );
+    let mut partial = None;
+    if let Some(h) = &settings.hopsfs {
+        let mut hf = hopsfs::HopsfsFacts {
+            block_storage: match h.block_storage {
+                BlockStorage::Local => "local".into(),
+                BlockStorage::Cloud => "cloud".into(),
+            },
+            ..Default::default()
+        };
+        if let Some(dns) = dns {
+            let known = previous_blocks(repo);
+            let out = c.run("hopsfs", |w| {
+                let pinned_at = match (pinned_at, &no_fence) {
+                    (Some(t), _) => t,
+                    // Test hook: no fence; copy the live volumes late, as the guide does.
+                    (None, delay) => {
+                        let ms = delay.as_deref().and_then(|d| d.parse().ok()).unwrap_or(0);
+                        std::thread::sleep(Duration::from_millis(ms));
+                        hopsfs::pin(dns, id, r.command_timeout, cancel)?
+                    }
+                };
+                let window = (pinned_at - facts.consistent_at).num_milliseconds().max(0) as f64 / 1000.0;
+                let (captured, totals) =
+                    hopsfs::copy(dns, id, &known, w, h.copy_timeout, cancel)?;
+                let referenced = match &h.referenced_blocks {
+                    Some(cmd) => Some(hopsfs::referenced(cmd, facts.backup_id, r.command_timeout, cancel)?),
+                    None => None,
+                };
+                Ok((window, captured, totals, referenced))
+            })?;
+            let (window, captured, totals, referenced) = out;
+            hf.fence_window_seconds = window;
+            hf.blocks = totals.blocks;
+            hf.blocks_new = totals.blocks_new;
+            hf.bytes_new = totals.bytes_new;
+            hf.rbw_replicas = totals.rbw_replicas;
+            hf.volumes = dns
+                .iter()
+                .flat_map(|d| {
+                    d.volumes
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| (format!("{}/vol{}", d.name, i + 1), v.clone()))
+                })
+                .collect();
+            if let Some(refd) = referenced {
+                let missing = cluster::hopsfs::missing(&refd, &captured);
+                hf.coverage_checked = true;
+                hf.referenced_blocks = refd.len() as u64;
+                hf.missing_blocks = missing.iter().map(|b| b.id).collect();
+                if !missing.is_empty() {
+                    let ids: Vec<String> = missing.iter().take(20).map(|b| b.id.to_string()).collect();
+                    partial = Some(format!(
+                        "partial: {} of {} blocks the metadata references were not captured (block ids {}{})",
+                        missing.len(),
+                        refd.len(),
+                        ids.join(", "),
+                        if missing.len() > 20 { ", ..." } else { "" }
+                    ));
+                }
+            } else {
+                tracing::warn!(step = "hopsfs", "no [hopsfs] referenced_blocks source: coverage not checked");
+            }
+        }
+        extra.insert(
+            "hopsfs".into(),
+            serde_json::to_value(&hf).unwrap_or_default(),
+        );
+    }
+    Ok((Some((facts, nodes)), partial))
+}
+
+/// The blocks the newest backup holding HopsFS blocks stored (nothing if none can be read).
+fn previous_blocks(repo: &Repository) -> hopsfs::KnownBlocks {
+    let Ok(ids) = repo.list_backups() else {
+        return hopsfs::KnownBlocks::default();
+    };
+    for id in ids.iter().rev() {
+        if let Ok(m) = repo.read_manifest(id) {
+            if m.info.extra.contains_key("hopsfs") {
+                return hopsfs::KnownBlocks::from_manifest(&m);
+            }
+        }
+    }
+    hopsfs::KnownBlocks::default()
 }
 
 /// The free space a backup needs in the repository, from the previous backup's logical size

@@ -279,6 +279,24 @@ pub fn back_up(
     r: &RondbRun<'_>,
     writer: &mut BackupWriter,
 ) -> Result<(RondbFacts, Vec<DataNode>), RondbError> {
+    let started = start(r)?;
+    let facts = collect(r, &started, writer)?;
+    Ok((facts, started.nodes))
+}
+
+/// A RonDB backup taken on the data nodes, not yet collected.
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub id: u32,
+    pub done: ndb_mgm::BackupCompleted,
+    /// When START BACKUP returned: the consistency point (SNAPSHOTEND, StopGCP reached).
+    pub consistent_at: DateTime<Utc>,
+    pub nodes: Vec<DataNode>,
+    pub version: Option<String>,
+}
+
+/// Preflight and `START BACKUP <id> SNAPSHOTEND WAIT COMPLETED`.
+pub fn start(r: &RondbRun<'_>) -> Result<Started, RondbError> {
     let s = r.settings;
     let mgm = MgmClient {
         node: node_for("management client".into(), &s.mgm_host, r.ssh),
@@ -367,11 +385,27 @@ pub fn back_up(
     let done = ndb_mgm::parse_start_backup(&out.stdout, out.status)
         .map_err(|message| RondbError::StartBackup { id, message })?;
     let consistent_at = (r.clock)();
+    Ok(Started {
+        id,
+        done,
+        consistent_at,
+        version: show.data_nodes.first().and_then(|n| n.version.clone()),
+        nodes,
+    })
+}
 
-    // Collect every node's files.
+/// Collects every data node's `BACKUP-<id>` into `writer`.
+pub fn collect(
+    r: &RondbRun<'_>,
+    started: &Started,
+    writer: &mut BackupWriter,
+) -> Result<RondbFacts, RondbError> {
+    let s = r.settings;
+    let id = started.id;
+    let nodes = &started.nodes;
     let mut files = 0;
     let mut bytes = 0;
-    for n in &nodes {
+    for n in nodes {
         let parent = format!("{}/BACKUP", n.backup_dir);
         let member = format!("BACKUP-{id}");
         let prefix = format!("rondb/{}", n.id);
@@ -454,22 +488,18 @@ pub fn back_up(
             "collected BACKUP-{id}"
         );
     }
-    let version = show.data_nodes.first().and_then(|n| n.version.clone());
-    Ok((
-        RondbFacts {
-            backup_id: id,
-            start_gcp: done.start_gcp,
-            stop_gcp: done.stop_gcp,
-            records: done.records,
-            log_records: done.log_records,
-            consistent_at,
-            nodes: nodes.iter().map(|n| n.id).collect(),
-            version,
-            files,
-            bytes,
-        },
-        nodes,
-    ))
+    Ok(RondbFacts {
+        backup_id: id,
+        start_gcp: started.done.start_gcp,
+        stop_gcp: started.done.stop_gcp,
+        records: started.done.records,
+        log_records: started.done.log_records,
+        consistent_at: started.consistent_at,
+        nodes: nodes.iter().map(|n| n.id).collect(),
+        version: started.version.clone(),
+        files,
+        bytes,
+    })
 }
 
 /// Removes each node's `BACKUP-<id>` after the backup is committed. Failures are logged, not

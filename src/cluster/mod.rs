@@ -2,6 +2,7 @@
 //! programs given as argv, with timeouts and cancellation, and stream files out as tar.
 //! The RonDB, HopsFS and MySQL clients build on top of this.
 
+pub mod hopsfs;
 pub mod mysql;
 pub mod ndb_mgm;
 pub mod node;

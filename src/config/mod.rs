@@ -44,6 +44,39 @@ pub struct Settings {
     pub rondb: Option<RondbSettings>,
     /// `[ssh]`: how remote nodes are reached.
     pub ssh: SshConfig,
+    /// `[hopsfs]`: the HopsFS blocks component; `None` when the section is absent.
+    pub hopsfs: Option<HopsfsSettings>,
+}
+
+/// Where HopsFS keeps its blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockStorage {
+    /// On the datanodes' volumes: hopsdr copies them.
+    Local,
+    /// In object storage (enterprise HopsFS): only the metadata (in RonDB) is backed up.
+    Cloud,
+}
+
+/// `[hopsfs]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HopsfsSettings {
+    pub block_storage: BlockStorage,
+    /// A command printing `<block pool> <block id> <genstamp> <length>` for every block the
+    /// metadata of a RonDB backup references; hopsdr appends `--backup-id <id>`. Without it
+    /// the coverage check is skipped (and the manifest says so).
+    pub referenced_blocks: Option<Vec<String>>,
+    pub copy_timeout: Duration,
+    pub datanodes: Vec<HopsfsDatanodeSettings>,
+}
+
+/// `[[hopsfs.datanodes]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HopsfsDatanodeSettings {
+    /// A unique name (default: the host); names the datanode in the backup.
+    pub name: String,
+    pub host: NodeHost,
+    /// `dfs.datanode.data.dir` entries (a `[DISK]` prefix is accepted and dropped).
+    pub volumes: Vec<PathBuf>,
 }
 
 /// Where a command runs: the head node itself or a host reached over ssh.

@@ -15,6 +15,22 @@ pub(crate) struct RawConfig {
     pub mysql: Option<RawMysql>,
     pub rondb: Option<RawRondb>,
     pub ssh: Option<RawSsh>,
+    pub hopsfs: Option<RawHopsfs>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawHopsfs {
+    pub block_storage: Option<String>,
+    pub referenced_blocks: Option<Vec<String>>,
+    pub copy_timeout: Option<String>,
+    pub datanodes: Option<Vec<RawHopsfsDatanode>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawHopsfsDatanode {
+    pub name: Option<String>,
+    pub host: Option<String>,
+    pub volumes: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -114,6 +130,7 @@ pub(crate) fn allowed_keys(shape: &str) -> &'static [&'static str] {
         "" => &[
             "backup",
             "daemon",
+            "hopsfs",
             "metrics",
             "mysql",
             "repository",
@@ -156,6 +173,13 @@ pub(crate) fn allowed_keys(shape: &str) -> &'static [&'static str] {
             "mgm_host",
         ],
         "rondb.data_nodes" => &["backup_dir", "host", "id"],
+        "hopsfs" => &[
+            "block_storage",
+            "copy_timeout",
+            "datanodes",
+            "referenced_blocks",
+        ],
+        "hopsfs.datanodes" => &["host", "name", "volumes"],
         "ssh" => &[
             "connect_timeout",
             "identity_file",

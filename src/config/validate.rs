@@ -11,15 +11,16 @@ use toml::de::DeTable;
 use toml::Spanned;
 
 use super::raw::{
-    allowed_keys, RawBackup, RawConfig, RawDaemon, RawFilePath, RawMetrics, RawMysql,
+    allowed_keys, RawBackup, RawConfig, RawDaemon, RawFilePath, RawHopsfs, RawMetrics, RawMysql,
     RawRepository, RawRondb, RawSchedule, RawSsh,
 };
 use super::secret::{check_credential, check_file};
 use super::spans::{self, KeyPath, Seg, SpanIndex};
 use super::{
-    BackupSettings, ConfigError, ConfigErrors, DaemonSettings, DataNodeSettings, FilePathSettings,
-    JobKind, MetricsSettings, MysqlDumpMode, MysqlSettings, NodeHost, RepositorySettings,
-    RondbSettings, ScheduleSettings, Secret, SecretEnv, Settings, SshConfig,
+    BackupSettings, BlockStorage, ConfigError, ConfigErrors, DaemonSettings, DataNodeSettings,
+    FilePathSettings, HopsfsDatanodeSettings, HopsfsSettings, JobKind, MetricsSettings,
+    MysqlDumpMode, MysqlSettings, NodeHost, RepositorySettings, RondbSettings, ScheduleSettings,
+    Secret, SecretEnv, Settings, SshConfig,
 };
 
 pub(crate) const DEFAULT_SOCKET: &str = "/run/hopsdr/hopsdr.sock";
@@ -44,6 +45,7 @@ pub(crate) const DEFAULT_BACKUP_FILES: &[(&str, bool)] = &[
 ];
 pub(crate) const DEFAULT_TIMEZONE: chrono_tz::Tz = chrono_tz::UTC;
 pub(crate) const DEFAULT_MYSQL_PORT: u16 = 3306;
+pub(crate) const DEFAULT_HOPSFS_VOLUME: &str = "/srv/hops/hopsdata/hdfs/dn";
 pub(crate) const DEFAULT_MYSQLPUMP: &str = "/srv/hops/mysql/bin/mysqlpump";
 /// Accounts of the server itself, never dumped.
 pub(crate) const DEFAULT_EXCLUDED_USERS: &[&str] = &[
@@ -288,6 +290,13 @@ impl<'a> Validator<'a> {
             .and_then(|m| self.mysql(&root.key("mysql"), m, env));
         let rondb = raw.rondb.map(|r| self.rondb(&root.key("rondb"), r));
         let ssh = self.ssh(&root.key("ssh"), raw.ssh.unwrap_or_default());
+        let hopsfs = raw.hopsfs.map(|h| self.hopsfs(&root.key("hopsfs"), h));
+        if hopsfs.is_some() && rondb.is_none() {
+            self.error(
+                &root.key("hopsfs"),
+                "[hopsfs] needs [rondb]: the blocks are taken consistent with the RonDB backup (and its metadata says which blocks exist)",
+            );
+        }
         Settings {
             path,
             daemon,
@@ -298,6 +307,99 @@ impl<'a> Validator<'a> {
             mysql,
             rondb,
             ssh,
+            hopsfs,
+        }
+    }
+
+    fn hopsfs(&mut self, p: &KeyPath, raw: RawHopsfs) -> HopsfsSettings {
+        let block_storage = match raw.block_storage.as_deref() {
+            None | Some("local") => BlockStorage::Local,
+            Some("cloud") => BlockStorage::Cloud,
+            Some(other) => {
+                self.error(
+                    &p.key("block_storage"),
+                    format!("unknown block storage {other:?}: use \"local\" (blocks on the datanodes' volumes) or \"cloud\""),
+                );
+                BlockStorage::Local
+            }
+        };
+        let referenced_blocks = match raw.referenced_blocks {
+            None => None,
+            Some(argv) if argv.first().is_some_and(|a| a.starts_with('/')) => Some(argv),
+            Some(_) => {
+                self.error(
+                    &p.key("referenced_blocks"),
+                    "give the command as a list starting with an absolute path",
+                );
+                None
+            }
+        };
+        let copy_timeout = self.duration(
+            &p.key("copy_timeout"),
+            raw.copy_timeout,
+            DEFAULT_BACKUP_TIMEOUT,
+        );
+        let list = p.key("datanodes");
+        let mut datanodes: Vec<HopsfsDatanodeSettings> = Vec::new();
+        for (i, d) in raw.datanodes.unwrap_or_default().into_iter().enumerate() {
+            let item = list.index(i);
+            let host = self.host(&item.key("host"), d.host.clone());
+            let name = d.name.or(d.host).unwrap_or_else(|| "local".to_string());
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            {
+                self.error(
+                    &item.key("name"),
+                    format!(
+                        "invalid datanode name {name:?}: use letters, digits, '.', '_' and '-'"
+                    ),
+                );
+            }
+            if datanodes.iter().any(|x| x.name == name) {
+                self.error(
+                    &item.key("name"),
+                    format!("duplicate datanode name {name:?}: give each datanode its own name"),
+                );
+                continue;
+            }
+            let vols = d
+                .volumes
+                .unwrap_or_else(|| vec![DEFAULT_HOPSFS_VOLUME.to_string()]);
+            if vols.is_empty() {
+                self.error(
+                    &item.key("volumes"),
+                    "no volumes: list the datanode's dfs.datanode.data.dir entries",
+                );
+            }
+            let mut volumes = Vec::new();
+            for v in vols {
+                let v = v.strip_prefix("[DISK]").unwrap_or(&v).to_string();
+                let path = self.absolute(&item.key("volumes"), Some(v), "");
+                if volumes.contains(&path) {
+                    self.error(&item.key("volumes"), format!("duplicate volume {path:?}"));
+                    continue;
+                }
+                volumes.push(path);
+            }
+            datanodes.push(HopsfsDatanodeSettings {
+                name,
+                host,
+                volumes,
+            });
+        }
+        if block_storage == BlockStorage::Local && datanodes.is_empty() {
+            self.error(
+                &list,
+                "no datanodes: list every HopsFS datanode ([[hopsfs.datanodes]] with host and volumes); every one must be copied",
+            );
+        }
+        HopsfsSettings {
+            block_storage,
+            referenced_blocks,
+            copy_timeout,
+            datanodes,
         }
     }
 

@@ -240,7 +240,11 @@ async fn finish_backup(
     let (state, error, stats) = match result {
         Ok((Ok(outcome), _)) => {
             rondb_id = outcome.rondb.as_ref().map(|f| f.backup_id);
-            (State::Succeeded, None, outcome.stats)
+            record_hopsfs_metrics(ctx, &outcome.manifest);
+            match outcome.partial {
+                Some(why) => (State::Partial, Some(why), outcome.stats),
+                None => (State::Succeeded, None, outcome.stats),
+            }
         }
         Ok((Err(e), cancelled)) if cancelled || e.is_cancelled() => (
             State::Interrupted,
@@ -284,6 +288,10 @@ async fn finish_backup(
         .with_label_values(&[JobKind::Backup.as_str()])
         .set(0);
     match &error {
+        Some(e) if state == State::Partial => {
+            tracing::warn!(job_id = %job_id, backup_id = %backup_id, "backup committed but {e}");
+            notify::status(&format!("idle; last backup {backup_id} partial"));
+        }
         None => {
             tracing::info!(job_id = %job_id, backup_id = %backup_id, logical_bytes = stats.logical_bytes,
                 stored_bytes = stats.stored_bytes, files = stats.files, "backup succeeded");
@@ -301,6 +309,21 @@ async fn finish_backup(
     let mut cur = ctx.jobs.current.lock().unwrap_or_else(|p| p.into_inner());
     *cur = None;
     ctx.jobs.set_idle(true);
+}
+
+/// The HopsFS figures of a committed backup, from its manifest.
+fn record_hopsfs_metrics(ctx: &Ctx, manifest: &crate::repository::Manifest) {
+    let Some(h) = manifest.info.extra.get("hopsfs") else {
+        return;
+    };
+    let Ok(f) = serde_json::from_value::<backup::hopsfs::HopsfsFacts>(h.clone()) else {
+        return;
+    };
+    let m = &ctx.metrics;
+    m.hopsfs_blocks_missing.set(f.missing_blocks.len() as f64);
+    m.hopsfs_fence_window.set(f.fence_window_seconds);
+    m.hopsfs_blocks.with_label_values(&["total"]).set(f.blocks as f64);
+    m.hopsfs_blocks.with_label_values(&["new"]).set(f.blocks_new as f64);
 }
 
 /// Records components in the catalog and metrics as the backup goes.

@@ -32,6 +32,9 @@ pub struct Metrics {
     pub schedule_next_run: GaugeVec,
     pub schedule_expected_interval: GaugeVec,
     pub schedule_skipped: IntCounterVec,
+    pub hopsfs_blocks_missing: Gauge,
+    pub hopsfs_fence_window: Gauge,
+    pub hopsfs_blocks: GaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -144,12 +147,33 @@ impl Metrics {
                 )
                 .expect("valid"),
             ),
+            hopsfs_blocks_missing: reg(
+                &r,
+                Gauge::with_opts(Opts::new(
+                    "hopsdr_hopsfs_blocks_missing",
+                    "Blocks the last backup's metadata references that no datanode volume held",
+                ))
+                .expect("valid"),
+            ),
+            hopsfs_fence_window: reg(
+                &r,
+                Gauge::with_opts(Opts::new(
+                    "hopsdr_hopsfs_fence_window_seconds",
+                    "Seconds from the RonDB consistency point to the last datanode's pin in the last backup",
+                ))
+                .expect("valid"),
+            ),
+            hopsfs_blocks: gv(
+                "hopsdr_hopsfs_blocks",
+                "Finalized blocks in the last backup (total) and those transferred (new)",
+                &["kind"],
+            ),
             registry: r,
         };
         for kind in JobKind::ALL {
             m.job_running.with_label_values(&[kind.as_str()]).set(0);
         }
-        for result in ["succeeded", "failed", "interrupted"] {
+        for result in ["succeeded", "partial", "failed", "interrupted"] {
             m.backups_total.with_label_values(&[result]);
         }
         m

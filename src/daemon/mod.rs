@@ -206,6 +206,17 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> Result<(), DaemonE
         }
     }
 
+    // Pins left on the datanodes by a crash, removed before any job can start.
+    if let Some(h) = ctx.settings().hopsfs.as_ref() {
+        let dns = crate::backup::hopsfs::datanodes(h, &ctx.settings().ssh);
+        if !dns.is_empty() {
+            let _ = tokio::task::spawn_blocking(move || {
+                crate::backup::hopsfs::remove_pins_logged(&dns, std::time::Duration::from_secs(60))
+            })
+            .await;
+        }
+    }
+
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
     let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signal)?;

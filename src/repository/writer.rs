@@ -222,6 +222,39 @@ impl BackupWriter {
         Ok(entry)
     }
 
+    /// Adds a file whose content is already in the repository, as `known` lists it in a
+    /// committed manifest (the same chunks, size and hash), under `logical_path`. Nothing is
+    /// read or written: used for immutable files (finalized HopsFS blocks) that an earlier
+    /// backup stored. Safe because blobs referenced by a committed manifest are never collected
+    /// while a backup runs.
+    pub fn add_known_file(
+        &mut self,
+        logical_path: &str,
+        known: &FileEntry,
+        meta: FileMeta,
+    ) -> Result<(), RepoError> {
+        if self.cancel.is_cancelled() {
+            return Err(RepoError::Cancelled);
+        }
+        self.check_new_path(logical_path)?;
+        let entry = Entry::File(FileEntry {
+            path: logical_path.to_string(),
+            size: known.size,
+            meta,
+            hash: known.hash.clone(),
+            chunks: known.chunks.clone(),
+        });
+        manifest::validate_entry(&entry).map_err(|defect| RepoError::InvalidEntry {
+            path: logical_path.to_string(),
+            defect,
+        })?;
+        self.stats.files += 1;
+        self.stats.logical_bytes += known.size;
+        self.stats.reused_blobs += known.chunks.len() as u64;
+        self.finish_entry(entry);
+        Ok(())
+    }
+
     pub fn add_dir(&mut self, logical_path: &str, meta: FileMeta) -> Result<(), RepoError> {
         self.check_new_path(logical_path)?;
         self.finish_entry(Entry::Dir {

@@ -1,0 +1,291 @@
+//! HopsFS datanode volumes: pure parsing of a volume listing (`find -printf`), recognising
+//! finalized block files (`blk_<id>`) and their checksum files (`blk_<id>_<genstamp>.meta`) in
+//! any subdir fan-out (HopsFS 256×256, Apache HDFS 32×32), replicas in `rbw/`, and the
+//! `<block pool> <block id> <genstamp> <length>` lines of a referenced-blocks source.
+//!
+//! A finalized block is immutable and named by block id and generation stamp (an append moves
+//! it to `rbw/` and gives it a new stamp), so (block pool, id, genstamp, length) identifies its
+//! content: hopsdr stores it once and never transfers it again.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The argv listing a directory tree: `<type>\t<size>\t<path relative to root>` per entry.
+pub fn find_argv(root: &str) -> Vec<String> {
+    ["find", root, "-mindepth", "1", "-printf", "%y\\t%s\\t%P\\n"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// The kind of a listed entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    File,
+    Symlink,
+    Other,
+}
+
+/// One listed entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub kind: Kind,
+    pub size: u64,
+    pub path: String,
+}
+
+/// Parses `find -printf '%y\t%s\t%P\n'` output. Lines that do not parse are returned as errors
+/// (a listing hopsdr cannot read is not silently shortened).
+pub fn parse_listing(text: &str) -> Result<Vec<Listed>, String> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if line.is_empty() {
+            continue;
+        }
+        let mut it = line.splitn(3, '\t');
+        let (Some(k), Some(size), Some(path)) = (it.next(), it.next(), it.next()) else {
+            return Err(format!("unreadable listing line {line:?}"));
+        };
+        let kind = match k {
+            "d" => Kind::Dir,
+            "f" => Kind::File,
+            "l" => Kind::Symlink,
+            _ => Kind::Other,
+        };
+        let size = size
+            .parse()
+            .map_err(|_| format!("bad size in listing line {line:?}"))?;
+        out.push(Listed {
+            kind,
+            size,
+            path: path.to_string(),
+        });
+    }
+    Ok(out)
+}
+
+/// What a file of a volume is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VolumeFile {
+    /// `<BP>/current/finalized/.../blk_<id>`
+    Block { bp: String, id: u64 },
+    /// `<BP>/current/finalized/.../blk_<id>_<genstamp>.meta`
+    Meta { bp: String, id: u64, genstamp: u64 },
+    /// Anything under `<BP>/current/rbw/`: being written or appended.
+    Rbw { bp: String },
+    /// VERSION files and the rest of the volume's bookkeeping.
+    Other,
+}
+
+/// Classifies a path relative to the volume's `current/` directory.
+pub fn classify(path: &str) -> VolumeFile {
+    let parts: Vec<&str> = path.split('/').collect();
+    if parts.len() >= 3 && parts[0].starts_with("BP-") && parts[1] == "current" {
+        let bp = parts[0].to_string();
+        if parts[2] == "rbw" {
+            return VolumeFile::Rbw { bp };
+        }
+        if parts[2] == "finalized" {
+            let name = parts[parts.len() - 1];
+            if let Some(rest) = name.strip_prefix("blk_") {
+                if let Some(meta) = rest.strip_suffix(".meta") {
+                    if let Some((id, gs)) = meta.split_once('_') {
+                        if let (Ok(id), Ok(genstamp)) = (id.parse(), gs.parse()) {
+                            return VolumeFile::Meta { bp, id, genstamp };
+                        }
+                    }
+                } else if let Ok(id) = rest.parse() {
+                    return VolumeFile::Block { bp, id };
+                }
+            }
+        }
+    }
+    VolumeFile::Other
+}
+
+/// A block as the metadata and the volumes know it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BlockRef {
+    pub bp: String,
+    pub id: u64,
+    pub genstamp: u64,
+    pub len: u64,
+}
+
+/// A finalized replica on a volume: the block file and its checksum file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replica {
+    pub block: BlockRef,
+    pub block_path: String,
+    pub meta_path: String,
+    pub meta_size: u64,
+}
+
+/// Pairs block files with their `.meta` files (same directory). Unpaired files are not
+/// replicas hopsdr can rely on; they are returned as plain files by the caller.
+pub fn replicas(listing: &[Listed]) -> Vec<Replica> {
+    // (dir, bp, id) -> (block path, len) and (meta path, genstamp, size)
+    let mut blocks: BTreeMap<(String, String, u64), (String, u64)> = BTreeMap::new();
+    let mut metas: BTreeMap<(String, String, u64), (String, u64, u64)> = BTreeMap::new();
+    for e in listing.iter().filter(|e| e.kind == Kind::File) {
+        let dir = e.path.rsplit_once('/').map(|x| x.0).unwrap_or("").to_string();
+        match classify(&e.path) {
+            VolumeFile::Block { bp, id } => {
+                blocks.insert((dir, bp, id), (e.path.clone(), e.size));
+            }
+            VolumeFile::Meta { bp, id, genstamp } => {
+                metas.insert((dir, bp, id), (e.path.clone(), genstamp, e.size));
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for (key, (block_path, len)) in blocks {
+        if let Some((meta_path, genstamp, meta_size)) = metas.get(&key) {
+            out.push(Replica {
+                block: BlockRef {
+                    bp: key.1.clone(),
+                    id: key.2,
+                    genstamp: *genstamp,
+                    len,
+                },
+                block_path,
+                meta_path: meta_path.clone(),
+                meta_size: *meta_size,
+            });
+        }
+    }
+    out
+}
+
+/// Parses a referenced-blocks source: `<block pool> <block id> <genstamp> <length>` per line.
+pub fn parse_referenced(text: &str) -> Result<BTreeSet<BlockRef>, String> {
+    let mut out = BTreeSet::new();
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let f: Vec<&str> = t.split_whitespace().collect();
+        let parsed = match f.as_slice() {
+            [bp, id, gs, len] => match (id.parse(), gs.parse(), len.parse()) {
+                (Ok(id), Ok(genstamp), Ok(len)) => Some(BlockRef {
+                    bp: bp.to_string(),
+                    id,
+                    genstamp,
+                    len,
+                }),
+                _ => None,
+            },
+            _ => None,
+        };
+        match parsed {
+            Some(b) => {
+                out.insert(b);
+            }
+            None => {
+                return Err(format!(
+                    "line {}: expected \"<block pool> <block id> <genstamp> <length>\", found {t:?}",
+                    i + 1
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The referenced blocks that no volume captured (same pool, id, genstamp and length).
+pub fn missing(referenced: &BTreeSet<BlockRef>, captured: &BTreeSet<BlockRef>) -> Vec<BlockRef> {
+    referenced.difference(captured).cloned().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BP: &str = "BP-850094435-10.0.0.1-1781765471666";
+
+    #[test]
+    fn classifies_volume_files_in_any_fanout() {
+        assert_eq!(
+            classify(&format!("{BP}/current/finalized/subdir0/subdir0/blk_1073741825")),
+            VolumeFile::Block {
+                bp: BP.into(),
+                id: 1073741825
+            }
+        );
+        assert_eq!(
+            classify(&format!(
+                "{BP}/current/finalized/subdir31/subdir2/blk_1073741825_1001.meta"
+            )),
+            VolumeFile::Meta {
+                bp: BP.into(),
+                id: 1073741825,
+                genstamp: 1001
+            }
+        );
+        assert_eq!(
+            classify(&format!("{BP}/current/rbw/blk_1073741826")),
+            VolumeFile::Rbw { bp: BP.into() }
+        );
+        assert_eq!(classify("VERSION"), VolumeFile::Other);
+        assert_eq!(classify(&format!("{BP}/current/VERSION")), VolumeFile::Other);
+        assert_eq!(
+            classify(&format!("{BP}/current/finalized/subdir0/blk_x")),
+            VolumeFile::Other
+        );
+    }
+
+    #[test]
+    fn pairs_blocks_with_meta_files() {
+        let text = format!(
+            "d\t4096\t{BP}\nf\t120\tVERSION\nf\t2156\t{BP}/current/finalized/subdir0/subdir0/blk_1\n\
+             f\t27\t{BP}/current/finalized/subdir0/subdir0/blk_1_1001.meta\n\
+             f\t99\t{BP}/current/finalized/subdir0/subdir0/blk_2\n\
+             f\t10\t{BP}/current/rbw/blk_3\n"
+        );
+        let l = parse_listing(&text).unwrap();
+        assert_eq!(l.len(), 6);
+        let r = replicas(&l);
+        assert_eq!(r.len(), 1, "blk_2 has no meta file");
+        assert_eq!(
+            r[0].block,
+            BlockRef {
+                bp: BP.into(),
+                id: 1,
+                genstamp: 1001,
+                len: 2156
+            }
+        );
+        assert_eq!(r[0].meta_size, 27);
+        assert!(parse_listing("x\n").is_err());
+    }
+
+    #[test]
+    fn referenced_blocks_and_coverage() {
+        let refd = parse_referenced(&format!("{BP} 1 1001 2156\n{BP} 2 1002 99\n\n")).unwrap();
+        let captured: BTreeSet<BlockRef> = [BlockRef {
+            bp: BP.into(),
+            id: 1,
+            genstamp: 1001,
+            len: 2156,
+        }]
+        .into_iter()
+        .collect();
+        let m = missing(&refd, &captured);
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].id, 2);
+        // A replica with another genstamp (appended since) does not cover the referenced one.
+        let other: BTreeSet<BlockRef> = [BlockRef {
+            bp: BP.into(),
+            id: 2,
+            genstamp: 1003,
+            len: 120,
+        }]
+        .into_iter()
+        .collect();
+        assert_eq!(missing(&refd, &other).len(), 2);
+        let e = parse_referenced("BP-1 x 1 2").unwrap_err();
+        assert!(e.starts_with("line 1:"), "{e}");
+    }
+}
