@@ -365,7 +365,7 @@ fn unknown_keys_list_the_allowed_keys_of_every_table() {
         (
             "x = 1",
             "x",
-            "backup, daemon, metrics, mysql, repository, rondb, schedule, ssh",
+            "backup, daemon, hopsfs, metrics, mysql, repository, rondb, schedule, ssh",
         ),
         (
             "[daemon]\nx = 1",
@@ -404,6 +404,16 @@ fn unknown_keys_list_the_allowed_keys_of_every_table() {
             "[rondb]\n[[rondb.data_nodes]]\nid = 1\ny = 2",
             "rondb.data_nodes[0].y",
             "backup_dir, host, id",
+        ),
+        (
+            "[rondb]\n[hopsfs]\nx = 1\n[[hopsfs.datanodes]]\nhost = \"dn1\"",
+            "hopsfs.x",
+            "block_storage, copy_timeout, datanodes, referenced_blocks",
+        ),
+        (
+            "[rondb]\n[hopsfs]\n[[hopsfs.datanodes]]\nhost = \"dn1\"\ny = 1",
+            "hopsfs.datanodes[0].y",
+            "host, name, volumes",
         ),
         (
             "[ssh]\nx = 1",
@@ -492,4 +502,39 @@ fn nothing_panics_on_odd_input() {
     if std::env::var_os("HOPSDR_SHOW").is_some() {
         println!("{all}");
     }
+}
+
+#[test]
+fn hopsfs_settings_and_their_errors() {
+    let ok = parse(
+        "[rondb]\n[hopsfs]\nreferenced_blocks = [\"/usr/bin/blocks\"]\n\
+         [[hopsfs.datanodes]]\nhost = \"dn1\"\nvolumes = [\"[DISK]/srv/a\", \"/srv/b\"]\n\
+         [[hopsfs.datanodes]]\nname = \"head\"\nhost = \"local\"\n",
+        "hopsdr.toml",
+        &SecretEnv::default(),
+    )
+    .unwrap();
+    let h = ok.hopsfs.unwrap();
+    assert_eq!(h.block_storage, crate::config::BlockStorage::Local);
+    assert_eq!(h.datanodes[0].name, "dn1");
+    assert_eq!(
+        h.datanodes[0].volumes,
+        vec![PathBuf::from("/srv/a"), PathBuf::from("/srv/b")]
+    );
+    assert_eq!(
+        h.datanodes[1].volumes,
+        vec![PathBuf::from("/srv/hops/hopsdata/hdfs/dn")]
+    );
+    assert_eq!(
+        errors_of("[hopsfs]\nblock_storage = \"cloud\"\n"),
+        "hopsdr.toml:1: hopsfs: [hopsfs] needs [rondb]: the blocks are taken consistent with the RonDB backup (and its metadata says which blocks exist)"
+    );
+    assert_eq!(
+        errors_of("[rondb]\n[hopsfs]\n"),
+        "hopsdr.toml:2: hopsfs.datanodes: no datanodes: list every HopsFS datanode ([[hopsfs.datanodes]] with host and volumes); every one must be copied"
+    );
+    assert_eq!(
+        errors_of("[rondb]\n[hopsfs]\n[[hopsfs.datanodes]]\nhost = \"a\"\n[[hopsfs.datanodes]]\nhost = \"a\"\n"),
+        "hopsdr.toml:5: hopsfs.datanodes[1].name: duplicate datanode name \"a\": give each datanode its own name"
+    );
 }

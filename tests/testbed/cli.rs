@@ -404,7 +404,8 @@ fn backup_blocks(cl: &Cluster, id: u64) -> Result<()> {
     for f in files {
         for line in crate::backupfmt::open(&f)? {
             let mut it = line.splitn(4, '\t');
-            let (Some(db), Some(tbl), Some(pk), Some(val)) = (it.next(), it.next(), it.next(), it.next())
+            let (Some(db), Some(tbl), Some(pk), Some(val)) =
+                (it.next(), it.next(), it.next(), it.next())
             else {
                 continue;
             };
