@@ -11,7 +11,9 @@
 //!   finalized block not already in the repository (same block pool, id, genstamp, length)
 //!   stream as tar into `hopsfs/<datanode>/vol<i>/current/`; blocks already stored are listed
 //!   in the manifest from the previous backup's entries without a transfer, so every backup
-//!   restores on its own. Replicas in `rbw/` are recorded, not stored.
+//!   restores on its own. Replicas in `rbw/` (being written or appended) are recorded and
+//!   stored as found, never deduplicated; they count as captured only when their genstamp and
+//!   length are the ones the backed-up metadata references.
 //! - **Coverage.** The blocks the backed-up metadata references (a pluggable source) minus the
 //!   blocks captured: more than zero makes the backup `partial`, with the missing ids listed.
 
@@ -142,7 +144,13 @@ pub fn pin(
                         d.node
                             .run(&argv(&["mkdir", "-p", "--", &root]), timeout, cancel)?;
                         d.node.run(
-                            &argv(&["cp", "-al", "--", &format!("{v}/current"), &format!("{root}/current")]),
+                            &argv(&[
+                                "cp",
+                                "-al",
+                                "--",
+                                &format!("{v}/current"),
+                                &format!("{root}/current"),
+                            ]),
                             timeout,
                             cancel,
                         )?;
@@ -186,12 +194,26 @@ impl KnownBlocks {
             let Some(rel) = volume_relative(&f.path) else {
                 continue;
             };
-            let dir = f.path.rsplit_once('/').map(|x| x.0).unwrap_or("").to_string();
+            let dir = f
+                .path
+                .rsplit_once('/')
+                .map(|x| x.0)
+                .unwrap_or("")
+                .to_string();
             match hopsfs::classify(rel) {
-                VolumeFile::Block { bp, id } => {
+                VolumeFile::Block {
+                    bp,
+                    id,
+                    finalized: true,
+                } => {
                     blocks.insert((dir, bp, id), f.clone());
                 }
-                VolumeFile::Meta { bp, id, genstamp } => {
+                VolumeFile::Meta {
+                    bp,
+                    id,
+                    genstamp,
+                    finalized: true,
+                } => {
                     metas.insert((dir, bp, id), (f.clone(), genstamp));
                 }
                 _ => {}
@@ -272,6 +294,15 @@ pub fn copy(
             for r in &replicas {
                 captured.insert(r.block.clone());
                 totals.blocks += 1;
+                if !r.finalized {
+                    // Being written or appended: stored as found, never deduplicated.
+                    totals
+                        .rbw_replicas
+                        .push(format!("{}/vol{}/{}", d.name, i + 1, r.block_path));
+                    totals.blocks_new += 1;
+                    totals.bytes_new += r.block.len;
+                    continue;
+                }
                 if let Some((blk, meta)) = known.map.get(&r.block) {
                     if meta.size == r.meta_size {
                         skip.insert(r.block_path.as_str());
@@ -283,15 +314,10 @@ pub fn copy(
                 totals.blocks_new += 1;
                 totals.bytes_new += r.block.len;
             }
-            // What to send: the structure, VERSION files and new blocks; never rbw data.
+            // What to send: the structure, VERSION files, new blocks and rbw replicas.
             let mut list = Vec::new();
             list.extend_from_slice(b"current\0");
             for e in &listing {
-                let rbw = matches!(hopsfs::classify(&e.path), VolumeFile::Rbw { .. });
-                if rbw && e.kind == Kind::File {
-                    totals.rbw_replicas.push(format!("{}/vol{}/{}", d.name, i + 1, e.path));
-                    continue;
-                }
                 if e.kind == Kind::Other || skip.contains(e.path.as_str()) {
                     continue;
                 }
@@ -351,8 +377,16 @@ pub fn copy(
                 _ => {}
             }
             for (r, blk, meta) in reuse {
-                writer.add_known_file(&format!("{prefix}/current/{}", r.block_path), blk, blk.meta)?;
-                writer.add_known_file(&format!("{prefix}/current/{}", r.meta_path), meta, meta.meta)?;
+                writer.add_known_file(
+                    &format!("{prefix}/current/{}", r.block_path),
+                    blk,
+                    blk.meta,
+                )?;
+                writer.add_known_file(
+                    &format!("{prefix}/current/{}", r.meta_path),
+                    meta,
+                    meta.meta,
+                )?;
             }
             tracing::info!(step = "hopsfs", node = %d.name, volume = %v, "volume copied");
         }

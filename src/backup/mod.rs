@@ -240,7 +240,16 @@ pub fn run(
         .as_ref()
         .filter(|h| h.block_storage == BlockStorage::Local);
     let dns = hopsfs_local.map(|h| hopsfs::datanodes(h, &settings.ssh));
-    let result = run_cluster_parts(&mut c, &id, repo, req, dns.as_deref(), cancel, clock, &mut extra);
+    let result = run_cluster_parts(
+        &mut c,
+        &id,
+        repo,
+        req,
+        dns.as_deref(),
+        cancel,
+        clock,
+        &mut extra,
+    );
     if let Some(dns) = &dns {
         // Pins are removed whatever happened (a crash leaves them for the next start).
         hopsfs::remove_pins_logged(dns, Duration::from_secs(600));
@@ -278,7 +287,10 @@ pub fn run(
 
 /// What the cluster parts left for after the commit: the RonDB backup to clean up on the data
 /// nodes, and the reason the backup is partial (missing blocks), if it is.
-type ClusterParts = (Option<(rondb::RondbFacts, Vec<rondb::DataNode>)>, Option<String>);
+type ClusterParts = (
+    Option<(rondb::RondbFacts, Vec<rondb::DataNode>)>,
+    Option<String>,
+);
 
 /// The RonDB and HopsFS components.
 #[allow(clippy::too_many_arguments)]
@@ -343,11 +355,16 @@ fn run_cluster_parts(
                         hopsfs::pin(dns, id, r.command_timeout, cancel)?
                     }
                 };
-                let window = (pinned_at - facts.consistent_at).num_milliseconds().max(0) as f64 / 1000.0;
-                let (captured, totals) =
-                    hopsfs::copy(dns, id, &known, w, h.copy_timeout, cancel)?;
+                let window =
+                    (pinned_at - facts.consistent_at).num_milliseconds().max(0) as f64 / 1000.0;
+                let (captured, totals) = hopsfs::copy(dns, id, &known, w, h.copy_timeout, cancel)?;
                 let referenced = match &h.referenced_blocks {
-                    Some(cmd) => Some(hopsfs::referenced(cmd, facts.backup_id, r.command_timeout, cancel)?),
+                    Some(cmd) => Some(hopsfs::referenced(
+                        cmd,
+                        facts.backup_id,
+                        r.command_timeout,
+                        cancel,
+                    )?),
                     None => None,
                 };
                 Ok((window, captured, totals, referenced))
@@ -373,7 +390,8 @@ fn run_cluster_parts(
                 hf.referenced_blocks = refd.len() as u64;
                 hf.missing_blocks = missing.iter().map(|b| b.id).collect();
                 if !missing.is_empty() {
-                    let ids: Vec<String> = missing.iter().take(20).map(|b| b.id.to_string()).collect();
+                    let ids: Vec<String> =
+                        missing.iter().take(20).map(|b| b.id.to_string()).collect();
                     partial = Some(format!(
                         "partial: {} of {} blocks the metadata references were not captured (block ids {}{})",
                         missing.len(),
@@ -383,7 +401,10 @@ fn run_cluster_parts(
                     ));
                 }
             } else {
-                tracing::warn!(step = "hopsfs", "no [hopsfs] referenced_blocks source: coverage not checked");
+                tracing::warn!(
+                    step = "hopsfs",
+                    "no [hopsfs] referenced_blocks source: coverage not checked"
+                );
             }
         }
         extra.insert(

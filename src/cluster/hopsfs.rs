@@ -64,15 +64,23 @@ pub fn parse_listing(text: &str) -> Result<Vec<Listed>, String> {
     Ok(out)
 }
 
-/// What a file of a volume is.
+/// What a file of a volume is. `finalized` is false for replicas under `<BP>/current/rbw/`
+/// (being written or appended: mutable, never deduplicated).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VolumeFile {
-    /// `<BP>/current/finalized/.../blk_<id>`
-    Block { bp: String, id: u64 },
-    /// `<BP>/current/finalized/.../blk_<id>_<genstamp>.meta`
-    Meta { bp: String, id: u64, genstamp: u64 },
-    /// Anything under `<BP>/current/rbw/`: being written or appended.
-    Rbw { bp: String },
+    /// `<BP>/current/finalized/.../blk_<id>` (or `rbw/blk_<id>`)
+    Block {
+        bp: String,
+        id: u64,
+        finalized: bool,
+    },
+    /// `<BP>/current/finalized/.../blk_<id>_<genstamp>.meta` (or in `rbw/`)
+    Meta {
+        bp: String,
+        id: u64,
+        genstamp: u64,
+        finalized: bool,
+    },
     /// VERSION files and the rest of the volume's bookkeeping.
     Other,
 }
@@ -80,23 +88,28 @@ pub enum VolumeFile {
 /// Classifies a path relative to the volume's `current/` directory.
 pub fn classify(path: &str) -> VolumeFile {
     let parts: Vec<&str> = path.split('/').collect();
-    if parts.len() >= 3 && parts[0].starts_with("BP-") && parts[1] == "current" {
+    if parts.len() >= 4
+        && parts[0].starts_with("BP-")
+        && parts[1] == "current"
+        && (parts[2] == "finalized" || parts[2] == "rbw")
+    {
         let bp = parts[0].to_string();
-        if parts[2] == "rbw" {
-            return VolumeFile::Rbw { bp };
-        }
-        if parts[2] == "finalized" {
-            let name = parts[parts.len() - 1];
-            if let Some(rest) = name.strip_prefix("blk_") {
-                if let Some(meta) = rest.strip_suffix(".meta") {
-                    if let Some((id, gs)) = meta.split_once('_') {
-                        if let (Ok(id), Ok(genstamp)) = (id.parse(), gs.parse()) {
-                            return VolumeFile::Meta { bp, id, genstamp };
-                        }
+        let finalized = parts[2] == "finalized";
+        let name = parts[parts.len() - 1];
+        if let Some(rest) = name.strip_prefix("blk_") {
+            if let Some(meta) = rest.strip_suffix(".meta") {
+                if let Some((id, gs)) = meta.split_once('_') {
+                    if let (Ok(id), Ok(genstamp)) = (id.parse(), gs.parse()) {
+                        return VolumeFile::Meta {
+                            bp,
+                            id,
+                            genstamp,
+                            finalized,
+                        };
                     }
-                } else if let Ok(id) = rest.parse() {
-                    return VolumeFile::Block { bp, id };
                 }
+            } else if let Ok(id) = rest.parse() {
+                return VolumeFile::Block { bp, id, finalized };
             }
         }
     }
@@ -116,6 +129,8 @@ pub struct BlockRef {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Replica {
     pub block: BlockRef,
+    /// False for a replica in `rbw/`.
+    pub finalized: bool,
     pub block_path: String,
     pub meta_path: String,
     pub meta_size: u64,
@@ -125,22 +140,29 @@ pub struct Replica {
 /// replicas hopsdr can rely on; they are returned as plain files by the caller.
 pub fn replicas(listing: &[Listed]) -> Vec<Replica> {
     // (dir, bp, id) -> (block path, len) and (meta path, genstamp, size)
-    let mut blocks: BTreeMap<(String, String, u64), (String, u64)> = BTreeMap::new();
+    let mut blocks: BTreeMap<(String, String, u64), (String, u64, bool)> = BTreeMap::new();
     let mut metas: BTreeMap<(String, String, u64), (String, u64, u64)> = BTreeMap::new();
     for e in listing.iter().filter(|e| e.kind == Kind::File) {
-        let dir = e.path.rsplit_once('/').map(|x| x.0).unwrap_or("").to_string();
+        let dir = e
+            .path
+            .rsplit_once('/')
+            .map(|x| x.0)
+            .unwrap_or("")
+            .to_string();
         match classify(&e.path) {
-            VolumeFile::Block { bp, id } => {
-                blocks.insert((dir, bp, id), (e.path.clone(), e.size));
+            VolumeFile::Block { bp, id, finalized } => {
+                blocks.insert((dir, bp, id), (e.path.clone(), e.size, finalized));
             }
-            VolumeFile::Meta { bp, id, genstamp } => {
+            VolumeFile::Meta {
+                bp, id, genstamp, ..
+            } => {
                 metas.insert((dir, bp, id), (e.path.clone(), genstamp, e.size));
             }
             _ => {}
         }
     }
     let mut out = Vec::new();
-    for (key, (block_path, len)) in blocks {
+    for (key, (block_path, len, finalized)) in blocks {
         if let Some((meta_path, genstamp, meta_size)) = metas.get(&key) {
             out.push(Replica {
                 block: BlockRef {
@@ -149,6 +171,7 @@ pub fn replicas(listing: &[Listed]) -> Vec<Replica> {
                     genstamp: *genstamp,
                     len,
                 },
+                finalized,
                 block_path,
                 meta_path: meta_path.clone(),
                 meta_size: *meta_size,
@@ -185,9 +208,9 @@ pub fn parse_referenced(text: &str) -> Result<BTreeSet<BlockRef>, String> {
             }
             None => {
                 return Err(format!(
-                    "line {}: expected \"<block pool> <block id> <genstamp> <length>\", found {t:?}",
-                    i + 1
-                ))
+                "line {}: expected \"<block pool> <block id> <genstamp> <length>\", found {t:?}",
+                i + 1
+            ))
             }
         }
     }
@@ -208,10 +231,13 @@ mod tests {
     #[test]
     fn classifies_volume_files_in_any_fanout() {
         assert_eq!(
-            classify(&format!("{BP}/current/finalized/subdir0/subdir0/blk_1073741825")),
+            classify(&format!(
+                "{BP}/current/finalized/subdir0/subdir0/blk_1073741825"
+            )),
             VolumeFile::Block {
                 bp: BP.into(),
-                id: 1073741825
+                id: 1073741825,
+                finalized: true
             }
         );
         assert_eq!(
@@ -221,15 +247,23 @@ mod tests {
             VolumeFile::Meta {
                 bp: BP.into(),
                 id: 1073741825,
-                genstamp: 1001
+                genstamp: 1001,
+                finalized: true
             }
         );
         assert_eq!(
             classify(&format!("{BP}/current/rbw/blk_1073741826")),
-            VolumeFile::Rbw { bp: BP.into() }
+            VolumeFile::Block {
+                bp: BP.into(),
+                id: 1073741826,
+                finalized: false
+            }
         );
         assert_eq!(classify("VERSION"), VolumeFile::Other);
-        assert_eq!(classify(&format!("{BP}/current/VERSION")), VolumeFile::Other);
+        assert_eq!(
+            classify(&format!("{BP}/current/VERSION")),
+            VolumeFile::Other
+        );
         assert_eq!(
             classify(&format!("{BP}/current/finalized/subdir0/blk_x")),
             VolumeFile::Other
@@ -242,12 +276,14 @@ mod tests {
             "d\t4096\t{BP}\nf\t120\tVERSION\nf\t2156\t{BP}/current/finalized/subdir0/subdir0/blk_1\n\
              f\t27\t{BP}/current/finalized/subdir0/subdir0/blk_1_1001.meta\n\
              f\t99\t{BP}/current/finalized/subdir0/subdir0/blk_2\n\
-             f\t10\t{BP}/current/rbw/blk_3\n"
+             f\t10\t{BP}/current/rbw/blk_3\n\
+             f\t7\t{BP}/current/rbw/blk_3_1009.meta\n"
         );
         let l = parse_listing(&text).unwrap();
-        assert_eq!(l.len(), 6);
+        assert_eq!(l.len(), 7);
         let r = replicas(&l);
-        assert_eq!(r.len(), 1, "blk_2 has no meta file");
+        assert_eq!(r.len(), 2, "blk_2 has no meta file");
+        assert!(!r[1].finalized && r[1].block.genstamp == 1009);
         assert_eq!(
             r[0].block,
             BlockRef {

@@ -322,8 +322,12 @@ fn record_hopsfs_metrics(ctx: &Ctx, manifest: &crate::repository::Manifest) {
     let m = &ctx.metrics;
     m.hopsfs_blocks_missing.set(f.missing_blocks.len() as f64);
     m.hopsfs_fence_window.set(f.fence_window_seconds);
-    m.hopsfs_blocks.with_label_values(&["total"]).set(f.blocks as f64);
-    m.hopsfs_blocks.with_label_values(&["new"]).set(f.blocks_new as f64);
+    m.hopsfs_blocks
+        .with_label_values(&["total"])
+        .set(f.blocks as f64);
+    m.hopsfs_blocks
+        .with_label_values(&["new"])
+        .set(f.blocks_new as f64);
 }
 
 /// Records components in the catalog and metrics as the backup goes.

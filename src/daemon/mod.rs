@@ -173,6 +173,17 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> Result<(), DaemonE
             .set(ls.stored_bytes as f64);
     }
 
+    // Pins left on the datanodes by a crash, removed before any job can start.
+    if let Some(h) = settings.hopsfs.as_ref() {
+        let dns = crate::backup::hopsfs::datanodes(h, &settings.ssh);
+        if !dns.is_empty() {
+            let _ = tokio::task::spawn_blocking(move || {
+                crate::backup::hopsfs::remove_pins_logged(&dns, std::time::Duration::from_secs(60))
+            })
+            .await;
+        }
+    }
+
     let access = AccessGroups::resolve(
         &settings.daemon.socket_group,
         settings.daemon.operator_group.as_deref(),
@@ -203,17 +214,6 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> Result<(), DaemonE
         let repo = ctx.repo.clone();
         if let Ok(Ok(bytes)) = tokio::task::spawn_blocking(move || repo.stored_bytes()).await {
             metrics.repository_bytes.set(bytes as f64);
-        }
-    }
-
-    // Pins left on the datanodes by a crash, removed before any job can start.
-    if let Some(h) = ctx.settings().hopsfs.as_ref() {
-        let dns = crate::backup::hopsfs::datanodes(h, &ctx.settings().ssh);
-        if !dns.is_empty() {
-            let _ = tokio::task::spawn_blocking(move || {
-                crate::backup::hopsfs::remove_pins_logged(&dns, std::time::Duration::from_secs(60))
-            })
-            .await;
         }
     }
 

@@ -6,6 +6,8 @@ mod harness;
 mod api;
 mod backup;
 mod check_config;
+#[cfg(feature = "testbed")]
+mod hopsfs;
 mod lifecycle;
 mod mysql;
 #[cfg(feature = "testbed")]
