@@ -463,3 +463,110 @@ fn backups_under_churn_are_consistent_and_the_test_bites_without_the_fence() {
         "without the fence, deleted blocks are lost: {unfenced:?}"
     );
 }
+
+fn ssh_section(sshd: &crate::ssh::Sshd, ssh_binary: Option<&std::path::Path>) -> String {
+    let mut s = format!(
+        "[ssh]\nport = {}\nidentity_file = \"{}\"\nknown_hosts = \"{}\"\nconnect_timeout = \"5s\"\n",
+        sshd.port,
+        sshd.dir.path().join("client_key").display(),
+        sshd.dir.path().join("known_hosts").display()
+    );
+    if let Some(b) = ssh_binary {
+        s.push_str(&format!("ssh = \"{}\"\n", b.display()));
+    }
+    s
+}
+
+#[test]
+fn hopsfs_over_ssh_backs_up_and_restores() {
+    let mut env = Env::new();
+    let c = Cluster::create(&env, &[]);
+    let sshd = crate::ssh::Sshd::start();
+    env.extra_config = c.config("127.0.0.1") + &ssh_section(&sshd, None);
+    let _d = env.start();
+    let before = c.fingerprint();
+    let out = env.ctl(&["backup", "start", "--wait"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let id = last_backup(&env)["id"].as_str().unwrap().to_string();
+    let f = hopsfs_facts(&env, &id);
+    assert_eq!(f["blocks"], 90);
+    assert_eq!(f["missing_blocks"].as_array().unwrap().len(), 0);
+    restore_by_hand(&env, &c, &id);
+    wait_for("safe mode OFF", Duration::from_secs(30), || {
+        (safe_mode(&c) == "Safe mode is OFF").then_some(())
+    });
+    assert_eq!(c.fingerprint(), before);
+}
+
+#[test]
+fn cloud_block_storage_backs_up_only_the_metadata() {
+    let mut env = Env::new();
+    let c = Cluster::create(&env, &[]);
+    let cfg = c.config("local");
+    // No datanodes in cloud mode: the blocks live in object storage.
+    let cut = cfg.find("[[hopsfs.datanodes]]").unwrap();
+    env.extra_config = cfg[..cut].replace("[hopsfs]\n", "[hopsfs]\nblock_storage = \"cloud\"\n");
+    let _d = env.start();
+    let out = env.ctl(&["backup", "start", "--wait"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let id = last_backup(&env)["id"].as_str().unwrap().to_string();
+    let f = hopsfs_facts(&env, &id);
+    assert_eq!(f["block_storage"], "cloud");
+    assert_eq!(f["blocks"], 0);
+    let m = repo(&env)
+        .read_manifest(&BackupId::parse(&id).unwrap())
+        .unwrap();
+    assert!(m.entries.iter().all(|e| !e.path().starts_with("hopsfs/")));
+    assert!(m.entries.iter().any(|e| e.path().starts_with("rondb/")));
+}
+
+#[test]
+fn a_block_stream_cut_mid_way_fails_and_commits_nothing() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let mut env = Env::new();
+    let c = Cluster::create(&env, &["--files", "60", "--block-size", "65536"]);
+    let sshd = crate::ssh::Sshd::start();
+    let wrapper = env.path().join("cutting-ssh");
+    let flag = env.path().join("cut");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ncase \"$*\" in\n  *--null*) if [ -e {flag} ]; then /usr/bin/ssh \"$@\" | head -c 100000; exit 255; fi;;\nesac\nexec /usr/bin/ssh \"$@\"\n",
+            flag = flag.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(&flag, "").unwrap();
+    env.extra_config = c.config("127.0.0.1") + &ssh_section(&sshd, Some(&wrapper));
+    let _d = env.start();
+    let out = env.ctl(&["backup", "start", "--wait"]);
+    assert_eq!(out.status.code(), Some(1));
+    let e = last_backup(&env)["error"].as_str().unwrap().to_string();
+    assert!(
+        e.starts_with("hopsfs: copying datanode dn1, volume ")
+            && e.contains("the stream ended early"),
+        "{e}"
+    );
+    assert!(env.manifests().is_empty());
+    for dn in 1..=3 {
+        assert!(
+            !c.volume(dn, 1).join("hopsdr-pin").exists(),
+            "pins removed after a failure"
+        );
+    }
+    std::fs::remove_file(&flag).unwrap();
+    let out = env.ctl(&["backup", "start", "--wait"]);
+    assert_eq!(out.status.code(), Some(0), "{}", env.log());
+}
