@@ -49,6 +49,7 @@ fn shipped_example_loads_and_has_the_defaults() {
     assert!(defaults.schedules.is_empty());
     assert!(settings.mysql.is_none());
     assert!(settings.rondb.is_none());
+    assert!(settings.hopsfs.is_none());
 
     let d = &settings.daemon;
     assert_eq!(d.socket, PathBuf::from("/run/hopsdr/hopsdr.sock"));
@@ -121,6 +122,12 @@ fn shipped_example_commented_keys_are_valid() {
     assert!(uncommented.contains("\n[mysql]\n"), "{uncommented}");
     let settings = parse(&uncommented, "hopsdr.toml", &SecretEnv::default())
         .unwrap_or_else(|e| panic!("{e}\n---\n{uncommented}"));
+    let hopsfs = settings.hopsfs.as_ref().expect("[hopsfs] uncommented");
+    assert_eq!(hopsfs.datanodes[0].name, "dn1");
+    assert_eq!(
+        hopsfs.datanodes[0].volumes,
+        vec![PathBuf::from("/srv/hops/hopsdata/hdfs/dn")]
+    );
     let rondb = settings.rondb.as_ref().expect("[rondb] uncommented");
     assert_eq!(
         rondb.mgm_client,
