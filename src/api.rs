@@ -8,6 +8,7 @@
 //! - `GET  /v1/backups/{id}` → [`BackupDetail`] (read)
 //! - `POST /v1/backups` → 202 [`JobStarted`] (change; 409 [`ErrorBody`] with `job_id` when busy)
 //! - `GET  /v1/jobs/{id}` → [`JobView`] (read)
+//! - `GET  /v1/restore/plan/{backup}` → [`crate::restore::plan::RestorePlan`] (read)
 //!
 //! Errors are `{"error":{"code":"...","message":"..."}}` with a fitting status.
 

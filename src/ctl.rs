@@ -67,6 +67,11 @@ pub enum Command {
         #[command(subcommand)]
         command: BackupCommand,
     },
+    /// Plan a whole-cluster restore.
+    Restore {
+        #[command(subcommand)]
+        command: RestoreCommand,
+    },
     /// Show one job.
     Job {
         /// The job id.
@@ -82,6 +87,15 @@ pub enum BackupsCommand {
     Show {
         /// The backup id (YYYYMMDDTHHMMSSZ).
         id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RestoreCommand {
+    /// Print every step of restoring BACKUP: the exact commands, where they run, what they check.
+    Plan {
+        /// The backup id (YYYYMMDDTHHMMSSZ).
+        backup: String,
     },
 }
 
@@ -288,6 +302,18 @@ async fn run_inner(cli: &Cli) -> Result<ExitCode, CtlError> {
             } else {
                 ExitCode::Failed
             });
+        }
+        Command::Restore {
+            command: RestoreCommand::Plan { backup },
+        } => {
+            let p: crate::restore::plan::RestorePlan = client
+                .call(Method::GET, &format!("/v1/restore/plan/{backup}"), None)
+                .await?;
+            if cli.json {
+                print_json(&p);
+            } else {
+                out(&p.to_string());
+            }
         }
         Command::Job { id } => {
             let v: JobView = client

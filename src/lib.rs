@@ -16,4 +16,5 @@ pub mod failpoint;
 pub mod ids;
 pub mod logging;
 pub mod repository;
+pub mod restore;
 pub mod schedule;

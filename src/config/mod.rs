@@ -46,6 +46,31 @@ pub struct Settings {
     pub ssh: SshConfig,
     /// `[hopsfs]`: the HopsFS blocks component; `None` when the section is absent.
     pub hopsfs: Option<HopsfsSettings>,
+    /// `[restore]`: the tools a restore runs.
+    pub restore: RestoreSettings,
+}
+
+/// `[restore]`. Commands are argv; in `datanode_start`, `{name}` and `{index}` (1-based, in
+/// `[[hopsfs.datanodes]]` order) are replaced by the datanode's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreSettings {
+    pub ndb_restore: Vec<String>,
+    /// The management server for ndb_restore; default: the `-c` of `[rondb] mgm_client`.
+    pub connectstring: Option<String>,
+    /// Where RonDB files are staged on the head node for ndb_restore.
+    pub staging_dir: PathBuf,
+    /// `ndb_restore -r` runs in parallel for up to this many node ids.
+    pub parallelism: u32,
+    pub restore_epoch: bool,
+    pub hdfs: Vec<String>,
+    pub safemode_timeout: Duration,
+    pub datanode_start: Vec<String>,
+    pub epipe_stop: Vec<String>,
+    pub epipe_start: Vec<String>,
+    pub reindex: Vec<String>,
+    /// The user the reindex script runs as (`runuser -u <user> --`); none = as hopsdrd.
+    pub reindex_user: Option<String>,
+    pub kafka_restore: Vec<String>,
 }
 
 /// Where HopsFS keeps its blocks.

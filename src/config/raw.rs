@@ -16,6 +16,24 @@ pub(crate) struct RawConfig {
     pub rondb: Option<RawRondb>,
     pub ssh: Option<RawSsh>,
     pub hopsfs: Option<RawHopsfs>,
+    pub restore: Option<RawRestore>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawRestore {
+    pub ndb_restore: Option<Vec<String>>,
+    pub connectstring: Option<String>,
+    pub staging_dir: Option<String>,
+    pub parallelism: Option<i64>,
+    pub restore_epoch: Option<bool>,
+    pub hdfs: Option<Vec<String>>,
+    pub safemode_timeout: Option<String>,
+    pub datanode_start: Option<Vec<String>>,
+    pub epipe_stop: Option<Vec<String>>,
+    pub epipe_start: Option<Vec<String>>,
+    pub reindex: Option<Vec<String>>,
+    pub reindex_user: Option<String>,
+    pub kafka_restore: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -134,6 +152,7 @@ pub(crate) fn allowed_keys(shape: &str) -> &'static [&'static str] {
             "metrics",
             "mysql",
             "repository",
+            "restore",
             "rondb",
             "schedule",
             "ssh",
@@ -180,6 +199,21 @@ pub(crate) fn allowed_keys(shape: &str) -> &'static [&'static str] {
             "referenced_blocks",
         ],
         "hopsfs.datanodes" => &["host", "name", "volumes"],
+        "restore" => &[
+            "connectstring",
+            "datanode_start",
+            "epipe_start",
+            "epipe_stop",
+            "hdfs",
+            "kafka_restore",
+            "ndb_restore",
+            "parallelism",
+            "reindex",
+            "reindex_user",
+            "restore_epoch",
+            "safemode_timeout",
+            "staging_dir",
+        ],
         "ssh" => &[
             "connect_timeout",
             "identity_file",

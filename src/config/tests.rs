@@ -66,7 +66,7 @@ fn shipped_example_loads_and_has_the_defaults() {
         settings.repository,
         RepositorySettings::Local {
             path: PathBuf::from("/srv/hopsdr/repository"),
-            compression_level: 3
+            compression_level: 1
         }
     );
     assert_eq!(
@@ -372,7 +372,7 @@ fn unknown_keys_list_the_allowed_keys_of_every_table() {
         (
             "x = 1",
             "x",
-            "backup, daemon, hopsfs, metrics, mysql, repository, rondb, schedule, ssh",
+            "backup, daemon, hopsfs, metrics, mysql, repository, restore, rondb, schedule, ssh",
         ),
         (
             "[daemon]\nx = 1",

@@ -12,15 +12,15 @@ use toml::Spanned;
 
 use super::raw::{
     allowed_keys, RawBackup, RawConfig, RawDaemon, RawFilePath, RawHopsfs, RawMetrics, RawMysql,
-    RawRepository, RawRondb, RawSchedule, RawSsh,
+    RawRepository, RawRestore, RawRondb, RawSchedule, RawSsh,
 };
 use super::secret::{check_credential, check_file};
 use super::spans::{self, KeyPath, Seg, SpanIndex};
 use super::{
     BackupSettings, BlockStorage, ConfigError, ConfigErrors, DaemonSettings, DataNodeSettings,
     FilePathSettings, HopsfsDatanodeSettings, HopsfsSettings, JobKind, MetricsSettings,
-    MysqlDumpMode, MysqlSettings, NodeHost, RepositorySettings, RondbSettings, ScheduleSettings,
-    Secret, SecretEnv, Settings, SshConfig,
+    MysqlDumpMode, MysqlSettings, NodeHost, RepositorySettings, RestoreSettings, RondbSettings,
+    ScheduleSettings, Secret, SecretEnv, Settings, SshConfig,
 };
 
 pub(crate) const DEFAULT_SOCKET: &str = "/run/hopsdr/hopsdr.sock";
@@ -33,7 +33,7 @@ pub(crate) const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trac
 pub(crate) const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9741";
 pub(crate) const REPOSITORY_TYPES: &[&str] = &["local"];
 pub(crate) const DEFAULT_REPOSITORY_PATH: &str = "/srv/hopsdr/repository";
-pub(crate) const DEFAULT_COMPRESSION_LEVEL: i64 = 3;
+pub(crate) const DEFAULT_COMPRESSION_LEVEL: i64 = 1;
 pub(crate) const COMPRESSION_LEVELS: std::ops::RangeInclusive<i64> = 1..=19;
 /// `[backup.files] paths` when not given: (path, optional).
 pub(crate) const DEFAULT_BACKUP_FILES: &[(&str, bool)] = &[
@@ -291,6 +291,7 @@ impl<'a> Validator<'a> {
         let rondb = raw.rondb.map(|r| self.rondb(&root.key("rondb"), r));
         let ssh = self.ssh(&root.key("ssh"), raw.ssh.unwrap_or_default());
         let hopsfs = raw.hopsfs.map(|h| self.hopsfs(&root.key("hopsfs"), h));
+        let restore = self.restore(&root.key("restore"), raw.restore.unwrap_or_default());
         if hopsfs.is_some() && rondb.is_none() {
             self.error(
                 &root.key("hopsfs"),
@@ -308,6 +309,104 @@ impl<'a> Validator<'a> {
             rondb,
             ssh,
             hopsfs,
+            restore,
+        }
+    }
+
+    fn command(
+        &mut self,
+        p: &KeyPath,
+        value: Option<Vec<String>>,
+        default: &[&str],
+    ) -> Vec<String> {
+        match value {
+            None => default.iter().map(|s| s.to_string()).collect(),
+            Some(argv) if argv.first().is_some_and(|a| a.starts_with('/')) => argv,
+            Some(_) => {
+                self.error(
+                    p,
+                    format!(
+                        "give the command as a list starting with an absolute path, e.g. {:?}",
+                        default
+                    ),
+                );
+                default.iter().map(|s| s.to_string()).collect()
+            }
+        }
+    }
+
+    fn restore(&mut self, p: &KeyPath, raw: RawRestore) -> RestoreSettings {
+        let parallelism = match raw.parallelism {
+            None => 2,
+            Some(n) if (1..=64).contains(&n) => n as u32,
+            Some(n) => {
+                self.error(
+                    &p.key("parallelism"),
+                    format!("parallelism {n} is out of range: use 1 to 64"),
+                );
+                2
+            }
+        };
+        if let Some(cs) = &raw.connectstring {
+            if cs.is_empty() || cs.chars().any(|c| c.is_whitespace()) {
+                self.error(
+                    &p.key("connectstring"),
+                    format!(
+                        "invalid connect string {cs:?}: use host:port such as \"10.0.0.1:1186\""
+                    ),
+                );
+            }
+        }
+        RestoreSettings {
+            ndb_restore: self.command(
+                &p.key("ndb_restore"),
+                raw.ndb_restore,
+                &["/srv/hops/mysql/bin/ndb_restore"],
+            ),
+            connectstring: raw.connectstring,
+            staging_dir: self.absolute(
+                &p.key("staging_dir"),
+                raw.staging_dir,
+                "/var/lib/hopsdr/restore",
+            ),
+            parallelism,
+            restore_epoch: raw.restore_epoch.unwrap_or(false),
+            hdfs: self.command(&p.key("hdfs"), raw.hdfs, &["/srv/hops/hadoop/bin/hdfs"]),
+            safemode_timeout: self.duration(
+                &p.key("safemode_timeout"),
+                raw.safemode_timeout,
+                Duration::from_secs(1800),
+            ),
+            datanode_start: self.command(
+                &p.key("datanode_start"),
+                raw.datanode_start,
+                &["/usr/bin/systemctl", "start", "datanode"],
+            ),
+            epipe_stop: self.command(
+                &p.key("epipe_stop"),
+                raw.epipe_stop,
+                &["/usr/bin/systemctl", "stop", "epipe"],
+            ),
+            epipe_start: self.command(
+                &p.key("epipe_start"),
+                raw.epipe_start,
+                &["/usr/bin/systemctl", "start", "epipe"],
+            ),
+            reindex: self.command(
+                &p.key("reindex"),
+                raw.reindex,
+                &["/srv/hops/epipe/bin/reindex-epipe.sh"],
+            ),
+            reindex_user: match raw.reindex_user {
+                None => Some("epipe".to_string()),
+                Some(u) if u.is_empty() => None,
+                Some(u) => Some(u),
+            },
+            kafka_restore: self.command(
+                &p.key("kafka_restore"),
+                raw.kafka_restore,
+                &["/srv/hops/kafka/bin/kafka-restore.sh"],
+            ),
         }
     }
 

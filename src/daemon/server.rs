@@ -372,6 +372,34 @@ async fn handle(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<F
                 }
             }
         }
+        (&Method::GET, ["v1", "restore", "plan", id]) => {
+            let Some(id) = BackupId::parse(id) else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_backup_id",
+                    format!("\"{id}\" is not a backup id (expected YYYYMMDDTHHMMSSZ)"),
+                );
+            };
+            let repo = ctx.repo.clone();
+            let settings = ctx.settings();
+            let bid = id.clone();
+            let r = tokio::task::spawn_blocking(move || repo.read_manifest(&bid)).await;
+            match r {
+                Ok(Ok(m)) => match crate::restore::plan::plan(&m, &settings) {
+                    Ok(p) => json(StatusCode::OK, &p),
+                    Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, "no_plan", e.to_string()),
+                },
+                Ok(Err(e)) if matches!(e, crate::repository::RepoError::BackupNotFound { .. }) => {
+                    error(
+                        StatusCode::NOT_FOUND,
+                        "no_such_backup",
+                        format!("{e} (hopsdrctl backups list shows the backups)"),
+                    )
+                }
+                Ok(Err(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, e.code(), e.to_string()),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+            }
+        }
         (&Method::GET, ["v1", "jobs", id]) => {
             let Ok(n) = id.parse::<i64>() else {
                 return error(

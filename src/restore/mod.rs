@@ -1,0 +1,4 @@
+//! Whole-cluster restore: the plan (pure, printed by `hopsdrctl restore plan`) and, next, the
+//! persisted state machine that executes it step by step, resumable after a crash.
+
+pub mod plan;
