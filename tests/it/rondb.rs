@@ -150,6 +150,21 @@ fn backup_and_restore(env: &mut Env, cluster: &Cluster, extra_config: String) {
     let human = String::from_utf8_lossy(&env.ctl(&["backups", "show", &id]).stdout).into_owned();
     assert!(human.contains(&format!("BACKUP-{rid}")), "{human}");
 
+    // The restore plan names every ndb_restore run, in the guide's order.
+    let plan = String::from_utf8_lossy(&env.ctl(&["restore", "plan", &id]).stdout).into_owned();
+    let meta = plan
+        .find(&format!("-b {rid} -m --disable-indexes"))
+        .expect(&plan);
+    let data = plan.find(&format!("-n 2 -b {rid} -r")).expect(&plan);
+    let rebuild = plan.find("--rebuild-indexes").expect(&plan);
+    assert!(meta < data && data < rebuild, "{plan}");
+    let out = env.ctl(&["restore", "plan", "20200101T000000Z"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not found"),
+        "{out:?}"
+    );
+
     // Node-local copies are removed after the commit.
     for n in [1, 2] {
         let d = cluster.backup_dir(n).join(format!("BACKUP/BACKUP-{rid}"));
