@@ -1,251 +1,21 @@
 //! HopsFS blocks through the real daemon on the test-bed: consistent with the RonDB backup
 //! (pinned at the consistency point), incremental, covered, restorable by hand; and faults.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use hopsdr::ids::BackupId;
-use hopsdr::repository::{Entry, LocalStorage, Repository};
 
 use crate::harness::{wait_for, Env};
-
-const TB: &str = env!("CARGO_BIN_EXE_hopsdr-testbed");
-
-struct Cluster {
-    dir: PathBuf,
-    datanodes: u32,
-    volumes: u32,
-}
-
-impl Cluster {
-    fn create(env: &Env, extra: &[&str]) -> Cluster {
-        let dir = env.path().join("cluster");
-        let mut args = vec![
-            "cluster",
-            "create",
-            "--dir",
-            dir.to_str().unwrap(),
-            "--data-nodes",
-            "2",
-            "--hopsfs-datanodes",
-            "3",
-            "--volumes",
-            "2",
-            "--rows",
-            "40",
-        ];
-        if !extra.contains(&"--files") {
-            args.extend(["--files", "30"]);
-        }
-        args.extend_from_slice(extra);
-        let out = Command::new(TB).args(&args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Cluster {
-            dir,
-            datanodes: 3,
-            volumes: 2,
-        }
-    }
-
-    fn tb(&self, args: &[&str]) -> Output {
-        let out = Command::new(TB)
-            .args(args)
-            .env("HOPSDR_TESTBED_DIR", &self.dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "testbed {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-
-    fn tool(&self, name: &str, args: &[&str]) -> Output {
-        Command::new(self.dir.join("bin").join(name))
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn volume(&self, dn: u32, vol: u32) -> PathBuf {
-        self.dir.join(format!("hopsfs/dn{dn}/vol{vol}"))
-    }
-
-    fn fingerprint(&self) -> String {
-        String::from_utf8_lossy(&self.tb(&["cluster", "fingerprint"]).stdout)
-            .trim()
-            .to_string()
-    }
-
-    fn config(&self, host: &str) -> String {
-        let mut s = format!(
-            "[rondb]\nmgm_client = [\"{}\", \"-c\", \"10.0.0.1:1186\"]\nbackup_timeout = \"60s\"\ncommand_timeout = \"30s\"\n",
-            self.dir.join("bin/ndb_mgm").display()
-        );
-        for n in [1, 2] {
-            s.push_str(&format!(
-                "[[rondb.data_nodes]]\nid = {n}\nhost = \"local\"\nbackup_dir = \"{}\"\n",
-                self.dir.join(format!("ndb/{n}/backups")).display()
-            ));
-        }
-        s.push_str(&format!(
-            "[hopsfs]\ncopy_timeout = \"60s\"\nreferenced_blocks = [\"{TB}\", \"backup\", \"blocks\", \"--dir\", \"{}\"]\n",
-            self.dir.display()
-        ));
-        for dn in 1..=self.datanodes {
-            let vols: Vec<String> = (1..=self.volumes)
-                .map(|v| format!("\"{}\"", self.volume(dn, v).display()))
-                .collect();
-            s.push_str(&format!(
-                "[[hopsfs.datanodes]]\nname = \"dn{dn}\"\nhost = \"{host}\"\nvolumes = [{}]\n",
-                vols.join(", ")
-            ));
-        }
-        s
-    }
-}
-
-fn repo(env: &Env) -> Repository {
-    Repository::open_or_init(
-        std::sync::Arc::new(LocalStorage::new(env.repo()).unwrap()),
-        3,
-    )
-    .unwrap()
-}
-
-fn last_backup(env: &Env) -> serde_json::Value {
-    let list = env.ctl_json(&["backups", "list"]);
-    list["backups"].as_array().unwrap().last().unwrap().clone()
-}
-
-fn hopsfs_facts(env: &Env, id: &str) -> serde_json::Value {
-    let m = repo(env)
-        .read_manifest(&BackupId::parse(id).unwrap())
-        .unwrap();
-    serde_json::Value::Object(m.info.extra.clone())["hopsfs"].clone()
-}
-
-/// Restores a backup by hand onto the redeployed test-bed cluster, in the guide's order:
-/// ndb_restore (-m, -r per node, --rebuild-indexes), volumes written back, datanodes started.
-fn restore_by_hand(env: &Env, c: &Cluster, id: &str) {
-    let repo = repo(env);
-    let m = repo.read_manifest(&BackupId::parse(id).unwrap()).unwrap();
-    let rid = m.info.extra["rondb"]["backup_id"].as_u64().unwrap();
-    c.tb(&["cluster", "destroy"]);
-    c.tb(&["cluster", "redeploy"]);
-    let staged = env.path().join(format!("staged-{id}"));
-    for e in &m.entries {
-        match e {
-            Entry::File(f) => {
-                let target = if let Some(rest) = f.path.strip_prefix("rondb/") {
-                    staged.join(rest)
-                } else if let Some(rest) = f.path.strip_prefix("hopsfs/") {
-                    // hopsfs/dn<k>/vol<i>/current/... -> the volume
-                    let mut p = rest.splitn(3, '/');
-                    let (dn, vol, inside) =
-                        (p.next().unwrap(), p.next().unwrap(), p.next().unwrap());
-                    c.dir.join("hopsfs").join(dn).join(vol).join(inside)
-                } else {
-                    continue;
-                };
-                std::fs::create_dir_all(target.parent().unwrap()).unwrap();
-                let mut out = std::fs::File::create(&target).unwrap();
-                repo.restore_file(f, &mut out).unwrap();
-            }
-            Entry::Dir { path, .. } => {
-                if let Some(rest) = path.strip_prefix("hopsfs/") {
-                    let mut p = rest.splitn(3, '/');
-                    if let (Some(dn), Some(vol), Some(inside)) = (p.next(), p.next(), p.next()) {
-                        std::fs::create_dir_all(
-                            c.dir.join("hopsfs").join(dn).join(vol).join(inside),
-                        )
-                        .unwrap();
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    let rid_s = rid.to_string();
-    let restore = |args: &[&str]| {
-        let out = c.tool("ndb_restore", args);
-        assert!(
-            out.status.success(),
-            "ndb_restore {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    for n in [1u32, 2] {
-        let p = staged.join(format!("{n}/BACKUP-{rid}"));
-        let p = p.to_str().unwrap();
-        let ns = n.to_string();
-        if n == 1 {
-            restore(&[
-                "-c",
-                "10.0.0.1:1186",
-                "-n",
-                &ns,
-                "-b",
-                &rid_s,
-                "-m",
-                "--disable-indexes",
-                "--backup_path",
-                p,
-            ]);
-        }
-        restore(&[
-            "-c",
-            "10.0.0.1:1186",
-            "-n",
-            &ns,
-            "-b",
-            &rid_s,
-            "-r",
-            "--backup_path",
-            p,
-        ]);
-    }
-    let p1 = staged.join(format!("1/BACKUP-{rid}"));
-    restore(&[
-        "-c",
-        "10.0.0.1:1186",
-        "-n",
-        "1",
-        "-b",
-        &rid_s,
-        "--rebuild-indexes",
-        "--backup_path",
-        p1.to_str().unwrap(),
-    ]);
-    for dn in 1..=c.datanodes {
-        c.tb(&["datanode", "start", &dn.to_string()]);
-    }
-    // Kafka topics are recreated from the restored hopsworks.project_topics.
-    let out = c.tool("kafka-restore.sh", &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn safe_mode(c: &Cluster) -> String {
-    let out = c.tool("hdfs", &["dfsadmin", "-safemode", "get"]);
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
+use crate::tbcluster::{
+    hopsfs_facts, last_backup, repo, restore_by_hand, show_component, ssh_config, Cluster, TB,
+};
 
 #[test]
 fn hopsfs_backup_restores_the_cluster_whole_and_is_incremental() {
     let mut env = Env::new();
     let c = Cluster::create(&env, &[]);
-    env.extra_config = c.config("local");
+    env.extra_config = c.hopsfs_config("local");
     let _d = env.start();
     let before = c.fingerprint();
     let out = env.ctl(&["backup", "start", "--wait"]);
@@ -302,7 +72,7 @@ fn hopsfs_backup_restores_the_cluster_whole_and_is_incremental() {
     // The second backup restores on its own: the whole cluster comes back.
     restore_by_hand(&env, &c, &id2);
     wait_for("safe mode OFF", Duration::from_secs(30), || {
-        (safe_mode(&c) == "Safe mode is OFF").then_some(())
+        (c.safe_mode() == "Safe mode is OFF").then_some(())
     });
     let fsck = c.tool("hdfs", &["fsck", "/"]);
     assert!(
@@ -313,22 +83,11 @@ fn hopsfs_backup_restores_the_cluster_whole_and_is_incremental() {
     assert_eq!(c.fingerprint(), before);
 }
 
-fn show_component(env: &Env, id: &str, name: &str) -> serde_json::Value {
-    let show = env.ctl_json(&["backups", "show", id]);
-    show["components"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["component"] == name)
-        .unwrap()
-        .clone()
-}
-
 #[test]
 fn new_blocks_only_are_transferred_after_churn() {
     let mut env = Env::new();
     let c = Cluster::create(&env, &[]);
-    env.extra_config = c.config("local");
+    env.extra_config = c.hopsfs_config("local");
     let _d = env.start();
     assert_eq!(
         env.ctl(&["backup", "start", "--wait"]).status.code(),
@@ -354,7 +113,7 @@ fn new_blocks_only_are_transferred_after_churn() {
 fn a_pin_left_by_a_crash_is_removed_at_start() {
     let mut env = Env::new();
     let c = Cluster::create(&env, &[]);
-    env.extra_config = c.config("local");
+    env.extra_config = c.hopsfs_config("local");
     let stale = c.volume(2, 1).join("hopsdr-pin/20260101T000000Z/current");
     std::fs::create_dir_all(&stale).unwrap();
     std::fs::write(stale.join("blk_1"), b"x").unwrap();
@@ -368,18 +127,12 @@ fn an_unreachable_datanode_fails_the_backup_naming_it() {
     let c = Cluster::create(&env, &[]);
     let sshd = crate::ssh::Sshd::start();
     // dn3 is reached over ssh at an address nothing listens on.
-    let cfg = c.config("local").replacen(
+    let cfg = c.hopsfs_config("local").replacen(
         "name = \"dn3\"\nhost = \"local\"",
         "name = \"dn3\"\nhost = \"127.0.0.9\"",
         1,
     );
-    env.extra_config = cfg
-        + &format!(
-            "[ssh]\nport = {}\nidentity_file = \"{}\"\nknown_hosts = \"{}\"\nconnect_timeout = \"5s\"\n",
-            sshd.port,
-            sshd.dir.path().join("client_key").display(),
-            sshd.dir.path().join("known_hosts").display()
-        );
+    env.extra_config = cfg + &ssh_config(&sshd, "client_key", None);
     let _d = env.start();
     let out = env.ctl(&["backup", "start", "--wait"]);
     assert_eq!(out.status.code(), Some(1));
@@ -408,7 +161,7 @@ fn backups_under_churn_are_consistent_and_the_test_bites_without_the_fence() {
     let run = |fence: bool| -> Vec<(String, usize)> {
         let mut env = Env::new();
         let c = Cluster::create(&env, &["--files", "60"]);
-        env.extra_config = c.config("local");
+        env.extra_config = c.hopsfs_config("local");
         let fp = if fence { "" } else { "hopsfs.no_fence=3000" };
         let _d = env.start_with(&[("HOPSDR_FAILPOINTS", fp)]);
         let churn_dir = c.dir.clone();
@@ -429,11 +182,17 @@ fn backups_under_churn_are_consistent_and_the_test_bites_without_the_fence() {
                 env.log()
             );
             let id = b["id"].as_str().unwrap().to_string();
-            let f = hopsfs_facts(&env, &id);
-            results.push((
-                b["state"].as_str().unwrap().to_string(),
-                f["missing_blocks"].as_array().map(|a| a.len()).unwrap_or(0),
-            ));
+            let state = b["state"].as_str().unwrap().to_string();
+            let missing = if state == "failed" {
+                eprintln!("backup {id} failed: {}", b["error"]);
+                0
+            } else {
+                hopsfs_facts(&env, &id)["missing_blocks"]
+                    .as_array()
+                    .map(|a| a.len())
+                    .unwrap_or(0)
+            };
+            results.push((state, missing));
         }
         assert!(churn.join().unwrap().status.success());
         if fence {
@@ -441,7 +200,7 @@ fn backups_under_churn_are_consistent_and_the_test_bites_without_the_fence() {
             let last = last_backup(&env)["id"].as_str().unwrap().to_string();
             restore_by_hand(&env, &c, &last);
             wait_for("safe mode OFF", Duration::from_secs(30), || {
-                (safe_mode(&c) == "Safe mode is OFF").then_some(())
+                (c.safe_mode() == "Safe mode is OFF").then_some(())
             });
             let fsck = c.tool("hdfs", &["fsck", "/"]);
             assert!(
@@ -464,25 +223,12 @@ fn backups_under_churn_are_consistent_and_the_test_bites_without_the_fence() {
     );
 }
 
-fn ssh_section(sshd: &crate::ssh::Sshd, ssh_binary: Option<&std::path::Path>) -> String {
-    let mut s = format!(
-        "[ssh]\nport = {}\nidentity_file = \"{}\"\nknown_hosts = \"{}\"\nconnect_timeout = \"5s\"\n",
-        sshd.port,
-        sshd.dir.path().join("client_key").display(),
-        sshd.dir.path().join("known_hosts").display()
-    );
-    if let Some(b) = ssh_binary {
-        s.push_str(&format!("ssh = \"{}\"\n", b.display()));
-    }
-    s
-}
-
 #[test]
 fn hopsfs_over_ssh_backs_up_and_restores() {
     let mut env = Env::new();
     let c = Cluster::create(&env, &[]);
     let sshd = crate::ssh::Sshd::start();
-    env.extra_config = c.config("127.0.0.1") + &ssh_section(&sshd, None);
+    env.extra_config = c.hopsfs_config("127.0.0.1") + &ssh_config(&sshd, "client_key", None);
     let _d = env.start();
     let before = c.fingerprint();
     let out = env.ctl(&["backup", "start", "--wait"]);
@@ -498,7 +244,7 @@ fn hopsfs_over_ssh_backs_up_and_restores() {
     assert_eq!(f["missing_blocks"].as_array().unwrap().len(), 0);
     restore_by_hand(&env, &c, &id);
     wait_for("safe mode OFF", Duration::from_secs(30), || {
-        (safe_mode(&c) == "Safe mode is OFF").then_some(())
+        (c.safe_mode() == "Safe mode is OFF").then_some(())
     });
     assert_eq!(c.fingerprint(), before);
 }
@@ -507,7 +253,7 @@ fn hopsfs_over_ssh_backs_up_and_restores() {
 fn cloud_block_storage_backs_up_only_the_metadata() {
     let mut env = Env::new();
     let c = Cluster::create(&env, &[]);
-    let cfg = c.config("local");
+    let cfg = c.hopsfs_config("local");
     // No datanodes in cloud mode: the blocks live in object storage.
     let cut = cfg.find("[[hopsfs.datanodes]]").unwrap();
     env.extra_config = cfg[..cut].replace("[hopsfs]\n", "[hopsfs]\nblock_storage = \"cloud\"\n");
@@ -549,7 +295,8 @@ fn a_block_stream_cut_mid_way_fails_and_commits_nothing() {
     .unwrap();
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::write(&flag, "").unwrap();
-    env.extra_config = c.config("127.0.0.1") + &ssh_section(&sshd, Some(&wrapper));
+    env.extra_config =
+        c.hopsfs_config("127.0.0.1") + &ssh_config(&sshd, "client_key", Some(&wrapper));
     let _d = env.start();
     let out = env.ctl(&["backup", "start", "--wait"]);
     assert_eq!(out.status.code(), Some(1));

@@ -15,4 +15,6 @@ mod rondb;
 mod schedule;
 mod ssh;
 #[cfg(feature = "testbed")]
+mod tbcluster;
+#[cfg(feature = "testbed")]
 mod testbed;

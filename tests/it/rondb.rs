@@ -2,125 +2,14 @@
 //! local and over a real sshd, single- and multi-part layouts, and the faults of issue 4.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
-
-use hopsdr::ids::BackupId;
-use hopsdr::repository::{Entry, LocalStorage, Repository};
 
 use crate::harness::{wait_for, Env};
 use crate::ssh::Sshd;
-
-const TB: &str = env!("CARGO_BIN_EXE_hopsdr-testbed");
-
-/// A test-bed cluster in `env`'s dir.
-struct Cluster {
-    dir: PathBuf,
-}
-
-impl Cluster {
-    fn create(env: &Env, extra: &[&str]) -> Cluster {
-        let dir = env.path().join("cluster");
-        let mut args = vec![
-            "cluster",
-            "create",
-            "--dir",
-            dir.to_str().unwrap(),
-            "--files",
-            "4",
-        ];
-        if !extra.contains(&"--rows") {
-            args.extend(["--rows", "40"]);
-        }
-        args.extend_from_slice(extra);
-        let out = Command::new(TB).args(&args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Cluster { dir }
-    }
-
-    fn tb(&self, args: &[&str]) -> Output {
-        let out = Command::new(TB)
-            .args(args)
-            .env("HOPSDR_TESTBED_DIR", &self.dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "testbed {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-
-    fn tool(&self, name: &str) -> String {
-        self.dir.join("bin").join(name).display().to_string()
-    }
-
-    fn backup_dir(&self, node: u32) -> PathBuf {
-        self.dir.join(format!("ndb/{node}/backups"))
-    }
-
-    /// The `[rondb]` section with both data nodes on `host`.
-    fn config(&self, host: &str) -> String {
-        let mut s = format!(
-            "[rondb]\nmgm_client = [\"{}\", \"-c\", \"10.0.0.1:1186\"]\nbackup_timeout = \"60s\"\ncommand_timeout = \"30s\"\n",
-            self.tool("ndb_mgm")
-        );
-        for n in [1, 2] {
-            s.push_str(&format!(
-                "[[rondb.data_nodes]]\nid = {n}\nhost = \"{host}\"\nbackup_dir = \"{}\"\n",
-                self.backup_dir(n).display()
-            ));
-        }
-        s
-    }
-}
-
-fn ssh_config(sshd: &Sshd, key: &str) -> String {
-    format!(
-        "[ssh]\nuser = \"root\"\nport = {}\nidentity_file = \"{}\"\nknown_hosts = \"{}\"\nconnect_timeout = \"10s\"\n",
-        sshd.port,
-        sshd.dir.path().join(key).display(),
-        sshd.dir.path().join("known_hosts").display()
-    )
-}
-
-fn repo(env: &Env) -> Repository {
-    Repository::open_or_init(
-        std::sync::Arc::new(LocalStorage::new(env.repo()).unwrap()),
-        3,
-    )
-    .unwrap()
-}
-
-fn last_backup(env: &Env) -> serde_json::Value {
-    let list = env.ctl_json(&["backups", "list"]);
-    list["backups"].as_array().unwrap().last().unwrap().clone()
-}
-
-/// Restores every file under `rondb/` of backup `id` into `to`, as a restore would stage them.
-fn stage(env: &Env, id: &str, to: &Path) -> Vec<String> {
-    let repo = repo(env);
-    let m = repo.read_manifest(&BackupId::parse(id).unwrap()).unwrap();
-    let mut paths = Vec::new();
-    for e in &m.entries {
-        if let Entry::File(f) = e {
-            if let Some(rest) = f.path.strip_prefix("rondb/") {
-                let p = to.join(rest);
-                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-                let mut out = std::fs::File::create(&p).unwrap();
-                repo.restore_file(f, &mut out).unwrap();
-                paths.push(rest.to_string());
-            }
-        }
-    }
-    paths.sort();
-    paths
-}
+use crate::tbcluster::{
+    failed_backup, last_backup, restore_by_hand, ssh_config, stage_rondb, Cluster,
+};
 
 /// A successful backup whose RonDB part restores with ndb_restore onto a redeployed cluster.
 fn backup_and_restore(env: &mut Env, cluster: &Cluster, extra_config: String) {
@@ -172,8 +61,7 @@ fn backup_and_restore(env: &mut Env, cluster: &Cluster, extra_config: String) {
     }
 
     // The files stage and restore in the guide's order onto the redeployed cluster.
-    let staged = env.path().join("staged");
-    let paths = stage(env, &id, &staged);
+    let paths = stage_rondb(env, &id, &env.path().join("staged"));
     assert!(
         paths
             .iter()
@@ -186,70 +74,14 @@ fn backup_and_restore(env: &mut Env, cluster: &Cluster, extra_config: String) {
             .any(|p| p.starts_with("2/") && p.ends_with(".2.Data")),
         "{paths:?}"
     );
-    cluster.tb(&["cluster", "destroy"]);
-    cluster.tb(&["cluster", "redeploy"]);
-    let restore = |args: &[&str]| {
-        let out = Command::new(cluster.tool("ndb_restore"))
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "ndb_restore {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let rid_s = rid.to_string();
-    for (n, first) in [(1, true), (2, false)] {
-        let path = staged.join(format!("{n}/BACKUP-{rid}"));
-        let p = path.to_str().unwrap();
-        let nid = n.to_string();
-        if first {
-            restore(&[
-                "-c",
-                "10.0.0.1:1186",
-                "-n",
-                &nid,
-                "-b",
-                &rid_s,
-                "-m",
-                "--disable-indexes",
-                "--backup_path",
-                p,
-            ]);
-        }
-        restore(&[
-            "-c",
-            "10.0.0.1:1186",
-            "-n",
-            &nid,
-            "-b",
-            &rid_s,
-            "-r",
-            "--backup_path",
-            p,
-        ]);
-    }
-    let p1 = staged.join(format!("1/BACKUP-{rid}"));
-    restore(&[
-        "-c",
-        "10.0.0.1:1186",
-        "-n",
-        "1",
-        "-b",
-        &rid_s,
-        "--rebuild-indexes",
-        "--backup_path",
-        p1.to_str().unwrap(),
-    ]);
+    restore_by_hand(env, cluster, &id);
 }
 
 #[test]
 fn rondb_backup_with_local_data_nodes_restores_with_ndb_restore() {
     let mut env = Env::new();
     let cluster = Cluster::create(&env, &[]);
-    let cfg = cluster.config("local");
+    let cfg = cluster.rondb_config("local");
     backup_and_restore(&mut env, &cluster, cfg);
 }
 
@@ -258,28 +90,8 @@ fn rondb_backup_over_ssh_multi_part() {
     let mut env = Env::new();
     let cluster = Cluster::create(&env, &["--multi-part", "2"]);
     let sshd = Sshd::start();
-    let cfg = cluster.config("127.0.0.1") + &ssh_config(&sshd, "client_key");
+    let cfg = cluster.rondb_config("127.0.0.1") + &ssh_config(&sshd, "client_key", None);
     backup_and_restore(&mut env, &cluster, cfg);
-}
-
-fn failed_backup(env: &Env) -> String {
-    let out = env.ctl(&["backup", "start", "--wait"]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let b = last_backup(env);
-    assert_eq!(b["state"], "failed");
-    assert!(
-        env.manifests().is_empty()
-            || !env
-                .manifests()
-                .iter()
-                .any(|m| m.starts_with(b["id"].as_str().unwrap()))
-    );
-    b["error"].as_str().unwrap().to_string()
 }
 
 fn next_succeeds(env: &Env, cluster: &Cluster) {
@@ -298,7 +110,7 @@ fn next_succeeds(env: &Env, cluster: &Cluster) {
 fn rondb_faults_fail_clearly_and_the_next_backup_succeeds() {
     let mut env = Env::new();
     let cluster = Cluster::create(&env, &[]);
-    env.extra_config = cluster.config("local");
+    env.extra_config = cluster.rondb_config("local");
     let _d = env.start();
 
     // A data node not connected: refused before START BACKUP, naming the node.
@@ -356,7 +168,7 @@ fn ssh_auth_failure_names_the_host_and_ssh_message() {
     let mut env = Env::new();
     let cluster = Cluster::create(&env, &[]);
     let sshd = Sshd::start();
-    env.extra_config = cluster.config("127.0.0.1") + &ssh_config(&sshd, "other_key");
+    env.extra_config = cluster.rondb_config("127.0.0.1") + &ssh_config(&sshd, "other_key", None);
     let _d = env.start();
     let e = failed_backup(&env);
     assert!(
@@ -369,7 +181,7 @@ fn ssh_auth_failure_names_the_host_and_ssh_message() {
 fn kill_9_during_collection_leaves_it_interrupted_and_the_next_one_succeeds() {
     let mut env = Env::new();
     let cluster = Cluster::create(&env, &[]);
-    env.extra_config = cluster.config("local");
+    env.extra_config = cluster.rondb_config("local");
     let mut d = env.start_with(&[("HOPSDR_FAILPOINTS", "backup.rondb.collected_one=pause")]);
     let started = env.ctl_json(&["backup", "start"]);
     let job = started["job_id"].as_i64().unwrap();
@@ -426,7 +238,7 @@ fn a_full_repository_fails_the_backup_naming_enospc_and_commits_nothing() {
     let mut env = Env::new();
     let cluster = Cluster::create(&env, &["--rows", "20000"]);
     let tmpfs = Tmpfs::mount(&env.repo(), "300k");
-    env.extra_config = cluster.config("local");
+    env.extra_config = cluster.rondb_config("local");
     let d = env.start();
     let e = failed_backup(&env);
     assert!(e.contains("No space left on device"), "{e}");
@@ -444,7 +256,7 @@ fn too_little_room_for_the_previous_size_is_refused_before_anything_runs() {
     let mut env = Env::new();
     let cluster = Cluster::create(&env, &[]);
     let _tmpfs = Tmpfs::mount(&env.repo(), "32m");
-    env.extra_config = cluster.config("local");
+    env.extra_config = cluster.rondb_config("local");
     let _d = env.start();
     let out = env.ctl(&["backup", "start", "--wait"]);
     assert_eq!(out.status.code(), Some(0), "{}", env.log());
@@ -482,8 +294,8 @@ fn a_stream_cut_in_the_middle_fails_commits_nothing_and_keeps_node_files() {
     .unwrap();
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::write(&flag, "").unwrap();
-    env.extra_config = cluster.config("127.0.0.1")
-        + &ssh_config(&sshd, "client_key").replace(
+    env.extra_config = cluster.rondb_config("127.0.0.1")
+        + &ssh_config(&sshd, "client_key", None).replace(
             "[ssh]\n",
             &format!("[ssh]\nssh = \"{}\"\n", wrapper.display()),
         );
@@ -515,7 +327,7 @@ fn a_start_backup_that_times_out_is_aborted_and_the_next_backup_succeeds() {
     let mut env = Env::new();
     let cluster = Cluster::create(&env, &[]);
     env.extra_config = cluster
-        .config("local")
+        .rondb_config("local")
         .replace("backup_timeout = \"60s\"", "backup_timeout = \"2s\"");
     let _d = env.start();
     // The 4th ndb_mgm call is START BACKUP (after SHOW, ALL STATUS, REPORT BACKUPSTATUS).
@@ -530,7 +342,7 @@ fn a_start_backup_that_times_out_is_aborted_and_the_next_backup_succeeds() {
     let log = env.log();
     assert!(log.contains("ordered"), "ABORT BACKUP was ordered: {log}");
     // Nothing runs on the cluster any more.
-    let status = Command::new(cluster.tool("ndb_mgm"))
+    let status = Command::new(cluster.tool_path("ndb_mgm"))
         .args(["-c", "10.0.0.1:1186", "-e", "ALL REPORT BACKUPSTATUS"])
         .output()
         .unwrap();
