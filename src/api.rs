@@ -9,6 +9,10 @@
 //! - `POST /v1/backups` → 202 [`JobStarted`] (change; 409 [`ErrorBody`] with `job_id` when busy)
 //! - `GET  /v1/jobs/{id}` → [`JobView`] (read)
 //! - `GET  /v1/restore/plan/{backup}` → [`crate::restore::plan::RestorePlan`] (read)
+//! - `POST /v1/restores` [`StartRestoreRequest`] → 202 [`JobStarted`] (change)
+//! - `POST /v1/restores/resume` → 202 [`JobStarted`] (change)
+//! - `POST /v1/restores/abort` → 202 [`JobStarted`] of the job told to stop (change)
+//! - `GET  /v1/restores/last` → [`RestoreStatus`] (read)
 //!
 //! Errors are `{"error":{"code":"...","message":"..."}}` with a fitting status.
 
@@ -113,4 +117,24 @@ impl ErrorBody {
             },
         }
     }
+}
+
+/// Body of `POST /v1/restores`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartRestoreRequest {
+    pub backup_id: String,
+    #[serde(default)]
+    pub allow_partial: bool,
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// The last restore: its record, plan, per-step durations and the running job's progress.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RestoreStatus {
+    pub restore: crate::catalog::RestoreRecord,
+    pub plan: crate::restore::plan::RestorePlan,
+    pub report: crate::restore::exec::RestoreReport,
+    pub progress: Option<Progress>,
 }

@@ -189,6 +189,33 @@ pub struct AuditRecord {
     pub detail: String,
 }
 
+/// A restore as recorded: its plan and options (JSON) and every step's state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RestoreRecord {
+    pub id: i64,
+    pub backup_id: BackupId,
+    /// running, succeeded, failed, interrupted, aborted
+    pub state: String,
+    pub options: String,
+    pub plan: String,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub error: Option<String>,
+    pub steps: Vec<RestoreStepRecord>,
+}
+
+/// One step of a restore as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RestoreStepRecord {
+    pub idx: usize,
+    /// pending, running, done, failed
+    pub state: String,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub detail: String,
+    pub error: Option<String>,
+}
+
 /// The last successful backup of a component.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LastSuccess {
@@ -253,6 +280,27 @@ const MIGRATIONS: &[&str] = &[
     // 2: the RonDB backup id of a backup (unique for the cluster, never reused).
     "ALTER TABLE backups ADD COLUMN rondb_backup_id INTEGER;
      CREATE TABLE rondb_ids (id INTEGER PRIMARY KEY);",
+    // 3: restores and their steps (the persisted state machine).
+    "CREATE TABLE restores (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        backup_id TEXT NOT NULL,
+        state TEXT NOT NULL,
+        options TEXT NOT NULL,
+        plan TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        finished_at TEXT,
+        error TEXT
+     );
+     CREATE TABLE restore_steps (
+        restore_id INTEGER NOT NULL REFERENCES restores(id),
+        idx INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        started_at TEXT,
+        finished_at TEXT,
+        detail TEXT NOT NULL DEFAULT '',
+        error TEXT,
+        PRIMARY KEY (restore_id, idx)
+     );",
 ];
 
 fn ts(t: DateTime<Utc>) -> String {
@@ -397,6 +445,8 @@ impl Catalog {
         upd("UPDATE jobs SET state='interrupted', finished_at=?1, error=?2 WHERE state IN ('running','queued')")?;
         upd("UPDATE backups SET state='interrupted', finished_at=?1, error=?2 WHERE state IN ('running','queued')")?;
         upd("UPDATE backup_components SET state='interrupted', finished_at=?1, error=?2 WHERE state IN ('running','queued')")?;
+        upd("UPDATE restores SET state='interrupted', finished_at=?1, error=?2 WHERE state='running'")?;
+        upd("UPDATE restore_steps SET state='interrupted', finished_at=?1, error=?2 WHERE state='running'")?;
         tx.commit().map_err(|source| CatalogError::Query {
             path: self.path.clone(),
             what: "commit",
@@ -856,6 +906,185 @@ impl Catalog {
             )
             .map_err(self.q("record fire"))?;
         Ok(())
+    }
+
+    /// Records a new restore with its plan (JSON) and options (JSON); every step `pending`.
+    pub fn insert_restore(
+        &mut self,
+        backup: &BackupId,
+        plan_json: &str,
+        options_json: &str,
+        steps: usize,
+        now: DateTime<Utc>,
+    ) -> Result<i64, CatalogError> {
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|source| CatalogError::Query {
+                path: self.path.clone(),
+                what: "begin transaction",
+                source,
+            })?;
+        let r = tx
+            .execute(
+                "INSERT INTO restores (backup_id, state, options, plan, created_at) VALUES (?1, 'running', ?2, ?3, ?4)",
+                params![backup.as_str(), options_json, plan_json, ts(now)],
+            )
+            .and_then(|_| {
+                let id = tx.last_insert_rowid();
+                for i in 0..steps {
+                    tx.execute(
+                        "INSERT INTO restore_steps (restore_id, idx, state) VALUES (?1, ?2, 'pending')",
+                        params![id, i as i64],
+                    )?;
+                }
+                Ok(id)
+            });
+        let id = r.map_err(|source| CatalogError::Query {
+            path: self.path.clone(),
+            what: "insert restore",
+            source,
+        })?;
+        tx.commit().map_err(|source| CatalogError::Query {
+            path: self.path.clone(),
+            what: "commit",
+            source,
+        })?;
+        Ok(id)
+    }
+
+    /// Sets a restore's state (and error, and end time when final).
+    pub fn set_restore_state(
+        &mut self,
+        id: i64,
+        state: &str,
+        error: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(), CatalogError> {
+        let finished = (state != "running").then(|| ts(now));
+        self.conn
+            .execute(
+                "UPDATE restores SET state=?2, error=?3, finished_at=?4 WHERE id=?1",
+                params![id, state, error, finished],
+            )
+            .map_err(self.q("update restore"))?;
+        Ok(())
+    }
+
+    /// Sets one step's state; `running` stamps the start, final states the end.
+    pub fn set_step_state(
+        &mut self,
+        restore: i64,
+        idx: usize,
+        state: &str,
+        error: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(), CatalogError> {
+        let sql = if state == "running" {
+            "UPDATE restore_steps SET state=?3, error=?4, started_at=?5, finished_at=NULL WHERE restore_id=?1 AND idx=?2"
+        } else {
+            "UPDATE restore_steps SET state=?3, error=?4, finished_at=?5 WHERE restore_id=?1 AND idx=?2"
+        };
+        self.conn
+            .execute(sql, params![restore, idx as i64, state, error, ts(now)])
+            .map_err(self.q("update restore step"))?;
+        Ok(())
+    }
+
+    /// Sets one step's detail (JSON progress: nodes done, last output lines).
+    pub fn set_step_detail(
+        &mut self,
+        restore: i64,
+        idx: usize,
+        detail: &str,
+    ) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "UPDATE restore_steps SET detail=?3 WHERE restore_id=?1 AND idx=?2",
+                params![restore, idx as i64, detail],
+            )
+            .map_err(self.q("update restore step detail"))?;
+        Ok(())
+    }
+
+    /// The newest restore, if any.
+    pub fn last_restore(&self) -> Result<Option<RestoreRecord>, CatalogError> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT id, backup_id, state, options, plan, created_at, finished_at, error FROM restores ORDER BY id DESC LIMIT 1",
+                [],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, String>(5)?,
+                        r.get::<_, Option<String>>(6)?,
+                        r.get::<_, Option<String>>(7)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(self.q("read restore"))?;
+        let Some((id, backup, state, options, plan, created, finished, error)) = row else {
+            return Ok(None);
+        };
+        let mut st = self
+            .conn
+            .prepare("SELECT idx, state, started_at, finished_at, detail, error FROM restore_steps WHERE restore_id=?1 ORDER BY idx")
+            .map_err(self.q("read restore steps"))?;
+        type Row = (
+            i64,
+            String,
+            Option<String>,
+            Option<String>,
+            String,
+            Option<String>,
+        );
+        let rows: Vec<Row> = st
+            .query_map(params![id], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(self.q("read restore steps"))?;
+        let mut steps = Vec::new();
+        for (idx, state, started, finished, detail, error) in rows {
+            steps.push(RestoreStepRecord {
+                idx: idx as usize,
+                state,
+                started_at: started
+                    .map(|s| self.parse_ts("restore_steps.started_at", &s))
+                    .transpose()?,
+                finished_at: finished
+                    .map(|s| self.parse_ts("restore_steps.finished_at", &s))
+                    .transpose()?,
+                detail,
+                error,
+            });
+        }
+        Ok(Some(RestoreRecord {
+            id,
+            backup_id: self.parse_backup_id("restores.backup_id", &backup)?,
+            state,
+            options,
+            plan,
+            created_at: self.parse_ts("restores.created_at", &created)?,
+            finished_at: finished
+                .map(|s| self.parse_ts("restores.finished_at", &s))
+                .transpose()?,
+            error,
+            steps,
+        }))
     }
 
     /// Appends to the audit log.

@@ -13,7 +13,9 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 
-use crate::api::{BackupDetail, BackupList, ErrorBody, JobStarted, JobView, StatusResponse};
+use crate::api::{
+    BackupDetail, BackupList, ErrorBody, JobStarted, JobView, RestoreStatus, StatusResponse,
+};
 use crate::catalog::State;
 
 /// Exit codes of hopsdrctl.
@@ -97,6 +99,33 @@ pub enum RestoreCommand {
         /// The backup id (YYYYMMDDTHHMMSSZ).
         backup: String,
     },
+    /// Restore the whole cluster from BACKUP (onto a freshly redeployed, empty cluster).
+    Start {
+        /// The backup id (YYYYMMDDTHHMMSSZ).
+        backup: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+        /// Restore a backup recorded partial.
+        #[arg(long)]
+        allow_partial: bool,
+        /// Go on despite a version mismatch or a target that is not empty.
+        #[arg(long)]
+        force: bool,
+        /// Wait until it has finished, showing progress.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// The last restore: every step with its state, duration and last output.
+    Status,
+    /// Continue the last restore where it stopped (after a failure, an abort or a crash).
+    Resume {
+        /// Wait until it has finished, showing progress.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Stop the running restore at its next safe point (resume continues it).
+    Abort,
 }
 
 #[derive(Debug, Subcommand)]
@@ -304,6 +333,62 @@ async fn run_inner(cli: &Cli) -> Result<ExitCode, CtlError> {
             });
         }
         Command::Restore {
+            command:
+                RestoreCommand::Start {
+                    backup,
+                    yes,
+                    allow_partial,
+                    force,
+                    wait,
+                },
+        } => {
+            if !yes {
+                confirm(backup)?;
+            }
+            let body = serde_json::json!({
+                "backup_id": backup, "allow_partial": allow_partial, "force": force,
+            })
+            .to_string();
+            let started: JobStarted = client
+                .call(Method::POST, "/v1/restores", Some(&body))
+                .await?;
+            return finish_restore_start(&client, cli, started, *wait).await;
+        }
+        Command::Restore {
+            command: RestoreCommand::Resume { wait },
+        } => {
+            let started: JobStarted = client
+                .call(Method::POST, "/v1/restores/resume", Some("{}"))
+                .await?;
+            return finish_restore_start(&client, cli, started, *wait).await;
+        }
+        Command::Restore {
+            command: RestoreCommand::Abort,
+        } => {
+            let j: JobStarted = client
+                .call(Method::POST, "/v1/restores/abort", Some("{}"))
+                .await?;
+            if cli.json {
+                print_json(&j);
+            } else {
+                out(&format!(
+                    "restore job {} stops at its next safe point (hopsdrctl restore resume continues it)\n",
+                    j.job_id
+                ));
+            }
+        }
+        Command::Restore {
+            command: RestoreCommand::Status,
+        } => {
+            let st: RestoreStatus = client.call(Method::GET, "/v1/restores/last", None).await?;
+            if cli.json {
+                print_json(&st);
+            } else {
+                out(&format_restore(&st));
+            }
+            return Ok(ExitCode::Ok);
+        }
+        Command::Restore {
             command: RestoreCommand::Plan { backup },
         } => {
             let p: crate::restore::plan::RestorePlan = client
@@ -327,6 +412,99 @@ async fn run_inner(cli: &Cli) -> Result<ExitCode, CtlError> {
         }
     }
     Ok(ExitCode::Ok)
+}
+
+/// Asks on a terminal for the backup id to be typed; refuses without a terminal.
+fn confirm(backup: &str) -> Result<(), CtlError> {
+    if !std::io::stdin().is_terminal() {
+        return Err(CtlError::Config(
+            "a restore overwrites the cluster: confirm with --yes when not on a terminal".into(),
+        ));
+    }
+    eprint!("This restores backup {backup} onto the cluster, overwriting it. Type the backup id to go on: ");
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| CtlError::Config(format!("failed to read the confirmation: {e}")))?;
+    if line.trim() != backup {
+        return Err(CtlError::Config(
+            "not confirmed: nothing was started".into(),
+        ));
+    }
+    Ok(())
+}
+
+async fn finish_restore_start(
+    client: &Client,
+    cli: &Cli,
+    started: JobStarted,
+    wait: bool,
+) -> Result<ExitCode, CtlError> {
+    if !wait {
+        if cli.json {
+            print_json(&started);
+        } else {
+            out(&format!(
+                "started restore job {} (hopsdrctl restore status follows it)\n",
+                started.job_id
+            ));
+        }
+        return Ok(ExitCode::Ok);
+    }
+    let view = wait_for_job(client, started.job_id.0, cli.json).await?;
+    let st: RestoreStatus = client.call(Method::GET, "/v1/restores/last", None).await?;
+    if cli.json {
+        print_json(&st);
+    } else {
+        out(&format_restore(&st));
+    }
+    Ok(if view.record.state == State::Succeeded {
+        ExitCode::Ok
+    } else {
+        ExitCode::Failed
+    })
+}
+
+/// The restore status for people: every step with state and duration, then the RTO.
+pub fn format_restore(st: &RestoreStatus) -> String {
+    let r = &st.restore;
+    let mut s = format!(
+        "restore {} of backup {}: {}\nstarted:  {}\nfinished: {}\n",
+        r.id,
+        r.backup_id,
+        r.state,
+        fmt_time(Some(r.created_at)),
+        fmt_time(r.finished_at)
+    );
+    if let Some(e) = &r.error {
+        s.push_str(&format!("error:    {e}\n"));
+    }
+    if let Some(p) = &st.progress {
+        s.push_str(&format!("now:      {}\n", p.step));
+    }
+    s.push('\n');
+    let rows: Vec<Vec<String>> = st
+        .plan
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, step)| {
+            let rec = r.steps.get(i);
+            vec![
+                (i + 1).to_string(),
+                rec.map(|x| x.state.clone()).unwrap_or_default(),
+                st.report
+                    .steps
+                    .get(i)
+                    .map(|(_, secs)| format!("{secs:.1}s"))
+                    .unwrap_or_default(),
+                step.title.clone(),
+            ]
+        })
+        .collect();
+    s.push_str(&table(&["#", "STATE", "TIME", "STEP"], &rows));
+    s.push_str(&format!("\ntotal (RTO): {:.1}s\n", st.report.total_seconds));
+    s
 }
 
 async fn wait_for_job(client: &Client, id: i64, quiet: bool) -> Result<JobView, CtlError> {

@@ -20,6 +20,8 @@ pub const DEFAULT_EXCLUDED_USERS: &[&str] = &[
     "mysql.infoschema",
     "mariadb.sys",
     "debian-sys-maint",
+    // MariaDB's own account for the mysql system user (unix_socket).
+    "mysql",
 ];
 
 /// Schemas that belong to the server, never dumped.

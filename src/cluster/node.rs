@@ -91,6 +91,9 @@ fn stderr_suffix(stderr: &str) -> String {
     }
 }
 
+/// Writes a command's stdin.
+pub type Producer = Box<dyn FnOnce(&mut dyn std::io::Write) -> std::io::Result<()> + Send>;
+
 /// The output of a finished command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandOutput {
@@ -281,6 +284,25 @@ impl Node {
     where
         F: FnOnce(&mut dyn Read) -> std::io::Result<()>,
     {
+        let producer: Option<Producer> = input
+            .map(|data| Box::new(move |w: &mut dyn std::io::Write| w.write_all(&data)) as Producer);
+        self.stream_with_producer(argv, producer, timeout, cancel, consume)
+    }
+
+    /// Runs `argv` with `produce` writing its stdin (on its own thread: e.g. a tar stream built
+    /// from the repository for `tar -x` on the node), and `consume` reading its stdout. A
+    /// producer error is returned as [`NodeError::Io`] (the command then sees a cut stream).
+    pub fn stream_with_producer<F>(
+        &self,
+        argv: &[String],
+        input: Option<Producer>,
+        timeout: Duration,
+        cancel: &CancellationToken,
+        consume: F,
+    ) -> Result<(ExitStatus, String), NodeError>
+    where
+        F: FnOnce(&mut dyn Read) -> std::io::Result<()>,
+    {
         let command = Self::display(argv);
         let mut child = self
             .command(argv)
@@ -299,11 +321,10 @@ impl Node {
             })?;
         let pid = child.id() as i32;
         let stdin_thread = match (input, child.stdin.take()) {
-            (Some(data), Some(mut stdin)) => Some(std::thread::spawn(move || {
-                use std::io::Write;
-                // A command that stops reading early is not an error here: its exit status
-                // tells.
-                let _ = stdin.write_all(&data);
+            (Some(produce), Some(mut stdin)) => Some(std::thread::spawn(move || {
+                let r = produce(&mut stdin);
+                drop(stdin);
+                r
             })),
             _ => None,
         };
@@ -356,9 +377,12 @@ impl Node {
         done.cancel();
         let _ = watchdog.join();
         let _ = stderr_thread.join();
-        if let Some(t) = stdin_thread {
-            let _ = t.join();
-        }
+        let produced = match stdin_thread {
+            Some(t) => t
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("the stdin writer panicked"))),
+            None => Ok(()),
+        };
         let stderr = String::from_utf8_lossy(&stderr_buf.lock().unwrap_or_else(|p| p.into_inner()))
             .into_owned();
         let killed_for = *why.lock().unwrap_or_else(|p| p.into_inner());
@@ -383,6 +407,17 @@ impl Node {
             command: command.clone(),
             source,
         })?;
+        if let Err(source) = produced {
+            // A command that stopped reading early makes the writer fail with a broken pipe:
+            // then the command's own status tells more.
+            if source.kind() != std::io::ErrorKind::BrokenPipe || status.success() {
+                return Err(NodeError::Io {
+                    node: self.name.clone(),
+                    command,
+                    source,
+                });
+            }
+        }
         if let Err(source) = consumed {
             // A consumer error caused by the command failing is better told by its stderr.
             if !status.success() {

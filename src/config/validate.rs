@@ -55,6 +55,8 @@ pub(crate) const DEFAULT_EXCLUDED_USERS: &[&str] = &[
     "mysql.infoschema",
     "mariadb.sys",
     "debian-sys-maint",
+    // MariaDB's own account for the mysql system user (unix_socket).
+    "mysql",
 ];
 pub(crate) const DEFAULT_MGM_CLIENT: &str = "/srv/hops/mysql-cluster/ndb/scripts/mgm-client.sh";
 pub(crate) const DEFAULT_NDB_BACKUP_DIR: &str = "/srv/hops/mysql-cluster/ndb/backups";

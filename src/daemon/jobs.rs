@@ -441,3 +441,190 @@ impl BackupObserver for Observer {
         }
     }
 }
+
+/// Why a restore could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreStartError {
+    #[error(transparent)]
+    Job(#[from] JobError),
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Starts a restore of `backup` (a new one), or resumes the last one (`backup` None).
+pub fn start_restore(
+    ctx: &Arc<Ctx>,
+    backup: Option<&BackupId>,
+    options: crate::restore::exec::RestoreOptions,
+    trigger: &str,
+) -> Result<JobStarted, RestoreStartError> {
+    use crate::restore::plan;
+    if ctx.root.is_cancelled() {
+        return Err(JobError::Stopping.into());
+    }
+    let mut cur = ctx.jobs.current.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(r) = cur.as_ref() {
+        return Err(JobError::Busy(r.id).into());
+    }
+    let settings = ctx.settings();
+    let now = Utc::now();
+    // The restore to run: a new one with its plan, or the last one to resume.
+    let (restore_id, backup_id, plan, options) = match backup {
+        Some(b) => {
+            let manifest = ctx.repo.read_manifest(b).map_err(|e| {
+                RestoreStartError::Refused(format!(
+                    "{e} (hopsdrctl backups list shows the backups)"
+                ))
+            })?;
+            let p = plan::plan(&manifest, &settings)
+                .map_err(|e| RestoreStartError::Refused(e.to_string()))?;
+            let plan_json = serde_json::to_string(&p).unwrap_or_default();
+            let opts_json = serde_json::to_string(&options).unwrap_or_default();
+            let id = lock_catalog(&ctx.catalog)
+                .insert_restore(b, &plan_json, &opts_json, p.steps.len(), now)
+                .map_err(JobError::from)?;
+            (id, b.clone(), p, options)
+        }
+        None => {
+            let rec = lock_catalog(&ctx.catalog)
+                .last_restore()
+                .map_err(JobError::from)?
+                .ok_or_else(|| {
+                    RestoreStartError::Refused(
+                        "no restore to resume: start one with hopsdrctl restore start BACKUP"
+                            .into(),
+                    )
+                })?;
+            if rec.state == "succeeded" {
+                return Err(RestoreStartError::Refused(format!(
+                    "restore {} of backup {} already succeeded: nothing to resume",
+                    rec.id, rec.backup_id
+                )));
+            }
+            let p: plan::RestorePlan = serde_json::from_str(&rec.plan).map_err(|e| {
+                RestoreStartError::Refused(format!(
+                    "the recorded plan of restore {} is unreadable: {e}",
+                    rec.id
+                ))
+            })?;
+            let o = serde_json::from_str(&rec.options).unwrap_or_default();
+            lock_catalog(&ctx.catalog)
+                .set_restore_state(rec.id, "running", None, now)
+                .map_err(JobError::from)?;
+            (rec.id, rec.backup_id, p, o)
+        }
+    };
+    let job_id = lock_catalog(&ctx.catalog)
+        .insert_job(JobKind::Restore, trigger, now)
+        .map_err(JobError::from)?;
+    let cancel = ctx.root.child_token();
+    let progress = Arc::new(Mutex::new(Progress {
+        step: "restore".into(),
+        ..Default::default()
+    }));
+    *cur = Some(Running {
+        id: job_id,
+        progress: progress.clone(),
+        cancel: cancel.clone(),
+    });
+    ctx.jobs.set_idle(false);
+    drop(cur);
+    ctx.metrics
+        .job_running
+        .with_label_values(&[JobKind::Restore.as_str()])
+        .set(1);
+    tracing::info!(job_id = %job_id, backup_id = %backup_id, restore_id = restore_id, "restore started");
+    notify::status(&format!("restore of {backup_id} running (job {job_id})"));
+
+    let ctx2 = ctx.clone();
+    let bid = backup_id.clone();
+    let handle = tokio::task::spawn_blocking(move || {
+        let span = tracing::info_span!("restore", backup_id = %bid, job_id = %job_id);
+        let _entered = span.enter();
+        let settings = ctx2.settings();
+        let manifest = match ctx2.repo.read_manifest(&bid) {
+            Ok(m) => m,
+            Err(e) => return (Err(e.to_string()), false),
+        };
+        let backup_state = lock_catalog(&ctx2.catalog)
+            .backup(&bid)
+            .ok()
+            .flatten()
+            .map(|b| b.state);
+        let prog = progress.clone();
+        let progress_fn = move |i: usize, line: &str| {
+            if let Ok(mut p) = prog.lock() {
+                p.step = format!("step {}: {line}", i + 1);
+            }
+        };
+        let run = crate::restore::exec::RestoreRun {
+            restore_id,
+            plan: &plan,
+            manifest: &manifest,
+            settings: &settings,
+            repo: &ctx2.repo,
+            catalog: &ctx2.catalog,
+            options,
+            backup_state,
+            cancel: &cancel,
+            progress: &progress_fn,
+        };
+        let r = crate::restore::exec::execute(&run);
+        let cancelled = cancel.is_cancelled() || r.as_ref().err().is_some_and(|e| e.is_cancelled());
+        (r.map_err(|e| e.to_string()), cancelled)
+    });
+    let ctx3 = ctx.clone();
+    tokio::spawn(async move {
+        let result = handle.await;
+        let now = Utc::now();
+        let (state, rstate, error) = match result {
+            Ok((Ok(()), _)) => (State::Succeeded, "succeeded", None),
+            Ok((Err(e), true)) => (State::Interrupted, "interrupted", Some(e)),
+            Ok((Err(e), false)) => (State::Failed, "failed", Some(e)),
+            Err(e) => (
+                State::Failed,
+                "failed",
+                Some(format!("restore task ended abnormally: {e}")),
+            ),
+        };
+        {
+            let mut cat = lock_catalog(&ctx3.catalog);
+            let _ = cat.set_restore_state(restore_id, rstate, error.as_deref(), now);
+            let _ = cat.finish_job(job_id, state, error.as_deref(), now);
+            if let Ok(Some(rec)) = cat.last_restore() {
+                let total = (now - rec.created_at).num_milliseconds().max(0) as f64 / 1000.0;
+                if state == State::Succeeded {
+                    ctx3.metrics.restore_duration.set(total);
+                    ctx3.metrics
+                        .restore_last_success
+                        .set(now.timestamp_millis() as f64 / 1000.0);
+                }
+            }
+        }
+        ctx3.metrics
+            .restores_total
+            .with_label_values(&[rstate])
+            .inc();
+        ctx3.metrics
+            .job_running
+            .with_label_values(&[JobKind::Restore.as_str()])
+            .set(0);
+        match &error {
+            None => {
+                tracing::info!(job_id = %job_id, restore_id = restore_id, "restore succeeded");
+                notify::status("idle; last restore succeeded");
+            }
+            Some(e) => {
+                tracing::error!(job_id = %job_id, restore_id = restore_id, "restore {rstate}: {e}");
+                notify::status(&format!("idle; last restore {rstate}"));
+            }
+        }
+        let mut cur = ctx3.jobs.current.lock().unwrap_or_else(|p| p.into_inner());
+        *cur = None;
+        ctx3.jobs.set_idle(true);
+    });
+    Ok(JobStarted {
+        job_id,
+        backup_id: Some(backup_id),
+    })
+}

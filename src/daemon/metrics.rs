@@ -35,6 +35,9 @@ pub struct Metrics {
     pub hopsfs_blocks_missing: Gauge,
     pub hopsfs_fence_window: Gauge,
     pub hopsfs_blocks: GaugeVec,
+    pub restore_duration: Gauge,
+    pub restore_last_success: Gauge,
+    pub restores_total: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -168,10 +171,37 @@ impl Metrics {
                 "Finalized blocks in the last backup (total) and those transferred (new)",
                 &["kind"],
             ),
+            restore_duration: reg(
+                &r,
+                Gauge::with_opts(Opts::new(
+                    "hopsdr_restore_duration_seconds",
+                    "How long the last successful restore took, from start to report (the measured RTO)",
+                ))
+                .expect("valid"),
+            ),
+            restore_last_success: reg(
+                &r,
+                Gauge::with_opts(Opts::new(
+                    "hopsdr_restore_last_success_timestamp_seconds",
+                    "When the last successful restore finished",
+                ))
+                .expect("valid"),
+            ),
+            restores_total: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new("hopsdr_restores_total", "Restores finished since the daemon started, by result"),
+                    &["result"],
+                )
+                .expect("valid"),
+            ),
             registry: r,
         };
         for kind in JobKind::ALL {
             m.job_running.with_label_values(&[kind.as_str()]).set(0);
+        }
+        for result in ["succeeded", "failed", "interrupted"] {
+            m.restores_total.with_label_values(&[result]);
         }
         for result in ["succeeded", "partial", "failed", "interrupted"] {
             m.backups_total.with_label_values(&[result]);

@@ -400,6 +400,111 @@ async fn handle(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<F
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
             }
         }
+        (&Method::POST, ["v1", "restores"]) => {
+            let req: crate::api::StartRestoreRequest = match serde_json::from_slice(&body) {
+                Ok(r) => r,
+                Err(e) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "bad_json",
+                        format!("malformed request: {e}"),
+                    )
+                }
+            };
+            let Some(bid) = BackupId::parse(&req.backup_id) else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_backup_id",
+                    format!(
+                        "\"{}\" is not a backup id (expected YYYYMMDDTHHMMSSZ)",
+                        req.backup_id
+                    ),
+                );
+            };
+            let opts = crate::restore::exec::RestoreOptions {
+                allow_partial: req.allow_partial,
+                force: req.force,
+            };
+            restore_response(&ctx, peer, &action, Some(&bid), opts)
+        }
+        (&Method::POST, ["v1", "restores", "resume"]) => {
+            restore_response(&ctx, peer, &action, None, Default::default())
+        }
+        (&Method::POST, ["v1", "restores", "abort"]) => {
+            let running = ctx.jobs.current();
+            let is_restore = running
+                .and_then(|id| {
+                    ctx.catalog
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .job(id)
+                        .ok()
+                        .flatten()
+                })
+                .filter(|j| j.kind == crate::catalog::JobKind::Restore);
+            match is_restore {
+                Some(j) => {
+                    ctx.jobs.cancel_current();
+                    audit(
+                        &ctx,
+                        peer,
+                        &action,
+                        true,
+                        &format!("abort restore job {}", j.id),
+                    );
+                    json(
+                        StatusCode::ACCEPTED,
+                        &crate::api::JobStarted {
+                            job_id: j.id,
+                            backup_id: j.backup_id,
+                        },
+                    )
+                }
+                None => {
+                    audit(&ctx, peer, &action, false, "no restore running");
+                    error(
+                        StatusCode::CONFLICT,
+                        "no_restore_running",
+                        "no restore is running",
+                    )
+                }
+            }
+        }
+        (&Method::GET, ["v1", "restores", "last"]) => {
+            let cat = ctx.catalog.lock().unwrap_or_else(|p| p.into_inner());
+            match cat.last_restore() {
+                Ok(Some(rec)) => {
+                    let plan: Result<crate::restore::plan::RestorePlan, _> =
+                        serde_json::from_str(&rec.plan);
+                    match plan {
+                        Ok(plan) => {
+                            let report = crate::restore::exec::report(&plan, &rec, Utc::now());
+                            let progress = ctx.jobs.current().and_then(|id| ctx.jobs.progress(id));
+                            json(
+                                StatusCode::OK,
+                                &crate::api::RestoreStatus {
+                                    restore: rec,
+                                    plan,
+                                    report,
+                                    progress,
+                                },
+                            )
+                        }
+                        Err(e) => error(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "catalog",
+                            format!("unreadable restore plan: {e}"),
+                        ),
+                    }
+                }
+                Ok(None) => error(
+                    StatusCode::NOT_FOUND,
+                    "no_restore",
+                    "no restore has been started",
+                ),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "catalog", e.to_string()),
+            }
+        }
         (&Method::GET, ["v1", "jobs", id]) => {
             let Ok(n) = id.parse::<i64>() else {
                 return error(
@@ -418,18 +523,73 @@ async fn handle(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<F
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "catalog", e.to_string()),
             }
         }
-        (_, ["v1", "status"] | ["v1", "backups"] | ["v1", "backups", _] | ["v1", "jobs", _]) => {
-            error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                format!("{method} is not allowed on {path}"),
-            )
-        }
+        (
+            _,
+            ["v1", "status"]
+            | ["v1", "backups"]
+            | ["v1", "backups", _]
+            | ["v1", "jobs", _]
+            | ["v1", "restores"]
+            | ["v1", "restores", _],
+        ) => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{method} is not allowed on {path}"),
+        ),
         _ => error(
             StatusCode::NOT_FOUND,
             "not_found",
             format!("no route {method} {path}"),
         ),
+    }
+}
+
+fn restore_response(
+    ctx: &Arc<Ctx>,
+    peer: Peer,
+    action: &str,
+    backup: Option<&BackupId>,
+    opts: crate::restore::exec::RestoreOptions,
+) -> Response<Full<Bytes>> {
+    use jobs::RestoreStartError;
+    let what = match backup {
+        Some(b) => format!(
+            "restore backup {b} (allow_partial={}, force={})",
+            opts.allow_partial, opts.force
+        ),
+        None => "resume the last restore".to_string(),
+    };
+    match jobs::start_restore(ctx, backup, opts, &format!("api:uid={}", peer.uid)) {
+        Ok(started) => {
+            audit(
+                ctx,
+                peer,
+                action,
+                true,
+                &format!("{what}: job {}", started.job_id),
+            );
+            json(StatusCode::ACCEPTED, &started)
+        }
+        Err(RestoreStartError::Job(JobError::Busy(running))) => {
+            audit(
+                ctx,
+                peer,
+                action,
+                false,
+                &format!("{what}: busy with job {running}"),
+            );
+            let mut body = ErrorBody::new("busy", JobError::Busy(running).to_string());
+            body.error.job_id = Some(running);
+            json(StatusCode::CONFLICT, &body)
+        }
+        Err(RestoreStartError::Refused(m)) => {
+            audit(ctx, peer, action, false, &format!("{what}: {m}"));
+            error(StatusCode::UNPROCESSABLE_ENTITY, "refused", m)
+        }
+        Err(RestoreStartError::Job(e)) => {
+            audit(ctx, peer, action, false, &format!("{what}: {e}"));
+            error(StatusCode::INTERNAL_SERVER_ERROR, e.code(), e.to_string())
+        }
     }
 }
 

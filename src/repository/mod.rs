@@ -281,6 +281,27 @@ impl Repository {
         Ok(written)
     }
 
+    /// A reader of a stored file's content, chunk by chunk (bounded memory), verifying every
+    /// chunk and, at the end, the whole file's size and hash: an error surfaces as an
+    /// `io::Error` whose message names the file and the blob.
+    pub fn open_file(&self, entry: &FileEntry) -> Result<FileReader, RepoError> {
+        manifest::validate_file_entry(entry).map_err(|defect| RepoError::InvalidEntry {
+            path: entry.path.clone(),
+            defect,
+        })?;
+        Ok(FileReader {
+            repo: self.clone(),
+            entry: entry.clone(),
+            reader: self.blob_reader()?,
+            next_chunk: 0,
+            current: Vec::new(),
+            pos: 0,
+            hasher: blake3::Hasher::new(),
+            size: 0,
+            done: false,
+        })
+    }
+
     /// Reads back every blob of every file in backup `id` and checks it, and each file's size
     /// and hash. Damage is reported per file and blob, and does not stop the check; an error is
     /// returned only when the manifest itself cannot be read or trusted, or the store fails.
@@ -399,6 +420,54 @@ impl Repository {
             });
         }
         Ok(&reader.buf)
+    }
+}
+
+/// See [`Repository::open_file`].
+pub struct FileReader {
+    repo: Repository,
+    entry: FileEntry,
+    reader: BlobReader,
+    next_chunk: usize,
+    current: Vec<u8>,
+    pos: usize,
+    hasher: blake3::Hasher,
+    size: u64,
+    done: bool,
+}
+
+impl std::io::Read for FileReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if self.pos < self.current.len() {
+                let n = buf.len().min(self.current.len() - self.pos);
+                buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+                self.pos += n;
+                return Ok(n);
+            }
+            if self.done {
+                return Ok(0);
+            }
+            match self.entry.chunks.get(self.next_chunk) {
+                Some(hash) => {
+                    let data = self
+                        .repo
+                        .read_chunk(hash, &self.entry.path, &mut self.reader)
+                        .map_err(|e| std::io::Error::other(e.to_string()))?;
+                    self.hasher.update(data);
+                    self.size += data.len() as u64;
+                    self.current.clear();
+                    self.current.extend_from_slice(data);
+                    self.pos = 0;
+                    self.next_chunk += 1;
+                }
+                None => {
+                    check_whole_file(&self.entry, self.size, &self.hasher)
+                        .map_err(|e| std::io::Error::other(e.to_string()))?;
+                    self.done = true;
+                }
+            }
+        }
     }
 }
 

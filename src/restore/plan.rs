@@ -41,6 +41,12 @@ pub struct RestoreStep {
     /// The commands, as argv, in order (those run in parallel are listed together).
     pub commands: Vec<Vec<String>>,
     pub checks: String,
+    /// The HopsFS datanode a step is about (volumes written back), or the RonDB node ids of
+    /// the data step, in the order of its commands.
+    #[serde(default)]
+    pub target: Option<String>,
+    #[serde(default)]
+    pub nodes: Vec<u32>,
 }
 
 /// The whole plan.
@@ -189,6 +195,8 @@ pub fn plan(m: &Manifest, settings: &Settings) -> Result<RestorePlan, PlanError>
             node: "head node".into(),
             commands: vec![],
             checks: "the manifest is complete and every blob is present with the right hash; the backup is not failed or partial (unless allowed); versions match the target".into(),
+            target: None,
+            nodes: vec![],
         },
         RestoreStep {
             kind: StepKind::Preflight,
@@ -196,6 +204,8 @@ pub fn plan(m: &Manifest, settings: &Settings) -> Result<RestorePlan, PlanError>
             node: "head node".into(),
             commands: vec![],
             checks: "management server reachable, every data node started, no user data in RonDB, HopsFS datanodes stopped with empty volumes".into(),
+            target: None,
+            nodes: vec![],
         },
         RestoreStep {
             kind: StepKind::StageRondb,
@@ -203,6 +213,8 @@ pub fn plan(m: &Manifest, settings: &Settings) -> Result<RestorePlan, PlanError>
             node: "head node".into(),
             commands: vec![],
             checks: format!("every data node's BACKUP-{rid} written to {} and verified", stage.join("rondb").display()),
+            target: None,
+            nodes: vec![],
         },
         RestoreStep {
             kind: StepKind::RestoreMeta,
@@ -210,6 +222,8 @@ pub fn plan(m: &Manifest, settings: &Settings) -> Result<RestorePlan, PlanError>
             node: "head node".into(),
             commands: vec![ndb(nodes[0], &["-m", "--disable-indexes"])],
             checks: "exit 0: tables created, indexes disabled".into(),
+            target: None,
+            nodes: vec![],
         },
         RestoreStep {
             kind: StepKind::RestoreData,
@@ -222,6 +236,8 @@ pub fn plan(m: &Manifest, settings: &Settings) -> Result<RestorePlan, PlanError>
             node: "head node".into(),
             commands: nodes.iter().map(|n| ndb(*n, &["-r"])).collect(),
             checks: "exit 0 for every node id".into(),
+            target: None,
+            nodes: nodes.clone(),
         },
         RestoreStep {
             kind: StepKind::RebuildIndexes,
@@ -235,6 +251,8 @@ pub fn plan(m: &Manifest, settings: &Settings) -> Result<RestorePlan, PlanError>
                 ndb(nodes[0], &extra)
             }],
             checks: "exit 0: indexes online".into(),
+            target: None,
+            nodes: vec![],
         },
     ];
     let has = |p: &str| {
@@ -249,6 +267,8 @@ pub fn plan(m: &Manifest, settings: &Settings) -> Result<RestorePlan, PlanError>
             node: "MySQL server".into(),
             commands: vec![],
             checks: "every statement succeeds".into(),
+            target: None,
+            nodes: vec![],
         });
     }
     if has(crate::backup::users::USERS_SQL) {
@@ -258,6 +278,8 @@ pub fn plan(m: &Manifest, settings: &Settings) -> Result<RestorePlan, PlanError>
             node: "MySQL server".into(),
             commands: vec![],
             checks: "every statement succeeds".into(),
+            target: None,
+            nodes: vec![],
         });
     }
     let dns_in_backup = hopsfs_datanodes(m);
@@ -299,6 +321,8 @@ pub fn plan(m: &Manifest, settings: &Settings) -> Result<RestorePlan, PlanError>
                         })
                         .collect(),
                     checks: "every block, meta and VERSION file written back whole".into(),
+                    target: Some(d.name.clone()),
+                    nodes: vec![],
                 });
             }
             let starts: Vec<Vec<String>> = h
@@ -313,6 +337,8 @@ pub fn plan(m: &Manifest, settings: &Settings) -> Result<RestorePlan, PlanError>
                 node: "each datanode".into(),
                 commands: starts,
                 checks: "exit 0".into(),
+                target: None,
+                nodes: vec![],
             });
             let mut get = r.hdfs.clone();
             get.extend(s(&["dfsadmin", "-safemode", "get"]));
@@ -325,6 +351,8 @@ pub fn plan(m: &Manifest, settings: &Settings) -> Result<RestorePlan, PlanError>
                 node: "head node".into(),
                 commands: vec![get],
                 checks: "prints \"Safe mode is OFF\"".into(),
+                target: None,
+                nodes: vec![],
             });
         }
     }
@@ -339,6 +367,8 @@ pub fn plan(m: &Manifest, settings: &Settings) -> Result<RestorePlan, PlanError>
         node: "head node".into(),
         commands: vec![r.epipe_stop.clone(), reindex, r.epipe_start.clone()],
         checks: "exit 0 for each".into(),
+        target: None,
+        nodes: vec![],
     });
     steps.push(RestoreStep {
         kind: StepKind::Kafka,
@@ -346,6 +376,8 @@ pub fn plan(m: &Manifest, settings: &Settings) -> Result<RestorePlan, PlanError>
         node: "head node".into(),
         commands: vec![r.kafka_restore.clone()],
         checks: "exit 0".into(),
+        target: None,
+        nodes: vec![],
     });
     steps.push(RestoreStep {
         kind: StepKind::Report,
@@ -353,6 +385,8 @@ pub fn plan(m: &Manifest, settings: &Settings) -> Result<RestorePlan, PlanError>
         node: "head node".into(),
         commands: vec![],
         checks: "-".into(),
+        target: None,
+        nodes: vec![],
     });
     Ok(RestorePlan {
         backup_id: m.id.clone(),

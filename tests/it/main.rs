@@ -11,6 +11,8 @@ mod hopsfs;
 mod lifecycle;
 mod mysql;
 #[cfg(feature = "testbed")]
+mod restore;
+#[cfg(feature = "testbed")]
 mod rondb;
 mod schedule;
 mod ssh;

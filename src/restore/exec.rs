@@ -1,0 +1,701 @@
+//! Executing a restore plan as a persisted state machine: every step's transition is written
+//! to the catalog before its side effects, a step recorded `done` is never run again, and
+//! `resume` continues at the first step that is not done (inside the data step, only the node
+//! ids not yet restored). Cancellation (abort, shutdown) stops at the next safe point.
+
+use std::collections::BTreeSet;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::backup::rondb::node_for;
+use crate::catalog::{Catalog, CatalogError, State};
+use crate::cluster::mysql::{MysqlClient, MysqlError, MysqlTarget};
+use crate::cluster::ndb_mgm::{MgmClient, MgmError, NodeState};
+use crate::cluster::node::{Node, NodeError};
+use crate::config::{NodeHost, SecretEnv, Settings};
+use crate::repository::{Entry, Manifest, RepoError, Repository};
+
+use super::plan::{RestorePlan, RestoreStep, StepKind};
+use super::tarout;
+
+/// What the operator allowed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreOptions {
+    /// Restore a backup recorded `partial`.
+    pub allow_partial: bool,
+    /// Go on despite a version mismatch or a target that is not empty.
+    pub force: bool,
+}
+
+/// Why a restore step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("step {step} ({title}): {message}")]
+    Refused {
+        step: usize,
+        title: String,
+        message: String,
+    },
+    #[error("step {step} ({title}): {source}")]
+    Node {
+        step: usize,
+        title: String,
+        source: Box<NodeError>,
+    },
+    #[error("step {step} ({title}): {source}")]
+    Repository {
+        step: usize,
+        title: String,
+        source: Box<RepoError>,
+    },
+    #[error("step {step} ({title}): {source}")]
+    Mgm {
+        step: usize,
+        title: String,
+        source: Box<MgmError>,
+    },
+    #[error("step {step} ({title}): {source}")]
+    Mysql {
+        step: usize,
+        title: String,
+        source: Box<MysqlError>,
+    },
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("aborted before step {step} ({title}): resume with hopsdrctl restore resume")]
+    Cancelled { step: usize, title: String },
+}
+
+impl RestoreError {
+    pub fn is_cancelled(&self) -> bool {
+        match self {
+            RestoreError::Cancelled { .. } => true,
+            RestoreError::Node { source, .. } => matches!(**source, NodeError::Cancelled { .. }),
+            _ => false,
+        }
+    }
+}
+
+/// Everything a run needs.
+pub struct RestoreRun<'a> {
+    pub restore_id: i64,
+    pub plan: &'a RestorePlan,
+    pub manifest: &'a Manifest,
+    pub settings: &'a Settings,
+    pub repo: &'a Repository,
+    pub catalog: &'a Mutex<Catalog>,
+    pub options: RestoreOptions,
+    /// The catalog's state of the backup (failed, partial...), if it knows it.
+    pub backup_state: Option<State>,
+    pub cancel: &'a CancellationToken,
+    /// Called with (step index, line) for the last output lines of the current step.
+    pub progress: &'a (dyn Fn(usize, &str) + Sync),
+}
+
+/// How long one tool run may take (ndb_restore of a large node runs for hours).
+const TOOL_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+const SHORT_TIMEOUT: Duration = Duration::from_secs(600);
+
+fn lock(c: &Mutex<Catalog>) -> std::sync::MutexGuard<'_, Catalog> {
+    c.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Which steps the catalog records as done, and the data step's finished node ids.
+fn recorded(run: &RestoreRun<'_>) -> Result<(Vec<String>, Vec<String>), CatalogError> {
+    let rec = lock(run.catalog).last_restore()?;
+    Ok(match rec.filter(|r| r.id == run.restore_id) {
+        Some(r) => (
+            r.steps.iter().map(|s| s.state.clone()).collect(),
+            r.steps.iter().map(|s| s.detail.clone()).collect(),
+        ),
+        None => (Vec::new(), Vec::new()),
+    })
+}
+
+/// Runs the plan from the first step not done.
+pub fn execute(run: &RestoreRun<'_>) -> Result<(), RestoreError> {
+    let (states, details) = recorded(run)?;
+    for (i, step) in run.plan.steps.iter().enumerate() {
+        if states.get(i).map(String::as_str) == Some("done") {
+            continue;
+        }
+        if run.cancel.is_cancelled() {
+            return Err(RestoreError::Cancelled {
+                step: i + 1,
+                title: step.title.clone(),
+            });
+        }
+        lock(run.catalog).set_step_state(run.restore_id, i, "running", None, Utc::now())?;
+        tracing::info!(step = %step.title, restore_id = run.restore_id, "restore step {} started", i + 1);
+        crate::failpoint::hit(&format!("restore.step{}", i + 1), run.cancel);
+        let detail = details.get(i).cloned().unwrap_or_default();
+        let res = run_step(run, i, step, &detail);
+        let now = Utc::now();
+        match &res {
+            Ok(()) => {
+                lock(run.catalog).set_step_state(run.restore_id, i, "done", None, now)?;
+                tracing::info!(step = %step.title, restore_id = run.restore_id, "restore step {} done", i + 1);
+            }
+            Err(e) => {
+                let state = if e.is_cancelled() {
+                    "interrupted"
+                } else {
+                    "failed"
+                };
+                lock(run.catalog).set_step_state(
+                    run.restore_id,
+                    i,
+                    state,
+                    Some(&e.to_string()),
+                    now,
+                )?;
+                tracing::error!(step = %step.title, restore_id = run.restore_id, "restore step {} {state}: {e}", i + 1);
+            }
+        }
+        res?;
+    }
+    Ok(())
+}
+
+fn refused(i: usize, step: &RestoreStep, message: impl Into<String>) -> RestoreError {
+    RestoreError::Refused {
+        step: i + 1,
+        title: step.title.clone(),
+        message: message.into(),
+    }
+}
+
+fn node_err(i: usize, step: &RestoreStep) -> impl Fn(NodeError) -> RestoreError + '_ {
+    move |source| RestoreError::Node {
+        step: i + 1,
+        title: step.title.clone(),
+        source: Box::new(source),
+    }
+}
+
+fn repo_err(i: usize, step: &RestoreStep) -> impl Fn(RepoError) -> RestoreError + '_ {
+    move |source| RestoreError::Repository {
+        step: i + 1,
+        title: step.title.clone(),
+        source: Box::new(source),
+    }
+}
+
+/// Progress of the data step, persisted so a resume restores only what is left.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct DataDetail {
+    done: BTreeSet<u32>,
+}
+
+fn run_step(
+    run: &RestoreRun<'_>,
+    i: usize,
+    step: &RestoreStep,
+    detail: &str,
+) -> Result<(), RestoreError> {
+    let head = Node::local("head node");
+    let ne = node_err(i, step);
+    match step.kind {
+        StepKind::Verify => verify(run, i, step),
+        StepKind::Preflight => preflight(run, i, step),
+        StepKind::StageRondb => stage(run, i, step),
+        StepKind::RestoreMeta | StepKind::RebuildIndexes | StepKind::Kafka => {
+            for c in &step.commands {
+                let out = head.run(c, TOOL_TIMEOUT, run.cancel).map_err(&ne)?;
+                report_output(run, i, &out.stdout);
+            }
+            Ok(())
+        }
+        StepKind::RestoreData => {
+            let mut d: DataDetail = serde_json::from_str(detail).unwrap_or_default();
+            let parallel = run.settings.restore.parallelism.max(1) as usize;
+            let todo: Vec<(u32, &Vec<String>)> = step
+                .nodes
+                .iter()
+                .copied()
+                .zip(step.commands.iter())
+                .filter(|(n, _)| !d.done.contains(n))
+                .collect();
+            for batch in todo.chunks(parallel) {
+                let results: Vec<(u32, Result<String, NodeError>)> = std::thread::scope(|s| {
+                    let hs: Vec<_> = batch
+                        .iter()
+                        .map(|(n, c)| {
+                            let head = &head;
+                            s.spawn(move || {
+                                (*n, head.run(c, TOOL_TIMEOUT, run.cancel).map(|o| o.stdout))
+                            })
+                        })
+                        .collect();
+                    hs.into_iter()
+                        .map(|h| {
+                            h.join().unwrap_or_else(|_| {
+                                (
+                                    0,
+                                    Err(NodeError::Cancelled {
+                                        node: "head node".into(),
+                                        command: "ndb_restore".into(),
+                                    }),
+                                )
+                            })
+                        })
+                        .collect()
+                });
+                let mut first_err = None;
+                for (n, r) in results {
+                    match r {
+                        Ok(out) => {
+                            report_output(run, i, &out);
+                            d.done.insert(n);
+                            let json = serde_json::to_string(&d).unwrap_or_default();
+                            lock(run.catalog).set_step_detail(run.restore_id, i, &json)?;
+                        }
+                        Err(e) => {
+                            first_err.get_or_insert(e);
+                        }
+                    }
+                }
+                if let Some(e) = first_err {
+                    return Err(ne(e));
+                }
+            }
+            Ok(())
+        }
+        StepKind::Schema | StepKind::Users => replay_sql(run, i, step),
+        StepKind::HopsfsVolumes => write_volumes(run, i, step),
+        StepKind::StartDatanodes => {
+            let Some(h) = &run.settings.hopsfs else {
+                return Ok(());
+            };
+            for (d, c) in h.datanodes.iter().zip(step.commands.iter()) {
+                let node = node_for(format!("datanode {}", d.name), &d.host, &run.settings.ssh);
+                node.run(c, SHORT_TIMEOUT, run.cancel).map_err(&ne)?;
+            }
+            Ok(())
+        }
+        StepKind::WaitSafemode => {
+            let start = Instant::now();
+            let timeout = run.settings.restore.safemode_timeout;
+            loop {
+                let out = head
+                    .run(&step.commands[0], SHORT_TIMEOUT, run.cancel)
+                    .map_err(&ne)?;
+                let line = out.stdout.trim().to_string();
+                report_output(run, i, &line);
+                if line.contains("Safe mode is OFF") {
+                    return Ok(());
+                }
+                if start.elapsed() >= timeout {
+                    return Err(refused(
+                        i,
+                        step,
+                        format!(
+                            "safe mode still ON after {}: datanodes have not reported enough of the blocks the restored metadata references (check hdfs fsck /)",
+                            humantime::format_duration(timeout)
+                        ),
+                    ));
+                }
+                for _ in 0..20 {
+                    if run.cancel.is_cancelled() {
+                        return Err(RestoreError::Cancelled {
+                            step: i + 1,
+                            title: step.title.clone(),
+                        });
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+        StepKind::Reindex => {
+            for c in &step.commands {
+                let out = head.run(c, TOOL_TIMEOUT, run.cancel).map_err(&ne)?;
+                report_output(run, i, &out.stdout);
+            }
+            Ok(())
+        }
+        StepKind::Report => Ok(()),
+    }
+}
+
+fn report_output(run: &RestoreRun<'_>, i: usize, out: &str) {
+    for line in out
+        .lines()
+        .rev()
+        .take(5)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+    {
+        (run.progress)(i, line);
+    }
+}
+
+fn verify(run: &RestoreRun<'_>, i: usize, step: &RestoreStep) -> Result<(), RestoreError> {
+    match run.backup_state {
+        Some(State::Failed) | Some(State::Interrupted) => {
+            return Err(refused(
+                i,
+                step,
+                format!(
+                    "backup {} is recorded {}: it cannot be restored; choose a succeeded backup (hopsdrctl backups list)",
+                    run.manifest.id,
+                    run.backup_state.map(|s| s.as_str()).unwrap_or("")
+                ),
+            ))
+        }
+        Some(State::Partial) if !run.options.allow_partial => {
+            return Err(refused(
+                i,
+                step,
+                format!(
+                    "backup {} is partial (not every block was captured): restore it with --allow-partial if that is what you want",
+                    run.manifest.id
+                ),
+            ))
+        }
+        _ => {}
+    }
+    let report = run
+        .repo
+        .verify_backup(&run.manifest.id)
+        .map_err(repo_err(i, step))?;
+    if !report.damaged.is_empty() {
+        let first: Vec<String> = report
+            .damaged
+            .iter()
+            .take(5)
+            .map(|d| format!("{} ({})", d.path, d.reason))
+            .collect();
+        return Err(refused(
+            i,
+            step,
+            format!(
+                "backup {} is damaged: {} file(s), e.g. {}; the cluster was not touched",
+                run.manifest.id,
+                report.damaged.len(),
+                first.join("; ")
+            ),
+        ));
+    }
+    (run.progress)(
+        i,
+        &format!(
+            "{} files, {} blobs, {} bytes verified",
+            report.files_checked, report.blobs_checked, report.bytes_checked
+        ),
+    );
+    // Versions: the RonDB version at backup time against the target's.
+    if let (Some(r), Some(backup_version)) = (
+        &run.settings.rondb,
+        run.manifest
+            .info
+            .extra
+            .get("rondb")
+            .and_then(|r| r.get("version"))
+            .and_then(|v| v.as_str()),
+    ) {
+        let mgm = MgmClient {
+            node: node_for("management client".into(), &r.mgm_host, &run.settings.ssh),
+            client: r.mgm_client.clone(),
+            timeout: r.command_timeout,
+        };
+        let show = mgm.show(run.cancel).map_err(|source| RestoreError::Mgm {
+            step: i + 1,
+            title: step.title.clone(),
+            source: Box::new(source),
+        })?;
+        let target = show.data_nodes.first().and_then(|n| n.version.clone());
+        if let Some(t) = target {
+            if t != backup_version && !run.options.force {
+                return Err(refused(
+                    i,
+                    step,
+                    format!("the backup was taken on {backup_version} but the target runs {t}: restore onto the same version, or use --force"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn preflight(run: &RestoreRun<'_>, i: usize, step: &RestoreStep) -> Result<(), RestoreError> {
+    let Some(r) = &run.settings.rondb else {
+        return Err(refused(
+            i,
+            step,
+            "no [rondb] in the config: nothing to restore onto",
+        ));
+    };
+    let mgm = MgmClient {
+        node: node_for("management client".into(), &r.mgm_host, &run.settings.ssh),
+        client: r.mgm_client.clone(),
+        timeout: r.command_timeout,
+    };
+    let me = |source| RestoreError::Mgm {
+        step: i + 1,
+        title: step.title.clone(),
+        source: Box::new(source),
+    };
+    let status = mgm.all_status(run.cancel).map_err(me)?;
+    let mut problems = Vec::new();
+    for (id, st) in &status {
+        if *st != NodeState::Started {
+            problems.push(format!("data node {id} is {st:?}, not started"));
+        }
+    }
+    if let Some(h) = &run.settings.hopsfs {
+        for d in &h.datanodes {
+            let node = node_for(format!("datanode {}", d.name), &d.host, &run.settings.ssh);
+            for v in &d.volumes {
+                let vol = v.display().to_string();
+                let out = node
+                    .run_status(
+                        &["test".into(), "-e".into(), format!("{vol}/current/VERSION")],
+                        SHORT_TIMEOUT,
+                        run.cancel,
+                    )
+                    .map_err(node_err(i, step))?;
+                if out.status == Some(0) {
+                    problems.push(format!(
+                        "datanode {} volume {vol} is not empty (it has current/VERSION): stop the datanode and empty the volume",
+                        d.name
+                    ));
+                }
+            }
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    if run.options.force {
+        for p in &problems {
+            tracing::warn!(step = %step.title, "preflight (forced): {p}");
+        }
+        return Ok(());
+    }
+    Err(refused(
+        i,
+        step,
+        format!(
+            "the target is not a freshly redeployed cluster: {} (or use --force)",
+            problems.join("; ")
+        ),
+    ))
+}
+
+/// `base` joined with a repository path, refused if it would leave `base`.
+pub fn safe_join(base: &Path, rel: &str) -> Option<PathBuf> {
+    let p = Path::new(rel);
+    if p.is_absolute() || p.components().any(|c| !matches!(c, Component::Normal(_))) {
+        return None;
+    }
+    Some(base.join(p))
+}
+
+fn stage(run: &RestoreRun<'_>, i: usize, step: &RestoreStep) -> Result<(), RestoreError> {
+    let base = run
+        .settings
+        .restore
+        .staging_dir
+        .join(run.manifest.id.as_str());
+    let io = |e: std::io::Error, p: &Path| {
+        refused(i, step, format!("failed to write \"{}\": {e}", p.display()))
+    };
+    for e in &run.manifest.entries {
+        if run.cancel.is_cancelled() {
+            return Err(RestoreError::Cancelled {
+                step: i + 1,
+                title: step.title.clone(),
+            });
+        }
+        let Entry::File(f) = e else { continue };
+        if !f.path.starts_with("rondb/") {
+            continue;
+        }
+        let Some(target) = safe_join(&base, &f.path) else {
+            return Err(refused(
+                i,
+                step,
+                format!(
+                    "manifest path \"{}\" would leave the staging directory: refused",
+                    f.path
+                ),
+            ));
+        };
+        if let Some(dir) = target.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| io(e, dir))?;
+        }
+        let mut out = std::fs::File::create(&target).map_err(|e| io(e, &target))?;
+        run.repo
+            .restore_file(f, &mut out)
+            .map_err(repo_err(i, step))?;
+    }
+    Ok(())
+}
+
+fn replay_sql(run: &RestoreRun<'_>, i: usize, step: &RestoreStep) -> Result<(), RestoreError> {
+    let path = match step.kind {
+        StepKind::Schema => crate::backup::users::SCHEMA_SQL,
+        _ => crate::backup::users::USERS_SQL,
+    };
+    let Some(m) = &run.settings.mysql else {
+        return Err(refused(
+            i,
+            step,
+            "no [mysql] in the config: cannot replay the SQL; add it and resume",
+        ));
+    };
+    let Some(f) = run.manifest.files().find(|f| f.path == path) else {
+        return Ok(());
+    };
+    let mut sql = Vec::new();
+    run.repo
+        .restore_file(f, &mut sql)
+        .map_err(repo_err(i, step))?;
+    let sql = String::from_utf8_lossy(&sql).into_owned();
+    let password = m
+        .password
+        .read(&SecretEnv::from_process())
+        .map_err(|e| refused(i, step, e.to_string()))?;
+    let target = MysqlTarget {
+        socket: m.socket.clone(),
+        host: m.host.clone(),
+        port: m.port,
+        user: m.user.clone(),
+        password,
+    };
+    let work = async {
+        let mut c = MysqlClient::connect(&target).await?;
+        let n = c.replay(&sql).await?;
+        c.disconnect().await;
+        Ok::<_, MysqlError>(n)
+    };
+    let me = |source| RestoreError::Mysql {
+        step: i + 1,
+        title: step.title.clone(),
+        source: Box::new(source),
+    };
+    let n = match tokio::runtime::Handle::try_current() {
+        Ok(h) => h.block_on(work).map_err(me)?,
+        Err(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| refused(i, step, e.to_string()))?
+            .block_on(work)
+            .map_err(me)?,
+    };
+    (run.progress)(i, &format!("{n} statements replayed"));
+    Ok(())
+}
+
+fn write_volumes(run: &RestoreRun<'_>, i: usize, step: &RestoreStep) -> Result<(), RestoreError> {
+    let Some(h) = &run.settings.hopsfs else {
+        return Ok(());
+    };
+    let Some(name) = &step.target else {
+        return Ok(());
+    };
+    let Some(d) = h.datanodes.iter().find(|d| &d.name == name) else {
+        return Err(refused(
+            i,
+            step,
+            format!("datanode {name} is not in [[hopsfs.datanodes]]"),
+        ));
+    };
+    let node = match &d.host {
+        NodeHost::Local => Node::local(&format!("datanode {}", d.name)),
+        host => node_for(format!("datanode {}", d.name), host, &run.settings.ssh),
+    };
+    for (vi, v) in d.volumes.iter().enumerate() {
+        let prefix = format!("hopsfs/{}/vol{}/", d.name, vi + 1);
+        let vol = v.display().to_string();
+        let repo = run.repo.clone();
+        let entries: Vec<Entry> = run
+            .manifest
+            .entries
+            .iter()
+            .filter(|e| e.path().starts_with(&prefix))
+            .cloned()
+            .collect();
+        let argv: Vec<String> = ["tar", "--numeric-owner", "-C", &vol, "-xf", "-"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        node.run(
+            &["mkdir".into(), "-p".into(), "--".into(), vol.clone()],
+            SHORT_TIMEOUT,
+            run.cancel,
+        )
+        .map_err(node_err(i, step))?;
+        let producer: crate::cluster::node::Producer =
+            Box::new(move |w: &mut dyn std::io::Write| {
+                tarout::write_tar(&repo, &entries, &prefix, w)
+            });
+        let (status, stderr) = node
+            .stream_with_producer(&argv, Some(producer), TOOL_TIMEOUT, run.cancel, |r| {
+                std::io::copy(r, &mut std::io::sink()).map(|_| ())
+            })
+            .map_err(node_err(i, step))?;
+        if !status.success() {
+            return Err(node_err(i, step)(NodeError::Failed {
+                node: node.name.clone(),
+                command: format!("tar -C {vol} -xf -"),
+                status: status.to_string(),
+                stderr,
+            }));
+        }
+        (run.progress)(i, &format!("volume {vol} written back"));
+    }
+    Ok(())
+}
+
+/// Durations of every step and the total, from the catalog's records.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RestoreReport {
+    pub steps: Vec<(String, f64)>,
+    pub total_seconds: f64,
+}
+
+/// The report of restore `rec`.
+pub fn report(
+    plan: &RestorePlan,
+    rec: &crate::catalog::RestoreRecord,
+    now: DateTime<Utc>,
+) -> RestoreReport {
+    let mut steps = Vec::new();
+    for (s, r) in plan.steps.iter().zip(rec.steps.iter()) {
+        let secs = match (r.started_at, r.finished_at) {
+            (Some(a), Some(b)) => (b - a).num_milliseconds().max(0) as f64 / 1000.0,
+            _ => 0.0,
+        };
+        steps.push((s.title.clone(), secs));
+    }
+    let end = rec.finished_at.unwrap_or(now);
+    RestoreReport {
+        steps,
+        total_seconds: (end - rec.created_at).num_milliseconds().max(0) as f64 / 1000.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_paths_never_leave_the_staging_directory() {
+        let base = Path::new("/var/lib/hopsdr/restore/x");
+        assert_eq!(
+            safe_join(base, "rondb/1/BACKUP-5/BACKUP-5.1.ctl"),
+            Some(base.join("rondb/1/BACKUP-5/BACKUP-5.1.ctl"))
+        );
+        assert_eq!(safe_join(base, "../etc/passwd"), None);
+        assert_eq!(safe_join(base, "rondb/../../x"), None);
+        assert_eq!(safe_join(base, "/etc/passwd"), None);
+        assert_eq!(safe_join(base, "rondb/./x"), Some(base.join("rondb/x")));
+    }
+}

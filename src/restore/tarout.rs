@@ -1,0 +1,55 @@
+//! A tar stream of part of a backup, built from the repository as it is written (bounded
+//! memory, every chunk verified), for `tar -x` on the node that gets the files back.
+
+use std::io::Write;
+
+use tar::{EntryType, Header};
+
+use crate::repository::{Entry, FileMeta, Repository};
+
+fn header(kind: EntryType, meta: &FileMeta, size: u64) -> Header {
+    let mut h = Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(meta.mode & 0o7777);
+    h.set_mtime(meta.mtime.max(0) as u64);
+    h.set_uid(meta.uid as u64);
+    h.set_gid(meta.gid as u64);
+    h.set_size(size);
+    h
+}
+
+/// Writes every entry under `prefix` (paths relative to it) as a tar stream to `w`.
+pub fn write_tar(
+    repo: &Repository,
+    entries: &[Entry],
+    prefix: &str,
+    w: &mut dyn Write,
+) -> std::io::Result<()> {
+    let mut b = tar::Builder::new(w);
+    for e in entries {
+        let Some(rel) = e.path().strip_prefix(prefix) else {
+            continue;
+        };
+        if rel.is_empty() {
+            continue;
+        }
+        match e {
+            Entry::Dir { meta, .. } => {
+                let mut h = header(EntryType::Directory, meta, 0);
+                b.append_data(&mut h, rel, std::io::empty())?;
+            }
+            Entry::File(f) => {
+                let mut h = header(EntryType::Regular, &f.meta, f.size);
+                let r = repo
+                    .open_file(f)
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                b.append_data(&mut h, rel, r)?;
+            }
+            Entry::Symlink { target, meta, .. } => {
+                let mut h = header(EntryType::Symlink, meta, 0);
+                b.append_link(&mut h, rel, target)?;
+            }
+        }
+    }
+    b.finish()
+}

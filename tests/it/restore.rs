@@ -1,0 +1,224 @@
+//! Whole-cluster restores with hopsdrctl on the test-bed: the drill (fingerprint equal, safe mode
+//! OFF, topics back, grants identical), refusals that leave the cluster untouched, and resume
+//! after kill -9 in the middle.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use crate::harness::{wait_for, Env};
+use crate::mysql::Mariadb;
+use crate::tbcluster::{last_backup, Cluster, TB};
+
+/// `[restore]` pointing at the test-bed's tools.
+fn restore_config(env: &Env, c: &Cluster) -> String {
+    let d = c.dir.display();
+    format!(
+        "[restore]\nndb_restore = [\"{d}/bin/ndb_restore\"]\nstaging_dir = \"{}\"\nhdfs = [\"{d}/bin/hdfs\"]\n\
+         safemode_timeout = \"60s\"\ndatanode_start = [\"{TB}\", \"datanode\", \"start\", \"{{index}}\", \"--dir\", \"{d}\"]\n\
+         epipe_stop = [\"{TB}\", \"service\", \"epipe\", \"stop\", \"--dir\", \"{d}\"]\n\
+         epipe_start = [\"{TB}\", \"service\", \"epipe\", \"start\", \"--dir\", \"{d}\"]\n\
+         reindex = [\"{d}/bin/reindex-epipe.sh\"]\nreindex_user = \"\"\nkafka_restore = [\"{d}/bin/kafka-restore.sh\"]\n",
+        env.path().join("staging").display()
+    )
+}
+
+fn mysql_config(env: &Env, m: &Mariadb) -> String {
+    let pw = env.path().join("mysql.password");
+    std::fs::write(&pw, "dump-secret\n").unwrap();
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+    format!(
+        "[mysql]\nuser = \"hopsdr\"\nsocket = \"{}\"\npassword = {{ file = \"{}\" }}\n",
+        m.socket().display(),
+        pw.display()
+    )
+}
+
+fn grants(m: &Mariadb) -> String {
+    m.sql_root("SHOW GRANTS FOR 'app'@'%'").unwrap_or_default()
+}
+
+/// A cluster with data, a MariaDB with an account, and a daemon configured for both.
+fn setup() -> (Env, Cluster, Mariadb) {
+    let mut env = Env::new();
+    let c = Cluster::create(&env, &[]);
+    let m = Mariadb::start();
+    m.sql_root(
+        "CREATE USER 'hopsdr'@'localhost' IDENTIFIED BY 'dump-secret';
+         GRANT ALL PRIVILEGES ON *.* TO 'hopsdr'@'localhost' WITH GRANT OPTION;
+         CREATE DATABASE hopsworks;
+         CREATE USER 'app'@'%' IDENTIFIED BY 'app-pass';
+         GRANT SELECT, INSERT ON hopsworks.* TO 'app'@'%';",
+    )
+    .unwrap();
+    env.extra_config =
+        c.hopsfs_config("local") + &mysql_config(&env, &m) + &restore_config(&env, &c);
+    (env, c, m)
+}
+
+fn backup(env: &Env) -> String {
+    let out = env.ctl(&["backup", "start", "--wait"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        env.log()
+    );
+    last_backup(env)["id"].as_str().unwrap().to_string()
+}
+
+/// The disaster: the cluster lost and redeployed empty, the accounts gone.
+fn disaster(c: &Cluster, m: &Mariadb) {
+    c.tb(&["cluster", "destroy"]);
+    c.tb(&["cluster", "redeploy"]);
+    m.sql_root("DROP USER 'app'@'%'").unwrap();
+}
+
+#[test]
+fn the_drill_restores_the_cluster_whole() {
+    let (env, c, m) = setup();
+    let _d = env.start();
+    let before = c.fingerprint();
+    let grants_before = grants(&m);
+    let id = backup(&env);
+    disaster(&c, &m);
+    assert_ne!(c.fingerprint(), before);
+
+    let out = env.ctl(&["restore", "start", &id, "--yes", "--wait"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        env.log()
+    );
+    assert!(
+        text.contains("succeeded") && text.contains("total (RTO):"),
+        "{text}"
+    );
+    assert_eq!(
+        c.fingerprint(),
+        before,
+        "rows, indexes, blocks and topics are back"
+    );
+    assert_eq!(c.safe_mode(), "Safe mode is OFF");
+    assert_eq!(grants(&m), grants_before);
+    assert!(m.login("app", "app-pass"));
+
+    let st = env.ctl_json(&["restore", "status"]);
+    assert_eq!(st["restore"]["state"], "succeeded");
+    assert!(st["restore"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["state"] == "done"));
+    let metrics = env.metrics();
+    assert!(
+        metrics.contains("hopsdr_restores_total{result=\"succeeded\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("hopsdr_restore_duration_seconds "),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_tampered_blob_or_a_non_empty_target_is_refused_before_anything_is_touched() {
+    let (env, c, m) = setup();
+    let _d = env.start();
+    let id = backup(&env);
+
+    // The live cluster is not an empty target.
+    let out = env.ctl(&["restore", "start", &id, "--yes", "--wait"]);
+    assert_eq!(out.status.code(), Some(1));
+    let st = env.ctl_json(&["restore", "status"]);
+    let err = st["restore"]["error"].as_str().unwrap().to_string();
+    assert!(
+        err.contains("step 2 (preflight on the target cluster)") && err.contains("is not empty"),
+        "{err}"
+    );
+
+    // One flipped byte in one blob: refused at step 1, the cluster untouched.
+    disaster(&c, &m);
+    let empty = c.fingerprint();
+    let blobs = env.repo().join("blobs");
+    let dir = std::fs::read_dir(&blobs)
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    let blob = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let n = bytes.len() / 2;
+    bytes[n] ^= 0x01;
+    std::fs::write(&blob, bytes).unwrap();
+    let out = env.ctl(&["restore", "start", &id, "--yes", "--wait"]);
+    assert_eq!(out.status.code(), Some(1));
+    let st = env.ctl_json(&["restore", "status"]);
+    let err = st["restore"]["error"].as_str().unwrap().to_string();
+    assert!(
+        err.contains("step 1 (verify backup") && err.contains("damaged"),
+        "{err}"
+    );
+    assert_eq!(c.fingerprint(), empty, "nothing touched");
+
+    // An unknown backup.
+    let out = env.ctl(&["restore", "start", "20200101T000000Z", "--yes"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+    // Without a terminal and without --yes: refused, nothing started.
+    let out = env.ctl(&["restore", "start", &id]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn kill_9_in_the_middle_then_resume_finishes_the_same_cluster() {
+    let (env, c, m) = setup();
+    let before;
+    let id;
+    {
+        let _d = env.start();
+        before = c.fingerprint();
+        id = backup(&env);
+    }
+    disaster(&c, &m);
+    // Pause at the start of step 5 (ndb_restore -r), after the metadata is restored.
+    let mut d = env.start_with(&[("HOPSDR_FAILPOINTS", "restore.step5=pause")]);
+    let out = env.ctl(&["restore", "start", &id, "--yes"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let marker = env.path().join("restore.step5.reached");
+    wait_for("the failpoint", Duration::from_secs(60), || {
+        marker.exists().then_some(())
+    });
+    d.kill9();
+    drop(d);
+
+    let _d = env.start();
+    let st = env.ctl_json(&["restore", "status"]);
+    assert_eq!(st["restore"]["state"], "interrupted");
+    let steps = st["restore"]["steps"].as_array().unwrap();
+    assert_eq!(steps[3]["state"], "done", "the metadata step stays done");
+    let out = env.ctl(&["restore", "resume", "--wait"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        env.log()
+    );
+    assert_eq!(c.fingerprint(), before);
+    assert_eq!(c.safe_mode(), "Safe mode is OFF");
+}
