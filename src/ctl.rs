@@ -522,13 +522,17 @@ async fn wait_for_job(client: &Client, id: i64, quiet: bool) -> Result<JobView, 
         }
         if !quiet {
             if let Some(p) = &v.progress {
-                let line = format!(
-                    "job {id}: {} — {} files, {} read, {} stored",
-                    p.step,
-                    p.files,
-                    human_bytes(p.logical_bytes),
-                    human_bytes(p.stored_bytes)
-                );
+                let line = if v.record.kind == crate::catalog::JobKind::Backup {
+                    format!(
+                        "job {id}: {} — {} files, {} read, {} stored",
+                        p.step,
+                        p.files,
+                        human_bytes(p.logical_bytes),
+                        human_bytes(p.stored_bytes)
+                    )
+                } else {
+                    format!("job {id}: {}", p.step)
+                };
                 if line != last_line {
                     if tty {
                         eprint!("\r\x1b[K{line}");
