@@ -222,3 +222,119 @@ fn kill_9_in_the_middle_then_resume_finishes_the_same_cluster() {
     assert_eq!(c.fingerprint(), before);
     assert_eq!(c.safe_mode(), "Safe mode is OFF");
 }
+
+#[test]
+fn ndb_restore_failing_on_one_node_fails_the_step_and_resume_retries_only_what_is_left() {
+    let (env, c, m) = setup();
+    let _d = env.start();
+    let before = c.fingerprint();
+    let id = backup(&env);
+    disaster(&c, &m);
+    // ndb_restore calls: -m (1st), then -r per node (2nd, 3rd): the 3rd fails.
+    c.tb(&[
+        "fault",
+        "call",
+        "--tool",
+        "ndb_restore",
+        "--nth",
+        "3",
+        "--action",
+        "fail",
+    ]);
+    let out = env.ctl(&["restore", "start", &id, "--yes", "--wait"]);
+    assert_eq!(out.status.code(), Some(1));
+    let st: serde_json::Value =
+        serde_json::from_slice(&env.ctl(&["--json", "restore", "status"]).stdout).unwrap();
+    let step = &st["restore"]["steps"][4];
+    assert_eq!(step["state"], "failed", "{st}");
+    let err = step["error"].as_str().unwrap();
+    assert!(err.starts_with("step 5 (restore the RonDB data"), "{err}");
+    let detail: serde_json::Value = serde_json::from_str(step["detail"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        detail["done"].as_array().unwrap().len(),
+        1,
+        "one node restored: {detail}"
+    );
+    c.tb(&["fault", "clear"]);
+    let out = env.ctl(&["restore", "resume", "--wait"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        env.log()
+    );
+    assert_eq!(c.fingerprint(), before);
+}
+
+#[test]
+fn safe_mode_that_never_turns_off_times_out_with_a_clear_error() {
+    let (mut env, c, m) = setup();
+    env.extra_config = env
+        .extra_config
+        .replace("safemode_timeout = \"60s\"", "safemode_timeout = \"2s\"");
+    let _d = env.start();
+    let id = backup(&env);
+    disaster(&c, &m);
+    // No datanode reports its blocks.
+    c.tb(&["fault", "datanode-unreachable", "--dn", "2"]);
+    c.tb(&["fault", "datanode-unreachable", "--dn", "3"]);
+    c.tb(&["fault", "datanode-unreachable", "--dn", "1"]);
+    let out = env.ctl(&["restore", "start", &id, "--yes", "--wait"]);
+    assert_eq!(out.status.code(), Some(1));
+    let st: serde_json::Value =
+        serde_json::from_slice(&env.ctl(&["--json", "restore", "status"]).stdout).unwrap();
+    let err = st["restore"]["error"].as_str().unwrap();
+    assert!(
+        err.contains("wait for safe mode OFF") && err.contains("safe mode still ON after 2s"),
+        "{err}"
+    );
+}
+
+/// kill -9 of hopsdrd at every step boundary, restart, resume: the end state equals the
+/// uninterrupted run each time.
+#[test]
+fn kill_9_at_every_step_boundary_then_resume() {
+    let (env, c, m) = setup();
+    let before;
+    let id;
+    {
+        let _d = env.start();
+        before = c.fingerprint();
+        id = backup(&env);
+    }
+    let steps = {
+        let _d = env.start();
+        let plan = env.ctl_json(&["restore", "plan", &id]);
+        plan["steps"].as_array().unwrap().len()
+    };
+    for k in 1..=steps {
+        disaster(&c, &m);
+        let fp = format!("restore.step{k}=pause");
+        let mut d = env.start_with(&[("HOPSDR_FAILPOINTS", &fp)]);
+        let out = env.ctl(&["restore", "start", &id, "--yes"]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let marker = env.path().join(format!("restore.step{k}.reached"));
+        wait_for("the failpoint", Duration::from_secs(60), || {
+            marker.exists().then_some(())
+        });
+        d.kill9();
+        drop(d);
+        let _ = std::fs::remove_file(&marker);
+        let _d = env.start();
+        let out = env.ctl(&["restore", "resume", "--wait"]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "step {k}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            env.log()
+        );
+        assert_eq!(c.fingerprint(), before, "after a crash at step {k}");
+    }
+}
