@@ -136,6 +136,7 @@ pub fn execute(run: &RestoreRun<'_>) -> Result<(), RestoreError> {
         let detail = details.get(i).cloned().unwrap_or_default();
         let res = run_step(run, i, step, &detail);
         let now = Utc::now();
+        audit_step(run, i, step, &res, now);
         match &res {
             Ok(()) => {
                 lock(run.catalog).set_step_state(run.restore_id, i, "done", None, now)?;
@@ -160,6 +161,41 @@ pub fn execute(run: &RestoreRun<'_>) -> Result<(), RestoreError> {
         res?;
     }
     Ok(())
+}
+
+/// Every step, its commands and its outcome go to the audit log.
+fn audit_step(
+    run: &RestoreRun<'_>,
+    i: usize,
+    step: &RestoreStep,
+    res: &Result<(), RestoreError>,
+    now: DateTime<Utc>,
+) {
+    let commands: Vec<String> = step
+        .commands
+        .iter()
+        .map(|c| crate::cluster::node::remote_command_line(c))
+        .collect();
+    let outcome = match res {
+        Ok(()) => "done".to_string(),
+        Err(e) => format!("failed: {e}"),
+    };
+    let rec = crate::catalog::AuditRecord {
+        at: now,
+        uid: nix::unistd::getuid().as_raw(),
+        pid: std::process::id() as i32,
+        action: format!("restore {} step {}", run.restore_id, i + 1),
+        allowed: true,
+        detail: format!(
+            "{} [{}] {} -> {outcome}",
+            step.title,
+            step.node,
+            commands.join(" ; ")
+        ),
+    };
+    if let Err(e) = lock(run.catalog).audit(&rec) {
+        tracing::error!("failed to write audit record: {e}");
+    }
 }
 
 fn refused(i: usize, step: &RestoreStep, message: impl Into<String>) -> RestoreError {

@@ -338,3 +338,45 @@ fn kill_9_at_every_step_boundary_then_resume() {
         assert_eq!(c.fingerprint(), before, "after a crash at step {k}");
     }
 }
+
+/// A manifest whose entry path tries to leave its directory is refused before anything runs.
+#[test]
+fn a_manifest_path_escaping_its_directory_is_refused() {
+    let (env, c, m) = setup();
+    let _d = env.start();
+    let id = backup(&env);
+    disaster(&c, &m);
+    let empty = c.fingerprint();
+    // Rewrite the committed manifest with one path pointing outside, checksum made to match.
+    let key = env.repo().join(format!("manifests/{id}.json.zst"));
+    let raw = zstd::decode_all(&std::fs::read(&key).unwrap()[..]).unwrap();
+    let mut doc: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    let mut body = doc["body"].clone();
+    let entries = body["entries"].as_array_mut().unwrap();
+    let victim = entries
+        .iter_mut()
+        .find(|e| e["path"].as_str().unwrap().starts_with("rondb/"))
+        .unwrap();
+    victim["path"] = serde_json::Value::String("rondb/../../../../etc/hopsdr-evil".into());
+    let body_bytes = serde_json::to_vec(&body).unwrap();
+    let sum = blake3::hash(&body_bytes).to_hex().to_string();
+    doc["checksum"] = serde_json::Value::String(sum);
+    let text = format!(
+        "{{\"checksum\":\"{}\",\"body\":{}}}\n",
+        doc["checksum"].as_str().unwrap(),
+        String::from_utf8(body_bytes).unwrap()
+    );
+    std::fs::write(&key, zstd::encode_all(text.as_bytes(), 1).unwrap()).unwrap();
+    let out = env.ctl(&["restore", "start", &id, "--yes", "--wait"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let err =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(err.contains("corrupt") || err.contains("invalid"), "{err}");
+    assert!(!std::path::Path::new("/etc/hopsdr-evil").exists());
+    assert_eq!(c.fingerprint(), empty, "nothing touched");
+}
