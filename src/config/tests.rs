@@ -46,6 +46,7 @@ fn shipped_example_loads_and_has_the_defaults() {
     assert_eq!(settings.repository, defaults.repository);
     assert_eq!(settings.backup, defaults.backup);
     assert_eq!(settings.ssh, defaults.ssh);
+    assert_eq!(settings.restore, defaults.restore);
     assert!(defaults.schedules.is_empty());
     assert!(settings.mysql.is_none());
     assert!(settings.rondb.is_none());
