@@ -17,4 +17,5 @@ pub mod ids;
 pub mod logging;
 pub mod repository;
 pub mod restore;
+pub mod retention;
 pub mod schedule;
