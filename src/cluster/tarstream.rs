@@ -111,6 +111,9 @@ pub fn ingest(
             kind => return Err(TarStreamError::Unsupported { path: raw, kind }),
         }
     }
+    // GNU tar pads the archive after its end marker to a whole record: read it all, or tar dies
+    // of SIGPIPE writing the padding to a closed pipe.
+    std::io::copy(&mut archive.into_inner(), &mut std::io::sink()).map_err(TarStreamError::Read)?;
     Ok(totals)
 }
 
