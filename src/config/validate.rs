@@ -47,17 +47,6 @@ pub(crate) const DEFAULT_TIMEZONE: chrono_tz::Tz = chrono_tz::UTC;
 pub(crate) const DEFAULT_MYSQL_PORT: u16 = 3306;
 pub(crate) const DEFAULT_HOPSFS_VOLUME: &str = "/srv/hops/hopsdata/hdfs/dn";
 pub(crate) const DEFAULT_MYSQLPUMP: &str = "/srv/hops/mysql/bin/mysqlpump";
-/// Accounts of the server itself, never dumped.
-pub(crate) const DEFAULT_EXCLUDED_USERS: &[&str] = &[
-    "root",
-    "mysql.sys",
-    "mysql.session",
-    "mysql.infoschema",
-    "mariadb.sys",
-    "debian-sys-maint",
-    // MariaDB's own account for the mysql system user (unix_socket).
-    "mysql",
-];
 pub(crate) const DEFAULT_MGM_CLIENT: &str = "/srv/hops/mysql-cluster/ndb/scripts/mgm-client.sh";
 pub(crate) const DEFAULT_NDB_BACKUP_DIR: &str = "/srv/hops/mysql-cluster/ndb/backups";
 pub(crate) const DEFAULT_BACKUP_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
@@ -1040,7 +1029,7 @@ impl<'a> Validator<'a> {
             }
         };
         let exclude_users = raw.exclude_users.unwrap_or_else(|| {
-            DEFAULT_EXCLUDED_USERS
+            crate::cluster::mysql::DEFAULT_EXCLUDED_USERS
                 .iter()
                 .map(|s| s.to_string())
                 .collect()

@@ -114,6 +114,56 @@ impl JobRunner {
     }
 }
 
+/// The slot of the one running job, claimed: fails with `Busy` (or `Stopping`) otherwise.
+fn claim(ctx: &Ctx) -> Result<std::sync::MutexGuard<'_, Option<Running>>, JobError> {
+    if ctx.root.is_cancelled() {
+        return Err(JobError::Stopping);
+    }
+    let cur = ctx.jobs.current.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(r) = cur.as_ref() {
+        return Err(JobError::Busy(r.id));
+    }
+    Ok(cur)
+}
+
+/// Records job `id` as the running one; returns its cancellation token and progress.
+fn install(
+    ctx: &Ctx,
+    mut slot: std::sync::MutexGuard<'_, Option<Running>>,
+    id: JobId,
+    kind: JobKind,
+    step: &str,
+) -> (CancellationToken, Arc<Mutex<Progress>>) {
+    let cancel = ctx.root.child_token();
+    let progress = Arc::new(Mutex::new(Progress {
+        step: step.into(),
+        ..Default::default()
+    }));
+    *slot = Some(Running {
+        id,
+        progress: progress.clone(),
+        cancel: cancel.clone(),
+    });
+    ctx.jobs.set_idle(false);
+    drop(slot);
+    ctx.metrics
+        .job_running
+        .with_label_values(&[kind.as_str()])
+        .set(1);
+    (cancel, progress)
+}
+
+/// Frees the slot after a job of `kind` ended.
+fn release(ctx: &Ctx, kind: JobKind) {
+    ctx.metrics
+        .job_running
+        .with_label_values(&[kind.as_str()])
+        .set(0);
+    let mut cur = ctx.jobs.current.lock().unwrap_or_else(|p| p.into_inner());
+    *cur = None;
+    ctx.jobs.set_idle(true);
+}
+
 fn lock_catalog(cat: &Mutex<Catalog>) -> std::sync::MutexGuard<'_, Catalog> {
     // A panic while holding the lock aborts the process (panic = "abort"), so poisoning is only
     // seen in tests; the data is still consistent because every write is one SQL statement.
@@ -143,13 +193,7 @@ fn new_backup_id(ctx: &Ctx, cat: &Catalog, now: DateTime<Utc>) -> Result<BackupI
 
 /// Starts a backup job. `trigger` says who asked (`api:uid=0`, `schedule:nightly`).
 pub fn start_backup(ctx: &Arc<Ctx>, trigger: &str) -> Result<JobStarted, JobError> {
-    if ctx.root.is_cancelled() {
-        return Err(JobError::Stopping);
-    }
-    let mut cur = ctx.jobs.current.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(r) = cur.as_ref() {
-        return Err(JobError::Busy(r.id));
-    }
+    let slot = claim(ctx)?;
     let now = Utc::now();
     let (job_id, backup_id) = {
         let mut cat = lock_catalog(&ctx.catalog);
@@ -161,23 +205,7 @@ pub fn start_backup(ctx: &Arc<Ctx>, trigger: &str) -> Result<JobStarted, JobErro
         }
         (job_id, backup_id)
     };
-    let cancel = ctx.root.child_token();
-    let progress = Arc::new(Mutex::new(Progress {
-        step: "starting".into(),
-        ..Default::default()
-    }));
-    *cur = Some(Running {
-        id: job_id,
-        progress: progress.clone(),
-        cancel: cancel.clone(),
-    });
-    ctx.jobs.set_idle(false);
-    drop(cur);
-
-    ctx.metrics
-        .job_running
-        .with_label_values(&[JobKind::Backup.as_str()])
-        .set(1);
+    let (cancel, progress) = install(ctx, slot, job_id, JobKind::Backup, "starting");
     tracing::info!(job_id = %job_id, backup_id = %backup_id, trigger = trigger, "backup started");
     notify::status(&format!("backup {backup_id} running (job {job_id})"));
 
@@ -283,10 +311,6 @@ async fn finish_backup(
         .backups_total
         .with_label_values(&[state.as_str()])
         .inc();
-    ctx.metrics
-        .job_running
-        .with_label_values(&[JobKind::Backup.as_str()])
-        .set(0);
     match &error {
         Some(e) if state == State::Partial => {
             tracing::warn!(job_id = %job_id, backup_id = %backup_id, "backup committed but {e}");
@@ -306,9 +330,7 @@ async fn finish_backup(
     if let Ok(Ok(bytes)) = tokio::task::spawn_blocking(move || repo.stored_bytes()).await {
         ctx.metrics.repository_bytes.set(bytes as f64);
     }
-    let mut cur = ctx.jobs.current.lock().unwrap_or_else(|p| p.into_inner());
-    *cur = None;
-    ctx.jobs.set_idle(true);
+    release(ctx, JobKind::Backup);
 }
 
 /// The HopsFS figures of a committed backup, from its manifest.
@@ -459,13 +481,7 @@ pub fn start_restore(
     trigger: &str,
 ) -> Result<JobStarted, RestoreStartError> {
     use crate::restore::plan;
-    if ctx.root.is_cancelled() {
-        return Err(JobError::Stopping.into());
-    }
-    let mut cur = ctx.jobs.current.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(r) = cur.as_ref() {
-        return Err(JobError::Busy(r.id).into());
-    }
+    let slot = claim(ctx)?;
     let settings = ctx.settings();
     let now = Utc::now();
     // The restore to run: a new one with its plan, or the last one to resume.
@@ -517,22 +533,7 @@ pub fn start_restore(
     let job_id = lock_catalog(&ctx.catalog)
         .insert_job(JobKind::Restore, trigger, now)
         .map_err(JobError::from)?;
-    let cancel = ctx.root.child_token();
-    let progress = Arc::new(Mutex::new(Progress {
-        step: "restore".into(),
-        ..Default::default()
-    }));
-    *cur = Some(Running {
-        id: job_id,
-        progress: progress.clone(),
-        cancel: cancel.clone(),
-    });
-    ctx.jobs.set_idle(false);
-    drop(cur);
-    ctx.metrics
-        .job_running
-        .with_label_values(&[JobKind::Restore.as_str()])
-        .set(1);
+    let (cancel, progress) = install(ctx, slot, job_id, JobKind::Restore, "restore");
     tracing::info!(job_id = %job_id, backup_id = %backup_id, restore_id = restore_id, "restore started");
     notify::status(&format!("restore of {backup_id} running (job {job_id})"));
 
@@ -605,10 +606,6 @@ pub fn start_restore(
             .restores_total
             .with_label_values(&[rstate])
             .inc();
-        ctx3.metrics
-            .job_running
-            .with_label_values(&[JobKind::Restore.as_str()])
-            .set(0);
         match &error {
             None => {
                 tracing::info!(job_id = %job_id, restore_id = restore_id, "restore succeeded");
@@ -619,9 +616,7 @@ pub fn start_restore(
                 notify::status(&format!("idle; last restore {rstate}"));
             }
         }
-        let mut cur = ctx3.jobs.current.lock().unwrap_or_else(|p| p.into_inner());
-        *cur = None;
-        ctx3.jobs.set_idle(true);
+        release(&ctx3, JobKind::Restore);
     });
     Ok(JobStarted {
         job_id,
