@@ -122,6 +122,16 @@ fn open_repository(s: &RepositorySettings) -> Result<Repository, RepoError> {
             compression_level,
         } => {
             let storage = Arc::new(LocalStorage::new(path.clone())?);
+            // Temp files of a crashed daemon (blobs written but never committed).
+            match storage.remove_stale_temp() {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    "removed {n} temporary file(s) left in the repository by a crash"
+                ),
+                Err(e) => {
+                    tracing::warn!("failed to remove temporary files from the repository: {e}")
+                }
+            }
             Repository::open_or_init(storage, *compression_level)
         }
     }

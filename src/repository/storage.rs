@@ -79,6 +79,17 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn describe(&self) -> String;
     /// Free space in bytes where that is known.
     fn available_bytes(&self) -> Result<Option<u64>, StorageError>;
+    /// Like [`Storage::put`], except that the object need only be durable and visible under
+    /// `key` after the next [`Storage::flush`] (`exists` reports it at once in this process).
+    /// Lets a store batch its durability work; the default simply puts.
+    fn put_deferred(&self, key: &str, data: &[u8]) -> Result<(), StorageError> {
+        self.put(key, data)
+    }
+    /// Makes every object put with [`Storage::put_deferred`] durable, then visible under its key.
+    /// A crash before it leaves none of them under its key.
+    fn flush(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
 }
 
 /// Checks that `key` is a valid object key: relative, `/`-separated, non-empty components that
@@ -145,6 +156,15 @@ fn validate_key_chars(key: &str) -> Result<(), KeyError> {
 #[derive(Debug, Clone)]
 pub struct LocalStorage {
     root: PathBuf,
+    /// Objects written by `put_deferred` under temporary names, renamed into place by `flush`
+    /// after one filesystem-wide sync: a name under `blobs/` always holds durable content.
+    pending: std::sync::Arc<std::sync::Mutex<Pending>>,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    files: Vec<(PathBuf, PathBuf)>,
+    keys: std::collections::HashSet<String>,
 }
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -152,7 +172,10 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 impl LocalStorage {
     /// Storage rooted at `root`, creating that directory (and its missing parents) if needed.
     pub fn new(root: impl Into<PathBuf>) -> Result<LocalStorage, StorageError> {
-        let storage = LocalStorage { root: root.into() };
+        let storage = LocalStorage {
+            root: root.into(),
+            pending: Default::default(),
+        };
         storage.create_dirs(&storage.root)?;
         Ok(storage)
     }
@@ -261,7 +284,7 @@ impl LocalStorage {
         Ok(())
     }
 
-    fn write_temp(&self, dir: &Path, data: &[u8]) -> Result<PathBuf, StorageError> {
+    fn write_temp(&self, dir: &Path, data: &[u8], sync: bool) -> Result<PathBuf, StorageError> {
         loop {
             let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
             let tmp = dir.join(format!("{TEMP_PREFIX}{}-{n}", std::process::id()));
@@ -284,7 +307,13 @@ impl LocalStorage {
             let written = file
                 .write_all(data)
                 .map_err(|source| ("write", source))
-                .and_then(|()| file.sync_all().map_err(|source| ("fsync", source)));
+                .and_then(|()| {
+                    if sync {
+                        file.sync_all().map_err(|source| ("fsync", source))
+                    } else {
+                        Ok(())
+                    }
+                });
             return match written {
                 Ok(()) => Ok(tmp),
                 Err((op, source)) => {
@@ -308,7 +337,7 @@ impl Storage for LocalStorage {
             None => self.root.clone(),
         };
         self.create_dirs(&dir)?;
-        let tmp = self.write_temp(&dir, data)?;
+        let tmp = self.write_temp(&dir, data, true)?;
         if let Err(source) = fs::rename(&tmp, &path) {
             let _ = fs::remove_file(&tmp);
             return Err(StorageError::Io {
@@ -338,7 +367,63 @@ impl Storage for LocalStorage {
         })
     }
 
+    fn put_deferred(&self, key: &str, data: &[u8]) -> Result<(), StorageError> {
+        let path = self.path_of(key)?;
+        let dir = match path.parent() {
+            Some(d) => d.to_path_buf(),
+            None => self.root.clone(),
+        };
+        self.create_dirs(&dir)?;
+        let tmp = self.write_temp(&dir, data, false)?;
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        p.files.push((tmp, path));
+        p.keys.insert(key.to_string());
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), StorageError> {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if p.files.is_empty() {
+            return Ok(());
+        }
+        let sync = |what: &'static str| -> Result<(), StorageError> {
+            let dir = fs::File::open(&self.root).map_err(|source| StorageError::Io {
+                op: "open",
+                path: self.root.clone(),
+                source,
+            })?;
+            nix::unistd::syncfs(&dir).map_err(|e| StorageError::Io {
+                op: what,
+                path: self.root.clone(),
+                source: io::Error::from(e),
+            })
+        };
+        // Content first, then the names: a name never points at content not yet on disk.
+        sync("sync (syncfs) the data of")?;
+        for (tmp, path) in p.files.drain(..) {
+            if let Err(source) = fs::rename(&tmp, &path) {
+                let _ = fs::remove_file(&tmp);
+                return Err(StorageError::Io {
+                    op: "rename into",
+                    path,
+                    source,
+                });
+            }
+        }
+        p.keys.clear();
+        sync("sync (syncfs) the names in")
+    }
+
     fn exists(&self, key: &str) -> Result<bool, StorageError> {
+        if self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys
+            .contains(key)
+        {
+            return Ok(true);
+        }
         let path = self.path_of(key)?;
         match fs::symlink_metadata(&path) {
             Ok(m) => Ok(m.is_file()),

@@ -417,9 +417,12 @@ fn backup_without_commit_does_not_exist() {
         repo.verify_backup(&id(1)),
         Err(RepoError::BackupNotFound { .. })
     ));
-    // The blobs are there, unreferenced.
-    assert_eq!(repo.storage().list("blobs/").unwrap().len(), 2);
+    // Its blobs were written deferred: none is under its name until a commit flushes them.
+    assert_eq!(repo.storage().list("blobs/").unwrap().len(), 0);
     assert!(repo.referenced_blobs().unwrap().is_empty());
+    // A later commit makes them durable and visible (they are content-addressed and complete).
+    sample_backup(&repo, 2);
+    assert!(repo.storage().list("blobs/").unwrap().len() >= 2);
 }
 
 #[test]
@@ -1077,4 +1080,33 @@ fn peak_rss_mib() -> u64 {
     let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
     let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
     kib / 1024
+}
+
+#[test]
+fn deferred_puts_are_invisible_until_flushed_and_a_crash_leaves_only_temp_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = LocalStorage::new(dir.path()).unwrap();
+    s.put_deferred("blobs/ab/abcd", b"blob").unwrap();
+    assert!(s.exists("blobs/ab/abcd").unwrap(), "this process sees it");
+    assert!(s.list("blobs/").unwrap().is_empty(), "no name yet");
+    // Another process (or this one after a crash) does not see it.
+    let other = LocalStorage::new(dir.path()).unwrap();
+    assert!(!other.exists("blobs/ab/abcd").unwrap());
+    assert!(other.get("blobs/ab/abcd").unwrap_err().is_not_found());
+    s.flush().unwrap();
+    assert_eq!(other.get("blobs/ab/abcd").unwrap(), b"blob");
+    assert_eq!(s.list("blobs/").unwrap().len(), 1);
+    // Deferred and never flushed (the process died): only a temp file, which list ignores and
+    // a later process's remove_stale_temp removes.
+    s.put_deferred("blobs/cd/cdef", b"lost").unwrap();
+    drop(s);
+    let fresh = LocalStorage::new(dir.path()).unwrap();
+    assert!(!fresh.exists("blobs/cd/cdef").unwrap());
+    assert_eq!(fresh.list("blobs/").unwrap().len(), 1);
+    let temps = std::fs::read_dir(dir.path().join("blobs/cd"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .count();
+    assert_eq!(temps, 1);
 }

@@ -306,6 +306,8 @@ impl BackupWriter {
             entries: self.entries,
         };
         let encoded = manifest::encode(&manifest, &key, self.repo.compression_level())?;
+        // Every blob this backup wrote is durable before the manifest names it.
+        storage.flush()?;
         storage.put(&key, &encoded)?;
         Ok(manifest)
     }
@@ -597,7 +599,7 @@ fn store_new_chunk(
             path: path.to_string(),
             source,
         })?;
-    storage.put(&key, &kit.out)?;
+    storage.put_deferred(&key, &kit.out)?;
     Ok(Some(kit.out.len() as u64))
 }
 

@@ -670,7 +670,10 @@ fn write_volumes(run: &RestoreRun<'_>, i: usize, step: &RestoreStep) -> Result<(
         .map_err(node_err(i, step))?;
         let producer: crate::cluster::node::Producer =
             Box::new(move |w: &mut dyn std::io::Write| {
-                tarout::write_tar(&repo, &entries, &prefix, w)
+                // Large writes to the pipe, not the tar crate's 8 KiB pieces.
+                let mut buffered = std::io::BufWriter::with_capacity(1 << 20, w);
+                tarout::write_tar(&repo, &entries, &prefix, &mut buffered)?;
+                std::io::Write::flush(&mut buffered)
             });
         let (status, stderr) = node
             .stream_with_producer(&argv, Some(producer), TOOL_TIMEOUT, run.cancel, |r| {
