@@ -32,7 +32,9 @@
 //!   below a file or a symlink, well-formed hashes).
 //!
 //!   The manifest is the commit marker: it is written last, after every blob it references has
-//!   been durably stored, and a backup without a manifest does not exist (its blobs are garbage
+//!   been durably stored (a store may batch that work: `Storage::put_deferred` objects become
+//!   durable and visible under their keys at `Storage::flush`, which the commit calls before
+//!   writing the manifest), and a backup without a manifest does not exist (its blobs are garbage
 //!   for the collector). A manifest is never overwritten.
 //!
 //! - **Logical paths** — entry paths are relative, `/`-separated, with no empty, `.` or `..`
