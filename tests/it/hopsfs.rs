@@ -8,7 +8,8 @@ use hopsdr::ids::BackupId;
 
 use crate::harness::{wait_for, Env};
 use crate::tbcluster::{
-    hopsfs_facts, last_backup, repo, restore_by_hand, show_component, ssh_config, Cluster, TB,
+    cutting_ssh, hopsfs_facts, last_backup, repo, restore_by_hand, show_component, ssh_config,
+    Cluster, TB,
 };
 
 #[test]
@@ -295,23 +296,10 @@ fn cloud_block_storage_backs_up_only_the_metadata() {
 
 #[test]
 fn a_block_stream_cut_mid_way_fails_and_commits_nothing() {
-    use std::os::unix::fs::PermissionsExt;
-
     let mut env = Env::new();
     let c = Cluster::create(&env, &["--files", "60", "--block-size", "65536"]);
     let sshd = crate::ssh::Sshd::start();
-    let wrapper = env.path().join("cutting-ssh");
-    let flag = env.path().join("cut");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\ncase \"$*\" in\n  *--null*) if [ -e {flag} ]; then /usr/bin/ssh \"$@\" | head -c 100000; exit 255; fi;;\nesac\nexec /usr/bin/ssh \"$@\"\n",
-            flag = flag.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::write(&flag, "").unwrap();
+    let (wrapper, flag) = cutting_ssh(&env, "*--null*", 100000);
     env.extra_config =
         c.hopsfs_config("127.0.0.1") + &ssh_config(&sshd, "client_key", Some(&wrapper));
     let _d = env.start();

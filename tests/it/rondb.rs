@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::harness::{wait_for, Env};
 use crate::ssh::Sshd;
 use crate::tbcluster::{
-    failed_backup, last_backup, restore_by_hand, ssh_config, stage_rondb, Cluster,
+    cutting_ssh, failed_backup, last_backup, restore_by_hand, ssh_config, stage_rondb, Cluster,
 };
 
 /// A successful backup whose RonDB part restores with ndb_restore onto a redeployed cluster.
@@ -276,29 +276,13 @@ fn too_little_room_for_the_previous_size_is_refused_before_anything_runs() {
 
 #[test]
 fn a_stream_cut_in_the_middle_fails_commits_nothing_and_keeps_node_files() {
-    use std::os::unix::fs::PermissionsExt;
-
     let mut env = Env::new();
     let cluster = Cluster::create(&env, &["--rows", "20000"]);
     let sshd = Sshd::start();
     // An ssh that drops the connection 64 KiB into any tar stream while `cut` exists.
-    let wrapper = env.path().join("cutting-ssh");
-    let flag = env.path().join("cut");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\ncase \"$*\" in\n  *tar*) if [ -e {flag} ]; then /usr/bin/ssh \"$@\" | head -c 65536; exit 255; fi;;\nesac\nexec /usr/bin/ssh \"$@\"\n",
-            flag = flag.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::write(&flag, "").unwrap();
-    env.extra_config = cluster.rondb_config("127.0.0.1")
-        + &ssh_config(&sshd, "client_key", None).replace(
-            "[ssh]\n",
-            &format!("[ssh]\nssh = \"{}\"\n", wrapper.display()),
-        );
+    let (wrapper, flag) = cutting_ssh(&env, "*tar*", 65536);
+    env.extra_config =
+        cluster.rondb_config("127.0.0.1") + &ssh_config(&sshd, "client_key", Some(&wrapper));
     let _d = env.start();
     let e = failed_backup(&env);
     assert!(

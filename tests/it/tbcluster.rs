@@ -144,6 +144,26 @@ pub fn ssh_config(sshd: &Sshd, key: &str, ssh_binary: Option<&Path>) -> String {
     s
 }
 
+/// An ssh client that drops the connection after `bytes` of output of any command matching
+/// the shell pattern `pattern`, while the returned flag file exists (remove it to heal).
+/// Returns (the wrapper to use as `[ssh] ssh`, the flag file).
+pub fn cutting_ssh(env: &Env, pattern: &str, bytes: usize) -> (PathBuf, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let wrapper = env.path().join("cutting-ssh");
+    let flag = env.path().join("cut");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ncase \"$*\" in\n  {pattern}) if [ -e {flag} ]; then /usr/bin/ssh \"$@\" | head -c {bytes}; exit 255; fi;;\nesac\nexec /usr/bin/ssh \"$@\"\n",
+            flag = flag.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(&flag, "").unwrap();
+    (wrapper, flag)
+}
+
 pub fn repo(env: &Env) -> Repository {
     Repository::open_or_init(
         std::sync::Arc::new(LocalStorage::new(env.repo()).unwrap()),
