@@ -250,14 +250,24 @@ pub fn run(
         clock,
         &mut extra,
     );
-    if let Some(dns) = &dns {
-        // Pins are removed whatever happened (a crash leaves them for the next start).
-        hopsfs::remove_pins_logged(dns, Duration::from_secs(600));
-    }
-    let (rondb_done, partial) = result?;
+    // Pins are removed whatever happens (a crash leaves them for the next start); after a
+    // successful commit, off the path to the commit.
+    let remove_pins = || {
+        if let Some(dns) = &dns {
+            hopsfs::remove_pins_logged(dns, Duration::from_secs(600));
+        }
+    };
+    let (rondb_done, partial) = match result {
+        Ok(parts) => parts,
+        Err(e) => {
+            remove_pins();
+            return Err(e);
+        }
+    };
 
     crate::failpoint::hit("backup.before_commit", cancel);
     if cancel.is_cancelled() {
+        remove_pins();
         return Err(BackupError::Cancelled);
     }
     let stats = c.writer.stats();
@@ -269,7 +279,14 @@ pub fn run(
         components: c.done,
         extra,
     };
-    let manifest = c.writer.commit(info)?;
+    let manifest = match c.writer.commit(info) {
+        Ok(m) => m,
+        Err(e) => {
+            remove_pins();
+            return Err(e.into());
+        }
+    };
+    remove_pins();
     let mut rondb_facts = None;
     if let (Some((facts, nodes)), Some(r)) = (rondb_done, &settings.rondb) {
         if !r.keep_node_copies {
