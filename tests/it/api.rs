@@ -48,15 +48,22 @@ fn api_errors_have_fitting_statuses_and_the_daemon_survives() {
 
 #[test]
 fn unprivileged_user_may_read_but_not_start_a_backup() {
+    use std::os::unix::fs::PermissionsExt;
+
     let env = Env::new();
     let _d = env.start();
+    // A copy nobody can execute, whatever the permissions of the checkout's directories.
+    let ctl = env.path().join("hopsdrctl");
+    std::fs::copy(HOPSDRCTL, &ctl).unwrap();
+    std::fs::set_permissions(&ctl, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ctl = ctl.to_str().unwrap().to_string();
     let as_nobody = |args: &[&str]| {
         Command::new("setpriv")
             .args([
                 "--reuid=nobody",
                 "--regid=nogroup",
                 "--clear-groups",
-                HOPSDRCTL,
+                &ctl,
                 "--socket",
             ])
             .arg(env.socket())
@@ -101,7 +108,7 @@ fn unprivileged_user_may_read_but_not_start_a_backup() {
             "--reuid=nobody",
             "--regid=54321",
             "--clear-groups",
-            HOPSDRCTL,
+            &ctl,
             "--socket",
         ])
         .arg(env.socket())
