@@ -481,19 +481,31 @@ pub fn start_restore(
     trigger: &str,
 ) -> Result<JobStarted, RestoreStartError> {
     use crate::restore::plan;
-    let slot = claim(ctx)?;
     let settings = ctx.settings();
-    let now = Utc::now();
-    // The restore to run: a new one with its plan, or the last one to resume.
-    let (restore_id, backup_id, plan, options) = match backup {
+    // The manifest is read and the plan made before the runner's slot is claimed: no lock is
+    // held during that I/O, and a refusal changes nothing.
+    let planned = match backup {
         Some(b) => {
             let manifest = ctx.repo.read_manifest(b).map_err(|e| {
                 RestoreStartError::Refused(format!(
                     "{e} (hopsdrctl backups list shows the backups)"
                 ))
             })?;
-            let p = plan::plan(&manifest, &settings)
-                .map_err(|e| RestoreStartError::Refused(e.to_string()))?;
+            Some(
+                plan::plan(&manifest, &settings)
+                    .map_err(|e| RestoreStartError::Refused(e.to_string()))?,
+            )
+        }
+        None => None,
+    };
+    let slot = claim(ctx)?;
+    let now = Utc::now();
+    // The restore to run: a new one with its plan, or the last one to resume.
+    let (restore_id, backup_id, plan, options) = match backup {
+        Some(b) => {
+            let Some(p) = planned else {
+                return Err(RestoreStartError::Refused("internal: no plan".into()));
+            };
             let plan_json = serde_json::to_string(&p).unwrap_or_default();
             let opts_json = serde_json::to_string(&options).unwrap_or_default();
             let id = lock_catalog(&ctx.catalog)

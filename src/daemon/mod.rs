@@ -83,12 +83,11 @@ impl Ctx {
     pub fn status(&self) -> Result<StatusResponse, CatalogError> {
         let now = Utc::now();
         let settings = self.settings();
+        // Lock order: the job runner's slot before the catalog (as when a job starts).
+        let running = self.jobs.current().map(|id| (id, self.jobs.progress(id)));
         let cat = self.catalog.lock().unwrap_or_else(|p| p.into_inner());
-        let current_job = match self.jobs.current() {
-            Some(id) => cat.job(id)?.map(|record| JobView {
-                progress: self.jobs.progress(id),
-                record,
-            }),
+        let current_job = match running {
+            Some((id, progress)) => cat.job(id)?.map(|record| JobView { progress, record }),
             None => None,
         };
         let mut schedules = Vec::new();

@@ -471,6 +471,8 @@ async fn handle(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<F
             }
         }
         (&Method::GET, ["v1", "restores", "last"]) => {
+            // Lock order: the job runner's slot before the catalog.
+            let progress = ctx.jobs.current().and_then(|id| ctx.jobs.progress(id));
             let cat = ctx.catalog.lock().unwrap_or_else(|p| p.into_inner());
             match cat.last_restore() {
                 Ok(Some(rec)) => {
@@ -479,7 +481,6 @@ async fn handle(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<F
                     match plan {
                         Ok(plan) => {
                             let report = crate::restore::exec::report(&plan, &rec, Utc::now());
-                            let progress = ctx.jobs.current().and_then(|id| ctx.jobs.progress(id));
                             json(
                                 StatusCode::OK,
                                 &crate::api::RestoreStatus {
