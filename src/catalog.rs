@@ -696,20 +696,7 @@ impl Catalog {
             Option<u32>,
         );
         let rows: Vec<Row> = st
-            .query_map(p, |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                    r.get(8)?,
-                    r.get(9)?,
-                ))
-            })
+            .query_map(p, |r| r.try_into())
             .and_then(|rows| rows.collect())
             .map_err(self.q("list backups"))?;
         rows.into_iter()
@@ -765,18 +752,7 @@ impl Catalog {
             Option<String>,
         );
         let rows: Vec<Row> = st
-            .query_map(params![id.as_str()], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                ))
-            })
+            .query_map(params![id.as_str()], |r| r.try_into())
             .and_then(|rows| rows.collect())
             .map_err(self.q("list components"))?;
         rows.into_iter()
@@ -816,16 +792,7 @@ impl Catalog {
             .map_err(self.q("read last successes"))?;
         type Row = (String, String, String, String, i64, i64);
         let rows: Vec<Row> = st
-            .query_map([], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                ))
-            })
+            .query_map([], |r| r.try_into())
             .and_then(|rows| rows.collect())
             .map_err(self.q("read last successes"))?;
         rows.into_iter()
@@ -852,7 +819,7 @@ impl Catalog {
             .prepare("SELECT state, COUNT(*) FROM backups GROUP BY state ORDER BY state")
             .map_err(self.q("count backups"))?;
         let rows: Vec<(String, i64)> = st
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_map([], |r| r.try_into())
             .and_then(|rows| rows.collect())
             .map_err(self.q("count backups"))?;
         rows.into_iter()
@@ -1045,16 +1012,7 @@ impl Catalog {
             Option<String>,
         );
         let rows: Vec<Row> = st
-            .query_map(params![id], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                ))
-            })
+            .query_map(params![id], |r| r.try_into())
             .and_then(|rows| rows.collect())
             .map_err(self.q("read restore steps"))?;
         let mut steps = Vec::new();
@@ -1107,16 +1065,7 @@ impl Catalog {
             )
             .map_err(self.q("read audit log"))?;
         let rows: Vec<(String, u32, i32, String, bool, String)> = st
-            .query_map(params![limit], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                ))
-            })
+            .query_map(params![limit], |r| r.try_into())
             .and_then(|rows| rows.collect())
             .map_err(self.q("read audit log"))?;
         rows.into_iter()

@@ -178,6 +178,23 @@ impl Env {
         std::fs::read_to_string(self.path().join("hopsdrd.log")).unwrap_or_default()
     }
 
+    /// Takes a backup that must succeed (`backup start --wait` exits 0) and returns its id.
+    pub fn backup_ok(&self) -> String {
+        let out = self.ctl(&["backup", "start", "--wait"]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            self.log()
+        );
+        let list = self.ctl_json(&["backups", "list"]);
+        list["backups"].as_array().unwrap().last().unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
     /// Waits until job `id` is in a final state and returns its JSON.
     pub fn wait_job(&self, id: i64) -> serde_json::Value {
         wait_for(

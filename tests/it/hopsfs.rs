@@ -249,14 +249,7 @@ fn hopsfs_over_ssh_backs_up_and_restores() {
     env.extra_config = c.hopsfs_config("127.0.0.1") + &ssh_config(&sshd, "client_key", None);
     let _d = env.start();
     let before = c.fingerprint();
-    let out = env.ctl(&["backup", "start", "--wait"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let id = last_backup(&env)["id"].as_str().unwrap().to_string();
+    let id = env.backup_ok();
     let f = hopsfs_facts(&env, &id);
     assert_eq!(f["blocks"], 90);
     assert_eq!(f["missing_blocks"].as_array().unwrap().len(), 0);
@@ -276,14 +269,7 @@ fn cloud_block_storage_backs_up_only_the_metadata() {
     let cut = cfg.find("[[hopsfs.datanodes]]").unwrap();
     env.extra_config = cfg[..cut].replace("[hopsfs]\n", "[hopsfs]\nblock_storage = \"cloud\"\n");
     let _d = env.start();
-    let out = env.ctl(&["backup", "start", "--wait"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let id = last_backup(&env)["id"].as_str().unwrap().to_string();
+    let id = env.backup_ok();
     let f = hopsfs_facts(&env, &id);
     assert_eq!(f["block_storage"], "cloud");
     assert_eq!(f["blocks"], 0);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::harness::{wait_for, Env};
 use crate::mysql::Mariadb;
-use crate::tbcluster::{last_backup, Cluster, TB};
+use crate::tbcluster::{Cluster, TB};
 
 /// `[restore]` pointing at the test-bed's tools.
 fn restore_config(env: &Env, c: &Cluster) -> String {
@@ -55,18 +55,6 @@ fn setup() -> (Env, Cluster, Mariadb) {
     (env, c, m)
 }
 
-fn backup(env: &Env) -> String {
-    let out = env.ctl(&["backup", "start", "--wait"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        env.log()
-    );
-    last_backup(env)["id"].as_str().unwrap().to_string()
-}
-
 /// The disaster: the cluster lost and redeployed empty, the accounts gone.
 fn disaster(c: &Cluster, m: &Mariadb) {
     c.tb(&["cluster", "destroy"]);
@@ -80,7 +68,7 @@ fn the_drill_restores_the_cluster_whole() {
     let _d = env.start();
     let before = c.fingerprint();
     let grants_before = grants(&m);
-    let id = backup(&env);
+    let id = env.backup_ok();
     disaster(&c, &m);
     assert_ne!(c.fingerprint(), before);
 
@@ -128,7 +116,7 @@ fn the_drill_restores_the_cluster_whole() {
 fn a_tampered_blob_or_a_non_empty_target_is_refused_before_anything_is_touched() {
     let (env, c, m) = setup();
     let _d = env.start();
-    let id = backup(&env);
+    let id = env.backup_ok();
 
     // The live cluster is not an empty target.
     let out = env.ctl(&["restore", "start", &id, "--yes", "--wait"]);
@@ -187,7 +175,7 @@ fn kill_9_in_the_middle_then_resume_finishes_the_same_cluster() {
     {
         let _d = env.start();
         before = c.fingerprint();
-        id = backup(&env);
+        id = env.backup_ok();
     }
     disaster(&c, &m);
     // Pause at the start of step 5 (ndb_restore -r), after the metadata is restored.
@@ -228,7 +216,7 @@ fn ndb_restore_failing_on_one_node_fails_the_step_and_resume_retries_only_what_i
     let (env, c, m) = setup();
     let _d = env.start();
     let before = c.fingerprint();
-    let id = backup(&env);
+    let id = env.backup_ok();
     disaster(&c, &m);
     // ndb_restore calls: -m (1st), then -r per node (2nd, 3rd): the 3rd fails.
     c.tb(&[
@@ -274,7 +262,7 @@ fn safe_mode_that_never_turns_off_times_out_with_a_clear_error() {
         .extra_config
         .replace("safemode_timeout = \"60s\"", "safemode_timeout = \"2s\"");
     let _d = env.start();
-    let id = backup(&env);
+    let id = env.backup_ok();
     disaster(&c, &m);
     // No datanode reports its blocks.
     c.tb(&["fault", "datanode-unreachable", "--dn", "2"]);
@@ -301,7 +289,7 @@ fn kill_9_at_every_step_boundary_then_resume() {
     {
         let _d = env.start();
         before = c.fingerprint();
-        id = backup(&env);
+        id = env.backup_ok();
     }
     let steps = {
         let _d = env.start();
@@ -344,7 +332,7 @@ fn kill_9_at_every_step_boundary_then_resume() {
 fn a_manifest_path_escaping_its_directory_is_refused() {
     let (env, c, m) = setup();
     let _d = env.start();
-    let id = backup(&env);
+    let id = env.backup_ok();
     disaster(&c, &m);
     let empty = c.fingerprint();
     // Rewrite the committed manifest with one path pointing outside, checksum made to match.
