@@ -17,7 +17,7 @@
 //! - **Coverage.** The blocks the backed-up metadata references (a pluggable source) minus the
 //!   blocks captured: more than zero makes the backup `partial`, with the missing ids listed.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -29,7 +29,7 @@ use crate::cluster::node::{Node, NodeError};
 use crate::cluster::tarstream::{self, TarStreamError};
 use crate::config::{HopsfsSettings, SshConfig};
 use crate::ids::BackupId;
-use crate::repository::{BackupWriter, Entry, FileEntry, Manifest, RepoError};
+use crate::repository::{BackupWriter, Entry, FileEntry, FileMeta, Manifest, RepoError};
 
 use super::rondb::node_for;
 
@@ -94,19 +94,44 @@ fn pin_root(volume: &str, id: &BackupId) -> String {
     format!("{volume}/{PIN_DIR}/{id}")
 }
 
-/// Removes every pin on every volume (none is in use: one job at a time). Fails on a datanode
-/// that cannot be reached: every datanode must be copied, so the backup cannot go on.
-pub fn remove_pins(
+/// Runs `f` for every volume of every datanode, one thread per volume; the results in the
+/// order of `dns` and their volumes.
+fn per_volume<T: Send>(dns: &[Datanode], f: impl Fn(&Datanode, &str) -> T + Sync) -> Vec<T> {
+    std::thread::scope(|scope| {
+        let f = &f;
+        let handles: Vec<_> = dns
+            .iter()
+            .flat_map(|d| d.volumes.iter().map(move |v| (d, v)))
+            .map(|(d, v)| scope.spawn(move || f(d, v)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
+}
+
+/// Removes every pin on every volume (none is in use: one job at a time) and makes this
+/// backup's empty pin directory on each. Fails on a datanode that cannot be reached: every
+/// datanode must be copied, so the backup cannot go on.
+pub fn prepare_pins(
     dns: &[Datanode],
+    id: &BackupId,
     timeout: Duration,
     cancel: &CancellationToken,
 ) -> Result<(), HopsfsError> {
-    for d in dns {
-        for v in &d.volumes {
-            let dir = format!("{v}/{PIN_DIR}");
-            d.node
-                .run(&argv(&["rm", "-rf", "--", &dir]), timeout, cancel)?;
-        }
+    for r in per_volume(dns, |d, v| -> Result<(), NodeError> {
+        let dir = format!("{v}/{PIN_DIR}");
+        d.node
+            .run(&argv(&["rm", "-rf", "--", &dir]), timeout, cancel)?;
+        d.node.run(
+            &argv(&["mkdir", "-p", "--", &pin_root(v, id)]),
+            timeout,
+            cancel,
+        )?;
+        Ok(())
+    }) {
+        r?;
     }
     Ok(())
 }
@@ -114,84 +139,117 @@ pub fn remove_pins(
 /// Removes pins, logging instead of failing (after a backup, at daemon start).
 pub fn remove_pins_logged(dns: &[Datanode], timeout: Duration) {
     let cancel = CancellationToken::new();
-    // One thread per datanode: removing a pin of 100k hardlinks takes seconds.
-    std::thread::scope(|scope| {
-        for d in dns {
-            let cancel = &cancel;
-            scope.spawn(move || {
-                for v in &d.volumes {
-                    let dir = format!("{v}/{PIN_DIR}");
-                    if let Err(e) = d
-                        .node
-                        .run(&argv(&["rm", "-rf", "--", &dir]), timeout, cancel)
-                    {
-                        tracing::warn!(step = "hopsfs", node = %d.name, "failed to remove the pins in {dir}: {e}");
-                    }
-                }
-            });
+    per_volume(dns, |d, v| {
+        let dir = format!("{v}/{PIN_DIR}");
+        if let Err(e) = d
+            .node
+            .run(&argv(&["rm", "-rf", "--", &dir]), timeout, &cancel)
+        {
+            tracing::warn!(step = "hopsfs", node = %d.name, "failed to remove the pins in {dir}: {e}");
         }
     });
 }
 
-/// Pins every volume of every datanode in parallel. Returns when the last pin is done.
+/// What the fence left for the copy.
+#[derive(Debug)]
+pub struct Fence {
+    /// When the last volume was pinned.
+    pub pinned_at: DateTime<Utc>,
+    /// Per volume (in the order of the datanodes and their volumes): the listing of the live
+    /// `current/` taken at the fence (root first, with an empty path) when only the files not
+    /// already in the repository were pinned; `None` when the whole tree was.
+    live: Vec<Option<Vec<hopsfs::Listed>>>,
+}
+
+/// Pins every volume of every datanode in parallel (their pin directories made by
+/// [`prepare_pins`]); returns when the last pin is done.
+///
+/// With no blocks already stored, the whole `current/` tree is linked (`cp -al`). Otherwise the
+/// live tree is listed and only what the repository lacks is linked (`cp -al --parents` fed by
+/// `xargs -0`): a finalized replica already stored needs no pin, its data is in the repository.
+/// Files HopsFS deletes while they are linked vanish under `cp`; anything else is an error. A
+/// vanished block the metadata still references shows in the coverage check.
 pub fn pin(
     dns: &[Datanode],
     id: &BackupId,
+    known: &KnownBlocks,
     timeout: Duration,
     cancel: &CancellationToken,
-) -> Result<DateTime<Utc>, HopsfsError> {
-    let results: Vec<Result<(), NodeError>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = dns
-            .iter()
-            .map(|d| {
-                scope.spawn(move || {
-                    for v in &d.volumes {
-                        let root = pin_root(v, id);
-                        d.node
-                            .run(&argv(&["mkdir", "-p", "--", &root]), timeout, cancel)?;
-                        let cp = argv(&[
-                            "cp",
-                            "-al",
-                            "--",
-                            &format!("{v}/current"),
-                            &format!("{root}/current"),
-                        ]);
-                        let out = d.node.run_status(&cp, timeout, cancel)?;
-                        if out.status != Some(0) {
-                            // Files HopsFS deletes while the tree is linked vanish under cp;
-                            // anything else is an error. A vanished block the metadata still
-                            // references shows in the coverage check.
-                            if !vanished_only(&out.stderr) {
-                                return Err(NodeError::Failed {
-                                    node: d.node.name.clone(),
-                                    command: crate::cluster::node::remote_command_line(&cp),
-                                    status: format!("{:?}", out.status),
-                                    stderr: out.stderr,
-                                });
-                            }
-                            tracing::warn!(step = "hopsfs", node = %d.name, "files vanished while pinning {v}: {}", out.stderr.trim());
-                        }
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err(NodeError::Cancelled {
-                        node: "pin".into(),
-                        command: "cp -al".into(),
-                    })
-                })
-            })
-            .collect()
+) -> Result<Fence, HopsfsError> {
+    let results = per_volume(dns, |d, v| -> Result<_, HopsfsError> {
+        let root = pin_root(v, id);
+        let check = |cp: &[String], out: crate::cluster::node::CommandOutput| {
+            if out.status == Some(0) {
+                return Ok(());
+            }
+            if !vanished_only(&out.stderr) {
+                return Err(NodeError::Failed {
+                    node: d.node.name.clone(),
+                    command: crate::cluster::node::remote_command_line(cp),
+                    status: format!("{:?}", out.status),
+                    stderr: out.stderr,
+                });
+            }
+            tracing::warn!(step = "hopsfs", node = %d.name, "files vanished while pinning {v}: {}", out.stderr.trim());
+            Ok(())
+        };
+        if known.is_empty() {
+            let cp = argv(&[
+                "cp",
+                "-al",
+                "--",
+                &format!("{v}/current"),
+                &format!("{root}/current"),
+            ]);
+            let out = d.node.run_status(&cp, timeout, cancel)?;
+            check(&cp, out)?;
+            return Ok(None);
+        }
+        let out = d.node.run(
+            &hopsfs::find_argv(&format!("{v}/current"), true),
+            timeout,
+            cancel,
+        )?;
+        let live = hopsfs::parse_listing(&out.stdout).map_err(|reason| HopsfsError::Listing {
+            datanode: d.name.clone(),
+            volume: v.to_string(),
+            reason,
+        })?;
+        let replicas = hopsfs::replicas(&live);
+        let stored = known.stored_paths(&replicas);
+        let mut list = Vec::new();
+        for e in &live {
+            if matches!(e.kind, Kind::File | Kind::Symlink) && !stored.contains(e.path.as_str()) {
+                list.extend_from_slice(b"current/");
+                list.extend_from_slice(e.path.as_bytes());
+                list.push(0);
+            }
+        }
+        if !list.is_empty() {
+            let cp = argv(&[
+                "env",
+                "-C",
+                v,
+                "xargs",
+                "-0",
+                "-r",
+                "cp",
+                "-al",
+                "--parents",
+                "-t",
+                &root,
+                "--",
+            ]);
+            let out = d.node.run_with_input_status(&cp, list, timeout, cancel)?;
+            check(&cp, out)?;
+        }
+        Ok(Some(live))
     });
-    for r in results {
-        r?;
-    }
-    Ok(Utc::now())
+    let live = results.into_iter().collect::<Result<Vec<_>, _>>()?;
+    Ok(Fence {
+        pinned_at: Utc::now(),
+        live,
+    })
 }
 
 /// True when every error line of `cp` is about a file that vanished while it ran.
@@ -210,56 +268,78 @@ pub struct KnownBlocks {
 }
 
 impl KnownBlocks {
-    /// Indexes the blocks a committed manifest holds.
+    /// Indexes the blocks a committed manifest holds. Each block is kept once, whichever
+    /// replica's entries come first (the replicas of one block have the same content).
     pub fn from_manifest(m: &Manifest) -> KnownBlocks {
-        // (dir, bp, id) -> block entry / (meta entry, genstamp)
-        let mut blocks: HashMap<(String, String, u64), FileEntry> = HashMap::new();
-        let mut metas: HashMap<(String, String, u64), (FileEntry, u64)> = HashMap::new();
+        // (directory, id) -> block entry / meta entry, borrowed from the manifest.
+        let mut blocks: HashMap<(&str, u64), &FileEntry> = HashMap::new();
+        let mut metas: HashMap<(&str, u64), &FileEntry> = HashMap::new();
         for e in &m.entries {
             let Entry::File(f) = e else { continue };
             let Some(rel) = volume_relative(&f.path) else {
                 continue;
             };
-            let dir = f
-                .path
-                .rsplit_once('/')
-                .map(|x| x.0)
-                .unwrap_or("")
-                .to_string();
+            let dir = f.path.rsplit_once('/').map(|x| x.0).unwrap_or("");
             match hopsfs::classify(rel) {
                 VolumeFile::Block {
-                    bp,
                     id,
                     finalized: true,
+                    ..
                 } => {
-                    blocks.insert((dir, bp, id), f.clone());
+                    blocks.insert((dir, id), f);
                 }
                 VolumeFile::Meta {
-                    bp,
                     id,
-                    genstamp,
                     finalized: true,
+                    ..
                 } => {
-                    metas.insert((dir, bp, id), (f.clone(), genstamp));
+                    metas.insert((dir, id), f);
                 }
                 _ => {}
             }
         }
         let mut map = HashMap::new();
         for (key, blk) in blocks {
-            if let Some((meta, gs)) = metas.remove(&key) {
-                map.insert(
-                    BlockRef {
-                        bp: key.1,
-                        id: key.2,
-                        genstamp: gs,
-                        len: blk.size,
-                    },
-                    (blk, meta),
-                );
-            }
+            let Some(meta) = metas.get(&key) else {
+                continue;
+            };
+            let rel = volume_relative(&meta.path).unwrap_or_default();
+            let VolumeFile::Meta {
+                bp, id, genstamp, ..
+            } = hopsfs::classify(rel)
+            else {
+                continue;
+            };
+            map.entry(BlockRef {
+                bp,
+                id,
+                genstamp,
+                len: blk.size,
+            })
+            .or_insert_with(|| (blk.clone(), (*meta).clone()));
         }
         KnownBlocks { map }
+    }
+
+    /// The stored entries of a finalized replica (block, meta) when the repository holds the
+    /// same block with a checksum file of the same size.
+    fn lookup(&self, r: &hopsfs::Replica) -> Option<&(FileEntry, FileEntry)> {
+        if !r.finalized {
+            return None; // being written or appended: stored as found, never deduplicated
+        }
+        self.map
+            .get(&r.block)
+            .filter(|(_, meta)| meta.size == r.meta_size)
+    }
+
+    /// The paths (block and meta files) of the replicas the repository already holds.
+    fn stored_paths<'r>(&self, replicas: &'r [hopsfs::Replica]) -> HashSet<&'r str> {
+        let mut out = HashSet::new();
+        for r in replicas.iter().filter(|r| self.lookup(r).is_some()) {
+            out.insert(r.block_path.as_str());
+            out.insert(r.meta_path.as_str());
+        }
+        out
     }
 
     pub fn len(&self) -> usize {
@@ -288,10 +368,53 @@ pub struct CopyTotals {
     pub rbw_replicas: Vec<String>,
 }
 
+/// The listings of every volume's pin (paths relative to the pinned `current/`), taken in
+/// parallel, in the order of `dns` and their volumes.
+fn list_pins(
+    dns: &[Datanode],
+    id: &BackupId,
+    timeout: Duration,
+    cancel: &CancellationToken,
+) -> Vec<Result<Vec<hopsfs::Listed>, HopsfsError>> {
+    per_volume(dns, |d, v| {
+        // The pin root exists; its `current/` may not, when nothing new was pinned.
+        let out = d
+            .node
+            .run(&hopsfs::find_argv(&pin_root(v, id), false), timeout, cancel)?;
+        let listing =
+            hopsfs::parse_listing(&out.stdout).map_err(|reason| HopsfsError::Listing {
+                datanode: d.name.clone(),
+                volume: v.to_string(),
+                reason,
+            })?;
+        Ok(listing
+            .into_iter()
+            .filter_map(|mut e| {
+                e.path = e.path.strip_prefix("current/")?.to_string();
+                Some(e)
+            })
+            .collect())
+    })
+}
+
+fn file_meta(e: &hopsfs::Listed) -> FileMeta {
+    FileMeta {
+        mode: e.mode,
+        mtime: e.mtime,
+        uid: e.uid,
+        gid: e.gid,
+    }
+}
+
 /// Copies every pinned volume into `writer`; returns the blocks captured.
+///
+/// A volume pinned whole is sent as found in the pin, less the replicas already stored. A
+/// volume pinned selectively takes its directory structure from the live listing of the fence,
+/// the stored replicas it listed from the repository, and the rest from the pin.
 pub fn copy(
     dns: &[Datanode],
     id: &BackupId,
+    fence: &Fence,
     known: &KnownBlocks,
     writer: &mut BackupWriter,
     timeout: Duration,
@@ -299,110 +422,72 @@ pub fn copy(
 ) -> Result<(BTreeSet<BlockRef>, CopyTotals), HopsfsError> {
     let mut captured = BTreeSet::new();
     let mut totals = CopyTotals::default();
+    let mut listings = list_pins(dns, id, timeout, cancel).into_iter();
+    let mut lives = fence.live.iter();
     for d in dns {
         for (i, v) in d.volumes.iter().enumerate() {
             let root = pin_root(v, id);
-            let volume = v.clone();
-            let listing_err = |reason: String| HopsfsError::Listing {
-                datanode: d.name.clone(),
-                volume: volume.clone(),
-                reason,
-            };
-            let out = d.node.run(
-                &hopsfs::find_argv(&format!("{root}/current")),
-                timeout,
-                cancel,
-            )?;
-            let listing = hopsfs::parse_listing(&out.stdout).map_err(listing_err)?;
-            let replicas = hopsfs::replicas(&listing);
-            let mut reuse = Vec::new();
-            let mut skip: BTreeSet<&str> = BTreeSet::new();
-            for r in &replicas {
+            let pinned = listings.next().expect("one listing per volume")?;
+            let live = lives.next().and_then(|l| l.as_deref());
+            let prefix = format!("hopsfs/{}/vol{}", d.name, i + 1);
+            // The replicas already stored, from the listing the fence relied on.
+            let pinned_replicas = hopsfs::replicas(&pinned);
+            let live_replicas = live.map(hopsfs::replicas);
+            let decided = live_replicas.as_deref().unwrap_or(&pinned_replicas);
+            let reuse: Vec<_> = decided
+                .iter()
+                .filter_map(|r| known.lookup(r).map(|stored| (r, stored)))
+                .collect();
+            let skip = known.stored_paths(decided);
+            for r in &pinned_replicas {
+                if skip.contains(r.block_path.as_str()) {
+                    continue;
+                }
                 captured.insert(r.block.clone());
                 totals.blocks += 1;
+                totals.blocks_new += 1;
+                totals.bytes_new += r.block.len;
                 if !r.finalized {
-                    // Being written or appended: stored as found, never deduplicated.
                     totals
                         .rbw_replicas
                         .push(format!("{}/vol{}/{}", d.name, i + 1, r.block_path));
-                    totals.blocks_new += 1;
-                    totals.bytes_new += r.block.len;
-                    continue;
                 }
-                if let Some((blk, meta)) = known.map.get(&r.block) {
-                    if meta.size == r.meta_size {
-                        skip.insert(r.block_path.as_str());
-                        skip.insert(r.meta_path.as_str());
-                        reuse.push((r, blk, meta));
-                        continue;
+            }
+            for (r, _) in &reuse {
+                captured.insert(r.block.clone());
+                totals.blocks += 1;
+            }
+            // What to send from the pin: new blocks, rbw replicas, VERSION files; with the
+            // directory structure when the whole volume was pinned.
+            let mut list = Vec::new();
+            match live {
+                None => list.extend_from_slice(b"current\0"),
+                Some(live) => {
+                    for e in live.iter().filter(|e| e.kind == Kind::Dir) {
+                        let path = if e.path.is_empty() {
+                            format!("{prefix}/current")
+                        } else {
+                            format!("{prefix}/current/{}", e.path)
+                        };
+                        writer.add_dir(&path, file_meta(e))?;
                     }
                 }
-                totals.blocks_new += 1;
-                totals.bytes_new += r.block.len;
             }
-            // What to send: the structure, VERSION files, new blocks and rbw replicas.
-            let mut list = Vec::new();
-            list.extend_from_slice(b"current\0");
-            for e in &listing {
-                if e.kind == Kind::Other || skip.contains(e.path.as_str()) {
+            for e in &pinned {
+                if e.kind == Kind::Other
+                    || skip.contains(e.path.as_str())
+                    || (live.is_some() && e.kind == Kind::Dir)
+                {
                     continue;
                 }
                 list.extend_from_slice(b"current/");
                 list.extend_from_slice(e.path.as_bytes());
                 list.push(0);
             }
-            let prefix = format!("hopsfs/{}/vol{}", d.name, i + 1);
-            let tar = argv(&[
-                "tar",
-                "--numeric-owner",
-                "-C",
-                &root,
-                "--no-recursion",
-                "--null",
-                "-T",
-                "-",
-                "-cf",
-                "-",
-            ]);
-            let mut result = None;
-            let streamed = d
-                .node
-                .stream_with_input(&tar, Some(list), timeout, cancel, |rd| {
-                    result = Some(tarstream::ingest(rd, &prefix, writer));
-                    match &result {
-                        Some(Err(e)) => Err(std::io::Error::other(e.to_string())),
-                        _ => Ok(()),
-                    }
-                });
-            match (streamed, result) {
-                (Err(cause), Some(Err(stream))) => {
-                    return Err(HopsfsError::CollectCut {
-                        datanode: d.name.clone(),
-                        volume: v.clone(),
-                        cause: Box::new(cause),
-                        stream: Box::new(stream),
-                    })
-                }
-                (Err(cause), _) => return Err(cause.into()),
-                (Ok(_), Some(Err(source))) => {
-                    return Err(HopsfsError::Collect {
-                        datanode: d.name.clone(),
-                        volume: v.clone(),
-                        source: Box::new(source),
-                    })
-                }
-                (Ok((status, stderr)), _) if !status.success() => {
-                    return Err(NodeError::Failed {
-                        node: d.node.name.clone(),
-                        command: format!("tar -C {root} -cf - (list)"),
-                        status: status.to_string(),
-                        stderr,
-                    }
-                    .into())
-                }
-                _ => {}
+            if !list.is_empty() {
+                send_from_pin(d, v, &root, &prefix, list, writer, timeout, cancel)?;
             }
-            for (r, blk, meta) in reuse {
+            for (r, (blk, meta)) in reuse {
                 writer.add_known_file(
                     &format!("{prefix}/current/{}", r.block_path),
                     blk,
@@ -418,6 +503,65 @@ pub fn copy(
         }
     }
     Ok((captured, totals))
+}
+
+/// Streams the files named in `list` (NUL-separated, relative to the pin root) from the pin
+/// as tar into `writer` under `prefix`.
+#[allow(clippy::too_many_arguments)]
+fn send_from_pin(
+    d: &Datanode,
+    v: &str,
+    root: &str,
+    prefix: &str,
+    list: Vec<u8>,
+    writer: &mut BackupWriter,
+    timeout: Duration,
+    cancel: &CancellationToken,
+) -> Result<(), HopsfsError> {
+    let tar = argv(&[
+        "tar",
+        "--numeric-owner",
+        "-C",
+        root,
+        "--no-recursion",
+        "--null",
+        "-T",
+        "-",
+        "-cf",
+        "-",
+    ]);
+    let mut result = None;
+    let streamed = d
+        .node
+        .stream_with_input(&tar, Some(list), timeout, cancel, |rd| {
+            result = Some(tarstream::ingest(rd, prefix, writer));
+            match &result {
+                Some(Err(e)) => Err(std::io::Error::other(e.to_string())),
+                _ => Ok(()),
+            }
+        });
+    match (streamed, result) {
+        (Err(cause), Some(Err(stream))) => Err(HopsfsError::CollectCut {
+            datanode: d.name.clone(),
+            volume: v.to_string(),
+            cause: Box::new(cause),
+            stream: Box::new(stream),
+        }),
+        (Err(cause), _) => Err(cause.into()),
+        (Ok(_), Some(Err(source))) => Err(HopsfsError::Collect {
+            datanode: d.name.clone(),
+            volume: v.to_string(),
+            source: Box::new(source),
+        }),
+        (Ok((status, stderr)), _) if !status.success() => Err(NodeError::Failed {
+            node: d.node.name.clone(),
+            command: format!("tar -C {root} -cf - (list)"),
+            status: status.to_string(),
+            stderr,
+        }
+        .into()),
+        _ => Ok(()),
+    }
 }
 
 /// Runs the referenced-blocks source for RonDB backup `rondb_id`.

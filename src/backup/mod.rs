@@ -124,13 +124,43 @@ pub trait BackupObserver: Send {
 }
 
 /// The result of a committed backup.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct BackupOutcome {
     pub manifest: Manifest,
     pub stats: WriteStats,
     pub rondb: Option<rondb::RondbFacts>,
     /// Why the backup is partial (committed, but not everything was captured).
     pub partial: Option<String>,
+    /// What is left to tidy on the nodes (pins, the data nodes' local copies): the backup is
+    /// committed without it, so the job runner does it after recording the outcome.
+    pub cleanup: Cleanup,
+}
+
+/// Tidying left after a committed backup: the HopsFS pins and the RonDB data nodes' local
+/// copies. Nothing in the repository depends on it; a crash before it runs leaves pins that the
+/// next backup's preflight (and the daemon's start) removes.
+#[derive(Debug, Default)]
+pub struct Cleanup {
+    pins: Option<Vec<hopsfs::Datanode>>,
+    rondb: Option<(Vec<rondb::DataNode>, u32, Duration)>,
+}
+
+impl Cleanup {
+    /// True when there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.pins.is_none() && self.rondb.is_none()
+    }
+
+    /// Removes the pins (one thread per datanode) and the data nodes' copies; failures are
+    /// logged as warnings.
+    pub fn run(self) {
+        if let Some(dns) = &self.pins {
+            hopsfs::remove_pins_logged(dns, Duration::from_secs(600));
+        }
+        if let Some((nodes, id, timeout)) = &self.rondb {
+            rondb::cleanup(nodes, *id, *timeout);
+        }
+    }
 }
 
 /// What a backup needs besides the repository.
@@ -198,6 +228,33 @@ pub fn run(
     observer: &mut dyn BackupObserver,
     clock: &dyn Fn() -> DateTime<Utc>,
 ) -> Result<BackupOutcome, BackupError> {
+    // HopsFS with blocks on the datanodes: the blocks already stored are read from the
+    // previous manifest while the other components run (the fence needs them).
+    let hopsfs_local = req
+        .settings
+        .hopsfs
+        .as_ref()
+        .filter(|h| h.block_storage == BlockStorage::Local);
+    std::thread::scope(|scope| {
+        let known = hopsfs_local.map(|_| scope.spawn(|| previous_blocks(repo)));
+        let known = move || {
+            known
+                .map(|h| h.join().unwrap_or_default())
+                .unwrap_or_default()
+        };
+        run_in(repo, id, req, known, cancel, observer, clock)
+    })
+}
+
+fn run_in(
+    repo: &Repository,
+    id: BackupId,
+    req: &BackupRequest<'_>,
+    known: impl FnOnce() -> hopsfs::KnownBlocks,
+    cancel: &CancellationToken,
+    observer: &mut dyn BackupObserver,
+    clock: &dyn Fn() -> DateTime<Utc>,
+) -> Result<BackupOutcome, BackupError> {
     let settings = req.settings;
     let started_at = clock();
     if let Some(prev) = req.previous_bytes {
@@ -243,15 +300,15 @@ pub fn run(
     let result = run_cluster_parts(
         &mut c,
         &id,
-        repo,
         req,
         dns.as_deref(),
+        known,
         cancel,
         clock,
         &mut extra,
     );
-    // Pins are removed whatever happens (a crash leaves them for the next start); after a
-    // successful commit, off the path to the commit.
+    // Pins are removed on every failure path here (a crash leaves them for the next start);
+    // after a successful commit by the job runner, off the backup's path (`Cleanup`).
     let remove_pins = || {
         if let Some(dns) = &dns {
             hopsfs::remove_pins_logged(dns, Duration::from_secs(600));
@@ -286,11 +343,14 @@ pub fn run(
             return Err(e.into());
         }
     };
-    remove_pins();
+    let mut cleanup = Cleanup {
+        pins: dns,
+        rondb: None,
+    };
     let mut rondb_facts = None;
     if let (Some((facts, nodes)), Some(r)) = (rondb_done, &settings.rondb) {
         if !r.keep_node_copies {
-            rondb::cleanup(&nodes, facts.backup_id, r.command_timeout);
+            cleanup.rondb = Some((nodes, facts.backup_id, r.command_timeout));
         }
         rondb_facts = Some(facts);
     }
@@ -299,6 +359,7 @@ pub fn run(
         stats,
         rondb: rondb_facts,
         partial,
+        cleanup,
     })
 }
 
@@ -309,22 +370,23 @@ type ClusterParts = (
     Option<String>,
 );
 
-/// The RonDB and HopsFS components.
+/// The RonDB component (with the HopsFS fence) then the HopsFS one; `known` gives the blocks
+/// the repository already holds.
 #[allow(clippy::too_many_arguments)]
 fn run_cluster_parts(
     c: &mut Components<'_>,
     id: &BackupId,
-    repo: &Repository,
     req: &BackupRequest<'_>,
     dns: Option<&[hopsfs::Datanode]>,
+    known: impl FnOnce() -> hopsfs::KnownBlocks,
     cancel: &CancellationToken,
     clock: &dyn Fn() -> DateTime<Utc>,
     extra: &mut serde_json::Map<String, serde_json::Value>,
 ) -> Result<ClusterParts, BackupError> {
-    let settings = req.settings;
-    let Some(r) = &settings.rondb else {
+    let Some(r) = &req.settings.rondb else {
         return Ok((None, None));
     };
+    let settings = req.settings;
     let run = rondb::RondbRun {
         settings: r,
         ssh: &settings.ssh,
@@ -333,19 +395,27 @@ fn run_cluster_parts(
         cancel,
     };
     let no_fence = crate::failpoint::value("hopsfs.no_fence");
-    let (facts, nodes, pinned_at) = c.run("rondb", |w| {
+    let (facts, nodes, fence, known) = c.run("rondb", |w| {
+        let mut known_blocks = hopsfs::KnownBlocks::default();
         if let Some(dns) = dns {
             // Preflight: every datanode reachable; pins left by a crash removed.
-            hopsfs::remove_pins(dns, r.command_timeout, cancel)?;
+            hopsfs::prepare_pins(dns, id, r.command_timeout, cancel)?;
+            known_blocks = known();
         }
         let started = rondb::start(&run)?;
-        let mut pinned_at = None;
+        let mut fence = None;
         if let (Some(dns), None) = (dns, &no_fence) {
-            pinned_at = Some(hopsfs::pin(dns, id, r.command_timeout, cancel)?);
+            fence = Some(hopsfs::pin(
+                dns,
+                id,
+                &known_blocks,
+                r.command_timeout,
+                cancel,
+            )?);
             tracing::info!(step = "hopsfs", "volumes pinned");
         }
         let facts = rondb::collect(&run, &started, w)?;
-        Ok((facts, started.nodes, pinned_at))
+        Ok((facts, started.nodes, fence, known_blocks))
     })?;
     extra.insert(
         "rondb".into(),
@@ -361,30 +431,34 @@ fn run_cluster_parts(
             ..Default::default()
         };
         if let Some(dns) = dns {
-            let known = previous_blocks(repo);
             let out = c.run("hopsfs", |w| {
-                let pinned_at = match (pinned_at, &no_fence) {
-                    (Some(t), _) => t,
+                let fence = match (fence, &no_fence) {
+                    (Some(f), _) => f,
                     // Test hook: no fence; copy the live volumes late, as the guide does.
                     (None, delay) => {
                         let ms = delay.as_deref().and_then(|d| d.parse().ok()).unwrap_or(0);
                         std::thread::sleep(Duration::from_millis(ms));
-                        hopsfs::pin(dns, id, r.command_timeout, cancel)?
+                        hopsfs::pin(dns, id, &known, r.command_timeout, cancel)?
                     }
                 };
-                let window =
-                    (pinned_at - facts.consistent_at).num_milliseconds().max(0) as f64 / 1000.0;
-                let (captured, totals) = hopsfs::copy(dns, id, &known, w, h.copy_timeout, cancel)?;
-                let referenced = match &h.referenced_blocks {
-                    Some(cmd) => Some(hopsfs::referenced(
-                        cmd,
-                        facts.backup_id,
-                        r.command_timeout,
-                        cancel,
-                    )?),
-                    None => None,
-                };
-                Ok((window, captured, totals, referenced))
+                let window = (fence.pinned_at - facts.consistent_at)
+                    .num_milliseconds()
+                    .max(0) as f64
+                    / 1000.0;
+                // The referenced blocks come from the RonDB backup: read while the blocks copy.
+                std::thread::scope(|scope| {
+                    let referenced = h.referenced_blocks.as_ref().map(|cmd| {
+                        scope.spawn(|| {
+                            hopsfs::referenced(cmd, facts.backup_id, r.command_timeout, cancel)
+                        })
+                    });
+                    let copied = hopsfs::copy(dns, id, &fence, &known, w, h.copy_timeout, cancel);
+                    let referenced = referenced
+                        .map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                        .transpose();
+                    let (captured, totals) = copied?;
+                    Ok((window, captured, totals, referenced?))
+                })
             })?;
             let (window, captured, totals, referenced) = out;
             hf.fence_window_seconds = window;
@@ -438,9 +512,15 @@ fn previous_blocks(repo: &Repository) -> hopsfs::KnownBlocks {
         return hopsfs::KnownBlocks::default();
     };
     for id in ids.iter().rev() {
+        let t0 = std::time::Instant::now();
         if let Ok(m) = repo.read_manifest(id) {
             if m.info.extra.contains_key("hopsfs") {
-                return hopsfs::KnownBlocks::from_manifest(&m);
+                let t1 = std::time::Instant::now();
+                let known = hopsfs::KnownBlocks::from_manifest(&m);
+                tracing::debug!(step = "hopsfs", backup = %id, blocks = known.len(),
+                    read_ms = (t1 - t0).as_millis() as u64, index_ms = t1.elapsed().as_millis() as u64,
+                    "blocks already stored");
+                return known;
             }
         }
     }

@@ -9,12 +9,21 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-/// The argv listing a directory tree: `<type>\t<size>\t<path relative to root>` per entry.
-pub fn find_argv(root: &str) -> Vec<String> {
-    ["find", root, "-mindepth", "1", "-printf", "%y\\t%s\\t%P\\n"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+/// The argv listing a directory tree, one line per entry:
+/// `<type>\t<size>\t<mode>\t<uid>\t<gid>\t<mtime>\t<path relative to root>`; with
+/// `with_root`, the root itself comes first, with an empty path.
+pub fn find_argv(root: &str, with_root: bool) -> Vec<String> {
+    [
+        "find",
+        root,
+        "-mindepth",
+        if with_root { "0" } else { "1" },
+        "-printf",
+        "%y\\t%s\\t%m\\t%U\\t%G\\t%T@\\t%P\\n",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 /// The kind of a listed entry.
@@ -31,33 +40,42 @@ pub enum Kind {
 pub struct Listed {
     pub kind: Kind,
     pub size: u64,
+    /// Permission bits.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Modification time, whole seconds since the epoch.
+    pub mtime: i64,
     pub path: String,
 }
 
-/// Parses `find -printf '%y\t%s\t%P\n'` output. Lines that do not parse are returned as errors
-/// (a listing hopsdr cannot read is not silently shortened).
+/// Parses the output of [`find_argv`]. Lines that do not parse are returned as errors (a
+/// listing hopsdr cannot read is not silently shortened).
 pub fn parse_listing(text: &str) -> Result<Vec<Listed>, String> {
     let mut out = Vec::new();
     for line in text.lines() {
         if line.is_empty() {
             continue;
         }
-        let mut it = line.splitn(3, '\t');
-        let (Some(k), Some(size), Some(path)) = (it.next(), it.next(), it.next()) else {
+        let f: Vec<&str> = line.splitn(7, '\t').collect();
+        let [k, size, mode, uid, gid, mtime, path] = f.as_slice() else {
             return Err(format!("unreadable listing line {line:?}"));
         };
-        let kind = match k {
+        let kind = match *k {
             "d" => Kind::Dir,
             "f" => Kind::File,
             "l" => Kind::Symlink,
             _ => Kind::Other,
         };
-        let size = size
-            .parse()
-            .map_err(|_| format!("bad size in listing line {line:?}"))?;
+        let bad = |what: &str| format!("bad {what} in listing line {line:?}");
+        let mtime: f64 = mtime.parse().map_err(|_| bad("mtime"))?;
         out.push(Listed {
             kind,
-            size,
+            size: size.parse().map_err(|_| bad("size"))?,
+            mode: u32::from_str_radix(mode, 8).map_err(|_| bad("mode"))?,
+            uid: uid.parse().map_err(|_| bad("uid"))?,
+            gid: gid.parse().map_err(|_| bad("gid"))?,
+            mtime: mtime.floor() as i64,
             path: path.to_string(),
         });
     }
@@ -272,15 +290,33 @@ mod tests {
 
     #[test]
     fn pairs_blocks_with_meta_files() {
+        let a = "\t644\t0\t0\t1764000000.5\t";
         let text = format!(
-            "d\t4096\t{BP}\nf\t120\tVERSION\nf\t2156\t{BP}/current/finalized/subdir0/subdir0/blk_1\n\
-             f\t27\t{BP}/current/finalized/subdir0/subdir0/blk_1_1001.meta\n\
-             f\t99\t{BP}/current/finalized/subdir0/subdir0/blk_2\n\
-             f\t10\t{BP}/current/rbw/blk_3\n\
-             f\t7\t{BP}/current/rbw/blk_3_1009.meta\n"
+            "d\t4096\t755\t1001\t1002\t1764000000.0000000000\t{BP}\nf\t120{a}VERSION\n\
+             f\t2156{a}{BP}/current/finalized/subdir0/subdir0/blk_1\n\
+             f\t27{a}{BP}/current/finalized/subdir0/subdir0/blk_1_1001.meta\n\
+             f\t99{a}{BP}/current/finalized/subdir0/subdir0/blk_2\n\
+             f\t10{a}{BP}/current/rbw/blk_3\n\
+             f\t7{a}{BP}/current/rbw/blk_3_1009.meta\n"
         );
         let l = parse_listing(&text).unwrap();
         assert_eq!(l.len(), 7);
+        assert_eq!(
+            (l[0].kind, l[0].mode, l[0].uid, l[0].gid, l[0].mtime),
+            (Kind::Dir, 0o755, 1001, 1002, 1_764_000_000)
+        );
+        assert_eq!(
+            (l[1].size, l[1].mode, l[1].path.as_str()),
+            (120, 0o644, "VERSION")
+        );
+        assert!(
+            parse_listing("f\t1\t999\t0\t0\t1\tx\n").is_err(),
+            "mode is octal"
+        );
+        assert!(
+            parse_listing("f\t1\t644\t0\t0\t1\tname\twith\ttabs\n").unwrap()[0].path
+                == "name\twith\ttabs"
+        );
         let r = replicas(&l);
         assert_eq!(r.len(), 2, "blk_2 has no meta file");
         assert!(!r[1].finalized && r[1].block.genstamp == 1009);

@@ -218,6 +218,33 @@ impl Node {
         Ok(out)
     }
 
+    /// As [`Node::run_status`], writing `input` to the command's stdin (e.g. a NUL-separated
+    /// list of files for `xargs -0`).
+    pub fn run_with_input_status(
+        &self,
+        argv: &[String],
+        input: Vec<u8>,
+        timeout: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<CommandOutput, NodeError> {
+        let mut stdout = Vec::new();
+        let (status, stderr) = self.stream_with_input(argv, Some(input), timeout, cancel, |r| {
+            r.read_to_end(&mut stdout).map(|_| ())
+        })?;
+        if let (NodeAddress::Ssh { host, .. }, Some(255)) = (&self.address, status.code()) {
+            return Err(NodeError::Ssh {
+                node: self.name.clone(),
+                host: host.clone(),
+                stderr,
+            });
+        }
+        Ok(CommandOutput {
+            status: status.code(),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr,
+        })
+    }
+
     fn run_inner(
         &self,
         argv: &[String],

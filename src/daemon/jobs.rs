@@ -50,6 +50,9 @@ struct Running {
 pub struct JobRunner {
     current: Mutex<Option<Running>>,
     idle_tx: Option<watch::Sender<bool>>,
+    /// Tidying left by the last job (pins, node copies), running on its own thread; the next
+    /// job and the shutdown wait for it.
+    cleanup: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for JobRunner {
@@ -70,6 +73,7 @@ impl JobRunner {
         JobRunner {
             current: Mutex::new(None),
             idle_tx: Some(tx),
+            cleanup: Mutex::new(None),
         }
     }
 
@@ -95,16 +99,56 @@ impl JobRunner {
         }
     }
 
-    /// Waits until no job runs, or `deadline` passes. True if idle.
+    /// Waits until no job runs, or `deadline` passes. True if idle. The last job's tidying is
+    /// given what is left of the deadline (a pin it leaves is removed at the next start).
     pub async fn wait_idle(&self, deadline: Duration) -> bool {
         let Some(tx) = &self.idle_tx else {
             return true;
         };
+        let start = tokio::time::Instant::now();
         let mut rx = tx.subscribe();
         let idle = tokio::time::timeout(deadline, rx.wait_for(|idle| *idle))
             .await
             .is_ok();
+        let tidying = self
+            .cleanup
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(h) = tidying {
+            let left = deadline.saturating_sub(start.elapsed());
+            if tokio::time::timeout(left, tokio::task::spawn_blocking(move || h.join()))
+                .await
+                .is_err()
+            {
+                tracing::warn!("the last backup's tidying (pin removal) did not finish in time: it is redone at the next start");
+            }
+        }
         idle
+    }
+
+    /// Runs `f` on its own thread: tidying after a job that has already recorded its outcome.
+    fn defer_cleanup(&self, f: impl FnOnce() + Send + 'static) {
+        let mut slot = self.cleanup.lock().unwrap_or_else(|p| p.into_inner());
+        let previous = slot.take();
+        *slot = Some(std::thread::spawn(move || {
+            if let Some(h) = previous {
+                let _ = h.join();
+            }
+            f()
+        }));
+    }
+
+    /// Blocks until the last job's tidying has finished (the next job starts with clean nodes).
+    pub fn wait_cleanup(&self) {
+        let h = self
+            .cleanup
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(h) = h {
+            let _ = h.join();
+        }
     }
 
     fn set_idle(&self, idle: bool) {
@@ -153,13 +197,16 @@ fn install(
     (cancel, progress)
 }
 
-/// Frees the slot after a job of `kind` ended.
-fn release(ctx: &Ctx, kind: JobKind) {
+/// Records the end of a job of `kind` (`record` writes its final state to the catalog) and
+/// frees the slot, as one step: whoever sees the final state can start the next job.
+fn release(ctx: &Ctx, kind: JobKind, record: impl FnOnce(&mut Catalog)) {
     ctx.metrics
         .job_running
         .with_label_values(&[kind.as_str()])
         .set(0);
+    // Lock order: the job slot before the catalog.
     let mut cur = ctx.jobs.current.lock().unwrap_or_else(|p| p.into_inner());
+    record(&mut lock_catalog(&ctx.catalog));
     *cur = None;
     ctx.jobs.set_idle(true);
 }
@@ -215,6 +262,7 @@ pub fn start_backup(ctx: &Arc<Ctx>, trigger: &str) -> Result<JobStarted, JobErro
         // Every event of the job carries BACKUP_ID and JOB_ID (journald fields).
         let span = tracing::info_span!("backup", backup_id = %bid, job_id = %job_id);
         let _entered = span.enter();
+        ctx2.jobs.wait_cleanup();
         let settings = ctx2.settings();
         let mut obs = Observer {
             ctx: ctx2.clone(),
@@ -265,9 +313,11 @@ async fn finish_backup(
 ) {
     let now = Utc::now();
     let mut rondb_id = None;
+    let mut cleanup = None;
     let (state, error, stats) = match result {
         Ok((Ok(outcome), _)) => {
             rondb_id = outcome.rondb.as_ref().map(|f| f.backup_id);
+            cleanup = Some(outcome.cleanup);
             record_hopsfs_metrics(ctx, &outcome.manifest);
             match outcome.partial {
                 Some(why) => (State::Partial, Some(why), outcome.stats),
@@ -286,27 +336,6 @@ async fn finish_backup(
             WriteStats::default(),
         ),
     };
-    {
-        let mut cat = lock_catalog(&ctx.catalog);
-        let r = cat
-            .finish_backup(
-                backup_id,
-                state,
-                stats.logical_bytes,
-                stats.stored_bytes,
-                stats.files,
-                error.as_deref(),
-                now,
-            )
-            .and_then(|_| match rondb_id {
-                Some(r) => cat.set_rondb_backup_id(backup_id, r),
-                None => Ok(()),
-            })
-            .and_then(|_| cat.finish_job(job_id, state, error.as_deref(), now));
-        if let Err(e) = r {
-            tracing::error!(job_id = %job_id, backup_id = %backup_id, "failed to record the end of the backup: {e}");
-        }
-    }
     ctx.metrics
         .backups_total
         .with_label_values(&[state.as_str()])
@@ -326,11 +355,37 @@ async fn finish_backup(
             notify::status(&format!("idle; last backup {backup_id} {}", state.as_str()));
         }
     }
+    if let Some(c) = cleanup.filter(|c| !c.is_empty()) {
+        let span = tracing::info_span!("backup", backup_id = %backup_id, job_id = %job_id);
+        ctx.jobs.defer_cleanup(move || {
+            let _entered = span.enter();
+            c.run()
+        });
+    }
+    release(ctx, JobKind::Backup, |cat| {
+        let r = cat
+            .finish_backup(
+                backup_id,
+                state,
+                stats.logical_bytes,
+                stats.stored_bytes,
+                stats.files,
+                error.as_deref(),
+                now,
+            )
+            .and_then(|_| match rondb_id {
+                Some(r) => cat.set_rondb_backup_id(backup_id, r),
+                None => Ok(()),
+            })
+            .and_then(|_| cat.finish_job(job_id, state, error.as_deref(), now));
+        if let Err(e) = r {
+            tracing::error!(job_id = %job_id, backup_id = %backup_id, "failed to record the end of the backup: {e}");
+        }
+    });
     let repo = ctx.repo.clone();
     if let Ok(Ok(bytes)) = tokio::task::spawn_blocking(move || repo.stored_bytes()).await {
         ctx.metrics.repository_bytes.set(bytes as f64);
     }
-    release(ctx, JobKind::Backup);
 }
 
 /// The HopsFS figures of a committed backup, from its manifest.
@@ -554,6 +609,7 @@ pub fn start_restore(
     let handle = tokio::task::spawn_blocking(move || {
         let span = tracing::info_span!("restore", backup_id = %bid, job_id = %job_id);
         let _entered = span.enter();
+        ctx2.jobs.wait_cleanup();
         let settings = ctx2.settings();
         let manifest = match ctx2.repo.read_manifest(&bid) {
             Ok(m) => m,
@@ -600,20 +656,6 @@ pub fn start_restore(
                 Some(format!("restore task ended abnormally: {e}")),
             ),
         };
-        {
-            let mut cat = lock_catalog(&ctx3.catalog);
-            let _ = cat.set_restore_state(restore_id, rstate, error.as_deref(), now);
-            let _ = cat.finish_job(job_id, state, error.as_deref(), now);
-            if let Ok(Some(rec)) = cat.last_restore() {
-                let total = (now - rec.created_at).num_milliseconds().max(0) as f64 / 1000.0;
-                if state == State::Succeeded {
-                    ctx3.metrics.restore_duration.set(total);
-                    ctx3.metrics
-                        .restore_last_success
-                        .set(now.timestamp_millis() as f64 / 1000.0);
-                }
-            }
-        }
         ctx3.metrics
             .restores_total
             .with_label_values(&[rstate])
@@ -628,7 +670,19 @@ pub fn start_restore(
                 notify::status(&format!("idle; last restore {rstate}"));
             }
         }
-        release(&ctx3, JobKind::Restore);
+        release(&ctx3, JobKind::Restore, |cat| {
+            let _ = cat.set_restore_state(restore_id, rstate, error.as_deref(), now);
+            let _ = cat.finish_job(job_id, state, error.as_deref(), now);
+            if let Ok(Some(rec)) = cat.last_restore() {
+                let total = (now - rec.created_at).num_milliseconds().max(0) as f64 / 1000.0;
+                if state == State::Succeeded {
+                    ctx3.metrics.restore_duration.set(total);
+                    ctx3.metrics
+                        .restore_last_success
+                        .set(now.timestamp_millis() as f64 / 1000.0);
+                }
+            }
+        });
     });
     Ok(JobStarted {
         job_id,

@@ -305,10 +305,21 @@ impl BackupWriter {
             info,
             entries: self.entries,
         };
+        let t0 = std::time::Instant::now();
         let encoded = manifest::encode(&manifest, &key, self.repo.compression_level())?;
+        let t1 = std::time::Instant::now();
         // Every blob this backup wrote is durable before the manifest names it.
         storage.flush()?;
+        let t2 = std::time::Instant::now();
         storage.put(&key, &encoded)?;
+        tracing::debug!(
+            entries = manifest.entries.len(),
+            bytes = encoded.len(),
+            encode_ms = (t1 - t0).as_millis() as u64,
+            flush_ms = (t2 - t1).as_millis() as u64,
+            put_ms = t2.elapsed().as_millis() as u64,
+            "manifest committed"
+        );
         Ok(manifest)
     }
 

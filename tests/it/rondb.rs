@@ -57,7 +57,11 @@ fn backup_and_restore(env: &mut Env, cluster: &Cluster, extra_config: String) {
     // Node-local copies are removed after the commit.
     for n in [1, 2] {
         let d = cluster.backup_dir(n).join(format!("BACKUP/BACKUP-{rid}"));
-        assert!(!d.exists(), "{} kept", d.display());
+        wait_for(
+            &format!("{} removed", d.display()),
+            Duration::from_secs(30),
+            || (!d.exists()).then_some(()),
+        );
     }
 
     // The files stage and restore in the guide's order onto the redeployed cluster.
