@@ -511,8 +511,10 @@ async fn wait_for_job(client: &Client, id: i64, quiet: bool) -> Result<JobView, 
     let tty = std::io::stderr().is_terminal() && !quiet;
     let mut last_line = String::new();
     loop {
+        // The daemon answers when the job ends, or after a second with its progress.
+        let asked = tokio::time::Instant::now();
         let v: JobView = client
-            .call(Method::GET, &format!("/v1/jobs/{id}"), None)
+            .call(Method::GET, &format!("/v1/jobs/{id}?wait_ms=1000"), None)
             .await?;
         if v.record.state.is_final() {
             if tty && !last_line.is_empty() {
@@ -543,7 +545,8 @@ async fn wait_for_job(client: &Client, id: i64, quiet: bool) -> Result<JobView, 
                 }
             }
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Never faster than 10 requests a second (an older daemon answers at once).
+        tokio::time::sleep_until(asked + Duration::from_millis(100)).await;
     }
 }
 

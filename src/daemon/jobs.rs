@@ -99,6 +99,19 @@ impl JobRunner {
         }
     }
 
+    /// Waits until no job runs (its final state is in the catalog by then), at most `wait`.
+    /// True if idle.
+    pub async fn wait_idle_for(&self, wait: Duration) -> bool {
+        let Some(tx) = &self.idle_tx else {
+            return true;
+        };
+        let mut rx = tx.subscribe();
+        let idle = tokio::time::timeout(wait, rx.wait_for(|idle| *idle))
+            .await
+            .is_ok();
+        idle
+    }
+
     /// Waits until no job runs, or `deadline` passes. True if idle. The last job's tidying is
     /// given what is left of the deadline (a pin it leaves is removed at the next start).
     pub async fn wait_idle(&self, deadline: Duration) -> bool {

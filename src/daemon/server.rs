@@ -231,6 +231,7 @@ fn audit(ctx: &Ctx, peer: Peer, action: &str, allowed: bool, detail: &str) {
 async fn handle(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let action = format!("{method} {path}");
     let access = if method == Method::GET {
@@ -514,7 +515,20 @@ async fn handle(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<F
                     format!("\"{id}\" is not a job id (a number)"),
                 );
             };
-            match jobs::job_view(&ctx, JobId(n)) {
+            // `?wait_ms=N` (at most 10 s): answer as soon as the job is over, or after N ms
+            // with its progress (a client following a job needs no tight polling).
+            let wait = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("wait_ms="))
+                .and_then(|v| v.parse::<u64>().ok())
+                .map(|ms| std::time::Duration::from_millis(ms.min(10_000)));
+            let mut view = jobs::job_view(&ctx, JobId(n));
+            if let (Some(wait), Ok(Some(v))) = (wait, &view) {
+                if !v.record.state.is_final() && ctx.jobs.wait_idle_for(wait).await {
+                    view = jobs::job_view(&ctx, JobId(n));
+                }
+            }
+            match view {
                 Ok(Some(v)) => json(StatusCode::OK, &v),
                 Ok(None) => error(
                     StatusCode::NOT_FOUND,
