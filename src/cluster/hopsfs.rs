@@ -240,6 +240,22 @@ pub fn missing(referenced: &BTreeSet<BlockRef>, captured: &BTreeSet<BlockRef>) -
     referenced.difference(captured).cloned().collect()
 }
 
+/// The blocks `hdfs fsck /` found reported, and the blocks the metadata holds: from its
+/// ` Total blocks (validated):` and ` Missing blocks:` lines. `None` if either is absent.
+pub fn fsck_reported(text: &str) -> Option<(u64, u64)> {
+    let field = |name: &str| -> Option<u64> {
+        let line = text.lines().find(|l| l.trim_start().starts_with(name))?;
+        line.trim_start()[name.len()..]
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
+    let total = field("Total blocks (validated):")?;
+    let missing = field("Missing blocks:")?;
+    Some((total.saturating_sub(missing), total))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,5 +375,14 @@ mod tests {
         assert_eq!(missing(&refd, &other).len(), 2);
         let e = parse_referenced("BP-1 x 1 2").unwrap_err();
         assert!(e.starts_with("line 1:"), "{e}");
+    }
+
+    #[test]
+    fn fsck_gives_the_share_of_blocks_reported() {
+        let text = "Status: CORRUPT\n Total size:\t1048576 B\n Total files:\t10\n \
+                    Total blocks (validated):\t10 (avg. block size 104857 B)\n \
+                    Minimally replicated blocks:\t9 (90.0 %)\n Missing blocks:\t\t1\n";
+        assert_eq!(fsck_reported(text), Some((9, 10)));
+        assert_eq!(fsck_reported("Status: HEALTHY\n"), None);
     }
 }

@@ -5,6 +5,7 @@
 pub mod hopsfs;
 pub mod mysql;
 pub mod ndb_mgm;
+pub mod ndb_tables;
 pub mod node;
 pub mod sqldump;
 pub mod tarstream;

@@ -50,7 +50,7 @@ pub struct Settings {
     pub restore: RestoreSettings,
 }
 
-/// `[restore]`. Commands are argv; in `datanode_start`, `{name}` and `{index}` (1-based, in
+/// `[restore]`. Commands are argv; in `datanode_start` and `datanode_status`, `{name}` and `{index}` (1-based, in
 /// `[[hopsfs.datanodes]]` order) are replaced by the datanode's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestoreSettings {
@@ -65,6 +65,12 @@ pub struct RestoreSettings {
     pub hdfs: Vec<String>,
     pub safemode_timeout: Duration,
     pub datanode_start: Vec<String>,
+    /// Exits 0 while the datanode runs (`{name}`/`{index}` as in `datanode_start`); the
+    /// preflight refuses a target whose datanodes run.
+    pub datanode_status: Vec<String>,
+    /// Lists the NDB dictionary (`-c <connectstring> -p -t 2` is appended): the preflight
+    /// refuses a target that already holds user tables.
+    pub ndb_show_tables: Vec<String>,
     pub epipe_stop: Vec<String>,
     pub epipe_start: Vec<String>,
     pub reindex: Vec<String>,

@@ -373,6 +373,16 @@ impl<'a> Validator<'a> {
                 raw.datanode_start,
                 &["/usr/bin/systemctl", "start", "datanode"],
             ),
+            datanode_status: self.command(
+                &p.key("datanode_status"),
+                raw.datanode_status,
+                &["/usr/bin/systemctl", "is-active", "--quiet", "datanode"],
+            ),
+            ndb_show_tables: self.command(
+                &p.key("ndb_show_tables"),
+                raw.ndb_show_tables,
+                &["/srv/hops/mysql/bin/ndb_show_tables"],
+            ),
             epipe_stop: self.command(
                 &p.key("epipe_stop"),
                 raw.epipe_stop,

@@ -16,6 +16,7 @@ use crate::backup::rondb::node_for;
 use crate::catalog::{Catalog, CatalogError, State};
 use crate::cluster::mysql::{MysqlClient, MysqlError, MysqlTarget};
 use crate::cluster::ndb_mgm::{MgmClient, MgmError, NodeState};
+use crate::cluster::ndb_tables;
 use crate::cluster::node::{Node, NodeError};
 use crate::config::{NodeHost, SecretEnv, Settings};
 use crate::repository::{Entry, Manifest, RepoError, Repository};
@@ -317,6 +318,23 @@ fn run_step(
         StepKind::WaitSafemode => {
             let start = Instant::now();
             let timeout = run.settings.restore.safemode_timeout;
+            // The share of blocks reported, from `hdfs fsck /` (the plan's second command):
+            // shown every 30 s while waiting, and in the error on a timeout.
+            let share = || -> Option<String> {
+                let out = head
+                    .run_status(step.commands.get(1)?, TOOL_TIMEOUT, run.cancel)
+                    .ok()?;
+                let (reported, total) = crate::cluster::hopsfs::fsck_reported(&out.stdout)?;
+                Some(format!(
+                    "{reported} of {total} blocks reported ({:.1} %)",
+                    if total == 0 {
+                        100.0
+                    } else {
+                        reported as f64 * 100.0 / total as f64
+                    }
+                ))
+            };
+            let mut shown = Instant::now();
             loop {
                 let out = head
                     .run(&step.commands[0], SHORT_TIMEOUT, run.cancel)
@@ -327,14 +345,21 @@ fn run_step(
                     return Ok(());
                 }
                 if start.elapsed() >= timeout {
+                    let share = share().map(|s| format!("{s}; ")).unwrap_or_default();
                     return Err(refused(
                         i,
                         step,
                         format!(
-                            "safe mode still ON after {}: datanodes have not reported enough of the blocks the restored metadata references (check hdfs fsck /)",
+                            "safe mode still ON after {}: {share}datanodes have not reported enough of the blocks the restored metadata references (check hdfs fsck / and the datanodes' logs, then restore resume)",
                             humantime::format_duration(timeout)
                         ),
                     ));
+                }
+                if shown.elapsed() >= Duration::from_secs(30) {
+                    if let Some(s) = share() {
+                        report_output(run, i, &s);
+                    }
+                    shown = Instant::now();
                 }
                 for _ in 0..20 {
                     if run.cancel.is_cancelled() {
@@ -484,9 +509,41 @@ fn preflight(run: &RestoreRun<'_>, i: usize, step: &RestoreStep) -> Result<(), R
             problems.push(format!("data node {id} is {st:?}, not started"));
         }
     }
+    // The plan's commands: the dictionary's user tables, then each datanode's status (a plan
+    // stored by an older hopsdr has none).
+    let mut commands = step.commands.iter();
+    if let Some(show) = commands.next() {
+        let head = Node::local("head node");
+        let out = head
+            .run(show, SHORT_TIMEOUT, run.cancel)
+            .map_err(node_err(i, step))?;
+        let objects = ndb_tables::parse_parsable(&out.stdout).map_err(|e| refused(i, step, e))?;
+        let user = ndb_tables::user_tables(&objects);
+        if !user.is_empty() {
+            let first: Vec<&str> = user.iter().take(5).map(String::as_str).collect();
+            problems.push(format!(
+                "RonDB already holds {} user table(s) ({}{}): drop their databases or redeploy the cluster",
+                user.len(),
+                first.join(", "),
+                if user.len() > 5 { ", ..." } else { "" }
+            ));
+        }
+    }
     if let Some(h) = &run.settings.hopsfs {
         for d in &h.datanodes {
             let node = node_for(format!("datanode {}", d.name), &d.host, &run.settings.ssh);
+            if let Some(cmd) = commands.next() {
+                let out = node
+                    .run_status(cmd, SHORT_TIMEOUT, run.cancel)
+                    .map_err(node_err(i, step))?;
+                if out.status == Some(0) {
+                    problems.push(format!(
+                        "datanode {} is running ({} exited 0): stop it",
+                        d.name,
+                        crate::cluster::node::remote_command_line(cmd)
+                    ));
+                }
+            }
             for v in &d.volumes {
                 let vol = v.display().to_string();
                 let out = node

@@ -150,6 +150,28 @@ fn host_name(h: &NodeHost) -> String {
     }
 }
 
+/// The preflight's commands: the NDB dictionary's user tables (head node), then each
+/// datanode's status (on the datanode), in `[[hopsfs.datanodes]]` order.
+fn preflight_commands(settings: &Settings, cs: &str) -> Vec<Vec<String>> {
+    let r = &settings.restore;
+    let mut show = r.ndb_show_tables.clone();
+    show.extend(s(&["-c", cs, "-p", "-t", "2"]));
+    let mut out = vec![show];
+    if let Some(h) = settings
+        .hopsfs
+        .as_ref()
+        .filter(|h| h.block_storage == BlockStorage::Local)
+    {
+        out.extend(
+            h.datanodes
+                .iter()
+                .enumerate()
+                .map(|(i, d)| datanode_command(&r.datanode_status, &d.name, i + 1)),
+        );
+    }
+    out
+}
+
 /// Builds the plan for restoring backup `m` onto the cluster `settings` describes.
 pub fn plan(m: &Manifest, settings: &Settings) -> Result<RestorePlan, PlanError> {
     let id = m.id.clone();
@@ -201,8 +223,8 @@ pub fn plan(m: &Manifest, settings: &Settings) -> Result<RestorePlan, PlanError>
         RestoreStep {
             kind: StepKind::Preflight,
             title: "preflight on the target cluster".into(),
-            node: "head node".into(),
-            commands: vec![],
+            node: "head node; each datanode".into(),
+            commands: preflight_commands(settings, &cs),
             checks: "management server reachable, every data node started, no user data in RonDB, HopsFS datanodes stopped with empty volumes".into(),
             target: None,
             nodes: vec![],
@@ -342,6 +364,8 @@ pub fn plan(m: &Manifest, settings: &Settings) -> Result<RestorePlan, PlanError>
             });
             let mut get = r.hdfs.clone();
             get.extend(s(&["dfsadmin", "-safemode", "get"]));
+            let mut fsck = r.hdfs.clone();
+            fsck.extend(s(&["fsck", "/"]));
             steps.push(RestoreStep {
                 kind: StepKind::WaitSafemode,
                 title: format!(
@@ -349,8 +373,8 @@ pub fn plan(m: &Manifest, settings: &Settings) -> Result<RestorePlan, PlanError>
                     humantime::format_duration(r.safemode_timeout)
                 ),
                 node: "head node".into(),
-                commands: vec![get],
-                checks: "prints \"Safe mode is OFF\"".into(),
+                commands: vec![get, fsck],
+                checks: "prints \"Safe mode is OFF\" (fsck gives the share of blocks reported while waiting)".into(),
                 target: None,
                 nodes: vec![],
             });

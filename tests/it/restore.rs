@@ -15,6 +15,8 @@ fn restore_config(env: &Env, c: &Cluster) -> String {
     format!(
         "[restore]\nndb_restore = [\"{d}/bin/ndb_restore\"]\nstaging_dir = \"{}\"\nhdfs = [\"{d}/bin/hdfs\"]\n\
          safemode_timeout = \"60s\"\ndatanode_start = [\"{TB}\", \"datanode\", \"start\", \"{{index}}\", \"--dir\", \"{d}\"]\n\
+         datanode_status = [\"{TB}\", \"datanode\", \"status\", \"{{index}}\", \"--dir\", \"{d}\"]\n\
+         ndb_show_tables = [\"{d}/bin/ndb_show_tables\"]\n\
          epipe_stop = [\"{TB}\", \"service\", \"epipe\", \"stop\", \"--dir\", \"{d}\"]\n\
          epipe_start = [\"{TB}\", \"service\", \"epipe\", \"start\", \"--dir\", \"{d}\"]\n\
          reindex = [\"{d}/bin/reindex-epipe.sh\"]\nreindex_user = \"\"\nkafka_restore = [\"{d}/bin/kafka-restore.sh\"]\n",
@@ -125,6 +127,30 @@ fn a_tampered_blob_or_a_non_empty_target_is_refused_before_anything_is_touched()
     let err = st["restore"]["error"].as_str().unwrap().to_string();
     assert!(
         err.contains("step 2 (preflight on the target cluster)") && err.contains("is not empty"),
+        "{err}"
+    );
+    // What was found, by name: the user tables in RonDB, the running datanodes.
+    assert!(
+        err.contains("RonDB already holds") && err.contains("hops.hdfs_inodes"),
+        "{err}"
+    );
+    assert!(
+        err.contains("datanode dn1 is running") && err.contains("datanode status 1"),
+        "{err}"
+    );
+    // Datanodes stopped, volumes emptied: the RonDB tables alone still refuse the target.
+    for k in ["1", "2", "3"] {
+        c.tb(&["datanode", "stop", k]);
+    }
+    std::fs::remove_dir_all(c.dir.join("hopsfs")).unwrap();
+    let out = env.ctl(&["restore", "start", &id, "--yes", "--wait"]);
+    assert_eq!(out.status.code(), Some(1));
+    let st = env.ctl_json(&["restore", "status"]);
+    let err = st["restore"]["error"].as_str().unwrap().to_string();
+    assert!(
+        err.contains("RonDB already holds")
+            && !err.contains("is running")
+            && !err.contains("is not empty"),
         "{err}"
     );
 
@@ -277,6 +303,8 @@ fn safe_mode_that_never_turns_off_times_out_with_a_clear_error() {
         err.contains("wait for safe mode OFF") && err.contains("safe mode still ON after 2s"),
         "{err}"
     );
+    // The share of blocks reported (none: every datanode is unreachable).
+    assert!(err.contains("0 of 30 blocks reported (0.0 %)"), "{err}");
 }
 
 /// kill -9 of hopsdrd at every step boundary, restart, resume: the end state equals the

@@ -23,7 +23,7 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ClusterCmd,
     },
-    /// Start or stop a HopsFS datanode (1-based).
+    /// Start, stop or query (`status`) a HopsFS datanode (1-based).
     Datanode {
         op: String,
         dn: u32,
@@ -264,7 +264,7 @@ pub fn main() -> Result<i32> {
             ClusterCmd::Redeploy { dir } => model::deploy_empty(&mut Cluster::open(&dir)?)?,
             ClusterCmd::Churn { dir, seconds } => model::churn(&dir, seconds)?,
         },
-        Cmd::Datanode { op, dn, dir } => crate::hdfs::datanode(&dir, &op, dn)?,
+        Cmd::Datanode { op, dn, dir } => return crate::hdfs::datanode(&dir, &op, dn),
         Cmd::Service { name, op, dir } => {
             if name != "epipe" || !(op == "start" || op == "stop") {
                 bail!("failed to run service command: only 'service epipe start|stop'");

@@ -186,12 +186,19 @@ fn fsck(dir: &Path) -> Result<i32> {
 
 /// `datanode start|stop K`: a started datanode with an empty volume formats it for the cluster
 /// and block pool of the metadata, as a real datanode does on registration.
-pub fn datanode(dir: &Path, op: &str, dn: u32) -> Result<()> {
+/// `datanode start|stop|status K`; `status` prints `active` (exit 0) or `inactive` (exit 3), as
+/// `systemctl is-active` does.
+pub fn datanode(dir: &Path, op: &str, dn: u32) -> Result<i32> {
     let mut cl = Cluster::open(dir)?;
     if dn == 0 || dn > cl.cfg.hopsfs_datanodes {
         bail!("failed to {op} datanode {dn}: no such datanode");
     }
     match op {
+        "status" => {
+            let active = cl.rt.dn_started.contains(&dn);
+            println!("{}", if active { "active" } else { "inactive" });
+            return Ok(if active { 0 } else { 3 });
+        }
         "start" => {
             if let Some(meta) = hdfs_meta(&cl.db()?)? {
                 for vol in 1..=cl.cfg.volumes {
@@ -208,7 +215,8 @@ pub fn datanode(dir: &Path, op: &str, dn: u32) -> Result<()> {
         "stop" => cl.rt.dn_started.retain(|d| *d != dn),
         _ => bail!("failed to run datanode command: unknown operation '{op}'"),
     }
-    cl.save()
+    cl.save()?;
+    Ok(0)
 }
 
 pub fn reindex_epipe(dir: &Path) -> Result<i32> {

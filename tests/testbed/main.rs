@@ -1,5 +1,5 @@
 //! `hopsdr-testbed`: a simulated Hopsworks cluster (RonDB tools, HopsFS volumes, hdfs, ePipe,
-//! Kafka) for tests and the demo. A multi-call binary: called as `ndb_mgm`, `ndb_restore`, `hdfs`,
+//! Kafka) for tests and the demo. A multi-call binary: called as `ndb_mgm`, `ndb_restore`, `ndb_show_tables`, `hdfs`,
 //! `reindex-epipe.sh` or `kafka-restore.sh` (symlinks in `<dir>/bin/`) it acts as that tool on the
 //! cluster in `<dir>`; otherwise it runs its own subcommands (see `cli.rs`).
 
@@ -10,6 +10,7 @@ mod hdfs;
 mod mgm;
 mod model;
 mod restore;
+mod showtables;
 mod state;
 
 fn main() {
@@ -26,6 +27,7 @@ fn main() {
     let r = match name.as_str() {
         "ndb_mgm" => tool(mgm::main),
         "ndb_restore" => tool(restore::main),
+        "ndb_show_tables" => tool(showtables::main),
         "hdfs" => tool(hdfs::main),
         "reindex-epipe.sh" => tool(|d, _| hdfs::reindex_epipe(d)),
         "kafka-restore.sh" => tool(|d, _| hdfs::kafka_restore(d)),

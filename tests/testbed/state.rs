@@ -109,6 +109,7 @@ pub struct Cluster {
 pub const TOOLS: &[&str] = &[
     "ndb_mgm",
     "ndb_restore",
+    "ndb_show_tables",
     "hdfs",
     "reindex-epipe.sh",
     "kafka-restore.sh",
