@@ -304,7 +304,7 @@ fn run_step(
             Ok(())
         }
         StepKind::Schema | StepKind::Users => replay_sql(run, i, step),
-        StepKind::HopsfsVolumes => write_volumes(run, i, step),
+        StepKind::HopsfsVolumes => write_volumes(run, i, step, detail),
         StepKind::StartDatanodes => {
             let Some(h) = &run.settings.hopsfs else {
                 return Ok(());
@@ -686,20 +686,98 @@ fn replay_sql(run: &RestoreRun<'_>, i: usize, step: &RestoreStep) -> Result<(), 
     Ok(())
 }
 
-fn write_volumes(run: &RestoreRun<'_>, i: usize, step: &RestoreStep) -> Result<(), RestoreError> {
+/// Progress of the volumes step: the datanodes written back whole.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct VolumesDetail {
+    done: BTreeSet<String>,
+}
+
+/// Writes back the volumes of every datanode of the step not yet done, up to
+/// `[restore] parallelism` datanodes at a time; each one finished is recorded before the next
+/// is taken, so a resume writes back only what is left (a datanode cut off half-way is written
+/// again whole: `tar -x` overwrites).
+fn write_volumes(
+    run: &RestoreRun<'_>,
+    i: usize,
+    step: &RestoreStep,
+    detail: &str,
+) -> Result<(), RestoreError> {
     let Some(h) = &run.settings.hopsfs else {
         return Ok(());
     };
-    let Some(name) = &step.target else {
-        return Ok(());
-    };
-    let Some(d) = h.datanodes.iter().find(|d| &d.name == name) else {
+    if step.datanodes.is_empty() {
         return Err(refused(
             i,
             step,
-            format!("datanode {name} is not in [[hopsfs.datanodes]]"),
+            "the stored plan names no datanode (it was made by an older hopsdr): abort this restore and start it again",
         ));
-    };
+    }
+    let done: VolumesDetail = serde_json::from_str(detail).unwrap_or_default();
+    let mut todo = Vec::new();
+    for name in step.datanodes.iter().filter(|n| !done.done.contains(*n)) {
+        let Some(d) = h.datanodes.iter().find(|d| &d.name == name) else {
+            return Err(refused(
+                i,
+                step,
+                format!("datanode {name} is not in [[hopsfs.datanodes]]"),
+            ));
+        };
+        todo.push(d);
+    }
+    let done = Mutex::new(done);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed: Mutex<Option<RestoreError>> = Mutex::new(None);
+    let workers = (run.settings.restore.parallelism.max(1) as usize).min(todo.len());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                if failed.lock().map(|f| f.is_some()).unwrap_or(true) {
+                    return;
+                }
+                let k = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let Some(d) = todo.get(k) else { return };
+                match write_datanode(run, i, step, d) {
+                    Ok(()) => {
+                        let json = {
+                            let mut g = done.lock().unwrap_or_else(|p| p.into_inner());
+                            g.done.insert(d.name.clone());
+                            serde_json::to_string(&*g).unwrap_or_default()
+                        };
+                        if let Err(e) = lock(run.catalog).set_step_detail(run.restore_id, i, &json)
+                        {
+                            failed
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .get_or_insert(e.into());
+                            return;
+                        }
+                        (run.progress)(i, &format!("datanode {} written back", d.name));
+                        crate::failpoint::hit("restore.volumes.datanode_done", run.cancel);
+                    }
+                    Err(e) => {
+                        failed
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .get_or_insert(e);
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Writes back every volume of datanode `d` as a tar stream built from the repository.
+fn write_datanode(
+    run: &RestoreRun<'_>,
+    i: usize,
+    step: &RestoreStep,
+    d: &crate::config::HopsfsDatanodeSettings,
+) -> Result<(), RestoreError> {
     let node = match &d.host {
         NodeHost::Local => Node::local(&format!("datanode {}", d.name)),
         host => node_for(format!("datanode {}", d.name), host, &run.settings.ssh),
@@ -745,7 +823,10 @@ fn write_volumes(run: &RestoreRun<'_>, i: usize, step: &RestoreStep) -> Result<(
                 stderr,
             }));
         }
-        (run.progress)(i, &format!("volume {vol} written back"));
+        (run.progress)(
+            i,
+            &format!("datanode {}: volume {vol} written back", d.name),
+        );
     }
     Ok(())
 }

@@ -41,10 +41,10 @@ pub struct RestoreStep {
     /// The commands, as argv, in order (those run in parallel are listed together).
     pub commands: Vec<Vec<String>>,
     pub checks: String,
-    /// The HopsFS datanode a step is about (volumes written back), or the RonDB node ids of
-    /// the data step, in the order of its commands.
+    /// The HopsFS datanodes whose volumes a step writes back.
     #[serde(default)]
-    pub target: Option<String>,
+    pub datanodes: Vec<String>,
+    /// The RonDB node ids of the data step, in the order of its commands.
     #[serde(default)]
     pub nodes: Vec<u32>,
 }
@@ -217,7 +217,7 @@ pub fn plan(m: &Manifest, settings: &Settings) -> Result<RestorePlan, PlanError>
             node: "head node".into(),
             commands: vec![],
             checks: "the manifest is complete and every blob is present with the right hash; the backup is not failed or partial (unless allowed); versions match the target".into(),
-            target: None,
+            datanodes: vec![],
             nodes: vec![],
         },
         RestoreStep {
@@ -226,7 +226,7 @@ pub fn plan(m: &Manifest, settings: &Settings) -> Result<RestorePlan, PlanError>
             node: "head node; each datanode".into(),
             commands: preflight_commands(settings, &cs),
             checks: "management server reachable, every data node started, no user data in RonDB, HopsFS datanodes stopped with empty volumes".into(),
-            target: None,
+            datanodes: vec![],
             nodes: vec![],
         },
         RestoreStep {
@@ -235,7 +235,7 @@ pub fn plan(m: &Manifest, settings: &Settings) -> Result<RestorePlan, PlanError>
             node: "head node".into(),
             commands: vec![],
             checks: format!("every data node's BACKUP-{rid} written to {} and verified", stage.join("rondb").display()),
-            target: None,
+            datanodes: vec![],
             nodes: vec![],
         },
         RestoreStep {
@@ -244,7 +244,7 @@ pub fn plan(m: &Manifest, settings: &Settings) -> Result<RestorePlan, PlanError>
             node: "head node".into(),
             commands: vec![ndb(nodes[0], &["-m", "--disable-indexes"])],
             checks: "exit 0: tables created, indexes disabled".into(),
-            target: None,
+            datanodes: vec![],
             nodes: vec![],
         },
         RestoreStep {
@@ -258,7 +258,7 @@ pub fn plan(m: &Manifest, settings: &Settings) -> Result<RestorePlan, PlanError>
             node: "head node".into(),
             commands: nodes.iter().map(|n| ndb(*n, &["-r"])).collect(),
             checks: "exit 0 for every node id".into(),
-            target: None,
+            datanodes: vec![],
             nodes: nodes.clone(),
         },
         RestoreStep {
@@ -273,7 +273,7 @@ pub fn plan(m: &Manifest, settings: &Settings) -> Result<RestorePlan, PlanError>
                 ndb(nodes[0], &extra)
             }],
             checks: "exit 0: indexes online".into(),
-            target: None,
+            datanodes: vec![],
             nodes: vec![],
         },
     ];
@@ -289,7 +289,7 @@ pub fn plan(m: &Manifest, settings: &Settings) -> Result<RestorePlan, PlanError>
             node: "MySQL server".into(),
             commands: vec![],
             checks: "every statement succeeds".into(),
-            target: None,
+            datanodes: vec![],
             nodes: vec![],
         });
     }
@@ -300,7 +300,7 @@ pub fn plan(m: &Manifest, settings: &Settings) -> Result<RestorePlan, PlanError>
             node: "MySQL server".into(),
             commands: vec![],
             checks: "every statement succeeds".into(),
-            target: None,
+            datanodes: vec![],
             nodes: vec![],
         });
     }
@@ -319,34 +319,44 @@ pub fn plan(m: &Manifest, settings: &Settings) -> Result<RestorePlan, PlanError>
                     });
                 }
             }
-            for d in h
+            let dns: Vec<_> = h
                 .datanodes
                 .iter()
                 .filter(|d| dns_in_backup.contains(&d.name))
-            {
-                steps.push(RestoreStep {
-                    kind: StepKind::HopsfsVolumes,
-                    title: format!("write back the volumes of datanode {}", d.name),
-                    node: format!("datanode {} ({})", d.name, host_name(&d.host)),
-                    commands: d
-                        .volumes
-                        .iter()
-                        .map(|v| {
-                            s(&[
-                                "tar",
-                                "--numeric-owner",
-                                "-C",
-                                &v.display().to_string(),
-                                "-xf",
-                                "-",
-                            ])
-                        })
-                        .collect(),
-                    checks: "every block, meta and VERSION file written back whole".into(),
-                    target: Some(d.name.clone()),
-                    nodes: vec![],
-                });
-            }
+                .collect();
+            let names: Vec<String> = dns.iter().map(|d| d.name.clone()).collect();
+            let parallel = (r.parallelism as usize).min(dns.len()).max(1);
+            steps.push(RestoreStep {
+                kind: StepKind::HopsfsVolumes,
+                title: format!(
+                    "write back the volumes of datanode{} {} ({parallel} in parallel)",
+                    if dns.len() > 1 { "s" } else { "" },
+                    names.join(", ")
+                ),
+                node: dns
+                    .iter()
+                    .map(|d| format!("datanode {} ({})", d.name, host_name(&d.host)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                commands: dns
+                    .iter()
+                    .flat_map(|d| d.volumes.iter())
+                    .map(|v| {
+                        s(&[
+                            "tar",
+                            "--numeric-owner",
+                            "-C",
+                            &v.display().to_string(),
+                            "-xf",
+                            "-",
+                        ])
+                    })
+                    .collect(),
+                checks: "every block, meta and VERSION file of every datanode written back whole"
+                    .into(),
+                datanodes: names,
+                nodes: vec![],
+            });
             let starts: Vec<Vec<String>> = h
                 .datanodes
                 .iter()
@@ -359,7 +369,7 @@ pub fn plan(m: &Manifest, settings: &Settings) -> Result<RestorePlan, PlanError>
                 node: "each datanode".into(),
                 commands: starts,
                 checks: "exit 0".into(),
-                target: None,
+                datanodes: vec![],
                 nodes: vec![],
             });
             let mut get = r.hdfs.clone();
@@ -375,7 +385,7 @@ pub fn plan(m: &Manifest, settings: &Settings) -> Result<RestorePlan, PlanError>
                 node: "head node".into(),
                 commands: vec![get, fsck],
                 checks: "prints \"Safe mode is OFF\" (fsck gives the share of blocks reported while waiting)".into(),
-                target: None,
+                datanodes: vec![],
                 nodes: vec![],
             });
         }
@@ -391,7 +401,7 @@ pub fn plan(m: &Manifest, settings: &Settings) -> Result<RestorePlan, PlanError>
         node: "head node".into(),
         commands: vec![r.epipe_stop.clone(), reindex, r.epipe_start.clone()],
         checks: "exit 0 for each".into(),
-        target: None,
+        datanodes: vec![],
         nodes: vec![],
     });
     steps.push(RestoreStep {
@@ -400,7 +410,7 @@ pub fn plan(m: &Manifest, settings: &Settings) -> Result<RestorePlan, PlanError>
         node: "head node".into(),
         commands: vec![r.kafka_restore.clone()],
         checks: "exit 0".into(),
-        target: None,
+        datanodes: vec![],
         nodes: vec![],
     });
     steps.push(RestoreStep {
@@ -409,7 +419,7 @@ pub fn plan(m: &Manifest, settings: &Settings) -> Result<RestorePlan, PlanError>
         node: "head node".into(),
         commands: vec![],
         checks: "-".into(),
-        target: None,
+        datanodes: vec![],
         nodes: vec![],
     });
     Ok(RestorePlan {
@@ -514,7 +524,6 @@ mod tests {
                 Schema,
                 Users,
                 HopsfsVolumes,
-                HopsfsVolumes,
                 StartDatanodes,
                 WaitSafemode,
                 Reindex,
@@ -533,7 +542,7 @@ mod tests {
             .contains("-n 2 -b 217803600 -r"));
         assert!(p.steps[5].commands[0].contains(&"--rebuild-indexes".to_string()));
         assert_eq!(
-            p.steps[12].commands[1],
+            p.steps[11].commands[1],
             s(&[
                 "/usr/sbin/runuser",
                 "-u",
@@ -547,7 +556,10 @@ mod tests {
             text.contains(" 4. restore the RonDB metadata [head node]"),
             "{text}"
         );
-        assert!(text.contains("[datanode dn2 (10.0.0.22)]"), "{text}");
+        assert!(
+            text.contains("write back the volumes of datanodes dn1, dn2 (2 in parallel) [datanode dn1 (10.0.0.21), datanode dn2 (10.0.0.22)]"),
+            "{text}"
+        );
     }
 
     #[test]

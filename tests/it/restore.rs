@@ -307,6 +307,60 @@ fn safe_mode_that_never_turns_off_times_out_with_a_clear_error() {
     assert!(err.contains("0 of 30 blocks reported (0.0 %)"), "{err}");
 }
 
+/// kill -9 inside the volume write-back (after one datanode is done, the others in flight):
+/// the datanodes done stay recorded and resume finishes the same cluster.
+#[test]
+fn kill_9_inside_the_volume_write_back_then_resume() {
+    let (env, c, m) = setup();
+    let before;
+    let id;
+    {
+        let _d = env.start();
+        before = c.fingerprint();
+        id = env.backup_ok();
+    }
+    disaster(&c, &m);
+    let mut d = env.start_with(&[("HOPSDR_FAILPOINTS", "restore.volumes.datanode_done=pause")]);
+    let out = env.ctl(&["restore", "start", &id, "--yes"]);
+    assert_eq!(out.status.code(), Some(0));
+    let marker = env.path().join("restore.volumes.datanode_done.reached");
+    wait_for("one datanode written back", Duration::from_secs(60), || {
+        marker.exists().then_some(())
+    });
+    d.kill9();
+    drop(d);
+
+    let _d = env.start();
+    let st = env.ctl_json(&["restore", "status"]);
+    assert_eq!(st["restore"]["state"], "interrupted");
+    let k = st["plan"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|s| s["kind"] == "hopsfs_volumes")
+        .unwrap();
+    assert_eq!(
+        st["plan"]["steps"][k]["title"],
+        "write back the volumes of datanodes dn1, dn2, dn3 (2 in parallel)"
+    );
+    let vols = &st["restore"]["steps"][k];
+    assert_eq!(vols["state"], "interrupted");
+    let detail: serde_json::Value =
+        serde_json::from_str(vols["detail"].as_str().unwrap_or("{}")).unwrap();
+    let done = detail["done"].as_array().map(|a| a.len()).unwrap_or(0);
+    assert!((1..3).contains(&done), "datanodes recorded done: {vols}");
+    let out = env.ctl(&["restore", "resume", "--wait"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        env.log()
+    );
+    assert_eq!(c.fingerprint(), before);
+    assert_eq!(c.safe_mode(), "Safe mode is OFF");
+}
+
 /// kill -9 of hopsdrd at every step boundary, restart, resume: the end state equals the
 /// uninterrupted run each time.
 #[test]
