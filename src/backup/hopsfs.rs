@@ -1,19 +1,24 @@
 //! The `hopsfs` backup component: the blocks of every HopsFS datanode volume, consistent with
 //! the RonDB backup, incremental, with a coverage check.
 //!
-//! - **Fence.** Right after START BACKUP returns (the RonDB consistency point), every volume's
-//!   `current/` is pinned on every datanode in parallel: a hardlink snapshot (`cp -al`) into
-//!   `<volume>/hopsdr-pin/<backup-id>/current`, on the same filesystem and outside the tree the
-//!   datanode scans. A block HopsFS deletes afterwards keeps its data in the pin. The seconds
-//!   from the consistency point to the last pin are the fence window. Pins are removed after
-//!   the backup (also a failed one) and before every backup (pins left by a crash).
-//! - **Copy.** From the pin, at leisure: VERSION files, the directory structure and every
-//!   finalized block not already in the repository (same block pool, id, genstamp, length)
-//!   stream as tar into `hopsfs/<datanode>/vol<i>/current/`; blocks already stored are listed
-//!   in the manifest from the previous backup's entries without a transfer, so every backup
-//!   restores on its own. Replicas in `rbw/` (being written or appended) are recorded and
-//!   stored as found, never deduplicated; they count as captured only when their genstamp and
-//!   length are the ones the backed-up metadata references.
+//! - **Fence.** Before START BACKUP, each volume gets an empty pin directory
+//!   `<volume>/hopsdr-pin/<backup-id>/` (on the same filesystem, outside the tree the datanode
+//!   scans; older pins, e.g. left by a crash, are removed). Right after START BACKUP returns
+//!   (the RonDB consistency point), every volume is pinned on every datanode in parallel with
+//!   hardlinks: a block HopsFS deletes afterwards keeps its data in the pin. With no block in
+//!   the repository yet, the whole `current/` tree is linked (`cp -al`); otherwise the live
+//!   `current/` is listed and only what the repository lacks is linked (`cp -al --parents`, fed
+//!   a NUL-separated list by `xargs -0`): a finalized replica already stored needs no pin. The
+//!   seconds from the consistency point to the last pin are the fence window. Pins are removed
+//!   after the commit, off the backup's path, and on every failure path.
+//! - **Copy.** From the pin, at leisure: VERSION files, the directory structure (from the
+//!   fence's listing when only new files were pinned) and every finalized block not already in
+//!   the repository (same block pool, id, genstamp, length) stream as tar into
+//!   `hopsfs/<datanode>/vol<i>/current/`; blocks already stored are listed in the manifest from
+//!   the previous backup's entries without a transfer, so every backup restores on its own.
+//!   Replicas in `rbw/` (being written or appended) are recorded and stored as found, never
+//!   deduplicated; they count as captured only when their genstamp and length are the ones the
+//!   backed-up metadata references.
 //! - **Coverage.** The blocks the backed-up metadata references (a pluggable source) minus the
 //!   blocks captured: more than zero makes the backup `partial`, with the missing ids listed.
 

@@ -77,6 +77,9 @@ pub struct RestoreSettings {
     /// The user the reindex script runs as (`runuser -u <user> --`); none = as hopsdrd.
     pub reindex_user: Option<String>,
     pub kafka_restore: Vec<String>,
+    /// Optional: asks Hopsworks to rebuild the feature-store search index after ePipe's
+    /// reindex (e.g. curl `POST /hopsworks-api/api/admin/search/featurestore/reindex`).
+    pub featurestore_reindex: Option<Vec<String>>,
 }
 
 /// Where HopsFS keeps its blocks.

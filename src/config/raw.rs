@@ -36,6 +36,7 @@ pub(crate) struct RawRestore {
     pub reindex: Option<Vec<String>>,
     pub reindex_user: Option<String>,
     pub kafka_restore: Option<Vec<String>>,
+    pub featurestore_reindex: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -207,6 +208,7 @@ pub(crate) fn allowed_keys(shape: &str) -> &'static [&'static str] {
             "datanode_status",
             "epipe_start",
             "epipe_stop",
+            "featurestore_reindex",
             "hdfs",
             "kafka_restore",
             "ndb_restore",

@@ -408,6 +408,13 @@ impl<'a> Validator<'a> {
                 raw.kafka_restore,
                 &["/srv/hops/kafka/bin/kafka-restore.sh"],
             ),
+            featurestore_reindex: raw.featurestore_reindex.map(|argv| {
+                self.command(
+                    &p.key("featurestore_reindex"),
+                    Some(argv),
+                    &["/usr/bin/curl", "-fsS", "-X", "POST", "-H", "@/etc/hopsdr/hopsworks-api-key.header", "https://hopsworks.glassfish.service.consul:8182/hopsworks-api/api/admin/search/featurestore/reindex"],
+                )
+            }),
         }
     }
 

@@ -395,11 +395,17 @@ pub fn plan(m: &Manifest, settings: &Settings) -> Result<RestorePlan, PlanError>
         None => Vec::new(),
     };
     reindex.extend(r.reindex.iter().cloned());
+    let mut commands = vec![r.epipe_stop.clone(), reindex, r.epipe_start.clone()];
+    let mut title = "rebuild the OpenSearch index with ePipe".to_string();
+    if let Some(fs) = &r.featurestore_reindex {
+        commands.push(fs.clone());
+        title.push_str(", then the feature-store index");
+    }
     steps.push(RestoreStep {
         kind: StepKind::Reindex,
-        title: "rebuild the OpenSearch index with ePipe".into(),
+        title,
         node: "head node".into(),
-        commands: vec![r.epipe_stop.clone(), reindex, r.epipe_start.clone()],
+        commands,
         checks: "exit 0 for each".into(),
         datanodes: vec![],
         nodes: vec![],

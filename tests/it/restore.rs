@@ -19,8 +19,10 @@ fn restore_config(env: &Env, c: &Cluster) -> String {
          ndb_show_tables = [\"{d}/bin/ndb_show_tables\"]\n\
          epipe_stop = [\"{TB}\", \"service\", \"epipe\", \"stop\", \"--dir\", \"{d}\"]\n\
          epipe_start = [\"{TB}\", \"service\", \"epipe\", \"start\", \"--dir\", \"{d}\"]\n\
-         reindex = [\"{d}/bin/reindex-epipe.sh\"]\nreindex_user = \"\"\nkafka_restore = [\"{d}/bin/kafka-restore.sh\"]\n",
-        env.path().join("staging").display()
+         reindex = [\"{d}/bin/reindex-epipe.sh\"]\nreindex_user = \"\"\nkafka_restore = [\"{d}/bin/kafka-restore.sh\"]\n\
+         featurestore_reindex = [\"/usr/bin/touch\", \"{}\"]\n",
+        env.path().join("staging").display(),
+        env.path().join("featurestore-reindexed").display()
     )
 }
 
@@ -73,6 +75,8 @@ fn the_drill_restores_the_cluster_whole() {
     let id = env.backup_ok();
     disaster(&c, &m);
     assert_ne!(c.fingerprint(), before);
+    let fs_reindexed = env.path().join("featurestore-reindexed");
+    assert!(!fs_reindexed.exists());
 
     let out = env.ctl(&["restore", "start", &id, "--yes", "--wait"]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -95,6 +99,10 @@ fn the_drill_restores_the_cluster_whole() {
     assert_eq!(c.safe_mode(), "Safe mode is OFF");
     assert_eq!(grants(&m), grants_before);
     assert!(m.login("app", "app-pass"));
+    assert!(
+        fs_reindexed.exists(),
+        "the configured feature-store reindex ran"
+    );
 
     let st = env.ctl_json(&["restore", "status"]);
     assert_eq!(st["restore"]["state"], "succeeded");
@@ -305,6 +313,57 @@ fn safe_mode_that_never_turns_off_times_out_with_a_clear_error() {
     );
     // The share of blocks reported (none: every datanode is unreachable).
     assert!(err.contains("0 of 30 blocks reported (0.0 %)"), "{err}");
+}
+
+/// A datanode that cannot be reached during the write-back fails the step naming it and its
+/// host; once it is back, resume finishes the same cluster.
+#[test]
+fn a_datanode_unreachable_during_the_write_back_fails_the_step_and_resume_finishes() {
+    let (mut env, c, m) = setup();
+    let sshd = crate::ssh::Sshd::start();
+    let wrapper = env.path().join("flaky-ssh");
+    let down = env.path().join("datanodes-down");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ncase \"$*\" in\n  *-xf*) if [ -e {f} ]; then echo 'ssh: connect to host 127.0.0.1 port {p}: Connection refused' >&2; exit 255; fi;;\nesac\nexec /usr/bin/ssh \"$@\"\n",
+            f = down.display(),
+            p = sshd.port
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    env.extra_config = c.hopsfs_config("127.0.0.1")
+        + &crate::tbcluster::ssh_config(&sshd, "client_key", Some(&wrapper))
+        + &mysql_config(&env, &m)
+        + &restore_config(&env, &c);
+    let _d = env.start();
+    let before = c.fingerprint();
+    let id = env.backup_ok();
+    disaster(&c, &m);
+    std::fs::write(&down, "").unwrap();
+    let out = env.ctl(&["restore", "start", &id, "--yes", "--wait"]);
+    assert_eq!(out.status.code(), Some(1));
+    let st = env.ctl_json(&["restore", "status"]);
+    let err = st["restore"]["error"].as_str().unwrap().to_string();
+    assert!(
+        err.contains("write back the volumes of datanodes")
+            && err.contains("datanode dn")
+            && err.contains("127.0.0.1"),
+        "{err}"
+    );
+    assert_eq!(st["restore"]["state"], "failed");
+
+    std::fs::remove_file(&down).unwrap();
+    let out = env.ctl(&["restore", "resume", "--wait"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        env.log()
+    );
+    assert_eq!(c.fingerprint(), before);
 }
 
 /// kill -9 inside the volume write-back (after one datanode is done, the others in flight):
