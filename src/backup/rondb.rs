@@ -74,6 +74,11 @@ pub struct RondbFacts {
     pub version: Option<String>,
     pub files: u64,
     pub bytes: u64,
+    /// The user tables (`database.table`, from `ndb_show_tables`) when the backup was taken;
+    /// `None` if they could not be listed. A restore resumed inside its metadata step uses
+    /// them to tell a finished `ndb_restore -m` from an interrupted one.
+    #[serde(default)]
+    pub tables: Option<Vec<String>>,
 }
 
 /// The next RonDB backup id: seconds since 2020-01-01 UTC (fits in 31 bits until 2088), above
@@ -499,7 +504,29 @@ pub fn collect(
         version: started.version.clone(),
         files,
         bytes,
+        tables: user_tables(r),
     })
+}
+
+/// The user tables of the cluster (best effort: a failure is logged, the backup goes on).
+fn user_tables(r: &RondbRun<'_>) -> Option<Vec<String>> {
+    let s = r.settings;
+    let mut argv = s.ndb_show_tables.clone();
+    if let Some(cs) = s.connectstring() {
+        argv.extend(["-c".to_string(), cs]);
+    }
+    argv.extend(["-p", "-t", "2"].map(String::from));
+    let listed = Node::local("head node")
+        .run(&argv, s.command_timeout, r.cancel)
+        .map_err(|e| e.to_string())
+        .and_then(|out| crate::cluster::ndb_tables::parse_parsable(&out.stdout));
+    match listed {
+        Ok(objects) => Some(crate::cluster::ndb_tables::user_tables(&objects)),
+        Err(e) => {
+            tracing::warn!(step = "rondb", "the user tables could not be listed (a restore interrupted inside its metadata step will need the databases dropped by hand): {e}");
+            None
+        }
+    }
 }
 
 /// Removes each node's `BACKUP-<id>` after the backup is committed. Failures are logged, not

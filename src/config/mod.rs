@@ -68,9 +68,6 @@ pub struct RestoreSettings {
     /// Exits 0 while the datanode runs (`{name}`/`{index}` as in `datanode_start`); the
     /// preflight refuses a target whose datanodes run.
     pub datanode_status: Vec<String>,
-    /// Lists the NDB dictionary (`-c <connectstring> -p -t 2` is appended): the preflight
-    /// refuses a target that already holds user tables.
-    pub ndb_show_tables: Vec<String>,
     pub epipe_stop: Vec<String>,
     pub epipe_start: Vec<String>,
     pub reindex: Vec<String>,
@@ -133,8 +130,31 @@ pub struct RondbSettings {
     pub command_timeout: Duration,
     /// Keep each node's `BACKUP-<id>` after the backup is committed.
     pub keep_node_copies: bool,
+    /// Lists the NDB dictionary's user tables (`-c <connectstring> -p -t 2` appended): a
+    /// backup records its tables; a restore's preflight refuses a target that holds some.
+    pub ndb_show_tables: Vec<String>,
     /// The data nodes; empty = discovered from `SHOW`.
     pub data_nodes: Vec<DataNodeSettings>,
+}
+
+impl RondbSettings {
+    /// The connect string in `mgm_client` (`-c X`, `-cX`, `--ndb-connectstring[=]X`), if any.
+    pub fn connectstring(&self) -> Option<String> {
+        let argv = &self.mgm_client;
+        argv.iter().enumerate().find_map(|(i, a)| {
+            if a == "-c" || a == "--ndb-connectstring" {
+                argv.get(i + 1).cloned()
+            } else {
+                a.strip_prefix("--ndb-connectstring=")
+                    .map(str::to_string)
+                    .or_else(|| {
+                        a.strip_prefix("-c")
+                            .filter(|r| !r.is_empty())
+                            .map(str::to_string)
+                    })
+            }
+        })
+    }
 }
 
 /// `[[rondb.data_nodes]]`.

@@ -30,7 +30,6 @@ pub(crate) struct RawRestore {
     pub safemode_timeout: Option<String>,
     pub datanode_start: Option<Vec<String>>,
     pub datanode_status: Option<Vec<String>>,
-    pub ndb_show_tables: Option<Vec<String>>,
     pub epipe_stop: Option<Vec<String>>,
     pub epipe_start: Option<Vec<String>>,
     pub reindex: Option<Vec<String>>,
@@ -62,6 +61,7 @@ pub(crate) struct RawRondb {
     pub backup_timeout: Option<String>,
     pub command_timeout: Option<String>,
     pub keep_node_copies: Option<bool>,
+    pub ndb_show_tables: Option<Vec<String>>,
     pub data_nodes: Option<Vec<RawDataNode>>,
 }
 
@@ -193,6 +193,7 @@ pub(crate) fn allowed_keys(shape: &str) -> &'static [&'static str] {
             "keep_node_copies",
             "mgm_client",
             "mgm_host",
+            "ndb_show_tables",
         ],
         "rondb.data_nodes" => &["backup_dir", "host", "id"],
         "hopsfs" => &[
@@ -212,7 +213,6 @@ pub(crate) fn allowed_keys(shape: &str) -> &'static [&'static str] {
             "hdfs",
             "kafka_restore",
             "ndb_restore",
-            "ndb_show_tables",
             "parallelism",
             "reindex",
             "reindex_user",

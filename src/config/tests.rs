@@ -406,7 +406,7 @@ fn unknown_keys_list_the_allowed_keys_of_every_table() {
         (
             "[rondb]\nx = 1\n[[rondb.data_nodes]]\nid = 1\ny = 2",
             "rondb.x",
-            "backup_dir, backup_timeout, command_timeout, data_nodes, keep_node_copies, mgm_client, mgm_host",
+            "backup_dir, backup_timeout, command_timeout, data_nodes, keep_node_copies, mgm_client, mgm_host, ndb_show_tables",
         ),
         (
             "[rondb]\n[[rondb.data_nodes]]\nid = 1\ny = 2",

@@ -378,11 +378,6 @@ impl<'a> Validator<'a> {
                 raw.datanode_status,
                 &["/usr/bin/systemctl", "is-active", "--quiet", "datanode"],
             ),
-            ndb_show_tables: self.command(
-                &p.key("ndb_show_tables"),
-                raw.ndb_show_tables,
-                &["/srv/hops/mysql/bin/ndb_show_tables"],
-            ),
             epipe_stop: self.command(
                 &p.key("epipe_stop"),
                 raw.epipe_stop,
@@ -629,6 +624,11 @@ impl<'a> Validator<'a> {
             backup_timeout,
             command_timeout,
             keep_node_copies: raw.keep_node_copies.unwrap_or(false),
+            ndb_show_tables: self.command(
+                &p.key("ndb_show_tables"),
+                raw.ndb_show_tables,
+                &["/srv/hops/mysql/bin/ndb_show_tables"],
+            ),
             data_nodes,
         }
     }

@@ -241,7 +241,8 @@ fn run_step(
         StepKind::Verify => verify(run, i, step),
         StepKind::Preflight => preflight(run, i, step),
         StepKind::StageRondb => stage(run, i, step),
-        StepKind::RestoreMeta | StepKind::RebuildIndexes | StepKind::Kafka => {
+        StepKind::RestoreMeta => restore_meta(run, i, step, detail),
+        StepKind::RebuildIndexes | StepKind::Kafka => {
             for c in &step.commands {
                 let out = head.run(c, TOOL_TIMEOUT, run.cancel).map_err(&ne)?;
                 report_output(run, i, &out.stdout);
@@ -686,6 +687,90 @@ fn replay_sql(run: &RestoreRun<'_>, i: usize, step: &RestoreStep) -> Result<(), 
     Ok(())
 }
 
+/// Progress of the metadata step: whether `ndb_restore -m` was started before.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct MetaDetail {
+    attempted: bool,
+}
+
+/// `ndb_restore -m` is not idempotent (a second run fails on the tables the first created), so
+/// the attempt is recorded before it runs. Run again after a crash inside the step, it first
+/// lists the target's user tables (the step's second command): none → the metadata is restored
+/// as usual; every table the backup recorded → the first attempt finished, nothing to do;
+/// anything else → refused, naming what to drop.
+fn restore_meta(
+    run: &RestoreRun<'_>,
+    i: usize,
+    step: &RestoreStep,
+    detail: &str,
+) -> Result<(), RestoreError> {
+    let head = Node::local("head node");
+    let ne = node_err(i, step);
+    let d: MetaDetail = serde_json::from_str(detail).unwrap_or_default();
+    if let (true, Some(show)) = (d.attempted, step.commands.get(1)) {
+        let out = head.run(show, SHORT_TIMEOUT, run.cancel).map_err(&ne)?;
+        let objects = ndb_tables::parse_parsable(&out.stdout).map_err(|e| refused(i, step, e))?;
+        let present: BTreeSet<String> = ndb_tables::user_tables(&objects).into_iter().collect();
+        let recorded: Option<BTreeSet<String>> = run
+            .manifest
+            .info
+            .extra
+            .get("rondb")
+            .and_then(|r| r.get("tables"))
+            .and_then(|t| serde_json::from_value(t.clone()).ok());
+        match meta_on_resume(&present, recorded.as_ref()) {
+            MetaResume::Run => {}
+            MetaResume::Done => {
+                (run.progress)(
+                    i,
+                    "every table of the backup exists: the metadata was restored before the interruption",
+                );
+                return Ok(());
+            }
+            MetaResume::Refuse(why) => return Err(refused(i, step, why)),
+        }
+    }
+    let json = serde_json::to_string(&MetaDetail { attempted: true }).unwrap_or_default();
+    lock(run.catalog).set_step_detail(run.restore_id, i, &json)?;
+    let out = head
+        .run(&step.commands[0], TOOL_TIMEOUT, run.cancel)
+        .map_err(&ne)?;
+    report_output(run, i, &out.stdout);
+    crate::failpoint::hit("restore.meta.done", run.cancel);
+    Ok(())
+}
+
+/// What a metadata step run again after a crash does.
+#[derive(Debug, PartialEq, Eq)]
+enum MetaResume {
+    /// No user table: restore the metadata.
+    Run,
+    /// Every table the backup recorded exists: the interrupted attempt finished.
+    Done,
+    /// Some tables exist, not known to be the whole schema: the operator drops them.
+    Refuse(String),
+}
+
+fn meta_on_resume(present: &BTreeSet<String>, recorded: Option<&BTreeSet<String>>) -> MetaResume {
+    if present.is_empty() {
+        return MetaResume::Run;
+    }
+    if let Some(want) = recorded.filter(|w| !w.is_empty()) {
+        if want.is_subset(present) {
+            return MetaResume::Done;
+        }
+    }
+    let dbs: BTreeSet<&str> = present
+        .iter()
+        .filter_map(|t| t.split_once('.').map(|x| x.0))
+        .collect();
+    MetaResume::Refuse(format!(
+        "an interrupted ndb_restore -m left {} table(s) that are not known to be the backup's whole schema: drop the databases {} and run restore resume",
+        present.len(),
+        dbs.into_iter().collect::<Vec<_>>().join(", ")
+    ))
+}
+
 /// Progress of the volumes step: the datanodes written back whole.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct VolumesDetail {
@@ -861,6 +946,30 @@ pub fn report(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_metadata_step_run_again_goes_on_only_from_a_known_state() {
+        let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        let backup = set(&["hops.hdfs_inodes", "app.events"]);
+        assert_eq!(meta_on_resume(&set(&[]), Some(&backup)), MetaResume::Run);
+        assert_eq!(meta_on_resume(&set(&[]), None), MetaResume::Run);
+        assert_eq!(
+            meta_on_resume(&set(&["app.events", "hops.hdfs_inodes"]), Some(&backup)),
+            MetaResume::Done
+        );
+        let MetaResume::Refuse(why) = meta_on_resume(&set(&["app.events"]), Some(&backup)) else {
+            panic!("half a schema must be refused");
+        };
+        assert!(why.contains("drop the databases app"), "{why}");
+        assert!(matches!(
+            meta_on_resume(&set(&["app.events"]), None),
+            MetaResume::Refuse(_)
+        ));
+        assert!(matches!(
+            meta_on_resume(&set(&["app.events"]), Some(&set(&[]))),
+            MetaResume::Refuse(_)
+        ));
+    }
+
     use super::*;
 
     #[test]

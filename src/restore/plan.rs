@@ -79,20 +79,7 @@ pub fn connectstring(settings: &Settings) -> Option<String> {
     if let Some(c) = &settings.restore.connectstring {
         return Some(c.clone());
     }
-    let argv = &settings.rondb.as_ref()?.mgm_client;
-    argv.iter().enumerate().find_map(|(i, a)| {
-        if a == "-c" || a == "--ndb-connectstring" {
-            argv.get(i + 1).cloned()
-        } else {
-            a.strip_prefix("--ndb-connectstring=")
-                .map(str::to_string)
-                .or_else(|| {
-                    a.strip_prefix("-c")
-                        .filter(|r| !r.is_empty())
-                        .map(str::to_string)
-                })
-        }
-    })
+    settings.rondb.as_ref()?.connectstring()
 }
 
 /// Substitutes `{name}` and `{index}` in a datanode command.
@@ -150,13 +137,21 @@ fn host_name(h: &NodeHost) -> String {
     }
 }
 
+/// `ndb_show_tables` listing the user tables, parsable.
+fn show_tables(rondb: &crate::config::RondbSettings, cs: &str) -> Vec<String> {
+    let mut show = rondb.ndb_show_tables.clone();
+    show.extend(s(&["-c", cs, "-p", "-t", "2"]));
+    show
+}
+
 /// The preflight's commands: the NDB dictionary's user tables (head node), then each
 /// datanode's status (on the datanode), in `[[hopsfs.datanodes]]` order.
 fn preflight_commands(settings: &Settings, cs: &str) -> Vec<Vec<String>> {
     let r = &settings.restore;
-    let mut show = r.ndb_show_tables.clone();
-    show.extend(s(&["-c", cs, "-p", "-t", "2"]));
-    let mut out = vec![show];
+    let mut out = Vec::new();
+    if let Some(rondb) = &settings.rondb {
+        out.push(show_tables(rondb, cs));
+    }
     if let Some(h) = settings
         .hopsfs
         .as_ref()
@@ -242,8 +237,15 @@ pub fn plan(m: &Manifest, settings: &Settings) -> Result<RestorePlan, PlanError>
             kind: StepKind::RestoreMeta,
             title: "restore the RonDB metadata".into(),
             node: "head node".into(),
-            commands: vec![ndb(nodes[0], &["-m", "--disable-indexes"])],
-            checks: "exit 0: tables created, indexes disabled".into(),
+            commands: {
+                let mut c = vec![ndb(nodes[0], &["-m", "--disable-indexes"])];
+                if let Some(rondb) = &settings.rondb {
+                    // On a resume after a crash in this step: which tables exist already.
+                    c.push(show_tables(rondb, &cs));
+                }
+                c
+            },
+            checks: "exit 0: tables created, indexes disabled (after a crash in this step: the backup's tables are all there, or none is)".into(),
             datanodes: vec![],
             nodes: vec![],
         },

@@ -16,7 +16,6 @@ fn restore_config(env: &Env, c: &Cluster) -> String {
         "[restore]\nndb_restore = [\"{d}/bin/ndb_restore\"]\nstaging_dir = \"{}\"\nhdfs = [\"{d}/bin/hdfs\"]\n\
          safemode_timeout = \"60s\"\ndatanode_start = [\"{TB}\", \"datanode\", \"start\", \"{{index}}\", \"--dir\", \"{d}\"]\n\
          datanode_status = [\"{TB}\", \"datanode\", \"status\", \"{{index}}\", \"--dir\", \"{d}\"]\n\
-         ndb_show_tables = [\"{d}/bin/ndb_show_tables\"]\n\
          epipe_stop = [\"{TB}\", \"service\", \"epipe\", \"stop\", \"--dir\", \"{d}\"]\n\
          epipe_start = [\"{TB}\", \"service\", \"epipe\", \"start\", \"--dir\", \"{d}\"]\n\
          reindex = [\"{d}/bin/reindex-epipe.sh\"]\nreindex_user = \"\"\nkafka_restore = [\"{d}/bin/kafka-restore.sh\"]\n\
@@ -355,6 +354,43 @@ fn a_datanode_unreachable_during_the_write_back_fails_the_step_and_resume_finish
     assert_eq!(st["restore"]["state"], "failed");
 
     std::fs::remove_file(&down).unwrap();
+    let out = env.ctl(&["restore", "resume", "--wait"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        env.log()
+    );
+    assert_eq!(c.fingerprint(), before);
+}
+
+/// kill -9 after `ndb_restore -m` finished but before the step was recorded done: the resume
+/// sees every table of the backup and does not run `-m` again (it would fail: 721).
+#[test]
+fn kill_9_inside_the_metadata_step_then_resume() {
+    let (env, c, m) = setup();
+    let before;
+    let id;
+    {
+        let _d = env.start();
+        before = c.fingerprint();
+        id = env.backup_ok();
+    }
+    disaster(&c, &m);
+    let mut d = env.start_with(&[("HOPSDR_FAILPOINTS", "restore.meta.done=pause")]);
+    let out = env.ctl(&["restore", "start", &id, "--yes"]);
+    assert_eq!(out.status.code(), Some(0));
+    let marker = env.path().join("restore.meta.done.reached");
+    wait_for("ndb_restore -m done", Duration::from_secs(60), || {
+        marker.exists().then_some(())
+    });
+    d.kill9();
+    drop(d);
+
+    let _d = env.start();
+    let st = env.ctl_json(&["restore", "status"]);
+    assert_eq!(st["restore"]["steps"][3]["state"], "interrupted");
     let out = env.ctl(&["restore", "resume", "--wait"]);
     assert_eq!(
         out.status.code(),

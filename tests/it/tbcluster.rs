@@ -98,8 +98,9 @@ impl Cluster {
     /// `[rondb]` with both data nodes on `host`.
     pub fn rondb_config(&self, host: &str) -> String {
         let mut s = format!(
-            "[rondb]\nmgm_client = [\"{}\", \"-c\", \"10.0.0.1:1186\"]\nbackup_timeout = \"60s\"\ncommand_timeout = \"30s\"\n",
-            self.tool_path("ndb_mgm")
+            "[rondb]\nmgm_client = [\"{}\", \"-c\", \"10.0.0.1:1186\"]\nndb_show_tables = [\"{}\"]\nbackup_timeout = \"60s\"\ncommand_timeout = \"30s\"\n",
+            self.tool_path("ndb_mgm"),
+            self.tool_path("ndb_show_tables")
         );
         for n in [1, 2] {
             s.push_str(&format!(
