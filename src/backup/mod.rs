@@ -396,13 +396,17 @@ fn run_cluster_parts(
     };
     let no_fence = crate::failpoint::value("hopsfs.no_fence");
     let (facts, nodes, fence, known) = c.run("rondb", |w| {
-        let mut known_blocks = hopsfs::KnownBlocks::default();
         if let Some(dns) = dns {
             // Preflight: every datanode reachable; pins left by a crash removed.
             hopsfs::prepare_pins(dns, id, r.command_timeout, cancel)?;
-            known_blocks = known();
         }
         let started = rondb::start(&run)?;
+        // The blocks already stored (read since the job started; by now, normally, done).
+        let known_blocks = if dns.is_some() {
+            known()
+        } else {
+            hopsfs::KnownBlocks::default()
+        };
         let mut fence = None;
         if let (Some(dns), None) = (dns, &no_fence) {
             fence = Some(hopsfs::pin(

@@ -250,20 +250,28 @@ pub(crate) fn decode(stored: &[u8], id: &BackupId) -> Result<Manifest, ManifestD
             actual: actual.to_string(),
         });
     }
-    // Check the version before the schema, so that a newer manifest says so rather than
-    // failing to parse.
+    // A newer manifest says so rather than failing to parse: on a parse error, or a version
+    // that is not ours, the version alone is read (one pass over the body when all is well).
     #[derive(Deserialize)]
     struct Version {
         format_version: u32,
     }
-    let version: Version = serde_json::from_slice(body).map_err(ManifestDefect::Json)?;
-    if version.format_version != FORMAT_VERSION {
-        return Err(ManifestDefect::UnsupportedVersion {
-            found: version.format_version,
-            supported: FORMAT_VERSION,
-        });
+    let unsupported = |found| ManifestDefect::UnsupportedVersion {
+        found,
+        supported: FORMAT_VERSION,
+    };
+    let manifest: Manifest = match serde_json::from_slice(body) {
+        Ok(m) => m,
+        Err(e) => {
+            return Err(match serde_json::from_slice::<Version>(body) {
+                Ok(v) if v.format_version != FORMAT_VERSION => unsupported(v.format_version),
+                _ => ManifestDefect::Json(e),
+            })
+        }
+    };
+    if manifest.format_version != FORMAT_VERSION {
+        return Err(unsupported(manifest.format_version));
     }
-    let manifest: Manifest = serde_json::from_slice(body).map_err(ManifestDefect::Json)?;
     if &manifest.id != id {
         return Err(ManifestDefect::IdMismatch {
             found: manifest.id.clone(),
