@@ -147,6 +147,14 @@ pub struct VerifyReport {
     pub damaged: Vec<Damage>,
 }
 
+/// What reading one file back found.
+#[derive(Debug, Default)]
+struct FileCheck {
+    bytes: u64,
+    bad_chunks: Vec<String>,
+    damaged: Vec<Damage>,
+}
+
 impl VerifyReport {
     pub fn is_ok(&self) -> bool {
         self.damaged.is_empty()
@@ -309,66 +317,121 @@ impl Repository {
     /// returned only when the manifest itself cannot be read or trusted, or the store fails.
     pub fn verify_backup(&self, id: &BackupId) -> Result<VerifyReport, RepoError> {
         let manifest = self.read_manifest(id)?;
-        let mut report = VerifyReport::default();
-        let mut reader = self.blob_reader()?;
-        // Every unique blob is read once: a file whose chunks were all verified already (the
-        // same block on three datanodes, say) is whole by construction. Its sizes and whole
-        // hash are covered by the manifest's own checksum; they are checked on the first read.
-        let mut good: HashSet<String> = HashSet::new();
-        let mut bad: HashSet<String> = HashSet::new();
-        for file in manifest.files() {
-            report.files_checked += 1;
-            if !file.chunks.is_empty() && file.chunks.iter().all(|c| good.contains(c)) {
-                report.blobs_checked += file.chunks.len() as u64;
-                continue;
+        let files: Vec<&FileEntry> = manifest.files().collect();
+        // Every unique blob is read once: a file whose chunks all belong to files read before it
+        // (the same block on three datanodes, say) is whole by construction. Its sizes and
+        // whole hash are covered by the manifest's own checksum; they are checked on the read.
+        // The files to read are verified on several threads, each with its own reader.
+        let mut scheduled: HashSet<&str> = HashSet::new();
+        let mut to_read: Vec<usize> = Vec::new();
+        for (i, f) in files.iter().enumerate() {
+            if f.chunks.is_empty() || !f.chunks.iter().all(|c| scheduled.contains(c.as_str())) {
+                to_read.push(i);
+                scheduled.extend(f.chunks.iter().map(String::as_str));
             }
-            let mut hasher = blake3::Hasher::new();
-            let mut size = 0u64;
-            let mut whole = true;
-            for chunk in &file.chunks {
-                report.blobs_checked += 1;
-                if bad.contains(chunk) {
-                    whole = false;
-                    report.damaged.push(Damage {
-                        path: file.path.clone(),
-                        blob: Some(blob_key(chunk)),
-                        code: "corrupt_blob".to_string(),
-                        reason: format!("blob {} is damaged (reported above)", blob_key(chunk)),
-                    });
-                    continue;
+        }
+        let workers = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .clamp(1, 4)
+            .min(to_read.len().max(1));
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let results: Vec<Result<Vec<(usize, FileCheck)>, RepoError>> =
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..workers)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            let mut reader = self.blob_reader()?;
+                            let mut out = Vec::new();
+                            loop {
+                                let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                let Some(&i) = to_read.get(k) else {
+                                    return Ok(out);
+                                };
+                                out.push((i, self.check_file(files[i], &mut reader)?));
+                            }
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                    .collect()
+            });
+        let mut checked: Vec<Option<FileCheck>> = files.iter().map(|_| None).collect();
+        for r in results {
+            for (i, c) in r? {
+                checked[i] = Some(c);
+            }
+        }
+        let bad: HashSet<String> = checked
+            .iter()
+            .flatten()
+            .flat_map(|c| c.bad_chunks.iter().cloned())
+            .collect();
+        let mut report = VerifyReport::default();
+        for (f, c) in files.iter().zip(checked) {
+            report.files_checked += 1;
+            report.blobs_checked += f.chunks.len() as u64;
+            match c {
+                Some(c) => {
+                    report.bytes_checked += c.bytes;
+                    report.damaged.extend(c.damaged);
                 }
-                match self.read_chunk(chunk, &file.path, &mut reader) {
-                    Ok(data) => {
-                        hasher.update(data);
-                        size += data.len() as u64;
-                        report.bytes_checked += data.len() as u64;
-                        good.insert(chunk.clone());
-                    }
-                    Err(e @ (RepoError::BlobMissing { .. } | RepoError::CorruptBlob { .. })) => {
-                        whole = false;
-                        bad.insert(chunk.clone());
+                None => {
+                    for chunk in f.chunks.iter().filter(|c| bad.contains(*c)) {
                         report.damaged.push(Damage {
-                            path: file.path.clone(),
+                            path: f.path.clone(),
                             blob: Some(blob_key(chunk)),
-                            code: e.code().to_string(),
-                            reason: e.to_string(),
+                            code: "corrupt_blob".to_string(),
+                            reason: format!("blob {} is damaged (reported above)", blob_key(chunk)),
                         });
                     }
-                    Err(e) => return Err(e),
-                }
-            }
-            if whole {
-                if let Err(e) = check_whole_file(file, size, &hasher) {
-                    report.damaged.push(Damage {
-                        path: file.path.clone(),
-                        blob: None,
-                        code: e.code().to_string(),
-                        reason: e.to_string(),
-                    });
                 }
             }
         }
         Ok(report)
+    }
+
+    /// Reads one file's chunks back, verifying each and then the whole file.
+    fn check_file(
+        &self,
+        file: &FileEntry,
+        reader: &mut BlobReader,
+    ) -> Result<FileCheck, RepoError> {
+        let mut c = FileCheck::default();
+        let mut hasher = blake3::Hasher::new();
+        let mut size = 0u64;
+        for chunk in &file.chunks {
+            match self.read_chunk(chunk, &file.path, reader) {
+                Ok(data) => {
+                    hasher.update(data);
+                    size += data.len() as u64;
+                    c.bytes += data.len() as u64;
+                }
+                Err(e @ (RepoError::BlobMissing { .. } | RepoError::CorruptBlob { .. })) => {
+                    c.bad_chunks.push(chunk.clone());
+                    c.damaged.push(Damage {
+                        path: file.path.clone(),
+                        blob: Some(blob_key(chunk)),
+                        code: e.code().to_string(),
+                        reason: e.to_string(),
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if c.bad_chunks.is_empty() {
+            if let Err(e) = check_whole_file(file, size, &hasher) {
+                c.damaged.push(Damage {
+                    path: file.path.clone(),
+                    blob: None,
+                    code: e.code().to_string(),
+                    reason: e.to_string(),
+                });
+            }
+        }
+        Ok(c)
     }
 
     /// Total size of every object in the repository.
