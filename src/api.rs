@@ -138,3 +138,20 @@ pub struct RestoreStatus {
     pub report: crate::restore::exec::RestoreReport,
     pub progress: Option<Progress>,
 }
+
+/// `GET /v1/prune`: what pruning would do now (newest first), with the reasons each kept
+/// backup is kept.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PruneDecisions {
+    /// False when `[retention]` has no `keep_*` rule: nothing is ever forgotten.
+    pub policy_has_rules: bool,
+    pub decisions: Vec<PruneDecision>,
+}
+
+/// One backup's fate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PruneDecision {
+    pub id: crate::ids::BackupId,
+    pub keep: bool,
+    pub reasons: Vec<String>,
+}

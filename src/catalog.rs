@@ -162,6 +162,15 @@ pub struct BackupRecord {
     pub error: Option<String>,
     /// The RonDB backup id (`BACKUP-<id>` on the data nodes), when the backup has a RonDB part.
     pub rondb_backup_id: Option<u32>,
+    /// Kept by retention whatever the policy says (`hopsdrctl backup pin`).
+    #[serde(default)]
+    pub pinned: bool,
+    /// When the last verification found the backup whole (none since it was damaged).
+    #[serde(default)]
+    pub verified_at: Option<DateTime<Utc>>,
+    /// The last verification found damage: the backup no longer counts as verified.
+    #[serde(default)]
+    pub damaged: bool,
 }
 
 /// One component (files, rondb, hopsfs, ...) of a backup as recorded.
@@ -301,6 +310,10 @@ const MIGRATIONS: &[&str] = &[
         error TEXT,
         PRIMARY KEY (restore_id, idx)
      );",
+    // 4: retention and verification facts of a backup.
+    "ALTER TABLE backups ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE backups ADD COLUMN verified_at TEXT;
+     ALTER TABLE backups ADD COLUMN damaged INTEGER NOT NULL DEFAULT 0;",
 ];
 
 fn ts(t: DateTime<Utc>) -> String {
@@ -680,7 +693,7 @@ impl Catalog {
         p: &[&dyn rusqlite::ToSql],
     ) -> Result<Vec<BackupRecord>, CatalogError> {
         let sql = format!(
-            "SELECT id, job_id, state, started_at, finished_at, logical_bytes, stored_bytes, files, error, rondb_backup_id FROM backups {clause}"
+            "SELECT id, job_id, state, started_at, finished_at, logical_bytes, stored_bytes, files, error, rondb_backup_id, pinned, verified_at, damaged FROM backups {clause}"
         );
         let mut st = self.conn.prepare(&sql).map_err(self.q("list backups"))?;
         type Row = (
@@ -694,6 +707,9 @@ impl Catalog {
             i64,
             Option<String>,
             Option<u32>,
+            bool,
+            Option<String>,
+            bool,
         );
         let rows: Vec<Row> = st
             .query_map(p, |r| r.try_into())
@@ -701,7 +717,21 @@ impl Catalog {
             .map_err(self.q("list backups"))?;
         rows.into_iter()
             .map(
-                |(id, job, state, started, finished, lb, sb, files, error, rondb)| {
+                |(
+                    id,
+                    job,
+                    state,
+                    started,
+                    finished,
+                    lb,
+                    sb,
+                    files,
+                    error,
+                    rondb,
+                    pinned,
+                    verified,
+                    damaged,
+                )| {
                     Ok(BackupRecord {
                         id: self.parse_backup_id("backups.id", &id)?,
                         job_id: JobId(job),
@@ -715,10 +745,61 @@ impl Catalog {
                         files: files.max(0) as u64,
                         error,
                         rondb_backup_id: rondb,
+                        pinned,
+                        verified_at: verified
+                            .map(|v| self.parse_ts("backups.verified_at", &v))
+                            .transpose()?,
+                        damaged,
                     })
                 },
             )
             .collect()
+    }
+
+    /// Pins or unpins backup `id`; false if there is no such backup.
+    pub fn set_pinned(&mut self, id: &BackupId, pinned: bool) -> Result<bool, CatalogError> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE backups SET pinned=?2 WHERE id=?1",
+                params![id.as_str(), pinned],
+            )
+            .map_err(self.q("pin backup"))?;
+        Ok(n > 0)
+    }
+
+    /// Records a verification of backup `id`: whole (at `at`) or damaged.
+    pub fn set_verified(
+        &mut self,
+        id: &BackupId,
+        at: DateTime<Utc>,
+        damaged: bool,
+    ) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "UPDATE backups SET verified_at=?2, damaged=?3 WHERE id=?1",
+                params![id.as_str(), (!damaged).then(|| ts(at)), damaged],
+            )
+            .map_err(self.q("record verification"))?;
+        Ok(())
+    }
+
+    /// Removes a forgotten backup and its components from the catalog.
+    pub fn remove_backup(&mut self, id: &BackupId) -> Result<(), CatalogError> {
+        let path = self.path.clone();
+        let err = |source| CatalogError::Query {
+            path: path.clone(),
+            what: "remove backup",
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        tx.execute(
+            "DELETE FROM backup_components WHERE backup_id=?1",
+            params![id.as_str()],
+        )
+        .and_then(|_| tx.execute("DELETE FROM backups WHERE id=?1", params![id.as_str()]))
+        .map_err(err)?;
+        tx.commit().map_err(err)
     }
 
     /// Every backup, oldest first.
@@ -1090,6 +1171,33 @@ mod tests {
 
     fn t(s: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 25, 10, 0, s).unwrap()
+    }
+
+    #[test]
+    fn pins_verifications_and_forgotten_backups_are_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Catalog::open(&dir.path().join("catalog.db")).unwrap();
+        let id = BackupId::parse("20261125T100000Z").unwrap();
+        let job = c.insert_job(JobKind::Backup, "test", t(0)).unwrap();
+        c.insert_backup(&id, job, t(0)).unwrap();
+        let b = c.backup(&id).unwrap().unwrap();
+        assert!(!b.pinned && b.verified_at.is_none() && !b.damaged);
+
+        assert!(c.set_pinned(&id, true).unwrap());
+        c.set_verified(&id, t(5), false).unwrap();
+        let b = c.backup(&id).unwrap().unwrap();
+        assert!(b.pinned && !b.damaged);
+        assert_eq!(b.verified_at, Some(t(5)));
+        // Damage found later: no longer verified.
+        c.set_verified(&id, t(9), true).unwrap();
+        let b = c.backup(&id).unwrap().unwrap();
+        assert!(b.damaged && b.verified_at.is_none());
+
+        let other = BackupId::parse("20200101T000000Z").unwrap();
+        assert!(!c.set_pinned(&other, true).unwrap(), "no such backup");
+        c.remove_backup(&id).unwrap();
+        assert!(c.backup(&id).unwrap().is_none());
+        assert!(c.components(&id).unwrap().is_empty());
     }
 
     #[test]

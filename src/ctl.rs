@@ -79,6 +79,25 @@ pub enum Command {
         /// The job id.
         id: i64,
     },
+    /// Read a backup back whole (every blob, every file's hash) and record the outcome; without
+    /// ID, the complete backup verified longest ago.
+    Verify {
+        /// The backup id (YYYYMMDDTHHMMSSZ).
+        id: Option<String>,
+        /// Wait until it has finished.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Forget the backups the [retention] policy does not keep, then delete the blobs no
+    /// backup references.
+    Prune {
+        /// Only print what would be kept (with the reasons) and what would be forgotten.
+        #[arg(long)]
+        dry_run: bool,
+        /// Wait until it has finished.
+        #[arg(long)]
+        wait: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -135,6 +154,16 @@ pub enum BackupCommand {
         /// Wait until it has finished, showing progress.
         #[arg(long)]
         wait: bool,
+    },
+    /// Keep backup ID whatever the retention policy says.
+    Pin {
+        /// The backup id (YYYYMMDDTHHMMSSZ).
+        id: String,
+    },
+    /// Let the retention policy decide about backup ID again.
+    Unpin {
+        /// The backup id (YYYYMMDDTHHMMSSZ).
+        id: String,
     },
 }
 
@@ -299,6 +328,91 @@ async fn run_inner(cli: &Cli) -> Result<ExitCode, CtlError> {
             } else {
                 out(&format_backup(&d));
             }
+        }
+        Command::Backup {
+            command: BackupCommand::Pin { id } | BackupCommand::Unpin { id },
+        } => {
+            let op = match &cli.command {
+                Command::Backup {
+                    command: BackupCommand::Pin { .. },
+                } => "pin",
+                _ => "unpin",
+            };
+            let v: serde_json::Value = client
+                .call(Method::POST, &format!("/v1/backups/{id}/{op}"), Some("{}"))
+                .await?;
+            if cli.json {
+                print_json(&v);
+            } else {
+                out(&format!("backup {id} {op}ned\n"));
+            }
+        }
+        Command::Verify { id, wait } => {
+            let body = match id {
+                Some(id) => serde_json::json!({ "backup": id }).to_string(),
+                None => "{}".to_string(),
+            };
+            let started: JobStarted = client.call(Method::POST, "/v1/verify", Some(&body)).await?;
+            let which = started
+                .backup_id
+                .as_ref()
+                .map(|b| b.to_string())
+                .unwrap_or_default();
+            if !wait {
+                if cli.json {
+                    print_json(&started);
+                } else {
+                    out(&format!(
+                        "started job {} (verify {which})\n",
+                        started.job_id
+                    ));
+                }
+                return Ok(ExitCode::Ok);
+            }
+            let view = wait_for_job(&client, started.job_id.0, cli.json).await?;
+            if cli.json {
+                print_json(&view);
+            } else {
+                out(&format_job(&view));
+            }
+            return Ok(if view.record.state == State::Succeeded {
+                ExitCode::Ok
+            } else {
+                ExitCode::Failed
+            });
+        }
+        Command::Prune { dry_run: true, .. } => {
+            let d: crate::api::PruneDecisions = client.call(Method::GET, "/v1/prune", None).await?;
+            if cli.json {
+                print_json(&d);
+            } else {
+                out(&format_prune(&d));
+            }
+        }
+        Command::Prune {
+            dry_run: false,
+            wait,
+        } => {
+            let started: JobStarted = client.call(Method::POST, "/v1/prune", Some("{}")).await?;
+            if !wait {
+                if cli.json {
+                    print_json(&started);
+                } else {
+                    out(&format!("started job {} (prune)\n", started.job_id));
+                }
+                return Ok(ExitCode::Ok);
+            }
+            let view = wait_for_job(&client, started.job_id.0, cli.json).await?;
+            if cli.json {
+                print_json(&view);
+            } else {
+                out(&format_job(&view));
+            }
+            return Ok(if view.record.state == State::Succeeded {
+                ExitCode::Ok
+            } else {
+                ExitCode::Failed
+            });
         }
         Command::Backup {
             command: BackupCommand::Start { wait },
@@ -548,6 +662,32 @@ async fn wait_for_job(client: &Client, id: i64, quiet: bool) -> Result<JobView, 
         // Never faster than 10 requests a second (an older daemon answers at once).
         tokio::time::sleep_until(asked + Duration::from_millis(100)).await;
     }
+}
+
+/// `prune --dry-run` for people: one line per backup, newest first.
+pub fn format_prune(d: &crate::api::PruneDecisions) -> String {
+    let mut s = String::new();
+    if !d.policy_has_rules {
+        s.push_str("[retention] has no keep_* rule: nothing is forgotten\n");
+    }
+    let rows: Vec<Vec<String>> = d
+        .decisions
+        .iter()
+        .map(|x| {
+            vec![
+                x.id.to_string(),
+                if x.keep { "keep" } else { "forget" }.to_string(),
+                x.reasons.join(", "),
+            ]
+        })
+        .collect();
+    s.push_str(&table(&["BACKUP", "DECISION", "REASONS"], &rows));
+    let forget = d.decisions.iter().filter(|x| !x.keep).count();
+    s.push_str(&format!(
+        "{} to keep, {forget} to forget\n",
+        d.decisions.len() - forget
+    ));
+    s
 }
 
 /// Bytes for people: `1.5 GiB`.

@@ -48,6 +48,17 @@ pub struct Settings {
     pub hopsfs: Option<HopsfsSettings>,
     /// `[restore]`: the tools a restore runs.
     pub restore: RestoreSettings,
+    /// `[retention]`: which backups pruning keeps.
+    pub retention: RetentionSettings,
+}
+
+/// `[retention]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetentionSettings {
+    /// The policy; without any `keep_*` rule nothing is ever forgotten.
+    pub policy: crate::retention::RetentionPolicy,
+    /// Prune (and collect garbage) after each successful backup, when the policy has rules.
+    pub prune_after_backup: bool,
 }
 
 /// `[restore]`. Commands are argv; in `datanode_start` and `datanode_status`, `{name}` and `{index}` (1-based, in
@@ -246,16 +257,22 @@ pub struct ScheduleSettings {
 #[serde(rename_all = "lowercase")]
 pub enum JobKind {
     Backup,
+    /// Reads back the backup verified longest ago.
+    Verify,
+    /// Forgets what `[retention]` does not keep, then collects garbage.
+    Prune,
 }
 
 impl JobKind {
     /// Every kind, in the order shown to users.
-    pub const ALL: &'static [JobKind] = &[JobKind::Backup];
+    pub const ALL: &'static [JobKind] = &[JobKind::Backup, JobKind::Verify, JobKind::Prune];
 
     /// The name used in the config and the API.
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::Backup => "backup",
+            JobKind::Verify => "verify",
+            JobKind::Prune => "prune",
         }
     }
 }

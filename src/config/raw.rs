@@ -17,6 +17,21 @@ pub(crate) struct RawConfig {
     pub ssh: Option<RawSsh>,
     pub hopsfs: Option<RawHopsfs>,
     pub restore: Option<RawRestore>,
+    pub retention: Option<RawRetention>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawRetention {
+    pub keep_last: Option<i64>,
+    pub keep_hourly: Option<i64>,
+    pub keep_daily: Option<i64>,
+    pub keep_weekly: Option<i64>,
+    pub keep_monthly: Option<i64>,
+    pub keep_yearly: Option<i64>,
+    pub keep_within: Option<String>,
+    pub timezone: Option<String>,
+    pub min_verified: Option<i64>,
+    pub prune_after_backup: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -156,6 +171,7 @@ pub(crate) fn allowed_keys(shape: &str) -> &'static [&'static str] {
             "mysql",
             "repository",
             "restore",
+            "retention",
             "rondb",
             "schedule",
             "ssh",
@@ -203,6 +219,18 @@ pub(crate) fn allowed_keys(shape: &str) -> &'static [&'static str] {
             "referenced_blocks",
         ],
         "hopsfs.datanodes" => &["host", "name", "volumes"],
+        "retention" => &[
+            "keep_daily",
+            "keep_hourly",
+            "keep_last",
+            "keep_monthly",
+            "keep_weekly",
+            "keep_within",
+            "keep_yearly",
+            "min_verified",
+            "prune_after_backup",
+            "timezone",
+        ],
         "restore" => &[
             "connectstring",
             "datanode_start",

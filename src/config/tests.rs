@@ -373,7 +373,7 @@ fn unknown_keys_list_the_allowed_keys_of_every_table() {
         (
             "x = 1",
             "x",
-            "backup, daemon, hopsfs, metrics, mysql, repository, restore, rondb, schedule, ssh",
+            "backup, daemon, hopsfs, metrics, mysql, repository, restore, retention, rondb, schedule, ssh",
         ),
         (
             "[daemon]\nx = 1",
@@ -544,5 +544,49 @@ fn hopsfs_settings_and_their_errors() {
     assert_eq!(
         errors_of("[rondb]\n[hopsfs]\n[[hopsfs.datanodes]]\nhost = \"a\"\n[[hopsfs.datanodes]]\nhost = \"a\"\n"),
         "hopsdr.toml:5: hopsfs.datanodes[1].name: duplicate datanode name \"a\": give each datanode its own name"
+    );
+}
+
+#[test]
+fn retention_policy_is_read_with_its_defaults_and_bad_values_named() {
+    let s = parse(
+        "[retention]\nkeep_last = 3\nkeep_daily = 7\nkeep_within = \"2d\"\ntimezone = \"Europe/Berlin\"\n",
+        "f",
+        &SecretEnv::default(),
+    )
+    .unwrap();
+    let p = &s.retention.policy;
+    assert_eq!(
+        (p.keep_last, p.keep_daily, p.keep_weekly),
+        (Some(3), Some(7), None)
+    );
+    assert_eq!(p.keep_within, Some(chrono::Duration::days(2)));
+    assert_eq!(p.timezone, chrono_tz::Europe::Berlin);
+    assert_eq!(p.min_verified, 1);
+    assert!(s.retention.prune_after_backup);
+    let none = parse("", "f", &SecretEnv::default()).unwrap();
+    assert!(
+        !none.retention.policy.has_rules(),
+        "no section: nothing is forgotten"
+    );
+
+    let errors = parse(
+        "[retention]\nkeep_last = -1\ntimezone = \"Mars/Olympus\"\nkeep_within = \"soon\"\n",
+        "f",
+        &SecretEnv::default(),
+    )
+    .unwrap_err();
+    let text = errors.to_string();
+    assert!(
+        text.contains("retention.keep_last: keep_last = -1 is out of range"),
+        "{text}"
+    );
+    assert!(
+        text.contains("retention.timezone: unknown time zone \"Mars/Olympus\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("retention.keep_within: invalid duration \"soon\""),
+        "{text}"
     );
 }

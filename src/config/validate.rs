@@ -12,15 +12,15 @@ use toml::Spanned;
 
 use super::raw::{
     allowed_keys, RawBackup, RawConfig, RawDaemon, RawFilePath, RawHopsfs, RawMetrics, RawMysql,
-    RawRepository, RawRestore, RawRondb, RawSchedule, RawSsh,
+    RawRepository, RawRestore, RawRetention, RawRondb, RawSchedule, RawSsh,
 };
 use super::secret::{check_credential, check_file};
 use super::spans::{self, KeyPath, Seg, SpanIndex};
 use super::{
     BackupSettings, BlockStorage, ConfigError, ConfigErrors, DaemonSettings, DataNodeSettings,
     FilePathSettings, HopsfsDatanodeSettings, HopsfsSettings, JobKind, MetricsSettings,
-    MysqlDumpMode, MysqlSettings, NodeHost, RepositorySettings, RestoreSettings, RondbSettings,
-    ScheduleSettings, Secret, SecretEnv, Settings, SshConfig,
+    MysqlDumpMode, MysqlSettings, NodeHost, RepositorySettings, RestoreSettings, RetentionSettings,
+    RondbSettings, ScheduleSettings, Secret, SecretEnv, Settings, SshConfig,
 };
 
 pub(crate) const DEFAULT_SOCKET: &str = "/run/hopsdr/hopsdr.sock";
@@ -283,6 +283,7 @@ impl<'a> Validator<'a> {
         let ssh = self.ssh(&root.key("ssh"), raw.ssh.unwrap_or_default());
         let hopsfs = raw.hopsfs.map(|h| self.hopsfs(&root.key("hopsfs"), h));
         let restore = self.restore(&root.key("restore"), raw.restore.unwrap_or_default());
+        let retention = self.retention(&root.key("retention"), raw.retention.unwrap_or_default());
         if hopsfs.is_some() && rondb.is_none() {
             self.error(
                 &root.key("hopsfs"),
@@ -301,6 +302,58 @@ impl<'a> Validator<'a> {
             ssh,
             hopsfs,
             restore,
+            retention,
+        }
+    }
+
+    fn retention(&mut self, p: &KeyPath, raw: RawRetention) -> RetentionSettings {
+        let mut count = |key: &str, v: Option<i64>| -> Option<u32> {
+            match v {
+                None => None,
+                Some(n) if (0..=1_000_000).contains(&n) => Some(n as u32),
+                Some(n) => {
+                    self.error(
+                        &p.key(key),
+                        format!("{key} = {n} is out of range: use a count from 0 to 1000000"),
+                    );
+                    None
+                }
+            }
+        };
+        let keep_last = count("keep_last", raw.keep_last);
+        let keep_hourly = count("keep_hourly", raw.keep_hourly);
+        let keep_daily = count("keep_daily", raw.keep_daily);
+        let keep_weekly = count("keep_weekly", raw.keep_weekly);
+        let keep_monthly = count("keep_monthly", raw.keep_monthly);
+        let keep_yearly = count("keep_yearly", raw.keep_yearly);
+        let min_verified = count("min_verified", raw.min_verified).unwrap_or(1);
+        let keep_within = raw.keep_within.map(|v| {
+            let d = self.duration(&p.key("keep_within"), Some(v), Duration::from_secs(1));
+            chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+        });
+        let timezone = match raw.timezone {
+            None => DEFAULT_TIMEZONE,
+            Some(tz) => tz.parse::<chrono_tz::Tz>().unwrap_or_else(|_| {
+                self.error(
+                    &p.key("timezone"),
+                    format!("unknown time zone {tz:?}: use an IANA time zone name such as \"Europe/Berlin\" or \"UTC\""),
+                );
+                DEFAULT_TIMEZONE
+            }),
+        };
+        RetentionSettings {
+            policy: crate::retention::RetentionPolicy {
+                keep_last,
+                keep_hourly,
+                keep_daily,
+                keep_weekly,
+                keep_monthly,
+                keep_yearly,
+                keep_within,
+                timezone,
+                min_verified,
+            },
+            prune_after_backup: raw.prune_after_backup.unwrap_or(true),
         }
     }
 

@@ -40,7 +40,7 @@ impl JobError {
     }
 }
 
-struct Running {
+pub(super) struct Running {
     id: JobId,
     progress: Arc<Mutex<Progress>>,
     cancel: CancellationToken,
@@ -172,7 +172,7 @@ impl JobRunner {
 }
 
 /// The slot of the one running job, claimed: fails with `Busy` (or `Stopping`) otherwise.
-fn claim(ctx: &Ctx) -> Result<std::sync::MutexGuard<'_, Option<Running>>, JobError> {
+pub(super) fn claim(ctx: &Ctx) -> Result<std::sync::MutexGuard<'_, Option<Running>>, JobError> {
     if ctx.root.is_cancelled() {
         return Err(JobError::Stopping);
     }
@@ -184,7 +184,7 @@ fn claim(ctx: &Ctx) -> Result<std::sync::MutexGuard<'_, Option<Running>>, JobErr
 }
 
 /// Records job `id` as the running one; returns its cancellation token and progress.
-fn install(
+pub(super) fn install(
     ctx: &Ctx,
     mut slot: std::sync::MutexGuard<'_, Option<Running>>,
     id: JobId,
@@ -212,7 +212,7 @@ fn install(
 
 /// Records the end of a job of `kind` (`record` writes its final state to the catalog) and
 /// frees the slot, as one step: whoever sees the final state can start the next job.
-fn release(ctx: &Ctx, kind: JobKind, record: impl FnOnce(&mut Catalog)) {
+pub(super) fn release(ctx: &Ctx, kind: JobKind, record: impl FnOnce(&mut Catalog)) {
     ctx.metrics
         .job_running
         .with_label_values(&[kind.as_str()])
@@ -224,7 +224,7 @@ fn release(ctx: &Ctx, kind: JobKind, record: impl FnOnce(&mut Catalog)) {
     ctx.jobs.set_idle(true);
 }
 
-fn lock_catalog(cat: &Mutex<Catalog>) -> std::sync::MutexGuard<'_, Catalog> {
+pub(super) fn lock_catalog(cat: &Mutex<Catalog>) -> std::sync::MutexGuard<'_, Catalog> {
     // A panic while holding the lock aborts the process (panic = "abort"), so poisoning is only
     // seen in tests; the data is still consistent because every write is one SQL statement.
     cat.lock().unwrap_or_else(|p| p.into_inner())
@@ -395,9 +395,44 @@ async fn finish_backup(
             tracing::error!(job_id = %job_id, backup_id = %backup_id, "failed to record the end of the backup: {e}");
         }
     });
+    refresh_backup_gauges(ctx);
+    let settings = ctx.settings();
+    if state == State::Succeeded
+        && settings.retention.prune_after_backup
+        && settings.retention.policy.has_rules()
+    {
+        match super::prune::start_prune(ctx, &format!("after backup {backup_id}")) {
+            Ok(j) => tracing::info!(job_id = %j.job_id, "pruning after backup {backup_id}"),
+            Err(e) => tracing::warn!("no pruning after backup {backup_id}: {e}"),
+        }
+    }
     let repo = ctx.repo.clone();
     if let Ok(Ok(bytes)) = tokio::task::spawn_blocking(move || repo.stored_bytes()).await {
         ctx.metrics.repository_bytes.set(bytes as f64);
+    }
+}
+
+/// `hopsdr_backups{state}` from the catalog.
+pub fn refresh_backup_gauges(ctx: &Ctx) {
+    let counts = lock_catalog(&ctx.catalog).backup_counts();
+    if let Ok(counts) = counts {
+        for s in [
+            State::Succeeded,
+            State::Partial,
+            State::Failed,
+            State::Interrupted,
+            State::Running,
+        ] {
+            let n = counts
+                .iter()
+                .find(|(k, _)| *k == s)
+                .map(|x| x.1)
+                .unwrap_or(0);
+            ctx.metrics
+                .backups
+                .with_label_values(&[s.as_str()])
+                .set(n as i64);
+        }
     }
 }
 

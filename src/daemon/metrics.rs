@@ -10,7 +10,8 @@ use hyper::body::Bytes;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use prometheus::{
-    Encoder, Gauge, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -38,6 +39,11 @@ pub struct Metrics {
     pub restore_duration: Gauge,
     pub restore_last_success: Gauge,
     pub restores_total: IntCounterVec,
+    pub prune_forgotten: IntCounter,
+    pub gc_freed_bytes: IntCounter,
+    pub backups: IntGaugeVec,
+    pub verify_last_success: Gauge,
+    pub verify_damaged_blobs: IntGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -193,6 +199,46 @@ impl Metrics {
                     Opts::new("hopsdr_restores_total", "Restores finished since the daemon started, by result"),
                     &["result"],
                 )
+                .expect("valid"),
+            ),
+            prune_forgotten: reg(
+                &r,
+                IntCounter::with_opts(Opts::new(
+                    "hopsdr_prune_forgotten_total",
+                    "Backups forgotten by pruning since the daemon started",
+                ))
+                .expect("valid"),
+            ),
+            gc_freed_bytes: reg(
+                &r,
+                IntCounter::with_opts(Opts::new(
+                    "hopsdr_gc_freed_bytes_total",
+                    "Bytes of blobs deleted by garbage collection since the daemon started",
+                ))
+                .expect("valid"),
+            ),
+            backups: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new("hopsdr_backups", "Backups in the catalog, by state"),
+                    &["state"],
+                )
+                .expect("valid"),
+            ),
+            verify_last_success: reg(
+                &r,
+                Gauge::with_opts(Opts::new(
+                    "hopsdr_verify_last_success_timestamp_seconds",
+                    "When the last verification that found a backup whole finished",
+                ))
+                .expect("valid"),
+            ),
+            verify_damaged_blobs: reg(
+                &r,
+                IntGauge::with_opts(Opts::new(
+                    "hopsdr_verify_damaged_blobs",
+                    "Damaged or missing blobs found by the last verification",
+                ))
                 .expect("valid"),
             ),
             registry: r,

@@ -9,8 +9,10 @@
 pub mod jobs;
 pub mod metrics;
 pub mod notify;
+pub mod prune;
 pub mod scheduler;
 pub mod server;
+pub mod verify;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
@@ -225,6 +227,7 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> Result<(), DaemonE
             metrics.repository_bytes.set(bytes as f64);
         }
     }
+    jobs::refresh_backup_gauges(&ctx);
 
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;

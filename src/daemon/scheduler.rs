@@ -102,6 +102,15 @@ fn fire(ctx: &Arc<Ctx>, name: &str, job: JobKind, caught_up: bool) -> String {
     let trigger = format!("schedule:{name}");
     let r = match job {
         JobKind::Backup => jobs::start_backup(ctx, &trigger),
+        JobKind::Prune => super::prune::start_prune(ctx, &trigger),
+        JobKind::Verify => match super::verify::start_verify(ctx, &trigger, None) {
+            Ok(s) => Ok(s),
+            Err(super::verify::VerifyStartError::Job(e)) => Err(e),
+            Err(e) => {
+                tracing::info!(schedule = name, "nothing verified: {e}");
+                return format!("skipped: {e}");
+            }
+        },
     };
     match r {
         Ok(started) => {

@@ -373,6 +373,152 @@ async fn handle(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<F
                 }
             }
         }
+        (&Method::GET, ["v1", "prune"]) => {
+            // A dry run: what pruning would do now, with the reasons.
+            match super::prune::decisions(&ctx, chrono::Utc::now()) {
+                Ok(decisions) => json(
+                    StatusCode::OK,
+                    &crate::api::PruneDecisions {
+                        policy_has_rules: ctx.settings().retention.policy.has_rules(),
+                        decisions: decisions
+                            .into_iter()
+                            .map(|d| crate::api::PruneDecision {
+                                id: d.id,
+                                keep: d.keep,
+                                reasons: d.reasons.iter().map(|r| r.as_str().to_string()).collect(),
+                            })
+                            .collect(),
+                    },
+                ),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "catalog", e.to_string()),
+            }
+        }
+        (&Method::POST, ["v1", "prune"]) => {
+            match super::prune::start_prune(&ctx, &format!("api:uid={}", peer.uid)) {
+                Ok(started) => {
+                    audit(
+                        &ctx,
+                        peer,
+                        &action,
+                        true,
+                        &format!("prune: job {}", started.job_id),
+                    );
+                    json(StatusCode::ACCEPTED, &started)
+                }
+                Err(JobError::Busy(running)) => {
+                    audit(
+                        &ctx,
+                        peer,
+                        &action,
+                        false,
+                        &format!("busy with job {running}"),
+                    );
+                    let mut body = ErrorBody::new("busy", JobError::Busy(running).to_string());
+                    body.error.job_id = Some(running);
+                    json(StatusCode::CONFLICT, &body)
+                }
+                Err(e) => {
+                    audit(&ctx, peer, &action, false, &e.to_string());
+                    error(StatusCode::INTERNAL_SERVER_ERROR, e.code(), e.to_string())
+                }
+            }
+        }
+        (&Method::POST, ["v1", "verify"]) => {
+            #[derive(serde::Deserialize)]
+            struct VerifyRequest {
+                backup: Option<String>,
+            }
+            let req: VerifyRequest = if body.iter().all(|b| b.is_ascii_whitespace()) {
+                VerifyRequest { backup: None }
+            } else {
+                match serde_json::from_slice(&body) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            "bad_json",
+                            format!("malformed request: {e}"),
+                        )
+                    }
+                }
+            };
+            let backup = match req.backup.as_deref().map(|b| (b, BackupId::parse(b))) {
+                None => None,
+                Some((_, Some(id))) => Some(id),
+                Some((b, None)) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "bad_backup_id",
+                        format!("\"{b}\" is not a backup id (expected YYYYMMDDTHHMMSSZ)"),
+                    )
+                }
+            };
+            use super::verify::{start_verify, VerifyStartError};
+            match start_verify(&ctx, &format!("api:uid={}", peer.uid), backup) {
+                Ok(started) => {
+                    audit(
+                        &ctx,
+                        peer,
+                        &action,
+                        true,
+                        &format!("verify: job {}", started.job_id),
+                    );
+                    json(StatusCode::ACCEPTED, &started)
+                }
+                Err(VerifyStartError::Job(JobError::Busy(running))) => {
+                    audit(
+                        &ctx,
+                        peer,
+                        &action,
+                        false,
+                        &format!("busy with job {running}"),
+                    );
+                    let mut body = ErrorBody::new("busy", JobError::Busy(running).to_string());
+                    body.error.job_id = Some(running);
+                    json(StatusCode::CONFLICT, &body)
+                }
+                Err(e @ (VerifyStartError::NotFound(_) | VerifyStartError::Nothing)) => {
+                    audit(&ctx, peer, &action, false, &e.to_string());
+                    error(StatusCode::NOT_FOUND, "no_such_backup", e.to_string())
+                }
+                Err(VerifyStartError::Job(e)) => {
+                    audit(&ctx, peer, &action, false, &e.to_string());
+                    error(StatusCode::INTERNAL_SERVER_ERROR, e.code(), e.to_string())
+                }
+            }
+        }
+        (&Method::POST, ["v1", "backups", id, op @ ("pin" | "unpin")]) => {
+            let Some(id) = BackupId::parse(id) else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_backup_id",
+                    format!("\"{id}\" is not a backup id (expected YYYYMMDDTHHMMSSZ)"),
+                );
+            };
+            let pinned = *op == "pin";
+            let r = ctx
+                .catalog
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .set_pinned(&id, pinned);
+            match r {
+                Ok(true) => {
+                    audit(&ctx, peer, &action, true, &format!("{op} backup {id}"));
+                    json(
+                        StatusCode::OK,
+                        &serde_json::json!({ "backup_id": id, "pinned": pinned }),
+                    )
+                }
+                Ok(false) => error(
+                    StatusCode::NOT_FOUND,
+                    "no_such_backup",
+                    format!(
+                        "no backup \"{id}\" in the catalog (hopsdrctl backups list shows them)"
+                    ),
+                ),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "catalog", e.to_string()),
+            }
+        }
         (&Method::GET, ["v1", "restore", "plan", id]) => {
             let Some(id) = BackupId::parse(id) else {
                 return error(
@@ -544,6 +690,9 @@ async fn handle(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<F
             | ["v1", "backups"]
             | ["v1", "backups", _]
             | ["v1", "jobs", _]
+            | ["v1", "prune"]
+            | ["v1", "verify"]
+            | ["v1", "backups", _, "pin" | "unpin"]
             | ["v1", "restores"]
             | ["v1", "restores", _],
         ) => error(

@@ -147,6 +147,16 @@ pub struct VerifyReport {
     pub damaged: Vec<Damage>,
 }
 
+/// What a garbage collection did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcReport {
+    /// Manifests read (the backups whose blobs are kept).
+    pub manifests: u64,
+    pub blobs_kept: u64,
+    pub blobs_deleted: u64,
+    pub bytes_freed: u64,
+}
+
 /// What reading one file back found.
 #[derive(Debug, Default)]
 struct FileCheck {
@@ -432,6 +442,56 @@ impl Repository {
             }
         }
         Ok(c)
+    }
+
+    /// Forgets backup `id`: removes its manifest. Its blobs stay until [`Repository::gc`]
+    /// finds that no manifest references them.
+    pub fn forget(&self, id: &BackupId) -> Result<(), RepoError> {
+        let key = manifest_key(id);
+        if !self.inner.storage.exists(&key)? {
+            return Err(RepoError::BackupNotFound { id: id.clone() });
+        }
+        Ok(self.inner.storage.delete(&key)?)
+    }
+
+    /// Garbage collection: deletes every blob that no manifest references.
+    ///
+    /// Every manifest is read first; one that cannot be read stops the collection before
+    /// anything is deleted (its blobs may be needed). The caller makes sure no backup writes to
+    /// the repository meanwhile (the daemon runs it in the job slot): a backup reuses blobs
+    /// that no committed manifest references yet. Interrupted, it leaves fewer unreferenced
+    /// blobs; the next collection finishes the work.
+    pub fn gc(&self, cancel: &tokio_util::sync::CancellationToken) -> Result<GcReport, RepoError> {
+        let mut referenced: HashSet<String> = HashSet::new();
+        let ids = self.list_backups()?;
+        for id in &ids {
+            let m = self.read_manifest(id)?;
+            for f in m.files() {
+                referenced.extend(f.chunks.iter().map(|c| blob_key(c)));
+            }
+        }
+        let mut report = GcReport {
+            manifests: ids.len() as u64,
+            ..Default::default()
+        };
+        for o in self.inner.storage.list(BLOBS_PREFIX)? {
+            if referenced.contains(&o.key) {
+                report.blobs_kept += 1;
+                continue;
+            }
+            if cancel.is_cancelled() {
+                return Err(RepoError::Cancelled);
+            }
+            match self.inner.storage.delete(&o.key) {
+                Ok(()) => {
+                    report.blobs_deleted += 1;
+                    report.bytes_freed += o.size;
+                }
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(report)
     }
 
     /// Total size of every object in the repository.

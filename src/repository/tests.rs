@@ -1110,3 +1110,62 @@ fn deferred_puts_are_invisible_until_flushed_and_a_crash_leaves_only_temp_files(
         .count();
     assert_eq!(temps, 1);
 }
+
+#[test]
+fn gc_deletes_only_blobs_no_manifest_references() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = open(dir.path());
+    let (m1, _, _) = sample_backup(&repo, 1);
+    // Backup 2 shares every blob of backup 1 and adds one of its own.
+    let mut w = repo.begin_backup(id(2), CancellationToken::new());
+    w.add_file("own", &mut &data(9, 1000)[..], meta()).unwrap();
+    for f in m1.files() {
+        w.add_known_file(&f.path, f, f.meta).unwrap();
+    }
+    let m2 = w.commit(info()).unwrap();
+    let own = blob_path(dir.path(), file_entry(&m2, "own"), 0);
+    let cancel = CancellationToken::new();
+
+    // Nothing to collect while both exist.
+    let r = repo.gc(&cancel).unwrap();
+    assert_eq!((r.manifests, r.blobs_deleted), (2, 0));
+
+    // Backup 1 forgotten: its blobs are still backup 2's.
+    repo.forget(&id(1)).unwrap();
+    assert!(matches!(
+        repo.forget(&id(1)),
+        Err(RepoError::BackupNotFound { .. })
+    ));
+    let r = repo.gc(&cancel).unwrap();
+    assert_eq!(r.blobs_deleted, 0, "{r:?}");
+    assert!(repo.verify_backup(&id(2)).unwrap().is_ok());
+
+    // Backup 2 forgotten too: every blob goes.
+    repo.forget(&id(2)).unwrap();
+    let r = repo.gc(&cancel).unwrap();
+    assert_eq!(
+        (r.blobs_kept, r.blobs_deleted),
+        (0, 6),
+        "5 blobs of backup 1, 1 of its own"
+    );
+    assert!(r.bytes_freed > 0);
+    assert!(!own.exists());
+}
+
+#[test]
+fn gc_deletes_nothing_when_a_manifest_cannot_be_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = open(dir.path());
+    sample_backup(&repo, 1);
+    let (m2, _, _) = {
+        let mut w = repo.begin_backup(id(2), CancellationToken::new());
+        w.add_file("other", &mut &data(7, 500)[..], meta()).unwrap();
+        (w.commit(info()).unwrap(), (), ())
+    };
+    repo.forget(&id(2)).unwrap();
+    // Backup 1's manifest damaged: backup 2's blob is not collected either.
+    let key = dir.path().join(manifest_key(&id(1)));
+    std::fs::write(&key, b"not a manifest").unwrap();
+    assert!(repo.gc(&CancellationToken::new()).is_err());
+    assert!(blob_path(dir.path(), file_entry(&m2, "other"), 0).exists());
+}

@@ -12,6 +12,7 @@ mod lifecycle;
 mod mysql;
 #[cfg(feature = "testbed")]
 mod restore;
+mod retention;
 #[cfg(feature = "testbed")]
 mod rondb;
 mod schedule;
@@ -20,3 +21,4 @@ mod ssh;
 mod tbcluster;
 #[cfg(feature = "testbed")]
 mod testbed;
+mod verify;

@@ -1,0 +1,133 @@
+//! Pruning as a job: retention's decisions (from the catalog, the `[retention]` policy and the
+//! clock) carried out — each forgotten backup's manifest removed, then its catalog row — then
+//! garbage collection of the blobs no manifest references. It runs in the job slot, so no backup
+//! writes to the repository meanwhile (a backup reuses blobs no committed manifest references
+//! yet). Dry runs compute the same decisions without touching anything.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{BackupRecord, CatalogError, JobKind, State};
+use crate::ids::BackupId;
+use crate::repository::GcReport;
+use crate::retention::{self, BackupFacts, Decision};
+
+use crate::api::JobStarted;
+
+use super::jobs::{claim, install, lock_catalog, release, JobError};
+use super::Ctx;
+
+/// What a prune did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PruneReport {
+    pub forgotten: Vec<BackupId>,
+    pub gc: GcReport,
+}
+
+/// Retention's facts about a cataloged backup.
+pub fn facts(b: &BackupRecord) -> BackupFacts {
+    BackupFacts {
+        id: b.id.clone(),
+        started_at: b.started_at,
+        state: b.state,
+        verified: b.verified_at.is_some() && !b.damaged,
+        pinned: b.pinned,
+    }
+}
+
+/// What pruning would do now, newest first.
+pub fn decisions(ctx: &Ctx, now: DateTime<Utc>) -> Result<Vec<Decision>, CatalogError> {
+    let backups = lock_catalog(&ctx.catalog).backups()?;
+    let facts: Vec<BackupFacts> = backups.iter().map(facts).collect();
+    Ok(retention::decide(
+        &facts,
+        &ctx.settings().retention.policy,
+        now,
+    ))
+}
+
+/// Starts a prune job (forget, then collect garbage).
+pub fn start_prune(ctx: &Arc<Ctx>, trigger: &str) -> Result<JobStarted, JobError> {
+    let slot = claim(ctx)?;
+    let now = Utc::now();
+    let job_id = lock_catalog(&ctx.catalog).insert_job(JobKind::Prune, trigger, now)?;
+    let (cancel, progress) = install(ctx, slot, job_id, JobKind::Prune, "deciding");
+    tracing::info!(job_id = %job_id, trigger = trigger, "prune started");
+    let ctx2 = ctx.clone();
+    tokio::task::spawn_blocking(move || {
+        let span = tracing::info_span!("prune", job_id = %job_id);
+        let _entered = span.enter();
+        ctx2.jobs.wait_cleanup();
+        let step = |s: &str| {
+            if let Ok(mut p) = progress.lock() {
+                p.step = s.to_string();
+            }
+        };
+        let result = run(&ctx2, &cancel, &step);
+        let (state, error) = match &result {
+            Ok(r) => {
+                tracing::info!(
+                    forgotten = r.forgotten.len(),
+                    blobs_deleted = r.gc.blobs_deleted,
+                    bytes_freed = r.gc.bytes_freed,
+                    "prune succeeded"
+                );
+                (State::Succeeded, None)
+            }
+            Err(e) if cancel.is_cancelled() => {
+                (State::Interrupted, Some(format!("interrupted: {e}")))
+            }
+            Err(e) => {
+                tracing::error!("prune failed: {e}");
+                (State::Failed, Some(e.clone()))
+            }
+        };
+        release(&ctx2, JobKind::Prune, |cat| {
+            if let Err(e) = cat.finish_job(job_id, state, error.as_deref(), Utc::now()) {
+                tracing::error!(job_id = %job_id, "failed to record the end of the prune: {e}");
+            }
+        });
+        super::jobs::refresh_backup_gauges(&ctx2);
+    });
+    Ok(JobStarted {
+        job_id,
+        backup_id: None,
+    })
+}
+
+/// Forgets what retention says to forget, then collects garbage. Errors name the backup.
+fn run(
+    ctx: &Ctx,
+    cancel: &tokio_util::sync::CancellationToken,
+    step: &dyn Fn(&str),
+) -> Result<PruneReport, String> {
+    let decisions = decisions(ctx, Utc::now()).map_err(|e| e.to_string())?;
+    let mut report = PruneReport::default();
+    for d in decisions.iter().filter(|d| !d.keep) {
+        if cancel.is_cancelled() {
+            return Err("cancelled: hopsdrd is stopping".into());
+        }
+        step(&format!("forgetting {}", d.id));
+        // The manifest first: a crash in between leaves a catalog row without a manifest,
+        // which the next prune removes; never a manifest the catalog no longer shows.
+        match ctx.repo.forget(&d.id) {
+            Ok(()) | Err(crate::repository::RepoError::BackupNotFound { .. }) => {}
+            Err(e) => return Err(format!("forgetting backup {}: {e}", d.id)),
+        }
+        lock_catalog(&ctx.catalog)
+            .remove_backup(&d.id)
+            .map_err(|e| format!("forgetting backup {}: {e}", d.id))?;
+        tracing::info!(backup_id = %d.id, "backup forgotten");
+        ctx.metrics.prune_forgotten.inc();
+        report.forgotten.push(d.id.clone());
+    }
+    step("collecting garbage");
+    report.gc = ctx
+        .repo
+        .gc(cancel)
+        .map_err(|e| format!("garbage collection: {e}"))?;
+    ctx.metrics.gc_freed_bytes.inc_by(report.gc.bytes_freed);
+    Ok(report)
+}

@@ -1,0 +1,178 @@
+//! Verification as a job: one backup read back whole (every blob fetched, decompressed and
+//! hashed, every file's size and hash checked) and the outcome recorded in the catalog — a
+//! damaged backup stops counting as verified for retention. Without a backup named, the job
+//! takes the complete backup verified longest ago (never verified first), so a scheduled verify
+//! covers every backup in turn.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+
+use crate::api::JobStarted;
+use crate::catalog::{BackupRecord, JobKind, State};
+use crate::ids::BackupId;
+
+use super::jobs::{claim, install, lock_catalog, release, JobError};
+use super::Ctx;
+
+/// The backup a verify without an id reads: complete (succeeded or partial), verified longest
+/// ago, never-verified and damaged ones first, oldest first among equals.
+pub fn next_to_verify(backups: &[BackupRecord]) -> Option<BackupId> {
+    backups
+        .iter()
+        .filter(|b| matches!(b.state, State::Succeeded | State::Partial))
+        .min_by_key(|b| (b.verified_at, b.started_at))
+        .map(|b| b.id.clone())
+}
+
+/// Why a verify could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyStartError {
+    #[error(transparent)]
+    Job(#[from] JobError),
+    #[error("no backup \"{0}\" in the catalog (hopsdrctl backups list shows them)")]
+    NotFound(BackupId),
+    #[error("no complete backup to verify")]
+    Nothing,
+}
+
+/// Starts verifying `backup` (or the one [`next_to_verify`] picks).
+pub fn start_verify(
+    ctx: &Arc<Ctx>,
+    trigger: &str,
+    backup: Option<BackupId>,
+) -> Result<JobStarted, VerifyStartError> {
+    let slot = claim(ctx)?;
+    let now = Utc::now();
+    let (job_id, id) = {
+        let mut cat = lock_catalog(&ctx.catalog);
+        let backups = cat.backups().map_err(JobError::from)?;
+        let id = match backup {
+            Some(id) if backups.iter().any(|b| b.id == id) => id,
+            Some(id) => return Err(VerifyStartError::NotFound(id)),
+            None => next_to_verify(&backups).ok_or(VerifyStartError::Nothing)?,
+        };
+        (
+            cat.insert_job(JobKind::Verify, trigger, now)
+                .map_err(JobError::from)?,
+            id,
+        )
+    };
+    let (_cancel, progress) = install(ctx, slot, job_id, JobKind::Verify, "reading back");
+    tracing::info!(job_id = %job_id, backup_id = %id, trigger = trigger, "verify started");
+    let ctx2 = ctx.clone();
+    let bid = id.clone();
+    tokio::task::spawn_blocking(move || {
+        let span = tracing::info_span!("verify", backup_id = %bid, job_id = %job_id);
+        let _entered = span.enter();
+        ctx2.jobs.wait_cleanup();
+        let result = ctx2.repo.verify_backup(&bid);
+        let now = Utc::now();
+        let (state, error, damaged) = match &result {
+            Ok(r) if r.is_ok() => {
+                tracing::info!(
+                    files = r.files_checked,
+                    blobs = r.blobs_checked,
+                    bytes = r.bytes_checked,
+                    "backup verified whole"
+                );
+                (State::Succeeded, None, Some(false))
+            }
+            Ok(r) => {
+                let first: Vec<String> = r
+                    .damaged
+                    .iter()
+                    .take(5)
+                    .map(|d| format!("{} ({})", d.path, d.reason))
+                    .collect();
+                let e = format!(
+                    "backup {bid} is damaged: {} file(s), e.g. {}",
+                    r.damaged.len(),
+                    first.join("; ")
+                );
+                tracing::error!("{e}");
+                (State::Failed, Some(e), Some(true))
+            }
+            Err(e) => {
+                tracing::error!("verify failed: {e}");
+                (State::Failed, Some(format!("verify failed: {e}")), None)
+            }
+        };
+        if let Ok(r) = &result {
+            let blobs: std::collections::HashSet<&str> =
+                r.damaged.iter().filter_map(|d| d.blob.as_deref()).collect();
+            ctx2.metrics.verify_damaged_blobs.set(blobs.len() as i64);
+            if r.is_ok() {
+                ctx2.metrics
+                    .verify_last_success
+                    .set(now.timestamp_millis() as f64 / 1000.0);
+            }
+        }
+        if let Ok(mut p) = progress.lock() {
+            p.step = "recording".into();
+        }
+        release(&ctx2, JobKind::Verify, |cat| {
+            let r = match damaged {
+                Some(d) => cat.set_verified(&bid, now, d),
+                None => Ok(()),
+            }
+            .and_then(|_| cat.finish_job(job_id, state, error.as_deref(), now));
+            if let Err(e) = r {
+                tracing::error!(job_id = %job_id, "failed to record the verification: {e}");
+            }
+        });
+    });
+    Ok(JobStarted {
+        job_id,
+        backup_id: Some(id),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::JobId;
+    use chrono::{DateTime, TimeZone};
+
+    fn rec(id: &str, state: State, verified: Option<DateTime<Utc>>) -> BackupRecord {
+        let id = BackupId::parse(id).unwrap();
+        let day: u32 = id.as_str()[6..8].parse().unwrap();
+        BackupRecord {
+            started_at: Utc.with_ymd_and_hms(2026, 11, day, 0, 0, 0).unwrap(),
+            id,
+            job_id: JobId(1),
+            state,
+            finished_at: None,
+            logical_bytes: 0,
+            stored_bytes: 0,
+            files: 0,
+            error: None,
+            rondb_backup_id: None,
+            pinned: false,
+            verified_at: verified,
+            damaged: false,
+        }
+    }
+
+    #[test]
+    fn the_backup_verified_longest_ago_goes_next() {
+        let t = |h| Utc.with_ymd_and_hms(2026, 11, 29, h, 0, 0).unwrap();
+        let a = rec("20261101T000000Z", State::Succeeded, Some(t(5)));
+        let b = rec("20261102T000000Z", State::Succeeded, Some(t(3)));
+        let c = rec("20261103T000000Z", State::Failed, None);
+        let d = rec("20261104T000000Z", State::Partial, None);
+        let e = rec("20261105T000000Z", State::Succeeded, None);
+        let all = [a.clone(), b.clone(), c.clone(), d.clone(), e.clone()];
+        assert_eq!(
+            next_to_verify(&all),
+            Some(d.id.clone()),
+            "never verified, oldest first"
+        );
+        assert_eq!(next_to_verify(&[a.clone(), b.clone()]), Some(b.id.clone()));
+        assert_eq!(
+            next_to_verify(&[c]),
+            None,
+            "failed backups have nothing to verify"
+        );
+    }
+}

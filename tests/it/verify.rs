@@ -1,0 +1,120 @@
+//! Verification jobs: `hopsdrctl verify [ID]` reads a backup back whole and records the
+//! outcome; damage (a flipped byte, a truncated or missing blob) marks the backup damaged,
+//! which retention then no longer counts as good.
+
+use crate::harness::Env;
+
+fn env_with(extra: &str) -> (Env, std::path::PathBuf) {
+    let mut env = Env::new();
+    let data = env.path().join("data/changing");
+    std::fs::create_dir_all(&data).unwrap();
+    env.files.push((data.clone(), false));
+    env.extra_config = extra.to_string();
+    (env, data)
+}
+
+fn backup_with(env: &Env, data: &std::path::Path, n: u32) -> String {
+    std::fs::write(
+        data.join("state.txt"),
+        format!("generation {n}\n").repeat(1000),
+    )
+    .unwrap();
+    env.backup_ok()
+}
+
+/// The blob file of `path` in backup `id` (its first chunk).
+fn blob_of(env: &Env, id: &str, path_suffix: &str) -> std::path::PathBuf {
+    let repo = hopsdr::repository::Repository::open_or_init(
+        std::sync::Arc::new(hopsdr::repository::LocalStorage::new(env.repo()).unwrap()),
+        1,
+    )
+    .unwrap();
+    let m = repo
+        .read_manifest(&hopsdr::ids::BackupId::parse(id).unwrap())
+        .unwrap();
+    let f = m.files().find(|f| f.path.ends_with(path_suffix)).unwrap();
+    env.repo().join(hopsdr::repository::blob_key(&f.chunks[0]))
+}
+
+fn backup_json(env: &Env, id: &str) -> serde_json::Value {
+    let list = env.ctl_json(&["backups", "list"]);
+    list["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["id"] == id)
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn verify_records_whole_and_damaged_backups_and_retention_keeps_the_last_good_one() {
+    let (env, data) = env_with("[retention]\nkeep_last = 1\nprune_after_backup = false\n");
+    let _d = env.start();
+    let b1 = backup_with(&env, &data, 1);
+    let b2 = backup_with(&env, &data, 2);
+
+    // Without an id: the never-verified backups in turn, oldest first.
+    let out = env.ctl(&["--json", "verify", "--wait"]);
+    assert_eq!(out.status.code(), Some(0), "{}", env.log());
+    assert!(backup_json(&env, &b1)["verified_at"].is_string());
+    assert!(backup_json(&env, &b2)["verified_at"].is_null());
+    let m = env.metrics();
+    assert!(m.contains("hopsdr_verify_damaged_blobs 0"), "{m}");
+    assert!(
+        !m.contains("hopsdr_verify_last_success_timestamp_seconds 0\n"),
+        "{m}"
+    );
+
+    // One flipped byte in backup 2's own blob: the job fails naming the file, the backup is
+    // marked damaged.
+    let blob = blob_of(&env, &b2, "changing/state.txt");
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let n = bytes.len() / 2;
+    bytes[n] ^= 0x01;
+    std::fs::write(&blob, &bytes).unwrap();
+    let out = env.ctl(&["--json", "verify", &b2, "--wait"]);
+    assert_eq!(out.status.code(), Some(1));
+    let job: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let err = job["error"].as_str().unwrap_or_default().to_string();
+    assert!(
+        err.contains(&format!("backup {b2} is damaged")) && err.contains("changing/state.txt"),
+        "{job}"
+    );
+    let rec = backup_json(&env, &b2);
+    assert_eq!(rec["damaged"], true);
+    assert!(rec["verified_at"].is_null());
+    assert!(env.metrics().contains("hopsdr_verify_damaged_blobs 1"));
+
+    // keep_last = 1 keeps the newest, and the newest good backup stays too.
+    let d = env.ctl_json(&["prune", "--dry-run"]);
+    let decisions = d["decisions"].as_array().unwrap();
+    assert_eq!(decisions[0]["id"], b2.as_str());
+    assert_eq!(decisions[1]["id"], b1.as_str());
+    assert_eq!(decisions[1]["keep"], true);
+    assert!(
+        decisions[1]["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == "newest_good_backup"),
+        "{d}"
+    );
+
+    // A truncated blob and a missing one are found too.
+    std::fs::write(&blob, &bytes[..n]).unwrap();
+    assert_eq!(env.ctl(&["verify", &b2, "--wait"]).status.code(), Some(1));
+    std::fs::remove_file(&blob).unwrap();
+    let out = env.ctl(&["--json", "verify", &b2, "--wait"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("missing"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // An unknown backup is refused before any job starts.
+    let out = env.ctl(&["verify", "20200101T000000Z"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no backup"));
+}
