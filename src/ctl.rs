@@ -79,6 +79,11 @@ pub enum Command {
         /// The job id.
         id: i64,
     },
+    /// The repository itself.
+    Repo {
+        #[command(subcommand)]
+        command: RepoCommand,
+    },
     /// Read a backup back whole (every blob, every file's hash) and record the outcome; without
     /// ID, the complete backup verified longest ago.
     Verify {
@@ -145,6 +150,13 @@ pub enum RestoreCommand {
     },
     /// Stop the running restore at its next safe point (resume continues it).
     Abort,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RepoCommand {
+    /// Check the structure (every manifest reads and verifies, every referenced blob exists)
+    /// without reading blob contents.
+    Check,
 }
 
 #[derive(Debug, Subcommand)]
@@ -346,6 +358,34 @@ async fn run_inner(cli: &Cli) -> Result<ExitCode, CtlError> {
             } else {
                 out(&format!("backup {id} {op}ned\n"));
             }
+        }
+        Command::Repo {
+            command: RepoCommand::Check,
+        } => {
+            let r: crate::repository::CheckReport =
+                client.call(Method::GET, "/v1/repo/check", None).await?;
+            if cli.json {
+                print_json(&r);
+            } else {
+                let mut s = format!(
+                    "{} manifests, {} blobs ({} referenced by no backup)\n",
+                    r.manifests, r.blobs, r.unreferenced_blobs
+                );
+                for p in &r.problems {
+                    s.push_str(&format!("problem: {p}\n"));
+                }
+                s.push_str(if r.problems.is_empty() {
+                    "repository structure OK\n"
+                } else {
+                    "repository structure DAMAGED\n"
+                });
+                out(&s);
+            }
+            return Ok(if r.problems.is_empty() {
+                ExitCode::Ok
+            } else {
+                ExitCode::Failed
+            });
         }
         Command::Verify { id, wait } => {
             let body = match id {

@@ -373,6 +373,14 @@ async fn handle(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<F
                 }
             }
         }
+        (&Method::GET, ["v1", "repo", "check"]) => {
+            let repo = ctx.repo.clone();
+            match tokio::task::spawn_blocking(move || repo.check()).await {
+                Ok(Ok(report)) => json(StatusCode::OK, &report),
+                Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.code(), e.to_string()),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "task", e.to_string()),
+            }
+        }
         (&Method::GET, ["v1", "prune"]) => {
             // A dry run: what pruning would do now, with the reasons.
             match super::prune::decisions(&ctx, chrono::Utc::now()) {
@@ -692,6 +700,7 @@ async fn handle(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<F
             | ["v1", "jobs", _]
             | ["v1", "prune"]
             | ["v1", "verify"]
+            | ["v1", "repo", "check"]
             | ["v1", "backups", _, "pin" | "unpin"]
             | ["v1", "restores"]
             | ["v1", "restores", _],

@@ -147,6 +147,17 @@ pub struct VerifyReport {
     pub damaged: Vec<Damage>,
 }
 
+/// What [`Repository::check`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckReport {
+    pub manifests: u64,
+    pub blobs: u64,
+    /// Blobs no manifest references (left by a forgotten backup or an interrupted one).
+    pub unreferenced_blobs: u64,
+    /// Each problem, naming the backup and the blob or file.
+    pub problems: Vec<String>,
+}
+
 /// What a garbage collection did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GcReport {
@@ -486,11 +497,66 @@ impl Repository {
                 Ok(()) => {
                     report.blobs_deleted += 1;
                     report.bytes_freed += o.size;
+                    if report.blobs_deleted == 1 {
+                        crate::failpoint::hit("gc.deleted_one", cancel);
+                    }
                 }
                 Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(e.into()),
             }
         }
+        Ok(report)
+    }
+
+    /// Checks the repository's structure without reading blob contents: every manifest reads
+    /// and verifies (checksum, entries), and every blob a manifest references exists with a
+    /// non-empty object. Blobs no manifest references are counted (garbage collection removes
+    /// them), not reported as problems.
+    pub fn check(&self) -> Result<CheckReport, RepoError> {
+        let blobs: std::collections::HashMap<String, u64> = self
+            .inner
+            .storage
+            .list(BLOBS_PREFIX)?
+            .into_iter()
+            .map(|o| (o.key, o.size))
+            .collect();
+        let mut report = CheckReport {
+            blobs: blobs.len() as u64,
+            ..Default::default()
+        };
+        let mut referenced: HashSet<String> = HashSet::new();
+        for id in self.list_backups()? {
+            report.manifests += 1;
+            let m = match self.read_manifest(&id) {
+                Ok(m) => m,
+                Err(e) => {
+                    report.problems.push(format!("backup {id}: {e}"));
+                    continue;
+                }
+            };
+            for f in m.files() {
+                for c in &f.chunks {
+                    let key = blob_key(c);
+                    if referenced.contains(&key) {
+                        continue;
+                    }
+                    match blobs.get(&key) {
+                        None => report.problems.push(format!(
+                            "backup {id}: blob '{key}' of file '{}' is missing",
+                            f.path
+                        )),
+                        Some(0) => report.problems.push(format!(
+                            "backup {id}: blob '{key}' of file '{}' is empty",
+                            f.path
+                        )),
+                        Some(_) => {}
+                    }
+                    referenced.insert(key);
+                }
+            }
+        }
+        report.unreferenced_blobs =
+            blobs.keys().filter(|k| !referenced.contains(*k)).count() as u64;
         Ok(report)
     }
 

@@ -1169,3 +1169,39 @@ fn gc_deletes_nothing_when_a_manifest_cannot_be_read() {
     assert!(repo.gc(&CancellationToken::new()).is_err());
     assert!(blob_path(dir.path(), file_entry(&m2, "other"), 0).exists());
 }
+
+#[test]
+fn check_finds_missing_blobs_and_bad_manifests_without_reading_blobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = open(dir.path());
+    let (m1, _, _) = sample_backup(&repo, 1);
+    let r = repo.check().unwrap();
+    assert_eq!((r.manifests, r.blobs, r.unreferenced_blobs), (1, 5, 0));
+    assert!(r.problems.is_empty(), "{r:?}");
+
+    // A flipped byte is not its business (verify reads contents); a missing blob is.
+    flip_byte(&blob_path(dir.path(), file_entry(&m1, "exact"), 0));
+    assert!(repo.check().unwrap().problems.is_empty());
+    let big = file_entry(&m1, "d/big");
+    std::fs::remove_file(blob_path(dir.path(), big, 1)).unwrap();
+    let r = repo.check().unwrap();
+    assert_eq!(r.problems.len(), 1, "{r:?}");
+    assert!(
+        r.problems[0].contains("missing") && r.problems[0].contains("d/big"),
+        "{r:?}"
+    );
+
+    // A damaged manifest is named; a forgotten backup leaves unreferenced blobs.
+    let mut w = repo.begin_backup(id(2), CancellationToken::new());
+    w.add_file("other", &mut &data(7, 500)[..], meta()).unwrap();
+    w.commit(info()).unwrap();
+    std::fs::write(dir.path().join(manifest_key(&id(1))), b"junk").unwrap();
+    let r = repo.check().unwrap();
+    assert!(r
+        .problems
+        .iter()
+        .any(|p| p.starts_with(&format!("backup {}", id(1)))));
+    repo.forget(&id(2)).unwrap();
+    repo.forget(&id(1)).unwrap();
+    assert_eq!(repo.check().unwrap().unreferenced_blobs, 5);
+}

@@ -178,3 +178,44 @@ fn without_keep_rules_nothing_is_forgotten() {
     assert_eq!(env.ctl(&["prune", "--wait"]).status.code(), Some(0));
     assert_eq!(env.manifests().len(), 2);
 }
+
+/// Garbage collection holds the job slot: a backup asked for meanwhile is refused as busy and
+/// nothing a backup references is deleted. kill -9 in the middle of the collection leaves a
+/// repository whose structure checks out, and the next prune finishes the collection.
+#[test]
+fn gc_excludes_backups_and_survives_kill_9() {
+    let (env, data) = env_with("[retention]\nkeep_last = 1\nprune_after_backup = false\n");
+    let ids: Vec<String> = {
+        let _d = env.start();
+        (1..=3).map(|n| backup_with(&env, &data, n)).collect()
+    };
+    let mut d = env.start_with(&[("HOPSDR_FAILPOINTS", "gc.deleted_one=pause")]);
+    assert_eq!(env.ctl(&["prune"]).status.code(), Some(0));
+    let marker = env.path().join("gc.deleted_one.reached");
+    wait_for(
+        "the collection to delete a blob",
+        Duration::from_secs(30),
+        || marker.exists().then_some(()),
+    );
+    let out = env.ctl(&["backup", "start"]);
+    assert_eq!(out.status.code(), Some(5), "busy while the collection runs");
+    d.kill9();
+    drop(d);
+
+    let _d = env.start();
+    let out = env.ctl(&["--json", "repo", "check"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let check: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(check["manifests"], 1);
+    assert!(check["unreferenced_blobs"].as_u64().unwrap() > 0, "{check}");
+    assert_eq!(env.ctl(&["prune", "--wait"]).status.code(), Some(0));
+    let check = env.ctl_json(&["repo", "check"]);
+    assert_eq!(check["unreferenced_blobs"], 0, "{check}");
+    let out = env.ctl(&["verify", &ids[2], "--wait"]);
+    assert_eq!(out.status.code(), Some(0), "{}", env.log());
+}
