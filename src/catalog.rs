@@ -53,6 +53,11 @@ pub enum CatalogError {
         column: &'static str,
         value: String,
     },
+    #[error("catalog copy \"{path}\": {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// The kind of a job.
@@ -63,6 +68,8 @@ pub enum JobKind {
     Restore,
     Verify,
     Prune,
+    /// The catalog's backups rebuilt from the repository.
+    Rebuild,
 }
 
 impl JobKind {
@@ -72,6 +79,7 @@ impl JobKind {
             JobKind::Restore => "restore",
             JobKind::Verify => "verify",
             JobKind::Prune => "prune",
+            JobKind::Rebuild => "rebuild",
         }
     }
     fn parse(s: &str) -> Option<Self> {
@@ -80,14 +88,16 @@ impl JobKind {
             "restore" => JobKind::Restore,
             "verify" => JobKind::Verify,
             "prune" => JobKind::Prune,
+            "rebuild" => JobKind::Rebuild,
             _ => return None,
         })
     }
-    pub const ALL: [JobKind; 4] = [
+    pub const ALL: [JobKind; 5] = [
         JobKind::Backup,
         JobKind::Restore,
         JobKind::Verify,
         JobKind::Prune,
+        JobKind::Rebuild,
     ];
 }
 
@@ -756,6 +766,24 @@ impl Catalog {
             .collect()
     }
 
+    /// A consistent copy of the whole catalog database (`VACUUM INTO` a temporary file next to
+    /// it, read back, removed).
+    pub fn snapshot(&self) -> Result<Vec<u8>, CatalogError> {
+        let tmp = self
+            .path
+            .with_extension(format!("snapshot-{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        self.conn
+            .execute("VACUUM INTO ?1", params![tmp.to_string_lossy()])
+            .map_err(self.q("copy the catalog"))?;
+        let bytes = std::fs::read(&tmp).map_err(|source| CatalogError::Io {
+            path: tmp.clone(),
+            source,
+        });
+        let _ = std::fs::remove_file(&tmp);
+        bytes
+    }
+
     /// Pins or unpins backup `id`; false if there is no such backup.
     pub fn set_pinned(&mut self, id: &BackupId, pinned: bool) -> Result<bool, CatalogError> {
         let n = self
@@ -782,6 +810,72 @@ impl Catalog {
             )
             .map_err(self.q("record verification"))?;
         Ok(())
+    }
+
+    /// Replaces every backup and component row with `rows` (a rebuild), as one transaction;
+    /// the rows get job `job`. The RonDB ids they hold are recorded as used.
+    pub fn replace_backups(
+        &mut self,
+        rows: &[(BackupRecord, Vec<ComponentRecord>)],
+        job: JobId,
+    ) -> Result<(), CatalogError> {
+        let path = self.path.clone();
+        let err = |source| CatalogError::Query {
+            path: path.clone(),
+            what: "rebuild the backups",
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        tx.execute_batch("DELETE FROM backup_components; DELETE FROM backups;")
+            .map_err(err)?;
+        for (b, comps) in rows {
+            tx.execute(
+                "INSERT INTO backups (id, job_id, state, started_at, finished_at, logical_bytes, stored_bytes, files, error, rondb_backup_id, pinned, verified_at, damaged)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                params![
+                    b.id.as_str(),
+                    job.0,
+                    b.state.as_str(),
+                    ts(b.started_at),
+                    b.finished_at.map(ts),
+                    b.logical_bytes as i64,
+                    b.stored_bytes as i64,
+                    b.files as i64,
+                    b.error,
+                    b.rondb_backup_id,
+                    b.pinned,
+                    b.verified_at.map(ts),
+                    b.damaged
+                ],
+            )
+            .map_err(err)?;
+            if let Some(r) = b.rondb_backup_id {
+                tx.execute(
+                    "INSERT OR IGNORE INTO rondb_ids (id) VALUES (?1)",
+                    params![r],
+                )
+                .map_err(err)?;
+            }
+            for c in comps {
+                tx.execute(
+                    "INSERT INTO backup_components (backup_id, component, state, started_at, finished_at, logical_bytes, stored_bytes, files, error)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    params![
+                        c.backup_id.as_str(),
+                        c.component,
+                        c.state.as_str(),
+                        ts(c.started_at),
+                        c.finished_at.map(ts),
+                        c.logical_bytes as i64,
+                        c.stored_bytes as i64,
+                        c.files as i64,
+                        c.error
+                    ],
+                )
+                .map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
     }
 
     /// Removes a forgotten backup and its components from the catalog.

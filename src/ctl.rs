@@ -79,6 +79,11 @@ pub enum Command {
         /// The job id.
         id: i64,
     },
+    /// The catalog.
+    Catalog {
+        #[command(subcommand)]
+        command: CatalogCommand,
+    },
     /// The repository itself.
     Repo {
         #[command(subcommand)]
@@ -150,6 +155,17 @@ pub enum RestoreCommand {
     },
     /// Stop the running restore at its next safe point (resume continues it).
     Abort,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CatalogCommand {
+    /// Replace the catalog's backups with what the repository holds (pins and verification
+    /// outcomes from the newest catalog copy stored with a backup).
+    Rebuild {
+        /// Wait until it has finished.
+        #[arg(long)]
+        wait: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -358,6 +374,35 @@ async fn run_inner(cli: &Cli) -> Result<ExitCode, CtlError> {
             } else {
                 out(&format!("backup {id} {op}ned\n"));
             }
+        }
+        Command::Catalog {
+            command: CatalogCommand::Rebuild { wait },
+        } => {
+            let started: JobStarted = client
+                .call(Method::POST, "/v1/catalog/rebuild", Some("{}"))
+                .await?;
+            if !wait {
+                if cli.json {
+                    print_json(&started);
+                } else {
+                    out(&format!(
+                        "started job {} (catalog rebuild)\n",
+                        started.job_id
+                    ));
+                }
+                return Ok(ExitCode::Ok);
+            }
+            let view = wait_for_job(&client, started.job_id.0, cli.json).await?;
+            if cli.json {
+                print_json(&view);
+            } else {
+                out(&format_job(&view));
+            }
+            return Ok(if view.record.state == State::Succeeded {
+                ExitCode::Ok
+            } else {
+                ExitCode::Failed
+            });
         }
         Command::Repo {
             command: RepoCommand::Check,

@@ -15,6 +15,7 @@ pub mod daemon;
 pub mod failpoint;
 pub mod ids;
 pub mod logging;
+pub mod rebuild;
 pub mod repository;
 pub mod restore;
 pub mod retention;

@@ -172,6 +172,12 @@ pub struct BackupRequest<'a> {
     /// at least this plus a margin before anything starts.
     pub previous_bytes: Option<u64>,
     pub hostname: &'a str,
+    /// When the backup started (as the catalog records it).
+    pub started_at: DateTime<Utc>,
+    /// Files about hopsdr itself stored with the backup under `hopsdr/` (the catalog as of the
+    /// backup's start, the daemon's config): a fresh head node rebuilds its catalog from them
+    /// and the manifests.
+    pub self_files: Vec<(String, Vec<u8>)>,
 }
 
 /// Runs one component, reporting its start and end to the observer with its share of the
@@ -256,7 +262,7 @@ fn run_in(
     clock: &dyn Fn() -> DateTime<Utc>,
 ) -> Result<BackupOutcome, BackupError> {
     let settings = req.settings;
-    let started_at = clock();
+    let started_at = req.started_at;
     if let Some(prev) = req.previous_bytes {
         let needed = required_room(prev);
         if let Some(available) = repo.available_bytes()? {
@@ -327,7 +333,34 @@ fn run_in(
         remove_pins();
         return Err(BackupError::Cancelled);
     }
+    for (name, bytes) in &req.self_files {
+        let meta = crate::repository::FileMeta {
+            mode: 0o600,
+            mtime: started_at.timestamp(),
+            uid: 0,
+            gid: 0,
+        };
+        if let Err(e) = c
+            .writer
+            .add_file(&format!("hopsdr/{name}"), &mut &bytes[..], meta)
+        {
+            remove_pins();
+            return Err(e.into());
+        }
+    }
     let stats = c.writer.stats();
+    // What the catalog records of the backup, so that it can be rebuilt from the manifest.
+    extra.insert(
+        "stats".into(),
+        serde_json::json!({
+            "logical_bytes": stats.logical_bytes,
+            "stored_bytes": stats.stored_bytes,
+            "files": stats.files,
+        }),
+    );
+    if let Some(why) = &partial {
+        extra.insert("partial".into(), serde_json::Value::String(why.clone()));
+    }
     let info = BackupInfo {
         started_at,
         finished_at: clock(),

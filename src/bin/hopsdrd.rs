@@ -14,6 +14,45 @@ struct Args {
     /// Validate the config, print every problem and exit (0 valid, 2 invalid).
     #[arg(long)]
     check_config: bool,
+    /// Rebuild the catalog's backups from the repository (on a fresh head node, or when the
+    /// catalog was lost), print what was found and exit. Run it with hopsdrd stopped.
+    #[arg(long)]
+    rebuild_catalog: bool,
+}
+
+/// `--rebuild-catalog`: the catalog at `[daemon] catalog` gets the repository's backups.
+fn rebuild_catalog(settings: &hopsdr::config::Settings) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let repo =
+        hopsdr::daemon::open_repository(&settings.repository).context("opening the repository")?;
+    let mut cat = hopsdr::catalog::Catalog::open(&settings.daemon.catalog)?;
+    let now = chrono::Utc::now();
+    let job = cat.insert_job(
+        hopsdr::catalog::JobKind::Rebuild,
+        "hopsdrd --rebuild-catalog",
+        now,
+    )?;
+    let r = hopsdr::rebuild::rebuild(&repo, &mut cat, job);
+    let (state, error) = match &r {
+        Ok(_) => (hopsdr::catalog::State::Succeeded, None),
+        Err(e) => (hopsdr::catalog::State::Failed, Some(e.to_string())),
+    };
+    cat.finish_job(job, state, error.as_deref(), chrono::Utc::now())?;
+    let r = r?;
+    let mut text = format!(
+        "catalog {}: {} backups from {} manifests, {} failed or interrupted from the catalog copy{}\n",
+        settings.daemon.catalog.display(),
+        r.backups + r.without_manifest,
+        r.backups,
+        r.without_manifest,
+        r.facts_from
+            .map(|b| format!(" of backup {b}"))
+            .unwrap_or_default()
+    );
+    for u in &r.unreadable {
+        text.push_str(&format!("left out: {u}\n"));
+    }
+    Ok(text)
 }
 
 fn main() {
@@ -27,6 +66,18 @@ fn main() {
     };
     if args.check_config {
         std::process::exit(0);
+    }
+    if args.rebuild_catalog {
+        std::process::exit(match rebuild_catalog(&settings) {
+            Ok(text) => {
+                print!("{text}");
+                0
+            }
+            Err(e) => {
+                eprintln!("hopsdrd: catalog rebuild failed: {e:#}");
+                1
+            }
+        });
     }
     hopsdr::logging::init(&settings.daemon.log_level);
     hopsdr::logging::install_panic_hook();

@@ -284,8 +284,15 @@ pub fn start_backup(ctx: &Arc<Ctx>, trigger: &str) -> Result<JobStarted, JobErro
             progress,
             last_status: std::time::Instant::now(),
         };
+        let mut self_files = Vec::new();
         let (last_rondb_id, previous_bytes) = {
             let cat = lock_catalog(&ctx2.catalog);
+            // The catalog as of this backup's start (its own row included) and the config,
+            // stored with the backup for `hopsdrd --rebuild-catalog`.
+            match cat.snapshot() {
+                Ok(bytes) => self_files.push(("catalog.db".to_string(), bytes)),
+                Err(e) => tracing::warn!("the catalog is not stored with this backup: {e}"),
+            }
             let previous = cat.backups().ok().and_then(|b| {
                 b.iter()
                     .rev()
@@ -294,10 +301,19 @@ pub fn start_backup(ctx: &Arc<Ctx>, trigger: &str) -> Result<JobStarted, JobErro
             });
             (cat.last_rondb_backup_id().unwrap_or(None), previous)
         };
+        match std::fs::read(&settings.path) {
+            Ok(bytes) => self_files.push(("hopsdr.toml".to_string(), bytes)),
+            Err(e) => tracing::warn!(
+                "the config {} is not stored with this backup: {e}",
+                settings.path.display()
+            ),
+        }
         let req = backup::BackupRequest {
             settings: &settings,
             last_rondb_id,
             previous_bytes,
+            started_at: now,
+            self_files,
             hostname: &ctx2.hostname,
         };
         let r = backup::run(&ctx2.repo, bid, &req, &cancel, &mut obs, &Utc::now);
@@ -325,11 +341,14 @@ async fn finish_backup(
     >,
 ) {
     let now = Utc::now();
+    let mut finished_at = now;
     let mut rondb_id = None;
     let mut cleanup = None;
     let (state, error, stats) = match result {
         Ok((Ok(outcome), _)) => {
             rondb_id = outcome.rondb.as_ref().map(|f| f.backup_id);
+            // As the manifest says: a catalog rebuilt from the manifests shows the same.
+            finished_at = outcome.manifest.info.finished_at;
             cleanup = Some(outcome.cleanup);
             record_hopsfs_metrics(ctx, &outcome.manifest);
             match outcome.partial {
@@ -384,7 +403,7 @@ async fn finish_backup(
                 stats.stored_bytes,
                 stats.files,
                 error.as_deref(),
-                now,
+                finished_at,
             )
             .and_then(|_| match rondb_id {
                 Some(r) => cat.set_rondb_backup_id(backup_id, r),

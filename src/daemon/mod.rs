@@ -10,6 +10,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod notify;
 pub mod prune;
+pub mod rebuild;
 pub mod scheduler;
 pub mod server;
 pub mod verify;
@@ -116,7 +117,7 @@ impl Ctx {
     }
 }
 
-fn open_repository(s: &RepositorySettings) -> Result<Repository, RepoError> {
+pub fn open_repository(s: &RepositorySettings) -> Result<Repository, RepoError> {
     match s {
         RepositorySettings::Local {
             path,

@@ -381,6 +381,36 @@ async fn handle(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<F
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "task", e.to_string()),
             }
         }
+        (&Method::POST, ["v1", "catalog", "rebuild"]) => {
+            match super::rebuild::start_rebuild(&ctx, &format!("api:uid={}", peer.uid)) {
+                Ok(started) => {
+                    audit(
+                        &ctx,
+                        peer,
+                        &action,
+                        true,
+                        &format!("catalog rebuild: job {}", started.job_id),
+                    );
+                    json(StatusCode::ACCEPTED, &started)
+                }
+                Err(JobError::Busy(running)) => {
+                    audit(
+                        &ctx,
+                        peer,
+                        &action,
+                        false,
+                        &format!("busy with job {running}"),
+                    );
+                    let mut body = ErrorBody::new("busy", JobError::Busy(running).to_string());
+                    body.error.job_id = Some(running);
+                    json(StatusCode::CONFLICT, &body)
+                }
+                Err(e) => {
+                    audit(&ctx, peer, &action, false, &e.to_string());
+                    error(StatusCode::INTERNAL_SERVER_ERROR, e.code(), e.to_string())
+                }
+            }
+        }
         (&Method::GET, ["v1", "prune"]) => {
             // A dry run: what pruning would do now, with the reasons.
             match super::prune::decisions(&ctx, chrono::Utc::now()) {
@@ -701,6 +731,7 @@ async fn handle(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<F
             | ["v1", "prune"]
             | ["v1", "verify"]
             | ["v1", "repo", "check"]
+            | ["v1", "catalog", "rebuild"]
             | ["v1", "backups", _, "pin" | "unpin"]
             | ["v1", "restores"]
             | ["v1", "restores", _],

@@ -545,3 +545,71 @@ fn a_manifest_path_escaping_its_directory_is_refused() {
     assert!(!std::path::Path::new("/etc/hopsdr-evil").exists());
     assert_eq!(c.fingerprint(), empty, "nothing touched");
 }
+
+/// The catalog lost after 5 backups: `hopsdrd --rebuild-catalog` gives the same `backups list`
+/// (pins and verifications from the catalog copy stored with the newest backup), so does
+/// `hopsdrctl catalog rebuild`, and a restore from the rebuilt catalog brings the cluster back.
+#[test]
+fn a_catalog_rebuilt_from_the_repository_lists_the_same_backups_and_restores() {
+    let (env, c, m) = setup();
+    let before = c.fingerprint();
+    let mut ids = Vec::new();
+    let list_before = {
+        let _d = env.start();
+        for n in 0..5 {
+            ids.push(env.backup_ok());
+            if n == 1 {
+                assert_eq!(env.ctl(&["backup", "pin", &ids[0]]).status.code(), Some(0));
+            }
+            if n == 2 {
+                let out = env.ctl(&["verify", &ids[1], "--wait"]);
+                assert_eq!(out.status.code(), Some(0), "{}", env.log());
+            }
+        }
+        env.ctl_json(&["backups", "list"])
+    };
+    let strip = |list: &serde_json::Value| -> Vec<serde_json::Value> {
+        list["backups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                let mut b = b.clone();
+                b.as_object_mut().unwrap().remove("job_id");
+                b
+            })
+            .collect()
+    };
+    let want = strip(&list_before);
+    assert_eq!(want.len(), 5);
+    assert_eq!(want[0]["pinned"], true);
+    assert!(want[1]["verified_at"].is_string());
+
+    for f in ["catalog.db", "catalog.db-wal", "catalog.db-shm"] {
+        let _ = std::fs::remove_file(env.path().join("lib").join(f));
+    }
+    let out = std::process::Command::new(crate::harness::HOPSDRD)
+        .args(["--rebuild-catalog", "--config"])
+        .arg(env.config_path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("5 backups from 5 manifests"), "{text}");
+
+    let _d = env.start();
+    assert_eq!(strip(&env.ctl_json(&["backups", "list"])), want);
+    let out = env.ctl(&["catalog", "rebuild", "--wait"]);
+    assert_eq!(out.status.code(), Some(0), "{}", env.log());
+    assert_eq!(strip(&env.ctl_json(&["backups", "list"])), want);
+
+    disaster(&c, &m);
+    let out = env.ctl(&["restore", "start", &ids[4], "--yes", "--wait"]);
+    assert_eq!(out.status.code(), Some(0), "{}", env.log());
+    assert_eq!(c.fingerprint(), before);
+}
