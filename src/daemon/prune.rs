@@ -39,13 +39,18 @@ pub fn facts(b: &BackupRecord) -> BackupFacts {
 
 /// What pruning would do now, newest first.
 pub fn decisions(ctx: &Ctx, now: DateTime<Utc>) -> Result<Vec<Decision>, CatalogError> {
+    let t0 = std::time::Instant::now();
     let backups = lock_catalog(&ctx.catalog).backups()?;
+    let t1 = std::time::Instant::now();
     let facts: Vec<BackupFacts> = backups.iter().map(facts).collect();
-    Ok(retention::decide(
-        &facts,
-        &ctx.settings().retention.policy,
-        now,
-    ))
+    let d = retention::decide(&facts, &ctx.settings().retention.policy, now);
+    tracing::debug!(
+        backups = d.len(),
+        catalog_us = (t1 - t0).as_micros() as u64,
+        decide_us = t1.elapsed().as_micros() as u64,
+        "retention decided"
+    );
+    Ok(d)
 }
 
 /// Starts a prune job (forget, then collect garbage).

@@ -27,7 +27,9 @@ fn backup_start_wait_list_show_and_metrics() {
     assert_eq!(backups.len(), 1);
     let b = &backups[0];
     assert_eq!(b["state"], "succeeded");
-    assert_eq!(b["files"], 2);
+    // The two files of the files component, plus the catalog copy and the config.
+    assert_eq!(b["files"], 4);
+    assert_eq!(b["pinned"], false);
     let id = b["id"].as_str().unwrap().to_string();
     assert_eq!(env.manifests().len(), 1);
     assert!(env.manifests()[0].starts_with(&id), "{:?}", env.manifests());
@@ -74,13 +76,15 @@ fn backup_start_wait_list_show_and_metrics() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // A second backup of the same data stores no new blobs.
+    // A second backup of the same data stores no new blob of it (only the new catalog copy).
     let out = env.ctl(&["--json", "backup", "start", "--wait"]);
     assert_eq!(out.status.code(), Some(0));
     let list = env.ctl_json(&["backups", "list"]);
     let second = &list["backups"][1];
     assert_eq!(second["state"], "succeeded");
-    assert_eq!(second["stored_bytes"], 0, "{second}");
+    let show = env.ctl_json(&["backups", "show", second["id"].as_str().unwrap()]);
+    assert_eq!(show["components"][0]["component"], "files");
+    assert_eq!(show["components"][0]["stored_bytes"], 0, "{show}");
 }
 
 #[test]

@@ -106,8 +106,8 @@ fn prune_keeps_by_policy_and_pins_and_gc_frees_only_unreferenced_blobs() {
     let after = blobs(&env).len();
     assert_eq!(
         after,
-        before - 1,
-        "the forgotten backup's own blob is freed"
+        before - 2,
+        "the forgotten backup's own blobs are freed: its file and its catalog copy"
     );
     let repo = hopsdr::repository::Repository::open_or_init(
         std::sync::Arc::new(hopsdr::repository::LocalStorage::new(env.repo()).unwrap()),
