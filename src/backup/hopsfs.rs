@@ -266,6 +266,15 @@ pub fn vanished_only(stderr: &str) -> bool {
             .all(|l| l.ends_with("No such file or directory"))
 }
 
+/// True when every error line of `tar -c` says a file changed as it was read.
+pub fn changed_only(stderr: &str) -> bool {
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    !lines.is_empty()
+        && lines
+            .iter()
+            .all(|l| l.ends_with(": file changed as we read it"))
+}
+
 /// The files of an earlier backup's blocks, by block: the block file and its `.meta`.
 #[derive(Debug, Default)]
 pub struct KnownBlocks {
@@ -558,6 +567,14 @@ fn send_from_pin(
             volume: v.to_string(),
             source: Box::new(source),
         }),
+        // A pinned file shares its inode with the live one: when HopsFS deletes the live
+        // file, the link count (and so the ctime) changes and tar says the file changed as it
+        // read it. The content does not change: finalized replicas are immutable and HopsFS
+        // breaks hard links before an append. Only that is tolerated.
+        (Ok((status, stderr)), _) if status.code() == Some(1) && changed_only(&stderr) => {
+            tracing::warn!(step = "hopsfs", node = %d.name, volume = %v, "links to pinned files changed while they were read (files deleted by HopsFS): {}", stderr.trim());
+            Ok(())
+        }
         (Ok((status, stderr)), _) if !status.success() => Err(NodeError::Failed {
             node: d.node.name.clone(),
             command: format!("tar -C {root} -cf - (list)"),
@@ -614,6 +631,17 @@ mod tests {
             "cp: cannot create hard link 'x' to 'y': Invalid cross-device link\n"
         ));
         assert!(!vanished_only(""));
+    }
+
+    #[test]
+    fn only_changed_link_counts_are_tolerated_while_copying() {
+        assert!(changed_only(
+            "tar: current/BP-1/current/finalized/subdir0/subdir0/blk_7: file changed as we read it\n"
+        ));
+        assert!(!changed_only(
+            "tar: current/x: file changed as we read it\ntar: current/y: Cannot open: Permission denied\n"
+        ));
+        assert!(!changed_only(""));
     }
 
     #[test]
