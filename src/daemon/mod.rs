@@ -185,6 +185,17 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> Result<(), DaemonE
             .set(ls.stored_bytes as f64);
     }
 
+    if let Some(t) = catalog
+        .backups()?
+        .iter()
+        .filter_map(|b| b.verified_at)
+        .max()
+    {
+        metrics
+            .verify_last_success
+            .set(t.timestamp_millis() as f64 / 1000.0);
+    }
+
     // Pins left on the datanodes by a crash, removed before any job can start.
     if let Some(h) = settings.hopsfs.as_ref() {
         let dns = crate::backup::hopsfs::datanodes(h, &settings.ssh);

@@ -10,6 +10,7 @@ mod check_config;
 mod hopsfs;
 mod lifecycle;
 mod mysql;
+mod packaging;
 #[cfg(feature = "testbed")]
 mod restore;
 mod retention;
