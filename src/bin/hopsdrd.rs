@@ -1,24 +1,6 @@
 //! `hopsdrd`: a thin main; the daemon is in `hopsdr::daemon`.
 
-use std::path::PathBuf;
-
 use clap::Parser;
-
-/// The hopsdr daemon: scheduled, verified backups of a Hopsworks cluster.
-#[derive(Debug, Parser)]
-#[command(name = "hopsdrd", version, about)]
-struct Args {
-    /// Config file.
-    #[arg(long, value_name = "PATH", default_value = hopsdr::config::DEFAULT_PATH)]
-    config: PathBuf,
-    /// Validate the config, print every problem and exit (0 valid, 2 invalid).
-    #[arg(long)]
-    check_config: bool,
-    /// Rebuild the catalog's backups from the repository (on a fresh head node, or when the
-    /// catalog was lost), print what was found and exit. Run it with hopsdrd stopped.
-    #[arg(long)]
-    rebuild_catalog: bool,
-}
 
 /// `--rebuild-catalog`: the catalog at `[daemon] catalog` gets the repository's backups.
 fn rebuild_catalog(settings: &hopsdr::config::Settings) -> anyhow::Result<String> {
@@ -56,7 +38,7 @@ fn rebuild_catalog(settings: &hopsdr::config::Settings) -> anyhow::Result<String
 }
 
 fn main() {
-    let args = Args::parse();
+    let args = hopsdr::daemon::args::Args::parse();
     let settings = match hopsdr::config::load(&args.config) {
         Ok(s) => s,
         Err(errors) => {

@@ -6,6 +6,7 @@
 //! One root cancellation token reaches every task; nothing below the job runner knows about
 //! HTTP, cron or systemd.
 
+pub mod args;
 pub mod jobs;
 pub mod metrics;
 pub mod notify;
