@@ -20,4 +20,3 @@ pub struct Args {
     #[arg(long)]
     pub rebuild_catalog: bool,
 }
-
