@@ -221,6 +221,32 @@ pub enum RepositorySettings {
         /// zstd level, 1..=19.
         compression_level: i32,
     },
+    /// A bucket of S3 or an S3-compatible store (MinIO, Ceph RGW).
+    S3(Box<S3Settings>),
+}
+
+/// `[repository] type = "s3"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Settings {
+    /// `https://host:port`; `None`: AWS, from the region.
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub bucket: String,
+    /// Keys go under `<prefix>/`; empty: the bucket's root.
+    pub prefix: String,
+    /// Path-style addressing (MinIO, Ceph) instead of virtual-hosted.
+    pub path_style: bool,
+    /// With `secret_access_key`; neither: the AWS environment or instance credentials.
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<Secret>,
+    /// PEM certificates trusted besides the system's.
+    pub ca_bundle: Option<PathBuf>,
+    pub compression_level: i32,
+    /// Multipart part size (and the size above which objects go up in parts), bytes.
+    pub part_size: usize,
+    pub parallel_parts: usize,
+    /// Bytes per second, uploads and downloads together.
+    pub bandwidth_limit: Option<u64>,
 }
 
 /// `[backup]`: what a backup holds besides the cluster's data.

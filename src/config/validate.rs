@@ -20,7 +20,7 @@ use super::{
     BackupSettings, BlockStorage, ConfigError, ConfigErrors, DaemonSettings, DataNodeSettings,
     FilePathSettings, HopsfsDatanodeSettings, HopsfsSettings, JobKind, MetricsSettings,
     MysqlDumpMode, MysqlSettings, NodeHost, RepositorySettings, RestoreSettings, RetentionSettings,
-    RondbSettings, ScheduleSettings, Secret, SecretEnv, Settings, SshConfig,
+    RondbSettings, S3Settings, ScheduleSettings, Secret, SecretEnv, Settings, SshConfig,
 };
 
 pub(crate) const DEFAULT_SOCKET: &str = "/run/hopsdr/hopsdr.sock";
@@ -31,7 +31,7 @@ pub(crate) const MAX_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3600);
 pub(crate) const DEFAULT_LOG_LEVEL: &str = "info";
 pub(crate) const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
 pub(crate) const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9741";
-pub(crate) const REPOSITORY_TYPES: &[&str] = &["local"];
+pub(crate) const REPOSITORY_TYPES: &[&str] = &["local", "s3"];
 pub(crate) const DEFAULT_REPOSITORY_PATH: &str = "/srv/hopsdr/repository";
 pub(crate) const DEFAULT_COMPRESSION_LEVEL: i64 = 1;
 pub(crate) const COMPRESSION_LEVELS: std::ops::RangeInclusive<i64> = 1..=19;
@@ -272,8 +272,11 @@ impl<'a> Validator<'a> {
         let root = KeyPath::root();
         let daemon = self.daemon(&root.key("daemon"), raw.daemon.unwrap_or_default());
         let metrics = self.metrics(&root.key("metrics"), raw.metrics.unwrap_or_default());
-        let repository =
-            self.repository(&root.key("repository"), raw.repository.unwrap_or_default());
+        let repository = self.repository(
+            &root.key("repository"),
+            raw.repository.unwrap_or_default(),
+            env,
+        );
         let backup = self.backup(&root.key("backup"), raw.backup.unwrap_or_default());
         let schedules = self.schedules(&root.key("schedule"), raw.schedule.unwrap_or_default());
         let mysql = raw
@@ -861,7 +864,30 @@ impl<'a> Validator<'a> {
         }
     }
 
-    fn repository(&mut self, p: &KeyPath, raw: RawRepository) -> RepositorySettings {
+    fn repository(
+        &mut self,
+        p: &KeyPath,
+        mut raw: RawRepository,
+        env: &SecretEnv,
+    ) -> RepositorySettings {
+        if raw.kind.as_deref() == Some("s3") {
+            let compression_level = self.compression_level(p, raw.compression_level);
+            return RepositorySettings::S3(Box::new(self.s3(p, &mut raw, compression_level, env)));
+        }
+        for (key, set) in [
+            ("endpoint", raw.endpoint.is_some()),
+            ("bucket", raw.bucket.is_some()),
+            ("secret_access_key", raw.secret_access_key.is_some()),
+        ] {
+            if set {
+                self.error(
+                    &p.key(key),
+                    format!(
+                        "{key} is for type = \"s3\" repositories: remove it or set type = \"s3\""
+                    ),
+                );
+            }
+        }
         if let Some(kind) = &raw.kind {
             if !REPOSITORY_TYPES.contains(&kind.as_str()) {
                 self.error(
@@ -874,8 +900,16 @@ impl<'a> Validator<'a> {
             }
         }
         let path = self.absolute(&p.key("path"), raw.path, DEFAULT_REPOSITORY_PATH);
-        let level = raw.compression_level.unwrap_or(DEFAULT_COMPRESSION_LEVEL);
-        let compression_level = if COMPRESSION_LEVELS.contains(&level) {
+        let compression_level = self.compression_level(p, raw.compression_level);
+        RepositorySettings::Local {
+            path,
+            compression_level,
+        }
+    }
+
+    fn compression_level(&mut self, p: &KeyPath, level: Option<i64>) -> i32 {
+        let level = level.unwrap_or(DEFAULT_COMPRESSION_LEVEL);
+        if COMPRESSION_LEVELS.contains(&level) {
             level as i32
         } else {
             self.error(
@@ -887,10 +921,125 @@ impl<'a> Validator<'a> {
                 ),
             );
             DEFAULT_COMPRESSION_LEVEL as i32
+        }
+    }
+
+    fn s3(
+        &mut self,
+        p: &KeyPath,
+        raw: &mut RawRepository,
+        compression_level: i32,
+        env: &SecretEnv,
+    ) -> S3Settings {
+        if raw.path.is_some() {
+            self.error(
+                &p.key("path"),
+                "path is for type = \"local\" repositories: an s3 repository has bucket and prefix",
+            );
+        }
+        let bucket = match raw.bucket.take() {
+            None => {
+                self.missing(&p.key("bucket"), "bucket = \"hopsdr-backups\"");
+                String::new()
+            }
+            Some(b) => {
+                let ok = (3..=63).contains(&b.len())
+                    && b.chars().all(|c| {
+                        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.'
+                    })
+                    && !b.starts_with(['-', '.'])
+                    && !b.ends_with(['-', '.']);
+                if !ok {
+                    self.error(
+                        &p.key("bucket"),
+                        format!("invalid bucket name {b:?}: use 3 to 63 characters from a-z, 0-9, '-' and '.'"),
+                    );
+                }
+                b
+            }
         };
-        RepositorySettings::Local {
-            path,
+        let endpoint = raw.endpoint.take().inspect(|e| {
+            let ok = (e.starts_with("https://") || e.starts_with("http://"))
+                && e.len() > "https://".len()
+                && !e.chars().any(char::is_whitespace);
+            if !ok {
+                self.error(
+                    &p.key("endpoint"),
+                    format!(
+                        "invalid endpoint {e:?}: use a URL such as \"https://s3.example.org:9000\""
+                    ),
+                );
+            }
+        });
+        let prefix = raw.prefix.take().unwrap_or_default();
+        let prefix = prefix.trim_matches('/').to_string();
+        if !prefix.is_empty() {
+            if let Err(e) = crate::repository::validate_key(&prefix) {
+                self.error(&p.key("prefix"), format!("invalid prefix {prefix:?}: {e}"));
+            }
+        }
+        let secret_given = raw.secret_access_key.is_some();
+        let secret_access_key = raw
+            .secret_access_key
+            .take()
+            .and_then(|v| self.secret(&p.key("secret_access_key"), Some(v), env));
+        let access_key_id = raw.access_key_id.take();
+        if access_key_id.is_some() != secret_given {
+            self.error(
+                &p.key("access_key_id"),
+                "give access_key_id and secret_access_key together, or neither (the AWS environment or instance credentials are then used)",
+            );
+        }
+        let ca_bundle = raw
+            .ca_bundle
+            .take()
+            .map(|c| self.absolute(&p.key("ca_bundle"), Some(c), ""));
+        let part_size = match raw.part_size_mib {
+            None => 16 << 20,
+            Some(n) if (5..=5120).contains(&n) => (n as usize) << 20,
+            Some(n) => {
+                self.error(
+                    &p.key("part_size_mib"),
+                    format!("part_size_mib = {n} is out of range: S3 parts are 5 to 5120 MiB"),
+                );
+                16 << 20
+            }
+        };
+        let parallel_parts = match raw.parallel_parts {
+            None => 4,
+            Some(n) if (1..=64).contains(&n) => n as usize,
+            Some(n) => {
+                self.error(
+                    &p.key("parallel_parts"),
+                    format!("parallel_parts = {n} is out of range: use 1 to 64"),
+                );
+                4
+            }
+        };
+        let bandwidth_limit = match raw.bandwidth_limit_mib {
+            None => None,
+            Some(m) if m > 0.0 && m.is_finite() => Some((m * (1u64 << 20) as f64) as u64),
+            Some(m) => {
+                self.error(
+                    &p.key("bandwidth_limit_mib"),
+                    format!("bandwidth_limit_mib = {m} must be above 0 (MiB per second); remove it for no limit"),
+                );
+                None
+            }
+        };
+        S3Settings {
+            endpoint,
+            region: raw.region.take().unwrap_or_else(|| "us-east-1".to_string()),
+            bucket,
+            prefix,
+            path_style: raw.path_style.unwrap_or(false),
+            access_key_id,
+            secret_access_key,
+            ca_bundle,
             compression_level,
+            part_size,
+            parallel_parts,
+            bandwidth_limit,
         }
     }
 

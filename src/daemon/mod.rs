@@ -137,7 +137,53 @@ pub fn open_repository(s: &RepositorySettings) -> Result<Repository, RepoError> 
             }
             Repository::open_or_init(storage, *compression_level)
         }
+        RepositorySettings::S3(s) => {
+            let storage = Arc::new(open_s3(s)?);
+            Repository::open_or_init(storage, s.compression_level)
+        }
     }
+}
+
+/// The S3 store of `[repository] type = "s3"`, with its secret and CA bundle read now.
+fn open_s3(s: &config::S3Settings) -> Result<crate::repository::S3Storage, RepoError> {
+    let describe = format!("s3://{}/{}", s.bucket, s.prefix);
+    let fail = |reason: String| {
+        RepoError::Storage(crate::repository::StorageError::Remote {
+            store: describe.clone(),
+            op: "configure",
+            key: String::new(),
+            reason,
+        })
+    };
+    let secret = match &s.secret_access_key {
+        Some(secret) => Some(
+            secret
+                .read(&config::SecretEnv::from_process())
+                .map_err(|e| fail(format!("secret_access_key: {e}")))?,
+        ),
+        None => None,
+    };
+    let ca_bundle_pem = match &s.ca_bundle {
+        Some(p) => {
+            Some(std::fs::read(p).map_err(|e| fail(format!("ca_bundle {}: {e}", p.display())))?)
+        }
+        None => None,
+    };
+    Ok(crate::repository::S3Storage::new(
+        &crate::repository::S3Options {
+            endpoint: s.endpoint.clone(),
+            region: s.region.clone(),
+            bucket: s.bucket.clone(),
+            prefix: s.prefix.clone(),
+            path_style: s.path_style,
+            access_key_id: s.access_key_id.clone(),
+            secret_access_key: secret,
+            ca_bundle_pem,
+            part_size: s.part_size,
+            parallel_parts: s.parallel_parts,
+            bandwidth_limit: s.bandwidth_limit,
+        },
+    )?)
 }
 
 fn hostname() -> String {

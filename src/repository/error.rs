@@ -107,6 +107,7 @@ impl RepoError {
             RepoError::Storage(StorageError::NotFound { .. }) => "storage_not_found",
             RepoError::Storage(StorageError::InvalidKey { .. }) => "storage_invalid_key",
             RepoError::Storage(StorageError::Io { .. }) => "storage_io",
+            RepoError::Storage(StorageError::Remote { .. }) => "storage_remote",
             RepoError::BlobMissing { .. } => "blob_missing",
             RepoError::CorruptBlob { .. } => "corrupt_blob",
             RepoError::CorruptFile { .. } => "corrupt_file",

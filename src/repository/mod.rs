@@ -45,8 +45,10 @@
 //! reuse a blob that a concurrent collector considers unreferenced. hopsdr runs one job at a
 //! time, so this holds.
 
+pub mod conformance;
 mod error;
 mod manifest;
+mod s3;
 mod storage;
 mod writer;
 
@@ -68,6 +70,7 @@ pub use error::{
 pub use manifest::{
     validate_logical_path, BackupInfo, ComponentInfo, Entry, FileEntry, FileMeta, Manifest,
 };
+pub use s3::{S3Options, S3Storage};
 pub use storage::{validate_key, KeyError, LocalStorage, ObjectInfo, Storage, StorageError};
 pub use writer::{BackupWriter, ProgressFn, WriteStats};
 

@@ -45,6 +45,13 @@ pub enum StorageError {
     NotFound { store: String, key: String },
     #[error("invalid object key '{key}': {reason}")]
     InvalidKey { key: String, reason: KeyError },
+    #[error("{store}: {op} {key:?} failed: {reason}")]
+    Remote {
+        store: String,
+        op: &'static str,
+        key: String,
+        reason: String,
+    },
     #[error("failed to {op} '{path}': {source}")]
     Io {
         op: &'static str,

@@ -1205,3 +1205,10 @@ fn check_finds_missing_blobs_and_bad_manifests_without_reading_blobs() {
     repo.forget(&id(1)).unwrap();
     assert_eq!(repo.check().unwrap().unreferenced_blobs, 5);
 }
+
+#[test]
+fn the_local_store_passes_the_storage_conformance_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStorage::new(dir.path().join("store")).unwrap();
+    crate::repository::conformance::check_storage(&store, "conformance", 6 << 20).unwrap();
+}

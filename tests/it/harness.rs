@@ -41,6 +41,8 @@ pub struct Env {
     pub metrics_port: u16,
     pub extra_config: String,
     pub files: Vec<(PathBuf, bool)>,
+    /// A `[repository]` section instead of the local directory `repo()`.
+    pub repository_config: Option<String>,
 }
 
 impl Env {
@@ -65,6 +67,7 @@ impl Env {
             metrics_port: free_port(),
             extra_config: String::new(),
             files,
+            repository_config: None,
         }
     }
 
@@ -93,15 +96,20 @@ impl Env {
                 p.display()
             ));
         }
+        let repository = self.repository_config.clone().unwrap_or_else(|| {
+            format!(
+                "[repository]\ntype = \"local\"\npath = \"{}\"\n",
+                self.repo().display()
+            )
+        });
         format!(
             "[daemon]\nsocket = \"{}\"\nsocket_group = \"nogroup\"\ncatalog = \"{}\"\nshutdown_timeout = \"5s\"\nlog_level = \"debug\"\n\n\
              [metrics]\nlisten = \"127.0.0.1:{}\"\n\n\
-             [repository]\ntype = \"local\"\npath = \"{}\"\n\n\
+             {repository}\n\
              [backup.files]\npaths = [\n{paths}]\n\n{}",
             self.socket().display(),
             self.catalog().display(),
             self.metrics_port,
-            self.repo().display(),
             self.extra_config
         )
     }

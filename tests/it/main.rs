@@ -16,6 +16,8 @@ mod restore;
 mod retention;
 #[cfg(feature = "testbed")]
 mod rondb;
+#[cfg(feature = "testbed")]
+mod s3;
 mod schedule;
 mod ssh;
 #[cfg(feature = "testbed")]

@@ -10,7 +10,7 @@ use crate::mysql::Mariadb;
 use crate::tbcluster::{Cluster, TB};
 
 /// `[restore]` pointing at the test-bed's tools.
-fn restore_config(env: &Env, c: &Cluster) -> String {
+pub fn restore_config(env: &Env, c: &Cluster) -> String {
     let d = c.dir.display();
     format!(
         "[restore]\nndb_restore = [\"{d}/bin/ndb_restore\"]\nstaging_dir = \"{}\"\nhdfs = [\"{d}/bin/hdfs\"]\n\

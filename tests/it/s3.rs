@@ -1,0 +1,232 @@
+//! The repository in S3: a real S3-compatible server on loopback (`s3s-fs`, which checks
+//! signatures), the storage conformance suite against it, a whole-cluster backup, incremental
+//! backup, verify, prune with garbage collection and a restore drill through hopsdrd, and the
+//! refusals an operator meets first: wrong credentials, a bucket that does not exist.
+
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::{free_port, wait_for, Env, HOPSDRD};
+use crate::tbcluster::Cluster;
+
+const ACCESS_KEY: &str = "hopsdr-test";
+const SECRET_KEY: &str = "hopsdr-test-secret-key";
+
+/// `s3s-fs` serving a temp directory (each subdirectory is a bucket) on a free loopback port.
+pub struct S3Server {
+    child: Child,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl S3Server {
+    pub fn start() -> S3Server {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let child = Command::new("s3s-fs")
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("s3s-fs (scripts/setup-test-deps installs it)");
+        wait_for("s3s-fs to listen", Duration::from_secs(20), || {
+            TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        S3Server { child, port, dir }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Makes bucket `name`.
+    pub fn bucket(&self, name: &str) {
+        std::fs::create_dir_all(self.dir.path().join(name)).unwrap();
+    }
+
+    /// `[repository]` for bucket `bucket` with the secret key in a 0600 file under `env`.
+    pub fn repository_config(&self, env: &Env, bucket: &str, secret: &str) -> String {
+        let file = env.path().join("s3.secret");
+        std::fs::write(&file, format!("{secret}\n")).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        format!(
+            "[repository]\ntype = \"s3\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\nbucket = \"{bucket}\"\n\
+             prefix = \"cluster1\"\npath_style = true\naccess_key_id = \"{ACCESS_KEY}\"\n\
+             secret_access_key = {{ file = \"{}\" }}\npart_size_mib = 5\n",
+            self.endpoint(),
+            file.display()
+        )
+    }
+
+    pub fn storage(&self, bucket: &str, prefix: &str) -> hopsdr::repository::S3Storage {
+        hopsdr::repository::S3Storage::new(&hopsdr::repository::S3Options {
+            endpoint: Some(self.endpoint()),
+            region: "us-east-1".into(),
+            bucket: bucket.into(),
+            prefix: prefix.into(),
+            path_style: true,
+            access_key_id: Some(ACCESS_KEY.into()),
+            secret_access_key: Some(SECRET_KEY.into()),
+            ca_bundle_pem: None,
+            part_size: 5 << 20,
+            parallel_parts: 2,
+            bandwidth_limit: None,
+        })
+        .unwrap()
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs hopsdrd on `env`'s config, expecting it to exit; returns (code, stderr).
+fn daemon_refuses(env: &Env) -> (Option<i32>, String) {
+    env.write_config();
+    let mut child = Command::new(HOPSDRD)
+        .arg("--config")
+        .arg(env.config_path())
+        .env_remove("NOTIFY_SOCKET")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            return (
+                status.code(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            );
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("hopsdrd kept running with a repository it cannot use");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_s3_store_passes_the_storage_conformance_suite() {
+    let s3 = S3Server::start();
+    s3.bucket("conformance");
+    let store = s3.storage("conformance", "some/prefix");
+    // 11 MiB with 5 MiB parts: a multipart upload of three parts.
+    hopsdr::repository::conformance::check_storage(&store, "suite", 11 << 20).unwrap();
+    // Objects live under the prefix.
+    hopsdr::repository::Storage::put(&store, "k/v", b"x").unwrap();
+    assert!(s3.dir.path().join("conformance/some/prefix/k/v").exists());
+}
+
+#[test]
+fn backups_verify_prune_and_a_restore_drill_through_s3() {
+    let mut env = Env::new();
+    let c = Cluster::create(&env, &[]);
+    let s3 = S3Server::start();
+    s3.bucket("hopsdr");
+    env.repository_config = Some(s3.repository_config(&env, "hopsdr", SECRET_KEY));
+    env.extra_config = c.hopsfs_config("local")
+        + &crate::restore::restore_config(&env, &c)
+        + "[retention]\nkeep_last = 1\nprune_after_backup = false\n";
+    let before = c.fingerprint();
+    let _d = env.start();
+    let first = env.backup_ok();
+    let second = env.backup_ok();
+    let m = s3_repo(&s3)
+        .read_manifest(&hopsdr::ids::BackupId::parse(&second).unwrap())
+        .unwrap();
+    let f = m.info.extra["hopsfs"].clone();
+    assert_eq!(
+        f["blocks_new"], 0,
+        "the second backup transfers no block: {f}"
+    );
+    let out = env.ctl(&["verify", &second, "--wait"]);
+    assert_eq!(out.status.code(), Some(0), "{}", env.log());
+    let out = env.ctl(&["--json", "repo", "check"]);
+    assert_eq!(out.status.code(), Some(0));
+
+    // Prune: the first backup's manifest and its own blobs go; the second stays whole.
+    let blobs = |s3: &S3Server| walk(&s3.dir.path().join("hopsdr/cluster1/blobs"));
+    let before_gc = blobs(&s3);
+    assert_eq!(
+        env.ctl(&["prune", "--wait"]).status.code(),
+        Some(0),
+        "{}",
+        env.log()
+    );
+    assert!(
+        blobs(&s3) < before_gc,
+        "garbage collection freed blobs in the bucket"
+    );
+    let list = env.ctl_json(&["backups", "list"]);
+    let ids: Vec<&str> = list["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [second.as_str()], "{first} forgotten");
+
+    // The drill: the cluster lost, redeployed empty, restored from S3.
+    c.tb(&["cluster", "destroy"]);
+    c.tb(&["cluster", "redeploy"]);
+    let out = env.ctl(&["restore", "start", &second, "--yes", "--wait"]);
+    assert_eq!(out.status.code(), Some(0), "{}", env.log());
+    assert_eq!(c.fingerprint(), before);
+}
+
+#[test]
+fn wrong_credentials_and_a_missing_bucket_are_refused_naming_the_endpoint() {
+    let s3 = S3Server::start();
+    s3.bucket("hopsdr");
+    let mut env = Env::new();
+    env.repository_config = Some(s3.repository_config(&env, "hopsdr", "not-the-secret"));
+    let (code, err) = daemon_refuses(&env);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&s3.endpoint()) && err.contains("s3://hopsdr/cluster1"),
+        "{err}"
+    );
+    assert!(err.to_lowercase().contains("signature"), "{err}");
+
+    env.repository_config = Some(s3.repository_config(&env, "no-such-bucket", SECRET_KEY));
+    let (code, err) = daemon_refuses(&env);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("s3://no-such-bucket/cluster1") && err.contains("NoSuchBucket"),
+        "{err}"
+    );
+}
+
+/// The repository in the bucket, for reading manifests in the tests.
+fn s3_repo(s3: &S3Server) -> hopsdr::repository::Repository {
+    hopsdr::repository::Repository::open_or_init(
+        std::sync::Arc::new(s3.storage("hopsdr", "cluster1")),
+        1,
+    )
+    .unwrap()
+}
+
+/// The number of files under `dir`.
+fn walk(dir: &std::path::Path) -> usize {
+    let mut n = 0;
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.path().is_dir() {
+                n += walk(&e.path());
+            } else {
+                n += 1;
+            }
+        }
+    }
+    n
+}
