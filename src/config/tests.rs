@@ -384,7 +384,7 @@ fn unknown_keys_list_the_allowed_keys_of_every_table() {
         (
             "[repository]\nx = 1",
             "repository.x",
-            "compression_level, path, type",
+            "access_key_id, bandwidth_limit_mib, bucket, ca_bundle, compression_level, endpoint, parallel_parts, part_size_mib, path, path_style, prefix, region, secret_access_key, type",
         ),
         ("[backup]\nx = 1", "backup.x", "files"),
         ("[backup.files]\nx = 1", "backup.files.x", "paths"),
