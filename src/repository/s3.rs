@@ -15,7 +15,7 @@
 //! The trait is blocking (the repository runs on blocking threads); the store keeps a small
 //! tokio runtime of its own and blocks on it.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
@@ -60,7 +60,7 @@ pub struct S3Storage {
     describe: String,
     part_size: usize,
     parallel_parts: usize,
-    pacer: Option<Pacer>,
+    pacer: Option<Arc<Pacer>>,
 }
 
 impl std::fmt::Debug for S3Storage {
@@ -147,9 +147,11 @@ impl S3Storage {
             describe,
             part_size: o.part_size.max(5 << 20),
             parallel_parts: o.parallel_parts.max(1),
-            pacer: o.bandwidth_limit.map(|rate| Pacer {
-                rate: rate.max(1),
-                next_free: Mutex::new(Instant::now()),
+            pacer: o.bandwidth_limit.map(|rate| {
+                Arc::new(Pacer {
+                    rate: rate.max(1),
+                    next_free: Mutex::new(Instant::now()),
+                })
             }),
         })
     }
@@ -218,6 +220,7 @@ async fn put_multipart(
     data: bytes::Bytes,
     part_size: usize,
     parallel_parts: usize,
+    pacer: Option<Arc<Pacer>>,
 ) -> object_store::Result<()> {
     let upload = store.put_multipart(&path).await?;
     let mut w = WriteMultipart::new_with_chunk_size(upload, part_size);
@@ -229,6 +232,9 @@ async fn put_multipart(
             let _ = w.abort().await;
             return Err(e);
         }
+        if let Some(p) = &pacer {
+            tokio::time::sleep(p.reserve(end - offset)).await;
+        }
         w.put(data.slice(offset..end));
         offset = end;
     }
@@ -238,13 +244,15 @@ async fn put_multipart(
 impl Storage for S3Storage {
     fn put(&self, key: &str, data: &[u8]) -> Result<(), StorageError> {
         let path = self.path(key)?;
-        self.pace(data.len());
         let store = self.store.clone();
         let data = bytes::Bytes::copy_from_slice(data);
         let r = if data.len() > self.part_size {
+            // Paced part by part.
             let (part, parallel) = (self.part_size, self.parallel_parts);
-            self.run(put_multipart(store, path, data, part, parallel))
+            let pacer = self.pacer.clone();
+            self.run(put_multipart(store, path, data, part, parallel, pacer))
         } else {
+            self.pace(data.len());
             self.run(async move { store.put(&path, PutPayload::from(data)).await.map(|_| ()) })
         };
         r.map_err(|e| self.remote("put", key, e))

@@ -25,18 +25,13 @@ impl S3Server {
     pub fn start() -> S3Server {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let child = Command::new("s3s-fs")
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("s3s-fs (scripts/setup-test-deps installs it)");
-        wait_for("s3s-fs to listen", Duration::from_secs(20), || {
-            TcpStream::connect(("127.0.0.1", port)).ok()
-        });
+        let child = spawn_server(dir.path(), port);
         S3Server { child, port, dir }
+    }
+
+    /// Starts the server again on the same directory and port (after a kill).
+    pub fn restart(&mut self) {
+        self.child = spawn_server(self.dir.path(), self.port);
     }
 
     pub fn endpoint(&self) -> String {
@@ -63,21 +58,23 @@ impl S3Server {
     }
 
     pub fn storage(&self, bucket: &str, prefix: &str) -> hopsdr::repository::S3Storage {
-        hopsdr::repository::S3Storage::new(&hopsdr::repository::S3Options {
-            endpoint: Some(self.endpoint()),
-            region: "us-east-1".into(),
-            bucket: bucket.into(),
-            prefix: prefix.into(),
-            path_style: true,
-            access_key_id: Some(ACCESS_KEY.into()),
-            secret_access_key: Some(SECRET_KEY.into()),
-            ca_bundle_pem: None,
-            part_size: 5 << 20,
-            parallel_parts: 2,
-            bandwidth_limit: None,
-        })
-        .unwrap()
+        hopsdr::repository::S3Storage::new(&s3_options(self, bucket, prefix)).unwrap()
     }
+}
+
+fn spawn_server(dir: &std::path::Path, port: u16) -> Child {
+    let child = Command::new("s3s-fs")
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("s3s-fs (scripts/setup-test-deps installs it)");
+    wait_for("s3s-fs to listen", Duration::from_secs(20), || {
+        TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    child
 }
 
 impl Drop for S3Server {
@@ -229,4 +226,107 @@ fn walk(dir: &std::path::Path) -> usize {
         }
     }
     n
+}
+
+/// The server killed in the middle: a multipart upload fails naming the endpoint and leaves no
+/// object under its key; a backup fails as a job, commits nothing, and once the server is back
+/// the next backup succeeds and garbage collection removes what the failed one uploaded.
+#[test]
+fn the_server_killed_in_the_middle_fails_cleanly_and_gc_collects_the_orphans() {
+    let mut s3 = S3Server::start();
+    s3.bucket("hopsdr");
+    // Storage level: 40 MiB in 5 MiB parts at 8 MiB/s (about 5 s); the server dies after 1 s.
+    let store = hopsdr::repository::S3Storage::new(&hopsdr::repository::S3Options {
+        bandwidth_limit: Some(8 << 20),
+        ..s3_options(&s3, "hopsdr", "big")
+    })
+    .unwrap();
+    let data = vec![7u8; 40 << 20];
+    let port = s3.port;
+    let put = std::thread::spawn(move || hopsdr::repository::Storage::put(&store, "k/big", &data));
+    std::thread::sleep(Duration::from_secs(1));
+    let _ = s3.child.kill();
+    let _ = s3.child.wait();
+    let err = put.join().unwrap().unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}")) && err.contains("k/big"),
+        "{err}"
+    );
+    s3.restart();
+    let store = s3.storage("hopsdr", "big");
+    assert!(
+        !hopsdr::repository::Storage::exists(&store, "k/big").unwrap(),
+        "no half object"
+    );
+
+    // Job level.
+    let mut env = Env::new();
+    let data = env.path().join("data/big");
+    std::fs::create_dir_all(&data).unwrap();
+    for i in 0..8 {
+        let bytes: Vec<u8> = (0..(4u32 << 20))
+            .map(|j| (j.wrapping_mul(i + 7) >> 5) as u8)
+            .collect();
+        std::fs::write(data.join(format!("f{i}")), bytes).unwrap();
+    }
+    env.files.push((data, false));
+    env.repository_config = Some(s3.repository_config(&env, "hopsdr", SECRET_KEY));
+    env.repository_config = env
+        .repository_config
+        .map(|c| c + "bandwidth_limit_mib = 8\n");
+    env.extra_config = "[retention]\nkeep_last = 1\nprune_after_backup = false\n".into();
+    let _d = env.start();
+    let out = env.ctl(&["--json", "backup", "start"]);
+    assert_eq!(out.status.code(), Some(0));
+    let started: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    wait_for(
+        "the backup to upload blobs",
+        Duration::from_secs(30),
+        || (walk(&s3.dir.path().join("hopsdr/cluster1/blobs")) > 0).then_some(()),
+    );
+    let _ = s3.child.kill();
+    let _ = s3.child.wait();
+    let job = env.wait_job(started["job_id"].as_i64().unwrap());
+    assert_eq!(job["state"], "failed", "{job}");
+    assert!(
+        job["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("127.0.0.1"),
+        "{job}"
+    );
+    s3.restart();
+    assert_eq!(
+        walk(&s3.dir.path().join("hopsdr/cluster1/manifests")),
+        0,
+        "nothing committed"
+    );
+    let orphans = walk(&s3.dir.path().join("hopsdr/cluster1/blobs"));
+    assert!(orphans > 0);
+    env.backup_ok();
+    assert_eq!(
+        env.ctl(&["prune", "--wait"]).status.code(),
+        Some(0),
+        "{}",
+        env.log()
+    );
+    let check = env.ctl_json(&["repo", "check"]);
+    assert_eq!(check["unreferenced_blobs"], 0, "{check}");
+    assert_eq!(check["problems"].as_array().unwrap().len(), 0, "{check}");
+}
+
+fn s3_options(s3: &S3Server, bucket: &str, prefix: &str) -> hopsdr::repository::S3Options {
+    hopsdr::repository::S3Options {
+        endpoint: Some(s3.endpoint()),
+        region: "us-east-1".into(),
+        bucket: bucket.into(),
+        prefix: prefix.into(),
+        path_style: true,
+        access_key_id: Some(ACCESS_KEY.into()),
+        secret_access_key: Some(SECRET_KEY.into()),
+        ca_bundle_pem: None,
+        part_size: 5 << 20,
+        parallel_parts: 2,
+        bandwidth_limit: None,
+    }
 }
