@@ -590,3 +590,47 @@ fn retention_policy_is_read_with_its_defaults_and_bad_values_named() {
         "{text}"
     );
 }
+
+#[test]
+fn an_s3_repository_is_read_with_its_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("s3.secret");
+    fs::write(&secret, "key\n").unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    let text = format!(
+        "[repository]\ntype = \"s3\"\nendpoint = \"http://127.0.0.1:9000\"\nbucket = \"hopsdr-backups\"\n\
+         prefix = \"/cluster1/\"\npath_style = true\naccess_key_id = \"AK\"\n\
+         secret_access_key = {{ file = \"{}\" }}\nbandwidth_limit_mib = 1.5\n",
+        secret.display()
+    );
+    let s = parse(&text, "f", &SecretEnv::default()).unwrap();
+    let crate::config::RepositorySettings::S3(r) = &s.repository else {
+        panic!("{:?}", s.repository);
+    };
+    assert_eq!(r.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+    assert_eq!(
+        (r.bucket.as_str(), r.prefix.as_str()),
+        ("hopsdr-backups", "cluster1")
+    );
+    assert_eq!(r.region, "us-east-1");
+    assert!(r.path_style);
+    assert_eq!((r.part_size, r.parallel_parts), (16 << 20, 4));
+    assert_eq!(r.bandwidth_limit, Some(3 << 19));
+    assert_eq!(r.compression_level, 1);
+
+    let errors = parse(
+        "[repository]\ntype = \"s3\"\nbucket = \"Bad_Bucket\"\npart_size_mib = 2\n",
+        "f",
+        &SecretEnv::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        errors.contains("invalid bucket name \"Bad_Bucket\""),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("part_size_mib = 2 is out of range"),
+        "{errors}"
+    );
+}
