@@ -249,6 +249,7 @@ impl Repository {
         id: BackupId,
         cancel: tokio_util::sync::CancellationToken,
     ) -> BackupWriter {
+        self.inner.storage.settle();
         BackupWriter::new(self.clone(), id, cancel)
     }
 

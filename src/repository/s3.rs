@@ -9,8 +9,14 @@
 //!   operation and the key.
 //! - An optional bandwidth limit paces uploads and downloads (a token bucket shared by every
 //!   request of the store).
-//! - [`Storage::put`] is durable when S3 acknowledges it; [`Storage::put_deferred`] is a plain
-//!   put (S3 has no cheaper durability step), so [`Storage::flush`] has nothing to do.
+//! - [`Storage::put`] is durable when S3 acknowledges it. [`Storage::put_deferred`] (new blobs)
+//!   starts the PUT and returns, up to [`IN_FLIGHT`] at a time; [`Storage::flush`] waits for all
+//!   of them and reports the first failure. Unlike the local store, a blob whose PUT completed
+//!   before a crash stays under its key: S3 PUTs are atomic and blobs content-addressed, so such
+//!   a blob is whole, and unreferenced until a manifest names it (garbage collection removes it).
+//! - Which blobs exist is listed once (one LIST per 1000 blobs) and kept up to date by this
+//!   process's puts and deletes, so deduplication costs no request per chunk. Only hopsdrd
+//!   writes to its repository, and garbage collection runs in the job slot.
 //!
 //! The trait is blocking (the repository runs on blocking threads); the store keeps a small
 //! tokio runtime of its own and blocks on it.
@@ -61,7 +67,17 @@ pub struct S3Storage {
     part_size: usize,
     parallel_parts: usize,
     pacer: Option<Arc<Pacer>>,
+    /// The keys under `blobs/` known to exist (`None` until first listed).
+    blobs: Arc<Mutex<Option<std::collections::HashSet<String>>>>,
+    /// Deferred PUTs not yet flushed.
+    in_flight: Mutex<Vec<tokio::task::JoinHandle<Result<(), StorageError>>>>,
+    permits: Arc<tokio::sync::Semaphore>,
 }
+
+/// Deferred PUTs in flight at most.
+pub const IN_FLIGHT: usize = 16;
+
+const BLOBS: &str = "blobs/";
 
 impl std::fmt::Debug for S3Storage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -153,6 +169,9 @@ impl S3Storage {
                     next_free: Mutex::new(Instant::now()),
                 })
             }),
+            blobs: Arc::new(Mutex::new(None)),
+            in_flight: Mutex::new(Vec::new()),
+            permits: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT)),
         })
     }
 
@@ -194,6 +213,36 @@ impl S3Storage {
                 std::thread::sleep(wait);
             }
         }
+    }
+
+    /// Notes that `key` exists (or no longer does) in the blob cache, once it is loaded.
+    fn note(&self, key: &str, exists: bool) {
+        if !key.starts_with(BLOBS) {
+            return;
+        }
+        let mut g = self.blobs.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(set) = g.as_mut() {
+            if exists {
+                set.insert(key.to_string());
+            } else {
+                set.remove(key);
+            }
+        }
+    }
+
+    /// Whether blob `key` exists, from the cache (listing the blobs the first time).
+    fn blob_exists(&self, key: &str) -> Result<bool, StorageError> {
+        {
+            let g = self.blobs.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(set) = g.as_ref() {
+                return Ok(set.contains(key));
+            }
+        }
+        let listed: std::collections::HashSet<String> =
+            self.list(BLOBS)?.into_iter().map(|o| o.key).collect();
+        let mut g = self.blobs.lock().unwrap_or_else(|p| p.into_inner());
+        let set = g.get_or_insert(listed);
+        Ok(set.contains(key))
     }
 
     /// Runs `fut` on the store's runtime and waits for it. From a thread that drives another
@@ -255,7 +304,104 @@ impl Storage for S3Storage {
             self.pace(data.len());
             self.run(async move { store.put(&path, PutPayload::from(data)).await.map(|_| ()) })
         };
-        r.map_err(|e| self.remote("put", key, e))
+        r.map_err(|e| self.remote("put", key, e))?;
+        self.note(key, true);
+        Ok(())
+    }
+
+    fn put_deferred(&self, key: &str, data: &[u8]) -> Result<(), StorageError> {
+        if data.len() > self.part_size {
+            return self.put(key, data);
+        }
+        let path = self.path(key)?;
+        self.pace(data.len());
+        let permits = self.permits.clone();
+        let permit = self.run(async move { permits.acquire_owned().await });
+        let Ok(permit) = permit else {
+            return self.put(key, data);
+        };
+        let store = self.store.clone();
+        let data = bytes::Bytes::copy_from_slice(data);
+        let (describe, k) = (self.describe.clone(), key.to_string());
+        let blobs = self.blobs.clone();
+        let task = self.rt.spawn(async move {
+            let _permit = permit;
+            let r = store.put(&path, PutPayload::from(data)).await;
+            r.map(|_| ()).map_err(|e| {
+                // Not there after all: the next check asks again.
+                if let Some(set) = blobs.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+                    set.remove(&k);
+                }
+                StorageError::Remote {
+                    store: describe,
+                    op: "put",
+                    key: k,
+                    reason: e.to_string(),
+                }
+            })
+        });
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(task);
+        self.note(key, true);
+        Ok(())
+    }
+
+    fn settle(&self) {
+        let tasks = std::mem::take(&mut *self.in_flight.lock().unwrap_or_else(|p| p.into_inner()));
+        if tasks.is_empty() {
+            return;
+        }
+        // A failed one has already taken its key out of the blob cache.
+        let failed = self.run(async move {
+            let mut failed = 0;
+            for t in tasks {
+                if !matches!(t.await, Ok(Ok(()))) {
+                    failed += 1;
+                }
+            }
+            failed
+        });
+        if failed > 0 {
+            tracing::info!(
+                store = %self.describe,
+                "{failed} upload(s) of an abandoned backup failed; their blobs will be uploaded again when needed"
+            );
+        }
+    }
+
+    fn flush(&self) -> Result<(), StorageError> {
+        let tasks = std::mem::take(&mut *self.in_flight.lock().unwrap_or_else(|p| p.into_inner()));
+        let results = self.run(async move {
+            let mut out = Vec::new();
+            for t in tasks {
+                out.push(t.await);
+            }
+            out
+        });
+        let mut first = None;
+        for r in results {
+            let r = r.unwrap_or_else(|e| {
+                Err(StorageError::Remote {
+                    store: self.describe.clone(),
+                    op: "put",
+                    key: String::new(),
+                    reason: format!("the upload task failed: {e}"),
+                })
+            });
+            if let Err(e) = r {
+                first.get_or_insert(e);
+            }
+        }
+        match first {
+            None => Ok(()),
+            Some(e) => {
+                // What failed may be in the cache as existing: list again next time.
+                *self.blobs.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                Err(e)
+            }
+        }
     }
 
     fn get(&self, key: &str) -> Result<Vec<u8>, StorageError> {
@@ -270,6 +416,9 @@ impl Storage for S3Storage {
 
     fn exists(&self, key: &str) -> Result<bool, StorageError> {
         let path = self.path(key)?;
+        if key.starts_with(BLOBS) {
+            return self.blob_exists(key);
+        }
         let store = self.store.clone();
         match self.run(async move { store.head(&path).await }) {
             Ok(_) => Ok(true),
@@ -315,7 +464,10 @@ impl Storage for S3Storage {
         let path = self.path(key)?;
         let store = self.store.clone();
         match self.run(async move { store.delete(&path).await }) {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+                self.note(key, false);
+                Ok(())
+            }
             Err(e) => Err(self.remote("delete", key, e)),
         }
     }

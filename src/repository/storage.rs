@@ -97,6 +97,10 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn flush(&self) -> Result<(), StorageError> {
         Ok(())
     }
+    /// Called before a backup starts writing: deferred puts left by an abandoned backup (one that
+    /// failed before its flush) are settled and their outcome forgotten, so that they cannot
+    /// fail the next backup's flush. The default has nothing to settle.
+    fn settle(&self) {}
 }
 
 /// Checks that `key` is a valid object key: relative, `/`-separated, non-empty components that
