@@ -319,6 +319,17 @@ impl Repository {
     /// A reader of a stored file's content, chunk by chunk (bounded memory), verifying every
     /// chunk and, at the end, the whole file's size and hash: an error surfaces as an
     /// `io::Error` whose message names the file and the blob.
+    /// A hint that `files` will be read next, in order (see [`Storage::prefetch`]).
+    pub fn prefetch_files<'a>(&self, files: impl IntoIterator<Item = &'a FileEntry>) {
+        let keys: Vec<String> = files
+            .into_iter()
+            .flat_map(|f| f.chunks.iter().map(|c| blob_key(c)))
+            .collect();
+        if !keys.is_empty() {
+            self.inner.storage.prefetch(&keys);
+        }
+    }
+
     pub fn open_file(&self, entry: &FileEntry) -> Result<FileReader, RepoError> {
         manifest::validate_file_entry(entry).map_err(|defect| RepoError::InvalidEntry {
             path: entry.path.clone(),

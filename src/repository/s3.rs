@@ -21,6 +21,7 @@
 //! The trait is blocking (the repository runs on blocking threads); the store keeps a small
 //! tokio runtime of its own and blocks on it.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -72,7 +73,14 @@ pub struct S3Storage {
     /// Deferred PUTs not yet flushed.
     in_flight: Mutex<Vec<tokio::task::JoinHandle<Result<(), StorageError>>>>,
     permits: Arc<tokio::sync::Semaphore>,
+    /// Blobs being fetched (or fetched) ahead of their reads, at most [`AHEAD`].
+    ahead: Mutex<HashMap<String, Fetch>>,
 }
+
+type Fetch = tokio::sync::oneshot::Receiver<object_store::Result<bytes::Bytes>>;
+
+/// Objects fetched ahead of their reads at most (blobs are at most 4 MiB).
+pub const AHEAD: usize = 16;
 
 /// Deferred PUTs in flight at most.
 pub const IN_FLIGHT: usize = 16;
@@ -172,6 +180,7 @@ impl S3Storage {
             blobs: Arc::new(Mutex::new(None)),
             in_flight: Mutex::new(Vec::new()),
             permits: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT)),
+            ahead: Mutex::new(HashMap::new()),
         })
     }
 
@@ -348,6 +357,26 @@ impl Storage for S3Storage {
         Ok(())
     }
 
+    fn prefetch(&self, keys: &[String]) {
+        let mut ahead = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
+        for key in keys {
+            if ahead.len() >= AHEAD {
+                break;
+            }
+            if ahead.contains_key(key) {
+                continue;
+            }
+            let Ok(path) = self.path(key) else { continue };
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let store = self.store.clone();
+            self.rt.spawn(async move {
+                let r = async { store.get(&path).await?.bytes().await }.await;
+                let _ = tx.send(r);
+            });
+            ahead.insert(key.clone(), rx);
+        }
+    }
+
     fn settle(&self) {
         let tasks = std::mem::take(&mut *self.in_flight.lock().unwrap_or_else(|p| p.into_inner()));
         if tasks.is_empty() {
@@ -406,6 +435,18 @@ impl Storage for S3Storage {
 
     fn get(&self, key: &str) -> Result<Vec<u8>, StorageError> {
         let path = self.path(key)?;
+        let fetched = self
+            .ahead
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+        if let Some(rx) = fetched {
+            if let Ok(Ok(bytes)) = self.run(rx) {
+                self.pace(bytes.len());
+                return Ok(bytes.to_vec());
+            }
+            // A failed fetch ahead: read it now, with the usual error.
+        }
         let store = self.store.clone();
         let bytes = self
             .run(async move { store.get(&path).await?.bytes().await })

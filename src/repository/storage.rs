@@ -101,6 +101,10 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// failed before its flush) are settled and their outcome forgotten, so that they cannot
     /// fail the next backup's flush. The default has nothing to settle.
     fn settle(&self) {}
+    /// A hint that `keys` will be read soon, in that order: a remote store may start fetching
+    /// them (bounded in memory) so that the [`Storage::get`]s that follow do not wait one round
+    /// trip each. The default ignores it.
+    fn prefetch(&self, _keys: &[String]) {}
 }
 
 /// Checks that `key` is a valid object key: relative, `/`-separated, non-empty components that

@@ -26,7 +26,19 @@ pub fn write_tar(
     w: &mut dyn Write,
 ) -> std::io::Result<()> {
     let mut b = tar::Builder::new(w);
-    for e in entries {
+    // The files a few entries ahead are announced to the store (a remote one fetches them
+    // while this one is written).
+    const AHEAD: usize = 32;
+    let mut announced = 0;
+    for (i, e) in entries.iter().enumerate() {
+        if announced <= i {
+            let end = (i + AHEAD).min(entries.len());
+            repo.prefetch_files(entries[i..end].iter().filter_map(|e| match e {
+                Entry::File(f) if f.path.starts_with(prefix) => Some(f),
+                _ => None,
+            }));
+            announced = end.saturating_sub(AHEAD / 2).max(i + 1);
+        }
         let Some(rel) = e.path().strip_prefix(prefix) else {
             continue;
         };
