@@ -14,6 +14,8 @@
 //!   of them and reports the first failure. Unlike the local store, a blob whose PUT completed
 //!   before a crash stays under its key: S3 PUTs are atomic and blobs content-addressed, so such
 //!   a blob is whole, and unreferenced until a manifest names it (garbage collection removes it).
+//! - Reads ahead: a restore announces the files it will read next ([`Storage::prefetch`]) and
+//!   up to [`AHEAD`] blobs are fetched while the previous ones are written out.
 //! - Which blobs exist is listed once (one LIST per 1000 blobs) and kept up to date by this
 //!   process's puts and deletes, so deduplication costs no request per chunk. Only hopsdrd
 //!   writes to its repository, and garbage collection runs in the job slot.
@@ -378,6 +380,8 @@ impl Storage for S3Storage {
     }
 
     fn settle(&self) {
+        // Reads fetched ahead for a restore that stopped early are not kept for ever.
+        self.ahead.lock().unwrap_or_else(|p| p.into_inner()).clear();
         let tasks = std::mem::take(&mut *self.in_flight.lock().unwrap_or_else(|p| p.into_inner()));
         if tasks.is_empty() {
             return;
