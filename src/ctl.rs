@@ -381,28 +381,7 @@ async fn run_inner(cli: &Cli) -> Result<ExitCode, CtlError> {
             let started: JobStarted = client
                 .call(Method::POST, "/v1/catalog/rebuild", Some("{}"))
                 .await?;
-            if !wait {
-                if cli.json {
-                    print_json(&started);
-                } else {
-                    out(&format!(
-                        "started job {} (catalog rebuild)\n",
-                        started.job_id
-                    ));
-                }
-                return Ok(ExitCode::Ok);
-            }
-            let view = wait_for_job(&client, started.job_id.0, cli.json).await?;
-            if cli.json {
-                print_json(&view);
-            } else {
-                out(&format_job(&view));
-            }
-            return Ok(if view.record.state == State::Succeeded {
-                ExitCode::Ok
-            } else {
-                ExitCode::Failed
-            });
+            return follow(&client, cli, &started, *wait, "catalog rebuild").await;
         }
         Command::Repo {
             command: RepoCommand::Check,
@@ -443,28 +422,7 @@ async fn run_inner(cli: &Cli) -> Result<ExitCode, CtlError> {
                 .as_ref()
                 .map(|b| b.to_string())
                 .unwrap_or_default();
-            if !wait {
-                if cli.json {
-                    print_json(&started);
-                } else {
-                    out(&format!(
-                        "started job {} (verify {which})\n",
-                        started.job_id
-                    ));
-                }
-                return Ok(ExitCode::Ok);
-            }
-            let view = wait_for_job(&client, started.job_id.0, cli.json).await?;
-            if cli.json {
-                print_json(&view);
-            } else {
-                out(&format_job(&view));
-            }
-            return Ok(if view.record.state == State::Succeeded {
-                ExitCode::Ok
-            } else {
-                ExitCode::Failed
-            });
+            return follow(&client, cli, &started, *wait, &format!("verify {which}")).await;
         }
         Command::Prune { dry_run: true, .. } => {
             let d: crate::api::PruneDecisions = client.call(Method::GET, "/v1/prune", None).await?;
@@ -479,25 +437,7 @@ async fn run_inner(cli: &Cli) -> Result<ExitCode, CtlError> {
             wait,
         } => {
             let started: JobStarted = client.call(Method::POST, "/v1/prune", Some("{}")).await?;
-            if !wait {
-                if cli.json {
-                    print_json(&started);
-                } else {
-                    out(&format!("started job {} (prune)\n", started.job_id));
-                }
-                return Ok(ExitCode::Ok);
-            }
-            let view = wait_for_job(&client, started.job_id.0, cli.json).await?;
-            if cli.json {
-                print_json(&view);
-            } else {
-                out(&format_job(&view));
-            }
-            return Ok(if view.record.state == State::Succeeded {
-                ExitCode::Ok
-            } else {
-                ExitCode::Failed
-            });
+            return follow(&client, cli, &started, *wait, "prune").await;
         }
         Command::Backup {
             command: BackupCommand::Start { wait },
@@ -704,6 +644,36 @@ pub fn format_restore(st: &RestoreStatus) -> String {
     s.push_str(&table(&["#", "STATE", "TIME", "STEP"], &rows));
     s.push_str(&format!("\ntotal (RTO): {:.1}s\n", st.report.total_seconds));
     s
+}
+
+/// After a job was started: prints that it started, or (with `wait`) follows it to its end and
+/// prints it; the exit code says whether it succeeded.
+async fn follow(
+    client: &Client,
+    cli: &Cli,
+    started: &JobStarted,
+    wait: bool,
+    label: &str,
+) -> Result<ExitCode, CtlError> {
+    if !wait {
+        if cli.json {
+            print_json(started);
+        } else {
+            out(&format!("started job {} ({label})\n", started.job_id));
+        }
+        return Ok(ExitCode::Ok);
+    }
+    let view = wait_for_job(client, started.job_id.0, cli.json).await?;
+    if cli.json {
+        print_json(&view);
+    } else {
+        out(&format_job(&view));
+    }
+    Ok(if view.record.state == State::Succeeded {
+        ExitCode::Ok
+    } else {
+        ExitCode::Failed
+    })
 }
 
 async fn wait_for_job(client: &Client, id: i64, quiet: bool) -> Result<JobView, CtlError> {

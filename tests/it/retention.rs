@@ -23,7 +23,7 @@ fn blobs(env: &Env) -> Vec<std::path::PathBuf> {
 }
 
 /// An env whose backups each hold a file with new content.
-fn env_with(retention: &str) -> (Env, std::path::PathBuf) {
+pub fn env_with(retention: &str) -> (Env, std::path::PathBuf) {
     let mut env = Env::new();
     let data = env.path().join("data/changing");
     std::fs::create_dir_all(&data).unwrap();
@@ -32,7 +32,8 @@ fn env_with(retention: &str) -> (Env, std::path::PathBuf) {
     (env, data)
 }
 
-fn backup_with(env: &Env, data: &std::path::Path, n: u32) -> String {
+/// A backup after writing generation `n` of the changing file.
+pub fn backup_with(env: &Env, data: &std::path::Path, n: u32) -> String {
     std::fs::write(
         data.join("state.txt"),
         format!("generation {n}\n").repeat(1000),

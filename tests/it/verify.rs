@@ -3,24 +3,7 @@
 //! which retention then no longer counts as good.
 
 use crate::harness::Env;
-
-fn env_with(extra: &str) -> (Env, std::path::PathBuf) {
-    let mut env = Env::new();
-    let data = env.path().join("data/changing");
-    std::fs::create_dir_all(&data).unwrap();
-    env.files.push((data.clone(), false));
-    env.extra_config = extra.to_string();
-    (env, data)
-}
-
-fn backup_with(env: &Env, data: &std::path::Path, n: u32) -> String {
-    std::fs::write(
-        data.join("state.txt"),
-        format!("generation {n}\n").repeat(1000),
-    )
-    .unwrap();
-    env.backup_ok()
-}
+use crate::retention::{backup_with, env_with};
 
 /// The blob file of `path` in backup `id` (its first chunk).
 fn blob_of(env: &Env, id: &str, path_suffix: &str) -> std::path::PathBuf {
