@@ -228,6 +228,43 @@ fn audit(ctx: &Ctx, peer: Peer, action: &str, allowed: bool, detail: &str) {
     }
 }
 
+/// The answer to a request that started a job: 202 with the job, 409 when another job runs
+/// (naming it), 503 while stopping, 500 otherwise; audited either way.
+fn job_started(
+    ctx: &Ctx,
+    peer: Peer,
+    action: &str,
+    result: Result<crate::api::JobStarted, JobError>,
+    describe: impl FnOnce(&crate::api::JobStarted) -> String,
+) -> Response<Full<Bytes>> {
+    match result {
+        Ok(started) => {
+            audit(ctx, peer, action, true, &describe(&started));
+            json(StatusCode::ACCEPTED, &started)
+        }
+        Err(JobError::Busy(running)) => {
+            audit(
+                ctx,
+                peer,
+                action,
+                false,
+                &format!("busy with job {running}"),
+            );
+            let mut body = ErrorBody::new("busy", JobError::Busy(running).to_string());
+            body.error.job_id = Some(running);
+            json(StatusCode::CONFLICT, &body)
+        }
+        Err(e) => {
+            audit(ctx, peer, action, false, &e.to_string());
+            let status = match e {
+                JobError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            error(status, e.code(), e.to_string())
+        }
+    }
+}
+
 async fn handle(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
@@ -332,46 +369,17 @@ async fn handle(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<F
                     );
                 }
             }
-            match jobs::start_backup(&ctx, &format!("api:uid={}", peer.uid)) {
-                Ok(started) => {
-                    audit(
-                        &ctx,
-                        peer,
-                        &action,
-                        true,
-                        &format!(
-                            "start backup: job {} backup {}",
-                            started.job_id,
-                            started
-                                .backup_id
-                                .as_ref()
-                                .map(|b| b.to_string())
-                                .unwrap_or_default()
-                        ),
-                    );
-                    json(StatusCode::ACCEPTED, &started)
-                }
-                Err(JobError::Busy(running)) => {
-                    audit(
-                        &ctx,
-                        peer,
-                        &action,
-                        false,
-                        &format!("busy with job {running}"),
-                    );
-                    let mut body = ErrorBody::new("busy", JobError::Busy(running).to_string());
-                    body.error.job_id = Some(running);
-                    json(StatusCode::CONFLICT, &body)
-                }
-                Err(e) => {
-                    audit(&ctx, peer, &action, false, &e.to_string());
-                    let status = match e {
-                        JobError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
-                        _ => StatusCode::INTERNAL_SERVER_ERROR,
-                    };
-                    error(status, e.code(), e.to_string())
-                }
-            }
+            let r = jobs::start_backup(&ctx, &format!("api:uid={}", peer.uid));
+            job_started(&ctx, peer, &action, r, |s| {
+                format!(
+                    "start backup: job {} backup {}",
+                    s.job_id,
+                    s.backup_id
+                        .as_ref()
+                        .map(|b| b.to_string())
+                        .unwrap_or_default()
+                )
+            })
         }
         (&Method::GET, ["v1", "repo", "check"]) => {
             let repo = ctx.repo.clone();
@@ -382,34 +390,10 @@ async fn handle(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<F
             }
         }
         (&Method::POST, ["v1", "catalog", "rebuild"]) => {
-            match super::rebuild::start_rebuild(&ctx, &format!("api:uid={}", peer.uid)) {
-                Ok(started) => {
-                    audit(
-                        &ctx,
-                        peer,
-                        &action,
-                        true,
-                        &format!("catalog rebuild: job {}", started.job_id),
-                    );
-                    json(StatusCode::ACCEPTED, &started)
-                }
-                Err(JobError::Busy(running)) => {
-                    audit(
-                        &ctx,
-                        peer,
-                        &action,
-                        false,
-                        &format!("busy with job {running}"),
-                    );
-                    let mut body = ErrorBody::new("busy", JobError::Busy(running).to_string());
-                    body.error.job_id = Some(running);
-                    json(StatusCode::CONFLICT, &body)
-                }
-                Err(e) => {
-                    audit(&ctx, peer, &action, false, &e.to_string());
-                    error(StatusCode::INTERNAL_SERVER_ERROR, e.code(), e.to_string())
-                }
-            }
+            let r = super::rebuild::start_rebuild(&ctx, &format!("api:uid={}", peer.uid));
+            job_started(&ctx, peer, &action, r, |s| {
+                format!("catalog rebuild: job {}", s.job_id)
+            })
         }
         (&Method::GET, ["v1", "prune"]) => {
             // A dry run: what pruning would do now, with the reasons.
@@ -432,34 +416,10 @@ async fn handle(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<F
             }
         }
         (&Method::POST, ["v1", "prune"]) => {
-            match super::prune::start_prune(&ctx, &format!("api:uid={}", peer.uid)) {
-                Ok(started) => {
-                    audit(
-                        &ctx,
-                        peer,
-                        &action,
-                        true,
-                        &format!("prune: job {}", started.job_id),
-                    );
-                    json(StatusCode::ACCEPTED, &started)
-                }
-                Err(JobError::Busy(running)) => {
-                    audit(
-                        &ctx,
-                        peer,
-                        &action,
-                        false,
-                        &format!("busy with job {running}"),
-                    );
-                    let mut body = ErrorBody::new("busy", JobError::Busy(running).to_string());
-                    body.error.job_id = Some(running);
-                    json(StatusCode::CONFLICT, &body)
-                }
-                Err(e) => {
-                    audit(&ctx, peer, &action, false, &e.to_string());
-                    error(StatusCode::INTERNAL_SERVER_ERROR, e.code(), e.to_string())
-                }
-            }
+            let r = super::prune::start_prune(&ctx, &format!("api:uid={}", peer.uid));
+            job_started(&ctx, peer, &action, r, |s| {
+                format!("prune: job {}", s.job_id)
+            })
         }
         (&Method::POST, ["v1", "verify"]) => {
             #[derive(serde::Deserialize)]
@@ -493,36 +453,16 @@ async fn handle(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<F
             };
             use super::verify::{start_verify, VerifyStartError};
             match start_verify(&ctx, &format!("api:uid={}", peer.uid), backup) {
-                Ok(started) => {
-                    audit(
-                        &ctx,
-                        peer,
-                        &action,
-                        true,
-                        &format!("verify: job {}", started.job_id),
-                    );
-                    json(StatusCode::ACCEPTED, &started)
-                }
-                Err(VerifyStartError::Job(JobError::Busy(running))) => {
-                    audit(
-                        &ctx,
-                        peer,
-                        &action,
-                        false,
-                        &format!("busy with job {running}"),
-                    );
-                    let mut body = ErrorBody::new("busy", JobError::Busy(running).to_string());
-                    body.error.job_id = Some(running);
-                    json(StatusCode::CONFLICT, &body)
-                }
                 Err(e @ (VerifyStartError::NotFound(_) | VerifyStartError::Nothing)) => {
                     audit(&ctx, peer, &action, false, &e.to_string());
                     error(StatusCode::NOT_FOUND, "no_such_backup", e.to_string())
                 }
                 Err(VerifyStartError::Job(e)) => {
-                    audit(&ctx, peer, &action, false, &e.to_string());
-                    error(StatusCode::INTERNAL_SERVER_ERROR, e.code(), e.to_string())
+                    job_started(&ctx, peer, &action, Err(e), |_| String::new())
                 }
+                Ok(started) => job_started(&ctx, peer, &action, Ok(started), |s| {
+                    format!("verify: job {}", s.job_id)
+                }),
             }
         }
         (&Method::POST, ["v1", "backups", id, op @ ("pin" | "unpin")]) => {
