@@ -90,6 +90,39 @@ pub fn check_storage(store: &dyn Storage, base: &str, large: usize) -> Result<()
     if all.len() != 5 || !all.windows(2).all(|w| w[0].key < w[1].key) {
         return Err(format!("list {base}/: {all:?}"));
     }
+    // Reads announced ahead return what a plain read does, in any order, missing ones too.
+    store.prefetch(&[
+        k("a/two"),
+        k("missing"),
+        k("a/big"),
+        k("a/one"),
+        "sp ace".into(),
+    ]);
+    if store
+        .get(&k("a/big"))
+        .map_err(|e| fail("get large read ahead", e))?
+        != big
+    {
+        return Err("a large object read ahead came back with other bytes".into());
+    }
+    match store.get(&k("missing")) {
+        Err(e) if e.is_not_found() => {}
+        other => return Err(format!("get of a missing object read ahead: {other:?}")),
+    }
+    if store
+        .get(&k("a/two"))
+        .map_err(|e| fail("get read ahead", e))?
+        != b"22"
+    {
+        return Err("an object read ahead came back with other bytes".into());
+    }
+    if store
+        .get(&k("a/one"))
+        .map_err(|e| fail("get read ahead", e))?
+        != b"uno!"
+    {
+        return Err("an object read ahead came back with other bytes".into());
+    }
     // Invalid keys never reach the store.
     for bad in ["", "/abs", "a//b", "a/../b", "a/.hidden", "sp ace"] {
         match store.put(bad, b"x") {

@@ -48,6 +48,7 @@
 pub mod conformance;
 mod error;
 mod manifest;
+mod readahead;
 mod s3;
 mod storage;
 mod writer;
@@ -371,6 +372,8 @@ impl Repository {
             .unwrap_or(1)
             .clamp(1, 4)
             .min(to_read.len().max(1));
+        // Files announced ahead of the workers (see [`Storage::prefetch`]).
+        const LOOKAHEAD: usize = 64;
         let next = std::sync::atomic::AtomicUsize::new(0);
         let results: Vec<Result<Vec<(usize, FileCheck)>, RepoError>> =
             std::thread::scope(|scope| {
@@ -384,6 +387,11 @@ impl Repository {
                                 let Some(&i) = to_read.get(k) else {
                                     return Ok(out);
                                 };
+                                if k % (LOOKAHEAD / 4) == 0 {
+                                    // A remote store fetches the next files' blobs meanwhile.
+                                    let end = (k + LOOKAHEAD).min(to_read.len());
+                                    self.prefetch_files(to_read[k..end].iter().map(|&j| files[j]));
+                                }
                                 out.push((i, self.check_file(files[i], &mut reader)?));
                             }
                         })

@@ -14,8 +14,9 @@
 //!   of them and reports the first failure. Unlike the local store, a blob whose PUT completed
 //!   before a crash stays under its key: S3 PUTs are atomic and blobs content-addressed, so such
 //!   a blob is whole, and unreferenced until a manifest names it (garbage collection removes it).
-//! - Reads ahead: a restore announces the files it will read next ([`Storage::prefetch`]) and
-//!   up to [`AHEAD`] blobs are fetched while the previous ones are written out.
+//! - Reads ahead: a restore or a verify announces the blobs it will read next
+//!   ([`Storage::prefetch`]); up to [`AHEAD`] of them are fetched at once, within [`AHEAD_BYTES`]
+//!   (see `readahead.rs`), while the previous ones are checked and written out.
 //! - Which blobs exist is listed once (one LIST per 1000 blobs) and kept up to date by this
 //!   process's puts and deletes, so deduplication costs no request per chunk. Only hopsdrd
 //!   writes to its repository, and garbage collection runs in the job slot.
@@ -23,7 +24,6 @@
 //! The trait is blocking (the repository runs on blocking threads); the store keeps a small
 //! tokio runtime of its own and blocks on it.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,7 @@ use object_store::{
     WriteMultipart,
 };
 
+use super::readahead::{Limits, ReadAhead};
 use super::storage::{validate_key, ObjectInfo, Storage, StorageError};
 
 /// How to reach a bucket.
@@ -75,14 +76,19 @@ pub struct S3Storage {
     /// Deferred PUTs not yet flushed.
     in_flight: Mutex<Vec<tokio::task::JoinHandle<Result<(), StorageError>>>>,
     permits: Arc<tokio::sync::Semaphore>,
-    /// Blobs being fetched (or fetched) ahead of their reads, at most [`AHEAD`].
-    ahead: Mutex<HashMap<String, Fetch>>,
+    /// Blobs announced, and being fetched (or fetched) ahead of their reads.
+    ahead: Mutex<ReadAhead<Fetch>>,
 }
 
 type Fetch = tokio::sync::oneshot::Receiver<object_store::Result<bytes::Bytes>>;
 
-/// Objects fetched ahead of their reads at most (blobs are at most 4 MiB).
-pub const AHEAD: usize = 16;
+/// Objects fetched ahead of their reads at most.
+pub const AHEAD: usize = 32;
+
+/// Bytes the objects fetched ahead may hold; a fetch counts as a whole blob (4 MiB of
+/// incompressible data and zstd's framing) until its response tells its size.
+pub const AHEAD_BYTES: u64 = 48 << 20;
+const ASSUMED_BLOB: u64 = (4 << 20) + (64 << 10);
 
 /// Deferred PUTs in flight at most.
 pub const IN_FLIGHT: usize = 16;
@@ -182,7 +188,12 @@ impl S3Storage {
             blobs: Arc::new(Mutex::new(None)),
             in_flight: Mutex::new(Vec::new()),
             permits: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT)),
-            ahead: Mutex::new(HashMap::new()),
+            ahead: Mutex::new(ReadAhead::new(Limits {
+                fetches: AHEAD,
+                bytes: AHEAD_BYTES,
+                assumed: ASSUMED_BLOB,
+                queued: 4096,
+            })),
         })
     }
 
@@ -254,6 +265,26 @@ impl S3Storage {
         let mut g = self.blobs.lock().unwrap_or_else(|p| p.into_inner());
         let set = g.get_or_insert(listed);
         Ok(set.contains(key))
+    }
+
+    /// Starts the announced fetches the read-ahead window has room for.
+    fn pump(&self, ahead: &mut ReadAhead<Fetch>) {
+        ahead.pump(|key, cost| {
+            let path = self.path(key).ok()?;
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let store = self.store.clone();
+            self.rt.spawn(async move {
+                let r = async {
+                    let got = store.get(&path).await?;
+                    // Its real share of the window, from the response's headers.
+                    cost.store(got.meta.size, std::sync::atomic::Ordering::Relaxed);
+                    got.bytes().await
+                }
+                .await;
+                let _ = tx.send(r);
+            });
+            Some(rx)
+        });
     }
 
     /// Runs `fut` on the store's runtime and waits for it. From a thread that drives another
@@ -361,22 +392,8 @@ impl Storage for S3Storage {
 
     fn prefetch(&self, keys: &[String]) {
         let mut ahead = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
-        for key in keys {
-            if ahead.len() >= AHEAD {
-                break;
-            }
-            if ahead.contains_key(key) {
-                continue;
-            }
-            let Ok(path) = self.path(key) else { continue };
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            let store = self.store.clone();
-            self.rt.spawn(async move {
-                let r = async { store.get(&path).await?.bytes().await }.await;
-                let _ = tx.send(r);
-            });
-            ahead.insert(key.clone(), rx);
-        }
+        ahead.announce(keys);
+        self.pump(&mut ahead);
     }
 
     fn settle(&self) {
@@ -439,11 +456,12 @@ impl Storage for S3Storage {
 
     fn get(&self, key: &str) -> Result<Vec<u8>, StorageError> {
         let path = self.path(key)?;
-        let fetched = self
-            .ahead
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
+        let fetched = {
+            let mut ahead = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
+            let fetched = ahead.take(key);
+            self.pump(&mut ahead);
+            fetched
+        };
         if let Some(rx) = fetched {
             if let Ok(Ok(bytes)) = self.run(rx) {
                 self.pace(bytes.len());

@@ -28,7 +28,7 @@ pub fn write_tar(
     let mut b = tar::Builder::new(w);
     // The files a few entries ahead are announced to the store (a remote one fetches them
     // while this one is written).
-    const AHEAD: usize = 32;
+    const AHEAD: usize = 128;
     let mut announced = 0;
     for (i, e) in entries.iter().enumerate() {
         if announced <= i {
