@@ -155,7 +155,7 @@ mod tests {
         let mut w = window();
         w.announce(&keys(6));
         let mut costs = Vec::new();
-        let mut pump = |w: &mut ReadAhead<String>, costs: &mut Vec<Arc<AtomicU64>>| {
+        let pump = |w: &mut ReadAhead<String>, costs: &mut Vec<Arc<AtomicU64>>| {
             w.pump(|k, c| {
                 costs.push(c);
                 Some(k.to_string())
