@@ -83,7 +83,7 @@ pub struct S3Storage {
 type Fetch = tokio::sync::oneshot::Receiver<object_store::Result<bytes::Bytes>>;
 
 /// Objects fetched ahead of their reads at most.
-pub const AHEAD: usize = 32;
+pub const AHEAD: usize = 64;
 
 /// Bytes the objects fetched ahead may hold; a fetch counts as a whole blob (4 MiB of
 /// incompressible data and zstd's framing) until its response tells its size.
