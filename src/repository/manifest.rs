@@ -203,28 +203,88 @@ const SUFFIX: &[u8] = b"}\n";
 /// Encodes a manifest: zstd of `{"checksum":"<blake3 hex of body>","body":<body>}` where
 /// `<body>` is the manifest's JSON, checksummed byte for byte as stored. The result is a plain
 /// JSON document (`zstdcat m.json.zst | jq .body`), yet verifying it never re-serialises.
+///
+/// The JSON is never held whole in memory: it is serialised once into the hash and once into
+/// the compressor (a manifest of a large HopsFS cluster is tens of MiB of JSON), and the frame
+/// records its decompressed size so that a reader can allocate it once.
 pub(crate) fn encode(manifest: &Manifest, key: &str, level: i32) -> Result<Vec<u8>, RepoError> {
-    let body = serde_json::to_vec(manifest).map_err(|source| RepoError::EncodeManifest {
+    use std::io::Write;
+    let encode_err = |source| RepoError::EncodeManifest {
         id: manifest.id.clone(),
         source,
-    })?;
-    let checksum = blake3::hash(&body).to_hex();
-    let mut doc = Vec::with_capacity(body.len() + 100);
-    doc.extend_from_slice(CHECKSUM_PREFIX);
-    doc.extend_from_slice(checksum.as_bytes());
-    doc.extend_from_slice(BODY_PREFIX);
-    doc.extend_from_slice(&body);
-    doc.extend_from_slice(SUFFIX);
-    zstd::bulk::compress(&doc, level).map_err(|source| RepoError::Compress {
+    };
+    let compress_err = |source| RepoError::Compress {
         path: key.to_string(),
         source,
-    })
+    };
+    let mut hashing = Counted::new(blake3::Hasher::new());
+    serde_json::to_writer(
+        std::io::BufWriter::with_capacity(1 << 16, &mut hashing),
+        manifest,
+    )
+    .map_err(encode_err)?;
+    let (hasher, body_len) = (hashing.inner, hashing.count);
+    let checksum = hasher.finalize().to_hex();
+    let doc_len = CHECKSUM_PREFIX.len() + 64 + BODY_PREFIX.len() + body_len + SUFFIX.len();
+    let mut enc = zstd::stream::write::Encoder::new(Vec::new(), level).map_err(compress_err)?;
+    enc.set_pledged_src_size(Some(doc_len as u64))
+        .map_err(compress_err)?;
+    enc.include_contentsize(true).map_err(compress_err)?;
+    let mut out = Counted::new(std::io::BufWriter::with_capacity(1 << 16, enc));
+    for part in [CHECKSUM_PREFIX, checksum.as_bytes(), BODY_PREFIX] {
+        out.write_all(part).map_err(compress_err)?;
+    }
+    serde_json::to_writer(&mut out, manifest).map_err(encode_err)?;
+    out.write_all(SUFFIX).map_err(compress_err)?;
+    if out.count != doc_len {
+        // Serialising the same value twice gave other bytes: never store an unverifiable one.
+        return Err(compress_err(std::io::Error::other(format!(
+            "the manifest serialised to {} bytes, then to {doc_len}",
+            out.count
+        ))));
+    }
+    out.inner
+        .into_inner()
+        .map_err(|e| compress_err(e.into_error()))?
+        .finish()
+        .map_err(compress_err)
+}
+
+/// A writer that counts the bytes written through it.
+struct Counted<W> {
+    inner: W,
+    count: usize,
+}
+
+impl<W> Counted<W> {
+    fn new(inner: W) -> Counted<W> {
+        Counted { inner, count: 0 }
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += n;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Decodes and verifies a stored manifest for backup `id`: decompresses, checks the framing and
 /// the checksum, parses, and validates the id, the version and every entry.
 pub(crate) fn decode(stored: &[u8], id: &BackupId) -> Result<Manifest, ManifestDefect> {
-    let mut doc = Vec::new();
+    // One allocation of the size the frame records (within what JSON compresses to; grown as
+    // needed beyond it, or without a recorded size).
+    let size_hint = zstd::zstd_safe::get_frame_content_size(stored)
+        .ok()
+        .flatten()
+        .unwrap_or(0)
+        .min(stored.len() as u64 * 64)
+        .min(MAX_MANIFEST_BYTES);
+    let mut doc = Vec::with_capacity(size_hint as usize);
     zstd::stream::read::Decoder::new(stored)
         .and_then(|d| d.take(MAX_MANIFEST_BYTES).read_to_end(&mut doc))
         .map_err(ManifestDefect::Undecodable)?;

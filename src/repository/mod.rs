@@ -373,7 +373,8 @@ impl Repository {
             .clamp(1, 4)
             .min(to_read.len().max(1));
         // Files announced ahead of the workers (see [`Storage::prefetch`]).
-        const LOOKAHEAD: usize = 64;
+        const LOOKAHEAD: usize = 96;
+        const STEP: usize = 16;
         let next = std::sync::atomic::AtomicUsize::new(0);
         let results: Vec<Result<Vec<(usize, FileCheck)>, RepoError>> =
             std::thread::scope(|scope| {
@@ -387,10 +388,14 @@ impl Repository {
                                 let Some(&i) = to_read.get(k) else {
                                     return Ok(out);
                                 };
-                                if k % (LOOKAHEAD / 4) == 0 {
-                                    // A remote store fetches the next files' blobs meanwhile.
+                                if k % STEP == 0 {
+                                    // A remote store fetches the next files' blobs meanwhile;
+                                    // the files up to k + STEP were announced before (and the
+                                    // other workers may be reading them already).
+                                    let from = if k == 0 { 0 } else { k + STEP };
                                     let end = (k + LOOKAHEAD).min(to_read.len());
-                                    self.prefetch_files(to_read[k..end].iter().map(|&j| files[j]));
+                                    let ahead = to_read.get(from..end).unwrap_or_default();
+                                    self.prefetch_files(ahead.iter().map(|&j| files[j]));
                                 }
                                 out.push((i, self.check_file(files[i], &mut reader)?));
                             }

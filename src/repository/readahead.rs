@@ -5,7 +5,9 @@
 //! object's real size once the response's headers tell it, and the window starts more fetches on
 //! its next pump. Nothing waits on the window: a read of a key that was not fetched ahead (or
 //! whose fetch failed) simply reads it directly, so readers in any order cannot deadlock.
-//! Pure bookkeeping; the store starts the fetches (see `s3.rs`).
+//! A fetch not read while many later reads were (announced, then read directly by a reader that
+//! got there first, or by a reader that stopped) is dropped when the window is full, so the
+//! window cannot silt up. Pure bookkeeping; the store starts the fetches (see `s3.rs`).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +31,8 @@ pub struct Limits {
 pub struct Started<F> {
     pub cost: Arc<AtomicU64>,
     pub fetch: F,
+    /// The window's read count when it started.
+    at: u64,
 }
 
 /// The window; `F` is the handle a reader waits on for a started fetch.
@@ -38,6 +42,9 @@ pub struct ReadAhead<F> {
     queue: VecDeque<String>,
     queued: HashSet<String>,
     started: HashMap<String, Started<F>>,
+    /// Reads asked of the window, and those a started fetch served.
+    reads: u64,
+    hits: u64,
 }
 
 impl<F> ReadAhead<F> {
@@ -47,6 +54,8 @@ impl<F> ReadAhead<F> {
             queue: VecDeque::new(),
             queued: HashSet::new(),
             started: HashMap::new(),
+            reads: 0,
+            hits: 0,
         }
     }
 
@@ -72,9 +81,22 @@ impl<F> ReadAhead<F> {
             .sum()
     }
 
+    /// Drops the fetches not read while `4 × fetches` later reads were, if the window is full.
+    fn drop_stale(&mut self) {
+        if self.started.len() < self.limits.fetches
+            && self.reserved() + self.limits.assumed <= self.limits.bytes
+        {
+            return;
+        }
+        let horizon = 4 * self.limits.fetches as u64;
+        let reads = self.reads;
+        self.started.retain(|_, s| s.at + horizon >= reads);
+    }
+
     /// Starts queued fetches, in order, while the window has room. `start` returns `None` when
     /// a key cannot be fetched (it is dropped; its read will fail or succeed on its own).
     pub fn pump(&mut self, mut start: impl FnMut(&str, Arc<AtomicU64>) -> Option<F>) {
+        self.drop_stale();
         let mut reserved = self.reserved();
         while self.started.len() < self.limits.fetches
             && reserved + self.limits.assumed <= self.limits.bytes
@@ -88,7 +110,8 @@ impl<F> ReadAhead<F> {
             let cost = Arc::new(AtomicU64::new(self.limits.assumed));
             if let Some(fetch) = start(&key, cost.clone()) {
                 reserved += self.limits.assumed;
-                self.started.insert(key, Started { cost, fetch });
+                let at = self.reads;
+                self.started.insert(key, Started { cost, fetch, at });
             }
         }
     }
@@ -96,11 +119,20 @@ impl<F> ReadAhead<F> {
     /// Takes the started fetch of `key` for its read, if any; a key still queued is unqueued
     /// (the reader reads it directly).
     pub fn take(&mut self, key: &str) -> Option<F> {
+        self.reads += 1;
         if self.queued.remove(key) {
             // Left in the deque; skipped when popped.
             return None;
         }
-        self.started.remove(key).map(|s| s.fetch)
+        let fetch = self.started.remove(key).map(|s| s.fetch);
+        self.hits += fetch.is_some() as u64;
+        fetch
+    }
+
+    /// What the window did so far, for the logs: reads, reads served by a fetch ahead,
+    /// fetches started and not read, keys queued.
+    pub fn stats(&self) -> (u64, u64, usize, usize) {
+        (self.reads, self.hits, self.started.len(), self.queued.len())
     }
 
     /// Forgets everything announced or fetched (a restore that stopped early).
@@ -190,6 +222,32 @@ mod tests {
             Some(k.to_string())
         });
         assert_eq!(started, ["k1", "k2"]);
+        assert!(w.take("k0").is_none());
+    }
+
+    #[test]
+    fn fetches_nobody_reads_are_dropped_once_the_window_is_full() {
+        let mut w = window();
+        w.announce(&keys(2));
+        let start = |k: &str, _| Some(k.to_string());
+        w.pump(start);
+        assert_eq!(w.started(), 2, "full: 2 x 4 MiB of 10");
+        // Reads of other keys, fewer than the horizon (4 x 4 fetches): kept.
+        for _ in 0..16 {
+            assert!(w.take("other").is_none());
+        }
+        w.announce(&["k2".to_string()]);
+        w.pump(start);
+        assert_eq!(w.started(), 2);
+        assert!(
+            w.take("k2").is_none(),
+            "not started: the reader reads it itself"
+        );
+        // One more: k0 and k1 are stale and make room.
+        w.announce(&["k3".to_string()]);
+        w.pump(start);
+        assert_eq!(w.started(), 1);
+        assert_eq!(w.take("k3").as_deref(), Some("k3"));
         assert!(w.take("k0").is_none());
     }
 

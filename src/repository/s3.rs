@@ -460,6 +460,15 @@ impl Storage for S3Storage {
             let mut ahead = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
             let fetched = ahead.take(key);
             self.pump(&mut ahead);
+            let (reads, hits, started, queued) = ahead.stats();
+            if reads % 4096 == 0 {
+                tracing::debug!(
+                    store = %self.describe,
+                    "read-ahead: {hits} of {reads} reads fetched ahead; {started} fetches ahead, \
+                     {} KiB, {queued} keys queued",
+                    ahead.reserved() >> 10
+                );
+            }
             fetched
         };
         if let Some(rx) = fetched {

@@ -1212,3 +1212,38 @@ fn the_local_store_passes_the_storage_conformance_suite() {
     let store = LocalStorage::new(dir.path().join("store")).unwrap();
     crate::repository::conformance::check_storage(&store, "conformance", 6 << 20).unwrap();
 }
+
+#[test]
+fn a_manifest_is_encoded_in_one_frame_that_records_its_size_and_decodes_back() {
+    let entries: Vec<Entry> = (0..2000)
+        .map(|i| {
+            Entry::File(FileEntry {
+                path: format!("hopsfs/dn1/vol1/blk_{i}"),
+                size: 1,
+                meta: meta(),
+                hash: format!("{:064x}", i),
+                chunks: vec![format!("{:064x}", i + 1)],
+            })
+        })
+        .collect();
+    let m = Manifest {
+        format_version: FORMAT_VERSION,
+        id: id(7),
+        info: info(),
+        entries,
+    };
+    let encoded = manifest::encode(&m, "manifests/x", 3).unwrap();
+    let doc = zstd::decode_all(&encoded[..]).unwrap();
+    assert_eq!(
+        zstd::zstd_safe::get_frame_content_size(&encoded).unwrap(),
+        Some(doc.len() as u64)
+    );
+    let body = serde_json::to_vec(&m).unwrap();
+    let checksum = blake3::hash(&body).to_hex();
+    let want = format!(
+        "{{\"checksum\":\"{checksum}\",\"body\":{}}}\n",
+        String::from_utf8(body).unwrap()
+    );
+    assert_eq!(String::from_utf8(doc).unwrap(), want);
+    assert_eq!(manifest::decode(&encoded, &id(7)).unwrap(), m);
+}
