@@ -679,7 +679,7 @@ pub fn start_restore(
         ctx2.jobs.wait_cleanup();
         let settings = ctx2.settings();
         let manifest = match ctx2.repo.read_manifest(&bid) {
-            Ok(m) => m,
+            Ok(m) => std::sync::Arc::new(m),
             Err(e) => return (Err(e.to_string()), false),
         };
         let backup_state = lock_catalog(&ctx2.catalog)

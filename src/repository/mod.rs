@@ -353,7 +353,11 @@ impl Repository {
     /// and hash. Damage is reported per file and blob, and does not stop the check; an error is
     /// returned only when the manifest itself cannot be read or trusted, or the store fails.
     pub fn verify_backup(&self, id: &BackupId) -> Result<VerifyReport, RepoError> {
-        let manifest = self.read_manifest(id)?;
+        self.verify_manifest(&self.read_manifest(id)?)
+    }
+
+    /// [`Repository::verify_backup`] of a manifest already read (a restore holds it).
+    pub fn verify_manifest(&self, manifest: &Manifest) -> Result<VerifyReport, RepoError> {
         let files: Vec<&FileEntry> = manifest.files().collect();
         // Every unique blob is read once: a file whose chunks all belong to files read before it
         // (the same block on three datanodes, say) is whole by construction. Its sizes and

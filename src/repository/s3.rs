@@ -87,7 +87,7 @@ pub const AHEAD: usize = 64;
 
 /// Bytes the objects fetched ahead may hold; a fetch counts as a whole blob (4 MiB of
 /// incompressible data and zstd's framing) until its response tells its size.
-pub const AHEAD_BYTES: u64 = 48 << 20;
+pub const AHEAD_BYTES: u64 = 32 << 20;
 const ASSUMED_BLOB: u64 = (4 << 20) + (64 << 10);
 
 /// Deferred PUTs in flight at most.

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -86,7 +86,8 @@ impl RestoreError {
 pub struct RestoreRun<'a> {
     pub restore_id: i64,
     pub plan: &'a RestorePlan,
-    pub manifest: &'a Manifest,
+    /// Shared with the tar producers of the write-back (never copied: it can be large).
+    pub manifest: &'a Arc<Manifest>,
     pub settings: &'a Settings,
     pub repo: &'a Repository,
     pub catalog: &'a Mutex<Catalog>,
@@ -424,7 +425,7 @@ fn verify(run: &RestoreRun<'_>, i: usize, step: &RestoreStep) -> Result<(), Rest
     }
     let report = run
         .repo
-        .verify_backup(&run.manifest.id)
+        .verify_manifest(run.manifest)
         .map_err(repo_err(i, step))?;
     if !report.damaged.is_empty() {
         let first: Vec<String> = report
@@ -871,13 +872,7 @@ fn write_datanode(
         let prefix = format!("hopsfs/{}/vol{}/", d.name, vi + 1);
         let vol = v.display().to_string();
         let repo = run.repo.clone();
-        let entries: Vec<Entry> = run
-            .manifest
-            .entries
-            .iter()
-            .filter(|e| e.path().starts_with(&prefix))
-            .cloned()
-            .collect();
+        let manifest = run.manifest.clone();
         let argv: Vec<String> = ["tar", "--numeric-owner", "-C", &vol, "-xf", "-"]
             .iter()
             .map(|s| s.to_string())
@@ -892,7 +887,7 @@ fn write_datanode(
             Box::new(move |w: &mut dyn std::io::Write| {
                 // Large writes to the pipe, not the tar crate's 8 KiB pieces.
                 let mut buffered = std::io::BufWriter::with_capacity(1 << 20, w);
-                tarout::write_tar(&repo, &entries, &prefix, &mut buffered)?;
+                tarout::write_tar(&repo, &manifest.entries, &prefix, &mut buffered)?;
                 std::io::Write::flush(&mut buffered)
             });
         let (status, stderr) = node

@@ -18,7 +18,8 @@ fn header(kind: EntryType, meta: &FileMeta, size: u64) -> Header {
     h
 }
 
-/// Writes every entry under `prefix` (paths relative to it) as a tar stream to `w`.
+/// Writes every entry under `prefix` (paths relative to it; the others are skipped) as a tar
+/// stream to `w`.
 pub fn write_tar(
     repo: &Repository,
     entries: &[Entry],
