@@ -11,6 +11,7 @@ use chrono::Utc;
 use crate::api::JobStarted;
 use crate::catalog::{BackupRecord, JobKind, State};
 use crate::ids::BackupId;
+use crate::repository::RepoError;
 
 use super::jobs::{claim, install, lock_catalog, release, JobError};
 use super::Ctx;
@@ -58,7 +59,7 @@ pub fn start_verify(
             id,
         )
     };
-    let (_cancel, progress) = install(ctx, slot, job_id, JobKind::Verify, "reading back");
+    let (cancel, progress) = install(ctx, slot, job_id, JobKind::Verify, "reading back");
     tracing::info!(job_id = %job_id, backup_id = %id, trigger = trigger, "verify started");
     let ctx2 = ctx.clone();
     let bid = id.clone();
@@ -66,9 +67,23 @@ pub fn start_verify(
         let span = tracing::info_span!("verify", backup_id = %bid, job_id = %job_id);
         let _entered = span.enter();
         ctx2.jobs.wait_cleanup();
-        let result = ctx2.repo.verify_backup(&bid);
+        let result = ctx2
+            .repo
+            .read_manifest(&bid)
+            .and_then(|m| ctx2.repo.verify_manifest(&m, &cancel));
         let now = Utc::now();
         let (state, error, damaged) = match &result {
+            Err(RepoError::Cancelled) => {
+                // Not a verdict on the backup: its verification stays as it was.
+                tracing::warn!("verify interrupted: hopsdrd is stopping");
+                (
+                    State::Interrupted,
+                    Some(
+                        "interrupted: hopsdrd stopped before the backup was read back whole".into(),
+                    ),
+                    None,
+                )
+            }
             Ok(r) if r.is_ok() => {
                 tracing::info!(
                     files = r.files_checked,

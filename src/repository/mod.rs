@@ -353,11 +353,17 @@ impl Repository {
     /// and hash. Damage is reported per file and blob, and does not stop the check; an error is
     /// returned only when the manifest itself cannot be read or trusted, or the store fails.
     pub fn verify_backup(&self, id: &BackupId) -> Result<VerifyReport, RepoError> {
-        self.verify_manifest(&self.read_manifest(id)?)
+        let never = tokio_util::sync::CancellationToken::new();
+        self.verify_manifest(&self.read_manifest(id)?, &never)
     }
 
-    /// [`Repository::verify_backup`] of a manifest already read (a restore holds it).
-    pub fn verify_manifest(&self, manifest: &Manifest) -> Result<VerifyReport, RepoError> {
+    /// [`Repository::verify_backup`] of a manifest already read (a restore holds it), stopping
+    /// with [`RepoError::Cancelled`] between two files once `cancel` is.
+    pub fn verify_manifest(
+        &self,
+        manifest: &Manifest,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> Result<VerifyReport, RepoError> {
         let files: Vec<&FileEntry> = manifest.files().collect();
         // Every unique blob is read once: a file whose chunks all belong to files read before it
         // (the same block on three datanodes, say) is whole by construction. Its sizes and
@@ -392,6 +398,10 @@ impl Repository {
                                 let Some(&i) = to_read.get(k) else {
                                     return Ok(out);
                                 };
+                                crate::failpoint::hit("verify.file", cancel);
+                                if cancel.is_cancelled() {
+                                    return Err(RepoError::Cancelled);
+                                }
                                 if k % STEP == 0 {
                                     // A remote store fetches the next files' blobs meanwhile;
                                     // the files up to k + STEP were announced before (and the

@@ -425,8 +425,14 @@ fn verify(run: &RestoreRun<'_>, i: usize, step: &RestoreStep) -> Result<(), Rest
     }
     let report = run
         .repo
-        .verify_manifest(run.manifest)
-        .map_err(repo_err(i, step))?;
+        .verify_manifest(run.manifest, run.cancel)
+        .map_err(|e| match e {
+            RepoError::Cancelled => RestoreError::Cancelled {
+                step: i + 1,
+                title: step.title.clone(),
+            },
+            e => repo_err(i, step)(e),
+        })?;
     if !report.damaged.is_empty() {
         let first: Vec<String> = report
             .damaged

@@ -101,3 +101,40 @@ fn verify_records_whole_and_damaged_backups_and_retention_keeps_the_last_good_on
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no backup"));
 }
+
+#[cfg(feature = "testbed")]
+#[test]
+fn sigterm_during_a_verify_stops_it_between_files_and_records_it_interrupted_not_damaged() {
+    use nix::sys::signal::Signal;
+    use std::time::Duration;
+    let (env, data) = env_with("");
+    let b1 = {
+        let _d = env.start();
+        backup_with(&env, &data, 1)
+    };
+    let mut d = env.start_with(&[("HOPSDR_FAILPOINTS", "verify.file=pause")]);
+    let started = env.ctl_json(&["verify", &b1]);
+    let job = started["job_id"].as_i64().unwrap();
+    let marker = env.path().join("verify.file.reached");
+    crate::harness::wait_for("the failpoint", Duration::from_secs(30), || {
+        marker.exists().then_some(())
+    });
+    d.signal(Signal::SIGTERM);
+    assert_eq!(d.wait_exit(Duration::from_secs(30)).code(), Some(0));
+    let conn = rusqlite::Connection::open(env.catalog()).unwrap();
+    let (state, error): (String, String) = conn
+        .query_row("SELECT state, error FROM jobs WHERE id=?1", [job], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(state, "interrupted");
+    assert!(error.contains("interrupted"), "{error}");
+    let (verified, damaged): (Option<String>, i64) = conn
+        .query_row(
+            "SELECT verified_at, damaged FROM backups WHERE id=?1",
+            [&b1],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((verified, damaged), (None, 0), "no verdict on the backup");
+}
