@@ -304,11 +304,25 @@ fn socket_path(cli: &Cli) -> Result<PathBuf, CtlError> {
     if let Some(s) = &cli.socket {
         return Ok(s.clone());
     }
+    const DEFAULT_SOCKET: &str = "/run/hopsdr/hopsdr.sock";
     let explicit = cli.config != Path::new(crate::config::DEFAULT_PATH);
     if !explicit && !cli.config.exists() {
-        return Ok(PathBuf::from("/run/hopsdr/hopsdr.sock"));
+        return Ok(PathBuf::from(DEFAULT_SOCKET));
     }
-    crate::config::load_socket_path(&cli.config).map_err(|e| CtlError::Config(e.to_string()))
+    match crate::config::load_socket_path(&cli.config) {
+        Ok(p) => Ok(p),
+        // The default config unreadable (not in its group) or broken (a bad edit that the
+        // daemon refused to reload): the daemon is most likely on the default socket, and
+        // `hopsdrctl status` is wanted most right then.
+        Err(e) if !explicit && Path::new(DEFAULT_SOCKET).exists() => {
+            eprintln!(
+                "hopsdrctl: warning: {}: using {DEFAULT_SOCKET} (give --socket to choose)",
+                e.to_string().lines().collect::<Vec<_>>().join("; ")
+            );
+            Ok(PathBuf::from(DEFAULT_SOCKET))
+        }
+        Err(e) => Err(CtlError::Config(e.to_string())),
+    }
 }
 
 fn print_json<T: serde::Serialize>(v: &T) {
@@ -877,15 +891,29 @@ pub fn format_backups(l: &BackupList) -> String {
                 b.files.to_string(),
                 human_bytes(b.logical_bytes),
                 human_bytes(b.stored_bytes),
+                verification(b),
+                if b.pinned { "pinned" } else { "" }.to_string(),
             ]
         })
         .collect();
     table(
         &[
-            "ID", "STATE", "STARTED", "FINISHED", "FILES", "SIZE", "STORED",
+            "ID", "STATE", "STARTED", "FINISHED", "FILES", "SIZE", "STORED", "VERIFIED", "PIN",
         ],
         &rows,
     )
+    .lines()
+    .map(|l| format!("{}\n", l.trim_end()))
+    .collect()
+}
+
+/// What the last verification of `b` found: when it was found whole, DAMAGED, or `-` (never).
+fn verification(b: &crate::catalog::BackupRecord) -> String {
+    if b.damaged {
+        "DAMAGED".into()
+    } else {
+        fmt_time(b.verified_at)
+    }
 }
 
 pub fn format_backup(d: &BackupDetail) -> String {
@@ -901,6 +929,18 @@ pub fn format_backup(d: &BackupDetail) -> String {
         human_bytes(b.logical_bytes),
         human_bytes(b.stored_bytes)
     );
+    out.push_str(&format!(
+        "verified: {}\npinned:   {}\n",
+        match verification(b).as_str() {
+            "-" => "never".to_string(),
+            v => v.to_string(),
+        },
+        if b.pinned {
+            "yes (retention keeps it)"
+        } else {
+            "no"
+        }
+    ));
     if let Some(r) = b.rondb_backup_id {
         out.push_str(&format!(
             "rondb:    backup id {r} (BACKUP-{r} on the data nodes)\n"
@@ -981,6 +1021,40 @@ mod tests {
             &[vec!["xxx".into(), "y".into()], vec!["z".into(), "w".into()]],
         );
         assert_eq!(t, "A    BB\nxxx  y\nz    w\n");
+    }
+
+    #[test]
+    fn the_backups_table_shows_verification_and_pins() {
+        use crate::catalog::{BackupRecord, State};
+        use chrono::TimeZone;
+        let t = chrono::Utc.with_ymd_and_hms(2026, 11, 29, 1, 2, 3).unwrap();
+        let rec = |id: &str, verified_at, damaged, pinned| BackupRecord {
+            id: crate::ids::BackupId::parse(id).unwrap(),
+            job_id: crate::ids::JobId(1),
+            state: State::Succeeded,
+            started_at: t,
+            finished_at: Some(t),
+            logical_bytes: 2048,
+            stored_bytes: 1024,
+            files: 3,
+            error: None,
+            rondb_backup_id: None,
+            pinned,
+            verified_at,
+            damaged,
+        };
+        let out = format_backups(&BackupList {
+            backups: vec![
+                rec("20261127T000000Z", Some(t), false, true),
+                rec("20261128T000000Z", None, true, false),
+                rec("20261129T000000Z", None, false, false),
+            ],
+        });
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[0].ends_with("VERIFIED              PIN"), "{out}");
+        assert!(lines[1].ends_with("2026-11-29 01:02:03Z  pinned"), "{out}");
+        assert!(lines[2].ends_with("DAMAGED"), "{out}");
+        assert!(lines[3].ends_with("-"), "{out}");
     }
 
     #[test]
