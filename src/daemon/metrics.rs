@@ -70,6 +70,21 @@ impl Metrics {
             .expect("valid"),
         );
         info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        // When this hopsdrd started: "no backup yet" is judged against its uptime.
+        let start = reg(
+            &r,
+            Gauge::with_opts(Opts::new(
+                "hopsdr_start_time_seconds",
+                "When hopsdrd started, seconds since the Unix epoch",
+            ))
+            .expect("valid"),
+        );
+        start.set(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0),
+        );
         let gv = |name: &str, help: &str, labels: &[&str]| {
             reg(
                 &r,
@@ -329,6 +344,7 @@ mod tests {
         let text = m.render();
         for name in [
             "hopsdr_build_info",
+            "hopsdr_start_time_seconds",
             "hopsdr_backup_last_success_timestamp_seconds",
             "hopsdr_backups_total",
             "hopsdr_job_running",
