@@ -123,6 +123,14 @@ pub fn check_storage(store: &dyn Storage, base: &str, large: usize) -> Result<()
     {
         return Err("an object read ahead came back with other bytes".into());
     }
+    // Announced twice (two readers), read twice: the same bytes each time.
+    store.prefetch(&[k("a/two")]);
+    store.prefetch(&[k("a/two")]);
+    for _ in 0..2 {
+        if store.get(&k("a/two")).map_err(|e| fail("get shared", e))? != b"22" {
+            return Err("an object read ahead for two reads came back with other bytes".into());
+        }
+    }
     // Invalid keys never reach the store.
     for bad in ["", "/abs", "a//b", "a/../b", "a/.hidden", "sp ace"] {
         match store.put(bad, b"x") {

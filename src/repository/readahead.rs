@@ -5,11 +5,16 @@
 //! object's real size once the response's headers tell it, and the window starts more fetches on
 //! its next pump. Nothing waits on the window: a read of a key that was not fetched ahead (or
 //! whose fetch failed) simply reads it directly, so readers in any order cannot deadlock.
+//! A key announced by several readers (the replicas of one HopsFS block, written back to two
+//! datanodes at once) is fetched once and handed to each of them (`F` is cloned), as long as
+//! the later announcements come before the fetch has been read by every earlier one: each
+//! announcement is one read to come, so readers must not announce a key twice for one read.
+//!
 //! A fetch not read while many later reads were (announced, then read directly by a reader that
 //! got there first, or by a reader that stopped) is dropped when the window is full, so the
 //! window cannot silt up. Pure bookkeeping; the store starts the fetches (see `s3.rs`).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -31,6 +36,8 @@ pub struct Limits {
 pub struct Started<F> {
     pub cost: Arc<AtomicU64>,
     pub fetch: F,
+    /// Reads announced and not yet taken.
+    wanted: u32,
     /// The window's read count when it started.
     at: u64,
 }
@@ -40,36 +47,38 @@ pub struct Started<F> {
 pub struct ReadAhead<F> {
     limits: Limits,
     queue: VecDeque<String>,
-    queued: HashSet<String>,
+    /// The keys in `queue` not yet started (or read directly), with the reads announced.
+    queued: HashMap<String, u32>,
     started: HashMap<String, Started<F>>,
     /// Reads asked of the window, and those a started fetch served.
     reads: u64,
     hits: u64,
 }
 
-impl<F> ReadAhead<F> {
+impl<F: Clone> ReadAhead<F> {
     pub fn new(limits: Limits) -> ReadAhead<F> {
         ReadAhead {
             limits,
             queue: VecDeque::new(),
-            queued: HashSet::new(),
+            queued: HashMap::new(),
             started: HashMap::new(),
             reads: 0,
             hits: 0,
         }
     }
 
-    /// Queues `keys` (in order) to be fetched, skipping those already queued or started.
+    /// Queues `keys` (in order) to be fetched: each one read to come. A key already queued or
+    /// started is not fetched again: one more read of it is expected.
     pub fn announce(&mut self, keys: &[String]) {
         for key in keys {
-            if self.queued.len() >= self.limits.queued {
-                break;
+            if let Some(s) = self.started.get_mut(key) {
+                s.wanted += 1;
+            } else if let Some(n) = self.queued.get_mut(key) {
+                *n += 1;
+            } else if self.queued.len() < self.limits.queued {
+                self.queued.insert(key.clone(), 1);
+                self.queue.push_back(key.clone());
             }
-            if self.started.contains_key(key) || self.queued.contains(key) {
-                continue;
-            }
-            self.queued.insert(key.clone());
-            self.queue.push_back(key.clone());
         }
     }
 
@@ -104,14 +113,22 @@ impl<F> ReadAhead<F> {
             let Some(key) = self.queue.pop_front() else {
                 break;
             };
-            if !self.queued.remove(&key) {
+            let Some(wanted) = self.queued.remove(&key) else {
                 continue; // read directly meanwhile
-            }
+            };
             let cost = Arc::new(AtomicU64::new(self.limits.assumed));
             if let Some(fetch) = start(&key, cost.clone()) {
                 reserved += self.limits.assumed;
                 let at = self.reads;
-                self.started.insert(key, Started { cost, fetch, at });
+                self.started.insert(
+                    key,
+                    Started {
+                        cost,
+                        fetch,
+                        wanted,
+                        at,
+                    },
+                );
             }
         }
     }
@@ -120,13 +137,23 @@ impl<F> ReadAhead<F> {
     /// (the reader reads it directly).
     pub fn take(&mut self, key: &str) -> Option<F> {
         self.reads += 1;
-        if self.queued.remove(key) {
-            // Left in the deque; skipped when popped.
+        if let Some(n) = self.queued.get_mut(key) {
+            // Read directly; the other reads announced still get it fetched. Left in the
+            // deque when none is left; skipped when popped.
+            *n -= 1;
+            if *n == 0 {
+                self.queued.remove(key);
+            }
             return None;
         }
-        let fetch = self.started.remove(key).map(|s| s.fetch);
-        self.hits += fetch.is_some() as u64;
-        fetch
+        let s = self.started.get_mut(key)?;
+        self.hits += 1;
+        s.wanted = s.wanted.saturating_sub(1);
+        if s.wanted == 0 {
+            self.started.remove(key).map(|s| s.fetch)
+        } else {
+            Some(s.fetch.clone())
+        }
     }
 
     /// What the window did so far, for the logs: reads, reads served by a fetch ahead,
@@ -249,6 +276,33 @@ mod tests {
         assert_eq!(w.started(), 1);
         assert_eq!(w.take("k3").as_deref(), Some("k3"));
         assert!(w.take("k0").is_none());
+    }
+
+    #[test]
+    fn a_key_announced_by_two_readers_is_fetched_once_and_read_by_both() {
+        let mut w = window();
+        w.announce(&keys(2)); // reader A
+        let n = std::cell::Cell::new(0);
+        let start = |k: &str, _| {
+            n.set(n.get() + 1);
+            Some(k.to_string())
+        };
+        w.pump(start);
+        w.announce(&keys(2)); // reader B, before A read them
+        w.pump(start);
+        assert_eq!(n.get(), 2, "fetched once each");
+        assert_eq!(w.take("k0").as_deref(), Some("k0"));
+        assert_eq!(w.started(), 2, "k0 kept for B");
+        assert_eq!(w.take("k0").as_deref(), Some("k0"));
+        assert_eq!(w.started(), 1);
+        // A third read of k0 nobody announced: not fetched ahead.
+        assert!(w.take("k0").is_none());
+        // A key queued twice and read directly once is still fetched for the other read.
+        w.announce(&["q".to_string(), "q".to_string()]);
+        assert!(w.take("q").is_none());
+        w.pump(start);
+        assert_eq!(w.take("q").as_deref(), Some("q"));
+        assert_eq!(w.started(), 1, "only k1 is left");
     }
 
     #[test]

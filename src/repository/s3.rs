@@ -27,7 +27,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::TryStreamExt;
+use futures::{FutureExt, TryStreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
 use object_store::{
@@ -80,7 +80,9 @@ pub struct S3Storage {
     ahead: Mutex<ReadAhead<Fetch>>,
 }
 
-type Fetch = tokio::sync::oneshot::Receiver<object_store::Result<bytes::Bytes>>;
+/// A fetch ahead, shared by the reads announced for it: the blob, or `None` when it failed
+/// (the reader then reads it itself and gets the error).
+type Fetch = futures::future::Shared<futures::future::BoxFuture<'static, Option<bytes::Bytes>>>;
 
 /// Objects fetched ahead of their reads at most.
 pub const AHEAD: usize = 64;
@@ -283,7 +285,11 @@ impl S3Storage {
                 .await;
                 let _ = tx.send(r);
             });
-            Some(rx)
+            Some(
+                async move { rx.await.ok().and_then(|r| r.ok()) }
+                    .boxed()
+                    .shared(),
+            )
         });
     }
 
@@ -472,7 +478,7 @@ impl Storage for S3Storage {
             fetched
         };
         if let Some(rx) = fetched {
-            if let Ok(Ok(bytes)) = self.run(rx) {
+            if let Some(bytes) = self.run(rx) {
                 self.pace(bytes.len());
                 return Ok(bytes.to_vec());
             }

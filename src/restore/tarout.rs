@@ -28,17 +28,19 @@ pub fn write_tar(
 ) -> std::io::Result<()> {
     let mut b = tar::Builder::new(w);
     // The files a few entries ahead are announced to the store (a remote one fetches them
-    // while this one is written).
+    // while this one is written), each once: an announcement stands for one read.
     const AHEAD: usize = 128;
-    let mut announced = 0;
+    let mut announced_end = 0;
     for (i, e) in entries.iter().enumerate() {
-        if announced <= i {
+        if announced_end < entries.len() && announced_end <= i + AHEAD / 2 {
             let end = (i + AHEAD).min(entries.len());
-            repo.prefetch_files(entries[i..end].iter().filter_map(|e| match e {
-                Entry::File(f) if f.path.starts_with(prefix) => Some(f),
-                _ => None,
-            }));
-            announced = end.saturating_sub(AHEAD / 2).max(i + 1);
+            repo.prefetch_files(entries[announced_end.max(i)..end].iter().filter_map(
+                |e| match e {
+                    Entry::File(f) if f.path.starts_with(prefix) => Some(f),
+                    _ => None,
+                },
+            ));
+            announced_end = end;
         }
         let Some(rel) = e.path().strip_prefix(prefix) else {
             continue;
