@@ -403,10 +403,11 @@ impl Repository {
                                     return Err(RepoError::Cancelled);
                                 }
                                 if k % STEP == 0 {
-                                    // A remote store fetches the next files' blobs meanwhile;
-                                    // the files up to k + STEP were announced before (and the
-                                    // other workers may be reading them already).
-                                    let from = if k == 0 { 0 } else { k + STEP };
+                                    // A remote store fetches the next files' blobs meanwhile.
+                                    // Each file is announced once (an announcement stands for
+                                    // a read): the first LOOKAHEAD at the start, then STEP more
+                                    // every STEP files.
+                                    let from = if k == 0 { 0 } else { k + LOOKAHEAD - STEP };
                                     let end = (k + LOOKAHEAD).min(to_read.len());
                                     let ahead = to_read.get(from..end).unwrap_or_default();
                                     self.prefetch_files(ahead.iter().map(|&j| files[j]));

@@ -8,11 +8,11 @@
 //! A key announced by several readers (the replicas of one HopsFS block, written back to two
 //! datanodes at once) is fetched once and handed to each of them (`F` is cloned), as long as
 //! the later announcements come before the fetch has been read by every earlier one: each
-//! announcement is one read to come, so readers must not announce a key twice for one read.
+//! announcement is one read to come. A key announced more often than read is dropped once it
+//! is old (see below), so such a mistake costs a slot for a while, never a wrong read.
 //!
 //! A fetch not read while many later reads were (announced, then read directly by a reader that
-//! got there first, or by a reader that stopped) is dropped when the window is full, so the
-//! window cannot silt up. Pure bookkeeping; the store starts the fetches (see `s3.rs`).
+//! got there first, or by a reader that stopped) is dropped, so the window cannot silt up. Pure bookkeeping; the store starts the fetches (see `s3.rs`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -90,13 +90,8 @@ impl<F: Clone> ReadAhead<F> {
             .sum()
     }
 
-    /// Drops the fetches not read while `4 × fetches` later reads were, if the window is full.
+    /// Drops the fetches not read while `4 × fetches` later reads were.
     fn drop_stale(&mut self) {
-        if self.started.len() < self.limits.fetches
-            && self.reserved() + self.limits.assumed <= self.limits.bytes
-        {
-            return;
-        }
         let horizon = 4 * self.limits.fetches as u64;
         let reads = self.reads;
         self.started.retain(|_, s| s.at + horizon >= reads);
@@ -137,13 +132,10 @@ impl<F: Clone> ReadAhead<F> {
     /// (the reader reads it directly).
     pub fn take(&mut self, key: &str) -> Option<F> {
         self.reads += 1;
-        if let Some(n) = self.queued.get_mut(key) {
-            // Read directly; the other reads announced still get it fetched. Left in the
-            // deque when none is left; skipped when popped.
-            *n -= 1;
-            if *n == 0 {
-                self.queued.remove(key);
-            }
+        if self.queued.remove(key).is_some() {
+            // Read before its fetch started: the readers are ahead of the window, and the
+            // others that announced it will be soon too; none of them gets it fetched. Left in
+            // the deque; skipped when popped.
             return None;
         }
         let s = self.started.get_mut(key)?;
@@ -253,7 +245,7 @@ mod tests {
     }
 
     #[test]
-    fn fetches_nobody_reads_are_dropped_once_the_window_is_full() {
+    fn fetches_nobody_reads_are_dropped_once_old() {
         let mut w = window();
         w.announce(&keys(2));
         let start = |k: &str, _| Some(k.to_string());
@@ -297,11 +289,12 @@ mod tests {
         assert_eq!(w.started(), 1);
         // A third read of k0 nobody announced: not fetched ahead.
         assert!(w.take("k0").is_none());
-        // A key queued twice and read directly once is still fetched for the other read.
+        // A key queued twice and read directly once (the readers are ahead of the window) is
+        // not fetched for the other read either.
         w.announce(&["q".to_string(), "q".to_string()]);
         assert!(w.take("q").is_none());
         w.pump(start);
-        assert_eq!(w.take("q").as_deref(), Some("q"));
+        assert!(w.take("q").is_none());
         assert_eq!(w.started(), 1, "only k1 is left");
     }
 

@@ -1247,3 +1247,95 @@ fn a_manifest_is_encoded_in_one_frame_that_records_its_size_and_decodes_back() {
     assert_eq!(String::from_utf8(doc).unwrap(), want);
     assert_eq!(manifest::decode(&encoded, &id(7)).unwrap(), m);
 }
+
+/// A local store that records which blobs were announced ahead and which were read.
+#[derive(Debug)]
+struct Recording {
+    inner: LocalStorage,
+    announced: Mutex<Vec<String>>,
+    read: Mutex<Vec<String>>,
+}
+
+impl Storage for Recording {
+    fn put(&self, key: &str, data: &[u8]) -> Result<(), StorageError> {
+        self.inner.put(key, data)
+    }
+    fn get(&self, key: &str) -> Result<Vec<u8>, StorageError> {
+        if key.starts_with("blobs/") {
+            self.read.lock().unwrap().push(key.to_string());
+        }
+        self.inner.get(key)
+    }
+    fn exists(&self, key: &str) -> Result<bool, StorageError> {
+        self.inner.exists(key)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
+        self.inner.list(prefix)
+    }
+    fn delete(&self, key: &str) -> Result<(), StorageError> {
+        self.inner.delete(key)
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn available_bytes(&self) -> Result<Option<u64>, StorageError> {
+        self.inner.available_bytes()
+    }
+    fn prefetch(&self, keys: &[String]) {
+        self.announced.lock().unwrap().extend(keys.iter().cloned());
+    }
+}
+
+#[test]
+fn verify_and_the_restore_tar_announce_each_read_once() {
+    // An announcement stands for one read (the S3 store shares a fetch between the reads
+    // announced for it): announcing a blob more often than it is read would hold fetches
+    // nobody takes.
+    let dir = tempfile::tempdir().unwrap();
+    let rec = Arc::new(Recording {
+        inner: LocalStorage::new(dir.path()).unwrap(),
+        announced: Mutex::new(Vec::new()),
+        read: Mutex::new(Vec::new()),
+    });
+    let repo = Repository::open_or_init(rec.clone(), 1).unwrap();
+    let mut w = repo.begin_backup(id(1), CancellationToken::new());
+    for dn in ["dn1", "dn2"] {
+        w.add_dir(&format!("hopsfs/{dn}"), meta()).unwrap();
+        for i in 0..300 {
+            // The same blocks on both datanodes (one blob each, read once per datanode).
+            let content = format!("block {} {}", i, "x".repeat(i % 7));
+            w.add_file(
+                &format!("hopsfs/{dn}/blk_{i:04}"),
+                &mut content.as_bytes(),
+                meta(),
+            )
+            .unwrap();
+        }
+    }
+    w.commit(info()).unwrap();
+    let sorted = |v: &Mutex<Vec<String>>| {
+        let mut v = std::mem::take(&mut *v.lock().unwrap());
+        v.sort();
+        v
+    };
+    sorted(&rec.read);
+    sorted(&rec.announced);
+
+    assert!(repo.verify_backup(&id(1)).unwrap().is_ok());
+    let (read, announced) = (sorted(&rec.read), sorted(&rec.announced));
+    assert_eq!(read.len(), 300, "each unique blob read once");
+    assert_eq!(announced, read, "verify announces each read once");
+
+    let m = repo.read_manifest(&id(1)).unwrap();
+    for dn in ["dn1", "dn2"] {
+        let mut sink = Vec::new();
+        crate::restore::tarout::write_tar(&repo, &m.entries, &format!("hopsfs/{dn}/"), &mut sink)
+            .unwrap();
+        let (read, announced) = (sorted(&rec.read), sorted(&rec.announced));
+        assert_eq!(read.len(), 300, "{dn}: every file read");
+        assert_eq!(
+            announced, read,
+            "{dn}: the tar producer announces each read once"
+        );
+    }
+}
