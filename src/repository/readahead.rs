@@ -5,6 +5,7 @@
 //! object's real size once the response's headers tell it, and the window starts more fetches on
 //! its next pump. Nothing waits on the window: a read of a key that was not fetched ahead (or
 //! whose fetch failed) simply reads it directly, so readers in any order cannot deadlock.
+//!
 //! A key announced by several readers (the replicas of one HopsFS block, written back to two
 //! datanodes at once) is fetched once and handed to each of them (`F` is cloned), as long as
 //! the later announcements come before the fetch has been read by every earlier one: each
@@ -12,7 +13,9 @@
 //! is old (see below), so such a mistake costs a slot for a while, never a wrong read.
 //!
 //! A fetch not read while many later reads were (announced, then read directly by a reader that
-//! got there first, or by a reader that stopped) is dropped, so the window cannot silt up. Pure bookkeeping; the store starts the fetches (see `s3.rs`).
+//! got there first, or by a reader that stopped) is dropped, so the window cannot silt up.
+//!
+//! Pure bookkeeping; the store starts the fetches (see `s3.rs`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
