@@ -168,6 +168,16 @@ impl Env {
             .unwrap()
     }
 
+    /// The ids in `hopsdrctl backups list`'s JSON, in its order.
+    pub fn listed_ids(list: &serde_json::Value) -> Vec<String> {
+        list["backups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["id"].as_str().unwrap().to_string())
+            .collect()
+    }
+
     /// Runs hopsdrctl and parses its JSON output (expects exit 0).
     pub fn ctl_json(&self, args: &[&str]) -> serde_json::Value {
         let mut a = vec!["--json"];

@@ -82,10 +82,18 @@ fn prune_keeps_by_policy_and_pins_and_gc_frees_only_unreferenced_blobs() {
     assert_eq!((fate[2].0.as_str(), fate[2].1), (ids[1].as_str(), false));
     assert!(fate[2].2.is_empty());
     assert!(fate[3].1 && fate[3].2 == ["pinned"]);
-    let text = String::from_utf8_lossy(&env.ctl(&["prune", "--dry-run"]).stdout).into_owned();
+    let out = env.ctl(&["prune", "--dry-run"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    // (Columns are padded to the longest id: backups in one second get -1, -2 suffixes.)
+    let forgotten = text
+        .lines()
+        .any(|l| l.split_whitespace().collect::<Vec<_>>() == [ids[1].as_str(), "forget"]);
     assert!(
-        text.contains(&format!("{}  forget", ids[1])) && text.contains("3 to keep, 1 to forget"),
-        "{text}"
+        forgotten && text.contains("3 to keep, 1 to forget"),
+        "{text}\n{}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        env.log()
     );
     assert_eq!(env.manifests().len(), 4, "a dry run changes nothing");
 
@@ -96,13 +104,8 @@ fn prune_keeps_by_policy_and_pins_and_gc_frees_only_unreferenced_blobs() {
     assert_eq!(env.manifests().len(), 3);
     assert!(!env.manifests().iter().any(|m| m.starts_with(&ids[1])));
     let list = env.ctl_json(&["backups", "list"]);
-    let listed: Vec<&str> = list["backups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(listed, [&ids[0], &ids[2], &ids[3]]);
+    let listed = Env::listed_ids(&list);
+    assert_eq!(listed, [ids[0].clone(), ids[2].clone(), ids[3].clone()]);
     assert_eq!(list["backups"][0]["pinned"], true);
     let after = blobs(&env).len();
     assert_eq!(
@@ -156,12 +159,7 @@ fn pruning_runs_after_each_successful_backup() {
         "{:?}",
         env.manifests()
     );
-    let ids: Vec<&str> = list["backups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["id"].as_str().unwrap())
-        .collect();
+    let ids = Env::listed_ids(&list);
     assert_eq!(ids, [second.as_str()], "{first} forgotten");
 }
 

@@ -165,12 +165,7 @@ fn backups_verify_prune_and_a_restore_drill_through_s3() {
         "garbage collection freed blobs in the bucket"
     );
     let list = env.ctl_json(&["backups", "list"]);
-    let ids: Vec<&str> = list["backups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["id"].as_str().unwrap())
-        .collect();
+    let ids = Env::listed_ids(&list);
     assert_eq!(ids, [second.as_str()], "{first} forgotten");
 
     // The drill: the cluster lost, redeployed empty, restored from S3.
