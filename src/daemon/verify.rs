@@ -67,10 +67,7 @@ pub fn start_verify(
         let span = tracing::info_span!("verify", backup_id = %bid, job_id = %job_id);
         let _entered = span.enter();
         ctx2.jobs.wait_cleanup();
-        let result = ctx2
-            .repo
-            .read_manifest(&bid)
-            .and_then(|m| ctx2.repo.verify_manifest(&m, &cancel));
+        let result = ctx2.repo.verify_backup(&bid, &cancel);
         let now = Utc::now();
         let (state, error, damaged) = match &result {
             Err(RepoError::Cancelled) => {

@@ -352,9 +352,13 @@ impl Repository {
     /// Reads back every blob of every file in backup `id` and checks it, and each file's size
     /// and hash. Damage is reported per file and blob, and does not stop the check; an error is
     /// returned only when the manifest itself cannot be read or trusted, or the store fails.
-    pub fn verify_backup(&self, id: &BackupId) -> Result<VerifyReport, RepoError> {
-        let never = tokio_util::sync::CancellationToken::new();
-        self.verify_manifest(&self.read_manifest(id)?, &never)
+    /// Stops with [`RepoError::Cancelled`] between two files once `cancel` is.
+    pub fn verify_backup(
+        &self,
+        id: &BackupId,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> Result<VerifyReport, RepoError> {
+        self.verify_manifest(&self.read_manifest(id)?, cancel)
     }
 
     /// [`Repository::verify_backup`] of a manifest already read (a restore holds it), stopping

@@ -190,7 +190,9 @@ fn round_trip() {
         "{stats:?}"
     );
 
-    let report = repo.verify_backup(&id(1)).unwrap();
+    let report = repo
+        .verify_backup(&id(1), &CancellationToken::new())
+        .unwrap();
     assert!(report.is_ok(), "{report:?}");
     assert_eq!(report.files_checked, 4);
     assert_eq!(report.blobs_checked, 5);
@@ -280,7 +282,9 @@ fn tampered_blob_is_detected_by_restore_and_verify() {
     // The other files are fine.
     restore(&repo, file_entry(&m, "exact")).unwrap();
 
-    let report = repo.verify_backup(&id(1)).unwrap();
+    let report = repo
+        .verify_backup(&id(1), &CancellationToken::new())
+        .unwrap();
     assert_eq!(report.damaged.len(), 1, "{report:?}");
     let d = &report.damaged[0];
     assert_eq!(d.path, "d/big");
@@ -312,7 +316,9 @@ fn missing_and_swapped_blobs_are_detected() {
         }) => assert_eq!(expected, big.chunks[0]),
         other => panic!("expected a hash mismatch, got {other:?}"),
     }
-    let report = repo.verify_backup(&id(1)).unwrap();
+    let report = repo
+        .verify_backup(&id(1), &CancellationToken::new())
+        .unwrap();
     let codes: Vec<_> = report.damaged.iter().map(|d| d.code.as_str()).collect();
     assert_eq!(codes, vec!["corrupt_blob", "blob_missing"], "{report:?}");
     assert_eq!(report.damaged[1].blob, Some(blob_key(&big.chunks[2])));
@@ -373,7 +379,7 @@ fn tampered_manifest_is_detected() {
         other => panic!("expected a checksum mismatch, got {other:?}"),
     }
     assert!(matches!(
-        repo.verify_backup(&id(1)),
+        repo.verify_backup(&id(1), &CancellationToken::new()),
         Err(RepoError::CorruptManifest { .. })
     ));
 
@@ -414,7 +420,7 @@ fn backup_without_commit_does_not_exist() {
         Err(RepoError::BackupNotFound { .. })
     ));
     assert!(matches!(
-        repo.verify_backup(&id(1)),
+        repo.verify_backup(&id(1), &CancellationToken::new()),
         Err(RepoError::BackupNotFound { .. })
     ));
     // Its blobs were written deferred: none is under its name until a commit flushes them.
@@ -1138,7 +1144,10 @@ fn gc_deletes_only_blobs_no_manifest_references() {
     ));
     let r = repo.gc(&cancel).unwrap();
     assert_eq!(r.blobs_deleted, 0, "{r:?}");
-    assert!(repo.verify_backup(&id(2)).unwrap().is_ok());
+    assert!(repo
+        .verify_backup(&id(2), &CancellationToken::new())
+        .unwrap()
+        .is_ok());
 
     // Backup 2 forgotten too: every blob goes.
     repo.forget(&id(2)).unwrap();
@@ -1321,7 +1330,10 @@ fn verify_and_the_restore_tar_announce_each_read_once() {
     sorted(&rec.read);
     sorted(&rec.announced);
 
-    assert!(repo.verify_backup(&id(1)).unwrap().is_ok());
+    assert!(repo
+        .verify_backup(&id(1), &CancellationToken::new())
+        .unwrap()
+        .is_ok());
     let (read, announced) = (sorted(&rec.read), sorted(&rec.announced));
     assert_eq!(read.len(), 300, "each unique blob read once");
     assert_eq!(announced, read, "verify announces each read once");

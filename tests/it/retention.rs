@@ -120,7 +120,10 @@ fn prune_keeps_by_policy_and_pins_and_gc_frees_only_unreferenced_blobs() {
     .unwrap();
     for id in [&ids[0], &ids[2], &ids[3]] {
         let r = repo
-            .verify_backup(&hopsdr::ids::BackupId::parse(id).unwrap())
+            .verify_backup(
+                &hopsdr::ids::BackupId::parse(id).unwrap(),
+                &tokio_util::sync::CancellationToken::new(),
+            )
             .unwrap();
         assert!(r.is_ok(), "{id}: {r:?}");
     }
