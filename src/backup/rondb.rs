@@ -227,21 +227,25 @@ pub fn data_nodes(
                 "SHOW lists no data nodes: check [rondb] mgm_client".into(),
             ));
         }
-        return Ok(show
-            .data_nodes
-            .iter()
-            .map(|n| {
-                let host = match n.host.as_deref() {
-                    None => NodeHost::Local,
-                    Some(h) => NodeHost::Remote(h.to_string()),
-                };
-                DataNode {
-                    id: n.id,
-                    node: node_for(format!("data node {}", n.id), &host, ssh),
-                    backup_dir: s.backup_dir.display().to_string(),
+        let mut out = Vec::new();
+        for n in &show.data_nodes {
+            let host = match (n.host.as_deref(), &n.state) {
+                (Some(h), _) => NodeHost::Remote(h.to_string()),
+                (None, ndb_mgm::NodeState::NotConnected) => NodeHost::Local,
+                (None, _) => {
+                    return Err(RondbError::Preflight(format!(
+                        "SHOW lists data node {} without an address (it connects from an empty or wildcard address): list every data node in [[rondb.data_nodes]] with its host",
+                        n.id
+                    )))
                 }
-            })
-            .collect());
+            };
+            out.push(DataNode {
+                id: n.id,
+                node: node_for(format!("data node {}", n.id), &host, ssh),
+                backup_dir: s.backup_dir.display().to_string(),
+            });
+        }
+        return Ok(out);
     }
     let configured: BTreeSet<NdbNodeId> = s.data_nodes.iter().map(|n| n.id).collect();
     if configured != shown {
@@ -312,6 +316,21 @@ pub fn start(r: &RondbRun<'_>) -> Result<Started, RondbError> {
     let show = mgm.show(r.cancel)?;
     let nodes = data_nodes(s, r.ssh, &show)?;
     let status = mgm.all_status(r.cancel)?;
+    // SHOW and ALL STATUS must name the same data nodes: a node one of them misses would be
+    // missing from the backup.
+    let in_status: BTreeSet<NdbNodeId> = status.iter().map(|(id, _)| *id).collect();
+    let in_show: BTreeSet<NdbNodeId> = show.data_nodes.iter().map(|n| n.id).collect();
+    if let Some(id) = in_show.symmetric_difference(&in_status).next() {
+        let (has, lacks) = if in_show.contains(id) {
+            ("SHOW", "ALL STATUS")
+        } else {
+            ("ALL STATUS", "SHOW")
+        };
+        return Err(RondbError::Preflight(format!(
+            "data node {id} is listed by {has} but not by {lack}: the management server's view of the cluster is inconsistent; check ndb_mgm -e SHOW and ALL STATUS and back up again",
+            lack = lacks
+        )));
+    }
     for n in &nodes {
         match status.iter().find(|(id, _)| *id == n.id).map(|(_, s)| s) {
             Some(NodeState::Started) => {}

@@ -69,38 +69,65 @@ pub struct BackupCompleted {
     pub log_records: u64,
 }
 
-/// Parses `SHOW`.
-pub fn parse_show(text: &str) -> Show {
-    #[derive(Clone, Copy)]
+/// Parses `SHOW`. Every `id=` line of a section is a node: a connected one is `id=N`, then
+/// `\t@<address>` or a single space when its address is empty or a wildcard, then
+/// `  (<version>, ...)`; one not connected is `id=N (not connected, ...)`. A node line that does
+/// not parse, or a section whose `N node(s)` header disagrees with its lines, is an error naming
+/// it: a data node must never silently drop out of a backup.
+pub fn parse_show(text: &str) -> Result<Show, String> {
+    #[derive(Clone, Copy, PartialEq)]
     enum Section {
         None,
         Ndb,
         Mgm,
         Api,
     }
+    fn check(section: &str, declared: Option<usize>, got: usize) -> Result<(), String> {
+        match declared {
+            Some(n) if n != got => Err(format!(
+                "SHOW declares {n} {section} node(s) but lists {got}"
+            )),
+            _ => Ok(()),
+        }
+    }
     let mut show = Show::default();
     let mut section = Section::None;
+    let mut declared: [Option<usize>; 3] = [None; 3];
+    let header_count =
+        |t: &str| -> Option<usize> { t.split(']').nth(1)?.split_whitespace().next()?.parse().ok() };
     for line in text.lines() {
         let t = line.trim_end();
-        if t.starts_with("[ndbd(NDB)]") {
-            section = Section::Ndb;
-            continue;
-        }
-        if t.starts_with("[ndb_mgmd(MGM)]") {
-            section = Section::Mgm;
-            continue;
-        }
-        if t.starts_with("[mysqld(API)]") {
-            section = Section::Api;
+        let (sec, k) = if t.starts_with("[ndbd(NDB)]") {
+            (Section::Ndb, 0)
+        } else if t.starts_with("[ndb_mgmd(MGM)]") {
+            (Section::Mgm, 1)
+        } else if t.starts_with("[mysqld(API)]") {
+            (Section::Api, 2)
+        } else {
+            (Section::None, 3)
+        };
+        if sec != Section::None {
+            section = sec;
+            declared[k] = Some(
+                header_count(t).ok_or_else(|| format!("unreadable SHOW section header {t:?}"))?,
+            );
             continue;
         }
         if t.is_empty() {
             section = Section::None;
             continue;
         }
-        let Some(node) = parse_show_node(t) else {
+        if section == Section::None || !t.starts_with("id=") {
             continue;
-        };
+        }
+        let node = parse_show_node(t).ok_or_else(|| {
+            let what = match section {
+                Section::Ndb => "data node",
+                Section::Mgm => "management node",
+                _ => "API node",
+            };
+            format!("unreadable SHOW line for a {what}: {t:?}")
+        })?;
         match section {
             Section::Ndb => show.data_nodes.push(node),
             Section::Mgm => show.mgm_nodes.push(node),
@@ -108,7 +135,13 @@ pub fn parse_show(text: &str) -> Show {
             Section::None => {}
         }
     }
-    show
+    check("data", declared[0], show.data_nodes.len())?;
+    check("management", declared[1], show.mgm_nodes.len())?;
+    check("API", declared[2], show.api_nodes.len())?;
+    if declared[0].is_none() {
+        return Err("SHOW has no [ndbd(NDB)] section".into());
+    }
+    Ok(show)
 }
 
 fn parse_show_node(line: &str) -> Option<ShowNode> {
@@ -117,8 +150,8 @@ fn parse_show_node(line: &str) -> Option<ShowNode> {
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(rest.len());
     let id: NdbNodeId = rest[..end].parse().ok()?;
-    let rest = rest[end..].trim_start();
-    if rest.starts_with("(not connected") {
+    let rest = &rest[end..];
+    if rest.trim_start().starts_with("(not connected") {
         return Some(ShowNode {
             id,
             host: None,
@@ -128,32 +161,36 @@ fn parse_show_node(line: &str) -> Option<ShowNode> {
             master: false,
         });
     }
-    let rest = rest.strip_prefix('@')?;
-    let (host, paren) = match rest.find('(') {
-        Some(i) => (rest[..i].trim(), Some(&rest[i..])),
-        None => (rest.trim(), None),
+    // `\t@<address>  (` or, for an empty or wildcard address, a single space then `  (`.
+    let (host, paren) = if let Some(r) = rest.strip_prefix("\t@") {
+        let i = r.find("  (")?;
+        (Some(r[..i].trim().to_string()), &r[i + 2..])
+    } else {
+        (None, rest.strip_prefix("   ")?)
     };
+    if host.as_deref() == Some("") || !paren.starts_with('(') || !paren.ends_with(')') {
+        return None;
+    }
     let mut node = ShowNode {
         id,
-        host: Some(host.to_string()),
+        host,
         version: None,
         state: NodeState::Started,
         nodegroup: None,
         master: false,
     };
-    if let Some(p) = paren {
-        let inner = p.trim_start_matches('(').trim_end_matches(')');
-        for (i, part) in inner.split(',').map(str::trim).enumerate() {
-            if i == 0 {
-                node.version = Some(part.to_string());
-            } else if let Some(g) = part.strip_prefix("Nodegroup:") {
-                node.nodegroup = g.trim().parse().ok();
-            } else if part == "*" {
-                node.master = true;
-            } else if !part.is_empty() {
-                // A state word before Nodegroup: connected but not started.
-                node.state = NodeState::Other(part.to_string());
-            }
+    let inner = &paren[1..paren.len() - 1];
+    for (i, part) in inner.split(',').map(str::trim).enumerate() {
+        if i == 0 {
+            node.version = Some(part.to_string());
+        } else if let Some(g) = part.strip_prefix("Nodegroup:") {
+            node.nodegroup = Some(g.trim().parse().ok()?);
+        } else if part == "*" {
+            node.master = true;
+        } else if part == "no nodegroup" {
+        } else if !part.is_empty() {
+            // A state word before Nodegroup: connected but not started.
+            node.state = NodeState::Other(part.to_string());
         }
     }
     Some(node)
@@ -365,7 +402,10 @@ impl MgmClient {
     }
 
     pub fn show(&self, cancel: &CancellationToken) -> Result<Show, MgmError> {
-        Ok(parse_show(&self.checked("SHOW", cancel)?))
+        parse_show(&self.checked("SHOW", cancel)?).map_err(|detail| MgmError::Unexpected {
+            command: "SHOW".into(),
+            detail,
+        })
     }
 
     /// `ALL STATUS` (which exits 0 even after an error: an empty answer is an error here).
@@ -410,7 +450,7 @@ mod tests {
 
     #[test]
     fn show_lists_nodes_with_state_and_master() {
-        let s = parse_show(fixture!("show.txt"));
+        let s = parse_show(fixture!("show.txt")).unwrap();
         assert_eq!(s.data_nodes.len(), 2);
         assert_eq!(
             s.data_nodes[0],
@@ -426,13 +466,38 @@ mod tests {
         assert_eq!(s.data_nodes[1].host.as_deref(), Some("10.0.0.12"));
         assert!(!s.data_nodes[1].master);
         assert_eq!(s.mgm_nodes[0].id, 65);
-        assert_eq!(s.api_nodes.len(), 3);
-        assert_eq!(s.api_nodes[1].state, NodeState::NotConnected);
+        assert_eq!(s.api_nodes.len(), 11);
+        assert_eq!(s.api_nodes[1].host.as_deref(), Some("10.0.0.1"));
+        assert_eq!(s.api_nodes[7].id, 74);
+        assert_eq!(s.api_nodes[7].state, NodeState::NotConnected);
+    }
+
+    #[test]
+    fn show_keeps_data_nodes_with_a_wildcard_address() {
+        let s = parse_show(fixture!("show_wildcard_address.txt")).unwrap();
+        let ids: Vec<u32> = s.data_nodes.iter().map(|n| n.id).collect();
+        assert_eq!(ids, [1, 2]);
+        assert_eq!(s.data_nodes[0].host, None);
+        assert!(s.data_nodes[0].master);
+        assert_eq!(s.data_nodes[1].version.as_deref(), Some("RonDB-22.10.3"));
+        assert_eq!(s.data_nodes[1].nodegroup, Some(0));
+    }
+
+    #[test]
+    fn show_refuses_a_node_line_it_cannot_read_or_a_count_that_disagrees() {
+        let good = fixture!("show.txt");
+        let bad = good.replace("id=2\t@10.0.0.12  (", "id=2\t10.0.0.12 (");
+        let e = parse_show(&bad).unwrap_err();
+        assert!(e.contains("data node") && e.contains("id=2"), "{e}");
+        let short = good.replace("id=2\t@10.0.0.12  (RonDB-22.10.3, Nodegroup: 0)\n", "");
+        let e = parse_show(&short).unwrap_err();
+        assert_eq!(e, "SHOW declares 2 data node(s) but lists 1");
+        assert!(parse_show("Connected to Management Server at: x\n").is_err());
     }
 
     #[test]
     fn show_with_a_node_not_connected_or_starting() {
-        let s = parse_show(fixture!("show_node_not_connected.txt"));
+        let s = parse_show(fixture!("show_node_not_connected.txt")).unwrap();
         assert_eq!(s.data_nodes[1].id, 2);
         assert_eq!(s.data_nodes[1].state, NodeState::NotConnected);
         let n =
@@ -475,9 +540,17 @@ mod tests {
             "3001: Could not start backup; Backup failed: file already exists (use 'START BACKUP <backup id>'): Temporary error: Temporary Resource error"
         );
         let e = parse_start_backup(fixture!("start_backup_aborted.txt"), 255).unwrap_err();
-        assert!(e.contains("has been aborted. Error: 1326"), "{e}");
-        let e = parse_start_backup(fixture!("start_backup_failed_node.txt"), 255).unwrap_err();
-        assert!(e.contains("failed to start. Error: 1308"), "{e}");
+        assert_eq!(
+            e,
+            "3001: Could not start backup; Backup aborted due to node failure: Permanent error: Internal error"
+        );
+        let e = parse_start_backup(fixture!("start_backup_disk_full.txt"), 255).unwrap_err();
+        assert!(
+            e.ends_with("No space left on the device: Temporary error: Temporary Resource error"),
+            "{e}"
+        );
+        let e = parse_start_backup(fixture!("start_backup_no_contact.txt"), 255).unwrap_err();
+        assert!(e.contains("No contact with database nodes"), "{e}");
         let e = parse_start_backup(fixture!("start_backup_out_of_range.txt"), 255).unwrap_err();
         assert!(e.contains("Backup ID out of range [1 - 4294967294]"), "{e}");
         let e = parse_start_backup(fixture!("connect_failed.txt"), 255).unwrap_err();

@@ -61,7 +61,7 @@ fn setup() -> (Env, Cluster, Mariadb) {
 /// The disaster: the cluster lost and redeployed empty, the accounts gone.
 fn disaster(c: &Cluster, m: &Mariadb) {
     c.tb(&["cluster", "destroy"]);
-    c.tb(&["cluster", "redeploy"]);
+    c.tb(&["cluster", "redeploy", "--empty"]);
     m.sql_root("DROP USER 'app'@'%'").unwrap();
 }
 

@@ -137,7 +137,7 @@ fn rondb_faults_fail_clearly_and_the_next_backup_succeeds() {
     ]);
     let e = failed_backup(&env);
     assert!(
-        e.contains("START BACKUP") && e.contains("has been aborted. Error:"),
+        e.contains("START BACKUP") && e.contains("Backup aborted due to node failure"),
         "{e}"
     );
     next_succeeds(&env, &cluster);
@@ -342,4 +342,39 @@ fn a_start_backup_that_times_out_is_aborted_and_the_next_backup_succeeds() {
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(!text.contains("Local backup status"), "{text}");
     next_succeeds(&env, &cluster);
+}
+
+/// Data nodes connected from a wildcard address are shown without `@host`: they stay in the
+/// backup when configured, and without [[rondb.data_nodes]] the backup fails naming them (it
+/// cannot reach a node it has no address for).
+#[test]
+fn data_nodes_shown_without_an_address_are_never_missed() {
+    let mut env = Env::new();
+    let cluster = Cluster::create(&env, &["--wildcard-addresses"]);
+    env.extra_config = cluster.rondb_config("local");
+    let d = env.start();
+    let id = env.backup_ok();
+    let m = crate::tbcluster::repo(&env)
+        .read_manifest(&hopsdr::ids::BackupId::parse(&id).unwrap())
+        .unwrap();
+    for n in [1, 2] {
+        assert!(
+            m.files()
+                .any(|f| f.path.starts_with(&format!("rondb/{n}/"))),
+            "node {n} is in the backup"
+        );
+    }
+    drop(d);
+    // Discovered from SHOW only: refused, naming the node.
+    env.extra_config = format!(
+        "[rondb]\nmgm_client = [\"{}\", \"-c\", \"10.0.0.1:1186\"]\nbackup_dir = \"{}\"\n",
+        cluster.tool_path("ndb_mgm"),
+        cluster.dir.join("ndb/1/backups").display()
+    );
+    let _d = env.start();
+    let e = failed_backup(&env);
+    assert!(
+        e.contains("data node 1 without an address") && e.contains("[[rondb.data_nodes]]"),
+        "{e}"
+    );
 }

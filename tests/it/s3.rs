@@ -170,7 +170,7 @@ fn backups_verify_prune_and_a_restore_drill_through_s3() {
 
     // The drill: the cluster lost, redeployed empty, restored from S3.
     c.tb(&["cluster", "destroy"]);
-    c.tb(&["cluster", "redeploy"]);
+    c.tb(&["cluster", "redeploy", "--empty"]);
     let out = env.ctl(&["restore", "start", &second, "--yes", "--wait"]);
     assert_eq!(out.status.code(), Some(0), "{}", env.log());
     assert_eq!(c.fingerprint(), before);

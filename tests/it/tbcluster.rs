@@ -246,7 +246,7 @@ pub fn restore_by_hand(env: &Env, c: &Cluster, id: &str) {
         .unwrap()
         .to_string();
     c.tb(&["cluster", "destroy"]);
-    c.tb(&["cluster", "redeploy"]);
+    c.tb(&["cluster", "redeploy", "--empty"]);
     let staged = env.path().join(format!("staged-{id}"));
     stage_rondb(env, id, &staged);
     // hopsfs/dn<k>/vol<i>/... goes back to that volume.

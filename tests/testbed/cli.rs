@@ -30,12 +30,19 @@ enum Cmd {
         #[arg(long, env = "HOPSDR_TESTBED_DIR")]
         dir: PathBuf,
     },
-    /// Start or stop a service (only `epipe`).
+    /// Start, stop, restart or query (`status`) a service, like systemctl: the NDB API
+    /// services (namenode, resourcemanager, hivemetastore, rdrs, glassfish-domain1, epipe) or
+    /// mysqld.
     Service {
         name: String,
         op: String,
         #[arg(long, env = "HOPSDR_TESTBED_DIR")]
         dir: PathBuf,
+    },
+    /// NDB API clients other than the services: connect or disconnect one, list every slot held.
+    Api {
+        #[command(subcommand)]
+        cmd: ApiCmd,
     },
     /// Inject or clear faults.
     Fault {
@@ -56,6 +63,30 @@ enum BackupCmd {
     Blocks {
         #[arg(long)]
         backup_id: u64,
+        #[arg(long, env = "HOPSDR_TESTBED_DIR")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApiCmd {
+    /// An NDB API client nobody knows (a job, a tool on another host) connects.
+    Connect {
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "10.0.0.99")]
+        address: String,
+        #[arg(long, env = "HOPSDR_TESTBED_DIR")]
+        dir: PathBuf,
+    },
+    Disconnect {
+        #[arg(long)]
+        name: String,
+        #[arg(long, env = "HOPSDR_TESTBED_DIR")]
+        dir: PathBuf,
+    },
+    /// Every connected client as JSON (id, client, address, pid of a tool process).
+    List {
         #[arg(long, env = "HOPSDR_TESTBED_DIR")]
         dir: PathBuf,
     },
@@ -92,6 +123,15 @@ enum ClusterCmd {
         /// Safe mode extension after the threshold is reached (Hopsworks: 30000).
         #[arg(long, default_value_t = 0)]
         safemode_extension_ms: u64,
+        /// Host-less [API] slots besides the MySQL server's.
+        #[arg(long, default_value_t = 10)]
+        api_slots: u32,
+        /// The MySQL server writes NDB changes to its binlog (ndb_log_bin=ON).
+        #[arg(long)]
+        binlog: bool,
+        /// Data nodes connect from a wildcard address (SHOW prints no @host for them).
+        #[arg(long)]
+        wildcard_addresses: bool,
     },
     /// Print the cluster's paths and ids as JSON (to write a hopsdr config for it).
     Info {
@@ -108,8 +148,30 @@ enum ClusterCmd {
         #[arg(long, env = "HOPSDR_TESTBED_DIR")]
         dir: PathBuf,
     },
-    /// The freshly deployed empty cluster.
+    /// A new deployment as Hopsworks makes it (its schemas and disk objects in RonDB, the
+    /// services running, the datanodes started on freshly formatted volumes); `--empty`: RonDB
+    /// empty and the datanodes stopped with empty volumes. The topology may change.
     Redeploy {
+        #[arg(long, env = "HOPSDR_TESTBED_DIR")]
+        dir: PathBuf,
+        #[arg(long)]
+        empty: bool,
+        #[arg(long)]
+        data_nodes: Option<u32>,
+        #[arg(long)]
+        hopsfs_datanodes: Option<u32>,
+        #[arg(long)]
+        volumes: Option<u32>,
+    },
+    /// How many rows table `db.table` holds.
+    Rows {
+        #[arg(long)]
+        table: String,
+        #[arg(long, env = "HOPSDR_TESTBED_DIR")]
+        dir: PathBuf,
+    },
+    /// How many rows the MySQL server's binlog holds.
+    Binlog {
         #[arg(long, env = "HOPSDR_TESTBED_DIR")]
         dir: PathBuf,
     },
@@ -242,6 +304,9 @@ pub fn main() -> Result<i32> {
                 compressed,
                 safemode_poll_ms,
                 safemode_extension_ms,
+                api_slots,
+                binlog,
+                wildcard_addresses,
             } => model::create(CreateArgs {
                 dir,
                 data_nodes,
@@ -255,24 +320,69 @@ pub fn main() -> Result<i32> {
                 compressed,
                 safemode_poll_ms,
                 safemode_extension_ms,
+                api_slots,
+                binlog,
+                wildcard_addresses,
             })?,
             ClusterCmd::Info { dir } => println!("{}", info(&Cluster::open(&dir)?)),
             ClusterCmd::Fingerprint { dir } => {
                 println!("{}", model::fingerprint(&Cluster::open(&dir)?)?)
             }
             ClusterCmd::Destroy { dir } => model::wipe(&mut Cluster::open(&dir)?)?,
-            ClusterCmd::Redeploy { dir } => model::deploy_empty(&mut Cluster::open(&dir)?)?,
+            ClusterCmd::Redeploy {
+                dir,
+                empty,
+                data_nodes,
+                hopsfs_datanodes,
+                volumes,
+            } => {
+                let mut cl = Cluster::open(&dir)?;
+                if let Some(n) = data_nodes.filter(|n| (1..=48).contains(n)) {
+                    cl.cfg.data_nodes = n;
+                }
+                if let Some(n) = hopsfs_datanodes.filter(|n| *n > 0) {
+                    cl.cfg.hopsfs_datanodes = n;
+                }
+                if let Some(n) = volumes.filter(|n| *n > 0) {
+                    cl.cfg.volumes = n;
+                }
+                model::deploy(&mut cl, empty)?
+            }
+            ClusterCmd::Rows { table, dir } => {
+                let Some((d, t)) = table.split_once('.') else {
+                    bail!("failed to count rows: name the table as <database>.<table>");
+                };
+                let db = Cluster::open_unlocked(&dir)?.db()?;
+                let n: i64 = db.query_row(
+                    "SELECT count(*) FROM ndb_rows WHERE db = ?1 AND tbl = ?2",
+                    [d, t],
+                    |r| r.get(0),
+                )?;
+                println!("{n}");
+            }
+            ClusterCmd::Binlog { dir } => {
+                let db = Cluster::open(&dir)?.db()?;
+                let n: i64 = db.query_row("SELECT count(*) FROM ndb_binlog", [], |r| r.get(0))?;
+                println!("{n}");
+            }
             ClusterCmd::Churn { dir, seconds } => model::churn(&dir, seconds)?,
         },
         Cmd::Datanode { op, dn, dir } => return crate::hdfs::datanode(&dir, &op, dn),
         Cmd::Service { name, op, dir } => {
-            if name != "epipe" || !(op == "start" || op == "stop") {
-                bail!("failed to run service command: only 'service epipe start|stop'");
-            }
-            let mut cl = Cluster::open(&dir)?;
-            cl.rt.epipe_running = op == "start";
-            cl.save()?;
+            return crate::hopsworks::service(&mut Cluster::open(&dir)?, &name, &op)
         }
+        Cmd::Api { cmd } => match cmd {
+            ApiCmd::Connect { name, address, dir } => {
+                let cl = Cluster::open(&dir)?;
+                if crate::api::connect(&dir, &cl.cfg, &name, &address, None)?.is_none() {
+                    bail!("failed to connect '{name}': no free API slot");
+                }
+            }
+            ApiCmd::Disconnect { name, dir } => crate::api::disconnect(&dir, &name)?,
+            ApiCmd::List { dir } => {
+                println!("{}", serde_json::to_string(&crate::api::list(&dir)?)?)
+            }
+        },
         Cmd::Fault { cmd } => fault(cmd)?,
         Cmd::Backup {
             cmd: BackupCmd::Blocks { backup_id, dir },

@@ -68,7 +68,7 @@ pub fn main(dir: &Path, args: &[String]) -> Result<i32> {
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     {
         let mut cl = Cluster::open(dir)?;
-        if cl.count_call("hdfs")?.is_some() {
+        if cl.count_call("hdfs")?.is_some() || !cl.rt.services.contains("namenode") {
             eprintln!("safemode: Call From 10.0.0.1 to 10.0.0.1:8020 failed on connection exception: java.net.ConnectException: Connection refused");
             return Ok(255);
         }
@@ -225,7 +225,7 @@ pub fn reindex_epipe(dir: &Path) -> Result<i32> {
         eprintln!("Reindex failed: could not connect to OpenSearch");
         return Ok(1);
     }
-    if cl.rt.epipe_running {
+    if cl.rt.services.contains("epipe") {
         print!("{}", fx::EPIPE_RUNNING);
         return Ok(1);
     }

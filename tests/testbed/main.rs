@@ -1,12 +1,16 @@
 //! `hopsdr-testbed`: a simulated Hopsworks cluster (RonDB tools, HopsFS volumes, hdfs, ePipe,
-//! Kafka) for tests and the demo. A multi-call binary: called as `ndb_mgm`, `ndb_restore`, `ndb_show_tables`, `hdfs`,
+//! Kafka) for tests and the demo. A multi-call binary: called as `ndb_mgm`, `ndb_restore`,
+//! `ndb_show_tables`, `ndb_drop_table`, `hdfs`,
 //! `reindex-epipe.sh` or `kafka-restore.sh` (symlinks in `<dir>/bin/`) it acts as that tool on the
 //! cluster in `<dir>`; otherwise it runs its own subcommands (see `cli.rs`).
 
+mod api;
 mod backupfmt;
 mod cli;
+mod droptable;
 mod fixtures;
 mod hdfs;
+mod hopsworks;
 mod mgm;
 mod model;
 mod restore;
@@ -28,6 +32,7 @@ fn main() {
         "ndb_mgm" => tool(mgm::main),
         "ndb_restore" => tool(restore::main),
         "ndb_show_tables" => tool(showtables::main),
+        "ndb_drop_table" => tool(droptable::main),
         "hdfs" => tool(hdfs::main),
         "reindex-epipe.sh" => tool(|d, _| hdfs::reindex_epipe(d)),
         "kafka-restore.sh" => tool(|d, _| hdfs::kafka_restore(d)),

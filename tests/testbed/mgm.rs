@@ -80,7 +80,7 @@ pub fn main(dir: &Path, args: &[String]) -> Result<i32> {
     let w: Vec<&str> = words.iter().map(String::as_str).collect();
     match w.as_slice() {
         ["SHOW"] => {
-            show(&cl);
+            show(&cl)?;
             Ok(0)
         }
         ["ALL", "STATUS"] => {
@@ -91,20 +91,21 @@ pub fn main(dir: &Path, args: &[String]) -> Result<i32> {
             report(&cl);
             Ok(0)
         }
+        // Only an order to the master: "ordered" whether or not such a backup runs; "failed"
+        // (with the management API's error block) when no data node is alive.
         ["ABORT", "BACKUP", id] => {
-            let ok = id
-                .parse::<u64>()
-                .ok()
-                .filter(|id| cl.rt.running_backup == Some(*id));
-            if ok.is_some() {
+            if (1..=cl.cfg.data_nodes).all(|n| cl.rt.ndb_down.contains(&n)) {
+                println!("{}", v().n(id).fill(line(fx::ABORT_FAILED, 1)));
+                println!("{}", line(fx::ABORT_FAILED, 2));
+                println!("{}", line(fx::ABORT_FAILED, 3));
+                return Ok(255);
+            }
+            if id.parse::<u64>().ok() == cl.rt.running_backup {
                 cl.rt.running_backup = None;
                 cl.save()?;
-                println!("{}", v().n(id).fill(line(fx::ABORT_OK, 1)));
-                Ok(0)
-            } else {
-                println!("{}", v().n(id).fill(line(fx::ABORT_FAILED, 1)));
-                Ok(255)
             }
+            println!("{}", v().n(id).fill(line(fx::ABORT_OK, 1)));
+            Ok(0)
         }
         ["START", "BACKUP", rest @ ..] => start_backup(&mut cl, rest, &cmd, fault.as_deref()),
         _ => {
@@ -116,10 +117,23 @@ pub fn main(dir: &Path, args: &[String]) -> Result<i32> {
     }
 }
 
-fn show(cl: &Cluster) {
+/// `SHOW`: the data nodes (with `@address`, or a single space for a wildcard address), the
+/// management server, then every API slot: the MySQL server (67), the clients holding the
+/// `[API]` slots, the free slots "accepting connect from any host".
+fn show(cl: &Cluster) -> Result<()> {
     let c = &cl.cfg;
     let t = fx::SHOW;
     let lines: Vec<&str> = t.lines().collect();
+    let data_tpl = |master: bool| {
+        let f = if c.wildcard_addresses {
+            fx::SHOW_WILDCARD
+        } else {
+            fx::SHOW
+        };
+        find(f, |l| {
+            l.starts_with("id=") && l.contains("Nodegroup") && l.ends_with(", *)") == master
+        })
+    };
     println!("{}", lines[1]);
     println!("{}", lines[2]);
     println!("{}", v().n(c.data_nodes).fill(lines[3]));
@@ -132,12 +146,13 @@ fn show(cl: &Cluster) {
             });
             println!("{}", v().n(n).d(&ip).fill(tpl));
         } else {
-            let tpl = if Some(n) == master {
-                lines[4]
+            let tpl = data_tpl(Some(n) == master);
+            let vals = if c.wildcard_addresses {
+                v().n(n)
             } else {
-                lines[5]
+                v().n(n).d(&ip)
             };
-            println!("{}", v().n(n).d(&ip).d(&c.version).n((n - 1) / 2).fill(tpl));
+            println!("{}", vals.d(&c.version).n((n - 1) / 2).fill(tpl));
         }
     }
     println!();
@@ -150,11 +165,25 @@ fn show(cl: &Cluster) {
             .fill(lines[8])
     );
     println!();
-    println!("{}", v().n(3).fill(lines[10]));
-    println!("{}", v().n(67).d(&c.mgm_ip).d(&c.version).fill(lines[11]));
-    println!("{}", v().n(68).fill(lines[12]));
-    println!("{}", v().n(69).fill(lines[13]));
+    let connected = find(t, |l| l.starts_with("id=67\t@"));
+    let free = find(t, |l| l.contains("accepting connect from any host"));
+    let conns = crate::api::list(&cl.dir)?;
+    println!("{}", v().n(1 + c.api_slots).fill(lines[10]));
+    println!(
+        "{}",
+        v().n(crate::api::MYSQLD_ID)
+            .d(&c.mgm_ip)
+            .d(&c.version)
+            .fill(connected)
+    );
+    for id in crate::api::slot_ids(c) {
+        match conns.iter().find(|x| x.id == id) {
+            Some(x) => println!("{}", v().n(id).d(&x.address).d(&c.version).fill(connected)),
+            None => println!("{}", v().n(id).fill(free)),
+        }
+    }
     println!();
+    Ok(())
 }
 
 fn all_status(cl: &Cluster) {
@@ -252,24 +281,27 @@ fn start_backup(cl: &mut Cluster, rest: &[&str], cmd: &str, fault: Option<&str>)
         }
         return Ok(255);
     }
+    // The error block of a backup that failed (the `-e` client prints no event lines then).
+    let failed = |fixture: &str| {
+        for l in fixture.lines().skip(2) {
+            println!("{l}");
+        }
+    };
+    // A data node down: its node group peer backs up its fragments (the down node writes no
+    // files); with a whole node group down, or no data node at all, the backup cannot run.
+    let writer_of = |n: u32| -> Option<u32> {
+        if !cl.rt.ndb_down.contains(&n) {
+            return Some(n);
+        }
+        let group = (n - 1) / 2;
+        (1..=c.data_nodes).find(|p| (p - 1) / 2 == group && !cl.rt.ndb_down.contains(p))
+    };
     let Some(master) = (1..=c.data_nodes).find(|n| !cl.rt.ndb_down.contains(n)) else {
-        println!(
-            "{}",
-            v().n(1)
-                .n(mgm)
-                .n(1308)
-                .fill(line(fx::BACKUP_FAILED_NODE, 2))
-        );
+        failed(fx::BACKUP_NO_CONTACT);
         return Ok(255);
     };
-    if !cl.rt.ndb_down.is_empty() {
-        println!(
-            "{}",
-            v().n(master)
-                .n(mgm)
-                .n(1308)
-                .fill(line(fx::BACKUP_FAILED_NODE, 2))
-        );
+    if (1..=c.data_nodes).any(|n| writer_of(n).is_none()) {
+        failed(fx::BACKUP_ABORTED);
         return Ok(255);
     }
     let started = v()
@@ -277,7 +309,9 @@ fn start_backup(cl: &mut Cluster, rest: &[&str], cmd: &str, fault: Option<&str>)
         .n(id)
         .n(mgm)
         .fill(line(fx::BACKUP_COMPLETED, 2));
-    if wait != "NOWAIT" {
+    // WAIT STARTED: the reply comes when the backup started, then its event line; WAIT
+    // COMPLETED: the reply comes at the end, and the event lines are printed only on success.
+    if wait == "STARTED" {
         println!("{started}");
     }
     cl.rt.gcp += 1;
@@ -289,44 +323,54 @@ fn start_backup(cl: &mut Cluster, rest: &[&str], cmd: &str, fault: Option<&str>)
     cl.save()?;
     let db = cl.db()?;
     let mut records = 0u64;
+    let mut log_records = 0u64;
     let mut bytes = 0u64;
-    let aborted = |code: u32| {
-        println!(
-            "{}",
-            v().n(master)
-                .n(id)
-                .n(mgm)
-                .n(code)
-                .fill(line(fx::BACKUP_ABORTED, 3))
-        );
-    };
-    for node in 1..=c.data_nodes {
+    let dict = dictionary(&db)?;
+    let changes = snapshot_end_changes(&db)?;
+    for node in (1..=c.data_nodes).filter(|n| !cl.rt.ndb_down.contains(n)) {
         let parts = c.multi_part.max(1);
+        let part_of = |pk: i64| (pk as u64 % parts as u64) as usize;
         let mut rows: Vec<Vec<String>> = vec![Vec::new(); parts as usize];
-        let mut st = db.prepare(
-            "SELECT db, tbl, pk, val FROM ndb_rows WHERE node = ?1 ORDER BY db, tbl, pk",
-        )?;
-        let mut q = st.query([node])?;
+        let mut logs: Vec<Vec<String>> = vec![Vec::new(); parts as usize];
+        // This node's fragments and those of the down nodes it backs up for.
+        let owners: Vec<u32> = (1..=c.data_nodes)
+            .filter(|n| writer_of(*n) == Some(node))
+            .collect();
+        let mut st =
+            db.prepare("SELECT db, tbl, pk, val, node FROM ndb_rows ORDER BY db, tbl, pk")?;
+        let mut q = st.query([])?;
         while let Some(r) = q.next()? {
-            let pk: i64 = r.get(2)?;
-            let l = format!(
-                "{}\t{}\t{}\t{}\n",
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                pk,
-                r.get::<_, String>(3)?
-            );
-            rows[(pk as u64 % parts as u64) as usize].push(l);
+            let owner: u32 = r.get(4)?;
+            if !owners.contains(&owner) {
+                continue;
+            }
+            let (d, t, pk, val): (String, String, i64, String) =
+                (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+            // Rows changed while the backup ran: the data file has the value at its start,
+            // the log the change (replayed by ndb_restore -r up to StopGCP).
+            let (data_val, log) = match changes.get(&(d.clone(), t.clone(), pk)) {
+                Some(Change::Update) => (
+                    Some(format!("{val}~start")),
+                    Some(format!("U\t{d}\t{t}\t{pk}\t{val}\n")),
+                ),
+                Some(Change::Insert) => (None, Some(format!("I\t{d}\t{t}\t{pk}\t{val}\n"))),
+                None | Some(Change::Delete(_)) => (Some(val), None),
+            };
+            if let Some(v) = data_val {
+                rows[part_of(pk)].push(format!("{d}\t{t}\t{pk}\t{v}\n"));
+            }
+            if let Some(l) = log {
+                logs[part_of(pk)].push(l);
+            }
         }
-        let mut tables: Vec<(String, String)> = Vec::new();
-        let mut st = db.prepare("SELECT db, tbl FROM ndb_tables ORDER BY db, tbl")?;
-        for r in st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))? {
-            tables.push(r?);
-        }
-        let mut indexes: Vec<(String, String, String)> = Vec::new();
-        let mut st = db.prepare("SELECT db, tbl, name FROM ndb_indexes ORDER BY db, tbl, name")?;
-        for r in st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))? {
-            indexes.push(r?);
+        // A row deleted while the backup ran: in the data file, deleted by the log.
+        for ((d, t, pk), ch) in &changes {
+            if let Change::Delete(val) = ch {
+                if owners.contains(&crate::model::owner(&c, t, *pk as u64)) {
+                    rows[part_of(*pk)].push(format!("{d}\t{t}\t{pk}\t{val}\n"));
+                    logs[part_of(*pk)].push(format!("D\t{d}\t{t}\t{pk}\n"));
+                }
+            }
         }
         let base = backup_dir(cl, node, id);
         for (pi, prow) in rows.iter().enumerate() {
@@ -337,13 +381,7 @@ fn start_backup(cl: &mut Cluster, rest: &[&str], cmd: &str, fault: Option<&str>)
                 base.join(format!("BACKUP-{id}-PART-{p}-OF-{parts}"))
             };
             std::fs::create_dir_all(&dir)?;
-            let mut ctl = format!("{MAGIC}\nctl {id} {node} {p} {parts} {stop_gcp}\n");
-            for (d, t) in &tables {
-                ctl.push_str(&format!("table {d} {t}\n"));
-            }
-            for (d, t, n) in &indexes {
-                ctl.push_str(&format!("index {d} {t} {n}\n"));
-            }
+            let ctl = format!("{MAGIC}\nctl {id} {node} {p} {parts} {stop_gcp}\n{dict}");
             std::fs::write(
                 dir.join(format!("BACKUP-{id}.{node}.ctl")),
                 seal(ctl, c.compressed)?,
@@ -360,7 +398,11 @@ fn start_backup(cl: &mut Cluster, rest: &[&str], cmd: &str, fault: Option<&str>)
                 std::fs::write(&data_path, &data[..data.len() / 2])?;
                 cl.rt.running_backup = None;
                 cl.save()?;
-                aborted(if injected_abort { 1326 } else { 2810 });
+                failed(if injected_abort {
+                    fx::BACKUP_ABORTED
+                } else {
+                    fx::BACKUP_DISK_FULL
+                });
                 return Ok(255);
             }
             if fault == Some("hang-mid") {
@@ -371,23 +413,119 @@ fn start_backup(cl: &mut Cluster, rest: &[&str], cmd: &str, fault: Option<&str>)
                 }
             }
             std::fs::write(&data_path, &data)?;
-            let log = format!("{MAGIC}\nlog {id} {node} {p}\n");
+            let mut log = format!("{MAGIC}\nlog {id} {node} {p}\n");
+            for l in &logs[pi] {
+                log.push_str(l);
+            }
             std::fs::write(
                 dir.join(format!("BACKUP-{id}.{node}.log")),
                 seal(log, c.compressed)?,
             )?;
             records += prow.len() as u64;
+            log_records += logs[pi].len() as u64;
             bytes += data.len() as u64;
         }
     }
     cl.rt.running_backup = None;
     cl.save()?;
     if wait == "COMPLETED" {
+        println!("{started}");
         let t = fx::BACKUP_COMPLETED;
         println!("{}", v().n(master).n(id).n(mgm).fill(line(t, 3)));
         println!("{}", v().n(start_gcp).n(stop_gcp).fill(line(t, 4)));
-        println!("{}", v().n(records).n(0).fill(line(t, 5)));
+        println!("{}", v().n(records).n(log_records).fill(line(t, 5)));
         println!("{}", v().n(bytes as u32).n(0).fill(line(t, 6)));
     }
     Ok(0)
+}
+
+/// The dictionary as a backup's `.ctl` lists it: `table <db> <tbl>`, `index <db> <tbl> <name>
+/// <unique 0|1>`, `fk <db> <tbl> <name> <parent db> <parent tbl>`, `disk <kind> <name>`.
+fn dictionary(db: &rusqlite::Connection) -> Result<String> {
+    let mut out = String::new();
+    let mut st = db.prepare("SELECT db, tbl FROM ndb_tables ORDER BY rowid")?;
+    for r in st.query_map([], |r| {
+        Ok(format!(
+            "table {} {}\n",
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?
+        ))
+    })? {
+        out.push_str(&r?);
+    }
+    let mut st =
+        db.prepare("SELECT db, tbl, name, uniq FROM ndb_indexes ORDER BY db, tbl, name")?;
+    for r in st.query_map([], |r| {
+        Ok(format!(
+            "index {} {} {} {}\n",
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, i64>(3)?
+        ))
+    })? {
+        out.push_str(&r?);
+    }
+    let mut st = db.prepare(
+        "SELECT db, tbl, name, parent_db, parent_tbl FROM ndb_fks ORDER BY db, tbl, name",
+    )?;
+    for r in st.query_map([], |r| {
+        Ok(format!(
+            "fk {} {} {} {} {}\n",
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, String>(4)?
+        ))
+    })? {
+        out.push_str(&r?);
+    }
+    let mut st = db.prepare("SELECT kind, name FROM ndb_disk_objects ORDER BY rowid")?;
+    for r in st.query_map([], |r| {
+        Ok(format!(
+            "disk {} {}\n",
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?
+        ))
+    })? {
+        out.push_str(&r?);
+    }
+    Ok(out)
+}
+
+/// A change made while a backup ran (SNAPSHOTEND: the backup is consistent as of its end).
+enum Change {
+    /// Updated: the data file has the value at the start.
+    Update,
+    /// Inserted: only in the log.
+    Insert,
+    /// Deleted (with the value it had at the start): in the data file, deleted by the log.
+    Delete(String),
+}
+
+/// The feature store's changes during a backup: every fifth row updated, the newest inserted,
+/// one row (not in the cluster any more) deleted.
+fn snapshot_end_changes(
+    db: &rusqlite::Connection,
+) -> Result<std::collections::BTreeMap<(String, String, i64), Change>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut st =
+        db.prepare("SELECT pk FROM ndb_rows WHERE db = 'app' AND tbl = 'events' ORDER BY pk")?;
+    let pks: Vec<i64> = st
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let Some(&last) = pks.last() else {
+        return Ok(out);
+    };
+    let key = |pk: i64| ("app".to_string(), "events".to_string(), pk);
+    for pk in pks.iter().filter(|pk| *pk % 5 == 0) {
+        out.insert(key(*pk), Change::Update);
+    }
+    out.insert(key(last), Change::Insert);
+    out.insert(
+        key(last + 1_000_000),
+        Change::Delete(format!("ev-{}-deleted-during-backup", last + 1_000_000)),
+    );
+    Ok(out)
 }

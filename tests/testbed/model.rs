@@ -8,21 +8,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// Every logical table of the simulated RonDB: (database, table).
-pub const TABLES: &[(&str, &str)] = &[
-    ("app", "events"),
-    ("hops", "hdfs_inodes"),
-    ("hops", "hdfs_blocks"),
-    ("hops", "hdfs_variables"),
-    ("hopsworks", "project_topics"),
-];
-/// Secondary indexes: (database, table, index).
-pub const INDEXES: &[(&str, &str, &str)] = &[
-    ("app", "events", "idx_ts"),
-    ("hops", "hdfs_inodes", "idx_parent"),
-    ("hopsworks", "project_topics", "topic_name_uk"),
-];
-
 pub const FIRST_BLOCK_ID: u64 = 1_073_741_825;
 pub const FIRST_GENSTAMP: u64 = 1001;
 pub const FIRST_INODE: u64 = 100_000;
@@ -307,7 +292,9 @@ pub fn volume_matches(cl: &Cluster, dn: u32, vol: u32, cluster_id: &str, bpid: &
 }
 
 /// The replica file of block `b` on datanode `dn` if it has the right length and genstamp
-/// (finalized, or rbw after an append). `matches` caches volume_matches per (dn, vol).
+/// (finalized, or rbw after an append), in any volume of the metadata's cluster and block pool
+/// (a datanode scans all its volumes: a restore onto another volume layout is found too).
+/// `matches` caches volume_matches per (dn, vol).
 pub fn replica_file(
     cl: &Cluster,
     meta: &HdfsMeta,
@@ -315,20 +302,23 @@ pub fn replica_file(
     b: &Block,
     matches: &mut HashMap<(u32, u32), bool>,
 ) -> Option<PathBuf> {
-    let vol = vol_of(&cl.cfg, b.id);
-    let ok = *matches
-        .entry((dn, vol))
-        .or_insert_with(|| volume_matches(cl, dn, vol, &meta.cluster_id, &meta.block_pool_id));
-    if !ok {
-        return None;
-    }
-    let bp = bp_current(cl, dn, vol, &meta.block_pool_id);
-    for dir in [bp.join("finalized").join(subdirs(b.id)), bp.join("rbw")] {
-        let f = dir.join(format!("blk_{}", b.id));
-        let m = dir.join(format!("blk_{}_{}.meta", b.id, b.genstamp));
-        if let (Ok(md), true) = (std::fs::metadata(&f), m.exists()) {
-            if md.len() == b.len {
-                return Some(f);
+    let first = vol_of(&cl.cfg, b.id);
+    let vols = std::iter::once(first).chain((1..=cl.cfg.volumes).filter(|v| *v != first));
+    for vol in vols {
+        let ok = *matches
+            .entry((dn, vol))
+            .or_insert_with(|| volume_matches(cl, dn, vol, &meta.cluster_id, &meta.block_pool_id));
+        if !ok {
+            continue;
+        }
+        let bp = bp_current(cl, dn, vol, &meta.block_pool_id);
+        for dir in [bp.join("finalized").join(subdirs(b.id)), bp.join("rbw")] {
+            let f = dir.join(format!("blk_{}", b.id));
+            let m = dir.join(format!("blk_{}_{}.meta", b.id, b.genstamp));
+            if let (Ok(md), true) = (std::fs::metadata(&f), m.exists()) {
+                if md.len() == b.len {
+                    return Some(f);
+                }
             }
         }
     }
@@ -348,6 +338,9 @@ pub struct CreateArgs {
     pub compressed: bool,
     pub safemode_poll_ms: u64,
     pub safemode_extension_ms: u64,
+    pub api_slots: u32,
+    pub binlog: bool,
+    pub wildcard_addresses: bool,
 }
 
 pub fn create(a: CreateArgs) -> Result<()> {
@@ -385,6 +378,9 @@ pub fn create(a: CreateArgs) -> Result<()> {
         namespace_id: ns,
         safemode_poll_ms: a.safemode_poll_ms,
         safemode_extension_ms: a.safemode_extension_ms,
+        api_slots: a.api_slots,
+        binlog: a.binlog,
+        wildcard_addresses: a.wildcard_addresses,
     };
     let rt = Runtime {
         gcp: 6_738_000,
@@ -409,15 +405,41 @@ pub fn create(a: CreateArgs) -> Result<()> {
         std::os::unix::fs::symlink(&exe, &l)?;
     }
     std::fs::write(bin.join("testbed.dir"), format!("{}\n", dir.display()))?;
-    deploy_empty(&mut cl)?;
+    deploy(&mut cl, false)?;
     populate(&mut cl)?;
     cl.save()
 }
 
-/// The freshly deployed cluster: data nodes started with empty BackupDataDirs, empty database,
-/// HopsFS datanodes stopped with empty volumes, epipe running, no topics.
-pub fn deploy_empty(cl: &mut Cluster) -> Result<()> {
+/// A new deployment's HopsFS ids: the cluster's own for the first, fresh ones for every
+/// redeployment (the namenode is formatted anew).
+fn deployment_ids(cl: &Cluster) -> (String, String, u32) {
+    let c = &cl.cfg;
+    if cl.rt.deployments <= 1 {
+        return (
+            c.cluster_id.clone(),
+            c.block_pool_id.clone(),
+            c.namespace_id,
+        );
+    }
+    let mut rng = Rng::new(c.seed ^ 0xde91 ^ (cl.rt.deployments << 32));
+    let cid = format!("CID-{}", uuid(&mut rng));
+    let bp = format!(
+        "BP-{}-{}-{}",
+        rng.next() % 2_000_000_000,
+        c.mgm_ip,
+        1_700_000_000_000 + rng.next() % 100_000_000_000
+    );
+    (cid, bp, (rng.next() % 2_000_000_000) as u32)
+}
+
+/// A deployment of the cluster after `wipe`. `empty`: RonDB holds nothing, the HopsFS
+/// datanodes are stopped with empty volumes (the test-bed's old redeploy). Otherwise what the
+/// Hopsworks recipes leave: the Hopsworks schemas and disk-data objects in RonDB, the namenode
+/// formatted (new cluster and block pool ids in `hops.hdfs_variables`), the datanodes started
+/// with volumes formatted for it. In both the MySQL server and the NDB API services run.
+pub fn deploy(cl: &mut Cluster, empty: bool) -> Result<()> {
     wipe(cl)?;
+    cl.rt.deployments += 1;
     for n in 1..=cl.cfg.data_nodes {
         std::fs::create_dir_all(cl.backup_data_dir(n))?;
     }
@@ -426,12 +448,43 @@ pub fn deploy_empty(cl: &mut Cluster) -> Result<()> {
             std::fs::create_dir_all(cl.volume(dn, v))?;
         }
     }
-    cl.rt.epipe_running = true;
-    cl.db()?;
+    let db = cl.db()?;
+    if !empty {
+        let (cid, bp, ns) = deployment_ids(cl);
+        let cfg = cl.cfg.clone();
+        crate::hopsworks::create_schemas(&db)?;
+        for (pk, v) in [
+            format!("clusterID={cid}"),
+            format!("blockpoolID={bp}"),
+            format!("namespaceID={ns}"),
+        ]
+        .iter()
+        .enumerate()
+        {
+            insert_row(&db, &cfg, "hops", "hdfs_variables", pk as u64 + 1, v)?;
+        }
+        insert_row(
+            &db,
+            &cfg,
+            "metastore",
+            "DBS",
+            1,
+            "default hopsfs:///apps/hive/warehouse",
+        )?;
+        for dn in 1..=cfg.hopsfs_datanodes {
+            for v in 1..=cfg.volumes {
+                format_volume(cl, dn, v, &cid, &bp)?;
+            }
+        }
+        cl.rt.dn_started = (1..=cfg.hopsfs_datanodes).collect();
+    }
+    drop(db);
+    crate::hopsworks::start_all(cl)?;
     cl.save()
 }
 
-/// The lost cluster: RonDB state, backups on the nodes, volumes, topics, indexes all gone.
+/// The lost cluster: RonDB state, backups on the nodes, volumes, topics, indexes all gone, no
+/// service runs, no API slot is held.
 pub fn wipe(cl: &mut Cluster) -> Result<()> {
     for f in ["rondb.sqlite", "rondb.sqlite-wal", "rondb.sqlite-shm"] {
         let _ = std::fs::remove_file(cl.dir.join(f));
@@ -443,12 +496,15 @@ pub fn wipe(cl: &mut Cluster) -> Result<()> {
                 .with_context(|| format!("failed to remove '{}'", p.display()))?;
         }
     }
+    crate::api::clear(&cl.dir)?;
     let keep = Runtime {
         gcp: cl.rt.gcp,
         next_block_id: cl.rt.next_block_id,
         next_inode: cl.rt.next_inode,
         next_genstamp: cl.rt.next_genstamp,
         next_row: cl.rt.next_row,
+        deployments: cl.rt.deployments,
+        mysqld_restarts: cl.rt.mysqld_restarts,
         ..Runtime::default()
     };
     cl.rt = keep;
@@ -459,72 +515,39 @@ fn populate(cl: &mut Cluster) -> Result<()> {
     let cfg = cl.cfg.clone();
     let mut db = cl.db()?;
     let tx = db.transaction()?;
-    for (d, t) in TABLES {
-        tx.execute(
-            "INSERT INTO ndb_tables(db, tbl) VALUES (?1, ?2)",
-            params![d, t],
-        )?;
-    }
-    for (d, t, i) in INDEXES {
-        tx.execute(
-            "INSERT INTO ndb_indexes(db, tbl, name, online) VALUES (?1, ?2, ?3, 1)",
-            params![d, t, i],
-        )?;
-    }
+    crate::hopsworks::create_table(&tx, &crate::hopsworks::FEATURE_STORE)?;
     let mut rng = Rng::new(cfg.seed ^ 0x5eed);
     for pk in 1..=cfg.rows {
         let v = format!("ev-{pk}-{:016x}{:016x}", rng.next(), rng.next());
         insert_row(&tx, &cfg, "app", "events", pk, &v)?;
     }
     cl.rt.next_row = cfg.rows + 1;
-    insert_row(
-        &tx,
-        &cfg,
-        "hops",
-        "hdfs_variables",
-        1,
-        &format!("clusterID={}", cfg.cluster_id),
-    )?;
-    insert_row(
-        &tx,
-        &cfg,
-        "hops",
-        "hdfs_variables",
-        2,
-        &format!("blockpoolID={}", cfg.block_pool_id),
-    )?;
-    insert_row(
-        &tx,
-        &cfg,
-        "hops",
-        "hdfs_variables",
-        3,
-        &format!("namespaceID={}", cfg.namespace_id),
-    )?;
     let projects = 3u64;
     for p in 1..=projects {
+        insert_row(&tx, &cfg, "hopsworks", "project", p, &format!("proj{p}"))?;
         let v = format!("proj{p}_logs {} 1", 1 + p % 3);
         insert_row(&tx, &cfg, "hopsworks", "project_topics", p, &v)?;
         cl.rt
             .kafka_topics
             .insert(format!("proj{p}_logs"), ((1 + p % 3) as u32, 1));
-    }
-    for dn in 1..=cfg.hopsfs_datanodes {
-        for v in 1..=cfg.volumes {
-            format_volume(cl, dn, v, &cfg.cluster_id, &cfg.block_pool_id)?;
-        }
+        insert_row(
+            &tx,
+            &cfg,
+            "metastore",
+            "DBS",
+            1 + p,
+            &format!("proj{p}_featurestore hopsfs:///apps/hive/warehouse/proj{p}.db"),
+        )?;
     }
     for i in 0..cfg.files {
-        let b = new_file(
+        new_file(
             cl,
             &tx,
             &mut rng,
             &format!("/Projects/proj{}/f{i}", 1 + i % projects),
         )?;
-        let _ = b;
     }
     tx.commit()?;
-    cl.rt.dn_started = (1..=cfg.hopsfs_datanodes).collect();
     Ok(())
 }
 
@@ -582,29 +605,55 @@ pub fn fingerprint(cl: &Cluster) -> Result<String> {
         h.update(r?.as_bytes());
     }
     let mut st =
-        db.prepare("SELECT db, tbl, name, online FROM ndb_indexes ORDER BY db, tbl, name")?;
+        db.prepare("SELECT db, tbl, name, online, uniq FROM ndb_indexes ORDER BY db, tbl, name")?;
     for r in st.query_map([], |r| {
         Ok(format!(
-            "index {}.{}.{} {}\n",
+            "index {}.{}.{} {} {}\n",
             r.get::<_, String>(0)?,
             r.get::<_, String>(1)?,
             r.get::<_, String>(2)?,
-            r.get::<_, i64>(3)?
+            r.get::<_, i64>(3)?,
+            r.get::<_, i64>(4)?
         ))
     })? {
         h.update(r?.as_bytes());
     }
-    let mut st = db.prepare("SELECT db, tbl, pk, node, val FROM ndb_rows ORDER BY db, tbl, pk")?;
+    let mut st = db.prepare(
+        "SELECT db, tbl, name, parent_db, parent_tbl FROM ndb_fks ORDER BY db, tbl, name",
+    )?;
+    for r in st.query_map([], |r| {
+        Ok(format!(
+            "fk {}.{}.{} -> {}.{}\n",
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, String>(4)?
+        ))
+    })? {
+        h.update(r?.as_bytes());
+    }
+    let mut st = db.prepare("SELECT kind, name FROM ndb_disk_objects ORDER BY name")?;
+    for r in st.query_map([], |r| {
+        Ok(format!(
+            "disk {} {}\n",
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?
+        ))
+    })? {
+        h.update(r?.as_bytes());
+    }
+    // Rows without their data node: the logical content, whatever the number of data nodes.
+    let mut st = db.prepare("SELECT db, tbl, pk, val FROM ndb_rows ORDER BY db, tbl, pk")?;
     let mut rows = st.query([])?;
     while let Some(r) = rows.next()? {
         h.update(
             format!(
-                "row {}.{} {} {} {}\n",
+                "row {}.{} {} {}\n",
                 r.get::<_, String>(0)?,
                 r.get::<_, String>(1)?,
                 r.get::<_, i64>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, String>(4)?
+                r.get::<_, String>(3)?
             )
             .as_bytes(),
         );

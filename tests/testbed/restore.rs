@@ -1,4 +1,15 @@
-//! `ndb_restore`: reads the files `START BACKUP` wrote and restores metadata, data, indexes.
+//! `ndb_restore`: reads the files `START BACKUP` wrote and restores metadata, data, indexes, as
+//! the real tool does where a restore onto a redeployed cluster meets it: an NDB API client that
+//! needs a free API slot (none free: no connection, exit 1, nothing printed); `-m` fails with
+//! 721 on a table that exists, and on existing disk-data objects unless
+//! `--no-restore-disk-objects`; with `--disable-indexes` no index or foreign key is created, and
+//! `--disable-indexes` alone drops them again; `-r` refuses a unique index that exists (unless
+//! `--disable-indexes` or `--allow-unique-indexes`), writes rows as upserts committed in small
+//! batches (a killed run leaves partial rows; a run again converges), then replays the `.log`
+//! (an INSERT of an existing row and an UPDATE or DELETE of a missing one are ignored), and
+//! writes every row to the binlog of a MySQL server with `ndb_log_bin` unless `--no-binlog`;
+//! `--rebuild-indexes` creates missing indexes but every foreign key without checking (a second
+//! run fails with 721). Errors go to stderr, progress to stdout; exit 0 ok, 1 failed.
 
 use crate::backupfmt;
 use crate::fixtures::{self as fx, line, v};
@@ -24,6 +35,9 @@ struct Opts {
     exclude_db: Vec<String>,
     include_tables: Vec<String>,
     exclude_tables: Vec<String>,
+    no_binlog: bool,
+    no_restore_disk_objects: bool,
+    allow_unique_indexes: bool,
 }
 
 const VALUE_FLAGS: &[&str] = &[
@@ -162,6 +176,9 @@ fn parse(args: &[String]) -> std::result::Result<Opts, String> {
             "disable-indexes" => o.disable_indexes = on,
             "rebuild-indexes" => o.rebuild_indexes = on,
             "restore-epoch" => o.epoch = on,
+            "no-binlog" => o.no_binlog = on,
+            "no-restore-disk-objects" => o.no_restore_disk_objects = on,
+            "allow-unique-indexes" => o.allow_unique_indexes = on,
             "include-databases" => o.include_db.extend(val.split(',').map(str::to_string)),
             "exclude-databases" => o.exclude_db.extend(val.split(',').map(str::to_string)),
             "include-tables" => o.include_tables.extend(val.split(',').map(str::to_string)),
@@ -197,17 +214,33 @@ fn part_dirs(path: &Path, id: i64, node: u32) -> Vec<PathBuf> {
     v
 }
 
+/// What a backup's `.ctl` holds (the tables and their objects kept by the include/exclude
+/// options).
+#[derive(Default)]
+struct Dict {
+    tables: Vec<(String, String)>,
+    /// (db, table, name, unique)
+    indexes: Vec<(String, String, String, bool)>,
+    /// (db, table, name, parent db, parent table)
+    fks: Vec<(String, String, String, String, String)>,
+    /// (kind, name)
+    disk: Vec<(String, String)>,
+    stop_gcp: u64,
+}
+
+/// Rows are committed in batches of this many (a killed run leaves the earlier batches).
+const BATCH: usize = 16;
+
 pub fn main(dir: &Path, args: &[String]) -> Result<i32> {
     let o = match parse(args) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("ndb_restore: [ERROR] {e}");
-            return Ok(1);
+            return Ok(2);
         }
     };
-    let mut cl = Cluster::open(dir)?;
-    let fault = cl.count_call("ndb_restore")?;
     let mut id = o.backup.unwrap_or(0);
+    let cfg = Cluster::open_unlocked(dir)?.cfg;
     if id > i32::MAX as i64 {
         eprintln!("{}", v().n(id).n(i32::MAX).fill(line(fx::CLAMP_WARNING, 0)));
         id = i32::MAX as i64;
@@ -217,11 +250,23 @@ pub fn main(dir: &Path, args: &[String]) -> Result<i32> {
     println!("Nodeid = {node}");
     println!("Backup Id = {id}");
     println!("backup path = {}", path.display());
-    if fault.is_some() {
-        return fail("Failed to initialize consumers");
+    // Connect: the management server, then an API slot (held for the whole run, also while
+    // waiting for the cluster).
+    if let Some(cs) = connect_fails(&Cluster::open_unlocked(dir)?, o.connect.as_deref()) {
+        eprintln!(
+            "ERROR: Unable to connect with connect string: nodeid=0,{}",
+            cs.rsplit(',').next().unwrap_or("")
+        );
+        return Ok(1);
     }
-    if let Some(cs) = connect_fails(&cl, o.connect.as_deref()) {
-        return fail(&format!("Could not connect to cluster: '{cs}'"));
+    let Some(_slot) = crate::api::connect_tool(dir, &cfg, "ndb_restore")? else {
+        // The real tool prints nothing of its own when no node id is free.
+        return Ok(1);
+    };
+    let mut cl = Cluster::open(dir)?;
+    let fault = cl.count_call("ndb_restore")?;
+    if fault.as_deref() == Some("fail") {
+        return fail("Failed to initialize consumers");
     }
     if id <= 0 {
         return fail("Backup id must be specified (-b)");
@@ -248,9 +293,7 @@ pub fn main(dir: &Path, args: &[String]) -> Result<i32> {
         included && !o.exclude_db.iter().any(|x| x == d) && !o.exclude_tables.contains(&name)
     };
     // Metadata (from the first part: every part holds all of it).
-    let mut tables: Vec<(String, String)> = Vec::new();
-    let mut indexes: Vec<(String, String, String)> = Vec::new();
-    let mut stop_gcp = 0u64;
+    let mut dict = Dict::default();
     if let Some(first) = dirs.first() {
         log("restore_metadata", "Read meta data file header");
         let f = first.join(format!("BACKUP-{id}.{node}.ctl"));
@@ -270,135 +313,325 @@ pub fn main(dir: &Path, args: &[String]) -> Result<i32> {
         for l in &lines {
             let w: Vec<&str> = l.split(' ').collect();
             match w.as_slice() {
-                ["ctl", _, _, _, _, g] => stop_gcp = g.parse().unwrap_or(0),
-                ["table", d, t] if keep(d, t) => tables.push((d.to_string(), t.to_string())),
-                ["index", d, t, n] if keep(d, t) => {
-                    indexes.push((d.to_string(), t.to_string(), n.to_string()))
+                ["ctl", _, _, _, _, g] => dict.stop_gcp = g.parse().unwrap_or(0),
+                ["table", d, t] if keep(d, t) => dict.tables.push((d.to_string(), t.to_string())),
+                ["index", d, t, n, u] if keep(d, t) => {
+                    dict.indexes
+                        .push((d.to_string(), t.to_string(), n.to_string(), *u == "1"))
                 }
+                ["fk", d, t, n, pd, pt] if keep(d, t) => dict.fks.push((
+                    d.to_string(),
+                    t.to_string(),
+                    n.to_string(),
+                    pd.to_string(),
+                    pt.to_string(),
+                )),
+                ["disk", k, n] => dict.disk.push((k.to_string(), n.to_string())),
                 _ => {}
             }
         }
-        println!("Stop GCP of Backup: {}", stop_gcp.saturating_sub(1));
+        println!("Stop GCP of Backup: {}", dict.stop_gcp.saturating_sub(1));
         log("restore_metadata", "Load content");
         log("restore_metadata", "Validate Footer");
     }
     println!("Connected to ndb!!");
-    let mut db = cl.db()?;
-    let tx = db.transaction()?;
+    let db = cl.db()?;
     if o.meta {
-        log("restore_metadata", "Restore objects (tablespaces, ..)");
-        log("restore_metadata", "Restoring tables");
-        for (d, t) in &tables {
-            if table_exists(&tx, d, t)? {
-                tx.commit()?;
-                return fail(&format!("Create table `{d}`.`{t}` failed: 721: Schema object with given name already exists"));
-            }
-            tx.execute(
-                "INSERT INTO ndb_tables(db, tbl) VALUES (?1, ?2)",
-                params![d, t],
-            )?;
-            println!("Successfully restored table `{d}`.`{t}`");
+        if let Some(code) = restore_meta(&db, &o, &dict, id)? {
+            return Ok(code);
         }
-        for (d, t, n) in &indexes {
-            let online = !o.disable_indexes;
-            tx.execute(
-                "INSERT OR REPLACE INTO ndb_indexes(db, tbl, name, online) VALUES (?1, ?2, ?3, ?4)",
-                params![d, t, n, online as i64],
-            )?;
-            if online {
-                println!("Successfully created index `{n}` on `{t}`");
-            }
-        }
-    } else if o.disable_indexes {
-        for (d, t, n) in &indexes {
-            tx.execute(
-                "UPDATE ndb_indexes SET online = 0 WHERE db = ?1 AND tbl = ?2 AND name = ?3",
-                params![d, t, n],
-            )?;
-            println!("Dropped index `{n}` on `{t}`");
-        }
+    } else if o.disable_indexes && !o.data {
+        drop_indexes(&db, &dict)?;
     }
     if o.data {
-        log("restore_data", "Start restoring table data");
-        for (d, t) in &tables {
-            if !table_exists(&tx, d, t)? {
-                return fail(&format!("Unable to find table: `{d}/def/{t}`"));
-            }
+        if let Some(code) =
+            restore_data(&mut cl, &db, &o, &dict, &dirs, id, node, fault.as_deref())?
+        {
+            return Ok(code);
         }
-        let mut tuples = 0u64;
-        for pd in &dirs {
-            for f in [
-                pd.join(format!("BACKUP-{id}-0.{node}.Data")),
-                pd.join(format!("BACKUP-{id}.{node}.log")),
-            ] {
-                println!("Opening file '{}'", f.display());
-                let lines = match backupfmt::open(&f) {
-                    Ok(l) => l,
-                    Err(e) => return fail(&format!("Error reading '{}': {e}", f.display())),
-                };
-                println!(
-                    "File size {} bytes",
-                    std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0)
-                );
-                for l in lines.iter().skip(1) {
-                    let mut it = l.splitn(4, '\t');
-                    let (Some(d), Some(t), Some(pk), Some(val)) =
-                        (it.next(), it.next(), it.next(), it.next())
-                    else {
-                        return fail(&format!(
-                            "Error reading '{}': Corrupted data: bad record",
-                            f.display()
-                        ));
-                    };
-                    if !tables.iter().any(|(a, b)| a == d && b == t) {
-                        continue;
-                    }
-                    let pk: u64 = pk.parse().unwrap_or(0);
-                    let r = tx
-                        .prepare_cached("INSERT INTO ndb_rows(db, tbl, pk, node, val) VALUES (?1, ?2, ?3, ?4, ?5)")?
-                        .execute(params![d, t, pk as i64, owner(&cl.cfg, t, pk), val]);
-                    if let Err(e) = r {
-                        if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) {
-                            return fail(
-                                "Error 630: Tuple already existed when attempting to insert",
-                            );
-                        }
-                        return Err(e.into());
-                    }
-                    tuples += 1;
-                }
-            }
-        }
-        log(
-            "restore_data",
-            &format!("Restored {tuples} tuples and 0 log entries"),
-        );
     }
     if o.epoch {
-        tx.execute(
+        db.execute(
             "INSERT OR REPLACE INTO ndb_epoch(id, epoch) VALUES (1, ?1)",
-            params![(stop_gcp.saturating_sub(1) << 32) as i64],
+            params![(dict.stop_gcp.saturating_sub(1) << 32) as i64],
         )?;
         log("restore_epoch", "Restored epoch in ndb_apply_status table");
     }
     if o.rebuild_indexes {
-        let mut st = tx.prepare("SELECT db, tbl, name FROM ndb_indexes WHERE online = 0")?;
-        let off: Vec<(String, String, String)> = st
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        drop(st);
-        for (d, t, n) in off.iter().filter(|x| keep(&x.0, &x.1)) {
-            tx.execute(
-                "UPDATE ndb_indexes SET online = 1 WHERE db = ?1 AND tbl = ?2 AND name = ?3",
-                params![d, t, n],
-            )?;
+        for (d, t, n, u) in &dict.indexes {
+            if !index_exists(&db, d, t, n)? {
+                db.execute(
+                    "INSERT INTO ndb_indexes(db, tbl, name, online, uniq) VALUES (?1, ?2, ?3, 1, ?4)",
+                    params![d, t, n, *u as i64],
+                )?;
+                log(
+                    "rebuild_indexes",
+                    &format!("Rebuilding index `{n}` on table `{t}` ..."),
+                );
+            }
+        }
+        for (d, t, n, pd, pt) in &dict.fks {
+            let r = db.execute(
+                "INSERT INTO ndb_fks(db, tbl, name, parent_db, parent_tbl) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![d, t, n, pd, pt],
+            );
+            if let Err(e) = r {
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) {
+                    return fail(&format!(
+                        "Failed to create foreign key {n} parent {pd}/def/{pt} child {d}/def/{t} : 721: Schema object with given name already exists"
+                    ));
+                }
+                return Err(e.into());
+            }
             log(
                 "rebuild_indexes",
-                &format!("Rebuilding index `{n}` on table `{t}` ..."),
+                &format!("Successfully created foreign key {n} on table `{t}`"),
             );
         }
     }
-    tx.commit()?;
     cl.save()?;
     Ok(0)
+}
+
+fn index_exists(db: &rusqlite::Connection, d: &str, t: &str, n: &str) -> Result<bool> {
+    let k: i64 = db.query_row(
+        "SELECT count(*) FROM ndb_indexes WHERE db = ?1 AND tbl = ?2 AND name = ?3",
+        params![d, t, n],
+        |r| r.get(0),
+    )?;
+    Ok(k > 0)
+}
+
+/// Drops the indexes and foreign keys of the backup's tables (`--disable-indexes`).
+fn drop_indexes(db: &rusqlite::Connection, dict: &Dict) -> Result<()> {
+    for (d, t, n, pd, pt) in &dict.fks {
+        let k = db.execute(
+            "DELETE FROM ndb_fks WHERE db = ?1 AND tbl = ?2 AND name = ?3",
+            params![d, t, n],
+        )?;
+        if k > 0 {
+            println!("Dropped foreign key {n} parent {pd}/def/{pt} child {d}/def/{t}");
+        }
+    }
+    for (d, t, n, _) in &dict.indexes {
+        let k = db.execute(
+            "DELETE FROM ndb_indexes WHERE db = ?1 AND tbl = ?2 AND name = ?3",
+            params![d, t, n],
+        )?;
+        if k > 0 {
+            println!("Dropped index `{n}` on `{t}`");
+        }
+    }
+    Ok(())
+}
+
+/// `-m`: the disk-data objects (unless `--no-restore-disk-objects`), then each table; indexes
+/// and foreign keys unless `--disable-indexes`. Some(exit code) when it failed: the tables
+/// created before the failure stay.
+fn restore_meta(db: &rusqlite::Connection, o: &Opts, dict: &Dict, id: i64) -> Result<Option<i32>> {
+    log("restore_metadata", "Restore objects (tablespaces, ..)");
+    if !o.no_restore_disk_objects {
+        for (kind, name) in &dict.disk {
+            let what = match kind.as_str() {
+                "LogfileGroup" => "logfile group",
+                "Tablespace" => "tablespace",
+                _ => {
+                    db.execute(
+                        "INSERT OR IGNORE INTO ndb_disk_objects(kind, name) VALUES (?1, ?2)",
+                        params![kind, name],
+                    )?;
+                    continue;
+                }
+            };
+            println!("Creating {what}: {name}...");
+            let r = db.execute(
+                "INSERT INTO ndb_disk_objects(kind, name) VALUES (?1, ?2)",
+                params![kind, name],
+            );
+            match r {
+                Ok(_) => println!("done"),
+                Err(e)
+                    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) =>
+                {
+                    println!("FAILED");
+                    eprintln!(
+                        "Create {what} failed: {name}: 721: Schema object with given name already exists"
+                    );
+                    println!("Failed to restore BACKUP-{id}");
+                    return Ok(Some(1));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    log("restore_metadata", "Restoring tables");
+    for (d, t) in &dict.tables {
+        if table_exists(db, d, t)? {
+            eprintln!(
+                "Create table `{d}/def/{t}` failed: 721: Schema object with given name already exists"
+            );
+            eprintln!("Restore: Failed to restore table: `{d}/def/{t}` ... Exiting ");
+            println!("Failed to restore BACKUP-{id}");
+            return Ok(Some(1));
+        }
+        db.execute(
+            "INSERT INTO ndb_tables(db, tbl) VALUES (?1, ?2)",
+            params![d, t],
+        )?;
+        println!("Successfully restored table `{d}/def/{t}`");
+    }
+    if !o.disable_indexes {
+        for (d, t, n, u) in &dict.indexes {
+            db.execute(
+                "INSERT OR REPLACE INTO ndb_indexes(db, tbl, name, online, uniq) VALUES (?1, ?2, ?3, 1, ?4)",
+                params![d, t, n, *u as i64],
+            )?;
+            println!("Successfully created index `{n}` on `{t}`");
+        }
+        for (d, t, n, pd, pt) in &dict.fks {
+            db.execute(
+                "INSERT OR REPLACE INTO ndb_fks(db, tbl, name, parent_db, parent_tbl) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![d, t, n, pd, pt],
+            )?;
+        }
+    }
+    Ok(None)
+}
+
+/// `-r`: every part's rows then its log. Some(exit code) when it failed.
+#[allow(clippy::too_many_arguments)]
+fn restore_data(
+    cl: &mut Cluster,
+    db: &rusqlite::Connection,
+    o: &Opts,
+    dict: &Dict,
+    dirs: &[PathBuf],
+    id: i64,
+    node: u32,
+    fault: Option<&str>,
+) -> Result<Option<i32>> {
+    log("restore_data", "Start restoring table data");
+    for (d, t) in &dict.tables {
+        if !table_exists(db, d, t)? {
+            eprintln!("Unable to find table: `{d}/def/{t}`");
+            println!("Failed to restore BACKUP-{id}");
+            return Ok(Some(1));
+        }
+    }
+    if o.disable_indexes {
+        drop_indexes(db, dict)?;
+    }
+    for (d, t, n, u) in &dict.indexes {
+        if *u && index_exists(db, d, t, n)? {
+            if o.allow_unique_indexes {
+                eprintln!("WARNING: Table {d}.{t} contains unique index {n}. This can cause ndb_restore to fail with duplicate key errors while restoring data. To avoid duplicate key errors, use --disable-indexes before or when restoring data and --rebuild-indexes after or when restoring data. Will continue due to --allow-unique-indexes being set.");
+            } else {
+                eprintln!("ERROR: Refusing to restore because table {d}.{t} contains unique index {n}. Use --disable-indexes before or when restoring data and --rebuild-indexes after or when restoring data. Optionally use --allow-unique-indexes to continue restoring with unique indexes.");
+                println!("Failed to restore BACKUP-{id}");
+                return Ok(Some(1));
+            }
+        }
+    }
+    let binlog = cl.cfg.binlog && !o.no_binlog;
+    let cfg = cl.cfg.clone();
+    let wanted = |d: &str, t: &str| dict.tables.iter().any(|(a, b)| a == d && b == t);
+    let (mut tuples, mut log_entries) = (0u64, 0u64);
+    let mut hang_after = (fault == Some("hang-mid")).then_some(usize::MAX);
+    for pd in dirs {
+        let f = pd.join(format!("BACKUP-{id}-0.{node}.Data"));
+        println!("Opening file '{}'", f.display());
+        let lines = match backupfmt::open(&f) {
+            Ok(l) => l,
+            Err(e) => return fail(&format!("Error reading '{}': {e}", f.display())).map(Some),
+        };
+        println!(
+            "File size {} bytes",
+            std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0)
+        );
+        let mut rows = Vec::new();
+        for l in lines.iter().skip(1) {
+            let mut it = l.splitn(4, '\t');
+            let (Some(d), Some(t), Some(pk), Some(val)) =
+                (it.next(), it.next(), it.next(), it.next())
+            else {
+                return fail(&format!(
+                    "Error reading '{}': Corrupted data: bad record",
+                    f.display()
+                ))
+                .map(Some);
+            };
+            if wanted(d, t) {
+                rows.push((d, t, pk.parse::<u64>().unwrap_or(0), val));
+            }
+        }
+        if let Some(h) = hang_after.as_mut() {
+            *h = rows.len() / 2;
+        }
+        for (k, batch) in rows.chunks(BATCH).enumerate() {
+            if hang_after.is_some_and(|h| k * BATCH >= h && h > 0) {
+                // Killed or hung half-way: the batches before stay.
+                cl.unlock();
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(3600));
+                }
+            }
+            db.execute_batch("BEGIN")?;
+            for (d, t, pk, val) in batch {
+                db.prepare_cached("INSERT OR REPLACE INTO ndb_rows(db, tbl, pk, node, val) VALUES (?1, ?2, ?3, ?4, ?5)")?
+                    .execute(params![d, t, *pk as i64, owner(&cfg, t, *pk), val])?;
+                if binlog {
+                    db.prepare_cached("INSERT INTO ndb_binlog(db, tbl, pk) VALUES (?1, ?2, ?3)")?
+                        .execute(params![d, t, *pk as i64])?;
+                }
+                tuples += 1;
+            }
+            db.execute_batch("COMMIT")?;
+        }
+        hang_after = None;
+        let f = pd.join(format!("BACKUP-{id}.{node}.log"));
+        println!("Opening file '{}'", f.display());
+        let lines = match backupfmt::open(&f) {
+            Ok(l) => l,
+            Err(e) => return fail(&format!("Error reading '{}': {e}", f.display())).map(Some),
+        };
+        db.execute_batch("BEGIN")?;
+        for l in lines.iter().skip(1) {
+            let w: Vec<&str> = l.splitn(5, '\t').collect();
+            let (op, d, t, pk) = match w.as_slice() {
+                [op, d, t, pk, ..] => (*op, *d, *t, pk.parse::<u64>().unwrap_or(0)),
+                _ => continue,
+            };
+            if !wanted(d, t) {
+                continue;
+            }
+            let val = w.get(4).copied().unwrap_or("");
+            match op {
+                "I" => db.execute(
+                    "INSERT OR IGNORE INTO ndb_rows(db, tbl, pk, node, val) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![d, t, pk as i64, owner(&cfg, t, pk), val],
+                )?,
+                "U" => db.execute(
+                    "UPDATE ndb_rows SET val = ?4 WHERE db = ?1 AND tbl = ?2 AND pk = ?3",
+                    params![d, t, pk as i64, val],
+                )?,
+                _ => db.execute(
+                    "DELETE FROM ndb_rows WHERE db = ?1 AND tbl = ?2 AND pk = ?3",
+                    params![d, t, pk as i64],
+                )?,
+            };
+            if binlog {
+                db.execute(
+                    "INSERT INTO ndb_binlog(db, tbl, pk) VALUES (?1, ?2, ?3)",
+                    params![d, t, pk as i64],
+                )?;
+            }
+            log_entries += 1;
+        }
+        db.execute_batch("COMMIT")?;
+    }
+    log(
+        "restore_data",
+        &format!("Restored {tuples} tuples and {log_entries} log entries"),
+    );
+    Ok(None)
 }

@@ -1,9 +1,13 @@
 //! `ndb_show_tables` as the test-bed simulates it: the objects of the NDB dictionary (the
-//! system tables, the `mysql` schema tables every cluster has, and the tables created by
-//! `ndb_restore -m` or `cluster create`), in the real tool's two formats. Plain: a header and
-//! aligned columns (`%-5s %-20s %-8s %-7s %-12s %-8s %s`), then `NDBT_ProgramExit: 0 - OK`;
-//! `-p`: one tab-separated line per object with quoted fields and no trailer. `-t N` keeps one
-//! object type (1 SystemTable, 2 UserTable).
+//! system tables, the `mysql` schema tables every cluster has, the tables created by a
+//! deployment, `ndb_restore -m` or `cluster create`, their indexes and foreign keys, and the
+//! disk-data objects), in the real tool's two formats (8.0.20 and later: no `NDBT_ProgramExit`
+//! trailer). Plain: a header and aligned columns (`%-5s %-20s %-8s %-7s %-12s %-8s %s`); `-p`:
+//! one tab-separated line per object with quoted fields. `-t N` keeps one object type
+//! (`NdbDictionary::Object::Type`: 1 SystemTable, 2 UserTable, 3 UniqueHashIndex, 6
+//! OrderedIndex, 20 Tablespace, 21 LogfileGroup, 22 Datafile, 23 Undofile, 25 ForeignKey).
+//! Indexes are listed in database `sys`, foreign keys as `<parent id>/<child id>/<name>`. The
+//! tool is an NDB API client: with no free API slot it cannot connect.
 
 use std::path::Path;
 
@@ -55,7 +59,6 @@ pub fn main(dir: &Path, args: &[String]) -> Result<i32> {
                     kind = v.parse().ok();
                 } else {
                     eprintln!("ndb_show_tables: unknown option '{a}'");
-                    println!("\nNDBT_ProgramExit: 2 - Wrong arguments");
                     return Ok(2);
                 }
             }
@@ -63,14 +66,17 @@ pub fn main(dir: &Path, args: &[String]) -> Result<i32> {
         i += 1;
     }
     let cl = Cluster::open_unlocked(dir)?;
-    if connect_fails(&cl, connect.as_deref()).is_some() {
+    let slot = if connect_fails(&cl, connect.as_deref()).is_some() {
+        None
+    } else {
+        crate::api::connect_tool(dir, &cl.cfg, "ndb_show_tables")?
+    };
+    if slot.is_none() {
         println!("Unable to connect to management server.");
-        println!("\nNDBT_ProgramExit: 1 - Failed");
         return Ok(1);
     }
     if (1..=cl.cfg.data_nodes).all(|n| cl.rt.ndb_down.contains(&n)) {
         println!("Cluster nodes not ready in 30 seconds.");
-        println!("\nNDBT_ProgramExit: 1 - Failed");
         return Ok(1);
     }
     let mut objects = vec![
@@ -99,16 +105,68 @@ pub fn main(dir: &Path, args: &[String]) -> Result<i32> {
         });
     }
     let db = cl.db()?;
+    let mut ids = std::collections::HashMap::new();
+    let push = |objects: &mut Vec<Object>,
+                kind: &'static str,
+                kind_no: u32,
+                database: &str,
+                name: String| {
+        let id = objects.len() as u32 + 1;
+        objects.push(Object {
+            id,
+            kind,
+            kind_no,
+            database: database.to_string(),
+            name,
+        });
+        id
+    };
+    let mut st = db.prepare("SELECT kind, name FROM ndb_disk_objects ORDER BY rowid")?;
+    for r in st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+        let (kind, name) = r?;
+        let (k, n) = match kind.as_str() {
+            "Tablespace" => ("Tablespace", 20),
+            "LogfileGroup" => ("LogfileGroup", 21),
+            "Datafile" => ("Datafile", 22),
+            _ => ("Undofile", 23),
+        };
+        push(&mut objects, k, n, "", name);
+    }
     let mut st = db.prepare("SELECT db, tbl FROM ndb_tables ORDER BY rowid")?;
     for r in st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
         let (database, name) = r?;
-        objects.push(Object {
-            id: objects.len() as u32 + 1,
-            kind: "UserTable",
-            kind_no: 2,
-            database,
-            name,
-        });
+        let id = push(&mut objects, "UserTable", 2, &database, name.clone());
+        ids.insert((database, name), id);
+    }
+    let mut st =
+        db.prepare("SELECT name, uniq FROM ndb_indexes WHERE online = 1 ORDER BY db, tbl, name")?;
+    for r in st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+        let (name, uniq) = r?;
+        let (k, n) = if uniq == 1 {
+            ("UniqueHashIndex", 3)
+        } else {
+            ("OrderedIndex", 6)
+        };
+        push(&mut objects, k, n, "sys", name);
+    }
+    let mut st = db.prepare(
+        "SELECT db, tbl, name, parent_db, parent_tbl FROM ndb_fks ORDER BY db, tbl, name",
+    )?;
+    let fks: Vec<(String, String, String, String, String)> = st
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    for (d, t, name, pd, pt) in fks {
+        let child = ids.get(&(d, t)).copied().unwrap_or(0);
+        let parent = ids.get(&(pd, pt)).copied().unwrap_or(0);
+        push(
+            &mut objects,
+            "ForeignKey",
+            25,
+            "",
+            format!("{parent}/{child}/{name}"),
+        );
     }
     if !parsable {
         println!(
@@ -132,8 +190,6 @@ pub fn main(dir: &Path, args: &[String]) -> Result<i32> {
             );
         }
     }
-    if !parsable {
-        println!("\nNDBT_ProgramExit: 0 - OK");
-    }
+    drop(slot);
     Ok(0)
 }

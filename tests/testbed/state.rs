@@ -10,6 +10,7 @@
 //! - `D/hopsfs/dn<k>/vol<v>/`: HopsFS datanode volumes (layout of the reference).
 //! - `D/bin/`: symlinks named like the tools, and `testbed.dir` naming `D`.
 //! - `D/lock`: every tool call holds an exclusive flock on it while it changes state.
+//! - `D/api.json` (with `D/api.lock`): the NDB API slots in use (see `api.rs`).
 
 use anyhow::{bail, Context, Result};
 use rusqlite::Connection;
@@ -45,6 +46,20 @@ pub struct Config {
     /// (`dfs.namenode.safemode.extension`; Hopsworks: 30000).
     #[serde(default)]
     pub safemode_extension_ms: u64,
+    /// Host-less `[API]` slots of config.ini besides the MySQL server's (Hopsworks: about 10).
+    #[serde(default = "default_api_slots")]
+    pub api_slots: u32,
+    /// The MySQL server logs NDB changes to its binlog (`ndb_log_bin=ON`, a replication primary).
+    #[serde(default)]
+    pub binlog: bool,
+    /// Data nodes connect from an address the management server shows as a wildcard (SHOW
+    /// prints `id=N` without `@host`).
+    #[serde(default)]
+    pub wildcard_addresses: bool,
+}
+
+fn default_api_slots() -> u32 {
+    10
 }
 
 impl Config {
@@ -80,7 +95,15 @@ pub struct Runtime {
     /// Data nodes whose backup directory is "full".
     pub disk_full: Vec<u32>,
     pub mgm_down: bool,
-    pub epipe_running: bool,
+    /// The Hopsworks services that run (systemd units; see `services.rs`).
+    #[serde(default)]
+    pub services: std::collections::BTreeSet<String>,
+    /// How often the MySQL server was restarted (`service mysqld restart`).
+    #[serde(default)]
+    pub mysqld_restarts: u64,
+    /// How many times the cluster was deployed (new HopsFS cluster and block pool ids each).
+    #[serde(default)]
+    pub deployments: u64,
     /// "on" / "off" set by `-safemode enter|leave`.
     pub safemode_manual: Option<String>,
     pub kafka_topics: BTreeMap<String, (u32, u32)>,
@@ -110,6 +133,7 @@ pub const TOOLS: &[&str] = &[
     "ndb_mgm",
     "ndb_restore",
     "ndb_show_tables",
+    "ndb_drop_table",
     "hdfs",
     "reindex-epipe.sh",
     "kafka-restore.sh",
@@ -157,7 +181,11 @@ impl Cluster {
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=OFF; PRAGMA busy_timeout=30000;
              CREATE TABLE IF NOT EXISTS ndb_tables(db TEXT, tbl TEXT, PRIMARY KEY(db, tbl));
              CREATE TABLE IF NOT EXISTS ndb_indexes(db TEXT, tbl TEXT, name TEXT, online INTEGER,
-                 PRIMARY KEY(db, tbl, name));
+                 uniq INTEGER NOT NULL DEFAULT 0, PRIMARY KEY(db, tbl, name));
+             CREATE TABLE IF NOT EXISTS ndb_fks(db TEXT, tbl TEXT, name TEXT, parent_db TEXT,
+                 parent_tbl TEXT, PRIMARY KEY(db, tbl, name));
+             CREATE TABLE IF NOT EXISTS ndb_disk_objects(kind TEXT, name TEXT, PRIMARY KEY(name));
+             CREATE TABLE IF NOT EXISTS ndb_binlog(seq INTEGER PRIMARY KEY, db TEXT, tbl TEXT, pk INTEGER);
              CREATE TABLE IF NOT EXISTS ndb_rows(db TEXT, tbl TEXT, pk INTEGER, node INTEGER, val TEXT,
                  PRIMARY KEY(db, tbl, pk)) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS ndb_epoch(id INTEGER PRIMARY KEY, epoch INTEGER);",
