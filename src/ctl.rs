@@ -496,6 +496,17 @@ async fn run_inner(cli: &Cli) -> Result<ExitCode, CtlError> {
                 },
         } => {
             if !yes {
+                // On a terminal: the plan first (what is stopped and dropped), then the typed
+                // confirmation.
+                if !std::io::stdin().is_terminal() {
+                    return Err(CtlError::Config(
+                        "a restore overwrites the cluster: confirm with --yes when not on a terminal".into(),
+                    ));
+                }
+                let p: crate::restore::plan::RestorePlan = client
+                    .call(Method::GET, &format!("/v1/restore/plan/{backup}"), None)
+                    .await?;
+                eprintln!("{p}");
                 confirm(backup)?;
             }
             let body = serde_json::json!({
@@ -574,7 +585,7 @@ fn confirm(backup: &str) -> Result<(), CtlError> {
             "a restore overwrites the cluster: confirm with --yes when not on a terminal".into(),
         ));
     }
-    eprint!("This restores backup {backup} onto the cluster, overwriting it. Type the backup id to go on: ");
+    eprint!("This restores backup {backup} onto the cluster as planned above: its services are stopped, the tables listed are dropped, the cluster is overwritten. Type the backup id to go on: ");
     let mut line = String::new();
     std::io::stdin()
         .read_line(&mut line)

@@ -61,8 +61,9 @@ pub struct RetentionSettings {
     pub prune_after_backup: bool,
 }
 
-/// `[restore]`. Commands are argv; in `datanode_start` and `datanode_status`, `{name}` and `{index}` (1-based, in
-/// `[[hopsfs.datanodes]]` order) are replaced by the datanode's.
+/// `[restore]`. Commands are argv; in `datanode_start`, `datanode_stop` and `datanode_status`,
+/// `{name}` and `{index}` (1-based, in `[[hopsfs.datanodes]]` order) are replaced by the
+/// datanode's; in `service_stop` and `service_start`, `{unit}` by the service's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestoreSettings {
     pub ndb_restore: Vec<String>,
@@ -88,6 +89,44 @@ pub struct RestoreSettings {
     /// Optional: asks Hopsworks to rebuild the feature-store search index after ePipe's
     /// reindex (e.g. curl `POST /hopsworks-api/api/admin/search/featurestore/reindex`).
     pub featurestore_reindex: Option<Vec<String>>,
+    /// Drops the redeployed tables the backup recreates (`-c <cs> -d <db> <table>...` appended).
+    pub ndb_drop_table: Vec<String>,
+    /// Pass `--no-binlog` to every ndb_restore run (restored rows stay out of the binlog of a
+    /// MySQL server with `ndb_log_bin=ON`).
+    pub no_binlog: bool,
+    /// `db.table` names left out of every ndb_restore run (and never dropped).
+    pub exclude_tables: Vec<String>,
+    /// `db.table` names whose rows are not restored (their tables are recreated empty).
+    pub exclude_tables_data: Vec<String>,
+    /// The services that write to RonDB or HopsFS, in dependency order: stopped in reverse
+    /// order before the restore, started in this order after the write-back.
+    pub services: Vec<String>,
+    pub service_stop: Vec<String>,
+    pub service_start: Vec<String>,
+    pub datanode_stop: Vec<String>,
+    /// Addresses the NDB API clients of `services` (and the MySQL servers) connect from; any
+    /// other connected API node is unknown and refuses the restore. Empty: the management
+    /// server's address.
+    pub api_client_hosts: Vec<String>,
+    /// API nodes the MySQL servers hold: they may stay connected during the restore.
+    pub mysqld_api_nodes: u32,
+    /// How long the stopped services may take to release their API slots.
+    pub quiesce_timeout: Duration,
+    /// Restarts a MySQL server after users and grants (empty: no restart); run on each of
+    /// `mysqld_hosts`.
+    pub mysqld_restart: Vec<String>,
+    pub mysqld_hosts: Vec<NodeHost>,
+    /// Where each backed-up HopsFS volume goes: `"<datanode>/vol<k>"` (as in the backup) to
+    /// `"<datanode>/vol<k>"` (a `[[hopsfs.datanodes]]` name and its k-th volume). Volumes not
+    /// listed go to the same name and index.
+    pub volume_map: Vec<(String, String)>,
+}
+
+/// A HopsFS volume named `"<datanode>/vol<k>"` (k from 1): (datanode, k).
+pub fn parse_volume_ref(s: &str) -> Option<(&str, usize)> {
+    let (name, vol) = s.rsplit_once('/')?;
+    let k: usize = vol.strip_prefix("vol")?.parse().ok()?;
+    (!name.is_empty() && k >= 1).then_some((name, k))
 }
 
 /// Where HopsFS keeps its blocks.

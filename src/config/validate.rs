@@ -466,7 +466,151 @@ impl<'a> Validator<'a> {
                     &["/usr/bin/curl", "-fsS", "-X", "POST", "-H", "@/etc/hopsdr/hopsworks-api-key.header", "https://hopsworks.glassfish.service.consul:8182/hopsworks-api/api/admin/search/featurestore/reindex"],
                 )
             }),
+            ndb_drop_table: self.command(
+                &p.key("ndb_drop_table"),
+                raw.ndb_drop_table,
+                &["/srv/hops/mysql/bin/ndb_drop_table"],
+            ),
+            no_binlog: raw.no_binlog.unwrap_or(true),
+            exclude_tables: self.table_names(
+                &p.key("exclude_tables"),
+                raw.exclude_tables,
+                &["mysql.ndb_apply_status", "glassfish_timers.EJB__TIMER__TBL"],
+            ),
+            exclude_tables_data: self.table_names(
+                &p.key("exclude_tables_data"),
+                raw.exclude_tables_data,
+                &["hopsworks.hosts", "hopsworks.host_services"],
+            ),
+            services: self.unit_names(&p.key("services"), raw.services),
+            service_stop: self.command(
+                &p.key("service_stop"),
+                raw.service_stop,
+                &["/usr/bin/systemctl", "stop", "{unit}"],
+            ),
+            service_start: self.command(
+                &p.key("service_start"),
+                raw.service_start,
+                &["/usr/bin/systemctl", "start", "{unit}"],
+            ),
+            datanode_stop: self.command(
+                &p.key("datanode_stop"),
+                raw.datanode_stop,
+                &["/usr/bin/systemctl", "stop", "datanode"],
+            ),
+            api_client_hosts: raw.api_client_hosts.unwrap_or_default(),
+            mysqld_api_nodes: match raw.mysqld_api_nodes {
+                None => 1,
+                Some(n) if (0..=255).contains(&n) => n as u32,
+                Some(n) => {
+                    self.error(
+                        &p.key("mysqld_api_nodes"),
+                        format!("{n} API nodes for the MySQL servers is out of range: use 0 to 255"),
+                    );
+                    1
+                }
+            },
+            quiesce_timeout: self.duration(
+                &p.key("quiesce_timeout"),
+                raw.quiesce_timeout,
+                Duration::from_secs(120),
+            ),
+            mysqld_restart: match raw.mysqld_restart {
+                Some(v) if v.is_empty() => Vec::new(),
+                other => self.command(
+                    &p.key("mysqld_restart"),
+                    other,
+                    &["/usr/bin/systemctl", "restart", "mysqld"],
+                ),
+            },
+            mysqld_hosts: raw
+                .mysqld_hosts
+                .unwrap_or_else(|| vec!["local".into()])
+                .into_iter()
+                .map(|h| {
+                    if h == "local" {
+                        NodeHost::Local
+                    } else {
+                        NodeHost::Remote(h)
+                    }
+                })
+                .collect(),
+            volume_map: self.volume_map(&p.key("volume_map"), raw.volume_map),
         }
+    }
+
+    /// `db.table` names for ndb_restore's `--exclude-tables` (no commas, no spaces).
+    fn table_names(
+        &mut self,
+        p: &KeyPath,
+        value: Option<Vec<String>>,
+        default: &[&str],
+    ) -> Vec<String> {
+        let Some(v) = value else {
+            return default.iter().map(|s| s.to_string()).collect();
+        };
+        for (i, t) in v.iter().enumerate() {
+            let ok = t
+                .split_once('.')
+                .is_some_and(|(d, n)| !d.is_empty() && !n.is_empty() && !n.contains('.'))
+                && !t.contains(|c: char| c == ',' || c.is_whitespace());
+            if !ok {
+                self.error(
+                    &p.index(i),
+                    format!("{t:?} is not a table name: use \"<database>.<table>\""),
+                );
+            }
+        }
+        v
+    }
+
+    /// systemd unit names (letters, digits, `-_.@:`).
+    fn unit_names(&mut self, p: &KeyPath, value: Option<Vec<String>>) -> Vec<String> {
+        let Some(v) = value else {
+            return [
+                "namenode",
+                "resourcemanager",
+                "hivemetastore",
+                "rdrs",
+                "glassfish-domain1",
+                "epipe",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        };
+        for (i, u) in v.iter().enumerate() {
+            if u.is_empty()
+                || u.starts_with('-')
+                || !u
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.@:".contains(c))
+            {
+                self.error(&p.index(i), format!("{u:?} is not a systemd unit name"));
+            }
+        }
+        v
+    }
+
+    /// `"<datanode>/vol<k>" = "<datanode>/vol<k>"` pairs.
+    fn volume_map(
+        &mut self,
+        p: &KeyPath,
+        value: Option<std::collections::BTreeMap<String, String>>,
+    ) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (from, to) in value.unwrap_or_default() {
+            for v in [&from, &to] {
+                if super::parse_volume_ref(v).is_none() {
+                    self.error(
+                        &p.key(&from),
+                        format!("{v:?} is not a volume: use \"<datanode name>/vol<k>\" (k from 1), e.g. \"dn1/vol2\""),
+                    );
+                }
+            }
+            out.push((from, to));
+        }
+        out
     }
 
     fn hopsfs(&mut self, p: &KeyPath, raw: RawHopsfs) -> HopsfsSettings {

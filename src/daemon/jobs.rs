@@ -614,8 +614,8 @@ pub fn start_restore(
                 ))
             })?;
             Some(
-                plan::plan(&manifest, &settings)
-                    .map_err(|e| RestoreStartError::Refused(e.to_string()))?,
+                crate::restore::target::plan_for(&manifest, &settings, &Default::default())
+                    .map_err(RestoreStartError::Refused)?,
             )
         }
         None => None,

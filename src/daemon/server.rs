@@ -508,12 +508,16 @@ async fn handle(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<F
             let repo = ctx.repo.clone();
             let settings = ctx.settings();
             let bid = id.clone();
-            let r = tokio::task::spawn_blocking(move || repo.read_manifest(&bid)).await;
+            // The plan depends on what the target holds: read it (nothing is changed).
+            let r = tokio::task::spawn_blocking(move || {
+                let m = repo.read_manifest(&bid)?;
+                let p = crate::restore::target::plan_for(&m, &settings, &Default::default());
+                Ok::<_, crate::repository::RepoError>(p)
+            })
+            .await;
             match r {
-                Ok(Ok(m)) => match crate::restore::plan::plan(&m, &settings) {
-                    Ok(p) => json(StatusCode::OK, &p),
-                    Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, "no_plan", e.to_string()),
-                },
+                Ok(Ok(Ok(p))) => json(StatusCode::OK, &p),
+                Ok(Ok(Err(e))) => error(StatusCode::UNPROCESSABLE_ENTITY, "no_plan", e),
                 Ok(Err(e)) if matches!(e, crate::repository::RepoError::BackupNotFound { .. }) => {
                     error(
                         StatusCode::NOT_FOUND,
@@ -550,7 +554,13 @@ async fn handle(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<F
                 allow_partial: req.allow_partial,
                 force: req.force,
             };
-            restore_response(&ctx, peer, &action, Some(&bid), opts)
+            // Planning reads the target cluster (blocking commands): off the runtime's workers.
+            let (ctx2, action2) = (ctx.clone(), action.clone());
+            tokio::task::spawn_blocking(move || {
+                restore_response(&ctx2, peer, &action2, Some(&bid), opts)
+            })
+            .await
+            .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
         }
         (&Method::POST, ["v1", "restores", "resume"]) => {
             restore_response(&ctx, peer, &action, None, Default::default())

@@ -241,9 +241,32 @@ fn run_step(
     match step.kind {
         StepKind::Verify => verify(run, i, step),
         StepKind::Preflight => preflight(run, i, step),
+        StepKind::Quiesce => quiesce(run, i, step),
         StepKind::StageRondb => stage(run, i, step),
+        StepKind::DropSchemas => {
+            let exclude = run.settings.restore.exclude_tables.clone();
+            drop_tables(run, i, step, &step.databases, &exclude)
+        }
         StepKind::RestoreMeta => restore_meta(run, i, step, detail),
-        StepKind::RebuildIndexes | StepKind::Kafka => {
+        StepKind::RebuildIndexes => rebuild_indexes(run, i, step, detail),
+        StepKind::RestartMysqld => {
+            let hosts = &run.settings.restore.mysqld_hosts;
+            for (k, c) in step.commands.iter().enumerate() {
+                let host = hosts.get(k).cloned().unwrap_or(NodeHost::Local);
+                let node = node_for("MySQL server".into(), &host, &run.settings.ssh);
+                let out = node.run(c, SHORT_TIMEOUT, run.cancel).map_err(&ne)?;
+                report_output(run, i, &out.stdout);
+            }
+            Ok(())
+        }
+        StepKind::StartServices => {
+            for c in &step.commands {
+                let out = head.run(c, SHORT_TIMEOUT, run.cancel).map_err(&ne)?;
+                report_output(run, i, &out.stdout);
+            }
+            Ok(())
+        }
+        StepKind::Kafka => {
             for c in &step.commands {
                 let out = head.run(c, TOOL_TIMEOUT, run.cancel).map_err(&ne)?;
                 report_output(run, i, &out.stdout);
@@ -252,7 +275,24 @@ fn run_step(
         }
         StepKind::RestoreData => {
             let mut d: DataDetail = serde_json::from_str(detail).unwrap_or_default();
-            let parallel = run.settings.restore.parallelism.max(1) as usize;
+            // Each ndb_restore holds an API slot: never more at once than are free.
+            let free = free_api_slots(run, i, step)?;
+            if free == 0 {
+                return Err(refused(
+                    i,
+                    step,
+                    "no free API slot for ndb_restore: every [API] slot of the cluster is connected; stop the NDB API clients that are left (ndb_mgm -e SHOW lists them), then restore resume",
+                ));
+            }
+            let parallel = (run.settings.restore.parallelism.max(1) as usize).min(free);
+            tracing::info!(
+                restore_id = run.restore_id,
+                "{free} API slot(s) free: up to {parallel} ndb_restore at once"
+            );
+            (run.progress)(
+                i,
+                &format!("{free} API slot(s) free: up to {parallel} ndb_restore at once"),
+            );
             let todo: Vec<(u32, &Vec<String>)> = step
                 .nodes
                 .iter()
@@ -517,8 +557,8 @@ fn preflight(run: &RestoreRun<'_>, i: usize, step: &RestoreStep) -> Result<(), R
             problems.push(format!("data node {id} is {st:?}, not started"));
         }
     }
-    // The plan's commands: the dictionary's user tables, then each datanode's status (a plan
-    // stored by an older hopsdr has none).
+    // The plan's command, if any: the dictionary's user tables (when the backup did not record
+    // its tables, nothing is dropped and a target holding some is refused).
     let mut commands = step.commands.iter();
     if let Some(show) = commands.next() {
         let head = Node::local("head node");
@@ -530,46 +570,62 @@ fn preflight(run: &RestoreRun<'_>, i: usize, step: &RestoreStep) -> Result<(), R
         if !user.is_empty() {
             let first: Vec<&str> = user.iter().take(5).map(String::as_str).collect();
             problems.push(format!(
-                "RonDB already holds {} user table(s) ({}{}): drop their databases or redeploy the cluster",
+                "RonDB already holds {} user table(s) ({}{}) and the backup did not record its tables, so hopsdr cannot tell which to drop: drop their databases by hand",
                 user.len(),
                 first.join(", "),
                 if user.len() > 5 { ", ..." } else { "" }
             ));
         }
     }
-    if let Some(h) = &run.settings.hopsfs {
-        for d in &h.datanodes {
-            let node = node_for(format!("datanode {}", d.name), &d.host, &run.settings.ssh);
-            if let Some(cmd) = commands.next() {
-                let out = node
-                    .run_status(cmd, SHORT_TIMEOUT, run.cancel)
-                    .map_err(node_err(i, step))?;
-                if out.status == Some(0) {
-                    problems.push(format!(
-                        "datanode {} is running ({} exited 0): stop it",
-                        d.name,
-                        crate::cluster::node::remote_command_line(cmd)
-                    ));
-                }
-            }
-            for v in &d.volumes {
-                let vol = v.display().to_string();
-                let out = node
-                    .run_status(
-                        &["test".into(), "-e".into(), format!("{vol}/current/VERSION")],
-                        SHORT_TIMEOUT,
-                        run.cancel,
-                    )
-                    .map_err(node_err(i, step))?;
-                if out.status == Some(0) {
-                    problems.push(format!(
-                        "datanode {} volume {vol} is not empty (it has current/VERSION): stop the datanode and empty the volume",
-                        d.name
-                    ));
-                }
-            }
+    // The volumes a write-back replaces: one that holds blocks is somebody's data.
+    let moves = step_moves(run);
+    let mut checked = BTreeSet::new();
+    for mv in &moves {
+        if !checked.insert((mv.datanode.clone(), mv.volume.clone())) {
+            continue;
+        }
+        let Some(d) = run
+            .settings
+            .hopsfs
+            .as_ref()
+            .and_then(|h| h.datanodes.iter().find(|d| d.name == mv.datanode))
+        else {
+            continue;
+        };
+        let node = node_for(format!("datanode {}", d.name), &d.host, &run.settings.ssh);
+        let current = format!("{}/current", mv.volume);
+        let out = node
+            .run_status(
+                &[
+                    "find".into(),
+                    current.clone(),
+                    "-name".into(),
+                    "blk_*".into(),
+                    "-print".into(),
+                    "-quit".into(),
+                ],
+                SHORT_TIMEOUT,
+                run.cancel,
+            )
+            .map_err(node_err(i, step))?;
+        if !out.stdout.trim().is_empty() {
+            problems.push(format!(
+                "datanode {} volume {} holds HopsFS blocks ({}): the restore would replace them; empty the volume if they are not needed, or map the backup's volumes elsewhere ([restore.volume_map])",
+                d.name,
+                mv.volume,
+                out.stdout.trim()
+            ));
+        } else if out.status == Some(0) {
+            (run.progress)(
+                i,
+                &format!(
+                    "datanode {} volume {}: formatted by the redeploy, no blocks: it is replaced",
+                    d.name, mv.volume
+                ),
+            );
         }
     }
+    let _ = commands.next();
     if problems.is_empty() {
         return Ok(());
     }
@@ -702,9 +758,12 @@ struct MetaDetail {
 
 /// `ndb_restore -m` is not idempotent (a second run fails on the tables the first created), so
 /// the attempt is recorded before it runs. Run again after a crash inside the step, it first
-/// lists the target's user tables (the step's second command): none → the metadata is restored
-/// as usual; every table the backup recorded → the first attempt finished, nothing to do;
-/// anything else → refused, naming what to drop.
+/// lists the target's tables (`ndb_show_tables -p`): none of the backup's databases' tables →
+/// the metadata is restored as usual; every table the backup recorded → the first attempt
+/// finished, nothing to do; some → they are dropped (they can only be the interrupted run's:
+/// the schema-drop step emptied those databases) and the metadata is restored again. A backup
+/// that did not record its tables is refused instead, naming the databases to drop. Disk-data
+/// objects the interrupted run created make the new run pass `--no-restore-disk-objects`.
 fn restore_meta(
     run: &RestoreRun<'_>,
     i: usize,
@@ -714,18 +773,18 @@ fn restore_meta(
     let head = Node::local("head node");
     let ne = node_err(i, step);
     let d: MetaDetail = serde_json::from_str(detail).unwrap_or_default();
-    if let (true, Some(show)) = (d.attempted, step.commands.get(1)) {
-        let out = head.run(show, SHORT_TIMEOUT, run.cancel).map_err(&ne)?;
-        let objects = ndb_tables::parse_parsable(&out.stdout).map_err(|e| refused(i, step, e))?;
-        let present: BTreeSet<String> = ndb_tables::user_tables(&objects).into_iter().collect();
-        let recorded: Option<BTreeSet<String>> = run
+    let mut command = step.commands[0].clone();
+    if d.attempted {
+        let (present, has_disk) = list_target(run, i, step)?;
+        let r = &run.settings.restore;
+        let recorded: Option<Vec<String>> = run
             .manifest
             .info
             .extra
             .get("rondb")
             .and_then(|r| r.get("tables"))
             .and_then(|t| serde_json::from_value(t.clone()).ok());
-        match meta_on_resume(&present, recorded.as_ref()) {
+        match meta_on_resume(&present, recorded.as_deref(), &r.exclude_tables) {
             MetaResume::Run => {}
             MetaResume::Done => {
                 (run.progress)(
@@ -734,14 +793,31 @@ fn restore_meta(
                 );
                 return Ok(());
             }
+            MetaResume::DropAndRun(databases) => {
+                (run.progress)(
+                    i,
+                    &format!(
+                        "an interrupted ndb_restore -m left part of the schema in {}: dropped, then restored again",
+                        databases.join(", ")
+                    ),
+                );
+                drop_tables(run, i, step, &databases, &r.exclude_tables)?;
+            }
             MetaResume::Refuse(why) => return Err(refused(i, step, why)),
+        }
+        let flag = "--no-restore-disk-objects".to_string();
+        if has_disk && !command.contains(&flag) {
+            let at = command
+                .iter()
+                .position(|a| a == "--disable-indexes")
+                .map(|p| p + 1)
+                .unwrap_or(command.len());
+            command.insert(at, flag);
         }
     }
     let json = serde_json::to_string(&MetaDetail { attempted: true }).unwrap_or_default();
     lock(run.catalog).set_step_detail(run.restore_id, i, &json)?;
-    let out = head
-        .run(&step.commands[0], TOOL_TIMEOUT, run.cancel)
-        .map_err(&ne)?;
+    let out = head.run(&command, TOOL_TIMEOUT, run.cancel).map_err(&ne)?;
     report_output(run, i, &out.stdout);
     crate::failpoint::hit("restore.meta.done", run.cancel);
     Ok(())
@@ -750,32 +826,276 @@ fn restore_meta(
 /// What a metadata step run again after a crash does.
 #[derive(Debug, PartialEq, Eq)]
 enum MetaResume {
-    /// No user table: restore the metadata.
+    /// No table of the backup's databases: restore the metadata.
     Run,
     /// Every table the backup recorded exists: the interrupted attempt finished.
     Done,
-    /// Some tables exist, not known to be the whole schema: the operator drops them.
+    /// Part of the schema exists: drop these databases' tables, then restore the metadata.
+    DropAndRun(Vec<String>),
+    /// Some tables exist, not known to be the backup's: the operator drops them.
     Refuse(String),
 }
 
-fn meta_on_resume(present: &BTreeSet<String>, recorded: Option<&BTreeSet<String>>) -> MetaResume {
-    if present.is_empty() {
+fn meta_on_resume(
+    present: &[String],
+    recorded: Option<&[String]>,
+    exclude: &[String],
+) -> MetaResume {
+    let Some(recorded) = recorded.filter(|r| !r.is_empty()) else {
+        let user: Vec<&String> = present.iter().filter(|t| !exclude.contains(t)).collect();
+        if user.is_empty() {
+            return MetaResume::Run;
+        }
+        let dbs: BTreeSet<&str> = user
+            .iter()
+            .filter_map(|t| t.split_once('.').map(|x| x.0))
+            .collect();
+        return MetaResume::Refuse(format!(
+            "an interrupted ndb_restore -m left {} table(s) and the backup did not record its tables: drop the databases {} and run restore resume",
+            user.len(),
+            dbs.into_iter().collect::<Vec<_>>().join(", ")
+        ));
+    };
+    let databases = super::plan::backup_databases(recorded);
+    let ours = super::plan::tables_to_drop(present, &databases, exclude);
+    if ours.is_empty() {
         return MetaResume::Run;
     }
-    if let Some(want) = recorded.filter(|w| !w.is_empty()) {
-        if want.is_subset(present) {
-            return MetaResume::Done;
+    let want: BTreeSet<&String> = recorded.iter().filter(|t| !exclude.contains(t)).collect();
+    let have: BTreeSet<&String> = ours.iter().collect();
+    if want.is_subset(&have) {
+        return MetaResume::Done;
+    }
+    let dbs: BTreeSet<String> = ours
+        .iter()
+        .filter_map(|t| t.split_once('.').map(|x| x.0.to_string()))
+        .collect();
+    MetaResume::DropAndRun(dbs.into_iter().collect())
+}
+
+/// The target's user tables and whether it has disk-data objects (`ndb_show_tables -p`).
+fn list_target(
+    run: &RestoreRun<'_>,
+    i: usize,
+    step: &RestoreStep,
+) -> Result<(Vec<String>, bool), RestoreError> {
+    let cs = super::plan::connectstring(run.settings).unwrap_or_default();
+    let Some(argv) = super::target::show_tables_argv(run.settings, &cs, None) else {
+        return Err(refused(i, step, "no [rondb] in the config"));
+    };
+    let out = Node::local("head node")
+        .run(&argv, SHORT_TIMEOUT, run.cancel)
+        .map_err(node_err(i, step))?;
+    let objects = ndb_tables::parse_parsable(&out.stdout).map_err(|e| refused(i, step, e))?;
+    let has_disk = objects
+        .iter()
+        .any(|o| o.kind == "LogfileGroup" || o.kind == "Tablespace");
+    Ok((ndb_tables::user_tables(&objects), has_disk))
+}
+
+/// Drops every table of `databases` but the excluded ones, with `ndb_drop_table`, in rounds:
+/// a table a foreign key references cannot be dropped before the table holding the key, so
+/// what failed is tried again after the others, as long as each round drops something. Lists
+/// the target each round: run again after a crash, it drops what is left.
+fn drop_tables(
+    run: &RestoreRun<'_>,
+    i: usize,
+    step: &RestoreStep,
+    databases: &[String],
+    exclude: &[String],
+) -> Result<(), RestoreError> {
+    let cs = super::plan::connectstring(run.settings).unwrap_or_default();
+    let head = Node::local("head node");
+    let mut left = usize::MAX;
+    let mut last_output = String::new();
+    loop {
+        let (present, _) = list_target(run, i, step)?;
+        let todo = super::plan::tables_to_drop(&present, databases, exclude);
+        if todo.is_empty() {
+            return Ok(());
+        }
+        if todo.len() >= left {
+            return Err(refused(
+                i,
+                step,
+                format!(
+                    "could not drop {} ({}): {}; drop them by hand, then restore resume",
+                    if todo.len() == 1 { "a table" } else { "tables" },
+                    todo.join(", "),
+                    last_output.trim()
+                ),
+            ));
+        }
+        left = todo.len();
+        last_output.clear();
+        for db in databases {
+            let tables: Vec<String> = todo
+                .iter()
+                .filter_map(|t| t.strip_prefix(&format!("{db}.")).map(str::to_string))
+                .collect();
+            if tables.is_empty() {
+                continue;
+            }
+            let mut argv = run.settings.restore.ndb_drop_table.clone();
+            argv.extend(["-c".to_string(), cs.clone(), "-d".to_string(), db.clone()]);
+            argv.extend(tables);
+            let out = head
+                .run_status(&argv, SHORT_TIMEOUT, run.cancel)
+                .map_err(node_err(i, step))?;
+            for l in out.stdout.lines().filter(|l| l.contains(": ")) {
+                last_output.push_str(&format!("{db}: {l}; "));
+            }
+        }
+        (run.progress)(
+            i,
+            &format!(
+                "{left} table(s) of {} dropped in this round",
+                databases.join(", ")
+            ),
+        );
+        crate::failpoint::hit("restore.drop.round", run.cancel);
+    }
+}
+
+/// Progress of the index step: whether `--rebuild-indexes` was started before.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct RebuildDetail {
+    attempted: bool,
+}
+
+/// `--rebuild-indexes` creates every foreign key without checking, so a second run after an
+/// interrupted one would fail on the keys the first created: a resumed step first drops the
+/// indexes and foreign keys again (`--disable-indexes`, the same backup and exclusions).
+fn rebuild_indexes(
+    run: &RestoreRun<'_>,
+    i: usize,
+    step: &RestoreStep,
+    detail: &str,
+) -> Result<(), RestoreError> {
+    let head = Node::local("head node");
+    let ne = node_err(i, step);
+    let d: RebuildDetail = serde_json::from_str(detail).unwrap_or_default();
+    let command = &step.commands[0];
+    if d.attempted {
+        let disable: Vec<String> = command
+            .iter()
+            .filter(|a| *a != "--restore-epoch")
+            .map(|a| {
+                if a == "--rebuild-indexes" {
+                    "--disable-indexes".to_string()
+                } else {
+                    a.clone()
+                }
+            })
+            .collect();
+        (run.progress)(
+            i,
+            "an interrupted run may have created some indexes and foreign keys: dropped first (--disable-indexes)",
+        );
+        let out = head.run(&disable, TOOL_TIMEOUT, run.cancel).map_err(&ne)?;
+        report_output(run, i, &out.stdout);
+    }
+    let json = serde_json::to_string(&RebuildDetail { attempted: true }).unwrap_or_default();
+    lock(run.catalog).set_step_detail(run.restore_id, i, &json)?;
+    let out = head.run(command, TOOL_TIMEOUT, run.cancel).map_err(&ne)?;
+    report_output(run, i, &out.stdout);
+    crate::failpoint::hit("restore.rebuild.done", run.cancel);
+    Ok(())
+}
+
+/// Free API slots of the cluster now (`ndb_mgm SHOW`).
+fn free_api_slots(
+    run: &RestoreRun<'_>,
+    i: usize,
+    step: &RestoreStep,
+) -> Result<usize, RestoreError> {
+    let Some(mgm) = super::target::mgm_client(run.settings) else {
+        return Err(refused(i, step, "no [rondb] in the config"));
+    };
+    let show = mgm.show(run.cancel).map_err(|source| RestoreError::Mgm {
+        step: i + 1,
+        title: step.title.clone(),
+        source: Box::new(source),
+    })?;
+    Ok(super::target::TargetFacts::from_show(&show).free_api_slots())
+}
+
+/// Stops the services (head node) and the datanodes (on their hosts), then waits until no
+/// NDB API client is connected but the MySQL servers' `[restore] mysqld_api_nodes`.
+fn quiesce(run: &RestoreRun<'_>, i: usize, step: &RestoreStep) -> Result<(), RestoreError> {
+    let head = Node::local("head node");
+    let ne = node_err(i, step);
+    let on_head = step.commands.len().saturating_sub(step.datanodes.len());
+    for (k, c) in step.commands.iter().enumerate() {
+        let out = if k < on_head {
+            head.run(c, SHORT_TIMEOUT, run.cancel).map_err(&ne)?
+        } else {
+            let name = &step.datanodes[k - on_head];
+            let host = run
+                .settings
+                .hopsfs
+                .as_ref()
+                .and_then(|h| h.datanodes.iter().find(|d| &d.name == name))
+                .map(|d| d.host.clone())
+                .unwrap_or(NodeHost::Local);
+            node_for(format!("datanode {name}"), &host, &run.settings.ssh)
+                .run(c, SHORT_TIMEOUT, run.cancel)
+                .map_err(&ne)?
+        };
+        report_output(run, i, &out.stdout);
+    }
+    let r = &run.settings.restore;
+    let Some(mgm) = super::target::mgm_client(run.settings) else {
+        return Err(refused(i, step, "no [rondb] in the config"));
+    };
+    let deadline = Instant::now() + r.quiesce_timeout;
+    loop {
+        let show = mgm.show(run.cancel).map_err(|source| RestoreError::Mgm {
+            step: i + 1,
+            title: step.title.clone(),
+            source: Box::new(source),
+        })?;
+        let facts = super::target::TargetFacts::from_show(&show);
+        let connected: Vec<String> = facts
+            .connected_api()
+            .map(|a| match &a.address {
+                Some(h) => format!("{} (from {h})", a.id),
+                None => a.id.to_string(),
+            })
+            .collect();
+        if connected.len() <= r.mysqld_api_nodes as usize {
+            (run.progress)(
+                i,
+                &format!(
+                    "{} API node(s) connected (the MySQL servers'), {} free",
+                    connected.len(),
+                    facts.free_api_slots()
+                ),
+            );
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(refused(
+                i,
+                step,
+                format!(
+                    "API nodes {} are still connected {} after the services were stopped, more than the {} the MySQL servers hold ([restore] mysqld_api_nodes): stop the NDB API clients that are left (an unknown client, or a service missing from [restore] services), then restore resume",
+                    connected.join(", "),
+                    humantime::format_duration(r.quiesce_timeout),
+                    r.mysqld_api_nodes
+                ),
+            ));
+        }
+        for _ in 0..5 {
+            if run.cancel.is_cancelled() {
+                return Err(RestoreError::Cancelled {
+                    step: i + 1,
+                    title: step.title.clone(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
-    let dbs: BTreeSet<&str> = present
-        .iter()
-        .filter_map(|t| t.split_once('.').map(|x| x.0))
-        .collect();
-    MetaResume::Refuse(format!(
-        "an interrupted ndb_restore -m left {} table(s) that are not known to be the backup's whole schema: drop the databases {} and run restore resume",
-        present.len(),
-        dbs.into_iter().collect::<Vec<_>>().join(", ")
-    ))
 }
 
 /// Progress of the volumes step: the datanodes written back whole.
@@ -863,7 +1183,42 @@ fn write_volumes(
     }
 }
 
-/// Writes back every volume of datanode `d` as a tar stream built from the repository.
+/// The volumes the plan's write-back writes (a plan stored by an older hopsdr has none: every
+/// volume back where it came from).
+fn step_moves(run: &RestoreRun<'_>) -> Vec<super::plan::VolumeMove> {
+    let Some(st) = run
+        .plan
+        .steps
+        .iter()
+        .find(|s| s.kind == StepKind::HopsfsVolumes)
+    else {
+        return Vec::new();
+    };
+    if !st.moves.is_empty() {
+        return st.moves.clone();
+    }
+    let Some(h) = &run.settings.hopsfs else {
+        return Vec::new();
+    };
+    h.datanodes
+        .iter()
+        .filter(|d| st.datanodes.contains(&d.name))
+        .flat_map(|d| {
+            d.volumes
+                .iter()
+                .enumerate()
+                .map(|(k, v)| super::plan::VolumeMove {
+                    from: format!("{}/vol{}", d.name, k + 1),
+                    datanode: d.name.clone(),
+                    volume: v.display().to_string(),
+                })
+        })
+        .collect()
+}
+
+/// Writes back every volume that goes to datanode `d`: each destination volume's `current/`
+/// (what the redeploy formatted, or a half write-back) removed first, then every backed-up
+/// volume mapped onto it written as a tar stream built from the repository.
 fn write_datanode(
     run: &RestoreRun<'_>,
     i: usize,
@@ -874,21 +1229,37 @@ fn write_datanode(
         NodeHost::Local => Node::local(&format!("datanode {}", d.name)),
         host => node_for(format!("datanode {}", d.name), host, &run.settings.ssh),
     };
-    for (vi, v) in d.volumes.iter().enumerate() {
-        let prefix = format!("hopsfs/{}/vol{}/", d.name, vi + 1);
-        let vol = v.display().to_string();
+    let moves: Vec<_> = step_moves(run)
+        .into_iter()
+        .filter(|m| m.datanode == d.name)
+        .collect();
+    let mut cleared = BTreeSet::new();
+    for mv in &moves {
+        if cleared.insert(mv.volume.clone()) {
+            let current = format!("{}/current", mv.volume);
+            node.run(
+                &["rm".into(), "-rf".into(), "--".into(), current],
+                SHORT_TIMEOUT,
+                run.cancel,
+            )
+            .map_err(node_err(i, step))?;
+            node.run(
+                &["mkdir".into(), "-p".into(), "--".into(), mv.volume.clone()],
+                SHORT_TIMEOUT,
+                run.cancel,
+            )
+            .map_err(node_err(i, step))?;
+        }
+    }
+    for mv in &moves {
+        let prefix = format!("hopsfs/{}/", mv.from);
+        let vol = mv.volume.clone();
         let repo = run.repo.clone();
         let manifest = run.manifest.clone();
         let argv: Vec<String> = ["tar", "--numeric-owner", "-C", &vol, "-xf", "-"]
             .iter()
             .map(|s| s.to_string())
             .collect();
-        node.run(
-            &["mkdir".into(), "-p".into(), "--".into(), vol.clone()],
-            SHORT_TIMEOUT,
-            run.cancel,
-        )
-        .map_err(node_err(i, step))?;
         let producer: crate::cluster::node::Producer =
             Box::new(move |w: &mut dyn std::io::Write| {
                 // Large writes to the pipe, not the tar crate's 8 KiB pieces.
@@ -911,7 +1282,7 @@ fn write_datanode(
         }
         (run.progress)(
             i,
-            &format!("datanode {}: volume {vol} written back", d.name),
+            &format!("datanode {}: {} written back to {vol}", d.name, mv.from),
         );
     }
     Ok(())
@@ -949,24 +1320,41 @@ pub fn report(
 mod tests {
     #[test]
     fn a_metadata_step_run_again_goes_on_only_from_a_known_state() {
-        let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
-        let backup = set(&["hops.hdfs_inodes", "app.events"]);
-        assert_eq!(meta_on_resume(&set(&[]), Some(&backup)), MetaResume::Run);
-        assert_eq!(meta_on_resume(&set(&[]), None), MetaResume::Run);
+        let v = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let backup = v(&[
+            "hops.hdfs_inodes",
+            "app.events",
+            "glassfish_timers.EJB__TIMER__TBL",
+        ]);
+        let excl = v(&["glassfish_timers.EJB__TIMER__TBL"]);
+        // Nothing of ours there (an excluded table and other databases do not count).
+        let other = v(&["glassfish_timers.EJB__TIMER__TBL", "extra.keep"]);
         assert_eq!(
-            meta_on_resume(&set(&["app.events", "hops.hdfs_inodes"]), Some(&backup)),
+            meta_on_resume(&other, Some(&backup), &excl),
+            MetaResume::Run
+        );
+        assert_eq!(meta_on_resume(&[], None, &excl), MetaResume::Run);
+        // Every table of the backup (less the excluded) there: done.
+        assert_eq!(
+            meta_on_resume(
+                &v(&["app.events", "hops.hdfs_inodes", "extra.keep"]),
+                Some(&backup),
+                &excl
+            ),
             MetaResume::Done
         );
-        let MetaResume::Refuse(why) = meta_on_resume(&set(&["app.events"]), Some(&backup)) else {
-            panic!("half a schema must be refused");
+        // Half a schema: its databases dropped, then run again.
+        assert_eq!(
+            meta_on_resume(&v(&["app.events", "extra.keep"]), Some(&backup), &excl),
+            MetaResume::DropAndRun(v(&["app"]))
+        );
+        // No record of the backup's tables: refused, naming the databases.
+        let MetaResume::Refuse(why) = meta_on_resume(&v(&["app.events"]), None, &excl) else {
+            panic!("unknown tables must be refused");
         };
         assert!(why.contains("drop the databases app"), "{why}");
         assert!(matches!(
-            meta_on_resume(&set(&["app.events"]), None),
-            MetaResume::Refuse(_)
-        ));
-        assert!(matches!(
-            meta_on_resume(&set(&["app.events"]), Some(&set(&[]))),
+            meta_on_resume(&v(&["app.events"]), Some(&[]), &excl),
             MetaResume::Refuse(_)
         ));
     }

@@ -3,4 +3,5 @@
 
 pub mod exec;
 pub mod plan;
+pub mod target;
 pub mod tarout;

@@ -8,6 +8,8 @@ mod backup;
 mod check_config;
 #[cfg(feature = "testbed")]
 mod hopsfs;
+#[cfg(feature = "testbed")]
+mod hopsworks;
 mod lifecycle;
 mod mysql;
 mod packaging;

@@ -19,13 +19,18 @@ pub fn restore_config(env: &Env, c: &Cluster) -> String {
          epipe_stop = [\"{TB}\", \"service\", \"epipe\", \"stop\", \"--dir\", \"{d}\"]\n\
          epipe_start = [\"{TB}\", \"service\", \"epipe\", \"start\", \"--dir\", \"{d}\"]\n\
          reindex = [\"{d}/bin/reindex-epipe.sh\"]\nreindex_user = \"\"\nkafka_restore = [\"{d}/bin/kafka-restore.sh\"]\n\
-         featurestore_reindex = [\"/usr/bin/touch\", \"{}\"]\n",
+         featurestore_reindex = [\"/usr/bin/touch\", \"{}\"]\n\
+         ndb_drop_table = [\"{d}/bin/ndb_drop_table\"]\nquiesce_timeout = \"10s\"\n\
+         service_stop = [\"{TB}\", \"service\", \"{{unit}}\", \"stop\", \"--dir\", \"{d}\"]\n\
+         service_start = [\"{TB}\", \"service\", \"{{unit}}\", \"start\", \"--dir\", \"{d}\"]\n\
+         datanode_stop = [\"{TB}\", \"datanode\", \"stop\", \"{{index}}\", \"--dir\", \"{d}\"]\n\
+         mysqld_restart = [\"{TB}\", \"service\", \"mysqld\", \"restart\", \"--dir\", \"{d}\"]\n",
         env.path().join("staging").display(),
         env.path().join("featurestore-reindexed").display()
     )
 }
 
-fn mysql_config(env: &Env, m: &Mariadb) -> String {
+pub fn mysql_config(env: &Env, m: &Mariadb) -> String {
     let pw = env.path().join("mysql.password");
     std::fs::write(&pw, "dump-secret\n").unwrap();
     std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -41,9 +46,9 @@ fn grants(m: &Mariadb) -> String {
 }
 
 /// A cluster with data, a MariaDB with an account, and a daemon configured for both.
-fn setup() -> (Env, Cluster, Mariadb) {
+pub fn setup() -> (Env, Cluster, Mariadb) {
     let mut env = Env::new();
-    let c = Cluster::create(&env, &[]);
+    let c = Cluster::create(&env, &["--binlog"]);
     let m = Mariadb::start();
     m.sql_root(
         "CREATE USER 'hopsdr'@'localhost' IDENTIFIED BY 'dump-secret';
@@ -58,10 +63,11 @@ fn setup() -> (Env, Cluster, Mariadb) {
     (env, c, m)
 }
 
-/// The disaster: the cluster lost and redeployed empty, the accounts gone.
-fn disaster(c: &Cluster, m: &Mariadb) {
+/// The disaster: the cluster lost and redeployed as Hopsworks does (its schemas and services
+/// back, the data gone), the accounts gone.
+pub fn disaster(c: &Cluster, m: &Mariadb) {
     c.tb(&["cluster", "destroy"]);
-    c.tb(&["cluster", "redeploy", "--empty"]);
+    c.tb(&["cluster", "redeploy"]);
     m.sql_root("DROP USER 'app'@'%'").unwrap();
 }
 
@@ -76,6 +82,24 @@ fn the_drill_restores_the_cluster_whole() {
     assert_ne!(c.fingerprint(), before);
     let fs_reindexed = env.path().join("featurestore-reindexed");
     assert!(!fs_reindexed.exists());
+    // A table of a database the backup does not hold: never dropped.
+    c.tb(&["cluster", "add-table", "--table", "extra.keep"]);
+    let restarts = c.info()["mysqld_restarts"].as_u64().unwrap();
+
+    // The plan shows every step, what is dropped and what the target has, before anything.
+    let plan = String::from_utf8_lossy(&env.ctl(&["restore", "plan", &id]).stdout).into_owned();
+    for want in [
+        "note: the target holds 10 table(s) in airflow, app, glassfish_timers, hops, hopsworks, metastore that the backup recreates: they are dropped",
+        "note: the target has disk-data objects",
+        "stop the services (namenode, resourcemanager, hivemetastore, rdrs, glassfish-domain1, epipe) and the datanodes",
+        "drop the redeployed tables of airflow, app, glassfish_timers, hops, hopsworks, metastore",
+        "-m --disable-indexes --no-restore-disk-objects --no-binlog --exclude-tables=mysql.ndb_apply_status,glassfish_timers.EJB__TIMER__TBL",
+        "restart the MySQL servers",
+        "start the services again",
+    ] {
+        assert!(plan.contains(want), "{want}\n{plan}");
+    }
+    assert!(!plan.contains("extra"), "{plan}");
 
     let out = env.ctl(&["restore", "start", &id, "--yes", "--wait"]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -90,6 +114,13 @@ fn the_drill_restores_the_cluster_whole() {
         text.contains("succeeded") && text.contains("total (RTO):"),
         "{text}"
     );
+    // The table outside the backup is still there (then dropped to compare the rest).
+    assert_eq!(c.rows("extra.keep"), 1);
+    let o = c.tool(
+        "ndb_drop_table",
+        &["-c", "10.0.0.1:1186", "-d", "extra", "keep"],
+    );
+    assert!(o.status.success());
     assert_eq!(
         c.fingerprint(),
         before,
@@ -98,6 +129,24 @@ fn the_drill_restores_the_cluster_whole() {
     assert_eq!(c.safe_mode(), "Safe mode is OFF");
     assert_eq!(grants(&m), grants_before);
     assert!(m.login("app", "app-pass"));
+    // The services run again, the MySQL server was restarted, nothing outside the backup's
+    // databases was dropped, and no restored row went to the binlog.
+    let info = c.info();
+    assert_eq!(
+        info["services"],
+        serde_json::json!([
+            "epipe",
+            "glassfish-domain1",
+            "hivemetastore",
+            "namenode",
+            "rdrs",
+            "resourcemanager"
+        ])
+    );
+    assert_eq!(info["datanodes_started"], serde_json::json!([1, 2, 3]));
+    assert_eq!(info["mysqld_restarts"].as_u64().unwrap(), restarts + 1);
+    let binlog = String::from_utf8_lossy(&c.tb(&["cluster", "binlog"]).stdout).into_owned();
+    assert_eq!(binlog.trim(), "0");
     assert!(
         fs_reindexed.exists(),
         "the configured feature-store reindex ran"
@@ -127,39 +176,21 @@ fn a_tampered_blob_or_a_non_empty_target_is_refused_before_anything_is_touched()
     let _d = env.start();
     let id = env.backup_ok();
 
-    // The live cluster is not an empty target.
+    // The live cluster is not a redeployed one: its volumes hold blocks. Refused in the
+    // preflight, naming them, before any service is stopped or any table dropped.
+    let live = c.fingerprint();
     let out = env.ctl(&["restore", "start", &id, "--yes", "--wait"]);
     assert_eq!(out.status.code(), Some(1));
     let st = env.ctl_json(&["restore", "status"]);
     let err = st["restore"]["error"].as_str().unwrap().to_string();
     assert!(
-        err.contains("step 2 (preflight on the target cluster)") && err.contains("is not empty"),
+        err.contains("step 2 (preflight on the target cluster)")
+            && err.contains("datanode dn1 volume")
+            && err.contains("holds HopsFS blocks"),
         "{err}"
     );
-    // What was found, by name: the user tables in RonDB, the running datanodes.
-    assert!(
-        err.contains("RonDB already holds") && err.contains("hops.hdfs_inodes"),
-        "{err}"
-    );
-    assert!(
-        err.contains("datanode dn1 is running") && err.contains("datanode status 1"),
-        "{err}"
-    );
-    // Datanodes stopped, volumes emptied: the RonDB tables alone still refuse the target.
-    for k in ["1", "2", "3"] {
-        c.tb(&["datanode", "stop", k]);
-    }
-    std::fs::remove_dir_all(c.dir.join("hopsfs")).unwrap();
-    let out = env.ctl(&["restore", "start", &id, "--yes", "--wait"]);
-    assert_eq!(out.status.code(), Some(1));
-    let st = env.ctl_json(&["restore", "status"]);
-    let err = st["restore"]["error"].as_str().unwrap().to_string();
-    assert!(
-        err.contains("RonDB already holds")
-            && !err.contains("is running")
-            && !err.contains("is not empty"),
-        "{err}"
-    );
+    assert_eq!(c.fingerprint(), live, "nothing touched");
+    assert_eq!(c.info()["services"].as_array().unwrap().len(), 6);
 
     // One flipped byte in one blob: refused at step 1, the cluster untouched.
     disaster(&c, &m);
@@ -211,8 +242,8 @@ fn kill_9_in_the_middle_then_resume_finishes_the_same_cluster() {
         id = env.backup_ok();
     }
     disaster(&c, &m);
-    // Pause at the start of step 5 (ndb_restore -r), after the metadata is restored.
-    let mut d = env.start_with(&[("HOPSDR_FAILPOINTS", "restore.step5=pause")]);
+    // Pause at the start of step 7 (ndb_restore -r), after the metadata is restored.
+    let mut d = env.start_with(&[("HOPSDR_FAILPOINTS", "restore.step7=pause")]);
     let out = env.ctl(&["restore", "start", &id, "--yes"]);
     assert_eq!(
         out.status.code(),
@@ -220,7 +251,7 @@ fn kill_9_in_the_middle_then_resume_finishes_the_same_cluster() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let marker = env.path().join("restore.step5.reached");
+    let marker = env.path().join("restore.step7.reached");
     wait_for("the failpoint", Duration::from_secs(60), || {
         marker.exists().then_some(())
     });
@@ -231,7 +262,7 @@ fn kill_9_in_the_middle_then_resume_finishes_the_same_cluster() {
     let st = env.ctl_json(&["restore", "status"]);
     assert_eq!(st["restore"]["state"], "interrupted");
     let steps = st["restore"]["steps"].as_array().unwrap();
-    assert_eq!(steps[3]["state"], "done", "the metadata step stays done");
+    assert_eq!(steps[5]["state"], "done", "the metadata step stays done");
     let out = env.ctl(&["restore", "resume", "--wait"]);
     assert_eq!(
         out.status.code(),
@@ -266,10 +297,10 @@ fn ndb_restore_failing_on_one_node_fails_the_step_and_resume_retries_only_what_i
     assert_eq!(out.status.code(), Some(1));
     let st: serde_json::Value =
         serde_json::from_slice(&env.ctl(&["--json", "restore", "status"]).stdout).unwrap();
-    let step = &st["restore"]["steps"][4];
-    assert_eq!(step["state"], "failed", "{st}");
+    let step = &st["restore"]["steps"][6];
+    assert_eq!(step["state"], "failed");
     let err = step["error"].as_str().unwrap();
-    assert!(err.starts_with("step 5 (restore the RonDB data"), "{err}");
+    assert!(err.starts_with("step 7 (restore the RonDB data"), "{err}");
     let detail: serde_json::Value = serde_json::from_str(step["detail"].as_str().unwrap()).unwrap();
     assert_eq!(
         detail["done"].as_array().unwrap().len(),
@@ -390,7 +421,7 @@ fn kill_9_inside_the_metadata_step_then_resume() {
 
     let _d = env.start();
     let st = env.ctl_json(&["restore", "status"]);
-    assert_eq!(st["restore"]["steps"][3]["state"], "interrupted");
+    assert_eq!(st["restore"]["steps"][5]["state"], "interrupted");
     let out = env.ctl(&["restore", "resume", "--wait"]);
     assert_eq!(
         out.status.code(),

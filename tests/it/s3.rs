@@ -168,9 +168,9 @@ fn backups_verify_prune_and_a_restore_drill_through_s3() {
     let ids = Env::listed_ids(&list);
     assert_eq!(ids, [second.as_str()], "{first} forgotten");
 
-    // The drill: the cluster lost, redeployed empty, restored from S3.
+    // The drill: the cluster lost, redeployed as Hopsworks does, restored from S3.
     c.tb(&["cluster", "destroy"]);
-    c.tb(&["cluster", "redeploy", "--empty"]);
+    c.tb(&["cluster", "redeploy"]);
     let out = env.ctl(&["restore", "start", &second, "--yes", "--wait"]);
     assert_eq!(out.status.code(), Some(0), "{}", env.log());
     assert_eq!(c.fingerprint(), before);

@@ -64,6 +64,19 @@ impl Cluster {
         out
     }
 
+    /// `cluster info`: paths, ids, the services running, the MySQL server's restarts.
+    pub fn info(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.tb(&["cluster", "info"]).stdout).unwrap()
+    }
+
+    /// How many rows table `db.table` holds.
+    pub fn rows(&self, table: &str) -> u64 {
+        String::from_utf8_lossy(&self.tb(&["cluster", "rows", "--table", table]).stdout)
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
     pub fn tool_path(&self, name: &str) -> String {
         self.dir.join("bin").join(name).display().to_string()
     }

@@ -163,6 +163,13 @@ enum ClusterCmd {
         #[arg(long)]
         volumes: Option<u32>,
     },
+    /// Creates table `db.table` with one row (a table somebody made outside the backup).
+    AddTable {
+        #[arg(long)]
+        table: String,
+        #[arg(long, env = "HOPSDR_TESTBED_DIR")]
+        dir: PathBuf,
+    },
     /// How many rows table `db.table` holds.
     Rows {
         #[arg(long)]
@@ -276,6 +283,9 @@ fn info(cl: &Cluster) -> serde_json::Value {
         "block_pool_id": c.block_pool_id,
         "multi_part": c.multi_part,
         "compressed": c.compressed,
+        "services": cl.rt.services,
+        "mysqld_restarts": cl.rt.mysqld_restarts,
+        "datanodes_started": cl.rt.dn_started,
     })
 }
 
@@ -347,6 +357,15 @@ pub fn main() -> Result<i32> {
                     cl.cfg.volumes = n;
                 }
                 model::deploy(&mut cl, empty)?
+            }
+            ClusterCmd::AddTable { table, dir } => {
+                let Some((d, t)) = table.split_once('.') else {
+                    bail!("failed to add a table: name it as <database>.<table>");
+                };
+                let cl = Cluster::open(&dir)?;
+                let db = cl.db()?;
+                db.execute("INSERT INTO ndb_tables(db, tbl) VALUES (?1, ?2)", [d, t])?;
+                crate::model::insert_row(&db, &cl.cfg, d, t, 1, "kept")?;
             }
             ClusterCmd::Rows { table, dir } => {
                 let Some((d, t)) = table.split_once('.') else {
