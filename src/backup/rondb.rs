@@ -268,6 +268,35 @@ pub fn data_nodes(
         .collect())
 }
 
+/// SHOW and ALL STATUS must name the same data nodes, and SHOW as many as its header declares:
+/// a node one of them misses would be missing from the backup. The error names the node.
+pub fn check_data_nodes(
+    show: &ndb_mgm::Show,
+    status: &[(NdbNodeId, NodeState)],
+) -> Result<(), String> {
+    let in_status: BTreeSet<NdbNodeId> = status.iter().map(|(id, _)| *id).collect();
+    let in_show: BTreeSet<NdbNodeId> = show.data_nodes.iter().map(|n| n.id).collect();
+    if let Some(id) = in_show.symmetric_difference(&in_status).next() {
+        let (has, lacks) = if in_show.contains(id) {
+            ("SHOW", "ALL STATUS")
+        } else {
+            ("ALL STATUS", "SHOW")
+        };
+        return Err(format!(
+            "data node {id} is listed by {has} but not by {lacks}: the management server's view of the cluster is inconsistent; check ndb_mgm -e SHOW and -e \"ALL STATUS\", then back up again"
+        ));
+    }
+    if show.declared_data_nodes != in_show.len() {
+        return Err(format!(
+            "SHOW declares {} data node(s) but lists {} (ids {}): a node line is missing; check ndb_mgm -e SHOW, then back up again",
+            show.declared_data_nodes,
+            in_show.len(),
+            in_show.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    Ok(())
+}
+
 /// Everything the step needs from outside.
 pub struct RondbRun<'a> {
     pub settings: &'a RondbSettings,
@@ -316,21 +345,7 @@ pub fn start(r: &RondbRun<'_>) -> Result<Started, RondbError> {
     let show = mgm.show(r.cancel)?;
     let nodes = data_nodes(s, r.ssh, &show)?;
     let status = mgm.all_status(r.cancel)?;
-    // SHOW and ALL STATUS must name the same data nodes: a node one of them misses would be
-    // missing from the backup.
-    let in_status: BTreeSet<NdbNodeId> = status.iter().map(|(id, _)| *id).collect();
-    let in_show: BTreeSet<NdbNodeId> = show.data_nodes.iter().map(|n| n.id).collect();
-    if let Some(id) = in_show.symmetric_difference(&in_status).next() {
-        let (has, lacks) = if in_show.contains(id) {
-            ("SHOW", "ALL STATUS")
-        } else {
-            ("ALL STATUS", "SHOW")
-        };
-        return Err(RondbError::Preflight(format!(
-            "data node {id} is listed by {has} but not by {lack}: the management server's view of the cluster is inconsistent; check ndb_mgm -e SHOW and ALL STATUS and back up again",
-            lack = lacks
-        )));
-    }
+    check_data_nodes(&show, &status).map_err(RondbError::Preflight)?;
     for n in &nodes {
         match status.iter().find(|(id, _)| *id == n.id).map(|(_, s)| s) {
             Some(NodeState::Started) => {}
@@ -567,6 +582,48 @@ pub fn cleanup(nodes: &[DataNode], id: u32, timeout: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_data_node_missing_from_show_or_all_status_fails_naming_it() {
+        let show_text = include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/ndb_mgm/show.txt"
+        ));
+        let show = ndb_mgm::parse_show(show_text).unwrap();
+        let both = vec![(1, NodeState::Started), (2, NodeState::Started)];
+        assert_eq!(check_data_nodes(&show, &both), Ok(()));
+        // ALL STATUS knows a node 3 that SHOW does not list.
+        let mut three = both.clone();
+        three.push((3, NodeState::Started));
+        let e = check_data_nodes(&show, &three).unwrap_err();
+        assert!(
+            e.starts_with("data node 3 is listed by ALL STATUS but not by SHOW"),
+            "{e}"
+        );
+        // SHOW lists node 2, ALL STATUS does not.
+        let e = check_data_nodes(&show, &both[..1]).unwrap_err();
+        assert!(
+            e.starts_with("data node 2 is listed by SHOW but not by ALL STATUS"),
+            "{e}"
+        );
+        // The header says 2, one line is gone (and ALL STATUS agrees with the lines).
+        let short = ndb_mgm::parse_show(
+            &show_text.replace("id=2\t@10.0.0.12  (RonDB-22.10.3, Nodegroup: 0)\n", ""),
+        )
+        .unwrap();
+        let e = check_data_nodes(&short, &both[..1]).unwrap_err();
+        assert!(
+            e.starts_with("SHOW declares 2 data node(s) but lists 1 (ids 1)"),
+            "{e}"
+        );
+        // Wildcard addresses: both kept.
+        let wild = ndb_mgm::parse_show(include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/ndb_mgm/show_wildcard_address.txt"
+        )))
+        .unwrap();
+        assert_eq!(check_data_nodes(&wild, &both), Ok(()));
+    }
 
     #[test]
     fn backup_ids_fit_ndb_restore_and_are_never_reused() {

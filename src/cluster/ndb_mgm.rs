@@ -57,6 +57,9 @@ pub struct Show {
     pub data_nodes: Vec<ShowNode>,
     pub mgm_nodes: Vec<ShowNode>,
     pub api_nodes: Vec<ShowNode>,
+    /// The `[ndbd(NDB)] N node(s)` header's N (checked against the lines and `ALL STATUS` by
+    /// the caller, which can name the node that is missing).
+    pub declared_data_nodes: usize,
 }
 
 /// A completed `START BACKUP ... WAIT COMPLETED`.
@@ -72,8 +75,9 @@ pub struct BackupCompleted {
 /// Parses `SHOW`. Every `id=` line of a section is a node: a connected one is `id=N`, then
 /// `\t@<address>` or a single space when its address is empty or a wildcard, then
 /// `  (<version>, ...)`; one not connected is `id=N (not connected, ...)`. A node line that does
-/// not parse, or a section whose `N node(s)` header disagrees with its lines, is an error naming
-/// it: a data node must never silently drop out of a backup.
+/// not parse, or a management or API section whose `N node(s)` header disagrees with its lines,
+/// is an error naming it; the data nodes' header count is kept in `declared_data_nodes` for the
+/// caller to check: a data node must never silently drop out of a backup.
 pub fn parse_show(text: &str) -> Result<Show, String> {
     #[derive(Clone, Copy, PartialEq)]
     enum Section {
@@ -135,12 +139,9 @@ pub fn parse_show(text: &str) -> Result<Show, String> {
             Section::None => {}
         }
     }
-    check("data", declared[0], show.data_nodes.len())?;
     check("management", declared[1], show.mgm_nodes.len())?;
     check("API", declared[2], show.api_nodes.len())?;
-    if declared[0].is_none() {
-        return Err("SHOW has no [ndbd(NDB)] section".into());
-    }
+    show.declared_data_nodes = declared[0].ok_or("SHOW has no [ndbd(NDB)] section")?;
     Ok(show)
 }
 
@@ -490,8 +491,14 @@ mod tests {
         let e = parse_show(&bad).unwrap_err();
         assert!(e.contains("data node") && e.contains("id=2"), "{e}");
         let short = good.replace("id=2\t@10.0.0.12  (RonDB-22.10.3, Nodegroup: 0)\n", "");
-        let e = parse_show(&short).unwrap_err();
-        assert_eq!(e, "SHOW declares 2 data node(s) but lists 1");
+        let s = parse_show(&short).unwrap();
+        assert_eq!((s.declared_data_nodes, s.data_nodes.len()), (2, 1));
+        let e = parse_show(&good.replace(
+            "id=77 (not connected, accepting connect from any host)\n",
+            "",
+        ))
+        .unwrap_err();
+        assert_eq!(e, "SHOW declares 11 API node(s) but lists 10");
         assert!(parse_show("Connected to Management Server at: x\n").is_err());
     }
 

@@ -634,3 +634,49 @@ fn an_s3_repository_is_read_with_its_defaults() {
         "{errors}"
     );
 }
+
+#[test]
+fn restore_settings_for_a_redeployed_cluster_and_their_errors() {
+    let ok = parse(
+        "[restore]\nno_binlog = false\nexclude_tables = [\"mysql.ndb_apply_status\"]\n\
+         services = [\"namenode\", \"epipe\"]\nmysqld_restart = []\nmysqld_hosts = [\"local\", \"10.0.0.2\"]\n\
+         mysqld_api_nodes = 2\nquiesce_timeout = \"30s\"\n\
+         [restore.volume_map]\n\"dn1/vol2\" = \"dn1/vol1\"\n",
+        "hopsdr.toml",
+        &SecretEnv::default(),
+    )
+    .unwrap();
+    let r = ok.restore;
+    assert!(!r.no_binlog);
+    assert_eq!(r.exclude_tables, ["mysql.ndb_apply_status"]);
+    assert_eq!(
+        r.exclude_tables_data,
+        ["hopsworks.hosts", "hopsworks.host_services"]
+    );
+    assert_eq!(r.services, ["namenode", "epipe"]);
+    assert!(r.mysqld_restart.is_empty());
+    assert_eq!(
+        r.mysqld_hosts,
+        [NodeHost::Local, NodeHost::Remote("10.0.0.2".into())]
+    );
+    assert_eq!(r.mysqld_api_nodes, 2);
+    assert_eq!(r.quiesce_timeout, Duration::from_secs(30));
+    assert_eq!(
+        r.volume_map,
+        [("dn1/vol2".to_string(), "dn1/vol1".to_string())]
+    );
+    let e = errors_of(
+        "[restore]\nexclude_tables = [\"hosts\", \"a.b,c.d\"]\nservices = [\"-x\"]\nmysqld_api_nodes = 300\n\
+         [restore.volume_map]\n\"dn1\" = \"dn1/vol0\"\n",
+    );
+    for want in [
+        "hopsdr.toml:2: restore.exclude_tables[0]: \"hosts\" is not a table name: use \"<database>.<table>\"",
+        "restore.exclude_tables[1]: \"a.b,c.d\" is not a table name",
+        "hopsdr.toml:3: restore.services[0]: \"-x\" is not a systemd unit name",
+        "hopsdr.toml:4: restore.mysqld_api_nodes: 300 API nodes for the MySQL servers is out of range: use 0 to 255",
+        "restore.volume_map.dn1: \"dn1\" is not a volume: use \"<datanode name>/vol<k>\" (k from 1), e.g. \"dn1/vol2\"",
+        "\"dn1/vol0\" is not a volume",
+    ] {
+        assert!(e.contains(want), "{want}\n{e}");
+    }
+}
