@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backup::rondb::node_for;
 use crate::catalog::{Catalog, CatalogError, State};
 use crate::cluster::mysql::{MysqlClient, MysqlError, MysqlTarget};
-use crate::cluster::ndb_mgm::{MgmClient, MgmError, NodeState};
+use crate::cluster::ndb_mgm::{MgmError, NodeState};
 use crate::cluster::ndb_tables;
 use crate::cluster::node::{Node, NodeError};
 use crate::config::{NodeHost, SecretEnv, Settings};
@@ -210,6 +210,14 @@ fn refused(i: usize, step: &RestoreStep, message: impl Into<String>) -> RestoreE
 
 fn node_err(i: usize, step: &RestoreStep) -> impl Fn(NodeError) -> RestoreError + '_ {
     move |source| RestoreError::Node {
+        step: i + 1,
+        title: step.title.clone(),
+        source: Box::new(source),
+    }
+}
+
+fn mgm_err(i: usize, step: &RestoreStep) -> impl Fn(MgmError) -> RestoreError + '_ {
+    move |source| RestoreError::Mgm {
         step: i + 1,
         title: step.title.clone(),
         source: Box::new(source),
@@ -499,8 +507,8 @@ fn verify(run: &RestoreRun<'_>, i: usize, step: &RestoreStep) -> Result<(), Rest
         ),
     );
     // Versions: the RonDB version at backup time against the target's.
-    if let (Some(r), Some(backup_version)) = (
-        &run.settings.rondb,
+    if let (Some(mgm), Some(backup_version)) = (
+        super::target::mgm_client(run.settings),
         run.manifest
             .info
             .extra
@@ -508,16 +516,7 @@ fn verify(run: &RestoreRun<'_>, i: usize, step: &RestoreStep) -> Result<(), Rest
             .and_then(|r| r.get("version"))
             .and_then(|v| v.as_str()),
     ) {
-        let mgm = MgmClient {
-            node: node_for("management client".into(), &r.mgm_host, &run.settings.ssh),
-            client: r.mgm_client.clone(),
-            timeout: r.command_timeout,
-        };
-        let show = mgm.show(run.cancel).map_err(|source| RestoreError::Mgm {
-            step: i + 1,
-            title: step.title.clone(),
-            source: Box::new(source),
-        })?;
+        let show = mgm.show(run.cancel).map_err(mgm_err(i, step))?;
         let target = show.data_nodes.first().and_then(|n| n.version.clone());
         if let Some(t) = target {
             if t != backup_version && !run.options.force {
@@ -533,24 +532,14 @@ fn verify(run: &RestoreRun<'_>, i: usize, step: &RestoreStep) -> Result<(), Rest
 }
 
 fn preflight(run: &RestoreRun<'_>, i: usize, step: &RestoreStep) -> Result<(), RestoreError> {
-    let Some(r) = &run.settings.rondb else {
+    let Some(mgm) = super::target::mgm_client(run.settings) else {
         return Err(refused(
             i,
             step,
             "no [rondb] in the config: nothing to restore onto",
         ));
     };
-    let mgm = MgmClient {
-        node: node_for("management client".into(), &r.mgm_host, &run.settings.ssh),
-        client: r.mgm_client.clone(),
-        timeout: r.command_timeout,
-    };
-    let me = |source| RestoreError::Mgm {
-        step: i + 1,
-        title: step.title.clone(),
-        source: Box::new(source),
-    };
-    let status = mgm.all_status(run.cancel).map_err(me)?;
+    let status = mgm.all_status(run.cancel).map_err(mgm_err(i, step))?;
     let mut problems = Vec::new();
     for (id, st) in &status {
         if *st != NodeState::Started {
@@ -750,9 +739,9 @@ fn replay_sql(run: &RestoreRun<'_>, i: usize, step: &RestoreStep) -> Result<(), 
     Ok(())
 }
 
-/// Progress of the metadata step: whether `ndb_restore -m` was started before.
+/// Progress of the metadata and index steps: whether their `ndb_restore` was started before.
 #[derive(Debug, Default, Serialize, Deserialize)]
-struct MetaDetail {
+struct Attempted {
     attempted: bool,
 }
 
@@ -772,7 +761,7 @@ fn restore_meta(
 ) -> Result<(), RestoreError> {
     let head = Node::local("head node");
     let ne = node_err(i, step);
-    let d: MetaDetail = serde_json::from_str(detail).unwrap_or_default();
+    let d: Attempted = serde_json::from_str(detail).unwrap_or_default();
     let mut command = step.commands[0].clone();
     if d.attempted {
         let (present, has_disk) = list_target(run, i, step)?;
@@ -815,7 +804,7 @@ fn restore_meta(
             command.insert(at, flag);
         }
     }
-    let json = serde_json::to_string(&MetaDetail { attempted: true }).unwrap_or_default();
+    let json = serde_json::to_string(&Attempted { attempted: true }).unwrap_or_default();
     lock(run.catalog).set_step_detail(run.restore_id, i, &json)?;
     let out = head.run(&command, TOOL_TIMEOUT, run.cancel).map_err(&ne)?;
     report_output(run, i, &out.stdout);
@@ -957,12 +946,6 @@ fn drop_tables(
     }
 }
 
-/// Progress of the index step: whether `--rebuild-indexes` was started before.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct RebuildDetail {
-    attempted: bool,
-}
-
 /// `--rebuild-indexes` creates every foreign key without checking, so a second run after an
 /// interrupted one would fail on the keys the first created: a resumed step first drops the
 /// indexes and foreign keys again (`--disable-indexes`, the same backup and exclusions).
@@ -974,7 +957,7 @@ fn rebuild_indexes(
 ) -> Result<(), RestoreError> {
     let head = Node::local("head node");
     let ne = node_err(i, step);
-    let d: RebuildDetail = serde_json::from_str(detail).unwrap_or_default();
+    let d: Attempted = serde_json::from_str(detail).unwrap_or_default();
     let command = &step.commands[0];
     if d.attempted {
         let disable: Vec<String> = command
@@ -995,7 +978,7 @@ fn rebuild_indexes(
         let out = head.run(&disable, TOOL_TIMEOUT, run.cancel).map_err(&ne)?;
         report_output(run, i, &out.stdout);
     }
-    let json = serde_json::to_string(&RebuildDetail { attempted: true }).unwrap_or_default();
+    let json = serde_json::to_string(&Attempted { attempted: true }).unwrap_or_default();
     lock(run.catalog).set_step_detail(run.restore_id, i, &json)?;
     let out = head.run(command, TOOL_TIMEOUT, run.cancel).map_err(&ne)?;
     report_output(run, i, &out.stdout);
@@ -1012,11 +995,7 @@ fn free_api_slots(
     let Some(mgm) = super::target::mgm_client(run.settings) else {
         return Err(refused(i, step, "no [rondb] in the config"));
     };
-    let show = mgm.show(run.cancel).map_err(|source| RestoreError::Mgm {
-        step: i + 1,
-        title: step.title.clone(),
-        source: Box::new(source),
-    })?;
+    let show = mgm.show(run.cancel).map_err(mgm_err(i, step))?;
     Ok(super::target::TargetFacts::from_show(&show).free_api_slots())
 }
 
@@ -1050,11 +1029,7 @@ fn quiesce(run: &RestoreRun<'_>, i: usize, step: &RestoreStep) -> Result<(), Res
     };
     let deadline = Instant::now() + r.quiesce_timeout;
     loop {
-        let show = mgm.show(run.cancel).map_err(|source| RestoreError::Mgm {
-            step: i + 1,
-            title: step.title.clone(),
-            source: Box::new(source),
-        })?;
+        let show = mgm.show(run.cancel).map_err(mgm_err(i, step))?;
         let facts = super::target::TargetFacts::from_show(&show);
         let connected: Vec<String> = facts
             .connected_api()

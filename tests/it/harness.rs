@@ -123,6 +123,24 @@ impl Env {
         self.start_with(&[])
     }
 
+    /// Starts hopsdrd paused at `failpoint`, runs hopsdrctl `args` (which must succeed), waits
+    /// until the failpoint is reached, then kills hopsdrd with SIGKILL.
+    pub fn kill_at(&self, failpoint: &str, args: &[&str]) {
+        let mut d = self.start_with(&[("HOPSDR_FAILPOINTS", &format!("{failpoint}=pause"))]);
+        let out = self.ctl(args);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let marker = self.path().join(format!("{failpoint}.reached"));
+        wait_for(failpoint, Duration::from_secs(60), || {
+            marker.exists().then_some(())
+        });
+        d.kill9();
+    }
+
     pub fn start_with(&self, env: &[(&str, &str)]) -> Daemon {
         self.write_config();
         let log = self.path().join(format!(

@@ -64,14 +64,7 @@ fn killed_inside_the_drop_the_data_and_the_index_steps_the_restore_converges() {
     disaster(&c, &m);
 
     // 1. Inside the drop: after its first round (the foreign keys' parents are left).
-    let mut d = env.start_with(&[("HOPSDR_FAILPOINTS", "restore.drop.round=pause")]);
-    ok(&env, env.ctl(&["restore", "start", &id, "--yes"]));
-    let marker = env.path().join("restore.drop.round.reached");
-    wait_for("the first drop round", Duration::from_secs(60), || {
-        marker.exists().then_some(())
-    });
-    d.kill9();
-    drop(d);
+    env.kill_at("restore.drop.round", &["restore", "start", &id, "--yes"]);
     let tables = String::from_utf8_lossy(
         &c.tool("ndb_show_tables", &["-c", "10.0.0.1:1186", "-p", "-t", "2"])
             .stdout,
@@ -118,15 +111,8 @@ fn killed_inside_the_drop_the_data_and_the_index_steps_the_restore_converges() {
 
     // 3. Right after --rebuild-indexes created the indexes and foreign keys.
     c.tb(&["fault", "clear"]);
-    let mut d = env.start_with(&[("HOPSDR_FAILPOINTS", "restore.rebuild.done=pause")]);
-    assert_eq!(step_state(&env, "restore_data"), "interrupted");
-    ok(&env, env.ctl(&["restore", "resume"]));
-    let marker = env.path().join("restore.rebuild.done.reached");
-    wait_for("the index rebuild done", Duration::from_secs(60), || {
-        marker.exists().then_some(())
-    });
-    d.kill9();
-    drop(d);
+    env.kill_at("restore.rebuild.done", &["restore", "resume"]);
+    assert_eq!(step_state(&env, "restore_data"), "done");
 
     // 4. The last resume converges.
     let _d = env.start();
@@ -283,14 +269,7 @@ fn parallel_ndb_restore_runs_never_exceed_the_free_api_slots() {
     disaster(&c, &m);
     // Paused when the data step starts (the services are stopped: 10 slots free), then the
     // slots taken by other clients of the head node but one.
-    let mut d = env.start_with(&[("HOPSDR_FAILPOINTS", "restore.step7=pause")]);
-    ok(&env, env.ctl(&["restore", "start", &id, "--yes"]));
-    let marker = env.path().join("restore.step7.reached");
-    wait_for("the data step", Duration::from_secs(60), || {
-        marker.exists().then_some(())
-    });
-    d.kill9();
-    drop(d);
+    env.kill_at("restore.step7", &["restore", "start", &id, "--yes"]);
     for k in 0..9 {
         c.tb(&[
             "api",

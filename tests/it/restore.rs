@@ -243,20 +243,7 @@ fn kill_9_in_the_middle_then_resume_finishes_the_same_cluster() {
     }
     disaster(&c, &m);
     // Pause at the start of step 7 (ndb_restore -r), after the metadata is restored.
-    let mut d = env.start_with(&[("HOPSDR_FAILPOINTS", "restore.step7=pause")]);
-    let out = env.ctl(&["restore", "start", &id, "--yes"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let marker = env.path().join("restore.step7.reached");
-    wait_for("the failpoint", Duration::from_secs(60), || {
-        marker.exists().then_some(())
-    });
-    d.kill9();
-    drop(d);
+    env.kill_at("restore.step7", &["restore", "start", &id, "--yes"]);
 
     let _d = env.start();
     let st = env.ctl_json(&["restore", "status"]);
@@ -409,15 +396,7 @@ fn kill_9_inside_the_metadata_step_then_resume() {
         id = env.backup_ok();
     }
     disaster(&c, &m);
-    let mut d = env.start_with(&[("HOPSDR_FAILPOINTS", "restore.meta.done=pause")]);
-    let out = env.ctl(&["restore", "start", &id, "--yes"]);
-    assert_eq!(out.status.code(), Some(0));
-    let marker = env.path().join("restore.meta.done.reached");
-    wait_for("ndb_restore -m done", Duration::from_secs(60), || {
-        marker.exists().then_some(())
-    });
-    d.kill9();
-    drop(d);
+    env.kill_at("restore.meta.done", &["restore", "start", &id, "--yes"]);
 
     let _d = env.start();
     let st = env.ctl_json(&["restore", "status"]);
@@ -446,15 +425,10 @@ fn kill_9_inside_the_volume_write_back_then_resume() {
         id = env.backup_ok();
     }
     disaster(&c, &m);
-    let mut d = env.start_with(&[("HOPSDR_FAILPOINTS", "restore.volumes.datanode_done=pause")]);
-    let out = env.ctl(&["restore", "start", &id, "--yes"]);
-    assert_eq!(out.status.code(), Some(0));
-    let marker = env.path().join("restore.volumes.datanode_done.reached");
-    wait_for("one datanode written back", Duration::from_secs(60), || {
-        marker.exists().then_some(())
-    });
-    d.kill9();
-    drop(d);
+    env.kill_at(
+        "restore.volumes.datanode_done",
+        &["restore", "start", &id, "--yes"],
+    );
 
     let _d = env.start();
     let st = env.ctl_json(&["restore", "status"]);

@@ -443,53 +443,25 @@ fn start_backup(cl: &mut Cluster, rest: &[&str], cmd: &str, fault: Option<&str>)
 /// <unique 0|1>`, `fk <db> <tbl> <name> <parent db> <parent tbl>`, `disk <kind> <name>`.
 fn dictionary(db: &rusqlite::Connection) -> Result<String> {
     let mut out = String::new();
-    let mut st = db.prepare("SELECT db, tbl FROM ndb_tables ORDER BY rowid")?;
-    for r in st.query_map([], |r| {
-        Ok(format!(
-            "table {} {}\n",
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?
-        ))
-    })? {
-        out.push_str(&r?);
-    }
-    let mut st =
-        db.prepare("SELECT db, tbl, name, uniq FROM ndb_indexes ORDER BY db, tbl, name")?;
-    for r in st.query_map([], |r| {
-        Ok(format!(
-            "index {} {} {} {}\n",
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, i64>(3)?
-        ))
-    })? {
-        out.push_str(&r?);
-    }
-    let mut st = db.prepare(
-        "SELECT db, tbl, name, parent_db, parent_tbl FROM ndb_fks ORDER BY db, tbl, name",
-    )?;
-    for r in st.query_map([], |r| {
-        Ok(format!(
-            "fk {} {} {} {} {}\n",
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, String>(3)?,
-            r.get::<_, String>(4)?
-        ))
-    })? {
-        out.push_str(&r?);
-    }
-    let mut st = db.prepare("SELECT kind, name FROM ndb_disk_objects ORDER BY rowid")?;
-    for r in st.query_map([], |r| {
-        Ok(format!(
-            "disk {} {}\n",
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?
-        ))
-    })? {
-        out.push_str(&r?);
+    for (sql, word) in [
+        ("SELECT db, tbl FROM ndb_tables ORDER BY rowid", "table"),
+        (
+            "SELECT db, tbl, name, uniq FROM ndb_indexes ORDER BY db, tbl, name",
+            "index",
+        ),
+        (
+            "SELECT db, tbl, name, parent_db, parent_tbl FROM ndb_fks ORDER BY db, tbl, name",
+            "fk",
+        ),
+        (
+            "SELECT kind, name FROM ndb_disk_objects ORDER BY rowid",
+            "disk",
+        ),
+    ] {
+        for l in crate::model::rows_as_lines(db, sql, word)? {
+            out.push_str(&l);
+            out.push('\n');
+        }
     }
     Ok(out)
 }

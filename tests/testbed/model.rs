@@ -590,58 +590,51 @@ pub fn new_file(cl: &mut Cluster, db: &Connection, rng: &mut Rng, path: &str) ->
     Ok(b)
 }
 
+/// Each row of `sql` as one line: `<word> <column> <column> ...`.
+pub fn rows_as_lines(db: &Connection, sql: &str, word: &str) -> Result<Vec<String>> {
+    use rusqlite::types::ValueRef;
+    let mut st = db.prepare(sql)?;
+    let n = st.column_count();
+    let rows = st.query_map([], |r| {
+        let mut l = word.to_string();
+        for i in 0..n {
+            l.push(' ');
+            match r.get_ref(i)? {
+                ValueRef::Integer(x) => l.push_str(&x.to_string()),
+                ValueRef::Text(t) => l.push_str(&String::from_utf8_lossy(t)),
+                ValueRef::Real(f) => l.push_str(&f.to_string()),
+                ValueRef::Null => l.push_str("NULL"),
+                ValueRef::Blob(b) => l.push_str(&format!("{b:?}")),
+            }
+        }
+        Ok(l)
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 /// One hex digest of all logical state.
 pub fn fingerprint(cl: &Cluster) -> Result<String> {
     let db = cl.db()?;
     let mut h = blake3::Hasher::new();
-    let mut st = db.prepare("SELECT db, tbl FROM ndb_tables ORDER BY db, tbl")?;
-    for r in st.query_map([], |r| {
-        Ok(format!(
-            "table {}.{}\n",
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?
-        ))
-    })? {
-        h.update(r?.as_bytes());
-    }
-    let mut st =
-        db.prepare("SELECT db, tbl, name, online, uniq FROM ndb_indexes ORDER BY db, tbl, name")?;
-    for r in st.query_map([], |r| {
-        Ok(format!(
-            "index {}.{}.{} {} {}\n",
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, i64>(3)?,
-            r.get::<_, i64>(4)?
-        ))
-    })? {
-        h.update(r?.as_bytes());
-    }
-    let mut st = db.prepare(
-        "SELECT db, tbl, name, parent_db, parent_tbl FROM ndb_fks ORDER BY db, tbl, name",
-    )?;
-    for r in st.query_map([], |r| {
-        Ok(format!(
-            "fk {}.{}.{} -> {}.{}\n",
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, String>(3)?,
-            r.get::<_, String>(4)?
-        ))
-    })? {
-        h.update(r?.as_bytes());
-    }
-    let mut st = db.prepare("SELECT kind, name FROM ndb_disk_objects ORDER BY name")?;
-    for r in st.query_map([], |r| {
-        Ok(format!(
-            "disk {} {}\n",
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?
-        ))
-    })? {
-        h.update(r?.as_bytes());
+    for (sql, word) in [
+        ("SELECT db, tbl FROM ndb_tables ORDER BY db, tbl", "table"),
+        (
+            "SELECT db, tbl, name, online, uniq FROM ndb_indexes ORDER BY db, tbl, name",
+            "index",
+        ),
+        (
+            "SELECT db, tbl, name, parent_db, parent_tbl FROM ndb_fks ORDER BY db, tbl, name",
+            "fk",
+        ),
+        (
+            "SELECT kind, name FROM ndb_disk_objects ORDER BY name",
+            "disk",
+        ),
+    ] {
+        for l in rows_as_lines(&db, sql, word)? {
+            h.update(l.as_bytes());
+            h.update(b"\n");
+        }
     }
     // Rows without their data node: the logical content, whatever the number of data nodes.
     let mut st = db.prepare("SELECT db, tbl, pk, val FROM ndb_rows ORDER BY db, tbl, pk")?;
