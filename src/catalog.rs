@@ -385,7 +385,9 @@ impl Catalog {
                 source,
             })?;
         self.conn
-            .pragma_update(None, "synchronous", "NORMAL")
+            // Every committed transaction is durable: a backup recorded complete (or forgotten)
+            // stays so after a power loss.
+            .pragma_update(None, "synchronous", "FULL")
             .map_err(|source| CatalogError::Open {
                 path: self.path.clone(),
                 source,
@@ -874,6 +876,74 @@ impl Catalog {
                 )
                 .map_err(err)?;
             }
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// Records a backup the repository holds a manifest of as its manifest says (state, times,
+    /// sizes, components), in one transaction: the row is created for job `job` if missing, else
+    /// updated (its job, pin and verification kept).
+    pub fn record_committed(
+        &mut self,
+        b: &BackupRecord,
+        comps: &[ComponentRecord],
+        job: JobId,
+    ) -> Result<(), CatalogError> {
+        let path = self.path.clone();
+        let err = |source| CatalogError::Query {
+            path: path.clone(),
+            what: "record a committed backup",
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        tx.execute(
+            "INSERT INTO backups (id, job_id, state, started_at, finished_at, logical_bytes, stored_bytes, files, error, rondb_backup_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT(id) DO UPDATE SET state=?3, started_at=?4, finished_at=?5, logical_bytes=?6,
+               stored_bytes=?7, files=?8, error=?9, rondb_backup_id=?10",
+            params![
+                b.id.as_str(),
+                job.0,
+                b.state.as_str(),
+                ts(b.started_at),
+                b.finished_at.map(ts),
+                b.logical_bytes as i64,
+                b.stored_bytes as i64,
+                b.files as i64,
+                b.error,
+                b.rondb_backup_id
+            ],
+        )
+        .map_err(err)?;
+        if let Some(r) = b.rondb_backup_id {
+            tx.execute(
+                "INSERT OR IGNORE INTO rondb_ids (id) VALUES (?1)",
+                params![r],
+            )
+            .map_err(err)?;
+        }
+        tx.execute(
+            "DELETE FROM backup_components WHERE backup_id=?1",
+            params![b.id.as_str()],
+        )
+        .map_err(err)?;
+        for c in comps {
+            tx.execute(
+                "INSERT INTO backup_components (backup_id, component, state, started_at, finished_at, logical_bytes, stored_bytes, files, error)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    c.backup_id.as_str(),
+                    c.component,
+                    c.state.as_str(),
+                    ts(c.started_at),
+                    c.finished_at.map(ts),
+                    c.logical_bytes as i64,
+                    c.stored_bytes as i64,
+                    c.files as i64,
+                    c.error
+                ],
+            )
+            .map_err(err)?;
         }
         tx.commit().map_err(err)
     }

@@ -148,6 +148,64 @@ pub fn rebuild(
     Ok(report)
 }
 
+/// What reconciling the catalog with the repository found.
+#[derive(Debug, Default)]
+pub struct Reconciled {
+    /// Backups the repository proves complete that the catalog did not list complete (a crash
+    /// between the manifest and the catalog's record): their rows as the manifests give them.
+    pub committed: Vec<(BackupRecord, Vec<ComponentRecord>)>,
+    /// Manifests that could not be trusted (unreadable, blobs missing), with the reason.
+    pub problems: Vec<String>,
+}
+
+/// The backups whose manifest the repository holds but that the catalog does not list as
+/// complete (`succeeded` or `partial`): each manifest read and verified (its checksum), and
+/// every blob it references present, or it is reported instead. Changes nothing.
+pub fn reconcile(repo: &Repository, cat: &Catalog) -> Result<Reconciled, RebuildError> {
+    let mut out = Reconciled::default();
+    let listed: HashMap<BackupId, State> = cat
+        .backups()?
+        .into_iter()
+        .map(|b| (b.id, b.state))
+        .collect();
+    let candidates: Vec<BackupId> = repo
+        .list_backups()?
+        .into_iter()
+        .filter(|id| {
+            !matches!(
+                listed.get(id),
+                Some(State::Succeeded) | Some(State::Partial)
+            )
+        })
+        .collect();
+    if candidates.is_empty() {
+        return Ok(out);
+    }
+    let blobs = repo.blob_keys()?;
+    for id in candidates {
+        let m = match repo.read_manifest(&id) {
+            Ok(m) => m,
+            Err(e) => {
+                out.problems.push(format!("backup {id}: {e}"));
+                continue;
+            }
+        };
+        let missing = m
+            .files()
+            .flat_map(|f| f.chunks.iter())
+            .filter(|c| !blobs.contains(&crate::repository::blob_key(c)))
+            .count();
+        if missing > 0 {
+            out.problems.push(format!(
+                "backup {id}: its manifest references {missing} missing blob(s): not listed complete (hopsdrctl repo check names them)"
+            ));
+            continue;
+        }
+        out.committed.push(from_manifest(&m));
+    }
+    Ok(out)
+}
+
 /// The backups recorded in the catalog copy stored with backup `m`.
 fn read_copy(repo: &Repository, m: &Manifest) -> Result<Vec<BackupRecord>, RebuildError> {
     let entry = m

@@ -376,6 +376,9 @@ fn run_in(
             return Err(e.into());
         }
     };
+    // Committed: a crash from here on leaves a backup the repository proves complete and the
+    // catalog does not list yet (the next start reconciles it).
+    crate::failpoint::hit("backup.committed", cancel);
     let mut cleanup = Cleanup {
         pins: dns,
         rondb: None,

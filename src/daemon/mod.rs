@@ -198,17 +198,47 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> Result<(), DaemonE
     let started_at = Utc::now();
     let root = CancellationToken::new();
 
-    let mut catalog = Catalog::open(&settings.daemon.catalog)?;
-    let interrupted = catalog.mark_interrupted(started_at)?;
-    for id in &interrupted {
-        tracing::warn!(job_id = %id, "job left running by an earlier hopsdrd marked interrupted");
-    }
+    let catalog = Catalog::open(&settings.daemon.catalog)?;
     let repo = {
         let s = settings.repository.clone();
         tokio::task::spawn_blocking(move || open_repository(&s))
             .await
             .map_err(|e| DaemonError::Task(format!("opening the repository: {e}")))??
     };
+    // The repository decides what is complete: a backup committed (its manifest written) by an
+    // earlier hopsdrd that died before recording it is listed complete, not interrupted.
+    let catalog = {
+        let r = repo.clone();
+        let (reconciled, catalog) = tokio::task::spawn_blocking(move || {
+            let rec = crate::rebuild::reconcile(&r, &catalog);
+            (rec, catalog)
+        })
+        .await
+        .map_err(|e| DaemonError::Task(format!("reconciling the catalog: {e}")))?;
+        let mut catalog = catalog;
+        match reconciled {
+            Ok(rec) => {
+                for p in &rec.problems {
+                    tracing::error!("reconciling the catalog with the repository: {p}");
+                }
+                if !rec.committed.is_empty() {
+                    let job = catalog.insert_job(crate::catalog::JobKind::Rebuild, "start: reconcile", started_at)?;
+                    for (b, comps) in &rec.committed {
+                        catalog.record_committed(b, comps, job)?;
+                        tracing::warn!(backup_id = %b.id, "backup committed by an earlier hopsdrd (its manifest is in the repository) recorded {}", b.state.as_str());
+                    }
+                    catalog.finish_job(job, crate::catalog::State::Succeeded, None, started_at)?;
+                }
+            }
+            Err(e) => tracing::error!("failed to reconcile the catalog with the repository: {e} (backups it would list complete may show as interrupted; hopsdrctl catalog rebuild)"),
+        }
+        catalog
+    };
+    let mut catalog = catalog;
+    let interrupted = catalog.mark_interrupted(started_at)?;
+    for id in &interrupted {
+        tracing::warn!(job_id = %id, "job left running by an earlier hopsdrd marked interrupted");
+    }
 
     let metrics = Metrics::new();
     for ls in catalog.last_successes()? {

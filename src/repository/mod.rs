@@ -607,6 +607,17 @@ impl Repository {
         Ok(report)
     }
 
+    /// The keys of every blob the repository holds (one listing).
+    pub fn blob_keys(&self) -> Result<HashSet<String>, RepoError> {
+        Ok(self
+            .inner
+            .storage
+            .list(BLOBS_PREFIX)?
+            .into_iter()
+            .map(|o| o.key)
+            .collect())
+    }
+
     /// Total size of every object in the repository.
     pub fn stored_bytes(&self) -> Result<u64, RepoError> {
         Ok(self.inner.storage.list("")?.iter().map(|o| o.size).sum())

@@ -126,6 +126,8 @@ impl Env {
     /// Starts hopsdrd paused at `failpoint`, runs hopsdrctl `args` (which must succeed), waits
     /// until the failpoint is reached, then kills hopsdrd with SIGKILL.
     pub fn kill_at(&self, failpoint: &str, args: &[&str]) {
+        let marker = self.path().join(format!("{failpoint}.reached"));
+        let _ = std::fs::remove_file(&marker);
         let mut d = self.start_with(&[("HOPSDR_FAILPOINTS", &format!("{failpoint}=pause"))]);
         let out = self.ctl(args);
         assert_eq!(
@@ -134,7 +136,6 @@ impl Env {
             "{args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let marker = self.path().join(format!("{failpoint}.reached"));
         wait_for(failpoint, Duration::from_secs(60), || {
             marker.exists().then_some(())
         });
