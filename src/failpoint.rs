@@ -42,10 +42,32 @@ pub fn value(name: &str) -> Option<String> {
     })
 }
 
+/// Like [`value`], but only the first time in the test's failpoint directory (a
+/// `<name>.fired` marker records it): a fault that happens once.
+#[cfg(feature = "testbed")]
+pub fn once(name: &str) -> Option<String> {
+    let v = value(name)?;
+    let dir = std::env::var_os("HOPSDR_FAILPOINT_DIR")?;
+    let marker = std::path::Path::new(&dir).join(format!("{name}.fired"));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(marker)
+        .ok()
+        .map(|_| v)
+}
+
 /// Failpoints are compiled out without the `testbed` feature.
 #[cfg(not(feature = "testbed"))]
 #[inline(always)]
 pub fn value(_name: &str) -> Option<String> {
+    None
+}
+
+/// Failpoints are compiled out without the `testbed` feature.
+#[cfg(not(feature = "testbed"))]
+#[inline(always)]
+pub fn once(_name: &str) -> Option<String> {
     None
 }
 

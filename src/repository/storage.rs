@@ -396,37 +396,60 @@ impl Storage for LocalStorage {
         Ok(())
     }
 
+    /// Makes every pending blob durable: their contents synced, then renamed into place, then
+    /// the names synced. A failure anywhere forgets every pending key (none is known present
+    /// any more) and removes what this flush wrote, renamed or not: a `syncfs` error is never
+    /// followed by a retry that would pass the data for durable, and the next backup writes
+    /// those blobs again.
     fn flush(&self) -> Result<(), StorageError> {
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         if p.files.is_empty() {
             return Ok(());
         }
-        let sync = |what: &'static str| -> Result<(), StorageError> {
-            let dir = fs::File::open(&self.root).map_err(|source| StorageError::Io {
-                op: "open",
-                path: self.root.clone(),
-                source,
-            })?;
-            nix::unistd::syncfs(&dir).map_err(|e| StorageError::Io {
-                op: what,
-                path: self.root.clone(),
-                source: io::Error::from(e),
-            })
+        let files = std::mem::take(&mut p.files);
+        p.keys.clear();
+        // `tag` names the sync for the failpoint that makes it fail (tests).
+        let sync = |tag: &str, what: &'static str| -> Result<(), StorageError> {
+            crate::failpoint::value("storage.local.fail_sync")
+                .filter(|v| v == tag)
+                .and_then(|_| crate::failpoint::once("storage.local.fail_sync"))
+                .map_or(Ok(()), |_| Err(io::Error::from_raw_os_error(libc::EIO)))
+                .and_then(|()| {
+                    let dir = fs::File::open(&self.root)?;
+                    nix::unistd::syncfs(&dir).map_err(io::Error::from)
+                })
+                .map_err(|source| StorageError::Io {
+                    op: what,
+                    path: self.root.clone(),
+                    source,
+                })
+        };
+        // What this flush wrote, the first `renamed` under their names, the rest as temp files.
+        let discard = |renamed: usize| {
+            for (k, (tmp, path)) in files.iter().enumerate() {
+                let _ = fs::remove_file(if k < renamed { path } else { tmp });
+            }
         };
         // Content first, then the names: a name never points at content not yet on disk.
-        sync("sync (syncfs) the data of")?;
-        for (tmp, path) in p.files.drain(..) {
-            if let Err(source) = fs::rename(&tmp, &path) {
-                let _ = fs::remove_file(&tmp);
+        if let Err(e) = sync("data", "sync (syncfs) the data of") {
+            discard(0);
+            return Err(e);
+        }
+        for (k, (tmp, path)) in files.iter().enumerate() {
+            if let Err(source) = fs::rename(tmp, path) {
+                discard(k);
                 return Err(StorageError::Io {
                     op: "rename into",
-                    path,
+                    path: path.clone(),
                     source,
                 });
             }
         }
-        p.keys.clear();
-        sync("sync (syncfs) the names in")
+        if let Err(e) = sync("names", "sync (syncfs) the names in") {
+            discard(files.len());
+            return Err(e);
+        }
+        Ok(())
     }
 
     fn exists(&self, key: &str) -> Result<bool, StorageError> {

@@ -1351,3 +1351,32 @@ fn verify_and_the_restore_tar_announce_each_read_once() {
         );
     }
 }
+
+#[test]
+fn a_failed_flush_forgets_its_keys_and_leaves_nothing_it_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = LocalStorage::new(dir.path()).unwrap();
+    s.put_deferred("blobs/ab/ab01", b"one").unwrap();
+    s.put_deferred("blobs/ab/ab02", b"two").unwrap();
+    assert!(s.exists("blobs/ab/ab01").unwrap());
+    // The second blob's name is taken (by a directory): its rename fails after the first one
+    // was renamed into place.
+    std::fs::create_dir_all(dir.path().join("blobs/ab/ab02/x")).unwrap();
+    let e = s.flush().unwrap_err();
+    assert!(e.to_string().contains("ab02"), "{e}");
+    // Neither is known present any more, the renamed one is removed (its name was never made
+    // durable), no temp file is left.
+    assert!(!s.exists("blobs/ab/ab01").unwrap());
+    assert!(!s.exists("blobs/ab/ab02").unwrap());
+    let left: Vec<String> = std::fs::read_dir(dir.path().join("blobs/ab"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["ab02"], "only the directory that was in the way");
+    // A later flush starts clean and works.
+    std::fs::remove_dir_all(dir.path().join("blobs/ab/ab02")).unwrap();
+    s.put_deferred("blobs/ab/ab01", b"one").unwrap();
+    s.flush().unwrap();
+    assert_eq!(s.get("blobs/ab/ab01").unwrap(), b"one");
+    assert!(!s.exists("blobs/ab/ab02").unwrap());
+}

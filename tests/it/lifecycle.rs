@@ -266,3 +266,43 @@ fn sigterm_during_a_backup_stops_at_a_safe_point_and_records_it_interrupted() {
         .unwrap();
     assert_eq!(state, "interrupted");
 }
+
+/// A `syncfs` that fails while a backup flushes its blobs fails that backup, naming what
+/// failed; nothing it wrote passes for durable: the next backup writes its blobs again and
+/// verifies whole.
+#[test]
+fn a_failed_sync_fails_the_backup_and_the_next_one_is_whole() {
+    let env = Env::new();
+    let _d = env.start_with(&[("HOPSDR_FAILPOINTS", "storage.local.fail_sync=data")]);
+    let out = env.ctl(&["backup", "start", "--wait"]);
+    assert_eq!(out.status.code(), Some(1));
+    let list = env.ctl_json(&["backups", "list"]);
+    let first = &list["backups"][0];
+    assert_eq!(first["state"], "failed", "{list}");
+    let err = first["error"].as_str().unwrap();
+    assert!(
+        err.contains("sync (syncfs) the data of")
+            && err.contains(&env.repo().display().to_string()),
+        "{err}"
+    );
+    assert!(env.manifests().is_empty());
+    let out = env.ctl(&["backup", "start", "--wait"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let id = env.ctl_json(&["backups", "list"])["backups"][1]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = env.ctl(&["verify", &id, "--wait"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(env.ctl(&["repo", "check"]).status.code(), Some(0));
+}
