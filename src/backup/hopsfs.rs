@@ -282,6 +282,21 @@ pub struct KnownBlocks {
 }
 
 impl KnownBlocks {
+    /// Forgets the blocks whose stored content uses a blob known damaged or missing: they are
+    /// read from the datanode again (and their blobs written again).
+    pub fn retain_clean(&mut self, suspect: &std::collections::HashSet<String>) {
+        if suspect.is_empty() {
+            return;
+        }
+        self.map.retain(|_, (block, meta)| {
+            block
+                .chunks
+                .iter()
+                .chain(meta.chunks.iter())
+                .all(|c| !suspect.contains(&crate::repository::blob_key(c)))
+        });
+    }
+
     /// Indexes the blocks a committed manifest holds. Each block is kept once, whichever
     /// replica's entries come first (the replicas of one block have the same content).
     pub fn from_manifest(m: &Manifest) -> KnownBlocks {
@@ -652,5 +667,53 @@ mod tests {
         );
         assert_eq!(volume_relative("rondb/1/BACKUP-5/x"), None);
         assert_eq!(volume_relative("hopsfs/dn1/vol1/other/x"), None);
+    }
+}
+
+#[cfg(test)]
+mod known_tests {
+    use super::*;
+    use crate::ids::BackupId;
+    use crate::repository::{BackupInfo, FileMeta};
+
+    fn file(path: &str, chunk: &str) -> Entry {
+        Entry::File(FileEntry {
+            path: path.into(),
+            size: 1,
+            meta: FileMeta::default(),
+            hash: chunk.into(),
+            chunks: vec![chunk.into()],
+        })
+    }
+
+    #[test]
+    fn blocks_stored_in_a_suspect_blob_are_not_reused() {
+        let d = "hopsfs/dn1/vol1/current/BP-1/current/finalized/subdir0/subdir0";
+        let m = Manifest {
+            format_version: 1,
+            id: BackupId::parse("20261206T100000Z").unwrap(),
+            info: BackupInfo {
+                started_at: chrono::Utc::now(),
+                finished_at: chrono::Utc::now(),
+                hostname: "h".into(),
+                hopsdr_version: "0".into(),
+                components: vec![],
+                extra: Default::default(),
+            },
+            entries: vec![
+                file(&format!("{d}/blk_1"), &"a".repeat(64)),
+                file(&format!("{d}/blk_1_1001.meta"), &"b".repeat(64)),
+                file(&format!("{d}/blk_2"), &"c".repeat(64)),
+                file(&format!("{d}/blk_2_1002.meta"), &"d".repeat(64)),
+            ],
+        };
+        let mut k = KnownBlocks::from_manifest(&m);
+        assert_eq!(k.len(), 2);
+        k.retain_clean(&Default::default());
+        assert_eq!(k.len(), 2);
+        // Block 2's meta file is in a damaged blob: block 2 is read from the datanode again.
+        let suspect = [crate::repository::blob_key(&"d".repeat(64))].into();
+        k.retain_clean(&suspect);
+        assert_eq!(k.len(), 1);
     }
 }

@@ -131,6 +131,8 @@ pub struct BackupOutcome {
     pub rondb: Option<rondb::RondbFacts>,
     /// Why the backup is partial (committed, but not everything was captured).
     pub partial: Option<String>,
+    /// The blobs known damaged or missing that this backup wrote again.
+    pub healed: Vec<String>,
     /// What is left to tidy on the nodes (pins, the data nodes' local copies): the backup is
     /// committed without it, so the job runner does it after recording the outcome.
     pub cleanup: Cleanup,
@@ -178,6 +180,9 @@ pub struct BackupRequest<'a> {
     /// backup's start, the daemon's config): a fresh head node rebuilds its catalog from them
     /// and the manifests.
     pub self_files: Vec<(String, Vec<u8>)>,
+    /// Keys of the blobs known damaged or missing (verify found them): written again when this
+    /// backup has their content, never taken as stored, nor reused from an earlier manifest.
+    pub suspect_blobs: std::collections::HashSet<String>,
 }
 
 /// Runs one component, reporting its start and end to the observer with its share of the
@@ -242,7 +247,13 @@ pub fn run(
         .as_ref()
         .filter(|h| h.block_storage == BlockStorage::Local);
     std::thread::scope(|scope| {
-        let known = hopsfs_local.map(|_| scope.spawn(|| previous_blocks(repo)));
+        let known = hopsfs_local.map(|_| {
+            scope.spawn(|| {
+                let mut k = previous_blocks(repo);
+                k.retain_clean(&req.suspect_blobs);
+                k
+            })
+        });
         let known = move || {
             known
                 .map(|h| h.join().unwrap_or_default())
@@ -281,6 +292,7 @@ fn run_in(
         clock,
         done: Vec::new(),
     };
+    c.writer.set_suspect_blobs(req.suspect_blobs.clone());
     let mut extra = serde_json::Map::new();
 
     c.run("files", |w| {
@@ -349,6 +361,10 @@ fn run_in(
         }
     }
     let stats = c.writer.stats();
+    let healed = c.writer.healed_blobs();
+    if !healed.is_empty() {
+        extra.insert("healed_blobs".into(), serde_json::json!(healed.len()));
+    }
     // What the catalog records of the backup, so that it can be rebuilt from the manifest.
     extra.insert(
         "stats".into(),
@@ -395,6 +411,7 @@ fn run_in(
         stats,
         rondb: rondb_facts,
         partial,
+        healed,
         cleanup,
     })
 }
@@ -581,6 +598,7 @@ fn stats_delta(after: &WriteStats, before: &WriteStats) -> WriteStats {
         files: after.files - before.files,
         new_blobs: after.new_blobs - before.new_blobs,
         reused_blobs: after.reused_blobs - before.reused_blobs,
+        healed_blobs: after.healed_blobs - before.healed_blobs,
     }
 }
 

@@ -301,6 +301,10 @@ pub fn start_backup(ctx: &Arc<Ctx>, trigger: &str) -> Result<JobStarted, JobErro
             });
             (cat.last_rondb_backup_id().unwrap_or(None), previous)
         };
+        let suspect_blobs = lock_catalog(&ctx2.catalog).bad_blobs().unwrap_or_else(|e| {
+            tracing::error!("failed to read the blobs known damaged: {e}");
+            Default::default()
+        });
         match std::fs::read(&settings.path) {
             Ok(bytes) => self_files.push(("hopsdr.toml".to_string(), bytes)),
             Err(e) => tracing::warn!(
@@ -315,6 +319,7 @@ pub fn start_backup(ctx: &Arc<Ctx>, trigger: &str) -> Result<JobStarted, JobErro
             started_at: now,
             self_files,
             hostname: &ctx2.hostname,
+            suspect_blobs,
         };
         let r = backup::run(&ctx2.repo, bid, &req, &cancel, &mut obs, &Utc::now);
         (r, cancel.is_cancelled())
@@ -344,12 +349,14 @@ async fn finish_backup(
     let mut finished_at = now;
     let mut rondb_id = None;
     let mut cleanup = None;
+    let mut healed = Vec::new();
     let (state, error, stats) = match result {
         Ok((Ok(outcome), _)) => {
             rondb_id = outcome.rondb.as_ref().map(|f| f.backup_id);
             // As the manifest says: a catalog rebuilt from the manifests shows the same.
             finished_at = outcome.manifest.info.finished_at;
             cleanup = Some(outcome.cleanup);
+            healed = outcome.healed;
             record_hopsfs_metrics(ctx, &outcome.manifest);
             match outcome.partial {
                 Some(why) => (State::Partial, Some(why), outcome.stats),
@@ -409,11 +416,16 @@ async fn finish_backup(
                 Some(r) => cat.set_rondb_backup_id(backup_id, r),
                 None => Ok(()),
             })
+            .and_then(|_| cat.remove_bad_blobs(&healed))
             .and_then(|_| cat.finish_job(job_id, state, error.as_deref(), now));
         if let Err(e) = r {
             tracing::error!(job_id = %job_id, backup_id = %backup_id, "failed to record the end of the backup: {e}");
         }
     });
+    if !healed.is_empty() {
+        tracing::warn!(job_id = %job_id, backup_id = %backup_id, healed = healed.len(),
+            "backup {backup_id} wrote again {} blob(s) found damaged or missing: healed", healed.len());
+    }
     refresh_backup_gauges(ctx);
     let settings = ctx.settings();
     if state == State::Succeeded

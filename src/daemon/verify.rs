@@ -123,11 +123,21 @@ pub fn start_verify(
         if let Ok(mut p) = progress.lock() {
             p.step = "recording".into();
         }
+        // Each blob found damaged or missing: the next backups write it again.
+        let bad: Vec<(String, String)> = match &result {
+            Ok(r) => r
+                .damaged
+                .iter()
+                .filter_map(|d| d.blob.clone().map(|b| (b, d.reason.clone())))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
         release(&ctx2, JobKind::Verify, |cat| {
             let r = match damaged {
                 Some(d) => cat.set_verified(&bid, now, d),
                 None => Ok(()),
             }
+            .and_then(|_| cat.add_bad_blobs(&bad, &bid, now))
             .and_then(|_| cat.finish_job(job_id, state, error.as_deref(), now));
             if let Err(e) = r {
                 tracing::error!(job_id = %job_id, "failed to record the verification: {e}");

@@ -39,6 +39,8 @@ pub struct WriteStats {
     pub new_blobs: u64,
     /// Chunks whose blob was already in the repository.
     pub reused_blobs: u64,
+    /// Blobs known damaged or missing (verify found them) that this backup wrote again.
+    pub healed_blobs: u64,
 }
 
 /// Called with the running totals after each chunk.
@@ -85,6 +87,10 @@ struct WorkerKit {
 struct RecentBlobs {
     set: HashSet<[u8; 32]>,
     order: VecDeque<[u8; 32]>,
+    /// Keys of blobs known damaged or missing: written again whatever the storage says.
+    suspect: HashSet<String>,
+    /// The suspect blobs this writer wrote again.
+    healed: Vec<String>,
 }
 
 impl RecentBlobs {
@@ -125,9 +131,29 @@ struct Stored {
     hash: blake3::Hash,
     /// Compressed bytes written, `None` if the blob was already there.
     written: Option<u64>,
+    /// The blob was known damaged or missing and is written again.
+    healed: bool,
 }
 
 impl BackupWriter {
+    /// Blobs known damaged or missing (by their keys): a chunk with one of these contents is
+    /// written again instead of being taken as stored.
+    pub fn set_suspect_blobs(&mut self, keys: HashSet<String>) {
+        self.recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .suspect = keys;
+    }
+
+    /// The suspect blobs this writer wrote again.
+    pub fn healed_blobs(&self) -> Vec<String> {
+        self.recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .healed
+            .clone()
+    }
+
     pub(super) fn new(repo: Repository, id: BackupId, cancel: CancellationToken) -> BackupWriter {
         let workers = default_workers(repo.compression_level());
         BackupWriter {
@@ -515,6 +541,9 @@ fn record(stats: &mut WriteStats, progress: &mut Option<ProgressFn>, len: usize,
         }
         None => stats.reused_blobs += 1,
     }
+    if stored.healed {
+        stats.healed_blobs += 1;
+    }
     if let Some(progress) = progress.as_mut() {
         progress(stats);
     }
@@ -571,36 +600,51 @@ fn store_chunk(
     path: &str,
 ) -> Result<Stored, RepoError> {
     let hash = blake3::hash(data);
-    let claimed = match recent.lock() {
-        Ok(mut r) => r.claim(*hash.as_bytes()),
-        Err(poisoned) => poisoned.into_inner().claim(*hash.as_bytes()),
+    let key = blob_key(&hash.to_hex());
+    let (claimed, suspect) = {
+        let mut r = recent.lock().unwrap_or_else(|p| p.into_inner());
+        (r.claim(*hash.as_bytes()), r.suspect.contains(&key))
     };
     if !claimed {
         return Ok(Stored {
             hash,
             written: None,
+            healed: false,
         });
     }
-    let result = store_new_chunk(storage, kit, &hash, data, path);
-    if result.is_err() {
-        // Let a later chunk with this content try again.
-        match recent.lock() {
-            Ok(mut r) => r.forget(hash.as_bytes()),
-            Err(poisoned) => poisoned.into_inner().forget(hash.as_bytes()),
+    let result = store_new_chunk(storage, kit, &key, data, path, suspect);
+    let mut r = recent.lock().unwrap_or_else(|p| p.into_inner());
+    match result {
+        Err(e) => {
+            // Let a later chunk with this content try again.
+            r.forget(hash.as_bytes());
+            Err(e)
+        }
+        Ok(written) => {
+            let healed = suspect && written.is_some();
+            if healed {
+                r.suspect.remove(&key);
+                r.healed.push(key);
+            }
+            Ok(Stored {
+                hash,
+                written,
+                healed,
+            })
         }
     }
-    result.map(|written| Stored { hash, written })
 }
 
+/// Writes the blob `key` unless the storage has it (`force`: the one it has is known bad).
 fn store_new_chunk(
     storage: &dyn Storage,
     kit: &mut WorkerKit,
-    hash: &blake3::Hash,
+    key: &str,
     data: &[u8],
     path: &str,
+    force: bool,
 ) -> Result<Option<u64>, RepoError> {
-    let key = blob_key(&hash.to_hex());
-    if storage.exists(&key)? {
+    if !force && storage.exists(key)? {
         return Ok(None);
     }
     kit.out.clear();
@@ -610,7 +654,7 @@ fn store_new_chunk(
             path: path.to_string(),
             source,
         })?;
-    storage.put_deferred(&key, &kit.out)?;
+    storage.put_deferred(key, &kit.out)?;
     Ok(Some(kit.out.len() as u64))
 }
 

@@ -482,6 +482,15 @@ fn verify(run: &RestoreRun<'_>, i: usize, step: &RestoreStep) -> Result<(), Rest
             e => repo_err(i, step)(e),
         })?;
     if !report.damaged.is_empty() {
+        // The next backups write these blobs again.
+        let bad: Vec<(String, String)> = report
+            .damaged
+            .iter()
+            .filter_map(|d| d.blob.clone().map(|b| (b, d.reason.clone())))
+            .collect();
+        if let Err(e) = lock(run.catalog).add_bad_blobs(&bad, &run.manifest.id, Utc::now()) {
+            tracing::error!("failed to record the damaged blobs: {e}");
+        }
         let first: Vec<String> = report
             .damaged
             .iter()

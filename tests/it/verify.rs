@@ -102,6 +102,48 @@ fn verify_records_whole_and_damaged_backups_and_retention_keeps_the_last_good_on
     assert!(String::from_utf8_lossy(&out.stderr).contains("no backup"));
 }
 
+/// A blob verify found damaged is written again by the next backup that has its content (the
+/// backup says so), instead of being taken as stored because a file with its name exists: the
+/// new backup verifies whole, and so does the old one, which shares the blob.
+#[test]
+fn the_next_backup_heals_a_blob_verify_found_damaged() {
+    let (env, data) = env_with("");
+    let _d = env.start();
+    let b1 = backup_with(&env, &data, 1);
+    let blob = blob_of(&env, &b1, "changing/state.txt");
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let n = bytes.len() / 2;
+    bytes[n] ^= 0x01;
+    std::fs::write(&blob, &bytes).unwrap();
+    assert_eq!(env.ctl(&["verify", &b1, "--wait"]).status.code(), Some(1));
+
+    // The same content again: its blob is written again, not reused.
+    let b2 = backup_with(&env, &data, 1);
+    assert_eq!(blob_of(&env, &b2, "changing/state.txt"), blob);
+    assert!(
+        env.log().contains(&format!(
+            "backup {b2} wrote again 1 blob(s) found damaged or missing: healed"
+        )),
+        "{}",
+        env.log()
+    );
+    for id in [&b2, &b1] {
+        let out = env.ctl(&["verify", id, "--wait"]);
+        assert_eq!(out.status.code(), Some(0), "{id}: {}", env.log());
+    }
+    // Healed: the next backup reuses it again.
+    let b3 = backup_with(&env, &data, 1);
+    assert!(!env.log().contains(&format!("backup {b3} wrote again")));
+    // A missing blob is healed the same way.
+    std::fs::remove_file(&blob).unwrap();
+    assert_eq!(env.ctl(&["verify", &b3, "--wait"]).status.code(), Some(1));
+    let b4 = backup_with(&env, &data, 1);
+    assert!(env
+        .log()
+        .contains(&format!("backup {b4} wrote again 1 blob(s)")));
+    assert_eq!(env.ctl(&["verify", &b4, "--wait"]).status.code(), Some(0));
+}
+
 #[cfg(feature = "testbed")]
 #[test]
 fn sigterm_during_a_verify_stops_it_between_files_and_records_it_interrupted_not_damaged() {
