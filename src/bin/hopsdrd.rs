@@ -5,7 +5,7 @@ use clap::Parser;
 /// `--rebuild-catalog`: the catalog at `[daemon] catalog` gets the repository's backups.
 fn rebuild_catalog(settings: &hopsdr::config::Settings) -> anyhow::Result<String> {
     use anyhow::Context;
-    let repo =
+    let (repo, _lock) =
         hopsdr::daemon::open_repository(&settings.repository).context("opening the repository")?;
     let mut cat = hopsdr::catalog::Catalog::open(&settings.daemon.catalog)?;
     let now = chrono::Utc::now();
@@ -48,6 +48,20 @@ fn main() {
     };
     if args.check_config {
         std::process::exit(0);
+    }
+    if args.break_lock {
+        std::process::exit(
+            match hopsdr::daemon::break_repository_lock(&settings.repository) {
+                Ok(text) => {
+                    println!("{text}");
+                    0
+                }
+                Err(e) => {
+                    eprintln!("hopsdrd: {e}");
+                    1
+                }
+            },
+        );
     }
     if args.rebuild_catalog {
         std::process::exit(match rebuild_catalog(&settings) {

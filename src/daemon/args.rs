@@ -19,4 +19,9 @@ pub struct Args {
     /// catalog was lost), print what was found and exit. Run it with hopsdrd stopped.
     #[arg(long)]
     pub rebuild_catalog: bool,
+    /// Delete the writer lease of an S3 repository left by a hopsdrd whose host will not come
+    /// back (a lease expires by itself after 5 minutes; one of this host's dead processes is
+    /// taken over at start), print what was removed and exit.
+    #[arg(long)]
+    pub break_lock: bool,
 }

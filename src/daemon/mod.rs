@@ -118,13 +118,23 @@ impl Ctx {
     }
 }
 
-pub fn open_repository(s: &RepositorySettings) -> Result<Repository, RepoError> {
+/// Opens the repository for writing: its writer lock taken first (another hopsdrd, or
+/// `hopsdrd --rebuild-catalog`, refused naming the holder), then the leftovers of a crash
+/// removed. The lock is released when the returned guard is dropped.
+pub fn open_repository(
+    s: &RepositorySettings,
+) -> Result<(Repository, crate::repository::lock::WriterLock), RepoError> {
+    let lock = |storage: &Arc<dyn crate::repository::Storage>| {
+        crate::repository::lock::acquire(storage, &hostname()).map_err(Box::new)
+    };
     match s {
         RepositorySettings::Local {
             path,
             compression_level,
         } => {
             let storage = Arc::new(LocalStorage::new(path.clone())?);
+            let dynamic: Arc<dyn crate::repository::Storage> = storage.clone();
+            let guard = lock(&dynamic)?;
             // Temp files of a crashed daemon (blobs written but never committed).
             match storage.remove_stale_temp() {
                 Ok(0) => {}
@@ -135,13 +145,29 @@ pub fn open_repository(s: &RepositorySettings) -> Result<Repository, RepoError> 
                     tracing::warn!("failed to remove temporary files from the repository: {e}")
                 }
             }
-            Repository::open_or_init(storage, *compression_level)
+            Ok((
+                Repository::open_or_init(storage, *compression_level)?,
+                guard,
+            ))
         }
         RepositorySettings::S3(s) => {
-            let storage = Arc::new(open_s3(s)?);
-            Repository::open_or_init(storage, s.compression_level)
+            let storage: Arc<dyn crate::repository::Storage> = Arc::new(open_s3(s)?);
+            let guard = lock(&storage)?;
+            Ok((
+                Repository::open_or_init(storage, s.compression_level)?,
+                guard,
+            ))
         }
     }
+}
+
+/// Deletes the writer lease of an object-storage repository (`hopsdrd --break-lock`).
+pub fn break_repository_lock(s: &RepositorySettings) -> Result<String, RepoError> {
+    let storage: Arc<dyn crate::repository::Storage> = match s {
+        RepositorySettings::Local { path, .. } => Arc::new(LocalStorage::new(path.clone())?),
+        RepositorySettings::S3(s) => Arc::new(open_s3(s)?),
+    };
+    crate::repository::lock::break_lock(storage.as_ref()).map_err(|e| RepoError::Lock(Box::new(e)))
 }
 
 /// The S3 store of `[repository] type = "s3"`, with its secret and CA bundle read now.
@@ -199,7 +225,7 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> Result<(), DaemonE
     let root = CancellationToken::new();
 
     let catalog = Catalog::open(&settings.daemon.catalog)?;
-    let repo = {
+    let (repo, _repository_lock) = {
         let s = settings.repository.clone();
         tokio::task::spawn_blocking(move || open_repository(&s))
             .await

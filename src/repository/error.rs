@@ -11,6 +11,8 @@ use super::storage::StorageError;
 pub enum RepoError {
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error(transparent)]
+    Lock(#[from] Box<super::lock::LockError>),
     #[error("blob '{key}' of file '{path}' is missing from the repository")]
     BlobMissing { key: String, path: String },
     #[error("blob '{key}' of file '{path}' is corrupt: {defect}")]
@@ -108,6 +110,7 @@ impl RepoError {
             RepoError::Storage(StorageError::InvalidKey { .. }) => "storage_invalid_key",
             RepoError::Storage(StorageError::Io { .. }) => "storage_io",
             RepoError::Storage(StorageError::Remote { .. }) => "storage_remote",
+            RepoError::Lock(_) => "repository_locked",
             RepoError::BlobMissing { .. } => "blob_missing",
             RepoError::CorruptBlob { .. } => "corrupt_blob",
             RepoError::CorruptFile { .. } => "corrupt_file",

@@ -47,6 +47,7 @@
 
 pub mod conformance;
 mod error;
+pub mod lock;
 mod manifest;
 mod readahead;
 mod s3;

@@ -101,6 +101,11 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// failed before its flush) are settled and their outcome forgotten, so that they cannot
     /// fail the next backup's flush. The default has nothing to settle.
     fn settle(&self) {}
+    /// The directory of a local store (its writer lock is a file there); `None` for object
+    /// storage (its lock is a lease object).
+    fn local_root(&self) -> Option<&std::path::Path> {
+        None
+    }
     /// A hint that `keys` will be read soon, in that order: a remote store may start fetching
     /// them (bounded in memory) so that the [`Storage::get`]s that follow do not wait one round
     /// trip each. The default ignores it.
@@ -345,6 +350,10 @@ impl LocalStorage {
 }
 
 impl Storage for LocalStorage {
+    fn local_root(&self) -> Option<&std::path::Path> {
+        Some(&self.root)
+    }
+
     fn put(&self, key: &str, data: &[u8]) -> Result<(), StorageError> {
         let path = self.path_of(key)?;
         let dir = match path.parent() {

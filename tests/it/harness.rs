@@ -123,6 +123,34 @@ impl Env {
         self.start_with(&[])
     }
 
+    /// Starts hopsdrd expecting it to refuse to run: its exit code and stderr.
+    pub fn start_refused(&self) -> (Option<i32>, String) {
+        self.write_config();
+        let mut child = Command::new(HOPSDRD)
+            .arg("--config")
+            .arg(self.config_path())
+            .env_remove("NOTIFY_SOCKET")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                let out = child.wait_with_output().unwrap();
+                return (
+                    status.code(),
+                    String::from_utf8_lossy(&out.stderr).into_owned(),
+                );
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("hopsdrd kept running when it should have refused");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Starts hopsdrd paused at `failpoint`, runs hopsdrctl `args` (which must succeed), waits
     /// until the failpoint is reached, then kills hopsdrd with SIGKILL.
     pub fn kill_at(&self, failpoint: &str, args: &[&str]) {

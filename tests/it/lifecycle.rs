@@ -306,3 +306,45 @@ fn a_failed_sync_fails_the_backup_and_the_next_one_is_whole() {
     );
     assert_eq!(env.ctl(&["repo", "check"]).status.code(), Some(0));
 }
+
+/// One writer per repository: a second hopsdrd on the same repository, and `hopsdrd
+/// --rebuild-catalog` while the daemon runs, are refused naming the holder (and remove none of
+/// its files); once the daemon stops, they run.
+#[test]
+fn a_second_writer_on_one_repository_is_refused_naming_the_holder() {
+    let env = Env::new();
+    let d = env.start();
+    let pid = d.pid();
+    // The daemon's temp file of a blob being written: a second writer must not remove it.
+    let tmp = env.repo().join("blobs/.tmp-1-x");
+    std::fs::create_dir_all(tmp.parent().unwrap()).unwrap();
+    std::fs::write(&tmp, b"in flight").unwrap();
+    let mut other = Env::new();
+    other.repository_config = Some(format!(
+        "[repository]\ntype = \"local\"\npath = \"{}\"\n",
+        env.repo().display()
+    ));
+    let (code, err) = other.start_refused();
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "the repository local:{} is locked by hopsdrd pid {pid} on",
+            env.repo().display()
+        )) && err.contains("stop that one first"),
+        "{err}"
+    );
+    let out = std::process::Command::new(crate::harness::HOPSDRD)
+        .args(["--rebuild-catalog", "--config"])
+        .arg(env.config_path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("locked by hopsdrd pid {pid}")),
+        "{err}"
+    );
+    assert!(tmp.exists(), "the running daemon's temp file is left alone");
+    drop(d);
+    let _d = other.start();
+}

@@ -6,9 +6,9 @@
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::harness::{free_port, wait_for, Env, HOPSDRD};
+use crate::harness::{free_port, wait_for, Env};
 use crate::tbcluster::Cluster;
 
 const ACCESS_KEY: &str = "hopsdr-test";
@@ -84,34 +84,6 @@ impl Drop for S3Server {
     }
 }
 
-/// Runs hopsdrd on `env`'s config, expecting it to exit; returns (code, stderr).
-fn daemon_refuses(env: &Env) -> (Option<i32>, String) {
-    env.write_config();
-    let mut child = Command::new(HOPSDRD)
-        .arg("--config")
-        .arg(env.config_path())
-        .env_remove("NOTIFY_SOCKET")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let out = child.wait_with_output().unwrap();
-            return (
-                status.code(),
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            );
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("hopsdrd kept running with a repository it cannot use");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn the_s3_store_passes_the_storage_conformance_suite() {
     let s3 = S3Server::start();
@@ -182,7 +154,7 @@ fn wrong_credentials_and_a_missing_bucket_are_refused_naming_the_endpoint() {
     s3.bucket("hopsdr");
     let mut env = Env::new();
     env.repository_config = Some(s3.repository_config(&env, "hopsdr", "not-the-secret"));
-    let (code, err) = daemon_refuses(&env);
+    let (code, err) = env.start_refused();
     assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains(&s3.endpoint()) && err.contains("s3://hopsdr/cluster1"),
@@ -191,7 +163,7 @@ fn wrong_credentials_and_a_missing_bucket_are_refused_naming_the_endpoint() {
     assert!(err.to_lowercase().contains("signature"), "{err}");
 
     env.repository_config = Some(s3.repository_config(&env, "no-such-bucket", SECRET_KEY));
-    let (code, err) = daemon_refuses(&env);
+    let (code, err) = env.start_refused();
     assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains("s3://no-such-bucket/cluster1") && err.contains("NoSuchBucket"),
@@ -324,4 +296,76 @@ fn s3_options(s3: &S3Server, bucket: &str, prefix: &str) -> hopsdr::repository::
         parallel_parts: 2,
         bandwidth_limit: None,
     }
+}
+
+/// The writer lease on a bucket: a second hopsdrd is refused naming the holder; after the
+/// holder is killed, a hopsdrd of the same host takes the lease over (its process is gone); a
+/// clean stop deletes it; a lease of another host that will not come back is refused until
+/// `hopsdrd --break-lock` removes it.
+#[test]
+fn one_writer_per_bucket_with_a_lease() {
+    let s3 = S3Server::start();
+    s3.bucket("hopsdr");
+    let mut env = Env::new();
+    env.repository_config = Some(s3.repository_config(&env, "hopsdr", SECRET_KEY));
+    let lease = s3.dir.path().join("hopsdr/cluster1/locks/writer");
+    let mut d = env.start();
+    let pid = d.pid();
+    assert!(lease.exists(), "the lease object is written");
+    let mut other = Env::new();
+    other.repository_config = Some(s3.repository_config(&other, "hopsdr", SECRET_KEY));
+    let (code, err) = other.start_refused();
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "the repository s3://hopsdr/cluster1 at {} is locked by hopsdrd pid {pid} on",
+            s3.endpoint()
+        )) && err.contains("hopsdrd --break-lock"),
+        "{err}"
+    );
+    // The holder killed: its lease is taken over at the next start on this host.
+    d.kill9();
+    drop(d);
+    let d = other.start();
+    assert!(
+        other.log().contains("took over the repository lease"),
+        "{}",
+        other.log()
+    );
+    drop(d);
+    assert!(!lease.exists(), "a clean stop deletes the lease");
+
+    // A lease of another host, valid for a while: refused until broken.
+    let expires = chrono::Utc::now() + chrono::Duration::minutes(4);
+    std::fs::create_dir_all(lease.parent().unwrap()).unwrap();
+    std::fs::write(
+        &lease,
+        format!(
+            "{{\"host\":\"gone-host\",\"pid\":4242,\"token\":\"x\",\"expires_at\":\"{}\"}}",
+            expires.to_rfc3339()
+        ),
+    )
+    .unwrap();
+    let (code, err) = env.start_refused();
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("locked by hopsdrd pid 4242 on gone-host until"),
+        "{err}"
+    );
+    let out = std::process::Command::new(crate::harness::HOPSDRD)
+        .args(["--break-lock", "--config"])
+        .arg(env.config_path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("removed the lease of hopsdrd pid 4242 on gone-host"),
+        "{out:?}"
+    );
+    let _d = env.start();
+    assert_eq!(
+        env.ctl(&["backup", "start", "--wait"]).status.code(),
+        Some(0)
+    );
 }
