@@ -333,6 +333,42 @@ const MIGRATIONS: &[&str] = &[
      );",
 ];
 
+/// Inserts the component rows of a backup (inside the caller's transaction).
+fn insert_components(
+    tx: &rusqlite::Transaction<'_>,
+    comps: &[ComponentRecord],
+) -> rusqlite::Result<()> {
+    for c in comps {
+        tx.execute(
+            "INSERT INTO backup_components (backup_id, component, state, started_at, finished_at, logical_bytes, stored_bytes, files, error)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                c.backup_id.as_str(),
+                c.component,
+                c.state.as_str(),
+                ts(c.started_at),
+                c.finished_at.map(ts),
+                c.logical_bytes as i64,
+                c.stored_bytes as i64,
+                c.files as i64,
+                c.error
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// Records a RonDB backup id as used (inside the caller's transaction).
+fn note_rondb_id(tx: &rusqlite::Transaction<'_>, id: Option<u32>) -> rusqlite::Result<()> {
+    if let Some(r) = id {
+        tx.execute(
+            "INSERT OR IGNORE INTO rondb_ids (id) VALUES (?1)",
+            params![r],
+        )?;
+    }
+    Ok(())
+}
+
 fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
@@ -858,31 +894,8 @@ impl Catalog {
                 ],
             )
             .map_err(err)?;
-            if let Some(r) = b.rondb_backup_id {
-                tx.execute(
-                    "INSERT OR IGNORE INTO rondb_ids (id) VALUES (?1)",
-                    params![r],
-                )
-                .map_err(err)?;
-            }
-            for c in comps {
-                tx.execute(
-                    "INSERT INTO backup_components (backup_id, component, state, started_at, finished_at, logical_bytes, stored_bytes, files, error)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                    params![
-                        c.backup_id.as_str(),
-                        c.component,
-                        c.state.as_str(),
-                        ts(c.started_at),
-                        c.finished_at.map(ts),
-                        c.logical_bytes as i64,
-                        c.stored_bytes as i64,
-                        c.files as i64,
-                        c.error
-                    ],
-                )
-                .map_err(err)?;
-            }
+            note_rondb_id(&tx, b.rondb_backup_id).map_err(err)?;
+            insert_components(&tx, comps).map_err(err)?;
         }
         tx.commit().map_err(err)
     }
@@ -977,36 +990,13 @@ impl Catalog {
             ],
         )
         .map_err(err)?;
-        if let Some(r) = b.rondb_backup_id {
-            tx.execute(
-                "INSERT OR IGNORE INTO rondb_ids (id) VALUES (?1)",
-                params![r],
-            )
-            .map_err(err)?;
-        }
+        note_rondb_id(&tx, b.rondb_backup_id).map_err(err)?;
         tx.execute(
             "DELETE FROM backup_components WHERE backup_id=?1",
             params![b.id.as_str()],
         )
         .map_err(err)?;
-        for c in comps {
-            tx.execute(
-                "INSERT INTO backup_components (backup_id, component, state, started_at, finished_at, logical_bytes, stored_bytes, files, error)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![
-                    c.backup_id.as_str(),
-                    c.component,
-                    c.state.as_str(),
-                    ts(c.started_at),
-                    c.finished_at.map(ts),
-                    c.logical_bytes as i64,
-                    c.stored_bytes as i64,
-                    c.files as i64,
-                    c.error
-                ],
-            )
-            .map_err(err)?;
-        }
+        insert_components(&tx, comps).map_err(err)?;
         tx.commit().map_err(err)
     }
 

@@ -129,6 +129,10 @@ impl Drop for LeaseHolder {
 }
 
 fn read_lease(storage: &dyn Storage) -> Result<Option<Lease>, LockError> {
+    // Listed first: a missing bucket is an error here, where a GET would only say "not found".
+    if !storage.list("locks/")?.iter().any(|o| o.key == LEASE_KEY) {
+        return Ok(None);
+    }
     match storage.get(LEASE_KEY) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)

@@ -151,6 +151,23 @@ impl Env {
         }
     }
 
+    /// Starts hopsdrd paused at `failpoint`, starts a backup, kills hopsdrd with SIGKILL once
+    /// the failpoint is reached; returns the backup's (job id, backup id).
+    pub fn backup_killed_at(&self, failpoint: &str) -> (i64, String) {
+        let marker = self.path().join(format!("{failpoint}.reached"));
+        let _ = std::fs::remove_file(&marker);
+        let mut d = self.start_with(&[("HOPSDR_FAILPOINTS", &format!("{failpoint}=pause"))]);
+        let started = self.ctl_json(&["backup", "start"]);
+        wait_for(failpoint, Duration::from_secs(60), || {
+            marker.exists().then_some(())
+        });
+        d.kill9();
+        (
+            started["job_id"].as_i64().unwrap(),
+            started["backup_id"].as_str().unwrap().to_string(),
+        )
+    }
+
     /// Starts hopsdrd paused at `failpoint`, runs hopsdrctl `args` (which must succeed), waits
     /// until the failpoint is reached, then kills hopsdrd with SIGKILL.
     pub fn kill_at(&self, failpoint: &str, args: &[&str]) {

@@ -124,16 +124,7 @@ fn sighup_reloads_a_valid_config_and_keeps_the_old_one_when_broken() {
 #[test]
 fn kill_9_during_a_backup_leaves_it_interrupted_and_the_next_one_succeeds() {
     let env = Env::new();
-    let mut d = env.start_with(&[("HOPSDR_FAILPOINTS", "backup.before_commit=pause")]);
-    let started = env.ctl_json(&["backup", "start"]);
-    let job = started["job_id"].as_i64().unwrap();
-    let backup = started["backup_id"].as_str().unwrap().to_string();
-    let marker = env.path().join("backup.before_commit.reached");
-    wait_for("the failpoint", Duration::from_secs(30), || {
-        marker.exists().then_some(())
-    });
-    d.kill9();
-    drop(d);
+    let (job, backup) = env.backup_killed_at("backup.before_commit");
 
     let _d = env.start();
     let j = env.ctl_json(&["job", &job.to_string()]);
@@ -161,16 +152,7 @@ fn kill_9_during_a_backup_leaves_it_interrupted_and_the_next_one_succeeds() {
 #[test]
 fn kill_9_between_the_manifest_and_the_catalog_keeps_the_backup() {
     let env = Env::new();
-    let mut d = env.start_with(&[("HOPSDR_FAILPOINTS", "backup.committed=pause")]);
-    let started = env.ctl_json(&["backup", "start"]);
-    let job = started["job_id"].as_i64().unwrap();
-    let backup = started["backup_id"].as_str().unwrap().to_string();
-    let marker = env.path().join("backup.committed.reached");
-    wait_for("the failpoint", Duration::from_secs(30), || {
-        marker.exists().then_some(())
-    });
-    d.kill9();
-    drop(d);
+    let (job, backup) = env.backup_killed_at("backup.committed");
     assert_eq!(env.manifests().len(), 1, "the manifest was written");
 
     let _d = env.start();
@@ -200,18 +182,7 @@ fn kill_9_between_the_manifest_and_the_catalog_keeps_the_backup() {
 
     // The same crash, then a blob of the new manifest lost: the manifest is not trusted, the
     // backup stays interrupted and the problem is logged.
-    std::fs::remove_file(&marker).unwrap();
-    let mut d = env.start_with(&[("HOPSDR_FAILPOINTS", "backup.committed=pause")]);
-    let second = env.ctl_json(&["backup", "start"])["backup_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let marker = env.path().join("backup.committed.reached");
-    wait_for("the failpoint", Duration::from_secs(30), || {
-        marker.exists().then_some(())
-    });
-    d.kill9();
-    drop(d);
+    let (_, second) = env.backup_killed_at("backup.committed");
     let repo = hopsdr::repository::Repository::open_or_init(
         std::sync::Arc::new(hopsdr::repository::LocalStorage::new(env.repo()).unwrap()),
         1,
