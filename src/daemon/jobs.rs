@@ -271,6 +271,8 @@ pub fn start_backup(ctx: &Arc<Ctx>, trigger: &str) -> Result<JobStarted, JobErro
 
     let ctx2 = ctx.clone();
     let bid = backup_id.clone();
+    let succeeded: Arc<Mutex<Vec<ComponentOutcome>>> = Default::default();
+    let succeeded2 = succeeded.clone();
     let handle = tokio::task::spawn_blocking(move || {
         // Every event of the job carries BACKUP_ID and JOB_ID (journald fields).
         let span = tracing::info_span!("backup", backup_id = %bid, job_id = %job_id);
@@ -283,6 +285,7 @@ pub fn start_backup(ctx: &Arc<Ctx>, trigger: &str) -> Result<JobStarted, JobErro
             job_id,
             progress,
             last_status: std::time::Instant::now(),
+            succeeded: succeeded2,
         };
         let mut self_files = Vec::new();
         let (last_rondb_id, previous_bytes) = {
@@ -328,7 +331,8 @@ pub fn start_backup(ctx: &Arc<Ctx>, trigger: &str) -> Result<JobStarted, JobErro
     let bid = backup_id.clone();
     tokio::spawn(async move {
         let result = handle.await;
-        finish_backup(&ctx3, job_id, &bid, result).await;
+        let components = std::mem::take(&mut *succeeded.lock().unwrap_or_else(|p| p.into_inner()));
+        finish_backup(&ctx3, job_id, &bid, result, &components).await;
     });
     Ok(JobStarted {
         job_id,
@@ -344,6 +348,7 @@ async fn finish_backup(
         (Result<backup::BackupOutcome, backup::BackupError>, bool),
         tokio::task::JoinError,
     >,
+    components: &[ComponentOutcome],
 ) {
     let now = Utc::now();
     let mut finished_at = now;
@@ -379,6 +384,18 @@ async fn finish_backup(
         .backups_total
         .with_label_values(&[state.as_str()])
         .inc();
+    // The components' success counts once the backup is committed; a backup that failed after
+    // them (catalog copy, flush, manifest, upload) fails them too.
+    if matches!(state, State::Succeeded | State::Partial) {
+        record_component_successes(ctx, components);
+    } else {
+        for o in components {
+            ctx.metrics
+                .backup_last_status
+                .with_label_values(&[o.component.as_str()])
+                .set(0);
+        }
+    }
     match &error {
         Some(e) if state == State::Partial => {
             tracing::warn!(job_id = %job_id, backup_id = %backup_id, "backup committed but {e}");
@@ -486,13 +503,36 @@ fn record_hopsfs_metrics(ctx: &Ctx, manifest: &crate::repository::Manifest) {
         .set(f.blocks_new as f64);
 }
 
-/// Records components in the catalog and metrics as the backup goes.
+/// Records components in the catalog as the backup goes; their success reaches the metrics only
+/// once the backup is committed (`succeeded` below), a failure at once.
 struct Observer {
     ctx: Arc<Ctx>,
     backup_id: BackupId,
     job_id: JobId,
     progress: Arc<Mutex<Progress>>,
     last_status: std::time::Instant,
+    succeeded: Arc<Mutex<Vec<ComponentOutcome>>>,
+}
+
+/// Sets the success metrics of the components of a committed backup.
+fn record_component_successes(ctx: &Ctx, outcomes: &[ComponentOutcome]) {
+    let m = &ctx.metrics;
+    for o in outcomes {
+        let c = [o.component.as_str()];
+        m.backup_last_status.with_label_values(&c).set(1);
+        m.backup_last_success
+            .with_label_values(&c)
+            .set(o.finished_at.timestamp_millis() as f64 / 1000.0);
+        m.backup_duration
+            .with_label_values(&c)
+            .set((o.finished_at - o.started_at).num_milliseconds().max(0) as f64 / 1000.0);
+        m.backup_bytes
+            .with_label_values(&c)
+            .set(o.stats.logical_bytes as f64);
+        m.backup_stored_bytes
+            .with_label_values(&c)
+            .set(o.stats.stored_bytes as f64);
+    }
 }
 
 impl BackupObserver for Observer {
@@ -547,19 +587,10 @@ impl BackupObserver for Observer {
             None => {
                 tracing::info!(job_id = %self.job_id, backup_id = %self.backup_id, step = %o.component,
                     logical_bytes = o.stats.logical_bytes, stored_bytes = o.stats.stored_bytes, "component succeeded");
-                m.backup_last_status.with_label_values(&c).set(1);
-                m.backup_last_success
-                    .with_label_values(&c)
-                    .set(o.finished_at.timestamp_millis() as f64 / 1000.0);
-                m.backup_duration
-                    .with_label_values(&c)
-                    .set((o.finished_at - o.started_at).num_milliseconds().max(0) as f64 / 1000.0);
-                m.backup_bytes
-                    .with_label_values(&c)
-                    .set(o.stats.logical_bytes as f64);
-                m.backup_stored_bytes
-                    .with_label_values(&c)
-                    .set(o.stats.stored_bytes as f64);
+                self.succeeded
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(o.clone());
             }
             Some(e) => {
                 tracing::error!(job_id = %self.job_id, backup_id = %self.backup_id, step = %o.component, "component {}: {e}", state.as_str());

@@ -257,12 +257,36 @@ fn a_failed_sync_fails_the_backup_and_the_next_one_is_whole() {
         "{err}"
     );
     assert!(env.manifests().is_empty());
+    // The files component had finished: its success never reached the metrics, the backup
+    // counts as failed and its components' last status is 0 (the alerts fire).
+    let m = env.metrics();
+    assert!(
+        m.contains("hopsdr_backup_last_status{component=\"files\"} 0"),
+        "{m}"
+    );
+    assert!(
+        !m.contains("hopsdr_backup_last_success_timestamp_seconds{component=\"files\"}"),
+        "{m}"
+    );
+    assert!(
+        m.contains("hopsdr_backups_total{result=\"failed\"} 1"),
+        "{m}"
+    );
     let out = env.ctl(&["backup", "start", "--wait"]);
     assert_eq!(
         out.status.code(),
         Some(0),
         "{}",
         String::from_utf8_lossy(&out.stdout)
+    );
+    let m = env.metrics();
+    assert!(
+        m.contains("hopsdr_backup_last_status{component=\"files\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("hopsdr_backup_last_success_timestamp_seconds{component=\"files\"}"),
+        "{m}"
     );
     let id = env.ctl_json(&["backups", "list"])["backups"][1]["id"]
         .as_str()
