@@ -36,6 +36,9 @@ pub struct StatusResponse {
     pub current_job: Option<JobView>,
     pub last_success: Vec<LastSuccess>,
     pub schedules: Vec<ScheduleView>,
+    /// Why scheduled backups and pruning are held off (an unfinished restore), if they are.
+    #[serde(default)]
+    pub held: Option<String>,
 }
 
 /// One schedule as the daemon sees it now.

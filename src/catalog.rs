@@ -213,7 +213,7 @@ pub struct AuditRecord {
 pub struct RestoreRecord {
     pub id: i64,
     pub backup_id: BackupId,
-    /// running, succeeded, failed, interrupted, aborted
+    /// running, succeeded, failed, interrupted, abandoned
     pub state: String,
     pub options: String,
     pub plan: String,

@@ -36,7 +36,8 @@ const EXIT_CODES_HELP: &str = "Exit codes:
   2  usage or configuration error
   3  the daemon is not reachable
   4  permission denied
-  5  busy: another job is running";
+  5  busy: another job is running (or, for pruning and scheduled backups, an unfinished restore
+     holds them off)";
 
 /// Talk to hopsdrd: status, backups, jobs.
 #[derive(Debug, Parser)]
@@ -155,6 +156,9 @@ pub enum RestoreCommand {
     },
     /// Stop the running restore at its next safe point (resume continues it).
     Abort,
+    /// Give up the last restore that failed or stopped unfinished: scheduled backups and pruning,
+    /// held off until then, run again (the cluster stays as the restore left it).
+    Abandon,
 }
 
 #[derive(Debug, Subcommand)]
@@ -527,6 +531,23 @@ async fn run_inner(cli: &Cli) -> Result<ExitCode, CtlError> {
             return finish_restore_start(&client, cli, started, *wait).await;
         }
         Command::Restore {
+            command: RestoreCommand::Abandon,
+        } => {
+            let v: serde_json::Value = client
+                .call(Method::POST, "/v1/restores/abandon", Some("{}"))
+                .await?;
+            if cli.json {
+                print_json(&v);
+            } else {
+                out(&format!(
+                    "restore {} of backup {} abandoned (it was {}): scheduled backups and pruning run again\n",
+                    v["restore_id"],
+                    v["backup_id"].as_str().unwrap_or(""),
+                    v["was"].as_str().unwrap_or("")
+                ));
+            }
+        }
+        Command::Restore {
             command: RestoreCommand::Abort,
         } => {
             let j: JobStarted = client
@@ -822,6 +843,9 @@ pub fn format_status(s: &StatusResponse) -> String {
         "hopsdrd {} (pid {}), up {}s\nrepository: {}\n",
         s.version, s.pid, s.uptime_seconds, s.repository
     );
+    if let Some(h) = &s.held {
+        out.push_str(&format!("scheduled backups and pruning {h}\n"));
+    }
     match &s.current_job {
         Some(j) => {
             out.push_str(&format!(

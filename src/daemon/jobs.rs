@@ -27,6 +27,12 @@ pub enum JobError {
     Stopping,
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    #[error("held off: restore {restore_id} of backup {backup_id} is {state}: a backup of a half-restored cluster must not push out the good one; finish it (hopsdrctl restore resume) or abandon it (hopsdrctl restore abandon)")]
+    RestoreUnfinished {
+        restore_id: i64,
+        backup_id: BackupId,
+        state: String,
+    },
 }
 
 impl JobError {
@@ -36,7 +42,27 @@ impl JobError {
             JobError::Busy(_) => "busy",
             JobError::Stopping => "stopping",
             JobError::Catalog(_) => "catalog",
+            JobError::RestoreUnfinished { .. } => "restore_unfinished",
         }
+    }
+}
+
+/// The last restore if it failed or stopped before the end (not succeeded, not abandoned).
+pub fn unfinished_restore(ctx: &Ctx) -> Result<Option<JobError>, CatalogError> {
+    let last = lock_catalog(&ctx.catalog).last_restore()?;
+    Ok(last
+        .filter(|r| !matches!(r.state.as_str(), "succeeded" | "abandoned"))
+        .map(|r| JobError::RestoreUnfinished {
+            restore_id: r.id,
+            backup_id: r.backup_id,
+            state: r.state,
+        }))
+}
+
+/// `hopsdr_restore_unfinished` from the catalog.
+pub fn refresh_restore_gauge(ctx: &Ctx) {
+    if let Ok(u) = unfinished_restore(ctx) {
+        ctx.metrics.restore_unfinished.set(u.is_some() as i64);
     }
 }
 
@@ -253,6 +279,13 @@ fn new_backup_id(ctx: &Ctx, cat: &Catalog, now: DateTime<Utc>) -> Result<BackupI
 
 /// Starts a backup job. `trigger` says who asked (`api:uid=0`, `schedule:nightly`).
 pub fn start_backup(ctx: &Arc<Ctx>, trigger: &str) -> Result<JobStarted, JobError> {
+    // Scheduled backups wait for an unfinished restore to be finished or abandoned (an operator
+    // may still start one by hand).
+    if trigger.starts_with("schedule:") {
+        if let Some(e) = unfinished_restore(ctx)? {
+            return Err(e);
+        }
+    }
     let slot = claim(ctx)?;
     let now = Utc::now();
     let (job_id, backup_id) = {
@@ -793,6 +826,7 @@ pub fn start_restore(
                 }
             }
         });
+        refresh_restore_gauge(&ctx3);
     });
     Ok(JobStarted {
         job_id,

@@ -39,6 +39,8 @@ pub struct Metrics {
     pub restore_duration: Gauge,
     pub restore_last_success: Gauge,
     pub restores_total: IntCounterVec,
+    /// 1 while the last restore is unfinished (scheduled backups and pruning held off).
+    pub restore_unfinished: IntGauge,
     pub prune_forgotten: IntCounter,
     pub gc_freed_bytes: IntCounter,
     pub backups: IntGaugeVec,
@@ -191,6 +193,14 @@ impl Metrics {
                 "hopsdr_hopsfs_blocks",
                 "Finalized blocks in the last backup (total) and those transferred (new)",
                 &["kind"],
+            ),
+            restore_unfinished: reg(
+                &r,
+                IntGauge::with_opts(Opts::new(
+                    "hopsdr_restore_unfinished",
+                    "1 while the last restore has failed or stopped unfinished: scheduled backups and pruning are held off until it is resumed to the end or abandoned",
+                ))
+                .expect("valid"),
             ),
             restore_duration: reg(
                 &r,

@@ -114,6 +114,17 @@ impl Ctx {
             current_job,
             last_success: cat.last_successes()?,
             schedules,
+            held: cat
+                .last_restore()?
+                .filter(|r| !matches!(r.state.as_str(), "succeeded" | "abandoned"))
+                .map(|r| {
+                    jobs::JobError::RestoreUnfinished {
+                        restore_id: r.id,
+                        backup_id: r.backup_id,
+                        state: r.state,
+                    }
+                    .to_string()
+                }),
         })
     }
 }
@@ -343,6 +354,7 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> Result<(), DaemonE
         }
     }
     jobs::refresh_backup_gauges(&ctx);
+    jobs::refresh_restore_gauge(&ctx);
 
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;

@@ -55,6 +55,10 @@ pub fn decisions(ctx: &Ctx, now: DateTime<Utc>) -> Result<Vec<Decision>, Catalog
 
 /// Starts a prune job (forget, then collect garbage).
 pub fn start_prune(ctx: &Arc<Ctx>, trigger: &str) -> Result<JobStarted, JobError> {
+    // Never while a restore is unfinished: its backup (the good one) must stay.
+    if let Some(e) = super::jobs::unfinished_restore(ctx)? {
+        return Err(e);
+    }
     let slot = claim(ctx)?;
     let now = Utc::now();
     let job_id = lock_catalog(&ctx.catalog).insert_job(JobKind::Prune, trigger, now)?;

@@ -258,6 +258,7 @@ fn job_started(
             audit(ctx, peer, action, false, &e.to_string());
             let status = match e {
                 JobError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
+                JobError::RestoreUnfinished { .. } => StatusCode::CONFLICT,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             };
             error(status, e.code(), e.to_string())
@@ -603,6 +604,72 @@ async fn handle(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<F
                         "no restore is running",
                     )
                 }
+            }
+        }
+        (&Method::POST, ["v1", "restores", "abandon"]) => {
+            // Only a restore that is not running: abort it first.
+            if let Some(j) = ctx.jobs.current().and_then(|id| {
+                ctx.catalog
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .job(id)
+                    .ok()
+                    .flatten()
+            }) {
+                if j.kind == crate::catalog::JobKind::Restore {
+                    audit(&ctx, peer, &action, false, "a restore is running");
+                    return error(
+                        StatusCode::CONFLICT,
+                        "restore_running",
+                        format!(
+                            "restore job {} is running: stop it first (hopsdrctl restore abort)",
+                            j.id
+                        ),
+                    );
+                }
+            }
+            match jobs::unfinished_restore(&ctx) {
+                Ok(Some(JobError::RestoreUnfinished {
+                    restore_id,
+                    backup_id,
+                    state,
+                })) => {
+                    let r = ctx
+                        .catalog
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .set_restore_state(
+                            restore_id,
+                            "abandoned",
+                            Some(&format!("abandoned by the operator (it was {state})")),
+                            chrono::Utc::now(),
+                        );
+                    if let Err(e) = r {
+                        return error(StatusCode::INTERNAL_SERVER_ERROR, "catalog", e.to_string());
+                    }
+                    jobs::refresh_restore_gauge(&ctx);
+                    tracing::warn!(restore_id, backup_id = %backup_id, "restore abandoned: scheduled backups and pruning run again");
+                    audit(
+                        &ctx,
+                        peer,
+                        &action,
+                        true,
+                        &format!("abandon restore {restore_id} of backup {backup_id} ({state})"),
+                    );
+                    json(
+                        StatusCode::OK,
+                        &serde_json::json!({"restore_id": restore_id, "backup_id": backup_id, "was": state}),
+                    )
+                }
+                Ok(_) => {
+                    audit(&ctx, peer, &action, false, "no unfinished restore");
+                    error(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "no_unfinished_restore",
+                        "the last restore is finished (or there is none): nothing to abandon",
+                    )
+                }
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "catalog", e.to_string()),
             }
         }
         (&Method::GET, ["v1", "restores", "last"]) => {

@@ -305,3 +305,60 @@ fn parallel_ndb_restore_runs_never_exceed_the_free_api_slots() {
     ok(&env, env.ctl(&["restore", "resume", "--wait"]));
     assert_eq!(c.fingerprint(), before);
 }
+
+/// After a failed restore, pruning (and scheduled backups) are held off until the operator
+/// finishes or abandons it: a backup of the half-restored cluster must not push out the good
+/// one. Status and a metric say so; `restore abandon` lifts it.
+#[test]
+fn an_unfinished_restore_holds_off_pruning_until_abandoned() {
+    let (env, c, m) = setup();
+    let _d = env.start();
+    let id = env.backup_ok();
+    disaster(&c, &m);
+    // The metadata step fails (the first ndb_restore call).
+    c.tb(&[
+        "fault",
+        "call",
+        "--tool",
+        "ndb_restore",
+        "--nth",
+        "1",
+        "--action",
+        "fail",
+    ]);
+    let out = env.ctl(&["restore", "start", &id, "--yes", "--wait"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(env.metrics().contains("hopsdr_restore_unfinished 1"));
+    let st = env.ctl_json(&["status"]);
+    let held = st["held"].as_str().unwrap_or_default().to_string();
+    assert!(
+        held.contains(&format!("held off: restore 1 of backup {id} is failed")),
+        "{st}"
+    );
+    let text = String::from_utf8_lossy(&env.ctl(&["status"]).stdout).into_owned();
+    assert!(
+        text.contains("scheduled backups and pruning held off"),
+        "{text}"
+    );
+    let out = env.ctl(&["prune"]);
+    assert_eq!(out.status.code(), Some(5), "held off, like busy");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("held off") && err.contains("hopsdrctl restore abandon"),
+        "{err}"
+    );
+    // Abandoned: pruning runs again.
+    let out = env.ctl(&["restore", "abandon"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("abandoned (it was failed)"));
+    assert!(env.metrics().contains("hopsdr_restore_unfinished 0"));
+    assert!(env.ctl_json(&["status"])["held"].is_null());
+    assert_eq!(env.ctl(&["prune", "--wait"]).status.code(), Some(0));
+    // Nothing left to abandon.
+    assert_eq!(env.ctl(&["restore", "abandon"]).status.code(), Some(1));
+}
