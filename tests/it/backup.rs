@@ -32,7 +32,7 @@ fn backup_start_wait_list_show_and_metrics() {
     assert_eq!(b["pinned"], false);
     let id = b["id"].as_str().unwrap().to_string();
     assert_eq!(env.manifests().len(), 1);
-    assert!(env.manifests()[0].starts_with(&id), "{:?}", env.manifests());
+    assert_eq!(env.manifests(), [id.as_str()]);
 
     let show = env.ctl_json(&["backups", "show", &id]);
     assert_eq!(show["components"][0]["component"], "files");

@@ -296,8 +296,8 @@ impl Env {
         if let Ok(rd) = std::fs::read_dir(self.repo().join("manifests")) {
             for e in rd.flatten() {
                 let n = e.file_name().to_string_lossy().into_owned();
-                if !n.starts_with('.') {
-                    out.push(n);
+                if let Some(id) = n.strip_suffix(".json.zst").filter(|_| !n.starts_with('.')) {
+                    out.push(id.to_string());
                 }
             }
         }

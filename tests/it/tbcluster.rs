@@ -203,7 +203,7 @@ pub fn failed_backup(env: &Env) -> String {
     let b = last_backup(env);
     assert_eq!(b["state"], "failed");
     let id = b["id"].as_str().unwrap();
-    assert!(!env.manifests().iter().any(|m| m.starts_with(id)));
+    assert!(!env.manifests().iter().any(|m| m == id));
     b["error"].as_str().unwrap().to_string()
 }
 
