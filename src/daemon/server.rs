@@ -648,6 +648,7 @@ async fn handle(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<F
                         return error(StatusCode::INTERNAL_SERVER_ERROR, "catalog", e.to_string());
                     }
                     jobs::refresh_restore_gauge(&ctx);
+                    crate::restore::exec::remove_staging(&ctx.settings(), &backup_id);
                     tracing::warn!(restore_id, backup_id = %backup_id, "restore abandoned: scheduled backups and pruning run again");
                     audit(
                         &ctx,

@@ -429,7 +429,11 @@ fn run_step(
             }
             Ok(())
         }
-        StepKind::Report => Ok(()),
+        StepKind::Report => {
+            // Everything is restored: the staged copy of the RonDB files is not needed any more.
+            remove_staging(run.settings, &run.manifest.id);
+            Ok(())
+        }
     }
 }
 
@@ -641,6 +645,20 @@ fn preflight(run: &RestoreRun<'_>, i: usize, step: &RestoreStep) -> Result<(), R
             problems.join("; ")
         ),
     ))
+}
+
+/// Removes the staged RonDB files of a restore of `backup` (after it succeeded, or was
+/// abandoned); a failure is logged, not fatal.
+pub fn remove_staging(settings: &Settings, backup: &crate::ids::BackupId) {
+    let dir = settings.restore.staging_dir.join(backup.as_str());
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => tracing::info!("removed the staged RonDB files in {}", dir.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(
+            "failed to remove the staged RonDB files in {}: {e}",
+            dir.display()
+        ),
+    }
 }
 
 /// `base` joined with a repository path, refused if it would leave `base`.

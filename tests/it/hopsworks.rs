@@ -329,6 +329,8 @@ fn an_unfinished_restore_holds_off_pruning_until_abandoned() {
     let out = env.ctl(&["restore", "start", &id, "--yes", "--wait"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(env.metrics().contains("hopsdr_restore_unfinished 1"));
+    let staged = env.path().join("staging").join(&id);
+    assert!(staged.exists(), "kept for a resume");
     let st = env.ctl_json(&["status"]);
     let held = st["held"].as_str().unwrap_or_default().to_string();
     assert!(
@@ -356,6 +358,10 @@ fn an_unfinished_restore_holds_off_pruning_until_abandoned() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("abandoned (it was failed)"));
+    assert!(
+        !staged.exists(),
+        "the staged files go with the abandoned restore"
+    );
     assert!(env.metrics().contains("hopsdr_restore_unfinished 0"));
     assert!(env.ctl_json(&["status"])["held"].is_null());
     assert_eq!(env.ctl(&["prune", "--wait"]).status.code(), Some(0));

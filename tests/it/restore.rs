@@ -151,6 +151,10 @@ fn the_drill_restores_the_cluster_whole() {
         fs_reindexed.exists(),
         "the configured feature-store reindex ran"
     );
+    assert!(
+        !env.path().join("staging").join(&id).exists(),
+        "the staged RonDB files are removed once the restore succeeded"
+    );
 
     let st = env.ctl_json(&["restore", "status"]);
     assert_eq!(st["restore"]["state"], "succeeded");
