@@ -1,7 +1,7 @@
 //! hopsdr: disaster recovery for Hopsworks clusters.
 //!
 //! The library behind `hopsdrd` (the daemon) and `hopsdrctl` (its command-line client). The map of
-//! the parts and the direction of their arrows is in `../shared/design.md`: the API and the
+//! the parts and the direction of their arrows is in `ARCHITECTURE.md`: the API and the
 //! scheduler ask the job runner; jobs use the cluster, the repository and the catalog; nothing
 //! below the job runner knows about HTTP, cron or systemd.
 
