@@ -333,15 +333,14 @@ const MIGRATIONS: &[&str] = &[
      );",
 ];
 
-/// Inserts the component rows of a backup (inside the caller's transaction).
-fn insert_components(
-    tx: &rusqlite::Transaction<'_>,
-    comps: &[ComponentRecord],
-) -> rusqlite::Result<()> {
+/// Inserts or replaces component rows of a backup.
+fn upsert_components(conn: &Connection, comps: &[ComponentRecord]) -> rusqlite::Result<()> {
     for c in comps {
-        tx.execute(
+        conn.execute(
             "INSERT INTO backup_components (backup_id, component, state, started_at, finished_at, logical_bytes, stored_bytes, files, error)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT(backup_id, component) DO UPDATE SET state=?3, started_at=?4, finished_at=?5,
+               logical_bytes=?6, stored_bytes=?7, files=?8, error=?9",
             params![
                 c.backup_id.as_str(),
                 c.component,
@@ -649,26 +648,7 @@ impl Catalog {
 
     /// Inserts or replaces one component's record.
     pub fn upsert_component(&mut self, c: &ComponentRecord) -> Result<(), CatalogError> {
-        self.conn
-            .execute(
-                "INSERT INTO backup_components (backup_id, component, state, started_at, finished_at, logical_bytes, stored_bytes, files, error)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                 ON CONFLICT(backup_id, component) DO UPDATE SET state=?3, started_at=?4, finished_at=?5,
-                   logical_bytes=?6, stored_bytes=?7, files=?8, error=?9",
-                params![
-                    c.backup_id.as_str(),
-                    c.component,
-                    c.state.as_str(),
-                    ts(c.started_at),
-                    c.finished_at.map(ts),
-                    c.logical_bytes as i64,
-                    c.stored_bytes as i64,
-                    c.files as i64,
-                    c.error
-                ],
-            )
-            .map_err(self.q("record component"))?;
-        Ok(())
+        upsert_components(&self.conn, std::slice::from_ref(c)).map_err(self.q("record component"))
     }
 
     fn parse_ts(&self, column: &'static str, s: &str) -> Result<DateTime<Utc>, CatalogError> {
@@ -895,7 +875,7 @@ impl Catalog {
             )
             .map_err(err)?;
             note_rondb_id(&tx, b.rondb_backup_id).map_err(err)?;
-            insert_components(&tx, comps).map_err(err)?;
+            upsert_components(&tx, comps).map_err(err)?;
         }
         tx.commit().map_err(err)
     }
@@ -996,7 +976,7 @@ impl Catalog {
             params![b.id.as_str()],
         )
         .map_err(err)?;
-        insert_components(&tx, comps).map_err(err)?;
+        upsert_components(&tx, comps).map_err(err)?;
         tx.commit().map_err(err)
     }
 

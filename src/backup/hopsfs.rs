@@ -673,46 +673,38 @@ mod tests {
 #[cfg(test)]
 mod known_tests {
     use super::*;
-    use crate::ids::BackupId;
-    use crate::repository::{BackupInfo, FileMeta};
-
-    fn file(path: &str, chunk: &str) -> Entry {
-        Entry::File(FileEntry {
-            path: path.into(),
-            size: 1,
-            meta: FileMeta::default(),
-            hash: chunk.into(),
-            chunks: vec![chunk.into()],
-        })
-    }
 
     #[test]
     fn blocks_stored_in_a_suspect_blob_are_not_reused() {
         let d = "hopsfs/dn1/vol1/current/BP-1/current/finalized/subdir0/subdir0";
-        let m = Manifest {
-            format_version: 1,
-            id: BackupId::parse("20261206T100000Z").unwrap(),
-            info: BackupInfo {
-                started_at: chrono::Utc::now(),
-                finished_at: chrono::Utc::now(),
-                hostname: "h".into(),
-                hopsdr_version: "0".into(),
-                components: vec![],
-                extra: Default::default(),
-            },
-            entries: vec![
-                file(&format!("{d}/blk_1"), &"a".repeat(64)),
-                file(&format!("{d}/blk_1_1001.meta"), &"b".repeat(64)),
-                file(&format!("{d}/blk_2"), &"c".repeat(64)),
-                file(&format!("{d}/blk_2_1002.meta"), &"d".repeat(64)),
+        let (a, b, c, e) = (
+            "a".repeat(64),
+            "b".repeat(64),
+            "c".repeat(64),
+            "d".repeat(64),
+        );
+        let paths = [
+            format!("{d}/blk_1"),
+            format!("{d}/blk_1_1001.meta"),
+            format!("{d}/blk_2"),
+            format!("{d}/blk_2_1002.meta"),
+        ];
+        let m = Manifest::for_tests(
+            "20261206T100000Z",
+            Default::default(),
+            &[
+                (&paths[0], &a),
+                (&paths[1], &b),
+                (&paths[2], &c),
+                (&paths[3], &e),
             ],
-        };
+        );
         let mut k = KnownBlocks::from_manifest(&m);
         assert_eq!(k.len(), 2);
         k.retain_clean(&Default::default());
         assert_eq!(k.len(), 2);
         // Block 2's meta file is in a damaged blob: block 2 is read from the datanode again.
-        let suspect = [crate::repository::blob_key(&"d".repeat(64))].into();
+        let suspect = [crate::repository::blob_key(&e)].into();
         k.retain_clean(&suspect);
         assert_eq!(k.len(), 1);
     }

@@ -96,6 +96,41 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// A manifest for tests: backup `id` (a valid backup id), `extra` facts, and one file entry
+    /// per `(path, chunk)` (the chunk's hash doubles as the file's).
+    #[cfg(test)]
+    pub(crate) fn for_tests(
+        id: &str,
+        extra: serde_json::Map<String, serde_json::Value>,
+        files: &[(&str, &str)],
+    ) -> Manifest {
+        let now = chrono::Utc::now();
+        Manifest {
+            format_version: 1,
+            id: crate::ids::BackupId::parse(id).expect("a valid backup id"),
+            info: BackupInfo {
+                started_at: now,
+                finished_at: now,
+                hostname: "h".into(),
+                hopsdr_version: "0".into(),
+                components: vec![],
+                extra,
+            },
+            entries: files
+                .iter()
+                .map(|(path, chunk)| {
+                    Entry::File(FileEntry {
+                        path: path.to_string(),
+                        size: 1,
+                        meta: FileMeta::default(),
+                        hash: chunk.to_string(),
+                        chunks: vec![chunk.to_string()],
+                    })
+                })
+                .collect(),
+        }
+    }
+
     /// The file entries, in manifest order.
     pub fn files(&self) -> impl Iterator<Item = &FileEntry> {
         self.entries.iter().filter_map(|e| match e {

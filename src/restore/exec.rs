@@ -786,8 +786,6 @@ fn restore_meta(
     step: &RestoreStep,
     detail: &str,
 ) -> Result<(), RestoreError> {
-    let head = Node::local("head node");
-    let ne = node_err(i, step);
     let d: Attempted = serde_json::from_str(detail).unwrap_or_default();
     let mut command = step.commands[0].clone();
     if d.attempted {
@@ -831,11 +829,25 @@ fn restore_meta(
             command.insert(at, flag);
         }
     }
+    run_attempted(run, i, step, &command, "restore.meta.done")
+}
+
+/// Records that the step's tool is started (for a resume to know), runs it, and passes the
+/// failpoint `done` right after it returned.
+fn run_attempted(
+    run: &RestoreRun<'_>,
+    i: usize,
+    step: &RestoreStep,
+    command: &[String],
+    done: &str,
+) -> Result<(), RestoreError> {
     let json = serde_json::to_string(&Attempted { attempted: true }).unwrap_or_default();
     lock(run.catalog).set_step_detail(run.restore_id, i, &json)?;
-    let out = head.run(&command, TOOL_TIMEOUT, run.cancel).map_err(&ne)?;
+    let out = Node::local("head node")
+        .run(command, TOOL_TIMEOUT, run.cancel)
+        .map_err(node_err(i, step))?;
     report_output(run, i, &out.stdout);
-    crate::failpoint::hit("restore.meta.done", run.cancel);
+    crate::failpoint::hit(done, run.cancel);
     Ok(())
 }
 
@@ -1005,12 +1017,7 @@ fn rebuild_indexes(
         let out = head.run(&disable, TOOL_TIMEOUT, run.cancel).map_err(&ne)?;
         report_output(run, i, &out.stdout);
     }
-    let json = serde_json::to_string(&Attempted { attempted: true }).unwrap_or_default();
-    lock(run.catalog).set_step_detail(run.restore_id, i, &json)?;
-    let out = head.run(command, TOOL_TIMEOUT, run.cancel).map_err(&ne)?;
-    report_output(run, i, &out.stdout);
-    crate::failpoint::hit("restore.rebuild.done", run.cancel);
-    Ok(())
+    run_attempted(run, i, step, command, "restore.rebuild.done")
 }
 
 /// Free API slots of the cluster now (`ndb_mgm SHOW`).

@@ -810,7 +810,6 @@ impl fmt::Display for RestorePlan {
 mod tests {
     use super::*;
     use crate::config::SecretEnv;
-    use crate::repository::{BackupInfo, FileEntry, FileMeta};
 
     const TABLES: &[&str] = &[
         "app.events",
@@ -831,30 +830,9 @@ mod tests {
             r["tables"] = serde_json::json!(t);
         }
         extra.insert("rondb".into(), r);
-        Manifest {
-            format_version: 1,
-            id: BackupId::parse("20261125T210000Z").unwrap(),
-            info: BackupInfo {
-                started_at: chrono::Utc::now(),
-                finished_at: chrono::Utc::now(),
-                hostname: "h".into(),
-                hopsdr_version: "0".into(),
-                components: vec![],
-                extra,
-            },
-            entries: paths
-                .iter()
-                .map(|p| {
-                    Entry::File(FileEntry {
-                        path: p.to_string(),
-                        size: 0,
-                        meta: FileMeta::default(),
-                        hash: "0".repeat(64),
-                        chunks: vec![],
-                    })
-                })
-                .collect(),
-        }
+        let zero = "0".repeat(64);
+        let files: Vec<(&str, &str)> = paths.iter().map(|p| (*p, zero.as_str())).collect();
+        Manifest::for_tests("20261125T210000Z", extra, &files)
     }
 
     fn settings(extra: &str) -> Settings {

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::harness::{wait_for, Env};
-use crate::restore::{disaster, mysql_config, restore_config, setup};
+use crate::restore::{backed_up, disaster, mysql_config, restore_config, setup};
 use crate::tbcluster::Cluster;
 
 fn ok(env: &Env, out: std::process::Output) {
@@ -54,13 +54,7 @@ fn killed_inside_the_drop_the_data_and_the_index_steps_the_restore_converges() {
     env.extra_config = env
         .extra_config
         .replace("[restore]\n", "[restore]\nparallelism = 1\n");
-    let before;
-    let id;
-    {
-        let _d = env.start();
-        before = c.fingerprint();
-        id = env.backup_ok();
-    }
+    let (before, id) = backed_up(&env, &c);
     disaster(&c, &m);
 
     // 1. Inside the drop: after its first round (the foreign keys' parents are left).
@@ -139,13 +133,7 @@ fn renamed_hopsfs(c: &Cluster) -> String {
 #[test]
 fn a_restore_onto_another_topology() {
     let (mut env, c, m) = setup();
-    let before;
-    let id;
-    {
-        let _d = env.start();
-        before = c.fingerprint();
-        id = env.backup_ok();
-    }
+    let (before, id) = backed_up(&env, &c);
     c.tb(&["cluster", "destroy"]);
     c.tb(&["cluster", "redeploy", "--data-nodes", "3", "--volumes", "1"]);
     m.sql_root("DROP USER 'app'@'%'").unwrap();
@@ -259,13 +247,7 @@ fn parallel_ndb_restore_runs_never_exceed_the_free_api_slots() {
     env.extra_config = env
         .extra_config
         .replace("[restore]\n", "[restore]\nparallelism = 4\n");
-    let before;
-    let id;
-    {
-        let _d = env.start();
-        before = c.fingerprint();
-        id = env.backup_ok();
-    }
+    let (before, id) = backed_up(&env, &c);
     disaster(&c, &m);
     // Paused when the data step starts (the services are stopped: 10 slots free), then the
     // slots taken by other clients of the head node but one.

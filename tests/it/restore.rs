@@ -3,9 +3,8 @@
 //! after kill -9 in the middle.
 
 use std::os::unix::fs::PermissionsExt;
-use std::time::Duration;
 
-use crate::harness::{wait_for, Env};
+use crate::harness::Env;
 use crate::mysql::Mariadb;
 use crate::tbcluster::{Cluster, TB};
 
@@ -61,6 +60,12 @@ pub fn setup() -> (Env, Cluster, Mariadb) {
     env.extra_config =
         c.hopsfs_config("local") + &mysql_config(&env, &m) + &restore_config(&env, &c);
     (env, c, m)
+}
+
+/// The cluster's fingerprint and a backup of it, taken by a daemon started for it.
+pub fn backed_up(env: &Env, c: &Cluster) -> (String, String) {
+    let _d = env.start();
+    (c.fingerprint(), env.backup_ok())
 }
 
 /// The disaster: the cluster lost and redeployed as Hopsworks does (its schemas and services
@@ -238,13 +243,7 @@ fn a_tampered_blob_or_a_non_empty_target_is_refused_before_anything_is_touched()
 #[test]
 fn kill_9_in_the_middle_then_resume_finishes_the_same_cluster() {
     let (env, c, m) = setup();
-    let before;
-    let id;
-    {
-        let _d = env.start();
-        before = c.fingerprint();
-        id = env.backup_ok();
-    }
+    let (before, id) = backed_up(&env, &c);
     disaster(&c, &m);
     // Pause at the start of step 7 (ndb_restore -r), after the metadata is restored.
     env.kill_at("restore.step7", &["restore", "start", &id, "--yes"]);
@@ -392,13 +391,7 @@ fn a_datanode_unreachable_during_the_write_back_fails_the_step_and_resume_finish
 #[test]
 fn kill_9_inside_the_metadata_step_then_resume() {
     let (env, c, m) = setup();
-    let before;
-    let id;
-    {
-        let _d = env.start();
-        before = c.fingerprint();
-        id = env.backup_ok();
-    }
+    let (before, id) = backed_up(&env, &c);
     disaster(&c, &m);
     env.kill_at("restore.meta.done", &["restore", "start", &id, "--yes"]);
 
@@ -421,13 +414,7 @@ fn kill_9_inside_the_metadata_step_then_resume() {
 #[test]
 fn kill_9_inside_the_volume_write_back_then_resume() {
     let (env, c, m) = setup();
-    let before;
-    let id;
-    {
-        let _d = env.start();
-        before = c.fingerprint();
-        id = env.backup_ok();
-    }
+    let (before, id) = backed_up(&env, &c);
     disaster(&c, &m);
     env.kill_at(
         "restore.volumes.datanode_done",
@@ -470,13 +457,7 @@ fn kill_9_inside_the_volume_write_back_then_resume() {
 #[test]
 fn kill_9_at_every_step_boundary_then_resume() {
     let (env, c, m) = setup();
-    let before;
-    let id;
-    {
-        let _d = env.start();
-        before = c.fingerprint();
-        id = env.backup_ok();
-    }
+    let (before, id) = backed_up(&env, &c);
     let steps = {
         let _d = env.start();
         let plan = env.ctl_json(&["restore", "plan", &id]);
@@ -484,22 +465,10 @@ fn kill_9_at_every_step_boundary_then_resume() {
     };
     for k in 1..=steps {
         disaster(&c, &m);
-        let fp = format!("restore.step{k}=pause");
-        let mut d = env.start_with(&[("HOPSDR_FAILPOINTS", &fp)]);
-        let out = env.ctl(&["restore", "start", &id, "--yes"]);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        env.kill_at(
+            &format!("restore.step{k}"),
+            &["restore", "start", &id, "--yes"],
         );
-        let marker = env.path().join(format!("restore.step{k}.reached"));
-        wait_for("the failpoint", Duration::from_secs(60), || {
-            marker.exists().then_some(())
-        });
-        d.kill9();
-        drop(d);
-        let _ = std::fs::remove_file(&marker);
         let _d = env.start();
         let out = env.ctl(&["restore", "resume", "--wait"]);
         assert_eq!(
