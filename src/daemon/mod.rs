@@ -262,6 +262,7 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> Result<(), DaemonE
                     let job = catalog.insert_job(crate::catalog::JobKind::Rebuild, "start: reconcile", started_at)?;
                     for (b, comps) in &rec.committed {
                         catalog.record_committed(b, comps, job)?;
+                        crate::failpoint::hit("start.reconciled_one", &root);
                         tracing::warn!(backup_id = %b.id, "backup committed by an earlier hopsdrd (its manifest is in the repository) recorded {}", b.state.as_str());
                     }
                     catalog.finish_job(job, crate::catalog::State::Succeeded, None, started_at)?;
@@ -355,6 +356,17 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> Result<(), DaemonE
     }
     jobs::refresh_backup_gauges(&ctx);
     jobs::refresh_restore_gauge(&ctx);
+    // Staged files of a finished or abandoned restore that a crash left behind.
+    let last_restore = ctx
+        .catalog
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .last_restore();
+    if let Ok(Some(r)) = last_restore {
+        if matches!(r.state.as_str(), "succeeded" | "abandoned") {
+            crate::restore::exec::remove_staging(&ctx.settings(), &r.backup_id);
+        }
+    }
 
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;

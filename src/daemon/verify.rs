@@ -133,12 +133,15 @@ pub fn start_verify(
             Err(_) => Vec::new(),
         };
         release(&ctx2, JobKind::Verify, |cat| {
-            let r = match damaged {
-                Some(d) => cat.set_verified(&bid, now, d),
-                None => Ok(()),
-            }
-            .and_then(|_| cat.add_bad_blobs(&bad, &bid, now))
-            .and_then(|_| cat.finish_job(job_id, state, error.as_deref(), now));
+            // The damaged blobs before the verdict: a crash in between leaves them to be written
+            // again (harmless), never a damaged backup whose blobs nobody heals.
+            let r = cat
+                .add_bad_blobs(&bad, &bid, now)
+                .and_then(|_| match damaged {
+                    Some(d) => cat.set_verified(&bid, now, d),
+                    None => Ok(()),
+                })
+                .and_then(|_| cat.finish_job(job_id, state, error.as_deref(), now));
             if let Err(e) = r {
                 tracing::error!(job_id = %job_id, "failed to record the verification: {e}");
             }

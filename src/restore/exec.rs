@@ -808,13 +808,12 @@ fn restore_meta(
                 return Ok(());
             }
             MetaResume::DropAndRun(databases) => {
-                (run.progress)(
-                    i,
-                    &format!(
-                        "an interrupted ndb_restore -m left part of the schema in {}: dropped, then restored again",
-                        databases.join(", ")
-                    ),
+                let what = format!(
+                    "an interrupted ndb_restore -m left part of the schema in {}: dropped, then restored again",
+                    databases.join(", ")
                 );
+                tracing::warn!(restore_id = run.restore_id, "{what}");
+                (run.progress)(i, &what);
                 drop_tables(run, i, step, &databases, &r.exclude_tables)?;
             }
             MetaResume::Refuse(why) => return Err(refused(i, step, why)),

@@ -188,6 +188,13 @@ impl Env {
     }
 
     pub fn start_with(&self, env: &[(&str, &str)]) -> Daemon {
+        let mut d = self.start_unready(env);
+        d.wait_ready();
+        d
+    }
+
+    /// Starts hopsdrd without waiting for it to answer (it may pause at a failpoint on its way).
+    pub fn start_unready(&self, env: &[(&str, &str)]) -> Daemon {
         self.write_config();
         let log = self.path().join(format!(
             "hopsdrd-{}.log",
@@ -213,13 +220,11 @@ impl Env {
             cmd.env(k, v);
         }
         let child = cmd.spawn().unwrap();
-        let mut d = Daemon {
+        Daemon {
             child: Some(child),
             socket: self.socket(),
             log: self.path().join("hopsdrd.log"),
-        };
-        d.wait_ready();
-        d
+        }
     }
 
     /// Runs hopsdrctl against this env's socket.

@@ -30,6 +30,16 @@ fn tool_pids(c: &Cluster) -> Vec<i32> {
         .collect()
 }
 
+/// Whether an ndb_restore process holds an API slot.
+fn restore_tool_connected(c: &Cluster) -> bool {
+    let v: serde_json::Value = serde_json::from_slice(&c.tb(&["api", "list"]).stdout).unwrap();
+    v.as_array().unwrap().iter().any(|x| {
+        x["client"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("tool:ndb_restore:"))
+    })
+}
+
 fn step_state(env: &Env, kind: &str) -> String {
     let st = env.ctl_json(&["restore", "status"]);
     let k = st["plan"]["steps"]
@@ -349,4 +359,70 @@ fn an_unfinished_restore_holds_off_pruning_until_abandoned() {
     assert_eq!(env.ctl(&["prune", "--wait"]).status.code(), Some(0));
     // Nothing left to abandon.
     assert_eq!(env.ctl(&["restore", "abandon"]).status.code(), Some(1));
+    // Staged files a crash left behind after the abandon go at the next start.
+    drop(_d);
+    std::fs::create_dir_all(staged.join("rondb")).unwrap();
+    let _d = env.start();
+    assert!(!staged.exists());
+}
+
+/// SIGKILL while `ndb_restore -m` has created part of the schema (hopsdrd and the tool killed):
+/// the resumed metadata step finds part of the backup's tables, drops them and restores the
+/// metadata again; the restore converges.
+#[test]
+fn killed_inside_the_metadata_restore_the_partial_schema_is_dropped_and_restored_again() {
+    let (env, c, m) = setup();
+    let (before, id) = backed_up(&env, &c);
+    disaster(&c, &m);
+    // The first ndb_restore of the restore is -m: it stops half-way.
+    c.tb(&[
+        "fault",
+        "call",
+        "--tool",
+        "ndb_restore",
+        "--nth",
+        "1",
+        "--action",
+        "hang-mid",
+    ]);
+    let mut d = env.start();
+    ok(&env, env.ctl(&["restore", "start", &id, "--yes"]));
+    let listed = || {
+        String::from_utf8_lossy(
+            &c.tool("ndb_show_tables", &["-c", "10.0.0.1:1186", "-p", "-t", "2"])
+                .stdout,
+        )
+        .into_owned()
+    };
+    // The metadata step runs, ndb_restore is connected and has created part of the tables.
+    wait_for("part of the schema", Duration::from_secs(60), || {
+        (step_state(&env, "restore_meta") == "running"
+            && restore_tool_connected(&c)
+            && listed().contains("'hops'\t'def'\t'hdfs_inodes'"))
+        .then_some(())
+    });
+    d.kill9();
+    drop(d);
+    for pid in tool_pids(&c) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL).unwrap();
+    }
+    wait_for("the tool's slot freed", Duration::from_secs(30), || {
+        tool_pids(&c).is_empty().then_some(())
+    });
+    let tables = listed();
+    assert!(
+        tables.contains("'hdfs_inodes'") && !tables.contains("'events'"),
+        "part of the schema: {tables}"
+    );
+    c.tb(&["fault", "clear"]);
+    let _d = env.start();
+    assert_eq!(step_state(&env, "restore_meta"), "interrupted");
+    ok(&env, env.ctl(&["restore", "resume", "--wait"]));
+    assert!(
+        env.log()
+            .contains("an interrupted ndb_restore -m left part of the schema"),
+        "{}",
+        env.log()
+    );
+    assert_eq!(c.fingerprint(), before);
 }

@@ -238,6 +238,31 @@ fn sigterm_during_a_backup_stops_at_a_safe_point_and_records_it_interrupted() {
     assert_eq!(state, "interrupted");
 }
 
+/// kill -9 at start, right after the reconcile recorded a committed backup: the next start
+/// finds it listed complete already (the reconcile is idempotent), and it verifies.
+#[test]
+fn kill_9_inside_the_start_reconcile_keeps_the_backup_listed() {
+    let env = Env::new();
+    let (_, backup) = env.backup_killed_at("backup.committed");
+    let marker = env.path().join("start.reconciled_one.reached");
+    let mut d = env.start_unready(&[("HOPSDR_FAILPOINTS", "start.reconciled_one=pause")]);
+    wait_for("the reconcile", Duration::from_secs(30), || {
+        marker.exists().then_some(())
+    });
+    d.kill9();
+    drop(d);
+    let _d = env.start();
+    let b = env.ctl_json(&["backups", "show", &backup]);
+    assert_eq!(b["state"], "succeeded", "{b}");
+    let list = env.ctl_json(&["backups", "list"]);
+    assert_eq!(Env::listed_ids(&list), [backup.as_str()]);
+    assert_eq!(
+        env.ctl(&["verify", &backup, "--wait"]).status.code(),
+        Some(0)
+    );
+    assert_eq!(env.ctl(&["repo", "check"]).status.code(), Some(0));
+}
+
 /// A `syncfs` that fails while a backup flushes its blobs fails that backup, naming what
 /// failed; nothing it wrote passes for durable: the next backup writes its blobs again and
 /// verifies whole.

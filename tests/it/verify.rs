@@ -134,6 +134,30 @@ fn the_next_backup_heals_a_blob_verify_found_damaged() {
     // Healed: the next backup reuses it again.
     let b3 = backup_with(&env, &data, 1);
     assert!(!env.log().contains(&format!("backup {b3} wrote again")));
+    // A healing backup killed after its commit, before the catalog forgot the damaged blob:
+    // the restart lists it complete, everything verifies, and the next backup writes the blob
+    // once more (harmless) and forgets it.
+    drop(_d);
+    std::fs::write(&blob, &bytes).unwrap();
+    let _d = env.start();
+    assert_eq!(env.ctl(&["verify", &b3, "--wait"]).status.code(), Some(1));
+    drop(_d);
+    let (_, killed) = env.backup_killed_at("backup.committed");
+    let _d = env.start();
+    assert_eq!(backup_json(&env, &killed)["state"], "succeeded");
+    for id in [&killed, &b3] {
+        assert_eq!(
+            env.ctl(&["verify", id, "--wait"]).status.code(),
+            Some(0),
+            "{id}"
+        );
+    }
+    let again = backup_with(&env, &data, 1);
+    assert!(env
+        .log()
+        .contains(&format!("backup {again} wrote again 1 blob(s)")));
+    let after = backup_with(&env, &data, 1);
+    assert!(!env.log().contains(&format!("backup {after} wrote again")));
     // A missing blob is healed the same way.
     std::fs::remove_file(&blob).unwrap();
     assert_eq!(env.ctl(&["verify", &b3, "--wait"]).status.code(), Some(1));

@@ -337,8 +337,17 @@ pub fn main(dir: &Path, args: &[String]) -> Result<i32> {
     println!("Connected to ndb!!");
     let db = cl.db()?;
     if o.meta {
-        if let Some(code) = restore_meta(&db, &o, &dict, id)? {
-            return Ok(code);
+        // `hang-mid`: killed half-way through creating the tables (those created stay).
+        let stop_after = (fault.as_deref() == Some("hang-mid")).then_some(dict.tables.len() / 2);
+        match restore_meta(&db, &o, &dict, id, stop_after)? {
+            Meta::Done => {}
+            Meta::Failed(code) => return Ok(code),
+            Meta::Stopped => {
+                cl.unlock();
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(3600));
+                }
+            }
         }
     } else if o.disable_indexes && !o.data {
         drop_indexes(&db, &dict)?;
@@ -428,7 +437,21 @@ fn drop_indexes(db: &rusqlite::Connection, dict: &Dict) -> Result<()> {
 /// `-m`: the disk-data objects (unless `--no-restore-disk-objects`), then each table; indexes
 /// and foreign keys unless `--disable-indexes`. Some(exit code) when it failed: the tables
 /// created before the failure stay.
-fn restore_meta(db: &rusqlite::Connection, o: &Opts, dict: &Dict, id: i64) -> Result<Option<i32>> {
+/// How `-m` ended.
+enum Meta {
+    Done,
+    Failed(i32),
+    /// Stopped after `stop_after` tables (a fault: the run then hangs).
+    Stopped,
+}
+
+fn restore_meta(
+    db: &rusqlite::Connection,
+    o: &Opts,
+    dict: &Dict,
+    id: i64,
+    stop_after: Option<usize>,
+) -> Result<Meta> {
     log("restore_metadata", "Restore objects (tablespaces, ..)");
     if !o.no_restore_disk_objects {
         for (kind, name) in &dict.disk {
@@ -458,21 +481,24 @@ fn restore_meta(db: &rusqlite::Connection, o: &Opts, dict: &Dict, id: i64) -> Re
                         "Create {what} failed: {name}: 721: Schema object with given name already exists"
                     );
                     println!("Failed to restore BACKUP-{id}");
-                    return Ok(Some(1));
+                    return Ok(Meta::Failed(1));
                 }
                 Err(e) => return Err(e.into()),
             }
         }
     }
     log("restore_metadata", "Restoring tables");
-    for (d, t) in &dict.tables {
+    for (k, (d, t)) in dict.tables.iter().enumerate() {
+        if stop_after == Some(k) && k > 0 {
+            return Ok(Meta::Stopped);
+        }
         if table_exists(db, d, t)? {
             eprintln!(
                 "Create table `{d}/def/{t}` failed: 721: Schema object with given name already exists"
             );
             eprintln!("Restore: Failed to restore table: `{d}/def/{t}` ... Exiting ");
             println!("Failed to restore BACKUP-{id}");
-            return Ok(Some(1));
+            return Ok(Meta::Failed(1));
         }
         db.execute(
             "INSERT INTO ndb_tables(db, tbl) VALUES (?1, ?2)",
@@ -495,7 +521,7 @@ fn restore_meta(db: &rusqlite::Connection, o: &Opts, dict: &Dict, id: i64) -> Re
             )?;
         }
     }
-    Ok(None)
+    Ok(Meta::Done)
 }
 
 /// `-r`: every part's rows then its log. Some(exit code) when it failed.
