@@ -267,20 +267,8 @@ fn run_step(
             }
             Ok(())
         }
-        StepKind::StartServices => {
-            for c in &step.commands {
-                let out = head.run(c, SHORT_TIMEOUT, run.cancel).map_err(&ne)?;
-                report_output(run, i, &out.stdout);
-            }
-            Ok(())
-        }
-        StepKind::Kafka => {
-            for c in &step.commands {
-                let out = head.run(c, TOOL_TIMEOUT, run.cancel).map_err(&ne)?;
-                report_output(run, i, &out.stdout);
-            }
-            Ok(())
-        }
+        StepKind::StartServices => run_each(run, i, step, SHORT_TIMEOUT),
+        StepKind::Reindex | StepKind::Kafka => run_each(run, i, step, TOOL_TIMEOUT),
         StepKind::RestoreData => {
             let mut d: DataDetail = serde_json::from_str(detail).unwrap_or_default();
             // Each ndb_restore holds an API slot: never more at once than are free.
@@ -422,19 +410,29 @@ fn run_step(
                 }
             }
         }
-        StepKind::Reindex => {
-            for c in &step.commands {
-                let out = head.run(c, TOOL_TIMEOUT, run.cancel).map_err(&ne)?;
-                report_output(run, i, &out.stdout);
-            }
-            Ok(())
-        }
         StepKind::Report => {
             // Everything is restored: the staged copy of the RonDB files is not needed any more.
             remove_staging(run.settings, &run.manifest.id);
             Ok(())
         }
     }
+}
+
+/// Runs the step's commands on the head node, one after the other.
+fn run_each(
+    run: &RestoreRun<'_>,
+    i: usize,
+    step: &RestoreStep,
+    timeout: Duration,
+) -> Result<(), RestoreError> {
+    let head = Node::local("head node");
+    for c in &step.commands {
+        let out = head
+            .run(c, timeout, run.cancel)
+            .map_err(node_err(i, step))?;
+        report_output(run, i, &out.stdout);
+    }
+    Ok(())
 }
 
 fn report_output(run: &RestoreRun<'_>, i: usize, out: &str) {
