@@ -9,12 +9,18 @@
 //! - `POST /v1/backups` → 202 [`JobStarted`] (change; 409 [`ErrorBody`] with `job_id` when busy)
 //! - `GET  /v1/jobs/{id}` → [`JobView`] (read)
 //! - `GET  /v1/restore/plan/{backup}` → [`crate::restore::plan::RestorePlan`] (read)
-//! - `POST /v1/restores` [`StartRestoreRequest`] → 202 [`JobStarted`] (change)
+//! - `POST /v1/restores` [`StartRestoreRequest`] → 202 [`JobStarted`] (change; `confirm` must
+//!   repeat `backup_id`)
 //! - `POST /v1/restores/resume` → 202 [`JobStarted`] (change)
+//! - `POST /v1/restores/abandon` [`Confirm`] of the restore's backup id → 200 (change)
+//! - `GET  /v1/prune` → [`PruneDecisions`], the dry run (read)
+//! - `POST /v1/prune` [`Confirm`] `"prune"` → 202 [`JobStarted`] (change)
+//! - `POST /v1/backups/{id}/pin` → 200; `.../unpin` [`Confirm`] of the id → 200 (change)
 //! - `POST /v1/restores/abort` → 202 [`JobStarted`] of the job told to stop (change)
 //! - `GET  /v1/restores/last` → [`RestoreStatus`] (read)
 //!
-//! Errors are `{"error":{"code":"...","message":"..."}}` with a fitting status.
+//! Errors are `{"error":{"code":"...","message":"..."}}` with a fitting status. A destructive
+//! request without its confirmation gets 400 `confirmation_required` and changes nothing.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -127,10 +133,31 @@ impl ErrorBody {
 #[serde(deny_unknown_fields)]
 pub struct StartRestoreRequest {
     pub backup_id: String,
+    /// The backup id again: a restore overwrites the cluster.
+    #[serde(default)]
+    pub confirm: Option<String>,
     #[serde(default)]
     pub allow_partial: bool,
     #[serde(default)]
     pub force: bool,
+}
+
+/// The confirmation a destructive request carries in its body: `{"confirm": "..."}` with what
+/// the route names (the backup id, or `"prune"`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Confirm {
+    pub confirm: String,
+}
+
+impl Confirm {
+    /// The body confirming `what`.
+    pub fn body(what: &str) -> String {
+        serde_json::to_string(&Confirm {
+            confirm: what.to_string(),
+        })
+        .expect("a string serialises")
+    }
 }
 
 /// The last restore: its record, plan, per-step durations and the running job's progress.

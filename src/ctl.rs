@@ -385,7 +385,11 @@ async fn run_inner(cli: &Cli) -> Result<ExitCode, CtlError> {
                 _ => "unpin",
             };
             let v: serde_json::Value = client
-                .call(Method::POST, &format!("/v1/backups/{id}/{op}"), Some("{}"))
+                .call(
+                    Method::POST,
+                    &format!("/v1/backups/{id}/{op}"),
+                    Some(&crate::api::Confirm::body(id)),
+                )
                 .await?;
             if cli.json {
                 print_json(&v);
@@ -454,7 +458,13 @@ async fn run_inner(cli: &Cli) -> Result<ExitCode, CtlError> {
             dry_run: false,
             wait,
         } => {
-            let started: JobStarted = client.call(Method::POST, "/v1/prune", Some("{}")).await?;
+            let started: JobStarted = client
+                .call(
+                    Method::POST,
+                    "/v1/prune",
+                    Some(&crate::api::Confirm::body("prune")),
+                )
+                .await?;
             return follow(&client, cli, &started, *wait, "prune").await;
         }
         Command::Backup {
@@ -514,7 +524,8 @@ async fn run_inner(cli: &Cli) -> Result<ExitCode, CtlError> {
                 confirm(backup)?;
             }
             let body = serde_json::json!({
-                "backup_id": backup, "allow_partial": allow_partial, "force": force,
+                "backup_id": backup, "confirm": backup,
+                "allow_partial": allow_partial, "force": force,
             })
             .to_string();
             let started: JobStarted = client
@@ -533,8 +544,15 @@ async fn run_inner(cli: &Cli) -> Result<ExitCode, CtlError> {
         Command::Restore {
             command: RestoreCommand::Abandon,
         } => {
+            // The API wants the abandoned restore's backup id repeated: read which it is.
+            let last: crate::api::RestoreStatus =
+                client.call(Method::GET, "/v1/restores/last", None).await?;
             let v: serde_json::Value = client
-                .call(Method::POST, "/v1/restores/abandon", Some("{}"))
+                .call(
+                    Method::POST,
+                    "/v1/restores/abandon",
+                    Some(&crate::api::Confirm::body(last.restore.backup_id.as_str())),
+                )
                 .await?;
             if cli.json {
                 print_json(&v);

@@ -239,6 +239,9 @@ pub struct DaemonSettings {
     pub catalog: PathBuf,
     /// How long to wait for a running job to reach a safe point on shutdown (0 < t <= 1h).
     pub shutdown_timeout: Duration,
+    /// How long a client of the API socket or the metrics port may take to send a request's
+    /// head or body (also how long a kept-alive connection may sit idle).
+    pub client_timeout: Duration,
     /// One of `error`, `warn`, `info`, `debug`, `trace`.
     pub log_level: String,
 }

@@ -118,6 +118,7 @@ pub(crate) struct RawDaemon {
     pub operator_group: Option<String>,
     pub catalog: Option<String>,
     pub shutdown_timeout: Option<String>,
+    pub client_timeout: Option<String>,
     pub log_level: Option<String>,
 }
 
@@ -203,6 +204,7 @@ pub(crate) fn allowed_keys(shape: &str) -> &'static [&'static str] {
         ],
         "daemon" => &[
             "catalog",
+            "client_timeout",
             "log_level",
             "operator_group",
             "shutdown_timeout",

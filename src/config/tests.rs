@@ -58,6 +58,7 @@ fn shipped_example_loads_and_has_the_defaults() {
     assert_eq!(d.operator_group, None);
     assert_eq!(d.catalog, PathBuf::from("/var/lib/hopsdr/catalog.db"));
     assert_eq!(d.shutdown_timeout, Duration::from_secs(60));
+    assert_eq!(d.client_timeout, Duration::from_secs(10));
     assert_eq!(d.log_level, "info");
     assert_eq!(
         settings.metrics.listen,
@@ -378,7 +379,7 @@ fn unknown_keys_list_the_allowed_keys_of_every_table() {
         (
             "[daemon]\nx = 1",
             "daemon.x",
-            "catalog, log_level, operator_group, shutdown_timeout, socket, socket_group",
+            "catalog, client_timeout, log_level, operator_group, shutdown_timeout, socket, socket_group",
         ),
         ("[metrics]\nx = 1", "metrics.x", "enabled, listen"),
         (

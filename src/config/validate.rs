@@ -27,6 +27,7 @@ pub(crate) const DEFAULT_SOCKET: &str = "/run/hopsdr/hopsdr.sock";
 pub(crate) const DEFAULT_SOCKET_GROUP: &str = "hopsdr";
 pub(crate) const DEFAULT_CATALOG: &str = "/var/lib/hopsdr/catalog.db";
 pub(crate) const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) const MAX_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3600);
 pub(crate) const DEFAULT_LOG_LEVEL: &str = "info";
 pub(crate) const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
@@ -880,6 +881,11 @@ impl<'a> Validator<'a> {
         let catalog = self.absolute(&p.key("catalog"), raw.catalog, DEFAULT_CATALOG);
         let shutdown_timeout =
             self.shutdown_timeout(&p.key("shutdown_timeout"), raw.shutdown_timeout);
+        let client_timeout = self.duration(
+            &p.key("client_timeout"),
+            raw.client_timeout,
+            DEFAULT_CLIENT_TIMEOUT,
+        );
         let log_level = match raw.log_level {
             None => DEFAULT_LOG_LEVEL.to_string(),
             Some(level) if LOG_LEVELS.contains(&level.as_str()) => level,
@@ -900,6 +906,7 @@ impl<'a> Validator<'a> {
             operator_group,
             catalog,
             shutdown_timeout,
+            client_timeout,
             log_level,
         }
     }

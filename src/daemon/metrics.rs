@@ -46,6 +46,8 @@ pub struct Metrics {
     pub backups: IntGaugeVec,
     pub verify_last_success: Gauge,
     pub verify_damaged_blobs: IntGauge,
+    /// Connections closed by a limit or a timeout, by listener (`api`, `metrics`) and reason.
+    pub connections_dropped: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -266,6 +268,17 @@ impl Metrics {
                 ))
                 .expect("valid"),
             ),
+            connections_dropped: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "hopsdr_connections_dropped_total",
+                        "Connections refused by a connection limit or closed by a client timeout",
+                    ),
+                    &["listener", "reason"],
+                )
+                .expect("valid"),
+            ),
             registry: r,
         };
         for kind in JobKind::ALL {
@@ -276,6 +289,11 @@ impl Metrics {
         }
         for result in ["succeeded", "partial", "failed", "interrupted"] {
             m.backups_total.with_label_values(&[result]);
+        }
+        for listener in ["api", "metrics"] {
+            for reason in ["limit", "timeout"] {
+                m.connections_dropped.with_label_values(&[listener, reason]);
+            }
         }
         m
     }
@@ -296,21 +314,53 @@ impl Default for Metrics {
     }
 }
 
-/// Serves `GET /metrics` on `listener` until `shutdown` fires.
-pub async fn serve(listener: TcpListener, metrics: Metrics, shutdown: CancellationToken) {
+/// Serves `GET /metrics` on `listener` until `shutdown` fires, with at most
+/// [`super::conn::METRICS_MAX_CONNECTIONS`] connections open and `timeout` for a request's head.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Metrics,
+    timeout: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    use super::conn::{self, AcceptBackoff, ConnLimiter};
+    let limiter = ConnLimiter::new(conn::METRICS_MAX_CONNECTIONS, 0, 0);
+    let mut backoff = AcceptBackoff::default();
     loop {
         let stream = tokio::select! {
             _ = shutdown.cancelled() => return,
             r = listener.accept() => match r {
-                Ok((s, _)) => s,
+                Ok((s, _)) => {
+                    backoff.succeeded();
+                    s
+                }
                 Err(e) => {
-                    tracing::warn!("metrics listener: accept failed: {e}");
-                    continue;
+                    let wait = backoff.failed("metrics listener", &e);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(wait) => continue,
+                    }
                 }
             },
         };
+        let permit = match limiter.try_acquire(None) {
+            Ok(p) => p,
+            Err(refusal) => {
+                metrics
+                    .connections_dropped
+                    .with_label_values(&["metrics", "limit"])
+                    .inc();
+                let _ = stream.try_write(&conn::refusal_response(
+                    "503 Service Unavailable",
+                    "text/plain",
+                    &format!("{refusal}\n"),
+                ));
+                continue;
+            }
+        };
         let metrics = metrics.clone();
         tokio::spawn(async move {
+            let _permit = permit;
+            let m2 = metrics.clone();
             let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 let metrics = metrics.clone();
                 async move {
@@ -326,9 +376,16 @@ pub async fn serve(listener: TcpListener, metrics: Metrics, shutdown: Cancellati
                     Ok::<_, hyper::http::Error>(resp.expect("static response parts are valid"))
                 }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
+            let r = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(timeout)
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
+            if r.is_err_and(|e| e.is_timeout()) {
+                m2.connections_dropped
+                    .with_label_values(&["metrics", "timeout"])
+                    .inc();
+            }
         });
     }
 }

@@ -7,6 +7,7 @@
 //! HTTP, cron or systemd.
 
 pub mod args;
+pub mod conn;
 pub mod jobs;
 pub mod metrics;
 pub mod notify;
@@ -374,8 +375,14 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> Result<(), DaemonE
 
     let api_stop = CancellationToken::new();
     let api_task = tokio::spawn(server::serve(listener, ctx.clone(), api_stop.clone()));
-    let metrics_task = metrics_listener
-        .map(|l| tokio::spawn(metrics::serve(l, metrics.clone(), root.child_token())));
+    let metrics_task = metrics_listener.map(|l| {
+        tokio::spawn(metrics::serve(
+            l,
+            metrics.clone(),
+            ctx.settings().daemon.client_timeout,
+            root.child_token(),
+        ))
+    });
     let wake = Arc::new(Notify::new());
     scheduler::arm_new_schedules(&ctx);
     let sched_task = tokio::spawn(scheduler::run(

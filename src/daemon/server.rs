@@ -38,12 +38,37 @@ pub enum ServerError {
     },
 }
 
-/// Who is asking, from SO_PEERCRED.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Who is asking: uid, gid and pid from SO_PEERCRED and the supplementary groups from
+/// SO_PEERGROUPS, all as the kernel recorded them when the client connected. Rights are decided
+/// from these alone, never from `/proc/<pid>` (a pid can be reused once the client exits).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
     pub uid: u32,
     pub gid: u32,
     pub pid: i32,
+    pub groups: Arc<[u32]>,
+}
+
+impl Peer {
+    /// The peer's credentials, read once at accept.
+    fn of(stream: &tokio::net::UnixStream) -> std::io::Result<Peer> {
+        let c = stream.peer_cred()?;
+        let groups = peer_groups(stream)?;
+        Ok(Peer {
+            uid: c.uid(),
+            gid: c.gid(),
+            pid: c.pid().unwrap_or(0),
+            groups: groups.into(),
+        })
+    }
+
+    /// The primary group first, then the supplementary groups.
+    fn all_groups(&self) -> Vec<u32> {
+        let mut g = Vec::with_capacity(self.groups.len() + 1);
+        g.push(self.gid);
+        g.extend_from_slice(&self.groups);
+        g
+    }
 }
 
 /// What a request needs.
@@ -81,19 +106,36 @@ impl AccessGroups {
     }
 }
 
-/// The supplementary groups of a process, from `/proc/<pid>/status`.
-fn process_groups(pid: i32) -> Vec<u32> {
-    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return Vec::new();
-    };
-    text.lines()
-        .find_map(|l| l.strip_prefix("Groups:"))
-        .map(|g| {
-            g.split_whitespace()
-                .filter_map(|n| n.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
+/// The supplementary groups the peer of `stream` had when it connected (SO_PEERGROUPS, Linux
+/// 4.13 and later): credentials bound to the connection that no later process can replace.
+fn peer_groups(stream: &tokio::net::UnixStream) -> std::io::Result<Vec<u32>> {
+    use std::os::fd::AsRawFd;
+    let mut groups = vec![0u32; 64];
+    loop {
+        let mut len = (groups.len() * std::mem::size_of::<u32>()) as libc::socklen_t;
+        // SAFETY: the buffer is valid for `len` bytes and outlives the call; the kernel writes
+        // at most `len` bytes and sets `len` to what it wrote (or needs, with ERANGE).
+        let r = unsafe {
+            libc::getsockopt(
+                stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let n = len as usize / std::mem::size_of::<u32>();
+        if r == 0 {
+            groups.truncate(n);
+            return Ok(groups);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ERANGE) && n > groups.len() {
+            groups.resize(n, 0);
+            continue;
+        }
+        return Err(e);
+    }
 }
 
 /// Pure access decision given the peer's groups (primary first).
@@ -140,41 +182,90 @@ pub async fn bind(path: &Path, group: Option<u32>) -> Result<UnixListener, Serve
 }
 
 /// Serves requests until `shutdown` fires, then waits briefly for requests in flight.
+///
+/// Connections are bounded (in total and per uid, with room kept for root: [`super::conn`]); a
+/// client gets `daemon.client_timeout` to send each request's head and body, also between
+/// requests on a kept-alive connection; a failing `accept` backs off.
 pub async fn serve(listener: UnixListener, ctx: Arc<Ctx>, shutdown: CancellationToken) {
+    use super::conn::{self, AcceptBackoff, ConnLimiter};
+    let limiter = ConnLimiter::new(
+        conn::API_MAX_CONNECTIONS,
+        conn::API_RESERVED_FOR_ROOT,
+        conn::API_MAX_PER_UID,
+    );
+    let heavy = Arc::new(tokio::sync::Semaphore::new(conn::MAX_HEAVY_READS));
+    let mut backoff = AcceptBackoff::default();
     let mut conns = JoinSet::new();
     loop {
         let stream = tokio::select! {
             _ = shutdown.cancelled() => break,
             Some(_) = conns.join_next(), if !conns.is_empty() => continue,
             r = listener.accept() => match r {
-                Ok((s, _)) => s,
+                Ok((s, _)) => {
+                    backoff.succeeded();
+                    s
+                }
                 Err(e) => {
-                    tracing::warn!("api socket: accept failed: {e}");
-                    continue;
+                    let wait = backoff.failed("api socket", &e);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(wait) => continue,
+                    }
                 }
             },
         };
-        let peer = match stream.peer_cred() {
-            Ok(c) => Peer {
-                uid: c.uid(),
-                gid: c.gid(),
-                pid: c.pid().unwrap_or(0),
-            },
+        let peer = match Peer::of(&stream) {
+            Ok(p) => p,
             Err(e) => {
                 tracing::warn!("api socket: cannot read peer credentials, closing: {e}");
                 continue;
             }
         };
+        let permit = match limiter.try_acquire(Some(peer.uid)) {
+            Ok(p) => p,
+            Err(refusal) => {
+                ctx.metrics
+                    .connections_dropped
+                    .with_label_values(&["api", "limit"])
+                    .inc();
+                tracing::debug!(uid = peer.uid, pid = peer.pid, "api socket: {refusal}");
+                let body = serde_json::to_string(&ErrorBody::new(
+                    "too_many_connections",
+                    refusal.to_string(),
+                ))
+                .unwrap_or_default();
+                let _ = stream.try_write(&conn::refusal_response(
+                    "503 Service Unavailable",
+                    "application/json",
+                    &body,
+                ));
+                continue;
+            }
+        };
         let ctx = ctx.clone();
+        let heavy = heavy.clone();
+        let timeout = ctx.settings().daemon.client_timeout;
         conns.spawn(async move {
+            let _permit = permit;
+            let metrics = ctx.metrics.clone();
             let svc = hyper::service::service_fn(move |req| {
-                let ctx = ctx.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(ctx, peer, req).await) }
+                let (ctx, peer, heavy) = (ctx.clone(), peer.clone(), heavy.clone());
+                async move {
+                    Ok::<_, std::convert::Infallible>(handle(ctx, peer, heavy, timeout, req).await)
+                }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(timeout)
                 .serve_connection(TokioIo::new(stream), svc)
                 .await
             {
+                if e.is_timeout() {
+                    metrics
+                        .connections_dropped
+                        .with_label_values(&["api", "timeout"])
+                        .inc();
+                }
                 tracing::debug!("api connection ended: {e}");
             }
         });
@@ -198,7 +289,55 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
     json(status, &ErrorBody::new(code, message))
 }
 
-fn audit(ctx: &Ctx, peer: Peer, action: &str, allowed: bool, detail: &str) {
+/// Checks that a destructive request's body confirms `expected` (`{"confirm": expected}`);
+/// otherwise the 400 answer that says how, and nothing is changed.
+#[allow(clippy::result_large_err)]
+fn confirmed(body: &[u8], expected: &str, what: &str) -> Result<(), Response<Full<Bytes>>> {
+    let given = serde_json::from_slice::<api::Confirm>(body)
+        .ok()
+        .map(|c| c.confirm);
+    check_confirmation(given.as_deref(), expected, what)
+}
+
+#[allow(clippy::result_large_err)]
+fn check_confirmation(
+    given: Option<&str>,
+    expected: &str,
+    what: &str,
+) -> Result<(), Response<Full<Bytes>>> {
+    if given == Some(expected) {
+        return Ok(());
+    }
+    let got = match given {
+        None => "no confirmation".to_string(),
+        Some(g) => format!("confirmation {g:?}"),
+    };
+    Err(error(
+        StatusCode::BAD_REQUEST,
+        "confirmation_required",
+        format!("{what}: the request must confirm it with {{\"confirm\": {expected:?}}} (got {got}); nothing was changed"),
+    ))
+}
+
+/// A place for one heavy read (it runs on a blocking thread), or 429 when
+/// [`super::conn::MAX_HEAVY_READS`] already run: read-only requests cannot occupy every thread.
+#[allow(clippy::result_large_err)]
+fn heavy_read(
+    heavy: &Arc<tokio::sync::Semaphore>,
+) -> Result<tokio::sync::OwnedSemaphorePermit, Response<Full<Bytes>>> {
+    heavy.clone().try_acquire_owned().map_err(|_| {
+        error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_heavy_reads",
+            format!(
+                "{} repository checks or restore plans are running: try again when they are done",
+                super::conn::MAX_HEAVY_READS
+            ),
+        )
+    })
+}
+
+fn audit(ctx: &Ctx, peer: &Peer, action: &str, allowed: bool, detail: &str) {
     if allowed {
         tracing::info!(
             uid = peer.uid,
@@ -232,7 +371,7 @@ fn audit(ctx: &Ctx, peer: Peer, action: &str, allowed: bool, detail: &str) {
 /// (naming it), 503 while stopping, 500 otherwise; audited either way.
 fn job_started(
     ctx: &Ctx,
-    peer: Peer,
+    peer: &Peer,
     action: &str,
     result: Result<crate::api::JobStarted, JobError>,
     describe: impl FnOnce(&crate::api::JobStarted) -> String,
@@ -266,7 +405,13 @@ fn job_started(
     }
 }
 
-async fn handle(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(
+    ctx: Arc<Ctx>,
+    peer: Peer,
+    heavy: Arc<tokio::sync::Semaphore>,
+    timeout: std::time::Duration,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
@@ -278,15 +423,13 @@ async fn handle(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<F
         Access::Change
     };
     let groups = ctx.access_groups();
-    let mut peer_groups = vec![peer.gid];
-    peer_groups.extend(process_groups(peer.pid));
-    if !decide(peer.uid, &peer_groups, access, &groups) {
+    if !decide(peer.uid, &peer.all_groups(), access, &groups) {
         let what = match access {
             Access::Read => "reading needs uid 0 or the daemon.socket_group",
             Access::Change => "changes need uid 0 or a member of daemon.operator_group",
         };
         if access == Access::Change {
-            audit(&ctx, peer, &action, false, "permission denied");
+            audit(&ctx, &peer, &action, false, "permission denied");
         } else {
             tracing::warn!(uid = peer.uid, pid = peer.pid, action = %action, "request refused: permission denied");
         }
@@ -297,13 +440,29 @@ async fn handle(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<F
         );
     }
 
-    // Read the body with a limit, whatever the route.
-    let body = match Limited::new(req.into_body(), api::MAX_BODY_BYTES)
-        .collect()
-        .await
+    // Read the body with a limit in size and time, whatever the route.
+    let body = match tokio::time::timeout(
+        timeout,
+        Limited::new(req.into_body(), api::MAX_BODY_BYTES).collect(),
+    )
+    .await
     {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
+        Err(_) => {
+            ctx.metrics
+                .connections_dropped
+                .with_label_values(&["api", "timeout"])
+                .inc();
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!(
+                    "the request body did not arrive within {} (daemon.client_timeout)",
+                    humantime::format_duration(timeout)
+                ),
+            );
+        }
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) => {
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()
             {
@@ -371,7 +530,7 @@ async fn handle(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<F
                 }
             }
             let r = jobs::start_backup(&ctx, &format!("api:uid={}", peer.uid));
-            job_started(&ctx, peer, &action, r, |s| {
+            job_started(&ctx, &peer, &action, r, |s| {
                 format!(
                     "start backup: job {} backup {}",
                     s.job_id,
@@ -383,8 +542,17 @@ async fn handle(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<F
             })
         }
         (&Method::GET, ["v1", "repo", "check"]) => {
+            let permit = match heavy_read(&heavy) {
+                Ok(p) => p,
+                Err(resp) => return resp,
+            };
             let repo = ctx.repo.clone();
-            match tokio::task::spawn_blocking(move || repo.check()).await {
+            match tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                repo.check()
+            })
+            .await
+            {
                 Ok(Ok(report)) => json(StatusCode::OK, &report),
                 Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.code(), e.to_string()),
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "task", e.to_string()),
@@ -392,7 +560,7 @@ async fn handle(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<F
         }
         (&Method::POST, ["v1", "catalog", "rebuild"]) => {
             let r = super::rebuild::start_rebuild(&ctx, &format!("api:uid={}", peer.uid));
-            job_started(&ctx, peer, &action, r, |s| {
+            job_started(&ctx, &peer, &action, r, |s| {
                 format!("catalog rebuild: job {}", s.job_id)
             })
         }
@@ -417,8 +585,12 @@ async fn handle(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<F
             }
         }
         (&Method::POST, ["v1", "prune"]) => {
+            if let Err(resp) = confirmed(&body, "prune", "pruning forgets backups") {
+                audit(&ctx, &peer, &action, false, "prune not confirmed");
+                return resp;
+            }
             let r = super::prune::start_prune(&ctx, &format!("api:uid={}", peer.uid));
-            job_started(&ctx, peer, &action, r, |s| {
+            job_started(&ctx, &peer, &action, r, |s| {
                 format!("prune: job {}", s.job_id)
             })
         }
@@ -455,13 +627,13 @@ async fn handle(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<F
             use super::verify::{start_verify, VerifyStartError};
             match start_verify(&ctx, &format!("api:uid={}", peer.uid), backup) {
                 Err(e @ (VerifyStartError::NotFound(_) | VerifyStartError::Nothing)) => {
-                    audit(&ctx, peer, &action, false, &e.to_string());
+                    audit(&ctx, &peer, &action, false, &e.to_string());
                     error(StatusCode::NOT_FOUND, "no_such_backup", e.to_string())
                 }
                 Err(VerifyStartError::Job(e)) => {
-                    job_started(&ctx, peer, &action, Err(e), |_| String::new())
+                    job_started(&ctx, &peer, &action, Err(e), |_| String::new())
                 }
-                Ok(started) => job_started(&ctx, peer, &action, Ok(started), |s| {
+                Ok(started) => job_started(&ctx, &peer, &action, Ok(started), |s| {
                     format!("verify: job {}", s.job_id)
                 }),
             }
@@ -475,6 +647,13 @@ async fn handle(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<F
                 );
             };
             let pinned = *op == "pin";
+            if !pinned {
+                let what = "unpinning lets retention forget the backup";
+                if let Err(resp) = confirmed(&body, id.as_str(), what) {
+                    audit(&ctx, &peer, &action, false, "unpin not confirmed");
+                    return resp;
+                }
+            }
             let r = ctx
                 .catalog
                 .lock()
@@ -482,7 +661,7 @@ async fn handle(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<F
                 .set_pinned(&id, pinned);
             match r {
                 Ok(true) => {
-                    audit(&ctx, peer, &action, true, &format!("{op} backup {id}"));
+                    audit(&ctx, &peer, &action, true, &format!("{op} backup {id}"));
                     json(
                         StatusCode::OK,
                         &serde_json::json!({ "backup_id": id, "pinned": pinned }),
@@ -506,11 +685,16 @@ async fn handle(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<F
                     format!("\"{id}\" is not a backup id (expected YYYYMMDDTHHMMSSZ)"),
                 );
             };
+            let permit = match heavy_read(&heavy) {
+                Ok(p) => p,
+                Err(resp) => return resp,
+            };
             let repo = ctx.repo.clone();
             let settings = ctx.settings();
             let bid = id.clone();
             // The plan depends on what the target holds: read it (nothing is changed).
             let r = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
                 let m = repo.read_manifest(&bid)?;
                 let p = crate::restore::target::plan_for(&m, &settings, &Default::default());
                 Ok::<_, crate::repository::RepoError>(p)
@@ -551,6 +735,11 @@ async fn handle(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<F
                     ),
                 );
             };
+            let what = "a restore overwrites the cluster";
+            if let Err(resp) = check_confirmation(req.confirm.as_deref(), bid.as_str(), what) {
+                audit(&ctx, &peer, &action, false, "restore not confirmed");
+                return resp;
+            }
             let opts = crate::restore::exec::RestoreOptions {
                 allow_partial: req.allow_partial,
                 force: req.force,
@@ -558,13 +747,13 @@ async fn handle(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<F
             // Planning reads the target cluster (blocking commands): off the runtime's workers.
             let (ctx2, action2) = (ctx.clone(), action.clone());
             tokio::task::spawn_blocking(move || {
-                restore_response(&ctx2, peer, &action2, Some(&bid), opts)
+                restore_response(&ctx2, &peer, &action2, Some(&bid), opts)
             })
             .await
             .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
         }
         (&Method::POST, ["v1", "restores", "resume"]) => {
-            restore_response(&ctx, peer, &action, None, Default::default())
+            restore_response(&ctx, &peer, &action, None, Default::default())
         }
         (&Method::POST, ["v1", "restores", "abort"]) => {
             let running = ctx.jobs.current();
@@ -583,7 +772,7 @@ async fn handle(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<F
                     ctx.jobs.cancel_current();
                     audit(
                         &ctx,
-                        peer,
+                        &peer,
                         &action,
                         true,
                         &format!("abort restore job {}", j.id),
@@ -597,7 +786,7 @@ async fn handle(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<F
                     )
                 }
                 None => {
-                    audit(&ctx, peer, &action, false, "no restore running");
+                    audit(&ctx, &peer, &action, false, "no restore running");
                     error(
                         StatusCode::CONFLICT,
                         "no_restore_running",
@@ -617,7 +806,7 @@ async fn handle(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<F
                     .flatten()
             }) {
                 if j.kind == crate::catalog::JobKind::Restore {
-                    audit(&ctx, peer, &action, false, "a restore is running");
+                    audit(&ctx, &peer, &action, false, "a restore is running");
                     return error(
                         StatusCode::CONFLICT,
                         "restore_running",
@@ -634,6 +823,13 @@ async fn handle(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<F
                     backup_id,
                     state,
                 })) => {
+                    let what = format!(
+                        "abandoning restore {restore_id} lets backups of the half-restored cluster push out backup {backup_id}"
+                    );
+                    if let Err(resp) = confirmed(&body, backup_id.as_str(), &what) {
+                        audit(&ctx, &peer, &action, false, "abandon not confirmed");
+                        return resp;
+                    }
                     let r = ctx
                         .catalog
                         .lock()
@@ -652,7 +848,7 @@ async fn handle(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<F
                     tracing::warn!(restore_id, backup_id = %backup_id, "restore abandoned: scheduled backups and pruning run again");
                     audit(
                         &ctx,
-                        peer,
+                        &peer,
                         &action,
                         true,
                         &format!("abandon restore {restore_id} of backup {backup_id} ({state})"),
@@ -663,7 +859,7 @@ async fn handle(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<F
                     )
                 }
                 Ok(_) => {
-                    audit(&ctx, peer, &action, false, "no unfinished restore");
+                    audit(&ctx, &peer, &action, false, "no unfinished restore");
                     error(
                         StatusCode::UNPROCESSABLE_ENTITY,
                         "no_unfinished_restore",
@@ -768,7 +964,7 @@ async fn handle(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<F
 
 fn restore_response(
     ctx: &Arc<Ctx>,
-    peer: Peer,
+    peer: &Peer,
     action: &str,
     backup: Option<&BackupId>,
     opts: crate::restore::exec::RestoreOptions,

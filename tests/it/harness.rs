@@ -43,6 +43,8 @@ pub struct Env {
     pub files: Vec<(PathBuf, bool)>,
     /// A `[repository]` section instead of the local directory `repo()`.
     pub repository_config: Option<String>,
+    /// More keys of the `[daemon]` section.
+    pub daemon_extra: String,
 }
 
 impl Env {
@@ -68,6 +70,7 @@ impl Env {
             extra_config: String::new(),
             files,
             repository_config: None,
+            daemon_extra: String::new(),
         }
     }
 
@@ -103,12 +106,13 @@ impl Env {
             )
         });
         format!(
-            "[daemon]\nsocket = \"{}\"\nsocket_group = \"nogroup\"\ncatalog = \"{}\"\nshutdown_timeout = \"5s\"\nlog_level = \"debug\"\n\n\
+            "[daemon]\nsocket = \"{}\"\nsocket_group = \"nogroup\"\ncatalog = \"{}\"\nshutdown_timeout = \"5s\"\nlog_level = \"debug\"\n{}\n\
              [metrics]\nlisten = \"127.0.0.1:{}\"\n\n\
              {repository}\n\
              [backup.files]\npaths = [\n{paths}]\n\n{}",
             self.socket().display(),
             self.catalog().display(),
+            self.daemon_extra,
             self.metrics_port,
             self.extra_config
         )

@@ -11,6 +11,7 @@ mod hopsfs;
 #[cfg(feature = "testbed")]
 mod hopsworks;
 mod lifecycle;
+mod listeners;
 mod mysql;
 mod packaging;
 #[cfg(feature = "testbed")]
