@@ -17,6 +17,22 @@ use tokio_util::sync::CancellationToken;
 /// The most stderr kept for an error message.
 const STDERR_KEEP: usize = 64 * 1024;
 
+/// The most stdout a command run for its output may print (a block listing of a large
+/// datanode is tens of MiB); a node printing more is stopped, never allowed to fill memory.
+pub const MAX_CAPTURED_STDOUT: u64 = 128 * 1024 * 1024;
+
+/// Reads all of `r` into `buf`, failing once it holds more than `limit` bytes.
+fn read_bounded(r: &mut dyn Read, buf: &mut Vec<u8>, limit: u64) -> std::io::Result<()> {
+    r.take(limit + 1).read_to_end(buf)?;
+    if buf.len() as u64 > limit {
+        return Err(std::io::Error::other(format!(
+            "it printed more than {} MiB, the most hopsdr reads of a command's output; the command was stopped (check the tool on that node)",
+            limit / (1024 * 1024)
+        )));
+    }
+    Ok(())
+}
+
 /// How to reach remote nodes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SshSettings {
@@ -229,7 +245,7 @@ impl Node {
     ) -> Result<CommandOutput, NodeError> {
         let mut stdout = Vec::new();
         let (status, stderr) = self.stream_with_input(argv, Some(input), timeout, cancel, |r| {
-            r.read_to_end(&mut stdout).map(|_| ())
+            read_bounded(r, &mut stdout, MAX_CAPTURED_STDOUT)
         })?;
         if let (NodeAddress::Ssh { host, .. }, Some(255)) = (&self.address, status.code()) {
             return Err(NodeError::Ssh {
@@ -253,7 +269,7 @@ impl Node {
     ) -> Result<(CommandOutput, ExitStatus), NodeError> {
         let mut stdout = Vec::new();
         let status_and_err = self.stream(argv, timeout, cancel, |r| {
-            r.read_to_end(&mut stdout).map(|_| ())
+            read_bounded(r, &mut stdout, MAX_CAPTURED_STDOUT)
         })?;
         let (status, stderr) = status_and_err;
         Ok((
@@ -446,8 +462,11 @@ impl Node {
             }
         }
         if let Err(source) = consumed {
-            // A consumer error caused by the command failing is better told by its stderr.
-            if !status.success() {
+            // A consumer error caused by the command failing is better told by its stderr;
+            // one that made us kill the command (SIGKILL) is told by itself.
+            let killed_here =
+                std::os::unix::process::ExitStatusExt::signal(&status) == Some(libc::SIGKILL);
+            if !status.success() && !killed_here {
                 return Err(self.failure(argv, status, stderr));
             }
             return Err(NodeError::Io {
@@ -487,6 +506,36 @@ mod tests {
 
     fn argv(a: &[&str]) -> Vec<String> {
         a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn captured_output_is_bounded() {
+        let mut buf = Vec::new();
+        read_bounded(&mut &[7u8; 100][..], &mut buf, 100).unwrap();
+        assert_eq!(buf.len(), 100);
+        let mut buf = Vec::new();
+        let e = read_bounded(&mut &[7u8; 101][..], &mut buf, 100).unwrap_err();
+        assert!(e.to_string().contains("printed more than"), "{e}");
+        assert_eq!(buf.len(), 101, "never more than the limit and one byte");
+    }
+
+    #[test]
+    fn a_command_printing_too_much_is_stopped_naming_node_and_command() {
+        // `yes` never ends: only the bound stops it (long before the timeout).
+        let node = Node::local("head node");
+        let e = node
+            .run(
+                &argv(&["yes", "0123456789abcdef0123456789abcdef"]),
+                Duration::from_secs(600),
+                &CancellationToken::new(),
+            )
+            .unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("head node: failed to read the output of `yes ")
+                && msg.contains("printed more than 128 MiB"),
+            "{msg}"
+        );
     }
 
     #[test]

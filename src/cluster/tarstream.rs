@@ -1,7 +1,9 @@
 //! Files from a node as a tar stream (`tar -C DIR -cf - .` run locally or over ssh) straight
 //! into a backup: every entry is hashed, compressed and stored as it arrives, with no staging
 //! copy on the head node. Paths in the stream are checked before use: an entry that would land
-//! outside its prefix (absolute, `..`) fails the stream.
+//! outside its prefix (absolute, `..`) fails the stream. What could do harm when the files are
+//! written back as root is neutralised and logged: a symlink whose target leaves the tree (it
+//! could redirect a later write) is not stored, and setuid/setgid bits are cleared.
 
 use std::io::Read;
 
@@ -31,6 +33,32 @@ pub struct TarTotals {
     pub dirs: u64,
     pub symlinks: u64,
     pub bytes: u64,
+    /// Symlinks not stored because their target leaves the tree.
+    pub escaping_symlinks: u64,
+    /// Entries whose setuid/setgid bits were cleared.
+    pub setid_cleared: u64,
+}
+
+/// Whether symlink `rel` (relative to the stream's root) pointing at `target` leads outside the
+/// tree: an absolute target, or one whose `..` climb above the root.
+pub fn symlink_escapes(rel: &str, target: &str) -> bool {
+    if target.starts_with('/') || target.is_empty() {
+        return true;
+    }
+    let mut depth = rel.split('/').filter(|c| !c.is_empty()).count() as i64 - 1;
+    for c in target.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                depth -= 1;
+                if depth < 0 {
+                    return true;
+                }
+            }
+            _ => depth += 1,
+        }
+    }
+    false
 }
 
 /// The argv that streams directory `dir` as tar on a node.
@@ -82,8 +110,17 @@ pub fn ingest(
             });
         }
         let h = entry.header();
+        let mut mode = h.mode().map_err(TarStreamError::Read)?;
+        if mode & 0o6000 != 0 {
+            tracing::warn!(
+                path = %logical,
+                "setuid/setgid bits of {logical} (mode {mode:o}) cleared: hopsdr does not restore them"
+            );
+            mode &= !0o6000;
+            totals.setid_cleared += 1;
+        }
         let meta = FileMeta {
-            mode: h.mode().map_err(TarStreamError::Read)?,
+            mode,
             mtime: h.mtime().map_err(TarStreamError::Read)? as i64,
             uid: h.uid().map_err(TarStreamError::Read)? as u32,
             gid: h.gid().map_err(TarStreamError::Read)? as u32,
@@ -105,6 +142,14 @@ pub fn ingest(
                     .link_name_bytes()
                     .map(|b| String::from_utf8_lossy(&b).into_owned())
                     .unwrap_or_default();
+                if symlink_escapes(rel, &target) {
+                    tracing::warn!(
+                        path = %logical,
+                        "symlink {logical} -> {target} leads outside {prefix}: not backed up (it could redirect a write when restored)"
+                    );
+                    totals.escaping_symlinks += 1;
+                    continue;
+                }
                 writer.add_symlink(&logical, &target, meta)?;
                 totals.symlinks += 1;
             }
@@ -181,6 +226,81 @@ mod tests {
         let mut out = Vec::new();
         repo.restore_file(&entry, &mut out).unwrap();
         assert_eq!(out, data);
+    }
+
+    #[test]
+    fn symlinks_leaving_the_tree_are_recognised() {
+        assert!(!symlink_escapes("BACKUP/latest", "BACKUP-7"));
+        assert!(!symlink_escapes("a/b/c", "../x"));
+        assert!(!symlink_escapes("a/b/c", "../../x"));
+        assert!(symlink_escapes("a/b/c", "../../../x"));
+        assert!(symlink_escapes("a", "../a"));
+        assert!(!symlink_escapes("a", "./b/../c"));
+        assert!(symlink_escapes("a/b", "x/../../../y"));
+        assert!(symlink_escapes("a", "/etc/shadow"));
+        assert!(symlink_escapes("a", ""));
+    }
+
+    #[test]
+    fn a_real_stream_with_escaping_symlinks_and_setuid_files_is_neutralised() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(src.join("BACKUP")).unwrap();
+        std::fs::write(src.join("BACKUP/run"), b"#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(
+            src.join("BACKUP/run"),
+            std::fs::Permissions::from_mode(0o6755),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("/etc/shadow", src.join("BACKUP/abs")).unwrap();
+        std::os::unix::fs::symlink("../../outside", src.join("BACKUP/up")).unwrap();
+        std::os::unix::fs::symlink("run", src.join("BACKUP/ok")).unwrap();
+        let mut child = std::process::Command::new("tar")
+            .args(&tar_argv(src.to_str().unwrap())[1..])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let repo = repo(&dir.path().join("repo"));
+        let mut w = repo.begin_backup(
+            BackupId::parse("20261125T100000Z").unwrap(),
+            CancellationToken::new(),
+        );
+        let totals = ingest(child.stdout.as_mut().unwrap(), "rondb/1", &mut w).unwrap();
+        let st = child.wait().unwrap();
+        assert!(st.success(), "{st}");
+        assert_eq!(
+            (
+                totals.symlinks,
+                totals.escaping_symlinks,
+                totals.setid_cleared
+            ),
+            (1, 2, 1)
+        );
+        w.commit(info()).unwrap();
+        let m = repo
+            .read_manifest(&BackupId::parse("20261125T100000Z").unwrap())
+            .unwrap();
+        let paths: Vec<_> = m.entries.iter().map(|e| e.path().to_string()).collect();
+        assert!(
+            paths.contains(&"rondb/1/BACKUP/ok".to_string()),
+            "{paths:?}"
+        );
+        assert!(
+            !paths
+                .iter()
+                .any(|p| p.ends_with("/abs") || p.ends_with("/up")),
+            "{paths:?}"
+        );
+        let run = m
+            .entries
+            .iter()
+            .find_map(|e| match e {
+                Entry::File(f) if f.path == "rondb/1/BACKUP/run" => Some(f),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(run.meta.mode & 0o7777, 0o755);
     }
 
     #[test]

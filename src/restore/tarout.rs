@@ -1,5 +1,8 @@
 //! A tar stream of part of a backup, built from the repository as it is written (bounded
-//! memory, every chunk verified), for `tar -x` on the node that gets the files back.
+//! memory, every chunk verified), for `tar -x` on the node that gets the files back. `tar -x`
+//! runs as root there, so nothing in the stream may lead outside the target directory or make a
+//! setuid program: setuid/setgid bits are never written and a symlink leaving the tree (only a
+//! tampered manifest could hold one: backups do not store them) is skipped.
 
 use std::io::Write;
 
@@ -10,7 +13,7 @@ use crate::repository::{Entry, FileMeta, Repository};
 fn header(kind: EntryType, meta: &FileMeta, size: u64) -> Header {
     let mut h = Header::new_gnu();
     h.set_entry_type(kind);
-    h.set_mode(meta.mode & 0o7777);
+    h.set_mode(meta.mode & 0o1777);
     h.set_mtime(meta.mtime.max(0) as u64);
     h.set_uid(meta.uid as u64);
     h.set_gid(meta.gid as u64);
@@ -61,10 +64,42 @@ pub fn write_tar(
                 b.append_data(&mut h, rel, r)?;
             }
             Entry::Symlink { target, meta, .. } => {
+                if crate::cluster::tarstream::symlink_escapes(rel.trim_start_matches('/'), target) {
+                    tracing::warn!(
+                        "symlink {} -> {target} leads outside the restored directory: skipped",
+                        e.path()
+                    );
+                    continue;
+                }
                 let mut h = header(EntryType::Symlink, meta, 0);
                 b.append_link(&mut h, rel, target)?;
             }
         }
     }
     b.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setuid_and_setgid_bits_are_never_written() {
+        let meta = FileMeta {
+            mode: 0o106755,
+            mtime: 1,
+            uid: 0,
+            gid: 0,
+        };
+        let h = header(EntryType::Regular, &meta, 0);
+        assert_eq!(h.mode().unwrap(), 0o755);
+        let sticky = FileMeta {
+            mode: 0o41777,
+            ..meta
+        };
+        assert_eq!(
+            header(EntryType::Directory, &sticky, 0).mode().unwrap(),
+            0o1777
+        );
+    }
 }
