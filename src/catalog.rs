@@ -181,6 +181,11 @@ pub struct BackupRecord {
     /// The last verification found damage: the backup no longer counts as verified.
     #[serde(default)]
     pub damaged: bool,
+    /// Its HopsFS blocks were copied without checking them against the blocks the backed-up
+    /// metadata references (no `[hopsfs] referenced_blocks`): complete only as far as nobody
+    /// checked.
+    #[serde(default)]
+    pub hopsfs_unchecked: bool,
 }
 
 /// One component (files, rondb, hopsfs, ...) of a backup as recorded.
@@ -331,6 +336,8 @@ const MIGRATIONS: &[&str] = &[
         backup_id TEXT NOT NULL,
         reason TEXT NOT NULL
      );",
+    // 6: HopsFS blocks copied without the coverage check.
+    "ALTER TABLE backups ADD COLUMN hopsfs_unchecked INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Inserts or replaces component rows of a backup.
@@ -620,6 +627,21 @@ impl Catalog {
         Ok(())
     }
 
+    /// Records that the HopsFS blocks of a backup were (not) checked against the metadata.
+    pub fn set_hopsfs_unchecked(
+        &mut self,
+        id: &BackupId,
+        unchecked: bool,
+    ) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "UPDATE backups SET hopsfs_unchecked=?2 WHERE id=?1",
+                params![id.as_str(), unchecked],
+            )
+            .map_err(self.q("record the HopsFS coverage"))?;
+        Ok(())
+    }
+
     /// Records the RonDB backup id of a backup (and that the id is used).
     pub fn set_rondb_backup_id(&mut self, id: &BackupId, rondb: u32) -> Result<(), CatalogError> {
         self.conn
@@ -728,7 +750,7 @@ impl Catalog {
         p: &[&dyn rusqlite::ToSql],
     ) -> Result<Vec<BackupRecord>, CatalogError> {
         let sql = format!(
-            "SELECT id, job_id, state, started_at, finished_at, logical_bytes, stored_bytes, files, error, rondb_backup_id, pinned, verified_at, damaged FROM backups {clause}"
+            "SELECT id, job_id, state, started_at, finished_at, logical_bytes, stored_bytes, files, error, rondb_backup_id, pinned, verified_at, damaged, hopsfs_unchecked FROM backups {clause}"
         );
         let mut st = self.conn.prepare(&sql).map_err(self.q("list backups"))?;
         type Row = (
@@ -744,6 +766,7 @@ impl Catalog {
             Option<u32>,
             bool,
             Option<String>,
+            bool,
             bool,
         );
         let rows: Vec<Row> = st
@@ -766,6 +789,7 @@ impl Catalog {
                     pinned,
                     verified,
                     damaged,
+                    hopsfs_unchecked,
                 )| {
                     Ok(BackupRecord {
                         id: self.parse_backup_id("backups.id", &id)?,
@@ -785,6 +809,7 @@ impl Catalog {
                             .map(|v| self.parse_ts("backups.verified_at", &v))
                             .transpose()?,
                         damaged,
+                        hopsfs_unchecked,
                     })
                 },
             )
@@ -855,8 +880,8 @@ impl Catalog {
             .map_err(err)?;
         for (b, comps) in rows {
             tx.execute(
-                "INSERT INTO backups (id, job_id, state, started_at, finished_at, logical_bytes, stored_bytes, files, error, rondb_backup_id, pinned, verified_at, damaged)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                "INSERT INTO backups (id, job_id, state, started_at, finished_at, logical_bytes, stored_bytes, files, error, rondb_backup_id, pinned, verified_at, damaged, hopsfs_unchecked)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
                 params![
                     b.id.as_str(),
                     job.0,
@@ -870,7 +895,8 @@ impl Catalog {
                     b.rondb_backup_id,
                     b.pinned,
                     b.verified_at.map(ts),
-                    b.damaged
+                    b.damaged,
+                    b.hopsfs_unchecked
                 ],
             )
             .map_err(err)?;
@@ -952,10 +978,10 @@ impl Catalog {
         };
         let tx = self.conn.transaction().map_err(err)?;
         tx.execute(
-            "INSERT INTO backups (id, job_id, state, started_at, finished_at, logical_bytes, stored_bytes, files, error, rondb_backup_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+            "INSERT INTO backups (id, job_id, state, started_at, finished_at, logical_bytes, stored_bytes, files, error, rondb_backup_id, hopsfs_unchecked)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
              ON CONFLICT(id) DO UPDATE SET state=?3, started_at=?4, finished_at=?5, logical_bytes=?6,
-               stored_bytes=?7, files=?8, error=?9, rondb_backup_id=?10",
+               stored_bytes=?7, files=?8, error=?9, rondb_backup_id=?10, hopsfs_unchecked=?11",
             params![
                 b.id.as_str(),
                 job.0,
@@ -966,7 +992,8 @@ impl Catalog {
                 b.stored_bytes as i64,
                 b.files as i64,
                 b.error,
-                b.rondb_backup_id
+                b.rondb_backup_id,
+                b.hopsfs_unchecked
             ],
         )
         .map_err(err)?;

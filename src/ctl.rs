@@ -938,7 +938,11 @@ pub fn format_backups(l: &BackupList) -> String {
         .map(|b| {
             vec![
                 b.id.to_string(),
-                b.state.as_str().to_string(),
+                if b.hopsfs_unchecked {
+                    format!("{} (unchecked)", b.state.as_str())
+                } else {
+                    b.state.as_str().to_string()
+                },
                 fmt_time(Some(b.started_at)),
                 fmt_time(b.finished_at),
                 b.files.to_string(),
@@ -994,6 +998,11 @@ pub fn format_backup(d: &BackupDetail) -> String {
             "no"
         }
     ));
+    if b.hopsfs_unchecked {
+        out.push_str(
+            "hopsfs:   UNCHECKED: blocks copied without checking them against the blocks the metadata references (set [hopsfs] referenced_blocks)\n",
+        );
+    }
     if let Some(r) = b.rondb_backup_id {
         out.push_str(&format!(
             "rondb:    backup id {r} (BACKUP-{r} on the data nodes)\n"
@@ -1095,12 +1104,15 @@ mod tests {
             pinned,
             verified_at,
             damaged,
+            hopsfs_unchecked: false,
         };
+        let mut unchecked = rec("20261129T000000Z", None, false, false);
+        unchecked.hopsfs_unchecked = true;
         let out = format_backups(&BackupList {
             backups: vec![
                 rec("20261127T000000Z", Some(t), false, true),
                 rec("20261128T000000Z", None, true, false),
-                rec("20261129T000000Z", None, false, false),
+                unchecked,
             ],
         });
         let lines: Vec<&str> = out.lines().collect();
@@ -1108,6 +1120,10 @@ mod tests {
         assert!(lines[1].ends_with("2026-11-29 01:02:03Z  pinned"), "{out}");
         assert!(lines[2].ends_with("DAMAGED"), "{out}");
         assert!(lines[3].ends_with("-"), "{out}");
+        assert!(
+            lines[3].starts_with("20261129T000000Z  succeeded (unchecked)  "),
+            "{out}"
+        );
     }
 
     #[test]

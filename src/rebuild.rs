@@ -78,6 +78,7 @@ pub fn from_manifest(m: &Manifest) -> (BackupRecord, Vec<ComponentRecord>) {
         pinned: false,
         verified_at: None,
         damaged: false,
+        hopsfs_unchecked: crate::backup::hopsfs::coverage_unchecked(m),
     };
     let components = info
         .components

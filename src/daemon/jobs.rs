@@ -388,6 +388,7 @@ async fn finish_backup(
     let mut rondb_id = None;
     let mut cleanup = None;
     let mut healed = Vec::new();
+    let mut hopsfs_unchecked = false;
     let (state, error, stats) = match result {
         Ok((Ok(outcome), _)) => {
             rondb_id = outcome.rondb.as_ref().map(|f| f.backup_id);
@@ -395,6 +396,7 @@ async fn finish_backup(
             finished_at = outcome.manifest.info.finished_at;
             cleanup = Some(outcome.cleanup);
             healed = outcome.healed;
+            hopsfs_unchecked = backup::hopsfs::coverage_unchecked(&outcome.manifest);
             record_hopsfs_metrics(ctx, &outcome.manifest);
             match outcome.partial {
                 Some(why) => (State::Partial, Some(why), outcome.stats),
@@ -466,6 +468,7 @@ async fn finish_backup(
                 Some(r) => cat.set_rondb_backup_id(backup_id, r),
                 None => Ok(()),
             })
+            .and_then(|_| cat.set_hopsfs_unchecked(backup_id, hopsfs_unchecked))
             .and_then(|_| cat.remove_bad_blobs(&healed))
             .and_then(|_| cat.finish_job(job_id, state, error.as_deref(), now));
         if let Err(e) = r {
@@ -495,6 +498,16 @@ async fn finish_backup(
 
 /// `hopsdr_backups{state}` from the catalog.
 pub fn refresh_backup_gauges(ctx: &Ctx) {
+    // Whether the newest committed backup's HopsFS blocks went unchecked.
+    if let Ok(backups) = lock_catalog(&ctx.catalog).backups() {
+        let newest = backups
+            .iter()
+            .rev()
+            .find(|b| matches!(b.state, State::Succeeded | State::Partial));
+        ctx.metrics
+            .hopsfs_unchecked
+            .set(newest.is_some_and(|b| b.hopsfs_unchecked) as i64);
+    }
     let counts = lock_catalog(&ctx.catalog).backup_counts();
     if let Ok(counts) = counts {
         for s in [

@@ -46,6 +46,8 @@ pub struct Metrics {
     pub backups: IntGaugeVec,
     pub verify_last_success: Gauge,
     pub verify_damaged_blobs: IntGauge,
+    /// 1 when the newest committed backup's HopsFS blocks were not checked against the metadata.
+    pub hopsfs_unchecked: IntGauge,
     /// Connections closed by a limit or a timeout, by listener (`api`, `metrics`) and reason.
     pub connections_dropped: IntCounterVec,
 }
@@ -265,6 +267,14 @@ impl Metrics {
                 IntGauge::with_opts(Opts::new(
                     "hopsdr_verify_damaged_blobs",
                     "Damaged or missing blobs found by the last verification",
+                ))
+                .expect("valid"),
+            ),
+            hopsfs_unchecked: reg(
+                &r,
+                IntGauge::with_opts(Opts::new(
+                    "hopsdr_backup_hopsfs_unchecked",
+                    "1 when the newest committed backup copied HopsFS blocks without checking them against the blocks its metadata references (set [hopsfs] referenced_blocks)",
                 ))
                 .expect("valid"),
             ),

@@ -176,6 +176,7 @@ mod tests {
             pinned: false,
             verified_at: verified,
             damaged: false,
+            hopsfs_unchecked: false,
         }
     }
 

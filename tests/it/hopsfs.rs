@@ -32,6 +32,7 @@ fn hopsfs_backup_restores_the_cluster_whole_and_is_incremental() {
     let id1 = b1["id"].as_str().unwrap().to_string();
     let f1 = hopsfs_facts(&env, &id1);
     assert_eq!(f1["coverage_checked"], true);
+    assert_eq!(b1["hopsfs_unchecked"], false);
     assert_eq!(f1["referenced_blocks"], 30);
     assert_eq!(f1["missing_blocks"].as_array().unwrap().len(), 0);
     assert_eq!(f1["blocks"], 90, "30 blocks × 3 replicas");
@@ -55,6 +56,7 @@ fn hopsfs_backup_restores_the_cluster_whole_and_is_incremental() {
         .collect();
     assert_eq!(comps, ["files", "rondb", "hopsfs"]);
     let m = env.metrics();
+    assert!(m.contains("hopsdr_backup_hopsfs_unchecked 0"), "{m}");
     assert!(m.contains("hopsdr_hopsfs_blocks_missing 0"), "{m}");
     assert!(m.contains("hopsdr_hopsfs_blocks{kind=\"new\"} 90"), "{m}");
 
@@ -85,6 +87,43 @@ fn hopsfs_backup_restores_the_cluster_whole_and_is_incremental() {
         String::from_utf8_lossy(&fsck.stdout)
     );
     assert_eq!(c.fingerprint(), before);
+}
+
+/// Without a `referenced_blocks` source nobody checks that the copied blocks cover what the
+/// metadata references: such a backup is never shown like a checked one.
+#[test]
+fn a_backup_without_the_coverage_check_is_marked_unchecked_everywhere() {
+    let mut env = Env::new();
+    let c = Cluster::create(&env, &[]);
+    env.extra_config = c
+        .hopsfs_config("local")
+        .lines()
+        .filter(|l| !l.starts_with("referenced_blocks"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let _d = env.start();
+    let id = env.backup_ok();
+    let b = last_backup(&env);
+    assert_eq!(
+        (b["state"].as_str(), b["hopsfs_unchecked"].as_bool()),
+        (Some("succeeded"), Some(true))
+    );
+    assert_eq!(hopsfs_facts(&env, &id)["coverage_checked"], false);
+    let list = String::from_utf8_lossy(&env.ctl(&["backups", "list"]).stdout).into_owned();
+    assert!(
+        list.contains(&format!("{id}  succeeded (unchecked)")),
+        "{list}"
+    );
+    let show = String::from_utf8_lossy(&env.ctl(&["backups", "show", &id]).stdout).into_owned();
+    assert!(show.contains("hopsfs:   UNCHECKED"), "{show}");
+    assert!(env.metrics().contains("hopsdr_backup_hopsfs_unchecked 1"));
+    assert!(env.log().contains("coverage not checked"));
+    // A catalog rebuilt from the repository says the same.
+    assert_eq!(
+        env.ctl(&["catalog", "rebuild", "--wait"]).status.code(),
+        Some(0)
+    );
+    assert_eq!(last_backup(&env)["hopsfs_unchecked"], true);
 }
 
 #[test]
