@@ -642,6 +642,21 @@ impl Catalog {
         Ok(())
     }
 
+    /// Records that a backup listed complete has no manifest in the repository: failed, with
+    /// the reason, so nothing lists it restorable.
+    pub fn mark_manifest_missing(&mut self, id: &BackupId) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "UPDATE backups SET state='failed', error=?2 WHERE id=?1",
+                params![
+                    id.as_str(),
+                    "its manifest is not in the repository (a prune stopped after removing it, or the repository lost it): it cannot be restored"
+                ],
+            )
+            .map_err(self.q("record a missing manifest"))?;
+        Ok(())
+    }
+
     /// Records the RonDB backup id of a backup (and that the id is used).
     pub fn set_rondb_backup_id(&mut self, id: &BackupId, rondb: u32) -> Result<(), CatalogError> {
         self.conn

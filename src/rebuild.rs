@@ -116,6 +116,11 @@ pub fn rebuild(
     for m in &manifests {
         rows.push(from_manifest(m));
     }
+    // (A failpoint that only a kill passes: the rebuild is not cancellable.)
+    crate::failpoint::hit(
+        "rebuild.manifests_read",
+        &tokio_util::sync::CancellationToken::new(),
+    );
     // Pins, verifications and failed backups from the newest catalog copy.
     if let Some(m) = manifests
         .iter()
@@ -145,6 +150,10 @@ pub fn rebuild(
     }
     rows.sort_by(|a, b| (a.0.started_at, &a.0.id).cmp(&(b.0.started_at, &b.0.id)));
     cat.replace_backups(&rows, job)?;
+    crate::failpoint::hit(
+        "rebuild.replaced",
+        &tokio_util::sync::CancellationToken::new(),
+    );
     report.backups = manifests.len() as u64;
     Ok(report)
 }
@@ -157,11 +166,16 @@ pub struct Reconciled {
     pub committed: Vec<(BackupRecord, Vec<ComponentRecord>)>,
     /// Manifests that could not be trusted (unreadable, blobs missing), with the reason.
     pub problems: Vec<String>,
+    /// Backups the catalog lists complete whose manifest the repository does not hold (a prune
+    /// interrupted between removing the manifest and the row, or a repository that lost it):
+    /// nothing can restore them, so they must not stay listed complete.
+    pub vanished: Vec<BackupId>,
 }
 
 /// The backups whose manifest the repository holds but that the catalog does not list as
 /// complete (`succeeded` or `partial`): each manifest read and verified (its checksum), and
-/// every blob it references present, or it is reported instead. Changes nothing.
+/// every blob it references present, or it is reported instead; and the backups listed complete
+/// without a manifest. Changes nothing.
 pub fn reconcile(repo: &Repository, cat: &Catalog) -> Result<Reconciled, RebuildError> {
     let mut out = Reconciled::default();
     let listed: HashMap<BackupId, State> = cat
@@ -169,8 +183,15 @@ pub fn reconcile(repo: &Repository, cat: &Catalog) -> Result<Reconciled, Rebuild
         .into_iter()
         .map(|b| (b.id, b.state))
         .collect();
-    let candidates: Vec<BackupId> = repo
-        .list_backups()?
+    let in_repo = repo.list_backups()?;
+    let held: BTreeSet<&BackupId> = in_repo.iter().collect();
+    out.vanished = listed
+        .iter()
+        .filter(|(id, s)| matches!(s, State::Succeeded | State::Partial) && !held.contains(id))
+        .map(|(id, _)| id.clone())
+        .collect();
+    out.vanished.sort();
+    let candidates: Vec<BackupId> = in_repo
         .into_iter()
         .filter(|id| {
             !matches!(

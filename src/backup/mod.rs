@@ -158,6 +158,7 @@ impl Cleanup {
     pub fn run(self) {
         if let Some(dns) = &self.pins {
             hopsfs::remove_pins_logged(dns, Duration::from_secs(600));
+            crate::failpoint::hit("backup.cleanup.pins_removed", &CancellationToken::new());
         }
         if let Some((nodes, id, timeout)) = &self.rondb {
             rondb::cleanup(nodes, *id, *timeout);
@@ -224,6 +225,10 @@ impl Components<'_> {
             logical_bytes: delta.logical_bytes,
             files: delta.files,
         });
+        crate::failpoint::hit(
+            &format!("backup.component.{name}.done"),
+            self.writer.cancel(),
+        );
         Ok(value)
     }
 }
@@ -294,6 +299,7 @@ fn run_in(
     };
     c.writer.set_suspect_blobs(req.suspect_blobs.clone());
     let mut extra = serde_json::Map::new();
+    crate::failpoint::hit("backup.started", cancel);
 
     c.run("files", |w| {
         files::back_up(&settings.backup.files, w, cancel).map(|_| ())
@@ -470,6 +476,7 @@ fn run_cluster_parts(
                 cancel,
             )?);
             tracing::info!(step = "hopsfs", "volumes pinned");
+            crate::failpoint::hit("backup.hopsfs.pinned", cancel);
         }
         let facts = rondb::collect(&run, &started, w)?;
         Ok((facts, started.nodes, fence, known_blocks))

@@ -475,6 +475,7 @@ async fn finish_backup(
             tracing::error!(job_id = %job_id, backup_id = %backup_id, "failed to record the end of the backup: {e}");
         }
     });
+    crate::failpoint::hit("backup.recorded", &CancellationToken::new());
     if !healed.is_empty() {
         tracing::warn!(job_id = %job_id, backup_id = %backup_id, healed = healed.len(),
             "backup {backup_id} wrote again {} blob(s) found damaged or missing: healed", healed.len());

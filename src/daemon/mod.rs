@@ -259,6 +259,10 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> Result<(), DaemonE
                 for p in &rec.problems {
                     tracing::error!("reconciling the catalog with the repository: {p}");
                 }
+                for id in &rec.vanished {
+                    catalog.mark_manifest_missing(id)?;
+                    tracing::warn!(backup_id = %id, "backup {id} was listed complete but its manifest is not in the repository (a prune stopped half-way, or the repository lost it): recorded failed; the next prune removes it");
+                }
                 if !rec.committed.is_empty() {
                     let job = catalog.insert_job(crate::catalog::JobKind::Rebuild, "start: reconcile", started_at)?;
                     for (b, comps) in &rec.committed {

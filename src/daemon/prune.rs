@@ -113,6 +113,7 @@ fn run(
     step: &dyn Fn(&str),
 ) -> Result<PruneReport, String> {
     let decisions = decisions(ctx, Utc::now()).map_err(|e| e.to_string())?;
+    crate::failpoint::hit("prune.decided", cancel);
     let mut report = PruneReport::default();
     for d in decisions.iter().filter(|d| !d.keep) {
         if cancel.is_cancelled() {
@@ -125,9 +126,11 @@ fn run(
             Ok(()) | Err(crate::repository::RepoError::BackupNotFound { .. }) => {}
             Err(e) => return Err(format!("forgetting backup {}: {e}", d.id)),
         }
+        crate::failpoint::hit("prune.manifest_removed", cancel);
         lock_catalog(&ctx.catalog)
             .remove_backup(&d.id)
             .map_err(|e| format!("forgetting backup {}: {e}", d.id))?;
+        crate::failpoint::hit("prune.forgot_one", cancel);
         tracing::info!(backup_id = %d.id, "backup forgotten");
         ctx.metrics.prune_forgotten.inc();
         report.forgotten.push(d.id.clone());

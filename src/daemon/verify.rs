@@ -68,6 +68,7 @@ pub fn start_verify(
         let _entered = span.enter();
         ctx2.jobs.wait_cleanup();
         let result = ctx2.repo.verify_backup(&bid, &cancel);
+        crate::failpoint::hit("verify.read_back", &cancel);
         let now = Utc::now();
         let (state, error, damaged) = match &result {
             Err(RepoError::Cancelled) => {

@@ -533,6 +533,7 @@ impl Repository {
             manifests: ids.len() as u64,
             ..Default::default()
         };
+        crate::failpoint::hit("gc.referenced_read", cancel);
         for o in self.inner.storage.list(BLOBS_PREFIX)? {
             if referenced.contains(&o.key) {
                 report.blobs_kept += 1;

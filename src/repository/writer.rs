@@ -245,7 +245,16 @@ impl BackupWriter {
         };
         self.finish_entry(Entry::File(entry.clone()));
         self.stats.files += 1;
+        // A batch of blobs is written (not yet flushed) and no manifest names them.
+        if self.stats.new_blobs > 0 {
+            crate::failpoint::hit("backup.blobs_written", &self.cancel);
+        }
         Ok(entry)
+    }
+
+    /// The token that stops this backup.
+    pub fn cancel(&self) -> &CancellationToken {
+        &self.cancel
     }
 
     /// Adds a file whose content is already in the repository, as `known` lists it in a
@@ -322,6 +331,7 @@ impl BackupWriter {
             .map_err(|(path, defect)| RepoError::InvalidEntry { path, defect })?;
         let storage = self.repo.storage();
         let key = manifest_key(&self.id);
+        let cancel = self.cancel.clone();
         if storage.exists(&key)? {
             return Err(RepoError::BackupExists { id: self.id });
         }
@@ -336,6 +346,10 @@ impl BackupWriter {
         let t1 = std::time::Instant::now();
         // Every blob this backup wrote is durable before the manifest names it.
         storage.flush()?;
+        crate::failpoint::hit("backup.flushed", &cancel);
+        if cancel.is_cancelled() {
+            return Err(RepoError::Cancelled);
+        }
         let t2 = std::time::Instant::now();
         storage.put(&key, &encoded)?;
         tracing::debug!(

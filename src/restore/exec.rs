@@ -329,6 +329,7 @@ fn run_step(
                             d.done.insert(n);
                             let json = serde_json::to_string(&d).unwrap_or_default();
                             lock(run.catalog).set_step_detail(run.restore_id, i, &json)?;
+                            crate::failpoint::hit("restore.data.node_done", run.cancel);
                         }
                         Err(e) => {
                             first_err.get_or_insert(e);

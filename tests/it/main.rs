@@ -7,6 +7,8 @@ mod api;
 mod backup;
 mod check_config;
 #[cfg(feature = "testbed")]
+mod crash;
+#[cfg(feature = "testbed")]
 mod hopsfs;
 #[cfg(feature = "testbed")]
 mod hopsworks;

@@ -452,36 +452,6 @@ fn kill_9_inside_the_volume_write_back_then_resume() {
     assert_eq!(c.safe_mode(), "Safe mode is OFF");
 }
 
-/// kill -9 of hopsdrd at every step boundary, restart, resume: the end state equals the
-/// uninterrupted run each time.
-#[test]
-fn kill_9_at_every_step_boundary_then_resume() {
-    let (env, c, m) = setup();
-    let (before, id) = backed_up(&env, &c);
-    let steps = {
-        let _d = env.start();
-        let plan = env.ctl_json(&["restore", "plan", &id]);
-        plan["steps"].as_array().unwrap().len()
-    };
-    for k in 1..=steps {
-        disaster(&c, &m);
-        env.kill_at(
-            &format!("restore.step{k}"),
-            &["restore", "start", &id, "--yes"],
-        );
-        let _d = env.start();
-        let out = env.ctl(&["restore", "resume", "--wait"]);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "step {k}: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            env.log()
-        );
-        assert_eq!(c.fingerprint(), before, "after a crash at step {k}");
-    }
-}
-
 /// A manifest whose entry path tries to leave its directory is refused before anything runs.
 #[test]
 fn a_manifest_path_escaping_its_directory_is_refused() {
