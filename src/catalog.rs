@@ -15,6 +15,15 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{BackupId, JobId};
 
 /// Errors of the catalog, each naming the database file.
+/// What to do when the catalog's file system is full.
+fn full_hint(e: &rusqlite::Error) -> &'static str {
+    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+        " (the file system of the catalog is full: make room there; nothing was recorded or started)"
+    } else {
+        ""
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
     #[error("failed to open catalog \"{path}\": {source}")]
@@ -41,7 +50,7 @@ pub enum CatalogError {
         found: i64,
         known: i64,
     },
-    #[error("catalog \"{path}\": failed to {what}: {source}")]
+    #[error("catalog \"{path}\": failed to {what}: {source}{}", full_hint(.source))]
     Query {
         path: PathBuf,
         what: &'static str,

@@ -2,32 +2,31 @@
 //! crash or a signal can be delivered at a known point instead of by sleeping and hoping.
 //!
 //! Compiled in only with the `testbed` cargo feature (never in packages). `HOPSDR_FAILPOINTS` is a
-//! comma-separated list of `name=pause`; on reaching a paused failpoint the daemon creates
-//! `$HOPSDR_FAILPOINT_DIR/<name>.reached` and waits until its job is cancelled.
+//! comma-separated list of `name=pause` or `name=wait`; on reaching such a failpoint the daemon
+//! creates `$HOPSDR_FAILPOINT_DIR/<name>.reached` and waits until its job is cancelled (`pause`),
+//! or until the test creates `<name>.continue` there (`wait`: a fault is arranged meanwhile, then
+//! the job goes on into it).
 
 use tokio_util::sync::CancellationToken;
 
 /// Passes through, or pauses here until `cancel` fires when the failpoint `name` is set to pause.
 #[cfg(feature = "testbed")]
 pub fn hit(name: &str, cancel: &CancellationToken) {
-    let set = std::env::var("HOPSDR_FAILPOINTS").unwrap_or_default();
-    let paused = set
-        .split(',')
-        .any(|fp| fp.trim() == format!("{name}=pause"));
-    if !paused {
-        return;
+    let mode = match value(name).as_deref() {
+        Some("pause") => "pause",
+        Some("wait") => "wait",
+        _ => return,
+    };
+    let dir = std::env::var_os("HOPSDR_FAILPOINT_DIR").map(std::path::PathBuf::from);
+    if let Some(dir) = &dir {
+        let _ = std::fs::write(dir.join(format!("{name}.reached")), b"");
     }
-    if let Some(dir) = std::env::var_os("HOPSDR_FAILPOINT_DIR") {
-        let _ = std::fs::write(
-            std::path::Path::new(&dir).join(format!("{name}.reached")),
-            b"",
-        );
-    }
-    tracing::warn!(
-        failpoint = name,
-        "failpoint reached: pausing until cancelled"
-    );
+    tracing::warn!(failpoint = name, mode, "failpoint reached: pausing");
+    let go_on = dir.map(|d| d.join(format!("{name}.continue")));
     while !cancel.is_cancelled() {
+        if mode == "wait" && go_on.as_ref().is_some_and(|p| p.exists()) {
+            return;
+        }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }

@@ -52,13 +52,22 @@ pub enum StorageError {
         key: String,
         reason: String,
     },
-    #[error("failed to {op} '{path}': {source}")]
+    #[error("failed to {op} '{path}': {source}{}", full_hint(.source))]
     Io {
         op: &'static str,
         path: PathBuf,
         #[source]
         source: io::Error,
     },
+}
+
+/// What to do when the repository's file system is full.
+fn full_hint(e: &io::Error) -> &'static str {
+    if e.raw_os_error() == Some(libc::ENOSPC) {
+        " (the repository's file system is full: make room there or grow it; hopsdrctl prune forgets what retention does not keep and deletes its blobs)"
+    } else {
+        ""
+    }
 }
 
 impl StorageError {

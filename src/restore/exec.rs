@@ -676,7 +676,16 @@ fn stage(run: &RestoreRun<'_>, i: usize, step: &RestoreStep) -> Result<(), Resto
         .staging_dir
         .join(run.manifest.id.as_str());
     let io = |e: std::io::Error, p: &Path| {
-        refused(i, step, format!("failed to write \"{}\": {e}", p.display()))
+        let hint = if e.raw_os_error() == Some(libc::ENOSPC) {
+            ": make room in [restore] staging_dir (it needs the size of the RonDB backup), then restore resume"
+        } else {
+            ""
+        };
+        refused(
+            i,
+            step,
+            format!("failed to write \"{}\": {e}{hint}", p.display()),
+        )
     };
     for e in &run.manifest.entries {
         if run.cancel.is_cancelled() {
@@ -703,9 +712,12 @@ fn stage(run: &RestoreRun<'_>, i: usize, step: &RestoreStep) -> Result<(), Resto
             std::fs::create_dir_all(dir).map_err(|e| io(e, dir))?;
         }
         let mut out = std::fs::File::create(&target).map_err(|e| io(e, &target))?;
-        run.repo
-            .restore_file(f, &mut out)
-            .map_err(repo_err(i, step))?;
+        run.repo.restore_file(f, &mut out).map_err(|e| match e {
+            // Out of room (or another write error) in the staging directory: name the file.
+            crate::repository::RepoError::WriteOutput { source, .. } => io(source, &target),
+            e => repo_err(i, step)(e),
+        })?;
+        out.sync_all().map_err(|e| io(e, &target))?;
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ mod backup;
 mod check_config;
 #[cfg(feature = "testbed")]
 mod crash;
+mod faults;
 #[cfg(feature = "testbed")]
 mod hopsfs;
 #[cfg(feature = "testbed")]

@@ -230,6 +230,7 @@ fn the_server_killed_in_the_middle_fails_cleanly_and_gc_collects_the_orphans() {
     let mut env = Env::new();
     let data = env.path().join("data/big");
     std::fs::create_dir_all(&data).unwrap();
+    let big = data.clone();
     for i in 0..8 {
         let bytes: Vec<u8> = (0..(4u32 << 20))
             .map(|j| (j.wrapping_mul(i + 7) >> 5) as u8)
@@ -242,14 +243,14 @@ fn the_server_killed_in_the_middle_fails_cleanly_and_gc_collects_the_orphans() {
         .repository_config
         .map(|c| c + "bandwidth_limit_mib = 8\n");
     env.extra_config = "[retention]\nkeep_last = 1\nprune_after_backup = false\n".into();
-    let _d = env.start();
+    let d = env.start();
     let out = env.ctl(&["--json", "backup", "start"]);
     assert_eq!(out.status.code(), Some(0));
     let started: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     wait_for(
         "the backup to upload blobs",
         Duration::from_secs(30),
-        || (walk(&s3.dir.path().join("hopsdr/cluster1/blobs")) > 0).then_some(()),
+        || (walk(&s3.dir.path().join("hopsdr/cluster1/blobs")) > 2).then_some(()),
     );
     let _ = s3.child.kill();
     let _ = s3.child.wait();
@@ -269,8 +270,45 @@ fn the_server_killed_in_the_middle_fails_cleanly_and_gc_collects_the_orphans() {
         "nothing committed"
     );
     let orphans = walk(&s3.dir.path().join("hopsdr/cluster1/blobs"));
-    assert!(orphans > 0);
+    assert!(orphans > 2);
     env.backup_ok();
+    // New content: the next backup's blobs are its own, the first one's become garbage once
+    // retention (keep_last = 1) forgets it.
+    for i in 0..8 {
+        std::fs::write(big.join(format!("f{i}")), vec![i as u8 + 1; 4 << 20]).unwrap();
+    }
+    let newest = env.backup_ok();
+
+    // The server stopped in the middle of garbage collection (after its first delete): the
+    // prune fails naming the endpoint and touches nothing committed; the next one finishes.
+    drop(d);
+    let d = env.start_with(&[("HOPSDR_FAILPOINTS", "gc.deleted_one=wait")]);
+    let prune = env.ctl_json(&["prune"]);
+    wait_for("the first GC delete", Duration::from_secs(60), || {
+        env.path()
+            .join("gc.deleted_one.reached")
+            .exists()
+            .then_some(())
+    });
+    let _ = s3.child.kill();
+    let _ = s3.child.wait();
+    std::fs::write(env.path().join("gc.deleted_one.continue"), b"").unwrap();
+    let job = env.wait_job(prune["job_id"].as_i64().unwrap());
+    assert_eq!(job["state"], "failed", "{job}");
+    let err = job["error"].as_str().unwrap_or_default();
+    assert!(
+        err.starts_with("garbage collection: ") && err.contains(&format!("127.0.0.1:{}", s3.port)),
+        "{job}"
+    );
+    s3.restart();
+    drop(d);
+    let _d = env.start();
+    let list = env.ctl_json(&["backups", "list"]);
+    assert_eq!(Env::listed_ids(&list), [newest.clone()], "{list}");
+    assert_eq!(
+        env.ctl(&["verify", &newest, "--wait"]).status.code(),
+        Some(0)
+    );
     assert_eq!(
         env.ctl(&["prune", "--wait"]).status.code(),
         Some(0),
