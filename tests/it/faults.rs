@@ -114,7 +114,7 @@ fn a_full_repository_fails_the_backup_and_the_next_one_is_whole() {
 #[test]
 fn a_full_catalog_directory_refuses_jobs_naming_the_catalog_and_loses_nothing() {
     let env = Env::new();
-    let fs = SmallFs::mount(&env.catalog().parent().unwrap().to_path_buf(), "2m");
+    let fs = SmallFs::mount(env.catalog().parent().unwrap(), "2m");
     let mut d = env.start();
     let first = env.backup_ok();
     let filler = fs.fill("filler");

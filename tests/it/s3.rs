@@ -304,7 +304,11 @@ fn the_server_killed_in_the_middle_fails_cleanly_and_gc_collects_the_orphans() {
     drop(d);
     let _d = env.start();
     let list = env.ctl_json(&["backups", "list"]);
-    assert_eq!(Env::listed_ids(&list), [newest.clone()], "{list}");
+    assert_eq!(
+        Env::listed_ids(&list),
+        std::slice::from_ref(&newest),
+        "{list}"
+    );
     assert_eq!(
         env.ctl(&["verify", &newest, "--wait"]).status.code(),
         Some(0)
