@@ -418,3 +418,56 @@ impl Drop for Daemon {
         }
     }
 }
+
+/// A tmpfs of `size` mounted on `dir` (created) for the life of the value.
+pub struct SmallFs {
+    dir: PathBuf,
+}
+
+impl SmallFs {
+    pub fn mount(dir: &Path, size: &str) -> SmallFs {
+        std::fs::create_dir_all(dir).unwrap();
+        let st = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount a tmpfs on {}", dir.display());
+        SmallFs {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Gives the file system `size` (tmpfs can grow in place).
+    pub fn resize(&self, size: &str) {
+        let st = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.dir)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+
+    /// Fills what is left with a file `name` (written until the disk is full).
+    pub fn fill(&self, name: &str) -> PathBuf {
+        use std::io::Write;
+        let p = self.dir.join(name);
+        let mut f = std::fs::File::create(&p).unwrap();
+        let block = vec![0u8; 4096];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.sync_all();
+        p
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}

@@ -1,11 +1,10 @@
 //! The RonDB part of a backup through the real daemon, on the test-bed cluster: data nodes
 //! local and over a real sshd, single- and multi-part layouts, and the faults of issue 4.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::harness::{wait_for, Env};
+use crate::harness::{wait_for, Env, SmallFs};
 use crate::ssh::Sshd;
 use crate::tbcluster::{
     cutting_ssh, failed_backup, last_backup, restore_by_hand, ssh_config, stage_rondb, Cluster,
@@ -211,37 +210,11 @@ fn kill_9_during_collection_leaves_it_interrupted_and_the_next_one_succeeds() {
     assert_eq!(env.manifests().len(), 1);
 }
 
-/// A small tmpfs mounted for one test, unmounted when dropped.
-struct Tmpfs {
-    path: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(path: &Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(path).unwrap();
-        let st = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(path)
-            .status()
-            .unwrap();
-        assert!(st.success(), "mount tmpfs (the tests run as root)");
-        Tmpfs {
-            path: path.to_path_buf(),
-        }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-    }
-}
-
 #[test]
 fn a_full_repository_fails_the_backup_naming_enospc_and_commits_nothing() {
     let mut env = Env::new();
     let cluster = Cluster::create(&env, &["--rows", "20000"]);
-    let tmpfs = Tmpfs::mount(&env.repo(), "300k");
+    let tmpfs = SmallFs::mount(&env.repo(), "300k");
     env.extra_config = cluster.rondb_config("local");
     let d = env.start();
     let e = failed_backup(&env);
@@ -259,7 +232,7 @@ fn a_full_repository_fails_the_backup_naming_enospc_and_commits_nothing() {
 fn too_little_room_for_the_previous_size_is_refused_before_anything_runs() {
     let mut env = Env::new();
     let cluster = Cluster::create(&env, &[]);
-    let _tmpfs = Tmpfs::mount(&env.repo(), "32m");
+    let _tmpfs = SmallFs::mount(&env.repo(), "32m");
     env.extra_config = cluster.rondb_config("local");
     let _d = env.start();
     let out = env.ctl(&["backup", "start", "--wait"]);
