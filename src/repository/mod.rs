@@ -573,6 +573,11 @@ impl Repository {
             blobs: blobs.len() as u64,
             ..Default::default()
         };
+        // (Tests hold checks here to fill the daemon's places for heavy reads.)
+        crate::failpoint::hit(
+            "repo.check.listed",
+            &tokio_util::sync::CancellationToken::new(),
+        );
         let mut referenced: HashSet<String> = HashSet::new();
         for id in self.list_backups()? {
             report.manifests += 1;

@@ -347,3 +347,38 @@ fn destructive_requests_need_their_confirmation_in_the_api() {
     assert_eq!(st, 200, "{resp}");
     assert_eq!(env.ctl_json(&["backups", "show", &id])["pinned"], false);
 }
+
+/// Read-only requests that read the whole repository run at most two at once: a third gets 429
+/// at once instead of taking another blocking thread; the two finish once let go.
+#[cfg(feature = "testbed")]
+#[test]
+fn at_most_two_heavy_reads_run_at_once() {
+    let env = Env::new();
+    {
+        let _d = env.start();
+        env.backup_ok();
+    }
+    let _d = env.start_with(&[("HOPSDR_FAILPOINTS", "repo.check.listed=wait")]);
+    let request = b"GET /v1/repo/check HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
+    let held: Vec<_> = (0..2)
+        .map(|_| {
+            let socket = env.socket();
+            std::thread::spawn(move || raw_request(&socket, request))
+        })
+        .collect();
+    // Once both hold their place (each logs reaching the failpoint), a third is turned away.
+    wait_for("two checks held", Duration::from_secs(30), || {
+        let log = env.log();
+        (log.matches("failpoint reached").count() >= 2).then_some(())
+    });
+    let (st, body) = raw_request(&env.socket(), request);
+    assert_eq!(st, 429, "{body}");
+    assert!(body.contains("too_many_heavy_reads"), "{body}");
+    // The status (light) is still served.
+    assert!(env.ctl_json(&["status"])["current_job"].is_null());
+    std::fs::write(env.path().join("repo.check.listed.continue"), b"").unwrap();
+    for h in held {
+        let (st, body) = h.join().unwrap();
+        assert_eq!(st, 200, "{body}");
+    }
+}
