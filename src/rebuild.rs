@@ -104,6 +104,27 @@ pub fn rebuild(
     cat: &mut Catalog,
     job: JobId,
 ) -> Result<RebuildReport, RebuildError> {
+    read(repo)?.apply(cat, job)
+}
+
+/// The catalog rows the repository gives, read without the catalog (a daemon keeps serving
+/// while a large repository is read); [`Rebuilt::apply`] writes them.
+#[derive(Debug)]
+pub struct Rebuilt {
+    rows: Vec<(BackupRecord, Vec<ComponentRecord>)>,
+    report: RebuildReport,
+}
+
+impl Rebuilt {
+    /// Replaces the backups of `cat` with these rows (one transaction); they get job `job`.
+    pub fn apply(self, cat: &mut Catalog, job: JobId) -> Result<RebuildReport, RebuildError> {
+        cat.replace_backups(&self.rows, job)?;
+        Ok(self.report)
+    }
+}
+
+/// Reads every manifest (and the newest catalog copy) into the rows a rebuilt catalog holds.
+pub fn read(repo: &Repository) -> Result<Rebuilt, RebuildError> {
     let mut report = RebuildReport::default();
     let mut rows = Vec::new();
     let mut manifests = Vec::new();
@@ -149,13 +170,8 @@ pub fn rebuild(
         report.facts_from = Some(m.id.clone());
     }
     rows.sort_by(|a, b| (a.0.started_at, &a.0.id).cmp(&(b.0.started_at, &b.0.id)));
-    cat.replace_backups(&rows, job)?;
-    crate::failpoint::hit(
-        "rebuild.replaced",
-        &tokio_util::sync::CancellationToken::new(),
-    );
     report.backups = manifests.len() as u64;
-    Ok(report)
+    Ok(Rebuilt { rows, report })
 }
 
 /// What reconciling the catalog with the repository found.

@@ -8,19 +8,12 @@ fn rebuild_catalog(settings: &hopsdr::config::Settings) -> anyhow::Result<String
     let (repo, _lock) =
         hopsdr::daemon::open_repository(&settings.repository).context("opening the repository")?;
     let mut cat = hopsdr::catalog::Catalog::open(&settings.daemon.catalog)?;
-    let now = chrono::Utc::now();
-    let job = cat.insert_job(
+    let r = hopsdr::daemon::jobs::run_offline(
+        &mut cat,
         hopsdr::catalog::JobKind::Rebuild,
         "hopsdrd --rebuild-catalog",
-        now,
-    )?;
-    let r = hopsdr::rebuild::rebuild(&repo, &mut cat, job);
-    let (state, error) = match &r {
-        Ok(_) => (hopsdr::catalog::State::Succeeded, None),
-        Err(e) => (hopsdr::catalog::State::Failed, Some(e.to_string())),
-    };
-    cat.finish_job(job, state, error.as_deref(), chrono::Utc::now())?;
-    let r = r?;
+        |cat, job| hopsdr::rebuild::rebuild(&repo, cat, job),
+    )??;
     let mut text = format!(
         "catalog {}: {} backups from {} manifests, {} failed or interrupted from the catalog copy{}\n",
         settings.daemon.catalog.display(),

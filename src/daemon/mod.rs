@@ -11,11 +11,8 @@ pub mod conn;
 pub mod jobs;
 pub mod metrics;
 pub mod notify;
-pub mod prune;
-pub mod rebuild;
 pub mod scheduler;
 pub mod server;
-pub mod verify;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
@@ -360,7 +357,7 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> Result<(), DaemonE
         }
     }
     jobs::refresh_backup_gauges(&ctx);
-    jobs::refresh_restore_gauge(&ctx);
+    jobs::restore::refresh_restore_gauge(&ctx);
     // Staged files of a finished or abandoned restore that a crash left behind.
     let last_restore = ctx
         .catalog

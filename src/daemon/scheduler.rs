@@ -101,11 +101,11 @@ pub async fn run(ctx: Arc<Ctx>, wake: Arc<Notify>, shutdown: CancellationToken) 
 fn fire(ctx: &Arc<Ctx>, name: &str, job: JobKind, caught_up: bool) -> String {
     let trigger = format!("schedule:{name}");
     let r = match job {
-        JobKind::Backup => jobs::start_backup(ctx, &trigger),
-        JobKind::Prune => super::prune::start_prune(ctx, &trigger),
-        JobKind::Verify => match super::verify::start_verify(ctx, &trigger, None) {
+        JobKind::Backup => jobs::backup::start(ctx, &trigger),
+        JobKind::Prune => jobs::prune::start(ctx, &trigger),
+        JobKind::Verify => match jobs::verify::start(ctx, &trigger, None) {
             Ok(s) => Ok(s),
-            Err(super::verify::VerifyStartError::Job(e)) => Err(e),
+            Err(jobs::verify::VerifyStartError::Job(e)) => Err(e),
             Err(e) => {
                 tracing::info!(schedule = name, "nothing verified: {e}");
                 return format!("skipped: {e}");

@@ -529,7 +529,7 @@ async fn handle(
                     );
                 }
             }
-            let r = jobs::start_backup(&ctx, &format!("api:uid={}", peer.uid));
+            let r = jobs::backup::start(&ctx, &format!("api:uid={}", peer.uid));
             job_started(&ctx, &peer, &action, r, |s| {
                 format!(
                     "start backup: job {} backup {}",
@@ -559,14 +559,14 @@ async fn handle(
             }
         }
         (&Method::POST, ["v1", "catalog", "rebuild"]) => {
-            let r = super::rebuild::start_rebuild(&ctx, &format!("api:uid={}", peer.uid));
+            let r = jobs::rebuild::start(&ctx, &format!("api:uid={}", peer.uid));
             job_started(&ctx, &peer, &action, r, |s| {
                 format!("catalog rebuild: job {}", s.job_id)
             })
         }
         (&Method::GET, ["v1", "prune"]) => {
             // A dry run: what pruning would do now, with the reasons.
-            match super::prune::decisions(&ctx, chrono::Utc::now()) {
+            match jobs::prune::decisions(&ctx, chrono::Utc::now()) {
                 Ok(decisions) => json(
                     StatusCode::OK,
                     &crate::api::PruneDecisions {
@@ -589,7 +589,7 @@ async fn handle(
                 audit(&ctx, &peer, &action, false, "prune not confirmed");
                 return resp;
             }
-            let r = super::prune::start_prune(&ctx, &format!("api:uid={}", peer.uid));
+            let r = jobs::prune::start(&ctx, &format!("api:uid={}", peer.uid));
             job_started(&ctx, &peer, &action, r, |s| {
                 format!("prune: job {}", s.job_id)
             })
@@ -624,8 +624,8 @@ async fn handle(
                     )
                 }
             };
-            use super::verify::{start_verify, VerifyStartError};
-            match start_verify(&ctx, &format!("api:uid={}", peer.uid), backup) {
+            use jobs::verify::{start, VerifyStartError};
+            match start(&ctx, &format!("api:uid={}", peer.uid), backup) {
                 Err(e @ (VerifyStartError::NotFound(_) | VerifyStartError::Nothing)) => {
                     audit(&ctx, &peer, &action, false, &e.to_string());
                     error(StatusCode::NOT_FOUND, "no_such_backup", e.to_string())
@@ -817,7 +817,7 @@ async fn handle(
                     );
                 }
             }
-            match jobs::unfinished_restore(&ctx) {
+            match jobs::restore::unfinished(&ctx) {
                 Ok(Some(JobError::RestoreUnfinished {
                     restore_id,
                     backup_id,
@@ -843,7 +843,7 @@ async fn handle(
                     if let Err(e) = r {
                         return error(StatusCode::INTERNAL_SERVER_ERROR, "catalog", e.to_string());
                     }
-                    jobs::refresh_restore_gauge(&ctx);
+                    jobs::restore::refresh_restore_gauge(&ctx);
                     crate::restore::exec::remove_staging(&ctx.settings(), &backup_id);
                     tracing::warn!(restore_id, backup_id = %backup_id, "restore abandoned: scheduled backups and pruning run again");
                     audit(
@@ -969,7 +969,7 @@ fn restore_response(
     backup: Option<&BackupId>,
     opts: crate::restore::exec::RestoreOptions,
 ) -> Response<Full<Bytes>> {
-    use jobs::RestoreStartError;
+    use jobs::restore::RestoreStartError;
     let what = match backup {
         Some(b) => format!(
             "restore backup {b} (allow_partial={}, force={})",
@@ -977,7 +977,7 @@ fn restore_response(
         ),
         None => "resume the last restore".to_string(),
     };
-    match jobs::start_restore(ctx, backup, opts, &format!("api:uid={}", peer.uid)) {
+    match jobs::restore::start(ctx, backup, opts, &format!("api:uid={}", peer.uid)) {
         Ok(started) => {
             audit(
                 ctx,

@@ -16,8 +16,8 @@ use crate::retention::{self, BackupFacts, Decision};
 
 use crate::api::JobStarted;
 
-use super::jobs::{claim, install, lock_catalog, release, JobError};
-use super::Ctx;
+use super::super::Ctx;
+use super::{claim, lock_catalog, spawn, Ending, JobError};
 
 /// What a prune did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -54,52 +54,44 @@ pub fn decisions(ctx: &Ctx, now: DateTime<Utc>) -> Result<Vec<Decision>, Catalog
 }
 
 /// Starts a prune job (forget, then collect garbage).
-pub fn start_prune(ctx: &Arc<Ctx>, trigger: &str) -> Result<JobStarted, JobError> {
+pub fn start(ctx: &Arc<Ctx>, trigger: &str) -> Result<JobStarted, JobError> {
     // Never while a restore is unfinished: its backup (the good one) must stay.
-    if let Some(e) = super::jobs::unfinished_restore(ctx)? {
+    if let Some(e) = super::restore::unfinished(ctx)? {
         return Err(e);
     }
-    let slot = claim(ctx)?;
-    let now = Utc::now();
-    let job_id = lock_catalog(&ctx.catalog).insert_job(JobKind::Prune, trigger, now)?;
-    let (cancel, progress) = install(ctx, slot, job_id, JobKind::Prune, "deciding");
+    let (work, ()) = claim(ctx)?.start(JobKind::Prune, trigger, "deciding", |_, _| Ok(()))?;
+    let job_id = work.job_id;
     tracing::info!(job_id = %job_id, trigger = trigger, "prune started");
-    let ctx2 = ctx.clone();
-    tokio::task::spawn_blocking(move || {
-        let span = tracing::info_span!("prune", job_id = %job_id);
-        let _entered = span.enter();
-        ctx2.jobs.wait_cleanup();
-        let step = |s: &str| {
-            if let Ok(mut p) = progress.lock() {
-                p.step = s.to_string();
+    let span = tracing::info_span!("prune", job_id = %job_id);
+    spawn(
+        work,
+        span,
+        |w| run(&w.ctx, &w.cancel, &|s| w.step(s)),
+        |w, result| {
+            let (state, error) = match result.and_then(|r| r) {
+                Ok(r) => {
+                    tracing::info!(
+                        forgotten = r.forgotten.len(),
+                        blobs_deleted = r.gc.blobs_deleted,
+                        bytes_freed = r.gc.bytes_freed,
+                        "prune succeeded"
+                    );
+                    (State::Succeeded, None)
+                }
+                Err(e) if w.cancel.is_cancelled() => {
+                    (State::Interrupted, Some(format!("interrupted: {e}")))
+                }
+                Err(e) => {
+                    tracing::error!("prune failed: {e}");
+                    (State::Failed, Some(e))
+                }
+            };
+            Ending {
+                repository_changed: true,
+                ..Ending::plain(state, error)
             }
-        };
-        let result = run(&ctx2, &cancel, &step);
-        let (state, error) = match &result {
-            Ok(r) => {
-                tracing::info!(
-                    forgotten = r.forgotten.len(),
-                    blobs_deleted = r.gc.blobs_deleted,
-                    bytes_freed = r.gc.bytes_freed,
-                    "prune succeeded"
-                );
-                (State::Succeeded, None)
-            }
-            Err(e) if cancel.is_cancelled() => {
-                (State::Interrupted, Some(format!("interrupted: {e}")))
-            }
-            Err(e) => {
-                tracing::error!("prune failed: {e}");
-                (State::Failed, Some(e.clone()))
-            }
-        };
-        release(&ctx2, JobKind::Prune, |cat| {
-            if let Err(e) = cat.finish_job(job_id, state, error.as_deref(), Utc::now()) {
-                tracing::error!(job_id = %job_id, "failed to record the end of the prune: {e}");
-            }
-        });
-        super::jobs::refresh_backup_gauges(&ctx2);
-    });
+        },
+    );
     Ok(JobStarted {
         job_id,
         backup_id: None,
