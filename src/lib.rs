@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod config;
 pub mod ctl;
 pub mod daemon;
+pub mod domain;
 pub mod failpoint;
 pub mod ids;
 pub mod logging;

@@ -16,7 +16,7 @@ use crate::ids::{BackupId, JobId};
 use crate::repository::{Manifest, RepoError, Repository};
 
 /// The catalog copy stored with every backup.
-pub const CATALOG_COPY: &str = "hopsdr/catalog.db";
+pub use crate::repository::layout::CATALOG_COPY;
 
 /// Why a rebuild failed (nothing was changed).
 #[derive(Debug, thiserror::Error)]

@@ -45,7 +45,7 @@ use chrono::{DateTime, Datelike, Duration, Timelike, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
 
-use crate::catalog::State;
+use crate::domain::State;
 use crate::ids::BackupId;
 
 /// A validated retention policy. Every `keep_*` rule is optional; see the module docs for what

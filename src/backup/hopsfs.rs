@@ -29,14 +29,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use super::tarstream::{self, TarStreamError};
 use crate::cluster::hopsfs::{self, BlockRef, Kind, VolumeFile};
 use crate::cluster::node::{Node, NodeError};
-use crate::cluster::tarstream::{self, TarStreamError};
 use crate::config::{HopsfsSettings, SshConfig};
 use crate::ids::BackupId;
 use crate::repository::{BackupWriter, Entry, FileEntry, FileMeta, Manifest, RepoError};
-
-use super::rondb::node_for;
 
 /// The directory on each volume that holds pins.
 pub const PIN_DIR: &str = "hopsdr-pin";
@@ -85,7 +83,7 @@ pub fn datanodes(s: &HopsfsSettings, ssh: &SshConfig) -> Vec<Datanode> {
         .iter()
         .map(|d| Datanode {
             name: d.name.clone(),
-            node: node_for(format!("datanode {}", d.name), &d.host, ssh),
+            node: Node::at(format!("datanode {}", d.name), &d.host, ssh),
             volumes: d.volumes.iter().map(|v| v.display().to_string()).collect(),
         })
         .collect()

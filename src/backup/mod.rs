@@ -8,6 +8,7 @@
 pub mod files;
 pub mod hopsfs;
 pub mod rondb;
+pub mod tarstream;
 pub mod users;
 
 use std::path::PathBuf;
@@ -41,7 +42,7 @@ pub enum BackupError {
     Rondb(#[from] rondb::RondbError),
     #[error("hopsfs: {0}")]
     Hopsfs(#[from] hopsfs::HopsfsError),
-    #[error("preflight: the repository {repo} has {} free, less than the previous backup's size plus a margin ({}): free space or prune old backups", crate::ctl::human_bytes(*.available), crate::ctl::human_bytes(*.needed))]
+    #[error("preflight: the repository {repo} has {} free, less than the previous backup's size plus a margin ({}): free space or prune old backups", bytesize::ByteSize(*.available).display().iec(), bytesize::ByteSize(*.needed).display().iec())]
     NoRoom {
         repo: String,
         available: u64,
@@ -58,46 +59,6 @@ impl BackupError {
             self,
             BackupError::Cancelled | BackupError::Repository(RepoError::Cancelled)
         )
-    }
-}
-
-/// The components a backup runs, in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BackupPlan {
-    pub steps: Vec<BackupStep>,
-}
-
-/// One component of a backup plan.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BackupStep {
-    Files { paths: Vec<PathBuf> },
-    Users,
-    Rondb,
-}
-
-impl BackupStep {
-    pub fn component(&self) -> &'static str {
-        match self {
-            BackupStep::Files { .. } => "files",
-            BackupStep::Users => "users",
-            BackupStep::Rondb => "rondb",
-        }
-    }
-}
-
-impl BackupPlan {
-    /// The plan for the configured backup.
-    pub fn from_settings(s: &Settings) -> BackupPlan {
-        let mut steps = vec![BackupStep::Files {
-            paths: s.backup.files.iter().map(|f| f.path.clone()).collect(),
-        }];
-        if s.mysql.is_some() {
-            steps.push(BackupStep::Users);
-        }
-        if s.rondb.is_some() {
-            steps.push(BackupStep::Rondb);
-        }
-        BackupPlan { steps }
     }
 }
 

@@ -10,16 +10,15 @@
 //! committed (see [`cleanup`]).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use super::tarstream::{self, TarStreamError};
 use crate::cluster::ndb_mgm::{self, MgmClient, MgmError, NdbNodeId, NodeState};
-use crate::cluster::node::{Node, NodeAddress, NodeError, SshSettings};
-use crate::cluster::tarstream::{self, TarStreamError};
+use crate::cluster::node::{Node, NodeError};
 use crate::config::{NodeHost, RondbSettings, SshConfig};
 use crate::repository::BackupWriter;
 
@@ -182,30 +181,6 @@ pub fn missing_files(id: u32, node: NdbNodeId, files: &[String]) -> Vec<String> 
     missing
 }
 
-/// Builds a node from a configured host.
-pub fn node_for(name: String, host: &NodeHost, ssh: &SshConfig) -> Node {
-    match host {
-        NodeHost::Local => Node {
-            name,
-            address: NodeAddress::Local,
-        },
-        NodeHost::Remote(h) => Node {
-            name,
-            address: NodeAddress::Ssh {
-                host: h.clone(),
-                ssh: Arc::new(SshSettings {
-                    ssh: ssh.ssh.clone(),
-                    user: ssh.user.clone(),
-                    port: ssh.port,
-                    identity_file: ssh.identity_file.clone(),
-                    known_hosts: ssh.known_hosts.clone(),
-                    connect_timeout: ssh.connect_timeout,
-                }),
-            },
-        },
-    }
-}
-
 /// A data node to back up.
 #[derive(Debug, Clone)]
 pub struct DataNode {
@@ -241,7 +216,7 @@ pub fn data_nodes(
             };
             out.push(DataNode {
                 id: n.id,
-                node: node_for(format!("data node {}", n.id), &host, ssh),
+                node: Node::at(format!("data node {}", n.id), &host, ssh),
                 backup_dir: s.backup_dir.display().to_string(),
             });
         }
@@ -257,7 +232,7 @@ pub fn data_nodes(
         .iter()
         .map(|n| DataNode {
             id: n.id,
-            node: node_for(format!("data node {}", n.id), &n.host, ssh),
+            node: Node::at(format!("data node {}", n.id), &n.host, ssh),
             backup_dir: n
                 .backup_dir
                 .as_ref()
@@ -337,7 +312,7 @@ pub struct Started {
 pub fn start(r: &RondbRun<'_>) -> Result<Started, RondbError> {
     let s = r.settings;
     let mgm = MgmClient {
-        node: node_for("management client".into(), &s.mgm_host, r.ssh),
+        node: Node::at("management client".into(), &s.mgm_host, r.ssh),
         client: s.mgm_client.clone(),
         timeout: s.command_timeout,
     };

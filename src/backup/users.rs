@@ -19,8 +19,7 @@ use crate::config::{MysqlDumpMode, MysqlSettings, SecretEnv, SecretError};
 use crate::repository::{BackupWriter, FileMeta, RepoError};
 
 /// Where the dumps live in a backup.
-pub const USERS_SQL: &str = "users/users.sql";
-pub const SCHEMA_SQL: &str = "users/schema.sql";
+pub use crate::repository::layout::{SCHEMA_SQL, USERS_SQL};
 
 /// Why the users component failed.
 #[derive(Debug, thiserror::Error)]

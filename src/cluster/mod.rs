@@ -1,5 +1,5 @@
 //! How hopsdr reaches the cluster: nodes (the head node itself, or remote over OpenSSH) that run
-//! programs given as argv, with timeouts and cancellation, and stream files out as tar.
+//! programs given as argv, with timeouts and cancellation, and stream their output (tar).
 //! The RonDB, HopsFS and MySQL clients build on top of this.
 
 pub mod hopsfs;
@@ -8,4 +8,3 @@ pub mod ndb_mgm;
 pub mod ndb_tables;
 pub mod node;
 pub mod sqldump;
-pub mod tarstream;

@@ -7,7 +7,6 @@
 //! is killed when its step is cancelled; its stderr (the last 64 KiB) ends up in the error.
 
 use std::io::Read;
-use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,23 +32,28 @@ fn read_bounded(r: &mut dyn Read, buf: &mut Vec<u8>, limit: u64) -> std::io::Res
     Ok(())
 }
 
-/// How to reach remote nodes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SshSettings {
-    /// The ssh client binary.
-    pub ssh: PathBuf,
-    pub user: String,
-    pub port: u16,
-    pub identity_file: PathBuf,
-    pub known_hosts: PathBuf,
-    pub connect_timeout: Duration,
-}
+/// How to reach remote nodes: the `[ssh]` settings, one type from the config to the command.
+pub use crate::config::SshConfig as SshSettings;
 
 /// Where a node is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeAddress {
     Local,
     Ssh { host: String, ssh: Arc<SshSettings> },
+}
+
+impl Node {
+    /// The node `name` at a configured host: the head node itself, or over ssh.
+    pub fn at(name: String, host: &crate::config::NodeHost, ssh: &SshSettings) -> Node {
+        let address = match host {
+            crate::config::NodeHost::Local => NodeAddress::Local,
+            crate::config::NodeHost::Remote(h) => NodeAddress::Ssh {
+                host: h.clone(),
+                ssh: Arc::new(ssh.clone()),
+            },
+        };
+        Node { name, address }
+    }
 }
 
 /// A node of the cluster.

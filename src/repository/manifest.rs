@@ -140,6 +140,28 @@ impl Manifest {
     }
 }
 
+/// Whether symlink `rel` (relative to the stream's root) pointing at `target` leads outside the
+/// tree: an absolute target, or one whose `..` climb above the root.
+pub fn symlink_escapes(rel: &str, target: &str) -> bool {
+    if target.starts_with('/') || target.is_empty() {
+        return true;
+    }
+    let mut depth = rel.split('/').filter(|c| !c.is_empty()).count() as i64 - 1;
+    for c in target.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                depth -= 1;
+                if depth < 0 {
+                    return true;
+                }
+            }
+            _ => depth += 1,
+        }
+    }
+    false
+}
+
 /// Checks a logical path: relative, `/`-separated, no empty, `.` or `..` components, no NUL.
 /// Such a path joined to a restore target stays inside it (provided no ancestor is a symlink,
 /// which manifest validation also guarantees).
@@ -389,5 +411,23 @@ impl SeenPaths {
 
     pub(crate) fn contains(&self, path: &str) -> bool {
         self.0.contains(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symlinks_leaving_the_tree_are_recognised() {
+        assert!(!symlink_escapes("BACKUP/latest", "BACKUP-7"));
+        assert!(!symlink_escapes("a/b/c", "../x"));
+        assert!(!symlink_escapes("a/b/c", "../../x"));
+        assert!(symlink_escapes("a/b/c", "../../../x"));
+        assert!(symlink_escapes("a", "../a"));
+        assert!(!symlink_escapes("a", "./b/../c"));
+        assert!(symlink_escapes("a/b", "x/../../../y"));
+        assert!(symlink_escapes("a", "/etc/shadow"));
+        assert!(symlink_escapes("a", ""));
     }
 }

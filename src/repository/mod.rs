@@ -47,6 +47,7 @@
 
 pub mod conformance;
 mod error;
+pub mod layout;
 pub mod lock;
 mod manifest;
 mod readahead;
@@ -70,7 +71,8 @@ pub use error::{
     BlobDefect, EntryDefect, FileDefect, HeaderDefect, ManifestDefect, PathDefect, RepoError,
 };
 pub use manifest::{
-    validate_logical_path, BackupInfo, ComponentInfo, Entry, FileEntry, FileMeta, Manifest,
+    symlink_escapes, validate_logical_path, BackupInfo, ComponentInfo, Entry, FileEntry, FileMeta,
+    Manifest,
 };
 pub use s3::{S3Options, S3Storage};
 pub use storage::{validate_key, KeyError, LocalStorage, ObjectInfo, Storage, StorageError};

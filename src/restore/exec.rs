@@ -12,7 +12,6 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::backup::rondb::node_for;
 use crate::catalog::{Catalog, CatalogError, State};
 use crate::cluster::mysql::{MysqlClient, MysqlError, MysqlTarget};
 use crate::cluster::ndb_mgm::{MgmError, NodeState};
@@ -261,7 +260,7 @@ fn run_step(
             let hosts = &run.settings.restore.mysqld_hosts;
             for (k, c) in step.commands.iter().enumerate() {
                 let host = hosts.get(k).cloned().unwrap_or(NodeHost::Local);
-                let node = node_for("MySQL server".into(), &host, &run.settings.ssh);
+                let node = Node::at("MySQL server".into(), &host, &run.settings.ssh);
                 let out = node.run(c, SHORT_TIMEOUT, run.cancel).map_err(&ne)?;
                 report_output(run, i, &out.stdout);
             }
@@ -349,7 +348,7 @@ fn run_step(
                 return Ok(());
             };
             for (d, c) in h.datanodes.iter().zip(step.commands.iter()) {
-                let node = node_for(format!("datanode {}", d.name), &d.host, &run.settings.ssh);
+                let node = Node::at(format!("datanode {}", d.name), &d.host, &run.settings.ssh);
                 node.run(c, SHORT_TIMEOUT, run.cancel).map_err(&ne)?;
             }
             Ok(())
@@ -593,7 +592,7 @@ fn preflight(run: &RestoreRun<'_>, i: usize, step: &RestoreStep) -> Result<(), R
         else {
             continue;
         };
-        let node = node_for(format!("datanode {}", d.name), &d.host, &run.settings.ssh);
+        let node = Node::at(format!("datanode {}", d.name), &d.host, &run.settings.ssh);
         let current = format!("{}/current", mv.volume);
         let out = node
             .run_status(
@@ -724,8 +723,8 @@ fn stage(run: &RestoreRun<'_>, i: usize, step: &RestoreStep) -> Result<(), Resto
 
 fn replay_sql(run: &RestoreRun<'_>, i: usize, step: &RestoreStep) -> Result<(), RestoreError> {
     let path = match step.kind {
-        StepKind::Schema => crate::backup::users::SCHEMA_SQL,
-        _ => crate::backup::users::USERS_SQL,
+        StepKind::Schema => crate::repository::layout::SCHEMA_SQL,
+        _ => crate::repository::layout::USERS_SQL,
     };
     let Some(m) = &run.settings.mysql else {
         return Err(refused(
@@ -1061,7 +1060,7 @@ fn quiesce(run: &RestoreRun<'_>, i: usize, step: &RestoreStep) -> Result<(), Res
                 .and_then(|h| h.datanodes.iter().find(|d| &d.name == name))
                 .map(|d| d.host.clone())
                 .unwrap_or(NodeHost::Local);
-            node_for(format!("datanode {name}"), &host, &run.settings.ssh)
+            Node::at(format!("datanode {name}"), &host, &run.settings.ssh)
                 .run(c, SHORT_TIMEOUT, run.cancel)
                 .map_err(&ne)?
         };
@@ -1246,7 +1245,7 @@ fn write_datanode(
 ) -> Result<(), RestoreError> {
     let node = match &d.host {
         NodeHost::Local => Node::local(&format!("datanode {}", d.name)),
-        host => node_for(format!("datanode {}", d.name), host, &run.settings.ssh),
+        host => Node::at(format!("datanode {}", d.name), host, &run.settings.ssh),
     };
     let moves: Vec<_> = step_moves(run)
         .into_iter()

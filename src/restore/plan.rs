@@ -600,7 +600,7 @@ pub fn plan(
             .iter()
             .any(|e| matches!(e, Entry::File(f) if f.path == p))
     };
-    if has(crate::backup::users::SCHEMA_SQL) {
+    if has(crate::repository::layout::SCHEMA_SQL) {
         steps.push(step(
             StepKind::Schema,
             "replay views, routines, triggers and events (schema.sql)",
@@ -608,7 +608,7 @@ pub fn plan(
             "every statement succeeds",
         ));
     }
-    if has(crate::backup::users::USERS_SQL) {
+    if has(crate::repository::layout::USERS_SQL) {
         steps.push(step(
             StepKind::Users,
             "replay users and grants (users.sql)",

@@ -7,7 +7,6 @@
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::backup::rondb::node_for;
 use crate::cluster::ndb_mgm::{MgmClient, MgmError, NodeState, Show};
 use crate::cluster::ndb_tables;
 use crate::cluster::node::{Node, NodeError};
@@ -101,7 +100,7 @@ pub fn show_tables_argv(settings: &Settings, cs: &str, kind: Option<u32>) -> Opt
 pub fn mgm_client(settings: &Settings) -> Option<MgmClient> {
     let r = settings.rondb.as_ref()?;
     Some(MgmClient {
-        node: node_for("management client".into(), &r.mgm_host, &settings.ssh),
+        node: Node::at("management client".into(), &r.mgm_host, &settings.ssh),
         client: r.mgm_client.clone(),
         timeout: r.command_timeout,
     })

@@ -64,7 +64,7 @@ pub fn write_tar(
                 b.append_data(&mut h, rel, r)?;
             }
             Entry::Symlink { target, meta, .. } => {
-                if crate::cluster::tarstream::symlink_escapes(rel.trim_start_matches('/'), target) {
+                if crate::repository::symlink_escapes(rel.trim_start_matches('/'), target) {
                     tracing::warn!(
                         "symlink {} -> {target} leads outside the restored directory: skipped",
                         e.path()

@@ -149,7 +149,7 @@ fn commands_run_over_ssh_with_exact_arguments_and_failures_name_the_host() {
     std::fs::write(src.join("BACKUP/BACKUP-3/BACKUP-3.1.ctl"), b"NDBBCKUP").unwrap();
     let mut names = Vec::new();
     node.stream(
-        &hopsdr::cluster::tarstream::tar_argv(src.to_str().unwrap()),
+        &hopsdr::backup::tarstream::tar_argv(src.to_str().unwrap()),
         t,
         &c,
         |r| {
