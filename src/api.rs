@@ -160,10 +160,64 @@ impl Confirm {
     }
 }
 
+/// A restore as the API shows it: its options typed (the plan is beside it in
+/// [`RestoreStatus`]), every step's state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RestoreView {
+    pub id: i64,
+    pub backup_id: BackupId,
+    pub state: crate::domain::RestoreState,
+    pub options: crate::restore::exec::RestoreOptions,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub error: Option<String>,
+    pub steps: Vec<RestoreStepView>,
+}
+
+/// One step of a restore as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RestoreStepView {
+    pub idx: usize,
+    pub state: crate::domain::StepState,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The step's progress as recorded (JSON: node ids done, last output lines).
+    pub detail: String,
+    pub error: Option<String>,
+}
+
+impl RestoreView {
+    /// The view of the catalog's record of a restore.
+    pub fn of(rec: &crate::catalog::RestoreRecord) -> RestoreView {
+        RestoreView {
+            id: rec.id,
+            backup_id: rec.backup_id.clone(),
+            state: rec.state,
+            // Recorded by this daemon from the same type; an unreadable value shows the defaults.
+            options: serde_json::from_str(&rec.options).unwrap_or_default(),
+            created_at: rec.created_at,
+            finished_at: rec.finished_at,
+            error: rec.error.clone(),
+            steps: rec
+                .steps
+                .iter()
+                .map(|s| RestoreStepView {
+                    idx: s.idx,
+                    state: s.state,
+                    started_at: s.started_at,
+                    finished_at: s.finished_at,
+                    detail: s.detail.clone(),
+                    error: s.error.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
 /// The last restore: its record, plan, per-step durations and the running job's progress.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RestoreStatus {
-    pub restore: crate::catalog::RestoreRecord,
+    pub restore: RestoreView,
     pub plan: crate::restore::plan::RestorePlan,
     pub report: crate::restore::exec::RestoreReport,
     pub progress: Option<Progress>,

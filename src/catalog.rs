@@ -67,9 +67,15 @@ pub enum CatalogError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{what} is {from}: it cannot become {to}")]
+    Transition {
+        what: String,
+        from: &'static str,
+        to: &'static str,
+    },
 }
 
-pub use crate::domain::{JobKind, State};
+pub use crate::domain::{JobKind, RestoreState, State, StepState};
 
 /// A job as recorded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -145,8 +151,7 @@ pub struct AuditRecord {
 pub struct RestoreRecord {
     pub id: i64,
     pub backup_id: BackupId,
-    /// running, succeeded, failed, interrupted, abandoned
-    pub state: String,
+    pub state: RestoreState,
     pub options: String,
     pub plan: String,
     pub created_at: DateTime<Utc>,
@@ -159,8 +164,7 @@ pub struct RestoreRecord {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RestoreStepRecord {
     pub idx: usize,
-    /// pending, running, done, failed
-    pub state: String,
+    pub state: StepState,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub detail: String,
@@ -1170,15 +1174,33 @@ impl Catalog {
     pub fn set_restore_state(
         &mut self,
         id: i64,
-        state: &str,
+        state: RestoreState,
         error: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<(), CatalogError> {
-        let finished = (state != "running").then(|| ts(now));
+        let from: String = self
+            .conn
+            .query_row("SELECT state FROM restores WHERE id=?1", params![id], |r| {
+                r.get(0)
+            })
+            .map_err(self.q("read restore"))?;
+        let from = RestoreState::parse(&from).ok_or_else(|| CatalogError::BadValue {
+            path: self.path.clone(),
+            column: "restores.state",
+            value: from.clone(),
+        })?;
+        if !from.allows(state) {
+            return Err(CatalogError::Transition {
+                what: format!("restore {id}"),
+                from: from.as_str(),
+                to: state.as_str(),
+            });
+        }
+        let finished = (state != RestoreState::Running).then(|| ts(now));
         self.conn
             .execute(
                 "UPDATE restores SET state=?2, error=?3, finished_at=?4 WHERE id=?1",
-                params![id, state, error, finished],
+                params![id, state.as_str(), error, finished],
             )
             .map_err(self.q("update restore"))?;
         Ok(())
@@ -1189,10 +1211,31 @@ impl Catalog {
         &mut self,
         restore: i64,
         idx: usize,
-        state: &str,
+        state: StepState,
         error: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<(), CatalogError> {
+        let from: String = self
+            .conn
+            .query_row(
+                "SELECT state FROM restore_steps WHERE restore_id=?1 AND idx=?2",
+                params![restore, idx as i64],
+                |r| r.get(0),
+            )
+            .map_err(self.q("read restore step"))?;
+        let from = StepState::parse(&from).ok_or_else(|| CatalogError::BadValue {
+            path: self.path.clone(),
+            column: "restore_steps.state",
+            value: from.clone(),
+        })?;
+        if !from.allows(state) {
+            return Err(CatalogError::Transition {
+                what: format!("step {} of restore {restore}", idx + 1),
+                from: from.as_str(),
+                to: state.as_str(),
+            });
+        }
+        let state = state.as_str();
         let sql = if state == "running" {
             "UPDATE restore_steps SET state=?3, error=?4, started_at=?5, finished_at=NULL WHERE restore_id=?1 AND idx=?2"
         } else {
@@ -1265,7 +1308,11 @@ impl Catalog {
         for (idx, state, started, finished, detail, error) in rows {
             steps.push(RestoreStepRecord {
                 idx: idx as usize,
-                state,
+                state: StepState::parse(&state).ok_or_else(|| CatalogError::BadValue {
+                    path: self.path.clone(),
+                    column: "restore_steps.state",
+                    value: state.clone(),
+                })?,
                 started_at: started
                     .map(|s| self.parse_ts("restore_steps.started_at", &s))
                     .transpose()?,
@@ -1279,7 +1326,11 @@ impl Catalog {
         Ok(Some(RestoreRecord {
             id,
             backup_id: self.parse_backup_id("restores.backup_id", &backup)?,
-            state,
+            state: RestoreState::parse(&state).ok_or_else(|| CatalogError::BadValue {
+                path: self.path.clone(),
+                column: "restores.state",
+                value: state.clone(),
+            })?,
             options,
             plan,
             created_at: self.parse_ts("restores.created_at", &created)?,

@@ -675,7 +675,7 @@ pub fn format_restore(st: &RestoreStatus) -> String {
         "restore {} of backup {}: {}\nstarted:  {}\nfinished: {}\n",
         r.id,
         r.backup_id,
-        r.state,
+        r.state.as_str(),
         fmt_time(Some(r.created_at)),
         fmt_time(r.finished_at)
     );
@@ -695,7 +695,8 @@ pub fn format_restore(st: &RestoreStatus) -> String {
             let rec = r.steps.get(i);
             vec![
                 (i + 1).to_string(),
-                rec.map(|x| x.state.clone()).unwrap_or_default(),
+                rec.map(|x| x.state.as_str().to_string())
+                    .unwrap_or_default(),
                 st.report
                     .steps
                     .get(i)

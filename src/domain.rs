@@ -87,3 +87,137 @@ impl State {
         )
     }
 }
+
+/// The state of a restore. A restore that is not `succeeded` or `abandoned` holds off scheduled
+/// backups and pruning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RestoreState {
+    Running,
+    Succeeded,
+    Failed,
+    Interrupted,
+    /// Given up by the operator: nothing holds off the other jobs any more.
+    Abandoned,
+}
+
+impl RestoreState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestoreState::Running => "running",
+            RestoreState::Succeeded => "succeeded",
+            RestoreState::Failed => "failed",
+            RestoreState::Interrupted => "interrupted",
+            RestoreState::Abandoned => "abandoned",
+        }
+    }
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "running" => RestoreState::Running,
+            "succeeded" => RestoreState::Succeeded,
+            "failed" => RestoreState::Failed,
+            "interrupted" => RestoreState::Interrupted,
+            "abandoned" => RestoreState::Abandoned,
+            _ => return None,
+        })
+    }
+    /// Finished for good: succeeded or abandoned (the others hold off backups and pruning).
+    pub fn is_settled(self) -> bool {
+        matches!(self, RestoreState::Succeeded | RestoreState::Abandoned)
+    }
+    /// The allowed transitions: a running restore ends; a failed or interrupted one is resumed
+    /// or abandoned; a settled one never changes.
+    pub fn allows(self, next: RestoreState) -> bool {
+        use RestoreState::*;
+        matches!(
+            (self, next),
+            (Running, Succeeded | Failed | Interrupted)
+                | (Failed | Interrupted, Running | Abandoned)
+        )
+    }
+}
+
+/// The state of one step of a restore. A step recorded `done` never runs again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepState {
+    Pending,
+    Running,
+    Done,
+    Failed,
+    Interrupted,
+}
+
+impl StepState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepState::Pending => "pending",
+            StepState::Running => "running",
+            StepState::Done => "done",
+            StepState::Failed => "failed",
+            StepState::Interrupted => "interrupted",
+        }
+    }
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => StepState::Pending,
+            "running" => StepState::Running,
+            "done" => StepState::Done,
+            "failed" => StepState::Failed,
+            "interrupted" => StepState::Interrupted,
+            _ => return None,
+        })
+    }
+    /// The allowed transitions: a step not done starts; a running step ends.
+    pub fn allows(self, next: StepState) -> bool {
+        use StepState::*;
+        matches!(
+            (self, next),
+            (Pending | Failed | Interrupted, Running) | (Running, Done | Failed | Interrupted)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restore_transitions() {
+        use RestoreState::*;
+        let all = [Running, Succeeded, Failed, Interrupted, Abandoned];
+        let allowed: Vec<(RestoreState, RestoreState)> = all
+            .iter()
+            .flat_map(|a| all.iter().map(move |b| (*a, *b)))
+            .filter(|(a, b)| a.allows(*b))
+            .collect();
+        assert_eq!(
+            allowed,
+            [
+                (Running, Succeeded),
+                (Running, Failed),
+                (Running, Interrupted),
+                (Failed, Running),
+                (Failed, Abandoned),
+                (Interrupted, Running),
+                (Interrupted, Abandoned),
+            ]
+        );
+        for s in all {
+            assert_eq!(RestoreState::parse(s.as_str()), Some(s));
+        }
+        assert!(Succeeded.is_settled() && Abandoned.is_settled() && !Failed.is_settled());
+    }
+
+    #[test]
+    fn step_transitions() {
+        use StepState::*;
+        assert!(Pending.allows(Running) && Failed.allows(Running) && Interrupted.allows(Running));
+        assert!(Running.allows(Done) && Running.allows(Failed) && Running.allows(Interrupted));
+        assert!(!Done.allows(Running), "a step done never runs again");
+        assert!(!Pending.allows(Done), "a step is done only after it ran");
+        for s in [Pending, Running, Done, Failed, Interrupted] {
+            assert_eq!(StepState::parse(s.as_str()), Some(s));
+        }
+    }
+}

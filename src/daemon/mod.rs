@@ -112,17 +112,7 @@ impl Ctx {
             current_job,
             last_success: cat.last_successes()?,
             schedules,
-            held: cat
-                .last_restore()?
-                .filter(|r| !matches!(r.state.as_str(), "succeeded" | "abandoned"))
-                .map(|r| {
-                    jobs::JobError::RestoreUnfinished {
-                        restore_id: r.id,
-                        backup_id: r.backup_id,
-                        state: r.state,
-                    }
-                    .to_string()
-                }),
+            held: jobs::restore::held_off_by(cat.last_restore()?).map(|e| e.to_string()),
         })
     }
 }
@@ -365,7 +355,7 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> Result<(), DaemonE
         .unwrap_or_else(|p| p.into_inner())
         .last_restore();
     if let Ok(Some(r)) = last_restore {
-        if matches!(r.state.as_str(), "succeeded" | "abandoned") {
+        if r.state.is_settled() {
             crate::restore::exec::remove_staging(&ctx.settings(), &r.backup_id);
         }
     }

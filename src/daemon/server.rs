@@ -836,7 +836,7 @@ async fn handle(
                         .unwrap_or_else(|p| p.into_inner())
                         .set_restore_state(
                             restore_id,
-                            "abandoned",
+                            crate::catalog::RestoreState::Abandoned,
                             Some(&format!("abandoned by the operator (it was {state})")),
                             chrono::Utc::now(),
                         );
@@ -883,7 +883,7 @@ async fn handle(
                             json(
                                 StatusCode::OK,
                                 &crate::api::RestoreStatus {
-                                    restore: rec,
+                                    restore: crate::api::RestoreView::of(&rec),
                                     plan,
                                     report,
                                     progress,

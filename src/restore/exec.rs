@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::catalog::{Catalog, CatalogError, State};
+use crate::catalog::{Catalog, CatalogError, State, StepState};
 use crate::cluster::mysql::{MysqlClient, MysqlError, MysqlTarget};
 use crate::cluster::ndb_mgm::{MgmError, NodeState};
 use crate::cluster::ndb_tables;
@@ -107,11 +107,11 @@ fn lock(c: &Mutex<Catalog>) -> std::sync::MutexGuard<'_, Catalog> {
 }
 
 /// Which steps the catalog records as done, and the data step's finished node ids.
-fn recorded(run: &RestoreRun<'_>) -> Result<(Vec<String>, Vec<String>), CatalogError> {
+fn recorded(run: &RestoreRun<'_>) -> Result<(Vec<StepState>, Vec<String>), CatalogError> {
     let rec = lock(run.catalog).last_restore()?;
     Ok(match rec.filter(|r| r.id == run.restore_id) {
         Some(r) => (
-            r.steps.iter().map(|s| s.state.clone()).collect(),
+            r.steps.iter().map(|s| s.state).collect(),
             r.steps.iter().map(|s| s.detail.clone()).collect(),
         ),
         None => (Vec::new(), Vec::new()),
@@ -122,7 +122,7 @@ fn recorded(run: &RestoreRun<'_>) -> Result<(Vec<String>, Vec<String>), CatalogE
 pub fn execute(run: &RestoreRun<'_>) -> Result<(), RestoreError> {
     let (states, details) = recorded(run)?;
     for (i, step) in run.plan.steps.iter().enumerate() {
-        if states.get(i).map(String::as_str) == Some("done") {
+        if states.get(i) == Some(&StepState::Done) {
             continue;
         }
         if run.cancel.is_cancelled() {
@@ -131,7 +131,13 @@ pub fn execute(run: &RestoreRun<'_>) -> Result<(), RestoreError> {
                 title: step.title.clone(),
             });
         }
-        lock(run.catalog).set_step_state(run.restore_id, i, "running", None, Utc::now())?;
+        lock(run.catalog).set_step_state(
+            run.restore_id,
+            i,
+            StepState::Running,
+            None,
+            Utc::now(),
+        )?;
         tracing::info!(step = %step.title, restore_id = run.restore_id, "restore step {} started", i + 1);
         crate::failpoint::hit(&format!("restore.step{}", i + 1), run.cancel);
         let detail = details.get(i).cloned().unwrap_or_default();
@@ -140,14 +146,14 @@ pub fn execute(run: &RestoreRun<'_>) -> Result<(), RestoreError> {
         audit_step(run, i, step, &res, now);
         match &res {
             Ok(()) => {
-                lock(run.catalog).set_step_state(run.restore_id, i, "done", None, now)?;
+                lock(run.catalog).set_step_state(run.restore_id, i, StepState::Done, None, now)?;
                 tracing::info!(step = %step.title, restore_id = run.restore_id, "restore step {} done", i + 1);
             }
             Err(e) => {
                 let state = if e.is_cancelled() {
-                    "interrupted"
+                    StepState::Interrupted
                 } else {
-                    "failed"
+                    StepState::Failed
                 };
                 lock(run.catalog).set_step_state(
                     run.restore_id,
@@ -156,7 +162,7 @@ pub fn execute(run: &RestoreRun<'_>) -> Result<(), RestoreError> {
                     Some(&e.to_string()),
                     now,
                 )?;
-                tracing::error!(step = %step.title, restore_id = run.restore_id, "restore step {} {state}: {e}", i + 1);
+                tracing::error!(step = %step.title, restore_id = run.restore_id, "restore step {} {}: {e}", i + 1, state.as_str());
             }
         }
         res?;

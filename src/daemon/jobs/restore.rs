@@ -7,7 +7,7 @@ use std::sync::Arc;
 use chrono::Utc;
 
 use crate::api::JobStarted;
-use crate::catalog::{CatalogError, JobKind, State};
+use crate::catalog::{CatalogError, JobKind, RestoreState, State};
 use crate::ids::BackupId;
 
 use super::super::{notify, Ctx};
@@ -15,14 +15,17 @@ use super::{claim, lock_catalog, spawn, Ending, JobError};
 
 /// The last restore if it failed or stopped before the end (not succeeded, not abandoned).
 pub fn unfinished(ctx: &Ctx) -> Result<Option<JobError>, CatalogError> {
-    let last = lock_catalog(&ctx.catalog).last_restore()?;
-    Ok(last
-        .filter(|r| !matches!(r.state.as_str(), "succeeded" | "abandoned"))
+    Ok(held_off_by(lock_catalog(&ctx.catalog).last_restore()?))
+}
+
+/// What the last restore `last` holds off, if it is not settled.
+pub fn held_off_by(last: Option<crate::catalog::RestoreRecord>) -> Option<JobError> {
+    last.filter(|r| !r.state.is_settled())
         .map(|r| JobError::RestoreUnfinished {
             restore_id: r.id,
             backup_id: r.backup_id,
-            state: r.state,
-        }))
+            state: r.state.as_str().to_string(),
+        })
 }
 
 /// `hopsdr_restore_unfinished` from the catalog.
@@ -91,7 +94,7 @@ pub fn start(
                             .into(),
                     )
                 })?;
-            if rec.state == "succeeded" {
+            if rec.state == RestoreState::Succeeded {
                 return Err(RestoreStartError::Refused(format!(
                     "restore {} of backup {} already succeeded: nothing to resume",
                     rec.id, rec.backup_id
@@ -105,7 +108,7 @@ pub fn start(
             })?;
             let o = serde_json::from_str(&rec.options).unwrap_or_default();
             lock_catalog(&ctx.catalog)
-                .set_restore_state(rec.id, "running", None, now)
+                .set_restore_state(rec.id, RestoreState::Running, None, now)
                 .map_err(JobError::from)?;
             (rec.id, rec.backup_id, p, o)
         }
@@ -157,15 +160,15 @@ pub fn start(
         },
         move |w, result| {
             let (state, rstate, error) = match result {
-                Ok((Ok(()), _)) => (State::Succeeded, "succeeded", None),
-                Ok((Err(e), true)) => (State::Interrupted, "interrupted", Some(e)),
-                Ok((Err(e), false)) => (State::Failed, "failed", Some(e)),
-                Err(e) => (State::Failed, "failed", Some(e)),
+                Ok((Ok(()), _)) => (State::Succeeded, RestoreState::Succeeded, None),
+                Ok((Err(e), true)) => (State::Interrupted, RestoreState::Interrupted, Some(e)),
+                Ok((Err(e), false)) => (State::Failed, RestoreState::Failed, Some(e)),
+                Err(e) => (State::Failed, RestoreState::Failed, Some(e)),
             };
             let ctx = w.ctx.clone();
             ctx.metrics
                 .restores_total
-                .with_label_values(&[rstate])
+                .with_label_values(&[rstate.as_str()])
                 .inc();
             match &error {
                 None => {
@@ -173,8 +176,8 @@ pub fn start(
                     notify::status("idle; last restore succeeded");
                 }
                 Some(e) => {
-                    tracing::error!(job_id = %job_id, restore_id = restore_id, "restore {rstate}: {e}");
-                    notify::status(&format!("idle; last restore {rstate}"));
+                    tracing::error!(job_id = %job_id, restore_id = restore_id, "restore {}: {e}", rstate.as_str());
+                    notify::status(&format!("idle; last restore {}", rstate.as_str()));
                 }
             }
             let record_error = error.clone();
