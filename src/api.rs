@@ -164,7 +164,7 @@ impl Confirm {
 /// [`RestoreStatus`]), every step's state.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RestoreView {
-    pub id: i64,
+    pub id: crate::ids::RestoreId,
     pub backup_id: BackupId,
     pub state: crate::domain::RestoreState,
     pub options: crate::restore::exec::RestoreOptions,

@@ -12,7 +12,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{BackupId, JobId};
+use crate::ids::{BackupId, JobId, RestoreId};
 
 /// Errors of the catalog, each naming the database file.
 /// What to do when the catalog's file system is full.
@@ -149,7 +149,7 @@ pub struct AuditRecord {
 /// A restore as recorded: its plan and options (JSON) and every step's state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RestoreRecord {
-    pub id: i64,
+    pub id: RestoreId,
     pub backup_id: BackupId,
     pub state: RestoreState,
     pub options: String,
@@ -1133,7 +1133,7 @@ impl Catalog {
         options_json: &str,
         steps: usize,
         now: DateTime<Utc>,
-    ) -> Result<i64, CatalogError> {
+    ) -> Result<RestoreId, CatalogError> {
         let tx = self
             .conn
             .transaction()
@@ -1167,22 +1167,24 @@ impl Catalog {
             what: "commit",
             source,
         })?;
-        Ok(id)
+        Ok(RestoreId(id))
     }
 
     /// Sets a restore's state (and error, and end time when final).
     pub fn set_restore_state(
         &mut self,
-        id: i64,
+        id: RestoreId,
         state: RestoreState,
         error: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<(), CatalogError> {
         let from: String = self
             .conn
-            .query_row("SELECT state FROM restores WHERE id=?1", params![id], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT state FROM restores WHERE id=?1",
+                params![id.0],
+                |r| r.get(0),
+            )
             .map_err(self.q("read restore"))?;
         let from = RestoreState::parse(&from).ok_or_else(|| CatalogError::BadValue {
             path: self.path.clone(),
@@ -1200,7 +1202,7 @@ impl Catalog {
         self.conn
             .execute(
                 "UPDATE restores SET state=?2, error=?3, finished_at=?4 WHERE id=?1",
-                params![id, state.as_str(), error, finished],
+                params![id.0, state.as_str(), error, finished],
             )
             .map_err(self.q("update restore"))?;
         Ok(())
@@ -1209,7 +1211,7 @@ impl Catalog {
     /// Sets one step's state; `running` stamps the start, final states the end.
     pub fn set_step_state(
         &mut self,
-        restore: i64,
+        restore: RestoreId,
         idx: usize,
         state: StepState,
         error: Option<&str>,
@@ -1219,7 +1221,7 @@ impl Catalog {
             .conn
             .query_row(
                 "SELECT state FROM restore_steps WHERE restore_id=?1 AND idx=?2",
-                params![restore, idx as i64],
+                params![restore.0, idx as i64],
                 |r| r.get(0),
             )
             .map_err(self.q("read restore step"))?;
@@ -1242,7 +1244,7 @@ impl Catalog {
             "UPDATE restore_steps SET state=?3, error=?4, finished_at=?5 WHERE restore_id=?1 AND idx=?2"
         };
         self.conn
-            .execute(sql, params![restore, idx as i64, state, error, ts(now)])
+            .execute(sql, params![restore.0, idx as i64, state, error, ts(now)])
             .map_err(self.q("update restore step"))?;
         Ok(())
     }
@@ -1250,14 +1252,14 @@ impl Catalog {
     /// Sets one step's detail (JSON progress: nodes done, last output lines).
     pub fn set_step_detail(
         &mut self,
-        restore: i64,
+        restore: RestoreId,
         idx: usize,
         detail: &str,
     ) -> Result<(), CatalogError> {
         self.conn
             .execute(
                 "UPDATE restore_steps SET detail=?3 WHERE restore_id=?1 AND idx=?2",
-                params![restore, idx as i64, detail],
+                params![restore.0, idx as i64, detail],
             )
             .map_err(self.q("update restore step detail"))?;
         Ok(())
@@ -1324,7 +1326,7 @@ impl Catalog {
             });
         }
         Ok(Some(RestoreRecord {
-            id,
+            id: RestoreId(id),
             backup_id: self.parse_backup_id("restores.backup_id", &backup)?,
             state: RestoreState::parse(&state).ok_or_else(|| CatalogError::BadValue {
                 path: self.path.clone(),

@@ -845,7 +845,7 @@ async fn handle(
                     }
                     jobs::restore::refresh_restore_gauge(&ctx);
                     crate::restore::exec::remove_staging(&ctx.settings(), &backup_id);
-                    tracing::warn!(restore_id, backup_id = %backup_id, "restore abandoned: scheduled backups and pruning run again");
+                    tracing::warn!(restore_id = %restore_id, backup_id = %backup_id, "restore abandoned: scheduled backups and pruning run again");
                     audit(
                         &ctx,
                         &peer,

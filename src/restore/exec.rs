@@ -83,7 +83,7 @@ impl RestoreError {
 
 /// Everything a run needs.
 pub struct RestoreRun<'a> {
-    pub restore_id: i64,
+    pub restore_id: crate::ids::RestoreId,
     pub plan: &'a RestorePlan,
     /// Shared with the tar producers of the write-back (never copied: it can be large).
     pub manifest: &'a Arc<Manifest>,
@@ -138,7 +138,7 @@ pub fn execute(run: &RestoreRun<'_>) -> Result<(), RestoreError> {
             None,
             Utc::now(),
         )?;
-        tracing::info!(step = %step.title, restore_id = run.restore_id, "restore step {} started", i + 1);
+        tracing::info!(step = %step.title, restore_id = %run.restore_id, "restore step {} started", i + 1);
         crate::failpoint::hit(&format!("restore.step{}", i + 1), run.cancel);
         let detail = details.get(i).cloned().unwrap_or_default();
         let res = run_step(run, i, step, &detail);
@@ -147,7 +147,7 @@ pub fn execute(run: &RestoreRun<'_>) -> Result<(), RestoreError> {
         match &res {
             Ok(()) => {
                 lock(run.catalog).set_step_state(run.restore_id, i, StepState::Done, None, now)?;
-                tracing::info!(step = %step.title, restore_id = run.restore_id, "restore step {} done", i + 1);
+                tracing::info!(step = %step.title, restore_id = %run.restore_id, "restore step {} done", i + 1);
             }
             Err(e) => {
                 let state = if e.is_cancelled() {
@@ -162,7 +162,7 @@ pub fn execute(run: &RestoreRun<'_>) -> Result<(), RestoreError> {
                     Some(&e.to_string()),
                     now,
                 )?;
-                tracing::error!(step = %step.title, restore_id = run.restore_id, "restore step {} {}: {e}", i + 1, state.as_str());
+                tracing::error!(step = %step.title, restore_id = %run.restore_id, "restore step {} {}: {e}", i + 1, state.as_str());
             }
         }
         res?;
@@ -287,7 +287,7 @@ fn run_step(
             }
             let parallel = (run.settings.restore.parallelism.max(1) as usize).min(free);
             tracing::info!(
-                restore_id = run.restore_id,
+                restore_id = %run.restore_id,
                 "{free} API slot(s) free: up to {parallel} ndb_restore at once"
             );
             (run.progress)(
@@ -828,7 +828,7 @@ fn restore_meta(
                     "an interrupted ndb_restore -m left part of the schema in {}: dropped, then restored again",
                     databases.join(", ")
                 );
-                tracing::warn!(restore_id = run.restore_id, "{what}");
+                tracing::warn!(restore_id = %run.restore_id, "{what}");
                 (run.progress)(i, &what);
                 drop_tables(run, i, step, &databases, &r.exclude_tables)?;
             }

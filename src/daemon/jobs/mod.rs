@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{JobView, Progress};
 use crate::catalog::{Catalog, CatalogError, JobKind, State};
-use crate::ids::{BackupId, JobId};
+use crate::ids::{BackupId, JobId, RestoreId};
 
 use super::Ctx;
 
@@ -39,7 +39,7 @@ pub enum JobError {
     Catalog(#[from] CatalogError),
     #[error("held off: restore {restore_id} of backup {backup_id} is {state}: a backup of a half-restored cluster must not push out the good one; finish it (hopsdrctl restore resume) or abandon it (hopsdrctl restore abandon)")]
     RestoreUnfinished {
-        restore_id: i64,
+        restore_id: RestoreId,
         backup_id: BackupId,
         state: String,
     },

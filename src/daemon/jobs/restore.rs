@@ -115,7 +115,7 @@ pub fn start(
     };
     let (work, ()) = claim.start(JobKind::Restore, trigger, "restore", |_, _| Ok(()))?;
     let job_id = work.job_id;
-    tracing::info!(job_id = %job_id, backup_id = %backup_id, restore_id = restore_id, "restore started");
+    tracing::info!(job_id = %job_id, backup_id = %backup_id, restore_id = %restore_id, "restore started");
     notify::status(&format!("restore of {backup_id} running (job {job_id})"));
 
     let span = tracing::info_span!("restore", backup_id = %backup_id, job_id = %job_id);
@@ -172,11 +172,11 @@ pub fn start(
                 .inc();
             match &error {
                 None => {
-                    tracing::info!(job_id = %job_id, restore_id = restore_id, "restore succeeded");
+                    tracing::info!(job_id = %job_id, restore_id = %restore_id, "restore succeeded");
                     notify::status("idle; last restore succeeded");
                 }
                 Some(e) => {
-                    tracing::error!(job_id = %job_id, restore_id = restore_id, "restore {}: {e}", rstate.as_str());
+                    tracing::error!(job_id = %job_id, restore_id = %restore_id, "restore {}: {e}", rstate.as_str());
                     notify::status(&format!("idle; last restore {}", rstate.as_str()));
                 }
             }
