@@ -1,0 +1,203 @@
+//! hopsdrctl's command line (clap): the commands, their arguments and the exit codes.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Exit codes of hopsdrctl.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
+pub enum ExitCode {
+    Ok = 0,
+    Failed = 1,
+    Usage = 2,
+    Unreachable = 3,
+    PermissionDenied = 4,
+    Busy = 5,
+}
+
+pub(super) const EXIT_CODES_HELP: &str = "Exit codes:
+  0  ok
+  1  the operation failed (a backup failed, the daemon returned an error)
+  2  usage or configuration error
+  3  the daemon is not reachable
+  4  permission denied
+  5  busy: another job is running (or, for pruning and scheduled backups, an unfinished restore
+     holds them off)";
+
+/// Talk to hopsdrd: status, backups, jobs.
+#[derive(Debug, Parser)]
+#[command(name = "hopsdrctl", version, about, after_help = EXIT_CODES_HELP)]
+pub struct Cli {
+    /// Config file (read only for the socket path).
+    #[arg(long, global = true, value_name = "PATH", default_value = crate::config::DEFAULT_PATH)]
+    pub config: PathBuf,
+    /// The daemon's socket (overrides the config).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The daemon's status: version, uptime, current job, last successes, schedules.
+    Status,
+    /// List or show backups.
+    Backups {
+        #[command(subcommand)]
+        command: BackupsCommand,
+    },
+    /// Start a backup.
+    Backup {
+        #[command(subcommand)]
+        command: BackupCommand,
+    },
+    /// Plan a whole-cluster restore.
+    Restore {
+        #[command(subcommand)]
+        command: RestoreCommand,
+    },
+    /// Show one job.
+    Job {
+        /// The job id.
+        id: i64,
+    },
+    /// The catalog.
+    Catalog {
+        #[command(subcommand)]
+        command: CatalogCommand,
+    },
+    /// The repository itself.
+    Repo {
+        #[command(subcommand)]
+        command: RepoCommand,
+    },
+    /// Read a backup back whole (every blob, every file's hash) and record the outcome; without
+    /// ID, the complete backup verified longest ago.
+    Verify {
+        /// The backup id (YYYYMMDDTHHMMSSZ).
+        id: Option<String>,
+        /// Wait until it has finished.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Forget the backups the [retention] policy does not keep, then delete the blobs no
+    /// backup references.
+    Prune {
+        /// Only print what would be kept (with the reasons) and what would be forgotten.
+        #[arg(long)]
+        dry_run: bool,
+        /// Wait until it has finished.
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupsCommand {
+    /// Every backup the catalog knows.
+    List,
+    /// One backup with its components.
+    Show {
+        /// The backup id (YYYYMMDDTHHMMSSZ).
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RestoreCommand {
+    /// Print every step of restoring BACKUP: the exact commands, where they run, what they check.
+    Plan {
+        /// The backup id (YYYYMMDDTHHMMSSZ).
+        backup: String,
+    },
+    /// Restore the whole cluster from BACKUP (onto a freshly redeployed, empty cluster).
+    Start {
+        /// The backup id (YYYYMMDDTHHMMSSZ).
+        backup: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+        /// Restore a backup recorded partial.
+        #[arg(long)]
+        allow_partial: bool,
+        /// Go on despite a version mismatch or a target that is not empty.
+        #[arg(long)]
+        force: bool,
+        /// Wait until it has finished, showing progress.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// The last restore: every step with its state, duration and last output.
+    Status,
+    /// Continue the last restore where it stopped (after a failure, an abort or a crash).
+    Resume {
+        /// Wait until it has finished, showing progress.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Stop the running restore at its next safe point (resume continues it).
+    Abort,
+    /// Give up the last restore that failed or stopped unfinished: scheduled backups and pruning,
+    /// held off until then, run again (the cluster stays as the restore left it).
+    Abandon,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CatalogCommand {
+    /// Replace the catalog's backups with what the repository holds (pins and verification
+    /// outcomes from the newest catalog copy stored with a backup).
+    Rebuild {
+        /// Wait until it has finished.
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RepoCommand {
+    /// Check the structure (every manifest reads and verifies, every referenced blob exists)
+    /// without reading blob contents.
+    Check,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Start a backup now.
+    Start {
+        /// Wait until it has finished, showing progress.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Keep backup ID whatever the retention policy says.
+    Pin {
+        /// The backup id (YYYYMMDDTHHMMSSZ).
+        id: String,
+    },
+    /// Let the retention policy decide about backup ID again.
+    Unpin {
+        /// The backup id (YYYYMMDDTHHMMSSZ).
+        id: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_parses() {
+        Cli::command_for_test();
+    }
+
+    impl Cli {
+        fn command_for_test() {
+            use clap::CommandFactory;
+            Cli::command().debug_assert();
+        }
+    }
+}
