@@ -1,241 +1,8 @@
-//! Executing a restore plan as a persisted state machine: every step's transition is written
-//! to the catalog before its side effects, a step recorded `done` is never run again, and
-//! `resume` continues at the first step that is not done (inside the data step, only the node
-//! ids not yet restored). Cancellation (abort, shutdown) stops at the next safe point.
+//! The restore's steps but the volume write-back: what each step kind does on the target,
+//! resuming from what the catalog recorded of it.
 
-use std::collections::BTreeSet;
-use std::path::{Component, Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use tokio_util::sync::CancellationToken;
-
-use crate::catalog::{Catalog, CatalogError, State, StepState};
-use crate::cluster::mysql::{MysqlClient, MysqlError, MysqlTarget};
-use crate::cluster::ndb_mgm::{MgmError, NodeState};
-use crate::cluster::ndb_tables;
-use crate::cluster::node::{Node, NodeError};
-use crate::config::{NodeHost, SecretEnv, Settings};
-use crate::repository::{Entry, Manifest, RepoError, Repository};
-
-use super::plan::{RestorePlan, RestoreStep, StepKind};
-use super::tarout;
-
-/// What the operator allowed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RestoreOptions {
-    /// Restore a backup recorded `partial`.
-    pub allow_partial: bool,
-    /// Go on despite a version mismatch or a target that is not empty.
-    pub force: bool,
-}
-
-/// Why a restore step failed.
-#[derive(Debug, thiserror::Error)]
-pub enum RestoreError {
-    #[error("step {step} ({title}): {message}")]
-    Refused {
-        step: usize,
-        title: String,
-        message: String,
-    },
-    #[error("step {step} ({title}): {source}")]
-    Node {
-        step: usize,
-        title: String,
-        source: Box<NodeError>,
-    },
-    #[error("step {step} ({title}): {source}")]
-    Repository {
-        step: usize,
-        title: String,
-        source: Box<RepoError>,
-    },
-    #[error("step {step} ({title}): {source}")]
-    Mgm {
-        step: usize,
-        title: String,
-        source: Box<MgmError>,
-    },
-    #[error("step {step} ({title}): {source}")]
-    Mysql {
-        step: usize,
-        title: String,
-        source: Box<MysqlError>,
-    },
-    #[error(transparent)]
-    Catalog(#[from] CatalogError),
-    #[error("aborted before step {step} ({title}): resume with hopsdrctl restore resume")]
-    Cancelled { step: usize, title: String },
-}
-
-impl RestoreError {
-    pub fn is_cancelled(&self) -> bool {
-        match self {
-            RestoreError::Cancelled { .. } => true,
-            RestoreError::Node { source, .. } => matches!(**source, NodeError::Cancelled { .. }),
-            _ => false,
-        }
-    }
-}
-
-/// Everything a run needs.
-pub struct RestoreRun<'a> {
-    pub restore_id: crate::ids::RestoreId,
-    pub plan: &'a RestorePlan,
-    /// Shared with the tar producers of the write-back (never copied: it can be large).
-    pub manifest: &'a Arc<Manifest>,
-    pub settings: &'a Settings,
-    pub repo: &'a Repository,
-    pub catalog: &'a Mutex<Catalog>,
-    pub options: RestoreOptions,
-    /// The catalog's state of the backup (failed, partial...), if it knows it.
-    pub backup_state: Option<State>,
-    pub cancel: &'a CancellationToken,
-    /// Called with (step index, line) for the last output lines of the current step.
-    pub progress: &'a (dyn Fn(usize, &str) + Sync),
-}
-
-/// How long one tool run may take (ndb_restore of a large node runs for hours).
-const TOOL_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
-const SHORT_TIMEOUT: Duration = Duration::from_secs(600);
-
-fn lock(c: &Mutex<Catalog>) -> std::sync::MutexGuard<'_, Catalog> {
-    c.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Which steps the catalog records as done, and the data step's finished node ids.
-fn recorded(run: &RestoreRun<'_>) -> Result<(Vec<StepState>, Vec<String>), CatalogError> {
-    let rec = lock(run.catalog).last_restore()?;
-    Ok(match rec.filter(|r| r.id == run.restore_id) {
-        Some(r) => (
-            r.steps.iter().map(|s| s.state).collect(),
-            r.steps.iter().map(|s| s.detail.clone()).collect(),
-        ),
-        None => (Vec::new(), Vec::new()),
-    })
-}
-
-/// Runs the plan from the first step not done.
-pub fn execute(run: &RestoreRun<'_>) -> Result<(), RestoreError> {
-    let (states, details) = recorded(run)?;
-    for (i, step) in run.plan.steps.iter().enumerate() {
-        if states.get(i) == Some(&StepState::Done) {
-            continue;
-        }
-        if run.cancel.is_cancelled() {
-            return Err(RestoreError::Cancelled {
-                step: i + 1,
-                title: step.title.clone(),
-            });
-        }
-        lock(run.catalog).set_step_state(
-            run.restore_id,
-            i,
-            StepState::Running,
-            None,
-            Utc::now(),
-        )?;
-        tracing::info!(step = %step.title, restore_id = %run.restore_id, "restore step {} started", i + 1);
-        crate::failpoint::hit(&format!("restore.step{}", i + 1), run.cancel);
-        let detail = details.get(i).cloned().unwrap_or_default();
-        let res = run_step(run, i, step, &detail);
-        let now = Utc::now();
-        audit_step(run, i, step, &res, now);
-        match &res {
-            Ok(()) => {
-                lock(run.catalog).set_step_state(run.restore_id, i, StepState::Done, None, now)?;
-                tracing::info!(step = %step.title, restore_id = %run.restore_id, "restore step {} done", i + 1);
-            }
-            Err(e) => {
-                let state = if e.is_cancelled() {
-                    StepState::Interrupted
-                } else {
-                    StepState::Failed
-                };
-                lock(run.catalog).set_step_state(
-                    run.restore_id,
-                    i,
-                    state,
-                    Some(&e.to_string()),
-                    now,
-                )?;
-                tracing::error!(step = %step.title, restore_id = %run.restore_id, "restore step {} {}: {e}", i + 1, state.as_str());
-            }
-        }
-        res?;
-    }
-    Ok(())
-}
-
-/// Every step, its commands and its outcome go to the audit log.
-fn audit_step(
-    run: &RestoreRun<'_>,
-    i: usize,
-    step: &RestoreStep,
-    res: &Result<(), RestoreError>,
-    now: DateTime<Utc>,
-) {
-    let commands: Vec<String> = step
-        .commands
-        .iter()
-        .map(|c| crate::cluster::node::remote_command_line(c))
-        .collect();
-    let outcome = match res {
-        Ok(()) => "done".to_string(),
-        Err(e) => format!("failed: {e}"),
-    };
-    let rec = crate::catalog::AuditRecord {
-        at: now,
-        uid: nix::unistd::getuid().as_raw(),
-        pid: std::process::id() as i32,
-        action: format!("restore {} step {}", run.restore_id, i + 1),
-        allowed: true,
-        detail: format!(
-            "{} [{}] {} -> {outcome}",
-            step.title,
-            step.node,
-            commands.join(" ; ")
-        ),
-    };
-    if let Err(e) = lock(run.catalog).audit(&rec) {
-        tracing::error!("failed to write audit record: {e}");
-    }
-}
-
-fn refused(i: usize, step: &RestoreStep, message: impl Into<String>) -> RestoreError {
-    RestoreError::Refused {
-        step: i + 1,
-        title: step.title.clone(),
-        message: message.into(),
-    }
-}
-
-fn node_err(i: usize, step: &RestoreStep) -> impl Fn(NodeError) -> RestoreError + '_ {
-    move |source| RestoreError::Node {
-        step: i + 1,
-        title: step.title.clone(),
-        source: Box::new(source),
-    }
-}
-
-fn mgm_err(i: usize, step: &RestoreStep) -> impl Fn(MgmError) -> RestoreError + '_ {
-    move |source| RestoreError::Mgm {
-        step: i + 1,
-        title: step.title.clone(),
-        source: Box::new(source),
-    }
-}
-
-fn repo_err(i: usize, step: &RestoreStep) -> impl Fn(RepoError) -> RestoreError + '_ {
-    move |source| RestoreError::Repository {
-        step: i + 1,
-        title: step.title.clone(),
-        source: Box::new(source),
-    }
-}
+use super::volumes::{step_moves, write_volumes};
+use super::*;
 
 /// Progress of the data step, persisted so a resume restores only what is left.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -243,7 +10,7 @@ struct DataDetail {
     done: BTreeSet<u32>,
 }
 
-fn run_step(
+pub(super) fn run_step(
     run: &RestoreRun<'_>,
     i: usize,
     step: &RestoreStep,
@@ -525,7 +292,7 @@ fn verify(run: &RestoreRun<'_>, i: usize, step: &RestoreStep) -> Result<(), Rest
     );
     // Versions: the RonDB version at backup time against the target's.
     if let (Some(mgm), Some(backup_version)) = (
-        super::target::mgm_client(run.settings),
+        crate::restore::target::mgm_client(run.settings),
         run.manifest
             .info
             .extra
@@ -549,7 +316,7 @@ fn verify(run: &RestoreRun<'_>, i: usize, step: &RestoreStep) -> Result<(), Rest
 }
 
 fn preflight(run: &RestoreRun<'_>, i: usize, step: &RestoreStep) -> Result<(), RestoreError> {
-    let Some(mgm) = super::target::mgm_client(run.settings) else {
+    let Some(mgm) = crate::restore::target::mgm_client(run.settings) else {
         return Err(refused(
             i,
             step,
@@ -649,29 +416,6 @@ fn preflight(run: &RestoreRun<'_>, i: usize, step: &RestoreStep) -> Result<(), R
             problems.join("; ")
         ),
     ))
-}
-
-/// Removes the staged RonDB files of a restore of `backup` (after it succeeded, or was
-/// abandoned); a failure is logged, not fatal.
-pub fn remove_staging(settings: &Settings, backup: &crate::ids::BackupId) {
-    let dir = settings.restore.staging_dir.join(backup.as_str());
-    match std::fs::remove_dir_all(&dir) {
-        Ok(()) => tracing::info!("removed the staged RonDB files in {}", dir.display()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => tracing::warn!(
-            "failed to remove the staged RonDB files in {}: {e}",
-            dir.display()
-        ),
-    }
-}
-
-/// `base` joined with a repository path, refused if it would leave `base`.
-pub fn safe_join(base: &Path, rel: &str) -> Option<PathBuf> {
-    let p = Path::new(rel);
-    if p.is_absolute() || p.components().any(|c| !matches!(c, Component::Normal(_))) {
-        return None;
-    }
-    Some(base.join(p))
 }
 
 fn stage(run: &RestoreRun<'_>, i: usize, step: &RestoreStep) -> Result<(), RestoreError> {
@@ -899,8 +643,8 @@ fn meta_on_resume(
             dbs.into_iter().collect::<Vec<_>>().join(", ")
         ));
     };
-    let databases = super::plan::backup_databases(recorded);
-    let ours = super::plan::tables_to_drop(present, &databases, exclude);
+    let databases = crate::restore::plan::backup_databases(recorded);
+    let ours = crate::restore::plan::tables_to_drop(present, &databases, exclude);
     if ours.is_empty() {
         return MetaResume::Run;
     }
@@ -922,8 +666,8 @@ fn list_target(
     i: usize,
     step: &RestoreStep,
 ) -> Result<(Vec<String>, bool), RestoreError> {
-    let cs = super::plan::connectstring(run.settings).unwrap_or_default();
-    let Some(argv) = super::target::show_tables_argv(run.settings, &cs, None) else {
+    let cs = crate::restore::plan::connectstring(run.settings).unwrap_or_default();
+    let Some(argv) = crate::restore::target::show_tables_argv(run.settings, &cs, None) else {
         return Err(refused(i, step, "no [rondb] in the config"));
     };
     let out = Node::local("head node")
@@ -947,13 +691,13 @@ fn drop_tables(
     databases: &[String],
     exclude: &[String],
 ) -> Result<(), RestoreError> {
-    let cs = super::plan::connectstring(run.settings).unwrap_or_default();
+    let cs = crate::restore::plan::connectstring(run.settings).unwrap_or_default();
     let head = Node::local("head node");
     let mut left = usize::MAX;
     let mut last_output = String::new();
     loop {
         let (present, _) = list_target(run, i, step)?;
-        let todo = super::plan::tables_to_drop(&present, databases, exclude);
+        let todo = crate::restore::plan::tables_to_drop(&present, databases, exclude);
         if todo.is_empty() {
             return Ok(());
         }
@@ -1041,11 +785,11 @@ fn free_api_slots(
     i: usize,
     step: &RestoreStep,
 ) -> Result<usize, RestoreError> {
-    let Some(mgm) = super::target::mgm_client(run.settings) else {
+    let Some(mgm) = crate::restore::target::mgm_client(run.settings) else {
         return Err(refused(i, step, "no [rondb] in the config"));
     };
     let show = mgm.show(run.cancel).map_err(mgm_err(i, step))?;
-    Ok(super::target::TargetFacts::from_show(&show).free_api_slots())
+    Ok(crate::restore::target::TargetFacts::from_show(&show).free_api_slots())
 }
 
 /// Stops the services (head node) and the datanodes (on their hosts), then waits until no
@@ -1073,13 +817,13 @@ fn quiesce(run: &RestoreRun<'_>, i: usize, step: &RestoreStep) -> Result<(), Res
         report_output(run, i, &out.stdout);
     }
     let r = &run.settings.restore;
-    let Some(mgm) = super::target::mgm_client(run.settings) else {
+    let Some(mgm) = crate::restore::target::mgm_client(run.settings) else {
         return Err(refused(i, step, "no [rondb] in the config"));
     };
     let deadline = Instant::now() + r.quiesce_timeout;
     loop {
         let show = mgm.show(run.cancel).map_err(mgm_err(i, step))?;
-        let facts = super::target::TargetFacts::from_show(&show);
+        let facts = crate::restore::target::TargetFacts::from_show(&show);
         let connected: Vec<String> = facts
             .connected_api()
             .map(|a| match &a.address {
@@ -1122,226 +866,10 @@ fn quiesce(run: &RestoreRun<'_>, i: usize, step: &RestoreStep) -> Result<(), Res
     }
 }
 
-/// Progress of the volumes step: the datanodes written back whole.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct VolumesDetail {
-    done: BTreeSet<String>,
-}
-
-/// Writes back the volumes of every datanode of the step not yet done, up to
-/// `[restore] parallelism` datanodes at a time; each one finished is recorded before the next
-/// is taken, so a resume writes back only what is left (a datanode cut off half-way is written
-/// again whole: `tar -x` overwrites).
-fn write_volumes(
-    run: &RestoreRun<'_>,
-    i: usize,
-    step: &RestoreStep,
-    detail: &str,
-) -> Result<(), RestoreError> {
-    let Some(h) = &run.settings.hopsfs else {
-        return Ok(());
-    };
-    if step.datanodes.is_empty() {
-        return Err(refused(
-            i,
-            step,
-            "the stored plan names no datanode (it was made by an older hopsdr): abort this restore and start it again",
-        ));
-    }
-    let done: VolumesDetail = serde_json::from_str(detail).unwrap_or_default();
-    let mut todo = Vec::new();
-    for name in step.datanodes.iter().filter(|n| !done.done.contains(*n)) {
-        let Some(d) = h.datanodes.iter().find(|d| &d.name == name) else {
-            return Err(refused(
-                i,
-                step,
-                format!("datanode {name} is not in [[hopsfs.datanodes]]"),
-            ));
-        };
-        todo.push(d);
-    }
-    let done = Mutex::new(done);
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let failed: Mutex<Option<RestoreError>> = Mutex::new(None);
-    let workers = (run.settings.restore.parallelism.max(1) as usize).min(todo.len());
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| loop {
-                if failed.lock().map(|f| f.is_some()).unwrap_or(true) {
-                    return;
-                }
-                let k = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let Some(d) = todo.get(k) else { return };
-                match write_datanode(run, i, step, d) {
-                    Ok(()) => {
-                        let json = {
-                            let mut g = done.lock().unwrap_or_else(|p| p.into_inner());
-                            g.done.insert(d.name.clone());
-                            serde_json::to_string(&*g).unwrap_or_default()
-                        };
-                        if let Err(e) = lock(run.catalog).set_step_detail(run.restore_id, i, &json)
-                        {
-                            failed
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .get_or_insert(e.into());
-                            return;
-                        }
-                        (run.progress)(i, &format!("datanode {} written back", d.name));
-                        crate::failpoint::hit("restore.volumes.datanode_done", run.cancel);
-                    }
-                    Err(e) => {
-                        failed
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .get_or_insert(e);
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
-}
-
-/// The volumes the plan's write-back writes (a plan stored by an older hopsdr has none: every
-/// volume back where it came from).
-fn step_moves(run: &RestoreRun<'_>) -> Vec<super::plan::VolumeMove> {
-    let Some(st) = run
-        .plan
-        .steps
-        .iter()
-        .find(|s| s.kind == StepKind::HopsfsVolumes)
-    else {
-        return Vec::new();
-    };
-    if !st.moves.is_empty() {
-        return st.moves.clone();
-    }
-    let Some(h) = &run.settings.hopsfs else {
-        return Vec::new();
-    };
-    h.datanodes
-        .iter()
-        .filter(|d| st.datanodes.contains(&d.name))
-        .flat_map(|d| {
-            d.volumes
-                .iter()
-                .enumerate()
-                .map(|(k, v)| super::plan::VolumeMove {
-                    from: format!("{}/vol{}", d.name, k + 1),
-                    datanode: d.name.clone(),
-                    volume: v.display().to_string(),
-                })
-        })
-        .collect()
-}
-
-/// Writes back every volume that goes to datanode `d`: each destination volume's `current/`
-/// (what the redeploy formatted, or a half write-back) removed first, then every backed-up
-/// volume mapped onto it written as a tar stream built from the repository.
-fn write_datanode(
-    run: &RestoreRun<'_>,
-    i: usize,
-    step: &RestoreStep,
-    d: &crate::config::HopsfsDatanodeSettings,
-) -> Result<(), RestoreError> {
-    let node = match &d.host {
-        NodeHost::Local => Node::local(&format!("datanode {}", d.name)),
-        host => Node::at(format!("datanode {}", d.name), host, &run.settings.ssh),
-    };
-    let moves: Vec<_> = step_moves(run)
-        .into_iter()
-        .filter(|m| m.datanode == d.name)
-        .collect();
-    let mut cleared = BTreeSet::new();
-    for mv in &moves {
-        if cleared.insert(mv.volume.clone()) {
-            let current = format!("{}/current", mv.volume);
-            node.run(
-                &["rm".into(), "-rf".into(), "--".into(), current],
-                SHORT_TIMEOUT,
-                run.cancel,
-            )
-            .map_err(node_err(i, step))?;
-            node.run(
-                &["mkdir".into(), "-p".into(), "--".into(), mv.volume.clone()],
-                SHORT_TIMEOUT,
-                run.cancel,
-            )
-            .map_err(node_err(i, step))?;
-        }
-    }
-    for mv in &moves {
-        let prefix = format!("hopsfs/{}/", mv.from);
-        let vol = mv.volume.clone();
-        let repo = run.repo.clone();
-        let manifest = run.manifest.clone();
-        let argv: Vec<String> = ["tar", "--numeric-owner", "-C", &vol, "-xf", "-"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let producer: crate::cluster::node::Producer =
-            Box::new(move |w: &mut dyn std::io::Write| {
-                // Large writes to the pipe, not the tar crate's 8 KiB pieces.
-                let mut buffered = std::io::BufWriter::with_capacity(1 << 20, w);
-                tarout::write_tar(&repo, &manifest.entries, &prefix, &mut buffered)?;
-                std::io::Write::flush(&mut buffered)
-            });
-        let (status, stderr) = node
-            .stream_with_producer(&argv, Some(producer), TOOL_TIMEOUT, run.cancel, |r| {
-                std::io::copy(r, &mut std::io::sink()).map(|_| ())
-            })
-            .map_err(node_err(i, step))?;
-        if !status.success() {
-            return Err(node_err(i, step)(NodeError::Failed {
-                node: node.name.clone(),
-                command: format!("tar -C {vol} -xf -"),
-                status: status.to_string(),
-                stderr,
-            }));
-        }
-        (run.progress)(
-            i,
-            &format!("datanode {}: {} written back to {vol}", d.name, mv.from),
-        );
-    }
-    Ok(())
-}
-
-/// Durations of every step and the total, from the catalog's records.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct RestoreReport {
-    pub steps: Vec<(String, f64)>,
-    pub total_seconds: f64,
-}
-
-/// The report of restore `rec`.
-pub fn report(
-    plan: &RestorePlan,
-    rec: &crate::catalog::RestoreRecord,
-    now: DateTime<Utc>,
-) -> RestoreReport {
-    let mut steps = Vec::new();
-    for (s, r) in plan.steps.iter().zip(rec.steps.iter()) {
-        let secs = match (r.started_at, r.finished_at) {
-            (Some(a), Some(b)) => (b - a).num_milliseconds().max(0) as f64 / 1000.0,
-            _ => 0.0,
-        };
-        steps.push((s.title.clone(), secs));
-    }
-    let end = rec.finished_at.unwrap_or(now);
-    RestoreReport {
-        steps,
-        total_seconds: (end - rec.created_at).num_milliseconds().max(0) as f64 / 1000.0,
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn a_metadata_step_run_again_goes_on_only_from_a_known_state() {
         let v = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<Vec<_>>();
@@ -1381,20 +909,5 @@ mod tests {
             meta_on_resume(&v(&["app.events"]), Some(&[]), &excl),
             MetaResume::Refuse(_)
         ));
-    }
-
-    use super::*;
-
-    #[test]
-    fn manifest_paths_never_leave_the_staging_directory() {
-        let base = Path::new("/var/lib/hopsdr/restore/x");
-        assert_eq!(
-            safe_join(base, "rondb/1/BACKUP-5/BACKUP-5.1.ctl"),
-            Some(base.join("rondb/1/BACKUP-5/BACKUP-5.1.ctl"))
-        );
-        assert_eq!(safe_join(base, "../etc/passwd"), None);
-        assert_eq!(safe_join(base, "rondb/../../x"), None);
-        assert_eq!(safe_join(base, "/etc/passwd"), None);
-        assert_eq!(safe_join(base, "rondb/./x"), Some(base.join("rondb/x")));
     }
 }

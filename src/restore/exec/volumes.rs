@@ -1,0 +1,196 @@
+//! The HopsFS volumes written back: each datanode's volumes replaced by the backup's (tar
+//! streams built from the repository), in parallel up to `[restore] parallelism`, each datanode
+//! recorded done so that a resume writes back only the rest.
+
+use super::super::tarout;
+use super::*;
+
+/// Progress of the volumes step: the datanodes written back whole.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct VolumesDetail {
+    done: BTreeSet<String>,
+}
+
+/// Writes back the volumes of every datanode of the step not yet done, up to
+/// `[restore] parallelism` datanodes at a time; each one finished is recorded before the next
+/// is taken, so a resume writes back only what is left (a datanode cut off half-way is written
+/// again whole: `tar -x` overwrites).
+pub(super) fn write_volumes(
+    run: &RestoreRun<'_>,
+    i: usize,
+    step: &RestoreStep,
+    detail: &str,
+) -> Result<(), RestoreError> {
+    let Some(h) = &run.settings.hopsfs else {
+        return Ok(());
+    };
+    if step.datanodes.is_empty() {
+        return Err(refused(
+            i,
+            step,
+            "the stored plan names no datanode (it was made by an older hopsdr): abort this restore and start it again",
+        ));
+    }
+    let done: VolumesDetail = serde_json::from_str(detail).unwrap_or_default();
+    let mut todo = Vec::new();
+    for name in step.datanodes.iter().filter(|n| !done.done.contains(*n)) {
+        let Some(d) = h.datanodes.iter().find(|d| &d.name == name) else {
+            return Err(refused(
+                i,
+                step,
+                format!("datanode {name} is not in [[hopsfs.datanodes]]"),
+            ));
+        };
+        todo.push(d);
+    }
+    let done = Mutex::new(done);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed: Mutex<Option<RestoreError>> = Mutex::new(None);
+    let workers = (run.settings.restore.parallelism.max(1) as usize).min(todo.len());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                if failed.lock().map(|f| f.is_some()).unwrap_or(true) {
+                    return;
+                }
+                let k = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let Some(d) = todo.get(k) else { return };
+                match write_datanode(run, i, step, d) {
+                    Ok(()) => {
+                        let json = {
+                            let mut g = done.lock().unwrap_or_else(|p| p.into_inner());
+                            g.done.insert(d.name.clone());
+                            serde_json::to_string(&*g).unwrap_or_default()
+                        };
+                        if let Err(e) = lock(run.catalog).set_step_detail(run.restore_id, i, &json)
+                        {
+                            failed
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .get_or_insert(e.into());
+                            return;
+                        }
+                        (run.progress)(i, &format!("datanode {} written back", d.name));
+                        crate::failpoint::hit("restore.volumes.datanode_done", run.cancel);
+                    }
+                    Err(e) => {
+                        failed
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .get_or_insert(e);
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// The volumes the plan's write-back writes (a plan stored by an older hopsdr has none: every
+/// volume back where it came from).
+pub(super) fn step_moves(run: &RestoreRun<'_>) -> Vec<crate::restore::plan::VolumeMove> {
+    let Some(st) = run
+        .plan
+        .steps
+        .iter()
+        .find(|s| s.kind == StepKind::HopsfsVolumes)
+    else {
+        return Vec::new();
+    };
+    if !st.moves.is_empty() {
+        return st.moves.clone();
+    }
+    let Some(h) = &run.settings.hopsfs else {
+        return Vec::new();
+    };
+    h.datanodes
+        .iter()
+        .filter(|d| st.datanodes.contains(&d.name))
+        .flat_map(|d| {
+            d.volumes
+                .iter()
+                .enumerate()
+                .map(|(k, v)| crate::restore::plan::VolumeMove {
+                    from: format!("{}/vol{}", d.name, k + 1),
+                    datanode: d.name.clone(),
+                    volume: v.display().to_string(),
+                })
+        })
+        .collect()
+}
+
+/// Writes back every volume that goes to datanode `d`: each destination volume's `current/`
+/// (what the redeploy formatted, or a half write-back) removed first, then every backed-up
+/// volume mapped onto it written as a tar stream built from the repository.
+fn write_datanode(
+    run: &RestoreRun<'_>,
+    i: usize,
+    step: &RestoreStep,
+    d: &crate::config::HopsfsDatanodeSettings,
+) -> Result<(), RestoreError> {
+    let node = match &d.host {
+        NodeHost::Local => Node::local(&format!("datanode {}", d.name)),
+        host => Node::at(format!("datanode {}", d.name), host, &run.settings.ssh),
+    };
+    let moves: Vec<_> = step_moves(run)
+        .into_iter()
+        .filter(|m| m.datanode == d.name)
+        .collect();
+    let mut cleared = BTreeSet::new();
+    for mv in &moves {
+        if cleared.insert(mv.volume.clone()) {
+            let current = format!("{}/current", mv.volume);
+            node.run(
+                &["rm".into(), "-rf".into(), "--".into(), current],
+                SHORT_TIMEOUT,
+                run.cancel,
+            )
+            .map_err(node_err(i, step))?;
+            node.run(
+                &["mkdir".into(), "-p".into(), "--".into(), mv.volume.clone()],
+                SHORT_TIMEOUT,
+                run.cancel,
+            )
+            .map_err(node_err(i, step))?;
+        }
+    }
+    for mv in &moves {
+        let prefix = format!("hopsfs/{}/", mv.from);
+        let vol = mv.volume.clone();
+        let repo = run.repo.clone();
+        let manifest = run.manifest.clone();
+        let argv: Vec<String> = ["tar", "--numeric-owner", "-C", &vol, "-xf", "-"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let producer: crate::cluster::node::Producer =
+            Box::new(move |w: &mut dyn std::io::Write| {
+                // Large writes to the pipe, not the tar crate's 8 KiB pieces.
+                let mut buffered = std::io::BufWriter::with_capacity(1 << 20, w);
+                tarout::write_tar(&repo, &manifest.entries, &prefix, &mut buffered)?;
+                std::io::Write::flush(&mut buffered)
+            });
+        let (status, stderr) = node
+            .stream_with_producer(&argv, Some(producer), TOOL_TIMEOUT, run.cancel, |r| {
+                std::io::copy(r, &mut std::io::sink()).map(|_| ())
+            })
+            .map_err(node_err(i, step))?;
+        if !status.success() {
+            return Err(node_err(i, step)(NodeError::Failed {
+                node: node.name.clone(),
+                command: format!("tar -C {vol} -xf -"),
+                status: status.to_string(),
+                stderr,
+            }));
+        }
+        (run.progress)(
+            i,
+            &format!("datanode {}: {} written back to {vol}", d.name, mv.from),
+        );
+    }
+    Ok(())
+}
