@@ -367,11 +367,10 @@ async fn finish(work: &Work, ending: Ending) {
         if let Err(e) = recorded.and(finished) {
             tracing::error!(job_id = %work.job_id, "failed to record the end of {} job {}: {e}", work.kind.as_str(), work.job_id);
         }
+        gauges(&cat, &ctx.metrics);
         *cur = None;
         ctx.jobs.set_idle(true);
     }
-    refresh_backup_gauges(ctx);
-    restore::refresh_restore_gauge(ctx);
     if let Some(then) = ending.then {
         then(ctx);
     }
@@ -419,18 +418,30 @@ pub fn job_view(ctx: &Ctx, id: JobId) -> Result<Option<JobView>, CatalogError> {
 
 /// `hopsdr_backups{state}` and `hopsdr_backup_hopsfs_unchecked` from the catalog.
 pub fn refresh_backup_gauges(ctx: &Ctx) {
+    backup_gauges(&lock_catalog(&ctx.catalog), &ctx.metrics);
+}
+
+/// The gauges the catalog's backups and restores give: set while the catalog is held, so that
+/// whoever sees a job's final state sees them too.
+fn gauges(cat: &Catalog, m: &super::metrics::Metrics) {
+    backup_gauges(cat, m);
+    if let Ok(last) = cat.last_restore() {
+        m.restore_unfinished
+            .set(restore::held_off_by(last).is_some() as i64);
+    }
+}
+
+fn backup_gauges(cat: &Catalog, m: &super::metrics::Metrics) {
     // Whether the newest committed backup's HopsFS blocks went unchecked.
-    if let Ok(backups) = lock_catalog(&ctx.catalog).backups() {
+    if let Ok(backups) = cat.backups() {
         let newest = backups
             .iter()
             .rev()
             .find(|b| matches!(b.state, State::Succeeded | State::Partial));
-        ctx.metrics
-            .hopsfs_unchecked
+        m.hopsfs_unchecked
             .set(newest.is_some_and(|b| b.hopsfs_unchecked) as i64);
     }
-    let counts = lock_catalog(&ctx.catalog).backup_counts();
-    if let Ok(counts) = counts {
+    if let Ok(counts) = cat.backup_counts() {
         for s in [
             State::Succeeded,
             State::Partial,
@@ -443,10 +454,7 @@ pub fn refresh_backup_gauges(ctx: &Ctx) {
                 .find(|(k, _)| *k == s)
                 .map(|x| x.1)
                 .unwrap_or(0);
-            ctx.metrics
-                .backups
-                .with_label_values(&[s.as_str()])
-                .set(n as i64);
+            m.backups.with_label_values(&[s.as_str()]).set(n as i64);
         }
     }
 }
