@@ -2,22 +2,9 @@
 //! `hopsdrctl` reads, HTTP/1.1 + JSON over a Unix socket. One module, used by both binaries, so the
 //! two cannot disagree.
 //!
-//! Routes (all under `/v1`):
-//! - `GET  /v1/status` → [`StatusResponse`] (read)
-//! - `GET  /v1/backups` → [`BackupList`] (read)
-//! - `GET  /v1/backups/{id}` → [`BackupDetail`] (read)
-//! - `POST /v1/backups` → 202 [`JobStarted`] (change; 409 [`ErrorBody`] with `job_id` when busy)
-//! - `GET  /v1/jobs/{id}` → [`JobView`] (read)
-//! - `GET  /v1/restore/plan/{backup}` → [`crate::restore::plan::RestorePlan`] (read)
-//! - `POST /v1/restores` [`StartRestoreRequest`] → 202 [`JobStarted`] (change; `confirm` must
-//!   repeat `backup_id`)
-//! - `POST /v1/restores/resume` → 202 [`JobStarted`] (change)
-//! - `POST /v1/restores/abandon` [`Confirm`] of the restore's backup id → 200 (change)
-//! - `GET  /v1/prune` → [`PruneDecisions`], the dry run (read)
-//! - `POST /v1/prune` [`Confirm`] `"prune"` → 202 [`JobStarted`] (change)
-//! - `POST /v1/backups/{id}/pin` → 200; `.../unpin` [`Confirm`] of the id → 200 (change)
-//! - `POST /v1/restores/abort` → 202 [`JobStarted`] of the job told to stop (change)
-//! - `GET  /v1/restores/last` → [`RestoreStatus`] (read)
+//! The routes are one table, [`routes`]: the daemon's router is built from it and hopsdrctl's
+//! client calls its entries, so the two cannot disagree on a method or a path. What each route
+//! takes and returns is written beside it.
 //!
 //! Errors are `{"error":{"code":"...","message":"..."}}` with a fitting status. A destructive
 //! request without its confirmation gets 400 `confirmation_required` and changes nothing.
@@ -27,6 +14,139 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::{BackupRecord, ComponentRecord, JobRecord, LastSuccess};
 use crate::ids::{BackupId, JobId};
+
+/// One route of the API: its method, its path (with `{name}` for a parameter) and what it
+/// serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub id: RouteId,
+    pub method: &'static str,
+    pub path: &'static str,
+}
+
+/// Which route: what the daemon's handler matches on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteId {
+    Status,
+    Backups,
+    Backup,
+    StartBackup,
+    Pin,
+    Unpin,
+    Job,
+    RepoCheck,
+    CatalogRebuild,
+    PruneDryRun,
+    Prune,
+    Verify,
+    RestorePlan,
+    StartRestore,
+    ResumeRestore,
+    AbortRestore,
+    AbandonRestore,
+    LastRestore,
+}
+
+impl Route {
+    /// The path with `params` put in for the `{...}` parameters, in order.
+    pub fn url(&self, params: &[&str]) -> String {
+        let mut params = params.iter();
+        self.path
+            .split('/')
+            .map(|seg| {
+                if seg.starts_with('{') {
+                    params.next().copied().unwrap_or_default().to_string()
+                } else {
+                    seg.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
+    /// The parameters of `path` (which matched this route), in order.
+    pub fn params<'a>(&self, path: &'a str) -> Vec<&'a str> {
+        self.path
+            .split('/')
+            .zip(path.split('/'))
+            .filter(|(t, _)| t.starts_with('{'))
+            .map(|(_, v)| v)
+            .collect()
+    }
+
+    /// Reads need the socket group; everything else changes something.
+    pub fn changes(&self) -> bool {
+        self.method != "GET"
+    }
+}
+
+/// Every route of the API.
+pub mod routes {
+    use super::{Route, RouteId};
+
+    const fn r(id: RouteId, method: &'static str, path: &'static str) -> Route {
+        Route { id, method, path }
+    }
+
+    /// → [`super::StatusResponse`]
+    pub const STATUS: Route = r(RouteId::Status, "GET", "/v1/status");
+    /// → [`super::BackupList`]
+    pub const BACKUPS: Route = r(RouteId::Backups, "GET", "/v1/backups");
+    /// → [`super::BackupDetail`]
+    pub const BACKUP: Route = r(RouteId::Backup, "GET", "/v1/backups/{id}");
+    /// [`super::StartBackupRequest`] → 202 [`super::JobStarted`] (409 with `job_id` when busy)
+    pub const START_BACKUP: Route = r(RouteId::StartBackup, "POST", "/v1/backups");
+    /// → 200
+    pub const PIN: Route = r(RouteId::Pin, "POST", "/v1/backups/{id}/pin");
+    /// [`super::Confirm`] of the id → 200
+    pub const UNPIN: Route = r(RouteId::Unpin, "POST", "/v1/backups/{id}/unpin");
+    /// `?wait_ms=N` (at most 10 s) → [`super::JobView`]
+    pub const JOB: Route = r(RouteId::Job, "GET", "/v1/jobs/{id}");
+    /// → the repository's structure check (at most two heavy reads at once, else 429)
+    pub const REPO_CHECK: Route = r(RouteId::RepoCheck, "GET", "/v1/repo/check");
+    /// → 202 [`super::JobStarted`]
+    pub const CATALOG_REBUILD: Route = r(RouteId::CatalogRebuild, "POST", "/v1/catalog/rebuild");
+    /// → [`super::PruneDecisions`], the dry run
+    pub const PRUNE_DRY_RUN: Route = r(RouteId::PruneDryRun, "GET", "/v1/prune");
+    /// [`super::Confirm`] `"prune"` → 202 [`super::JobStarted`]
+    pub const PRUNE: Route = r(RouteId::Prune, "POST", "/v1/prune");
+    /// `{"backup": id}` or nothing (the one verified longest ago) → 202 [`super::JobStarted`]
+    pub const VERIFY: Route = r(RouteId::Verify, "POST", "/v1/verify");
+    /// → [`crate::restore::plan::RestorePlan`] (a heavy read)
+    pub const RESTORE_PLAN: Route = r(RouteId::RestorePlan, "GET", "/v1/restore/plan/{id}");
+    /// [`super::StartRestoreRequest`] (`confirm` repeats `backup_id`) → 202 [`super::JobStarted`]
+    pub const START_RESTORE: Route = r(RouteId::StartRestore, "POST", "/v1/restores");
+    /// → 202 [`super::JobStarted`]
+    pub const RESUME_RESTORE: Route = r(RouteId::ResumeRestore, "POST", "/v1/restores/resume");
+    /// → 202 [`super::JobStarted`] of the job told to stop
+    pub const ABORT_RESTORE: Route = r(RouteId::AbortRestore, "POST", "/v1/restores/abort");
+    /// [`super::Confirm`] of the restore's backup id → 200
+    pub const ABANDON_RESTORE: Route = r(RouteId::AbandonRestore, "POST", "/v1/restores/abandon");
+    /// → [`super::RestoreStatus`]
+    pub const LAST_RESTORE: Route = r(RouteId::LastRestore, "GET", "/v1/restores/last");
+
+    /// The table the daemon's router is built from.
+    pub const ALL: [Route; 18] = [
+        STATUS,
+        BACKUPS,
+        BACKUP,
+        START_BACKUP,
+        PIN,
+        UNPIN,
+        JOB,
+        REPO_CHECK,
+        CATALOG_REBUILD,
+        PRUNE_DRY_RUN,
+        PRUNE,
+        VERIFY,
+        RESTORE_PLAN,
+        START_RESTORE,
+        RESUME_RESTORE,
+        ABORT_RESTORE,
+        ABANDON_RESTORE,
+        LAST_RESTORE,
+    ];
+}
 
 /// The largest request body the daemon accepts.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -238,4 +358,25 @@ pub struct PruneDecision {
     pub id: crate::ids::BackupId,
     pub keep: bool,
     pub reasons: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_and_params_follow_the_table() {
+        assert_eq!(
+            routes::UNPIN.url(&["20261206T180000Z"]),
+            "/v1/backups/20261206T180000Z/unpin"
+        );
+        assert_eq!(routes::STATUS.url(&[]), "/v1/status");
+        assert_eq!(routes::JOB.params("/v1/jobs/42"), ["42"]);
+        assert!(routes::PRUNE.changes() && !routes::PRUNE_DRY_RUN.changes());
+        // Every (method, path) once.
+        let mut seen = std::collections::HashSet::new();
+        for r in routes::ALL {
+            assert!(seen.insert((r.method, r.path)), "{r:?} twice");
+        }
+    }
 }

@@ -9,7 +9,7 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 
-use crate::api::ErrorBody;
+use crate::api::{ErrorBody, Route};
 
 use super::args::ExitCode;
 
@@ -45,12 +45,30 @@ pub(super) struct Client {
 }
 
 impl Client {
+    /// Calls `route` with its path parameters `params` and `body`.
     pub(super) async fn call<T: DeserializeOwned>(
         &self,
-        method: Method,
-        path: &str,
+        route: &Route,
+        params: &[&str],
         body: Option<&str>,
     ) -> Result<T, CtlError> {
+        self.call_query(route, params, None, body).await
+    }
+
+    /// As [`Client::call`], with a query string.
+    pub(super) async fn call_query<T: DeserializeOwned>(
+        &self,
+        route: &Route,
+        params: &[&str],
+        query: Option<&str>,
+        body: Option<&str>,
+    ) -> Result<T, CtlError> {
+        let method = Method::from_bytes(route.method.as_bytes())
+            .map_err(|e| CtlError::Failed(format!("bad method in the route table: {e}")))?;
+        let path = match query {
+            Some(q) => format!("{}?{q}", route.url(params)),
+            None => route.url(params),
+        };
         let unreachable = |cause: String| CtlError::Unreachable {
             socket: self.socket.display().to_string(),
             cause,
@@ -75,7 +93,7 @@ impl Client {
         });
         let req = Request::builder()
             .method(method)
-            .uri(path)
+            .uri(path.as_str())
             .header("host", "hopsdrd")
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body.unwrap_or("").to_string())))

@@ -10,7 +10,7 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hyper::Method;
+use crate::api::routes;
 
 use crate::api::{BackupDetail, BackupList, JobStarted, JobView, RestoreStatus, StatusResponse};
 use crate::catalog::State;
@@ -79,7 +79,7 @@ async fn run_inner(cli: &Cli) -> Result<ExitCode, CtlError> {
     };
     match &cli.command {
         Command::Status => {
-            let s: StatusResponse = client.call(Method::GET, "/v1/status", None).await?;
+            let s: StatusResponse = client.call(&routes::STATUS, &[], None).await?;
             if cli.json {
                 print_json(&s);
             } else {
@@ -89,7 +89,7 @@ async fn run_inner(cli: &Cli) -> Result<ExitCode, CtlError> {
         Command::Backups {
             command: BackupsCommand::List,
         } => {
-            let l: BackupList = client.call(Method::GET, "/v1/backups", None).await?;
+            let l: BackupList = client.call(&routes::BACKUPS, &[], None).await?;
             if cli.json {
                 print_json(&l);
             } else {
@@ -99,9 +99,7 @@ async fn run_inner(cli: &Cli) -> Result<ExitCode, CtlError> {
         Command::Backups {
             command: BackupsCommand::Show { id },
         } => {
-            let d: BackupDetail = client
-                .call(Method::GET, &format!("/v1/backups/{id}"), None)
-                .await?;
+            let d: BackupDetail = client.call(&routes::BACKUP, &[id], None).await?;
             if cli.json {
                 print_json(&d);
             } else {
@@ -111,18 +109,14 @@ async fn run_inner(cli: &Cli) -> Result<ExitCode, CtlError> {
         Command::Backup {
             command: BackupCommand::Pin { id } | BackupCommand::Unpin { id },
         } => {
-            let op = match &cli.command {
+            let (op, route) = match &cli.command {
                 Command::Backup {
                     command: BackupCommand::Pin { .. },
-                } => "pin",
-                _ => "unpin",
+                } => ("pin", &routes::PIN),
+                _ => ("unpin", &routes::UNPIN),
             };
             let v: serde_json::Value = client
-                .call(
-                    Method::POST,
-                    &format!("/v1/backups/{id}/{op}"),
-                    Some(&crate::api::Confirm::body(id)),
-                )
+                .call(route, &[id], Some(&crate::api::Confirm::body(id)))
                 .await?;
             if cli.json {
                 print_json(&v);
@@ -134,7 +128,7 @@ async fn run_inner(cli: &Cli) -> Result<ExitCode, CtlError> {
             command: CatalogCommand::Rebuild { wait },
         } => {
             let started: JobStarted = client
-                .call(Method::POST, "/v1/catalog/rebuild", Some("{}"))
+                .call(&routes::CATALOG_REBUILD, &[], Some("{}"))
                 .await?;
             return follow(&client, cli, &started, *wait, "catalog rebuild").await;
         }
@@ -142,7 +136,7 @@ async fn run_inner(cli: &Cli) -> Result<ExitCode, CtlError> {
             command: RepoCommand::Check,
         } => {
             let r: crate::repository::CheckReport =
-                client.call(Method::GET, "/v1/repo/check", None).await?;
+                client.call(&routes::REPO_CHECK, &[], None).await?;
             if cli.json {
                 print_json(&r);
             } else {
@@ -171,7 +165,7 @@ async fn run_inner(cli: &Cli) -> Result<ExitCode, CtlError> {
                 Some(id) => serde_json::json!({ "backup": id }).to_string(),
                 None => "{}".to_string(),
             };
-            let started: JobStarted = client.call(Method::POST, "/v1/verify", Some(&body)).await?;
+            let started: JobStarted = client.call(&routes::VERIFY, &[], Some(&body)).await?;
             let which = started
                 .backup_id
                 .as_ref()
@@ -180,7 +174,8 @@ async fn run_inner(cli: &Cli) -> Result<ExitCode, CtlError> {
             return follow(&client, cli, &started, *wait, &format!("verify {which}")).await;
         }
         Command::Prune { dry_run: true, .. } => {
-            let d: crate::api::PruneDecisions = client.call(Method::GET, "/v1/prune", None).await?;
+            let d: crate::api::PruneDecisions =
+                client.call(&routes::PRUNE_DRY_RUN, &[], None).await?;
             if cli.json {
                 print_json(&d);
             } else {
@@ -193,8 +188,8 @@ async fn run_inner(cli: &Cli) -> Result<ExitCode, CtlError> {
         } => {
             let started: JobStarted = client
                 .call(
-                    Method::POST,
-                    "/v1/prune",
+                    &routes::PRUNE,
+                    &[],
                     Some(&crate::api::Confirm::body("prune")),
                 )
                 .await?;
@@ -203,7 +198,7 @@ async fn run_inner(cli: &Cli) -> Result<ExitCode, CtlError> {
         Command::Backup {
             command: BackupCommand::Start { wait },
         } => {
-            let started: JobStarted = client.call(Method::POST, "/v1/backups", Some("{}")).await?;
+            let started: JobStarted = client.call(&routes::START_BACKUP, &[], Some("{}")).await?;
             if !wait {
                 if cli.json {
                     print_json(&started);
@@ -250,9 +245,8 @@ async fn run_inner(cli: &Cli) -> Result<ExitCode, CtlError> {
                         "a restore overwrites the cluster: confirm with --yes when not on a terminal".into(),
                     ));
                 }
-                let p: crate::restore::plan::RestorePlan = client
-                    .call(Method::GET, &format!("/v1/restore/plan/{backup}"), None)
-                    .await?;
+                let p: crate::restore::plan::RestorePlan =
+                    client.call(&routes::RESTORE_PLAN, &[backup], None).await?;
                 eprintln!("{p}");
                 confirm(backup)?;
             }
@@ -262,7 +256,7 @@ async fn run_inner(cli: &Cli) -> Result<ExitCode, CtlError> {
             })
             .to_string();
             let started: JobStarted = client
-                .call(Method::POST, "/v1/restores", Some(&body))
+                .call(&routes::START_RESTORE, &[], Some(&body))
                 .await?;
             return finish_restore_start(&client, cli, started, *wait).await;
         }
@@ -270,7 +264,7 @@ async fn run_inner(cli: &Cli) -> Result<ExitCode, CtlError> {
             command: RestoreCommand::Resume { wait },
         } => {
             let started: JobStarted = client
-                .call(Method::POST, "/v1/restores/resume", Some("{}"))
+                .call(&routes::RESUME_RESTORE, &[], Some("{}"))
                 .await?;
             return finish_restore_start(&client, cli, started, *wait).await;
         }
@@ -279,11 +273,11 @@ async fn run_inner(cli: &Cli) -> Result<ExitCode, CtlError> {
         } => {
             // The API wants the abandoned restore's backup id repeated: read which it is.
             let last: crate::api::RestoreStatus =
-                client.call(Method::GET, "/v1/restores/last", None).await?;
+                client.call(&routes::LAST_RESTORE, &[], None).await?;
             let v: serde_json::Value = client
                 .call(
-                    Method::POST,
-                    "/v1/restores/abandon",
+                    &routes::ABANDON_RESTORE,
+                    &[],
                     Some(&crate::api::Confirm::body(last.restore.backup_id.as_str())),
                 )
                 .await?;
@@ -301,9 +295,7 @@ async fn run_inner(cli: &Cli) -> Result<ExitCode, CtlError> {
         Command::Restore {
             command: RestoreCommand::Abort,
         } => {
-            let j: JobStarted = client
-                .call(Method::POST, "/v1/restores/abort", Some("{}"))
-                .await?;
+            let j: JobStarted = client.call(&routes::ABORT_RESTORE, &[], Some("{}")).await?;
             if cli.json {
                 print_json(&j);
             } else {
@@ -316,7 +308,7 @@ async fn run_inner(cli: &Cli) -> Result<ExitCode, CtlError> {
         Command::Restore {
             command: RestoreCommand::Status,
         } => {
-            let st: RestoreStatus = client.call(Method::GET, "/v1/restores/last", None).await?;
+            let st: RestoreStatus = client.call(&routes::LAST_RESTORE, &[], None).await?;
             if cli.json {
                 print_json(&st);
             } else {
@@ -327,9 +319,8 @@ async fn run_inner(cli: &Cli) -> Result<ExitCode, CtlError> {
         Command::Restore {
             command: RestoreCommand::Plan { backup },
         } => {
-            let p: crate::restore::plan::RestorePlan = client
-                .call(Method::GET, &format!("/v1/restore/plan/{backup}"), None)
-                .await?;
+            let p: crate::restore::plan::RestorePlan =
+                client.call(&routes::RESTORE_PLAN, &[backup], None).await?;
             if cli.json {
                 print_json(&p);
             } else {
@@ -337,9 +328,7 @@ async fn run_inner(cli: &Cli) -> Result<ExitCode, CtlError> {
             }
         }
         Command::Job { id } => {
-            let v: JobView = client
-                .call(Method::GET, &format!("/v1/jobs/{id}"), None)
-                .await?;
+            let v: JobView = client.call(&routes::JOB, &[&id.to_string()], None).await?;
             if cli.json {
                 print_json(&v);
             } else {
@@ -388,7 +377,7 @@ async fn finish_restore_start(
         return Ok(ExitCode::Ok);
     }
     let view = wait_for_job(client, started.job_id.0, cli.json).await?;
-    let st: RestoreStatus = client.call(Method::GET, "/v1/restores/last", None).await?;
+    let st: RestoreStatus = client.call(&routes::LAST_RESTORE, &[], None).await?;
     if cli.json {
         print_json(&st);
     } else {
@@ -438,7 +427,7 @@ async fn wait_for_job(client: &Client, id: i64, quiet: bool) -> Result<JobView, 
         // The daemon answers when the job ends, or after a second with its progress.
         let asked = tokio::time::Instant::now();
         let v: JobView = client
-            .call(Method::GET, &format!("/v1/jobs/{id}?wait_ms=1000"), None)
+            .call_query(&routes::JOB, &[&id.to_string()], Some("wait_ms=1000"), None)
             .await?;
         if v.record.state.is_final() {
             if tty && !last_line.is_empty() {

@@ -1,7 +1,9 @@
-//! The socket API server: HTTP/1.1 + JSON on a Unix socket, with the peer's credentials
-//! (SO_PEERCRED) checked on every request. Reads need uid 0 or the read (socket) group; changes
-//! need uid 0 or the operator group. Changing requests, allowed or not, go to the audit log and
-//! the journal with uid, pid and what was asked. Routes and types: [`crate::api`].
+//! The socket API server: HTTP/1.1 + JSON on a Unix socket. Its own accept loop reads the
+//! peer's credentials once (SO_PEERCRED, SO_PEERGROUPS) and bounds the connections; each
+//! connection is served by an axum router built from the API's route table
+//! ([`crate::api::routes`]). Reads need uid 0 or the read (socket) group; changes need uid 0 or
+//! the operator group. Changing requests, allowed or not, go to the audit log and the journal
+//! with uid, pid and what was asked.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -9,7 +11,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::{Bytes, Incoming};
+use hyper::body::Bytes;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use nix::unistd::{Gid, Group};
@@ -194,6 +196,7 @@ pub async fn serve(listener: UnixListener, ctx: Arc<Ctx>, shutdown: Cancellation
         conn::API_MAX_PER_UID,
     );
     let heavy = Arc::new(tokio::sync::Semaphore::new(conn::MAX_HEAVY_READS));
+    let router = router();
     let mut backoff = AcceptBackoff::default();
     let mut conns = JoinSet::new();
     loop {
@@ -242,18 +245,16 @@ pub async fn serve(listener: UnixListener, ctx: Arc<Ctx>, shutdown: Cancellation
                 continue;
             }
         };
-        let ctx = ctx.clone();
-        let heavy = heavy.clone();
         let timeout = ctx.settings().daemon.client_timeout;
+        let metrics = ctx.metrics.clone();
+        let svc = hyper_util::service::TowerToHyperService::new(router.clone().with_state(Conn {
+            ctx: ctx.clone(),
+            peer,
+            heavy: heavy.clone(),
+            timeout,
+        }));
         conns.spawn(async move {
             let _permit = permit;
-            let metrics = ctx.metrics.clone();
-            let svc = hyper::service::service_fn(move |req| {
-                let (ctx, peer, heavy) = (ctx.clone(), peer.clone(), heavy.clone());
-                async move {
-                    Ok::<_, std::convert::Infallible>(handle(ctx, peer, heavy, timeout, req).await)
-                }
-            });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(timeout)
@@ -405,22 +406,72 @@ fn job_started(
     }
 }
 
-async fn handle(
+/// What a connection's requests are served with: the daemon, the peer (its credentials as the
+/// kernel recorded them at connect), the places for heavy reads and the client timeout.
+#[derive(Clone)]
+struct Conn {
     ctx: Arc<Ctx>,
     peer: Peer,
     heavy: Arc<tokio::sync::Semaphore>,
     timeout: std::time::Duration,
-    req: Request<Incoming>,
+}
+
+/// The router, built from the API's route table ([`api::routes`]): every route goes to
+/// [`handle`] with its entry; unknown paths and methods get the API's JSON errors.
+fn router() -> axum::Router<Conn> {
+    let mut r = axum::Router::new();
+    for route in api::routes::ALL {
+        let method = Method::from_bytes(route.method.as_bytes()).expect("a valid method");
+        let filter =
+            axum::routing::MethodFilter::try_from(method).expect("a method the router filters");
+        r = r.route(
+            route.path,
+            axum::routing::on(
+                filter,
+                move |axum::extract::State(c): axum::extract::State<Conn>,
+                      req: Request<axum::body::Body>| async move {
+                    handle(c, route, req).await
+                },
+            ),
+        );
+    }
+    r.method_not_allowed_fallback(|req: Request<axum::body::Body>| async move {
+        error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{} is not allowed on {}", req.method(), req.uri().path()),
+        )
+    })
+    .fallback(|req: Request<axum::body::Body>| async move {
+        error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no route {} {}", req.method(), req.uri().path()),
+        )
+    })
+}
+
+async fn handle(
+    conn: Conn,
+    route: api::Route,
+    req: Request<axum::body::Body>,
 ) -> Response<Full<Bytes>> {
+    let Conn {
+        ctx,
+        peer,
+        heavy,
+        timeout,
+    } = conn;
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
-    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let params = route.params(&path);
+    let param = |i: usize| params.get(i).copied().unwrap_or_default();
     let action = format!("{method} {path}");
-    let access = if method == Method::GET {
-        Access::Read
-    } else {
+    let access = if route.changes() {
         Access::Change
+    } else {
+        Access::Read
     };
     let groups = ctx.access_groups();
     if !decide(peer.uid, &peer.all_groups(), access, &groups) {
@@ -480,12 +531,13 @@ async fn handle(
         }
     };
 
-    match (&method, segs.as_slice()) {
-        (&Method::GET, ["v1", "status"]) => match ctx.status() {
+    use api::RouteId;
+    match route.id {
+        RouteId::Status => match ctx.status() {
             Ok(s) => json(StatusCode::OK, &s),
             Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "catalog", e.to_string()),
         },
-        (&Method::GET, ["v1", "backups"]) => {
+        RouteId::Backups => {
             let r = ctx
                 .catalog
                 .lock()
@@ -496,7 +548,8 @@ async fn handle(
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "catalog", e.to_string()),
             }
         }
-        (&Method::GET, ["v1", "backups", id]) => {
+        RouteId::Backup => {
+            let id = param(0);
             let Some(id) = BackupId::parse(id) else {
                 return error(
                     StatusCode::BAD_REQUEST,
@@ -519,7 +572,7 @@ async fn handle(
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "catalog", e.to_string()),
             }
         }
-        (&Method::POST, ["v1", "backups"]) => {
+        RouteId::StartBackup => {
             if !body.iter().all(|b| b.is_ascii_whitespace()) {
                 if let Err(e) = serde_json::from_slice::<StartBackupRequest>(&body) {
                     return error(
@@ -541,7 +594,7 @@ async fn handle(
                 )
             })
         }
-        (&Method::GET, ["v1", "repo", "check"]) => {
+        RouteId::RepoCheck => {
             let permit = match heavy_read(&heavy) {
                 Ok(p) => p,
                 Err(resp) => return resp,
@@ -558,13 +611,13 @@ async fn handle(
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "task", e.to_string()),
             }
         }
-        (&Method::POST, ["v1", "catalog", "rebuild"]) => {
+        RouteId::CatalogRebuild => {
             let r = jobs::rebuild::start(&ctx, &format!("api:uid={}", peer.uid));
             job_started(&ctx, &peer, &action, r, |s| {
                 format!("catalog rebuild: job {}", s.job_id)
             })
         }
-        (&Method::GET, ["v1", "prune"]) => {
+        RouteId::PruneDryRun => {
             // A dry run: what pruning would do now, with the reasons.
             match jobs::prune::decisions(&ctx, chrono::Utc::now()) {
                 Ok(decisions) => json(
@@ -584,7 +637,7 @@ async fn handle(
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "catalog", e.to_string()),
             }
         }
-        (&Method::POST, ["v1", "prune"]) => {
+        RouteId::Prune => {
             if let Err(resp) = confirmed(&body, "prune", "pruning forgets backups") {
                 audit(&ctx, &peer, &action, false, "prune not confirmed");
                 return resp;
@@ -594,7 +647,7 @@ async fn handle(
                 format!("prune: job {}", s.job_id)
             })
         }
-        (&Method::POST, ["v1", "verify"]) => {
+        RouteId::Verify => {
             #[derive(serde::Deserialize)]
             struct VerifyRequest {
                 backup: Option<String>,
@@ -638,7 +691,13 @@ async fn handle(
                 }),
             }
         }
-        (&Method::POST, ["v1", "backups", id, op @ ("pin" | "unpin")]) => {
+        RouteId::Pin | RouteId::Unpin => {
+            let id = param(0);
+            let op = if route.id == RouteId::Pin {
+                "pin"
+            } else {
+                "unpin"
+            };
             let Some(id) = BackupId::parse(id) else {
                 return error(
                     StatusCode::BAD_REQUEST,
@@ -646,7 +705,7 @@ async fn handle(
                     format!("\"{id}\" is not a backup id (expected YYYYMMDDTHHMMSSZ)"),
                 );
             };
-            let pinned = *op == "pin";
+            let pinned = op == "pin";
             if !pinned {
                 let what = "unpinning lets retention forget the backup";
                 if let Err(resp) = confirmed(&body, id.as_str(), what) {
@@ -677,7 +736,8 @@ async fn handle(
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "catalog", e.to_string()),
             }
         }
-        (&Method::GET, ["v1", "restore", "plan", id]) => {
+        RouteId::RestorePlan => {
+            let id = param(0);
             let Some(id) = BackupId::parse(id) else {
                 return error(
                     StatusCode::BAD_REQUEST,
@@ -714,7 +774,7 @@ async fn handle(
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
             }
         }
-        (&Method::POST, ["v1", "restores"]) => {
+        RouteId::StartRestore => {
             let req: crate::api::StartRestoreRequest = match serde_json::from_slice(&body) {
                 Ok(r) => r,
                 Err(e) => {
@@ -752,10 +812,8 @@ async fn handle(
             .await
             .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
         }
-        (&Method::POST, ["v1", "restores", "resume"]) => {
-            restore_response(&ctx, &peer, &action, None, Default::default())
-        }
-        (&Method::POST, ["v1", "restores", "abort"]) => {
+        RouteId::ResumeRestore => restore_response(&ctx, &peer, &action, None, Default::default()),
+        RouteId::AbortRestore => {
             let running = ctx.jobs.current();
             let is_restore = running
                 .and_then(|id| {
@@ -795,7 +853,7 @@ async fn handle(
                 }
             }
         }
-        (&Method::POST, ["v1", "restores", "abandon"]) => {
+        RouteId::AbandonRestore => {
             // Only a restore that is not running: abort it first.
             if let Some(j) = ctx.jobs.current().and_then(|id| {
                 ctx.catalog
@@ -869,7 +927,7 @@ async fn handle(
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "catalog", e.to_string()),
             }
         }
-        (&Method::GET, ["v1", "restores", "last"]) => {
+        RouteId::LastRestore => {
             // Lock order: the job runner's slot before the catalog.
             let progress = ctx.jobs.current().and_then(|id| ctx.jobs.progress(id));
             let cat = ctx.catalog.lock().unwrap_or_else(|p| p.into_inner());
@@ -905,7 +963,8 @@ async fn handle(
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "catalog", e.to_string()),
             }
         }
-        (&Method::GET, ["v1", "jobs", id]) => {
+        RouteId::Job => {
+            let id = param(0);
             let Ok(n) = id.parse::<i64>() else {
                 return error(
                     StatusCode::BAD_REQUEST,
@@ -936,29 +995,6 @@ async fn handle(
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "catalog", e.to_string()),
             }
         }
-        (
-            _,
-            ["v1", "status"]
-            | ["v1", "backups"]
-            | ["v1", "backups", _]
-            | ["v1", "jobs", _]
-            | ["v1", "prune"]
-            | ["v1", "verify"]
-            | ["v1", "repo", "check"]
-            | ["v1", "catalog", "rebuild"]
-            | ["v1", "backups", _, "pin" | "unpin"]
-            | ["v1", "restores"]
-            | ["v1", "restores", _],
-        ) => error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            format!("{method} is not allowed on {path}"),
-        ),
-        _ => error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no route {method} {path}"),
-        ),
     }
 }
 
