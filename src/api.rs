@@ -148,6 +148,35 @@ pub mod routes {
     ];
 }
 
+/// The HTTP status of an error `code`: the one place codes meet statuses (hopsdrctl maps 403 to
+/// exit 4, 409 to exit 5, the rest to exit 1).
+pub fn status_of(code: &str) -> u16 {
+    match code {
+        "bad_backup_id" | "bad_body" | "bad_job_id" | "bad_json" | "confirmation_required" => 400,
+        "permission_denied" => 403,
+        "not_found" | "no_restore" | "no_such_backup" | "no_such_job" | "backup_not_found" => 404,
+        "method_not_allowed" => 405,
+        "body_timeout" => 408,
+        "busy" | "restore_unfinished" | "no_restore_running" | "restore_running" => 409,
+        "body_too_large" => 413,
+        // What the request names cannot be used: a refused restore, a backup whose manifest or
+        // blobs are damaged.
+        "no_plan"
+        | "no_unfinished_restore"
+        | "refused"
+        | "blob_missing"
+        | "corrupt_blob"
+        | "corrupt_file"
+        | "corrupt_manifest"
+        | "invalid_entry"
+        | "unsupported_version"
+        | "foreign_format" => 422,
+        "too_many_heavy_reads" => 429,
+        "too_many_connections" | "stopping" => 503,
+        _ => 500,
+    }
+}
+
 /// The largest request body the daemon accepts.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
@@ -373,6 +402,10 @@ mod tests {
         assert_eq!(routes::STATUS.url(&[]), "/v1/status");
         assert_eq!(routes::JOB.params("/v1/jobs/42"), ["42"]);
         assert!(routes::PRUNE.changes() && !routes::PRUNE_DRY_RUN.changes());
+        assert_eq!(status_of("busy"), 409);
+        assert_eq!(status_of("confirmation_required"), 400);
+        assert_eq!(status_of("corrupt_manifest"), 422);
+        assert_eq!(status_of("storage_io"), 500);
         // Every (method, path) once.
         let mut seen = std::collections::HashSet::new();
         for r in routes::ALL {

@@ -269,6 +269,13 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> Result<(), DaemonE
     for id in &interrupted {
         tracing::warn!(job_id = %id, "job left running by an earlier hopsdrd marked interrupted");
     }
+    // Staged files of a finished or abandoned restore that a crash left behind (before the
+    // socket answers: whoever sees the daemon up sees them gone).
+    if let Ok(Some(r)) = catalog.last_restore() {
+        if r.state.is_settled() {
+            crate::restore::exec::remove_staging(&settings, &r.backup_id);
+        }
+    }
 
     let metrics = Metrics::new();
     for ls in catalog.last_successes()? {
@@ -348,18 +355,6 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> Result<(), DaemonE
     }
     jobs::refresh_backup_gauges(&ctx);
     jobs::restore::refresh_restore_gauge(&ctx);
-    // Staged files of a finished or abandoned restore that a crash left behind.
-    let last_restore = ctx
-        .catalog
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .last_restore();
-    if let Ok(Some(r)) = last_restore {
-        if r.state.is_settled() {
-            crate::restore::exec::remove_staging(&ctx.settings(), &r.backup_id);
-        }
-    }
-
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
     let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signal)?;

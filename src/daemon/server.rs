@@ -286,8 +286,14 @@ fn json<T: Serialize>(status: StatusCode, body: &T) -> Response<Full<Bytes>> {
         .expect("static response parts are valid")
 }
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response<Full<Bytes>> {
-    json(status, &ErrorBody::new(code, message))
+/// The status of error `code` ([`api::status_of`]).
+fn status(code: &str) -> StatusCode {
+    StatusCode::from_u16(api::status_of(code)).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// An error answer; its status comes from its code.
+fn error(code: &str, message: impl Into<String>) -> Response<Full<Bytes>> {
+    json(status(code), &ErrorBody::new(code, message))
 }
 
 /// Checks that a destructive request's body confirms `expected` (`{"confirm": expected}`);
@@ -313,9 +319,7 @@ fn check_confirmation(
         None => "no confirmation".to_string(),
         Some(g) => format!("confirmation {g:?}"),
     };
-    Err(error(
-        StatusCode::BAD_REQUEST,
-        "confirmation_required",
+    Err(error("confirmation_required",
         format!("{what}: the request must confirm it with {{\"confirm\": {expected:?}}} (got {got}); nothing was changed"),
     ))
 }
@@ -328,7 +332,6 @@ fn heavy_read(
 ) -> Result<tokio::sync::OwnedSemaphorePermit, Response<Full<Bytes>>> {
     heavy.clone().try_acquire_owned().map_err(|_| {
         error(
-            StatusCode::TOO_MANY_REQUESTS,
             "too_many_heavy_reads",
             format!(
                 "{} repository checks or restore plans are running: try again when they are done",
@@ -392,16 +395,11 @@ fn job_started(
             );
             let mut body = ErrorBody::new("busy", JobError::Busy(running).to_string());
             body.error.job_id = Some(running);
-            json(StatusCode::CONFLICT, &body)
+            json(status("busy"), &body)
         }
         Err(e) => {
             audit(ctx, peer, action, false, &e.to_string());
-            let status = match e {
-                JobError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
-                JobError::RestoreUnfinished { .. } => StatusCode::CONFLICT,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
-            };
-            error(status, e.code(), e.to_string())
+            error(e.code(), e.to_string())
         }
     }
 }
@@ -437,14 +435,12 @@ fn router() -> axum::Router<Conn> {
     }
     r.method_not_allowed_fallback(|req: Request<axum::body::Body>| async move {
         error(
-            StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             format!("{} is not allowed on {}", req.method(), req.uri().path()),
         )
     })
     .fallback(|req: Request<axum::body::Body>| async move {
         error(
-            StatusCode::NOT_FOUND,
             "not_found",
             format!("no route {} {}", req.method(), req.uri().path()),
         )
@@ -485,7 +481,6 @@ async fn handle(
             tracing::warn!(uid = peer.uid, pid = peer.pid, action = %action, "request refused: permission denied");
         }
         return error(
-            StatusCode::FORBIDDEN,
             "permission_denied",
             format!("permission denied for uid {}: {what}", peer.uid),
         );
@@ -504,7 +499,6 @@ async fn handle(
                 .with_label_values(&["api", "timeout"])
                 .inc();
             return error(
-                StatusCode::REQUEST_TIMEOUT,
                 "body_timeout",
                 format!(
                     "the request body did not arrive within {} (daemon.client_timeout)",
@@ -518,16 +512,11 @@ async fn handle(
                 .is_some()
             {
                 return error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
                     "body_too_large",
                     format!("request body over {} bytes", api::MAX_BODY_BYTES),
                 );
             }
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_body",
-                format!("failed to read request body: {e}"),
-            );
+            return error("bad_body", format!("failed to read request body: {e}"));
         }
     };
 
@@ -535,7 +524,7 @@ async fn handle(
     match route.id {
         RouteId::Status => match ctx.status() {
             Ok(s) => json(StatusCode::OK, &s),
-            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "catalog", e.to_string()),
+            Err(e) => error("catalog", e.to_string()),
         },
         RouteId::Backups => {
             let r = ctx
@@ -545,14 +534,13 @@ async fn handle(
                 .backups();
             match r {
                 Ok(backups) => json(StatusCode::OK, &BackupList { backups }),
-                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "catalog", e.to_string()),
+                Err(e) => error("catalog", e.to_string()),
             }
         }
         RouteId::Backup => {
             let id = param(0);
             let Some(id) = BackupId::parse(id) else {
                 return error(
-                    StatusCode::BAD_REQUEST,
                     "bad_backup_id",
                     format!("\"{id}\" is not a backup id (expected YYYYMMDDTHHMMSSZ)"),
                 );
@@ -563,23 +551,18 @@ async fn handle(
                     json(StatusCode::OK, &BackupDetail { backup, components })
                 }
                 Ok((None, _)) => error(
-                    StatusCode::NOT_FOUND,
                     "no_such_backup",
                     format!(
                         "no backup \"{id}\" in the catalog (hopsdrctl backups list shows them)"
                     ),
                 ),
-                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "catalog", e.to_string()),
+                Err(e) => error("catalog", e.to_string()),
             }
         }
         RouteId::StartBackup => {
             if !body.iter().all(|b| b.is_ascii_whitespace()) {
                 if let Err(e) = serde_json::from_slice::<StartBackupRequest>(&body) {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        "bad_json",
-                        format!("malformed request: {e}"),
-                    );
+                    return error("bad_json", format!("malformed request: {e}"));
                 }
             }
             let r = jobs::backup::start(&ctx, &format!("api:uid={}", peer.uid));
@@ -607,8 +590,8 @@ async fn handle(
             .await
             {
                 Ok(Ok(report)) => json(StatusCode::OK, &report),
-                Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.code(), e.to_string()),
-                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "task", e.to_string()),
+                Ok(Err(e)) => error(e.code(), e.to_string()),
+                Err(e) => error("task", e.to_string()),
             }
         }
         RouteId::CatalogRebuild => {
@@ -634,7 +617,7 @@ async fn handle(
                             .collect(),
                     },
                 ),
-                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "catalog", e.to_string()),
+                Err(e) => error("catalog", e.to_string()),
             }
         }
         RouteId::Prune => {
@@ -657,13 +640,7 @@ async fn handle(
             } else {
                 match serde_json::from_slice(&body) {
                     Ok(r) => r,
-                    Err(e) => {
-                        return error(
-                            StatusCode::BAD_REQUEST,
-                            "bad_json",
-                            format!("malformed request: {e}"),
-                        )
-                    }
+                    Err(e) => return error("bad_json", format!("malformed request: {e}")),
                 }
             };
             let backup = match req.backup.as_deref().map(|b| (b, BackupId::parse(b))) {
@@ -671,7 +648,6 @@ async fn handle(
                 Some((_, Some(id))) => Some(id),
                 Some((b, None)) => {
                     return error(
-                        StatusCode::BAD_REQUEST,
                         "bad_backup_id",
                         format!("\"{b}\" is not a backup id (expected YYYYMMDDTHHMMSSZ)"),
                     )
@@ -681,7 +657,7 @@ async fn handle(
             match start(&ctx, &format!("api:uid={}", peer.uid), backup) {
                 Err(e @ (VerifyStartError::NotFound(_) | VerifyStartError::Nothing)) => {
                     audit(&ctx, &peer, &action, false, &e.to_string());
-                    error(StatusCode::NOT_FOUND, "no_such_backup", e.to_string())
+                    error("no_such_backup", e.to_string())
                 }
                 Err(VerifyStartError::Job(e)) => {
                     job_started(&ctx, &peer, &action, Err(e), |_| String::new())
@@ -700,7 +676,6 @@ async fn handle(
             };
             let Some(id) = BackupId::parse(id) else {
                 return error(
-                    StatusCode::BAD_REQUEST,
                     "bad_backup_id",
                     format!("\"{id}\" is not a backup id (expected YYYYMMDDTHHMMSSZ)"),
                 );
@@ -727,20 +702,18 @@ async fn handle(
                     )
                 }
                 Ok(false) => error(
-                    StatusCode::NOT_FOUND,
                     "no_such_backup",
                     format!(
                         "no backup \"{id}\" in the catalog (hopsdrctl backups list shows them)"
                     ),
                 ),
-                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "catalog", e.to_string()),
+                Err(e) => error("catalog", e.to_string()),
             }
         }
         RouteId::RestorePlan => {
             let id = param(0);
             let Some(id) = BackupId::parse(id) else {
                 return error(
-                    StatusCode::BAD_REQUEST,
                     "bad_backup_id",
                     format!("\"{id}\" is not a backup id (expected YYYYMMDDTHHMMSSZ)"),
                 );
@@ -762,32 +735,24 @@ async fn handle(
             .await;
             match r {
                 Ok(Ok(Ok(p))) => json(StatusCode::OK, &p),
-                Ok(Ok(Err(e))) => error(StatusCode::UNPROCESSABLE_ENTITY, "no_plan", e),
+                Ok(Ok(Err(e))) => error("no_plan", e),
                 Ok(Err(e)) if matches!(e, crate::repository::RepoError::BackupNotFound { .. }) => {
                     error(
-                        StatusCode::NOT_FOUND,
                         "no_such_backup",
                         format!("{e} (hopsdrctl backups list shows the backups)"),
                     )
                 }
-                Ok(Err(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, e.code(), e.to_string()),
-                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+                Ok(Err(e)) => error(e.code(), e.to_string()),
+                Err(e) => error("internal", e.to_string()),
             }
         }
         RouteId::StartRestore => {
             let req: crate::api::StartRestoreRequest = match serde_json::from_slice(&body) {
                 Ok(r) => r,
-                Err(e) => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        "bad_json",
-                        format!("malformed request: {e}"),
-                    )
-                }
+                Err(e) => return error("bad_json", format!("malformed request: {e}")),
             };
             let Some(bid) = BackupId::parse(&req.backup_id) else {
                 return error(
-                    StatusCode::BAD_REQUEST,
                     "bad_backup_id",
                     format!(
                         "\"{}\" is not a backup id (expected YYYYMMDDTHHMMSSZ)",
@@ -810,7 +775,7 @@ async fn handle(
                 restore_response(&ctx2, &peer, &action2, Some(&bid), opts)
             })
             .await
-            .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
+            .unwrap_or_else(|e| error("internal", e.to_string()))
         }
         RouteId::ResumeRestore => restore_response(&ctx, &peer, &action, None, Default::default()),
         RouteId::AbortRestore => {
@@ -845,11 +810,7 @@ async fn handle(
                 }
                 None => {
                     audit(&ctx, &peer, &action, false, "no restore running");
-                    error(
-                        StatusCode::CONFLICT,
-                        "no_restore_running",
-                        "no restore is running",
-                    )
+                    error("no_restore_running", "no restore is running")
                 }
             }
         }
@@ -866,7 +827,6 @@ async fn handle(
                 if j.kind == crate::catalog::JobKind::Restore {
                     audit(&ctx, &peer, &action, false, "a restore is running");
                     return error(
-                        StatusCode::CONFLICT,
                         "restore_running",
                         format!(
                             "restore job {} is running: stop it first (hopsdrctl restore abort)",
@@ -899,7 +859,7 @@ async fn handle(
                             chrono::Utc::now(),
                         );
                     if let Err(e) = r {
-                        return error(StatusCode::INTERNAL_SERVER_ERROR, "catalog", e.to_string());
+                        return error("catalog", e.to_string());
                     }
                     jobs::restore::refresh_restore_gauge(&ctx);
                     crate::restore::exec::remove_staging(&ctx.settings(), &backup_id);
@@ -919,12 +879,11 @@ async fn handle(
                 Ok(_) => {
                     audit(&ctx, &peer, &action, false, "no unfinished restore");
                     error(
-                        StatusCode::UNPROCESSABLE_ENTITY,
                         "no_unfinished_restore",
                         "the last restore is finished (or there is none): nothing to abandon",
                     )
                 }
-                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "catalog", e.to_string()),
+                Err(e) => error("catalog", e.to_string()),
             }
         }
         RouteId::LastRestore => {
@@ -948,29 +907,17 @@ async fn handle(
                                 },
                             )
                         }
-                        Err(e) => error(
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            "catalog",
-                            format!("unreadable restore plan: {e}"),
-                        ),
+                        Err(e) => error("catalog", format!("unreadable restore plan: {e}")),
                     }
                 }
-                Ok(None) => error(
-                    StatusCode::NOT_FOUND,
-                    "no_restore",
-                    "no restore has been started",
-                ),
-                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "catalog", e.to_string()),
+                Ok(None) => error("no_restore", "no restore has been started"),
+                Err(e) => error("catalog", e.to_string()),
             }
         }
         RouteId::Job => {
             let id = param(0);
             let Ok(n) = id.parse::<i64>() else {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "bad_job_id",
-                    format!("\"{id}\" is not a job id (a number)"),
-                );
+                return error("bad_job_id", format!("\"{id}\" is not a job id (a number)"));
             };
             // `?wait_ms=N` (at most 10 s): answer as soon as the job is over, or after N ms
             // with its progress (a client following a job needs no tight polling).
@@ -987,12 +934,8 @@ async fn handle(
             }
             match view {
                 Ok(Some(v)) => json(StatusCode::OK, &v),
-                Ok(None) => error(
-                    StatusCode::NOT_FOUND,
-                    "no_such_job",
-                    format!("no job {n} in the catalog"),
-                ),
-                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "catalog", e.to_string()),
+                Ok(None) => error("no_such_job", format!("no job {n} in the catalog")),
+                Err(e) => error("catalog", e.to_string()),
             }
         }
     }
@@ -1034,15 +977,15 @@ fn restore_response(
             );
             let mut body = ErrorBody::new("busy", JobError::Busy(running).to_string());
             body.error.job_id = Some(running);
-            json(StatusCode::CONFLICT, &body)
+            json(status("busy"), &body)
         }
         Err(RestoreStartError::Refused(m)) => {
             audit(ctx, peer, action, false, &format!("{what}: {m}"));
-            error(StatusCode::UNPROCESSABLE_ENTITY, "refused", m)
+            error("refused", m)
         }
         Err(RestoreStartError::Job(e)) => {
             audit(ctx, peer, action, false, &format!("{what}: {e}"));
-            error(StatusCode::INTERNAL_SERVER_ERROR, e.code(), e.to_string())
+            error(e.code(), e.to_string())
         }
     }
 }
