@@ -447,6 +447,8 @@ fn router() -> axum::Router<Conn> {
     })
 }
 
+/// Every request: the peer's rights for the route, the body read within its limits, then the
+/// route's own function.
 async fn handle(
     conn: Conn,
     route: api::Route,
@@ -462,7 +464,6 @@ async fn handle(
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
     let params = route.params(&path);
-    let param = |i: usize| params.get(i).copied().unwrap_or_default();
     let action = format!("{method} {path}");
     let access = if route.changes() {
         Access::Change
@@ -521,422 +522,596 @@ async fn handle(
     };
 
     use api::RouteId;
+    let r = Req {
+        ctx,
+        peer,
+        heavy,
+        action,
+        body,
+        query,
+        params: params.iter().map(|p| p.to_string()).collect(),
+        route,
+    };
     match route.id {
-        RouteId::Status => match ctx.status() {
-            Ok(s) => json(StatusCode::OK, &s),
+        RouteId::Status => route_status(r).await,
+        RouteId::Backups => route_backups(r).await,
+        RouteId::Backup => route_backup(r).await,
+        RouteId::StartBackup => route_start_backup(r).await,
+        RouteId::RepoCheck => route_repo_check(r).await,
+        RouteId::CatalogRebuild => route_catalog_rebuild(r).await,
+        RouteId::PruneDryRun => route_prune_dry_run(r).await,
+        RouteId::Prune => route_prune(r).await,
+        RouteId::Verify => route_verify(r).await,
+        RouteId::Pin | RouteId::Unpin => route_pin(r).await,
+        RouteId::RestorePlan => route_restore_plan(r).await,
+        RouteId::StartRestore => route_start_restore(r).await,
+        RouteId::ResumeRestore => route_resume_restore(r).await,
+        RouteId::AbortRestore => route_abort_restore(r).await,
+        RouteId::AbandonRestore => route_abandon_restore(r).await,
+        RouteId::LastRestore => route_last_restore(r).await,
+        RouteId::Job => route_job(r).await,
+    }
+}
+
+/// One request, read and allowed: what a route's function gets.
+struct Req {
+    ctx: Arc<Ctx>,
+    peer: Peer,
+    heavy: Arc<tokio::sync::Semaphore>,
+    /// `METHOD /path`, for the audit log.
+    action: String,
+    body: Bytes,
+    query: String,
+    /// The path's parameters, in the route's order.
+    params: Vec<String>,
+    route: api::Route,
+}
+
+/// [`api::routes::STATUS`].
+async fn route_status(r: Req) -> Response<Full<Bytes>> {
+    let Req { ctx, .. } = r;
+    match ctx.status() {
+        Ok(s) => json(StatusCode::OK, &s),
+        Err(e) => error("catalog", e.to_string()),
+    }
+}
+
+/// [`api::routes::BACKUPS`].
+async fn route_backups(r: Req) -> Response<Full<Bytes>> {
+    let Req { ctx, .. } = r;
+    {
+        let r = ctx
+            .catalog
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .backups();
+        match r {
+            Ok(backups) => json(StatusCode::OK, &BackupList { backups }),
             Err(e) => error("catalog", e.to_string()),
-        },
-        RouteId::Backups => {
-            let r = ctx
-                .catalog
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .backups();
-            match r {
-                Ok(backups) => json(StatusCode::OK, &BackupList { backups }),
-                Err(e) => error("catalog", e.to_string()),
+        }
+    }
+}
+
+/// [`api::routes::BACKUP`].
+async fn route_backup(r: Req) -> Response<Full<Bytes>> {
+    let Req { ctx, params, .. } = r;
+    let param = |i: usize| params.get(i).map(String::as_str).unwrap_or_default();
+    {
+        let id = param(0);
+        let Some(id) = BackupId::parse(id) else {
+            return error(
+                "bad_backup_id",
+                format!("\"{id}\" is not a backup id (expected YYYYMMDDTHHMMSSZ)"),
+            );
+        };
+        let cat = ctx.catalog.lock().unwrap_or_else(|p| p.into_inner());
+        match cat.backup(&id).and_then(|b| Ok((b, cat.components(&id)?))) {
+            Ok((Some(backup), components)) => {
+                json(StatusCode::OK, &BackupDetail { backup, components })
+            }
+            Ok((None, _)) => error(
+                "no_such_backup",
+                format!("no backup \"{id}\" in the catalog (hopsdrctl backups list shows them)"),
+            ),
+            Err(e) => error("catalog", e.to_string()),
+        }
+    }
+}
+
+/// [`api::routes::START_BACKUP`].
+async fn route_start_backup(r: Req) -> Response<Full<Bytes>> {
+    let Req {
+        ctx,
+        peer,
+        action,
+        body,
+        ..
+    } = r;
+    {
+        if !body.iter().all(|b| b.is_ascii_whitespace()) {
+            if let Err(e) = serde_json::from_slice::<StartBackupRequest>(&body) {
+                return error("bad_json", format!("malformed request: {e}"));
             }
         }
-        RouteId::Backup => {
-            let id = param(0);
-            let Some(id) = BackupId::parse(id) else {
-                return error(
-                    "bad_backup_id",
-                    format!("\"{id}\" is not a backup id (expected YYYYMMDDTHHMMSSZ)"),
-                );
-            };
-            let cat = ctx.catalog.lock().unwrap_or_else(|p| p.into_inner());
-            match cat.backup(&id).and_then(|b| Ok((b, cat.components(&id)?))) {
-                Ok((Some(backup), components)) => {
-                    json(StatusCode::OK, &BackupDetail { backup, components })
-                }
-                Ok((None, _)) => error(
-                    "no_such_backup",
-                    format!(
-                        "no backup \"{id}\" in the catalog (hopsdrctl backups list shows them)"
-                    ),
-                ),
-                Err(e) => error("catalog", e.to_string()),
-            }
+        let r = jobs::backup::start(&ctx, &format!("api:uid={}", peer.uid));
+        job_started(&ctx, &peer, &action, r, |s| {
+            format!(
+                "start backup: job {} backup {}",
+                s.job_id,
+                s.backup_id
+                    .as_ref()
+                    .map(|b| b.to_string())
+                    .unwrap_or_default()
+            )
+        })
+    }
+}
+
+/// [`api::routes::REPO_CHECK`].
+async fn route_repo_check(r: Req) -> Response<Full<Bytes>> {
+    let Req { ctx, heavy, .. } = r;
+    {
+        let permit = match heavy_read(&heavy) {
+            Ok(p) => p,
+            Err(resp) => return resp,
+        };
+        let repo = ctx.repo.clone();
+        match tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            repo.check()
+        })
+        .await
+        {
+            Ok(Ok(report)) => json(StatusCode::OK, &report),
+            Ok(Err(e)) => error(e.code(), e.to_string()),
+            Err(e) => error("task", e.to_string()),
         }
-        RouteId::StartBackup => {
-            if !body.iter().all(|b| b.is_ascii_whitespace()) {
-                if let Err(e) = serde_json::from_slice::<StartBackupRequest>(&body) {
-                    return error("bad_json", format!("malformed request: {e}"));
-                }
-            }
-            let r = jobs::backup::start(&ctx, &format!("api:uid={}", peer.uid));
-            job_started(&ctx, &peer, &action, r, |s| {
-                format!(
-                    "start backup: job {} backup {}",
-                    s.job_id,
-                    s.backup_id
-                        .as_ref()
-                        .map(|b| b.to_string())
-                        .unwrap_or_default()
-                )
-            })
+    }
+}
+
+/// [`api::routes::CATALOG_REBUILD`].
+async fn route_catalog_rebuild(r: Req) -> Response<Full<Bytes>> {
+    let Req {
+        ctx, peer, action, ..
+    } = r;
+    {
+        let r = jobs::rebuild::start(&ctx, &format!("api:uid={}", peer.uid));
+        job_started(&ctx, &peer, &action, r, |s| {
+            format!("catalog rebuild: job {}", s.job_id)
+        })
+    }
+}
+
+/// [`api::routes::PRUNE_DRY_RUN`].
+async fn route_prune_dry_run(r: Req) -> Response<Full<Bytes>> {
+    let Req { ctx, .. } = r;
+    {
+        // A dry run: what pruning would do now, with the reasons.
+        match jobs::prune::decisions(&ctx, chrono::Utc::now()) {
+            Ok(decisions) => json(
+                StatusCode::OK,
+                &crate::api::PruneDecisions {
+                    policy_has_rules: ctx.settings().retention.policy.has_rules(),
+                    decisions: decisions
+                        .into_iter()
+                        .map(|d| crate::api::PruneDecision {
+                            id: d.id,
+                            keep: d.keep,
+                            reasons: d.reasons.iter().map(|r| r.as_str().to_string()).collect(),
+                        })
+                        .collect(),
+                },
+            ),
+            Err(e) => error("catalog", e.to_string()),
         }
-        RouteId::RepoCheck => {
-            let permit = match heavy_read(&heavy) {
-                Ok(p) => p,
-                Err(resp) => return resp,
-            };
-            let repo = ctx.repo.clone();
-            match tokio::task::spawn_blocking(move || {
-                let _permit = permit;
-                repo.check()
-            })
-            .await
-            {
-                Ok(Ok(report)) => json(StatusCode::OK, &report),
-                Ok(Err(e)) => error(e.code(), e.to_string()),
-                Err(e) => error("task", e.to_string()),
-            }
+    }
+}
+
+/// [`api::routes::PRUNE`].
+async fn route_prune(r: Req) -> Response<Full<Bytes>> {
+    let Req {
+        ctx,
+        peer,
+        action,
+        body,
+        ..
+    } = r;
+    {
+        if let Err(resp) = confirmed(&body, "prune", "pruning forgets backups") {
+            audit(&ctx, &peer, &action, false, "prune not confirmed");
+            return resp;
         }
-        RouteId::CatalogRebuild => {
-            let r = jobs::rebuild::start(&ctx, &format!("api:uid={}", peer.uid));
-            job_started(&ctx, &peer, &action, r, |s| {
-                format!("catalog rebuild: job {}", s.job_id)
-            })
+        let r = jobs::prune::start(&ctx, &format!("api:uid={}", peer.uid));
+        job_started(&ctx, &peer, &action, r, |s| {
+            format!("prune: job {}", s.job_id)
+        })
+    }
+}
+
+/// [`api::routes::VERIFY`].
+async fn route_verify(r: Req) -> Response<Full<Bytes>> {
+    let Req {
+        ctx,
+        peer,
+        action,
+        body,
+        ..
+    } = r;
+    {
+        #[derive(serde::Deserialize)]
+        struct VerifyRequest {
+            backup: Option<String>,
         }
-        RouteId::PruneDryRun => {
-            // A dry run: what pruning would do now, with the reasons.
-            match jobs::prune::decisions(&ctx, chrono::Utc::now()) {
-                Ok(decisions) => json(
-                    StatusCode::OK,
-                    &crate::api::PruneDecisions {
-                        policy_has_rules: ctx.settings().retention.policy.has_rules(),
-                        decisions: decisions
-                            .into_iter()
-                            .map(|d| crate::api::PruneDecision {
-                                id: d.id,
-                                keep: d.keep,
-                                reasons: d.reasons.iter().map(|r| r.as_str().to_string()).collect(),
-                            })
-                            .collect(),
-                    },
-                ),
-                Err(e) => error("catalog", e.to_string()),
-            }
-        }
-        RouteId::Prune => {
-            if let Err(resp) = confirmed(&body, "prune", "pruning forgets backups") {
-                audit(&ctx, &peer, &action, false, "prune not confirmed");
-                return resp;
-            }
-            let r = jobs::prune::start(&ctx, &format!("api:uid={}", peer.uid));
-            job_started(&ctx, &peer, &action, r, |s| {
-                format!("prune: job {}", s.job_id)
-            })
-        }
-        RouteId::Verify => {
-            #[derive(serde::Deserialize)]
-            struct VerifyRequest {
-                backup: Option<String>,
-            }
-            let req: VerifyRequest = if body.iter().all(|b| b.is_ascii_whitespace()) {
-                VerifyRequest { backup: None }
-            } else {
-                match serde_json::from_slice(&body) {
-                    Ok(r) => r,
-                    Err(e) => return error("bad_json", format!("malformed request: {e}")),
-                }
-            };
-            let backup = match req.backup.as_deref().map(|b| (b, BackupId::parse(b))) {
-                None => None,
-                Some((_, Some(id))) => Some(id),
-                Some((b, None)) => {
-                    return error(
-                        "bad_backup_id",
-                        format!("\"{b}\" is not a backup id (expected YYYYMMDDTHHMMSSZ)"),
-                    )
-                }
-            };
-            use jobs::verify::{start, VerifyStartError};
-            match start(&ctx, &format!("api:uid={}", peer.uid), backup) {
-                Err(e @ (VerifyStartError::NotFound(_) | VerifyStartError::Nothing)) => {
-                    audit(&ctx, &peer, &action, false, &e.to_string());
-                    error("no_such_backup", e.to_string())
-                }
-                Err(VerifyStartError::Job(e)) => {
-                    job_started(&ctx, &peer, &action, Err(e), |_| String::new())
-                }
-                Ok(started) => job_started(&ctx, &peer, &action, Ok(started), |s| {
-                    format!("verify: job {}", s.job_id)
-                }),
-            }
-        }
-        RouteId::Pin | RouteId::Unpin => {
-            let id = param(0);
-            let op = if route.id == RouteId::Pin {
-                "pin"
-            } else {
-                "unpin"
-            };
-            let Some(id) = BackupId::parse(id) else {
-                return error(
-                    "bad_backup_id",
-                    format!("\"{id}\" is not a backup id (expected YYYYMMDDTHHMMSSZ)"),
-                );
-            };
-            let pinned = op == "pin";
-            if !pinned {
-                let what = "unpinning lets retention forget the backup";
-                if let Err(resp) = confirmed(&body, id.as_str(), what) {
-                    audit(&ctx, &peer, &action, false, "unpin not confirmed");
-                    return resp;
-                }
-            }
-            let r = ctx
-                .catalog
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .set_pinned(&id, pinned);
-            match r {
-                Ok(true) => {
-                    audit(&ctx, &peer, &action, true, &format!("{op} backup {id}"));
-                    json(
-                        StatusCode::OK,
-                        &serde_json::json!({ "backup_id": id, "pinned": pinned }),
-                    )
-                }
-                Ok(false) => error(
-                    "no_such_backup",
-                    format!(
-                        "no backup \"{id}\" in the catalog (hopsdrctl backups list shows them)"
-                    ),
-                ),
-                Err(e) => error("catalog", e.to_string()),
-            }
-        }
-        RouteId::RestorePlan => {
-            let id = param(0);
-            let Some(id) = BackupId::parse(id) else {
-                return error(
-                    "bad_backup_id",
-                    format!("\"{id}\" is not a backup id (expected YYYYMMDDTHHMMSSZ)"),
-                );
-            };
-            let permit = match heavy_read(&heavy) {
-                Ok(p) => p,
-                Err(resp) => return resp,
-            };
-            let repo = ctx.repo.clone();
-            let settings = ctx.settings();
-            let bid = id.clone();
-            // The plan depends on what the target holds: read it (nothing is changed).
-            let r = tokio::task::spawn_blocking(move || {
-                let _permit = permit;
-                let m = repo.read_manifest(&bid)?;
-                let p = crate::restore::target::plan_for(&m, &settings, &Default::default());
-                Ok::<_, crate::repository::RepoError>(p)
-            })
-            .await;
-            match r {
-                Ok(Ok(Ok(p))) => json(StatusCode::OK, &p),
-                Ok(Ok(Err(e))) => error("no_plan", e),
-                Ok(Err(e)) if matches!(e, crate::repository::RepoError::BackupNotFound { .. }) => {
-                    error(
-                        "no_such_backup",
-                        format!("{e} (hopsdrctl backups list shows the backups)"),
-                    )
-                }
-                Ok(Err(e)) => error(e.code(), e.to_string()),
-                Err(e) => error("internal", e.to_string()),
-            }
-        }
-        RouteId::StartRestore => {
-            let req: crate::api::StartRestoreRequest = match serde_json::from_slice(&body) {
+        let req: VerifyRequest = if body.iter().all(|b| b.is_ascii_whitespace()) {
+            VerifyRequest { backup: None }
+        } else {
+            match serde_json::from_slice(&body) {
                 Ok(r) => r,
                 Err(e) => return error("bad_json", format!("malformed request: {e}")),
-            };
-            let Some(bid) = BackupId::parse(&req.backup_id) else {
+            }
+        };
+        let backup = match req.backup.as_deref().map(|b| (b, BackupId::parse(b))) {
+            None => None,
+            Some((_, Some(id))) => Some(id),
+            Some((b, None)) => {
                 return error(
                     "bad_backup_id",
-                    format!(
-                        "\"{}\" is not a backup id (expected YYYYMMDDTHHMMSSZ)",
-                        req.backup_id
-                    ),
-                );
-            };
-            let what = "a restore overwrites the cluster";
-            if let Err(resp) = check_confirmation(req.confirm.as_deref(), bid.as_str(), what) {
-                audit(&ctx, &peer, &action, false, "restore not confirmed");
+                    format!("\"{b}\" is not a backup id (expected YYYYMMDDTHHMMSSZ)"),
+                )
+            }
+        };
+        use jobs::verify::{start, VerifyStartError};
+        match start(&ctx, &format!("api:uid={}", peer.uid), backup) {
+            Err(e @ (VerifyStartError::NotFound(_) | VerifyStartError::Nothing)) => {
+                audit(&ctx, &peer, &action, false, &e.to_string());
+                error("no_such_backup", e.to_string())
+            }
+            Err(VerifyStartError::Job(e)) => {
+                job_started(&ctx, &peer, &action, Err(e), |_| String::new())
+            }
+            Ok(started) => job_started(&ctx, &peer, &action, Ok(started), |s| {
+                format!("verify: job {}", s.job_id)
+            }),
+        }
+    }
+}
+
+/// [`api::routes::PIN`] and [`api::routes::UNPIN`].
+async fn route_pin(r: Req) -> Response<Full<Bytes>> {
+    let Req {
+        ctx,
+        peer,
+        action,
+        body,
+        route,
+        params,
+        ..
+    } = r;
+    let param = |i: usize| params.get(i).map(String::as_str).unwrap_or_default();
+    {
+        let id = param(0);
+        let op = if route.id == api::RouteId::Pin {
+            "pin"
+        } else {
+            "unpin"
+        };
+        let Some(id) = BackupId::parse(id) else {
+            return error(
+                "bad_backup_id",
+                format!("\"{id}\" is not a backup id (expected YYYYMMDDTHHMMSSZ)"),
+            );
+        };
+        let pinned = op == "pin";
+        if !pinned {
+            let what = "unpinning lets retention forget the backup";
+            if let Err(resp) = confirmed(&body, id.as_str(), what) {
+                audit(&ctx, &peer, &action, false, "unpin not confirmed");
                 return resp;
             }
-            let opts = crate::restore::exec::RestoreOptions {
-                allow_partial: req.allow_partial,
-                force: req.force,
-            };
-            // Planning reads the target cluster (blocking commands): off the runtime's workers.
-            let (ctx2, action2) = (ctx.clone(), action.clone());
-            tokio::task::spawn_blocking(move || {
-                restore_response(&ctx2, &peer, &action2, Some(&bid), opts)
-            })
-            .await
-            .unwrap_or_else(|e| error("internal", e.to_string()))
         }
-        RouteId::ResumeRestore => restore_response(&ctx, &peer, &action, None, Default::default()),
-        RouteId::AbortRestore => {
-            let running = ctx.jobs.current();
-            let is_restore = running
-                .and_then(|id| {
-                    ctx.catalog
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .job(id)
-                        .ok()
-                        .flatten()
-                })
-                .filter(|j| j.kind == crate::catalog::JobKind::Restore);
-            match is_restore {
-                Some(j) => {
-                    ctx.jobs.cancel_current();
-                    audit(
-                        &ctx,
-                        &peer,
-                        &action,
-                        true,
-                        &format!("abort restore job {}", j.id),
-                    );
-                    json(
-                        StatusCode::ACCEPTED,
-                        &crate::api::JobStarted {
-                            job_id: j.id,
-                            backup_id: j.backup_id,
-                        },
-                    )
-                }
-                None => {
-                    audit(&ctx, &peer, &action, false, "no restore running");
-                    error("no_restore_running", "no restore is running")
-                }
+        let r = ctx
+            .catalog
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .set_pinned(&id, pinned);
+        match r {
+            Ok(true) => {
+                audit(&ctx, &peer, &action, true, &format!("{op} backup {id}"));
+                json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "backup_id": id, "pinned": pinned }),
+                )
             }
+            Ok(false) => error(
+                "no_such_backup",
+                format!("no backup \"{id}\" in the catalog (hopsdrctl backups list shows them)"),
+            ),
+            Err(e) => error("catalog", e.to_string()),
         }
-        RouteId::AbandonRestore => {
-            // Only a restore that is not running: abort it first.
-            if let Some(j) = ctx.jobs.current().and_then(|id| {
+    }
+}
+
+/// [`api::routes::RESTORE_PLAN`].
+async fn route_restore_plan(r: Req) -> Response<Full<Bytes>> {
+    let Req {
+        ctx, heavy, params, ..
+    } = r;
+    let param = |i: usize| params.get(i).map(String::as_str).unwrap_or_default();
+    {
+        let id = param(0);
+        let Some(id) = BackupId::parse(id) else {
+            return error(
+                "bad_backup_id",
+                format!("\"{id}\" is not a backup id (expected YYYYMMDDTHHMMSSZ)"),
+            );
+        };
+        let permit = match heavy_read(&heavy) {
+            Ok(p) => p,
+            Err(resp) => return resp,
+        };
+        let repo = ctx.repo.clone();
+        let settings = ctx.settings();
+        let bid = id.clone();
+        // The plan depends on what the target holds: read it (nothing is changed).
+        let r = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let m = repo.read_manifest(&bid)?;
+            let p = crate::restore::target::plan_for(&m, &settings, &Default::default());
+            Ok::<_, crate::repository::RepoError>(p)
+        })
+        .await;
+        match r {
+            Ok(Ok(Ok(p))) => json(StatusCode::OK, &p),
+            Ok(Ok(Err(e))) => error("no_plan", e),
+            Ok(Err(e)) if matches!(e, crate::repository::RepoError::BackupNotFound { .. }) => {
+                error(
+                    "no_such_backup",
+                    format!("{e} (hopsdrctl backups list shows the backups)"),
+                )
+            }
+            Ok(Err(e)) => error(e.code(), e.to_string()),
+            Err(e) => error("internal", e.to_string()),
+        }
+    }
+}
+
+/// [`api::routes::START_RESTORE`].
+async fn route_start_restore(r: Req) -> Response<Full<Bytes>> {
+    let Req {
+        ctx,
+        peer,
+        action,
+        body,
+        ..
+    } = r;
+    {
+        let req: crate::api::StartRestoreRequest = match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => return error("bad_json", format!("malformed request: {e}")),
+        };
+        let Some(bid) = BackupId::parse(&req.backup_id) else {
+            return error(
+                "bad_backup_id",
+                format!(
+                    "\"{}\" is not a backup id (expected YYYYMMDDTHHMMSSZ)",
+                    req.backup_id
+                ),
+            );
+        };
+        let what = "a restore overwrites the cluster";
+        if let Err(resp) = check_confirmation(req.confirm.as_deref(), bid.as_str(), what) {
+            audit(&ctx, &peer, &action, false, "restore not confirmed");
+            return resp;
+        }
+        let opts = crate::restore::exec::RestoreOptions {
+            allow_partial: req.allow_partial,
+            force: req.force,
+        };
+        // Planning reads the target cluster (blocking commands): off the runtime's workers.
+        let (ctx2, action2) = (ctx.clone(), action.clone());
+        tokio::task::spawn_blocking(move || {
+            restore_response(&ctx2, &peer, &action2, Some(&bid), opts)
+        })
+        .await
+        .unwrap_or_else(|e| error("internal", e.to_string()))
+    }
+}
+
+/// [`api::routes::RESUME_RESTORE`].
+async fn route_resume_restore(r: Req) -> Response<Full<Bytes>> {
+    let Req {
+        ctx, peer, action, ..
+    } = r;
+    restore_response(&ctx, &peer, &action, None, Default::default())
+}
+
+/// [`api::routes::ABORT_RESTORE`].
+async fn route_abort_restore(r: Req) -> Response<Full<Bytes>> {
+    let Req {
+        ctx, peer, action, ..
+    } = r;
+    {
+        let running = ctx.jobs.current();
+        let is_restore = running
+            .and_then(|id| {
                 ctx.catalog
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .job(id)
                     .ok()
                     .flatten()
-            }) {
-                if j.kind == crate::catalog::JobKind::Restore {
-                    audit(&ctx, &peer, &action, false, "a restore is running");
-                    return error(
-                        "restore_running",
-                        format!(
-                            "restore job {} is running: stop it first (hopsdrctl restore abort)",
-                            j.id
-                        ),
-                    );
-                }
+            })
+            .filter(|j| j.kind == crate::catalog::JobKind::Restore);
+        match is_restore {
+            Some(j) => {
+                ctx.jobs.cancel_current();
+                audit(
+                    &ctx,
+                    &peer,
+                    &action,
+                    true,
+                    &format!("abort restore job {}", j.id),
+                );
+                json(
+                    StatusCode::ACCEPTED,
+                    &crate::api::JobStarted {
+                        job_id: j.id,
+                        backup_id: j.backup_id,
+                    },
+                )
             }
-            match jobs::restore::unfinished(&ctx) {
-                Ok(Some(JobError::RestoreUnfinished {
-                    restore_id,
-                    backup_id,
-                    state,
-                })) => {
-                    let what = format!(
-                        "abandoning restore {restore_id} lets backups of the half-restored cluster push out backup {backup_id}"
-                    );
-                    if let Err(resp) = confirmed(&body, backup_id.as_str(), &what) {
-                        audit(&ctx, &peer, &action, false, "abandon not confirmed");
-                        return resp;
-                    }
-                    let r = ctx
-                        .catalog
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .set_restore_state(
-                            restore_id,
-                            crate::catalog::RestoreState::Abandoned,
-                            Some(&format!("abandoned by the operator (it was {state})")),
-                            chrono::Utc::now(),
-                        );
-                    if let Err(e) = r {
-                        return error("catalog", e.to_string());
-                    }
-                    jobs::restore::refresh_restore_gauge(&ctx);
-                    crate::restore::exec::remove_staging(&ctx.settings(), &backup_id);
-                    tracing::warn!(restore_id = %restore_id, backup_id = %backup_id, "restore abandoned: scheduled backups and pruning run again");
-                    audit(
-                        &ctx,
-                        &peer,
-                        &action,
-                        true,
-                        &format!("abandon restore {restore_id} of backup {backup_id} ({state})"),
-                    );
-                    json(
-                        StatusCode::OK,
-                        &serde_json::json!({"restore_id": restore_id, "backup_id": backup_id, "was": state}),
-                    )
-                }
-                Ok(_) => {
-                    audit(&ctx, &peer, &action, false, "no unfinished restore");
-                    error(
-                        "no_unfinished_restore",
-                        "the last restore is finished (or there is none): nothing to abandon",
-                    )
-                }
-                Err(e) => error("catalog", e.to_string()),
+            None => {
+                audit(&ctx, &peer, &action, false, "no restore running");
+                error("no_restore_running", "no restore is running")
             }
         }
-        RouteId::LastRestore => {
-            // Lock order: the job runner's slot before the catalog.
-            let progress = ctx.jobs.current().and_then(|id| ctx.jobs.progress(id));
-            let cat = ctx.catalog.lock().unwrap_or_else(|p| p.into_inner());
-            match cat.last_restore() {
-                Ok(Some(rec)) => {
-                    let plan: Result<crate::restore::plan::RestorePlan, _> =
-                        serde_json::from_str(&rec.plan);
-                    match plan {
-                        Ok(plan) => {
-                            let report = crate::restore::exec::report(&plan, &rec, Utc::now());
-                            json(
-                                StatusCode::OK,
-                                &crate::api::RestoreStatus {
-                                    restore: crate::api::RestoreView::of(&rec),
-                                    plan,
-                                    report,
-                                    progress,
-                                },
-                            )
-                        }
-                        Err(e) => error("catalog", format!("unreadable restore plan: {e}")),
-                    }
-                }
-                Ok(None) => error("no_restore", "no restore has been started"),
-                Err(e) => error("catalog", e.to_string()),
+    }
+}
+
+/// [`api::routes::ABANDON_RESTORE`].
+async fn route_abandon_restore(r: Req) -> Response<Full<Bytes>> {
+    let Req {
+        ctx,
+        peer,
+        action,
+        body,
+        ..
+    } = r;
+    {
+        // Only a restore that is not running: abort it first.
+        if let Some(j) = ctx.jobs.current().and_then(|id| {
+            ctx.catalog
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .job(id)
+                .ok()
+                .flatten()
+        }) {
+            if j.kind == crate::catalog::JobKind::Restore {
+                audit(&ctx, &peer, &action, false, "a restore is running");
+                return error(
+                    "restore_running",
+                    format!(
+                        "restore job {} is running: stop it first (hopsdrctl restore abort)",
+                        j.id
+                    ),
+                );
             }
         }
-        RouteId::Job => {
-            let id = param(0);
-            let Ok(n) = id.parse::<i64>() else {
-                return error("bad_job_id", format!("\"{id}\" is not a job id (a number)"));
-            };
-            // `?wait_ms=N` (at most 10 s): answer as soon as the job is over, or after N ms
-            // with its progress (a client following a job needs no tight polling).
-            let wait = query
-                .split('&')
-                .find_map(|kv| kv.strip_prefix("wait_ms="))
-                .and_then(|v| v.parse::<u64>().ok())
-                .map(|ms| std::time::Duration::from_millis(ms.min(10_000)));
-            let mut view = jobs::job_view(&ctx, JobId(n));
-            if let (Some(wait), Ok(Some(v))) = (wait, &view) {
-                if !v.record.state.is_final() && ctx.jobs.wait_idle_for(wait).await {
-                    view = jobs::job_view(&ctx, JobId(n));
+        match jobs::restore::unfinished(&ctx) {
+            Ok(Some(JobError::RestoreUnfinished {
+                restore_id,
+                backup_id,
+                state,
+            })) => {
+                let what = format!(
+                    "abandoning restore {restore_id} lets backups of the half-restored cluster push out backup {backup_id}"
+                );
+                if let Err(resp) = confirmed(&body, backup_id.as_str(), &what) {
+                    audit(&ctx, &peer, &action, false, "abandon not confirmed");
+                    return resp;
+                }
+                let r = ctx
+                    .catalog
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .set_restore_state(
+                        restore_id,
+                        crate::catalog::RestoreState::Abandoned,
+                        Some(&format!("abandoned by the operator (it was {state})")),
+                        chrono::Utc::now(),
+                    );
+                if let Err(e) = r {
+                    return error("catalog", e.to_string());
+                }
+                jobs::restore::refresh_restore_gauge(&ctx);
+                crate::restore::exec::remove_staging(&ctx.settings(), &backup_id);
+                tracing::warn!(restore_id = %restore_id, backup_id = %backup_id, "restore abandoned: scheduled backups and pruning run again");
+                audit(
+                    &ctx,
+                    &peer,
+                    &action,
+                    true,
+                    &format!("abandon restore {restore_id} of backup {backup_id} ({state})"),
+                );
+                json(
+                    StatusCode::OK,
+                    &serde_json::json!({"restore_id": restore_id, "backup_id": backup_id, "was": state}),
+                )
+            }
+            Ok(_) => {
+                audit(&ctx, &peer, &action, false, "no unfinished restore");
+                error(
+                    "no_unfinished_restore",
+                    "the last restore is finished (or there is none): nothing to abandon",
+                )
+            }
+            Err(e) => error("catalog", e.to_string()),
+        }
+    }
+}
+
+/// [`api::routes::LAST_RESTORE`].
+async fn route_last_restore(r: Req) -> Response<Full<Bytes>> {
+    let Req { ctx, .. } = r;
+    {
+        // Lock order: the job runner's slot before the catalog.
+        let progress = ctx.jobs.current().and_then(|id| ctx.jobs.progress(id));
+        let cat = ctx.catalog.lock().unwrap_or_else(|p| p.into_inner());
+        match cat.last_restore() {
+            Ok(Some(rec)) => {
+                let plan: Result<crate::restore::plan::RestorePlan, _> =
+                    serde_json::from_str(&rec.plan);
+                match plan {
+                    Ok(plan) => {
+                        let report = crate::restore::exec::report(&plan, &rec, Utc::now());
+                        json(
+                            StatusCode::OK,
+                            &crate::api::RestoreStatus {
+                                restore: crate::api::RestoreView::of(&rec),
+                                plan,
+                                report,
+                                progress,
+                            },
+                        )
+                    }
+                    Err(e) => error("catalog", format!("unreadable restore plan: {e}")),
                 }
             }
-            match view {
-                Ok(Some(v)) => json(StatusCode::OK, &v),
-                Ok(None) => error("no_such_job", format!("no job {n} in the catalog")),
-                Err(e) => error("catalog", e.to_string()),
+            Ok(None) => error("no_restore", "no restore has been started"),
+            Err(e) => error("catalog", e.to_string()),
+        }
+    }
+}
+
+/// [`api::routes::JOB`].
+async fn route_job(r: Req) -> Response<Full<Bytes>> {
+    let Req {
+        ctx, query, params, ..
+    } = r;
+    let param = |i: usize| params.get(i).map(String::as_str).unwrap_or_default();
+    {
+        let id = param(0);
+        let Ok(n) = id.parse::<i64>() else {
+            return error("bad_job_id", format!("\"{id}\" is not a job id (a number)"));
+        };
+        // `?wait_ms=N` (at most 10 s): answer as soon as the job is over, or after N ms
+        // with its progress (a client following a job needs no tight polling).
+        let wait = query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("wait_ms="))
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|ms| std::time::Duration::from_millis(ms.min(10_000)));
+        let mut view = jobs::job_view(&ctx, JobId(n));
+        if let (Some(wait), Ok(Some(v))) = (wait, &view) {
+            if !v.record.state.is_final() && ctx.jobs.wait_idle_for(wait).await {
+                view = jobs::job_view(&ctx, JobId(n));
             }
+        }
+        match view {
+            Ok(Some(v)) => json(StatusCode::OK, &v),
+            Ok(None) => error("no_such_job", format!("no job {n} in the catalog")),
+            Err(e) => error("catalog", e.to_string()),
         }
     }
 }
