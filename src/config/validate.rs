@@ -223,7 +223,7 @@ impl<'a> Validator<'a> {
         } else {
             self.error(
                 path,
-                format!("unknown key (allowed keys: {})", comma_list(allowed)),
+                format!("unknown key (allowed keys: {})", comma_list(&allowed)),
             );
         }
     }
@@ -1021,7 +1021,7 @@ impl<'a> Validator<'a> {
         mut raw: RawRepository,
         env: &SecretEnv,
     ) -> RepositorySettings {
-        if raw.kind.as_deref() == Some("s3") {
+        if raw.r#type.as_deref() == Some("s3") {
             let compression_level = self.compression_level(p, raw.compression_level);
             return RepositorySettings::S3(Box::new(self.s3(p, &mut raw, compression_level, env)));
         }
@@ -1039,7 +1039,7 @@ impl<'a> Validator<'a> {
                 );
             }
         }
-        if let Some(kind) = &raw.kind {
+        if let Some(kind) = &raw.r#type {
             if !REPOSITORY_TYPES.contains(&kind.as_str()) {
                 self.error(
                     &p.key("type"),
