@@ -196,17 +196,9 @@ fn open_s3(s: &config::S3Settings) -> Result<crate::repository::S3Storage, RepoE
     };
     Ok(crate::repository::S3Storage::new(
         &crate::repository::S3Options {
-            endpoint: s.endpoint.clone(),
-            region: s.region.clone(),
-            bucket: s.bucket.clone(),
-            prefix: s.prefix.clone(),
-            path_style: s.path_style,
-            access_key_id: s.access_key_id.clone(),
+            settings: s.clone(),
             secret_access_key: secret,
             ca_bundle_pem,
-            part_size: s.part_size,
-            parallel_parts: s.parallel_parts,
-            bandwidth_limit: s.bandwidth_limit,
         },
     )?)
 }

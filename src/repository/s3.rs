@@ -41,25 +41,12 @@ use super::storage::{validate_key, ObjectInfo, Storage, StorageError};
 /// How to reach a bucket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S3Options {
-    /// `https://s3.example.org:9000`; `None` for AWS itself (from the region).
-    pub endpoint: Option<String>,
-    pub region: String,
-    pub bucket: String,
-    /// Keys go under `<prefix>/` (empty: the bucket's root).
-    pub prefix: String,
-    /// `https://endpoint/bucket/key` instead of `https://bucket.endpoint/key` (MinIO, Ceph).
-    pub path_style: bool,
-    /// Static credentials; `None` takes the usual AWS sources (environment, instance metadata).
-    pub access_key_id: Option<String>,
+    /// The `[repository]` settings (one type from the config to the store).
+    pub settings: crate::config::S3Settings,
+    /// The secret access key, read from its file or systemd credential.
     pub secret_access_key: Option<String>,
-    /// Extra CA certificates (PEM) trusted for TLS.
+    /// The certificates (PEM) of `settings.ca_bundle`, trusted for TLS besides the system's.
     pub ca_bundle_pem: Option<Vec<u8>>,
-    /// Multipart part size, and the size above which an object goes up in parts.
-    pub part_size: usize,
-    /// Parts in flight per multipart upload.
-    pub parallel_parts: usize,
-    /// Bytes per second, uploads and downloads together; `None`: unlimited.
-    pub bandwidth_limit: Option<u64>,
 }
 
 /// A bucket (and prefix) holding a repository.
@@ -128,9 +115,10 @@ impl S3Storage {
     pub fn new(o: &S3Options) -> Result<S3Storage, StorageError> {
         let describe = format!(
             "s3://{}/{}{}",
-            o.bucket,
-            o.prefix,
-            o.endpoint
+            o.settings.bucket,
+            o.settings.prefix,
+            o.settings
+                .endpoint
                 .as_deref()
                 .map(|e| format!(" at {e}"))
                 .unwrap_or_default()
@@ -152,19 +140,19 @@ impl S3Storage {
             }
         }
         let mut b = AmazonS3Builder::from_env()
-            .with_bucket_name(&o.bucket)
-            .with_region(&o.region)
-            .with_virtual_hosted_style_request(!o.path_style)
+            .with_bucket_name(&o.settings.bucket)
+            .with_region(&o.settings.region)
+            .with_virtual_hosted_style_request(!o.settings.path_style)
             .with_client_options(options)
             .with_retry(RetryConfig {
                 backoff: BackoffConfig::default(),
                 max_retries: 5,
                 retry_timeout: Duration::from_secs(120),
             });
-        if let Some(e) = &o.endpoint {
+        if let Some(e) = &o.settings.endpoint {
             b = b.with_endpoint(e).with_allow_http(e.starts_with("http://"));
         }
-        if let (Some(id), Some(secret)) = (&o.access_key_id, &o.secret_access_key) {
+        if let (Some(id), Some(secret)) = (&o.settings.access_key_id, &o.secret_access_key) {
             b = b.with_access_key_id(id).with_secret_access_key(secret);
         }
         let store = b.build().map_err(|e| err(e.to_string()))?;
@@ -177,11 +165,11 @@ impl S3Storage {
         Ok(S3Storage {
             store,
             rt,
-            prefix: o.prefix.trim_matches('/').to_string(),
+            prefix: o.settings.prefix.trim_matches('/').to_string(),
             describe,
-            part_size: o.part_size.max(5 << 20),
-            parallel_parts: o.parallel_parts.max(1),
-            pacer: o.bandwidth_limit.map(|rate| {
+            part_size: o.settings.part_size.max(5 << 20),
+            parallel_parts: o.settings.parallel_parts.max(1),
+            pacer: o.settings.bandwidth_limit.map(|rate| {
                 Arc::new(Pacer {
                     rate: rate.max(1),
                     next_free: Mutex::new(Instant::now()),

@@ -203,11 +203,9 @@ fn the_server_killed_in_the_middle_fails_cleanly_and_gc_collects_the_orphans() {
     let mut s3 = S3Server::start();
     s3.bucket("hopsdr");
     // Storage level: 40 MiB in 5 MiB parts at 8 MiB/s (about 5 s); the server dies after 1 s.
-    let store = hopsdr::repository::S3Storage::new(&hopsdr::repository::S3Options {
-        bandwidth_limit: Some(8 << 20),
-        ..s3_options(&s3, "hopsdr", "big")
-    })
-    .unwrap();
+    let mut options = s3_options(&s3, "hopsdr", "big");
+    options.settings.bandwidth_limit = Some(8 << 20);
+    let store = hopsdr::repository::S3Storage::new(&options).unwrap();
     let data = vec![7u8; 40 << 20];
     let port = s3.port;
     let put = std::thread::spawn(move || hopsdr::repository::Storage::put(&store, "k/big", &data));
@@ -326,17 +324,22 @@ fn the_server_killed_in_the_middle_fails_cleanly_and_gc_collects_the_orphans() {
 
 fn s3_options(s3: &S3Server, bucket: &str, prefix: &str) -> hopsdr::repository::S3Options {
     hopsdr::repository::S3Options {
-        endpoint: Some(s3.endpoint()),
-        region: "us-east-1".into(),
-        bucket: bucket.into(),
-        prefix: prefix.into(),
-        path_style: true,
-        access_key_id: Some(ACCESS_KEY.into()),
+        settings: hopsdr::config::S3Settings {
+            endpoint: Some(s3.endpoint()),
+            region: "us-east-1".into(),
+            bucket: bucket.into(),
+            prefix: prefix.into(),
+            path_style: true,
+            access_key_id: Some(ACCESS_KEY.into()),
+            secret_access_key: None,
+            ca_bundle: None,
+            compression_level: 3,
+            part_size: 5 << 20,
+            parallel_parts: 2,
+            bandwidth_limit: None,
+        },
         secret_access_key: Some(SECRET_KEY.into()),
         ca_bundle_pem: None,
-        part_size: 5 << 20,
-        parallel_parts: 2,
-        bandwidth_limit: None,
     }
 }
 
