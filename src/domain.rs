@@ -88,6 +88,32 @@ impl State {
     }
 }
 
+/// A recorded state with allowed transitions (a restore's, a restore step's).
+pub trait Transitions: Copy {
+    fn as_str(self) -> &'static str;
+    fn parse(s: &str) -> Option<Self>;
+    /// Whether this state may become `next`.
+    fn allows(self, next: Self) -> bool;
+}
+
+macro_rules! transitions {
+    ($t:ty) => {
+        impl Transitions for $t {
+            fn as_str(self) -> &'static str {
+                <$t>::as_str(self)
+            }
+            fn parse(s: &str) -> Option<Self> {
+                <$t>::parse(s)
+            }
+            fn allows(self, next: Self) -> bool {
+                <$t>::allows(self, next)
+            }
+        }
+    };
+}
+transitions!(RestoreState);
+transitions!(StepState);
+
 /// The state of a restore. A restore that is not `succeeded` or `abandoned` holds off scheduled
 /// backups and pruning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -65,18 +65,7 @@ impl Catalog {
                 |r| r.get(0),
             )
             .map_err(self.q("read restore"))?;
-        let from = RestoreState::parse(&from).ok_or_else(|| CatalogError::BadValue {
-            path: self.path.clone(),
-            column: "restores.state",
-            value: from.clone(),
-        })?;
-        if !from.allows(state) {
-            return Err(CatalogError::Transition {
-                what: format!("restore {id}"),
-                from: from.as_str(),
-                to: state.as_str(),
-            });
-        }
+        self.check_transition("restores.state", &from, state, || format!("restore {id}"))?;
         let finished = (state != RestoreState::Running).then(|| ts(now));
         self.conn
             .execute(
@@ -104,18 +93,9 @@ impl Catalog {
                 |r| r.get(0),
             )
             .map_err(self.q("read restore step"))?;
-        let from = StepState::parse(&from).ok_or_else(|| CatalogError::BadValue {
-            path: self.path.clone(),
-            column: "restore_steps.state",
-            value: from.clone(),
+        self.check_transition("restore_steps.state", &from, state, || {
+            format!("step {} of restore {restore}", idx + 1)
         })?;
-        if !from.allows(state) {
-            return Err(CatalogError::Transition {
-                what: format!("step {} of restore {restore}", idx + 1),
-                from: from.as_str(),
-                to: state.as_str(),
-            });
-        }
         let state = state.as_str();
         let sql = if state == "running" {
             "UPDATE restore_steps SET state=?3, error=?4, started_at=?5, finished_at=NULL WHERE restore_id=?1 AND idx=?2"
@@ -221,5 +201,29 @@ impl Catalog {
             error,
             steps,
         }))
+    }
+
+    /// Checks that the state recorded as `from` (in `column`) may become `to`; the error names
+    /// `what`.
+    fn check_transition<S: crate::domain::Transitions>(
+        &self,
+        column: &'static str,
+        from: &str,
+        to: S,
+        what: impl FnOnce() -> String,
+    ) -> Result<(), CatalogError> {
+        let from_state = S::parse(from).ok_or_else(|| CatalogError::BadValue {
+            path: self.path.clone(),
+            column,
+            value: from.to_string(),
+        })?;
+        if !from_state.allows(to) {
+            return Err(CatalogError::Transition {
+                what: what(),
+                from: from_state.as_str(),
+                to: to.as_str(),
+            });
+        }
+        Ok(())
     }
 }

@@ -579,16 +579,14 @@ async fn route_status(r: Req) -> Response<Full<Bytes>> {
 /// [`api::routes::BACKUPS`].
 async fn route_backups(r: Req) -> Response<Full<Bytes>> {
     let Req { ctx, .. } = r;
-    {
-        let r = ctx
-            .catalog
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .backups();
-        match r {
-            Ok(backups) => json(StatusCode::OK, &BackupList { backups }),
-            Err(e) => error("catalog", e.to_string()),
-        }
+    let r = ctx
+        .catalog
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .backups();
+    match r {
+        Ok(backups) => json(StatusCode::OK, &BackupList { backups }),
+        Err(e) => error("catalog", e.to_string()),
     }
 }
 
@@ -627,45 +625,41 @@ async fn route_start_backup(r: Req) -> Response<Full<Bytes>> {
         body,
         ..
     } = r;
-    {
-        if !body.iter().all(|b| b.is_ascii_whitespace()) {
-            if let Err(e) = serde_json::from_slice::<StartBackupRequest>(&body) {
-                return error("bad_json", format!("malformed request: {e}"));
-            }
+    if !body.iter().all(|b| b.is_ascii_whitespace()) {
+        if let Err(e) = serde_json::from_slice::<StartBackupRequest>(&body) {
+            return error("bad_json", format!("malformed request: {e}"));
         }
-        let r = jobs::backup::start(&ctx, &format!("api:uid={}", peer.uid));
-        job_started(&ctx, &peer, &action, r, |s| {
-            format!(
-                "start backup: job {} backup {}",
-                s.job_id,
-                s.backup_id
-                    .as_ref()
-                    .map(|b| b.to_string())
-                    .unwrap_or_default()
-            )
-        })
     }
+    let r = jobs::backup::start(&ctx, &format!("api:uid={}", peer.uid));
+    job_started(&ctx, &peer, &action, r, |s| {
+        format!(
+            "start backup: job {} backup {}",
+            s.job_id,
+            s.backup_id
+                .as_ref()
+                .map(|b| b.to_string())
+                .unwrap_or_default()
+        )
+    })
 }
 
 /// [`api::routes::REPO_CHECK`].
 async fn route_repo_check(r: Req) -> Response<Full<Bytes>> {
     let Req { ctx, heavy, .. } = r;
+    let permit = match heavy_read(&heavy) {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    let repo = ctx.repo.clone();
+    match tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        repo.check()
+    })
+    .await
     {
-        let permit = match heavy_read(&heavy) {
-            Ok(p) => p,
-            Err(resp) => return resp,
-        };
-        let repo = ctx.repo.clone();
-        match tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            repo.check()
-        })
-        .await
-        {
-            Ok(Ok(report)) => json(StatusCode::OK, &report),
-            Ok(Err(e)) => error(e.code(), e.to_string()),
-            Err(e) => error("task", e.to_string()),
-        }
+        Ok(Ok(report)) => json(StatusCode::OK, &report),
+        Ok(Err(e)) => error(e.code(), e.to_string()),
+        Err(e) => error("task", e.to_string()),
     }
 }
 
@@ -674,36 +668,32 @@ async fn route_catalog_rebuild(r: Req) -> Response<Full<Bytes>> {
     let Req {
         ctx, peer, action, ..
     } = r;
-    {
-        let r = jobs::rebuild::start(&ctx, &format!("api:uid={}", peer.uid));
-        job_started(&ctx, &peer, &action, r, |s| {
-            format!("catalog rebuild: job {}", s.job_id)
-        })
-    }
+    let r = jobs::rebuild::start(&ctx, &format!("api:uid={}", peer.uid));
+    job_started(&ctx, &peer, &action, r, |s| {
+        format!("catalog rebuild: job {}", s.job_id)
+    })
 }
 
 /// [`api::routes::PRUNE_DRY_RUN`].
 async fn route_prune_dry_run(r: Req) -> Response<Full<Bytes>> {
     let Req { ctx, .. } = r;
-    {
-        // A dry run: what pruning would do now, with the reasons.
-        match jobs::prune::decisions(&ctx, chrono::Utc::now()) {
-            Ok(decisions) => json(
-                StatusCode::OK,
-                &crate::api::PruneDecisions {
-                    policy_has_rules: ctx.settings().retention.policy.has_rules(),
-                    decisions: decisions
-                        .into_iter()
-                        .map(|d| crate::api::PruneDecision {
-                            id: d.id,
-                            keep: d.keep,
-                            reasons: d.reasons.iter().map(|r| r.as_str().to_string()).collect(),
-                        })
-                        .collect(),
-                },
-            ),
-            Err(e) => error("catalog", e.to_string()),
-        }
+    // A dry run: what pruning would do now, with the reasons.
+    match jobs::prune::decisions(&ctx, chrono::Utc::now()) {
+        Ok(decisions) => json(
+            StatusCode::OK,
+            &crate::api::PruneDecisions {
+                policy_has_rules: ctx.settings().retention.policy.has_rules(),
+                decisions: decisions
+                    .into_iter()
+                    .map(|d| crate::api::PruneDecision {
+                        id: d.id,
+                        keep: d.keep,
+                        reasons: d.reasons.iter().map(|r| r.as_str().to_string()).collect(),
+                    })
+                    .collect(),
+            },
+        ),
+        Err(e) => error("catalog", e.to_string()),
     }
 }
 
@@ -716,16 +706,14 @@ async fn route_prune(r: Req) -> Response<Full<Bytes>> {
         body,
         ..
     } = r;
-    {
-        if let Err(resp) = confirmed(&body, "prune", "pruning forgets backups") {
-            audit(&ctx, &peer, &action, false, "prune not confirmed");
-            return resp;
-        }
-        let r = jobs::prune::start(&ctx, &format!("api:uid={}", peer.uid));
-        job_started(&ctx, &peer, &action, r, |s| {
-            format!("prune: job {}", s.job_id)
-        })
+    if let Err(resp) = confirmed(&body, "prune", "pruning forgets backups") {
+        audit(&ctx, &peer, &action, false, "prune not confirmed");
+        return resp;
     }
+    let r = jobs::prune::start(&ctx, &format!("api:uid={}", peer.uid));
+    job_started(&ctx, &peer, &action, r, |s| {
+        format!("prune: job {}", s.job_id)
+    })
 }
 
 /// [`api::routes::VERIFY`].
@@ -737,42 +725,40 @@ async fn route_verify(r: Req) -> Response<Full<Bytes>> {
         body,
         ..
     } = r;
-    {
-        #[derive(serde::Deserialize)]
-        struct VerifyRequest {
-            backup: Option<String>,
+    #[derive(serde::Deserialize)]
+    struct VerifyRequest {
+        backup: Option<String>,
+    }
+    let req: VerifyRequest = if body.iter().all(|b| b.is_ascii_whitespace()) {
+        VerifyRequest { backup: None }
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => return error("bad_json", format!("malformed request: {e}")),
         }
-        let req: VerifyRequest = if body.iter().all(|b| b.is_ascii_whitespace()) {
-            VerifyRequest { backup: None }
-        } else {
-            match serde_json::from_slice(&body) {
-                Ok(r) => r,
-                Err(e) => return error("bad_json", format!("malformed request: {e}")),
-            }
-        };
-        let backup = match req.backup.as_deref().map(|b| (b, BackupId::parse(b))) {
-            None => None,
-            Some((_, Some(id))) => Some(id),
-            Some((b, None)) => {
-                return error(
-                    "bad_backup_id",
-                    format!("\"{b}\" is not a backup id (expected YYYYMMDDTHHMMSSZ)"),
-                )
-            }
-        };
-        use jobs::verify::{start, VerifyStartError};
-        match start(&ctx, &format!("api:uid={}", peer.uid), backup) {
-            Err(e @ (VerifyStartError::NotFound(_) | VerifyStartError::Nothing)) => {
-                audit(&ctx, &peer, &action, false, &e.to_string());
-                error("no_such_backup", e.to_string())
-            }
-            Err(VerifyStartError::Job(e)) => {
-                job_started(&ctx, &peer, &action, Err(e), |_| String::new())
-            }
-            Ok(started) => job_started(&ctx, &peer, &action, Ok(started), |s| {
-                format!("verify: job {}", s.job_id)
-            }),
+    };
+    let backup = match req.backup.as_deref().map(|b| (b, BackupId::parse(b))) {
+        None => None,
+        Some((_, Some(id))) => Some(id),
+        Some((b, None)) => {
+            return error(
+                "bad_backup_id",
+                format!("\"{b}\" is not a backup id (expected YYYYMMDDTHHMMSSZ)"),
+            )
         }
+    };
+    use jobs::verify::{start, VerifyStartError};
+    match start(&ctx, &format!("api:uid={}", peer.uid), backup) {
+        Err(e @ (VerifyStartError::NotFound(_) | VerifyStartError::Nothing)) => {
+            audit(&ctx, &peer, &action, false, &e.to_string());
+            error("no_such_backup", e.to_string())
+        }
+        Err(VerifyStartError::Job(e)) => {
+            job_started(&ctx, &peer, &action, Err(e), |_| String::new())
+        }
+        Ok(started) => job_started(&ctx, &peer, &action, Ok(started), |s| {
+            format!("verify: job {}", s.job_id)
+        }),
     }
 }
 
@@ -884,37 +870,33 @@ async fn route_start_restore(r: Req) -> Response<Full<Bytes>> {
         body,
         ..
     } = r;
-    {
-        let req: crate::api::StartRestoreRequest = match serde_json::from_slice(&body) {
-            Ok(r) => r,
-            Err(e) => return error("bad_json", format!("malformed request: {e}")),
-        };
-        let Some(bid) = BackupId::parse(&req.backup_id) else {
-            return error(
-                "bad_backup_id",
-                format!(
-                    "\"{}\" is not a backup id (expected YYYYMMDDTHHMMSSZ)",
-                    req.backup_id
-                ),
-            );
-        };
-        let what = "a restore overwrites the cluster";
-        if let Err(resp) = check_confirmation(req.confirm.as_deref(), bid.as_str(), what) {
-            audit(&ctx, &peer, &action, false, "restore not confirmed");
-            return resp;
-        }
-        let opts = crate::restore::exec::RestoreOptions {
-            allow_partial: req.allow_partial,
-            force: req.force,
-        };
-        // Planning reads the target cluster (blocking commands): off the runtime's workers.
-        let (ctx2, action2) = (ctx.clone(), action.clone());
-        tokio::task::spawn_blocking(move || {
-            restore_response(&ctx2, &peer, &action2, Some(&bid), opts)
-        })
+    let req: crate::api::StartRestoreRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error("bad_json", format!("malformed request: {e}")),
+    };
+    let Some(bid) = BackupId::parse(&req.backup_id) else {
+        return error(
+            "bad_backup_id",
+            format!(
+                "\"{}\" is not a backup id (expected YYYYMMDDTHHMMSSZ)",
+                req.backup_id
+            ),
+        );
+    };
+    let what = "a restore overwrites the cluster";
+    if let Err(resp) = check_confirmation(req.confirm.as_deref(), bid.as_str(), what) {
+        audit(&ctx, &peer, &action, false, "restore not confirmed");
+        return resp;
+    }
+    let opts = crate::restore::exec::RestoreOptions {
+        allow_partial: req.allow_partial,
+        force: req.force,
+    };
+    // Planning reads the target cluster (blocking commands): off the runtime's workers.
+    let (ctx2, action2) = (ctx.clone(), action.clone());
+    tokio::task::spawn_blocking(move || restore_response(&ctx2, &peer, &action2, Some(&bid), opts))
         .await
         .unwrap_or_else(|e| error("internal", e.to_string()))
-    }
 }
 
 /// [`api::routes::RESUME_RESTORE`].
@@ -930,40 +912,38 @@ async fn route_abort_restore(r: Req) -> Response<Full<Bytes>> {
     let Req {
         ctx, peer, action, ..
     } = r;
-    {
-        let running = ctx.jobs.current();
-        let is_restore = running
-            .and_then(|id| {
-                ctx.catalog
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .job(id)
-                    .ok()
-                    .flatten()
-            })
-            .filter(|j| j.kind == crate::catalog::JobKind::Restore);
-        match is_restore {
-            Some(j) => {
-                ctx.jobs.cancel_current();
-                audit(
-                    &ctx,
-                    &peer,
-                    &action,
-                    true,
-                    &format!("abort restore job {}", j.id),
-                );
-                json(
-                    StatusCode::ACCEPTED,
-                    &crate::api::JobStarted {
-                        job_id: j.id,
-                        backup_id: j.backup_id,
-                    },
-                )
-            }
-            None => {
-                audit(&ctx, &peer, &action, false, "no restore running");
-                error("no_restore_running", "no restore is running")
-            }
+    let running = ctx.jobs.current();
+    let is_restore = running
+        .and_then(|id| {
+            ctx.catalog
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .job(id)
+                .ok()
+                .flatten()
+        })
+        .filter(|j| j.kind == crate::catalog::JobKind::Restore);
+    match is_restore {
+        Some(j) => {
+            ctx.jobs.cancel_current();
+            audit(
+                &ctx,
+                &peer,
+                &action,
+                true,
+                &format!("abort restore job {}", j.id),
+            );
+            json(
+                StatusCode::ACCEPTED,
+                &crate::api::JobStarted {
+                    job_id: j.id,
+                    backup_id: j.backup_id,
+                },
+            )
+        }
+        None => {
+            audit(&ctx, &peer, &action, false, "no restore running");
+            error("no_restore_running", "no restore is running")
         }
     }
 }
@@ -977,110 +957,106 @@ async fn route_abandon_restore(r: Req) -> Response<Full<Bytes>> {
         body,
         ..
     } = r;
-    {
-        // Only a restore that is not running: abort it first.
-        if let Some(j) = ctx.jobs.current().and_then(|id| {
-            ctx.catalog
+    // Only a restore that is not running: abort it first.
+    if let Some(j) = ctx.jobs.current().and_then(|id| {
+        ctx.catalog
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .job(id)
+            .ok()
+            .flatten()
+    }) {
+        if j.kind == crate::catalog::JobKind::Restore {
+            audit(&ctx, &peer, &action, false, "a restore is running");
+            return error(
+                "restore_running",
+                format!(
+                    "restore job {} is running: stop it first (hopsdrctl restore abort)",
+                    j.id
+                ),
+            );
+        }
+    }
+    match jobs::restore::unfinished(&ctx) {
+        Ok(Some(JobError::RestoreUnfinished {
+            restore_id,
+            backup_id,
+            state,
+        })) => {
+            let what = format!(
+                "abandoning restore {restore_id} lets backups of the half-restored cluster push out backup {backup_id}"
+            );
+            if let Err(resp) = confirmed(&body, backup_id.as_str(), &what) {
+                audit(&ctx, &peer, &action, false, "abandon not confirmed");
+                return resp;
+            }
+            let r = ctx
+                .catalog
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .job(id)
-                .ok()
-                .flatten()
-        }) {
-            if j.kind == crate::catalog::JobKind::Restore {
-                audit(&ctx, &peer, &action, false, "a restore is running");
-                return error(
-                    "restore_running",
-                    format!(
-                        "restore job {} is running: stop it first (hopsdrctl restore abort)",
-                        j.id
-                    ),
+                .set_restore_state(
+                    restore_id,
+                    crate::catalog::RestoreState::Abandoned,
+                    Some(&format!("abandoned by the operator (it was {state})")),
+                    chrono::Utc::now(),
                 );
+            if let Err(e) = r {
+                return error("catalog", e.to_string());
             }
+            jobs::restore::refresh_restore_gauge(&ctx);
+            crate::restore::exec::remove_staging(&ctx.settings(), &backup_id);
+            tracing::warn!(restore_id = %restore_id, backup_id = %backup_id, "restore abandoned: scheduled backups and pruning run again");
+            audit(
+                &ctx,
+                &peer,
+                &action,
+                true,
+                &format!("abandon restore {restore_id} of backup {backup_id} ({state})"),
+            );
+            json(
+                StatusCode::OK,
+                &serde_json::json!({"restore_id": restore_id, "backup_id": backup_id, "was": state}),
+            )
         }
-        match jobs::restore::unfinished(&ctx) {
-            Ok(Some(JobError::RestoreUnfinished {
-                restore_id,
-                backup_id,
-                state,
-            })) => {
-                let what = format!(
-                    "abandoning restore {restore_id} lets backups of the half-restored cluster push out backup {backup_id}"
-                );
-                if let Err(resp) = confirmed(&body, backup_id.as_str(), &what) {
-                    audit(&ctx, &peer, &action, false, "abandon not confirmed");
-                    return resp;
-                }
-                let r = ctx
-                    .catalog
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .set_restore_state(
-                        restore_id,
-                        crate::catalog::RestoreState::Abandoned,
-                        Some(&format!("abandoned by the operator (it was {state})")),
-                        chrono::Utc::now(),
-                    );
-                if let Err(e) = r {
-                    return error("catalog", e.to_string());
-                }
-                jobs::restore::refresh_restore_gauge(&ctx);
-                crate::restore::exec::remove_staging(&ctx.settings(), &backup_id);
-                tracing::warn!(restore_id = %restore_id, backup_id = %backup_id, "restore abandoned: scheduled backups and pruning run again");
-                audit(
-                    &ctx,
-                    &peer,
-                    &action,
-                    true,
-                    &format!("abandon restore {restore_id} of backup {backup_id} ({state})"),
-                );
-                json(
-                    StatusCode::OK,
-                    &serde_json::json!({"restore_id": restore_id, "backup_id": backup_id, "was": state}),
-                )
-            }
-            Ok(_) => {
-                audit(&ctx, &peer, &action, false, "no unfinished restore");
-                error(
-                    "no_unfinished_restore",
-                    "the last restore is finished (or there is none): nothing to abandon",
-                )
-            }
-            Err(e) => error("catalog", e.to_string()),
+        Ok(_) => {
+            audit(&ctx, &peer, &action, false, "no unfinished restore");
+            error(
+                "no_unfinished_restore",
+                "the last restore is finished (or there is none): nothing to abandon",
+            )
         }
+        Err(e) => error("catalog", e.to_string()),
     }
 }
 
 /// [`api::routes::LAST_RESTORE`].
 async fn route_last_restore(r: Req) -> Response<Full<Bytes>> {
     let Req { ctx, .. } = r;
-    {
-        // Lock order: the job runner's slot before the catalog.
-        let progress = ctx.jobs.current().and_then(|id| ctx.jobs.progress(id));
-        let cat = ctx.catalog.lock().unwrap_or_else(|p| p.into_inner());
-        match cat.last_restore() {
-            Ok(Some(rec)) => {
-                let plan: Result<crate::restore::plan::RestorePlan, _> =
-                    serde_json::from_str(&rec.plan);
-                match plan {
-                    Ok(plan) => {
-                        let report = crate::restore::exec::report(&plan, &rec, Utc::now());
-                        json(
-                            StatusCode::OK,
-                            &crate::api::RestoreStatus {
-                                restore: crate::api::RestoreView::of(&rec),
-                                plan,
-                                report,
-                                progress,
-                            },
-                        )
-                    }
-                    Err(e) => error("catalog", format!("unreadable restore plan: {e}")),
+    // Lock order: the job runner's slot before the catalog.
+    let progress = ctx.jobs.current().and_then(|id| ctx.jobs.progress(id));
+    let cat = ctx.catalog.lock().unwrap_or_else(|p| p.into_inner());
+    match cat.last_restore() {
+        Ok(Some(rec)) => {
+            let plan: Result<crate::restore::plan::RestorePlan, _> =
+                serde_json::from_str(&rec.plan);
+            match plan {
+                Ok(plan) => {
+                    let report = crate::restore::exec::report(&plan, &rec, Utc::now());
+                    json(
+                        StatusCode::OK,
+                        &crate::api::RestoreStatus {
+                            restore: crate::api::RestoreView::of(&rec),
+                            plan,
+                            report,
+                            progress,
+                        },
+                    )
                 }
+                Err(e) => error("catalog", format!("unreadable restore plan: {e}")),
             }
-            Ok(None) => error("no_restore", "no restore has been started"),
-            Err(e) => error("catalog", e.to_string()),
         }
+        Ok(None) => error("no_restore", "no restore has been started"),
+        Err(e) => error("catalog", e.to_string()),
     }
 }
 
