@@ -317,6 +317,11 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> Result<(), DaemonE
         &settings.daemon.socket_group,
         settings.daemon.operator_group.as_deref(),
     );
+    // Signals are handled before the socket answers: a daemon seen up always stops cleanly
+    // (its repository lease released), never by the default action of SIGTERM.
+    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signal)?;
     let listener = server::bind(&settings.daemon.socket, access.read).await?;
     let metrics_listener = match settings.metrics.listen {
         Some(addr) => Some(
@@ -347,9 +352,6 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> Result<(), DaemonE
     }
     jobs::refresh_backup_gauges(&ctx);
     jobs::restore::refresh_restore_gauge(&ctx);
-    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
-    let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signal)?;
 
     let api_stop = CancellationToken::new();
     let api_task = tokio::spawn(server::serve(listener, ctx.clone(), api_stop.clone()));
