@@ -115,11 +115,7 @@ impl Catalog {
         };
         Ok(Some(JobRecord {
             id: JobId(id),
-            kind: JobKind::parse(&kind).ok_or_else(|| CatalogError::BadValue {
-                path: self.path.clone(),
-                column: "jobs.kind",
-                value: kind.clone(),
-            })?,
+            kind: JobKind::parse(&kind).ok_or_else(|| self.bad_value("jobs.kind", &kind))?,
             state: self.parse_state("jobs.state", &state)?,
             trigger,
             backup_id: backup_id

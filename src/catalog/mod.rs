@@ -366,31 +366,19 @@ impl Catalog {
             .map_err(open_err)?;
         self.conn
             .pragma_update(None, "journal_mode", "WAL")
-            .map_err(|source| CatalogError::Open {
-                path: self.path.clone(),
-                source,
-            })?;
+            .map_err(open_err)?;
         self.conn
             // Every committed transaction is durable: a backup recorded complete (or forgotten)
             // stays so after a power loss.
             .pragma_update(None, "synchronous", "FULL")
-            .map_err(|source| CatalogError::Open {
-                path: self.path.clone(),
-                source,
-            })?;
+            .map_err(open_err)?;
         self.conn
             .pragma_update(None, "foreign_keys", "ON")
-            .map_err(|source| CatalogError::Open {
-                path: self.path.clone(),
-                source,
-            })?;
+            .map_err(open_err)?;
         let version: i64 = self
             .conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(|source| CatalogError::Open {
-                path: self.path.clone(),
-                source,
-            })?;
+            .map_err(open_err)?;
         let known = MIGRATIONS.len() as i64;
         if version > known {
             return Err(CatalogError::TooNew {
@@ -418,27 +406,24 @@ impl Catalog {
     fn parse_ts(&self, column: &'static str, s: &str) -> Result<DateTime<Utc>, CatalogError> {
         DateTime::parse_from_rfc3339(s)
             .map(|t| t.with_timezone(&Utc))
-            .map_err(|_| CatalogError::BadValue {
-                path: self.path.clone(),
-                column,
-                value: s.to_string(),
-            })
+            .map_err(|_| self.bad_value(column, s))
+    }
+
+    /// The error for a value of `column` the catalog cannot read.
+    fn bad_value(&self, column: &'static str, value: &str) -> CatalogError {
+        CatalogError::BadValue {
+            path: self.path.clone(),
+            column,
+            value: value.to_string(),
+        }
     }
 
     fn parse_state(&self, column: &'static str, s: &str) -> Result<State, CatalogError> {
-        State::parse(s).ok_or_else(|| CatalogError::BadValue {
-            path: self.path.clone(),
-            column,
-            value: s.to_string(),
-        })
+        State::parse(s).ok_or_else(|| self.bad_value(column, s))
     }
 
     fn parse_backup_id(&self, column: &'static str, s: &str) -> Result<BackupId, CatalogError> {
-        BackupId::parse(s).ok_or_else(|| CatalogError::BadValue {
-            path: self.path.clone(),
-            column,
-            value: s.to_string(),
-        })
+        BackupId::parse(s).ok_or_else(|| self.bad_value(column, s))
     }
 
     /// A consistent copy of the whole catalog database (`VACUUM INTO` a temporary file next to

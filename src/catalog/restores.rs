@@ -169,11 +169,8 @@ impl Catalog {
         for (idx, state, started, finished, detail, error) in rows {
             steps.push(RestoreStepRecord {
                 idx: idx as usize,
-                state: StepState::parse(&state).ok_or_else(|| CatalogError::BadValue {
-                    path: self.path.clone(),
-                    column: "restore_steps.state",
-                    value: state.clone(),
-                })?,
+                state: StepState::parse(&state)
+                    .ok_or_else(|| self.bad_value("restore_steps.state", &state))?,
                 started_at: started
                     .map(|s| self.parse_ts("restore_steps.started_at", &s))
                     .transpose()?,
@@ -187,11 +184,8 @@ impl Catalog {
         Ok(Some(RestoreRecord {
             id: RestoreId(id),
             backup_id: self.parse_backup_id("restores.backup_id", &backup)?,
-            state: RestoreState::parse(&state).ok_or_else(|| CatalogError::BadValue {
-                path: self.path.clone(),
-                column: "restores.state",
-                value: state.clone(),
-            })?,
+            state: RestoreState::parse(&state)
+                .ok_or_else(|| self.bad_value("restores.state", &state))?,
             options,
             plan,
             created_at: self.parse_ts("restores.created_at", &created)?,
@@ -212,11 +206,7 @@ impl Catalog {
         to: S,
         what: impl FnOnce() -> String,
     ) -> Result<(), CatalogError> {
-        let from_state = S::parse(from).ok_or_else(|| CatalogError::BadValue {
-            path: self.path.clone(),
-            column,
-            value: from.to_string(),
-        })?;
+        let from_state = S::parse(from).ok_or_else(|| self.bad_value(column, from))?;
         if !from_state.allows(to) {
             return Err(CatalogError::Transition {
                 what: what(),

@@ -296,6 +296,34 @@ fn error(code: &str, message: impl Into<String>) -> Response<Full<Bytes>> {
     json(status(code), &ErrorBody::new(code, message))
 }
 
+/// `s` as a backup id, or the 400 answer that says what one looks like.
+#[allow(clippy::result_large_err)]
+fn parse_backup_id(s: &str) -> Result<BackupId, Response<Full<Bytes>>> {
+    BackupId::parse(s).ok_or_else(|| {
+        error(
+            "bad_backup_id",
+            format!("\"{s}\" is not a backup id (expected YYYYMMDDTHHMMSSZ)"),
+        )
+    })
+}
+
+/// The request body as JSON of `T`, or the 400 answer.
+#[allow(clippy::result_large_err)]
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response<Full<Bytes>>> {
+    serde_json::from_slice(body).map_err(|e| error("bad_json", format!("malformed request: {e}")))
+}
+
+/// As [`json_body`], an empty body being `T::default()`.
+#[allow(clippy::result_large_err)]
+fn json_body_or_default<T: serde::de::DeserializeOwned + Default>(
+    body: &[u8],
+) -> Result<T, Response<Full<Bytes>>> {
+    if body.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(T::default());
+    }
+    json_body(body)
+}
+
 /// Checks that a destructive request's body confirms `expected` (`{"confirm": expected}`);
 /// otherwise the 400 answer that says how, and nothing is changed.
 #[allow(clippy::result_large_err)]
@@ -593,26 +621,21 @@ async fn route_backups(r: Req) -> Response<Full<Bytes>> {
 /// [`api::routes::BACKUP`].
 async fn route_backup(r: Req) -> Response<Full<Bytes>> {
     let Req { ctx, params, .. } = r;
-    let param = |i: usize| params.get(i).map(String::as_str).unwrap_or_default();
-    {
-        let id = param(0);
-        let Some(id) = BackupId::parse(id) else {
-            return error(
-                "bad_backup_id",
-                format!("\"{id}\" is not a backup id (expected YYYYMMDDTHHMMSSZ)"),
-            );
-        };
-        let cat = ctx.catalog.lock().unwrap_or_else(|p| p.into_inner());
-        match cat.backup(&id).and_then(|b| Ok((b, cat.components(&id)?))) {
-            Ok((Some(backup), components)) => {
-                json(StatusCode::OK, &BackupDetail { backup, components })
-            }
-            Ok((None, _)) => error(
-                "no_such_backup",
-                format!("no backup \"{id}\" in the catalog (hopsdrctl backups list shows them)"),
-            ),
-            Err(e) => error("catalog", e.to_string()),
+    let id = params.first().map(String::as_str).unwrap_or_default();
+    let id = match parse_backup_id(id) {
+        Ok(id) => id,
+        Err(resp) => return resp,
+    };
+    let cat = ctx.catalog.lock().unwrap_or_else(|p| p.into_inner());
+    match cat.backup(&id).and_then(|b| Ok((b, cat.components(&id)?))) {
+        Ok((Some(backup), components)) => {
+            json(StatusCode::OK, &BackupDetail { backup, components })
         }
+        Ok((None, _)) => error(
+            "no_such_backup",
+            format!("no backup \"{id}\" in the catalog (hopsdrctl backups list shows them)"),
+        ),
+        Err(e) => error("catalog", e.to_string()),
     }
 }
 
@@ -625,10 +648,8 @@ async fn route_start_backup(r: Req) -> Response<Full<Bytes>> {
         body,
         ..
     } = r;
-    if !body.iter().all(|b| b.is_ascii_whitespace()) {
-        if let Err(e) = serde_json::from_slice::<StartBackupRequest>(&body) {
-            return error("bad_json", format!("malformed request: {e}"));
-        }
+    if let Err(resp) = json_body_or_default::<StartBackupRequest>(&body) {
+        return resp;
     }
     let r = jobs::backup::start(&ctx, &format!("api:uid={}", peer.uid));
     job_started(&ctx, &peer, &action, r, |s| {
@@ -725,27 +746,17 @@ async fn route_verify(r: Req) -> Response<Full<Bytes>> {
         body,
         ..
     } = r;
-    #[derive(serde::Deserialize)]
+    #[derive(Default, serde::Deserialize)]
     struct VerifyRequest {
         backup: Option<String>,
     }
-    let req: VerifyRequest = if body.iter().all(|b| b.is_ascii_whitespace()) {
-        VerifyRequest { backup: None }
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(r) => r,
-            Err(e) => return error("bad_json", format!("malformed request: {e}")),
-        }
+    let req: VerifyRequest = match json_body_or_default(&body) {
+        Ok(r) => r,
+        Err(resp) => return resp,
     };
-    let backup = match req.backup.as_deref().map(|b| (b, BackupId::parse(b))) {
-        None => None,
-        Some((_, Some(id))) => Some(id),
-        Some((b, None)) => {
-            return error(
-                "bad_backup_id",
-                format!("\"{b}\" is not a backup id (expected YYYYMMDDTHHMMSSZ)"),
-            )
-        }
+    let backup = match req.backup.as_deref().map(parse_backup_id).transpose() {
+        Ok(b) => b,
+        Err(resp) => return resp,
     };
     use jobs::verify::{start, VerifyStartError};
     match start(&ctx, &format!("api:uid={}", peer.uid), backup) {
@@ -773,47 +784,42 @@ async fn route_pin(r: Req) -> Response<Full<Bytes>> {
         params,
         ..
     } = r;
-    let param = |i: usize| params.get(i).map(String::as_str).unwrap_or_default();
-    {
-        let id = param(0);
-        let op = if route.id == api::RouteId::Pin {
-            "pin"
-        } else {
-            "unpin"
-        };
-        let Some(id) = BackupId::parse(id) else {
-            return error(
-                "bad_backup_id",
-                format!("\"{id}\" is not a backup id (expected YYYYMMDDTHHMMSSZ)"),
-            );
-        };
-        let pinned = op == "pin";
-        if !pinned {
-            let what = "unpinning lets retention forget the backup";
-            if let Err(resp) = confirmed(&body, id.as_str(), what) {
-                audit(&ctx, &peer, &action, false, "unpin not confirmed");
-                return resp;
-            }
+    let id = params.first().map(String::as_str).unwrap_or_default();
+    let op = if route.id == api::RouteId::Pin {
+        "pin"
+    } else {
+        "unpin"
+    };
+    let id = match parse_backup_id(id) {
+        Ok(id) => id,
+        Err(resp) => return resp,
+    };
+    let pinned = op == "pin";
+    if !pinned {
+        let what = "unpinning lets retention forget the backup";
+        if let Err(resp) = confirmed(&body, id.as_str(), what) {
+            audit(&ctx, &peer, &action, false, "unpin not confirmed");
+            return resp;
         }
-        let r = ctx
-            .catalog
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .set_pinned(&id, pinned);
-        match r {
-            Ok(true) => {
-                audit(&ctx, &peer, &action, true, &format!("{op} backup {id}"));
-                json(
-                    StatusCode::OK,
-                    &serde_json::json!({ "backup_id": id, "pinned": pinned }),
-                )
-            }
-            Ok(false) => error(
-                "no_such_backup",
-                format!("no backup \"{id}\" in the catalog (hopsdrctl backups list shows them)"),
-            ),
-            Err(e) => error("catalog", e.to_string()),
+    }
+    let r = ctx
+        .catalog
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .set_pinned(&id, pinned);
+    match r {
+        Ok(true) => {
+            audit(&ctx, &peer, &action, true, &format!("{op} backup {id}"));
+            json(
+                StatusCode::OK,
+                &serde_json::json!({ "backup_id": id, "pinned": pinned }),
+            )
         }
+        Ok(false) => error(
+            "no_such_backup",
+            format!("no backup \"{id}\" in the catalog (hopsdrctl backups list shows them)"),
+        ),
+        Err(e) => error("catalog", e.to_string()),
     }
 }
 
@@ -822,42 +828,35 @@ async fn route_restore_plan(r: Req) -> Response<Full<Bytes>> {
     let Req {
         ctx, heavy, params, ..
     } = r;
-    let param = |i: usize| params.get(i).map(String::as_str).unwrap_or_default();
-    {
-        let id = param(0);
-        let Some(id) = BackupId::parse(id) else {
-            return error(
-                "bad_backup_id",
-                format!("\"{id}\" is not a backup id (expected YYYYMMDDTHHMMSSZ)"),
-            );
-        };
-        let permit = match heavy_read(&heavy) {
-            Ok(p) => p,
-            Err(resp) => return resp,
-        };
-        let repo = ctx.repo.clone();
-        let settings = ctx.settings();
-        let bid = id.clone();
-        // The plan depends on what the target holds: read it (nothing is changed).
-        let r = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let m = repo.read_manifest(&bid)?;
-            let p = crate::restore::target::plan_for(&m, &settings, &Default::default());
-            Ok::<_, crate::repository::RepoError>(p)
-        })
-        .await;
-        match r {
-            Ok(Ok(Ok(p))) => json(StatusCode::OK, &p),
-            Ok(Ok(Err(e))) => error("no_plan", e),
-            Ok(Err(e)) if matches!(e, crate::repository::RepoError::BackupNotFound { .. }) => {
-                error(
-                    "no_such_backup",
-                    format!("{e} (hopsdrctl backups list shows the backups)"),
-                )
-            }
-            Ok(Err(e)) => error(e.code(), e.to_string()),
-            Err(e) => error("internal", e.to_string()),
-        }
+    let id = params.first().map(String::as_str).unwrap_or_default();
+    let id = match parse_backup_id(id) {
+        Ok(id) => id,
+        Err(resp) => return resp,
+    };
+    let permit = match heavy_read(&heavy) {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    let repo = ctx.repo.clone();
+    let settings = ctx.settings();
+    let bid = id.clone();
+    // The plan depends on what the target holds: read it (nothing is changed).
+    let r = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let m = repo.read_manifest(&bid)?;
+        let p = crate::restore::target::plan_for(&m, &settings, &Default::default());
+        Ok::<_, crate::repository::RepoError>(p)
+    })
+    .await;
+    match r {
+        Ok(Ok(Ok(p))) => json(StatusCode::OK, &p),
+        Ok(Ok(Err(e))) => error("no_plan", e),
+        Ok(Err(e)) if matches!(e, crate::repository::RepoError::BackupNotFound { .. }) => error(
+            "no_such_backup",
+            format!("{e} (hopsdrctl backups list shows the backups)"),
+        ),
+        Ok(Err(e)) => error(e.code(), e.to_string()),
+        Err(e) => error("internal", e.to_string()),
     }
 }
 
@@ -870,18 +869,13 @@ async fn route_start_restore(r: Req) -> Response<Full<Bytes>> {
         body,
         ..
     } = r;
-    let req: crate::api::StartRestoreRequest = match serde_json::from_slice(&body) {
+    let req: crate::api::StartRestoreRequest = match json_body(&body) {
         Ok(r) => r,
-        Err(e) => return error("bad_json", format!("malformed request: {e}")),
+        Err(resp) => return resp,
     };
-    let Some(bid) = BackupId::parse(&req.backup_id) else {
-        return error(
-            "bad_backup_id",
-            format!(
-                "\"{}\" is not a backup id (expected YYYYMMDDTHHMMSSZ)",
-                req.backup_id
-            ),
-        );
+    let bid = match parse_backup_id(&req.backup_id) {
+        Ok(id) => id,
+        Err(resp) => return resp,
     };
     let what = "a restore overwrites the cluster";
     if let Err(resp) = check_confirmation(req.confirm.as_deref(), bid.as_str(), what) {
@@ -1065,30 +1059,27 @@ async fn route_job(r: Req) -> Response<Full<Bytes>> {
     let Req {
         ctx, query, params, ..
     } = r;
-    let param = |i: usize| params.get(i).map(String::as_str).unwrap_or_default();
-    {
-        let id = param(0);
-        let Ok(n) = id.parse::<i64>() else {
-            return error("bad_job_id", format!("\"{id}\" is not a job id (a number)"));
-        };
-        // `?wait_ms=N` (at most 10 s): answer as soon as the job is over, or after N ms
-        // with its progress (a client following a job needs no tight polling).
-        let wait = query
-            .split('&')
-            .find_map(|kv| kv.strip_prefix("wait_ms="))
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(|ms| std::time::Duration::from_millis(ms.min(10_000)));
-        let mut view = jobs::job_view(&ctx, JobId(n));
-        if let (Some(wait), Ok(Some(v))) = (wait, &view) {
-            if !v.record.state.is_final() && ctx.jobs.wait_idle_for(wait).await {
-                view = jobs::job_view(&ctx, JobId(n));
-            }
+    let id = params.first().map(String::as_str).unwrap_or_default();
+    let Ok(n) = id.parse::<i64>() else {
+        return error("bad_job_id", format!("\"{id}\" is not a job id (a number)"));
+    };
+    // `?wait_ms=N` (at most 10 s): answer as soon as the job is over, or after N ms
+    // with its progress (a client following a job needs no tight polling).
+    let wait = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("wait_ms="))
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|ms| std::time::Duration::from_millis(ms.min(10_000)));
+    let mut view = jobs::job_view(&ctx, JobId(n));
+    if let (Some(wait), Ok(Some(v))) = (wait, &view) {
+        if !v.record.state.is_final() && ctx.jobs.wait_idle_for(wait).await {
+            view = jobs::job_view(&ctx, JobId(n));
         }
-        match view {
-            Ok(Some(v)) => json(StatusCode::OK, &v),
-            Ok(None) => error("no_such_job", format!("no job {n} in the catalog")),
-            Err(e) => error("catalog", e.to_string()),
-        }
+    }
+    match view {
+        Ok(Some(v)) => json(StatusCode::OK, &v),
+        Ok(None) => error("no_such_job", format!("no job {n} in the catalog")),
+        Err(e) => error("catalog", e.to_string()),
     }
 }
 

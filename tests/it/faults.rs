@@ -118,14 +118,7 @@ fn a_full_staging_directory_fails_the_restore_step_and_resume_finishes() {
         "{last}"
     );
     fs.resize("64m");
-    let out = env.ctl(&["restore", "resume", "--wait"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        env.log()
-    );
+    env.ctl_ok(&["restore", "resume", "--wait"]);
     assert_eq!(c.fingerprint(), before);
     wait_for(
         "the staged files removed",

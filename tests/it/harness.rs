@@ -241,6 +241,20 @@ impl Env {
             .unwrap()
     }
 
+    /// Runs hopsdrctl, which must exit 0 (else: its output and the daemon's log).
+    pub fn ctl_ok(&self, args: &[&str]) -> Output {
+        let out = self.ctl(args);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "hopsdrctl {args:?}\n{}\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        out
+    }
+
     /// The ids in `hopsdrctl backups list`'s JSON, in its order.
     pub fn listed_ids(list: &serde_json::Value) -> Vec<String> {
         list["backups"]

@@ -9,17 +9,6 @@ use crate::harness::{wait_for, Env};
 use crate::restore::{backed_up, disaster, mysql_config, restore_config, setup};
 use crate::tbcluster::Cluster;
 
-fn ok(env: &Env, out: std::process::Output) {
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        env.log()
-    );
-}
-
 /// The pids of the tool processes holding API slots (ndb_restore, ndb_show_tables, ...).
 fn tool_pids(c: &Cluster) -> Vec<i32> {
     let v: serde_json::Value = serde_json::from_slice(&c.tb(&["api", "list"]).stdout).unwrap();
@@ -93,7 +82,7 @@ fn killed_inside_the_drop_the_data_and_the_index_steps_the_restore_converges() {
     ]);
     let mut d = env.start();
     assert_eq!(step_state(&env, "drop_schemas"), "interrupted");
-    ok(&env, env.ctl(&["restore", "resume"]));
+    env.ctl_ok(&["restore", "resume"]);
     wait_for("partial rows", Duration::from_secs(60), || {
         (c.rows("app.events") > 0).then_some(())
     });
@@ -121,7 +110,7 @@ fn killed_inside_the_drop_the_data_and_the_index_steps_the_restore_converges() {
     let _d = env.start();
     assert_eq!(step_state(&env, "restore_data"), "done");
     assert_eq!(step_state(&env, "rebuild_indexes"), "interrupted");
-    ok(&env, env.ctl(&["restore", "resume", "--wait"]));
+    env.ctl_ok(&["restore", "resume", "--wait"]);
     assert_eq!(c.fingerprint(), before);
     assert_eq!(c.safe_mode(), "Safe mode is OFF");
 }
@@ -172,7 +161,7 @@ fn a_restore_onto_another_topology() {
         plan.contains("write back the volumes of datanodes w1, w2, w3"),
         "{plan}"
     );
-    ok(&env, env.ctl(&["restore", "start", &id, "--yes", "--wait"]));
+    env.ctl_ok(&["restore", "start", &id, "--yes", "--wait"]);
     assert_eq!(c.fingerprint(), before);
     assert_eq!(c.safe_mode(), "Safe mode is OFF");
     assert_eq!(c.info()["data_nodes"].as_array().unwrap().len(), 3);
@@ -274,7 +263,7 @@ fn parallel_ndb_restore_runs_never_exceed_the_free_api_slots() {
     }
     // The index step: the other clients leave again (the services need their slots back).
     let mut d = env.start_with(&[("HOPSDR_FAILPOINTS", "restore.step8=pause")]);
-    ok(&env, env.ctl(&["restore", "resume"]));
+    env.ctl_ok(&["restore", "resume"]);
     let marker = env.path().join("restore.step8.reached");
     wait_for(
         "the index step (or the data step failed)",
@@ -294,7 +283,7 @@ fn parallel_ndb_restore_runs_never_exceed_the_free_api_slots() {
         c.tb(&["api", "disconnect", "--name", &format!("job{k}")]);
     }
     let _d = env.start();
-    ok(&env, env.ctl(&["restore", "resume", "--wait"]));
+    env.ctl_ok(&["restore", "resume", "--wait"]);
     assert_eq!(c.fingerprint(), before);
 }
 
@@ -386,7 +375,7 @@ fn killed_inside_the_metadata_restore_the_partial_schema_is_dropped_and_restored
         "hang-mid",
     ]);
     let mut d = env.start();
-    ok(&env, env.ctl(&["restore", "start", &id, "--yes"]));
+    env.ctl_ok(&["restore", "start", &id, "--yes"]);
     let listed = || {
         String::from_utf8_lossy(
             &c.tool("ndb_show_tables", &["-c", "10.0.0.1:1186", "-p", "-t", "2"])
@@ -417,7 +406,7 @@ fn killed_inside_the_metadata_restore_the_partial_schema_is_dropped_and_restored
     c.tb(&["fault", "clear"]);
     let _d = env.start();
     assert_eq!(step_state(&env, "restore_meta"), "interrupted");
-    ok(&env, env.ctl(&["restore", "resume", "--wait"]));
+    env.ctl_ok(&["restore", "resume", "--wait"]);
     assert!(
         env.log()
             .contains("an interrupted ndb_restore -m left part of the schema"),

@@ -253,14 +253,7 @@ fn kill_9_in_the_middle_then_resume_finishes_the_same_cluster() {
     assert_eq!(st["restore"]["state"], "interrupted");
     let steps = st["restore"]["steps"].as_array().unwrap();
     assert_eq!(steps[5]["state"], "done", "the metadata step stays done");
-    let out = env.ctl(&["restore", "resume", "--wait"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        env.log()
-    );
+    env.ctl_ok(&["restore", "resume", "--wait"]);
     assert_eq!(c.fingerprint(), before);
     assert_eq!(c.safe_mode(), "Safe mode is OFF");
 }
@@ -298,14 +291,7 @@ fn ndb_restore_failing_on_one_node_fails_the_step_and_resume_retries_only_what_i
         "one node restored: {detail}"
     );
     c.tb(&["fault", "clear"]);
-    let out = env.ctl(&["restore", "resume", "--wait"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        env.log()
-    );
+    env.ctl_ok(&["restore", "resume", "--wait"]);
     assert_eq!(c.fingerprint(), before);
 }
 
@@ -375,14 +361,7 @@ fn a_datanode_unreachable_during_the_write_back_fails_the_step_and_resume_finish
     assert_eq!(st["restore"]["state"], "failed");
 
     std::fs::remove_file(&down).unwrap();
-    let out = env.ctl(&["restore", "resume", "--wait"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        env.log()
-    );
+    env.ctl_ok(&["restore", "resume", "--wait"]);
     assert_eq!(c.fingerprint(), before);
 }
 
@@ -398,14 +377,7 @@ fn kill_9_inside_the_metadata_step_then_resume() {
     let _d = env.start();
     let st = env.ctl_json(&["restore", "status"]);
     assert_eq!(st["restore"]["steps"][5]["state"], "interrupted");
-    let out = env.ctl(&["restore", "resume", "--wait"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        env.log()
-    );
+    env.ctl_ok(&["restore", "resume", "--wait"]);
     assert_eq!(c.fingerprint(), before);
 }
 
@@ -440,14 +412,7 @@ fn kill_9_inside_the_volume_write_back_then_resume() {
         serde_json::from_str(vols["detail"].as_str().unwrap_or("{}")).unwrap();
     let done = detail["done"].as_array().map(|a| a.len()).unwrap_or(0);
     assert!((1..3).contains(&done), "datanodes recorded done: {vols}");
-    let out = env.ctl(&["restore", "resume", "--wait"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        env.log()
-    );
+    env.ctl_ok(&["restore", "resume", "--wait"]);
     assert_eq!(c.fingerprint(), before);
     assert_eq!(c.safe_mode(), "Safe mode is OFF");
 }
