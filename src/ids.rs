@@ -74,6 +74,24 @@ impl fmt::Display for RestoreId {
     }
 }
 
+/// A RonDB node id (a data node, management server or API slot), as `ndb_mgm` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct NdbNodeId(pub u32);
+
+impl fmt::Display for NdbNodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl std::str::FromStr for NdbNodeId {
+    type Err = std::num::ParseIntError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse().map(NdbNodeId)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

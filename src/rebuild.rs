@@ -48,12 +48,8 @@ pub struct RebuildReport {
 /// The catalog row and components of the backup `m` describes (`job_id` left 0).
 pub fn from_manifest(m: &Manifest) -> (BackupRecord, Vec<ComponentRecord>) {
     let info = &m.info;
-    let stat = |k: &str| -> Option<u64> { info.extra.get("stats")?.get(k)?.as_u64() };
-    let partial = info
-        .extra
-        .get("partial")
-        .and_then(|p| p.as_str())
-        .map(str::to_string);
+    let stats = info.facts.stats;
+    let partial = info.facts.partial.clone();
     let backup = BackupRecord {
         id: m.id.clone(),
         job_id: JobId(0),
@@ -64,21 +60,22 @@ pub fn from_manifest(m: &Manifest) -> (BackupRecord, Vec<ComponentRecord>) {
         },
         started_at: info.started_at,
         finished_at: Some(info.finished_at),
-        logical_bytes: stat("logical_bytes")
-            .unwrap_or_else(|| info.components.iter().map(|c| c.logical_bytes).sum()),
-        stored_bytes: stat("stored_bytes").unwrap_or(0),
-        files: stat("files").unwrap_or_else(|| info.components.iter().map(|c| c.files).sum()),
+        // A manifest without stats (older ones) gives the sum of its components.
+        logical_bytes: stats.map_or_else(
+            || info.components.iter().map(|c| c.logical_bytes).sum(),
+            |s| s.logical_bytes,
+        ),
+        stored_bytes: stats.map_or(0, |s| s.stored_bytes),
+        files: stats.map_or_else(
+            || info.components.iter().map(|c| c.files).sum(),
+            |s| s.files,
+        ),
         error: partial,
-        rondb_backup_id: info
-            .extra
-            .get("rondb")
-            .and_then(|r| r.get("backup_id"))
-            .and_then(|b| b.as_u64())
-            .map(|b| b as u32),
+        rondb_backup_id: info.facts.rondb.as_ref().map(|r| r.backup_id),
         pinned: false,
         verified_at: None,
         damaged: false,
-        hopsfs_unchecked: crate::backup::hopsfs::coverage_unchecked(m),
+        hopsfs_unchecked: m.info.facts.hopsfs_unchecked(),
     };
     let components = info
         .components
@@ -265,21 +262,22 @@ fn read_copy(repo: &Repository, m: &Manifest) -> Result<Vec<BackupRecord>, Rebui
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::repository::facts::{BackupFacts, RondbFacts, StoredStats};
     use crate::repository::{BackupInfo, ComponentInfo};
     use chrono::{TimeZone, Utc};
 
     #[test]
     fn a_manifest_gives_the_row_the_daemon_wrote() {
         let t0 = Utc.with_ymd_and_hms(2026, 11, 29, 10, 0, 0).unwrap();
-        let mut extra = serde_json::Map::new();
-        extra.insert(
-            "stats".into(),
-            serde_json::json!({"logical_bytes": 100, "stored_bytes": 40, "files": 3}),
-        );
-        extra.insert(
-            "rondb".into(),
-            serde_json::json!({"backup_id": 218144136u32}),
-        );
+        let facts = BackupFacts {
+            stats: Some(StoredStats {
+                logical_bytes: 100,
+                stored_bytes: 40,
+                files: 3,
+            }),
+            rondb: Some(RondbFacts::for_tests(218144136)),
+            ..Default::default()
+        };
         let mut m = Manifest {
             format_version: 1,
             id: BackupId::parse("20261129T100000Z").unwrap(),
@@ -294,7 +292,7 @@ mod tests {
                     logical_bytes: 100,
                     files: 3,
                 }],
-                extra,
+                facts,
             },
             entries: vec![],
         };
@@ -306,10 +304,8 @@ mod tests {
         assert_eq!(comps.len(), 1);
         assert_eq!(comps[0].component, "rondb");
 
-        m.info
-            .extra
-            .insert("partial".into(), "partial: 2 blocks missing".into());
-        m.info.extra.remove("stats");
+        m.info.facts.partial = Some("partial: 2 blocks missing".into());
+        m.info.facts.stats = None;
         let (b, _) = from_manifest(&m);
         assert_eq!(b.state, State::Partial);
         assert_eq!(b.error.as_deref(), Some("partial: 2 blocks missing"));

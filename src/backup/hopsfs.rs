@@ -615,32 +615,6 @@ pub fn referenced(
     hopsfs::parse_referenced(&out.stdout).map_err(HopsfsError::Referenced)
 }
 
-/// Whether the backup `m` copied HopsFS blocks without checking them against the blocks its
-/// RonDB metadata references (no `[hopsfs] referenced_blocks` source when it was taken).
-pub fn coverage_unchecked(m: &crate::repository::Manifest) -> bool {
-    m.info
-        .extra
-        .get("hopsfs")
-        .and_then(|h| serde_json::from_value::<HopsfsFacts>(h.clone()).ok())
-        .is_some_and(|f| !f.volumes.is_empty() && !f.coverage_checked)
-}
-
-/// Facts of the HopsFS part, stored in the manifest (`info.extra.hopsfs`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct HopsfsFacts {
-    pub block_storage: String,
-    pub fence_window_seconds: f64,
-    pub blocks: u64,
-    pub blocks_new: u64,
-    pub bytes_new: u64,
-    pub coverage_checked: bool,
-    pub referenced_blocks: u64,
-    pub missing_blocks: Vec<u64>,
-    pub rbw_replicas: Vec<String>,
-    /// `<datanode>/vol<i>` → the volume's path.
-    pub volumes: Vec<(String, String)>,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,9 +1,12 @@
-//! Backups: the plan of components a backup runs and its execution into the repository, with
-//! each component's result reported to an observer (the job runner records it in the catalog).
+//! Backups: the components a backup runs, in order, into the repository, with each component's
+//! result reported to an observer (the job runner records it in the catalog).
 //!
-//! A backup is committed only by writing its manifest, after every component succeeded; a
-//! failed or cancelled backup leaves no manifest, so it does not exist in the repository.
-//! Components so far: `files` (cluster definition and config files).
+//! The components: `files` (cluster definition and config files), `users` (MySQL users, grants
+//! and SQL objects), `rondb` (the native backup of every data node, with the HopsFS fence at its
+//! consistency point) and `hopsfs` (the datanodes' blocks). What they find is recorded in the
+//! manifest as typed facts ([`crate::repository::facts`]). A backup is committed only by writing
+//! its manifest, after every component succeeded; a failed or cancelled backup leaves no
+//! manifest, so it does not exist in the repository. See `ARCHITECTURE.md`, "life of a backup".
 
 pub mod files;
 pub mod hopsfs;
@@ -20,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cluster;
 use crate::config::{BlockStorage, Settings};
 use crate::ids::BackupId;
+use crate::repository::facts::{BackupFacts, HopsfsFacts, RondbFacts, StoredStats};
 use crate::repository::{
     BackupInfo, BackupWriter, ComponentInfo, Manifest, RepoError, Repository, WriteStats,
 };
@@ -89,7 +93,7 @@ pub trait BackupObserver: Send {
 pub struct BackupOutcome {
     pub manifest: Manifest,
     pub stats: WriteStats,
-    pub rondb: Option<rondb::RondbFacts>,
+    pub rondb: Option<RondbFacts>,
     /// Why the backup is partial (committed, but not everything was captured).
     pub partial: Option<String>,
     /// The blobs known damaged or missing that this backup wrote again.
@@ -259,7 +263,7 @@ fn run_in(
         done: Vec::new(),
     };
     c.writer.set_suspect_blobs(req.suspect_blobs.clone());
-    let mut extra = serde_json::Map::new();
+    let mut facts = BackupFacts::default();
     crate::failpoint::hit("backup.started", cancel);
 
     c.run("files", |w| {
@@ -267,14 +271,7 @@ fn run_in(
     })?;
     if let Some(m) = &settings.mysql {
         let now = clock();
-        let out = c.run("users", |w| Ok(users::back_up(m, w, now)?))?;
-        extra.insert(
-            "users".into(),
-            serde_json::json!({
-                "accounts": out.accounts, "roles": out.roles, "views": out.views,
-                "routines": out.routines, "triggers": out.triggers, "events": out.events,
-            }),
-        );
+        facts.users = Some(c.run("users", |w| Ok(users::back_up(m, w, now)?))?);
     }
     // HopsFS with blocks on the datanodes: pinned at the RonDB consistency point.
     let hopsfs_local = settings
@@ -290,7 +287,7 @@ fn run_in(
         known,
         cancel,
         clock,
-        &mut extra,
+        &mut facts,
     );
     // Pins are removed on every failure path here (a crash leaves them for the next start);
     // after a successful commit by the job runner, off the backup's path (`Cleanup`).
@@ -330,27 +327,22 @@ fn run_in(
     let stats = c.writer.stats();
     let healed = c.writer.healed_blobs();
     if !healed.is_empty() {
-        extra.insert("healed_blobs".into(), serde_json::json!(healed.len()));
+        facts.healed_blobs = Some(healed.len() as u64);
     }
     // What the catalog records of the backup, so that it can be rebuilt from the manifest.
-    extra.insert(
-        "stats".into(),
-        serde_json::json!({
-            "logical_bytes": stats.logical_bytes,
-            "stored_bytes": stats.stored_bytes,
-            "files": stats.files,
-        }),
-    );
-    if let Some(why) = &partial {
-        extra.insert("partial".into(), serde_json::Value::String(why.clone()));
-    }
+    facts.stats = Some(StoredStats {
+        logical_bytes: stats.logical_bytes,
+        stored_bytes: stats.stored_bytes,
+        files: stats.files,
+    });
+    facts.partial = partial.clone();
     let info = BackupInfo {
         started_at,
         finished_at: clock(),
         hostname: req.hostname.to_string(),
         hopsdr_version: env!("CARGO_PKG_VERSION").to_string(),
         components: c.done,
-        extra,
+        facts,
     };
     let manifest = match c.writer.commit(info) {
         Ok(m) => m,
@@ -385,10 +377,7 @@ fn run_in(
 
 /// What the cluster parts left for after the commit: the RonDB backup to clean up on the data
 /// nodes, and the reason the backup is partial (missing blocks), if it is.
-type ClusterParts = (
-    Option<(rondb::RondbFacts, Vec<rondb::DataNode>)>,
-    Option<String>,
-);
+type ClusterParts = (Option<(RondbFacts, Vec<rondb::DataNode>)>, Option<String>);
 
 /// The RonDB component (with the HopsFS fence) then the HopsFS one; `known` gives the blocks
 /// the repository already holds.
@@ -401,7 +390,7 @@ fn run_cluster_parts(
     known: impl FnOnce() -> hopsfs::KnownBlocks,
     cancel: &CancellationToken,
     clock: &dyn Fn() -> DateTime<Utc>,
-    extra: &mut serde_json::Map<String, serde_json::Value>,
+    recorded: &mut BackupFacts,
 ) -> Result<ClusterParts, BackupError> {
     let Some(r) = &req.settings.rondb else {
         return Ok((None, None));
@@ -442,13 +431,10 @@ fn run_cluster_parts(
         let facts = rondb::collect(&run, &started, w)?;
         Ok((facts, started.nodes, fence, known_blocks))
     })?;
-    extra.insert(
-        "rondb".into(),
-        serde_json::to_value(&facts).unwrap_or_default(),
-    );
+    recorded.rondb = Some(facts.clone());
     let mut partial = None;
     if let Some(h) = &settings.hopsfs {
-        let mut hf = hopsfs::HopsfsFacts {
+        let mut hf = HopsfsFacts {
             block_storage: match h.block_storage {
                 BlockStorage::Local => "local".into(),
                 BlockStorage::Cloud => "cloud".into(),
@@ -523,10 +509,7 @@ fn run_cluster_parts(
                 );
             }
         }
-        extra.insert(
-            "hopsfs".into(),
-            serde_json::to_value(&hf).unwrap_or_default(),
-        );
+        recorded.hopsfs = Some(hf);
     }
     Ok((Some((facts, nodes)), partial))
 }
@@ -539,7 +522,7 @@ fn previous_blocks(repo: &Repository) -> hopsfs::KnownBlocks {
     for id in ids.iter().rev() {
         let t0 = std::time::Instant::now();
         if let Ok(m) = repo.read_manifest(id) {
-            if m.info.extra.contains_key("hopsfs") {
+            if m.info.facts.hopsfs.is_some() {
                 let t1 = std::time::Instant::now();
                 let known = hopsfs::KnownBlocks::from_manifest(&m);
                 tracing::debug!(step = "hopsfs", backup = %id, blocks = known.len(),

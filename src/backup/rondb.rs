@@ -13,13 +13,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::tarstream::{self, TarStreamError};
 use crate::cluster::ndb_mgm::{self, MgmClient, MgmError, NdbNodeId, NodeState};
 use crate::cluster::node::{Node, NodeError};
 use crate::config::{NodeHost, RondbSettings, SshConfig};
+use crate::repository::facts::RondbFacts;
 use crate::repository::BackupWriter;
 
 /// The largest backup id `ndb_restore -b` reads (a signed 32-bit int).
@@ -57,27 +57,6 @@ pub enum RondbError {
         node: NdbNodeId,
         missing: String,
     },
-}
-
-/// Facts of a RonDB backup, stored in the manifest (`info.extra.rondb`) and the catalog.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RondbFacts {
-    pub backup_id: u32,
-    pub start_gcp: u64,
-    pub stop_gcp: u64,
-    pub records: u64,
-    pub log_records: u64,
-    /// When START BACKUP returned: the consistency point (SNAPSHOTEND).
-    pub consistent_at: DateTime<Utc>,
-    pub nodes: Vec<NdbNodeId>,
-    pub version: Option<String>,
-    pub files: u64,
-    pub bytes: u64,
-    /// The user tables (`database.table`, from `ndb_show_tables`) when the backup was taken;
-    /// `None` if they could not be listed. A restore resumed inside its metadata step uses
-    /// them to tell a finished `ndb_restore -m` from an interrupted one.
-    #[serde(default)]
-    pub tables: Option<Vec<String>>,
 }
 
 /// The next RonDB backup id: seconds since 2020-01-01 UTC (fits in 31 bits until 2088), above
@@ -496,7 +475,7 @@ pub fn collect(
         }
         tracing::info!(
             step = "rondb",
-            node = n.id,
+            node = %n.id,
             files = totals.files,
             bytes = totals.bytes,
             "collected BACKUP-{id}"
@@ -548,8 +527,8 @@ pub fn cleanup(nodes: &[DataNode], id: u32, timeout: Duration) {
             .node
             .run(&argv(&["rm", "-rf", "--", &dir]), timeout, &cancel)
         {
-            Ok(_) => tracing::info!(step = "cleanup", node = n.id, "removed {dir}"),
-            Err(e) => tracing::warn!(step = "cleanup", node = n.id, "failed to remove {dir}: {e}"),
+            Ok(_) => tracing::info!(step = "cleanup", node = %n.id, "removed {dir}"),
+            Err(e) => tracing::warn!(step = "cleanup", node = %n.id, "failed to remove {dir}: {e}"),
         }
     }
 }
@@ -565,11 +544,14 @@ mod tests {
             "/tests/fixtures/ndb_mgm/show.txt"
         ));
         let show = ndb_mgm::parse_show(show_text).unwrap();
-        let both = vec![(1, NodeState::Started), (2, NodeState::Started)];
+        let both = vec![
+            (NdbNodeId(1), NodeState::Started),
+            (NdbNodeId(2), NodeState::Started),
+        ];
         assert_eq!(check_data_nodes(&show, &both), Ok(()));
         // ALL STATUS knows a node 3 that SHOW does not list.
         let mut three = both.clone();
-        three.push((3, NodeState::Started));
+        three.push((NdbNodeId(3), NodeState::Started));
         let e = check_data_nodes(&show, &three).unwrap_err();
         assert!(
             e.starts_with("data node 3 is listed by ALL STATUS but not by SHOW"),
@@ -637,9 +619,9 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        assert!(missing_files(7, 1, &single).is_empty());
+        assert!(missing_files(7, NdbNodeId(1), &single).is_empty());
         assert_eq!(
-            missing_files(7, 2, &single),
+            missing_files(7, NdbNodeId(2), &single),
             vec!["BACKUP-7.2.ctl", "BACKUP-7-0.2.Data", "BACKUP-7.2.log"]
         );
         let multi: Vec<String> = [
@@ -653,7 +635,7 @@ mod tests {
         .map(|s| s.to_string())
         .collect();
         assert_eq!(
-            missing_files(7, 1, &multi),
+            missing_files(7, NdbNodeId(1), &multi),
             vec!["BACKUP-7-PART-2-OF-2/BACKUP-7.1.log"]
         );
     }

@@ -165,7 +165,7 @@ mod tests {
             hostname: "test".into(),
             hopsdr_version: "0".into(),
             components: vec![],
-            extra: Default::default(),
+            facts: Default::default(),
         }
     }
 

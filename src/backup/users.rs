@@ -16,6 +16,7 @@ use crate::cluster::mysql::{MysqlClient, MysqlError, MysqlTarget};
 use crate::cluster::node::{Node, NodeError};
 use crate::cluster::sqldump::replayable_users_sql;
 use crate::config::{MysqlDumpMode, MysqlSettings, SecretEnv, SecretError};
+use crate::repository::facts::UsersFacts;
 use crate::repository::{BackupWriter, FileMeta, RepoError};
 
 /// Where the dumps live in a backup.
@@ -99,23 +100,12 @@ fn mysqlpump(m: &MysqlSettings, password: &str, exclude: &[String]) -> Result<St
     Ok(replayable_users_sql(&out?.stdout))
 }
 
-/// What was dumped.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct UsersOutcome {
-    pub accounts: usize,
-    pub roles: usize,
-    pub views: usize,
-    pub routines: usize,
-    pub triggers: usize,
-    pub events: usize,
-}
-
 /// Dumps users and SQL objects into `writer`.
 pub fn back_up(
     m: &MysqlSettings,
     writer: &mut BackupWriter,
     now: DateTime<Utc>,
-) -> Result<UsersOutcome, UsersError> {
+) -> Result<UsersFacts, UsersError> {
     let password = m.password.read(&SecretEnv::from_process())?;
     let target = MysqlTarget {
         socket: m.socket.clone(),
@@ -167,13 +157,13 @@ pub fn back_up(
     };
     writer.add_file(USERS_SQL, &mut users_sql.as_bytes(), meta)?;
     writer.add_file(SCHEMA_SQL, &mut objects.sql.as_bytes(), meta)?;
-    Ok(UsersOutcome {
-        accounts,
-        roles,
-        views: objects.views,
-        routines: objects.routines,
-        triggers: objects.triggers,
-        events: objects.events,
+    Ok(UsersFacts {
+        accounts: accounts as u64,
+        roles: roles as u64,
+        views: objects.views as u64,
+        routines: objects.routines as u64,
+        triggers: objects.triggers as u64,
+        events: objects.events as u64,
     })
 }
 

@@ -13,8 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::node::{Node, NodeError};
 
-/// A RonDB node id.
-pub type NdbNodeId = u32;
+pub use crate::ids::NdbNodeId;
 
 /// Errors of the management client.
 #[derive(Debug, thiserror::Error)]
@@ -456,7 +455,7 @@ mod tests {
         assert_eq!(
             s.data_nodes[0],
             ShowNode {
-                id: 1,
+                id: NdbNodeId(1),
                 host: Some("10.0.0.11".into()),
                 version: Some("RonDB-22.10.3".into()),
                 state: NodeState::Started,
@@ -466,17 +465,17 @@ mod tests {
         );
         assert_eq!(s.data_nodes[1].host.as_deref(), Some("10.0.0.12"));
         assert!(!s.data_nodes[1].master);
-        assert_eq!(s.mgm_nodes[0].id, 65);
+        assert_eq!(s.mgm_nodes[0].id, NdbNodeId(65));
         assert_eq!(s.api_nodes.len(), 11);
         assert_eq!(s.api_nodes[1].host.as_deref(), Some("10.0.0.1"));
-        assert_eq!(s.api_nodes[7].id, 74);
+        assert_eq!(s.api_nodes[7].id, NdbNodeId(74));
         assert_eq!(s.api_nodes[7].state, NodeState::NotConnected);
     }
 
     #[test]
     fn show_keeps_data_nodes_with_a_wildcard_address() {
         let s = parse_show(fixture!("show_wildcard_address.txt")).unwrap();
-        let ids: Vec<u32> = s.data_nodes.iter().map(|n| n.id).collect();
+        let ids: Vec<u32> = s.data_nodes.iter().map(|n| n.id.0).collect();
         assert_eq!(ids, [1, 2]);
         assert_eq!(s.data_nodes[0].host, None);
         assert!(s.data_nodes[0].master);
@@ -505,7 +504,7 @@ mod tests {
     #[test]
     fn show_with_a_node_not_connected_or_starting() {
         let s = parse_show(fixture!("show_node_not_connected.txt")).unwrap();
-        assert_eq!(s.data_nodes[1].id, 2);
+        assert_eq!(s.data_nodes[1].id, NdbNodeId(2));
         assert_eq!(s.data_nodes[1].state, NodeState::NotConnected);
         let n =
             parse_show_node("id=2\t@10.0.0.12  (RonDB-22.10.3, starting, Nodegroup: 0)").unwrap();
@@ -517,11 +516,17 @@ mod tests {
     fn all_status() {
         assert_eq!(
             parse_all_status(fixture!("all_status.txt")),
-            vec![(1, NodeState::Started), (2, NodeState::Started)]
+            vec![
+                (NdbNodeId(1), NodeState::Started),
+                (NdbNodeId(2), NodeState::Started)
+            ]
         );
         assert_eq!(
             parse_all_status(fixture!("all_status_not_connected.txt")),
-            vec![(1, NodeState::Started), (2, NodeState::NotConnected)]
+            vec![
+                (NdbNodeId(1), NodeState::Started),
+                (NdbNodeId(2), NodeState::NotConnected)
+            ]
         );
     }
 
@@ -572,11 +577,11 @@ mod tests {
         assert!(!parse_abort(fixture!("abort_failed.txt")));
         assert_eq!(
             parse_backup_status(fixture!("report_backupstatus_idle.txt")),
-            vec![(1, None), (2, None)]
+            vec![(NdbNodeId(1), None), (NdbNodeId(2), None)]
         );
         assert_eq!(
             parse_backup_status(fixture!("report_backupstatus_running.txt")),
-            vec![(1, Some(5)), (2, Some(5))]
+            vec![(NdbNodeId(1), Some(5)), (NdbNodeId(2), Some(5))]
         );
     }
 }

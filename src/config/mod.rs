@@ -210,7 +210,7 @@ impl RondbSettings {
 /// `[[rondb.data_nodes]]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataNodeSettings {
-    pub id: u32,
+    pub id: crate::ids::NdbNodeId,
     pub host: NodeHost,
     pub backup_dir: Option<PathBuf>,
 }

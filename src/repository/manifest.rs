@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::ids::BackupId;
 
 use super::error::{EntryDefect, ManifestDefect, PathDefect, RepoError};
+use super::facts::BackupFacts;
 use super::FORMAT_VERSION;
 
 /// A decoded manifest larger than this is refused (a tampered one could claim any size).
@@ -80,9 +81,9 @@ pub struct BackupInfo {
     pub hopsdr_version: String,
     #[serde(default)]
     pub components: Vec<ComponentInfo>,
-    /// Facts that later components record (RonDB backup id, node ids, ...).
-    #[serde(default)]
-    pub extra: serde_json::Map<String, serde_json::Value>,
+    /// What the components found and the backup's sizes (stored as `extra`).
+    #[serde(default, rename = "extra")]
+    pub facts: BackupFacts,
 }
 
 /// What a backup holds. Stored at `manifests/<backup-id>.json.zst`; its presence is what makes
@@ -96,14 +97,10 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// A manifest for tests: backup `id` (a valid backup id), `extra` facts, and one file entry
+    /// A manifest for tests: backup `id` (a valid backup id), its facts, and one file entry
     /// per `(path, chunk)` (the chunk's hash doubles as the file's).
     #[cfg(test)]
-    pub(crate) fn for_tests(
-        id: &str,
-        extra: serde_json::Map<String, serde_json::Value>,
-        files: &[(&str, &str)],
-    ) -> Manifest {
+    pub(crate) fn for_tests(id: &str, facts: BackupFacts, files: &[(&str, &str)]) -> Manifest {
         let now = chrono::Utc::now();
         Manifest {
             format_version: 1,
@@ -114,7 +111,7 @@ impl Manifest {
                 hostname: "h".into(),
                 hopsdr_version: "0".into(),
                 components: vec![],
-                extra,
+                facts,
             },
             entries: files
                 .iter()

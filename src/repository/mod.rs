@@ -37,6 +37,14 @@
 //!   writing the manifest), and a backup without a manifest does not exist (its blobs are garbage
 //!   for the collector). A manifest is never overwritten.
 //!
+//! - **Facts** — the manifest's `info.extra` object records what the components found, each
+//!   key optional: `rondb` (RonDB backup id, GCPs, consistency point, node ids, version, the
+//!   user tables), `hopsfs` (fence window, blocks stored and new, coverage checked and missing
+//!   block ids, replicas being written, the volumes), `users` (accounts, roles and SQL objects
+//!   dumped), `stats` (logical and stored bytes, files), `partial` (why blocks are missing) and
+//!   `healed_blobs`. Their fields are those of the types in [`facts`]; readers ignore keys
+//!   they do not know.
+//!
 //! - **Logical paths** — entry paths are relative, `/`-separated, with no empty, `.` or `..`
 //!   component ([`validate_logical_path`]): joined to a restore target they stay inside it.
 //!
@@ -47,6 +55,7 @@
 
 pub mod conformance;
 mod error;
+pub mod facts;
 pub mod layout;
 pub mod lock;
 mod manifest;

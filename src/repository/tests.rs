@@ -38,7 +38,7 @@ fn info() -> BackupInfo {
             logical_bytes: 0,
             files: 0,
         }],
-        extra: Default::default(),
+        facts: Default::default(),
     }
 }
 

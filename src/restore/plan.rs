@@ -13,7 +13,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{parse_volume_ref, BlockStorage, NodeHost, Settings};
-use crate::ids::BackupId;
+use crate::ids::{BackupId, NdbNodeId};
 use crate::repository::{Entry, Manifest};
 
 use super::target::TargetFacts;
@@ -57,7 +57,7 @@ pub struct RestoreStep {
     pub datanodes: Vec<String>,
     /// The RonDB node ids of the data step, in the order of its commands.
     #[serde(default)]
-    pub nodes: Vec<u32>,
+    pub nodes: Vec<NdbNodeId>,
     /// The databases the schema-drop step empties.
     #[serde(default)]
     pub databases: Vec<String>,
@@ -100,7 +100,7 @@ pub enum PlanError {
     #[error("the manifest of backup {0} has no RonDB facts (info.extra.rondb)")]
     NoRondbFacts(BackupId),
     #[error("NDB API client node {id} connected from {address} is not one hopsdr stops: stop it (or add its host to [restore] api_client_hosts and its unit to [restore] services), then start the restore again")]
-    UnknownApiClient { id: u32, address: String },
+    UnknownApiClient { id: NdbNodeId, address: String },
     #[error("backup volume {volume} has no destination: {why}; map it in [restore.volume_map], e.g. \"{volume}\" = \"<datanode>/vol1\"")]
     UnmappedVolume { volume: String, why: String },
     #[error("[restore.volume_map] \"{from}\" = \"{to}\": {why}")]
@@ -135,8 +135,8 @@ pub fn datanode_command(template: &[String], name: &str, index: usize) -> Vec<St
 }
 
 /// The node ids whose files the backup holds (`rondb/<id>/...`), sorted.
-pub fn rondb_nodes(m: &Manifest) -> Vec<u32> {
-    let mut ids: Vec<u32> = m
+pub fn rondb_nodes(m: &Manifest) -> Vec<NdbNodeId> {
+    let mut ids: Vec<NdbNodeId> = m
         .entries
         .iter()
         .filter_map(|e| {
@@ -301,7 +301,7 @@ pub fn tables_to_drop(target: &[String], databases: &[String], exclude: &[String
 /// Connected API nodes that are neither the services hopsdr stops nor the MySQL servers: not
 /// connected from an address of `[restore] api_client_hosts` (default: the management
 /// server's).
-pub fn unknown_api_clients(target: &TargetFacts, settings: &Settings) -> Vec<(u32, String)> {
+pub fn unknown_api_clients(target: &TargetFacts, settings: &Settings) -> Vec<(NdbNodeId, String)> {
     let known: Vec<String> = if settings.restore.api_client_hosts.is_empty() {
         target.mgm_address.iter().cloned().collect()
     } else {
@@ -370,14 +370,14 @@ pub fn plan(
     if nodes.is_empty() {
         return Err(PlanError::NoRondb(id));
     }
-    let rondb_facts = m.info.extra.get("rondb");
-    let rid = rondb_facts
-        .and_then(|r| r.get("backup_id"))
-        .and_then(|b| b.as_u64())
-        .ok_or_else(|| PlanError::NoRondbFacts(id.clone()))? as u32;
-    let recorded_tables: Option<Vec<String>> = rondb_facts
-        .and_then(|r| r.get("tables"))
-        .and_then(|t| serde_json::from_value(t.clone()).ok());
+    let rondb_facts = m
+        .info
+        .facts
+        .rondb
+        .as_ref()
+        .ok_or_else(|| PlanError::NoRondbFacts(id.clone()))?;
+    let rid = rondb_facts.backup_id;
+    let recorded_tables = rondb_facts.tables.clone();
     let cs = connectstring(settings).ok_or(PlanError::NoConnectstring)?;
     if let Some((id, address)) = unknown_api_clients(target, settings).into_iter().next() {
         return Err(PlanError::UnknownApiClient { id, address });
@@ -393,7 +393,7 @@ pub fn plan(
         _ => Vec::new(),
     };
     let stage = r.staging_dir.join(id.as_str());
-    let path_of = |node: u32| -> String {
+    let path_of = |node: NdbNodeId| -> String {
         Path::new(&stage)
             .join(format!("rondb/{node}/BACKUP-{rid}"))
             .display()
@@ -402,7 +402,7 @@ pub fn plan(
     let exclude_meta = r.exclude_tables.clone();
     let mut exclude_data = r.exclude_tables.clone();
     exclude_data.extend(r.exclude_tables_data.iter().cloned());
-    let ndb = |node: u32, extra: &[&str], exclude: &[String]| -> Vec<String> {
+    let ndb = |node: NdbNodeId, extra: &[&str], exclude: &[String]| -> Vec<String> {
         let mut a = r.ndb_restore.clone();
         a.extend(s(&[
             "-c",
@@ -810,6 +810,7 @@ impl fmt::Display for RestorePlan {
 mod tests {
     use super::*;
     use crate::config::SecretEnv;
+    use crate::repository::facts::{BackupFacts, RondbFacts};
 
     const TABLES: &[&str] = &[
         "app.events",
@@ -824,15 +825,15 @@ mod tests {
     }
 
     fn manifest_with(paths: &[&str], tables: Option<&[&str]>) -> Manifest {
-        let mut extra = serde_json::Map::new();
-        let mut r = serde_json::json!({"backup_id": 217803600});
-        if let Some(t) = tables {
-            r["tables"] = serde_json::json!(t);
-        }
-        extra.insert("rondb".into(), r);
+        let mut r = RondbFacts::for_tests(217803600);
+        r.tables = tables.map(|t| t.iter().map(|s| s.to_string()).collect());
+        let facts = BackupFacts {
+            rondb: Some(r),
+            ..Default::default()
+        };
         let zero = "0".repeat(64);
         let files: Vec<(&str, &str)> = paths.iter().map(|p| (*p, zero.as_str())).collect();
-        Manifest::for_tests("20261125T210000Z", extra, &files)
+        Manifest::for_tests("20261125T210000Z", facts, &files)
     }
 
     fn settings(extra: &str) -> Settings {
@@ -1034,7 +1035,7 @@ mod tests {
     fn an_unknown_api_client_is_refused_naming_it() {
         let mut t = hopsworks_target();
         t.api[9] = crate::restore::target::ApiSlot {
-            id: 76,
+            id: NdbNodeId(76),
             address: Some("10.0.0.99".into()),
             connected: true,
         };
@@ -1042,7 +1043,7 @@ mod tests {
         assert_eq!(
             e,
             PlanError::UnknownApiClient {
-                id: 76,
+                id: NdbNodeId(76),
                 address: "10.0.0.99".into()
             }
         );
@@ -1054,7 +1055,10 @@ mod tests {
         t.api[9].address = None;
         assert!(matches!(
             plan(&manifest(PATHS), &st, &t),
-            Err(PlanError::UnknownApiClient { id: 76, .. })
+            Err(PlanError::UnknownApiClient {
+                id: NdbNodeId(76),
+                ..
+            })
         ));
     }
 
@@ -1139,7 +1143,7 @@ mod tests {
     #[test]
     fn a_different_number_of_data_nodes_is_stated() {
         let mut t = hopsworks_target();
-        t.data_nodes = vec![1, 2, 3];
+        t.data_nodes = vec![NdbNodeId(1), NdbNodeId(2), NdbNodeId(3)];
         let p = plan(&manifest(PATHS), &settings(""), &t).unwrap();
         assert!(
             p.notes
@@ -1153,7 +1157,7 @@ mod tests {
             .iter()
             .find(|s| s.kind == StepKind::RestoreData)
             .unwrap();
-        assert_eq!(data.nodes, [1, 2]);
+        assert_eq!(data.nodes, [NdbNodeId(1), NdbNodeId(2)]);
     }
 
     #[test]

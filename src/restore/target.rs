@@ -11,11 +11,12 @@ use crate::cluster::ndb_mgm::{MgmClient, MgmError, NodeState, Show};
 use crate::cluster::ndb_tables;
 use crate::cluster::node::{Node, NodeError};
 use crate::config::Settings;
+use crate::ids::NdbNodeId;
 
 /// One `[API]` slot of the target.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiSlot {
-    pub id: u32,
+    pub id: NdbNodeId,
     /// The address a connected client connects from (None: empty or wildcard).
     pub address: Option<String>,
     pub connected: bool,
@@ -24,7 +25,7 @@ pub struct ApiSlot {
 /// What the target holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TargetFacts {
-    pub data_nodes: Vec<u32>,
+    pub data_nodes: Vec<NdbNodeId>,
     /// The management server's address as SHOW gives it.
     pub mgm_address: Option<String>,
     pub api: Vec<ApiSlot>,
@@ -167,7 +168,7 @@ mod tests {
         )))
         .unwrap();
         let f = TargetFacts::from_show(&show);
-        assert_eq!(f.data_nodes, [1, 2]);
+        assert_eq!(f.data_nodes, [NdbNodeId(1), NdbNodeId(2)]);
         assert_eq!(f.mgm_address.as_deref(), Some("10.0.0.1"));
         assert_eq!(f.api.len(), 11);
         assert_eq!(f.free_api_slots(), 4);

@@ -113,7 +113,8 @@ fn backups_verify_prune_and_a_restore_drill_through_s3() {
     let m = s3_repo(&s3)
         .read_manifest(&hopsdr::ids::BackupId::parse(&second).unwrap())
         .unwrap();
-    let f = m.info.extra["hopsfs"].clone();
+    // As stored: the manifest's `info.extra.hopsfs`.
+    let f = serde_json::to_value(&m.info).unwrap()["extra"]["hopsfs"].clone();
     assert_eq!(
         f["blocks_new"], 0,
         "the second backup transfers no block: {f}"

@@ -224,7 +224,7 @@ pub fn hopsfs_facts(env: &Env, id: &str) -> serde_json::Value {
     let m = repo(env)
         .read_manifest(&BackupId::parse(id).unwrap())
         .unwrap();
-    serde_json::Value::Object(m.info.extra.clone())["hopsfs"].clone()
+    serde_json::to_value(&m.info).unwrap()["extra"]["hopsfs"].clone()
 }
 
 /// Writes every file under `rondb/` of backup `id` into `to`, as a restore stages them;
@@ -254,10 +254,7 @@ pub fn stage_rondb(env: &Env, id: &str, to: &Path) -> Vec<String> {
 pub fn restore_by_hand(env: &Env, c: &Cluster, id: &str) {
     let repo = repo(env);
     let m = repo.read_manifest(&BackupId::parse(id).unwrap()).unwrap();
-    let rid = m.info.extra["rondb"]["backup_id"]
-        .as_u64()
-        .unwrap()
-        .to_string();
+    let rid = m.info.facts.rondb.as_ref().unwrap().backup_id.to_string();
     c.tb(&["cluster", "destroy"]);
     c.tb(&["cluster", "redeploy", "--empty"]);
     let staged = env.path().join(format!("staged-{id}"));

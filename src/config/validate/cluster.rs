@@ -52,7 +52,7 @@ impl Validator<'_> {
                     );
                     continue;
                 }
-                Some(id) => id as u32,
+                Some(id) => crate::ids::NdbNodeId(id as u32),
             };
             if data_nodes.iter().any(|d| d.id == id) {
                 self.error(

@@ -157,7 +157,7 @@ fn end(
             finished_at = outcome.manifest.info.finished_at;
             cleanup = Some(outcome.cleanup);
             healed = outcome.healed;
-            hopsfs_unchecked = backup::hopsfs::coverage_unchecked(&outcome.manifest);
+            hopsfs_unchecked = outcome.manifest.info.facts.hopsfs_unchecked();
             record_hopsfs_metrics(ctx, &outcome.manifest);
             match outcome.partial {
                 Some(why) => (State::Partial, Some(why), outcome.stats),
@@ -257,10 +257,7 @@ fn end(
 
 /// The HopsFS figures of a committed backup, from its manifest.
 fn record_hopsfs_metrics(ctx: &Ctx, manifest: &crate::repository::Manifest) {
-    let Some(h) = manifest.info.extra.get("hopsfs") else {
-        return;
-    };
-    let Ok(f) = serde_json::from_value::<backup::hopsfs::HopsfsFacts>(h.clone()) else {
+    let Some(f) = &manifest.info.facts.hopsfs else {
         return;
     };
     let m = &ctx.metrics;

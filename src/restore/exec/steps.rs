@@ -3,11 +3,12 @@
 
 use super::volumes::{step_moves, write_volumes};
 use super::*;
+use crate::ids::NdbNodeId;
 
 /// Progress of the data step, persisted so a resume restores only what is left.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct DataDetail {
-    done: BTreeSet<u32>,
+    done: BTreeSet<NdbNodeId>,
 }
 
 pub(super) fn run_step(
@@ -61,7 +62,7 @@ pub(super) fn run_step(
                 i,
                 &format!("{free} API slot(s) free: up to {parallel} ndb_restore at once"),
             );
-            let todo: Vec<(u32, &Vec<String>)> = step
+            let todo: Vec<(NdbNodeId, &Vec<String>)> = step
                 .nodes
                 .iter()
                 .copied()
@@ -69,30 +70,32 @@ pub(super) fn run_step(
                 .filter(|(n, _)| !d.done.contains(n))
                 .collect();
             for batch in todo.chunks(parallel) {
-                let results: Vec<(u32, Result<String, NodeError>)> = std::thread::scope(|s| {
-                    let hs: Vec<_> = batch
-                        .iter()
-                        .map(|(n, c)| {
-                            let head = &head;
-                            s.spawn(move || {
-                                (*n, head.run(c, TOOL_TIMEOUT, run.cancel).map(|o| o.stdout))
+                let results: Vec<(NdbNodeId, Result<String, NodeError>)> =
+                    std::thread::scope(|s| {
+                        let hs: Vec<_> = batch
+                            .iter()
+                            .map(|(n, c)| {
+                                let head = &head;
+                                s.spawn(move || {
+                                    (*n, head.run(c, TOOL_TIMEOUT, run.cancel).map(|o| o.stdout))
+                                })
                             })
-                        })
-                        .collect();
-                    hs.into_iter()
-                        .map(|h| {
-                            h.join().unwrap_or_else(|_| {
-                                (
-                                    0,
-                                    Err(NodeError::Cancelled {
-                                        node: "head node".into(),
-                                        command: "ndb_restore".into(),
-                                    }),
-                                )
+                            .collect();
+                        hs.into_iter()
+                            .zip(batch)
+                            .map(|(h, (n, _))| {
+                                h.join().unwrap_or_else(|_| {
+                                    (
+                                        *n,
+                                        Err(NodeError::Cancelled {
+                                            node: "head node".into(),
+                                            command: "ndb_restore".into(),
+                                        }),
+                                    )
+                                })
                             })
-                        })
-                        .collect()
-                });
+                            .collect()
+                    });
                 let mut first_err = None;
                 for (n, r) in results {
                     match r {
@@ -295,10 +298,10 @@ fn verify(run: &RestoreRun<'_>, i: usize, step: &RestoreStep) -> Result<(), Rest
         crate::restore::target::mgm_client(run.settings),
         run.manifest
             .info
-            .extra
-            .get("rondb")
-            .and_then(|r| r.get("version"))
-            .and_then(|v| v.as_str()),
+            .facts
+            .rondb
+            .as_ref()
+            .and_then(|r| r.version.as_deref()),
     ) {
         let show = mgm.show(run.cancel).map_err(mgm_err(i, step))?;
         let target = show.data_nodes.first().and_then(|n| n.version.clone());
@@ -551,14 +554,14 @@ fn restore_meta(
     if d.attempted {
         let (present, has_disk) = list_target(run, i, step)?;
         let r = &run.settings.restore;
-        let recorded: Option<Vec<String>> = run
+        let recorded = run
             .manifest
             .info
-            .extra
-            .get("rondb")
-            .and_then(|r| r.get("tables"))
-            .and_then(|t| serde_json::from_value(t.clone()).ok());
-        match meta_on_resume(&present, recorded.as_deref(), &r.exclude_tables) {
+            .facts
+            .rondb
+            .as_ref()
+            .and_then(|r| r.tables.as_ref());
+        match meta_on_resume(&present, recorded.map(Vec::as_slice), &r.exclude_tables) {
             MetaResume::Run => {}
             MetaResume::Done => {
                 (run.progress)(
