@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{BackupRecord, ComponentRecord, JobRecord, LastSuccess};
+use crate::domain::{JobKind, State};
 use crate::ids::{BackupId, JobId};
 
 /// One route of the API: its method, its path (with `{name}` for a parameter) and what it
@@ -189,7 +190,7 @@ pub struct StatusResponse {
     pub uptime_seconds: u64,
     pub repository: String,
     pub current_job: Option<JobView>,
-    pub last_success: Vec<LastSuccess>,
+    pub last_success: Vec<LastSuccessView>,
     pub schedules: Vec<ScheduleView>,
     /// Why scheduled backups and pruning are held off (an unfinished restore), if they are.
     #[serde(default)]
@@ -219,23 +220,145 @@ pub struct Progress {
 /// A job with its live progress when it runs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobView {
-    #[serde(flatten)]
-    pub record: JobRecord,
+    pub id: JobId,
+    pub kind: JobKind,
+    pub state: State,
+    /// `api:uid=0` or `schedule:<name>`.
+    pub trigger: String,
+    pub backup_id: Option<BackupId>,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub error: Option<String>,
     pub progress: Option<Progress>,
+}
+
+impl JobView {
+    /// The view of a job's catalog record, with its live progress if it runs.
+    pub fn of(rec: JobRecord, progress: Option<Progress>) -> JobView {
+        JobView {
+            id: rec.id,
+            kind: rec.kind,
+            state: rec.state,
+            trigger: rec.trigger,
+            backup_id: rec.backup_id,
+            created_at: rec.created_at,
+            finished_at: rec.finished_at,
+            error: rec.error,
+            progress,
+        }
+    }
+}
+
+/// The newest successful backup of a component (`GET /v1/status`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LastSuccessView {
+    pub component: String,
+    pub backup_id: BackupId,
+    pub finished_at: DateTime<Utc>,
+    pub duration_seconds: f64,
+    pub logical_bytes: u64,
+    pub stored_bytes: u64,
+}
+
+impl From<LastSuccess> for LastSuccessView {
+    fn from(l: LastSuccess) -> Self {
+        LastSuccessView {
+            component: l.component,
+            backup_id: l.backup_id,
+            finished_at: l.finished_at,
+            duration_seconds: l.duration_seconds,
+            logical_bytes: l.logical_bytes,
+            stored_bytes: l.stored_bytes,
+        }
+    }
+}
+
+/// A backup as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackupView {
+    pub id: BackupId,
+    /// The job that took it (0 when the catalog was rebuilt from the repository).
+    pub job_id: JobId,
+    pub state: State,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub logical_bytes: u64,
+    pub stored_bytes: u64,
+    pub files: u64,
+    pub error: Option<String>,
+    /// The RonDB backup id (`BACKUP-<id>` on the data nodes), when the backup has a RonDB part.
+    pub rondb_backup_id: Option<u32>,
+    /// Kept by retention whatever the policy says.
+    pub pinned: bool,
+    /// When the last verification found the backup whole (none since it was damaged).
+    pub verified_at: Option<DateTime<Utc>>,
+    /// The last verification found damage.
+    pub damaged: bool,
+    /// Its HopsFS blocks were not checked against the blocks the metadata references.
+    pub hopsfs_unchecked: bool,
+}
+
+impl From<BackupRecord> for BackupView {
+    fn from(b: BackupRecord) -> Self {
+        BackupView {
+            id: b.id,
+            job_id: b.job_id,
+            state: b.state,
+            started_at: b.started_at,
+            finished_at: b.finished_at,
+            logical_bytes: b.logical_bytes,
+            stored_bytes: b.stored_bytes,
+            files: b.files,
+            error: b.error,
+            rondb_backup_id: b.rondb_backup_id,
+            pinned: b.pinned,
+            verified_at: b.verified_at,
+            damaged: b.damaged,
+            hopsfs_unchecked: b.hopsfs_unchecked,
+        }
+    }
+}
+
+/// One component of a backup (files, users, rondb, hopsfs) as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ComponentView {
+    pub component: String,
+    pub state: State,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub logical_bytes: u64,
+    pub stored_bytes: u64,
+    pub files: u64,
+    pub error: Option<String>,
+}
+
+impl From<ComponentRecord> for ComponentView {
+    fn from(c: ComponentRecord) -> Self {
+        ComponentView {
+            component: c.component,
+            state: c.state,
+            started_at: c.started_at,
+            finished_at: c.finished_at,
+            logical_bytes: c.logical_bytes,
+            stored_bytes: c.stored_bytes,
+            files: c.files,
+            error: c.error,
+        }
+    }
 }
 
 /// Every backup the catalog knows, oldest first.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BackupList {
-    pub backups: Vec<BackupRecord>,
+    pub backups: Vec<BackupView>,
 }
 
 /// One backup with its components.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BackupDetail {
     #[serde(flatten)]
-    pub backup: BackupRecord,
-    pub components: Vec<ComponentRecord>,
+    pub backup: BackupView,
+    pub components: Vec<ComponentView>,
 }
 
 /// Body of `POST /v1/backups` (all fields optional; an empty body is fine).

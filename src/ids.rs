@@ -74,6 +74,50 @@ impl fmt::Display for RestoreId {
     }
 }
 
+/// A blob's name in a repository: the lower-case hex BLAKE3 hash of the chunk it holds (64
+/// characters). Where it is stored is the repository's business (`repository::blob_key`).
+///
+/// Deserializing takes any string, so that a manifest naming a bad blob is refused by the
+/// manifest's validation with the file it belongs to (`is_well_formed`); every other way of
+/// making one checks it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct BlobId(String);
+
+impl BlobId {
+    /// The id of the chunk whose content hashes to `hash`.
+    pub fn of(hash: &blake3::Hash) -> Self {
+        BlobId(hash.to_hex().to_string())
+    }
+
+    /// Parses an id read from a manifest, a key or the catalog; `None` if it is not one.
+    pub fn parse(s: &str) -> Option<Self> {
+        (s.len() == 64 && s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')))
+            .then(|| BlobId(s.to_string()))
+    }
+
+    /// Whether it is 64 lower-case hex digits (one read from a manifest is checked with it).
+    pub fn is_well_formed(&self) -> bool {
+        Self::parse(&self.0).is_some()
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Any string, unchecked: for tests that craft bad manifests.
+    #[cfg(test)]
+    pub(crate) fn unchecked(s: &str) -> Self {
+        BlobId(s.to_string())
+    }
+}
+
+impl fmt::Display for BlobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A RonDB node id (a data node, management server or API slot), as `ndb_mgm` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -111,5 +155,19 @@ mod tests {
         assert_eq!(BackupId::parse("../etc"), None);
         assert_eq!(BackupId::parse("20261125T210733Z-"), None);
         assert_eq!(BackupId::parse("20261125X210733Z"), None);
+    }
+
+    #[test]
+    fn blob_ids_are_64_lower_case_hex_digits() {
+        let id = BlobId::of(&blake3::hash(b"chunk"));
+        assert_eq!(BlobId::parse(id.as_str()), Some(id.clone()));
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, format!("\"{id}\""));
+        assert_eq!(serde_json::from_str::<BlobId>(&json).unwrap(), id);
+        assert_eq!(BlobId::parse(&id.as_str().to_uppercase()), None);
+        assert_eq!(BlobId::parse(&id.as_str()[1..]), None);
+        let read: BlobId = serde_json::from_str("\"../x\"").unwrap();
+        assert!(!read.is_well_formed());
+        assert!(id.is_well_formed());
     }
 }

@@ -216,7 +216,7 @@ pub fn reconcile(repo: &Repository, cat: &Catalog) -> Result<Reconciled, Rebuild
     if candidates.is_empty() {
         return Ok(out);
     }
-    let blobs = repo.blob_keys()?;
+    let blobs = repo.blob_ids()?;
     for id in candidates {
         let m = match repo.read_manifest(&id) {
             Ok(m) => m,
@@ -228,7 +228,7 @@ pub fn reconcile(repo: &Repository, cat: &Catalog) -> Result<Reconciled, Rebuild
         let missing = m
             .files()
             .flat_map(|f| f.chunks.iter())
-            .filter(|c| !blobs.contains(&crate::repository::blob_key(c)))
+            .filter(|c| !blobs.contains(*c))
             .count();
         if missing > 0 {
             out.problems.push(format!(
@@ -262,14 +262,14 @@ fn read_copy(repo: &Repository, m: &Manifest) -> Result<Vec<BackupRecord>, Rebui
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repository::facts::{BackupFacts, RondbFacts, StoredStats};
+    use crate::repository::facts::{ManifestFacts, RondbFacts, StoredStats};
     use crate::repository::{BackupInfo, ComponentInfo};
     use chrono::{TimeZone, Utc};
 
     #[test]
     fn a_manifest_gives_the_row_the_daemon_wrote() {
         let t0 = Utc.with_ymd_and_hms(2026, 11, 29, 10, 0, 0).unwrap();
-        let facts = BackupFacts {
+        let facts = ManifestFacts {
             stats: Some(StoredStats {
                 logical_bytes: 100,
                 stored_bytes: 40,

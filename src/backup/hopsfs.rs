@@ -282,7 +282,7 @@ pub struct KnownBlocks {
 impl KnownBlocks {
     /// Forgets the blocks whose stored content uses a blob known damaged or missing: they are
     /// read from the datanode again (and their blobs written again).
-    pub fn retain_clean(&mut self, suspect: &std::collections::HashSet<String>) {
+    pub fn retain_clean(&mut self, suspect: &std::collections::HashSet<crate::ids::BlobId>) {
         if suspect.is_empty() {
             return;
         }
@@ -291,7 +291,7 @@ impl KnownBlocks {
                 .chunks
                 .iter()
                 .chain(meta.chunks.iter())
-                .all(|c| !suspect.contains(&crate::repository::blob_key(c)))
+                .all(|c| !suspect.contains(c))
         });
     }
 
@@ -686,7 +686,7 @@ mod known_tests {
         k.retain_clean(&Default::default());
         assert_eq!(k.len(), 2);
         // Block 2's meta file is in a damaged blob: block 2 is read from the datanode again.
-        let suspect = [crate::repository::blob_key(&e)].into();
+        let suspect = [crate::ids::BlobId::parse(&e).unwrap()].into();
         k.retain_clean(&suspect);
         assert_eq!(k.len(), 1);
     }

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cluster;
 use crate::config::{BlockStorage, Settings};
 use crate::ids::BackupId;
-use crate::repository::facts::{BackupFacts, HopsfsFacts, RondbFacts, StoredStats};
+use crate::repository::facts::{HopsfsFacts, ManifestFacts, RondbFacts, StoredStats};
 use crate::repository::{
     BackupInfo, BackupWriter, ComponentInfo, Manifest, RepoError, Repository, WriteStats,
 };
@@ -97,7 +97,7 @@ pub struct BackupOutcome {
     /// Why the backup is partial (committed, but not everything was captured).
     pub partial: Option<String>,
     /// The blobs known damaged or missing that this backup wrote again.
-    pub healed: Vec<String>,
+    pub healed: Vec<crate::ids::BlobId>,
     /// What is left to tidy on the nodes (pins, the data nodes' local copies): the backup is
     /// committed without it, so the job runner does it after recording the outcome.
     pub cleanup: Cleanup,
@@ -148,7 +148,7 @@ pub struct BackupRequest<'a> {
     pub self_files: Vec<(String, Vec<u8>)>,
     /// Keys of the blobs known damaged or missing (verify found them): written again when this
     /// backup has their content, never taken as stored, nor reused from an earlier manifest.
-    pub suspect_blobs: std::collections::HashSet<String>,
+    pub suspect_blobs: std::collections::HashSet<crate::ids::BlobId>,
 }
 
 /// Runs one component, reporting its start and end to the observer with its share of the
@@ -263,7 +263,7 @@ fn run_in(
         done: Vec::new(),
     };
     c.writer.set_suspect_blobs(req.suspect_blobs.clone());
-    let mut facts = BackupFacts::default();
+    let mut facts = ManifestFacts::default();
     crate::failpoint::hit("backup.started", cancel);
 
     c.run("files", |w| {
@@ -390,7 +390,7 @@ fn run_cluster_parts(
     known: impl FnOnce() -> hopsfs::KnownBlocks,
     cancel: &CancellationToken,
     clock: &dyn Fn() -> DateTime<Utc>,
-    recorded: &mut BackupFacts,
+    recorded: &mut ManifestFacts,
 ) -> Result<ClusterParts, BackupError> {
     let Some(r) = &req.settings.rondb else {
         return Ok((None, None));

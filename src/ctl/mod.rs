@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::api::routes;
 
 use crate::api::{BackupDetail, BackupList, JobStarted, JobView, RestoreStatus, StatusResponse};
-use crate::catalog::State;
+use crate::domain::State;
 
 pub use args::{
     BackupCommand, BackupsCommand, CatalogCommand, Cli, Command, ExitCode, RepoCommand,
@@ -221,7 +221,7 @@ async fn run_inner(cli: &Cli) -> Result<ExitCode, CtlError> {
             } else {
                 out(&format_job(&view));
             }
-            return Ok(if view.record.state == State::Succeeded {
+            return Ok(if view.state == State::Succeeded {
                 ExitCode::Ok
             } else {
                 ExitCode::Failed
@@ -383,7 +383,7 @@ async fn finish_restore_start(
     } else {
         out(&format_restore(&st));
     }
-    Ok(if view.record.state == State::Succeeded {
+    Ok(if view.state == State::Succeeded {
         ExitCode::Ok
     } else {
         ExitCode::Failed
@@ -413,7 +413,7 @@ async fn follow(
     } else {
         out(&format_job(&view));
     }
-    Ok(if view.record.state == State::Succeeded {
+    Ok(if view.state == State::Succeeded {
         ExitCode::Ok
     } else {
         ExitCode::Failed
@@ -429,7 +429,7 @@ async fn wait_for_job(client: &Client, id: i64, quiet: bool) -> Result<JobView, 
         let v: JobView = client
             .call_query(&routes::JOB, &[&id.to_string()], Some("wait_ms=1000"), None)
             .await?;
-        if v.record.state.is_final() {
+        if v.state.is_final() {
             if tty && !last_line.is_empty() {
                 eprintln!();
             }
@@ -437,7 +437,7 @@ async fn wait_for_job(client: &Client, id: i64, quiet: bool) -> Result<JobView, 
         }
         if !quiet {
             if let Some(p) = &v.progress {
-                let line = if v.record.kind == crate::catalog::JobKind::Backup {
+                let line = if v.kind == crate::domain::JobKind::Backup {
                     format!(
                         "job {id}: {} — {} files, {} read, {} stored",
                         p.step,

@@ -1,7 +1,7 @@
 //! What hopsdrctl prints for people: tables and summaries of the daemon's answers. Pure
 //! functions from the API's types to text, with their own tests.
 
-use crate::api::{BackupDetail, BackupList, JobView, RestoreStatus, StatusResponse};
+use crate::api::{BackupDetail, BackupList, BackupView, JobView, RestoreStatus, StatusResponse};
 
 /// The restore status for people: every step with state and duration, then the RTO.
 pub fn format_restore(st: &RestoreStatus) -> String {
@@ -120,9 +120,9 @@ pub fn format_status(s: &StatusResponse) -> String {
         Some(j) => {
             out.push_str(&format!(
                 "current job: {} {} ({})",
-                j.record.id,
-                j.record.kind.as_str(),
-                j.record.trigger
+                j.id,
+                j.kind.as_str(),
+                j.trigger
             ));
             if let Some(p) = &j.progress {
                 out.push_str(&format!(
@@ -217,7 +217,7 @@ pub fn format_backups(l: &BackupList) -> String {
 }
 
 /// What the last verification of `b` found: when it was found whole, DAMAGED, or `-` (never).
-fn verification(b: &crate::catalog::BackupRecord) -> String {
+fn verification(b: &BackupView) -> String {
     if b.damaged {
         "DAMAGED".into()
     } else {
@@ -286,7 +286,7 @@ pub fn format_backup(d: &BackupDetail) -> String {
 }
 
 pub fn format_job(v: &JobView) -> String {
-    let j = &v.record;
+    let j = v;
     let mut out = format!(
         "job:      {}\nkind:     {}\nstate:    {}\ntrigger:  {}\n",
         j.id,
@@ -339,10 +339,10 @@ mod tests {
 
     #[test]
     fn the_backups_table_shows_verification_and_pins() {
-        use crate::catalog::{BackupRecord, State};
+        use crate::domain::State;
         use chrono::TimeZone;
         let t = chrono::Utc.with_ymd_and_hms(2026, 11, 29, 1, 2, 3).unwrap();
-        let rec = |id: &str, verified_at, damaged, pinned| BackupRecord {
+        let rec = |id: &str, verified_at, damaged, pinned| BackupView {
             id: crate::ids::BackupId::parse(id).unwrap(),
             job_id: crate::ids::JobId(1),
             state: State::Succeeded,

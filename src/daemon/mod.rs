@@ -89,7 +89,7 @@ impl Ctx {
         let running = self.jobs.current().map(|id| (id, self.jobs.progress(id)));
         let cat = self.catalog.lock().unwrap_or_else(|p| p.into_inner());
         let current_job = match running {
-            Some((id, progress)) => cat.job(id)?.map(|record| JobView { progress, record }),
+            Some((id, progress)) => cat.job(id)?.map(|record| JobView::of(record, progress)),
             None => None,
         };
         let mut schedules = Vec::new();
@@ -110,7 +110,7 @@ impl Ctx {
             uptime_seconds: (now - self.started_at).num_seconds().max(0) as u64,
             repository: self.repo.describe(),
             current_job,
-            last_success: cat.last_successes()?,
+            last_success: cat.last_successes()?.into_iter().map(Into::into).collect(),
             schedules,
             held: jobs::restore::held_off_by(cat.last_restore()?).map(|e| e.to_string()),
         })

@@ -613,7 +613,12 @@ async fn route_backups(r: Req) -> Response<Full<Bytes>> {
         .unwrap_or_else(|p| p.into_inner())
         .backups();
     match r {
-        Ok(backups) => json(StatusCode::OK, &BackupList { backups }),
+        Ok(backups) => json(
+            StatusCode::OK,
+            &BackupList {
+                backups: backups.into_iter().map(Into::into).collect(),
+            },
+        ),
         Err(e) => error("catalog", e.to_string()),
     }
 }
@@ -629,7 +634,11 @@ async fn route_backup(r: Req) -> Response<Full<Bytes>> {
     let cat = ctx.catalog.lock().unwrap_or_else(|p| p.into_inner());
     match cat.backup(&id).and_then(|b| Ok((b, cat.components(&id)?))) {
         Ok((Some(backup), components)) => {
-            json(StatusCode::OK, &BackupDetail { backup, components })
+            let detail = BackupDetail {
+                backup: backup.into(),
+                components: components.into_iter().map(Into::into).collect(),
+            };
+            json(StatusCode::OK, &detail)
         }
         Ok((None, _)) => error(
             "no_such_backup",
@@ -1072,7 +1081,7 @@ async fn route_job(r: Req) -> Response<Full<Bytes>> {
         .map(|ms| std::time::Duration::from_millis(ms.min(10_000)));
     let mut view = jobs::job_view(&ctx, JobId(n));
     if let (Some(wait), Ok(Some(v))) = (wait, &view) {
-        if !v.record.state.is_final() && ctx.jobs.wait_idle_for(wait).await {
+        if !v.state.is_final() && ctx.jobs.wait_idle_for(wait).await {
             view = jobs::job_view(&ctx, JobId(n));
         }
     }

@@ -14,7 +14,7 @@ use crate::ids::NdbNodeId;
 
 /// `info.extra`: every fact a backup records.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct BackupFacts {
+pub struct ManifestFacts {
     /// How many damaged blobs the backup wrote again (verify had found them damaged).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healed_blobs: Option<u64>,
@@ -31,7 +31,7 @@ pub struct BackupFacts {
     pub users: Option<UsersFacts>,
 }
 
-impl BackupFacts {
+impl ManifestFacts {
     /// Whether the backup copied HopsFS blocks without checking them against the blocks its
     /// RonDB metadata references.
     pub fn hopsfs_unchecked(&self) -> bool {
@@ -155,7 +155,7 @@ mod tests {
                       "views": 1},
             "some_future_fact": {"x": 1}
         });
-        let f: BackupFacts = serde_json::from_value(old.clone()).unwrap();
+        let f: ManifestFacts = serde_json::from_value(old.clone()).unwrap();
         let r = f.rondb.as_ref().unwrap();
         assert_eq!(r.backup_id, 218144136);
         assert_eq!(r.nodes, [NdbNodeId(1), NdbNodeId(2)]);
@@ -169,8 +169,8 @@ mod tests {
         assert_eq!(serde_json::to_value(&f).unwrap(), expected);
 
         // A backup that ran no component records nothing.
-        let empty: BackupFacts = serde_json::from_str("{}").unwrap();
-        assert_eq!(empty, BackupFacts::default());
+        let empty: ManifestFacts = serde_json::from_str("{}").unwrap();
+        assert_eq!(empty, ManifestFacts::default());
         assert_eq!(serde_json::to_string(&empty).unwrap(), "{}");
     }
 }

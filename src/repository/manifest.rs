@@ -6,10 +6,10 @@ use std::io::Read;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::ids::BackupId;
+use crate::ids::{BackupId, BlobId};
 
 use super::error::{EntryDefect, ManifestDefect, PathDefect, RepoError};
-use super::facts::BackupFacts;
+use super::facts::ManifestFacts;
 use super::FORMAT_VERSION;
 
 /// A decoded manifest larger than this is refused (a tampered one could claim any size).
@@ -34,8 +34,8 @@ pub struct FileEntry {
     pub meta: FileMeta,
     /// BLAKE3 of the whole content, lower-case hex.
     pub hash: String,
-    /// BLAKE3 of each chunk's content, lower-case hex; each names the blob holding it.
-    pub chunks: Vec<String>,
+    /// The blob of each chunk, in order (BLAKE3 of the chunk's content).
+    pub chunks: Vec<BlobId>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -83,7 +83,7 @@ pub struct BackupInfo {
     pub components: Vec<ComponentInfo>,
     /// What the components found and the backup's sizes (stored as `extra`).
     #[serde(default, rename = "extra")]
-    pub facts: BackupFacts,
+    pub facts: ManifestFacts,
 }
 
 /// What a backup holds. Stored at `manifests/<backup-id>.json.zst`; its presence is what makes
@@ -100,7 +100,7 @@ impl Manifest {
     /// A manifest for tests: backup `id` (a valid backup id), its facts, and one file entry
     /// per `(path, chunk)` (the chunk's hash doubles as the file's).
     #[cfg(test)]
-    pub(crate) fn for_tests(id: &str, facts: BackupFacts, files: &[(&str, &str)]) -> Manifest {
+    pub(crate) fn for_tests(id: &str, facts: ManifestFacts, files: &[(&str, &str)]) -> Manifest {
         let now = chrono::Utc::now();
         Manifest {
             format_version: 1,
@@ -121,7 +121,7 @@ impl Manifest {
                         size: 1,
                         meta: FileMeta::default(),
                         hash: chunk.to_string(),
-                        chunks: vec![chunk.to_string()],
+                        chunks: vec![BlobId::parse(chunk).expect("a valid blob id")],
                     })
                 })
                 .collect(),
@@ -210,8 +210,8 @@ pub(crate) fn validate_file_entry(f: &FileEntry) -> Result<(), EntryDefect> {
     if !is_hash_hex(&f.hash) {
         return Err(EntryDefect::BadHash(f.hash.clone()));
     }
-    if let Some(bad) = f.chunks.iter().find(|c| !is_hash_hex(c)) {
-        return Err(EntryDefect::BadHash(bad.clone()));
+    if let Some(bad) = f.chunks.iter().find(|c| !c.is_well_formed()) {
+        return Err(EntryDefect::BadHash(bad.to_string()));
     }
     if (f.size == 0) != f.chunks.is_empty() {
         return Err(EntryDefect::ChunksDoNotFitSize);

@@ -74,7 +74,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::ids::BackupId;
+use crate::ids::{BackupId, BlobId};
 
 pub use error::{
     BlobDefect, EntryDefect, FileDefect, HeaderDefect, ManifestDefect, PathDefect, RepoError,
@@ -116,10 +116,16 @@ pub struct RepositoryHeader {
     pub compression: String,
 }
 
-/// The key of the blob holding the chunk whose content hashes to `hash` (lower-case hex).
-pub fn blob_key(hash: &str) -> String {
-    let fan = hash.get(..2).unwrap_or(hash);
-    format!("{BLOBS_PREFIX}{fan}/{hash}")
+/// The key of blob `id`: `blobs/<first two hex digits>/<id>`.
+pub fn blob_key(id: &BlobId) -> String {
+    let h = id.as_str();
+    format!("{BLOBS_PREFIX}{}/{h}", &h[..2])
+}
+
+/// The blob a key names, if it is a blob's key.
+pub fn blob_of_key(key: &str) -> Option<BlobId> {
+    let (fan, h) = key.strip_prefix(BLOBS_PREFIX)?.split_once('/')?;
+    BlobId::parse(h).filter(|id| id.as_str().starts_with(fan) && fan.len() == 2)
 }
 
 /// The key of backup `id`'s manifest.
@@ -145,8 +151,8 @@ struct Inner {
 pub struct Damage {
     /// Logical path of the damaged file.
     pub path: String,
-    /// Key of the damaged or missing blob; `None` when the file as a whole does not match.
-    pub blob: Option<String>,
+    /// The damaged or missing blob; `None` when the file as a whole does not match.
+    pub blob: Option<BlobId>,
     /// [`RepoError::code`] of the failure.
     pub code: String,
     pub reason: String,
@@ -188,7 +194,7 @@ pub struct GcReport {
 #[derive(Debug, Default)]
 struct FileCheck {
     bytes: u64,
-    bad_chunks: Vec<String>,
+    bad_chunks: Vec<BlobId>,
     damaged: Vec<Damage>,
 }
 
@@ -336,7 +342,7 @@ impl Repository {
     pub fn prefetch_files<'a>(&self, files: impl IntoIterator<Item = &'a FileEntry>) {
         let keys: Vec<String> = files
             .into_iter()
-            .flat_map(|f| f.chunks.iter().map(|c| blob_key(c)))
+            .flat_map(|f| f.chunks.iter().map(blob_key))
             .collect();
         if !keys.is_empty() {
             self.inner.storage.prefetch(&keys);
@@ -385,12 +391,12 @@ impl Repository {
         // (the same block on three datanodes, say) is whole by construction. Its sizes and
         // whole hash are covered by the manifest's own checksum; they are checked on the read.
         // The files to read are verified on several threads, each with its own reader.
-        let mut scheduled: HashSet<&str> = HashSet::new();
+        let mut scheduled: HashSet<&BlobId> = HashSet::new();
         let mut to_read: Vec<usize> = Vec::new();
         for (i, f) in files.iter().enumerate() {
-            if f.chunks.is_empty() || !f.chunks.iter().all(|c| scheduled.contains(c.as_str())) {
+            if f.chunks.is_empty() || !f.chunks.iter().all(|c| scheduled.contains(c)) {
                 to_read.push(i);
-                scheduled.extend(f.chunks.iter().map(String::as_str));
+                scheduled.extend(f.chunks.iter());
             }
         }
         let workers = std::thread::available_parallelism()
@@ -444,7 +450,7 @@ impl Repository {
                 checked[i] = Some(c);
             }
         }
-        let bad: HashSet<String> = checked
+        let bad: HashSet<BlobId> = checked
             .iter()
             .flatten()
             .flat_map(|c| c.bad_chunks.iter().cloned())
@@ -462,7 +468,7 @@ impl Repository {
                     for chunk in f.chunks.iter().filter(|c| bad.contains(*c)) {
                         report.damaged.push(Damage {
                             path: f.path.clone(),
-                            blob: Some(blob_key(chunk)),
+                            blob: Some(chunk.clone()),
                             code: "corrupt_blob".to_string(),
                             reason: format!("blob {} is damaged (reported above)", blob_key(chunk)),
                         });
@@ -493,7 +499,7 @@ impl Repository {
                     c.bad_chunks.push(chunk.clone());
                     c.damaged.push(Damage {
                         path: file.path.clone(),
-                        blob: Some(blob_key(chunk)),
+                        blob: Some(chunk.clone()),
                         code: e.code().to_string(),
                         reason: e.to_string(),
                     });
@@ -537,7 +543,7 @@ impl Repository {
         for id in &ids {
             let m = self.read_manifest(id)?;
             for f in m.files() {
-                referenced.extend(f.chunks.iter().map(|c| blob_key(c)));
+                referenced.extend(f.chunks.iter().map(blob_key));
             }
         }
         let mut report = GcReport {
@@ -625,14 +631,14 @@ impl Repository {
         Ok(report)
     }
 
-    /// The keys of every blob the repository holds (one listing).
-    pub fn blob_keys(&self) -> Result<HashSet<String>, RepoError> {
+    /// Every blob the repository holds (one listing; other keys under `blobs/` are ignored).
+    pub fn blob_ids(&self) -> Result<HashSet<BlobId>, RepoError> {
         Ok(self
             .inner
             .storage
             .list(BLOBS_PREFIX)?
             .into_iter()
-            .map(|o| o.key)
+            .filter_map(|o| blob_of_key(&o.key))
             .collect())
     }
 
@@ -646,15 +652,15 @@ impl Repository {
         Ok(self.inner.storage.available_bytes()?)
     }
 
-    /// The keys of every blob the committed backups reference (for garbage collection).
-    pub fn referenced_blobs(&self) -> Result<HashSet<String>, RepoError> {
-        let mut keys = HashSet::new();
+    /// Every blob the committed backups reference.
+    pub fn referenced_blobs(&self) -> Result<HashSet<BlobId>, RepoError> {
+        let mut blobs = HashSet::new();
         for id in self.list_backups()? {
             for file in self.read_manifest(&id)?.files() {
-                keys.extend(file.chunks.iter().map(|c| blob_key(c)));
+                blobs.extend(file.chunks.iter().cloned());
             }
         }
-        Ok(keys)
+        Ok(blobs)
     }
 
     fn blob_reader(&self) -> Result<BlobReader, RepoError> {
@@ -666,14 +672,14 @@ impl Repository {
         })
     }
 
-    /// Reads the blob of chunk `hash` (of file `path`) and verifies it.
+    /// Reads the blob of chunk `id` (of file `path`) and verifies it.
     fn read_chunk<'r>(
         &self,
-        hash: &str,
+        id: &BlobId,
         path: &str,
         reader: &'r mut BlobReader,
     ) -> Result<&'r [u8], RepoError> {
-        let key = blob_key(hash);
+        let key = blob_key(id);
         let stored = match self.inner.storage.get(&key) {
             Ok(b) => b,
             Err(e) if e.is_not_found() => {
@@ -697,12 +703,12 @@ impl Repository {
             });
         }
         let actual = blake3::hash(&reader.buf).to_hex();
-        if actual.as_str() != hash {
+        if actual.as_str() != id.as_str() {
             return Err(RepoError::CorruptBlob {
                 key,
                 path: path.to_string(),
                 defect: BlobDefect::HashMismatch {
-                    expected: hash.to_string(),
+                    expected: id.to_string(),
                     actual: actual.to_string(),
                 },
             });

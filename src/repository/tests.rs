@@ -288,7 +288,7 @@ fn tampered_blob_is_detected_by_restore_and_verify() {
     assert_eq!(report.damaged.len(), 1, "{report:?}");
     let d = &report.damaged[0];
     assert_eq!(d.path, "d/big");
-    assert_eq!(d.blob.as_deref(), Some(damaged_key.as_str()));
+    assert_eq!(d.blob.as_ref().map(blob_key), Some(damaged_key.clone()));
     assert_eq!(d.code, "corrupt_blob");
     assert!(
         d.reason.contains(&damaged_key) && d.reason.contains("d/big"),
@@ -313,7 +313,7 @@ fn missing_and_swapped_blobs_are_detected() {
         Err(RepoError::CorruptBlob {
             defect: BlobDefect::HashMismatch { expected, .. },
             ..
-        }) => assert_eq!(expected, big.chunks[0]),
+        }) => assert_eq!(expected, big.chunks[0].as_str()),
         other => panic!("expected a hash mismatch, got {other:?}"),
     }
     let report = repo
@@ -321,7 +321,7 @@ fn missing_and_swapped_blobs_are_detected() {
         .unwrap();
     let codes: Vec<_> = report.damaged.iter().map(|d| d.code.as_str()).collect();
     assert_eq!(codes, vec!["corrupt_blob", "blob_missing"], "{report:?}");
-    assert_eq!(report.damaged[1].blob, Some(blob_key(&big.chunks[2])));
+    assert_eq!(report.damaged[1].blob.as_ref(), Some(&big.chunks[2]));
 }
 
 #[test]
@@ -533,7 +533,7 @@ fn crafted_manifests_with_bad_entries_are_refused() {
             size: 1,
             meta: meta(),
             hash: "a".repeat(64),
-            chunks: vec!["b".repeat(64)],
+            chunks: vec![BlobId::parse(&"b".repeat(64)).unwrap()],
         })
     };
     let symlink = |path: &str| Entry::Symlink {
@@ -563,7 +563,7 @@ fn crafted_manifests_with_bad_entries_are_refused() {
                 size: 1,
                 meta: meta(),
                 hash: "a".repeat(64),
-                chunks: vec!["../../../etc/passwd".into()],
+                chunks: vec![BlobId::unchecked("../../../etc/passwd")],
             })],
             "c",
         ),
@@ -979,8 +979,7 @@ fn throughput_512mib() {
                 break;
             }
             whole.update(&buf[..n]);
-            let h = blake3::hash(&buf[..n]).to_hex();
-            let key = blob_key(&h);
+            let key = blob_key(&BlobId::of(&blake3::hash(&buf[..n])));
             if !storage.exists(&key).unwrap() {
                 storage.put(&key, &c.compress(&buf[..n]).unwrap()).unwrap();
             }
@@ -1231,7 +1230,7 @@ fn a_manifest_is_encoded_in_one_frame_that_records_its_size_and_decodes_back() {
                 size: 1,
                 meta: meta(),
                 hash: format!("{:064x}", i),
-                chunks: vec![format!("{:064x}", i + 1)],
+                chunks: vec![BlobId::parse(&format!("{:064x}", i + 1)).unwrap()],
             })
         })
         .collect();

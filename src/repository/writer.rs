@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::ids::BackupId;
+use crate::ids::{BackupId, BlobId};
 
 use super::error::{EntryDefect, RepoError};
 use super::manifest::{self, SeenPaths};
@@ -87,10 +87,10 @@ struct WorkerKit {
 struct RecentBlobs {
     set: HashSet<[u8; 32]>,
     order: VecDeque<[u8; 32]>,
-    /// Keys of blobs known damaged or missing: written again whatever the storage says.
-    suspect: HashSet<String>,
+    /// Blobs known damaged or missing: written again whatever the storage says.
+    suspect: HashSet<BlobId>,
     /// The suspect blobs this writer wrote again.
-    healed: Vec<String>,
+    healed: Vec<BlobId>,
 }
 
 impl RecentBlobs {
@@ -136,17 +136,17 @@ struct Stored {
 }
 
 impl BackupWriter {
-    /// Blobs known damaged or missing (by their keys): a chunk with one of these contents is
-    /// written again instead of being taken as stored.
-    pub fn set_suspect_blobs(&mut self, keys: HashSet<String>) {
+    /// Blobs known damaged or missing: a chunk with one of these contents is written again
+    /// instead of being taken as stored.
+    pub fn set_suspect_blobs(&mut self, blobs: HashSet<BlobId>) {
         self.recent
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .suspect = keys;
+            .suspect = blobs;
     }
 
     /// The suspect blobs this writer wrote again.
-    pub fn healed_blobs(&self) -> Vec<String> {
+    pub fn healed_blobs(&self) -> Vec<BlobId> {
         self.recent
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -241,7 +241,7 @@ impl BackupWriter {
             size: hasher.count(),
             meta,
             hash: hasher.finalize().to_hex().to_string(),
-            chunks: chunks.iter().map(|h| h.to_hex().to_string()).collect(),
+            chunks: chunks.iter().map(BlobId::of).collect(),
         };
         self.finish_entry(Entry::File(entry.clone()));
         self.stats.files += 1;
@@ -614,10 +614,11 @@ fn store_chunk(
     path: &str,
 ) -> Result<Stored, RepoError> {
     let hash = blake3::hash(data);
-    let key = blob_key(&hash.to_hex());
+    let id = BlobId::of(&hash);
+    let key = blob_key(&id);
     let (claimed, suspect) = {
         let mut r = recent.lock().unwrap_or_else(|p| p.into_inner());
-        (r.claim(*hash.as_bytes()), r.suspect.contains(&key))
+        (r.claim(*hash.as_bytes()), r.suspect.contains(&id))
     };
     if !claimed {
         return Ok(Stored {
@@ -637,8 +638,8 @@ fn store_chunk(
         Ok(written) => {
             let healed = suspect && written.is_some();
             if healed {
-                r.suspect.remove(&key);
-                r.healed.push(key);
+                r.suspect.remove(&id);
+                r.healed.push(id);
             }
             Ok(Stored {
                 hash,

@@ -810,7 +810,7 @@ impl fmt::Display for RestorePlan {
 mod tests {
     use super::*;
     use crate::config::SecretEnv;
-    use crate::repository::facts::{BackupFacts, RondbFacts};
+    use crate::repository::facts::{ManifestFacts, RondbFacts};
 
     const TABLES: &[&str] = &[
         "app.events",
@@ -827,7 +827,7 @@ mod tests {
     fn manifest_with(paths: &[&str], tables: Option<&[&str]>) -> Manifest {
         let mut r = RondbFacts::for_tests(217803600);
         r.tables = tables.map(|t| t.iter().map(|s| s.to_string()).collect());
-        let facts = BackupFacts {
+        let facts = ManifestFacts {
             rondb: Some(r),
             ..Default::default()
         };

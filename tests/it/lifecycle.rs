@@ -188,7 +188,7 @@ fn kill_9_between_the_manifest_and_the_catalog_keeps_the_backup() {
         1,
     )
     .unwrap();
-    let chunks = |id: &str| -> std::collections::BTreeSet<String> {
+    let chunks = |id: &str| -> std::collections::BTreeSet<hopsdr::ids::BlobId> {
         let m = repo
             .read_manifest(&hopsdr::ids::BackupId::parse(id).unwrap())
             .unwrap();

@@ -410,9 +410,9 @@ pub fn lock_catalog(cat: &Mutex<Catalog>) -> std::sync::MutexGuard<'_, Catalog> 
 /// A job's view for the API: the catalog record plus live progress.
 pub fn job_view(ctx: &Ctx, id: JobId) -> Result<Option<JobView>, CatalogError> {
     let rec = lock_catalog(&ctx.catalog).job(id)?;
-    Ok(rec.map(|record| JobView {
-        progress: ctx.jobs.progress(record.id),
-        record,
+    Ok(rec.map(|record| {
+        let progress = ctx.jobs.progress(record.id);
+        JobView::of(record, progress)
     }))
 }
 

@@ -126,8 +126,8 @@ fn end(w: &Work, result: Result<RunResult, String>) -> Ending {
         }
     };
     if let Ok(r) = &result {
-        let blobs: std::collections::HashSet<&str> =
-            r.damaged.iter().filter_map(|d| d.blob.as_deref()).collect();
+        let blobs: std::collections::HashSet<&crate::ids::BlobId> =
+            r.damaged.iter().filter_map(|d| d.blob.as_ref()).collect();
         ctx.metrics.verify_damaged_blobs.set(blobs.len() as i64);
         if r.is_ok() {
             ctx.metrics
@@ -137,7 +137,7 @@ fn end(w: &Work, result: Result<RunResult, String>) -> Ending {
     }
     w.step("recording");
     // Each blob found damaged or missing: the next backups write it again.
-    let bad: Vec<(String, String)> = match &result {
+    let bad: Vec<(crate::ids::BlobId, String)> = match &result {
         Ok(r) => r
             .damaged
             .iter()

@@ -261,7 +261,7 @@ fn verify(run: &RestoreRun<'_>, i: usize, step: &RestoreStep) -> Result<(), Rest
         })?;
     if !report.damaged.is_empty() {
         // The next backups write these blobs again.
-        let bad: Vec<(String, String)> = report
+        let bad: Vec<(crate::ids::BlobId, String)> = report
             .damaged
             .iter()
             .filter_map(|d| d.blob.clone().map(|b| (b, d.reason.clone())))
