@@ -55,7 +55,9 @@
 
 pub mod conformance;
 mod error;
+pub mod crypto;
 pub mod facts;
+pub mod keys;
 pub mod layout;
 pub mod lock;
 mod manifest;

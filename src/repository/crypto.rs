@@ -1,0 +1,315 @@
+//! Sealing a repository's objects: client-side encryption and authentication with the keys of
+//! an encrypted repository ([`Keyring`]), as pure functions over bytes.
+//!
+//! - **Master key**: 32 random bytes, made when the repository is created and stored only
+//!   wrapped in key slots (`keys.rs`). Three keys are derived from it with BLAKE3's key
+//!   derivation: the *blob-name key* (a blob is named by the BLAKE3 hash of its content keyed
+//!   with it, so the store cannot test for a known plaintext, while equal chunks still get equal
+//!   names and deduplicate), the *key-encryption key* (seals the data keys) and the *header key*
+//!   (authenticates the repository header).
+//! - **Data keys**: 32 random bytes each, numbered from 1, each stored sealed with the
+//!   key-encryption key; new objects are sealed with the newest (`hopsdrctl key rotate` adds
+//!   one), old ones stay readable with theirs.
+//! - **Sealed object**: `"hdrseal1"` (8 bytes) ‖ key id (u32, big-endian; 0 is the
+//!   key-encryption key) ‖ nonce (24 random bytes) ‖ XChaCha20-Poly1305 ciphertext ‖ tag (16
+//!   bytes). The associated data is the 36-byte prefix followed by the object's key (its name
+//!   in the store), so an object moved or copied under another name does not open. What is
+//!   sealed is what a plaintext repository stores (a zstd frame): compression before
+//!   encryption.
+
+use std::collections::BTreeMap;
+
+use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
+use zeroize::Zeroizing;
+
+/// The first bytes of every sealed object.
+pub const SEAL_MAGIC: &[u8; 8] = b"hdrseal1";
+const NONCE_LEN: usize = 24;
+const TAG_LEN: usize = 16;
+/// Magic, key id and nonce.
+pub const PREFIX_LEN: usize = 8 + 4 + NONCE_LEN;
+/// What sealing adds to an object's size.
+pub const OVERHEAD: usize = PREFIX_LEN + TAG_LEN;
+/// The key id of the key-encryption key (data keys are numbered from 1).
+pub const KEK_ID: u32 = 0;
+
+const NAME_CONTEXT: &str = "hopsdr 2026-12 blob names";
+const KEK_CONTEXT: &str = "hopsdr 2026-12 key encryption";
+const HEADER_CONTEXT: &str = "hopsdr 2026-12 repository header";
+
+/// Why a sealed object does not open.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SealDefect {
+    #[error("it is not sealed (no \"hdrseal1\" prefix): a plaintext object in an encrypted repository")]
+    NotSealed,
+    #[error("it is sealed with data key {0}, which the repository does not have")]
+    UnknownKey(u32),
+    #[error("it fails authentication: it was not written with this repository's keys under this name (tampered with, swapped or damaged)")]
+    Unauthentic,
+}
+
+/// 32 random bytes from the kernel.
+pub fn random_key() -> Result<Zeroizing<[u8; 32]>, getrandom::Error> {
+    let mut k = Zeroizing::new([0u8; 32]);
+    getrandom::fill(k.as_mut())?;
+    Ok(k)
+}
+
+/// The opened keys of an encrypted repository.
+pub struct Keyring {
+    master: Zeroizing<[u8; 32]>,
+    name_key: Zeroizing<[u8; 32]>,
+    header_key: Zeroizing<[u8; 32]>,
+    kek: XChaCha20Poly1305,
+    data: BTreeMap<u32, XChaCha20Poly1305>,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keyring")
+            .field("data_keys", &self.data.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Keyring {
+    /// The keys derived from `master`, with no data key yet.
+    pub fn from_master(master: &[u8; 32]) -> Keyring {
+        let derive = |ctx: &str| Zeroizing::new(blake3::derive_key(ctx, master));
+        let kek = derive(KEK_CONTEXT);
+        Keyring {
+            master: Zeroizing::new(*master),
+            name_key: derive(NAME_CONTEXT),
+            header_key: derive(HEADER_CONTEXT),
+            kek: XChaCha20Poly1305::new(Key::from_slice(kek.as_ref())),
+            data: BTreeMap::new(),
+        }
+    }
+
+    /// The master key (to wrap it in a new key slot).
+    pub fn master(&self) -> &[u8; 32] {
+        &self.master
+    }
+
+    /// Adds data key `id` (> 0).
+    pub fn add_data_key(&mut self, id: u32, key: &[u8; 32]) {
+        self.data
+            .insert(id, XChaCha20Poly1305::new(Key::from_slice(key)));
+    }
+
+    /// The id of the data key new objects are sealed with (the newest); 0 when there is none.
+    pub fn current(&self) -> u32 {
+        self.data.keys().next_back().copied().unwrap_or(KEK_ID)
+    }
+
+    /// The ids of the data keys, oldest first.
+    pub fn data_key_ids(&self) -> Vec<u32> {
+        self.data.keys().copied().collect()
+    }
+
+    /// The name-giving hash of a chunk: BLAKE3 keyed with the blob-name key.
+    pub fn blob_hash(&self, chunk: &[u8]) -> blake3::Hash {
+        blake3::keyed_hash(&self.name_key, chunk)
+    }
+
+    /// The authentication code of the repository header's bytes (lower-case hex).
+    pub fn header_mac(&self, bytes: &[u8]) -> String {
+        blake3::keyed_hash(&self.header_key, bytes)
+            .to_hex()
+            .to_string()
+    }
+
+    /// Seals `plain` as the object `object_key` with the newest data key, into `out`.
+    pub fn seal_into(
+        &self,
+        object_key: &str,
+        plain: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), getrandom::Error> {
+        let id = self.current();
+        let cipher = self.data.get(&id).unwrap_or(&self.kek);
+        seal_with(cipher, id, object_key, plain, out)
+    }
+
+    /// Seals `plain` (a data key) as the object `object_key` with the key-encryption key.
+    pub fn seal_key_object(&self, object_key: &str, plain: &[u8]) -> Result<Vec<u8>, getrandom::Error> {
+        let mut out = Vec::new();
+        seal_with(&self.kek, KEK_ID, object_key, plain, &mut out)?;
+        Ok(out)
+    }
+
+    /// Opens the object `object_key` whose stored bytes are `stored`, into `out`.
+    pub fn open_into(
+        &self,
+        object_key: &str,
+        stored: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), SealDefect> {
+        let (id, _) = split(stored)?;
+        let cipher = match id {
+            KEK_ID => &self.kek,
+            id => self.data.get(&id).ok_or(SealDefect::UnknownKey(id))?,
+        };
+        open_with(cipher, object_key, stored, out)
+    }
+
+    /// Opens `stored` as the object `object_key`.
+    pub fn open(&self, object_key: &str, stored: &[u8]) -> Result<Vec<u8>, SealDefect> {
+        let mut out = Vec::new();
+        self.open_into(object_key, stored, &mut out)?;
+        Ok(out)
+    }
+}
+
+/// Whether `stored` starts like a sealed object.
+pub fn is_sealed(stored: &[u8]) -> bool {
+    stored.starts_with(SEAL_MAGIC)
+}
+
+/// The key id of a sealed object and its associated-data prefix.
+fn split(stored: &[u8]) -> Result<(u32, &[u8]), SealDefect> {
+    if !is_sealed(stored) {
+        return Err(SealDefect::NotSealed);
+    }
+    if stored.len() < OVERHEAD {
+        return Err(SealDefect::Unauthentic);
+    }
+    let id = u32::from_be_bytes(stored[8..12].try_into().expect("4 bytes"));
+    Ok((id, &stored[..PREFIX_LEN]))
+}
+
+fn associated_data(prefix: &[u8], object_key: &str) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(prefix.len() + object_key.len());
+    aad.extend_from_slice(prefix);
+    aad.extend_from_slice(object_key.as_bytes());
+    aad
+}
+
+/// Seals `plain` with `cipher` (key `id`) as `object_key`: prefix, ciphertext, tag into `out`.
+pub(crate) fn seal_with(
+    cipher: &XChaCha20Poly1305,
+    id: u32,
+    object_key: &str,
+    plain: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), getrandom::Error> {
+    let mut nonce = [0u8; NONCE_LEN];
+    getrandom::fill(&mut nonce)?;
+    out.clear();
+    out.reserve(plain.len() + OVERHEAD);
+    out.extend_from_slice(SEAL_MAGIC);
+    out.extend_from_slice(&id.to_be_bytes());
+    out.extend_from_slice(&nonce);
+    let aad = associated_data(&out[..PREFIX_LEN], object_key);
+    out.extend_from_slice(plain);
+    let tag = cipher
+        .encrypt_in_place_detached(XNonce::from_slice(&nonce), &aad, &mut out[PREFIX_LEN..])
+        .expect("XChaCha20-Poly1305 seals any length this process can hold");
+    out.extend_from_slice(&tag);
+    Ok(())
+}
+
+/// Opens `stored` with `cipher` as `object_key` into `out`.
+pub(crate) fn open_with(
+    cipher: &XChaCha20Poly1305,
+    object_key: &str,
+    stored: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), SealDefect> {
+    let (_, prefix) = split(stored)?;
+    let aad = associated_data(prefix, object_key);
+    let nonce = XNonce::from_slice(&stored[8 + 4..PREFIX_LEN]);
+    let body = &stored[PREFIX_LEN..stored.len() - TAG_LEN];
+    let tag = &stored[stored.len() - TAG_LEN..];
+    out.clear();
+    out.extend_from_slice(body);
+    cipher
+        .decrypt_in_place_detached(nonce, &aad, out, tag.into())
+        .map_err(|_| {
+            out.clear();
+            SealDefect::Unauthentic
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keyring() -> Keyring {
+        let mut k = Keyring::from_master(&[7u8; 32]);
+        k.add_data_key(1, &[1u8; 32]);
+        k
+    }
+
+    #[test]
+    fn sealed_objects_open_only_under_their_name_and_unchanged() {
+        let k = keyring();
+        let plain = b"CREATE USER 'root'@'%' IDENTIFIED BY PASSWORD '*81F5E21E35407D884A6CD4A731AEBFB6AF209E1B'";
+        let mut sealed = Vec::new();
+        k.seal_into("blobs/ab/abcd", plain, &mut sealed).unwrap();
+        assert_eq!(sealed.len(), plain.len() + OVERHEAD);
+        assert!(!sealed.windows(8).any(|w| w == b"PASSWORD"), "no plaintext");
+        assert_eq!(k.open("blobs/ab/abcd", &sealed).unwrap(), plain);
+
+        // Another name (a swapped blob), a flipped byte anywhere, a cut tail: refused.
+        assert_eq!(k.open("blobs/ab/abce", &sealed), Err(SealDefect::Unauthentic));
+        for i in [0usize, 9, 20, PREFIX_LEN, sealed.len() - 1] {
+            let mut bad = sealed.clone();
+            bad[i] ^= 0x01;
+            let e = k.open("blobs/ab/abcd", &bad).unwrap_err();
+            assert!(
+                matches!(e, SealDefect::Unauthentic | SealDefect::NotSealed | SealDefect::UnknownKey(_)),
+                "byte {i}: {e:?}"
+            );
+        }
+        assert_eq!(
+            k.open("blobs/ab/abcd", &sealed[..sealed.len() - 1]),
+            Err(SealDefect::Unauthentic)
+        );
+        assert_eq!(k.open("x", b"\x28\xb5\x2f\xfd plain zstd"), Err(SealDefect::NotSealed));
+        // Another data key with the same id does not open it.
+        let mut other = Keyring::from_master(&[7u8; 32]);
+        other.add_data_key(1, &[2u8; 32]);
+        assert_eq!(other.open("blobs/ab/abcd", &sealed), Err(SealDefect::Unauthentic));
+    }
+
+    #[test]
+    fn rotation_seals_with_the_newest_key_and_reads_the_old_ones() {
+        let mut k = keyring();
+        let mut old = Vec::new();
+        k.seal_into("o", b"old", &mut old).unwrap();
+        k.add_data_key(2, &[2u8; 32]);
+        assert_eq!(k.current(), 2);
+        let mut new = Vec::new();
+        k.seal_into("n", b"new", &mut new).unwrap();
+        assert_eq!(&new[8..12], &2u32.to_be_bytes());
+        assert_eq!(k.open("o", &old).unwrap(), b"old");
+        assert_eq!(k.open("n", &new).unwrap(), b"new");
+        let mut without = Keyring::from_master(&[7u8; 32]);
+        without.add_data_key(1, &[1u8; 32]);
+        assert_eq!(without.open("n", &new), Err(SealDefect::UnknownKey(2)));
+    }
+
+    #[test]
+    fn blob_names_are_keyed_and_the_same_for_the_same_content() {
+        let a = keyring();
+        let b = Keyring::from_master(&[9u8; 32]);
+        assert_eq!(a.blob_hash(b"chunk"), a.blob_hash(b"chunk"));
+        assert_ne!(a.blob_hash(b"chunk"), blake3::hash(b"chunk"));
+        assert_ne!(a.blob_hash(b"chunk"), b.blob_hash(b"chunk"));
+        assert_ne!(a.header_mac(b"h"), b.header_mac(b"h"));
+    }
+
+    #[test]
+    fn key_objects_are_sealed_with_the_key_encryption_key() {
+        let k = keyring();
+        let sealed = k.seal_key_object("keys/data/2", &[5u8; 32]).unwrap();
+        assert_eq!(&sealed[8..12], &KEK_ID.to_be_bytes());
+        assert_eq!(k.open("keys/data/2", &sealed).unwrap(), [5u8; 32]);
+        assert_eq!(
+            Keyring::from_master(&[8u8; 32]).open("keys/data/2", &sealed),
+            Err(SealDefect::Unauthentic)
+        );
+    }
+}
