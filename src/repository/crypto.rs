@@ -41,7 +41,9 @@ const HEADER_CONTEXT: &str = "hopsdr 2026-12 repository header";
 /// Why a sealed object does not open.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SealDefect {
-    #[error("it is not sealed (no \"hdrseal1\" prefix): a plaintext object in an encrypted repository")]
+    #[error(
+        "it is not sealed (no \"hdrseal1\" prefix): a plaintext object in an encrypted repository"
+    )]
     NotSealed,
     #[error("it is sealed with data key {0}, which the repository does not have")]
     UnknownKey(u32),
@@ -133,7 +135,11 @@ impl Keyring {
     }
 
     /// Seals `plain` (a data key) as the object `object_key` with the key-encryption key.
-    pub fn seal_key_object(&self, object_key: &str, plain: &[u8]) -> Result<Vec<u8>, getrandom::Error> {
+    pub fn seal_key_object(
+        &self,
+        object_key: &str,
+        plain: &[u8],
+    ) -> Result<Vec<u8>, getrandom::Error> {
         let mut out = Vec::new();
         seal_with(&self.kek, KEK_ID, object_key, plain, &mut out)?;
         Ok(out)
@@ -253,13 +259,19 @@ mod tests {
         assert_eq!(k.open("blobs/ab/abcd", &sealed).unwrap(), plain);
 
         // Another name (a swapped blob), a flipped byte anywhere, a cut tail: refused.
-        assert_eq!(k.open("blobs/ab/abce", &sealed), Err(SealDefect::Unauthentic));
+        assert_eq!(
+            k.open("blobs/ab/abce", &sealed),
+            Err(SealDefect::Unauthentic)
+        );
         for i in [0usize, 9, 20, PREFIX_LEN, sealed.len() - 1] {
             let mut bad = sealed.clone();
             bad[i] ^= 0x01;
             let e = k.open("blobs/ab/abcd", &bad).unwrap_err();
             assert!(
-                matches!(e, SealDefect::Unauthentic | SealDefect::NotSealed | SealDefect::UnknownKey(_)),
+                matches!(
+                    e,
+                    SealDefect::Unauthentic | SealDefect::NotSealed | SealDefect::UnknownKey(_)
+                ),
                 "byte {i}: {e:?}"
             );
         }
@@ -267,11 +279,17 @@ mod tests {
             k.open("blobs/ab/abcd", &sealed[..sealed.len() - 1]),
             Err(SealDefect::Unauthentic)
         );
-        assert_eq!(k.open("x", b"\x28\xb5\x2f\xfd plain zstd"), Err(SealDefect::NotSealed));
+        assert_eq!(
+            k.open("x", b"\x28\xb5\x2f\xfd plain zstd"),
+            Err(SealDefect::NotSealed)
+        );
         // Another data key with the same id does not open it.
         let mut other = Keyring::from_master(&[7u8; 32]);
         other.add_data_key(1, &[2u8; 32]);
-        assert_eq!(other.open("blobs/ab/abcd", &sealed), Err(SealDefect::Unauthentic));
+        assert_eq!(
+            other.open("blobs/ab/abcd", &sealed),
+            Err(SealDefect::Unauthentic)
+        );
     }
 
     #[test]

@@ -98,6 +98,18 @@ pub enum RepoError {
         #[source]
         source: io::Error,
     },
+    #[error(transparent)]
+    Keys(#[from] super::keys::KeysError),
+    #[error("the repository in {store} is encrypted: set [repository.encryption] passphrase (a file or a systemd credential holding a passphrase of one of its key slots)")]
+    KeyRequired { store: String },
+    #[error("the repository in {store} is not encrypted, but [repository.encryption] is set: remove [repository.encryption] to use it as it is, or point [repository] at a new, empty location to start an encrypted repository (hopsdr never writes plaintext where encryption is asked for)")]
+    NotEncrypted { store: String },
+    #[error("the header of the repository in {store} fails authentication with its keys: the repository was tampered with; nothing is read from it")]
+    HeaderTampered { store: String },
+    #[error("{store} holds key objects (keys/) but no header: creating an encrypted repository was interrupted; empty it (or choose another location) and start again")]
+    InterruptedInit { store: String },
+    #[error("failed to seal an object: no randomness from the kernel: {0}")]
+    Random(String),
     #[error("cancelled")]
     Cancelled,
 }
@@ -129,6 +141,13 @@ impl RepoError {
             RepoError::EncodeManifest { .. } => "encode_manifest",
             RepoError::Thread { .. } => "thread",
             RepoError::ZstdContext { .. } => "zstd_context",
+            RepoError::Keys(super::keys::KeysError::WrongPassphrase { .. }) => "wrong_passphrase",
+            RepoError::Keys(_) => "repository_keys",
+            RepoError::KeyRequired { .. } => "key_required",
+            RepoError::NotEncrypted { .. } => "not_encrypted",
+            RepoError::HeaderTampered { .. } => "tampered",
+            RepoError::InterruptedInit { .. } => "interrupted_init",
+            RepoError::Random(_) => "random",
             RepoError::Cancelled => "cancelled",
         }
     }
@@ -142,6 +161,7 @@ impl RepoError {
                 | RepoError::CorruptFile { .. }
                 | RepoError::CorruptManifest { .. }
                 | RepoError::CorruptHeader { .. }
+                | RepoError::HeaderTampered { .. }
         )
     }
 }
@@ -157,6 +177,9 @@ pub enum BlobDefect {
     },
     #[error("its content hashes to {actual}, not {expected}")]
     HashMismatch { expected: String, actual: String },
+    /// An encrypted repository's blob that does not open: flipped, swapped, forged.
+    #[error("{0}")]
+    Sealed(super::crypto::SealDefect),
 }
 
 /// What is wrong with a restored file as a whole (every chunk was sound).
@@ -173,6 +196,9 @@ pub enum FileDefect {
 pub enum ManifestDefect {
     #[error("it does not decompress: {0}")]
     Undecodable(#[source] io::Error),
+    /// An encrypted repository's manifest that does not open: edited, forged or swapped.
+    #[error("{0}: the repository was tampered with (or the manifest damaged); nothing is restored from it")]
+    Sealed(super::crypto::SealDefect),
     #[error("it is not framed as {{\"checksum\":\"<blake3>\",\"body\":...}}")]
     BadFraming,
     #[error("its body hashes to {actual}, not to its checksum {expected}")]
@@ -194,6 +220,8 @@ pub enum HeaderDefect {
     Json(#[source] serde_json::Error),
     #[error("its chunk size {0} is outside {min}..={max}", min = super::MIN_CHUNK_SIZE, max = super::MAX_CHUNK_SIZE)]
     ChunkSize(u64),
+    #[error("its version does not match its encryption fields (version 2 has `encryption` and `mac`, version 1 neither)")]
+    Encryption,
 }
 
 /// Why a logical path was refused by [`super::validate_logical_path`].

@@ -58,6 +58,8 @@ pub enum KeysError {
     SlotExists { name: String },
     #[error("key slot {name:?} is the last one: add another before removing it (without a slot the repository cannot be opened)")]
     LastSlot { name: String },
+    #[error("key slot {name:?} is the one hopsdrd opened the repository with ([repository.encryption]): point the config at another slot's passphrase and restart first")]
+    SlotInUse { name: String },
     #[error("invalid key slot name {name:?}: use 1 to 64 of a-z, 0-9, '-' and '_'")]
     InvalidName { name: String },
     #[error("an empty passphrase is not accepted: put a long random passphrase in the file")]
@@ -238,7 +240,9 @@ pub fn unwrap(
     }
     let salt = B64.decode(&slot.kdf.salt).map_err(|_| bad("bad salt"))?;
     let nonce = B64.decode(&slot.nonce).map_err(|_| bad("bad nonce"))?;
-    let wrapped = B64.decode(&slot.wrapped).map_err(|_| bad("bad wrapped key"))?;
+    let wrapped = B64
+        .decode(&slot.wrapped)
+        .map_err(|_| bad("bad wrapped key"))?;
     if nonce.len() != 24 || wrapped.len() != 48 || salt.len() < 8 {
         return Err(bad("wrong lengths"));
     }
@@ -487,14 +491,20 @@ mod tests {
 
         let e = open(&s, "r1", "wrong", None, "file /p").unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("file /p") && msg.contains("slot \"primary\""), "{msg}");
+        assert!(
+            msg.contains("file /p") && msg.contains("slot \"primary\""),
+            "{msg}"
+        );
         // The same slot copied into another repository does not open there.
         assert!(matches!(
             open(&s, "r2", "correct horse", None, "f"),
             Err(KeysError::WrongPassphrase { .. })
         ));
         let e = open(&s, "r1", "correct horse", Some("backup"), "f").unwrap_err();
-        assert!(e.to_string().contains("no key slot named \"backup\""), "{e}");
+        assert!(
+            e.to_string().contains("no key slot named \"backup\""),
+            "{e}"
+        );
     }
 
     #[test]
@@ -503,13 +513,22 @@ mod tests {
         let k = init(&s, "one");
         let second = wrap(k.master(), "two", "r1", "ops", CHEAP, Utc::now()).unwrap();
         write_slot(&s, &second).unwrap();
-        assert!(matches!(write_slot(&s, &second), Err(KeysError::SlotExists { .. })));
+        assert!(matches!(
+            write_slot(&s, &second),
+            Err(KeysError::SlotExists { .. })
+        ));
         assert_eq!(open(&s, "r1", "two", None, "f").unwrap().1, "ops");
         assert_eq!(slot_infos(&s).unwrap().len(), 2);
         remove_slot(&s, "primary").unwrap();
         assert!(open(&s, "r1", "one", None, "f").is_err());
-        assert!(matches!(remove_slot(&s, "ops"), Err(KeysError::LastSlot { .. })));
-        assert!(matches!(remove_slot(&s, "x"), Err(KeysError::NoSuchSlot { .. })));
+        assert!(matches!(
+            remove_slot(&s, "ops"),
+            Err(KeysError::LastSlot { .. })
+        ));
+        assert!(matches!(
+            remove_slot(&s, "x"),
+            Err(KeysError::NoSuchSlot { .. })
+        ));
         assert!(matches!(
             wrap(k.master(), "p", "r1", "Bad Name", CHEAP, Utc::now()),
             Err(KeysError::InvalidName { .. })

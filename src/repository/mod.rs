@@ -54,8 +54,8 @@
 //! time, so this holds.
 
 pub mod conformance;
-mod error;
 pub mod crypto;
+mod error;
 pub mod facts;
 pub mod keys;
 pub mod layout;
@@ -67,6 +67,8 @@ mod storage;
 mod writer;
 
 #[cfg(test)]
+mod encryption_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::HashSet;
@@ -77,6 +79,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{BackupId, BlobId};
+use crypto::Keyring;
 
 pub use error::{
     BlobDefect, EntryDefect, FileDefect, HeaderDefect, ManifestDefect, PathDefect, RepoError,
@@ -89,8 +92,11 @@ pub use s3::{S3Options, S3Storage};
 pub use storage::{validate_key, KeyError, LocalStorage, ObjectInfo, Storage, StorageError};
 pub use writer::{BackupWriter, ProgressFn, WriteStats};
 
-/// The repository format version this code reads and writes.
+/// The repository format version this code reads and writes (plaintext repositories).
 pub const FORMAT_VERSION: u32 = 1;
+/// The format version of encrypted repositories (a reader that knows only version 1 refuses
+/// them rather than misreading sealed objects).
+pub const ENCRYPTED_FORMAT_VERSION: u32 = 2;
 /// The `format` of the header object.
 pub const FORMAT_NAME: &str = "hopsdr-repository";
 /// Key of the header object.
@@ -116,6 +122,55 @@ pub struct RepositoryHeader {
     pub chunk_size: u64,
     pub hash: String,
     pub compression: String,
+    /// How objects are sealed; absent in a plaintext repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<EncryptionInfo>,
+    /// Keyed BLAKE3 (the header key, see `crypto.rs`) of this header without `mac`: an
+    /// encrypted repository's header that was changed does not open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+}
+
+/// The header's `encryption`: what seals the objects of an encrypted repository.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct EncryptionInfo {
+    /// `xchacha20-poly1305`.
+    pub aead: String,
+    /// `blake3-keyed`.
+    pub blob_names: String,
+    /// `argon2id` (the passphrase slots).
+    pub key_slots: String,
+}
+
+impl EncryptionInfo {
+    fn current() -> EncryptionInfo {
+        EncryptionInfo {
+            aead: "xchacha20-poly1305".into(),
+            blob_names: "blake3-keyed".into(),
+            key_slots: "argon2id".into(),
+        }
+    }
+}
+
+/// The passphrase that opens an encrypted repository (or creates one).
+pub struct KeySource {
+    pub passphrase: zeroize::Zeroizing<String>,
+    /// The slot to open (default: each in turn); a new repository's first slot (default
+    /// `primary`).
+    pub slot: Option<String>,
+    /// Where the passphrase came from, for messages (`file /etc/hopsdr/repository.key`).
+    pub describe: String,
+}
+
+/// What `hopsdrctl repo check` and `key list` show of a repository's encryption.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncryptionStatus {
+    pub aead: String,
+    pub slots: Vec<keys::SlotInfo>,
+    /// The slot this process opened the repository with.
+    pub opened_with: String,
+    pub data_keys: Vec<u32>,
+    pub current_data_key: u32,
 }
 
 /// The key of blob `id`: `blobs/<first two hex digits>/<id>`.
@@ -146,6 +201,8 @@ struct Inner {
     storage: Arc<dyn Storage>,
     header: RepositoryHeader,
     compression_level: i32,
+    /// An encrypted repository's keys (replaced whole by a rotation) and the slot that opened.
+    keys: Option<(std::sync::RwLock<Arc<Keyring>>, String)>,
 }
 
 /// One damaged file (and blob, when a blob is at fault) found by [`Repository::verify_backup`].
@@ -210,14 +267,29 @@ impl VerifyReport {
 struct BlobReader {
     decompressor: zstd::bulk::Decompressor<'static>,
     buf: Vec<u8>,
+    /// An encrypted blob, opened (before decompression).
+    opened: Vec<u8>,
+    keys: Option<Arc<Keyring>>,
 }
 
 impl Repository {
-    /// Opens the repository in `storage`, initialising it (writing its header) if the store is
-    /// empty. New blobs and manifests are compressed at `compression_level`.
+    /// Opens the plaintext repository in `storage`, initialising it (writing its header) if the
+    /// store is empty. New blobs and manifests are compressed at `compression_level`. An
+    /// encrypted repository is refused ([`RepoError::KeyRequired`]).
     pub fn open_or_init(
         storage: Arc<dyn Storage>,
         compression_level: i32,
+    ) -> Result<Repository, RepoError> {
+        Self::open_or_init_with(storage, compression_level, None)
+    }
+
+    /// Opens the repository in `storage` with `key` (an encrypted repository needs one; a
+    /// plaintext one refuses one), initialising it if the store is empty: encrypted when a key
+    /// is given.
+    pub fn open_or_init_with(
+        storage: Arc<dyn Storage>,
+        compression_level: i32,
+        key: Option<&KeySource>,
     ) -> Result<Repository, RepoError> {
         let range = zstd::compression_level_range();
         if !range.contains(&compression_level) {
@@ -227,9 +299,13 @@ impl Repository {
                 max: *range.end(),
             });
         }
-        let header = match storage.get(HEADER_KEY) {
-            Ok(bytes) => parse_header(&bytes, storage.as_ref())?,
-            Err(e) if e.is_not_found() => init(storage.as_ref())?,
+        let (header, keys) = match storage.get(HEADER_KEY) {
+            Ok(bytes) => {
+                let header = parse_header(&bytes, storage.as_ref())?;
+                let keys = open_keys(storage.as_ref(), &header, key)?;
+                (header, keys)
+            }
+            Err(e) if e.is_not_found() => init(storage.as_ref(), key)?,
             Err(e) => return Err(e.into()),
         };
         Ok(Repository {
@@ -237,8 +313,104 @@ impl Repository {
                 storage,
                 header,
                 compression_level,
+                keys: keys.map(|(k, slot)| (std::sync::RwLock::new(Arc::new(k)), slot)),
             }),
         })
+    }
+
+    /// The keys of an encrypted repository; `None` for a plaintext one.
+    pub(crate) fn keyring(&self) -> Option<Arc<Keyring>> {
+        self.inner
+            .keys
+            .as_ref()
+            .map(|(k, _)| k.read().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+
+    /// Whether the repository is encrypted.
+    pub fn is_encrypted(&self) -> bool {
+        self.inner.header.encryption.is_some()
+    }
+
+    /// Seals `plain` as the object `key` (unchanged in a plaintext repository).
+    pub(crate) fn seal(&self, key: &str, plain: Vec<u8>) -> Result<Vec<u8>, RepoError> {
+        match self.keyring() {
+            None => Ok(plain),
+            Some(k) => {
+                let mut out = Vec::new();
+                k.seal_into(key, &plain, &mut out)
+                    .map_err(|e| RepoError::Random(e.to_string()))?;
+                Ok(out)
+            }
+        }
+    }
+
+    /// The encryption of the repository: slots, data keys, the slot that opened it.
+    pub fn encryption_status(&self) -> Result<Option<EncryptionStatus>, RepoError> {
+        let (Some(info), Some((_, opened_with))) =
+            (&self.inner.header.encryption, &self.inner.keys)
+        else {
+            return Ok(None);
+        };
+        let keyring = self.keyring().expect("keys of an encrypted repository");
+        Ok(Some(EncryptionStatus {
+            aead: info.aead.clone(),
+            slots: keys::slot_infos(self.inner.storage.as_ref())?,
+            opened_with: opened_with.clone(),
+            data_keys: keyring.data_key_ids(),
+            current_data_key: keyring.current(),
+        }))
+    }
+
+    /// Adds key slot `name` opened by `passphrase`.
+    pub fn add_key_slot(&self, name: &str, passphrase: &str) -> Result<(), RepoError> {
+        let keyring = self.keyring().ok_or_else(|| RepoError::NotEncrypted {
+            store: self.describe(),
+        })?;
+        let slot = keys::wrap(
+            keyring.master(),
+            passphrase,
+            &self.inner.header.id,
+            name,
+            keys::DEFAULT_KDF,
+            Utc::now(),
+        )?;
+        keys::write_slot(self.inner.storage.as_ref(), &slot)?;
+        Ok(())
+    }
+
+    /// Removes key slot `name` (never the last one, nor the one this process opened with: the
+    /// next start would not open the repository).
+    pub fn remove_key_slot(&self, name: &str) -> Result<(), RepoError> {
+        let Some((_, opened_with)) = &self.inner.keys else {
+            return Err(RepoError::NotEncrypted {
+                store: self.describe(),
+            });
+        };
+        if opened_with == name {
+            return Err(keys::KeysError::SlotInUse {
+                name: name.to_string(),
+            }
+            .into());
+        }
+        keys::remove_slot(self.inner.storage.as_ref(), name)?;
+        Ok(())
+    }
+
+    /// Starts a new data key for new objects (old ones stay readable); returns its id.
+    pub fn rotate_data_key(&self) -> Result<u32, RepoError> {
+        let Some((lock, _)) = &self.inner.keys else {
+            return Err(RepoError::NotEncrypted {
+                store: self.describe(),
+            });
+        };
+        let mut guard = lock.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = keys::load_data_keys(
+            self.inner.storage.as_ref(),
+            Keyring::from_master(guard.master()),
+        )?;
+        let id = keys::rotate(self.inner.storage.as_ref(), &mut next)?;
+        *guard = Arc::new(next);
+        Ok(id)
     }
 
     /// Where the repository is, for humans and logs.
@@ -299,11 +471,18 @@ impl Repository {
             Err(e) if e.is_not_found() => return Err(RepoError::BackupNotFound { id: id.clone() }),
             Err(e) => return Err(e.into()),
         };
-        manifest::decode(&stored, id).map_err(|defect| RepoError::CorruptManifest {
+        let corrupt = |defect| RepoError::CorruptManifest {
             id: id.clone(),
-            key,
+            key: key.clone(),
             defect,
-        })
+        };
+        let stored = match self.keyring() {
+            Some(k) => k
+                .open(&key, &stored)
+                .map_err(|d| corrupt(ManifestDefect::Sealed(d)))?,
+            None => stored,
+        };
+        manifest::decode(&stored, id).map_err(corrupt)
     }
 
     /// Writes the content of `entry` to `out`, chunk by chunk, verifying every chunk before it
@@ -671,6 +850,8 @@ impl Repository {
         Ok(BlobReader {
             decompressor,
             buf: Vec::with_capacity(self.chunk_size()),
+            opened: Vec::new(),
+            keys: self.keyring(),
         })
     }
 
@@ -694,9 +875,22 @@ impl Repository {
         };
         let limit = self.chunk_size();
         reader.buf.clear();
+        let frame: &[u8] = match &reader.keys {
+            Some(k) => {
+                if let Err(d) = k.open_into(&key, &stored, &mut reader.opened) {
+                    return Err(RepoError::CorruptBlob {
+                        key,
+                        path: path.to_string(),
+                        defect: BlobDefect::Sealed(d),
+                    });
+                }
+                &reader.opened
+            }
+            None => &stored,
+        };
         if let Err(source) = reader
             .decompressor
-            .decompress_to_buffer(&stored[..], &mut reader.buf)
+            .decompress_to_buffer(frame, &mut reader.buf)
         {
             return Err(RepoError::CorruptBlob {
                 key,
@@ -704,7 +898,11 @@ impl Repository {
                 defect: BlobDefect::Undecodable { limit, source },
             });
         }
-        let actual = blake3::hash(&reader.buf).to_hex();
+        let actual = match &reader.keys {
+            Some(k) => k.blob_hash(&reader.buf),
+            None => blake3::hash(&reader.buf),
+        }
+        .to_hex();
         if actual.as_str() != id.as_str() {
             return Err(RepoError::CorruptBlob {
                 key,
@@ -821,11 +1019,12 @@ fn parse_header(bytes: &[u8], storage: &dyn Storage) -> Result<RepositoryHeader,
         });
     }
     let version = probe.version.as_ref().and_then(|v| v.as_u64());
-    if version != Some(u64::from(FORMAT_VERSION)) {
+    let known = [FORMAT_VERSION, ENCRYPTED_FORMAT_VERSION].map(u64::from);
+    if !version.is_some_and(|v| known.contains(&v)) {
         return Err(RepoError::UnsupportedVersion {
             store: storage.describe(),
             found: version.unwrap_or(0),
-            supported: FORMAT_VERSION,
+            supported: ENCRYPTED_FORMAT_VERSION,
         });
     }
     let header: RepositoryHeader =
@@ -833,19 +1032,69 @@ fn parse_header(bytes: &[u8], storage: &dyn Storage) -> Result<RepositoryHeader,
     if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&header.chunk_size) {
         return Err(corrupt(HeaderDefect::ChunkSize(header.chunk_size)));
     }
+    let encrypted = header.version == ENCRYPTED_FORMAT_VERSION;
+    if encrypted != header.encryption.is_some() || encrypted != header.mac.is_some() {
+        return Err(corrupt(HeaderDefect::Encryption));
+    }
     Ok(header)
 }
 
-/// Writes a new header into an empty store, then reads back whichever header won (two
+/// The bytes a header's MAC covers: the header without `mac`, as JSON.
+fn header_mac_input(header: &RepositoryHeader) -> Vec<u8> {
+    let mut unsigned = header.clone();
+    unsigned.mac = None;
+    serde_json::to_vec(&unsigned).expect("a header serializes")
+}
+
+/// Opens the keys of the repository `header` describes with `key`: refuses an encrypted
+/// repository without a key, a plaintext one with a key (fails closed), and a header its keys
+/// do not authenticate.
+fn open_keys(
+    storage: &dyn Storage,
+    header: &RepositoryHeader,
+    key: Option<&KeySource>,
+) -> Result<Option<(Keyring, String)>, RepoError> {
+    match (&header.encryption, key) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err(RepoError::NotEncrypted {
+            store: storage.describe(),
+        }),
+        (Some(_), None) => Err(RepoError::KeyRequired {
+            store: storage.describe(),
+        }),
+        (Some(_), Some(k)) => {
+            let (keyring, slot) = keys::open(
+                storage,
+                &header.id,
+                &k.passphrase,
+                k.slot.as_deref(),
+                &k.describe,
+            )?;
+            let mac = keyring.header_mac(&header_mac_input(header));
+            if header.mac.as_deref() != Some(mac.as_str()) {
+                return Err(RepoError::HeaderTampered {
+                    store: storage.describe(),
+                });
+            }
+            Ok(Some((keyring, slot)))
+        }
+    }
+}
+
+/// Writes a new repository into an empty store — with `key`, encrypted: its first key slot and
+/// data key, then the header (the commit point) — and reads back whichever header won (two
 /// processes initialising at once both end up with the same one).
-fn init(storage: &dyn Storage) -> Result<RepositoryHeader, RepoError> {
+fn init(
+    storage: &dyn Storage,
+    key: Option<&KeySource>,
+) -> Result<(RepositoryHeader, Option<(Keyring, String)>), RepoError> {
     if !storage.list(MANIFESTS_PREFIX)?.is_empty() {
         return Err(RepoError::MissingHeader {
             store: storage.describe(),
             key: HEADER_KEY.to_string(),
         });
     }
-    let header = RepositoryHeader {
+    let mut header = RepositoryHeader {
         format: FORMAT_NAME.to_string(),
         version: FORMAT_VERSION,
         id: random_id(),
@@ -853,7 +1102,33 @@ fn init(storage: &dyn Storage) -> Result<RepositoryHeader, RepoError> {
         chunk_size: CHUNK_SIZE as u64,
         hash: "blake3".to_string(),
         compression: "zstd".to_string(),
+        encryption: None,
+        mac: None,
     };
+    if let Some(k) = key {
+        if !storage.list(keys::SLOTS_PREFIX)?.is_empty()
+            || !storage.list(keys::DATA_KEYS_PREFIX)?.is_empty()
+        {
+            return Err(RepoError::InterruptedInit {
+                store: storage.describe(),
+            });
+        }
+        let master = crypto::random_key().map_err(|e| RepoError::Random(e.to_string()))?;
+        let slot = keys::wrap(
+            &master,
+            &k.passphrase,
+            &header.id,
+            k.slot.as_deref().unwrap_or("primary"),
+            keys::DEFAULT_KDF,
+            header.created,
+        )?;
+        keys::write_slot(storage, &slot)?;
+        let mut keyring = Keyring::from_master(&master);
+        keys::rotate(storage, &mut keyring)?;
+        header.version = ENCRYPTED_FORMAT_VERSION;
+        header.encryption = Some(EncryptionInfo::current());
+        header.mac = Some(keyring.header_mac(&header_mac_input(&header)));
+    }
     let mut bytes = serde_json::to_vec_pretty(&header).map_err(|e| RepoError::CorruptHeader {
         store: storage.describe(),
         key: HEADER_KEY.to_string(),
@@ -862,7 +1137,9 @@ fn init(storage: &dyn Storage) -> Result<RepositoryHeader, RepoError> {
     bytes.push(b'\n');
     storage.put(HEADER_KEY, &bytes)?;
     let stored = storage.get(HEADER_KEY)?;
-    parse_header(&stored, storage)
+    let header = parse_header(&stored, storage)?;
+    let keys = open_keys(storage, &header, key)?;
+    Ok((header, keys))
 }
 
 /// 128 random bits as hex, from the kernel; falls back to hashing time and pid (the id only

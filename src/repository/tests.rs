@@ -12,11 +12,11 @@ fn open(root: &Path) -> Repository {
     Repository::open_or_init(storage, 3).unwrap()
 }
 
-fn id(n: u32) -> BackupId {
+pub(super) fn id(n: u32) -> BackupId {
     BackupId::parse(&format!("20260101T0000{n:02}Z")).unwrap()
 }
 
-fn meta() -> FileMeta {
+pub(super) fn meta() -> FileMeta {
     FileMeta {
         mode: 0o644,
         mtime: 1_767_225_600,
@@ -25,7 +25,7 @@ fn meta() -> FileMeta {
     }
 }
 
-fn info() -> BackupInfo {
+pub(super) fn info() -> BackupInfo {
     let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
     BackupInfo {
         started_at: t,
@@ -97,7 +97,7 @@ impl Read for SemiRandom {
     }
 }
 
-fn data(seed: u64, len: usize) -> Vec<u8> {
+pub(super) fn data(seed: u64, len: usize) -> Vec<u8> {
     let mut v = Vec::with_capacity(len);
     SemiRandom::new(seed, len as u64)
         .read_to_end(&mut v)
@@ -106,7 +106,7 @@ fn data(seed: u64, len: usize) -> Vec<u8> {
     v
 }
 
-fn restore(repo: &Repository, entry: &FileEntry) -> Result<Vec<u8>, RepoError> {
+pub(super) fn restore(repo: &Repository, entry: &FileEntry) -> Result<Vec<u8>, RepoError> {
     let mut out = Vec::new();
     let n = repo.restore_file(entry, &mut out)?;
     assert_eq!(n, out.len() as u64);
@@ -114,7 +114,7 @@ fn restore(repo: &Repository, entry: &FileEntry) -> Result<Vec<u8>, RepoError> {
 }
 
 /// The on-disk path of the blob holding `entry`'s chunk `i`.
-fn blob_path(root: &Path, entry: &FileEntry, i: usize) -> std::path::PathBuf {
+pub(super) fn blob_path(root: &Path, entry: &FileEntry, i: usize) -> std::path::PathBuf {
     root.join(blob_key(&entry.chunks[i]))
 }
 

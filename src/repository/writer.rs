@@ -8,13 +8,14 @@
 use std::collections::{HashSet, VecDeque};
 use std::io::{self, Read};
 use std::sync::mpsc;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::ids::{BackupId, BlobId};
 
+use super::crypto::Keyring;
 use super::error::{EntryDefect, RepoError};
 use super::manifest::{self, SeenPaths};
 use super::storage::Storage;
@@ -79,6 +80,10 @@ impl std::fmt::Debug for BackupWriter {
 struct WorkerKit {
     compressor: zstd::bulk::Compressor<'static>,
     out: Vec<u8>,
+    /// The keys of an encrypted repository (names and seals blobs); `None`: plaintext.
+    keys: Option<Arc<Keyring>>,
+    /// The sealed blob (encrypted repositories).
+    sealed: Vec<u8>,
 }
 
 /// Hashes of blobs this writer stored or found lately (oldest forgotten first). A hash is
@@ -343,6 +348,7 @@ impl BackupWriter {
         };
         let t0 = std::time::Instant::now();
         let encoded = manifest::encode(&manifest, &key, self.repo.compression_level())?;
+        let encoded = self.repo.seal(&key, encoded)?;
         let t1 = std::time::Instant::now();
         // Every blob this backup wrote is durable before the manifest names it.
         storage.flush()?;
@@ -401,6 +407,8 @@ impl BackupWriter {
             self.kits.push(WorkerKit {
                 compressor,
                 out: Vec::with_capacity(bound),
+                keys: self.repo.keyring(),
+                sealed: Vec::new(),
             });
         }
         Ok(())
@@ -613,7 +621,10 @@ fn store_chunk(
     data: &[u8],
     path: &str,
 ) -> Result<Stored, RepoError> {
-    let hash = blake3::hash(data);
+    let hash = match &kit.keys {
+        Some(k) => k.blob_hash(data),
+        None => blake3::hash(data),
+    };
     let id = BlobId::of(&hash);
     let key = blob_key(&id);
     let (claimed, suspect) = {
@@ -669,8 +680,16 @@ fn store_new_chunk(
             path: path.to_string(),
             source,
         })?;
-    storage.put_deferred(key, &kit.out)?;
-    Ok(Some(kit.out.len() as u64))
+    let stored = match &kit.keys {
+        Some(keys) => {
+            keys.seal_into(key, &kit.out, &mut kit.sealed)
+                .map_err(|e| RepoError::Random(e.to_string()))?;
+            &kit.sealed
+        }
+        None => &kit.out,
+    };
+    storage.put_deferred(key, stored)?;
+    Ok(Some(stored.len() as u64))
 }
 
 /// A chunk buffer, `chunk_size` long, from the spares if there is one.
