@@ -46,6 +46,10 @@ pub enum RouteId {
     AbortRestore,
     AbandonRestore,
     LastRestore,
+    Keys,
+    AddKey,
+    RemoveKey,
+    RotateKey,
 }
 
 impl Route {
@@ -78,6 +82,14 @@ impl Route {
     /// Reads need the socket group; everything else changes something.
     pub fn changes(&self) -> bool {
         self.method != "GET"
+    }
+
+    /// Changes to the repository's keys: root only, whatever the operator group.
+    pub fn root_only(&self) -> bool {
+        matches!(
+            self.id,
+            RouteId::AddKey | RouteId::RemoveKey | RouteId::RotateKey
+        )
     }
 }
 
@@ -125,9 +137,17 @@ pub mod routes {
     pub const ABANDON_RESTORE: Route = r(RouteId::AbandonRestore, "POST", "/v1/restores/abandon");
     /// → [`super::RestoreStatus`]
     pub const LAST_RESTORE: Route = r(RouteId::LastRestore, "GET", "/v1/restores/last");
+    /// → [`super::KeysView`]
+    pub const KEYS: Route = r(RouteId::Keys, "GET", "/v1/keys");
+    /// [`super::AddKeyRequest`] → 200 (root only)
+    pub const ADD_KEY: Route = r(RouteId::AddKey, "POST", "/v1/keys");
+    /// [`super::Confirm`] of the slot's name → 200 (root only)
+    pub const REMOVE_KEY: Route = r(RouteId::RemoveKey, "POST", "/v1/keys/{name}/remove");
+    /// → [`super::RotatedKey`] (root only)
+    pub const ROTATE_KEY: Route = r(RouteId::RotateKey, "POST", "/v1/keys/rotate");
 
     /// The table the daemon's router is built from.
-    pub const ALL: [Route; 18] = [
+    pub const ALL: [Route; 22] = [
         STATUS,
         BACKUPS,
         BACKUP,
@@ -146,6 +166,10 @@ pub mod routes {
         ABORT_RESTORE,
         ABANDON_RESTORE,
         LAST_RESTORE,
+        KEYS,
+        ADD_KEY,
+        REMOVE_KEY,
+        ROTATE_KEY,
     ];
 }
 
@@ -171,11 +195,53 @@ pub fn status_of(code: &str) -> u16 {
         | "corrupt_manifest"
         | "invalid_entry"
         | "unsupported_version"
-        | "foreign_format" => 422,
+        | "foreign_format"
+        | "not_encrypted"
+        | "repository_keys"
+        | "wrong_passphrase"
+        | "tampered" => 422,
         "too_many_heavy_reads" => 429,
         "too_many_connections" | "stopping" => 503,
         _ => 500,
     }
+}
+
+/// `GET /v1/repo/check`: the structure check and what the repository's encryption is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RepoCheckView {
+    #[serde(flatten)]
+    pub report: crate::repository::CheckReport,
+    pub encrypted: bool,
+    pub encryption: Option<crate::repository::EncryptionStatus>,
+}
+
+/// `GET /v1/keys`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeysView {
+    pub encrypted: bool,
+    pub encryption: Option<crate::repository::EncryptionStatus>,
+}
+
+/// Body of `POST /v1/keys`: a new passphrase slot.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddKeyRequest {
+    pub name: String,
+    pub passphrase: String,
+}
+
+impl std::fmt::Debug for AddKeyRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AddKeyRequest")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `POST /v1/keys/rotate`: the new data key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RotatedKey {
+    pub data_key: u32,
 }
 
 /// The largest request body the daemon accepts.

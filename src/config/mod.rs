@@ -253,18 +253,32 @@ pub struct MetricsSettings {
     pub listen: Option<SocketAddr>,
 }
 
-/// `[repository]`: where backups are stored.
+/// `[repository]`: where backups are stored, how compressed and whether encrypted.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RepositorySettings {
-    /// A directory on a local (or mounted) file system.
-    Local {
-        /// Absolute path of the repository directory.
-        path: PathBuf,
-        /// zstd level, 1..=19.
-        compression_level: i32,
-    },
+pub struct RepositorySettings {
+    pub store: StoreSettings,
+    /// zstd level, 1..=19.
+    pub compression_level: i32,
+    /// `[repository.encryption]`: the passphrase of a key slot; `None`: a plaintext repository.
+    pub encryption: Option<EncryptionSettings>,
+}
+
+/// Where the repository is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSettings {
+    /// A directory on a local (or mounted) file system (absolute path).
+    Local { path: PathBuf },
     /// A bucket of S3 or an S3-compatible store (MinIO, Ceph RGW).
     S3(Box<S3Settings>),
+}
+
+/// `[repository.encryption]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncryptionSettings {
+    /// A passphrase of one of the repository's key slots (a new repository's first slot).
+    pub passphrase: Secret,
+    /// The key slot to open; `None`: each in turn (a new repository's first: `primary`).
+    pub slot: Option<String>,
 }
 
 /// `[repository] type = "s3"`.
@@ -283,7 +297,6 @@ pub struct S3Settings {
     pub secret_access_key: Option<Secret>,
     /// PEM certificates trusted besides the system's.
     pub ca_bundle: Option<PathBuf>,
-    pub compression_level: i32,
     /// Multipart part size (and the size above which objects go up in parts), bytes.
     pub part_size: usize,
     pub parallel_parts: usize,

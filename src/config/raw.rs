@@ -168,6 +168,15 @@ table! {
         pub part_size_mib: Option<i64>,
         pub parallel_parts: Option<i64>,
         pub bandwidth_limit_mib: Option<f64>,
+        pub encryption: Option<RawEncryption>,
+    }
+}
+
+table! {
+    RawEncryption {
+        /// Checked by hand: a table `{ file = .. }` or `{ credential = .. }`, never a string.
+        pub passphrase: Option<toml::Value>,
+        pub slot: Option<String>,
     }
 }
 
@@ -223,7 +232,10 @@ pub(crate) fn allowed_keys(shape: &str) -> Vec<&'static str> {
         "metrics" => RawMetrics::KEYS,
         "repository" => RawRepository::KEYS,
         // Secrets are read by hand (a file or a systemd credential).
-        "repository.secret_access_key" | "mysql.password" => &["credential", "file"],
+        "repository.encryption" => RawEncryption::KEYS,
+        "repository.secret_access_key" | "mysql.password" | "repository.encryption.passphrase" => {
+            &["credential", "file"]
+        }
         "backup" => RawBackup::KEYS,
         "backup.files" => RawBackupFiles::KEYS,
         "backup.files.paths" => RawFilePath::KEYS,

@@ -66,9 +66,12 @@ fn shipped_example_loads_and_has_the_defaults() {
     );
     assert_eq!(
         settings.repository,
-        RepositorySettings::Local {
-            path: PathBuf::from("/srv/hopsdr/repository"),
-            compression_level: 1
+        RepositorySettings {
+            store: StoreSettings::Local {
+                path: PathBuf::from("/srv/hopsdr/repository")
+            },
+            compression_level: 1,
+            encryption: None,
         }
     );
     assert_eq!(
@@ -211,9 +214,12 @@ fn full_settings_from_a_fixture() {
     assert_eq!(s.metrics.listen, None);
     assert_eq!(
         s.repository,
-        RepositorySettings::Local {
-            path: PathBuf::from("/mnt/backups/hopsdr"),
-            compression_level: 19
+        RepositorySettings {
+            store: StoreSettings::Local {
+                path: PathBuf::from("/mnt/backups/hopsdr")
+            },
+            compression_level: 19,
+            encryption: None,
         }
     );
     assert_eq!(
@@ -385,7 +391,12 @@ fn unknown_keys_list_the_allowed_keys_of_every_table() {
         (
             "[repository]\nx = 1",
             "repository.x",
-            "access_key_id, bandwidth_limit_mib, bucket, ca_bundle, compression_level, endpoint, parallel_parts, part_size_mib, path, path_style, prefix, region, secret_access_key, type",
+            "access_key_id, bandwidth_limit_mib, bucket, ca_bundle, compression_level, encryption, endpoint, parallel_parts, part_size_mib, path, path_style, prefix, region, secret_access_key, type",
+        ),
+        (
+            "[repository.encryption]\nx = 1",
+            "repository.encryption.x",
+            "passphrase, slot",
         ),
         ("[backup]\nx = 1", "backup.x", "files"),
         ("[backup.files]\nx = 1", "backup.files.x", "paths"),
@@ -605,7 +616,7 @@ fn an_s3_repository_is_read_with_its_defaults() {
         secret.display()
     );
     let s = parse(&text, "f", &SecretEnv::default()).unwrap();
-    let crate::config::RepositorySettings::S3(r) = &s.repository else {
+    let crate::config::StoreSettings::S3(r) = &s.repository.store else {
         panic!("{:?}", s.repository);
     };
     assert_eq!(r.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
@@ -617,7 +628,7 @@ fn an_s3_repository_is_read_with_its_defaults() {
     assert!(r.path_style);
     assert_eq!((r.part_size, r.parallel_parts), (16 << 20, 4));
     assert_eq!(r.bandwidth_limit, Some(3 << 19));
-    assert_eq!(r.compression_level, 1);
+    assert_eq!(s.repository.compression_level, 1);
 
     let errors = parse(
         "[repository]\ntype = \"s3\"\nbucket = \"Bad_Bucket\"\npart_size_mib = 2\n",
@@ -680,4 +691,42 @@ fn restore_settings_for_a_redeployed_cluster_and_their_errors() {
     ] {
         assert!(e.contains(want), "{want}\n{e}");
     }
+}
+
+#[test]
+fn repository_encryption_takes_a_passphrase_secret_and_a_slot_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("repository.key");
+    fs::write(&key, "a long passphrase\n").unwrap();
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+    let text = format!(
+        "[repository]\npath = \"/srv/r\"\n[repository.encryption]\npassphrase = {{ file = \"{}\" }}\nslot = \"ops-2026\"\n",
+        key.display()
+    );
+    let s = parse(&text, "f", &SecretEnv::default()).unwrap();
+    let e = s.repository.encryption.as_ref().unwrap();
+    assert_eq!(e.passphrase, Secret::File(key.clone()));
+    assert_eq!(e.slot.as_deref(), Some("ops-2026"));
+
+    let text = errors_of("[repository.encryption]\npassphrase = \"hunter2\"\nslot = \"Ops Key\"\n");
+    assert!(
+        text.contains("repository.encryption.passphrase: inline secrets are not allowed"),
+        "{text}"
+    );
+    assert!(
+        text.contains("repository.encryption.slot: invalid key slot name \"Ops Key\""),
+        "{text}"
+    );
+    let text = errors_of("[repository.encryption]\nslot = \"a\"\n");
+    assert!(text.contains("repository.encryption.passphrase"), "{text}");
+    // A key file others can read is refused, naming it.
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
+    let text = errors_of(&format!(
+        "[repository.encryption]\npassphrase = {{ file = \"{}\" }}\n",
+        key.display()
+    ));
+    assert!(
+        text.contains("repository.encryption.passphrase") && text.contains("repository.key"),
+        "{text}"
+    );
 }

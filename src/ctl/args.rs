@@ -76,6 +76,11 @@ pub enum Command {
         #[command(subcommand)]
         command: RepoCommand,
     },
+    /// The keys of an encrypted repository: passphrase slots and data keys (changes: root only).
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
     /// Read a backup back whole (every blob, every file's hash) and record the outcome; without
     /// ID, the complete backup verified longest ago.
     Verify {
@@ -156,6 +161,25 @@ pub enum CatalogCommand {
         #[arg(long)]
         wait: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// The key slots, the data keys and the slot hopsdrd opened the repository with.
+    List,
+    /// Add a passphrase slot: the passphrase is read from FILE (`-`: the first line of
+    /// standard input), never from the command line.
+    Add {
+        /// The slot's name (a-z, 0-9, '-', '_').
+        name: String,
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: String,
+    },
+    /// Remove a passphrase slot (never the last one, nor the one hopsdrd opened with).
+    Remove { name: String },
+    /// Start a new data key: new blobs and manifests are sealed with it, old ones stay
+    /// readable with theirs.
+    Rotate,
 }
 
 #[derive(Debug, Subcommand)]

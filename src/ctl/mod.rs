@@ -16,7 +16,7 @@ use crate::api::{BackupDetail, BackupList, JobStarted, JobView, RestoreStatus, S
 use crate::domain::State;
 
 pub use args::{
-    BackupCommand, BackupsCommand, CatalogCommand, Cli, Command, ExitCode, RepoCommand,
+    BackupCommand, BackupsCommand, CatalogCommand, Cli, Command, ExitCode, KeyCommand, RepoCommand,
     RestoreCommand,
 };
 use client::Client;
@@ -132,18 +132,21 @@ async fn run_inner(cli: &Cli) -> Result<ExitCode, CtlError> {
                 .await?;
             return follow(&client, cli, &started, *wait, "catalog rebuild").await;
         }
+        Command::Key { command } => return key_command(&client, cli, command).await,
         Command::Repo {
             command: RepoCommand::Check,
         } => {
-            let r: crate::repository::CheckReport =
+            let view: crate::api::RepoCheckView =
                 client.call(&routes::REPO_CHECK, &[], None).await?;
+            let r = &view.report;
             if cli.json {
-                print_json(&r);
+                print_json(&view);
             } else {
-                let mut s = format!(
+                let mut s = render::encryption_line(view.encryption.as_ref());
+                s.push_str(&format!(
                     "{} manifests, {} blobs ({} referenced by no backup)\n",
                     r.manifests, r.blobs, r.unreferenced_blobs
-                );
+                ));
                 for p in &r.problems {
                     s.push_str(&format!("problem: {p}\n"));
                 }
@@ -461,4 +464,92 @@ async fn wait_for_job(client: &Client, id: i64, quiet: bool) -> Result<JobView, 
         // Never faster than 10 requests a second (an older daemon answers at once).
         tokio::time::sleep_until(asked + Duration::from_millis(100)).await;
     }
+}
+
+/// `hopsdrctl key ...`.
+async fn key_command(
+    client: &Client,
+    cli: &Cli,
+    command: &KeyCommand,
+) -> Result<ExitCode, CtlError> {
+    match command {
+        KeyCommand::List => {
+            let v: crate::api::KeysView = client.call(&routes::KEYS, &[], None).await?;
+            if cli.json {
+                print_json(&v);
+            } else {
+                out(&render::format_keys(&v));
+            }
+        }
+        KeyCommand::Add {
+            name,
+            passphrase_file,
+        } => {
+            let passphrase = read_passphrase(passphrase_file)?;
+            let body = serde_json::to_string(&crate::api::AddKeyRequest {
+                name: name.clone(),
+                passphrase: passphrase.to_string(),
+            })
+            .expect("a request serializes");
+            let body = zeroize::Zeroizing::new(body);
+            let r: serde_json::Value = client.call(&routes::ADD_KEY, &[], Some(&body)).await?;
+            done_line(cli, &r);
+        }
+        KeyCommand::Remove { name } => {
+            let r: serde_json::Value = client
+                .call(
+                    &routes::REMOVE_KEY,
+                    &[name],
+                    Some(&crate::api::Confirm::body(name)),
+                )
+                .await?;
+            done_line(cli, &r);
+        }
+        KeyCommand::Rotate => {
+            let r: crate::api::RotatedKey =
+                client.call(&routes::ROTATE_KEY, &[], Some("{}")).await?;
+            if cli.json {
+                print_json(&r);
+            } else {
+                out(&format!(
+                    "data key {} started: new blobs and manifests are sealed with it\n",
+                    r.data_key
+                ));
+            }
+        }
+    }
+    Ok(ExitCode::Ok)
+}
+
+fn done_line(cli: &Cli, r: &serde_json::Value) {
+    if cli.json {
+        print_json(r);
+    } else {
+        out(&format!("{}\n", r["done"].as_str().unwrap_or("done")));
+    }
+}
+
+/// The passphrase in `path` (`-`: standard input), its first line.
+fn read_passphrase(path: &str) -> Result<zeroize::Zeroizing<String>, CtlError> {
+    let text = if path == "-" {
+        let mut s = String::new();
+        std::io::stdin().read_line(&mut s).map_err(|e| {
+            CtlError::Config(format!(
+                "failed to read the passphrase from standard input: {e}"
+            ))
+        })?;
+        s
+    } else {
+        std::fs::read_to_string(path).map_err(|e| {
+            CtlError::Config(format!("failed to read the passphrase file {path}: {e}"))
+        })?
+    };
+    let text = zeroize::Zeroizing::new(text);
+    let line = text.lines().next().unwrap_or("").to_string();
+    if line.is_empty() {
+        return Err(CtlError::Config(format!(
+            "the passphrase in {path} is empty: put a long random passphrase on its first line"
+        )));
+    }
+    Ok(zeroize::Zeroizing::new(line))
 }

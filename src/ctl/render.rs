@@ -285,6 +285,57 @@ pub fn format_backup(d: &BackupDetail) -> String {
     out
 }
 
+/// The first line of `repo check`: whether the repository is encrypted, and with what.
+pub fn encryption_line(e: Option<&crate::repository::EncryptionStatus>) -> String {
+    match e {
+        None => "encryption: none (plaintext repository)\n".to_string(),
+        Some(e) => format!(
+            "encryption: {} ({} key slot(s), data key {} of {}, opened with slot {:?})\n",
+            e.aead,
+            e.slots.len(),
+            e.current_data_key,
+            e.data_keys.len(),
+            e.opened_with
+        ),
+    }
+}
+
+/// `hopsdrctl key list`.
+pub fn format_keys(v: &crate::api::KeysView) -> String {
+    let Some(e) = &v.encryption else {
+        return "the repository is not encrypted: it has no keys\n".to_string();
+    };
+    let rows: Vec<Vec<String>> = e
+        .slots
+        .iter()
+        .map(|s| {
+            vec![
+                s.name.clone(),
+                s.kind.clone(),
+                s.created.format("%Y-%m-%d %H:%M:%SZ").to_string(),
+                s.kdf.clone(),
+                if s.name == e.opened_with {
+                    "in use by hopsdrd".into()
+                } else {
+                    String::new()
+                },
+            ]
+        })
+        .collect();
+    let mut out = table(&["SLOT", "KIND", "CREATED", "KEY DERIVATION", ""], &rows);
+    out.push_str(&format!(
+        "data keys: {} (new objects sealed with {}); {}\n",
+        e.data_keys
+            .iter()
+            .map(|k| k.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        e.current_data_key,
+        e.aead
+    ));
+    out
+}
+
 pub fn format_job(v: &JobView) -> String {
     let j = v;
     let mut out = format!(

@@ -24,7 +24,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{JobView, ScheduleView, StatusResponse};
 use crate::catalog::{Catalog, CatalogError};
-use crate::config::{self, RepositorySettings, Settings};
+use crate::config::{self, RepositorySettings, Settings, StoreSettings};
+use crate::repository::keys::KeysError;
+use crate::repository::KeySource;
 use crate::repository::{LocalStorage, RepoError, Repository};
 
 use jobs::JobRunner;
@@ -126,11 +128,10 @@ pub fn open_repository(
     let lock = |storage: &Arc<dyn crate::repository::Storage>| {
         crate::repository::lock::acquire(storage, &hostname()).map_err(Box::new)
     };
-    match s {
-        RepositorySettings::Local {
-            path,
-            compression_level,
-        } => {
+    let key = repository_key(s)?;
+    let open = |storage| Repository::open_or_init_with(storage, s.compression_level, key.as_ref());
+    match &s.store {
+        StoreSettings::Local { path } => {
             let storage = Arc::new(LocalStorage::new(path.clone())?);
             let dynamic: Arc<dyn crate::repository::Storage> = storage.clone();
             let guard = lock(&dynamic)?;
@@ -144,27 +145,47 @@ pub fn open_repository(
                     tracing::warn!("failed to remove temporary files from the repository: {e}")
                 }
             }
-            Ok((
-                Repository::open_or_init(storage, *compression_level)?,
-                guard,
-            ))
+            Ok((open(storage)?, guard))
         }
-        RepositorySettings::S3(s) => {
+        StoreSettings::S3(s) => {
             let storage: Arc<dyn crate::repository::Storage> = Arc::new(open_s3(s)?);
             let guard = lock(&storage)?;
-            Ok((
-                Repository::open_or_init(storage, s.compression_level)?,
-                guard,
-            ))
+            Ok((open(storage)?, guard))
         }
     }
 }
 
+/// The passphrase of `[repository.encryption]`, read now; `None` without encryption. A key
+/// that cannot be read stops the start (an encrypted repository is never opened without it,
+/// nor a new one created in plaintext).
+fn repository_key(s: &RepositorySettings) -> Result<Option<KeySource>, RepoError> {
+    let Some(e) = &s.encryption else {
+        return Ok(None);
+    };
+    let describe = match &e.passphrase {
+        config::Secret::File(p) => format!("file {}", p.display()),
+        config::Secret::Credential(c) => format!("systemd credential {c}"),
+    };
+    let passphrase = e
+        .passphrase
+        .read(&config::SecretEnv::from_process())
+        .map_err(|err| {
+            RepoError::Keys(KeysError::Passphrase(format!(
+                "[repository.encryption] passphrase: {err}"
+            )))
+        })?;
+    Ok(Some(KeySource {
+        passphrase: zeroize::Zeroizing::new(passphrase),
+        slot: e.slot.clone(),
+        describe,
+    }))
+}
+
 /// Deletes the writer lease of an object-storage repository (`hopsdrd --break-lock`).
 pub fn break_repository_lock(s: &RepositorySettings) -> Result<String, RepoError> {
-    let storage: Arc<dyn crate::repository::Storage> = match s {
-        RepositorySettings::Local { path, .. } => Arc::new(LocalStorage::new(path.clone())?),
-        RepositorySettings::S3(s) => Arc::new(open_s3(s)?),
+    let storage: Arc<dyn crate::repository::Storage> = match &s.store {
+        StoreSettings::Local { path } => Arc::new(LocalStorage::new(path.clone())?),
+        StoreSettings::S3(s) => Arc::new(open_s3(s)?),
     };
     crate::repository::lock::break_lock(storage.as_ref()).map_err(|e| RepoError::Lock(Box::new(e)))
 }

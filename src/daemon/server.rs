@@ -78,6 +78,8 @@ impl Peer {
 pub enum Access {
     Read,
     Change,
+    /// Key management: uid 0 only.
+    Root,
 }
 
 /// The groups that grant access, resolved from their names.
@@ -149,6 +151,7 @@ pub fn decide(uid: u32, groups: &[u32], access: Access, g: &AccessGroups) -> boo
     match access {
         Access::Read => member(g.read) || member(g.operator),
         Access::Change => member(g.operator),
+        Access::Root => false,
     }
 }
 
@@ -493,7 +496,9 @@ async fn handle(
     let query = req.uri().query().unwrap_or("").to_string();
     let params = route.params(&path);
     let action = format!("{method} {path}");
-    let access = if route.changes() {
+    let access = if route.root_only() {
+        Access::Root
+    } else if route.changes() {
         Access::Change
     } else {
         Access::Read
@@ -503,8 +508,9 @@ async fn handle(
         let what = match access {
             Access::Read => "reading needs uid 0 or the daemon.socket_group",
             Access::Change => "changes need uid 0 or a member of daemon.operator_group",
+            Access::Root => "the repository's keys are managed by root (uid 0) only",
         };
-        if access == Access::Change {
+        if access != Access::Read {
             audit(&ctx, &peer, &action, false, "permission denied");
         } else {
             tracing::warn!(uid = peer.uid, pid = peer.pid, action = %action, "request refused: permission denied");
@@ -578,6 +584,10 @@ async fn handle(
         RouteId::AbandonRestore => route_abandon_restore(r).await,
         RouteId::LastRestore => route_last_restore(r).await,
         RouteId::Job => route_job(r).await,
+        RouteId::Keys => route_keys(r).await,
+        RouteId::AddKey => route_add_key(r).await,
+        RouteId::RemoveKey => route_remove_key(r).await,
+        RouteId::RotateKey => route_rotate_key(r).await,
     }
 }
 
@@ -683,12 +693,137 @@ async fn route_repo_check(r: Req) -> Response<Full<Bytes>> {
     let repo = ctx.repo.clone();
     match tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        repo.check()
+        Ok::<_, crate::repository::RepoError>(api::RepoCheckView {
+            report: repo.check()?,
+            encrypted: repo.is_encrypted(),
+            encryption: repo.encryption_status()?,
+        })
     })
     .await
     {
         Ok(Ok(report)) => json(StatusCode::OK, &report),
         Ok(Err(e)) => error(e.code(), e.to_string()),
+        Err(e) => error("task", e.to_string()),
+    }
+}
+
+/// [`api::routes::KEYS`].
+async fn route_keys(r: Req) -> Response<Full<Bytes>> {
+    let repo = r.ctx.repo.clone();
+    match tokio::task::spawn_blocking(move || {
+        repo.encryption_status().map(|e| (repo.is_encrypted(), e))
+    })
+    .await
+    {
+        Ok(Ok((encrypted, encryption))) => json(
+            StatusCode::OK,
+            &api::KeysView {
+                encrypted,
+                encryption,
+            },
+        ),
+        Ok(Err(e)) => error(e.code(), e.to_string()),
+        Err(e) => error("task", e.to_string()),
+    }
+}
+
+/// [`api::routes::ADD_KEY`]: a new passphrase slot (the key derivation runs on a blocking
+/// thread). The passphrase is never logged.
+async fn route_add_key(r: Req) -> Response<Full<Bytes>> {
+    let Req {
+        ctx,
+        peer,
+        action,
+        body,
+        ..
+    } = r;
+    let req: api::AddKeyRequest = match json_body(&body) {
+        Ok(req) => req,
+        Err(resp) => return resp,
+    };
+    let repo = ctx.repo.clone();
+    let name = req.name.clone();
+    let passphrase = zeroize::Zeroizing::new(req.passphrase);
+    let r = tokio::task::spawn_blocking(move || repo.add_key_slot(&name, &passphrase)).await;
+    key_change(
+        &ctx,
+        &peer,
+        &action,
+        r,
+        &format!("key slot {:?} added", req.name),
+    )
+}
+
+/// [`api::routes::REMOVE_KEY`], confirmed by the slot's name.
+async fn route_remove_key(r: Req) -> Response<Full<Bytes>> {
+    let Req {
+        ctx,
+        peer,
+        action,
+        body,
+        params,
+        ..
+    } = r;
+    let name = params.first().cloned().unwrap_or_default();
+    let what = "removing a key slot makes its passphrase useless";
+    if let Err(resp) = confirmed(&body, &name, what) {
+        audit(&ctx, &peer, &action, false, "key removal not confirmed");
+        return resp;
+    }
+    let repo = ctx.repo.clone();
+    let n = name.clone();
+    let r = tokio::task::spawn_blocking(move || repo.remove_key_slot(&n)).await;
+    key_change(
+        &ctx,
+        &peer,
+        &action,
+        r,
+        &format!("key slot {name:?} removed"),
+    )
+}
+
+/// [`api::routes::ROTATE_KEY`]: new objects are sealed with a new data key from now on.
+async fn route_rotate_key(r: Req) -> Response<Full<Bytes>> {
+    let Req {
+        ctx, peer, action, ..
+    } = r;
+    let repo = ctx.repo.clone();
+    match tokio::task::spawn_blocking(move || repo.rotate_data_key()).await {
+        Ok(Ok(id)) => {
+            audit(
+                &ctx,
+                &peer,
+                &action,
+                true,
+                &format!("data key {id} started"),
+            );
+            json(StatusCode::OK, &api::RotatedKey { data_key: id })
+        }
+        Ok(Err(e)) => {
+            audit(&ctx, &peer, &action, false, &e.to_string());
+            error(e.code(), e.to_string())
+        }
+        Err(e) => error("task", e.to_string()),
+    }
+}
+
+/// Answers a key change and audits it.
+fn key_change(
+    ctx: &Ctx,
+    peer: &Peer,
+    action: &str,
+    r: Result<Result<(), crate::repository::RepoError>, tokio::task::JoinError>,
+    done: &str,
+) -> Response<Full<Bytes>> {
+    match r {
+        Ok(Ok(())) => {
+            audit(ctx, peer, action, true, done);
+            json(StatusCode::OK, &serde_json::json!({ "done": done }))
+        }
+        Ok(Err(e)) => {
+            audit(ctx, peer, action, false, &e.to_string());
+            error(e.code(), e.to_string())
+        }
         Err(e) => error("task", e.to_string()),
     }
 }
@@ -1159,5 +1294,10 @@ mod tests {
         assert!(!decide(1000, &[5], Access::Read, &g));
         let none = AccessGroups::default();
         assert!(!decide(1000, &[0, 100], Access::Read, &none));
+        // The repository's keys: root only, even for the operator group.
+        assert!(decide(0, &[0], Access::Root, &g));
+        assert!(!decide(1000, &[200, 100], Access::Root, &g));
+        assert!(api::routes::ADD_KEY.root_only() && api::routes::ROTATE_KEY.root_only());
+        assert!(api::routes::REMOVE_KEY.root_only() && !api::routes::KEYS.root_only());
     }
 }

@@ -62,6 +62,8 @@ pub enum KeysError {
     SlotInUse { name: String },
     #[error("invalid key slot name {name:?}: use 1 to 64 of a-z, 0-9, '-' and '_'")]
     InvalidName { name: String },
+    #[error("{0}")]
+    Passphrase(String),
     #[error("an empty passphrase is not accepted: put a long random passphrase in the file")]
     EmptyPassphrase,
     #[error("key slot object {key} is not readable: {reason}")]

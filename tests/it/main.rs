@@ -8,6 +8,8 @@ mod backup;
 mod check_config;
 #[cfg(feature = "testbed")]
 mod crash;
+#[cfg(feature = "testbed")]
+mod encryption;
 mod faults;
 #[cfg(feature = "testbed")]
 mod hopsfs;

@@ -334,7 +334,6 @@ fn s3_options(s3: &S3Server, bucket: &str, prefix: &str) -> hopsdr::repository::
             access_key_id: Some(ACCESS_KEY.into()),
             secret_access_key: None,
             ca_bundle: None,
-            compression_level: 3,
             part_size: 5 << 20,
             parallel_parts: 2,
             bandwidth_limit: None,

@@ -18,16 +18,17 @@ use toml::de::DeTable;
 use toml::Spanned;
 
 use super::raw::{
-    allowed_keys, RawBackup, RawConfig, RawDaemon, RawFilePath, RawHopsfs, RawMetrics, RawMysql,
-    RawRepository, RawRestore, RawRetention, RawRondb, RawSchedule, RawSsh,
+    allowed_keys, RawBackup, RawConfig, RawDaemon, RawEncryption, RawFilePath, RawHopsfs,
+    RawMetrics, RawMysql, RawRepository, RawRestore, RawRetention, RawRondb, RawSchedule, RawSsh,
 };
 use super::secret::{check_credential, check_file};
 use super::spans::{self, KeyPath, Seg, SpanIndex};
 use super::{
     BackupSettings, BlockStorage, ConfigError, ConfigErrors, DaemonSettings, DataNodeSettings,
-    FilePathSettings, HopsfsDatanodeSettings, HopsfsSettings, JobKind, MetricsSettings,
-    MysqlDumpMode, MysqlSettings, NodeHost, RepositorySettings, RestoreSettings, RetentionSettings,
-    RondbSettings, S3Settings, ScheduleSettings, Secret, SecretEnv, Settings, SshConfig,
+    EncryptionSettings, FilePathSettings, HopsfsDatanodeSettings, HopsfsSettings, JobKind,
+    MetricsSettings, MysqlDumpMode, MysqlSettings, NodeHost, RepositorySettings, RestoreSettings,
+    RetentionSettings, RondbSettings, S3Settings, ScheduleSettings, Secret, SecretEnv, Settings,
+    SshConfig, StoreSettings,
 };
 
 pub(crate) const DEFAULT_SOCKET: &str = "/run/hopsdr/hopsdr.sock";

@@ -1,5 +1,5 @@
-//! `[repository]`: a local directory or an S3 bucket, and secrets read from files or systemd
-//! credentials.
+//! `[repository]`: a local directory or an S3 bucket, its compression and encryption, and secrets
+//! read from files or systemd credentials.
 
 use super::*;
 
@@ -10,9 +10,40 @@ impl Validator<'_> {
         mut raw: RawRepository,
         env: &SecretEnv,
     ) -> RepositorySettings {
+        let compression_level = self.compression_level(p, raw.compression_level);
+        let encryption = raw
+            .encryption
+            .take()
+            .and_then(|e| self.encryption(&p.key("encryption"), e, env));
+        let store = self.store(p, raw, env);
+        RepositorySettings {
+            store,
+            compression_level,
+            encryption,
+        }
+    }
+
+    fn encryption(
+        &mut self,
+        p: &KeyPath,
+        raw: RawEncryption,
+        env: &SecretEnv,
+    ) -> Option<EncryptionSettings> {
+        if let Some(slot) = &raw.slot {
+            if let Err(e) = crate::repository::keys::validate_slot_name(slot) {
+                self.error(&p.key("slot"), e.to_string());
+            }
+        }
+        let passphrase = self.secret(&p.key("passphrase"), raw.passphrase, env)?;
+        Some(EncryptionSettings {
+            passphrase,
+            slot: raw.slot,
+        })
+    }
+
+    fn store(&mut self, p: &KeyPath, mut raw: RawRepository, env: &SecretEnv) -> StoreSettings {
         if raw.r#type.as_deref() == Some("s3") {
-            let compression_level = self.compression_level(p, raw.compression_level);
-            return RepositorySettings::S3(Box::new(self.s3(p, &mut raw, compression_level, env)));
+            return StoreSettings::S3(Box::new(self.s3(p, &mut raw, env)));
         }
         for (key, set) in [
             ("endpoint", raw.endpoint.is_some()),
@@ -40,11 +71,7 @@ impl Validator<'_> {
             }
         }
         let path = self.absolute(&p.key("path"), raw.path, DEFAULT_REPOSITORY_PATH);
-        let compression_level = self.compression_level(p, raw.compression_level);
-        RepositorySettings::Local {
-            path,
-            compression_level,
-        }
+        StoreSettings::Local { path }
     }
 
     pub(super) fn compression_level(&mut self, p: &KeyPath, level: Option<i64>) -> i32 {
@@ -68,7 +95,6 @@ impl Validator<'_> {
         &mut self,
         p: &KeyPath,
         raw: &mut RawRepository,
-        compression_level: i32,
         env: &SecretEnv,
     ) -> S3Settings {
         if raw.path.is_some() {
@@ -176,7 +202,6 @@ impl Validator<'_> {
             access_key_id,
             secret_access_key,
             ca_bundle,
-            compression_level,
             part_size,
             parallel_parts,
             bandwidth_limit,

@@ -1,0 +1,236 @@
+//! Encrypted repositories through hopsdrd and hopsdrctl: a whole cluster backed up and restored,
+//! nothing stored in plaintext, tampering refused before a restore touches anything, the daemon
+//! refusing to start without its key (or with the wrong one, or on a plaintext repository when
+//! encryption is asked for), key slots and rotation.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::harness::Env;
+use crate::restore::{disaster, setup};
+
+/// Writes passphrase `pass` in a root-only file of `env` and asks for an encrypted local
+/// repository opened with it.
+fn encrypt(env: &mut Env, file: &str, pass: &str) -> PathBuf {
+    let key = env.path().join(file);
+    std::fs::write(&key, format!("{pass}\n")).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    env.repository_config = Some(format!(
+        "[repository]\ntype = \"local\"\npath = \"{}\"\n\n[repository.encryption]\npassphrase = {{ file = \"{}\" }}\n",
+        env.repo().display(),
+        key.display()
+    ));
+    key
+}
+
+/// Every file under `root`, with its bytes.
+fn objects(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let b = std::fs::read(&p).unwrap();
+                out.push((p, b));
+            }
+        }
+    }
+    out
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn an_encrypted_repository_backs_up_and_restores_the_cluster_and_refuses_tampering() {
+    let (mut env, c, m) = setup();
+    encrypt(&mut env, "repository.key", "a long passphrase for the test");
+    // A known input that compression leaves as it is (pseudo-random bytes), backed up with the
+    // config files.
+    let known_random: Vec<u8> = (0..65536u32)
+        .map(|i| ((i.wrapping_mul(2_654_435_761) >> 13) as u8) ^ ((i >> 7) as u8))
+        .collect();
+    std::fs::write(
+        env.path().join("data/cluster-defns/random.bin"),
+        &known_random,
+    )
+    .unwrap();
+    let _d = env.start();
+    let before = c.fingerprint();
+    let id = env.backup_ok();
+
+    // `repo check` says the repository is encrypted and with what.
+    let check = env.ctl_ok(&["repo", "check"]);
+    let text = String::from_utf8_lossy(&check.stdout).into_owned();
+    assert!(
+        text.contains("encryption: xchacha20-poly1305 (1 key slot(s), data key 1 of 1, opened with slot \"primary\")"),
+        "{text}"
+    );
+    let json = env.ctl_json(&["repo", "check"]);
+    assert_eq!(json["encrypted"], true);
+
+    // Nothing in the repository holds a known plaintext: a config file's text (stored as it is
+    // by a plaintext repository), the random input, the users dump, the cluster's table names.
+    let needle = &known_random[30000..30032];
+    for (path, bytes) in objects(&env.repo()) {
+        let has = |s: &[u8]| bytes.windows(s.len()).any(|w| w == s);
+        for known in [
+            &b"head node: hops1"[..],
+            needle,
+            b"CREATE USER",
+            b"hdfs_inodes",
+        ] {
+            assert!(!has(known), "{} holds {known:?}", path.display());
+        }
+    }
+
+    // The whole cluster comes back from the encrypted repository.
+    disaster(&c, &m);
+    let out = env.ctl(&["restore", "start", &id, "--yes", "--wait"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out),
+        env.log()
+    );
+    assert_eq!(c.fingerprint(), before);
+    assert!(m.login("app", "app-pass"));
+
+    // A manifest edited in the store: the plan and a restore are refused, saying so, before
+    // anything is touched; verify records the backup damaged.
+    let manifest = env.repo().join(format!("manifests/{id}.json.zst"));
+    let mut bytes = std::fs::read(&manifest).unwrap();
+    let i = bytes.len() / 2;
+    bytes[i] ^= 0x20;
+    std::fs::write(&manifest, &bytes).unwrap();
+    let fingerprint = c.fingerprint();
+    let out = env.ctl(&["restore", "plan", &id]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("tampered"), "{}", stderr(&out));
+    let out = env.ctl(&["restore", "start", &id, "--yes", "--wait"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("tampered"), "{}", stderr(&out));
+    assert_eq!(c.fingerprint(), fingerprint, "nothing touched");
+    let out = env.ctl(&["verify", &id, "--wait"]);
+    assert_ne!(out.status.code(), Some(0));
+}
+
+#[test]
+fn the_daemon_does_not_start_without_its_key_nor_writes_plaintext_where_encryption_is_asked() {
+    let mut env = Env::new();
+    let key = encrypt(&mut env, "repository.key", "right passphrase");
+    {
+        let _d = env.start();
+        env.backup_ok();
+    }
+    // The wrong passphrase: the slot tried and the file are named.
+    std::fs::write(&key, "wrong passphrase\n").unwrap();
+    let (code, err) = env.start_refused();
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains("opens no key slot")
+            && err.contains("slot \"primary\"")
+            && err.contains(&key.display().to_string()),
+        "{err}"
+    );
+    // A missing key file.
+    std::fs::remove_file(&key).unwrap();
+    let (code, err) = env.start_refused();
+    assert_ne!(code, Some(0));
+    assert!(err.contains(&key.display().to_string()), "{err}");
+    // No [repository.encryption] for an encrypted repository.
+    env.repository_config = None;
+    let (code, err) = env.start_refused();
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains("is encrypted: set [repository.encryption]"),
+        "{err}"
+    );
+
+    // A plaintext repository with encryption asked for: refused, nothing written.
+    let mut plain = Env::new();
+    {
+        let _d = plain.start();
+        plain.backup_ok();
+    }
+    let before: Vec<PathBuf> = objects(&plain.repo()).into_iter().map(|(p, _)| p).collect();
+    encrypt(&mut plain, "repository.key", "p");
+    let (code, err) = plain.start_refused();
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains("is not encrypted, but [repository.encryption] is set"),
+        "{err}"
+    );
+    let after: Vec<PathBuf> = objects(&plain.repo()).into_iter().map(|(p, _)| p).collect();
+    assert_eq!(before.len(), after.len(), "nothing written");
+}
+
+#[test]
+fn key_slots_and_rotation_keep_every_backup_readable() {
+    let mut env = Env::new();
+    encrypt(&mut env, "repository.key", "first passphrase");
+    let second = env.path().join("ops.key");
+    std::fs::write(&second, "second passphrase\n").unwrap();
+    std::fs::set_permissions(&second, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let first_id;
+    {
+        let _d = env.start();
+        first_id = env.backup_ok();
+        env.ctl_ok(&[
+            "key",
+            "add",
+            "ops",
+            "--passphrase-file",
+            second.to_str().unwrap(),
+        ]);
+        let keys = env.ctl_json(&["key", "list"]);
+        let slots: Vec<&str> = keys["encryption"]["slots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(slots, ["ops", "primary"]);
+        let text = String::from_utf8_lossy(&env.ctl_ok(&["key", "list"]).stdout).into_owned();
+        assert!(
+            text.contains("in use by hopsdrd") && text.contains("argon2id m=65536 KiB t=3 p=1"),
+            "{text}"
+        );
+        // The slot hopsdrd opened with is not removed.
+        let out = env.ctl(&["key", "remove", "primary"]);
+        assert_ne!(out.status.code(), Some(0));
+        assert!(
+            stderr(&out).contains("opened the repository with"),
+            "{}",
+            stderr(&out)
+        );
+        let r = env.ctl_json(&["key", "rotate"]);
+        assert_eq!(r["data_key"], 2);
+        env.backup_ok();
+    }
+    // Opened with the other slot's passphrase, the first slot goes; both backups verify.
+    env.repository_config = Some(
+        env.repository_config
+            .clone()
+            .unwrap()
+            .replace("repository.key", "ops.key"),
+    );
+    let _d = env.start();
+    env.ctl_ok(&["key", "remove", "primary"]);
+    let out = env.ctl(&["key", "remove", "ops"]);
+    assert_ne!(out.status.code(), Some(0), "the last slot stays");
+    let list = env.ctl_json(&["backups", "list"]);
+    for id in Env::listed_ids(&list) {
+        env.ctl_ok(&["verify", &id, "--wait"]);
+    }
+    assert!(Env::listed_ids(&list).contains(&first_id));
+    let check = env.ctl_json(&["repo", "check"]);
+    assert_eq!(check["encryption"]["data_keys"], serde_json::json!([1, 2]));
+    assert_eq!(check["encryption"]["opened_with"], "ops");
+}
