@@ -599,19 +599,28 @@ fn send_from_pin(
     }
 }
 
-/// Runs the referenced-blocks source for RonDB backup `rondb_id`.
+/// Runs the referenced-blocks source for RonDB backup `rondb_id`; a backup encrypted by RonDB
+/// gives the source `--backup-password-from-stdin` and `password` on its standard input, as
+/// ndb_restore gets it.
 pub fn referenced(
     command: &[String],
     rondb_id: u32,
+    password: Option<&str>,
     timeout: Duration,
     cancel: &CancellationToken,
 ) -> Result<BTreeSet<BlockRef>, HopsfsError> {
     let mut a = command.to_vec();
     a.push("--backup-id".into());
     a.push(rondb_id.to_string());
-    let out = Node::local("head node")
-        .run(&a, timeout, cancel)
-        .map_err(|e| HopsfsError::Referenced(e.to_string()))?;
+    let head = Node::local("head node");
+    let out = match password {
+        Some(p) => {
+            a.push("--backup-password-from-stdin".into());
+            head.run_with_input(&a, format!("{p}\n").into_bytes(), timeout, cancel)
+        }
+        None => head.run(&a, timeout, cancel),
+    }
+    .map_err(|e| HopsfsError::Referenced(e.to_string()))?;
     hopsfs::parse_referenced(&out.stdout).map_err(HopsfsError::Referenced)
 }
 

@@ -460,7 +460,15 @@ fn run_cluster_parts(
                 std::thread::scope(|scope| {
                     let referenced = h.referenced_blocks.as_ref().map(|cmd| {
                         scope.spawn(|| {
-                            hopsfs::referenced(cmd, facts.backup_id, r.command_timeout, cancel)
+                            let password = cluster::ndb_mgm::backup_password(r)
+                                .map_err(hopsfs::HopsfsError::Referenced)?;
+                            hopsfs::referenced(
+                                cmd,
+                                facts.backup_id,
+                                password.as_deref().map(String::as_str),
+                                r.command_timeout,
+                                cancel,
+                            )
                         })
                     });
                     let copied = hopsfs::copy(dns, id, &fence, &known, w, h.copy_timeout, cancel);

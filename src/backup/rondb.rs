@@ -38,6 +38,8 @@ pub enum RondbError {
     StartBackup { id: u32, message: String },
     #[error("no free RonDB backup id: {0}")]
     NoId(String),
+    #[error("{0}")]
+    Password(String),
     #[error("collecting BACKUP-{id} from data node {node} failed: {source}")]
     Collect {
         id: u32,
@@ -281,6 +283,8 @@ pub fn back_up(
 pub struct Started {
     pub id: u32,
     pub done: ndb_mgm::BackupCompleted,
+    /// Encrypted by RonDB (`[rondb] backup_password`).
+    pub encrypted: bool,
     /// When START BACKUP returned: the consistency point (SNAPSHOTEND, StopGCP reached).
     pub consistent_at: DateTime<Utc>,
     pub nodes: Vec<DataNode>,
@@ -296,6 +300,7 @@ pub fn start(r: &RondbRun<'_>) -> Result<Started, RondbError> {
         timeout: s.command_timeout,
     };
     // Preflight.
+    let password = ndb_mgm::backup_password(s).map_err(RondbError::Password)?;
     let show = mgm.show(r.cancel)?;
     let nodes = data_nodes(s, r.ssh, &show)?;
     let status = mgm.all_status(r.cancel)?;
@@ -355,9 +360,17 @@ pub fn start(r: &RondbRun<'_>) -> Result<Started, RondbError> {
     let id = next_backup_id((r.clock)(), r.last_id, &taken).map_err(RondbError::NoId)?;
     tracing::info!(step = "rondb", rondb_backup_id = id, "START BACKUP {id}");
 
-    // START BACKUP; on timeout or cancellation, ABORT BACKUP.
+    // START BACKUP (encrypted by RonDB with [rondb] backup_password, given on stdin); on
+    // timeout or cancellation, ABORT BACKUP.
     let cmd = format!("START BACKUP {id} SNAPSHOTEND WAIT COMPLETED");
-    let out = match mgm.run_with_timeout(&cmd, s.backup_timeout, r.cancel) {
+    let (options, input): (&[&str], _) = match &password {
+        Some(p) => (
+            &["--encrypt-backup", "--backup-password-from-stdin"],
+            Some(format!("{}\n", p.as_str()).into_bytes()),
+        ),
+        None => (&[], None),
+    };
+    let out = match mgm.run_with_options(&cmd, options, input, s.backup_timeout, r.cancel) {
         Ok(o) => o,
         Err(e) => {
             let abort = mgm.run_with_timeout(
@@ -381,6 +394,7 @@ pub fn start(r: &RondbRun<'_>) -> Result<Started, RondbError> {
     Ok(Started {
         id,
         done,
+        encrypted: password.is_some(),
         consistent_at,
         version: show.data_nodes.first().and_then(|n| n.version.clone()),
         nodes,
@@ -493,6 +507,7 @@ pub fn collect(
         files,
         bytes,
         tables: user_tables(r),
+        encrypted: started.encrypted,
     })
 }
 

@@ -375,10 +375,29 @@ impl MgmClient {
         timeout: Duration,
         cancel: &CancellationToken,
     ) -> Result<MgmOutput, MgmError> {
+        self.run_with_options(command, &[], None, timeout, cancel)
+    }
+
+    /// Runs `command` with client `options` before `-e`, and `input` on its standard input (a
+    /// backup password for `--backup-password-from-stdin`: never in argv).
+    pub fn run_with_options(
+        &self,
+        command: &str,
+        options: &[&str],
+        input: Option<Vec<u8>>,
+        timeout: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<MgmOutput, MgmError> {
         let mut argv = self.client.clone();
+        argv.extend(options.iter().map(|o| o.to_string()));
         argv.push("-e".into());
         argv.push(command.to_string());
-        let out = self.node.run_status(&argv, timeout, cancel)?;
+        let out = match input {
+            Some(input) => self
+                .node
+                .run_with_input_status(&argv, input, timeout, cancel)?,
+            None => self.node.run_status(&argv, timeout, cancel)?,
+        };
         let mut stdout = out.stdout;
         if !out.stderr.trim().is_empty() {
             stdout.push_str(&out.stderr);
@@ -432,6 +451,43 @@ impl MgmClient {
             &self.checked("ALL REPORT BACKUPSTATUS", cancel)?,
         ))
     }
+}
+
+/// `[rondb] backup_password`, read now and checked as the RonDB tools check it (printable
+/// ASCII, at most 256 characters); `None` without one.
+pub fn backup_password(
+    s: &crate::config::RondbSettings,
+) -> Result<Option<zeroize::Zeroizing<String>>, String> {
+    let Some(secret) = &s.backup_password else {
+        return Ok(None);
+    };
+    let p = zeroize::Zeroizing::new(
+        secret
+            .read(&crate::config::SecretEnv::from_process())
+            .map_err(|e| format!("[rondb] backup_password: {e}"))?,
+    );
+    check_backup_password(&p).map_err(|e| format!("[rondb] backup_password: {e}"))?;
+    Ok(Some(p))
+}
+
+/// The RonDB tools' rules for a backup password: 1 to 256 printable ASCII characters.
+pub fn check_backup_password(p: &str) -> Result<(), String> {
+    if p.is_empty() {
+        return Err("the password is empty: RonDB refuses an empty backup password".into());
+    }
+    if let Some(i) = p.bytes().position(|b| !(0x20..=0x7e).contains(&b)) {
+        return Err(format!(
+            "character {} of the password is not printable ASCII, which RonDB refuses",
+            i + 1
+        ));
+    }
+    if p.len() > 256 {
+        return Err(format!(
+            "the password has {} characters; RonDB takes at most 256",
+            p.len()
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -583,5 +639,21 @@ mod tests {
             parse_backup_status(fixture!("report_backupstatus_running.txt")),
             vec![(NdbNodeId(1), Some(5)), (NdbNodeId(2), Some(5))]
         );
+    }
+
+    #[test]
+    fn backup_passwords_follow_the_rondb_tools_rules() {
+        assert_eq!(check_backup_password("Rondb backup pw #2026"), Ok(()));
+        assert!(check_backup_password("").unwrap_err().contains("empty"));
+        assert!(check_backup_password("tab\there")
+            .unwrap_err()
+            .contains("character 4"));
+        assert!(check_backup_password("pässword")
+            .unwrap_err()
+            .contains("not printable ASCII"));
+        assert!(check_backup_password(&"x".repeat(257))
+            .unwrap_err()
+            .contains("at most 256"));
+        assert_eq!(check_backup_password(&"x".repeat(256)), Ok(()));
     }
 }

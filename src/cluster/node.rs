@@ -219,6 +219,30 @@ impl Node {
         }
     }
 
+    /// As [`Node::run`], writing `input` to the command's stdin (a password for a
+    /// `--backup-password-from-stdin`: secrets never go in argv).
+    pub fn run_with_input(
+        &self,
+        argv: &[String],
+        input: Vec<u8>,
+        timeout: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<CommandOutput, NodeError> {
+        let out = self.run_with_input_status(argv, input, timeout, cancel)?;
+        match out.status {
+            Some(0) => Ok(out),
+            code => Err(NodeError::Failed {
+                node: self.name.clone(),
+                command: Self::display(argv),
+                status: code.map_or_else(
+                    || "killed by a signal".to_string(),
+                    |c| format!("exit status {c}"),
+                ),
+                stderr: out.stderr,
+            }),
+        }
+    }
+
     /// Runs `argv` to completion; any exit status is returned as output (ssh failures to reach
     /// the node are still errors).
     pub fn run_status(

@@ -185,6 +185,9 @@ pub struct RondbSettings {
     pub ndb_show_tables: Vec<String>,
     /// The data nodes; empty = discovered from `SHOW`.
     pub data_nodes: Vec<DataNodeSettings>,
+    /// RonDB's own backup encryption: START BACKUP runs encrypted with this password and
+    /// ndb_restore decrypts with it, given on standard input (never in argv).
+    pub backup_password: Option<Secret>,
 }
 
 impl RondbSettings {

@@ -111,6 +111,8 @@ table! {
         pub keep_node_copies: Option<bool>,
         pub ndb_show_tables: Option<Vec<String>>,
         pub data_nodes: Option<Vec<RawDataNode>>,
+        /// Checked by hand: a table `{ file = .. }` or `{ credential = .. }`, never a string.
+        pub backup_password: Option<toml::Value>,
     }
 }
 
@@ -233,9 +235,10 @@ pub(crate) fn allowed_keys(shape: &str) -> Vec<&'static str> {
         "repository" => RawRepository::KEYS,
         // Secrets are read by hand (a file or a systemd credential).
         "repository.encryption" => RawEncryption::KEYS,
-        "repository.secret_access_key" | "mysql.password" | "repository.encryption.passphrase" => {
-            &["credential", "file"]
-        }
+        "repository.secret_access_key"
+        | "mysql.password"
+        | "repository.encryption.passphrase"
+        | "rondb.backup_password" => &["credential", "file"],
         "backup" => RawBackup::KEYS,
         "backup.files" => RawBackupFiles::KEYS,
         "backup.files.paths" => RawFilePath::KEYS,

@@ -80,6 +80,10 @@ pub struct RondbFacts {
     /// them to tell a finished `ndb_restore -m` from an interrupted one.
     #[serde(default)]
     pub tables: Option<Vec<String>>,
+    /// Encrypted by RonDB (`[rondb] backup_password`): ndb_restore needs `--decrypt` and the
+    /// password.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypted: bool,
 }
 
 impl RondbFacts {
@@ -98,6 +102,7 @@ impl RondbFacts {
             files: 0,
             bytes: 0,
             tables: None,
+            encrypted: false,
         }
     }
 }

@@ -95,6 +95,8 @@ pub enum PlanError {
     NoRondb(BackupId),
     #[error("no connect string for ndb_restore: set [restore] connectstring (or -c in [rondb] mgm_client)")]
     NoConnectstring,
+    #[error("the RonDB backup of {0} is encrypted by RonDB: set [rondb] backup_password to the password it was taken with (ndb_restore --decrypt gets it on standard input)")]
+    NoBackupPassword(BackupId),
     #[error("backup {backup} holds datanode {datanode}, which [[hopsfs.datanodes]] does not list: add it (the restore writes every volume back where it came from)")]
     UnknownDatanode { backup: BackupId, datanode: String },
     #[error("the manifest of backup {0} has no RonDB facts (info.extra.rondb)")]
@@ -133,6 +135,10 @@ pub fn datanode_command(template: &[String], name: &str, index: usize) -> Vec<St
         })
         .collect()
 }
+
+/// The ndb_restore option that makes it read the backup password from standard input; a step
+/// command holding it is run with the password written to its stdin.
+pub const DECRYPT_FROM_STDIN: &str = "--backup-password-from-stdin";
 
 /// The node ids whose files the backup holds (`rondb/<id>/...`), sorted.
 pub fn rondb_nodes(m: &Manifest) -> Vec<NdbNodeId> {
@@ -379,6 +385,15 @@ pub fn plan(
     let rid = rondb_facts.backup_id;
     let recorded_tables = rondb_facts.tables.clone();
     let cs = connectstring(settings).ok_or(PlanError::NoConnectstring)?;
+    let decrypt = rondb_facts.encrypted;
+    if decrypt
+        && settings
+            .rondb
+            .as_ref()
+            .is_none_or(|r| r.backup_password.is_none())
+    {
+        return Err(PlanError::NoBackupPassword(id));
+    }
     if let Some((id, address)) = unknown_api_clients(target, settings).into_iter().next() {
         return Err(PlanError::UnknownApiClient { id, address });
     }
@@ -413,6 +428,10 @@ pub fn plan(
             &rid.to_string(),
         ]));
         a.extend(s(extra));
+        if decrypt {
+            // The password goes on standard input (the executor writes it), never in argv.
+            a.extend(s(&["--decrypt", DECRYPT_FROM_STDIN]));
+        }
         if r.no_binlog {
             a.push("--no-binlog".into());
         }
@@ -1166,5 +1185,42 @@ mod tests {
         assert_eq!(connectstring(&st).as_deref(), Some("10.0.0.1:1186"));
         let st = settings("[restore]\nconnectstring = \"10.0.0.2:1186\"\n");
         assert_eq!(connectstring(&st).as_deref(), Some("10.0.0.2:1186"));
+    }
+
+    #[test]
+    fn a_backup_encrypted_by_rondb_is_decrypted_with_the_password_on_stdin() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("rondb.pw");
+        std::fs::write(&pw, "s3cret backup password\n").unwrap();
+        std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        let mut m = manifest(PATHS);
+        m.info.facts.rondb.as_mut().unwrap().encrypted = true;
+
+        // Without the password in the config: refused before anything, saying what to set.
+        let e = plan(&m, &settings(""), &hopsworks_target()).unwrap_err();
+        assert!(e.to_string().contains("set [rondb] backup_password"), "{e}");
+
+        let mut with = settings("");
+        with.rondb.as_mut().unwrap().backup_password = Some(crate::config::Secret::File(pw));
+        let p = plan(&m, &with, &hopsworks_target()).unwrap();
+        let ndb: Vec<&Vec<String>> = p
+            .steps
+            .iter()
+            .flat_map(|s| &s.commands)
+            .filter(|c| c[0].ends_with("ndb_restore"))
+            .collect();
+        assert_eq!(ndb.len(), 4, "-m, -r twice, --rebuild-indexes");
+        for c in ndb {
+            assert!(c.contains(&"--decrypt".to_string()), "{c:?}");
+            assert!(c.contains(&DECRYPT_FROM_STDIN.to_string()), "{c:?}");
+            assert!(!c.iter().any(|a| a.contains("s3cret")), "{c:?}");
+        }
+        // A backup not encrypted by RonDB: no decryption flags.
+        let p = plan(&manifest(PATHS), &with, &hopsworks_target()).unwrap();
+        assert!(!p
+            .steps
+            .iter()
+            .flat_map(|s| &s.commands)
+            .any(|c| c.iter().any(|a| a == "--decrypt")));
     }
 }

@@ -234,3 +234,145 @@ fn key_slots_and_rotation_keep_every_backup_readable() {
     assert_eq!(check["encryption"]["data_keys"], serde_json::json!([1, 2]));
     assert_eq!(check["encryption"]["opened_with"], "ops");
 }
+
+/// Runs a cluster tool with `input` on its standard input.
+fn tool_with_stdin(
+    c: &crate::tbcluster::Cluster,
+    name: &str,
+    args: &[&str],
+    input: &str,
+) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(c.tool_path(name))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn rondb_encrypts_its_backup_with_the_password_never_in_a_command_line() {
+    const PASSWORD: &str = "Rondb backup pw #2026";
+    let (mut env, c, m) = setup();
+    let pw = env.path().join("rondb.pw");
+    std::fs::write(&pw, format!("{PASSWORD}\n")).unwrap();
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+    env.extra_config = env.extra_config.replacen(
+        "[rondb]\n",
+        &format!(
+            "[rondb]\nbackup_password = {{ file = \"{}\" }}\n",
+            pw.display()
+        ),
+        1,
+    );
+    assert!(env.extra_config.contains("backup_password"));
+    let _d = env.start();
+    let before = c.fingerprint();
+    let id = env.backup_ok();
+    let plan = String::from_utf8_lossy(&env.ctl_ok(&["restore", "plan", &id]).stdout).into_owned();
+    assert!(
+        plan.contains("--decrypt --backup-password-from-stdin"),
+        "{plan}"
+    );
+
+    disaster(&c, &m);
+    let out = env.ctl(&["restore", "start", &id, "--yes", "--wait"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out),
+        env.log()
+    );
+    assert_eq!(c.fingerprint(), before);
+
+    // Every tool that needed the password got it on stdin: START BACKUP (--encrypt-backup)
+    // and each ndb_restore (the referenced-blocks source too: the backup checked its blocks
+    // against the encrypted files); none had it in its command line.
+    let argv = std::fs::read_to_string(c.dir.join("argv.log")).unwrap();
+    assert!(
+        !argv.contains(PASSWORD),
+        "the password reached a command line"
+    );
+    let lines = |has: &str| argv.lines().filter(|l| l.contains(has)).count();
+    assert_eq!(lines("--encrypt-backup"), 1, "{argv}");
+    assert!(lines("--decrypt") >= 4, "{argv}");
+    assert!(lines("backup-password-from-stdin") >= 5, "{argv}");
+
+    // The test-bed's tools hold to RonDB's rules: an encrypted backup is unreadable without
+    // --decrypt, or with the wrong password.
+    let out = tool_with_stdin(
+        &c,
+        "ndb_mgm",
+        &[
+            "-c",
+            "10.0.0.1:1186",
+            "--encrypt-backup",
+            "--backup-password-from-stdin",
+            "-e",
+            "START BACKUP 77 SNAPSHOTEND WAIT COMPLETED",
+        ],
+        &format!("{PASSWORD}\n"),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let dir = c.backup_dir(1).join("BACKUP/BACKUP-77");
+    let ctl = std::fs::read(dir.join("BACKUP-77.1.ctl")).unwrap();
+    assert!(ctl.starts_with(b"NDBXFRM1") && ctl.ends_with(b"NDBXFRM1"));
+    let d = dir.display().to_string();
+    let args = [
+        "-c",
+        "10.0.0.1:1186",
+        "-n",
+        "1",
+        "-b",
+        "77",
+        "--print-meta",
+        "--backup_path",
+        d.as_str(),
+    ];
+    let out = c.tool("ndb_restore", &args);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("File is encrypted but no decryption requested."),
+        "{}",
+        stderr(&out)
+    );
+    let mut with = args.to_vec();
+    with.extend(["--decrypt", "--backup-password-from-stdin"]);
+    let out = tool_with_stdin(&c, "ndb_restore", &with, "not the password\n");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("Can not read decrypted file. Might be wrong password."),
+        "{}",
+        stderr(&out)
+    );
+    let out = c.tool("ndb_restore", &["--decrypt", "-b", "77", "-n", "1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("requires password"),
+        "{}",
+        stderr(&out)
+    );
+    // ndb_mgm asked to encrypt without a password refuses.
+    let out = c.tool(
+        "ndb_mgm",
+        &["-c", "10.0.0.1:1186", "-e", "START BACKUP 78 ENCRYPT"],
+    );
+    assert_eq!(out.status.code(), Some(255));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Encryption need password"));
+}

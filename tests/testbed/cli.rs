@@ -60,11 +60,15 @@ enum Cmd {
 enum BackupCmd {
     /// The HopsFS blocks the backed-up metadata references, one `<block pool> <block id>
     /// <genstamp> <length>` line each, read from every data node's files of the backup.
+    /// An encrypted backup needs its password, read as ndb_restore reads it.
     Blocks {
         #[arg(long)]
         backup_id: u64,
         #[arg(long, env = "HOPSDR_TESTBED_DIR")]
         dir: PathBuf,
+        /// The backup password: the first line of standard input.
+        #[arg(long)]
+        backup_password_from_stdin: bool,
     },
 }
 
@@ -404,8 +408,24 @@ pub fn main() -> Result<i32> {
         },
         Cmd::Fault { cmd } => fault(cmd)?,
         Cmd::Backup {
-            cmd: BackupCmd::Blocks { backup_id, dir },
-        } => backup_blocks(&Cluster::open_unlocked(&dir)?, backup_id)?,
+            cmd:
+                BackupCmd::Blocks {
+                    backup_id,
+                    dir,
+                    backup_password_from_stdin,
+                },
+        } => {
+            let password = if backup_password_from_stdin {
+                Some(crate::restore::password_from_stdin().map_err(|m| anyhow::anyhow!("{m}"))?)
+            } else {
+                None
+            };
+            backup_blocks(
+                &Cluster::open_unlocked(&dir)?,
+                backup_id,
+                password.as_deref(),
+            )?
+        }
     }
     Ok(0)
 }
@@ -523,7 +543,7 @@ fn data_files(cl: &Cluster, id: u64) -> Vec<PathBuf> {
     out
 }
 
-fn backup_blocks(cl: &Cluster, id: u64) -> Result<()> {
+fn backup_blocks(cl: &Cluster, id: u64, password: Option<&str>) -> Result<()> {
     let files = data_files(cl, id);
     if files.is_empty() {
         bail!("no .Data files of backup {id} on any data node");
@@ -531,7 +551,9 @@ fn backup_blocks(cl: &Cluster, id: u64) -> Result<()> {
     let mut bp = None;
     let mut blocks = Vec::new();
     for f in files {
-        for line in crate::backupfmt::open(&f)? {
+        let lines = crate::backupfmt::open_with(&f, password)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+        for line in lines {
             let mut it = line.splitn(4, '\t');
             let (Some(db), Some(tbl), Some(pk), Some(val)) =
                 (it.next(), it.next(), it.next(), it.next())

@@ -25,8 +25,22 @@ fn main() {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let rest = args.get(1..).unwrap_or(&[]).to_vec();
+    // Every tool's command line is appended to `<dir>/argv.log` (a line of JSON): what `ps`
+    // would have shown, for the tests that check a secret never reaches argv.
     let tool = |f: fn(&std::path::Path, &[String]) -> anyhow::Result<i32>| {
-        state::find_dir(&argv0).and_then(|d| f(&d, &rest))
+        state::find_dir(&argv0).and_then(|d| {
+            use std::io::Write;
+            // One write per line (O_APPEND): tools running at once never mix their lines.
+            let line = serde_json::to_string(&args).unwrap_or_default() + "\n";
+            if let Ok(mut log) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(d.join("argv.log"))
+            {
+                let _ = log.write_all(line.as_bytes());
+            }
+            f(&d, &rest)
+        })
     };
     let r = match name.as_str() {
         "ndb_mgm" => tool(mgm::main),

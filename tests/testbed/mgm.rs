@@ -1,4 +1,6 @@
-//! `ndb_mgm -c <connectstring> -e "<command>"`.
+//! `ndb_mgm -c <connectstring> -e "<command>"`, with the backup encryption options of RonDB's
+//! client: `--encrypt-backup` (START BACKUP is taken as START BACKUP ENCRYPT),
+//! `--backup-password=<pw>` and `--backup-password-from-stdin` (one line, printable ASCII).
 
 use crate::backupfmt::{seal, MAGIC};
 use crate::fixtures::{self as fx, find, line, v};
@@ -20,6 +22,9 @@ pub fn connect_fails(cl: &Cluster, connectstring: Option<&str>) -> Option<String
 pub fn main(dir: &Path, args: &[String]) -> Result<i32> {
     let mut cs: Option<String> = None;
     let mut cmd: Option<String> = None;
+    let mut encrypt_backup = false;
+    let mut password: Option<String> = None;
+    let mut password_from_stdin = false;
     let mut i = 0;
     while i < args.len() {
         let a = &args[i];
@@ -43,6 +48,14 @@ pub fn main(dir: &Path, args: &[String]) -> Result<i32> {
             cmd = take(&mut i);
         } else if let Some(x) = a.strip_prefix("--execute=") {
             cmd = Some(x.to_string());
+        } else if a == "--encrypt-backup" {
+            encrypt_backup = true;
+        } else if a == "--backup-password-from-stdin" {
+            password_from_stdin = true;
+        } else if a == "--backup-password" {
+            password = take(&mut i);
+        } else if let Some(x) = a.strip_prefix("--backup-password=") {
+            password = Some(x.to_string());
         } else if a == "-t" || a == "--try-reconnect" {
             take(&mut i);
         } else if a.starts_with("--try-reconnect=") {
@@ -57,6 +70,19 @@ pub fn main(dir: &Path, args: &[String]) -> Result<i32> {
             cs = Some(a.clone());
         }
         i += 1;
+    }
+    if password.is_some() && password_from_stdin {
+        eprintln!("Error: backup password: Multiple options for same password used.  Select one of --backup-password and --backup-password-from-stdin.");
+        return Ok(2);
+    }
+    if password_from_stdin {
+        match crate::restore::password_from_stdin() {
+            Ok(p) => password = Some(p),
+            Err(msg) => {
+                eprintln!("Error: backup password: {msg}");
+                return Ok(2);
+            }
+        }
     }
     let mut cl = Cluster::open(dir)?;
     let fault = cl.count_call("ndb_mgm")?;
@@ -107,7 +133,13 @@ pub fn main(dir: &Path, args: &[String]) -> Result<i32> {
             println!("{}", v().n(id).fill(line(fx::ABORT_OK, 1)));
             Ok(0)
         }
-        ["START", "BACKUP", rest @ ..] => start_backup(&mut cl, rest, &cmd, fault.as_deref()),
+        ["START", "BACKUP", rest @ ..] => {
+            let enc = Encryption {
+                option: encrypt_backup,
+                password: password.as_deref(),
+            };
+            start_backup(&mut cl, rest, &cmd, fault.as_deref(), enc)
+        }
         _ => {
             println!("Invalid command: {cmd}");
             println!("Type HELP for help.");
@@ -224,7 +256,71 @@ fn backup_dir(cl: &Cluster, node: u32, id: u64) -> PathBuf {
         .join(format!("BACKUP-{id}"))
 }
 
-fn start_backup(cl: &mut Cluster, rest: &[&str], cmd: &str, fault: Option<&str>) -> Result<i32> {
+/// The client's encryption options.
+pub struct Encryption<'a> {
+    /// `--encrypt-backup`.
+    pub option: bool,
+    /// `--backup-password[-from-stdin]`.
+    pub password: Option<&'a str>,
+}
+
+/// The password of `ENCRYPT PASSWORD='...'` (or `"..."`) in `cmd`, case kept: `Ok(None)` when
+/// the command has none; `Err` when it is not quoted.
+fn inline_password(cmd: &str) -> std::result::Result<Option<String>, &'static str> {
+    let upper = cmd.to_uppercase();
+    let Some(at) = upper.find("PASSWORD=") else {
+        return Ok(None);
+    };
+    let v = &cmd[at + "PASSWORD=".len()..];
+    let q = v.chars().next().filter(|c| *c == '\'' || *c == '"');
+    let Some(q) = q else {
+        return Err("Encryption password should be within quotes");
+    };
+    match v[1..].find(q) {
+        Some(end) => Ok(Some(v[1..1 + end].to_string())),
+        None => Err("Encryption password should be within quotes"),
+    }
+}
+
+fn start_backup(
+    cl: &mut Cluster,
+    rest: &[&str],
+    cmd: &str,
+    fault: Option<&str>,
+    enc: Encryption<'_>,
+) -> Result<i32> {
+    let invalid = |msg: &str| {
+        println!(
+            "Invalid command: {}",
+            cmd.trim().split_once(' ').map_or("", |x| x.1)
+        );
+        println!("{msg}");
+        println!("Type HELP for help.");
+        println!();
+        Ok(255)
+    };
+    let encrypt = enc.option || rest.contains(&"ENCRYPT");
+    let password = match inline_password(cmd) {
+        Err(msg) => return invalid(msg),
+        Ok(Some(p)) => Some(p),
+        Ok(None) => enc.password.map(str::to_string),
+    };
+    if encrypt && password.is_none() {
+        return invalid("Encryption need password");
+    }
+    if let Some(p) = password.as_deref().filter(|_| encrypt) {
+        if let Some(pos) = p.bytes().position(|b| !(32..=126).contains(&b)) {
+            println!("Backup failed");
+            println!("*  5001: Encryption password has invalid character at position {pos}");
+            return Ok(255);
+        }
+        if p.len() > 256 {
+            println!("Backup failed");
+            println!("*  1310: Encryption password is too long");
+            return Ok(255);
+        }
+    }
+    let password = password.filter(|_| encrypt);
     let mut rest = rest;
     let mut id = None;
     if let Some(first) = rest.first() {
@@ -384,14 +480,14 @@ fn start_backup(cl: &mut Cluster, rest: &[&str], cmd: &str, fault: Option<&str>)
             let ctl = format!("{MAGIC}\nctl {id} {node} {p} {parts} {stop_gcp}\n{dict}");
             std::fs::write(
                 dir.join(format!("BACKUP-{id}.{node}.ctl")),
-                seal(ctl, c.compressed)?,
+                seal(ctl, c.compressed, password.as_deref())?,
             )?;
             let mut data = format!("{MAGIC}\ndata {id} {node} {p}\n");
             data.reserve(prow.iter().map(String::len).sum());
             for l in prow {
                 data.push_str(l);
             }
-            let data = seal(data, c.compressed)?;
+            let data = seal(data, c.compressed, password.as_deref())?;
             let data_path = dir.join(format!("BACKUP-{id}-0.{node}.Data"));
             let injected_abort = fault == Some("abort") && node == c.data_nodes;
             if cl.rt.disk_full.contains(&node) || injected_abort {
@@ -419,7 +515,7 @@ fn start_backup(cl: &mut Cluster, rest: &[&str], cmd: &str, fault: Option<&str>)
             }
             std::fs::write(
                 dir.join(format!("BACKUP-{id}.{node}.log")),
-                seal(log, c.compressed)?,
+                seal(log, c.compressed, password.as_deref())?,
             )?;
             records += prow.len() as u64;
             log_records += logs[pi].len() as u64;

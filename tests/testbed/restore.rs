@@ -9,7 +9,9 @@
 //! (an INSERT of an existing row and an UPDATE or DELETE of a missing one are ignored), and
 //! writes every row to the binlog of a MySQL server with `ndb_log_bin` unless `--no-binlog`;
 //! `--rebuild-indexes` creates missing indexes but every foreign key without checking (a second
-//! run fails with 721). Errors go to stderr, progress to stdout; exit 0 ok, 1 failed.
+//! run fails with 721). An encrypted backup (NDBXFRM1 files) needs `--decrypt` with
+//! `--backup-password=<pw>` or `--backup-password-from-stdin`, and refuses a wrong password.
+//! Errors go to stderr, progress to stdout; exit 0 ok, 1 failed, 2 bad arguments.
 
 use crate::backupfmt;
 use crate::fixtures::{self as fx, line, v};
@@ -38,6 +40,9 @@ struct Opts {
     no_binlog: bool,
     no_restore_disk_objects: bool,
     allow_unique_indexes: bool,
+    decrypt: bool,
+    password: Option<String>,
+    password_from_stdin: bool,
 }
 
 const VALUE_FLAGS: &[&str] = &[
@@ -65,6 +70,7 @@ const BOOL_FLAGS: &[&str] = &[
     "restore-epoch",
     "no-binlog",
     "decrypt",
+    "backup-password-from-stdin",
     "allow-unique-indexes",
     "no-restore-disk-objects",
     "print",
@@ -91,6 +97,46 @@ fn log(tag: &str, msg: &str) {
 fn fail(msg: &str) -> Result<i32> {
     eprintln!("{msg}");
     Ok(1)
+}
+
+/// The backup password on standard input as the RonDB tools read it: one line, its `\n` not
+/// part of it, printable ASCII only, at most 1024 characters.
+pub fn password_from_stdin() -> std::result::Result<String, &'static str> {
+    use std::io::Read;
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    let mut stdin = std::io::stdin();
+    loop {
+        match stdin.read(&mut byte) {
+            Ok(1) if byte[0] == b'\n' => break,
+            Ok(1) => {
+                if !(32..=126).contains(&byte[0]) {
+                    return Err("backup password has some bad character.");
+                }
+                if line.len() >= 1024 {
+                    return Err("backup password too long.");
+                }
+                line.push(byte[0]);
+            }
+            _ => return Err("backup password has no end."),
+        }
+    }
+    Ok(String::from_utf8(line).expect("printable ASCII"))
+}
+
+/// Reads a backup file with the run's password, reporting as the real tool does.
+fn read_file(
+    f: &Path,
+    password: Option<&str>,
+    id: i64,
+) -> std::result::Result<Vec<String>, String> {
+    backupfmt::open_with(f, password).map_err(|e| match e {
+        backupfmt::OpenError::Encrypted => format!(
+            "{e}\nFailed to read {}\nFailed to restore BACKUP-{id}",
+            f.display()
+        ),
+        e => format!("Error reading '{}': {e}", f.display()),
+    })
 }
 
 fn parse(args: &[String]) -> std::result::Result<Opts, String> {
@@ -179,6 +225,9 @@ fn parse(args: &[String]) -> std::result::Result<Opts, String> {
             "no-binlog" => o.no_binlog = on,
             "no-restore-disk-objects" => o.no_restore_disk_objects = on,
             "allow-unique-indexes" => o.allow_unique_indexes = on,
+            "decrypt" => o.decrypt = on,
+            "backup-password" => o.password = Some(val),
+            "backup-password-from-stdin" => o.password_from_stdin = on,
             "include-databases" => o.include_db.extend(val.split(',').map(str::to_string)),
             "exclude-databases" => o.exclude_db.extend(val.split(',').map(str::to_string)),
             "include-tables" => o.include_tables.extend(val.split(',').map(str::to_string)),
@@ -239,6 +288,30 @@ pub fn main(dir: &Path, args: &[String]) -> Result<i32> {
             return Ok(2);
         }
     };
+    // The password options, checked as the real tool does before it connects.
+    if o.password.is_some() && o.password_from_stdin {
+        eprintln!("Error: backup password: Multiple options for same password used.  Select one of --backup-password and --backup-password-from-stdin.");
+        return Ok(2);
+    }
+    let mut password = o.password.clone();
+    if o.password_from_stdin {
+        match password_from_stdin() {
+            Ok(p) => password = Some(p),
+            Err(msg) => {
+                eprintln!("Error: backup password: {msg}");
+                return Ok(2);
+            }
+        }
+    }
+    if password.is_some() && !o.decrypt {
+        eprintln!("Password (--backup-password) for decryption given, require also --decrypt.");
+        return Ok(2);
+    }
+    if o.decrypt && password.is_none() {
+        eprintln!("Decrypting backup (--decrypt) requires password (--backup-password).");
+        return Ok(2);
+    }
+    let o = Opts { password, ..o };
     let mut id = o.backup.unwrap_or(0);
     let cfg = Cluster::open_unlocked(dir)?.cfg;
     if id > i32::MAX as i64 {
@@ -298,9 +371,9 @@ pub fn main(dir: &Path, args: &[String]) -> Result<i32> {
         log("restore_metadata", "Read meta data file header");
         let f = first.join(format!("BACKUP-{id}.{node}.ctl"));
         println!("Opening file '{}'", f.display());
-        let lines = match backupfmt::open(&f) {
+        let lines = match read_file(&f, o.password.as_deref(), id) {
             Ok(l) => l,
-            Err(e) => return fail(&format!("Error reading '{}': {e}", f.display())),
+            Err(msg) => return fail(&msg),
         };
         println!(
             "File size {} bytes",
@@ -566,9 +639,9 @@ fn restore_data(
     for pd in dirs {
         let f = pd.join(format!("BACKUP-{id}-0.{node}.Data"));
         println!("Opening file '{}'", f.display());
-        let lines = match backupfmt::open(&f) {
+        let lines = match read_file(&f, o.password.as_deref(), id) {
             Ok(l) => l,
-            Err(e) => return fail(&format!("Error reading '{}': {e}", f.display())).map(Some),
+            Err(msg) => return fail(&msg).map(Some),
         };
         println!(
             "File size {} bytes",
@@ -616,9 +689,9 @@ fn restore_data(
         hang_after = None;
         let f = pd.join(format!("BACKUP-{id}.{node}.log"));
         println!("Opening file '{}'", f.display());
-        let lines = match backupfmt::open(&f) {
+        let lines = match read_file(&f, o.password.as_deref(), id) {
             Ok(l) => l,
-            Err(e) => return fail(&format!("Error reading '{}': {e}", f.display())).map(Some),
+            Err(msg) => return fail(&msg).map(Some),
         };
         db.execute_batch("BEGIN")?;
         for l in lines.iter().skip(1) {

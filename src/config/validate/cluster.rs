@@ -3,7 +3,16 @@
 use super::*;
 
 impl Validator<'_> {
-    pub(super) fn rondb(&mut self, p: &KeyPath, raw: RawRondb) -> RondbSettings {
+    pub(super) fn rondb(
+        &mut self,
+        p: &KeyPath,
+        mut raw: RawRondb,
+        env: &SecretEnv,
+    ) -> RondbSettings {
+        let backup_password = raw
+            .backup_password
+            .take()
+            .and_then(|v| self.secret(&p.key("backup_password"), Some(v), env));
         let mgm_client = match raw.mgm_client {
             None => vec![DEFAULT_MGM_CLIENT.to_string()],
             Some(argv) if argv.is_empty() || argv[0].is_empty() => {
@@ -84,6 +93,7 @@ impl Validator<'_> {
                 &["/srv/hops/mysql/bin/ndb_show_tables"],
             ),
             data_nodes,
+            backup_password,
         }
     }
 

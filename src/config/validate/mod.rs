@@ -291,7 +291,7 @@ impl<'a> Validator<'a> {
         let mysql = raw
             .mysql
             .and_then(|m| self.mysql(&root.key("mysql"), m, env));
-        let rondb = raw.rondb.map(|r| self.rondb(&root.key("rondb"), r));
+        let rondb = raw.rondb.map(|r| self.rondb(&root.key("rondb"), r, env));
         let ssh = self.ssh(&root.key("ssh"), raw.ssh.unwrap_or_default());
         let hopsfs = raw.hopsfs.map(|h| self.hopsfs(&root.key("hopsfs"), h));
         let restore = self.restore(&root.key("restore"), raw.restore.unwrap_or_default());

@@ -62,6 +62,8 @@ pub(super) fn run_step(
                 i,
                 &format!("{free} API slot(s) free: up to {parallel} ndb_restore at once"),
             );
+            let password = restore_password(run, i, step)?;
+            let password = password.as_deref().map(String::as_str);
             let todo: Vec<(NdbNodeId, &Vec<String>)> = step
                 .nodes
                 .iter()
@@ -77,7 +79,8 @@ pub(super) fn run_step(
                             .map(|(n, c)| {
                                 let head = &head;
                                 s.spawn(move || {
-                                    (*n, head.run(c, TOOL_TIMEOUT, run.cancel).map(|o| o.stdout))
+                                    let out = run_tool(head, c, password, TOOL_TIMEOUT, run.cancel);
+                                    (*n, out.map(|o| o.stdout))
                                 })
                             })
                             .collect();
@@ -603,11 +606,17 @@ fn run_attempted(
     command: &[String],
     done: &str,
 ) -> Result<(), RestoreError> {
+    let password = restore_password(run, i, step)?;
     let json = serde_json::to_string(&Attempted { attempted: true }).unwrap_or_default();
     lock(run.catalog).set_step_detail(run.restore_id, i, &json)?;
-    let out = Node::local("head node")
-        .run(command, TOOL_TIMEOUT, run.cancel)
-        .map_err(node_err(i, step))?;
+    let out = run_tool(
+        &Node::local("head node"),
+        command,
+        password.as_deref().map(String::as_str),
+        TOOL_TIMEOUT,
+        run.cancel,
+    )
+    .map_err(node_err(i, step))?;
     report_output(run, i, &out.stdout);
     crate::failpoint::hit(done, run.cancel);
     Ok(())
@@ -776,10 +785,65 @@ fn rebuild_indexes(
             i,
             "an interrupted run may have created some indexes and foreign keys: dropped first (--disable-indexes)",
         );
-        let out = head.run(&disable, TOOL_TIMEOUT, run.cancel).map_err(&ne)?;
+        let password = restore_password(run, i, step)?;
+        let password = password.as_deref().map(String::as_str);
+        let out = run_tool(&head, &disable, password, TOOL_TIMEOUT, run.cancel).map_err(&ne)?;
         report_output(run, i, &out.stdout);
     }
     run_attempted(run, i, step, command, "restore.rebuild.done")
+}
+
+/// `[rondb] backup_password` when the step decrypts (its commands read the password from
+/// standard input), read now.
+fn restore_password(
+    run: &RestoreRun<'_>,
+    i: usize,
+    step: &RestoreStep,
+) -> Result<Option<zeroize::Zeroizing<String>>, RestoreError> {
+    let decrypts = step.commands.iter().any(|c| {
+        c.iter()
+            .any(|a| a == crate::restore::plan::DECRYPT_FROM_STDIN)
+    });
+    if !decrypts {
+        return Ok(None);
+    }
+    let Some(r) = &run.settings.rondb else {
+        return Err(refused(
+            i,
+            step,
+            "the backup is encrypted by RonDB and the config has no [rondb] backup_password",
+        ));
+    };
+    match crate::cluster::ndb_mgm::backup_password(r) {
+        Ok(Some(p)) => Ok(Some(p)),
+        Ok(None) => Err(refused(
+            i,
+            step,
+            "the backup is encrypted by RonDB: set [rondb] backup_password, then restore resume",
+        )),
+        Err(e) => Err(refused(i, step, e)),
+    }
+}
+
+/// Runs a tool on `node`; one that reads the backup password from standard input gets
+/// `password` there (never in argv).
+fn run_tool(
+    node: &Node,
+    argv: &[String],
+    password: Option<&str>,
+    timeout: Duration,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Result<crate::cluster::node::CommandOutput, NodeError> {
+    match password {
+        Some(p)
+            if argv
+                .iter()
+                .any(|a| a == crate::restore::plan::DECRYPT_FROM_STDIN) =>
+        {
+            node.run_with_input(argv, format!("{p}\n").into_bytes(), timeout, cancel)
+        }
+        _ => node.run(argv, timeout, cancel),
+    }
 }
 
 /// Free API slots of the cluster now (`ndb_mgm SHOW`).
