@@ -64,6 +64,12 @@ pub fn mysqlpump_argv(m: &MysqlSettings, exclude: &[String], defaults_file: &Pat
         }
         (None, None) => {}
     }
+    if let Some(ca) = &m.tls {
+        a.push("--ssl-mode=VERIFY_IDENTITY".into());
+        if let Some(ca) = ca {
+            a.push(format!("--ssl-ca={}", ca.display()));
+        }
+    }
     a
 }
 
@@ -107,13 +113,7 @@ pub fn back_up(
     now: DateTime<Utc>,
 ) -> Result<UsersFacts, UsersError> {
     let password = m.password.read(&SecretEnv::from_process())?;
-    let target = MysqlTarget {
-        socket: m.socket.clone(),
-        host: m.host.clone(),
-        port: m.port,
-        user: m.user.clone(),
-        password,
-    };
+    let target = MysqlTarget::of(m, password);
     let mut exclude = m.exclude_users.clone();
     // hopsdr's own account is created by the deployment of the target cluster.
     exclude.push(m.user.clone());
@@ -183,6 +183,7 @@ mod tests {
             mode: MysqlDumpMode::Mysqlpump,
             mysqlpump: vec!["/srv/hops/mysql/bin/mysqlpump".into()],
             exclude_users: vec!["root".into(), "mysql.sys".into()],
+            tls: None,
         };
         let a = mysqlpump_argv(
             &m,
@@ -199,6 +200,23 @@ mod tests {
                 "--users",
                 "--user=hopsdr",
                 "--socket=/srv/hops/mysql-cluster/mysql.sock",
+            ]
+        );
+        // Over TCP with TLS: the server's certificate and name verified against the CA.
+        let m = MysqlSettings {
+            socket: None,
+            host: Some("10.0.0.5".into()),
+            tls: Some(Some("/etc/hopsdr/mysql-ca.pem".into())),
+            ..m
+        };
+        let a = mysqlpump_argv(&m, &[], Path::new("/tmp/x.cnf"));
+        assert_eq!(
+            a[a.len() - 4..],
+            [
+                "--host=10.0.0.5",
+                "--port=3306",
+                "--ssl-mode=VERIFY_IDENTITY",
+                "--ssl-ca=/etc/hopsdr/mysql-ca.pem"
             ]
         );
     }

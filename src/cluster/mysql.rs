@@ -57,9 +57,24 @@ pub struct MysqlTarget {
     pub port: u16,
     pub user: String,
     pub password: String,
+    /// TLS with the server's certificate verified (against these CA certificates, or the
+    /// system's roots when `None`); `None`: no TLS.
+    pub tls: Option<Option<std::path::PathBuf>>,
 }
 
 impl MysqlTarget {
+    /// The server `[mysql]` names, logged in with `password`.
+    pub fn of(m: &crate::config::MysqlSettings, password: String) -> MysqlTarget {
+        MysqlTarget {
+            socket: m.socket.clone(),
+            host: m.host.clone(),
+            port: m.port,
+            user: m.user.clone(),
+            password,
+            tls: m.tls.clone(),
+        }
+    }
+
     pub fn describe(&self) -> String {
         match (&self.socket, &self.host) {
             (Some(s), _) => format!("{} (socket)", s.display()),
@@ -88,6 +103,14 @@ impl MysqlClient {
             opts = opts
                 .ip_or_hostname(t.host.clone().unwrap_or_else(|| "127.0.0.1".into()))
                 .tcp_port(t.port);
+        }
+        if let Some(ca) = &t.tls {
+            // The server's certificate is verified: its chain and its name (the host).
+            let mut ssl = mysql_async::SslOpts::default();
+            if let Some(ca) = ca {
+                ssl = ssl.with_root_certs(vec![ca.clone().into()]);
+            }
+            opts = opts.ssl_opts(ssl);
         }
         let target = t.describe();
         let mut conn = Conn::new(opts)

@@ -377,6 +377,9 @@ pub struct MysqlSettings {
     pub mysqlpump: Vec<String>,
     /// Accounts never dumped (besides the dump account itself).
     pub exclude_users: Vec<String>,
+    /// TLS for a TCP connection (`tls = true`): `Some(ca)` with the CA certificates (PEM) the
+    /// server's certificate must chain to (`None`: the system's roots); `None`: no TLS.
+    pub tls: Option<Option<PathBuf>>,
 }
 
 /// `[mysql] mode`.

@@ -222,6 +222,8 @@ table! {
         pub mode: Option<String>,
         pub mysqlpump: Option<Vec<String>>,
         pub exclude_users: Option<Vec<String>>,
+        pub tls: Option<bool>,
+        pub tls_ca: Option<String>,
     }
 }
 

@@ -1,6 +1,7 @@
 //! Users, grants and SQL objects against a real MariaDB server started in a temp datadir:
 //! dump, drop everything, replay, and the grants and passwords are back.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -18,6 +19,35 @@ pub struct Mariadb {
 
 impl Mariadb {
     pub fn start() -> Mariadb {
+        Self::start_with(&[])
+    }
+
+    /// A server that takes TCP connections only over TLS (`require_secure_transport`), with a
+    /// certificate for 127.0.0.1 signed by a CA of its own; returns it, the CA's PEM file and
+    /// the directory of the certificates (removed when dropped).
+    pub fn start_tls() -> (Mariadb, PathBuf, tempfile::TempDir) {
+        let dir = tempfile::Builder::new()
+            .prefix("hopsdr-tls-")
+            .tempdir()
+            .unwrap();
+        let certs = dir.path().to_path_buf();
+        let ca = make_ca(&certs, "ca", Some(("server", "127.0.0.1")));
+        // mariadbd runs as mysql: its key and certificates must be readable by it.
+        for f in ["ca.pem", "server.pem", "server.key"] {
+            std::fs::set_permissions(certs.join(f), std::fs::Permissions::from_mode(0o644))
+                .unwrap();
+        }
+        std::fs::set_permissions(&certs, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let m = Self::start_with(&[
+            format!("--ssl-ca={}", ca.display()),
+            format!("--ssl-cert={}", certs.join("server.pem").display()),
+            format!("--ssl-key={}", certs.join("server.key").display()),
+            "--require-secure-transport=ON".into(),
+        ]);
+        (m, ca, dir)
+    }
+
+    fn start_with(extra: &[String]) -> Mariadb {
         let dir = tempfile::Builder::new()
             .prefix("hopsdr-mariadb-")
             .tempdir()
@@ -56,6 +86,7 @@ impl Mariadb {
                 "--user=mysql",
                 "--skip-name-resolve",
             ])
+            .args(extra)
             .arg(format!("--pid-file={}", d.join("mysqld.pid").display()))
             .arg(format!("--log-error={}", d.join("error.log").display()))
             .stdout(Stdio::null())
@@ -134,6 +165,7 @@ fn target(m: &Mariadb, socket: &Path) -> MysqlTarget {
         port: m.port,
         user: "hopsdr".into(),
         password: "dump-secret".into(),
+        tls: None,
     }
 }
 
@@ -325,4 +357,143 @@ fn a_daemon_backup_holds_the_users_and_schema_dumps() {
         schema.contains("VIEW `hopsworks`.`v` AS select"),
         "{schema}"
     );
+}
+
+/// A CA (`<name>.pem`, `<name>.key` in `dir`), with a certificate for `ip` it signed
+/// (`<leaf>.pem`, `<leaf>.key`) when asked; returns the CA certificate's path.
+pub fn make_ca(dir: &Path, name: &str, leaf: Option<(&str, &str)>) -> PathBuf {
+    let ssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let (ca_pem, ca_key) = (format!("{name}.pem"), format!("{name}.key"));
+    ssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        &format!("/CN=hopsdr test {name}"),
+        "-keyout",
+        &ca_key,
+        "-out",
+        &ca_pem,
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    if let Some((leaf, ip)) = leaf {
+        let (pem, key, csr) = (
+            format!("{leaf}.pem"),
+            format!("{leaf}.key"),
+            format!("{leaf}.csr"),
+        );
+        ssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            &format!("/CN={ip}"),
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+        ]);
+        std::fs::write(
+            dir.join("ext.cnf"),
+            format!(
+                "subjectAltName=IP:{ip}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
+            ),
+        )
+        .unwrap();
+        ssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca_pem,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            &pem,
+            "-extfile",
+            "ext.cnf",
+        ]);
+    }
+    dir.join(ca_pem)
+}
+
+#[test]
+fn the_users_dump_goes_over_tls_with_the_servers_certificate_verified() {
+    let (m, ca, _certs) = Mariadb::start_tls();
+    m.sql_root(
+        "CREATE USER 'hopsdr'@'127.0.0.1' IDENTIFIED BY 'dump-secret';
+         GRANT ALL PRIVILEGES ON *.* TO 'hopsdr'@'127.0.0.1' WITH GRANT OPTION;
+         CREATE USER 'app'@'%' IDENTIFIED BY 'x';",
+    )
+    .unwrap();
+    let mut env = crate::harness::Env::new();
+    let pw = env.path().join("mysql.password");
+    std::fs::write(&pw, "dump-secret\n").unwrap();
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let config = |tls: &str| {
+        format!(
+            "[mysql]\nuser = \"hopsdr\"\nhost = \"127.0.0.1\"\nport = {}\npassword = {{ file = \"{}\" }}\n{tls}",
+            m.port,
+            pw.display()
+        )
+    };
+    let backup = |env: &crate::harness::Env| {
+        let _d = env.start();
+        let out = env.ctl(&["backup", "start", "--wait"]);
+        let list = env.ctl_json(&["backups", "list"]);
+        let last = list["backups"].as_array().unwrap().last().unwrap().clone();
+        (out.status.code(), last)
+    };
+
+    // With the server's CA: the dump goes over TLS (the account requires it) and succeeds.
+    env.extra_config = config(&format!("tls = true\ntls_ca = \"{}\"\n", ca.display()));
+    let (code, last) = backup(&env);
+    assert_eq!(code, Some(0), "{last}\n{}", env.log());
+    assert_eq!(last["state"], "succeeded");
+    // The server saw an encrypted session for hopsdr.
+    assert!(m.sql_root("SELECT 1").is_ok());
+
+    // Without TLS the same login is refused (MariaDB answers "access denied" when secure
+    // transport is required): the backup fails, naming the server.
+    env.extra_config = config("");
+    let (code, last) = backup(&env);
+    assert_ne!(code, Some(0));
+    let e = last["error"].as_str().unwrap_or_default().to_string();
+    let lower = e.to_lowercase();
+    assert!(
+        e.contains("127.0.0.1")
+            && (lower.contains("secure transport") || lower.contains("access denied")),
+        "{e}"
+    );
+
+    // With another CA the server's certificate is not trusted: refused before logging in.
+    let other = make_ca(env.path(), "other", None);
+    env.extra_config = config(&format!("tls = true\ntls_ca = \"{}\"\n", other.display()));
+    let (code, last) = backup(&env);
+    assert_ne!(code, Some(0));
+    let e = last["error"].as_str().unwrap_or_default().to_string();
+    assert!(e.to_lowercase().contains("certificate"), "{e}");
 }

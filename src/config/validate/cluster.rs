@@ -299,7 +299,27 @@ impl Validator<'_> {
                 .map(|s| s.to_string())
                 .collect()
         });
+        let tls_ca = raw
+            .tls_ca
+            .map(|c| self.absolute(&p.key("tls_ca"), Some(c), ""));
+        let tls = match (raw.tls.unwrap_or(false), tls_ca) {
+            (false, None) => None,
+            (false, Some(_)) => {
+                self.error(
+                    &p.key("tls_ca"),
+                    "tls_ca is used with tls = true: add tls = true, or remove tls_ca",
+                );
+                None
+            }
+            (true, ca) => {
+                if socket.is_some() {
+                    self.error(&p.key("tls"), "tls is for a TCP connection (host): a Unix socket never leaves this machine; remove tls or use host");
+                }
+                Some(ca)
+            }
+        };
         Some(MysqlSettings {
+            tls,
             user: user?,
             password: password?,
             socket,

@@ -501,13 +501,7 @@ fn replay_sql(run: &RestoreRun<'_>, i: usize, step: &RestoreStep) -> Result<(), 
         .password
         .read(&SecretEnv::from_process())
         .map_err(|e| refused(i, step, e.to_string()))?;
-    let target = MysqlTarget {
-        socket: m.socket.clone(),
-        host: m.host.clone(),
-        port: m.port,
-        user: m.user.clone(),
-        password,
-    };
+    let target = MysqlTarget::of(m, password);
     let work = async {
         let mut c = MysqlClient::connect(&target).await?;
         let n = c.replay(&sql).await?;
