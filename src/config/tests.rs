@@ -413,12 +413,12 @@ fn unknown_keys_list_the_allowed_keys_of_every_table() {
         (
             "[mysql]\nuser = \"u\"\nhost = \"h\"\npassword = { credential = \"c\" }\nx = 1",
             "mysql.x",
-            "exclude_users, host, mode, mysqlpump, password, port, socket, user",
+            "exclude_users, host, mode, mysqlpump, password, port, socket, tls, tls_ca, user",
         ),
         (
             "[rondb]\nx = 1\n[[rondb.data_nodes]]\nid = 1\ny = 2",
             "rondb.x",
-            "backup_dir, backup_timeout, command_timeout, data_nodes, keep_node_copies, mgm_client, mgm_host, ndb_show_tables",
+            "backup_dir, backup_password, backup_timeout, command_timeout, data_nodes, keep_node_copies, mgm_client, mgm_host, ndb_show_tables",
         ),
         (
             "[rondb]\n[[rondb.data_nodes]]\nid = 1\ny = 2",

@@ -40,8 +40,8 @@ pub enum RepoError {
         found: String,
     },
     #[error(
-        "repository {store} has format version {found}; this hopsdr reads version {supported} \
-         only: use a hopsdr release that supports it"
+        "repository {store} has format version {found}; this hopsdr reads versions 1 \
+         (plaintext) and {supported} (encrypted) only: use a hopsdr release that supports it"
     )]
     UnsupportedVersion {
         store: String,

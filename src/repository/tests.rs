@@ -613,21 +613,21 @@ fn header_is_checked() {
 
     let err = put_header(
         dir.path(),
-        r#"{"format":"hopsdr-repository","version":2,"id":"x","chunk_size":1,"future":true}"#,
+        r#"{"format":"hopsdr-repository","version":3,"id":"x","chunk_size":1,"future":true}"#,
     )
     .unwrap_err();
     assert!(
         matches!(
             err,
             RepoError::UnsupportedVersion {
-                found: 2,
-                supported: 1,
+                found: 3,
+                supported: 2,
                 ..
             }
         ),
         "{err:?}"
     );
-    assert!(err.to_string().contains("version 2"), "{err}");
+    assert!(err.to_string().contains("version 3"), "{err}");
 
     let err = put_header(dir.path(), r#"{"format":"restic","version":1}"#).unwrap_err();
     assert!(matches!(err, RepoError::ForeignFormat { ref found, .. } if found == "restic"));
