@@ -117,11 +117,25 @@ fn shipped_example_commented_keys_are_valid() {
             Some(rest) if rest.starts_with('[') || is_key_line(rest) => rest,
             _ => l,
         })
-        // Only one connection: drop host/port (socket is kept) and the alternate password.
+        // Only one connection: drop host/port (socket is kept), TLS's CA (it goes with host)
+        // and the alternate password.
         .filter(|l| {
-            *l != "host = \"127.0.0.1\"" && *l != "port = 3306" && !l.starts_with("  password")
+            *l != "host = \"127.0.0.1\""
+                && *l != "port = 3306"
+                && !l.starts_with("tls_ca = ")
+                && !l.starts_with("  password")
         })
-        .map(|l| l.replace("/etc/hopsdr/mysql.password", password.to_str().unwrap()))
+        .map(|l| {
+            let mut l = l.to_string();
+            for secret in [
+                "/etc/hopsdr/mysql.password",
+                "/etc/hopsdr/repository.key",
+                "/etc/hopsdr/rondb-backup.password",
+            ] {
+                l = l.replace(secret, password.to_str().unwrap());
+            }
+            l
+        })
         .collect::<Vec<_>>()
         .join("\n");
     assert!(uncommented.contains("\n[mysql]\n"), "{uncommented}");

@@ -48,6 +48,20 @@
 //! - **Logical paths** — entry paths are relative, `/`-separated, with no empty, `.` or `..`
 //!   component ([`validate_logical_path`]): joined to a restore target they stay inside it.
 //!
+//! # Encrypted repositories: format version 2
+//!
+//! The header has `"version": 2`, `"encryption": {"aead": "xchacha20-poly1305", "blob_names":
+//! "blake3-keyed", "key_slots": "argon2id"}` and `"mac"`: the keyed BLAKE3 of the header without
+//! `mac` (a reader that knows only version 1 refuses the repository). Besides the objects above:
+//!
+//! - **Key slots** — `keys/slots/<name>.json` and **data keys** — `keys/data/<id>`, see
+//!   `keys.rs`.
+//! - **Blobs** are named by the BLAKE3 hash of their content keyed with the blob-name key, and
+//!   **blobs and manifests** are stored sealed (`crypto.rs`): `"hdrseal1"`, the data key's id,
+//!   a nonce, the XChaCha20-Poly1305 ciphertext of what a plaintext repository stores (the zstd
+//!   frame), the tag; the object's key is authenticated with it. A reader opens the object
+//!   (refusing one that does not authenticate), then checks it as in version 1.
+//!
 //! Objects whose keys fall outside these patterns are ignored. Garbage collection (deleting
 //! blobs no manifest references) must not run while a backup is being written: a backup may
 //! reuse a blob that a concurrent collector considers unreferenced. hopsdr runs one job at a
