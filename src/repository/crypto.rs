@@ -16,11 +16,16 @@
 //!   in the store), so an object moved or copied under another name does not open. What is
 //!   sealed is what a plaintext repository stores (a zstd frame): compression before
 //!   encryption.
+//!
+//! XChaCha20-Poly1305 is ChaCha20-Poly1305 (RFC 8439) under a subkey HChaCha20 derives from the
+//! key and the nonce's first 16 bytes, with the nonce's last 8 bytes after four zero bytes: the
+//! bulk work runs in aws-lc's assembly ChaCha20-Poly1305 (already in the tree for TLS), three to
+//! four times the speed of the portable implementation on the machines measured; a test checks
+//! the bytes against RustCrypto's `XChaCha20Poly1305`.
 
 use std::collections::BTreeMap;
 
-use chacha20poly1305::aead::{AeadInPlace, KeyInit};
-use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 use zeroize::Zeroizing;
 
 /// The first bytes of every sealed object.
@@ -58,13 +63,16 @@ pub fn random_key() -> Result<Zeroizing<[u8; 32]>, getrandom::Error> {
     Ok(k)
 }
 
+/// A 256-bit XChaCha20-Poly1305 key.
+type AeadKey = Zeroizing<[u8; 32]>;
+
 /// The opened keys of an encrypted repository.
 pub struct Keyring {
     master: Zeroizing<[u8; 32]>,
     name_key: Zeroizing<[u8; 32]>,
     header_key: Zeroizing<[u8; 32]>,
-    kek: XChaCha20Poly1305,
-    data: BTreeMap<u32, XChaCha20Poly1305>,
+    kek: AeadKey,
+    data: BTreeMap<u32, AeadKey>,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -79,12 +87,11 @@ impl Keyring {
     /// The keys derived from `master`, with no data key yet.
     pub fn from_master(master: &[u8; 32]) -> Keyring {
         let derive = |ctx: &str| Zeroizing::new(blake3::derive_key(ctx, master));
-        let kek = derive(KEK_CONTEXT);
         Keyring {
             master: Zeroizing::new(*master),
             name_key: derive(NAME_CONTEXT),
             header_key: derive(HEADER_CONTEXT),
-            kek: XChaCha20Poly1305::new(Key::from_slice(kek.as_ref())),
+            kek: derive(KEK_CONTEXT),
             data: BTreeMap::new(),
         }
     }
@@ -96,8 +103,7 @@ impl Keyring {
 
     /// Adds data key `id` (> 0).
     pub fn add_data_key(&mut self, id: u32, key: &[u8; 32]) {
-        self.data
-            .insert(id, XChaCha20Poly1305::new(Key::from_slice(key)));
+        self.data.insert(id, Zeroizing::new(*key));
     }
 
     /// The id of the data key new objects are sealed with (the newest); 0 when there is none.
@@ -192,9 +198,26 @@ fn associated_data(prefix: &[u8], object_key: &str) -> Vec<u8> {
     aad
 }
 
-/// Seals `plain` with `cipher` (key `id`) as `object_key`: prefix, ciphertext, tag into `out`.
+/// The ChaCha20-Poly1305 key and nonce that XChaCha20-Poly1305 with `key` and the 24-byte
+/// `nonce` amounts to.
+fn xchacha(key: &[u8; 32], nonce: &[u8]) -> (LessSafeKey, Nonce) {
+    use chacha20::cipher::consts::U10;
+    use chacha20::cipher::generic_array::GenericArray;
+    let mut subkey = Zeroizing::new([0u8; 32]);
+    subkey.copy_from_slice(&chacha20::hchacha::<U10>(
+        GenericArray::from_slice(key),
+        GenericArray::from_slice(&nonce[..16]),
+    ));
+    let unbound = UnboundKey::new(&CHACHA20_POLY1305, subkey.as_ref())
+        .expect("a 32-byte ChaCha20-Poly1305 key");
+    let mut n = [0u8; 12];
+    n[4..].copy_from_slice(&nonce[16..NONCE_LEN]);
+    (LessSafeKey::new(unbound), Nonce::assume_unique_for_key(n))
+}
+
+/// Seals `plain` with `key` (id `id`) as `object_key`: prefix, ciphertext, tag into `out`.
 pub(crate) fn seal_with(
-    cipher: &XChaCha20Poly1305,
+    key: &[u8; 32],
     id: u32,
     object_key: &str,
     plain: &[u8],
@@ -209,33 +232,37 @@ pub(crate) fn seal_with(
     out.extend_from_slice(&nonce);
     let aad = associated_data(&out[..PREFIX_LEN], object_key);
     out.extend_from_slice(plain);
-    let tag = cipher
-        .encrypt_in_place_detached(XNonce::from_slice(&nonce), &aad, &mut out[PREFIX_LEN..])
-        .expect("XChaCha20-Poly1305 seals any length this process can hold");
-    out.extend_from_slice(&tag);
+    let (k, n) = xchacha(key, &nonce);
+    let tag = k
+        .seal_in_place_separate_tag(n, Aad::from(&aad[..]), &mut out[PREFIX_LEN..])
+        .expect("ChaCha20-Poly1305 seals any length this process can hold");
+    out.extend_from_slice(tag.as_ref());
     Ok(())
 }
 
-/// Opens `stored` with `cipher` as `object_key` into `out`.
+/// Opens `stored` with `key` as `object_key` into `out`.
 pub(crate) fn open_with(
-    cipher: &XChaCha20Poly1305,
+    key: &[u8; 32],
     object_key: &str,
     stored: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<(), SealDefect> {
     let (_, prefix) = split(stored)?;
     let aad = associated_data(prefix, object_key);
-    let nonce = XNonce::from_slice(&stored[8 + 4..PREFIX_LEN]);
-    let body = &stored[PREFIX_LEN..stored.len() - TAG_LEN];
-    let tag = &stored[stored.len() - TAG_LEN..];
+    let (k, n) = xchacha(key, &stored[8 + 4..PREFIX_LEN]);
     out.clear();
-    out.extend_from_slice(body);
-    cipher
-        .decrypt_in_place_detached(nonce, &aad, out, tag.into())
-        .map_err(|_| {
+    out.extend_from_slice(&stored[PREFIX_LEN..]);
+    match k.open_in_place(n, Aad::from(&aad[..]), out) {
+        Ok(plain) => {
+            let len = plain.len();
+            out.truncate(len);
+            Ok(())
+        }
+        Err(_) => {
             out.clear();
-            SealDefect::Unauthentic
-        })
+            Err(SealDefect::Unauthentic)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -317,6 +344,49 @@ mod tests {
         assert_ne!(a.blob_hash(b"chunk"), blake3::hash(b"chunk"));
         assert_ne!(a.blob_hash(b"chunk"), b.blob_hash(b"chunk"));
         assert_ne!(a.header_mac(b"h"), b.header_mac(b"h"));
+    }
+
+    /// The bytes are XChaCha20-Poly1305's: RustCrypto's implementation opens what this one
+    /// seals and the other way round, for empty, short and multi-block objects.
+    #[test]
+    fn the_seal_is_standard_xchacha20_poly1305() {
+        use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+        use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+        let key = [42u8; 32];
+        let reference = XChaCha20Poly1305::new((&key).into());
+        for len in [0usize, 1, 63, 64, 65, 4096, 100_003] {
+            let plain: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            let mut sealed = Vec::new();
+            seal_with(&key, 3, "blobs/ab/x", &plain, &mut sealed).unwrap();
+            let aad = associated_data(&sealed[..PREFIX_LEN], "blobs/ab/x");
+            let nonce = XNonce::from_slice(&sealed[12..PREFIX_LEN]);
+            let opened = reference
+                .decrypt(
+                    nonce,
+                    Payload {
+                        msg: &sealed[PREFIX_LEN..],
+                        aad: &aad,
+                    },
+                )
+                .unwrap();
+            assert_eq!(opened, plain, "len {len}");
+            // And the reference's ciphertext under our prefix opens here.
+            let theirs = reference
+                .encrypt(
+                    nonce,
+                    Payload {
+                        msg: &plain,
+                        aad: &aad,
+                    },
+                )
+                .unwrap();
+            let mut stored = sealed[..PREFIX_LEN].to_vec();
+            stored.extend_from_slice(&theirs);
+            assert_eq!(stored, sealed, "len {len}: the same bytes");
+            let mut out = Vec::new();
+            open_with(&key, "blobs/ab/x", &stored, &mut out).unwrap();
+            assert_eq!(out, plain);
+        }
     }
 
     #[test]
