@@ -2,7 +2,7 @@
 //! the sealed data keys (see `crypto.rs` for what the keys do).
 //!
 //! - **Key slot** — `keys/slots/<name>.json`, plain JSON: the master key sealed with
-//!   XChaCha20-Poly1305 under a key derived from a passphrase by Argon2id, whose parameters
+//!   AES-256-GCM under a key derived from a passphrase by Argon2id, whose parameters
 //!   (memory, iterations, parallelism, salt) are recorded in the slot; the associated data binds
 //!   the slot to its repository id and name. Any slot opens the repository; the last one is
 //!   never removed. More slot kinds may follow (`kind`).
@@ -11,10 +11,9 @@
 //!
 //! Every object written here has a name never written before (a slot's name is checked free).
 
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -98,7 +97,7 @@ pub struct KeySlot {
     pub name: String,
     pub created: DateTime<Utc>,
     pub kdf: SlotKdf,
-    /// Base64 of the 24-byte nonce.
+    /// Base64 of the 12-byte nonce.
     pub nonce: String,
     /// Base64 of the sealed master key (32 bytes and a 16-byte tag).
     pub wrapped: String,
@@ -195,19 +194,18 @@ pub fn wrap(
         return Err(KeysError::EmptyPassphrase);
     }
     let salt = random::<16>()?;
-    let nonce = random::<24>()?;
+    let nonce = random::<12>()?;
     let kek = derive(passphrase.as_bytes(), salt.as_ref(), params)?;
-    let cipher = XChaCha20Poly1305::new(Key::from_slice(kek.as_ref()));
     let aad = slot_aad(repo_id, name);
-    let wrapped = cipher
-        .encrypt(
-            XNonce::from_slice(nonce.as_ref()),
-            Payload {
-                msg: master,
-                aad: &aad,
-            },
+    let mut wrapped = master.to_vec();
+    let tag = wrapping_key(&kek)
+        .seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key(*nonce),
+            Aad::from(&aad[..]),
+            &mut wrapped,
         )
         .map_err(|_| KeysError::Kdf("sealing the master key failed".into()))?;
+    wrapped.extend_from_slice(tag.as_ref());
     Ok(KeySlot {
         format: SLOT_FORMAT.to_string(),
         kind: "passphrase".to_string(),
@@ -245,27 +243,32 @@ pub fn unwrap(
     let wrapped = B64
         .decode(&slot.wrapped)
         .map_err(|_| bad("bad wrapped key"))?;
-    if nonce.len() != 24 || wrapped.len() != 48 || salt.len() < 8 {
+    let Ok(nonce) = <[u8; 12]>::try_from(nonce.as_slice()) else {
+        return Err(bad("wrong lengths"));
+    };
+    if wrapped.len() != 48 || salt.len() < 8 {
         return Err(bad("wrong lengths"));
     }
     let kek = derive(passphrase.as_bytes(), &salt, slot.kdf.params)?;
-    let cipher = XChaCha20Poly1305::new(Key::from_slice(kek.as_ref()));
     let aad = slot_aad(repo_id, &slot.name);
-    match cipher.decrypt(
-        XNonce::from_slice(&nonce),
-        Payload {
-            msg: &wrapped,
-            aad: &aad,
-        },
+    let mut buf = Zeroizing::new(wrapped);
+    match wrapping_key(&kek).open_in_place(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(&aad[..]),
+        &mut buf,
     ) {
         Ok(master) => {
-            let master = Zeroizing::new(master);
             let mut out = Zeroizing::new([0u8; 32]);
-            out.copy_from_slice(&master);
+            out.copy_from_slice(master);
             Ok(Some(out))
         }
         Err(_) => Ok(None),
     }
+}
+
+/// The AES-256-GCM key a passphrase's derived key wraps the master key with.
+fn wrapping_key(kek: &[u8; 32]) -> LessSafeKey {
+    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, kek).expect("a 32-byte AES-256 key"))
 }
 
 /// Every key slot of the repository in `storage`, by name.

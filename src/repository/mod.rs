@@ -50,7 +50,7 @@
 //!
 //! # Encrypted repositories: format version 2
 //!
-//! The header has `"version": 2`, `"encryption": {"aead": "xchacha20-poly1305", "blob_names":
+//! The header has `"version": 2`, `"encryption": {"aead": "aes-256-gcm", "blob_names":
 //! "blake3-keyed", "key_slots": "argon2id"}` and `"mac"`: the keyed BLAKE3 of the header without
 //! `mac` (a reader that knows only version 1 refuses the repository). Besides the objects above:
 //!
@@ -58,7 +58,7 @@
 //!   `keys.rs`.
 //! - **Blobs** are named by the BLAKE3 hash of their content keyed with the blob-name key, and
 //!   **blobs and manifests** are stored sealed (`crypto.rs`): `"hdrseal1"`, the data key's id,
-//!   a nonce, the XChaCha20-Poly1305 ciphertext of what a plaintext repository stores (the zstd
+//!   a nonce, the AES-256-GCM ciphertext of what a plaintext repository stores (the zstd
 //!   frame), the tag; the object's key is authenticated with it. A reader opens the object
 //!   (refusing one that does not authenticate), then checks it as in version 1.
 //!
@@ -102,7 +102,8 @@ pub use manifest::{
     symlink_escapes, validate_logical_path, BackupInfo, ComponentInfo, Entry, FileEntry, FileMeta,
     Manifest,
 };
-pub use s3::{S3Options, S3Storage};
+pub use s3::control::as_of as versions_as_of;
+pub use s3::{Control, LockMode, ObjectVersion, S3Options, S3Storage, Versioning};
 pub use storage::{validate_key, KeyError, LocalStorage, ObjectInfo, Storage, StorageError};
 pub use writer::{BackupWriter, ProgressFn, WriteStats};
 
@@ -148,7 +149,7 @@ pub struct RepositoryHeader {
 /// The header's `encryption`: what seals the objects of an encrypted repository.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct EncryptionInfo {
-    /// `xchacha20-poly1305`.
+    /// `aes-256-gcm`.
     pub aead: String,
     /// `blake3-keyed`.
     pub blob_names: String,
@@ -159,7 +160,7 @@ pub struct EncryptionInfo {
 impl EncryptionInfo {
     fn current() -> EncryptionInfo {
         EncryptionInfo {
-            aead: "xchacha20-poly1305".into(),
+            aead: "aes-256-gcm".into(),
             blob_names: "blake3-keyed".into(),
             key_slots: "argon2id".into(),
         }

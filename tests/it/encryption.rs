@@ -67,7 +67,7 @@ fn an_encrypted_repository_backs_up_and_restores_the_cluster_and_refuses_tamperi
     let check = env.ctl_ok(&["repo", "check"]);
     let text = String::from_utf8_lossy(&check.stdout).into_owned();
     assert!(
-        text.contains("encryption: xchacha20-poly1305 (1 key slot(s), data key 1 of 1, opened with slot \"primary\")"),
+        text.contains("encryption: aes-256-gcm (1 key slot(s), data key 1 of 1, opened with slot \"primary\")"),
         "{text}"
     );
     let json = env.ctl_json(&["repo", "check"]);

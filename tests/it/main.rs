@@ -17,6 +17,7 @@ mod hopsfs;
 mod hopsworks;
 mod lifecycle;
 mod listeners;
+mod moto;
 mod mysql;
 mod packaging;
 #[cfg(feature = "testbed")]

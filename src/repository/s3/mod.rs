@@ -35,8 +35,11 @@ use object_store::{
     WriteMultipart,
 };
 
+pub mod control;
+
 use super::readahead::{Limits, ReadAhead};
 use super::storage::{validate_key, ObjectInfo, Storage, StorageError};
+pub use control::{Control, LockMode, ObjectVersion, Versioning};
 
 /// How to reach a bucket.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +68,8 @@ pub struct S3Storage {
     permits: Arc<tokio::sync::Semaphore>,
     /// Blobs announced, and being fetched (or fetched) ahead of their reads.
     ahead: Mutex<ReadAhead<Fetch>>,
+    /// Bucket and object controls `object_store` lacks (versioning, retention, versions).
+    control: Control,
 }
 
 /// A fetch ahead, shared by the reads announced for it: the blob, or `None` when it failed
@@ -139,6 +144,16 @@ impl S3Storage {
                 options = options.with_root_certificate(c);
             }
         }
+        let plain_http = o
+            .settings
+            .endpoint
+            .as_deref()
+            .is_some_and(|e| e.starts_with("http://"));
+        let http = object_store::client::HttpConnector::connect(
+            &object_store::client::ReqwestConnector::default(),
+            &options.clone().with_allow_http(plain_http),
+        )
+        .map_err(|e| err(e.to_string()))?;
         let mut b = AmazonS3Builder::from_env()
             .with_bucket_name(&o.settings.bucket)
             .with_region(&o.settings.region)
@@ -156,6 +171,30 @@ impl S3Storage {
             b = b.with_access_key_id(id).with_secret_access_key(secret);
         }
         let store = b.build().map_err(|e| err(e.to_string()))?;
+        let s = &o.settings;
+        let base = match (&s.endpoint, s.path_style) {
+            (Some(e), true) => format!("{}/{}", e.trim_end_matches('/'), s.bucket),
+            (Some(e), false) => match e.split_once("://") {
+                Some((scheme, host)) => {
+                    format!("{scheme}://{}.{}", s.bucket, host.trim_end_matches('/'))
+                }
+                None => format!("{}/{}", e.trim_end_matches('/'), s.bucket),
+            },
+            (None, true) => format!("https://s3.{}.amazonaws.com/{}", s.region, s.bucket),
+            (None, false) => format!("https://{}.s3.{}.amazonaws.com", s.bucket, s.region),
+        };
+        let prefix = s.prefix.trim_matches('/');
+        let control = Control {
+            client: http,
+            credentials: store.credentials().clone(),
+            region: s.region.clone(),
+            base,
+            prefix: if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix}/")
+            },
+        };
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("hopsdr-s3")
@@ -184,6 +223,27 @@ impl S3Storage {
                 assumed: ASSUMED_BLOB,
                 queued: 4096,
             })),
+            control,
+        })
+    }
+
+    /// The bucket and object controls (versioning, retention, versions).
+    pub fn control(&self) -> &Control {
+        &self.control
+    }
+
+    /// Runs `f` (one of [`Control`]'s requests) on the store's runtime, naming the store in
+    /// its error.
+    pub fn run_control<T>(
+        &self,
+        op: &'static str,
+        f: impl std::future::Future<Output = Result<T, String>>,
+    ) -> Result<T, StorageError> {
+        self.rt.block_on(f).map_err(|reason| StorageError::Remote {
+            store: self.describe.clone(),
+            op,
+            key: String::new(),
+            reason,
         })
     }
 

@@ -1,0 +1,178 @@
+//! A real S3 server that enforces versioning, Object Lock and per-user IAM policies: moto in
+//! server mode on a loopback port (installed by scripts/setup-test-deps), set up by
+//! `moto_admin.py` with the users the README describes (writer, pruner) and an attacker.
+
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use hopsdr::repository::{S3Options, S3Storage, Versioning};
+
+use crate::harness::{free_port, wait_for};
+
+const MOTO: &str = "/opt/hopsdr-test/moto";
+pub const BUCKET: &str = "hopsdr-locked";
+
+pub struct Moto {
+    child: Child,
+    pub port: u16,
+    /// `{"writer": {"access_key_id", "secret_access_key"}, "pruner": ..., "attacker": ...}`.
+    pub keys: serde_json::Value,
+}
+
+impl Moto {
+    /// A fresh server with the bucket (versioned; with Object Lock when asked) and its users.
+    pub fn start(object_lock: bool) -> Moto {
+        let port = free_port();
+        let child = Command::new(format!("{MOTO}/bin/moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server: run scripts/setup-test-deps");
+        let mut m = Moto {
+            child,
+            port,
+            keys: serde_json::Value::Null,
+        };
+        wait_for("moto to listen", Duration::from_secs(30), || {
+            TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
+        });
+        let mut args = vec![
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/moto_admin.py").to_string(),
+            m.endpoint(),
+            BUCKET.to_string(),
+        ];
+        if object_lock {
+            args.push("--object-lock".into());
+        }
+        let out = Command::new(format!("{MOTO}/bin/python"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "moto_admin.py: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        m.keys = serde_json::from_slice(&out.stdout).unwrap();
+        m
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The access key id and secret of `user`.
+    pub fn key(&self, user: &str) -> (String, String) {
+        let k = &self.keys[user];
+        (
+            k["access_key_id"].as_str().unwrap().to_string(),
+            k["secret_access_key"].as_str().unwrap().to_string(),
+        )
+    }
+
+    /// How `user` reaches the bucket under `prefix`.
+    pub fn options(&self, user: &str, prefix: &str) -> S3Options {
+        let (id, secret) = self.key(user);
+        S3Options {
+            settings: hopsdr::config::S3Settings {
+                endpoint: Some(self.endpoint()),
+                region: "us-east-1".into(),
+                bucket: BUCKET.into(),
+                prefix: prefix.into(),
+                path_style: true,
+                access_key_id: Some(id),
+                secret_access_key: None,
+                ca_bundle: None,
+                part_size: 5 << 20,
+                parallel_parts: 2,
+                bandwidth_limit: None,
+            },
+            secret_access_key: Some(secret),
+            ca_bundle_pem: None,
+        }
+    }
+
+    pub fn storage(&self, user: &str, prefix: &str) -> S3Storage {
+        S3Storage::new(&self.options(user, prefix)).unwrap()
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_bucket_controls_work_against_a_server_that_enforces_them() {
+    use chrono::Utc;
+    use hopsdr::repository::{LockMode, Storage};
+
+    let moto = Moto::start(true);
+    let w = moto.storage("writer", "r1");
+    assert_eq!(
+        w.run_control("versioning", w.control().versioning())
+            .unwrap(),
+        Versioning::Enabled
+    );
+    assert!(w
+        .run_control("object lock", w.control().object_lock_enabled())
+        .unwrap());
+
+    // A locked put carries its retention; an extension is accepted; the writer cannot delete.
+    let until = Utc::now() + chrono::Duration::days(2);
+    w.run_control(
+        "put",
+        w.control().put_locked(
+            "blobs/aa/x",
+            b"locked".to_vec(),
+            LockMode::Governance,
+            until,
+        ),
+    )
+    .unwrap();
+    let (mode, got) = w
+        .run_control("retention", w.control().retention("blobs/aa/x"))
+        .unwrap()
+        .expect("a retention");
+    assert_eq!(mode, LockMode::Governance);
+    assert_eq!(got.timestamp(), until.timestamp());
+    let later = until + chrono::Duration::days(5);
+    w.run_control(
+        "extend",
+        w.control()
+            .set_retention("blobs/aa/x", LockMode::Governance, later),
+    )
+    .unwrap();
+    let (_, got) = w
+        .run_control("retention", w.control().retention("blobs/aa/x"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.timestamp(), later.timestamp());
+    assert_eq!(w.get("blobs/aa/x").unwrap(), b"locked");
+    let e = w.delete("blobs/aa/x").unwrap_err();
+    assert!(
+        e.to_string().contains("AccessDenied") || e.to_string().contains("403"),
+        "{e}"
+    );
+
+    // The attacker deletes (a delete marker): the versions still tell what was there.
+    let a = moto.storage("attacker", "r1");
+    w.put("manifests/m1", b"one").unwrap();
+    let before = Utc::now();
+    std::thread::sleep(Duration::from_millis(1100));
+    a.delete("manifests/m1").unwrap();
+    assert!(a.get("manifests/m1").unwrap_err().is_not_found());
+    let versions = w
+        .run_control("versions", w.control().versions("manifests/"))
+        .unwrap();
+    assert_eq!(versions.len(), 2, "{versions:?}");
+    assert!(versions.iter().any(|v| v.delete_marker));
+    let then = hopsdr::repository::versions_as_of(&versions, before);
+    assert!(then.contains_key("manifests/m1"), "{then:?}");
+    let now = hopsdr::repository::versions_as_of(&versions, Utc::now());
+    assert!(!now.contains_key("manifests/m1"));
+}
