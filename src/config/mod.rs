@@ -298,6 +298,11 @@ pub struct S3Settings {
     /// With `secret_access_key`; neither: the AWS environment or instance credentials.
     pub access_key_id: Option<String>,
     pub secret_access_key: Option<Secret>,
+    /// The prune identity (`prune_access_key_id` with `prune_secret_access_key`): used only to
+    /// forget backups and collect garbage, so that the identity that backs up needs no right
+    /// to delete. `None`: prune with the identity above.
+    pub prune_access_key_id: Option<String>,
+    pub prune_secret_access_key: Option<Secret>,
     /// PEM certificates trusted besides the system's.
     pub ca_bundle: Option<PathBuf>,
     /// Multipart part size (and the size above which objects go up in parts), bytes.

@@ -166,6 +166,8 @@ table! {
         pub path_style: Option<bool>,
         pub access_key_id: Option<String>,
         pub secret_access_key: Option<toml::Value>,
+        pub prune_access_key_id: Option<String>,
+        pub prune_secret_access_key: Option<toml::Value>,
         pub ca_bundle: Option<String>,
         pub part_size_mib: Option<i64>,
         pub parallel_parts: Option<i64>,
@@ -238,6 +240,7 @@ pub(crate) fn allowed_keys(shape: &str) -> Vec<&'static str> {
         // Secrets are read by hand (a file or a systemd credential).
         "repository.encryption" => RawEncryption::KEYS,
         "repository.secret_access_key"
+        | "repository.prune_secret_access_key"
         | "mysql.password"
         | "repository.encryption.passphrase"
         | "rondb.backup_password" => &["credential", "file"],

@@ -190,6 +190,25 @@ pub fn break_repository_lock(s: &RepositorySettings) -> Result<String, RepoError
     crate::repository::lock::break_lock(storage.as_ref()).map_err(|e| RepoError::Lock(Box::new(e)))
 }
 
+/// The repository as prune reaches it: through the prune identity of an S3 bucket when one is
+/// configured, else `repo` itself.
+pub fn prune_repository(
+    repo: &Repository,
+    s: &RepositorySettings,
+) -> Result<Repository, RepoError> {
+    let StoreSettings::S3(s3) = &s.store else {
+        return Ok(repo.clone());
+    };
+    let (Some(id), Some(secret)) = (&s3.prune_access_key_id, &s3.prune_secret_access_key) else {
+        return Ok(repo.clone());
+    };
+    let mut as_pruner = (**s3).clone();
+    as_pruner.access_key_id = Some(id.clone());
+    as_pruner.secret_access_key = Some(secret.clone());
+    let storage: Arc<dyn crate::repository::Storage> = Arc::new(open_s3(&as_pruner)?);
+    Ok(repo.with_storage(storage))
+}
+
 /// The S3 store of `[repository] type = "s3"`, with its secret and CA bundle read now.
 fn open_s3(s: &config::S3Settings) -> Result<crate::repository::S3Storage, RepoError> {
     let describe = format!("s3://{}/{}", s.bucket, s.prefix);

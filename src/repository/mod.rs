@@ -428,6 +428,24 @@ impl Repository {
         Ok(id)
     }
 
+    /// The same repository reached through `storage` (the same store with another identity,
+    /// such as the prune identity of an S3 bucket): header, keys and compression shared.
+    pub fn with_storage(&self, storage: Arc<dyn Storage>) -> Repository {
+        Repository {
+            inner: Arc::new(Inner {
+                storage,
+                header: self.inner.header.clone(),
+                compression_level: self.inner.compression_level,
+                keys: self.inner.keys.as_ref().map(|(k, slot)| {
+                    (
+                        std::sync::RwLock::new(k.read().unwrap_or_else(|p| p.into_inner()).clone()),
+                        slot.clone(),
+                    )
+                }),
+            }),
+        }
+    }
+
     /// Where the repository is, for humans and logs.
     pub fn describe(&self) -> String {
         self.inner.storage.describe()

@@ -95,6 +95,15 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn describe(&self) -> String;
     /// Free space in bytes where that is known.
     fn available_bytes(&self) -> Result<Option<u64>, StorageError>;
+    /// Whether this identity may delete objects (an object store's backup identity may not,
+    /// by design); asked before a prune so that it never stops half done. Deletes nothing
+    /// that exists.
+    fn can_delete(&self) -> Result<bool, StorageError> {
+        Ok(true)
+    }
+    /// Forgets what this store remembers of which objects exist (another store instance, such
+    /// as the prune identity's, deleted some). The default remembers nothing.
+    fn invalidate(&self) {}
     /// Like [`Storage::put`], except that the object need only be durable and visible under
     /// `key` after the next [`Storage::flush`] (`exists` reports it at once in this process).
     /// Lets a store batch its durability work; the default simply puts.

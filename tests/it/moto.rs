@@ -84,6 +84,8 @@ impl Moto {
                 path_style: true,
                 access_key_id: Some(id),
                 secret_access_key: None,
+                prune_access_key_id: None,
+                prune_secret_access_key: None,
                 ca_bundle: None,
                 part_size: 5 << 20,
                 parallel_parts: 2,
@@ -175,4 +177,89 @@ fn the_bucket_controls_work_against_a_server_that_enforces_them() {
     assert!(then.contains_key("manifests/m1"), "{then:?}");
     let now = hopsdr::repository::versions_as_of(&versions, Utc::now());
     assert!(!now.contains_key("manifests/m1"));
+}
+
+/// The `[repository]` section of a daemon backing up to the moto bucket as `writer`, with
+/// the prune identity when given.
+fn repository_config(env: &crate::harness::Env, moto: &Moto, pruner: Option<&str>) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let secret = |user: &str| {
+        let p = env.path().join(format!("{user}.secret"));
+        std::fs::write(&p, format!("{}\n", moto.key(user).1)).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        p
+    };
+    let mut s = format!(
+        "[repository]\ntype = \"s3\"\nendpoint = \"{}\"\nbucket = \"{BUCKET}\"\nprefix = \"c1\"\npath_style = true\n\
+         access_key_id = \"{}\"\nsecret_access_key = {{ file = \"{}\" }}\n",
+        moto.endpoint(),
+        moto.key("writer").0,
+        secret("writer").display()
+    );
+    if let Some(p) = pruner {
+        s.push_str(&format!(
+            "prune_access_key_id = \"{}\"\nprune_secret_access_key = {{ file = \"{}\" }}\n",
+            moto.key(p).0,
+            secret(p).display()
+        ));
+    }
+    s
+}
+
+#[test]
+fn the_backup_identity_backs_up_but_only_the_prune_identity_prunes() {
+    let moto = Moto::start(false);
+    let mut env = crate::harness::Env::new();
+    env.repository_config = Some(repository_config(&env, &moto, None));
+    env.extra_config = "[retention]\nkeep_last = 1\nprune_after_backup = false\n".into();
+    let ids = {
+        let _d = env.start();
+        let first = env.backup_ok();
+        std::fs::write(env.path().join("data/cluster-defns/notes.txt"), "changed\n").unwrap();
+        let second = env.backup_ok();
+        // The writer may not delete: the prune stops before it forgets anything, saying why.
+        let out = env.ctl(&["prune", "--wait"]);
+        assert_ne!(out.status.code(), Some(0));
+        let log = env.log();
+        assert!(
+            log.contains("may not delete objects") && log.contains("prune_access_key_id"),
+            "{log}"
+        );
+        let list = env.ctl_json(&["backups", "list"]);
+        assert_eq!(
+            crate::harness::Env::listed_ids(&list),
+            [first.clone(), second.clone()]
+        );
+        (first, second)
+    };
+    // Both backups' manifests are still in the bucket.
+    let w = moto.storage("writer", "c1");
+    use hopsdr::repository::Storage;
+    let manifests = w.list("manifests/").unwrap();
+    assert_eq!(manifests.len(), 2, "{manifests:?}");
+
+    // With the prune identity, the prune forgets the older backups and collects their blobs.
+    // A backup first, so that the backup store remembers which blobs exist (the first
+    // backup's notes among them); the prune's store deletes that one; the next backup with the
+    // same notes must store it again (the backup store forgets what it remembered), and verify.
+    env.repository_config = Some(repository_config(&env, &moto, Some("pruner")));
+    let _d = env.start();
+    std::fs::write(env.path().join("data/cluster-defns/notes.txt"), "third\n").unwrap();
+    let third = env.backup_ok();
+    let out = env.ctl(&["prune", "--wait"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        env.log()
+    );
+    let list = env.ctl_json(&["backups", "list"]);
+    assert_eq!(crate::harness::Env::listed_ids(&list), std::slice::from_ref(&third));
+    assert!(!list.to_string().contains(&ids.0) && !list.to_string().contains(&ids.1));
+    std::fs::write(env.path().join("data/cluster-defns/notes.txt"), "head node: hops1\n").unwrap();
+    let fourth = env.backup_ok();
+    env.ctl_ok(&["verify", &fourth, "--wait"]);
+    let check = env.ctl_json(&["repo", "check"]);
+    assert_eq!(check["problems"], serde_json::json!([]));
 }

@@ -333,6 +333,8 @@ fn s3_options(s3: &S3Server, bucket: &str, prefix: &str) -> hopsdr::repository::
             path_style: true,
             access_key_id: Some(ACCESS_KEY.into()),
             secret_access_key: None,
+            prune_access_key_id: None,
+            prune_secret_access_key: None,
             ca_bundle: None,
             part_size: 5 << 20,
             parallel_parts: 2,

@@ -49,6 +49,11 @@ impl Validator<'_> {
             ("endpoint", raw.endpoint.is_some()),
             ("bucket", raw.bucket.is_some()),
             ("secret_access_key", raw.secret_access_key.is_some()),
+            ("prune_access_key_id", raw.prune_access_key_id.is_some()),
+            (
+                "prune_secret_access_key",
+                raw.prune_secret_access_key.is_some(),
+            ),
         ] {
             if set {
                 self.error(
@@ -156,6 +161,18 @@ impl Validator<'_> {
                 "give access_key_id and secret_access_key together, or neither (the AWS environment or instance credentials are then used)",
             );
         }
+        let prune_secret_given = raw.prune_secret_access_key.is_some();
+        let prune_secret_access_key = raw
+            .prune_secret_access_key
+            .take()
+            .and_then(|v| self.secret(&p.key("prune_secret_access_key"), Some(v), env));
+        let prune_access_key_id = raw.prune_access_key_id.take();
+        if prune_access_key_id.is_some() != prune_secret_given {
+            self.error(
+                &p.key("prune_access_key_id"),
+                "give prune_access_key_id and prune_secret_access_key together, or neither (prune then uses the identity above)",
+            );
+        }
         let ca_bundle = raw
             .ca_bundle
             .take()
@@ -201,6 +218,8 @@ impl Validator<'_> {
             path_style: raw.path_style.unwrap_or(false),
             access_key_id,
             secret_access_key,
+            prune_access_key_id,
+            prune_secret_access_key,
             ca_bundle,
             part_size,
             parallel_parts,

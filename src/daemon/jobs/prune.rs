@@ -104,6 +104,26 @@ fn run(
     cancel: &tokio_util::sync::CancellationToken,
     step: &dyn Fn(&str),
 ) -> Result<PruneReport, String> {
+    // Delete rights first: a prune that cannot delete stops before it forgets anything.
+    let settings = ctx.settings();
+    let repo = crate::daemon::prune_repository(&ctx.repo, &settings.repository)
+        .map_err(|e| format!("the prune identity: {e}"))?;
+    let identity = match &settings.repository.store {
+        crate::config::StoreSettings::S3(s3) if s3.prune_access_key_id.is_some() => {
+            "the prune identity ([repository] prune_access_key_id)"
+        }
+        _ => "the repository's identity",
+    };
+    match repo.storage().can_delete() {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(format!(
+                "{identity} may not delete objects in {} (access denied): nothing was forgotten. A backup identity without delete rights is the point of split credentials: give prune its own with [repository] prune_access_key_id and prune_secret_access_key, or run the prune where that identity is",
+                repo.describe()
+            ))
+        }
+        Err(e) => return Err(format!("checking the right to delete: {e}")),
+    }
     let decisions = decisions(ctx, Utc::now()).map_err(|e| e.to_string())?;
     crate::failpoint::hit("prune.decided", cancel);
     let mut report = PruneReport::default();
@@ -114,7 +134,7 @@ fn run(
         step(&format!("forgetting {}", d.id));
         // The manifest first: a crash in between leaves a catalog row without a manifest,
         // which the next prune removes; never a manifest the catalog no longer shows.
-        match ctx.repo.forget(&d.id) {
+        match repo.forget(&d.id) {
             Ok(()) | Err(crate::repository::RepoError::BackupNotFound { .. }) => {}
             Err(e) => return Err(format!("forgetting backup {}: {e}", d.id)),
         }
@@ -128,10 +148,10 @@ fn run(
         report.forgotten.push(d.id.clone());
     }
     step("collecting garbage");
-    report.gc = ctx
-        .repo
-        .gc(cancel)
-        .map_err(|e| format!("garbage collection: {e}"))?;
+    let gc = repo.gc(cancel);
+    // The prune identity's store deleted blobs the backup store may remember as present.
+    ctx.repo.storage().invalidate();
+    report.gc = gc.map_err(|e| format!("garbage collection: {e}"))?;
     ctx.metrics.gc_freed_bytes.inc_by(report.gc.bytes_freed);
     Ok(report)
 }

@@ -9,6 +9,9 @@ use object_store::aws::{AwsAuthorizer, AwsCredentialProvider};
 use object_store::client::{HttpClient, HttpRequest, HttpRequestBody};
 use serde::Deserialize;
 
+/// The key a prune deletes to learn whether its identity may delete: never written.
+pub const DELETE_CHECK_KEY: &str = "locks/delete-check";
+
 /// A bucket's versioning state (`GetBucketVersioning`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Versioning {
@@ -135,6 +138,16 @@ impl Control {
         let text = String::from_utf8_lossy(body);
         let code = parse_error_code(&text).unwrap_or_default();
         format!("{what}: HTTP {status} {code}")
+    }
+
+    /// Whether this identity may delete `key` (a DELETE of it: 2xx yes, 403 no).
+    pub async fn may_delete(&self, key: &str) -> Result<bool, String> {
+        let (status, _, body) = self.send("DELETE", Some(key), "", &[], Vec::new()).await?;
+        match status {
+            200..=299 => Ok(true),
+            403 => Ok(false),
+            _ => Err(Self::failed(&format!("DeleteObject {key}"), status, &body)),
+        }
     }
 
     /// The bucket's versioning (`GET ?versioning`).

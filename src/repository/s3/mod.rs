@@ -602,6 +602,19 @@ impl Storage for S3Storage {
         self.describe.clone()
     }
 
+    fn invalidate(&self) {
+        *self.blobs.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    fn can_delete(&self) -> Result<bool, StorageError> {
+        // A DELETE of a key nobody writes: 204 when allowed (on a versioned bucket it leaves a
+        // delete marker on that key only), 403 when the identity may not delete.
+        self.run_control(
+            "check delete rights",
+            self.control.may_delete(control::DELETE_CHECK_KEY),
+        )
+    }
+
     fn available_bytes(&self) -> Result<Option<u64>, StorageError> {
         Ok(None)
     }
