@@ -275,6 +275,15 @@ pub enum StoreSettings {
     S3(Box<S3Settings>),
 }
 
+/// `[repository] versioning`: the bucket's versioning, checked at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersioningPolicy {
+    /// Refuse to start on a bucket without versioning enabled.
+    Require,
+    /// Warn (the default).
+    Warn,
+}
+
 /// `[repository.encryption]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncryptionSettings {
@@ -303,6 +312,9 @@ pub struct S3Settings {
     /// to delete. `None`: prune with the identity above.
     pub prune_access_key_id: Option<String>,
     pub prune_secret_access_key: Option<Secret>,
+    /// What to do at start when the bucket is not versioned (an overwritten or deleted object
+    /// is then gone for good).
+    pub versioning: VersioningPolicy,
     /// PEM certificates trusted besides the system's.
     pub ca_bundle: Option<PathBuf>,
     /// Multipart part size (and the size above which objects go up in parts), bytes.

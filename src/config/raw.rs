@@ -167,6 +167,7 @@ table! {
         pub access_key_id: Option<String>,
         pub secret_access_key: Option<toml::Value>,
         pub prune_access_key_id: Option<String>,
+        pub versioning: Option<String>,
         pub prune_secret_access_key: Option<toml::Value>,
         pub ca_bundle: Option<String>,
         pub part_size_mib: Option<i64>,

@@ -148,9 +148,49 @@ pub fn open_repository(
             Ok((open(storage)?, guard))
         }
         StoreSettings::S3(s) => {
-            let storage: Arc<dyn crate::repository::Storage> = Arc::new(open_s3(s)?);
+            let s3 = open_s3(s)?;
+            check_versioning(&s3, s.versioning)?;
+            let storage: Arc<dyn crate::repository::Storage> = Arc::new(s3);
             let guard = lock(&storage)?;
             Ok((open(storage)?, guard))
+        }
+    }
+}
+
+/// The bucket's versioning, at start: without it an overwritten or deleted object is gone for
+/// good. `require` refuses to start; `warn` says so and goes on (also when the store cannot
+/// tell).
+fn check_versioning(
+    s3: &crate::repository::S3Storage,
+    policy: config::VersioningPolicy,
+) -> Result<(), RepoError> {
+    use crate::repository::{Storage, Versioning};
+    let store = s3.describe();
+    let problem = match s3.run_control("read versioning", s3.control().versioning()) {
+        Ok(Versioning::Enabled) => return Ok(()),
+        Ok(Versioning::Suspended) => "versioning is suspended on the bucket".to_string(),
+        Ok(Versioning::Off) => "versioning is not enabled on the bucket".to_string(),
+        Err(e) if policy == config::VersioningPolicy::Require => {
+            format!("the bucket's versioning could not be read ({e})")
+        }
+        Err(e) => {
+            tracing::warn!("{store}: the bucket's versioning could not be read: {e}");
+            return Ok(());
+        }
+    };
+    let what = format!("{store}: {problem}: a backup deleted or overwritten in it (by a stolen key, by ransomware) cannot be recovered. Enable versioning (and Object Lock) on the bucket");
+    match policy {
+        config::VersioningPolicy::Require => Err(RepoError::Storage(
+            crate::repository::StorageError::Remote {
+                store,
+                op: "check versioning",
+                key: String::new(),
+                reason: format!("{what}, or set [repository] versioning = \"warn\""),
+            },
+        )),
+        config::VersioningPolicy::Warn => {
+            tracing::warn!("{what} ([repository] versioning = \"require\" refuses to start then)");
+            Ok(())
         }
     }
 }

@@ -23,6 +23,11 @@ pub struct Moto {
 impl Moto {
     /// A fresh server with the bucket (versioned; with Object Lock when asked) and its users.
     pub fn start(object_lock: bool) -> Moto {
+        Self::start_with(if object_lock { &["--object-lock"] } else { &[] })
+    }
+
+    /// As [`Moto::start`] with `moto_admin.py`'s options.
+    pub fn start_with(options: &[&str]) -> Moto {
         let port = free_port();
         let child = Command::new(format!("{MOTO}/bin/moto_server"))
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
@@ -43,9 +48,7 @@ impl Moto {
             m.endpoint(),
             BUCKET.to_string(),
         ];
-        if object_lock {
-            args.push("--object-lock".into());
-        }
+        args.extend(options.iter().map(|o| o.to_string()));
         let out = Command::new(format!("{MOTO}/bin/python"))
             .args(&args)
             .output()
@@ -86,6 +89,7 @@ impl Moto {
                 secret_access_key: None,
                 prune_access_key_id: None,
                 prune_secret_access_key: None,
+                versioning: hopsdr::config::VersioningPolicy::Warn,
                 ca_bundle: None,
                 part_size: 5 << 20,
                 parallel_parts: 2,
@@ -255,11 +259,55 @@ fn the_backup_identity_backs_up_but_only_the_prune_identity_prunes() {
         env.log()
     );
     let list = env.ctl_json(&["backups", "list"]);
-    assert_eq!(crate::harness::Env::listed_ids(&list), std::slice::from_ref(&third));
+    assert_eq!(
+        crate::harness::Env::listed_ids(&list),
+        std::slice::from_ref(&third)
+    );
     assert!(!list.to_string().contains(&ids.0) && !list.to_string().contains(&ids.1));
-    std::fs::write(env.path().join("data/cluster-defns/notes.txt"), "head node: hops1\n").unwrap();
+    std::fs::write(
+        env.path().join("data/cluster-defns/notes.txt"),
+        "head node: hops1\n",
+    )
+    .unwrap();
     let fourth = env.backup_ok();
     env.ctl_ok(&["verify", &fourth, "--wait"]);
     let check = env.ctl_json(&["repo", "check"]);
     assert_eq!(check["problems"], serde_json::json!([]));
+}
+
+#[test]
+fn a_bucket_without_versioning_is_refused_or_warned_about_at_start() {
+    let moto = Moto::start_with(&["--no-versioning"]);
+    let mut env = crate::harness::Env::new();
+    let base = repository_config(&env, &moto, None);
+    env.repository_config = Some(format!("{base}versioning = \"require\"\n"));
+    let (code, err) = env.start_refused();
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains("versioning is not enabled on the bucket")
+            && err.contains("versioning = \"warn\""),
+        "{err}"
+    );
+    // The default warns and goes on.
+    env.repository_config = Some(base);
+    {
+        let _d = env.start();
+        env.backup_ok();
+    }
+    assert!(
+        env.log()
+            .contains("versioning is not enabled on the bucket"),
+        "{}",
+        env.log()
+    );
+    // A versioned bucket: no warning.
+    let versioned = Moto::start(false);
+    let mut env = crate::harness::Env::new();
+    env.repository_config = Some(format!(
+        "{}versioning = \"require\"\n",
+        repository_config(&env, &versioned, None)
+    ));
+    let _d = env.start();
+    env.backup_ok();
+    assert!(!env.log().contains("versioning is not enabled"));
 }

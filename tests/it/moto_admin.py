@@ -2,7 +2,7 @@
 with Object Lock) and IAM users with the policies the README gives operators, then turns IAM
 enforcement on. Prints the users' access keys as JSON on stdout.
 
-Usage: moto_admin.py ENDPOINT BUCKET [--object-lock]
+Usage: moto_admin.py ENDPOINT BUCKET [--object-lock | --no-versioning]
 
 Run with the Python of moto's venv (scripts/setup-test-deps installs it). moto checks the
 operation name as the action (s3:ListObjectVersions, s3:HeadObject, s3:DeleteObjects), so the
@@ -23,6 +23,7 @@ def admin(endpoint, path, body):
 def main():
     endpoint, bucket = sys.argv[1], sys.argv[2]
     object_lock = "--object-lock" in sys.argv[3:]
+    versioning = "--no-versioning" not in sys.argv[3:]
     # No IAM checks while setting up (moto counts requests until enforcement starts).
     admin(endpoint, "/moto-api/reset", b"")
     admin(endpoint, "/moto-api/reset-auth", b"1000000")
@@ -34,7 +35,8 @@ def main():
         s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
     else:
         s3.create_bucket(Bucket=bucket)
-        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+        if versioning:
+            s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     arn = f"arn:aws:s3:::{bucket}"
     policies = {
         # Backs up: reads, lists and writes, never deletes, never shortens a lock, never

@@ -335,6 +335,7 @@ fn s3_options(s3: &S3Server, bucket: &str, prefix: &str) -> hopsdr::repository::
             secret_access_key: None,
             prune_access_key_id: None,
             prune_secret_access_key: None,
+            versioning: hopsdr::config::VersioningPolicy::Warn,
             ca_bundle: None,
             part_size: 5 << 20,
             parallel_parts: 2,

@@ -28,7 +28,7 @@ use super::{
     EncryptionSettings, FilePathSettings, HopsfsDatanodeSettings, HopsfsSettings, JobKind,
     MetricsSettings, MysqlDumpMode, MysqlSettings, NodeHost, RepositorySettings, RestoreSettings,
     RetentionSettings, RondbSettings, S3Settings, ScheduleSettings, Secret, SecretEnv, Settings,
-    SshConfig, StoreSettings,
+    SshConfig, StoreSettings, VersioningPolicy,
 };
 
 pub(crate) const DEFAULT_SOCKET: &str = "/run/hopsdr/hopsdr.sock";

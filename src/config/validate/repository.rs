@@ -50,6 +50,7 @@ impl Validator<'_> {
             ("bucket", raw.bucket.is_some()),
             ("secret_access_key", raw.secret_access_key.is_some()),
             ("prune_access_key_id", raw.prune_access_key_id.is_some()),
+            ("versioning", raw.versioning.is_some()),
             (
                 "prune_secret_access_key",
                 raw.prune_secret_access_key.is_some(),
@@ -173,6 +174,17 @@ impl Validator<'_> {
                 "give prune_access_key_id and prune_secret_access_key together, or neither (prune then uses the identity above)",
             );
         }
+        let versioning = match raw.versioning.as_deref() {
+            None | Some("warn") => VersioningPolicy::Warn,
+            Some("require") => VersioningPolicy::Require,
+            Some(other) => {
+                self.error(
+                    &p.key("versioning"),
+                    format!("unknown versioning policy {other:?}: use \"require\" (refuse to start on a bucket without versioning) or \"warn\""),
+                );
+                VersioningPolicy::Warn
+            }
+        };
         let ca_bundle = raw
             .ca_bundle
             .take()
@@ -220,6 +232,7 @@ impl Validator<'_> {
             secret_access_key,
             prune_access_key_id,
             prune_secret_access_key,
+            versioning,
             ca_bundle,
             part_size,
             parallel_parts,
