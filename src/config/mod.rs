@@ -275,6 +275,15 @@ pub enum StoreSettings {
     S3(Box<S3Settings>),
 }
 
+/// `[repository] object_lock`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectLockSettings {
+    /// `governance` (removable with s3:BypassGovernanceRetention) or `compliance` (by nobody).
+    pub mode: crate::repository::LockMode,
+    /// How long each object stays locked after it is written (or its retention extended).
+    pub days: u32,
+}
+
 /// `[repository] versioning`: the bucket's versioning, checked at start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VersioningPolicy {
@@ -315,6 +324,9 @@ pub struct S3Settings {
     /// What to do at start when the bucket is not versioned (an overwritten or deleted object
     /// is then gone for good).
     pub versioning: VersioningPolicy,
+    /// `object_lock = { mode, days }`: every object written gets this retention, and garbage
+    /// collection extends that of the objects kept backups reference.
+    pub object_lock: Option<ObjectLockSettings>,
     /// PEM certificates trusted besides the system's.
     pub ca_bundle: Option<PathBuf>,
     /// Multipart part size (and the size above which objects go up in parts), bytes.

@@ -168,12 +168,20 @@ table! {
         pub secret_access_key: Option<toml::Value>,
         pub prune_access_key_id: Option<String>,
         pub versioning: Option<String>,
+        pub object_lock: Option<RawObjectLock>,
         pub prune_secret_access_key: Option<toml::Value>,
         pub ca_bundle: Option<String>,
         pub part_size_mib: Option<i64>,
         pub parallel_parts: Option<i64>,
         pub bandwidth_limit_mib: Option<f64>,
         pub encryption: Option<RawEncryption>,
+    }
+}
+
+table! {
+    RawObjectLock {
+        pub mode: Option<String>,
+        pub days: Option<i64>,
     }
 }
 
@@ -240,6 +248,7 @@ pub(crate) fn allowed_keys(shape: &str) -> Vec<&'static str> {
         "repository" => RawRepository::KEYS,
         // Secrets are read by hand (a file or a systemd credential).
         "repository.encryption" => RawEncryption::KEYS,
+        "repository.object_lock" => RawObjectLock::KEYS,
         "repository.secret_access_key"
         | "repository.prune_secret_access_key"
         | "mysql.password"

@@ -405,7 +405,7 @@ fn unknown_keys_list_the_allowed_keys_of_every_table() {
         (
             "[repository]\nx = 1",
             "repository.x",
-            "access_key_id, bandwidth_limit_mib, bucket, ca_bundle, compression_level, encryption, endpoint, parallel_parts, part_size_mib, path, path_style, prefix, prune_access_key_id, prune_secret_access_key, region, secret_access_key, type, versioning",
+            "access_key_id, bandwidth_limit_mib, bucket, ca_bundle, compression_level, encryption, endpoint, object_lock, parallel_parts, part_size_mib, path, path_style, prefix, prune_access_key_id, prune_secret_access_key, region, secret_access_key, type, versioning",
         ),
         (
             "[repository.encryption]\nx = 1",

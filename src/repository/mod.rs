@@ -262,6 +262,22 @@ pub struct GcReport {
     pub blobs_kept: u64,
     pub blobs_deleted: u64,
     pub bytes_freed: u64,
+    /// Object Lock: referenced objects locked for another period.
+    #[serde(default)]
+    pub retention_extended: u64,
+    /// Object Lock: unreferenced blobs still locked, left for a later collection.
+    #[serde(default)]
+    pub blobs_locked: u64,
+}
+
+/// Whether an object locked `until` (`None`: not locked) needs another lock `period` from
+/// `now`: when less than half of one is left.
+pub fn needs_extension(
+    until: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    period: chrono::Duration,
+) -> bool {
+    until.is_none_or(|u| u - now < period / 2)
 }
 
 /// What reading one file back found.
@@ -751,6 +767,11 @@ impl Repository {
     /// the repository meanwhile (the daemon runs it in the job slot): a backup reuses blobs
     /// that no committed manifest references yet. Interrupted, it leaves fewer unreferenced
     /// blobs; the next collection finishes the work.
+    ///
+    /// With Object Lock ([`Storage::lock_policy`]), the objects kept backups reference (their
+    /// manifests and blobs) whose retention ends within half the lock period are locked for a
+    /// whole period again, and an unreferenced blob still locked is left for a later
+    /// collection: nothing still locked is ever deleted.
     pub fn gc(&self, cancel: &tokio_util::sync::CancellationToken) -> Result<GcReport, RepoError> {
         let mut referenced: HashSet<String> = HashSet::new();
         let ids = self.list_backups()?;
@@ -765,13 +786,37 @@ impl Repository {
             ..Default::default()
         };
         crate::failpoint::hit("gc.referenced_read", cancel);
-        for o in self.inner.storage.list(BLOBS_PREFIX)? {
+        let storage = self.inner.storage.as_ref();
+        let lock = storage.lock_policy();
+        let now = Utc::now();
+        if let Some((_, days)) = lock {
+            let period = chrono::Duration::days(days as i64);
+            let keys = ids
+                .iter()
+                .map(manifest_key)
+                .chain(referenced.iter().cloned());
+            for key in keys {
+                if cancel.is_cancelled() {
+                    return Err(RepoError::Cancelled);
+                }
+                let until = storage.locked_until(&key)?;
+                if needs_extension(until, now, period) {
+                    storage.lock_until(&key, now + period)?;
+                    report.retention_extended += 1;
+                }
+            }
+        }
+        for o in storage.list(BLOBS_PREFIX)? {
             if referenced.contains(&o.key) {
                 report.blobs_kept += 1;
                 continue;
             }
             if cancel.is_cancelled() {
                 return Err(RepoError::Cancelled);
+            }
+            if lock.is_some() && storage.locked_until(&o.key)?.is_some_and(|u| u > now) {
+                report.blobs_locked += 1;
+                continue;
             }
             match self.inner.storage.delete(&o.key) {
                 Ok(()) => {

@@ -101,6 +101,26 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn can_delete(&self) -> Result<bool, StorageError> {
         Ok(true)
     }
+    /// Object Lock: the mode and days every object this store writes is locked for; `None`
+    /// when it locks nothing.
+    fn lock_policy(&self) -> Option<(super::LockMode, u32)> {
+        None
+    }
+    /// Until when `key` is locked (`None`: not locked).
+    fn locked_until(
+        &self,
+        _key: &str,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, StorageError> {
+        Ok(None)
+    }
+    /// Locks `key` until `until` (an extension; the mode is the store's).
+    fn lock_until(
+        &self,
+        _key: &str,
+        _until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StorageError> {
+        Ok(())
+    }
     /// Forgets what this store remembers of which objects exist (another store instance, such
     /// as the prune identity's, deleted some). The default remembers nothing.
     fn invalidate(&self) {}

@@ -1379,3 +1379,26 @@ fn a_failed_flush_forgets_its_keys_and_leaves_nothing_it_wrote() {
     assert_eq!(s.get("blobs/ab/ab01").unwrap(), b"one");
     assert!(!s.exists("blobs/ab/ab02").unwrap());
 }
+
+#[test]
+fn a_lock_is_extended_when_less_than_half_its_period_is_left() {
+    let now = chrono::Utc::now();
+    let period = chrono::Duration::days(30);
+    assert!(needs_extension(None, now, period));
+    assert!(needs_extension(
+        Some(now - chrono::Duration::days(1)),
+        now,
+        period
+    ));
+    assert!(needs_extension(
+        Some(now + chrono::Duration::days(14)),
+        now,
+        period
+    ));
+    assert!(!needs_extension(
+        Some(now + chrono::Duration::days(16)),
+        now,
+        period
+    ));
+    assert!(!needs_extension(Some(now + period), now, period));
+}

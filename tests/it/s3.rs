@@ -336,6 +336,7 @@ fn s3_options(s3: &S3Server, bucket: &str, prefix: &str) -> hopsdr::repository::
             prune_access_key_id: None,
             prune_secret_access_key: None,
             versioning: hopsdr::config::VersioningPolicy::Warn,
+            object_lock: None,
             ca_bundle: None,
             part_size: 5 << 20,
             parallel_parts: 2,

@@ -26,9 +26,9 @@ use super::spans::{self, KeyPath, Seg, SpanIndex};
 use super::{
     BackupSettings, BlockStorage, ConfigError, ConfigErrors, DaemonSettings, DataNodeSettings,
     EncryptionSettings, FilePathSettings, HopsfsDatanodeSettings, HopsfsSettings, JobKind,
-    MetricsSettings, MysqlDumpMode, MysqlSettings, NodeHost, RepositorySettings, RestoreSettings,
-    RetentionSettings, RondbSettings, S3Settings, ScheduleSettings, Secret, SecretEnv, Settings,
-    SshConfig, StoreSettings, VersioningPolicy,
+    MetricsSettings, MysqlDumpMode, MysqlSettings, NodeHost, ObjectLockSettings,
+    RepositorySettings, RestoreSettings, RetentionSettings, RondbSettings, S3Settings,
+    ScheduleSettings, Secret, SecretEnv, Settings, SshConfig, StoreSettings, VersioningPolicy,
 };
 
 pub(crate) const DEFAULT_SOCKET: &str = "/run/hopsdr/hopsdr.sock";

@@ -51,6 +51,7 @@ impl Validator<'_> {
             ("secret_access_key", raw.secret_access_key.is_some()),
             ("prune_access_key_id", raw.prune_access_key_id.is_some()),
             ("versioning", raw.versioning.is_some()),
+            ("object_lock", raw.object_lock.is_some()),
             (
                 "prune_secret_access_key",
                 raw.prune_secret_access_key.is_some(),
@@ -185,6 +186,42 @@ impl Validator<'_> {
                 VersioningPolicy::Warn
             }
         };
+        let object_lock = raw.object_lock.take().and_then(|l| {
+            let lp = p.key("object_lock");
+            let mode = match l.mode.as_deref() {
+                Some("governance") => Some(crate::repository::LockMode::Governance),
+                Some("compliance") => Some(crate::repository::LockMode::Compliance),
+                None => {
+                    self.missing(&lp.key("mode"), "mode = \"governance\"");
+                    None
+                }
+                Some(other) => {
+                    self.error(
+                        &lp.key("mode"),
+                        format!("unknown lock mode {other:?}: use \"governance\" or \"compliance\" (which nobody, not even the bucket's owner, can shorten)"),
+                    );
+                    None
+                }
+            };
+            let days = match l.days {
+                Some(d) if (1..=36500).contains(&d) => Some(d as u32),
+                None => {
+                    self.missing(&lp.key("days"), "days = 30");
+                    None
+                }
+                Some(d) => {
+                    self.error(
+                        &lp.key("days"),
+                        format!("days = {d} is out of range: objects are locked 1 to 36500 days"),
+                    );
+                    None
+                }
+            };
+            Some(ObjectLockSettings {
+                mode: mode?,
+                days: days?,
+            })
+        });
         let ca_bundle = raw
             .ca_bundle
             .take()
@@ -233,6 +270,7 @@ impl Validator<'_> {
             prune_access_key_id,
             prune_secret_access_key,
             versioning,
+            object_lock,
             ca_bundle,
             part_size,
             parallel_parts,

@@ -70,6 +70,8 @@ pub struct S3Storage {
     ahead: Mutex<ReadAhead<Fetch>>,
     /// Bucket and object controls `object_store` lacks (versioning, retention, versions).
     control: Control,
+    /// Object Lock on every object written: mode and days.
+    lock: Option<(LockMode, u32)>,
 }
 
 /// A fetch ahead, shared by the reads announced for it: the blob, or `None` when it failed
@@ -224,6 +226,7 @@ impl S3Storage {
                 queued: 4096,
             })),
             control,
+            lock: o.settings.object_lock.map(|l| (l.mode, l.days)),
         })
     }
 
@@ -389,6 +392,20 @@ async fn put_multipart(
 impl Storage for S3Storage {
     fn put(&self, key: &str, data: &[u8]) -> Result<(), StorageError> {
         let path = self.path(key)?;
+        if let Some((mode, days)) = self.lock {
+            // One PUT with its retention (S3 takes up to 5 GiB so; a larger object would need
+            // a locked multipart upload, which no repository object comes near).
+            self.pace(data.len());
+            let until = chrono::Utc::now() + chrono::Duration::days(days as i64);
+            let c = self.control.clone();
+            let (k, data) = (key.to_string(), data.to_vec());
+            self.run_control(
+                "put",
+                async move { c.put_locked(&k, data, mode, until).await },
+            )?;
+            self.note(key, true);
+            return Ok(());
+        }
         let store = self.store.clone();
         let data = bytes::Bytes::copy_from_slice(data);
         let r = if data.len() > self.part_size {
@@ -406,7 +423,7 @@ impl Storage for S3Storage {
     }
 
     fn put_deferred(&self, key: &str, data: &[u8]) -> Result<(), StorageError> {
-        if data.len() > self.part_size {
+        if data.len() > self.part_size || self.lock.is_some() {
             return self.put(key, data);
         }
         let path = self.path(key)?;
@@ -600,6 +617,33 @@ impl Storage for S3Storage {
 
     fn describe(&self) -> String {
         self.describe.clone()
+    }
+
+    fn lock_policy(&self) -> Option<(LockMode, u32)> {
+        self.lock
+    }
+
+    fn locked_until(
+        &self,
+        key: &str,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, StorageError> {
+        Ok(self
+            .run_control("read retention", self.control.retention(key))?
+            .map(|(_, until)| until))
+    }
+
+    fn lock_until(
+        &self,
+        key: &str,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StorageError> {
+        let Some((mode, _)) = self.lock else {
+            return Ok(());
+        };
+        self.run_control(
+            "extend retention",
+            self.control.set_retention(key, mode, until),
+        )
     }
 
     fn invalidate(&self) {
