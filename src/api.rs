@@ -478,6 +478,9 @@ pub struct StartRestoreRequest {
     pub allow_partial: bool,
     #[serde(default)]
     pub force: bool,
+    /// Read the repository as it was then (object versions of a versioned S3 bucket).
+    #[serde(default)]
+    pub as_of: Option<DateTime<Utc>>,
 }
 
 /// The confirmation a destructive request carries in its body: `{"confirm": "..."}` with what

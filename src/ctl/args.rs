@@ -133,6 +133,11 @@ pub enum RestoreCommand {
         /// Go on despite a version mismatch or a target that is not empty.
         #[arg(long)]
         force: bool,
+        /// Read the repository as it was at this time (RFC 3339, e.g. 2026-12-06T10:00:00Z):
+        /// from the object versions of a versioned S3 bucket, so that a backup deleted or
+        /// overwritten since (by an attacker) restores while its versions are kept.
+        #[arg(long, value_name = "TIME")]
+        as_of: Option<String>,
         /// Wait until it has finished, showing progress.
         #[arg(long)]
         wait: bool,

@@ -237,9 +237,22 @@ async fn run_inner(cli: &Cli) -> Result<ExitCode, CtlError> {
                     yes,
                     allow_partial,
                     force,
+                    as_of,
                     wait,
                 },
         } => {
+            let as_of = match as_of {
+                None => None,
+                Some(t) => Some(
+                    chrono::DateTime::parse_from_rfc3339(t)
+                        .map_err(|e| {
+                            CtlError::Config(format!(
+                                "--as-of {t:?}: {e}: give a time as 2026-12-06T10:00:00Z"
+                            ))
+                        })?
+                        .with_timezone(&chrono::Utc),
+                ),
+            };
             if !yes {
                 // On a terminal: the plan first (what is stopped and dropped), then the typed
                 // confirmation.
@@ -255,7 +268,7 @@ async fn run_inner(cli: &Cli) -> Result<ExitCode, CtlError> {
             }
             let body = serde_json::json!({
                 "backup_id": backup, "confirm": backup,
-                "allow_partial": allow_partial, "force": force,
+                "allow_partial": allow_partial, "force": force, "as_of": as_of,
             })
             .to_string();
             let started: JobStarted = client

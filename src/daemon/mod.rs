@@ -230,6 +230,24 @@ pub fn break_repository_lock(s: &RepositorySettings) -> Result<String, RepoError
     crate::repository::lock::break_lock(storage.as_ref()).map_err(|e| RepoError::Lock(Box::new(e)))
 }
 
+/// The repository as it was at `at`: the S3 bucket's object versions current then (read-only).
+pub fn repository_as_of(
+    repo: &Repository,
+    s: &RepositorySettings,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<Repository, RepoError> {
+    let StoreSettings::S3(s3) = &s.store else {
+        return Err(RepoError::Storage(crate::repository::StorageError::Remote {
+            store: repo.describe(),
+            op: "read as of a time",
+            key: String::new(),
+            reason: "only an S3 repository in a versioned bucket keeps the versions --as-of reads; a local repository has none".into(),
+        }));
+    };
+    let view = crate::repository::VersionedView::new(open_s3(s3)?, at)?;
+    Ok(repo.with_storage(Arc::new(view)))
+}
+
 /// The repository as prune reaches it: through the prune identity of an S3 bucket when one is
 /// configured, else `repo` itself.
 pub fn prune_repository(

@@ -1029,6 +1029,7 @@ async fn route_start_restore(r: Req) -> Response<Full<Bytes>> {
     let opts = crate::restore::exec::RestoreOptions {
         allow_partial: req.allow_partial,
         force: req.force,
+        as_of: req.as_of,
     };
     // Planning reads the target cluster (blocking commands): off the runtime's workers.
     let (ctx2, action2) = (ctx.clone(), action.clone());

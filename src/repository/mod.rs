@@ -103,7 +103,7 @@ pub use manifest::{
     Manifest,
 };
 pub use s3::control::as_of as versions_as_of;
-pub use s3::{Control, LockMode, ObjectVersion, S3Options, S3Storage, Versioning};
+pub use s3::{Control, LockMode, ObjectVersion, S3Options, S3Storage, VersionedView, Versioning};
 pub use storage::{validate_key, KeyError, LocalStorage, ObjectInfo, Storage, StorageError};
 pub use writer::{BackupWriter, ProgressFn, WriteStats};
 

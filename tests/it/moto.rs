@@ -397,3 +397,54 @@ fn with_object_lock_every_object_is_locked_and_gc_extends_and_spares_locks() {
     assert_eq!(before, after, "no locked blob deleted");
     env.ctl_ok(&["verify", &second, "--wait"]);
 }
+
+/// A backup an attacker with delete rights erased (delete markers on its manifest and blobs)
+/// is restored from the versions the bucket kept, with `restore start --as-of`.
+#[cfg(feature = "testbed")]
+#[test]
+fn a_backup_deleted_by_an_attacker_restores_from_its_versions_with_as_of() {
+    use hopsdr::repository::Storage;
+
+    let moto = Moto::start(false);
+    let (mut env, c, m) = crate::restore::setup();
+    env.repository_config = Some(repository_config(&env, &moto, None));
+    let _d = env.start();
+    let before = c.fingerprint();
+    let id = env.backup_ok();
+    std::thread::sleep(Duration::from_millis(1100));
+    let after_backup = chrono::Utc::now();
+    std::thread::sleep(Duration::from_millis(1100));
+
+    // The attacker deletes the backup's manifest and every blob.
+    let a = moto.storage("attacker", "c1");
+    let mut erased = 0;
+    for prefix in ["manifests/", "blobs/"] {
+        for o in a.list(prefix).unwrap() {
+            a.delete(&o.key).unwrap();
+            erased += 1;
+        }
+    }
+    assert!(erased > 10, "{erased}");
+    assert!(a.list("blobs/").unwrap().is_empty());
+
+    crate::restore::disaster(&c, &m);
+    // As it is now, the backup is gone: refused before anything is touched.
+    let out = env.ctl(&["restore", "start", &id, "--yes", "--wait"]);
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(err.contains("not found"), "{err}");
+
+    // As it was after the backup: the versions restore the cluster whole.
+    let at = after_backup.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let out = env.ctl(&["restore", "start", &id, "--as-of", &at, "--yes", "--wait"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        env.log()
+    );
+    assert_eq!(c.fingerprint(), before);
+    assert!(m.login("app", "app-pass"));
+}

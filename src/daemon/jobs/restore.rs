@@ -44,6 +44,18 @@ pub enum RestoreStartError {
     Refused(String),
 }
 
+/// The repository a restore reads: as it was at `--as-of` when asked, else the daemon's.
+fn restore_repository(
+    ctx: &Ctx,
+    options: &crate::restore::exec::RestoreOptions,
+) -> Result<crate::repository::Repository, String> {
+    match options.as_of {
+        None => Ok(ctx.repo.clone()),
+        Some(at) => crate::daemon::repository_as_of(&ctx.repo, &ctx.settings().repository, at)
+            .map_err(|e| format!("reading the repository as of {at}: {e}")),
+    }
+}
+
 /// Starts a restore of `backup` (a new one), or resumes the last one (`backup` None).
 pub fn start(
     ctx: &Arc<Ctx>,
@@ -57,7 +69,8 @@ pub fn start(
     // held during that I/O, and a refusal changes nothing.
     let planned = match backup {
         Some(b) => {
-            let manifest = ctx.repo.read_manifest(b).map_err(|e| {
+            let repo = restore_repository(ctx, &options).map_err(RestoreStartError::Refused)?;
+            let manifest = repo.read_manifest(b).map_err(|e| {
                 RestoreStartError::Refused(format!(
                     "{e} (hopsdrctl backups list shows the backups)"
                 ))
@@ -126,15 +139,24 @@ pub fn start(
         move |w| {
             let ctx = &w.ctx;
             let settings = ctx.settings();
-            let manifest = match ctx.repo.read_manifest(&bid) {
+            let repo = match restore_repository(ctx, &options) {
+                Ok(r) => r,
+                Err(e) => return (Err(e), false),
+            };
+            let manifest = match repo.read_manifest(&bid) {
                 Ok(m) => std::sync::Arc::new(m),
                 Err(e) => return (Err(e.to_string()), false),
             };
-            let backup_state = lock_catalog(&ctx.catalog)
-                .backup(&bid)
-                .ok()
-                .flatten()
-                .map(|b| b.state);
+            // As of a past time the manifest read is what counts, not what the catalog now says
+            // of the backup (which an attacker's deletion may have made "failed").
+            let backup_state = match options.as_of {
+                Some(_) => None,
+                None => lock_catalog(&ctx.catalog)
+                    .backup(&bid)
+                    .ok()
+                    .flatten()
+                    .map(|b| b.state),
+            };
             let prog = w.progress.clone();
             let progress_fn = move |i: usize, line: &str| {
                 if let Ok(mut p) = prog.lock() {
@@ -146,7 +168,7 @@ pub fn start(
                 plan: &plan,
                 manifest: &manifest,
                 settings: &settings,
-                repo: &ctx.repo,
+                repo: &repo,
                 catalog: &ctx.catalog,
                 options,
                 backup_state,

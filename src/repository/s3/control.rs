@@ -50,6 +50,8 @@ pub struct ObjectVersion {
     pub last_modified: DateTime<Utc>,
     /// A delete marker: the object looked deleted from then on.
     pub delete_marker: bool,
+    /// Bytes (0 for a delete marker).
+    pub size: u64,
 }
 
 /// Signed requests to one bucket.
@@ -352,6 +354,8 @@ struct RawVersion {
     key: String,
     version_id: String,
     last_modified: String,
+    #[serde(default)]
+    size: u64,
 }
 
 /// Parses a `ListVersionsResult` document.
@@ -383,6 +387,7 @@ pub fn parse_versions(xml: &str) -> Result<VersionsPage, String> {
             version_id: v.version_id,
             last_modified,
             delete_marker,
+            size: v.size,
         });
     }
     Ok(page)
@@ -394,6 +399,17 @@ pub fn as_of(
     versions: &[ObjectVersion],
     at: DateTime<Utc>,
 ) -> std::collections::BTreeMap<String, String> {
+    current_at(versions, at)
+        .into_iter()
+        .map(|(k, v)| (k, v.version_id))
+        .collect()
+}
+
+/// As [`as_of`], with each version whole (its size).
+pub fn current_at(
+    versions: &[ObjectVersion],
+    at: DateTime<Utc>,
+) -> std::collections::BTreeMap<String, ObjectVersion> {
     let mut newest: std::collections::BTreeMap<&str, &ObjectVersion> = Default::default();
     for v in versions.iter().filter(|v| v.last_modified <= at) {
         let e = newest.entry(&v.key).or_insert(v);
@@ -404,7 +420,7 @@ pub fn as_of(
     newest
         .into_iter()
         .filter(|(_, v)| !v.delete_marker)
-        .map(|(k, v)| (k.to_string(), v.version_id.clone()))
+        .map(|(k, v)| (k.to_string(), v.clone()))
         .collect()
 }
 

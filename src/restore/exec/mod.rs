@@ -34,6 +34,9 @@ pub struct RestoreOptions {
     pub allow_partial: bool,
     /// Go on despite a version mismatch or a target that is not empty.
     pub force: bool,
+    /// The repository read as it was at this time (object versions of a versioned bucket).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_of: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Why a restore step failed.
