@@ -20,6 +20,8 @@ const TEMP_PREFIX: &str = ".tmp-";
 pub struct ObjectInfo {
     pub key: String,
     pub size: u64,
+    /// When the object (its current version) was written, where the store says.
+    pub last_modified: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Why a key or prefix was refused by [`validate_key`].
@@ -575,6 +577,7 @@ impl Storage for LocalStorage {
                     out.push(ObjectInfo {
                         key,
                         size: metadata.len(),
+                        last_modified: metadata.modified().ok().map(chrono::DateTime::from),
                     });
                 }
             }

@@ -458,6 +458,7 @@ impl Storage for VersionedView {
             .map(|(k, v)| ObjectInfo {
                 key: k.clone(),
                 size: v.size,
+                last_modified: Some(v.last_modified),
             })
             .collect())
     }
@@ -513,7 +514,7 @@ impl Storage for S3Storage {
     }
 
     fn put_deferred(&self, key: &str, data: &[u8]) -> Result<(), StorageError> {
-        if data.len() > self.part_size || self.lock.is_some() {
+        if data.len() > self.part_size {
             return self.put(key, data);
         }
         let path = self.path(key)?;
@@ -527,10 +528,25 @@ impl Storage for S3Storage {
         let data = bytes::Bytes::copy_from_slice(data);
         let (describe, k) = (self.describe.clone(), key.to_string());
         let blobs = self.blobs.clone();
+        let (control, lock) = (self.control.clone(), self.lock);
         let task = self.rt.spawn(async move {
             let _permit = permit;
-            let r = store.put(&path, PutPayload::from(data)).await;
-            r.map(|_| ()).map_err(|e| {
+            let r = match lock {
+                // With its retention (Object Lock).
+                Some((mode, days)) => {
+                    let until = chrono::Utc::now() + chrono::Duration::days(days as i64);
+                    control
+                        .put_locked(&k, data.to_vec(), mode, until)
+                        .await
+                        .map_err(|reason| reason.to_string())
+                }
+                None => store
+                    .put(&path, PutPayload::from(data))
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+            };
+            r.map_err(|e| {
                 // Not there after all: the next check asks again.
                 if let Some(set) = blobs.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
                     set.remove(&k);
@@ -685,8 +701,11 @@ impl Storage for S3Storage {
             .into_iter()
             .filter_map(|m| {
                 let key = m.location.as_ref().strip_prefix(base.as_str())?.to_string();
-                key.starts_with(prefix)
-                    .then_some(ObjectInfo { key, size: m.size })
+                key.starts_with(prefix).then_some(ObjectInfo {
+                    key,
+                    size: m.size,
+                    last_modified: Some(m.last_modified),
+                })
             })
             .collect();
         out.sort_by(|a, b| a.key.cmp(&b.key));
