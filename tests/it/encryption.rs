@@ -90,15 +90,7 @@ fn an_encrypted_repository_backs_up_and_restores_the_cluster_and_refuses_tamperi
 
     // The whole cluster comes back from the encrypted repository.
     disaster(&c, &m);
-    let out = env.ctl(&["restore", "start", &id, "--yes", "--wait"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        stderr(&out),
-        env.log()
-    );
+    env.restore_ok(&id, &[]);
     assert_eq!(c.fingerprint(), before);
     assert!(m.login("app", "app-pass"));
 
@@ -285,15 +277,7 @@ fn rondb_encrypts_its_backup_with_the_password_never_in_a_command_line() {
     );
 
     disaster(&c, &m);
-    let out = env.ctl(&["restore", "start", &id, "--yes", "--wait"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        stderr(&out),
-        env.log()
-    );
+    env.restore_ok(&id, &[]);
     assert_eq!(c.fingerprint(), before);
 
     // Every tool that needed the password got it on stdin: START BACKUP (--encrypt-backup)

@@ -255,6 +255,15 @@ impl Env {
         out
     }
 
+    /// Restores backup `id` (`restore start ID --yes --wait` with `extra` options), which must
+    /// succeed (else: its output and the daemon's log).
+    pub fn restore_ok(&self, id: &str, extra: &[&str]) {
+        let mut args = vec!["restore", "start", id];
+        args.extend_from_slice(extra);
+        args.extend(["--yes", "--wait"]);
+        self.ctl_ok(&args);
+    }
+
     /// The ids in `hopsdrctl backups list`'s JSON, in its order.
     pub fn listed_ids(list: &serde_json::Value) -> Vec<String> {
         list["backups"]

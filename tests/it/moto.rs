@@ -424,15 +424,7 @@ fn a_backup_deleted_by_an_attacker_restores_from_its_versions_with_as_of() {
 
     // As it was after the backup: the versions restore the cluster whole.
     let at = after_backup.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let out = env.ctl(&["restore", "start", &id, "--as-of", &at, "--yes", "--wait"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        env.log()
-    );
+    env.restore_ok(&id, &["--as-of", &at]);
     assert_eq!(c.fingerprint(), before);
     assert!(m.login("app", "app-pass"));
 }
