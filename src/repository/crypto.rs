@@ -55,17 +55,18 @@ pub enum SealDefect {
     Unauthentic,
 }
 
-/// 32 random bytes from the kernel.
-pub fn random_key() -> Result<Zeroizing<[u8; 32]>, getrandom::Error> {
-    let mut k = Zeroizing::new([0u8; 32]);
-    getrandom::fill(k.as_mut())?;
-    Ok(k)
+/// `N` random bytes from the kernel (keys, salts, nonces), wiped when dropped.
+pub fn random<const N: usize>() -> Result<Zeroizing<[u8; N]>, getrandom::Error> {
+    let mut b = Zeroizing::new([0u8; N]);
+    getrandom::fill(b.as_mut())?;
+    Ok(b)
 }
 
 /// An AES-256-GCM key, expanded once (aws-lc keeps the schedule and wipes it when dropped).
-type AeadKey = LessSafeKey;
+pub(crate) type AeadKey = LessSafeKey;
 
-fn aead_key(key: &[u8; 32]) -> AeadKey {
+/// The AES-256-GCM key of 32 key bytes (objects, and the key slots' wrapping).
+pub(crate) fn aead_key(key: &[u8; 32]) -> AeadKey {
     LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).expect("a 32-byte AES-256 key"))
 }
 

@@ -11,7 +11,7 @@
 //!
 //! Every object written here has a name never written before (a slot's name is checked free).
 
-use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use aws_lc_rs::aead::{Aad, Nonce};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use chrono::{DateTime, Utc};
@@ -150,9 +150,7 @@ pub fn data_key_key(id: u32) -> String {
 }
 
 fn random<const N: usize>() -> Result<Zeroizing<[u8; N]>, KeysError> {
-    let mut b = Zeroizing::new([0u8; N]);
-    getrandom::fill(b.as_mut()).map_err(|e| KeysError::Random(e.to_string()))?;
-    Ok(b)
+    crypto::random::<N>().map_err(|e| KeysError::Random(e.to_string()))
 }
 
 fn slot_aad(repo_id: &str, name: &str) -> Vec<u8> {
@@ -198,7 +196,7 @@ pub fn wrap(
     let kek = derive(passphrase.as_bytes(), salt.as_ref(), params)?;
     let aad = slot_aad(repo_id, name);
     let mut wrapped = master.to_vec();
-    let tag = wrapping_key(&kek)
+    let tag = crypto::aead_key(&kek)
         .seal_in_place_separate_tag(
             Nonce::assume_unique_for_key(*nonce),
             Aad::from(&aad[..]),
@@ -252,7 +250,7 @@ pub fn unwrap(
     let kek = derive(passphrase.as_bytes(), &salt, slot.kdf.params)?;
     let aad = slot_aad(repo_id, &slot.name);
     let mut buf = Zeroizing::new(wrapped);
-    match wrapping_key(&kek).open_in_place(
+    match crypto::aead_key(&kek).open_in_place(
         Nonce::assume_unique_for_key(nonce),
         Aad::from(&aad[..]),
         &mut buf,
@@ -264,11 +262,6 @@ pub fn unwrap(
         }
         Err(_) => Ok(None),
     }
-}
-
-/// The AES-256-GCM key a passphrase's derived key wraps the master key with.
-fn wrapping_key(kek: &[u8; 32]) -> LessSafeKey {
-    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, kek).expect("a 32-byte AES-256 key"))
 }
 
 /// Every key slot of the repository in `storage`, by name.

@@ -1210,7 +1210,7 @@ fn init(
                 store: storage.describe(),
             });
         }
-        let master = crypto::random_key().map_err(|e| RepoError::Random(e.to_string()))?;
+        let master = crypto::random::<32>().map_err(|e| RepoError::Random(e.to_string()))?;
         let slot = keys::wrap(
             &master,
             &k.passphrase,
