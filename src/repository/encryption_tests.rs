@@ -206,12 +206,17 @@ fn opening_fails_closed_with_clear_messages() {
     std::fs::write(&h, &text).unwrap();
     open(&enc, Some(&key("right"))).unwrap();
 
-    // A creation interrupted after its keys: the next start says so instead of mixing keys.
+    // A creation interrupted after its keys: another passphrase is told so instead of mixing
+    // keys; the same one finishes it, under the id the slot was made for.
     let half = dir.path().join("half");
-    open(&half, Some(&key("x"))).unwrap();
+    let first_id = open(&half, Some(&key("x"))).unwrap().header().id.clone();
     std::fs::remove_file(half.join(HEADER_KEY)).unwrap();
-    let e = open(&half, Some(&key("x"))).unwrap_err();
+    let e = open(&half, Some(&key("y"))).unwrap_err();
     assert!(matches!(e, RepoError::InterruptedInit { .. }), "{e}");
+    let resumed = open(&half, Some(&key("x"))).unwrap();
+    assert!(resumed.is_encrypted());
+    assert_eq!(resumed.header().id, first_id);
+    assert_eq!(resumed.encryption_status().unwrap().unwrap().data_keys, [1]);
 }
 
 #[test]

@@ -106,7 +106,7 @@ pub enum RepoError {
     NotEncrypted { store: String },
     #[error("the header of the repository in {store} fails authentication with its keys: the repository was tampered with; nothing is read from it")]
     HeaderTampered { store: String },
-    #[error("{store} holds key objects (keys/) but no header: creating an encrypted repository was interrupted; empty it (or choose another location) and start again")]
+    #[error("{store} holds key objects (keys/) but no header, and the passphrase opens none of its slots: creating an encrypted repository was interrupted with another passphrase; start with that one to finish it, or empty the location and start again")]
     InterruptedInit { store: String },
     #[error("failed to seal an object: no randomness from the kernel: {0}")]
     Random(String),

@@ -95,6 +95,10 @@ pub struct KeySlot {
     pub format: String,
     pub kind: String,
     pub name: String,
+    /// The id of the repository the slot was made for (its wrap is bound to it): a creation
+    /// interrupted before its header is resumed under it.
+    #[serde(default)]
+    pub repository: String,
     pub created: DateTime<Utc>,
     pub kdf: SlotKdf,
     /// Base64 of the 12-byte nonce.
@@ -208,6 +212,7 @@ pub fn wrap(
         format: SLOT_FORMAT.to_string(),
         kind: "passphrase".to_string(),
         name: name.to_string(),
+        repository: repo_id.to_string(),
         created: now,
         kdf: SlotKdf {
             algorithm: "argon2id".to_string(),

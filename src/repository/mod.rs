@@ -440,6 +440,10 @@ impl Repository {
             Keyring::from_master(guard.master()),
         )?;
         let id = keys::rotate(self.inner.storage.as_ref(), &mut next)?;
+        crate::failpoint::hit(
+            "keys.data_key_written",
+            &tokio_util::sync::CancellationToken::new(),
+        );
         *guard = Arc::new(next);
         Ok(id)
     }
@@ -1178,6 +1182,20 @@ fn open_keys(
     }
 }
 
+/// The slot of an interrupted creation that `passphrase` opens, with the master key it wraps;
+/// `None` when no slot records its repository or none opens.
+fn resume_init(
+    slots: &[keys::KeySlot],
+    passphrase: &str,
+) -> Result<Option<(keys::KeySlot, zeroize::Zeroizing<[u8; 32]>)>, RepoError> {
+    for s in slots.iter().filter(|s| !s.repository.is_empty()) {
+        if let Some(master) = keys::unwrap(s, passphrase, &s.repository)? {
+            return Ok(Some((s.clone(), master)));
+        }
+    }
+    Ok(None)
+}
+
 /// Writes a new repository into an empty store — with `key`, encrypted: its first key slot and
 /// data key, then the header (the commit point) — and reads back whichever header won (two
 /// processes initialising at once both end up with the same one).
@@ -1203,25 +1221,50 @@ fn init(
         mac: None,
     };
     if let Some(k) = key {
-        if !storage.list(keys::SLOTS_PREFIX)?.is_empty()
-            || !storage.list(keys::DATA_KEYS_PREFIX)?.is_empty()
-        {
-            return Err(RepoError::InterruptedInit {
-                store: storage.describe(),
-            });
+        let slots = keys::read_slots(storage)?;
+        let mut keyring = match resume_init(&slots, &k.passphrase)? {
+            // A creation interrupted after its keys (the header is its last step): resumed
+            // under the repository id its slot was made for.
+            Some((slot, master)) => {
+                header.id = slot.repository.clone();
+                header.created = slot.created;
+                match keys::load_data_keys(storage, Keyring::from_master(&master)) {
+                    Ok(keyring) => keyring,
+                    Err(keys::KeysError::NoDataKeys { .. }) => Keyring::from_master(&master),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            None if !slots.is_empty() || !storage.list(keys::DATA_KEYS_PREFIX)?.is_empty() => {
+                return Err(RepoError::InterruptedInit {
+                    store: storage.describe(),
+                });
+            }
+            None => {
+                let master =
+                    crypto::random::<32>().map_err(|e| RepoError::Random(e.to_string()))?;
+                let slot = keys::wrap(
+                    &master,
+                    &k.passphrase,
+                    &header.id,
+                    k.slot.as_deref().unwrap_or("primary"),
+                    keys::DEFAULT_KDF,
+                    header.created,
+                )?;
+                keys::write_slot(storage, &slot)?;
+                crate::failpoint::hit(
+                    "repository.init.slot_written",
+                    &tokio_util::sync::CancellationToken::new(),
+                );
+                Keyring::from_master(&master)
+            }
+        };
+        if keyring.data_key_ids().is_empty() {
+            keys::rotate(storage, &mut keyring)?;
         }
-        let master = crypto::random::<32>().map_err(|e| RepoError::Random(e.to_string()))?;
-        let slot = keys::wrap(
-            &master,
-            &k.passphrase,
-            &header.id,
-            k.slot.as_deref().unwrap_or("primary"),
-            keys::DEFAULT_KDF,
-            header.created,
-        )?;
-        keys::write_slot(storage, &slot)?;
-        let mut keyring = Keyring::from_master(&master);
-        keys::rotate(storage, &mut keyring)?;
+        crate::failpoint::hit(
+            "repository.init.keys_written",
+            &tokio_util::sync::CancellationToken::new(),
+        );
         header.version = ENCRYPTED_FORMAT_VERSION;
         header.encryption = Some(EncryptionInfo::current());
         header.mac = Some(keyring.header_mac(&header_mac_input(&header)));

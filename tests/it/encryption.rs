@@ -360,3 +360,72 @@ fn rondb_encrypts_its_backup_with_the_password_never_in_a_command_line() {
     assert_eq!(out.status.code(), Some(255));
     assert!(String::from_utf8_lossy(&out.stdout).contains("Encryption need password"));
 }
+
+/// SIGKILL inside the durable steps of the keys: creating an encrypted repository (after its
+/// slot, after its data key; the header is the last step) and rotating (the data key written,
+/// the daemon not yet using it). After each restart the repository opens with its passphrase,
+/// backs up and verifies, and nothing was created twice.
+#[test]
+fn killed_while_creating_keys_or_rotating_the_repository_converges() {
+    use crate::harness::wait_for;
+    use std::time::Duration;
+
+    let mut env = Env::new();
+    encrypt(&mut env, "repository.key", "crash test passphrase");
+    for failpoint in [
+        "repository.init.slot_written",
+        "repository.init.keys_written",
+    ] {
+        let marker = env.path().join(format!("{failpoint}.reached"));
+        let _ = std::fs::remove_file(&marker);
+        let mut d = env.start_unready(&[("HOPSDR_FAILPOINTS", &format!("{failpoint}=pause"))]);
+        wait_for(failpoint, Duration::from_secs(60), || {
+            marker.exists().then_some(())
+        });
+        d.kill9();
+        assert!(
+            !env.repo().join("hopsdr-repository.json").exists(),
+            "{failpoint}"
+        );
+    }
+    let first = {
+        let _d = env.start();
+        env.backup_ok()
+    };
+    let keys = |env: &Env| {
+        let _d = env.start();
+        env.ctl_json(&["key", "list"])
+    };
+    let k = keys(&env);
+    assert_eq!(k["encryption"]["slots"].as_array().unwrap().len(), 1);
+    assert_eq!(k["encryption"]["data_keys"], serde_json::json!([1]));
+
+    // Killed after the new data key is written, before the daemon uses it.
+    let marker = env.path().join("keys.data_key_written.reached");
+    let mut d = env.start_with(&[("HOPSDR_FAILPOINTS", "keys.data_key_written=pause")]);
+    let socket = env.socket();
+    let rotate = std::thread::spawn(move || {
+        std::process::Command::new(crate::harness::HOPSDRCTL)
+            .arg("--socket")
+            .arg(socket)
+            .args(["key", "rotate"])
+            .output()
+    });
+    wait_for("the data key written", Duration::from_secs(60), || {
+        marker.exists().then_some(())
+    });
+    d.kill9();
+    let _ = rotate.join();
+    let _d = env.start();
+    let k = env.ctl_json(&["key", "list"]);
+    assert_eq!(k["encryption"]["data_keys"], serde_json::json!([1, 2]));
+    assert_eq!(k["encryption"]["current_data_key"], 2);
+    let second = env.backup_ok();
+    for id in [&first, &second] {
+        env.ctl_ok(&["verify", id, "--wait"]);
+    }
+    assert_eq!(
+        env.ctl_json(&["repo", "check"])["problems"],
+        serde_json::json!([])
+    );
+}
