@@ -1182,12 +1182,12 @@ fn open_keys(
     }
 }
 
+/// A key slot with the master key it wraps.
+type OpenedSlot = (keys::KeySlot, zeroize::Zeroizing<[u8; 32]>);
+
 /// The slot of an interrupted creation that `passphrase` opens, with the master key it wraps;
 /// `None` when no slot records its repository or none opens.
-fn resume_init(
-    slots: &[keys::KeySlot],
-    passphrase: &str,
-) -> Result<Option<(keys::KeySlot, zeroize::Zeroizing<[u8; 32]>)>, RepoError> {
+fn resume_init(slots: &[keys::KeySlot], passphrase: &str) -> Result<Option<OpenedSlot>, RepoError> {
     for s in slots.iter().filter(|s| !s.repository.is_empty()) {
         if let Some(master) = keys::unwrap(s, passphrase, &s.repository)? {
             return Ok(Some((s.clone(), master)));
