@@ -826,6 +826,9 @@ impl Repository {
                 if needs_extension(until, now, period) {
                     storage.lock_until(&key, now + period)?;
                     report.retention_extended += 1;
+                    if report.retention_extended == 1 {
+                        crate::failpoint::hit("gc.retention_extended", cancel);
+                    }
                 }
             }
         }

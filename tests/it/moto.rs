@@ -428,3 +428,59 @@ fn a_backup_deleted_by_an_attacker_restores_from_its_versions_with_as_of() {
     assert_eq!(c.fingerprint(), before);
     assert!(m.login("app", "app-pass"));
 }
+
+/// SIGKILL after a prune extended its first lock: after the restart every backup is still
+/// listed and verifies, and the next prune extends the rest.
+#[cfg(feature = "testbed")]
+#[test]
+fn killed_while_extending_locks_the_next_prune_finishes() {
+    use chrono::Utc;
+    use hopsdr::repository::Storage;
+
+    let moto = Moto::start(true);
+    let mut env = crate::harness::Env::new();
+    env.repository_config = Some(format!(
+        "{}object_lock = {{ mode = \"governance\", days = 1 }}\n",
+        repository_config(&env, &moto, Some("pruner"))
+    ));
+    env.extra_config = "[retention]\nkeep_last = 5\nprune_after_backup = false\n".into();
+    let id = {
+        let _d = env.start();
+        env.backup_ok()
+    };
+    // The collector's clock 20 hours ahead: every lock needs extending; killed after the first.
+    let marker = env.path().join("gc.retention_extended.reached");
+    let mut d = env.start_with(&[(
+        "HOPSDR_FAILPOINTS",
+        "gc.clock_ahead_hours=20,gc.retention_extended=pause",
+    )]);
+    env.ctl_ok(&["prune"]);
+    crate::harness::wait_for("the first lock extended", Duration::from_secs(60), || {
+        marker.exists().then_some(())
+    });
+    d.kill9();
+    let ahead = [("HOPSDR_FAILPOINTS", "gc.clock_ahead_hours=20")];
+    let _d = env.start_with(&ahead);
+    let list = env.ctl_json(&["backups", "list"]);
+    assert_eq!(
+        crate::harness::Env::listed_ids(&list),
+        std::slice::from_ref(&id)
+    );
+    env.ctl_ok(&["prune", "--wait"]);
+    let w = moto.storage("writer", "c1");
+    for o in ["blobs/", "manifests/"]
+        .iter()
+        .flat_map(|p| w.list(p).unwrap())
+    {
+        let (_, until) = w
+            .run_control("retention", w.control().retention(&o.key))
+            .unwrap()
+            .unwrap();
+        assert!(
+            until > Utc::now() + chrono::Duration::hours(43),
+            "{}: {until}",
+            o.key
+        );
+    }
+    env.ctl_ok(&["verify", &id, "--wait"]);
+}
