@@ -67,14 +67,18 @@
 //! reuse a blob that a concurrent collector considers unreferenced. hopsdr runs one job at a
 //! time, so this holds.
 
+pub mod cache;
+pub mod codec;
 pub mod conformance;
 pub mod crypto;
 mod error;
 pub mod facts;
+pub mod index;
 pub mod keys;
 pub mod layout;
 pub mod lock;
 mod manifest;
+pub mod pack;
 mod readahead;
 mod s3;
 mod storage;

@@ -1,0 +1,388 @@
+//! The local index cache (format 3): a SQLite file mirroring the repository's current index
+//! objects, so that "does the repository hold blob X, and where" is one indexed lookup on disk,
+//! whatever the repository's size, and a backup never lists the blobs of the store.
+//!
+//! It holds nothing the repository does not: [`IndexCache::sync`] brings it up to date from the
+//! listing of `index/` (fetching only the objects it has not ingested), and rebuilds it from
+//! scratch when an object it ingested is gone or a new one supersedes one (a garbage collection
+//! ran). Deleting the file loses nothing. It is not the catalog (the catalog is copied into
+//! every backup and must stay small).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::index::{self, EntryKind, IndexObject, Location};
+
+/// A cache that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("index cache {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+}
+
+/// What a [`IndexCache::sync`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    pub fetched: u64,
+    pub rebuilt: bool,
+    pub current: u64,
+}
+
+/// See the module documentation.
+pub struct IndexCache {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for IndexCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IndexCache")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS objects(key TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS superseded(key TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blobs(
+    id BLOB NOT NULL, seq INTEGER NOT NULL, pack BLOB NOT NULL, kind INTEGER NOT NULL,
+    offset INTEGER NOT NULL, stored INTEGER NOT NULL, raw INTEGER NOT NULL,
+    PRIMARY KEY (id, seq)) WITHOUT ROWID;
+";
+
+impl IndexCache {
+    /// Opens (creating) the cache at `path`; a file that is not a usable cache is replaced.
+    pub fn open(path: &Path) -> Result<IndexCache, CacheError> {
+        match Self::open_once(path) {
+            Ok(c) => Ok(c),
+            Err(_) => {
+                // Only a cache: start again.
+                for suffix in ["", "-wal", "-shm"] {
+                    let mut p = path.as_os_str().to_owned();
+                    p.push(suffix);
+                    let _ = std::fs::remove_file(PathBuf::from(p));
+                }
+                Self::open_once(path)
+            }
+        }
+    }
+
+    fn open_once(path: &Path) -> Result<IndexCache, CacheError> {
+        let err = |source| CacheError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))
+            .map_err(err)?;
+        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=OFF;")
+            .map_err(err)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        Ok(IndexCache {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn err(&self, source: rusqlite::Error) -> CacheError {
+        CacheError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Where blob (or unit) `id` is; the copy listed by the newest object wins.
+    pub fn lookup(&self, id: &[u8; 32]) -> Result<Option<Location>, CacheError> {
+        self.conn
+            .prepare_cached(
+                "SELECT pack, kind, offset, stored, raw FROM blobs WHERE id = ?1
+                 ORDER BY seq DESC LIMIT 1",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![&id[..]], |r| {
+                    let pack: Vec<u8> = r.get(0)?;
+                    let kind: u8 = r.get(1)?;
+                    Ok((pack, kind, r.get(2)?, r.get(3)?, r.get(4)?))
+                })
+                .optional()
+            })
+            .map_err(|e| self.err(e))
+            .map(|row| {
+                row.and_then(|(pack, kind, offset, stored_len, raw_len)| {
+                    Some(Location {
+                        pack: pack.try_into().ok()?,
+                        kind: EntryKind::from_code(kind)?,
+                        offset,
+                        stored_len,
+                        raw_len,
+                    })
+                })
+            })
+    }
+
+    /// The highest `seq` ingested (0 when empty).
+    pub fn max_seq(&self) -> Result<u64, CacheError> {
+        self.conn
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM objects", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|s| s as u64)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Number of blob locations held.
+    pub fn len(&self) -> Result<u64, CacheError> {
+        self.conn
+            .query_row("SELECT COUNT(*) FROM blobs", [], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn is_empty(&self) -> Result<bool, CacheError> {
+        Ok(self.len()? == 0)
+    }
+
+    /// The keys of the current index objects ingested.
+    pub fn objects(&self) -> Result<Vec<String>, CacheError> {
+        let mut s = self
+            .conn
+            .prepare("SELECT key FROM objects ORDER BY key")
+            .map_err(|e| self.err(e))?;
+        let rows = s
+            .query_map([], |r| r.get::<_, String>(0))
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
+        rows.map_err(|e| self.err(e))
+    }
+
+    /// Records index object `key` (just written by this process, or fetched).
+    pub fn ingest(&mut self, key: &str, obj: &IndexObject) -> Result<(), CacheError> {
+        let tx = self.conn.transaction().map_err(|e| CacheError::Sqlite {
+            path: self.path.clone(),
+            source: e,
+        })?;
+        let result = (|| {
+            {
+                let mut ins = tx.prepare_cached(
+                    "INSERT OR REPLACE INTO blobs(id, seq, pack, kind, offset, stored, raw)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?;
+                for (id, l) in obj.locations() {
+                    ins.execute(params![
+                        &id[..],
+                        obj.seq as i64,
+                        &l.pack[..],
+                        l.kind.code(),
+                        l.offset,
+                        l.stored_len,
+                        l.raw_len
+                    ])?;
+                }
+                let mut sup =
+                    tx.prepare_cached("INSERT OR IGNORE INTO superseded(key) VALUES (?1)")?;
+                for h in &obj.supersedes {
+                    sup.execute(params![index::key_of(h)])?;
+                }
+            }
+            tx.execute(
+                "INSERT OR REPLACE INTO objects(key, seq) VALUES (?1, ?2)",
+                params![key, obj.seq as i64],
+            )?;
+            tx.commit()
+        })();
+        result.map_err(|e| self.err(e))
+    }
+
+    /// Forgets everything.
+    pub fn clear(&mut self) -> Result<(), CacheError> {
+        self.conn
+            .execute_batch("DELETE FROM blobs; DELETE FROM objects; DELETE FROM superseded;")
+            .map_err(|e| self.err(e))
+    }
+
+    /// Brings the cache up to date with the index objects `listed` (every key under `index/`),
+    /// fetching with `fetch` those not ingested yet. Rebuilds from scratch (fetching every
+    /// current object) when an ingested object is gone or a new one supersedes an ingested one.
+    pub fn sync<E>(
+        &mut self,
+        listed: &[String],
+        mut fetch: impl FnMut(&str) -> Result<IndexObject, E>,
+    ) -> Result<SyncReport, SyncError<E>> {
+        let listed: Vec<&String> = listed
+            .iter()
+            .filter(|k| index::hash_of_key(k).is_some())
+            .collect();
+        let listed_set: HashSet<&str> = listed.iter().map(|k| k.as_str()).collect();
+        let known: HashSet<String> = self.objects()?.into_iter().collect();
+        let superseded: HashSet<String> = self.superseded()?;
+        let mut report = SyncReport::default();
+        let mut rebuild = known.iter().any(|k| !listed_set.contains(k.as_str()));
+        if !rebuild {
+            for key in listed
+                .iter()
+                .filter(|k| !known.contains(k.as_str()) && !superseded.contains(k.as_str()))
+            {
+                let obj = fetch(key).map_err(|e| SyncError::Fetch(key.to_string(), e))?;
+                report.fetched += 1;
+                if obj
+                    .supersedes
+                    .iter()
+                    .any(|h| known.contains(&index::key_of(h)))
+                {
+                    rebuild = true;
+                    break;
+                }
+                self.ingest(key, &obj)?;
+            }
+        }
+        if rebuild {
+            report.rebuilt = true;
+            // First which objects are superseded, then ingest the others.
+            let mut gone: HashSet<String> = HashSet::new();
+            for key in &listed {
+                let obj = fetch(key).map_err(|e| SyncError::Fetch(key.to_string(), e))?;
+                report.fetched += 1;
+                gone.extend(obj.supersedes.iter().map(index::key_of));
+            }
+            self.clear()?;
+            for key in listed.iter().filter(|k| !gone.contains(k.as_str())) {
+                let obj = fetch(key).map_err(|e| SyncError::Fetch(key.to_string(), e))?;
+                report.fetched += 1;
+                self.ingest(key, &obj)?;
+            }
+            for key in listed.iter().filter(|k| gone.contains(k.as_str())) {
+                self.conn
+                    .execute(
+                        "INSERT OR IGNORE INTO superseded(key) VALUES (?1)",
+                        params![key.as_str()],
+                    )
+                    .map_err(|e| self.err(e))?;
+            }
+        }
+        report.current = self.objects()?.len() as u64;
+        Ok(report)
+    }
+
+    fn superseded(&self) -> Result<HashSet<String>, CacheError> {
+        let mut s = self
+            .conn
+            .prepare("SELECT key FROM superseded")
+            .map_err(|e| self.err(e))?;
+        let rows = s
+            .query_map([], |r| r.get::<_, String>(0))
+            .and_then(|rows| rows.collect::<Result<HashSet<_>, _>>());
+        rows.map_err(|e| self.err(e))
+    }
+}
+
+/// Why [`IndexCache::sync`] failed: the cache, or fetching one index object (named).
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError<E> {
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error("index object '{0}': {1}")]
+    Fetch(String, E),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn obj(seq: u64, supersedes: Vec<[u8; 32]>, ids: &[u8], pack: u8) -> IndexObject {
+        IndexObject::build(
+            seq,
+            0,
+            supersedes,
+            ids.iter()
+                .map(|&i| {
+                    (
+                        [i; 32],
+                        Location {
+                            pack: [pack; 16],
+                            kind: EntryKind::Data,
+                            offset: 16 + i as u32,
+                            stored_len: 1,
+                            raw_len: 1,
+                        },
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    struct Store(HashMap<String, IndexObject>, u64);
+
+    impl Store {
+        fn put(&mut self, h: u8, o: IndexObject) -> String {
+            let k = index::key_of(&[h; 32]);
+            self.0.insert(k.clone(), o);
+            k
+        }
+        fn keys(&self) -> Vec<String> {
+            let mut k: Vec<String> = self.0.keys().cloned().collect();
+            k.sort();
+            k
+        }
+        fn sync(&mut self, c: &mut IndexCache) -> SyncReport {
+            let keys = self.keys();
+            let fetches = &mut self.1;
+            let map = &self.0;
+            c.sync(&keys, |k| {
+                *fetches += 1;
+                map.get(k).cloned().ok_or("gone")
+            })
+            .unwrap()
+        }
+    }
+
+    #[test]
+    fn sync_fetches_only_new_objects_and_rebuilds_after_a_collection() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = IndexCache::open(&dir.path().join("c.db")).unwrap();
+        let mut s = Store(HashMap::new(), 0);
+        s.put(1, obj(1, vec![], &[1, 2], 1));
+        s.put(2, obj(2, vec![], &[3], 2));
+        let r = s.sync(&mut c);
+        assert_eq!((r.fetched, r.rebuilt, r.current), (2, false, 2));
+        assert_eq!(c.lookup(&[3; 32]).unwrap().unwrap().pack, [2; 16]);
+        assert!(c.lookup(&[9; 32]).unwrap().is_none());
+        // Nothing new: nothing fetched.
+        assert_eq!(s.sync(&mut c).fetched, 0);
+        // A newer object listing blob 2 elsewhere wins.
+        s.put(3, obj(3, vec![], &[2], 3));
+        assert_eq!(s.sync(&mut c).fetched, 1);
+        assert_eq!(c.lookup(&[2; 32]).unwrap().unwrap().pack, [3; 16]);
+        assert_eq!(c.max_seq().unwrap(), 3);
+        // A collection: a new generation supersedes 1 and 2 (still present, locked, say).
+        s.put(4, obj(4, vec![[1; 32], [2; 32]], &[1], 4));
+        let r = s.sync(&mut c);
+        assert!(r.rebuilt);
+        assert_eq!(r.current, 2, "objects 3 and 4");
+        assert!(c.lookup(&[3; 32]).unwrap().is_none(), "superseded");
+        assert_eq!(c.lookup(&[1; 32]).unwrap().unwrap().pack, [4; 16]);
+        // The superseded objects are not fetched again while they stay.
+        assert_eq!(s.sync(&mut c).fetched, 0);
+        // An ingested object deleted: rebuilt.
+        s.0.remove(&index::key_of(&[3; 32]));
+        let r = s.sync(&mut c);
+        assert!(r.rebuilt);
+        assert!(c.lookup(&[2; 32]).unwrap().is_none());
+        assert_eq!(c.len().unwrap(), 1);
+    }
+
+    #[test]
+    fn a_damaged_file_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.db");
+        std::fs::write(&p, b"not a database at all, not at all").unwrap();
+        let c = IndexCache::open(&p).unwrap();
+        assert!(c.is_empty().unwrap());
+    }
+}
