@@ -106,7 +106,7 @@ impl IndexObject {
         supersedes: Vec<[u8; 32]>,
         mut locs: Vec<([u8; 32], Location)>,
     ) -> IndexObject {
-        locs.sort_by(|a, b| a.0.cmp(&b.0));
+        locs.sort_by_key(|a| a.0);
         let mut deduped: Vec<([u8; 32], Location)> = Vec::with_capacity(locs.len());
         for (id, l) in locs {
             match deduped.last_mut() {
