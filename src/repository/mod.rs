@@ -82,6 +82,7 @@ pub mod pack;
 mod readahead;
 mod s3;
 mod storage;
+pub mod tree;
 mod writer;
 
 #[cfg(test)]
