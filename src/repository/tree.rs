@@ -706,7 +706,7 @@ where
             let order = match self.old.peek() {
                 None => break,
                 Some(Err(_)) => {
-                    return Err(self.old.next().expect("peeked").err().expect("an error"))
+                    return Err(self.old.next().expect("peeked").expect_err("an error"))
                 }
                 Some(Ok(old)) => old.key().as_ref().cmp(key.as_str()),
             };

@@ -301,7 +301,7 @@ fn a_missing_or_damaged_page_stops_the_read_naming_it() {
     let mut store = Store::default();
     let records: Vec<Record> = (0..300u64).map(|i| replica("d", 1000 + i, 1)).collect();
     let base = store.pages(records.iter().cloned().map(Op::Put).collect(), false);
-    assert!(base.len() >= 1);
+    assert!(!base.is_empty());
     let victim = *base.last().unwrap();
     let plain = store.0.get_mut(&victim).unwrap();
     let n = plain.len();
