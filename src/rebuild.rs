@@ -295,6 +295,7 @@ mod tests {
                 facts,
             },
             entries: vec![],
+            streams: vec![],
         };
         let (b, comps) = from_manifest(&m);
         assert_eq!(b.state, State::Succeeded);

@@ -26,6 +26,18 @@ pub enum CacheError {
     },
 }
 
+/// How much of one pack is still referenced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackLiveness {
+    pub pack: [u8; 16],
+    pub live: u64,
+    pub dead: u64,
+    pub dead_bytes: u64,
+    /// Where its last indexed blob ends (a solo pack: its size).
+    pub end: u64,
+    pub solo: bool,
+}
+
 /// What a [`IndexCache::sync`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SyncReport {
@@ -267,6 +279,136 @@ impl IndexCache {
         }
         report.current = self.objects()?.len() as u64;
         Ok(report)
+    }
+
+    /// Starts a mark (garbage collection, check): an empty set of live ids, on disk.
+    pub fn begin_mark(&mut self) -> Result<(), CacheError> {
+        self.conn
+            .execute_batch(
+                "PRAGMA temp_store=FILE;
+                 DROP TABLE IF EXISTS temp.live;
+                 CREATE TEMP TABLE live(id BLOB PRIMARY KEY) WITHOUT ROWID;",
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// Marks `ids` live; returns how many were not marked before.
+    pub fn mark(&mut self, ids: &[[u8; 32]]) -> Result<u64, CacheError> {
+        let tx = self.conn.transaction().map_err(|e| CacheError::Sqlite {
+            path: self.path.clone(),
+            source: e,
+        })?;
+        let result = (|| {
+            let mut n = 0u64;
+            {
+                let mut ins =
+                    tx.prepare_cached("INSERT OR IGNORE INTO temp.live(id) VALUES (?1)")?;
+                for id in ids {
+                    n += ins.execute(params![&id[..]])? as u64;
+                }
+            }
+            tx.commit()?;
+            Ok(n)
+        })();
+        result.map_err(|e| self.err(e))
+    }
+
+    /// A marked id the index does not locate, if any.
+    pub fn unindexed_live(&self) -> Result<Option<[u8; 32]>, CacheError> {
+        self.conn
+            .query_row(
+                "SELECT l.id FROM temp.live l WHERE NOT EXISTS
+                   (SELECT 1 FROM blobs b WHERE b.id = l.id) LIMIT 1",
+                [],
+                |r| r.get::<_, Vec<u8>>(0),
+            )
+            .optional()
+            .map(|v| v.and_then(|v| v.try_into().ok()))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Whether `id` is marked.
+    pub fn is_marked(&self, id: &[u8; 32]) -> Result<bool, CacheError> {
+        self.conn
+            .prepare_cached("SELECT 1 FROM temp.live WHERE id = ?1")
+            .and_then(|mut s| s.exists(params![&id[..]]))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Per pack: (pack, live entries, dead entries, dead stored bytes, end of its last blob).
+    pub fn pack_liveness(&self) -> Result<Vec<PackLiveness>, CacheError> {
+        let mut s = self
+            .conn
+            .prepare(
+                "SELECT b.pack,
+                        SUM(CASE WHEN l.id IS NULL THEN 0 ELSE 1 END),
+                        SUM(CASE WHEN l.id IS NULL THEN 1 ELSE 0 END),
+                        SUM(CASE WHEN l.id IS NULL THEN b.stored ELSE 0 END),
+                        MAX(CASE WHEN b.kind = 3 THEN b.stored ELSE b.offset + b.stored END),
+                        MAX(b.kind = 3)
+                 FROM (SELECT id, pack, kind, offset, stored, MAX(seq) FROM blobs
+                       GROUP BY id) b
+                 LEFT JOIN temp.live l ON l.id = b.id
+                 GROUP BY b.pack ORDER BY b.pack",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = s
+            .query_map([], |r| {
+                let pack: Vec<u8> = r.get(0)?;
+                Ok(PackLiveness {
+                    pack: pack.try_into().unwrap_or([0; 16]),
+                    live: r.get::<_, i64>(1)? as u64,
+                    dead: r.get::<_, i64>(2)? as u64,
+                    dead_bytes: r.get::<_, i64>(3)? as u64,
+                    end: r.get::<_, i64>(4)? as u64,
+                    solo: r.get::<_, i64>(5)? != 0,
+                })
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
+        rows.map_err(|e| self.err(e))
+    }
+
+    /// Calls `f` with every current location whose id is marked live (newest copy of each),
+    /// in id order, excluding packs in `dropped`.
+    pub fn each_live(
+        &self,
+        dropped: &HashSet<[u8; 16]>,
+        mut f: impl FnMut([u8; 32], Location) -> Result<(), CacheError>,
+    ) -> Result<(), CacheError> {
+        let mut s = self
+            .conn
+            .prepare(
+                "SELECT b.id, b.pack, b.kind, b.offset, b.stored, b.raw
+                 FROM blobs b JOIN temp.live l ON l.id = b.id
+                 WHERE b.seq = (SELECT MAX(seq) FROM blobs c WHERE c.id = b.id)
+                 ORDER BY b.id",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut rows = s.query([]).map_err(|e| self.err(e))?;
+        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+            let id: Vec<u8> = r.get(0).map_err(|e| self.err(e))?;
+            let pack: Vec<u8> = r.get(1).map_err(|e| self.err(e))?;
+            let kind: u8 = r.get(2).map_err(|e| self.err(e))?;
+            let (Ok(id), Ok(pack), Some(kind)) = (
+                <[u8; 32]>::try_from(id),
+                <[u8; 16]>::try_from(pack),
+                EntryKind::from_code(kind),
+            ) else {
+                continue;
+            };
+            if dropped.contains(&pack) {
+                continue;
+            }
+            let loc = Location {
+                pack,
+                kind,
+                offset: r.get(3).map_err(|e| self.err(e))?,
+                stored_len: r.get(4).map_err(|e| self.err(e))?,
+                raw_len: r.get(5).map_err(|e| self.err(e))?,
+            };
+            f(id, loc)?;
+        }
+        Ok(())
     }
 
     fn superseded(&self) -> Result<HashSet<String>, CacheError> {

@@ -125,6 +125,11 @@ impl Keyring {
         blake3::keyed_hash(&self.name_key, chunk)
     }
 
+    /// An incremental [`Keyring::blob_hash`], for content hashed as it streams.
+    pub fn blob_hasher(&self) -> blake3::Hasher {
+        blake3::Hasher::new_keyed(&self.name_key)
+    }
+
     /// The authentication code of the repository header's bytes (lower-case hex).
     pub fn header_mac(&self, bytes: &[u8]) -> String {
         blake3::keyed_hash(&self.header_key, bytes)

@@ -41,7 +41,8 @@ pub enum RepoError {
     },
     #[error(
         "repository {store} has format version {found}; this hopsdr reads versions 1 \
-         (plaintext) and {supported} (encrypted) only: use a hopsdr release that supports it"
+         (plaintext), 2 (encrypted) and {supported} (packed) only: use a hopsdr release that \
+         supports it"
     )]
     UnsupportedVersion {
         store: String,
@@ -110,6 +111,32 @@ pub enum RepoError {
     InterruptedInit { store: String },
     #[error("failed to seal an object: no randomness from the kernel: {0}")]
     Random(String),
+    #[error(transparent)]
+    Cache(Box<super::cache::CacheError>),
+    #[error("index object '{key}' is damaged at byte {offset}: {what} (hopsdrctl repo repair-index rebuilds the index from the packs)")]
+    CorruptIndex {
+        key: String,
+        offset: u64,
+        what: String,
+    },
+    #[error("pack '{key}' (holding '{path}') is damaged: {defect}")]
+    CorruptPack {
+        key: String,
+        path: String,
+        defect: super::pack::PackDefect,
+    },
+    #[error("blob {id} of '{path}' is in no index object of the repository (missing, or its index is lost: hopsdrctl repo repair-index rebuilds the index from the packs)")]
+    NotIndexed {
+        id: crate::ids::BlobId,
+        path: String,
+    },
+    #[error("metadata object {id} of backup '{backup}' ({what}) is damaged: {reason}")]
+    CorruptTree {
+        backup: BackupId,
+        id: String,
+        what: String,
+        reason: String,
+    },
     #[error("cancelled")]
     Cancelled,
 }
@@ -148,6 +175,11 @@ impl RepoError {
             RepoError::HeaderTampered { .. } => "tampered",
             RepoError::InterruptedInit { .. } => "interrupted_init",
             RepoError::Random(_) => "random",
+            RepoError::Cache(_) => "index_cache",
+            RepoError::CorruptIndex { .. } => "corrupt_index",
+            RepoError::CorruptPack { .. } => "corrupt_pack",
+            RepoError::NotIndexed { .. } => "not_indexed",
+            RepoError::CorruptTree { .. } => "corrupt_tree",
             RepoError::Cancelled => "cancelled",
         }
     }
@@ -162,6 +194,10 @@ impl RepoError {
                 | RepoError::CorruptManifest { .. }
                 | RepoError::CorruptHeader { .. }
                 | RepoError::HeaderTampered { .. }
+                | RepoError::CorruptIndex { .. }
+                | RepoError::CorruptPack { .. }
+                | RepoError::NotIndexed { .. }
+                | RepoError::CorruptTree { .. }
         )
     }
 }
@@ -177,6 +213,8 @@ pub enum BlobDefect {
     },
     #[error("its content hashes to {actual}, not {expected}")]
     HashMismatch { expected: String, actual: String },
+    #[error("{actual} of its {expected} bytes could be read (the object is truncated)")]
+    Truncated { expected: u64, actual: u64 },
     /// An encrypted repository's blob that does not open: flipped, swapped, forged.
     #[error("{0}")]
     Sealed(super::crypto::SealDefect),
@@ -220,7 +258,7 @@ pub enum HeaderDefect {
     Json(#[source] serde_json::Error),
     #[error("its chunk size {0} is outside {min}..={max}", min = super::MIN_CHUNK_SIZE, max = super::MAX_CHUNK_SIZE)]
     ChunkSize(u64),
-    #[error("its version does not match its encryption fields (version 2 has `encryption` and `mac`, version 1 neither)")]
+    #[error("its version does not match its encryption fields (version 2 has `encryption` and `mac`, version 1 neither, version 3 both or neither)")]
     Encryption,
 }
 

@@ -10,7 +10,7 @@ use crate::ids::{BackupId, BlobId};
 
 use super::error::{EntryDefect, ManifestDefect, PathDefect, RepoError};
 use super::facts::ManifestFacts;
-use super::FORMAT_VERSION;
+use super::{FORMAT_VERSION, PACKED_FORMAT_VERSION};
 
 /// A decoded manifest larger than this is refused (a tampered one could claim any size).
 const MAX_MANIFEST_BYTES: u64 = 4 << 30;
@@ -26,16 +26,68 @@ pub struct FileMeta {
     pub gid: u32,
 }
 
-/// A regular file: its content is the concatenation of its chunks' blobs, in order.
+/// A regular file. Formats 1 and 2: its content is the concatenation of its chunks' blobs, in
+/// order, checked against `hash`. Format 3: `size` bytes from byte `skip` of the concatenation
+/// of its units (each a blob in a data pack or a solo pack, named by the hash of its content);
+/// `hash` is empty and `chunks` too, except for content a format 1/2 backup stored.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct FileEntry {
     pub path: String,
     pub size: u64,
     pub meta: FileMeta,
-    /// BLAKE3 of the whole content, lower-case hex.
+    /// BLAKE3 of the whole content, lower-case hex (formats 1 and 2).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub hash: String,
     /// The blob of each chunk, in order (BLAKE3 of the chunk's content).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chunks: Vec<BlobId>,
+    /// Format 3: the units whose concatenation holds the content.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub units: Vec<BlobId>,
+    /// Format 3: where the content starts in the concatenation of the units (a HopsFS
+    /// replica's checksum file follows its block in one unit).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skip: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl FileEntry {
+    /// Whether the content is in format 3 units (else in format 1/2 chunks).
+    pub fn is_packed(&self) -> bool {
+        !self.units.is_empty() || (self.hash.is_empty() && self.chunks.is_empty())
+    }
+
+    /// What the content is read from: the units (format 3) or the chunks.
+    pub fn blobs(&self) -> &[BlobId] {
+        if self.is_packed() {
+            &self.units
+        } else {
+            &self.chunks
+        }
+    }
+}
+
+/// One HopsFS volume's entries in a format 3 manifest (see `tree.rs`): a base written by
+/// backup `base_of`, with `layers` of changes since (oldest first), under `prefix`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct StreamRef {
+    /// The logical path the stream's keys are relative to (`hopsfs/<datanode>/vol<k>`).
+    pub prefix: String,
+    /// The base's root (hex id).
+    pub root: String,
+    pub base_of: BackupId,
+    pub base_records: u64,
+    /// Each layer's pages (hex ids), oldest layer first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<Vec<String>>,
+    /// Puts and deletions in all layers.
+    #[serde(default)]
+    pub layer_ops: u64,
+    /// Records in the stream as this backup holds it.
+    pub records: u64,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -93,7 +145,12 @@ pub struct Manifest {
     pub format_version: u32,
     pub id: BackupId,
     pub info: BackupInfo,
+    /// Format 3: the entries outside the streams (config files, users, RonDB).
     pub entries: Vec<Entry>,
+    /// Format 3: the HopsFS volumes' entries, stored apart (read with
+    /// `Repository::stream_entries`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub streams: Vec<StreamRef>,
 }
 
 impl Manifest {
@@ -122,9 +179,12 @@ impl Manifest {
                         meta: FileMeta::default(),
                         hash: chunk.to_string(),
                         chunks: vec![BlobId::parse(chunk).expect("a valid blob id")],
+                        units: vec![],
+                        skip: 0,
                     })
                 })
                 .collect(),
+            streams: vec![],
         }
     }
 
@@ -207,6 +267,18 @@ pub(crate) fn validate_entry(entry: &Entry) -> Result<(), EntryDefect> {
 /// Checks a file entry on its own: path, whole-file and chunk hashes, chunks against size.
 pub(crate) fn validate_file_entry(f: &FileEntry) -> Result<(), EntryDefect> {
     validate_logical_path(&f.path).map_err(EntryDefect::Path)?;
+    if f.is_packed() {
+        if let Some(bad) = f.units.iter().find(|c| !c.is_well_formed()) {
+            return Err(EntryDefect::BadHash(bad.to_string()));
+        }
+        if !f.chunks.is_empty() || !f.hash.is_empty() || (f.size == 0) != f.units.is_empty() {
+            return Err(EntryDefect::ChunksDoNotFitSize);
+        }
+        return Ok(());
+    }
+    if f.skip != 0 {
+        return Err(EntryDefect::ChunksDoNotFitSize);
+    }
     if !is_hash_hex(&f.hash) {
         return Err(EntryDefect::BadHash(f.hash.clone()));
     }
@@ -372,19 +444,31 @@ pub(crate) fn decode(stored: &[u8], id: &BackupId) -> Result<Manifest, ManifestD
     }
     let unsupported = |found| ManifestDefect::UnsupportedVersion {
         found,
-        supported: FORMAT_VERSION,
+        supported: PACKED_FORMAT_VERSION,
     };
+    let known = |v: u32| v == FORMAT_VERSION || v == PACKED_FORMAT_VERSION;
     let manifest: Manifest = match serde_json::from_slice(body) {
         Ok(m) => m,
         Err(e) => {
             return Err(match serde_json::from_slice::<Version>(body) {
-                Ok(v) if v.format_version != FORMAT_VERSION => unsupported(v.format_version),
+                Ok(v) if !known(v.format_version) => unsupported(v.format_version),
                 _ => ManifestDefect::Json(e),
             })
         }
     };
-    if manifest.format_version != FORMAT_VERSION {
+    if !known(manifest.format_version)
+        || (manifest.format_version == FORMAT_VERSION && !manifest.streams.is_empty())
+    {
         return Err(unsupported(manifest.format_version));
+    }
+    for s in &manifest.streams {
+        let ids = std::iter::once(&s.root).chain(s.layers.iter().flatten());
+        if validate_logical_path(&s.prefix).is_err() || ids.clone().any(|h| !is_hash_hex(h)) {
+            return Err(ManifestDefect::InvalidEntry {
+                path: s.prefix.clone(),
+                defect: EntryDefect::BadHash(format!("stream '{}'", s.prefix)),
+            });
+        }
     }
     if &manifest.id != id {
         return Err(ManifestDefect::IdMismatch {

@@ -69,6 +69,7 @@
 
 pub mod cache;
 pub mod codec;
+mod collect;
 pub mod conformance;
 pub mod crypto;
 mod error;
@@ -78,15 +79,20 @@ pub mod keys;
 pub mod layout;
 pub mod lock;
 mod manifest;
+mod objects;
 pub mod pack;
+pub mod packer;
 mod readahead;
 mod s3;
 mod storage;
+mod streams;
 pub mod tree;
 mod writer;
 
 #[cfg(test)]
 mod encryption_tests;
+#[cfg(test)]
+mod packed_tests;
 #[cfg(test)]
 mod tests;
 
@@ -105,7 +111,7 @@ pub use error::{
 };
 pub use manifest::{
     symlink_escapes, validate_logical_path, BackupInfo, ComponentInfo, Entry, FileEntry, FileMeta,
-    Manifest,
+    Manifest, StreamRef,
 };
 pub use s3::control::as_of as versions_as_of;
 pub use s3::{Control, LockMode, ObjectVersion, S3Options, S3Storage, VersionedView, Versioning};
@@ -117,6 +123,9 @@ pub const FORMAT_VERSION: u32 = 1;
 /// The format version of encrypted repositories (a reader that knows only version 1 refuses
 /// them rather than misreading sealed objects).
 pub const ENCRYPTED_FORMAT_VERSION: u32 = 2;
+/// Format 3 (plaintext or encrypted: `encryption` says): packs, index objects and entry
+/// streams (see the format 3 section above).
+pub const PACKED_FORMAT_VERSION: u32 = 3;
 /// The `format` of the header object.
 pub const FORMAT_NAME: &str = "hopsdr-repository";
 /// Key of the header object.
@@ -223,6 +232,21 @@ struct Inner {
     compression_level: i32,
     /// An encrypted repository's keys (replaced whole by a rotation) and the slot that opened.
     keys: Option<(std::sync::RwLock<Arc<Keyring>>, String)>,
+    /// Format 3's local index cache, opened when first needed.
+    cache: std::sync::Mutex<objects::CacheSlot>,
+}
+
+/// How to open (or create) a repository.
+#[derive(Default)]
+pub struct OpenOptions<'a> {
+    pub compression_level: i32,
+    /// The passphrase of an encrypted repository (or of a new one, which is then encrypted).
+    pub key: Option<&'a KeySource>,
+    /// A new repository is created in format 3 (packs and index objects).
+    pub packed: bool,
+    /// Where format 3's index cache lives (the daemon's state directory); default: a temporary
+    /// directory for this handle's life.
+    pub cache_dir: Option<std::path::PathBuf>,
 }
 
 /// One damaged file (and blob, when a blob is at fault) found by [`Repository::verify_backup`].
@@ -273,6 +297,9 @@ pub struct GcReport {
     /// Object Lock: unreferenced blobs still locked, left for a later collection.
     #[serde(default)]
     pub blobs_locked: u64,
+    /// Format 3: packs deleted (nothing in them referenced any more).
+    #[serde(default)]
+    pub packs_deleted: u64,
 }
 
 /// Whether an object locked `until` (`None`: not locked) needs another lock `period` from
@@ -327,6 +354,27 @@ impl Repository {
         compression_level: i32,
         key: Option<&KeySource>,
     ) -> Result<Repository, RepoError> {
+        Self::open_with(
+            storage,
+            OpenOptions {
+                compression_level,
+                key,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// Opens the repository in `storage` as `opts` say (see [`Repository::open_or_init_with`]).
+    pub fn open_with(
+        storage: Arc<dyn Storage>,
+        opts: OpenOptions<'_>,
+    ) -> Result<Repository, RepoError> {
+        let OpenOptions {
+            compression_level,
+            key,
+            packed,
+            cache_dir,
+        } = opts;
         let range = zstd::compression_level_range();
         if !range.contains(&compression_level) {
             return Err(RepoError::InvalidCompressionLevel {
@@ -341,7 +389,7 @@ impl Repository {
                 let keys = open_keys(storage.as_ref(), &header, key)?;
                 (header, keys)
             }
-            Err(e) if e.is_not_found() => init(storage.as_ref(), key)?,
+            Err(e) if e.is_not_found() => init(storage.as_ref(), key, packed)?,
             Err(e) => return Err(e.into()),
         };
         Ok(Repository {
@@ -350,6 +398,7 @@ impl Repository {
                 header,
                 compression_level,
                 keys: keys.map(|(k, slot)| (std::sync::RwLock::new(Arc::new(k)), slot)),
+                cache: std::sync::Mutex::new(objects::CacheSlot::new(cache_dir)),
             }),
         })
     }
@@ -461,6 +510,13 @@ impl Repository {
                 storage,
                 header: self.inner.header.clone(),
                 compression_level: self.inner.compression_level,
+                cache: std::sync::Mutex::new(objects::CacheSlot::new(
+                    self.inner
+                        .cache
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .dir(),
+                )),
                 keys: self.inner.keys.as_ref().map(|(k, slot)| {
                     (
                         std::sync::RwLock::new(k.read().unwrap_or_else(|p| p.into_inner()).clone()),
@@ -557,6 +613,19 @@ impl Repository {
             path: entry.path.clone(),
             defect,
         })?;
+        if entry.is_packed() {
+            let mut file = objects::PackedFile::new(entry);
+            let mut written = 0u64;
+            while let Some(piece) = file.next_piece(self)? {
+                out.write_all(&piece)
+                    .map_err(|source| RepoError::WriteOutput {
+                        path: entry.path.clone(),
+                        source,
+                    })?;
+                written += piece.len() as u64;
+            }
+            return Ok(written);
+        }
         let mut reader = self.blob_reader()?;
         let mut hasher = blake3::Hasher::new();
         let mut written = 0u64;
@@ -594,6 +663,7 @@ impl Repository {
             defect,
         })?;
         Ok(FileReader {
+            packed: entry.is_packed().then(|| objects::PackedFile::new(entry)),
             repo: self.clone(),
             entry: entry.clone(),
             reader: self.blob_reader()?,
@@ -625,7 +695,25 @@ impl Repository {
         manifest: &Manifest,
         cancel: &tokio_util::sync::CancellationToken,
     ) -> Result<VerifyReport, RepoError> {
-        let files: Vec<&FileEntry> = manifest.files().collect();
+        // Format 3: the streams' files too (held while verifying: a later step streams them).
+        let streamed: Vec<FileEntry> = if manifest.streams.is_empty() {
+            Vec::new()
+        } else {
+            manifest
+                .streams
+                .iter()
+                .map(|s| self.stream_entries(manifest, s))
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .flatten()
+                .filter_map(|e| match e {
+                    Ok(Entry::File(f)) => Some(Ok(f)),
+                    Ok(_) => None,
+                    Err(e) => Some(Err(e)),
+                })
+                .collect::<Result<_, _>>()?
+        };
+        let files: Vec<&FileEntry> = manifest.files().chain(streamed.iter()).collect();
         // Every unique blob is read once: a file whose chunks all belong to files read before it
         // (the same block on three datanodes, say) is whole by construction. Its sizes and
         // whole hash are covered by the manifest's own checksum; they are checked on the read.
@@ -633,9 +721,10 @@ impl Repository {
         let mut scheduled: HashSet<&BlobId> = HashSet::new();
         let mut to_read: Vec<usize> = Vec::new();
         for (i, f) in files.iter().enumerate() {
-            if f.chunks.is_empty() || !f.chunks.iter().all(|c| scheduled.contains(c)) {
+            let blobs = f.blobs();
+            if blobs.is_empty() || !blobs.iter().all(|c| scheduled.contains(c)) {
                 to_read.push(i);
-                scheduled.extend(f.chunks.iter());
+                scheduled.extend(blobs.iter());
             }
         }
         let workers = std::thread::available_parallelism()
@@ -697,14 +786,14 @@ impl Repository {
         let mut report = VerifyReport::default();
         for (f, c) in files.iter().zip(checked) {
             report.files_checked += 1;
-            report.blobs_checked += f.chunks.len() as u64;
+            report.blobs_checked += f.blobs().len() as u64;
             match c {
                 Some(c) => {
                     report.bytes_checked += c.bytes;
                     report.damaged.extend(c.damaged);
                 }
                 None => {
-                    for chunk in f.chunks.iter().filter(|c| bad.contains(*c)) {
+                    for chunk in f.blobs().iter().filter(|c| bad.contains(*c)) {
                         report.damaged.push(Damage {
                             path: f.path.clone(),
                             blob: Some(chunk.clone()),
@@ -725,6 +814,28 @@ impl Repository {
         reader: &mut BlobReader,
     ) -> Result<FileCheck, RepoError> {
         let mut c = FileCheck::default();
+        if file.is_packed() {
+            let mut packed = objects::PackedFile::new(file);
+            loop {
+                match packed.next_piece(self) {
+                    Ok(Some(piece)) => c.bytes += piece.len() as u64,
+                    Ok(None) => break,
+                    Err(e) if e.is_corruption() => {
+                        let unit = packed.current_unit();
+                        c.bad_chunks.extend(unit.clone());
+                        c.damaged.push(Damage {
+                            path: file.path.clone(),
+                            blob: unit,
+                            code: e.code().to_string(),
+                            reason: e.to_string(),
+                        });
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            return Ok(c);
+        }
         let mut hasher = blake3::Hasher::new();
         let mut size = 0u64;
         for chunk in &file.chunks {
@@ -782,6 +893,9 @@ impl Repository {
     /// whole period again, and an unreferenced blob still locked is left for a later
     /// collection: nothing still locked is ever deleted.
     pub fn gc(&self, cancel: &tokio_util::sync::CancellationToken) -> Result<GcReport, RepoError> {
+        if self.is_packed() {
+            return self.gc_packed(cancel);
+        }
         let mut referenced: HashSet<String> = HashSet::new();
         let ids = self.list_backups()?;
         for id in &ids {
@@ -869,6 +983,9 @@ impl Repository {
     /// non-empty object. Blobs no manifest references are counted (garbage collection removes
     /// them), not reported as problems.
     pub fn check(&self) -> Result<CheckReport, RepoError> {
+        if self.is_packed() {
+            return self.check_packed();
+        }
         let blobs: std::collections::HashMap<String, u64> = self
             .inner
             .storage
@@ -1028,6 +1145,8 @@ impl Repository {
 
 /// See [`Repository::open_file`].
 pub struct FileReader {
+    /// Format 3 content.
+    packed: Option<objects::PackedFile>,
     repo: Repository,
     entry: FileEntry,
     reader: BlobReader,
@@ -1050,6 +1169,19 @@ impl std::io::Read for FileReader {
             }
             if self.done {
                 return Ok(0);
+            }
+            if let Some(p) = self.packed.as_mut() {
+                match p
+                    .next_piece(&self.repo)
+                    .map_err(|e| std::io::Error::other(e.to_string()))?
+                {
+                    Some(piece) => {
+                        self.current = piece;
+                        self.pos = 0;
+                    }
+                    None => self.done = true,
+                }
+                continue;
             }
             match self.entry.chunks.get(self.next_chunk) {
                 Some(hash) => {
@@ -1128,12 +1260,17 @@ fn parse_header(bytes: &[u8], storage: &dyn Storage) -> Result<RepositoryHeader,
         });
     }
     let version = probe.version.as_ref().and_then(|v| v.as_u64());
-    let known = [FORMAT_VERSION, ENCRYPTED_FORMAT_VERSION].map(u64::from);
+    let known = [
+        FORMAT_VERSION,
+        ENCRYPTED_FORMAT_VERSION,
+        PACKED_FORMAT_VERSION,
+    ]
+    .map(u64::from);
     if !version.is_some_and(|v| known.contains(&v)) {
         return Err(RepoError::UnsupportedVersion {
             store: storage.describe(),
             found: version.unwrap_or(0),
-            supported: ENCRYPTED_FORMAT_VERSION,
+            supported: PACKED_FORMAT_VERSION,
         });
     }
     let header: RepositoryHeader =
@@ -1141,7 +1278,11 @@ fn parse_header(bytes: &[u8], storage: &dyn Storage) -> Result<RepositoryHeader,
     if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&header.chunk_size) {
         return Err(corrupt(HeaderDefect::ChunkSize(header.chunk_size)));
     }
-    let encrypted = header.version == ENCRYPTED_FORMAT_VERSION;
+    let encrypted = match header.version {
+        ENCRYPTED_FORMAT_VERSION => true,
+        PACKED_FORMAT_VERSION => header.encryption.is_some(),
+        _ => false,
+    };
     if encrypted != header.encryption.is_some() || encrypted != header.mac.is_some() {
         return Err(corrupt(HeaderDefect::Encryption));
     }
@@ -1210,6 +1351,7 @@ fn resume_init(slots: &[keys::KeySlot], passphrase: &str) -> Result<Option<Opene
 fn init(
     storage: &dyn Storage,
     key: Option<&KeySource>,
+    packed: bool,
 ) -> Result<(RepositoryHeader, Option<(Keyring, String)>), RepoError> {
     if !storage.list(MANIFESTS_PREFIX)?.is_empty() {
         return Err(RepoError::MissingHeader {
@@ -1219,7 +1361,11 @@ fn init(
     }
     let mut header = RepositoryHeader {
         format: FORMAT_NAME.to_string(),
-        version: FORMAT_VERSION,
+        version: if packed {
+            PACKED_FORMAT_VERSION
+        } else {
+            FORMAT_VERSION
+        },
         id: random_id(),
         created: Utc::now(),
         chunk_size: CHUNK_SIZE as u64,
@@ -1273,7 +1419,9 @@ fn init(
             "repository.init.keys_written",
             &tokio_util::sync::CancellationToken::new(),
         );
-        header.version = ENCRYPTED_FORMAT_VERSION;
+        if !packed {
+            header.version = ENCRYPTED_FORMAT_VERSION;
+        }
         header.encryption = Some(EncryptionInfo::current());
         header.mac = Some(keyring.header_mac(&header_mac_input(&header)));
     }

@@ -150,6 +150,30 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// them (bounded in memory) so that the [`Storage::get`]s that follow do not wait one round
     /// trip each. The default ignores it.
     fn prefetch(&self, _keys: &[String]) {}
+    /// `len` bytes of the object at `key` from byte `offset` (fewer if the object ends
+    /// first: the caller checks). The default reads the whole object.
+    fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>, StorageError> {
+        let all = self.get(key)?;
+        let start = (offset as usize).min(all.len());
+        let end = (offset.saturating_add(len) as usize).min(all.len());
+        Ok(all[start..end].to_vec())
+    }
+    /// A directory where the caller may write a file that [`Storage::put_file_deferred`] then
+    /// moves into place without a copy (a local store's own root); `None`: any directory.
+    fn spool_dir(&self) -> Option<std::path::PathBuf> {
+        None
+    }
+    /// Like [`Storage::put_deferred`] with the content of the file at `path` (written by the
+    /// caller, not necessarily synced), which this takes over: it is gone afterwards.
+    fn put_file_deferred(&self, key: &str, path: &Path) -> Result<(), StorageError> {
+        let data = fs::read(path).map_err(|source| StorageError::Io {
+            op: "read",
+            path: path.to_path_buf(),
+            source,
+        });
+        let _ = fs::remove_file(path);
+        self.put_deferred(key, &data?)
+    }
 }
 
 /// Checks that `key` is a valid object key: relative, `/`-separated, non-empty components that
@@ -228,6 +252,25 @@ struct Pending {
 }
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Creates a new temporary file in `dir`, named as a local store's temporary files are (never
+/// listed as an object; removed by [`LocalStorage::remove_stale_temp`] if left behind).
+pub fn spool_file(dir: &Path) -> io::Result<(PathBuf, fs::File)> {
+    loop {
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!("{TEMP_PREFIX}{}-s{n}", std::process::id()));
+        match fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+        {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
 
 impl LocalStorage {
     /// Storage rooted at `root`, creating that directory (and its missing parents) if needed.
@@ -429,6 +472,51 @@ impl Storage for LocalStorage {
                 }
             }
         })
+    }
+
+    fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>, StorageError> {
+        use std::os::unix::fs::FileExt;
+        let path = self.path_of(key)?;
+        let io_err = |source: io::Error| {
+            if source.kind() == io::ErrorKind::NotFound {
+                StorageError::NotFound {
+                    store: self.describe(),
+                    key: key.to_string(),
+                }
+            } else {
+                StorageError::Io {
+                    op: "read",
+                    path: path.clone(),
+                    source,
+                }
+            }
+        };
+        let file = fs::File::open(&path).map_err(io_err)?;
+        let size = file.metadata().map_err(io_err)?.len();
+        let end = offset.saturating_add(len).min(size);
+        let mut buf = vec![0u8; end.saturating_sub(offset) as usize];
+        file.read_exact_at(&mut buf, offset).map_err(io_err)?;
+        Ok(buf)
+    }
+
+    fn spool_dir(&self) -> Option<PathBuf> {
+        Some(self.root.clone())
+    }
+
+    fn put_file_deferred(&self, key: &str, tmp: &Path) -> Result<(), StorageError> {
+        let path = self.path_of(key)?;
+        let dir = match path.parent() {
+            Some(d) => d.to_path_buf(),
+            None => self.root.clone(),
+        };
+        if let Err(e) = self.create_dirs(&dir) {
+            let _ = fs::remove_file(tmp);
+            return Err(e);
+        }
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        p.files.push((tmp.to_path_buf(), path));
+        p.keys.insert(key.to_string());
+        Ok(())
     }
 
     fn put_deferred(&self, key: &str, data: &[u8]) -> Result<(), StorageError> {

@@ -517,6 +517,7 @@ fn craft_manifest(repo: &Repository, n: u32, entries: Vec<Entry>) {
         id: id(n),
         info: info(),
         entries,
+        streams: vec![],
     };
     let key = manifest_key(&id(n));
     let encoded = manifest::encode(&m, &key, 3).unwrap();
@@ -534,6 +535,8 @@ fn crafted_manifests_with_bad_entries_are_refused() {
             meta: meta(),
             hash: "a".repeat(64),
             chunks: vec![BlobId::parse(&"b".repeat(64)).unwrap()],
+            units: vec![],
+            skip: 0,
         })
     };
     let symlink = |path: &str| Entry::Symlink {
@@ -554,6 +557,8 @@ fn crafted_manifests_with_bad_entries_are_refused() {
                 meta: meta(),
                 hash: "../../x".into(),
                 chunks: vec![],
+                units: vec![],
+                skip: 0,
             })],
             "h",
         ),
@@ -564,6 +569,8 @@ fn crafted_manifests_with_bad_entries_are_refused() {
                 meta: meta(),
                 hash: "a".repeat(64),
                 chunks: vec![BlobId::unchecked("../../../etc/passwd")],
+                units: vec![],
+                skip: 0,
             })],
             "c",
         ),
@@ -613,21 +620,21 @@ fn header_is_checked() {
 
     let err = put_header(
         dir.path(),
-        r#"{"format":"hopsdr-repository","version":3,"id":"x","chunk_size":1,"future":true}"#,
+        r#"{"format":"hopsdr-repository","version":4,"id":"x","chunk_size":1,"future":true}"#,
     )
     .unwrap_err();
     assert!(
         matches!(
             err,
             RepoError::UnsupportedVersion {
-                found: 3,
-                supported: 2,
+                found: 4,
+                supported: 3,
                 ..
             }
         ),
         "{err:?}"
     );
-    assert!(err.to_string().contains("version 3"), "{err}");
+    assert!(err.to_string().contains("version 4"), "{err}");
 
     let err = put_header(dir.path(), r#"{"format":"restic","version":1}"#).unwrap_err();
     assert!(matches!(err, RepoError::ForeignFormat { ref found, .. } if found == "restic"));
@@ -1231,6 +1238,8 @@ fn a_manifest_is_encoded_in_one_frame_that_records_its_size_and_decodes_back() {
                 meta: meta(),
                 hash: format!("{:064x}", i),
                 chunks: vec![BlobId::parse(&format!("{:064x}", i + 1)).unwrap()],
+                units: vec![],
+                skip: 0,
             })
         })
         .collect();
@@ -1239,6 +1248,7 @@ fn a_manifest_is_encoded_in_one_frame_that_records_its_size_and_decodes_back() {
         id: id(7),
         info: info(),
         entries,
+        streams: vec![],
     };
     let encoded = manifest::encode(&m, "manifests/x", 3).unwrap();
     let doc = zstd::decode_all(&encoded[..]).unwrap();

@@ -17,11 +17,13 @@ use crate::ids::{BackupId, BlobId};
 
 use super::crypto::Keyring;
 use super::error::{EntryDefect, RepoError};
+use super::index::EntryKind;
 use super::manifest::{self, SeenPaths};
+use super::packer::Packer;
 use super::storage::Storage;
 use super::{
     blob_key, manifest_key, validate_logical_path, BackupInfo, Entry, FileEntry, FileMeta,
-    Manifest, Repository, FORMAT_VERSION,
+    Manifest, Repository, FORMAT_VERSION, PACKED_FORMAT_VERSION,
 };
 
 /// Most chunk workers a writer starts, whatever the number of cores.
@@ -63,6 +65,8 @@ pub struct BackupWriter {
     kits: Vec<WorkerKit>,
     workers: usize,
     recent: Mutex<RecentBlobs>,
+    /// Format 3: the packs being written (`None`: formats 1 and 2, one object per blob).
+    packer: Option<Packer>,
 }
 
 impl std::fmt::Debug for BackupWriter {
@@ -138,6 +142,8 @@ struct Stored {
     written: Option<u64>,
     /// The blob was known damaged or missing and is written again.
     healed: bool,
+    /// Format 3: the chunk's stored form (compressed, sealed), for the packer to append.
+    sealed: Option<Vec<u8>>,
 }
 
 impl BackupWriter {
@@ -173,7 +179,22 @@ impl BackupWriter {
             kits: Vec::new(),
             workers,
             recent: Mutex::new(RecentBlobs::default()),
+            packer: None,
         }
+    }
+
+    /// Format 3: opens the packer (the index cache synced first) when first needed.
+    fn ensure_packer(&mut self) -> Result<(), RepoError> {
+        if self.packer.is_none() && self.repo.is_packed() {
+            self.repo.sync_index()?;
+            self.packer = Some(Packer::new(self.repo.clone())?);
+        }
+        Ok(())
+    }
+
+    /// Format 3: what the packer wrote so far.
+    pub fn packer_stats(&self) -> Option<super::packer::PackerStats> {
+        self.packer.as_ref().map(|p| p.stats)
     }
 
     pub fn id(&self) -> &BackupId {
@@ -205,6 +226,7 @@ impl BackupWriter {
             return Err(RepoError::Cancelled);
         }
         self.ensure_kits()?;
+        self.ensure_packer()?;
         let chunk_size = self.repo.chunk_size();
         let mut hasher = blake3::Hasher::new();
         let mut first = take_buffer(&mut self.spare, chunk_size);
@@ -224,13 +246,22 @@ impl BackupWriter {
                 Ok(Vec::new())
             } else {
                 hasher.update(&first[..n]);
-                let stored = store_chunk(
-                    self.repo.storage().as_ref(),
-                    &self.recent,
-                    &mut self.kits[0],
-                    &first[..n],
-                    logical_path,
-                );
+                let stored = match self.packer.as_mut() {
+                    Some(packer) => store_packed_blob(
+                        packer,
+                        &self.recent,
+                        &mut self.kits[0],
+                        &first[..n],
+                        logical_path,
+                    ),
+                    None => store_chunk(
+                        self.repo.storage().as_ref(),
+                        &self.recent,
+                        &mut self.kits[0],
+                        &first[..n],
+                        logical_path,
+                    ),
+                };
                 stored.map(|s| {
                     record(&mut self.stats, &mut self.progress, n, &s);
                     vec![s.hash]
@@ -241,12 +272,27 @@ impl BackupWriter {
         } else {
             self.pipeline(logical_path, reader, first, &mut hasher)?
         };
-        let entry = FileEntry {
-            path: logical_path.to_string(),
-            size: hasher.count(),
-            meta,
-            hash: hasher.finalize().to_hex().to_string(),
-            chunks: chunks.iter().map(BlobId::of).collect(),
+        let size = hasher.count();
+        let entry = if self.packer.is_some() {
+            FileEntry {
+                path: logical_path.to_string(),
+                size,
+                meta,
+                hash: String::new(),
+                chunks: Vec::new(),
+                units: chunks.iter().map(BlobId::of).collect(),
+                skip: 0,
+            }
+        } else {
+            FileEntry {
+                path: logical_path.to_string(),
+                size,
+                meta,
+                hash: hasher.finalize().to_hex().to_string(),
+                chunks: chunks.iter().map(BlobId::of).collect(),
+                units: Vec::new(),
+                skip: 0,
+            }
         };
         self.finish_entry(Entry::File(entry.clone()));
         self.stats.files += 1;
@@ -283,6 +329,8 @@ impl BackupWriter {
             meta,
             hash: known.hash.clone(),
             chunks: known.chunks.clone(),
+            units: known.units.clone(),
+            skip: known.skip,
         });
         manifest::validate_entry(&entry).map_err(|defect| RepoError::InvalidEntry {
             path: logical_path.to_string(),
@@ -290,7 +338,7 @@ impl BackupWriter {
         })?;
         self.stats.files += 1;
         self.stats.logical_bytes += known.size;
-        self.stats.reused_blobs += known.chunks.len() as u64;
+        self.stats.reused_blobs += (known.chunks.len() + known.units.len()) as u64;
         self.finish_entry(entry);
         Ok(())
     }
@@ -328,23 +376,36 @@ impl BackupWriter {
     /// stored by the `add_file` that returned it. Refused if the token was cancelled, if the
     /// entries are inconsistent (something below a file or symlink) or if a backup with this id
     /// already exists.
-    pub fn commit(self, info: BackupInfo) -> Result<Manifest, RepoError> {
+    pub fn commit(mut self, info: BackupInfo) -> Result<Manifest, RepoError> {
         if self.cancel.is_cancelled() {
             return Err(RepoError::Cancelled);
         }
         manifest::validate_entries(&self.entries)
             .map_err(|(path, defect)| RepoError::InvalidEntry { path, defect })?;
-        let storage = self.repo.storage();
+        self.ensure_packer()?;
+        let storage = self.repo.storage().clone();
         let key = manifest_key(&self.id);
         let cancel = self.cancel.clone();
         if storage.exists(&key)? {
             return Err(RepoError::BackupExists { id: self.id });
         }
+        let entries = std::mem::take(&mut self.entries);
+        let (format_version, entries, streams) = match self.packer.as_mut() {
+            None => (FORMAT_VERSION, entries, Vec::new()),
+            Some(packer) => {
+                let (entries, streams) =
+                    super::streams::write_streams(&self.repo, packer, &self.id, entries)?;
+                // Packs durable, then the index objects naming them, then the manifest.
+                packer.finish()?;
+                (PACKED_FORMAT_VERSION, entries, streams)
+            }
+        };
         let manifest = Manifest {
-            format_version: FORMAT_VERSION,
-            id: self.id,
+            format_version,
+            id: self.id.clone(),
             info,
-            entries: self.entries,
+            entries,
+            streams,
         };
         let t0 = std::time::Instant::now();
         let encoded = manifest::encode(&manifest, &key, self.repo.compression_level())?;
@@ -360,6 +421,7 @@ impl BackupWriter {
         storage.put(&key, &encoded)?;
         tracing::debug!(
             entries = manifest.entries.len(),
+            streams = manifest.streams.len(),
             bytes = encoded.len(),
             encode_ms = (t1 - t0).as_millis() as u64,
             flush_ms = (t2 - t1).as_millis() as u64,
@@ -415,8 +477,9 @@ impl BackupWriter {
     }
 
     /// Stores a file of more than one chunk: this thread reads and hashes the whole file while
-    /// the workers hash, deduplicate, compress and store chunks. Returns the chunk hashes in
-    /// file order.
+    /// the workers hash, compress and (formats 1 and 2) deduplicate and store chunks. Returns
+    /// the chunk hashes in file order (formats 1 and 2) or the units (format 3: solo packs of
+    /// at most [`SOLO_MAX_CHUNKS`] chunks, the last unit a data blob when it has one chunk).
     fn pipeline(
         &mut self,
         path: &str,
@@ -427,6 +490,7 @@ impl BackupWriter {
         let chunk_size = self.repo.chunk_size();
         let storage = self.repo.storage().clone();
         let storage = storage.as_ref();
+        let keys = self.repo.keyring();
         let BackupWriter {
             cancel,
             stats,
@@ -434,18 +498,29 @@ impl BackupWriter {
             spare,
             kits,
             recent,
+            packer,
             ..
         } = self;
+        let packed = packer.is_some();
         let max_in_flight = kits.len() + 1;
         let (job_tx, job_rx) = mpsc::sync_channel::<Job>(1);
         let job_rx = Mutex::new(job_rx);
         let (done_tx, done_rx) = mpsc::channel::<Done>();
         let mut hashes: Vec<Option<blake3::Hash>> = Vec::new();
         let mut failure: Option<RepoError> = None;
+        let mut units = Units::new(keys.as_deref());
 
-        let mut absorb = |done: Done, failure: &mut Option<RepoError>, spare: &mut Vec<Vec<u8>>| {
+        let mut absorb = |done: Done,
+                          failure: &mut Option<RepoError>,
+                          spare: &mut Vec<Vec<u8>>,
+                          units: &mut Units,
+                          stats: &mut WriteStats,
+                          progress: &mut Option<ProgressFn>| {
             spare.push(done.buf);
             match done.result {
+                Ok(stored) if packed => {
+                    units.ready.insert(done.seq, (done.len, stored));
+                }
                 Ok(stored) => {
                     if hashes.len() <= done.seq {
                         hashes.resize(done.seq + 1, None);
@@ -470,7 +545,7 @@ impl BackupWriter {
                 let spawned = std::thread::Builder::new()
                     .name("hopsdr-chunk".to_string())
                     .spawn_scoped(scope, move || {
-                        worker(storage, recent, kit, job_rx, &done_tx, path)
+                        worker(storage, recent, kit, job_rx, &done_tx, path, packed)
                     });
                 if let Err(source) = spawned {
                     failure = Some(RepoError::Thread {
@@ -492,11 +567,14 @@ impl BackupWriter {
                     break;
                 }
                 hasher.update(&buf[..len]);
+                if packed {
+                    units.read(&buf[..len]);
+                }
                 while in_flight >= max_in_flight {
                     match done_rx.recv() {
                         Ok(done) => {
                             in_flight -= 1;
-                            absorb(done, &mut failure, spare);
+                            absorb(done, &mut failure, spare, &mut units, stats, progress);
                         }
                         Err(_) => break,
                     }
@@ -530,17 +608,37 @@ impl BackupWriter {
                 }
                 while let Ok(done) = done_rx.try_recv() {
                     in_flight -= 1;
-                    absorb(done, &mut failure, spare);
+                    absorb(done, &mut failure, spare, &mut units, stats, progress);
+                }
+                if let (Some(p), None) = (packer.as_mut(), &failure) {
+                    if let Err(e) = units.emit(p, stats, progress) {
+                        failure = Some(e);
+                    }
                 }
             }
             drop(job_tx);
             for done in done_rx.iter() {
-                absorb(done, &mut failure, spare);
+                absorb(done, &mut failure, spare, &mut units, stats, progress);
             }
         });
 
         if let Some(e) = failure {
+            units.abandon();
             return Err(e);
+        }
+        if let Some(p) = packer.as_mut() {
+            units.eof();
+            if let Err(e) = units.emit(p, stats, progress) {
+                units.abandon();
+                return Err(e);
+            }
+            return match units.done(sent) {
+                Some(u) => Ok(u),
+                None => Err(RepoError::Thread {
+                    path: path.to_string(),
+                    source: io::Error::other("a chunk worker stopped before finishing its chunks"),
+                }),
+            };
         }
         let hashes: Option<Vec<blake3::Hash>> = hashes.into_iter().collect();
         match hashes {
@@ -549,6 +647,137 @@ impl BackupWriter {
                 path: path.to_string(),
                 source: io::Error::other("a chunk worker stopped before finishing its chunks"),
             }),
+        }
+    }
+}
+
+/// Most chunks in one solo pack (a 128 MiB HopsFS block and its checksums fit one).
+pub const SOLO_MAX_CHUNKS: usize = 33;
+
+/// Format 3: a file's chunks, compressed by the workers in any order, appended in file order
+/// to solo packs (one per unit of at most [`SOLO_MAX_CHUNKS`] chunks), and each unit's hash.
+struct Units {
+    /// Compressed chunks waiting for their turn: seq → (length, stored).
+    ready: std::collections::BTreeMap<usize, (usize, Stored)>,
+    next: usize,
+    /// Chunks read so far, and whether that is all.
+    read: usize,
+    at_eof: bool,
+    hasher: blake3::Hasher,
+    /// Per finished unit (by reading): its hash and chunk count.
+    finished: Vec<(blake3::Hash, usize)>,
+    solo: Option<super::packer::SoloPack>,
+    units: Vec<blake3::Hash>,
+}
+
+impl Units {
+    fn new(keys: Option<&Keyring>) -> Units {
+        let hasher = keys.map_or_else(blake3::Hasher::new, |k| k.blob_hasher());
+        Units {
+            ready: Default::default(),
+            next: 0,
+            read: 0,
+            at_eof: false,
+            hasher,
+            finished: Vec::new(),
+            solo: None,
+            units: Vec::new(),
+        }
+    }
+
+    /// The reading thread read the next chunk.
+    fn read(&mut self, data: &[u8]) {
+        self.hasher.update(data);
+        self.read += 1;
+        if self.read % SOLO_MAX_CHUNKS == 0 {
+            self.finish_unit();
+        }
+    }
+
+    fn finish_unit(&mut self) {
+        let start = self.finished.iter().map(|(_, n)| n).sum::<usize>();
+        let n = self.read - start;
+        if n > 0 {
+            let h = self.hasher.finalize();
+            self.hasher.reset();
+            self.finished.push((h, n));
+        }
+    }
+
+    fn eof(&mut self) {
+        if !self.at_eof {
+            self.at_eof = true;
+            self.finish_unit();
+        }
+    }
+
+    /// Appends the chunks whose turn it is.
+    fn emit(
+        &mut self,
+        packer: &mut Packer,
+        stats: &mut WriteStats,
+        progress: &mut Option<ProgressFn>,
+    ) -> Result<(), RepoError> {
+        while let Some(entry) = self.ready.first_entry() {
+            if *entry.key() != self.next {
+                break;
+            }
+            let s = self.next;
+            let unit = s / SOLO_MAX_CHUNKS;
+            let pos = s % SOLO_MAX_CHUNKS;
+            let count = self.finished.get(unit).map(|(_, n)| *n);
+            let single = match count {
+                Some(n) => n == 1,
+                // A unit's first chunk: single unless more was read into the same unit.
+                None if pos == 0 => {
+                    if self.read > s + 1 {
+                        false
+                    } else {
+                        break; // wait for the next read
+                    }
+                }
+                None => false,
+            };
+            let (len, mut stored) = entry.remove();
+            self.next += 1;
+            let sealed = stored.sealed.take().unwrap_or_default();
+            if single {
+                let id = *stored.hash.as_bytes();
+                if packer.has(&id)? {
+                    stored.written = None;
+                } else {
+                    packer.add(EntryKind::Data, id, &sealed, len as u32)?;
+                }
+                record(stats, progress, len, &stored);
+                self.units.push(stored.hash);
+                continue;
+            }
+            if self.solo.is_none() {
+                self.solo = Some(packer.begin_solo()?);
+            }
+            let solo = self.solo.as_mut().expect("begun");
+            solo.add(*stored.hash.as_bytes(), &sealed, len as u32)?;
+            record(stats, progress, len, &stored);
+            if count == Some(pos + 1) {
+                let (h, _) = self.finished[unit];
+                let solo = self.solo.take().expect("begun");
+                if packer.finish_solo(solo, *h.as_bytes())? == 0 {
+                    stats.reused_blobs += 1;
+                }
+                self.units.push(h);
+            }
+        }
+        Ok(())
+    }
+
+    /// The units, once all `sent` chunks were appended.
+    fn done(self, sent: usize) -> Option<Vec<blake3::Hash>> {
+        (self.next == sent && self.solo.is_none() && self.ready.is_empty()).then_some(self.units)
+    }
+
+    fn abandon(&mut self) {
+        if let Some(s) = self.solo.take() {
+            s.abandon();
         }
     }
 }
@@ -593,6 +822,7 @@ fn worker(
     jobs: &Mutex<mpsc::Receiver<Job>>,
     done: &mpsc::Sender<Done>,
     path: &str,
+    packed: bool,
 ) {
     loop {
         let job = match jobs.lock() {
@@ -600,7 +830,11 @@ fn worker(
             Err(poisoned) => poisoned.into_inner().recv(),
         };
         let Ok(job) = job else { return };
-        let result = store_chunk(storage, recent, kit, &job.buf[..job.len], path);
+        let result = if packed {
+            seal_chunk(kit, &job.buf[..job.len], path)
+        } else {
+            store_chunk(storage, recent, kit, &job.buf[..job.len], path)
+        };
         let reply = Done {
             seq: job.seq,
             len: job.len,
@@ -636,6 +870,7 @@ fn store_chunk(
             hash,
             written: None,
             healed: false,
+            sealed: None,
         });
     }
     let result = store_new_chunk(storage, kit, &key, data, path, suspect);
@@ -656,9 +891,100 @@ fn store_chunk(
                 hash,
                 written,
                 healed,
+                sealed: None,
             })
         }
     }
+}
+
+/// Format 3: hashes `data` and makes its stored form (compressed; sealed with its blob key
+/// when encrypted), for the packer to append.
+fn seal_chunk(kit: &mut WorkerKit, data: &[u8], path: &str) -> Result<Stored, RepoError> {
+    let hash = match &kit.keys {
+        Some(k) => k.blob_hash(data),
+        None => blake3::hash(data),
+    };
+    let key = blob_key(&BlobId::of(&hash));
+    let stored = compress_and_seal(kit, &key, data, path)?.to_vec();
+    Ok(Stored {
+        hash,
+        written: Some(stored.len() as u64),
+        healed: false,
+        sealed: Some(stored),
+    })
+}
+
+/// Format 3: stores a content of at most one chunk as a blob in the open data pack, unless the
+/// repository has it (and it is not known damaged).
+fn store_packed_blob(
+    packer: &mut Packer,
+    recent: &Mutex<RecentBlobs>,
+    kit: &mut WorkerKit,
+    data: &[u8],
+    path: &str,
+) -> Result<Stored, RepoError> {
+    let hash = match &kit.keys {
+        Some(k) => k.blob_hash(data),
+        None => blake3::hash(data),
+    };
+    let id = BlobId::of(&hash);
+    let suspect = recent
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .suspect
+        .contains(&id);
+    if !suspect && packer.has(hash.as_bytes())? {
+        return Ok(Stored {
+            hash,
+            written: None,
+            healed: false,
+            sealed: None,
+        });
+    }
+    let stored = compress_and_seal(kit, &blob_key(&id), data, path)?;
+    let n = stored.len() as u64;
+    let stored = stored.to_vec();
+    packer.add(
+        EntryKind::Data,
+        *hash.as_bytes(),
+        &stored,
+        data.len() as u32,
+    )?;
+    if suspect {
+        let mut r = recent.lock().unwrap_or_else(|p| p.into_inner());
+        r.suspect.remove(&id);
+        r.healed.push(id);
+    }
+    Ok(Stored {
+        hash,
+        written: Some(n),
+        healed: suspect,
+        sealed: None,
+    })
+}
+
+/// Compresses `data` (and seals it as object `key` when encrypted) into the kit's buffers.
+fn compress_and_seal<'k>(
+    kit: &'k mut WorkerKit,
+    key: &str,
+    data: &[u8],
+    path: &str,
+) -> Result<&'k [u8], RepoError> {
+    kit.out.clear();
+    kit.compressor
+        .compress_to_buffer(data, &mut kit.out)
+        .map_err(|source| RepoError::Compress {
+            path: path.to_string(),
+            source,
+        })?;
+    Ok(match &kit.keys {
+        Some(keys) => {
+            keys.seal_into(key, &kit.out, &mut kit.sealed)
+                .map_err(|e| RepoError::Random(e.to_string()))?;
+            &kit.sealed
+        }
+        None => &kit.out,
+    })
 }
 
 /// Writes the blob `key` unless the storage has it (`force`: the one it has is known bad).
@@ -673,21 +999,7 @@ fn store_new_chunk(
     if !force && storage.exists(key)? {
         return Ok(None);
     }
-    kit.out.clear();
-    kit.compressor
-        .compress_to_buffer(data, &mut kit.out)
-        .map_err(|source| RepoError::Compress {
-            path: path.to_string(),
-            source,
-        })?;
-    let stored = match &kit.keys {
-        Some(keys) => {
-            keys.seal_into(key, &kit.out, &mut kit.sealed)
-                .map_err(|e| RepoError::Random(e.to_string()))?;
-            &kit.sealed
-        }
-        None => &kit.out,
-    };
+    let stored = compress_and_seal(kit, key, data, path)?;
     storage.put_deferred(key, stored)?;
     Ok(Some(stored.len() as u64))
 }

@@ -663,6 +663,22 @@ impl Storage for S3Storage {
         Ok(bytes.to_vec())
     }
 
+    fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>, StorageError> {
+        let path = self.path(key)?;
+        let store = self.store.clone();
+        let r = self.run(async move {
+            let meta = store.head(&path).await?;
+            let end = offset.saturating_add(len).min(meta.size);
+            if end <= offset {
+                return Ok(bytes::Bytes::new());
+            }
+            store.get_range(&path, offset..end).await
+        });
+        let bytes = r.map_err(|e| self.remote("get", key, e))?;
+        self.pace(bytes.len());
+        Ok(bytes.to_vec())
+    }
+
     fn exists(&self, key: &str) -> Result<bool, StorageError> {
         let path = self.path(key)?;
         if key.starts_with(BLOBS) {

@@ -1,0 +1,347 @@
+//! Garbage collection and `repo check` of a format 3 repository, in bounded memory: what the
+//! committed backups reference is marked into an on-disk set (a temporary table of the index
+//! cache's database), then joined with the index per pack.
+//!
+//! Collection: every kept backup's manifest and metadata pages are read first — one that
+//! cannot be read, or a referenced blob the index does not locate, stops it before anything is
+//! deleted. Packs with nothing live (and packs no index object names: left by an interrupted
+//! backup) are deleted after a new index generation without them is written; the new
+//! generation's last object supersedes every older index object, which is deleted last. Each
+//! prefix of that sequence leaves a readable repository, and the next collection finishes the
+//! work. Dead blobs inside packs that still hold live ones stay until their pack dies (they
+//! are only dropped from the index).
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+use super::error::RepoError;
+use super::index::{self, IndexObject, Location};
+use super::packer::{pack_key, pack_of_key};
+use super::streams::id_bytes;
+use super::{
+    blob_key, manifest_key, needs_extension, tree, CheckReport, Entry, GcReport, Repository,
+};
+use crate::ids::BackupId;
+
+const MARK_BATCH: usize = 10_000;
+
+impl Repository {
+    /// Marks what every committed backup references; returns the backups and the keys of the
+    /// format 1/2 chunks they reference. `problems`: collect problems and go on (check)
+    /// instead of failing (collection).
+    fn mark_live(
+        &self,
+        cancel: &CancellationToken,
+        mut problems: Option<&mut Vec<String>>,
+    ) -> Result<(Vec<BackupId>, HashSet<String>), RepoError> {
+        self.with_cache(|c| c.begin_mark())?;
+        let ids = self.list_backups()?;
+        let mut legacy = HashSet::new();
+        let mut batch: Vec<[u8; 32]> = Vec::with_capacity(MARK_BATCH);
+        let flush = |batch: &mut Vec<[u8; 32]>| -> Result<(), RepoError> {
+            let b = std::mem::take(batch);
+            self.with_cache(|c| c.mark(&b))?;
+            Ok(())
+        };
+        for id in &ids {
+            if cancel.is_cancelled() {
+                return Err(RepoError::Cancelled);
+            }
+            let m = match self.read_manifest(id) {
+                Ok(m) => m,
+                Err(e) => match problems.as_deref_mut() {
+                    Some(p) => {
+                        p.push(format!("backup {id}: {e}"));
+                        continue;
+                    }
+                    None => return Err(e),
+                },
+            };
+            for s in &m.streams {
+                let root = id_bytes_hex(&s.root);
+                batch.push(root);
+                match self.read_meta(&root, &format!("root of stream '{}'", s.prefix)) {
+                    Ok(plain) => match tree::decode_root(&plain) {
+                        Ok(pages) => batch.extend(pages.into_iter().map(|(_, p)| p)),
+                        Err(e) => {
+                            let e = RepoError::CorruptTree {
+                                backup: id.clone(),
+                                id: s.root.clone(),
+                                what: format!("root of stream '{}'", s.prefix),
+                                reason: e.to_string(),
+                            };
+                            match problems.as_deref_mut() {
+                                Some(p) => p.push(format!("backup {id}: {e}")),
+                                None => return Err(e),
+                            }
+                        }
+                    },
+                    Err(e) => match problems.as_deref_mut() {
+                        Some(p) => p.push(format!("backup {id}: {e}")),
+                        None => return Err(e),
+                    },
+                }
+                batch.extend(s.layers.iter().flatten().map(|h| id_bytes_hex(h)));
+            }
+            for e in self.all_entries(&m) {
+                let e = match e {
+                    Ok(e) => e,
+                    Err(e) => match problems.as_deref_mut() {
+                        Some(p) => {
+                            p.push(format!("backup {id}: {e}"));
+                            break;
+                        }
+                        None => return Err(e),
+                    },
+                };
+                let Entry::File(f) = e else { continue };
+                if f.is_packed() {
+                    batch.extend(f.units.iter().map(id_bytes));
+                } else {
+                    legacy.extend(f.chunks.iter().map(blob_key));
+                }
+                if batch.len() >= MARK_BATCH {
+                    flush(&mut batch)?;
+                }
+            }
+            flush(&mut batch)?;
+        }
+        Ok((ids, legacy))
+    }
+
+    /// See the module documentation.
+    pub(crate) fn gc_packed(&self, cancel: &CancellationToken) -> Result<GcReport, RepoError> {
+        self.sync_index()?;
+        let (ids, legacy) = self.mark_live(cancel, None)?;
+        // A referenced blob the index does not locate: its pack may be one this collection
+        // would take for an orphan. Nothing is deleted.
+        if let Some(id) = self.with_cache(|c| c.unindexed_live())? {
+            return Err(RepoError::NotIndexed {
+                id: crate::ids::BlobId::of(&blake3::Hash::from_bytes(id)),
+                path: "(referenced by a kept backup)".into(),
+            });
+        }
+        let mut report = GcReport {
+            manifests: ids.len() as u64,
+            ..Default::default()
+        };
+        crate::failpoint::hit("gc.referenced_read", cancel);
+        let storage = self.inner.storage.as_ref();
+        let lock = storage.lock_policy();
+        let ahead = crate::failpoint::value("gc.clock_ahead_hours")
+            .and_then(|h| h.parse::<i64>().ok())
+            .unwrap_or(0);
+        let now = Utc::now() + chrono::Duration::hours(ahead);
+        let liveness = self.with_cache(|c| c.pack_liveness())?;
+        let listed: HashMap<[u8; 16], (u64, Option<DateTime<Utc>>)> = storage
+            .list("packs/")?
+            .into_iter()
+            .filter_map(|o| Some((pack_of_key(&o.key)?, (o.size, o.last_modified))))
+            .collect();
+        let indexed: HashSet<[u8; 16]> = liveness.iter().map(|l| l.pack).collect();
+        let mut dead: HashSet<[u8; 16]> = liveness
+            .iter()
+            .filter(|l| l.live == 0)
+            .map(|l| l.pack)
+            .collect();
+        dead.extend(listed.keys().filter(|p| !indexed.contains(*p)));
+        report.blobs_kept = liveness.iter().map(|l| l.live).sum();
+        report.blobs_deleted = liveness.iter().map(|l| l.dead).sum();
+        let current = self.with_cache(|c| c.objects())?;
+        if let Some((_, days)) = lock {
+            // Object Lock: what the kept backups need stays locked.
+            let period = chrono::Duration::days(days as i64);
+            let manifests = storage.list(super::MANIFESTS_PREFIX)?;
+            let written: HashMap<String, DateTime<Utc>> = manifests
+                .into_iter()
+                .filter_map(|o| Some((o.key, o.last_modified?)))
+                .collect();
+            let keys = ids
+                .iter()
+                .map(manifest_key)
+                .chain(current.iter().cloned())
+                .chain(
+                    liveness
+                        .iter()
+                        .filter(|l| l.live > 0)
+                        .map(|l| pack_key(&l.pack)),
+                );
+            for key in keys {
+                if cancel.is_cancelled() {
+                    return Err(RepoError::Cancelled);
+                }
+                let when = written.get(&key).copied().or_else(|| {
+                    pack_of_key(&key).and_then(|p| listed.get(&p).and_then(|(_, t)| *t))
+                });
+                if when.is_some_and(|t| now - t < period / 2) {
+                    continue;
+                }
+                let until = storage.locked_until(&key)?;
+                if needs_extension(until, now, period) {
+                    storage.lock_until(&key, now + period)?;
+                    report.retention_extended += 1;
+                    if report.retention_extended == 1 {
+                        crate::failpoint::hit("gc.retention_extended", cancel);
+                    }
+                }
+            }
+        }
+        let rewrite = !dead.is_empty() || report.blobs_deleted > 0;
+        if rewrite {
+            self.write_generation(&dead, &current)?;
+            crate::failpoint::hit("gc.index_generation", cancel);
+        }
+        for pack in &dead {
+            if cancel.is_cancelled() {
+                return Err(RepoError::Cancelled);
+            }
+            let key = pack_key(pack);
+            if lock.is_some() && storage.locked_until(&key)?.is_some_and(|u| u > now) {
+                report.blobs_locked += 1;
+                continue;
+            }
+            match storage.delete(&key) {
+                Ok(()) => {
+                    report.packs_deleted += 1;
+                    report.bytes_freed += listed.get(pack).map_or(0, |(s, _)| *s);
+                    if report.packs_deleted == 1 {
+                        crate::failpoint::hit("gc.deleted_pack", cancel);
+                    }
+                }
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if rewrite {
+            for key in &current {
+                if lock.is_some() && storage.locked_until(key)?.is_some_and(|u| u > now) {
+                    continue;
+                }
+                match storage.delete(key) {
+                    Ok(()) => {}
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        // Format 1/2 chunks no backup references.
+        for o in storage.list(super::BLOBS_PREFIX)? {
+            if legacy.contains(&o.key) {
+                continue;
+            }
+            if lock.is_some() && storage.locked_until(&o.key)?.is_some_and(|u| u > now) {
+                report.blobs_locked += 1;
+                continue;
+            }
+            storage.delete(&o.key)?;
+            report.blobs_deleted += 1;
+            report.bytes_freed += o.size;
+        }
+        storage.invalidate();
+        Ok(report)
+    }
+
+    /// Writes a new index generation: every live location outside `dropped`, in objects of at
+    /// most `index::MAX_ENTRIES`; the last supersedes every object in `current`.
+    fn write_generation(
+        &self,
+        dropped: &HashSet<[u8; 16]>,
+        current: &[String],
+    ) -> Result<(), RepoError> {
+        let first_seq = self.with_cache(|c| c.max_seq())? + 1;
+        let supersedes: Vec<[u8; 32]> = current
+            .iter()
+            .filter_map(|k| index::hash_of_key(k))
+            .collect();
+        let mut shard: Vec<([u8; 32], Location)> = Vec::new();
+        let mut shards: Vec<Vec<([u8; 32], Location)>> = Vec::new();
+        self.with_cache(|c| {
+            c.each_live(dropped, |id, loc| {
+                shard.push((id, loc));
+                if shard.len() >= index::MAX_ENTRIES / 2 {
+                    shards.push(std::mem::take(&mut shard));
+                }
+                Ok(())
+            })
+        })?;
+        shards.push(shard);
+        let n = shards.len();
+        for (i, locs) in shards.into_iter().enumerate() {
+            let sup = if i + 1 == n {
+                supersedes.clone()
+            } else {
+                vec![]
+            };
+            let obj = IndexObject::build(first_seq + i as u64, Utc::now().timestamp(), sup, locs);
+            let (key, stored) = self.encode_index(&obj)?;
+            self.inner.storage.put(&key, &stored)?;
+        }
+        Ok(())
+    }
+
+    /// See the module documentation: `repo check` of a format 3 repository.
+    pub(crate) fn check_packed(&self) -> Result<CheckReport, RepoError> {
+        let mut report = CheckReport::default();
+        if let Err(e) = self.sync_index() {
+            report.problems.push(format!("index: {e}"));
+            return Ok(report);
+        }
+        crate::failpoint::hit("repo.check.listed", &CancellationToken::new());
+        let mut problems = Vec::new();
+        let (ids, legacy) = self.mark_live(&CancellationToken::new(), Some(&mut problems))?;
+        report.manifests = ids.len() as u64;
+        report.problems.extend(problems);
+        if let Some(id) = self.with_cache(|c| c.unindexed_live())? {
+            report.problems.push(format!(
+                "blob {} referenced by a backup is in no index object (hopsdrctl repo repair-index rebuilds the index from the packs)",
+                blake3::Hash::from_bytes(id).to_hex()
+            ));
+        }
+        let liveness = self.with_cache(|c| c.pack_liveness())?;
+        let listed: HashMap<[u8; 16], u64> = self
+            .inner
+            .storage
+            .list("packs/")?
+            .into_iter()
+            .filter_map(|o| Some((pack_of_key(&o.key)?, o.size)))
+            .collect();
+        for l in &liveness {
+            let key = pack_key(&l.pack);
+            match listed.get(&l.pack) {
+                None => report.problems.push(format!(
+                    "pack '{key}' ({} referenced blob(s)) is missing from the store",
+                    l.live
+                )),
+                Some(&size) if size < l.end + if l.solo { 0 } else { super::pack::FOOTER_LEN } => {
+                    report.problems.push(format!(
+                        "pack '{key}' is truncated: {size} bytes, its blobs end at byte {}",
+                        l.end
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        report.blobs = liveness.iter().map(|l| l.live + l.dead).sum();
+        report.unreferenced_blobs = liveness.iter().map(|l| l.dead).sum::<u64>()
+            + listed
+                .keys()
+                .filter(|p| !liveness.iter().any(|l| l.pack == **p))
+                .count() as u64;
+        for key in legacy {
+            if !self.inner.storage.exists(&key)? {
+                report
+                    .problems
+                    .push(format!("blob '{key}' (stored by format 1/2) is missing"));
+            }
+        }
+        Ok(report)
+    }
+}
+
+fn id_bytes_hex(h: &str) -> [u8; 32] {
+    blake3::Hash::from_hex(h)
+        .map(|h| *h.as_bytes())
+        .unwrap_or([0; 32])
+}
