@@ -216,7 +216,11 @@ pub fn reconcile(repo: &Repository, cat: &Catalog) -> Result<Reconciled, Rebuild
     if candidates.is_empty() {
         return Ok(out);
     }
-    let blobs = repo.blob_ids()?;
+    let blobs = if repo.is_packed() {
+        Default::default()
+    } else {
+        repo.blob_ids()?
+    };
     for id in candidates {
         let m = match repo.read_manifest(&id) {
             Ok(m) => m,
@@ -225,11 +229,20 @@ pub fn reconcile(repo: &Repository, cat: &Catalog) -> Result<Reconciled, Rebuild
                 continue;
             }
         };
-        let missing = m
-            .files()
-            .flat_map(|f| f.chunks.iter())
-            .filter(|c| !blobs.contains(*c))
-            .count();
+        let missing = if repo.is_packed() {
+            match repo.unlocated(&m) {
+                Ok(n) => n as usize,
+                Err(e) => {
+                    out.problems.push(format!("backup {id}: {e}"));
+                    continue;
+                }
+            }
+        } else {
+            m.files()
+                .flat_map(|f| f.chunks.iter())
+                .filter(|c| !blobs.contains(*c))
+                .count()
+        };
         if missing > 0 {
             out.problems.push(format!(
                 "backup {id}: its manifest references {missing} missing blob(s): not listed complete (hopsdrctl repo check names them)"

@@ -288,9 +288,9 @@ impl KnownBlocks {
         }
         self.map.retain(|_, (block, meta)| {
             block
-                .chunks
+                .blobs()
                 .iter()
-                .chain(meta.chunks.iter())
+                .chain(meta.blobs().iter())
                 .all(|c| !suspect.contains(c))
         });
     }
@@ -298,15 +298,25 @@ impl KnownBlocks {
     /// Indexes the blocks a committed manifest holds. Each block is kept once, whichever
     /// replica's entries come first (the replicas of one block have the same content).
     pub fn from_manifest(m: &Manifest) -> KnownBlocks {
-        // (directory, id) -> block entry / meta entry, borrowed from the manifest.
-        let mut blocks: HashMap<(&str, u64), &FileEntry> = HashMap::new();
-        let mut metas: HashMap<(&str, u64), &FileEntry> = HashMap::new();
-        for e in &m.entries {
+        Self::from_entries(m.entries.iter().cloned())
+    }
+
+    /// Indexes the blocks among `entries` (a backup's, in any order).
+    pub fn from_entries(entries: impl Iterator<Item = Entry>) -> KnownBlocks {
+        // (directory, id) -> block entry / meta entry.
+        let mut blocks: HashMap<(String, u64), FileEntry> = HashMap::new();
+        let mut metas: HashMap<(String, u64), FileEntry> = HashMap::new();
+        for e in entries {
             let Entry::File(f) = e else { continue };
             let Some(rel) = volume_relative(&f.path) else {
                 continue;
             };
-            let dir = f.path.rsplit_once('/').map(|x| x.0).unwrap_or("");
+            let dir = f
+                .path
+                .rsplit_once('/')
+                .map(|x| x.0)
+                .unwrap_or("")
+                .to_string();
             match hopsfs::classify(rel) {
                 VolumeFile::Block {
                     id,
@@ -327,7 +337,7 @@ impl KnownBlocks {
         }
         let mut map = HashMap::new();
         for (key, blk) in blocks {
-            let Some(meta) = metas.get(&key) else {
+            let Some(meta) = metas.remove(&key) else {
                 continue;
             };
             let rel = volume_relative(&meta.path).unwrap_or_default();
@@ -343,7 +353,7 @@ impl KnownBlocks {
                 genstamp,
                 len: blk.size,
             })
-            .or_insert_with(|| (blk.clone(), (*meta).clone()));
+            .or_insert((blk, meta));
         }
         KnownBlocks { map }
     }

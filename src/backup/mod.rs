@@ -532,7 +532,10 @@ fn previous_blocks(repo: &Repository) -> hopsfs::KnownBlocks {
         if let Ok(m) = repo.read_manifest(id) {
             if m.info.facts.hopsfs.is_some() {
                 let t1 = std::time::Instant::now();
-                let known = hopsfs::KnownBlocks::from_manifest(&m);
+                // A stream that cannot be read is verify's to report: its blocks are read
+                // from the datanodes again.
+                let known =
+                    hopsfs::KnownBlocks::from_entries(repo.all_entries(&m).map_while(Result::ok));
                 tracing::debug!(step = "hopsfs", backup = %id, blocks = known.len(),
                     read_ms = (t1 - t0).as_millis() as u64, index_ms = t1.elapsed().as_millis() as u64,
                     "blocks already stored");

@@ -5,8 +5,11 @@ use clap::Parser;
 /// `--rebuild-catalog`: the catalog at `[daemon] catalog` gets the repository's backups.
 fn rebuild_catalog(settings: &hopsdr::config::Settings) -> anyhow::Result<String> {
     use anyhow::Context;
-    let (repo, _lock) =
-        hopsdr::daemon::open_repository(&settings.repository).context("opening the repository")?;
+    let (repo, _lock) = hopsdr::daemon::open_repository(
+        &settings.repository,
+        &hopsdr::daemon::cache_dir(&settings.daemon),
+    )
+    .context("opening the repository")?;
     let mut cat = hopsdr::catalog::Catalog::open(&settings.daemon.catalog)?;
     let r = hopsdr::daemon::jobs::run_offline(
         &mut cat,

@@ -124,12 +124,23 @@ impl Ctx {
 /// removed. The lock is released when the returned guard is dropped.
 pub fn open_repository(
     s: &RepositorySettings,
+    cache_dir: &std::path::Path,
 ) -> Result<(Repository, crate::repository::lock::WriterLock), RepoError> {
     let lock = |storage: &Arc<dyn crate::repository::Storage>| {
         crate::repository::lock::acquire(storage, &hostname()).map_err(Box::new)
     };
     let key = repository_key(s)?;
-    let open = |storage| Repository::open_or_init_with(storage, s.compression_level, key.as_ref());
+    let open = |storage| {
+        Repository::open_with(
+            storage,
+            crate::repository::OpenOptions {
+                compression_level: s.compression_level,
+                key: key.as_ref(),
+                packed: true,
+                cache_dir: Some(cache_dir.to_path_buf()),
+            },
+        )
+    };
     match &s.store {
         StoreSettings::Local { path } => {
             let storage = Arc::new(LocalStorage::new(path.clone())?);
@@ -301,6 +312,14 @@ fn open_s3(s: &config::S3Settings) -> Result<crate::repository::S3Storage, RepoE
     )?)
 }
 
+/// Where the repository's index cache lives: `cache/` next to the catalog.
+pub fn cache_dir(d: &config::DaemonSettings) -> std::path::PathBuf {
+    d.catalog
+        .parent()
+        .unwrap_or(std::path::Path::new("/"))
+        .join("cache")
+}
+
 fn hostname() -> String {
     nix::unistd::gethostname()
         .ok()
@@ -316,7 +335,8 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> Result<(), DaemonE
     let catalog = Catalog::open(&settings.daemon.catalog)?;
     let (repo, _repository_lock) = {
         let s = settings.repository.clone();
-        tokio::task::spawn_blocking(move || open_repository(&s))
+        let cache = cache_dir(&settings.daemon);
+        tokio::task::spawn_blocking(move || open_repository(&s, &cache))
             .await
             .map_err(|e| DaemonError::Task(format!("opening the repository: {e}")))??
     };

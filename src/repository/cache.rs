@@ -411,6 +411,11 @@ impl IndexCache {
         Ok(())
     }
 
+    /// The keys of index objects a current one supersedes (garbage once no longer locked).
+    pub fn superseded_keys(&self) -> Result<HashSet<String>, CacheError> {
+        self.superseded()
+    }
+
     fn superseded(&self) -> Result<HashSet<String>, CacheError> {
         let mut s = self
             .conn

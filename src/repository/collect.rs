@@ -207,23 +207,27 @@ impl Repository {
                     report.packs_deleted += 1;
                     report.bytes_freed += listed.get(pack).map_or(0, |(s, _)| *s);
                     if report.packs_deleted == 1 {
-                        crate::failpoint::hit("gc.deleted_pack", cancel);
+                        crate::failpoint::hit("gc.deleted_one", cancel);
                     }
                 }
                 Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(e.into()),
             }
         }
-        if rewrite {
-            for key in &current {
-                if lock.is_some() && storage.locked_until(key)?.is_some_and(|u| u > now) {
-                    continue;
-                }
-                match storage.delete(key) {
-                    Ok(()) => {}
-                    Err(e) if e.is_not_found() => {}
-                    Err(e) => return Err(e.into()),
-                }
+        // The index objects the new generation replaced, and any an interrupted collection
+        // left behind.
+        let mut old: Vec<String> = if rewrite { current.clone() } else { Vec::new() };
+        old.extend(self.with_cache(|c| c.superseded_keys())?);
+        old.sort();
+        old.dedup();
+        for key in &old {
+            if lock.is_some() && storage.locked_until(key)?.is_some_and(|u| u > now) {
+                continue;
+            }
+            match storage.delete(key) {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
             }
         }
         // Format 1/2 chunks no backup references.
@@ -324,7 +328,17 @@ impl Repository {
             }
         }
         report.blobs = liveness.iter().map(|l| l.live + l.dead).sum();
-        report.unreferenced_blobs = liveness.iter().map(|l| l.dead).sum::<u64>()
+        // Index objects a newer one replaced (a collection deletes them).
+        let superseded = self.with_cache(|c| c.superseded_keys())?;
+        let stale = self
+            .inner
+            .storage
+            .list(index::PREFIX)?
+            .into_iter()
+            .filter(|o| superseded.contains(&o.key))
+            .count() as u64;
+        report.unreferenced_blobs = stale
+            + liveness.iter().map(|l| l.dead).sum::<u64>()
             + listed
                 .keys()
                 .filter(|p| !liveness.iter().any(|l| l.pack == **p))

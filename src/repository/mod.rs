@@ -62,6 +62,48 @@
 //!   frame), the tag; the object's key is authenticated with it. A reader opens the object
 //!   (refusing one that does not authenticate), then checks it as in version 1.
 //!
+//! # Packed repositories: format version 3
+//!
+//! Built for a HopsFS of 100 TB (millions of block files): metadata proportional to what
+//! changed, few objects, and every job in bounded memory. The header has `"version": 3`
+//! (with `encryption` and `mac` when encrypted, as version 2). A version 1 or 2 repository is
+//! upgraded in place when hopsdrd opens it (the header rewritten once): its backups stay
+//! readable, verifiable and collectable, and new backups reuse their blobs. Besides the header,
+//! keys and manifests:
+//!
+//! - **Packs** — key `packs/<p[0..2]>/<p>`, `p` 16 random bytes in hex (`pack.rs` has the
+//!   byte layout): blobs stored exactly as version 1/2 store a blob object (a zstd frame,
+//!   sealed with its own `blobs/<h[0..2]>/<h>` key as associated data when encrypted), then a
+//!   trailer listing them (kind, id, stored and raw lengths) and a 48-byte footer with the
+//!   trailer's hash. *Data* packs hold the content of files of at most one chunk (the HopsFS
+//!   blocks of a small-block cluster, `.meta` files, config files); *meta* packs hold
+//!   metadata pages; both are closed at 32 MiB. A file bigger than a chunk is a *solo* pack (at
+//!   most 33 chunks: a 128 MiB block and its checksums): its chunks in order, its trailer
+//!   naming the unit (the hash of the whole content); it dies whole and is never repacked.
+//!   Packs are written once and never change.
+//! - **Index objects** — key `index/<h>` (`index.rs`): sorted fixed-stride entries locating
+//!   every blob and unit (pack, offset, lengths), written after the packs they name are
+//!   durable and before any manifest that needs them. A collection writes a new generation
+//!   whose last object `supersedes` the older ones; readers ignore a superseded object. A
+//!   local SQLite cache mirrors them (`cache.rs`; `cache/` next to the catalog): a backup never
+//!   lists the packs.
+//! - **Manifests** — `"format_version": 3`. `entries` hold what is not in a HopsFS volume
+//!   (config files, users, RonDB), each file by `units` (a blob in a data pack, or a solo
+//!   pack; `skip` bytes in), with `size`. Each HopsFS volume is a *stream* (`streams`:
+//!   `prefix`, `root`, `base_of`, `layers`, counts): its entries as compact sorted pages
+//!   (`tree.rs`: about 45 bytes per block file, pages cut at the datanode's `subdirX/subdirY`
+//!   boundaries) listed by a root, plus one layer of changes per later backup (puts and
+//!   deletions against the previous backup's view), until the layers hold a tenth of the base
+//!   or there are 16, when a backup writes a new base (unchanged pages keep their id and are
+//!   not stored again). Pages, roots and layer pages are meta blobs named by the hash of their
+//!   plaintext.
+//!
+//! A reader checks every blob as in version 1 (opened, decompressed within its declared
+//! length, hashed against its id); a pack or index object that is truncated or garbled is
+//! named with its key and the byte offset. Garbage collection marks what the kept backups
+//! reference into an on-disk set and deletes only whole packs (`collect.rs`); nothing is
+//! deleted while a kept backup's manifest or metadata page cannot be read.
+//!
 //! Objects whose keys fall outside these patterns are ignored. Garbage collection (deleting
 //! blobs no manifest references) must not run while a backup is being written: a backup may
 //! reuse a blob that a concurrent collector considers unreferenced. hopsdr runs one job at a
@@ -113,6 +155,7 @@ pub use manifest::{
     symlink_escapes, validate_logical_path, BackupInfo, ComponentInfo, Entry, FileEntry, FileMeta,
     Manifest, StreamRef,
 };
+pub use objects::BlobPlace;
 pub use s3::control::as_of as versions_as_of;
 pub use s3::{Control, LockMode, ObjectVersion, S3Options, S3Storage, VersionedView, Versioning};
 pub use storage::{validate_key, KeyError, LocalStorage, ObjectInfo, Storage, StorageError};
@@ -387,7 +430,12 @@ impl Repository {
             Ok(bytes) => {
                 let header = parse_header(&bytes, storage.as_ref())?;
                 let keys = open_keys(storage.as_ref(), &header, key)?;
-                (header, keys)
+                if packed && header.version < PACKED_FORMAT_VERSION {
+                    let header = upgrade(storage.as_ref(), header, keys.as_ref().map(|k| &k.0))?;
+                    (header, keys)
+                } else {
+                    (header, keys)
+                }
             }
             Err(e) if e.is_not_found() => init(storage.as_ref(), key, packed)?,
             Err(e) => return Err(e.into()),
@@ -510,13 +558,9 @@ impl Repository {
                 storage,
                 header: self.inner.header.clone(),
                 compression_level: self.inner.compression_level,
-                cache: std::sync::Mutex::new(objects::CacheSlot::new(
-                    self.inner
-                        .cache
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .dir(),
-                )),
+                // A cache of its own: another identity or a past view of the store lists
+                // other index objects.
+                cache: std::sync::Mutex::new(objects::CacheSlot::new(None)),
                 keys: self.inner.keys.as_ref().map(|(k, slot)| {
                     (
                         std::sync::RwLock::new(k.read().unwrap_or_else(|p| p.into_inner()).clone()),
@@ -1286,6 +1330,39 @@ fn parse_header(bytes: &[u8], storage: &dyn Storage) -> Result<RepositoryHeader,
     if encrypted != header.encryption.is_some() || encrypted != header.mac.is_some() {
         return Err(corrupt(HeaderDefect::Encryption));
     }
+    Ok(header)
+}
+
+/// Rewrites the header of a format 1 or 2 repository as format 3 (the only time a header is
+/// written twice): its backups stay readable and their blobs are reused and collected as
+/// before; new backups are written in packs. A hopsdr that knows only formats 1 and 2 refuses
+/// the repository from then on (its collector would delete blobs that new backups reuse).
+fn upgrade(
+    storage: &dyn Storage,
+    mut header: RepositoryHeader,
+    keys: Option<&Keyring>,
+) -> Result<RepositoryHeader, RepoError> {
+    let from = header.version;
+    header.version = PACKED_FORMAT_VERSION;
+    if let Some(k) = keys {
+        header.mac = None;
+        header.mac = Some(k.header_mac(&header_mac_input(&header)));
+    }
+    let mut bytes = serde_json::to_vec_pretty(&header).map_err(|e| RepoError::CorruptHeader {
+        store: storage.describe(),
+        key: HEADER_KEY.to_string(),
+        defect: HeaderDefect::Json(e),
+    })?;
+    bytes.push(b'\n');
+    storage.put(HEADER_KEY, &bytes)?;
+    tracing::info!(
+        store = %storage.describe(),
+        "repository upgraded from format {from} to format {PACKED_FORMAT_VERSION}: new backups are written in packs; hopsdr releases before it no longer open it"
+    );
+    crate::failpoint::hit(
+        "repository.upgrade.header_written",
+        &tokio_util::sync::CancellationToken::new(),
+    );
     Ok(header)
 }
 

@@ -18,6 +18,14 @@ pub const MAX_META_LEN: u32 = 64 << 20;
 /// Longest stored index object accepted.
 const MAX_INDEX_STORED: usize = 64 << 20;
 
+/// Where a blob is stored (see [`Repository::blob_location`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobPlace {
+    pub key: String,
+    pub offset: u64,
+    pub len: u64,
+}
+
 /// Where the index cache lives and, once opened, the cache.
 pub struct CacheSlot {
     dir: Option<PathBuf>,
@@ -42,11 +50,6 @@ impl CacheSlot {
         }
     }
 
-    /// The configured directory (a temporary one is not handed on).
-    pub fn dir(&self) -> Option<PathBuf> {
-        self.dir.clone()
-    }
-
     fn directory(&mut self) -> Result<PathBuf, std::io::Error> {
         if let Some(d) = &self.dir {
             std::fs::create_dir_all(d)?;
@@ -56,6 +59,18 @@ impl CacheSlot {
             self.temp = Some(tempfile::Builder::new().prefix("hopsdr-cache-").tempdir()?);
         }
         Ok(self.temp.as_ref().expect("made").path().to_path_buf())
+    }
+}
+
+/// A pack that is not there: the blob is missing (damage verify reports), not a store failure.
+fn missing(e: super::StorageError, key: &str, blob: &BlobId, path: &str) -> RepoError {
+    if e.is_not_found() {
+        RepoError::BlobMissing {
+            key: format!("{key} ({})", blob_key(blob)),
+            path: path.to_string(),
+        }
+    } else {
+        e.into()
     }
 }
 
@@ -216,11 +231,12 @@ impl Repository {
         limit: usize,
     ) -> Result<Vec<u8>, RepoError> {
         let key = pack_key(&loc.pack);
-        let stored =
-            self.inner
-                .storage
-                .get_range(&key, u64::from(loc.offset), u64::from(loc.stored_len))?;
         let blob = BlobId::of(&blake3::Hash::from_bytes(*id));
+        let stored = self
+            .inner
+            .storage
+            .get_range(&key, u64::from(loc.offset), u64::from(loc.stored_len))
+            .map_err(|e| missing(e, &key, &blob, path))?;
         let corrupt = |defect| RepoError::CorruptBlob {
             key: format!("{key} at byte {} ({})", loc.offset, blob_key(&blob)),
             path: path.to_string(),
@@ -274,6 +290,71 @@ impl Repository {
         self.read_located(id, &loc, what, MAX_META_LEN as usize)
     }
 
+    /// Where blob (or unit) `id` is stored: the object's key and the byte range (a whole
+    /// object for format 1/2 blobs and solo packs). `None`: nowhere known.
+    pub fn blob_location(&self, id: &BlobId) -> Result<Option<BlobPlace>, RepoError> {
+        if self.is_packed() {
+            self.sync_index()?;
+            if let Some(l) = self.locate(&super::streams::id_bytes(id))? {
+                let whole = l.kind == EntryKind::Unit;
+                return Ok(Some(BlobPlace {
+                    key: pack_key(&l.pack),
+                    offset: if whole { 0 } else { u64::from(l.offset) },
+                    len: u64::from(l.stored_len),
+                }));
+            }
+        }
+        let key = blob_key(id);
+        Ok(self
+            .inner
+            .storage
+            .list(&key)?
+            .into_iter()
+            .find(|o| o.key == key)
+            .map(|o| BlobPlace {
+                key,
+                offset: 0,
+                len: o.size,
+            }))
+    }
+
+    /// How many blobs backup `m` references that the repository does not hold (format 3: the
+    /// index does not locate, or its pack is not in the store; formats 1 and 2: no object).
+    /// An unreadable stream is an error.
+    pub fn unlocated(&self, m: &super::Manifest) -> Result<u64, RepoError> {
+        let mut missing = 0;
+        // Packs seen: whether the store holds them.
+        let mut packs: std::collections::HashMap<[u8; 16], bool> = Default::default();
+        for e in self.all_entries(m) {
+            let super::Entry::File(f) = e? else { continue };
+            if f.is_packed() {
+                for u in &f.units {
+                    let held = match self.locate(&super::streams::id_bytes(u))? {
+                        None => false,
+                        Some(l) => match packs.get(&l.pack) {
+                            Some(h) => *h,
+                            None => {
+                                let h = self.inner.storage.exists(&pack_key(&l.pack))?;
+                                packs.insert(l.pack, h);
+                                h
+                            }
+                        },
+                    };
+                    if !held {
+                        missing += 1;
+                    }
+                }
+            } else {
+                for c in &f.chunks {
+                    if !self.inner.storage.exists(&blob_key(c))? {
+                        missing += 1;
+                    }
+                }
+            }
+        }
+        Ok(missing)
+    }
+
     /// A reader of unit `id`'s content (a data blob or a solo pack), chunk by chunk.
     pub(crate) fn unit_reader(&self, id: &[u8; 32], path: &str) -> Result<UnitReader, RepoError> {
         let blob = BlobId::of(&blake3::Hash::from_bytes(*id));
@@ -307,10 +388,11 @@ impl Repository {
             defect,
         };
         let size = u64::from(loc.stored_len);
-        let tail =
-            self.inner
-                .storage
-                .get_range(&key, size.saturating_sub(FOOTER_LEN), FOOTER_LEN)?;
+        let tail = self
+            .inner
+            .storage
+            .get_range(&key, size.saturating_sub(FOOTER_LEN), FOOTER_LEN)
+            .map_err(|e| missing(e, &key, &BlobId::of(&blake3::Hash::from_bytes(*id)), path))?;
         let footer = pack::parse_footer(&tail, size).map_err(corrupt)?;
         let stored = self.inner.storage.get_range(
             &key,

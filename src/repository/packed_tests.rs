@@ -220,3 +220,87 @@ fn damage_in_a_pack_is_named_with_its_offset_and_nothing_is_collected() {
     w.commit(info()).unwrap();
     let _ = before;
 }
+
+/// A format 1 repository opened by a hopsdr that writes format 3: the header is upgraded once,
+/// the old backups read, verify and are collected as before, and a new backup reuses their
+/// content without storing it again.
+#[test]
+fn a_format_1_repository_is_upgraded_in_place_and_stays_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, cache) = (dir.path().join("repo"), dir.path().join("cache"));
+    let old = Repository::open_or_init(Arc::new(LocalStorage::new(&root).unwrap()), 3).unwrap();
+    assert_eq!(old.header().version, FORMAT_VERSION);
+    let mut w = old.begin_backup(id(1), CancellationToken::new());
+    write_volume(&mut w, 50, |_| false, 0);
+    let big = bytes(3, CHUNK_SIZE + 10);
+    w.add_file("rondb/1/BACKUP-1.1.Data", &mut &big[..], meta())
+        .unwrap();
+    let m1 = w.commit(info()).unwrap();
+    let legacy_blobs = keys(&root, "blobs/").len();
+    assert!(legacy_blobs > 50);
+
+    let repo = open(&root, &cache);
+    assert_eq!(repo.header().version, PACKED_FORMAT_VERSION, "upgraded");
+    let header: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join(HEADER_KEY)).unwrap()).unwrap();
+    assert_eq!(header["version"], 3);
+    let r = repo
+        .verify_backup(&id(1), &CancellationToken::new())
+        .unwrap();
+    assert!(r.is_ok(), "{:?}", r.damaged);
+
+    // A new backup: the volume's known files reused as format 1 stored them, a new file packed.
+    let mut w = repo.begin_backup(id(2), CancellationToken::new());
+    for e in &m1.entries {
+        if let Entry::File(f) = e {
+            if f.path.starts_with("hopsfs/") {
+                w.add_known_file(&f.path, f, f.meta).unwrap();
+            }
+        }
+    }
+    w.add_file("files/new.yml", &mut &b"new\n"[..], meta())
+        .unwrap();
+    let m2 = w.commit(info()).unwrap();
+    assert_eq!(m2.format_version, PACKED_FORMAT_VERSION);
+    assert_eq!(m2.streams[0].records, 100);
+    assert_eq!(
+        keys(&root, "blobs/").len(),
+        legacy_blobs,
+        "nothing stored again"
+    );
+    let r = repo
+        .verify_backup(&id(2), &CancellationToken::new())
+        .unwrap();
+    assert!(r.is_ok(), "{:?}", r.damaged);
+    let read = repo.read_manifest(&id(2)).unwrap();
+    let blk = repo
+        .stream_entries(&read, &read.streams[0])
+        .unwrap()
+        .map(Result::unwrap)
+        .find_map(|e| match e {
+            Entry::File(f) if f.path.ends_with("/blk_7") => Some(f),
+            _ => None,
+        })
+        .unwrap();
+    assert!(!blk.is_packed(), "format 1 content, by its chunks");
+    let mut out = Vec::new();
+    repo.restore_file(&blk, &mut out).unwrap();
+    assert_eq!(out, bytes(7, 1007));
+
+    // The old backup forgotten: its own format 1 blobs (the RonDB file) go, the reused stay.
+    repo.forget(&id(1)).unwrap();
+    let gc = repo.gc(&CancellationToken::new()).unwrap();
+    assert_eq!(gc.blobs_deleted, 2, "the RonDB file's two chunks: {gc:?}");
+    assert_eq!(keys(&root, "blobs/").len(), legacy_blobs - 2);
+    let r = repo
+        .verify_backup(&id(2), &CancellationToken::new())
+        .unwrap();
+    assert!(r.is_ok(), "{:?}", r.damaged);
+    assert!(repo.check().unwrap().problems.is_empty());
+
+    // A release that knows only formats 1 and 2 is refused by the header.
+    assert!(matches!(
+        parse_header(&std::fs::read(root.join(HEADER_KEY)).unwrap(), &LocalStorage::new(&root).unwrap()),
+        Ok(h) if h.version == 3
+    ));
+}

@@ -159,14 +159,20 @@ pub fn rondb_nodes(m: &Manifest) -> Vec<NdbNodeId> {
     ids
 }
 
+/// The paths of the manifest's own entries and the prefixes of its streams (each a HopsFS
+/// volume): enough to tell which nodes and volumes a backup holds without reading the streams.
+fn paths(m: &Manifest) -> impl Iterator<Item = &str> {
+    m.entries
+        .iter()
+        .map(|e| e.path())
+        .chain(m.streams.iter().map(|s| s.prefix.as_str()))
+}
+
 /// The datanodes whose volumes the backup holds (`hopsfs/<name>/...`), sorted.
 pub fn hopsfs_datanodes(m: &Manifest) -> Vec<String> {
-    let mut names: Vec<String> = m
-        .entries
-        .iter()
-        .filter_map(|e| {
-            e.path()
-                .strip_prefix("hopsfs/")?
+    let mut names: Vec<String> = paths(m)
+        .filter_map(|p| {
+            p.strip_prefix("hopsfs/")?
                 .split('/')
                 .next()
                 .map(str::to_string)
@@ -179,11 +185,9 @@ pub fn hopsfs_datanodes(m: &Manifest) -> Vec<String> {
 
 /// The volumes the backup holds (`hopsfs/<name>/vol<k>/...`): (name, k), sorted.
 pub fn backup_volumes(m: &Manifest) -> Vec<(String, usize)> {
-    let mut vols: Vec<(String, usize)> = m
-        .entries
-        .iter()
-        .filter_map(|e| {
-            let mut it = e.path().strip_prefix("hopsfs/")?.splitn(3, '/');
+    let mut vols: Vec<(String, usize)> = paths(m)
+        .filter_map(|p| {
+            let mut it = p.strip_prefix("hopsfs/")?.splitn(3, '/');
             let name = it.next()?;
             let k: usize = it.next()?.strip_prefix("vol")?.parse().ok()?;
             Some((name.to_string(), k))

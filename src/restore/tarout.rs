@@ -8,7 +8,7 @@ use std::io::Write;
 
 use tar::{EntryType, Header};
 
-use crate::repository::{Entry, FileMeta, Repository};
+use crate::repository::{Entry, FileMeta, Manifest, Repository};
 
 fn header(kind: EntryType, meta: &FileMeta, size: u64) -> Header {
     let mut h = Header::new_gnu();
@@ -21,15 +21,16 @@ fn header(kind: EntryType, meta: &FileMeta, size: u64) -> Header {
     h
 }
 
-/// Writes every entry under `prefix` (paths relative to it; the others are skipped) as a tar
-/// stream to `w`.
+/// Writes every entry of backup `m` under `prefix` (paths relative to it; the others are
+/// skipped) as a tar stream to `w`: the manifest's own entries, then the streams under it.
 pub fn write_tar(
     repo: &Repository,
-    entries: &[Entry],
+    m: &Manifest,
     prefix: &str,
     w: &mut dyn Write,
 ) -> std::io::Result<()> {
     let mut b = tar::Builder::new(w);
+    let entries = &m.entries;
     // The files a few entries ahead are announced to the store (a remote one fetches them
     // while this one is written), each once: an announcement stands for one read.
     const AHEAD: usize = 128;
@@ -45,38 +46,62 @@ pub fn write_tar(
             ));
             announced_end = end;
         }
-        let Some(rel) = e.path().strip_prefix(prefix) else {
-            continue;
-        };
-        if rel.is_empty() {
-            continue;
-        }
-        match e {
-            Entry::Dir { meta, .. } => {
-                let mut h = header(EntryType::Directory, meta, 0);
-                b.append_data(&mut h, rel, std::io::empty())?;
-            }
-            Entry::File(f) => {
-                let mut h = header(EntryType::Regular, &f.meta, f.size);
-                let r = repo
-                    .open_file(f)
-                    .map_err(|e| std::io::Error::other(e.to_string()))?;
-                b.append_data(&mut h, rel, r)?;
-            }
-            Entry::Symlink { target, meta, .. } => {
-                if crate::repository::symlink_escapes(rel.trim_start_matches('/'), target) {
-                    tracing::warn!(
-                        "symlink {} -> {target} leads outside the restored directory: skipped",
-                        e.path()
-                    );
-                    continue;
-                }
-                let mut h = header(EntryType::Symlink, meta, 0);
-                b.append_link(&mut h, rel, target)?;
-            }
+        append(&mut b, repo, e, prefix)?;
+    }
+    for s in m
+        .streams
+        .iter()
+        .filter(|s| format!("{}/", s.prefix).starts_with(prefix))
+    {
+        let stream = repo
+            .stream_entries(m, s)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        for e in stream {
+            let e = e.map_err(|e| std::io::Error::other(e.to_string()))?;
+            append(&mut b, repo, &e, prefix)?;
         }
     }
     b.finish()
+}
+
+/// Appends entry `e` (if it is under `prefix`) to the tar stream.
+fn append<W: Write>(
+    b: &mut tar::Builder<W>,
+    repo: &Repository,
+    e: &Entry,
+    prefix: &str,
+) -> std::io::Result<()> {
+    let Some(rel) = e.path().strip_prefix(prefix) else {
+        return Ok(());
+    };
+    if rel.is_empty() {
+        return Ok(());
+    }
+    match e {
+        Entry::Dir { meta, .. } => {
+            let mut h = header(EntryType::Directory, meta, 0);
+            b.append_data(&mut h, rel, std::io::empty())?;
+        }
+        Entry::File(f) => {
+            let mut h = header(EntryType::Regular, &f.meta, f.size);
+            let r = repo
+                .open_file(f)
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            b.append_data(&mut h, rel, r)?;
+        }
+        Entry::Symlink { target, meta, .. } => {
+            if crate::repository::symlink_escapes(rel.trim_start_matches('/'), target) {
+                tracing::warn!(
+                    "symlink {} -> {target} leads outside the restored directory: skipped",
+                    e.path()
+                );
+                return Ok(());
+            }
+            let mut h = header(EntryType::Symlink, meta, 0);
+            b.append_link(&mut h, rel, target)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

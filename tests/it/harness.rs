@@ -494,3 +494,81 @@ impl Drop for SmallFs {
         let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
     }
 }
+
+/// Where one stored blob is in a local repository: the object file and the byte range (a
+/// format 3 pack holds many blobs; a solo pack or a format 1/2 blob object, one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    pub blob: hopsdr::ids::BlobId,
+    pub file: PathBuf,
+    pub offset: u64,
+    pub len: u64,
+}
+
+impl Place {
+    /// Flips one bit in the middle of the blob.
+    pub fn flip(&self) {
+        let mut bytes = std::fs::read(&self.file).unwrap();
+        let at = (self.offset + self.len / 2) as usize;
+        bytes[at] ^= 0x01;
+        std::fs::write(&self.file, bytes).unwrap();
+    }
+
+    /// Cuts the object in the middle of the blob.
+    pub fn truncate(&self) {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.file)
+            .unwrap();
+        f.set_len(self.offset + self.len / 2).unwrap();
+    }
+
+    /// Removes the object holding the blob.
+    pub fn remove(&self) {
+        std::fs::remove_file(&self.file).unwrap();
+    }
+}
+
+impl Env {
+    /// The repository, opened read-only by the test (its own index cache).
+    pub fn open_repo(&self) -> hopsdr::repository::Repository {
+        hopsdr::repository::Repository::open_or_init(
+            std::sync::Arc::new(hopsdr::repository::LocalStorage::new(self.repo()).unwrap()),
+            1,
+        )
+        .unwrap()
+    }
+
+    /// Where the content of the file of backup `id` whose path ends with `suffix` is stored
+    /// (its first blob, as the repository locates it now).
+    pub fn place_of(&self, id: &str, suffix: &str) -> Place {
+        let repo = self.open_repo();
+        let m = repo
+            .read_manifest(&hopsdr::ids::BackupId::parse(id).unwrap())
+            .unwrap();
+        let f = repo
+            .all_entries(&m)
+            .filter_map(|e| match e.unwrap() {
+                hopsdr::repository::Entry::File(f) if f.path.ends_with(suffix) => Some(f),
+                _ => None,
+            })
+            .next()
+            .unwrap_or_else(|| panic!("no file *{suffix} in backup {id}"));
+        self.place_of_blob(&f.blobs()[0])
+    }
+
+    /// Where blob `blob` is stored now.
+    pub fn place_of_blob(&self, blob: &hopsdr::ids::BlobId) -> Place {
+        let p = self
+            .open_repo()
+            .blob_location(blob)
+            .unwrap()
+            .unwrap_or_else(|| panic!("blob {blob} is nowhere"));
+        Place {
+            blob: blob.clone(),
+            file: self.repo().join(&p.key),
+            offset: p.offset,
+            len: p.len,
+        }
+    }
+}

@@ -319,6 +319,7 @@ fn cloud_block_storage_backs_up_only_the_metadata() {
         .read_manifest(&BackupId::parse(&id).unwrap())
         .unwrap();
     assert!(m.entries.iter().all(|e| !e.path().starts_with("hopsfs/")));
+    assert!(m.streams.is_empty());
     assert!(m.entries.iter().any(|e| e.path().starts_with("rondb/")));
 }
 

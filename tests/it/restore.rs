@@ -204,23 +204,7 @@ fn a_tampered_blob_or_a_non_empty_target_is_refused_before_anything_is_touched()
     // One flipped byte in one blob: refused at step 1, the cluster untouched.
     disaster(&c, &m);
     let empty = c.fingerprint();
-    let blobs = env.repo().join("blobs");
-    let dir = std::fs::read_dir(&blobs)
-        .unwrap()
-        .flatten()
-        .next()
-        .unwrap()
-        .path();
-    let blob = std::fs::read_dir(&dir)
-        .unwrap()
-        .flatten()
-        .next()
-        .unwrap()
-        .path();
-    let mut bytes = std::fs::read(&blob).unwrap();
-    let n = bytes.len() / 2;
-    bytes[n] ^= 0x01;
-    std::fs::write(&blob, bytes).unwrap();
+    env.place_of(&id, "").flip();
     let out = env.ctl(&["restore", "start", &id, "--yes", "--wait"]);
     assert_eq!(out.status.code(), Some(1));
     let st = env.ctl_json(&["restore", "status"]);

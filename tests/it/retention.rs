@@ -7,14 +7,16 @@ use std::time::Duration;
 
 use crate::harness::{wait_for, Env};
 
-/// Blob files in the repository.
+/// Objects holding blobs in the repository (packs; blob objects of format 1/2).
 fn blobs(env: &Env) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
-    if let Ok(fans) = std::fs::read_dir(env.repo().join("blobs")) {
-        for fan in fans.flatten() {
-            for b in std::fs::read_dir(fan.path()).unwrap().flatten() {
-                if !b.file_name().to_string_lossy().starts_with('.') {
-                    out.push(b.path());
+    for top in ["blobs", "packs"] {
+        if let Ok(fans) = std::fs::read_dir(env.repo().join(top)) {
+            for fan in fans.flatten() {
+                for b in std::fs::read_dir(fan.path()).unwrap().flatten() {
+                    if !b.file_name().to_string_lossy().starts_with('.') {
+                        out.push(b.path());
+                    }
                 }
             }
         }
@@ -110,8 +112,8 @@ fn prune_keeps_by_policy_and_pins_and_gc_frees_only_unreferenced_blobs() {
     let after = blobs(&env).len();
     assert_eq!(
         after,
-        before - 2,
-        "the forgotten backup's own blobs are freed: its file and its catalog copy"
+        before - 1,
+        "the forgotten backup's own pack is freed: it held only its file and its catalog copy"
     );
     let repo = hopsdr::repository::Repository::open_or_init(
         std::sync::Arc::new(hopsdr::repository::LocalStorage::new(env.repo()).unwrap()),

@@ -233,13 +233,13 @@ pub fn stage_rondb(env: &Env, id: &str, to: &Path) -> Vec<String> {
     let repo = repo(env);
     let m = repo.read_manifest(&BackupId::parse(id).unwrap()).unwrap();
     let mut paths = Vec::new();
-    for e in &m.entries {
-        if let Entry::File(f) = e {
+    for e in repo.all_entries(&m) {
+        if let Entry::File(f) = e.unwrap() {
             if let Some(rest) = f.path.strip_prefix("rondb/") {
                 let p = to.join(rest);
                 std::fs::create_dir_all(p.parent().unwrap()).unwrap();
                 let mut out = std::fs::File::create(&p).unwrap();
-                repo.restore_file(f, &mut out).unwrap();
+                repo.restore_file(&f, &mut out).unwrap();
                 paths.push(rest.to_string());
             }
         }
@@ -265,13 +265,13 @@ pub fn restore_by_hand(env: &Env, c: &Cluster, id: &str) {
         let (dn, vol, inside) = (p.next()?, p.next()?, p.next()?);
         Some(c.dir.join("hopsfs").join(dn).join(vol).join(inside))
     };
-    for e in &m.entries {
-        match e {
+    for e in repo.all_entries(&m) {
+        match e.unwrap() {
             Entry::File(f) => {
                 if let Some(target) = f.path.strip_prefix("hopsfs/").and_then(volume_path) {
                     std::fs::create_dir_all(target.parent().unwrap()).unwrap();
                     let mut out = std::fs::File::create(&target).unwrap();
-                    repo.restore_file(f, &mut out).unwrap();
+                    repo.restore_file(&f, &mut out).unwrap();
                 }
             }
             Entry::Dir { path, .. } => {

@@ -446,6 +446,31 @@ impl Storage for VersionedView {
             .map_err(|e| self.s3.remote("get", key, e))
     }
 
+    fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>, StorageError> {
+        let Some(v) = self.current.get(key) else {
+            return Err(StorageError::NotFound {
+                store: self.describe(),
+                key: key.to_string(),
+            });
+        };
+        let end = offset.saturating_add(len).min(v.size);
+        if end <= offset {
+            return Ok(Vec::new());
+        }
+        let path = self.s3.path(key)?;
+        let store = self.s3.store.clone();
+        let opts = object_store::GetOptions {
+            version: Some(v.version_id.clone()),
+            range: Some((offset..end).into()),
+            ..Default::default()
+        };
+        let r = self
+            .s3
+            .run(async move { store.get_opts(&path, opts).await?.bytes().await });
+        r.map(|b| b.to_vec())
+            .map_err(|e| self.s3.remote("get", key, e))
+    }
+
     fn exists(&self, key: &str) -> Result<bool, StorageError> {
         Ok(self.current.contains_key(key))
     }

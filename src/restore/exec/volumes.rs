@@ -171,7 +171,7 @@ fn write_datanode(
             Box::new(move |w: &mut dyn std::io::Write| {
                 // Large writes to the pipe, not the tar crate's 8 KiB pieces.
                 let mut buffered = std::io::BufWriter::with_capacity(1 << 20, w);
-                tarout::write_tar(&repo, &manifest.entries, &prefix, &mut buffered)?;
+                tarout::write_tar(&repo, &manifest, &prefix, &mut buffered)?;
                 std::io::Write::flush(&mut buffered)
             });
         let (status, stderr) = node
