@@ -292,8 +292,28 @@ impl IndexCache {
             .map_err(|e| self.err(e))
     }
 
+    /// Starts a set of ids seen (a verify reads each unit once), on disk.
+    pub fn begin_seen(&mut self) -> Result<(), CacheError> {
+        self.conn
+            .execute_batch(
+                "PRAGMA temp_store=FILE;
+                 DROP TABLE IF EXISTS temp.seen;
+                 CREATE TEMP TABLE seen(id BLOB PRIMARY KEY) WITHOUT ROWID;",
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// Adds `ids` to the seen set; returns how many were not in it.
+    pub fn see(&mut self, ids: &[[u8; 32]]) -> Result<u64, CacheError> {
+        self.insert_into("temp.seen", ids)
+    }
+
     /// Marks `ids` live; returns how many were not marked before.
     pub fn mark(&mut self, ids: &[[u8; 32]]) -> Result<u64, CacheError> {
+        self.insert_into("temp.live", ids)
+    }
+
+    fn insert_into(&mut self, table: &str, ids: &[[u8; 32]]) -> Result<u64, CacheError> {
         let tx = self.conn.transaction().map_err(|e| CacheError::Sqlite {
             path: self.path.clone(),
             source: e,
@@ -302,7 +322,7 @@ impl IndexCache {
             let mut n = 0u64;
             {
                 let mut ins =
-                    tx.prepare_cached("INSERT OR IGNORE INTO temp.live(id) VALUES (?1)")?;
+                    tx.prepare_cached(&format!("INSERT OR IGNORE INTO {table}(id) VALUES (?1)"))?;
                 for id in ids {
                     n += ins.execute(params![&id[..]])? as u64;
                 }
@@ -414,6 +434,43 @@ impl IndexCache {
     /// The keys of index objects a current one supersedes (garbage once no longer locked).
     pub fn superseded_keys(&self) -> Result<HashSet<String>, CacheError> {
         self.superseded()
+    }
+
+    /// The marked ids whose newest copy is in `pack`, with their locations, by offset.
+    pub fn live_in_pack(&self, pack: &[u8; 16]) -> Result<Vec<([u8; 32], Location)>, CacheError> {
+        let mut s = self
+            .conn
+            .prepare(
+                "SELECT b.id, b.kind, b.offset, b.stored, b.raw
+                 FROM blobs b JOIN temp.live l ON l.id = b.id
+                 WHERE b.pack = ?1
+                   AND b.seq = (SELECT MAX(seq) FROM blobs c WHERE c.id = b.id)
+                 ORDER BY b.offset",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = s
+            .query_map(params![&pack[..]], |r| {
+                let id: Vec<u8> = r.get(0)?;
+                let kind: u8 = r.get(1)?;
+                Ok((id, kind, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| self.err(e))?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, kind, offset, stored_len, raw_len)| {
+                Some((
+                    <[u8; 32]>::try_from(id).ok()?,
+                    Location {
+                        pack: *pack,
+                        kind: EntryKind::from_code(kind)?,
+                        offset,
+                        stored_len,
+                        raw_len,
+                    },
+                ))
+            })
+            .collect())
     }
 
     fn superseded(&self) -> Result<HashSet<String>, CacheError> {

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::RepoError;
 use super::index::{self, IndexObject, Location};
-use super::packer::{pack_key, pack_of_key};
+use super::packer::{pack_key, pack_of_key, Packer};
 use super::streams::id_bytes;
 use super::{
     blob_key, manifest_key, needs_extension, tree, CheckReport, Entry, GcReport, Repository,
@@ -26,6 +26,8 @@ use super::{
 use crate::ids::BackupId;
 
 const MARK_BATCH: usize = 10_000;
+/// A collection repacks at most a tenth of the stored packs, and at least this much.
+const REPACK_MIN_BUDGET: u64 = 256 << 20;
 
 impl Repository {
     /// Marks what every committed backup references; returns the backups and the keys of the
@@ -187,6 +189,56 @@ impl Repository {
                     }
                 }
             }
+        }
+        // Packs mostly dead: their live blobs copied (as stored: no re-encryption) into new
+        // packs, indexed, before the old packs go with the others.
+        let total: u64 = liveness.iter().map(|l| l.end).sum();
+        let budget = (total / 10).max(REPACK_MIN_BUDGET);
+        let mut candidates: Vec<_> = liveness
+            .iter()
+            // Under Object Lock a copy would only double what is stored until the old
+            // pack's retention ends: not repacked.
+            .filter(|l| lock.is_none() && !l.solo && l.live > 0 && l.dead_bytes * 2 >= l.end.max(1))
+            .collect();
+        candidates.sort_by_key(|l| std::cmp::Reverse(l.dead_bytes));
+        let mut packer: Option<Packer> = None;
+        let mut spent = 0u64;
+        for l in candidates {
+            if spent + l.end > budget {
+                break;
+            }
+            if cancel.is_cancelled() {
+                return Err(RepoError::Cancelled);
+            }
+            if packer.is_none() {
+                packer = Some(Packer::new(self.clone())?);
+            }
+            let p = packer.as_mut().expect("made");
+            let key = pack_key(&l.pack);
+            let bytes = storage.get(&key)?;
+            for (id, loc) in self.with_cache(|c| c.live_in_pack(&l.pack))? {
+                let range = loc.offset as usize..(loc.offset as usize + loc.stored_len as usize);
+                let stored = bytes.get(range).unwrap_or_default();
+                // A damaged blob is not copied as if it were sound: the collection stops,
+                // nothing deleted (verify names the damage).
+                self.open_stored(
+                    &id,
+                    &loc,
+                    stored,
+                    "(repacked)",
+                    super::MAX_CHUNK_SIZE as usize,
+                )?;
+                p.add(loc.kind, id, stored, loc.raw_len)?;
+            }
+            spent += l.end;
+            report.bytes_repacked += l.end;
+            report.packs_repacked += 1;
+            dead.insert(l.pack);
+        }
+        if let Some(mut p) = packer {
+            // New packs durable and indexed before anything is deleted.
+            p.finish()?;
+            crate::failpoint::hit("gc.repacked", cancel);
         }
         let rewrite = !dead.is_empty() || report.blobs_deleted > 0;
         if rewrite {

@@ -343,6 +343,11 @@ pub struct GcReport {
     /// Format 3: packs deleted (nothing in them referenced any more).
     #[serde(default)]
     pub packs_deleted: u64,
+    /// Format 3: packs mostly unreferenced whose live blobs were copied into new packs.
+    #[serde(default)]
+    pub packs_repacked: u64,
+    #[serde(default)]
+    pub bytes_repacked: u64,
 }
 
 /// Whether an object locked `until` (`None`: not locked) needs another lock `period` from
@@ -739,25 +744,10 @@ impl Repository {
         manifest: &Manifest,
         cancel: &tokio_util::sync::CancellationToken,
     ) -> Result<VerifyReport, RepoError> {
-        // Format 3: the streams' files too (held while verifying: a later step streams them).
-        let streamed: Vec<FileEntry> = if manifest.streams.is_empty() {
-            Vec::new()
-        } else {
-            manifest
-                .streams
-                .iter()
-                .map(|s| self.stream_entries(manifest, s))
-                .collect::<Result<Vec<_>, _>>()?
-                .into_iter()
-                .flatten()
-                .filter_map(|e| match e {
-                    Ok(Entry::File(f)) => Some(Ok(f)),
-                    Ok(_) => None,
-                    Err(e) => Some(Err(e)),
-                })
-                .collect::<Result<_, _>>()?
-        };
-        let files: Vec<&FileEntry> = manifest.files().chain(streamed.iter()).collect();
+        if !manifest.streams.is_empty() {
+            return self.verify_streaming(manifest, cancel);
+        }
+        let files: Vec<&FileEntry> = manifest.files().collect();
         // Every unique blob is read once: a file whose chunks all belong to files read before it
         // (the same block on three datanodes, say) is whole by construction. Its sizes and
         // whole hash are covered by the manifest's own checksum; they are checked on the read.
@@ -848,6 +838,100 @@ impl Repository {
                 }
             }
         }
+        Ok(report)
+    }
+
+    /// [`Repository::verify_manifest`] of a format 3 manifest with streams, in bounded memory:
+    /// its entries are read as they come, each unit is read once (the units read so far are
+    /// kept in an on-disk set), and files are checked on several threads. A file whose units
+    /// were all read for an earlier file is whole by construction and not read again (damage
+    /// is reported once, with the first file that has the unit).
+    fn verify_streaming(
+        &self,
+        manifest: &Manifest,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> Result<VerifyReport, RepoError> {
+        use std::sync::mpsc;
+        self.sync_index()?;
+        self.with_cache(|c| c.begin_seen())?;
+        let workers = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .clamp(1, 4);
+        let (job_tx, job_rx) = mpsc::sync_channel::<FileEntry>(64);
+        let job_rx = std::sync::Mutex::new(job_rx);
+        let (done_tx, done_rx) = mpsc::channel::<Result<FileCheck, RepoError>>();
+        let mut report = VerifyReport::default();
+        let produced: Result<(), RepoError> = std::thread::scope(|scope| {
+            for _ in 0..workers {
+                let done_tx = done_tx.clone();
+                let job_rx = &job_rx;
+                scope.spawn(move || {
+                    let mut reader = match self.blob_reader() {
+                        Ok(r) => r,
+                        Err(e) => {
+                            let _ = done_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    loop {
+                        let next = job_rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        let Ok(f) = next else { return };
+                        crate::failpoint::hit("verify.file", cancel);
+                        let r = if cancel.is_cancelled() {
+                            Err(RepoError::Cancelled)
+                        } else {
+                            self.check_file(&f, &mut reader)
+                        };
+                        if done_tx.send(r).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            drop(done_tx);
+            let mut first_err = None;
+            let mut absorb = |r: Result<FileCheck, RepoError>, report: &mut VerifyReport| match r {
+                Ok(c) => {
+                    report.bytes_checked += c.bytes;
+                    report.damaged.extend(c.damaged);
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            };
+            let mut produce = || -> Result<(), RepoError> {
+                for e in self.all_entries(manifest) {
+                    if cancel.is_cancelled() {
+                        return Err(RepoError::Cancelled);
+                    }
+                    let Entry::File(f) = e? else { continue };
+                    report.files_checked += 1;
+                    report.blobs_checked += f.blobs().len() as u64;
+                    let ids: Vec<[u8; 32]> = f.blobs().iter().map(streams::id_bytes).collect();
+                    let new = self.with_cache(|c| c.see(&ids))?;
+                    if new > 0 || ids.is_empty() {
+                        if job_tx.send(f).is_err() {
+                            break;
+                        }
+                    }
+                    while let Ok(r) = done_rx.try_recv() {
+                        absorb(r, &mut report);
+                    }
+                }
+                Ok(())
+            };
+            let produced = produce();
+            drop(job_tx);
+            for r in done_rx.iter() {
+                absorb(r, &mut report);
+            }
+            match (produced, first_err) {
+                (Err(e), _) | (Ok(()), Some(e)) => Err(e),
+                (Ok(()), None) => Ok(()),
+            }
+        });
+        produced?;
         Ok(report)
     }
 

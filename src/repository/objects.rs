@@ -237,6 +237,20 @@ impl Repository {
             .storage
             .get_range(&key, u64::from(loc.offset), u64::from(loc.stored_len))
             .map_err(|e| missing(e, &key, &blob, path))?;
+        self.open_stored(id, loc, &stored, path, limit)
+    }
+
+    /// Checks and opens a blob's stored bytes (read from `loc`): the plaintext.
+    pub(crate) fn open_stored(
+        &self,
+        id: &[u8; 32],
+        loc: &Location,
+        stored: &[u8],
+        path: &str,
+        limit: usize,
+    ) -> Result<Vec<u8>, RepoError> {
+        let key = pack_key(&loc.pack);
+        let blob = BlobId::of(&blake3::Hash::from_bytes(*id));
         let corrupt = |defect| RepoError::CorruptBlob {
             key: format!("{key} at byte {} ({})", loc.offset, blob_key(&blob)),
             path: path.to_string(),
@@ -249,14 +263,18 @@ impl Repository {
             }));
         }
         let keys = self.keyring();
+        let opened;
         let frame = match &keys {
-            Some(k) => k
-                .open(&blob_key(&blob), &stored)
-                .map_err(|d| corrupt(BlobDefect::Sealed(d)))?,
+            Some(k) => {
+                opened = k
+                    .open(&blob_key(&blob), stored)
+                    .map_err(|d| corrupt(BlobDefect::Sealed(d)))?;
+                &opened[..]
+            }
             None => stored,
         };
         let want = (loc.raw_len as usize).min(limit);
-        let plain = zstd::bulk::decompress(&frame, want).map_err(|source| {
+        let plain = zstd::bulk::decompress(frame, want).map_err(|source| {
             corrupt(BlobDefect::Undecodable {
                 limit: want,
                 source,

@@ -304,3 +304,50 @@ fn a_format_1_repository_is_upgraded_in_place_and_stays_readable() {
         Ok(h) if h.version == 3
     ));
 }
+
+/// A pack mostly unreferenced after a prune is repacked: its live blobs copied into a new
+/// pack, the old one deleted; every kept backup still reads, and a crash anywhere in between
+/// leaves a repository that checks out (the next collection finishes).
+#[test]
+fn mostly_dead_packs_are_repacked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, cache) = (dir.path().join("repo"), dir.path().join("cache"));
+    let repo = open(&root, &cache);
+    let file = |i: u64| bytes(i, 600 << 10);
+    let mut w = repo.begin_backup(id(1), CancellationToken::new());
+    for i in 0..60 {
+        w.add_file(&format!("files/f{i}"), &mut &file(i)[..], meta())
+            .unwrap();
+    }
+    w.commit(info()).unwrap();
+    let packs_1: std::collections::BTreeSet<String> = keys(&root, "packs/").into_iter().collect();
+    let mut w = repo.begin_backup(id(2), CancellationToken::new());
+    for i in (0..6).chain(100..150) {
+        w.add_file(&format!("files/f{i}"), &mut &file(i)[..], meta())
+            .unwrap();
+    }
+    w.commit(info()).unwrap();
+    repo.forget(&id(1)).unwrap();
+    let gc = repo.gc(&CancellationToken::new()).unwrap();
+    assert!(gc.packs_repacked >= 1, "{gc:?}");
+    assert!(gc.bytes_freed > 20 << 20, "{gc:?}");
+    let now: std::collections::BTreeSet<String> = keys(&root, "packs/").into_iter().collect();
+    assert!(
+        packs_1.is_disjoint(&now),
+        "backup 1's packs are gone: {packs_1:?} {now:?}"
+    );
+    let r = repo
+        .verify_backup(&id(2), &CancellationToken::new())
+        .unwrap();
+    assert!(r.is_ok(), "{:?}", r.damaged);
+    let fresh = open(&root, &dir.path().join("cache2"));
+    let r = fresh
+        .verify_backup(&id(2), &CancellationToken::new())
+        .unwrap();
+    assert!(r.is_ok(), "{:?}", r.damaged);
+    assert!(fresh.check().unwrap().problems.is_empty());
+    assert_eq!(
+        fresh.gc(&CancellationToken::new()).unwrap().packs_repacked,
+        0
+    );
+}
