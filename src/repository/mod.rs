@@ -910,10 +910,8 @@ impl Repository {
                     report.blobs_checked += f.blobs().len() as u64;
                     let ids: Vec<[u8; 32]> = f.blobs().iter().map(streams::id_bytes).collect();
                     let new = self.with_cache(|c| c.see(&ids))?;
-                    if new > 0 || ids.is_empty() {
-                        if job_tx.send(f).is_err() {
-                            break;
-                        }
+                    if (new > 0 || ids.is_empty()) && job_tx.send(f).is_err() {
+                        break;
                     }
                     while let Ok(r) = done_rx.try_recv() {
                         absorb(r, &mut report);
