@@ -37,6 +37,7 @@ pub enum RouteId {
     Job,
     RepoCheck,
     CatalogRebuild,
+    RepoRepairIndex,
     PruneDryRun,
     Prune,
     Verify,
@@ -119,6 +120,9 @@ pub mod routes {
     pub const REPO_CHECK: Route = r(RouteId::RepoCheck, "GET", "/v1/repo/check");
     /// → 202 [`super::JobStarted`]
     pub const CATALOG_REBUILD: Route = r(RouteId::CatalogRebuild, "POST", "/v1/catalog/rebuild");
+    /// → 202 [`super::JobStarted`]
+    pub const REPO_REPAIR_INDEX: Route =
+        r(RouteId::RepoRepairIndex, "POST", "/v1/repo/repair-index");
     /// → [`super::PruneDecisions`], the dry run
     pub const PRUNE_DRY_RUN: Route = r(RouteId::PruneDryRun, "GET", "/v1/prune");
     /// [`super::Confirm`] `"prune"` → 202 [`super::JobStarted`]
@@ -147,7 +151,7 @@ pub mod routes {
     pub const ROTATE_KEY: Route = r(RouteId::RotateKey, "POST", "/v1/keys/rotate");
 
     /// The table the daemon's router is built from.
-    pub const ALL: [Route; 22] = [
+    pub const ALL: [Route; 23] = [
         STATUS,
         BACKUPS,
         BACKUP,
@@ -157,6 +161,7 @@ pub mod routes {
         JOB,
         REPO_CHECK,
         CATALOG_REBUILD,
+        REPO_REPAIR_INDEX,
         PRUNE_DRY_RUN,
         PRUNE,
         VERIFY,

@@ -14,6 +14,8 @@ pub enum JobKind {
     Prune,
     /// The catalog's backups rebuilt from the repository.
     Rebuild,
+    /// The repository's index rebuilt from its packs.
+    Repair,
 }
 
 impl JobKind {
@@ -24,6 +26,7 @@ impl JobKind {
             JobKind::Verify => "verify",
             JobKind::Prune => "prune",
             JobKind::Rebuild => "rebuild",
+            JobKind::Repair => "repair",
         }
     }
     pub(crate) fn parse(s: &str) -> Option<Self> {
@@ -33,15 +36,17 @@ impl JobKind {
             "verify" => JobKind::Verify,
             "prune" => JobKind::Prune,
             "rebuild" => JobKind::Rebuild,
+            "repair" => JobKind::Repair,
             _ => return None,
         })
     }
-    pub const ALL: [JobKind; 5] = [
+    pub const ALL: [JobKind; 6] = [
         JobKind::Backup,
         JobKind::Restore,
         JobKind::Verify,
         JobKind::Prune,
         JobKind::Rebuild,
+        JobKind::Repair,
     ];
 }
 

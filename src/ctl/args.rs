@@ -192,6 +192,13 @@ pub enum RepoCommand {
     /// Check the structure (every manifest reads and verifies, every referenced blob exists)
     /// without reading blob contents.
     Check,
+    /// Rebuild the repository's index from its packs (after `repo check` or a job named a
+    /// damaged or missing index object); a damaged pack is named and left out.
+    RepairIndex {
+        /// Wait until it has finished.
+        #[arg(long)]
+        wait: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -134,6 +134,14 @@ async fn run_inner(cli: &Cli) -> Result<ExitCode, CtlError> {
         }
         Command::Key { command } => return key_command(&client, cli, command).await,
         Command::Repo {
+            command: RepoCommand::RepairIndex { wait },
+        } => {
+            let started: JobStarted = client
+                .call(&routes::REPO_REPAIR_INDEX, &[], Some("{}"))
+                .await?;
+            return follow(&client, cli, &started, *wait, "index repair").await;
+        }
+        Command::Repo {
             command: RepoCommand::Check,
         } => {
             let view: crate::api::RepoCheckView =

@@ -573,6 +573,7 @@ async fn handle(
         RouteId::StartBackup => route_start_backup(r).await,
         RouteId::RepoCheck => route_repo_check(r).await,
         RouteId::CatalogRebuild => route_catalog_rebuild(r).await,
+        RouteId::RepoRepairIndex => route_repo_repair_index(r).await,
         RouteId::PruneDryRun => route_prune_dry_run(r).await,
         RouteId::Prune => route_prune(r).await,
         RouteId::Verify => route_verify(r).await,
@@ -836,6 +837,17 @@ async fn route_catalog_rebuild(r: Req) -> Response<Full<Bytes>> {
     let r = jobs::rebuild::start(&ctx, &format!("api:uid={}", peer.uid));
     job_started(&ctx, &peer, &action, r, |s| {
         format!("catalog rebuild: job {}", s.job_id)
+    })
+}
+
+/// [`api::routes::REPO_REPAIR_INDEX`].
+async fn route_repo_repair_index(r: Req) -> Response<Full<Bytes>> {
+    let Req {
+        ctx, peer, action, ..
+    } = r;
+    let r = jobs::repair::start(&ctx, &format!("api:uid={}", peer.uid));
+    job_started(&ctx, &peer, &action, r, |s| {
+        format!("repair index: job {}", s.job_id)
     })
 }
 

@@ -240,7 +240,12 @@ impl IndexCache {
                 .iter()
                 .filter(|k| !known.contains(k.as_str()) && !superseded.contains(k.as_str()))
             {
-                let obj = fetch(key).map_err(|e| SyncError::Fetch(key.to_string(), e))?;
+                // An object that does not read may be one a newer object supersedes (a
+                // repaired index): the rebuild below decides.
+                let Ok(obj) = fetch(key) else {
+                    rebuild = true;
+                    break;
+                };
                 report.fetched += 1;
                 if obj
                     .supersedes
@@ -257,10 +262,17 @@ impl IndexCache {
             report.rebuilt = true;
             // First which objects are superseded, then ingest the others.
             let mut gone: HashSet<String> = HashSet::new();
+            let mut unreadable = Vec::new();
             for key in &listed {
-                let obj = fetch(key).map_err(|e| SyncError::Fetch(key.to_string(), e))?;
+                match fetch(key) {
+                    Ok(obj) => gone.extend(obj.supersedes.iter().map(index::key_of)),
+                    Err(e) => unreadable.push((key.to_string(), e)),
+                }
                 report.fetched += 1;
-                gone.extend(obj.supersedes.iter().map(index::key_of));
+            }
+            // Unreadable and not replaced: the index is damaged (repair-index rebuilds it).
+            if let Some((key, e)) = unreadable.into_iter().find(|(k, _)| !gone.contains(k)) {
+                return Err(SyncError::Fetch(key, e));
             }
             self.clear()?;
             for key in listed.iter().filter(|k| !gone.contains(k.as_str())) {

@@ -125,6 +125,7 @@ mod objects;
 pub mod pack;
 pub mod packer;
 mod readahead;
+mod repair;
 mod s3;
 mod storage;
 mod streams;
@@ -156,6 +157,7 @@ pub use manifest::{
     Manifest, StreamRef,
 };
 pub use objects::BlobPlace;
+pub use repair::RepairReport;
 pub use s3::control::as_of as versions_as_of;
 pub use s3::{Control, LockMode, ObjectVersion, S3Options, S3Storage, VersionedView, Versioning};
 pub use storage::{validate_key, KeyError, LocalStorage, ObjectInfo, Storage, StorageError};

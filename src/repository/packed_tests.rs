@@ -351,3 +351,72 @@ fn mostly_dead_packs_are_repacked() {
         0
     );
 }
+
+/// A damaged index object stops what needs it, naming it; repair-index rebuilds the index from
+/// the packs (a damaged pack named and left out), and everything reads again.
+#[test]
+fn a_damaged_or_lost_index_is_rebuilt_from_the_packs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, cache) = (dir.path().join("repo"), dir.path().join("cache"));
+    let repo = open(&root, &cache);
+    let mut w = repo.begin_backup(id(1), CancellationToken::new());
+    write_volume(&mut w, 100, |_| false, 0);
+    let big = bytes(9, CHUNK_SIZE * 2);
+    w.add_file("rondb/1/BACKUP-1.1.Data", &mut &big[..], meta())
+        .unwrap();
+    w.commit(info()).unwrap();
+    let index = keys(&root, "index/");
+    assert_eq!(index.len(), 1);
+    let p = root.join(&index[0]);
+    let mut b = std::fs::read(&p).unwrap();
+    let n = b.len() / 2;
+    b[n] ^= 0x10;
+    std::fs::write(&p, &b).unwrap();
+    let fresh = open(&root, &dir.path().join("c2"));
+    let e = fresh
+        .verify_backup(&id(1), &CancellationToken::new())
+        .unwrap_err();
+    assert!(
+        matches!(e, RepoError::CorruptIndex { ref key, .. } if *key == index[0]),
+        "{e}"
+    );
+    assert!(e.to_string().contains("repair-index"), "{e}");
+    assert!(fresh.gc(&CancellationToken::new()).is_err(), "GC refuses");
+    let r = fresh.repair_index(&CancellationToken::new()).unwrap();
+    assert!(r.damaged_packs.is_empty(), "{r:?}");
+    assert_eq!(r.index_objects_replaced, 1);
+    assert!(r.blobs > 200, "{r:?}");
+    assert!(!root.join(&index[0]).exists(), "the damaged object is gone");
+    for c in ["c3", "c4"] {
+        let again = open(&root, &dir.path().join(c));
+        let v = again
+            .verify_backup(&id(1), &CancellationToken::new())
+            .unwrap();
+        assert!(v.is_ok(), "{:?}", v.damaged);
+        assert!(again.check().unwrap().problems.is_empty());
+    }
+
+    // Every index object lost, and one pack truncated: rebuilt without it, which is named.
+    for k in keys(&root, "index/") {
+        std::fs::remove_file(root.join(k)).unwrap();
+    }
+    let solo = keys(&root, "packs/")
+        .into_iter()
+        .max_by_key(|k| std::fs::metadata(root.join(k)).unwrap().len())
+        .unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(root.join(&solo))
+        .unwrap();
+    f.set_len(1000).unwrap();
+    let again = open(&root, &dir.path().join("c5"));
+    let r = again.repair_index(&CancellationToken::new()).unwrap();
+    assert_eq!(r.damaged_packs.len(), 1, "{r:?}");
+    assert!(r.damaged_packs[0].starts_with(&solo), "{r:?}");
+    assert!(r.damaged_packs[0].contains("byte"), "{r:?}");
+    let v = again
+        .verify_backup(&id(1), &CancellationToken::new())
+        .unwrap();
+    assert_eq!(v.damaged.len(), 1, "only the RonDB file: {:?}", v.damaged);
+    assert!(v.damaged[0].path.ends_with(".Data"));
+}

@@ -20,6 +20,7 @@ mod listeners;
 mod moto;
 mod mysql;
 mod packaging;
+mod packs;
 #[cfg(feature = "testbed")]
 mod restore;
 mod retention;

@@ -12,6 +12,7 @@
 pub mod backup;
 pub mod prune;
 pub mod rebuild;
+pub mod repair;
 pub mod restore;
 pub mod verify;
 

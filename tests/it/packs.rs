@@ -1,0 +1,135 @@
+//! The packed repository format through the daemon: a damaged index object stops backups and
+//! is named by `repo check`, `hopsdrctl repo repair-index` rebuilds the index from the packs;
+//! a repository an earlier hopsdr wrote (format 1) is upgraded in place at start and its
+//! backups stay listed, verifiable and prunable.
+
+use crate::harness::Env;
+
+/// The index objects of a local repository.
+fn index_objects(env: &Env) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(env.repo().join("index"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_damaged_index_is_named_and_repair_index_rebuilds_it() {
+    let env = Env::new();
+    let _d = env.start();
+    let first = env.backup_ok();
+    let objects = index_objects(&env);
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    let mut bytes = std::fs::read(&objects[0]).unwrap();
+    let n = bytes.len() / 2;
+    bytes[n] ^= 0x04;
+    std::fs::write(&objects[0], bytes).unwrap();
+    let name = objects[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+
+    // Restarted (a new head node would have no cache either): what needs the index stops,
+    // naming the object and the way out.
+    drop(_d);
+    std::fs::remove_dir_all(env.path().join("lib/cache")).unwrap();
+    let _d = env.start();
+    let out = env.ctl(&["--json", "backup", "start", "--wait"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains(&name) && text.contains("repair-index"),
+        "{text}"
+    );
+    let out = env.ctl(&["--json", "repo", "check"]);
+    assert_ne!(out.status.code(), Some(0));
+    let check: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let problems = check["problems"].to_string();
+    assert!(problems.contains(&name), "{check}");
+
+    let out = env.ctl(&["repo", "repair-index", "--wait"]);
+    assert_eq!(out.status.code(), Some(0), "{}", env.log());
+    assert!(!objects[0].exists(), "the damaged object was replaced");
+    let check = env.ctl_json(&["repo", "check"]);
+    assert_eq!(check["problems"].as_array().unwrap().len(), 0, "{check}");
+    env.ctl_ok(&["verify", &first, "--wait"]);
+    let second = env.backup_ok();
+    env.ctl_ok(&["verify", &second, "--wait"]);
+}
+
+#[test]
+fn a_format_1_repository_is_upgraded_at_start_and_stays_usable() {
+    use hopsdr::repository::{
+        BackupInfo, FileMeta, LocalStorage, Repository, FORMAT_VERSION, PACKED_FORMAT_VERSION,
+    };
+    let mut env = Env::new();
+    env.extra_config = "[retention]\nkeep_last = 1\nprune_after_backup = false\n".into();
+    // An earlier hopsdr's repository with one backup (written as it wrote them).
+    let old = Repository::open_or_init(
+        std::sync::Arc::new(LocalStorage::new(env.repo()).unwrap()),
+        1,
+    )
+    .unwrap();
+    assert_eq!(old.header().version, FORMAT_VERSION);
+    let id = hopsdr::ids::BackupId::parse("20260101T000000Z").unwrap();
+    let mut w = old.begin_backup(id.clone(), Default::default());
+    let meta = FileMeta {
+        mode: 0o644,
+        mtime: 1_767_225_600,
+        uid: 0,
+        gid: 0,
+    };
+    w.add_file("files/old.txt", &mut &b"written by format 1\n"[..], meta)
+        .unwrap();
+    let now = chrono::Utc::now();
+    w.commit(BackupInfo {
+        started_at: now,
+        finished_at: now,
+        hostname: "old".into(),
+        hopsdr_version: "0.0.1".into(),
+        components: vec![],
+        facts: Default::default(),
+    })
+    .unwrap();
+    drop(old);
+
+    let _d = env.start();
+    let header: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.repo().join("hopsdr-repository.json")).unwrap())
+            .unwrap();
+    assert_eq!(header["version"], PACKED_FORMAT_VERSION);
+    assert!(
+        env.log().contains("upgraded from format 1"),
+        "{}",
+        env.log()
+    );
+    let list = env.ctl_json(&["backups", "list"]);
+    assert_eq!(Env::listed_ids(&list), [id.to_string()], "{list}");
+    env.ctl_ok(&["verify", &id.to_string(), "--wait"]);
+    let new = env.backup_ok();
+    env.ctl_ok(&["verify", &new, "--wait"]);
+    // The old backup pruned: its format 1 blobs no longer referenced are deleted.
+    let blobs = || walk(&env.repo().join("blobs"));
+    let before = blobs();
+    assert!(before > 0);
+    env.ctl_ok(&["prune", "--wait"]);
+    assert!(blobs() < before, "format 1 blobs collected");
+    let check = env.ctl_json(&["repo", "check"]);
+    assert_eq!(check["problems"].as_array().unwrap().len(), 0, "{check}");
+    env.ctl_ok(&["verify", &new, "--wait"]);
+}
+
+fn walk(dir: &std::path::Path) -> usize {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| {
+            if e.path().is_dir() {
+                walk(&e.path())
+            } else {
+                1
+            }
+        })
+        .sum()
+}
