@@ -510,27 +510,48 @@ pub fn copy(
                     }
                 }
             }
+            // Each finalized replica's checksum file right before its block file: the two are
+            // stored as one unit (see `tarstream::ingest_volume`).
+            let partner: HashMap<&str, (&str, &str)> = pinned_replicas
+                .iter()
+                .filter(|r| r.finalized)
+                .flat_map(|r| {
+                    let pair = (r.meta_path.as_str(), r.block_path.as_str());
+                    [(r.block_path.as_str(), pair), (r.meta_path.as_str(), pair)]
+                })
+                .collect();
+            let mut sent: HashSet<&str> = HashSet::new();
+            let push = |list: &mut Vec<u8>, path: &str| {
+                list.extend_from_slice(b"current/");
+                list.extend_from_slice(path.as_bytes());
+                list.push(0);
+            };
             for e in &pinned {
                 if e.kind == Kind::Other
                     || skip.contains(e.path.as_str())
                     || (live.is_some() && e.kind == Kind::Dir)
+                    || sent.contains(e.path.as_str())
                 {
                     continue;
                 }
-                list.extend_from_slice(b"current/");
-                list.extend_from_slice(e.path.as_bytes());
-                list.push(0);
+                match partner.get(e.path.as_str()) {
+                    Some(&(meta, block)) => {
+                        push(&mut list, meta);
+                        push(&mut list, block);
+                        sent.insert(meta);
+                        sent.insert(block);
+                    }
+                    None => push(&mut list, &e.path),
+                }
             }
             if !list.is_empty() {
                 send_from_pin(d, v, &root, &prefix, list, writer, timeout, cancel)?;
             }
             for (r, (blk, meta)) in reuse {
-                writer.add_known_file(
+                writer.add_known_pair(
                     &format!("{prefix}/current/{}", r.block_path),
                     blk,
                     blk.meta,
-                )?;
-                writer.add_known_file(
                     &format!("{prefix}/current/{}", r.meta_path),
                     meta,
                     meta.meta,
@@ -571,7 +592,7 @@ fn send_from_pin(
     let streamed = d
         .node
         .stream_with_input(&tar, Some(list), timeout, cancel, |rd| {
-            result = Some(tarstream::ingest(rd, prefix, writer));
+            result = Some(tarstream::ingest_volume(rd, prefix, writer));
             match &result {
                 Some(Err(e)) => Err(std::io::Error::other(e.to_string())),
                 _ => Ok(()),

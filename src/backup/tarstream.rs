@@ -69,8 +69,62 @@ pub fn ingest(
     prefix: &str,
     writer: &mut BackupWriter,
 ) -> Result<TarTotals, TarStreamError> {
+    ingest_with(r, prefix, writer, false)
+}
+
+/// [`ingest`] of a HopsFS volume's stream, sent with each finalized replica's checksum file
+/// right before its block file: the two are stored as one replica
+/// ([`BackupWriter::add_replica`]). Anything else, or a checksum file not followed by its
+/// block, is stored as a file.
+pub fn ingest_volume(
+    r: &mut dyn Read,
+    prefix: &str,
+    writer: &mut BackupWriter,
+) -> Result<TarTotals, TarStreamError> {
+    ingest_with(r, prefix, writer, true)
+}
+
+/// A finalized replica's checksum file, read, waiting for its block file.
+struct PendingMeta {
+    dir: String,
+    name: String,
+    rel: String,
+    bytes: Vec<u8>,
+    meta: FileMeta,
+}
+
+/// Checksum files larger than this are stored on their own (a 128 MiB block has 1 MiB).
+const MAX_PENDING_META: u64 = 16 << 20;
+
+fn flush_meta(
+    pending: &mut Option<PendingMeta>,
+    writer: &mut BackupWriter,
+    totals: &mut TarTotals,
+) -> Result<(), TarStreamError> {
+    if let Some(p) = pending.take() {
+        writer.add_file(&format!("{}/{}", p.dir, p.name), &mut &p.bytes[..], p.meta)?;
+        totals.paths.push(p.rel);
+        totals.files += 1;
+        totals.bytes += p.bytes.len() as u64;
+    }
+    Ok(())
+}
+
+/// `(dir, name)` of a finalized replica's file (`.../finalized/.../blk_*`).
+fn finalized_file(logical: &str) -> Option<(&str, &str)> {
+    let (dir, name) = logical.rsplit_once('/')?;
+    (dir.contains("/finalized/") || dir.ends_with("/finalized")).then_some((dir, name))
+}
+
+fn ingest_with(
+    r: &mut dyn Read,
+    prefix: &str,
+    writer: &mut BackupWriter,
+    pair: bool,
+) -> Result<TarTotals, TarStreamError> {
     let mut archive = tar::Archive::new(r);
     let mut totals = TarTotals::default();
+    let mut pending: Option<PendingMeta> = None;
     for entry in archive.entries().map_err(TarStreamError::Read)? {
         let mut entry = entry.map_err(TarStreamError::Read)?;
         let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
@@ -105,6 +159,44 @@ pub fn ingest(
             uid: h.uid().map_err(TarStreamError::Read)? as u32,
             gid: h.gid().map_err(TarStreamError::Read)? as u32,
         };
+        let regular = matches!(h.entry_type(), EntryType::Regular | EntryType::Continuous);
+        if pair && regular {
+            let size = entry.size();
+            if let Some((dir, name)) = finalized_file(&logical) {
+                // A checksum file: kept until its block file comes.
+                if name.ends_with(".meta") && size <= MAX_PENDING_META {
+                    flush_meta(&mut pending, writer, &mut totals)?;
+                    let mut bytes = Vec::with_capacity(size as usize);
+                    (&mut entry)
+                        .take(size)
+                        .read_to_end(&mut bytes)
+                        .map_err(TarStreamError::Read)?;
+                    pending = Some(PendingMeta {
+                        dir: dir.to_string(),
+                        name: name.to_string(),
+                        rel: rel.to_string(),
+                        bytes,
+                        meta,
+                    });
+                    continue;
+                }
+                let ids = pending.as_ref().and_then(|p| {
+                    crate::repository::Replica::parse_names(name, &p.name).filter(|_| p.dir == dir)
+                });
+                if let (Some((id, genstamp)), Some(p)) = (ids, pending.take()) {
+                    writer
+                        .add_replica(dir, id, genstamp, &mut entry, size, meta, &p.bytes, p.meta)?;
+                    totals.paths.push(p.rel);
+                    totals.paths.push(rel.to_string());
+                    totals.files += 2;
+                    totals.bytes += size + p.bytes.len() as u64;
+                    continue;
+                }
+            }
+        }
+        if pair {
+            flush_meta(&mut pending, writer, &mut totals)?;
+        }
         match h.entry_type() {
             EntryType::Regular | EntryType::Continuous => {
                 let size = entry.size();
@@ -136,6 +228,7 @@ pub fn ingest(
             kind => return Err(TarStreamError::Unsupported { path: raw, kind }),
         }
     }
+    flush_meta(&mut pending, writer, &mut totals)?;
     // GNU tar pads the archive after its end marker to a whole record: read it all, or tar dies
     // of SIGPIPE writing the padding to a closed pipe.
     std::io::copy(&mut archive.into_inner(), &mut std::io::sink()).map_err(TarStreamError::Read)?;

@@ -137,6 +137,8 @@ pub enum RepoError {
         what: String,
         reason: String,
     },
+    #[error("a backup's entries could not be kept on disk while it runs: {0}")]
+    Spill(String),
     #[error("cancelled")]
     Cancelled,
 }
@@ -180,6 +182,7 @@ impl RepoError {
             RepoError::CorruptPack { .. } => "corrupt_pack",
             RepoError::NotIndexed { .. } => "not_indexed",
             RepoError::CorruptTree { .. } => "corrupt_tree",
+            RepoError::Spill(_) => "spill",
             RepoError::Cancelled => "cancelled",
         }
     }

@@ -127,6 +127,7 @@ pub mod packer;
 mod readahead;
 mod repair;
 mod s3;
+mod spill;
 mod storage;
 mod streams;
 pub mod tree;
@@ -161,6 +162,7 @@ pub use repair::RepairReport;
 pub use s3::control::as_of as versions_as_of;
 pub use s3::{Control, LockMode, ObjectVersion, S3Options, S3Storage, VersionedView, Versioning};
 pub use storage::{validate_key, KeyError, LocalStorage, ObjectInfo, Storage, StorageError};
+pub use tree::Replica;
 pub use writer::{BackupWriter, ProgressFn, WriteStats};
 
 /// The repository format version this code reads and writes (plaintext repositories).

@@ -112,6 +112,13 @@ impl Repository {
         Ok(f(slot.cache.as_mut().expect("opened"))?)
     }
 
+    /// A directory for a job's temporary files (the index cache's).
+    pub(crate) fn scratch_dir(&self) -> Result<PathBuf, RepoError> {
+        let mut slot = self.inner.cache.lock().unwrap_or_else(|p| p.into_inner());
+        slot.directory()
+            .map_err(cache_io(slot.dir.clone().unwrap_or_default()))
+    }
+
     /// Where packs are spooled before they are handed to the store.
     pub(crate) fn spool_dir(&self) -> Result<PathBuf, RepoError> {
         if let Some(d) = self.inner.storage.spool_dir() {

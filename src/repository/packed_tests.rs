@@ -420,3 +420,146 @@ fn a_damaged_or_lost_index_is_rebuilt_from_the_packs() {
     assert_eq!(v.damaged.len(), 1, "only the RonDB file: {:?}", v.damaged);
     assert!(v.damaged[0].path.ends_with(".Data"));
 }
+
+/// HopsFS replicas as units: block and checksum file in one unit shared by the replicas of a
+/// block, one record each; read back as two files; reused by a later backup without a read;
+/// the metadata a replica costs.
+#[test]
+fn replicas_are_one_unit_and_one_record_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, cache) = (dir.path().join("repo"), dir.path().join("cache"));
+    let repo = open(&root, &cache);
+    let n = 3000u64;
+    let leaf = |i: u64| {
+        format!(
+            "BP-1-127.0.0.1-1/current/finalized/subdir0/subdir{}",
+            i / 256
+        )
+    };
+    let write = |w: &mut BackupWriter, dn: u32, ids: &mut dyn Iterator<Item = u64>| {
+        for i in ids {
+            let block = bytes(i, 1024);
+            let checksums = bytes(i + 77, 7 + 4 * 2);
+            let d = format!("hopsfs/dn{dn}/vol1/current/{}", leaf(i));
+            w.add_replica(
+                &d,
+                1_073_741_824 + i,
+                1001 + i,
+                &mut &block[..],
+                1024,
+                meta(),
+                &checksums,
+                meta(),
+            )
+            .unwrap();
+        }
+    };
+    let mut w = repo.begin_backup(id(1), CancellationToken::new());
+    for dn in 1..=3 {
+        write(&mut w, dn, &mut (0..n));
+    }
+    let m1 = w.commit(info()).unwrap();
+    assert_eq!(m1.streams.len(), 3);
+    assert_eq!(m1.streams[0].records, n, "one record per replica");
+    // Metadata per replica (pages, roots, index entries, the manifest), all three volumes.
+    let size = |prefix: &str| -> u64 {
+        keys(&root, prefix)
+            .iter()
+            .map(|k| std::fs::metadata(root.join(k)).unwrap().len())
+            .sum()
+    };
+    let meta_packs: u64 = keys(&root, "packs/")
+        .iter()
+        .filter(|k| std::fs::read(root.join(k)).unwrap()[9] == 1)
+        .map(|k| std::fs::metadata(root.join(k)).unwrap().len())
+        .sum();
+    let metadata = meta_packs + size("index/") + size("manifests/");
+    let per = metadata as f64 / (3 * n) as f64;
+    eprintln!("metadata per block file: {per:.1} B");
+    assert!(per < 100.0, "{per:.1} bytes of metadata per block file");
+
+    // Read back: block and checksum file, from the shared unit.
+    let m = repo.read_manifest(&id(1)).unwrap();
+    let files: Vec<FileEntry> = repo
+        .stream_entries(&m, &m.streams[1])
+        .unwrap()
+        .map(Result::unwrap)
+        .filter_map(|e| match e {
+            Entry::File(f) => Some(f),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(files.len() as u64, 2 * n);
+    let get = |suffix: &str| {
+        let f = files.iter().find(|f| f.path.ends_with(suffix)).unwrap();
+        let mut out = Vec::new();
+        repo.restore_file(f, &mut out).unwrap();
+        out
+    };
+    assert_eq!(get("/blk_1073741866"), bytes(42, 1024));
+    assert_eq!(get("/blk_1073741866_1043.meta"), bytes(42 + 77, 15));
+    let r = repo
+        .verify_backup(&id(1), &CancellationToken::new())
+        .unwrap();
+    assert!(r.is_ok(), "{:?}", r.damaged);
+    assert_eq!(r.files_checked, 6 * n);
+
+    // A second backup reusing every replica (1 % gone, 1 % new): a small layer each.
+    let before = meta_packs + size("index/") + size("manifests/");
+    let mut w = repo.begin_backup(id(2), CancellationToken::new());
+    for s in &m.streams {
+        let entries: Vec<FileEntry> = repo
+            .stream_entries(&m, s)
+            .unwrap()
+            .map(Result::unwrap)
+            .filter_map(|e| match e {
+                Entry::File(f) => Some(f),
+                _ => None,
+            })
+            .collect();
+        for pair in entries.chunks(2) {
+            // Sorted by path: blk_<id> comes before blk_<id>_<gs>.meta only within one id;
+            // find each block's checksum file by name.
+            let (b, c) = if pair[0].path.ends_with(".meta") {
+                (&pair[1], &pair[0])
+            } else {
+                (&pair[0], &pair[1])
+            };
+            let id_of = |p: &str| p.rsplit_once("blk_").unwrap().1.to_string();
+            if id_of(&b.path).ends_with("00") {
+                continue; // 1 % gone
+            }
+            let _ = id_of(&c.path);
+            w.add_known_pair(&b.path, b, b.meta, &c.path, c, c.meta)
+                .unwrap();
+        }
+    }
+    for dn in 1..=3 {
+        write(&mut w, dn, &mut (n..n + n / 100));
+    }
+    let m2 = w.commit(info()).unwrap();
+    assert!(m2
+        .streams
+        .iter()
+        .all(|s| s.layers.len() == 1 && !s.root.is_empty()));
+    let meta_packs2: u64 = keys(&root, "packs/")
+        .iter()
+        .filter(|k| std::fs::read(root.join(k)).unwrap()[9] == 1)
+        .map(|k| std::fs::metadata(root.join(k)).unwrap().len())
+        .sum();
+    let after = meta_packs2 + size("index/") + size("manifests/");
+    let second = (after - before) as f64 / before as f64;
+    eprintln!(
+        "second backup metadata: {:.3} % of the first",
+        second * 100.0
+    );
+    assert!(
+        second < 0.03,
+        "the second backup's metadata is {:.2} % of the first's",
+        second * 100.0
+    );
+    let r = repo
+        .verify_backup(&id(2), &CancellationToken::new())
+        .unwrap();
+    assert!(r.is_ok(), "{:?}", r.damaged);
+}

@@ -3,11 +3,10 @@
 //! previous backup's (a new layer of changes, or a new base when the layers have grown), and
 //! how a stream is read back as entries. The page format is in `tree.rs`.
 
-use std::collections::BTreeMap;
-
 use super::error::RepoError;
 use super::manifest::{validate_entry, Entry, FileEntry, Manifest, StreamRef};
 use super::packer::Packer;
+use super::spill::Spill;
 use super::tree::{self, Content, Differ, Id, Merged, Op, Pager, Record};
 use super::Repository;
 use crate::ids::{BackupId, BlobId};
@@ -49,7 +48,7 @@ pub(crate) fn id_bytes(b: &BlobId) -> Id {
 }
 
 /// The record for `entry`, keyed relative to its stream.
-fn record_of(entry: Entry, key: &str) -> Record {
+pub(crate) fn record_of(entry: Entry, key: &str) -> Record {
     match entry {
         Entry::Dir { meta, .. } => Record::Dir {
             path: key.to_string(),
@@ -153,42 +152,29 @@ pub fn entries_of(record: Record, prefix: &str) -> Vec<Entry> {
     }
 }
 
-/// Writes every stream of a backup's `entries` (those under a HopsFS volume) and returns the
-/// entries kept in the manifest itself with the streams' references.
+/// Writes every stream a backup's `spill` holds; returns their references.
 pub fn write_streams(
     repo: &Repository,
     packer: &mut Packer,
     backup: &BackupId,
-    entries: Vec<Entry>,
-) -> Result<(Vec<Entry>, Vec<StreamRef>), RepoError> {
-    let mut kept = Vec::new();
-    let mut streams: BTreeMap<String, BTreeMap<String, Record>> = BTreeMap::new();
-    for e in entries {
-        match stream_of(e.path()).map(|(p, k)| (p.to_string(), k.to_string())) {
-            Some((prefix, key)) => {
-                let r = record_of(e, &key);
-                streams.entry(prefix).or_default().insert(key, r);
-            }
-            None => kept.push(e),
-        }
-    }
-    if streams.is_empty() {
-        return Ok((kept, Vec::new()));
+    spill: &mut Spill,
+) -> Result<Vec<StreamRef>, RepoError> {
+    let prefixes = spill.prefixes()?;
+    if prefixes.is_empty() {
+        return Ok(Vec::new());
     }
     let parent = latest_packed(repo, backup)?;
     let mut refs = Vec::new();
-    for (prefix, records) in streams {
+    for prefix in prefixes {
         let before = parent.as_ref().and_then(|m| {
             m.streams
                 .iter()
                 .find(|s| s.prefix == prefix)
                 .map(|s| (m, s))
         });
-        refs.push(write_stream(
-            repo, packer, backup, &prefix, records, before,
-        )?);
+        refs.push(write_stream(repo, packer, backup, &prefix, spill, before)?);
     }
-    Ok((kept, refs))
+    Ok(refs)
 }
 
 /// The newest committed format 3 manifest other than `this`, if any.
@@ -205,45 +191,23 @@ fn latest_packed(repo: &Repository, this: &BackupId) -> Result<Option<Manifest>,
     Ok(None)
 }
 
-/// Stores `pages` of ops; returns their ids.
-fn store_pages(
-    packer: &mut Packer,
-    ops: impl IntoIterator<Item = Op>,
-    layer: bool,
-) -> Result<Vec<(u64, Id)>, RepoError> {
-    let mut pager = Pager::default();
-    let mut out = Vec::new();
-    let mut put = |page: Vec<Op>, out: &mut Vec<(u64, Id)>| -> Result<(), RepoError> {
-        let id = packer.add_meta(&tree::encode_page(&page, layer))?;
-        out.push((page.len() as u64, id));
-        Ok(())
-    };
-    for op in ops {
-        if let Some(page) = pager.push(op) {
-            put(page, &mut out)?;
-        }
-    }
-    if let Some(page) = pager.finish() {
-        put(page, &mut out)?;
-    }
-    Ok(out)
-}
-
 fn write_stream(
     repo: &Repository,
     packer: &mut Packer,
     backup: &BackupId,
     prefix: &str,
-    records: BTreeMap<String, Record>,
+    spill: &Spill,
     before: Option<(&Manifest, &StreamRef)>,
 ) -> Result<StreamRef, RepoError> {
-    let n = records.len() as u64;
+    let n = spill.count(prefix)?;
     let layered = before.filter(|(_, s)| {
         (s.layer_ops as f64) <= REBASE_SHARE * s.base_records.max(1) as f64
             && s.layers.len() < MAX_LAYERS
     });
     let Some((parent, s)) = layered else {
-        let pages = store_pages(packer, records.into_values().map(Op::Put), false)?;
+        let mut pages = PageWriter::new(false);
+        spill.each(prefix, |r| pages.push(packer, Op::Put(r)))?;
+        let pages = pages.finish(packer)?;
         let root = packer.add_meta(&tree::encode_root(&pages))?;
         return Ok(StreamRef {
             prefix: prefix.to_string(),
@@ -256,19 +220,29 @@ fn write_stream(
         });
     };
     // The changes since the parent's view of the stream, as one more layer.
-    let mut ops = Vec::new();
+    let mut pages = PageWriter::new(true);
+    let mut count = 0u64;
     {
         let old = read_records(repo, parent, s)?;
         let mut differ = Differ::new(old);
-        for r in records.into_values() {
+        let mut ops = Vec::new();
+        spill.each(prefix, |r| {
             differ.push(r, &mut ops)?;
-        }
+            for op in ops.drain(..) {
+                count += 1;
+                pages.push(packer, op)?;
+            }
+            Ok(())
+        })?;
         differ.finish(&mut ops)?;
+        for op in ops.drain(..) {
+            count += 1;
+            pages.push(packer, op)?;
+        }
     }
+    let pages = pages.finish(packer)?;
     let mut layers = s.layers.clone();
-    let count = ops.len() as u64;
-    if count > 0 {
-        let pages = store_pages(packer, ops, true)?;
+    if !pages.is_empty() {
         layers.push(pages.iter().map(|(_, id)| hex(id)).collect());
     }
     Ok(StreamRef {
@@ -280,6 +254,43 @@ fn write_stream(
         layer_ops: s.layer_ops + count,
         records: n,
     })
+}
+
+/// Cuts ops (sorted) into pages as they come and stores each as a meta blob.
+struct PageWriter {
+    pager: Pager,
+    layer: bool,
+    pages: Vec<(u64, Id)>,
+}
+
+impl PageWriter {
+    fn new(layer: bool) -> PageWriter {
+        PageWriter {
+            pager: Pager::default(),
+            layer,
+            pages: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, packer: &mut Packer, op: Op) -> Result<(), RepoError> {
+        if let Some(page) = self.pager.push(op) {
+            self.store(packer, page)?;
+        }
+        Ok(())
+    }
+
+    fn store(&mut self, packer: &mut Packer, page: Vec<Op>) -> Result<(), RepoError> {
+        let id = packer.add_meta(&tree::encode_page(&page, self.layer))?;
+        self.pages.push((page.len() as u64, id));
+        Ok(())
+    }
+
+    fn finish(mut self, packer: &mut Packer) -> Result<Vec<(u64, Id)>, RepoError> {
+        if let Some(page) = self.pager.finish() {
+            self.store(packer, page)?;
+        }
+        Ok(self.pages)
+    }
 }
 
 /// The records of stream `s` of backup `m`, in key order (one page per level in memory).

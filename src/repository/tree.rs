@@ -83,6 +83,23 @@ pub struct Replica {
 }
 
 impl Replica {
+    /// The file names of a replica: `blk_<id>` and `blk_<id>_<genstamp>.meta`.
+    pub fn names(id: u64, genstamp: u64) -> (String, String) {
+        (format!("blk_{id}"), format!("blk_{id}_{genstamp}.meta"))
+    }
+
+    /// The block id and genstamp that file names `blk_<id>` and `blk_<id>_<genstamp>.meta`
+    /// stand for (exactly as HopsFS writes them: no leading zeros, no sign).
+    pub fn parse_names(block: &str, meta: &str) -> Option<(u64, u64)> {
+        let id: u64 = block.strip_prefix("blk_")?.parse().ok()?;
+        let gs: u64 = meta
+            .strip_prefix(&format!("blk_{id}_"))?
+            .strip_suffix(".meta")?
+            .parse()
+            .ok()?;
+        (Replica::names(id, gs) == (block.to_string(), meta.to_string())).then_some((id, gs))
+    }
+
     pub fn block_name(&self) -> String {
         format!("blk_{}", self.id)
     }

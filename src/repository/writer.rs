@@ -20,7 +20,10 @@ use super::error::{EntryDefect, RepoError};
 use super::index::EntryKind;
 use super::manifest::{self, SeenPaths};
 use super::packer::Packer;
+use super::spill::Spill;
 use super::storage::Storage;
+use super::streams::{record_of, stream_of};
+use super::tree::{self, Record, Replica};
 use super::{
     blob_key, manifest_key, validate_logical_path, BackupInfo, Entry, FileEntry, FileMeta,
     Manifest, Repository, FORMAT_VERSION, PACKED_FORMAT_VERSION,
@@ -67,6 +70,8 @@ pub struct BackupWriter {
     recent: Mutex<RecentBlobs>,
     /// Format 3: the packs being written (`None`: formats 1 and 2, one object per blob).
     packer: Option<Packer>,
+    /// Format 3: the streams' records, on disk until the commit sorts them.
+    spill: Option<Spill>,
 }
 
 impl std::fmt::Debug for BackupWriter {
@@ -180,6 +185,7 @@ impl BackupWriter {
             workers,
             recent: Mutex::new(RecentBlobs::default()),
             packer: None,
+            spill: None,
         }
     }
 
@@ -188,6 +194,7 @@ impl BackupWriter {
         if self.packer.is_none() && self.repo.is_packed() {
             self.repo.sync_index()?;
             self.packer = Some(Packer::new(self.repo.clone())?);
+            self.spill = Some(Spill::new(&self.repo.scratch_dir()?)?);
         }
         Ok(())
     }
@@ -222,6 +229,45 @@ impl BackupWriter {
         meta: FileMeta,
     ) -> Result<FileEntry, RepoError> {
         self.check_new_path(logical_path)?;
+        let (chunks, hasher) = self.store_content(logical_path, reader)?;
+        let size = hasher.count();
+        let entry = if self.packer.is_some() {
+            FileEntry {
+                path: logical_path.to_string(),
+                size,
+                meta,
+                hash: String::new(),
+                chunks: Vec::new(),
+                units: chunks.iter().map(BlobId::of).collect(),
+                skip: 0,
+            }
+        } else {
+            FileEntry {
+                path: logical_path.to_string(),
+                size,
+                meta,
+                hash: hasher.finalize().to_hex().to_string(),
+                chunks: chunks.iter().map(BlobId::of).collect(),
+                units: Vec::new(),
+                skip: 0,
+            }
+        };
+        self.finish_entry(Entry::File(entry.clone()))?;
+        self.stats.files += 1;
+        // A batch of blobs is written (not yet flushed) and no manifest names them.
+        if self.stats.new_blobs > 0 {
+            crate::failpoint::hit("backup.blobs_written", &self.cancel);
+        }
+        Ok(entry)
+    }
+
+    /// Stores the content read from `reader` (for `logical_path`, named in errors): the chunk
+    /// hashes (formats 1 and 2) or units (format 3), and the hasher of the whole content.
+    fn store_content(
+        &mut self,
+        logical_path: &str,
+        reader: &mut dyn Read,
+    ) -> Result<(Vec<blake3::Hash>, blake3::Hasher), RepoError> {
         if self.cancel.is_cancelled() {
             return Err(RepoError::Cancelled);
         }
@@ -272,35 +318,130 @@ impl BackupWriter {
         } else {
             self.pipeline(logical_path, reader, first, &mut hasher)?
         };
-        let size = hasher.count();
-        let entry = if self.packer.is_some() {
-            FileEntry {
-                path: logical_path.to_string(),
-                size,
-                meta,
-                hash: String::new(),
-                chunks: Vec::new(),
-                units: chunks.iter().map(BlobId::of).collect(),
-                skip: 0,
-            }
-        } else {
-            FileEntry {
-                path: logical_path.to_string(),
-                size,
-                meta,
-                hash: hasher.finalize().to_hex().to_string(),
-                chunks: chunks.iter().map(BlobId::of).collect(),
-                units: Vec::new(),
-                skip: 0,
-            }
+        Ok((chunks, hasher))
+    }
+
+    /// Stores a finalized HopsFS replica under directory `dir` (a logical path): the block
+    /// file `blk_<id>` (`block_len` bytes from `block`) and its checksum file
+    /// `blk_<id>_<genstamp>.meta` (`meta_bytes`). In a format 3 repository the two are one
+    /// unit (block bytes, then checksum bytes) and one stream record, so the replicas of a
+    /// block share one unit and a replica costs about 45 bytes of metadata; otherwise, or for
+    /// a replica too big for one solo pack, two files.
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_replica(
+        &mut self,
+        dir: &str,
+        id: u64,
+        genstamp: u64,
+        block: &mut dyn Read,
+        block_len: u64,
+        block_meta: FileMeta,
+        meta_bytes: &[u8],
+        meta_meta: FileMeta,
+    ) -> Result<(), RepoError> {
+        let names = Replica::names(id, genstamp);
+        let blk_path = format!("{dir}/{}", names.0);
+        let meta_path = format!("{dir}/{}", names.1);
+        self.ensure_packer()?;
+        let total = block_len + meta_bytes.len() as u64;
+        let fits = (SOLO_MAX_CHUNKS * self.repo.chunk_size()) as u64 >= total;
+        let stream = stream_of(&blk_path).map(|(p, k)| (p.to_string(), k.to_string()));
+        let Some((prefix, key)) = stream.filter(|_| self.spill.is_some() && fits && total > 0)
+        else {
+            self.add_file(&blk_path, &mut block.take(block_len), block_meta)?;
+            self.add_file(&meta_path, &mut &meta_bytes[..], meta_meta)?;
+            return Ok(());
         };
-        self.finish_entry(Entry::File(entry.clone()));
-        self.stats.files += 1;
-        // A batch of blobs is written (not yet flushed) and no manifest names them.
+        self.check_new_path(&blk_path)?;
+        self.check_new_path(&meta_path)?;
+        let mut content = block.take(block_len).chain(meta_bytes);
+        let (units, hasher) = self.store_content(&blk_path, &mut content)?;
+        if hasher.count() != total || units.len() != 1 {
+            return Err(RepoError::ReadSource {
+                path: blk_path,
+                source: io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "{} bytes of block and checksums read, {total} expected",
+                        hasher.count()
+                    ),
+                ),
+            });
+        }
+        let record = Record::Replica(Replica {
+            dir: tree::split(&key).0.to_string(),
+            id,
+            genstamp,
+            len: block_len,
+            meta_len: meta_bytes.len() as u64,
+            meta: block_meta,
+            meta_file: meta_meta,
+            unit: *units[0].as_bytes(),
+        });
+        self.spill
+            .as_mut()
+            .expect("checked")
+            .put(&prefix, &record, &blk_path)?;
+        self.stats.files += 2;
         if self.stats.new_blobs > 0 {
             crate::failpoint::hit("backup.blobs_written", &self.cancel);
         }
-        Ok(entry)
+        Ok(())
+    }
+
+    /// Adds a replica whose block and checksum file an earlier backup stored (`block` and
+    /// `meta` as it lists them) under `block_path` and `meta_path`: one stream record reusing
+    /// their unit when they share one (format 3), else two known files.
+    pub fn add_known_pair(
+        &mut self,
+        block_path: &str,
+        block: &FileEntry,
+        block_meta: FileMeta,
+        meta_path: &str,
+        meta: &FileEntry,
+        meta_meta: FileMeta,
+    ) -> Result<(), RepoError> {
+        self.ensure_packer()?;
+        let shared = block.is_packed()
+            && meta.is_packed()
+            && block.units.len() == 1
+            && meta.units == block.units
+            && block.skip == 0
+            && meta.skip == block.size;
+        let (dir, block_name) = tree::split(block_path);
+        let meta_name = tree::split(meta_path).1;
+        let ids = Replica::parse_names(block_name, meta_name);
+        let stream = stream_of(block_path).map(|(p, k)| (p.to_string(), k.to_string()));
+        match (shared, ids, stream, self.spill.is_some()) {
+            (true, Some((id, genstamp)), Some((prefix, key)), true)
+                if tree::split(meta_path).0 == dir =>
+            {
+                self.check_new_path(block_path)?;
+                self.check_new_path(meta_path)?;
+                let record = Record::Replica(Replica {
+                    dir: tree::split(&key).0.to_string(),
+                    id,
+                    genstamp,
+                    len: block.size,
+                    meta_len: meta.size,
+                    meta: block_meta,
+                    meta_file: meta_meta,
+                    unit: super::streams::id_bytes(&block.units[0]),
+                });
+                self.spill
+                    .as_mut()
+                    .expect("checked")
+                    .put(&prefix, &record, block_path)?;
+                self.stats.files += 2;
+                self.stats.logical_bytes += block.size + meta.size;
+                self.stats.reused_blobs += 1;
+                Ok(())
+            }
+            _ => {
+                self.add_known_file(block_path, block, block_meta)?;
+                self.add_known_file(meta_path, meta, meta_meta)
+            }
+        }
     }
 
     /// The token that stops this backup.
@@ -339,8 +480,7 @@ impl BackupWriter {
         self.stats.files += 1;
         self.stats.logical_bytes += known.size;
         self.stats.reused_blobs += (known.chunks.len() + known.units.len()) as u64;
-        self.finish_entry(entry);
-        Ok(())
+        self.finish_entry(entry)
     }
 
     pub fn add_dir(&mut self, logical_path: &str, meta: FileMeta) -> Result<(), RepoError> {
@@ -348,8 +488,7 @@ impl BackupWriter {
         self.finish_entry(Entry::Dir {
             path: logical_path.to_string(),
             meta,
-        });
-        Ok(())
+        })
     }
 
     pub fn add_symlink(
@@ -368,8 +507,7 @@ impl BackupWriter {
             path: logical_path.to_string(),
             defect,
         })?;
-        self.finish_entry(entry);
-        Ok(())
+        self.finish_entry(entry)
     }
 
     /// Writes the manifest, which makes the backup exist. Every blob it references was durably
@@ -390,15 +528,14 @@ impl BackupWriter {
             return Err(RepoError::BackupExists { id: self.id });
         }
         let entries = std::mem::take(&mut self.entries);
-        let (format_version, entries, streams) = match self.packer.as_mut() {
-            None => (FORMAT_VERSION, entries, Vec::new()),
-            Some(packer) => {
-                let (entries, streams) =
-                    super::streams::write_streams(&self.repo, packer, &self.id, entries)?;
+        let (format_version, streams) = match (self.packer.as_mut(), self.spill.as_mut()) {
+            (Some(packer), Some(spill)) => {
+                let streams = super::streams::write_streams(&self.repo, packer, &self.id, spill)?;
                 // Packs durable, then the index objects naming them, then the manifest.
                 packer.finish()?;
-                (PACKED_FORMAT_VERSION, entries, streams)
+                (PACKED_FORMAT_VERSION, streams)
             }
+            _ => (FORMAT_VERSION, Vec::new()),
         };
         let manifest = Manifest {
             format_version,
@@ -436,7 +573,11 @@ impl BackupWriter {
             path: path.to_string(),
             defect: EntryDefect::Path(d),
         })?;
-        if self.seen.contains(path) {
+        let seen = match (&self.spill, stream_of(path)) {
+            (Some(spill), Some((prefix, key))) => spill.contains(prefix, key)?,
+            _ => self.seen.contains(path),
+        };
+        if seen {
             return Err(RepoError::InvalidEntry {
                 path: path.to_string(),
                 defect: EntryDefect::Duplicate,
@@ -445,9 +586,30 @@ impl BackupWriter {
         Ok(())
     }
 
-    fn finish_entry(&mut self, entry: Entry) {
+    /// Records `entry`: in the manifest, or (format 3) in its stream.
+    fn finish_entry(&mut self, entry: Entry) -> Result<(), RepoError> {
+        self.ensure_packer()?;
+        if let Some(spill) = self.spill.as_mut() {
+            if let Some((prefix, key)) = stream_of(entry.path()) {
+                // A part of a unit (a replica's checksum file) is recorded with its replica,
+                // never as a file of its own (`add_known_pair`).
+                if matches!(&entry, Entry::File(f) if f.skip != 0) {
+                    return Err(RepoError::InvalidEntry {
+                        path: entry.path().to_string(),
+                        defect: EntryDefect::ChunksDoNotFitSize,
+                    });
+                }
+                let (prefix, key, path) = (
+                    prefix.to_string(),
+                    key.to_string(),
+                    entry.path().to_string(),
+                );
+                return spill.put(&prefix, &record_of(entry, &key), &path);
+            }
+        }
         self.seen.insert(entry.path());
         self.entries.push(entry);
+        Ok(())
     }
 
     /// Uses `n` chunk workers instead of the default (for measurements).
@@ -758,12 +920,22 @@ impl Units {
             let solo = self.solo.as_mut().expect("begun");
             solo.add(*stored.hash.as_bytes(), &sealed, len as u32)?;
             record(stats, progress, len, &stored);
-            if count == Some(pos + 1) {
-                let (h, _) = self.finished[unit];
-                let solo = self.solo.take().expect("begun");
-                if packer.finish_solo(solo, *h.as_bytes())? == 0 {
-                    stats.reused_blobs += 1;
-                }
+            self.finish_open_solo(packer)?;
+        }
+        self.finish_open_solo(packer)
+    }
+
+    /// Finishes the open solo pack once its unit's last chunk was appended (the unit's chunk
+    /// count may become known only after its last chunk was).
+    fn finish_open_solo(&mut self, packer: &mut Packer) -> Result<(), RepoError> {
+        if self.solo.is_none() || self.next == 0 {
+            return Ok(());
+        }
+        let unit = (self.next - 1) / SOLO_MAX_CHUNKS;
+        if let Some(&(h, n)) = self.finished.get(unit) {
+            if self.next == unit * SOLO_MAX_CHUNKS + n {
+                let solo = self.solo.take().expect("open");
+                let _ = packer.finish_solo(solo, *h.as_bytes())?;
                 self.units.push(h);
             }
         }
