@@ -5,6 +5,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use hopsdr::ids::BackupId;
+use hopsdr::repository::Entry;
 
 use crate::harness::{wait_for, Env};
 use crate::tbcluster::{
@@ -38,6 +39,21 @@ fn hopsfs_backup_restores_the_cluster_whole_and_is_incremental() {
     assert_eq!(f1["blocks"], 90, "30 blocks × 3 replicas");
     assert_eq!(f1["blocks_new"], 90);
     assert!(f1["fence_window_seconds"].as_f64().unwrap() < 30.0);
+    // Every finalized replica is one record: its checksum file shares the block's unit.
+    let repo = repo(&env);
+    let m = repo.read_manifest(&BackupId::parse(&id1).unwrap()).unwrap();
+    let (mut shared, mut metas) = (0, 0);
+    for e in repo.all_entries(&m) {
+        if let Entry::File(f) = e.unwrap() {
+            if f.path.ends_with(".meta") && f.path.contains("/finalized/") {
+                metas += 1;
+                if f.skip > 0 && f.units.len() == 1 {
+                    shared += 1;
+                }
+            }
+        }
+    }
+    assert_eq!((metas, shared), (90, 90));
     // Pins are removed after the commit, off the backup's path.
     for dn in 1..=3 {
         for v in 1..=2 {
