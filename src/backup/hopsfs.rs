@@ -153,6 +153,107 @@ pub fn remove_pins_logged(dns: &[Datanode], timeout: Duration) {
     });
 }
 
+/// A volume listing ([`hopsfs::find_argv`] output), spooled to a temporary file on the head
+/// node as it arrives, read back one directory at a time: millions of files cost disk, not
+/// memory.
+#[derive(Debug)]
+pub struct Listing {
+    file: std::fs::File,
+}
+
+impl Listing {
+    /// Lists `root` on `d` (`with_root`: the root itself first, with an empty path) into a
+    /// spool file.
+    fn take(
+        d: &Datanode,
+        v: &str,
+        root: &str,
+        with_root: bool,
+        timeout: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<Listing, HopsfsError> {
+        let mut file = tempfile::tempfile().map_err(|e| HopsfsError::Listing {
+            datanode: d.name.clone(),
+            volume: v.to_string(),
+            reason: format!("no temporary file for the listing: {e}"),
+        })?;
+        let argv = hopsfs::find_argv(root, with_root);
+        let (status, stderr) = d.node.stream(&argv, timeout, cancel, |rd| {
+            std::io::copy(rd, &mut std::io::BufWriter::new(&mut file)).map(|_| ())
+        })?;
+        if !status.success() {
+            return Err(NodeError::Failed {
+                node: d.node.name.clone(),
+                command: crate::cluster::node::remote_command_line(&argv),
+                status: status.to_string(),
+                stderr,
+            }
+            .into());
+        }
+        use std::io::Seek;
+        file.rewind().map_err(|e| HopsfsError::Listing {
+            datanode: d.name.clone(),
+            volume: v.to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(Listing { file })
+    }
+
+    /// Calls `f` with each run of consecutive entries in one directory (a leaf directory's
+    /// files come together), paths with `strip` removed from their start (entries outside it
+    /// skipped).
+    fn each_dir(
+        &mut self,
+        d: &Datanode,
+        v: &str,
+        strip: &str,
+        mut f: impl FnMut(&[hopsfs::Listed]) -> Result<(), HopsfsError>,
+    ) -> Result<(), HopsfsError> {
+        use std::io::{BufRead, Seek};
+        let bad = |reason: String| HopsfsError::Listing {
+            datanode: d.name.clone(),
+            volume: v.to_string(),
+            reason,
+        };
+        self.file.rewind().map_err(|e| bad(e.to_string()))?;
+        let mut r = std::io::BufReader::with_capacity(1 << 20, &self.file);
+        let mut line = Vec::new();
+        let mut group: Vec<hopsfs::Listed> = Vec::new();
+        let mut dir = String::new();
+        loop {
+            line.clear();
+            if r.read_until(b'\n', &mut line)
+                .map_err(|e| bad(e.to_string()))?
+                == 0
+            {
+                break;
+            }
+            let text = String::from_utf8_lossy(&line);
+            for mut e in hopsfs::parse_listing(&text).map_err(bad)? {
+                if !strip.is_empty() {
+                    match e.path.strip_prefix(strip) {
+                        Some(rest) => e.path = rest.to_string(),
+                        None => continue,
+                    }
+                }
+                let parent = e.path.rsplit_once('/').map(|x| x.0).unwrap_or("");
+                if parent != dir && !group.is_empty() {
+                    f(&group)?;
+                    group.clear();
+                }
+                if parent != dir {
+                    dir = parent.to_string();
+                }
+                group.push(e);
+            }
+        }
+        if !group.is_empty() {
+            f(&group)?;
+        }
+        Ok(())
+    }
+}
+
 /// What the fence left for the copy.
 #[derive(Debug)]
 pub struct Fence {
@@ -161,7 +262,41 @@ pub struct Fence {
     /// Per volume (in the order of the datanodes and their volumes): the listing of the live
     /// `current/` taken at the fence (root first, with an empty path) when only the files not
     /// already in the repository were pinned; `None` when the whole tree was.
-    live: Vec<Option<Vec<hopsfs::Listed>>>,
+    live: Vec<Option<Listing>>,
+}
+
+/// A NUL-separated list of paths, spooled to a temporary file (for `xargs -0`, `tar -T -`).
+struct PathList {
+    file: std::io::BufWriter<std::fs::File>,
+    count: u64,
+}
+
+impl PathList {
+    fn new() -> std::io::Result<PathList> {
+        Ok(PathList {
+            file: std::io::BufWriter::new(tempfile::tempfile()?),
+            count: 0,
+        })
+    }
+
+    fn push(&mut self, prefix: &str, path: &str) -> std::io::Result<()> {
+        use std::io::Write;
+        self.file.write_all(prefix.as_bytes())?;
+        self.file.write_all(path.as_bytes())?;
+        self.file.write_all(&[0])?;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// The list, from its start, as a command's standard input.
+    fn producer(self) -> std::io::Result<crate::cluster::node::Producer> {
+        use std::io::Seek;
+        let mut f = self.file.into_inner().map_err(|e| e.into_error())?;
+        f.rewind()?;
+        Ok(Box::new(move |w: &mut dyn std::io::Write| {
+            std::io::copy(&mut f, w).map(|_| ())
+        }))
+    }
 }
 
 /// Pins every volume of every datanode in parallel (their pin directories made by
@@ -181,19 +316,19 @@ pub fn pin(
 ) -> Result<Fence, HopsfsError> {
     let results = per_volume(dns, |d, v| -> Result<_, HopsfsError> {
         let root = pin_root(v, id);
-        let check = |cp: &[String], out: crate::cluster::node::CommandOutput| {
-            if out.status == Some(0) {
+        let check = |cp: &[String], status: Option<i32>, stderr: String| {
+            if status == Some(0) {
                 return Ok(());
             }
-            if !vanished_only(&out.stderr) {
+            if !vanished_only(&stderr) {
                 return Err(NodeError::Failed {
                     node: d.node.name.clone(),
                     command: crate::cluster::node::remote_command_line(cp),
-                    status: format!("{:?}", out.status),
-                    stderr: out.stderr,
+                    status: format!("{status:?}"),
+                    stderr,
                 });
             }
-            tracing::warn!(step = "hopsfs", node = %d.name, "files vanished while pinning {v}: {}", out.stderr.trim());
+            tracing::warn!(step = "hopsfs", node = %d.name, "files vanished while pinning {v}: {}", stderr.trim());
             Ok(())
         };
         if known.is_empty() {
@@ -205,30 +340,32 @@ pub fn pin(
                 &format!("{root}/current"),
             ]);
             let out = d.node.run_status(&cp, timeout, cancel)?;
-            check(&cp, out)?;
+            check(&cp, out.status, out.stderr)?;
             return Ok(None);
         }
-        let out = d.node.run(
-            &hopsfs::find_argv(&format!("{v}/current"), true),
-            timeout,
-            cancel,
-        )?;
-        let live = hopsfs::parse_listing(&out.stdout).map_err(|reason| HopsfsError::Listing {
+        let mut live = Listing::take(d, v, &format!("{v}/current"), true, timeout, cancel)?;
+        let io = |e: std::io::Error| HopsfsError::Listing {
             datanode: d.name.clone(),
             volume: v.to_string(),
-            reason,
-        })?;
-        let replicas = hopsfs::replicas(&live);
-        let stored = known.stored_paths(&replicas);
-        let mut list = Vec::new();
-        for e in &live {
-            if matches!(e.kind, Kind::File | Kind::Symlink) && !stored.contains(e.path.as_str()) {
-                list.extend_from_slice(b"current/");
-                list.extend_from_slice(e.path.as_bytes());
-                list.push(0);
+            reason: format!("spooling the list of files to pin: {e}"),
+        };
+        let mut list = PathList::new().map_err(io)?;
+        live.each_dir(d, v, "", |group| {
+            let replicas = hopsfs::replicas(group);
+            let stored: HashSet<&str> = replicas
+                .iter()
+                .filter(|r| known.lookup(r).is_some())
+                .flat_map(|r| [r.block_path.as_str(), r.meta_path.as_str()])
+                .collect();
+            for e in group {
+                if matches!(e.kind, Kind::File | Kind::Symlink) && !stored.contains(e.path.as_str())
+                {
+                    list.push("current/", &e.path).map_err(io)?;
+                }
             }
-        }
-        if !list.is_empty() {
+            Ok(())
+        })?;
+        if list.count > 0 {
             let cp = argv(&[
                 "env",
                 "-C",
@@ -243,8 +380,14 @@ pub fn pin(
                 &root,
                 "--",
             ]);
-            let out = d.node.run_with_input_status(&cp, list, timeout, cancel)?;
-            check(&cp, out)?;
+            let (status, stderr) = d.node.stream_with_producer(
+                &cp,
+                Some(list.producer().map_err(io)?),
+                timeout,
+                cancel,
+                |r| std::io::copy(r, &mut std::io::sink()).map(|_| ()),
+            )?;
+            check(&cp, status.code(), stderr)?;
         }
         Ok(Some(live))
     });
@@ -273,10 +416,43 @@ pub fn changed_only(stderr: &str) -> bool {
             .all(|l| l.ends_with(": file changed as we read it"))
 }
 
-/// The files of an earlier backup's blocks, by block: the block file and its `.meta`.
+/// How the repository holds a block an earlier backup stored.
+#[derive(Debug)]
+enum Stored {
+    /// Block and checksum file as one unit (format 3): the replica is one record.
+    Unit {
+        unit: crate::ids::BlobId,
+        meta_len: u64,
+        block_meta: FileMeta,
+        meta_meta: FileMeta,
+    },
+    /// The two files as an earlier format stored them.
+    Files(Box<(FileEntry, FileEntry)>),
+}
+
+impl Stored {
+    fn blobs(&self) -> Vec<&crate::ids::BlobId> {
+        match self {
+            Stored::Unit { unit, .. } => vec![unit],
+            Stored::Files(f) => f.0.blobs().iter().chain(f.1.blobs().iter()).collect(),
+        }
+    }
+
+    fn meta_len(&self) -> u64 {
+        match self {
+            Stored::Unit { meta_len, .. } => *meta_len,
+            Stored::Files(f) => f.1.size,
+        }
+    }
+}
+
+/// The blocks an earlier backup stored, by block (pool, id, genstamp, length), each once
+/// whichever replica came first (the replicas of one block have the same content). About 100
+/// bytes per block: the block pools are interned.
 #[derive(Debug, Default)]
 pub struct KnownBlocks {
-    map: HashMap<BlockRef, (FileEntry, FileEntry)>,
+    pools: Vec<String>,
+    map: HashMap<(u16, u64, u64, u64), Stored>,
 }
 
 impl KnownBlocks {
@@ -286,24 +462,20 @@ impl KnownBlocks {
         if suspect.is_empty() {
             return;
         }
-        self.map.retain(|_, (block, meta)| {
-            block
-                .blobs()
-                .iter()
-                .chain(meta.blobs().iter())
-                .all(|c| !suspect.contains(c))
-        });
+        self.map
+            .retain(|_, s| s.blobs().iter().all(|c| !suspect.contains(*c)));
     }
 
-    /// Indexes the blocks a committed manifest holds. Each block is kept once, whichever
-    /// replica's entries come first (the replicas of one block have the same content).
+    /// Indexes the blocks a committed manifest's own entries hold.
     pub fn from_manifest(m: &Manifest) -> KnownBlocks {
         Self::from_entries(m.entries.iter().cloned())
     }
 
-    /// Indexes the blocks among `entries` (a backup's, in any order).
+    /// Indexes the blocks among `entries` (a backup's). A replica's two files are paired as
+    /// they come: a format 3 stream yields them one after the other, so little is held.
     pub fn from_entries(entries: impl Iterator<Item = Entry>) -> KnownBlocks {
-        // (directory, id) -> block entry / meta entry.
+        let mut known = KnownBlocks::default();
+        // (directory, id) -> the block file or the checksum file still waiting for the other.
         let mut blocks: HashMap<(String, u64), FileEntry> = HashMap::new();
         let mut metas: HashMap<(String, u64), FileEntry> = HashMap::new();
         for e in entries {
@@ -322,61 +494,75 @@ impl KnownBlocks {
                     id,
                     finalized: true,
                     ..
-                } => {
-                    blocks.insert((dir, id), f);
-                }
+                } => match metas.remove(&(dir.clone(), id)) {
+                    Some(meta) => known.insert(f, meta),
+                    None => {
+                        blocks.insert((dir, id), f);
+                    }
+                },
                 VolumeFile::Meta {
                     id,
                     finalized: true,
                     ..
-                } => {
-                    metas.insert((dir, id), f);
-                }
+                } => match blocks.remove(&(dir.clone(), id)) {
+                    Some(blk) => known.insert(blk, f),
+                    None => {
+                        metas.insert((dir, id), f);
+                    }
+                },
                 _ => {}
             }
         }
-        let mut map = HashMap::new();
-        for (key, blk) in blocks {
-            let Some(meta) = metas.remove(&key) else {
-                continue;
-            };
-            let rel = volume_relative(&meta.path).unwrap_or_default();
-            let VolumeFile::Meta {
-                bp, id, genstamp, ..
-            } = hopsfs::classify(rel)
-            else {
-                continue;
-            };
-            map.entry(BlockRef {
-                bp,
-                id,
-                genstamp,
-                len: blk.size,
-            })
-            .or_insert((blk, meta));
-        }
-        KnownBlocks { map }
+        known
     }
 
-    /// The stored entries of a finalized replica (block, meta) when the repository holds the
-    /// same block with a checksum file of the same size.
-    fn lookup(&self, r: &hopsfs::Replica) -> Option<&(FileEntry, FileEntry)> {
+    fn pool(&mut self, bp: &str) -> u16 {
+        match self.pools.iter().position(|p| p == bp) {
+            Some(i) => i as u16,
+            None => {
+                self.pools.push(bp.to_string());
+                (self.pools.len() - 1) as u16
+            }
+        }
+    }
+
+    fn insert(&mut self, blk: FileEntry, meta: FileEntry) {
+        let rel = volume_relative(&meta.path).unwrap_or_default();
+        let VolumeFile::Meta {
+            bp, id, genstamp, ..
+        } = hopsfs::classify(rel)
+        else {
+            return;
+        };
+        let shared = blk.is_packed()
+            && blk.units.len() == 1
+            && meta.units == blk.units
+            && blk.skip == 0
+            && meta.skip == blk.size;
+        let stored = if shared {
+            Stored::Unit {
+                unit: blk.units[0].clone(),
+                meta_len: meta.size,
+                block_meta: blk.meta,
+                meta_meta: meta.meta,
+            }
+        } else {
+            Stored::Files(Box::new((blk.clone(), meta)))
+        };
+        let key = (self.pool(&bp), id, genstamp, blk.size);
+        self.map.entry(key).or_insert(stored);
+    }
+
+    /// How the repository holds a finalized replica (block and checksum file of the same
+    /// sizes).
+    fn lookup(&self, r: &hopsfs::Replica) -> Option<&Stored> {
         if !r.finalized {
             return None; // being written or appended: stored as found, never deduplicated
         }
+        let pool = self.pools.iter().position(|p| *p == r.block.bp)? as u16;
         self.map
-            .get(&r.block)
-            .filter(|(_, meta)| meta.size == r.meta_size)
-    }
-
-    /// The paths (block and meta files) of the replicas the repository already holds.
-    fn stored_paths<'r>(&self, replicas: &'r [hopsfs::Replica]) -> HashSet<&'r str> {
-        let mut out = HashSet::new();
-        for r in replicas.iter().filter(|r| self.lookup(r).is_some()) {
-            out.insert(r.block_path.as_str());
-            out.insert(r.meta_path.as_str());
-        }
-        out
+            .get(&(pool, r.block.id, r.block.genstamp, r.block.len))
+            .filter(|s| s.meta_len() == r.meta_size)
     }
 
     pub fn len(&self) -> usize {
@@ -385,6 +571,40 @@ impl KnownBlocks {
 
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
+    }
+}
+
+/// The blocks a backup captured, as 128-bit hashes of (pool, id, genstamp, length): what the
+/// coverage check needs, in 16 bytes a replica.
+#[derive(Debug, Default)]
+pub struct Captured(HashSet<u128>);
+
+impl Captured {
+    fn key(b: &BlockRef) -> u128 {
+        let mut h = blake3::Hasher::new();
+        h.update(b.bp.as_bytes());
+        h.update(&[0]);
+        h.update(&b.id.to_le_bytes());
+        h.update(&b.genstamp.to_le_bytes());
+        h.update(&b.len.to_le_bytes());
+        u128::from_le_bytes(h.finalize().as_bytes()[..16].try_into().expect("16"))
+    }
+
+    pub fn insert(&mut self, b: &BlockRef) {
+        self.0.insert(Self::key(b));
+    }
+
+    pub fn contains(&self, b: &BlockRef) -> bool {
+        self.0.contains(&Self::key(b))
+    }
+
+    /// The `referenced` blocks not captured.
+    pub fn missing(&self, referenced: &BTreeSet<BlockRef>) -> Vec<BlockRef> {
+        referenced
+            .iter()
+            .filter(|b| !self.contains(b))
+            .cloned()
+            .collect()
     }
 }
 
@@ -405,35 +625,6 @@ pub struct CopyTotals {
     pub rbw_replicas: Vec<String>,
 }
 
-/// The listings of every volume's pin (paths relative to the pinned `current/`), taken in
-/// parallel, in the order of `dns` and their volumes.
-fn list_pins(
-    dns: &[Datanode],
-    id: &BackupId,
-    timeout: Duration,
-    cancel: &CancellationToken,
-) -> Vec<Result<Vec<hopsfs::Listed>, HopsfsError>> {
-    per_volume(dns, |d, v| {
-        // The pin root exists; its `current/` may not, when nothing new was pinned.
-        let out = d
-            .node
-            .run(&hopsfs::find_argv(&pin_root(v, id), false), timeout, cancel)?;
-        let listing =
-            hopsfs::parse_listing(&out.stdout).map_err(|reason| HopsfsError::Listing {
-                datanode: d.name.clone(),
-                volume: v.to_string(),
-                reason,
-            })?;
-        Ok(listing
-            .into_iter()
-            .filter_map(|mut e| {
-                e.path = e.path.strip_prefix("current/")?.to_string();
-                Some(e)
-            })
-            .collect())
-    })
-}
-
 fn file_meta(e: &hopsfs::Listed) -> FileMeta {
     FileMeta {
         mode: e.mode,
@@ -445,122 +636,145 @@ fn file_meta(e: &hopsfs::Listed) -> FileMeta {
 
 /// Copies every pinned volume into `writer`; returns the blocks captured.
 ///
-/// A volume pinned whole is sent as found in the pin, less the replicas already stored. A
-/// volume pinned selectively takes its directory structure from the live listing of the fence,
-/// the stored replicas it listed from the repository, and the rest from the pin.
+/// Each volume is read one directory at a time from a listing spooled to disk: the live
+/// listing of the fence when only what the repository lacked was pinned (the stored replicas
+/// are listed from the repository, the rest sent from the pin if it was pinned), else the
+/// listing of the pin. Directories are recorded from the listing; files stream as one tar from
+/// the pin, each finalized replica's checksum file right before its block (stored as one unit).
 pub fn copy(
     dns: &[Datanode],
     id: &BackupId,
-    fence: &Fence,
+    fence: Fence,
     known: &KnownBlocks,
     writer: &mut BackupWriter,
     timeout: Duration,
     cancel: &CancellationToken,
-) -> Result<(BTreeSet<BlockRef>, CopyTotals), HopsfsError> {
-    let mut captured = BTreeSet::new();
+) -> Result<(Captured, CopyTotals), HopsfsError> {
+    let mut captured = Captured::default();
     let mut totals = CopyTotals::default();
-    let mut listings = list_pins(dns, id, timeout, cancel).into_iter();
-    let mut lives = fence.live.iter();
+    let mut lives = fence.live.into_iter();
     for d in dns {
         for (i, v) in d.volumes.iter().enumerate() {
             let root = pin_root(v, id);
-            let pinned = listings.next().expect("one listing per volume")?;
-            let live = lives.next().and_then(|l| l.as_deref());
             let prefix = format!("hopsfs/{}/vol{}", d.name, i + 1);
-            // The replicas already stored, from the listing the fence relied on.
-            let pinned_replicas = hopsfs::replicas(&pinned);
-            let live_replicas = live.map(hopsfs::replicas);
-            let decided = live_replicas.as_deref().unwrap_or(&pinned_replicas);
-            let reuse: Vec<_> = decided
-                .iter()
-                .filter_map(|r| known.lookup(r).map(|stored| (r, stored)))
-                .collect();
-            let skip = known.stored_paths(decided);
-            for r in &pinned_replicas {
-                if skip.contains(r.block_path.as_str()) {
-                    continue;
-                }
-                captured.insert(r.block.clone());
-                totals.blocks += 1;
-                totals.blocks_new += 1;
-                totals.bytes_new += r.block.len;
-                if !r.finalized {
-                    totals
-                        .rbw_replicas
-                        .push(format!("{}/vol{}/{}", d.name, i + 1, r.block_path));
-                }
-            }
-            for (r, _) in &reuse {
-                captured.insert(r.block.clone());
-                totals.blocks += 1;
-            }
-            // What to send from the pin: new blocks, rbw replicas, VERSION files; with the
-            // directory structure when the whole volume was pinned.
-            let mut list = Vec::new();
-            match live {
-                None => list.extend_from_slice(b"current\0"),
-                Some(live) => {
-                    for e in live.iter().filter(|e| e.kind == Kind::Dir) {
-                        let path = if e.path.is_empty() {
-                            format!("{prefix}/current")
-                        } else {
-                            format!("{prefix}/current/{}", e.path)
-                        };
-                        writer.add_dir(&path, file_meta(e))?;
-                    }
-                }
-            }
-            // Each finalized replica's checksum file right before its block file: the two are
-            // stored as one unit (see `tarstream::ingest_volume`).
-            let partner: HashMap<&str, (&str, &str)> = pinned_replicas
-                .iter()
-                .filter(|r| r.finalized)
-                .flat_map(|r| {
-                    let pair = (r.meta_path.as_str(), r.block_path.as_str());
-                    [(r.block_path.as_str(), pair), (r.meta_path.as_str(), pair)]
-                })
-                .collect();
-            let mut sent: HashSet<&str> = HashSet::new();
-            let push = |list: &mut Vec<u8>, path: &str| {
-                list.extend_from_slice(b"current/");
-                list.extend_from_slice(path.as_bytes());
-                list.push(0);
+            let live = lives.next().flatten();
+            let io = |e: std::io::Error| HopsfsError::Listing {
+                datanode: d.name.clone(),
+                volume: v.to_string(),
+                reason: format!("spooling the list of files to copy: {e}"),
             };
-            for e in &pinned {
-                if e.kind == Kind::Other
-                    || skip.contains(e.path.as_str())
-                    || (live.is_some() && e.kind == Kind::Dir)
-                    || sent.contains(e.path.as_str())
-                {
-                    continue;
+            // What decides, and (selective pins) what was pinned: only new files, few.
+            let (mut decide, pinned): (Listing, Option<HashSet<String>>) = match live {
+                None => (
+                    Listing::take(d, v, &format!("{root}/current"), true, timeout, cancel)?,
+                    None,
+                ),
+                Some(live) => {
+                    // The pin root exists; its `current/` may not, when nothing new was pinned.
+                    let mut pin = Listing::take(d, v, &root, false, timeout, cancel)?;
+                    let mut set = HashSet::new();
+                    pin.each_dir(d, v, "current/", |group| {
+                        set.extend(group.iter().map(|e| e.path.clone()));
+                        Ok(())
+                    })?;
+                    (live, Some(set))
                 }
-                match partner.get(e.path.as_str()) {
-                    Some(&(meta, block)) => {
-                        push(&mut list, meta);
-                        push(&mut list, block);
-                        sent.insert(meta);
-                        sent.insert(block);
+            };
+            let was_pinned = |p: &str| pinned.as_ref().is_none_or(|s| s.contains(p));
+            let mut list = PathList::new().map_err(io)?;
+            decide.each_dir(d, v, "", |group| {
+                for e in group.iter().filter(|e| e.kind == Kind::Dir) {
+                    let path = if e.path.is_empty() {
+                        format!("{prefix}/current")
+                    } else {
+                        format!("{prefix}/current/{}", e.path)
+                    };
+                    writer.add_dir(&path, file_meta(e))?;
+                }
+                let replicas = hopsfs::replicas(group);
+                let mut paired: HashSet<&str> = HashSet::new();
+                for r in &replicas {
+                    paired.insert(r.block_path.as_str());
+                    paired.insert(r.meta_path.as_str());
+                    if let Some(stored) = known.lookup(r) {
+                        captured.insert(&r.block);
+                        totals.blocks += 1;
+                        add_known(writer, &prefix, r, stored)?;
+                        continue;
                     }
-                    None => push(&mut list, &e.path),
+                    if !was_pinned(&r.block_path) {
+                        continue; // deleted before it could be pinned: the coverage check says so
+                    }
+                    captured.insert(&r.block);
+                    totals.blocks += 1;
+                    totals.blocks_new += 1;
+                    totals.bytes_new += r.block.len;
+                    if !r.finalized {
+                        totals.rbw_replicas.push(format!(
+                            "{}/vol{}/{}",
+                            d.name,
+                            i + 1,
+                            r.block_path
+                        ));
+                    }
+                    if was_pinned(&r.meta_path) {
+                        list.push("current/", &r.meta_path).map_err(io)?;
+                    }
+                    list.push("current/", &r.block_path).map_err(io)?;
                 }
-            }
-            if !list.is_empty() {
+                for e in group {
+                    if matches!(e.kind, Kind::File | Kind::Symlink)
+                        && !paired.contains(e.path.as_str())
+                        && was_pinned(&e.path)
+                    {
+                        list.push("current/", &e.path).map_err(io)?;
+                    }
+                }
+                Ok(())
+            })?;
+            if list.count > 0 {
                 send_from_pin(d, v, &root, &prefix, list, writer, timeout, cancel)?;
-            }
-            for (r, (blk, meta)) in reuse {
-                writer.add_known_pair(
-                    &format!("{prefix}/current/{}", r.block_path),
-                    blk,
-                    blk.meta,
-                    &format!("{prefix}/current/{}", r.meta_path),
-                    meta,
-                    meta.meta,
-                )?;
             }
             tracing::info!(step = "hopsfs", node = %d.name, volume = %v, "volume copied");
         }
     }
     Ok((captured, totals))
+}
+
+/// Records a replica the repository already holds (no transfer).
+fn add_known(
+    writer: &mut BackupWriter,
+    prefix: &str,
+    r: &hopsfs::Replica,
+    stored: &Stored,
+) -> Result<(), RepoError> {
+    let block_path = format!("{prefix}/current/{}", r.block_path);
+    let meta_path = format!("{prefix}/current/{}", r.meta_path);
+    match stored {
+        Stored::Unit {
+            unit,
+            meta_len,
+            block_meta,
+            meta_meta,
+        } => {
+            let entry = |path: &str, size: u64, meta: FileMeta, skip: u64| FileEntry {
+                path: path.to_string(),
+                size,
+                meta,
+                hash: String::new(),
+                chunks: vec![],
+                units: vec![unit.clone()],
+                skip,
+            };
+            let blk = entry(&block_path, r.block.len, *block_meta, 0);
+            let meta = entry(&meta_path, *meta_len, *meta_meta, r.block.len);
+            writer.add_known_pair(&block_path, &blk, blk.meta, &meta_path, &meta, meta.meta)
+        }
+        Stored::Files(f) => {
+            let (blk, meta) = (&f.0, &f.1);
+            writer.add_known_pair(&block_path, blk, blk.meta, &meta_path, meta, meta.meta)
+        }
+    }
 }
 
 /// Streams the files named in `list` (NUL-separated, relative to the pin root) from the pin
@@ -571,7 +785,7 @@ fn send_from_pin(
     v: &str,
     root: &str,
     prefix: &str,
-    list: Vec<u8>,
+    list: PathList,
     writer: &mut BackupWriter,
     timeout: Duration,
     cancel: &CancellationToken,
@@ -588,10 +802,15 @@ fn send_from_pin(
         "-cf",
         "-",
     ]);
+    let producer = list.producer().map_err(|e| HopsfsError::Listing {
+        datanode: d.name.clone(),
+        volume: v.to_string(),
+        reason: format!("reading back the list of files to copy: {e}"),
+    })?;
     let mut result = None;
     let streamed = d
         .node
-        .stream_with_input(&tar, Some(list), timeout, cancel, |rd| {
+        .stream_with_producer(&tar, Some(producer), timeout, cancel, |rd| {
             result = Some(tarstream::ingest_volume(rd, prefix, writer));
             match &result {
                 Some(Err(e)) => Err(std::io::Error::other(e.to_string())),

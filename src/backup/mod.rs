@@ -471,7 +471,7 @@ fn run_cluster_parts(
                             )
                         })
                     });
-                    let copied = hopsfs::copy(dns, id, &fence, &known, w, h.copy_timeout, cancel);
+                    let copied = hopsfs::copy(dns, id, fence, &known, w, h.copy_timeout, cancel);
                     let referenced = referenced
                         .map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
                         .transpose();
@@ -495,7 +495,7 @@ fn run_cluster_parts(
                 })
                 .collect();
             if let Some(refd) = referenced {
-                let missing = cluster::hopsfs::missing(&refd, &captured);
+                let missing = captured.missing(&refd);
                 hf.coverage_checked = true;
                 hf.referenced_blocks = refd.len() as u64;
                 hf.missing_blocks = missing.iter().map(|b| b.id).collect();
