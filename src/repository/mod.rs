@@ -281,6 +281,9 @@ struct Inner {
     keys: Option<(std::sync::RwLock<Arc<Keyring>>, String)>,
     /// Format 3's local index cache, opened when first needed.
     cache: std::sync::Mutex<objects::CacheSlot>,
+    /// Format 3 on object storage: recently read windows of packs (reads in stream order hit
+    /// neighbouring blobs).
+    windows: std::sync::Mutex<objects::Windows>,
 }
 
 /// How to open (or create) a repository.
@@ -456,6 +459,7 @@ impl Repository {
                 compression_level,
                 keys: keys.map(|(k, slot)| (std::sync::RwLock::new(Arc::new(k)), slot)),
                 cache: std::sync::Mutex::new(objects::CacheSlot::new(cache_dir)),
+                windows: Default::default(),
             }),
         })
     }
@@ -570,6 +574,7 @@ impl Repository {
                 // A cache of its own: another identity or a past view of the store lists
                 // other index objects.
                 cache: std::sync::Mutex::new(objects::CacheSlot::new(None)),
+                windows: Default::default(),
                 keys: self.inner.keys.as_ref().map(|(k, slot)| {
                     (
                         std::sync::RwLock::new(k.read().unwrap_or_else(|p| p.into_inner()).clone()),

@@ -26,6 +26,38 @@ pub struct BlobPlace {
     pub len: u64,
 }
 
+/// Windows of packs read from object storage, most recent last: a blob read fetches the
+/// aligned window around it, and the blobs next to it (written together, read together by a
+/// restore or a verify walking a stream) come from memory.
+#[derive(Debug, Default)]
+pub struct Windows {
+    held: std::collections::VecDeque<([u8; 16], u64, std::sync::Arc<Vec<u8>>)>,
+}
+
+/// Size of a window, and how many are kept (per repository handle).
+const WINDOW: u64 = 4 << 20;
+const WINDOWS: usize = 6;
+
+impl Windows {
+    fn get(&mut self, pack: &[u8; 16], start: u64) -> Option<std::sync::Arc<Vec<u8>>> {
+        let i = self
+            .held
+            .iter()
+            .position(|(p, s, _)| p == pack && *s == start)?;
+        let w = self.held.remove(i)?;
+        let bytes = w.2.clone();
+        self.held.push_back(w);
+        Some(bytes)
+    }
+
+    fn put(&mut self, pack: [u8; 16], start: u64, bytes: std::sync::Arc<Vec<u8>>) {
+        if self.held.len() >= WINDOWS {
+            self.held.pop_front();
+        }
+        self.held.push_back((pack, start, bytes));
+    }
+}
+
 /// Where the index cache lives and, once opened, the cache.
 pub struct CacheSlot {
     dir: Option<PathBuf>,
@@ -239,10 +271,43 @@ impl Repository {
     ) -> Result<Vec<u8>, RepoError> {
         let key = pack_key(&loc.pack);
         let blob = BlobId::of(&blake3::Hash::from_bytes(*id));
+        let (offset, len) = (u64::from(loc.offset), u64::from(loc.stored_len));
+        let start = offset / WINDOW * WINDOW;
+        if self.inner.storage.local_root().is_none() && offset + len <= start + WINDOW {
+            // Object storage: the window around the blob, from memory or in one request.
+            let held = self
+                .inner
+                .windows
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&loc.pack, start);
+            let window = match held {
+                Some(w) => w,
+                None => {
+                    let w = std::sync::Arc::new(
+                        self.inner
+                            .storage
+                            .get_range(&key, start, WINDOW)
+                            .map_err(|e| missing(e, &key, &blob, path))?,
+                    );
+                    self.inner
+                        .windows
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .put(loc.pack, start, w.clone());
+                    w
+                }
+            };
+            let a = (offset - start) as usize;
+            let stored = window
+                .get(a..a + len as usize)
+                .unwrap_or(&window[a.min(window.len())..]);
+            return self.open_stored(id, loc, stored, path, limit);
+        }
         let stored = self
             .inner
             .storage
-            .get_range(&key, u64::from(loc.offset), u64::from(loc.stored_len))
+            .get_range(&key, offset, len)
             .map_err(|e| missing(e, &key, &blob, path))?;
         self.open_stored(id, loc, &stored, path, limit)
     }
