@@ -131,6 +131,49 @@ pub fn check_storage(store: &dyn Storage, base: &str, large: usize) -> Result<()
             return Err("an object read ahead for two reads came back with other bytes".into());
         }
     }
+    // Byte ranges: inside, running past the end (shortened), past the end (empty), missing.
+    let range = |key: &str, at: u64, n: u64| store.get_range(key, at, n);
+    let mid = range(&k("a/big"), 1000, 5000).map_err(|e| fail("get range", e))?;
+    if mid != big[1000..6000] {
+        return Err("a range came back with other bytes".into());
+    }
+    let tail = range(&k("a/big"), large as u64 - 10, 100).map_err(|e| fail("get range", e))?;
+    if tail != big[large - 10..] {
+        return Err("a range running past the end is not the object's tail".into());
+    }
+    if !range(&k("a/one"), 10, 5)
+        .map_err(|e| fail("get range past the end", e))?
+        .is_empty()
+    {
+        return Err("a range past the end came back with bytes".into());
+    }
+    match range(&k("missing"), 0, 1) {
+        Err(e) if e.is_not_found() => {}
+        other => return Err(format!("range of a missing object: {other:?}")),
+    }
+    // A file handed over: its content under the key after the flush, the file gone.
+    let dir = match store.spool_dir() {
+        Some(d) => d,
+        None => std::env::temp_dir(),
+    };
+    let (path, mut file) = super::storage::spool_file(&dir)
+        .map_err(|e| format!("spool file in {}: {e}", dir.display()))?;
+    std::io::Write::write_all(&mut file, &big[..4096]).map_err(|e| e.to_string())?;
+    drop(file);
+    store
+        .put_file_deferred(&k("a/file"), &path)
+        .map_err(|e| fail("put file", e))?;
+    store.flush().map_err(|e| fail("flush", e))?;
+    if store.get(&k("a/file")).map_err(|e| fail("get file", e))? != big[..4096] {
+        return Err("a file handed over came back with other bytes".into());
+    }
+    if path.exists() {
+        return Err(format!(
+            "{} is left after it was handed over",
+            path.display()
+        ));
+    }
+    store.delete(&k("a/file")).map_err(|e| fail("delete", e))?;
     // Invalid keys never reach the store.
     for bad in ["", "/abs", "a//b", "a/../b", "a/.hidden", "sp ace"] {
         match store.put(bad, b"x") {
