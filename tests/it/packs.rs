@@ -178,7 +178,11 @@ fn killed_while_repacking_or_repairing_the_repository_converges() {
     drop(d);
     let _d = env.start();
     let list = env.ctl_json(&["backups", "list"]);
-    assert_eq!(Env::listed_ids(&list), [second.clone()], "{list}");
+    assert_eq!(
+        Env::listed_ids(&list),
+        std::slice::from_ref(&second),
+        "{list}"
+    );
     env.ctl_ok(&["verify", &second, "--wait"]);
     let check = env.ctl_json(&["repo", "check"]);
     assert_eq!(check["problems"].as_array().unwrap().len(), 0, "{check}");
