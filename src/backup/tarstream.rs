@@ -72,8 +72,8 @@ pub fn ingest(
     ingest_with(r, prefix, writer, false)
 }
 
-/// [`ingest`] of a HopsFS volume's stream, sent with each finalized replica's checksum file
-/// right before its block file: the two are stored as one replica
+/// [`ingest`] of a HopsFS volume's stream, sent with each replica's checksum file right before
+/// its block file: the two are stored as one replica
 /// ([`BackupWriter::add_replica`]). Anything else, or a checksum file not followed by its
 /// block, is stored as a file.
 pub fn ingest_volume(
@@ -110,10 +110,12 @@ fn flush_meta(
     Ok(())
 }
 
-/// `(dir, name)` of a finalized replica's file (`.../finalized/.../blk_*`).
-fn finalized_file(logical: &str) -> Option<(&str, &str)> {
+/// `(dir, name)` of a replica's file (`.../finalized/.../blk_*`, or `.../rbw/blk_*`: a replica
+/// being written is stored the same way, never deduplicated).
+fn replica_file(logical: &str) -> Option<(&str, &str)> {
     let (dir, name) = logical.rsplit_once('/')?;
-    (dir.contains("/finalized/") || dir.ends_with("/finalized")).then_some((dir, name))
+    (dir.contains("/finalized/") || dir.ends_with("/finalized") || dir.ends_with("/rbw"))
+        .then_some((dir, name))
 }
 
 fn ingest_with(
@@ -162,7 +164,7 @@ fn ingest_with(
         let regular = matches!(h.entry_type(), EntryType::Regular | EntryType::Continuous);
         if pair && regular {
             let size = entry.size();
-            if let Some((dir, name)) = finalized_file(&logical) {
+            if let Some((dir, name)) = replica_file(&logical) {
                 // A checksum file: kept until its block file comes.
                 if name.ends_with(".meta") && size <= MAX_PENDING_META {
                     flush_meta(&mut pending, writer, &mut totals)?;
