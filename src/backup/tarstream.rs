@@ -29,7 +29,7 @@ pub enum TarStreamError {
 /// What a stream held.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TarTotals {
-    /// The regular files, relative to the stream's root.
+    /// The regular files, relative to the stream's root (not for a HopsFS volume's stream).
     pub paths: Vec<String>,
     pub files: u64,
     pub dirs: u64,
@@ -88,7 +88,6 @@ pub fn ingest_volume(
 struct PendingMeta {
     dir: String,
     name: String,
-    rel: String,
     bytes: Vec<u8>,
     meta: FileMeta,
 }
@@ -103,7 +102,6 @@ fn flush_meta(
 ) -> Result<(), TarStreamError> {
     if let Some(p) = pending.take() {
         writer.add_file(&format!("{}/{}", p.dir, p.name), &mut &p.bytes[..], p.meta)?;
-        totals.paths.push(p.rel);
         totals.files += 1;
         totals.bytes += p.bytes.len() as u64;
     }
@@ -176,7 +174,6 @@ fn ingest_with(
                     pending = Some(PendingMeta {
                         dir: dir.to_string(),
                         name: name.to_string(),
-                        rel: rel.to_string(),
                         bytes,
                         meta,
                     });
@@ -188,8 +185,6 @@ fn ingest_with(
                 if let (Some((id, genstamp)), Some(p)) = (ids, pending.take()) {
                     writer
                         .add_replica(dir, id, genstamp, &mut entry, size, meta, &p.bytes, p.meta)?;
-                    totals.paths.push(p.rel);
-                    totals.paths.push(rel.to_string());
                     totals.files += 2;
                     totals.bytes += size + p.bytes.len() as u64;
                     continue;
@@ -203,7 +198,10 @@ fn ingest_with(
             EntryType::Regular | EntryType::Continuous => {
                 let size = entry.size();
                 writer.add_file(&logical, &mut entry, meta)?;
-                totals.paths.push(rel.to_string());
+                // (A volume's millions of paths are not kept: nothing asks for them.)
+                if !pair {
+                    totals.paths.push(rel.to_string());
+                }
                 totals.files += 1;
                 totals.bytes += size;
             }
