@@ -20,9 +20,7 @@ use super::error::RepoError;
 use super::index::{self, IndexObject, Location};
 use super::packer::{pack_key, pack_of_key, Packer};
 use super::streams::id_bytes;
-use super::{
-    blob_key, manifest_key, needs_extension, tree, CheckReport, Entry, GcReport, Repository,
-};
+use super::{blob_key, manifest_key, tree, CheckReport, Entry, GcReport, Repository};
 use crate::ids::BackupId;
 
 const MARK_BATCH: usize = 10_000;
@@ -132,10 +130,7 @@ impl Repository {
         crate::failpoint::hit("gc.referenced_read", cancel);
         let storage = self.inner.storage.as_ref();
         let lock = storage.lock_policy();
-        let ahead = crate::failpoint::value("gc.clock_ahead_hours")
-            .and_then(|h| h.parse::<i64>().ok())
-            .unwrap_or(0);
-        let now = Utc::now() + chrono::Duration::hours(ahead);
+        let now = super::collector_now();
         let liveness = self.with_cache(|c| c.pack_liveness())?;
         let listed: HashMap<[u8; 16], (u64, Option<DateTime<Utc>>)> = storage
             .list("packs/")?
@@ -170,25 +165,13 @@ impl Repository {
                         .filter(|l| l.live > 0)
                         .map(|l| pack_key(&l.pack)),
                 );
-            for key in keys {
-                if cancel.is_cancelled() {
-                    return Err(RepoError::Cancelled);
-                }
-                let when = written.get(&key).copied().or_else(|| {
-                    pack_of_key(&key).and_then(|p| listed.get(&p).and_then(|(_, t)| *t))
-                });
-                if when.is_some_and(|t| now - t < period / 2) {
-                    continue;
-                }
-                let until = storage.locked_until(&key)?;
-                if needs_extension(until, now, period) {
-                    storage.lock_until(&key, now + period)?;
-                    report.retention_extended += 1;
-                    if report.retention_extended == 1 {
-                        crate::failpoint::hit("gc.retention_extended", cancel);
-                    }
-                }
-            }
+            let when = |key: &str| {
+                written
+                    .get(key)
+                    .copied()
+                    .or_else(|| pack_of_key(key).and_then(|p| listed.get(&p).and_then(|(_, t)| *t)))
+            };
+            super::extend_locks(storage, keys, when, now, period, &mut report, cancel)?;
         }
         // Packs mostly dead: their live blobs copied (as stored: no re-encryption) into new
         // packs, indexed, before the old packs go with the others.

@@ -367,6 +367,46 @@ pub fn needs_extension(
     until.is_none_or(|u| u - now < period / 2)
 }
 
+/// The collector's clock (tests move it ahead to see time pass: `gc.clock_ahead_hours`).
+fn collector_now() -> DateTime<Utc> {
+    let ahead = crate::failpoint::value("gc.clock_ahead_hours")
+        .and_then(|h| h.parse::<i64>().ok())
+        .unwrap_or(0);
+    Utc::now() + chrono::Duration::hours(ahead)
+}
+
+/// Object Lock: locks each of `keys` (what the kept backups need) for another `period` from
+/// `now` when less than half a period is left. An object `written` less than half a period ago
+/// was locked for a whole one then: only older ones have their retention read (one request
+/// each).
+fn extend_locks(
+    storage: &dyn Storage,
+    keys: impl Iterator<Item = String>,
+    written: impl Fn(&str) -> Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    period: chrono::Duration,
+    report: &mut GcReport,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Result<(), RepoError> {
+    for key in keys {
+        if cancel.is_cancelled() {
+            return Err(RepoError::Cancelled);
+        }
+        if written(&key).is_some_and(|t| now - t < period / 2) {
+            continue;
+        }
+        let until = storage.locked_until(&key)?;
+        if needs_extension(until, now, period) {
+            storage.lock_until(&key, now + period)?;
+            report.retention_extended += 1;
+            if report.retention_extended == 1 {
+                crate::failpoint::hit("gc.retention_extended", cancel);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What reading one file back found.
 #[derive(Debug, Default)]
 struct FileCheck {
@@ -1046,11 +1086,7 @@ impl Repository {
         crate::failpoint::hit("gc.referenced_read", cancel);
         let storage = self.inner.storage.as_ref();
         let lock = storage.lock_policy();
-        // (Tests move the collector's clock ahead to see time pass: `gc.clock_ahead_hours`.)
-        let ahead = crate::failpoint::value("gc.clock_ahead_hours")
-            .and_then(|h| h.parse::<i64>().ok())
-            .unwrap_or(0);
-        let now = Utc::now() + chrono::Duration::hours(ahead);
+        let now = collector_now();
         let blobs = storage.list(BLOBS_PREFIX)?;
         if let Some((_, days)) = lock {
             let period = chrono::Duration::days(days as i64);
@@ -1066,25 +1102,15 @@ impl Repository {
                 .iter()
                 .map(manifest_key)
                 .chain(referenced.iter().cloned());
-            for key in keys {
-                if cancel.is_cancelled() {
-                    return Err(RepoError::Cancelled);
-                }
-                if written
-                    .get(key.as_str())
-                    .is_some_and(|t| now - *t < period / 2)
-                {
-                    continue;
-                }
-                let until = storage.locked_until(&key)?;
-                if needs_extension(until, now, period) {
-                    storage.lock_until(&key, now + period)?;
-                    report.retention_extended += 1;
-                    if report.retention_extended == 1 {
-                        crate::failpoint::hit("gc.retention_extended", cancel);
-                    }
-                }
-            }
+            extend_locks(
+                storage,
+                keys,
+                |key| written.get(key).copied(),
+                now,
+                period,
+                &mut report,
+                cancel,
+            )?;
         }
         for o in blobs {
             if referenced.contains(&o.key) {
