@@ -1450,6 +1450,17 @@ fn parse_header(bytes: &[u8], storage: &dyn Storage) -> Result<RepositoryHeader,
     Ok(header)
 }
 
+/// Writes `header` as the repository's header object (pretty JSON and a newline).
+fn write_header(storage: &dyn Storage, header: &RepositoryHeader) -> Result<(), RepoError> {
+    let mut bytes = serde_json::to_vec_pretty(header).map_err(|e| RepoError::CorruptHeader {
+        store: storage.describe(),
+        key: HEADER_KEY.to_string(),
+        defect: HeaderDefect::Json(e),
+    })?;
+    bytes.push(b'\n');
+    Ok(storage.put(HEADER_KEY, &bytes)?)
+}
+
 /// Rewrites the header of a format 1 or 2 repository as format 3 (the only time a header is
 /// written twice): its backups stay readable and their blobs are reused and collected as
 /// before; new backups are written in packs. A hopsdr that knows only formats 1 and 2 refuses
@@ -1465,13 +1476,7 @@ fn upgrade(
         header.mac = None;
         header.mac = Some(k.header_mac(&header_mac_input(&header)));
     }
-    let mut bytes = serde_json::to_vec_pretty(&header).map_err(|e| RepoError::CorruptHeader {
-        store: storage.describe(),
-        key: HEADER_KEY.to_string(),
-        defect: HeaderDefect::Json(e),
-    })?;
-    bytes.push(b'\n');
-    storage.put(HEADER_KEY, &bytes)?;
+    write_header(storage, &header)?;
     tracing::info!(
         store = %storage.describe(),
         "repository upgraded from format {from} to format {PACKED_FORMAT_VERSION}: new backups are written in packs; hopsdr releases before it no longer open it"
@@ -1619,13 +1624,7 @@ fn init(
         header.encryption = Some(EncryptionInfo::current());
         header.mac = Some(keyring.header_mac(&header_mac_input(&header)));
     }
-    let mut bytes = serde_json::to_vec_pretty(&header).map_err(|e| RepoError::CorruptHeader {
-        store: storage.describe(),
-        key: HEADER_KEY.to_string(),
-        defect: HeaderDefect::Json(e),
-    })?;
-    bytes.push(b'\n');
-    storage.put(HEADER_KEY, &bytes)?;
+    write_header(storage, &header)?;
     let stored = storage.get(HEADER_KEY)?;
     let header = parse_header(&stored, storage)?;
     let keys = open_keys(storage, &header, key)?;

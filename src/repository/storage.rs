@@ -387,6 +387,22 @@ impl LocalStorage {
         Ok(())
     }
 
+    /// A failed read of object `key` at `path`: not found, or the I/O error.
+    fn read_error(&self, key: &str, path: &Path, source: io::Error) -> StorageError {
+        if source.kind() == io::ErrorKind::NotFound {
+            StorageError::NotFound {
+                store: self.describe(),
+                key: key.to_string(),
+            }
+        } else {
+            StorageError::Io {
+                op: "read",
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    }
+
     fn write_temp(&self, dir: &Path, data: &[u8], sync: bool) -> Result<PathBuf, StorageError> {
         loop {
             let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -458,39 +474,13 @@ impl Storage for LocalStorage {
 
     fn get(&self, key: &str) -> Result<Vec<u8>, StorageError> {
         let path = self.path_of(key)?;
-        fs::read(&path).map_err(|source| {
-            if source.kind() == io::ErrorKind::NotFound {
-                StorageError::NotFound {
-                    store: self.describe(),
-                    key: key.to_string(),
-                }
-            } else {
-                StorageError::Io {
-                    op: "read",
-                    path,
-                    source,
-                }
-            }
-        })
+        fs::read(&path).map_err(|source| self.read_error(key, &path, source))
     }
 
     fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>, StorageError> {
         use std::os::unix::fs::FileExt;
         let path = self.path_of(key)?;
-        let io_err = |source: io::Error| {
-            if source.kind() == io::ErrorKind::NotFound {
-                StorageError::NotFound {
-                    store: self.describe(),
-                    key: key.to_string(),
-                }
-            } else {
-                StorageError::Io {
-                    op: "read",
-                    path: path.clone(),
-                    source,
-                }
-            }
-        };
+        let io_err = |source: io::Error| self.read_error(key, &path, source);
         let file = fs::File::open(&path).map_err(io_err)?;
         let size = file.metadata().map_err(io_err)?.len();
         let end = offset.saturating_add(len).min(size);

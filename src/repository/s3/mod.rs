@@ -411,6 +411,38 @@ impl VersionedView {
         Ok(VersionedView { s3, at, current })
     }
 
+    /// The version of `key` current at the view's time, whole or `(offset, len)` of it.
+    fn fetch(&self, key: &str, range: Option<(u64, u64)>) -> Result<Vec<u8>, StorageError> {
+        let Some(v) = self.current.get(key) else {
+            return Err(StorageError::NotFound {
+                store: self.describe(),
+                key: key.to_string(),
+            });
+        };
+        let range = match range {
+            None => None,
+            Some((offset, len)) => {
+                let end = offset.saturating_add(len).min(v.size);
+                if end <= offset {
+                    return Ok(Vec::new());
+                }
+                Some((offset..end).into())
+            }
+        };
+        let path = self.s3.path(key)?;
+        let store = self.s3.store.clone();
+        let opts = object_store::GetOptions {
+            version: Some(v.version_id.clone()),
+            range,
+            ..Default::default()
+        };
+        let r = self
+            .s3
+            .run(async move { store.get_opts(&path, opts).await?.bytes().await });
+        r.map(|b| b.to_vec())
+            .map_err(|e| self.s3.remote("get", key, e))
+    }
+
     fn read_only(&self, op: &'static str, key: &str) -> StorageError {
         StorageError::Remote {
             store: self.describe(),
@@ -427,48 +459,11 @@ impl Storage for VersionedView {
     }
 
     fn get(&self, key: &str) -> Result<Vec<u8>, StorageError> {
-        let Some(v) = self.current.get(key) else {
-            return Err(StorageError::NotFound {
-                store: self.describe(),
-                key: key.to_string(),
-            });
-        };
-        let path = self.s3.path(key)?;
-        let store = self.s3.store.clone();
-        let opts = object_store::GetOptions {
-            version: Some(v.version_id.clone()),
-            ..Default::default()
-        };
-        let r = self
-            .s3
-            .run(async move { store.get_opts(&path, opts).await?.bytes().await });
-        r.map(|b| b.to_vec())
-            .map_err(|e| self.s3.remote("get", key, e))
+        self.fetch(key, None)
     }
 
     fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>, StorageError> {
-        let Some(v) = self.current.get(key) else {
-            return Err(StorageError::NotFound {
-                store: self.describe(),
-                key: key.to_string(),
-            });
-        };
-        let end = offset.saturating_add(len).min(v.size);
-        if end <= offset {
-            return Ok(Vec::new());
-        }
-        let path = self.s3.path(key)?;
-        let store = self.s3.store.clone();
-        let opts = object_store::GetOptions {
-            version: Some(v.version_id.clone()),
-            range: Some((offset..end).into()),
-            ..Default::default()
-        };
-        let r = self
-            .s3
-            .run(async move { store.get_opts(&path, opts).await?.bytes().await });
-        r.map(|b| b.to_vec())
-            .map_err(|e| self.s3.remote("get", key, e))
+        self.fetch(key, Some((offset, len)))
     }
 
     fn exists(&self, key: &str) -> Result<bool, StorageError> {
