@@ -93,6 +93,21 @@ fn a_format_1_repository_is_upgraded_at_start_and_stays_usable() {
     .unwrap();
     drop(old);
 
+    // Killed right after the header was rewritten: the next start goes on from there.
+    #[cfg(feature = "testbed")]
+    {
+        let marker = env.path().join("repository.upgrade.header_written.reached");
+        let mut d = env.start_unready(&[(
+            "HOPSDR_FAILPOINTS",
+            "repository.upgrade.header_written=pause",
+        )]);
+        crate::harness::wait_for(
+            "the upgraded header",
+            std::time::Duration::from_secs(60),
+            || marker.exists().then_some(()),
+        );
+        d.kill9();
+    }
     let _d = env.start();
     let header: serde_json::Value =
         serde_json::from_slice(&std::fs::read(env.repo().join("hopsdr-repository.json")).unwrap())
