@@ -3,6 +3,7 @@
 //! something.
 
 use crate::harness::wait_for;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -710,6 +711,76 @@ fn testbed_missing_block_keeps_safemode_on() {
     assert!(removed > 0);
     assert_eq!(t.safemode(), fixture("hdfs/safemode_on.txt"));
     assert_ne!(t.fingerprint(), before);
+}
+
+/// Every replica file of the cluster: path under hopsfs/ -> BLAKE3 of its bytes.
+fn replica_files(dir: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut todo = vec![dir.join("hopsfs")];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if e.file_type().unwrap().is_dir() {
+                todo.push(p);
+            } else if e.file_name().to_string_lossy().starts_with("blk_") {
+                let rel = p.strip_prefix(dir).unwrap().display().to_string();
+                out.insert(
+                    rel,
+                    blake3::hash(&std::fs::read(&p).unwrap())
+                        .to_hex()
+                        .to_string(),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// The block id in a replica file's path (`.../blk_<id>` or `.../blk_<id>_<gs>.meta`).
+fn block_id_of(path: &str) -> u64 {
+    let name = path.rsplit('/').next().unwrap();
+    let rest = name.strip_prefix("blk_").unwrap();
+    rest.split(['_', '.']).next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn testbed_churn_blocks_changes_exactly_that_many_blocks() {
+    let t = Tb::create(&["--files", "30"]);
+    let before = replica_files(&t.dir);
+    t.tb(&["cluster", "churn", "--blocks", "9"]);
+    let after = replica_files(&t.dir);
+    let mut changed = BTreeSet::new();
+    for (p, h) in &before {
+        if after.get(p) != Some(h) {
+            changed.insert(block_id_of(p));
+        }
+    }
+    for p in after.keys() {
+        if !before.contains_key(p) {
+            changed.insert(block_id_of(p));
+        }
+    }
+    assert_eq!(changed.len(), 9, "changed blocks: {changed:?}");
+    let rbw: BTreeSet<u64> = after
+        .keys()
+        .filter(|p| p.contains("/rbw/"))
+        .map(|p| block_id_of(p))
+        .collect();
+    assert_eq!(rbw.len(), 3, "appended blocks: {rbw:?}");
+    // Metadata and blocks agree: no block is missing, so safe mode is off.
+    assert_eq!(t.safemode(), fixture("hdfs/safemode_off.txt"));
+    // More changes than the cluster has blocks: refused, naming the count.
+    let o = Command::new(TB)
+        .args(["cluster", "churn", "--blocks", "100"])
+        .env("HOPSDR_TESTBED_DIR", &t.dir)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("only 30 blocks exist"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

@@ -186,12 +186,15 @@ enum ClusterCmd {
         #[arg(long, env = "HOPSDR_TESTBED_DIR")]
         dir: PathBuf,
     },
-    /// Keep changing the cluster for a while.
+    /// Keep changing the cluster for a while (--seconds), or change exactly N blocks at once
+    /// (--blocks: a third new files, a third deleted, a third appended).
     Churn {
         #[arg(long, env = "HOPSDR_TESTBED_DIR")]
         dir: PathBuf,
+        #[arg(long, required_unless_present = "blocks", conflicts_with = "blocks")]
+        seconds: Option<f64>,
         #[arg(long)]
-        seconds: f64,
+        blocks: Option<u64>,
     },
 }
 
@@ -388,7 +391,15 @@ pub fn main() -> Result<i32> {
                 let n: i64 = db.query_row("SELECT count(*) FROM ndb_binlog", [], |r| r.get(0))?;
                 println!("{n}");
             }
-            ClusterCmd::Churn { dir, seconds } => model::churn(&dir, seconds)?,
+            ClusterCmd::Churn {
+                dir,
+                seconds,
+                blocks,
+            } => match (seconds, blocks) {
+                (_, Some(n)) => model::churn_blocks(&dir, n)?,
+                (Some(s), None) => model::churn(&dir, s)?,
+                (None, None) => unreachable!("clap requires one"),
+            },
         },
         Cmd::Datanode { op, dn, dir } => return crate::hdfs::datanode(&dir, &op, dn),
         Cmd::Service { name, op, dir } => {

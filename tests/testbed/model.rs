@@ -672,6 +672,80 @@ pub fn fingerprint(cl: &Cluster) -> Result<String> {
     Ok(h.finalize().to_hex().to_string())
 }
 
+/// Changes exactly `blocks` distinct blocks at once, in one transaction, a third each (in turn):
+/// a new file of one block, a deleted file (its replicas removed at once, as the datanodes do
+/// once the namenode's invalidation reaches them) and an append (the block moved to rbw/ with a
+/// new genstamp and a longer length). What a benchmark needs for an exact "1 % churn"; `churn`
+/// is the slow, lifelike one.
+pub fn churn_blocks(dir: &Path, blocks: u64) -> Result<()> {
+    let mut cl = Cluster::open(dir)?;
+    let cfg = cl.cfg.clone();
+    let db = cl.db()?;
+    let Some(meta) = hdfs_meta(&db)? else {
+        anyhow::bail!(
+            "cluster churn --blocks: the cluster has no HopsFS metadata (hops.hdfs_blocks)"
+        );
+    };
+    let existing = meta.blocks.len() as u64;
+    let changed_existing = blocks - blocks / 3 - u64::from(blocks % 3 > 0);
+    if changed_existing > existing {
+        anyhow::bail!(
+            "cluster churn --blocks {blocks}: only {existing} blocks exist; ask for at most {}",
+            existing * 3 / 2
+        );
+    }
+    let mut rng = Rng::new(cfg.seed ^ 0xb10c ^ cl.rt.next_block_id);
+    let mut picked = std::collections::HashSet::new();
+    let mut order = Vec::new();
+    while (order.len() as u64) < changed_existing {
+        let i = rng.below(existing) as usize;
+        if picked.insert(i) {
+            order.push(i);
+        }
+    }
+    let mut existing_picks = order.into_iter();
+    db.execute_batch("BEGIN")?;
+    for k in 0..blocks {
+        match k % 3 {
+            0 => {
+                let path = format!("/Projects/churn/f{}", cl.rt.next_inode);
+                new_file(&mut cl, &db, &mut rng, &path)?;
+            }
+            1 => {
+                let b = &meta.blocks[existing_picks.next().expect("counted above")];
+                db.execute(
+                    "DELETE FROM ndb_rows WHERE db='hops' AND tbl='hdfs_blocks' AND pk=?1",
+                    params![b.id as i64],
+                )?;
+                db.execute(
+                    "DELETE FROM ndb_rows WHERE db='hops' AND tbl='hdfs_inodes' AND pk=?1",
+                    params![b.inode as i64],
+                )?;
+                for dn in &b.replicas {
+                    remove_replica(&cl, *dn, b.id)?;
+                }
+            }
+            _ => {
+                let mut b = meta.blocks[existing_picks.next().expect("counted above")].clone();
+                for dn in &b.replicas {
+                    remove_replica(&cl, *dn, b.id)?;
+                }
+                b.genstamp = cl.rt.next_genstamp;
+                cl.rt.next_genstamp += 1;
+                b.len += 1 + rng.below(cfg.block_size / 4 + 1);
+                let data = block_content(cfg.seed, b.id, b.genstamp, b.len);
+                for dn in &b.replicas {
+                    write_replica(&cl, *dn, &b, &data, true)?;
+                }
+                insert_row(&db, &cfg, "hops", "hdfs_blocks", b.id, &b.val())?;
+            }
+        }
+    }
+    db.execute_batch("COMMIT")?;
+    cl.save()?;
+    Ok(())
+}
+
 /// Keeps changing the cluster for `seconds`: inserts rows, creates files, deletes files (block
 /// files removed 2 s after the metadata), appends (block to rbw/ with a new genstamp).
 pub fn churn(dir: &Path, seconds: f64) -> Result<()> {
