@@ -22,19 +22,20 @@
 //! - **Coverage.** The blocks the backed-up metadata references (a pluggable source) minus the
 //!   blocks captured: more than zero makes the backup `partial`, with the missing ids listed.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use super::known::{KnownBlocks, Stored};
 use super::tarstream::{self, TarStreamError};
-use crate::cluster::hopsfs::{self, BlockRef, Kind, VolumeFile};
+use crate::cluster::hopsfs::{self, BlockRef, Kind};
 use crate::cluster::node::{Node, NodeError};
 use crate::config::{HopsfsSettings, SshConfig};
 use crate::ids::BackupId;
-use crate::repository::{BackupWriter, Entry, FileEntry, FileMeta, Manifest, RepoError};
+use crate::repository::{BackupWriter, FileEntry, FileMeta, RepoError};
 
 /// The directory on each volume that holds pins.
 pub const PIN_DIR: &str = "hopsdr-pin";
@@ -416,164 +417,6 @@ pub fn changed_only(stderr: &str) -> bool {
             .all(|l| l.ends_with(": file changed as we read it"))
 }
 
-/// How the repository holds a block an earlier backup stored.
-#[derive(Debug)]
-enum Stored {
-    /// Block and checksum file as one unit (format 3): the replica is one record.
-    Unit {
-        unit: crate::ids::BlobId,
-        meta_len: u64,
-        block_meta: FileMeta,
-        meta_meta: FileMeta,
-    },
-    /// The two files as an earlier format stored them.
-    Files(Box<(FileEntry, FileEntry)>),
-}
-
-impl Stored {
-    fn blobs(&self) -> Vec<&crate::ids::BlobId> {
-        match self {
-            Stored::Unit { unit, .. } => vec![unit],
-            Stored::Files(f) => f.0.blobs().iter().chain(f.1.blobs().iter()).collect(),
-        }
-    }
-
-    fn meta_len(&self) -> u64 {
-        match self {
-            Stored::Unit { meta_len, .. } => *meta_len,
-            Stored::Files(f) => f.1.size,
-        }
-    }
-}
-
-/// The blocks an earlier backup stored, by block (pool, id, genstamp, length), each once
-/// whichever replica came first (the replicas of one block have the same content). About 100
-/// bytes per block: the block pools are interned.
-#[derive(Debug, Default)]
-pub struct KnownBlocks {
-    pools: Vec<String>,
-    map: HashMap<(u16, u64, u64, u64), Stored>,
-}
-
-impl KnownBlocks {
-    /// Forgets the blocks whose stored content uses a blob known damaged or missing: they are
-    /// read from the datanode again (and their blobs written again).
-    pub fn retain_clean(&mut self, suspect: &std::collections::HashSet<crate::ids::BlobId>) {
-        if suspect.is_empty() {
-            return;
-        }
-        self.map
-            .retain(|_, s| s.blobs().iter().all(|c| !suspect.contains(*c)));
-    }
-
-    /// Indexes the blocks a committed manifest's own entries hold.
-    pub fn from_manifest(m: &Manifest) -> KnownBlocks {
-        Self::from_entries(m.entries.iter().cloned())
-    }
-
-    /// Indexes the blocks among `entries` (a backup's). A replica's two files are paired as
-    /// they come: a format 3 stream yields them one after the other, so little is held.
-    pub fn from_entries(entries: impl Iterator<Item = Entry>) -> KnownBlocks {
-        let mut known = KnownBlocks::default();
-        // (directory, id) -> the block file or the checksum file still waiting for the other.
-        let mut blocks: HashMap<(String, u64), FileEntry> = HashMap::new();
-        let mut metas: HashMap<(String, u64), FileEntry> = HashMap::new();
-        for e in entries {
-            let Entry::File(f) = e else { continue };
-            let Some(rel) = volume_relative(&f.path) else {
-                continue;
-            };
-            let dir = f
-                .path
-                .rsplit_once('/')
-                .map(|x| x.0)
-                .unwrap_or("")
-                .to_string();
-            match hopsfs::classify(rel) {
-                VolumeFile::Block {
-                    id,
-                    finalized: true,
-                    ..
-                } => match metas.remove(&(dir.clone(), id)) {
-                    Some(meta) => known.insert(f, meta),
-                    None => {
-                        blocks.insert((dir, id), f);
-                    }
-                },
-                VolumeFile::Meta {
-                    id,
-                    finalized: true,
-                    ..
-                } => match blocks.remove(&(dir.clone(), id)) {
-                    Some(blk) => known.insert(blk, f),
-                    None => {
-                        metas.insert((dir, id), f);
-                    }
-                },
-                _ => {}
-            }
-        }
-        known
-    }
-
-    fn pool(&mut self, bp: &str) -> u16 {
-        match self.pools.iter().position(|p| p == bp) {
-            Some(i) => i as u16,
-            None => {
-                self.pools.push(bp.to_string());
-                (self.pools.len() - 1) as u16
-            }
-        }
-    }
-
-    fn insert(&mut self, blk: FileEntry, meta: FileEntry) {
-        let rel = volume_relative(&meta.path).unwrap_or_default();
-        let VolumeFile::Meta {
-            bp, id, genstamp, ..
-        } = hopsfs::classify(rel)
-        else {
-            return;
-        };
-        let shared = blk.is_packed()
-            && blk.units.len() == 1
-            && meta.units == blk.units
-            && blk.skip == 0
-            && meta.skip == blk.size;
-        let stored = if shared {
-            Stored::Unit {
-                unit: blk.units[0].clone(),
-                meta_len: meta.size,
-                block_meta: blk.meta,
-                meta_meta: meta.meta,
-            }
-        } else {
-            Stored::Files(Box::new((blk.clone(), meta)))
-        };
-        let key = (self.pool(&bp), id, genstamp, blk.size);
-        self.map.entry(key).or_insert(stored);
-    }
-
-    /// How the repository holds a finalized replica (block and checksum file of the same
-    /// sizes).
-    fn lookup(&self, r: &hopsfs::Replica) -> Option<&Stored> {
-        if !r.finalized {
-            return None; // being written or appended: stored as found, never deduplicated
-        }
-        let pool = self.pools.iter().position(|p| *p == r.block.bp)? as u16;
-        self.map
-            .get(&(pool, r.block.id, r.block.genstamp, r.block.len))
-            .filter(|s| s.meta_len() == r.meta_size)
-    }
-
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-}
-
 /// The blocks a backup captured, as 128-bit hashes of (pool, id, genstamp, length): what the
 /// coverage check needs, in 16 bytes a replica.
 #[derive(Debug, Default)]
@@ -598,22 +441,19 @@ impl Captured {
         self.0.contains(&Self::key(b))
     }
 
-    /// The `referenced` blocks not captured.
-    pub fn missing(&self, referenced: &BTreeSet<BlockRef>) -> Vec<BlockRef> {
-        referenced
-            .iter()
-            .filter(|b| !self.contains(b))
-            .cloned()
-            .collect()
+    /// The `referenced` blocks not captured, each once, in the source's order.
+    pub fn missing(&self, referenced: &mut Referenced) -> Result<Vec<BlockRef>, HopsfsError> {
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        Referenced::each_in(&mut referenced.file, |b| {
+            if !self.contains(&b) && seen.insert(b.clone()) {
+                out.push(b);
+            }
+            Ok(())
+        })
+        .map_err(HopsfsError::Referenced)?;
+        Ok(out)
     }
-}
-
-/// `hopsfs/<dn>/vol<i>/current/<rel>` → `<rel>`.
-fn volume_relative(path: &str) -> Option<&str> {
-    let rest = path.strip_prefix("hopsfs/")?;
-    let mut parts = rest.splitn(4, '/');
-    let (_dn, _vol, cur, rel) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    (cur == "current").then_some(rel)
 }
 
 /// What the copy captured.
@@ -699,7 +539,7 @@ pub fn copy(
                     if let Some(stored) = known.lookup(r) {
                         captured.insert(&r.block);
                         totals.blocks += 1;
-                        add_known(writer, &prefix, r, stored)?;
+                        add_known(writer, &prefix, r, &stored)?;
                         continue;
                     }
                     if !was_pinned(&r.block_path) {
@@ -858,25 +698,148 @@ pub fn referenced(
     password: Option<&str>,
     timeout: Duration,
     cancel: &CancellationToken,
-) -> Result<BTreeSet<BlockRef>, HopsfsError> {
+) -> Result<Referenced, HopsfsError> {
     let mut a = command.to_vec();
     a.push("--backup-id".into());
     a.push(rondb_id.to_string());
+    let input = password.map(|p| {
+        a.push("--backup-password-from-stdin".into());
+        format!("{p}\n").into_bytes()
+    });
     let head = Node::local("head node");
-    let out = match password {
-        Some(p) => {
-            a.push("--backup-password-from-stdin".into());
-            head.run_with_input(&a, format!("{p}\n").into_bytes(), timeout, cancel)
+    let bad = |e: String| HopsfsError::Referenced(e);
+    let mut file = tempfile::tempfile()
+        .map_err(|e| bad(format!("no temporary file for the referenced blocks: {e}")))?;
+    let (status, stderr) = head
+        .stream_with_input(&a, input, timeout, cancel, |rd| {
+            let mut w = std::io::BufWriter::new(&mut file);
+            std::io::copy(rd, &mut w)?;
+            std::io::Write::flush(&mut w)
+        })
+        .map_err(|e| bad(e.to_string()))?;
+    if !status.success() {
+        return Err(bad(NodeError::Failed {
+            node: head.name.clone(),
+            command: crate::cluster::node::remote_command_line(&a),
+            status: status.to_string(),
+            stderr,
         }
-        None => head.run(&a, timeout, cancel),
+        .to_string()));
     }
-    .map_err(|e| HopsfsError::Referenced(e.to_string()))?;
-    hopsfs::parse_referenced(&out.stdout).map_err(HopsfsError::Referenced)
+    let mut count = 0;
+    Referenced::each_in(&mut file, |_| {
+        count += 1;
+        Ok(())
+    })
+    .map_err(bad)?;
+    Ok(Referenced { file, count })
+}
+
+/// The blocks the backed-up metadata references, one per line of the source's output, spooled
+/// to a temporary file (checked as it was read) and read back to find what was not captured.
+#[derive(Debug)]
+pub struct Referenced {
+    file: std::fs::File,
+    count: u64,
+}
+
+impl Referenced {
+    /// Blocks listed.
+    pub fn len(&self) -> u64 {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    fn each_in(
+        file: &mut std::fs::File,
+        mut f: impl FnMut(BlockRef) -> Result<(), String>,
+    ) -> Result<(), String> {
+        use std::io::{BufRead, Seek};
+        file.rewind().map_err(|e| e.to_string())?;
+        let r = std::io::BufReader::with_capacity(1 << 20, &*file);
+        for (i, line) in r.lines().enumerate() {
+            let line = line.map_err(|e| format!("line {}: {e}", i + 1))?;
+            if let Some(b) = hopsfs::parse_referenced_line(i + 1, &line)? {
+                f(b)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A referenced-blocks source printing `body` (and exiting with `code`).
+    fn source(dir: &std::path::Path, body: &str, code: i32) -> Vec<String> {
+        use std::os::unix::fs::PermissionsExt;
+        let data = dir.join("out.txt");
+        std::fs::write(&data, body).unwrap();
+        let p = dir.join("source");
+        std::fs::write(
+            &p,
+            format!("#!/bin/sh\ncat '{}'\nexit {code}\n", data.display()),
+        )
+        .unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        vec![p.display().to_string()]
+    }
+
+    fn block(id: u64) -> BlockRef {
+        BlockRef {
+            bp: "BP-1".into(),
+            id,
+            genstamp: 1000 + id,
+            len: 10 * id,
+        }
+    }
+
+    #[test]
+    fn referenced_blocks_are_spooled_and_the_missing_ones_named_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut body = String::from("# blocks\n\n");
+        for id in 1..=3000u64 {
+            body.push_str(&format!("BP-1 {id} {} {}\n", 1000 + id, 10 * id));
+        }
+        body.push_str("BP-1 7 1007 70\n"); // listed twice: missing once
+        let cmd = source(tmp.path(), &body, 0);
+        let cancel = CancellationToken::new();
+        let mut refd = referenced(&cmd, 5, None, Duration::from_secs(30), &cancel).unwrap();
+        assert_eq!(refd.len(), 3001);
+        let mut captured = Captured::default();
+        for id in (1..=3000u64).filter(|i| *i != 7 && *i != 2999) {
+            captured.insert(&block(id));
+        }
+        captured.insert(&BlockRef {
+            len: 1,
+            ..block(2999)
+        }); // another length is another block
+        let missing = captured.missing(&mut refd).unwrap();
+        assert_eq!(missing, vec![block(7), block(2999)]);
+        // Read back again: the same answer.
+        assert_eq!(captured.missing(&mut refd).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_bad_referenced_source_is_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cancel = CancellationToken::new();
+        let t = Duration::from_secs(30);
+        let cmd = source(tmp.path(), "BP-1 1 1001 10\nBP-1 two 1002 20\n", 0);
+        let e = referenced(&cmd, 5, None, t, &cancel)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2") && e.contains("two"), "{e}");
+        let cmd = source(tmp.path(), "BP-1 1 1001 10\n", 3);
+        let e = referenced(&cmd, 5, None, t, &cancel)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--backup-id 5") && e.contains('3'), "{e}");
+    }
 
     #[test]
     fn only_vanished_files_are_tolerated_while_pinning() {
@@ -898,55 +861,5 @@ mod tests {
             "tar: current/x: file changed as we read it\ntar: current/y: Cannot open: Permission denied\n"
         ));
         assert!(!changed_only(""));
-    }
-
-    #[test]
-    fn volume_relative_paths() {
-        assert_eq!(
-            volume_relative("hopsfs/dn1/vol1/current/BP-1/current/VERSION"),
-            Some("BP-1/current/VERSION")
-        );
-        assert_eq!(volume_relative("rondb/1/BACKUP-5/x"), None);
-        assert_eq!(volume_relative("hopsfs/dn1/vol1/other/x"), None);
-    }
-}
-
-#[cfg(test)]
-mod known_tests {
-    use super::*;
-
-    #[test]
-    fn blocks_stored_in_a_suspect_blob_are_not_reused() {
-        let d = "hopsfs/dn1/vol1/current/BP-1/current/finalized/subdir0/subdir0";
-        let (a, b, c, e) = (
-            "a".repeat(64),
-            "b".repeat(64),
-            "c".repeat(64),
-            "d".repeat(64),
-        );
-        let paths = [
-            format!("{d}/blk_1"),
-            format!("{d}/blk_1_1001.meta"),
-            format!("{d}/blk_2"),
-            format!("{d}/blk_2_1002.meta"),
-        ];
-        let m = Manifest::for_tests(
-            "20261206T100000Z",
-            Default::default(),
-            &[
-                (&paths[0], &a),
-                (&paths[1], &b),
-                (&paths[2], &c),
-                (&paths[3], &e),
-            ],
-        );
-        let mut k = KnownBlocks::from_manifest(&m);
-        assert_eq!(k.len(), 2);
-        k.retain_clean(&Default::default());
-        assert_eq!(k.len(), 2);
-        // Block 2's meta file is in a damaged blob: block 2 is read from the datanode again.
-        let suspect = [crate::ids::BlobId::parse(&e).unwrap()].into();
-        k.retain_clean(&suspect);
-        assert_eq!(k.len(), 1);
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod files;
 pub mod hopsfs;
+pub mod known;
 pub mod rondb;
 pub mod tarstream;
 pub mod users;
@@ -217,13 +218,7 @@ pub fn run(
         .as_ref()
         .filter(|h| h.block_storage == BlockStorage::Local);
     std::thread::scope(|scope| {
-        let known = hopsfs_local.map(|_| {
-            scope.spawn(|| {
-                let mut k = previous_blocks(repo);
-                k.retain_clean(&req.suspect_blobs);
-                k
-            })
-        });
+        let known = hopsfs_local.map(|_| scope.spawn(|| previous_blocks(repo, &req.suspect_blobs)));
         let known = move || {
             known
                 .map(|h| h.join().unwrap_or_default())
@@ -237,7 +232,7 @@ fn run_in(
     repo: &Repository,
     id: BackupId,
     req: &BackupRequest<'_>,
-    known: impl FnOnce() -> hopsfs::KnownBlocks,
+    known: impl FnOnce() -> known::KnownBlocks,
     cancel: &CancellationToken,
     observer: &mut dyn BackupObserver,
     clock: &dyn Fn() -> DateTime<Utc>,
@@ -387,7 +382,7 @@ fn run_cluster_parts(
     id: &BackupId,
     req: &BackupRequest<'_>,
     dns: Option<&[hopsfs::Datanode]>,
-    known: impl FnOnce() -> hopsfs::KnownBlocks,
+    known: impl FnOnce() -> known::KnownBlocks,
     cancel: &CancellationToken,
     clock: &dyn Fn() -> DateTime<Utc>,
     recorded: &mut ManifestFacts,
@@ -414,7 +409,7 @@ fn run_cluster_parts(
         let known_blocks = if dns.is_some() {
             known()
         } else {
-            hopsfs::KnownBlocks::default()
+            known::KnownBlocks::default()
         };
         let mut fence = None;
         if let (Some(dns), None) = (dns, &no_fence) {
@@ -494,10 +489,10 @@ fn run_cluster_parts(
                         .map(|(i, v)| (format!("{}/vol{}", d.name, i + 1), v.clone()))
                 })
                 .collect();
-            if let Some(refd) = referenced {
-                let missing = captured.missing(&refd);
+            if let Some(mut refd) = referenced {
+                let missing = captured.missing(&mut refd)?;
                 hf.coverage_checked = true;
-                hf.referenced_blocks = refd.len() as u64;
+                hf.referenced_blocks = refd.len();
                 hf.missing_blocks = missing.iter().map(|b| b.id).collect();
                 if !missing.is_empty() {
                     let ids: Vec<String> =
@@ -522,10 +517,14 @@ fn run_cluster_parts(
     Ok((Some((facts, nodes)), partial))
 }
 
-/// The blocks the newest backup holding HopsFS blocks stored (nothing if none can be read).
-fn previous_blocks(repo: &Repository) -> hopsfs::KnownBlocks {
+/// The blocks the newest backup holding HopsFS blocks stored, but those in a `suspect` blob
+/// (nothing if none can be read).
+fn previous_blocks(
+    repo: &Repository,
+    suspect: &std::collections::HashSet<crate::ids::BlobId>,
+) -> known::KnownBlocks {
     let Ok(ids) = repo.list_backups() else {
-        return hopsfs::KnownBlocks::default();
+        return known::KnownBlocks::default();
     };
     for id in ids.iter().rev() {
         let t0 = std::time::Instant::now();
@@ -534,8 +533,16 @@ fn previous_blocks(repo: &Repository) -> hopsfs::KnownBlocks {
                 let t1 = std::time::Instant::now();
                 // A stream that cannot be read is verify's to report: its blocks are read
                 // from the datanodes again.
-                let known =
-                    hopsfs::KnownBlocks::from_entries(repo.all_entries(&m).map_while(Result::ok));
+                let known = match known::KnownBlocks::from_entries(
+                    repo.all_entries(&m).map_while(Result::ok),
+                    suspect,
+                ) {
+                    Ok(k) => k,
+                    Err(e) => {
+                        tracing::warn!(step = "hopsfs", backup = %id, "cannot index the blocks already stored in temporary files: {e}; every block is read again");
+                        return known::KnownBlocks::default();
+                    }
+                };
                 tracing::debug!(step = "hopsfs", backup = %id, blocks = known.len(),
                     read_ms = (t1 - t0).as_millis() as u64, index_ms = t1.elapsed().as_millis() as u64,
                     "blocks already stored");
@@ -543,7 +550,7 @@ fn previous_blocks(repo: &Repository) -> hopsfs::KnownBlocks {
             }
         }
     }
-    hopsfs::KnownBlocks::default()
+    known::KnownBlocks::default()
 }
 
 /// The free space a backup needs in the repository, from the previous backup's logical size

@@ -203,36 +203,34 @@ pub fn replicas(listing: &[Listed]) -> Vec<Replica> {
 pub fn parse_referenced(text: &str) -> Result<BTreeSet<BlockRef>, String> {
     let mut out = BTreeSet::new();
     for (i, line) in text.lines().enumerate() {
-        let t = line.trim();
-        if t.is_empty() || t.starts_with('#') {
-            continue;
-        }
-        let f: Vec<&str> = t.split_whitespace().collect();
-        let parsed = match f.as_slice() {
-            [bp, id, gs, len] => match (id.parse(), gs.parse(), len.parse()) {
-                (Ok(id), Ok(genstamp), Ok(len)) => Some(BlockRef {
-                    bp: bp.to_string(),
-                    id,
-                    genstamp,
-                    len,
-                }),
-                _ => None,
-            },
-            _ => None,
-        };
-        match parsed {
-            Some(b) => {
-                out.insert(b);
-            }
-            None => {
-                return Err(format!(
-                "line {}: expected \"<block pool> <block id> <genstamp> <length>\", found {t:?}",
-                i + 1
-            ))
-            }
+        if let Some(b) = parse_referenced_line(i + 1, line)? {
+            out.insert(b);
         }
     }
     Ok(out)
+}
+
+/// Line `number` of a referenced-blocks source: a block, or `None` for a blank line or a
+/// `#` comment.
+pub fn parse_referenced_line(number: usize, line: &str) -> Result<Option<BlockRef>, String> {
+    let t = line.trim();
+    if t.is_empty() || t.starts_with('#') {
+        return Ok(None);
+    }
+    let f: Vec<&str> = t.split_whitespace().collect();
+    if let [bp, id, gs, len] = f.as_slice() {
+        if let (Ok(id), Ok(genstamp), Ok(len)) = (id.parse(), gs.parse(), len.parse()) {
+            return Ok(Some(BlockRef {
+                bp: bp.to_string(),
+                id,
+                genstamp,
+                len,
+            }));
+        }
+    }
+    Err(format!(
+        "line {number}: expected \"<block pool> <block id> <genstamp> <length>\", found {t:?}"
+    ))
 }
 
 /// The referenced blocks that no volume captured (same pool, id, genstamp and length).
