@@ -294,20 +294,63 @@ impl Repository {
             .iter()
             .filter_map(|k| index::hash_of_key(k))
             .collect();
-        let mut shard: Vec<([u8; 32], Location)> = Vec::new();
-        let mut shards: Vec<Vec<([u8; 32], Location)>> = Vec::new();
+        // The live locations are spooled to a temporary file (61 bytes each) and read back one
+        // object's worth at a time: memory holds one object, whatever the repository's size.
+        const REC: usize = 32 + 16 + 1 + 4 + 4 + 4;
+        let dir = self.scratch_dir()?;
+        let spool_err = |e: std::io::Error| {
+            RepoError::Spill(format!("the new index generation in {}: {e}", dir.display()))
+        };
+        let mut spool =
+            std::io::BufWriter::new(tempfile::tempfile_in(&dir).map_err(spool_err)?);
+        let mut total = 0usize;
+        let mut failed = None;
         self.with_cache(|c| {
             c.each_live(dropped, |id, loc| {
-                shard.push((id, loc));
-                if shard.len() >= index::MAX_ENTRIES / 2 {
-                    shards.push(std::mem::take(&mut shard));
+                let mut rec = [0u8; REC];
+                rec[..32].copy_from_slice(&id);
+                rec[32..48].copy_from_slice(&loc.pack);
+                rec[48] = loc.kind.code();
+                rec[49..53].copy_from_slice(&loc.offset.to_le_bytes());
+                rec[53..57].copy_from_slice(&loc.stored_len.to_le_bytes());
+                rec[57..61].copy_from_slice(&loc.raw_len.to_le_bytes());
+                if failed.is_none() {
+                    if let Err(e) = std::io::Write::write_all(&mut spool, &rec) {
+                        failed = Some(e);
+                    }
                 }
+                total += 1;
                 Ok(())
             })
         })?;
-        shards.push(shard);
-        let n = shards.len();
-        for (i, locs) in shards.into_iter().enumerate() {
+        if let Some(e) = failed {
+            return Err(spool_err(e));
+        }
+        let mut file = spool.into_inner().map_err(|e| spool_err(e.into_error()))?;
+        std::io::Seek::rewind(&mut file).map_err(spool_err)?;
+        let mut r = std::io::BufReader::with_capacity(1 << 20, file);
+        let per = index::MAX_ENTRIES / 2;
+        let n = total.div_ceil(per).max(1);
+        for i in 0..n {
+            let count = per.min(total - i * per);
+            let mut locs = Vec::with_capacity(count);
+            let mut rec = [0u8; REC];
+            for _ in 0..count {
+                std::io::Read::read_exact(&mut r, &mut rec).map_err(spool_err)?;
+                let u32_at = |k: usize| u32::from_le_bytes(rec[k..k + 4].try_into().expect("4"));
+                let kind = index::EntryKind::from_code(rec[48])
+                    .ok_or_else(|| spool_err(std::io::Error::other("bad kind byte")))?;
+                locs.push((
+                    rec[..32].try_into().expect("32"),
+                    Location {
+                        pack: rec[32..48].try_into().expect("16"),
+                        kind,
+                        offset: u32_at(49),
+                        stored_len: u32_at(53),
+                        raw_len: u32_at(57),
+                    },
+                ));
+            }
             let sup = if i + 1 == n {
                 supersedes.clone()
             } else {
