@@ -27,6 +27,13 @@ const MARK_BATCH: usize = 10_000;
 /// A collection repacks at most a tenth of the stored packs, and at least this much.
 const REPACK_MIN_BUDGET: u64 = 256 << 20;
 
+/// Entries per index object of a new generation (half the most an object may hold); a handful
+/// in unit tests, so that their collections write generations of several objects.
+#[cfg(not(test))]
+const GENERATION_SHARD: usize = index::MAX_ENTRIES / 2;
+#[cfg(test)]
+pub(super) const GENERATION_SHARD: usize = 5;
+
 impl Repository {
     /// Marks what every committed backup references; returns the backups and the keys of the
     /// format 1/2 chunks they reference. `problems`: collect problems and go on (check)
@@ -299,10 +306,12 @@ impl Repository {
         const REC: usize = 32 + 16 + 1 + 4 + 4 + 4;
         let dir = self.scratch_dir()?;
         let spool_err = |e: std::io::Error| {
-            RepoError::Spill(format!("the new index generation in {}: {e}", dir.display()))
+            RepoError::Spill(format!(
+                "the new index generation in {}: {e}",
+                dir.display()
+            ))
         };
-        let mut spool =
-            std::io::BufWriter::new(tempfile::tempfile_in(&dir).map_err(spool_err)?);
+        let mut spool = std::io::BufWriter::new(tempfile::tempfile_in(&dir).map_err(spool_err)?);
         let mut total = 0usize;
         let mut failed = None;
         self.with_cache(|c| {
@@ -329,7 +338,7 @@ impl Repository {
         let mut file = spool.into_inner().map_err(|e| spool_err(e.into_error()))?;
         std::io::Seek::rewind(&mut file).map_err(spool_err)?;
         let mut r = std::io::BufReader::with_capacity(1 << 20, file);
-        let per = index::MAX_ENTRIES / 2;
+        let per = GENERATION_SHARD;
         let n = total.div_ceil(per).max(1);
         for i in 0..n {
             let count = per.min(total - i * per);
