@@ -30,8 +30,8 @@ use crate::repository::{Entry, FileEntry, FileMeta};
 /// the buckets in order, each sorted, are all records sorted.
 pub const BUCKET_BITS: u32 = 6;
 pub const BUCKETS: usize = 1 << BUCKET_BITS;
-/// Records per sparse index entry.
-pub const STRIDE: usize = 64;
+/// Records per sparse index entry (a lookup reads at most this many, ≈ 2 KiB).
+pub const STRIDE: usize = 16;
 
 /// How the repository holds a block an earlier backup stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -207,8 +207,16 @@ impl KnownBlocks {
         let i = self.sparse.partition_point(|(first, _)| *first <= k);
         let (_, from) = *self.sparse.get(i.checked_sub(1)?)?;
         let to = self.sparse.get(i).map(|x| x.1).unwrap_or(self.end);
-        let mut buf = vec![0u8; (to - from) as usize];
-        if let Err(e) = file.read_exact_at(&mut buf, from) {
+        let mut stack = [0u8; 4096];
+        let mut heap = Vec::new();
+        let n = (to - from) as usize;
+        let buf = if n <= stack.len() {
+            &mut stack[..n]
+        } else {
+            heap.resize(n, 0);
+            &mut heap[..]
+        };
+        if let Err(e) = file.read_exact_at(buf, from) {
             tracing::warn!(
                 step = "hopsfs",
                 "reading the known blocks back: {e}; block {} read again",
