@@ -355,7 +355,7 @@ pub fn pin(
             let replicas = hopsfs::replicas(group);
             let stored: HashSet<&str> = replicas
                 .iter()
-                .filter(|r| known.lookup(r).is_some())
+                .filter(|r| known.contains(r))
                 .flat_map(|r| [r.block_path.as_str(), r.meta_path.as_str()])
                 .collect();
             for e in group {

@@ -1,21 +1,22 @@
 //! The blocks an earlier backup stored, looked up by block while a backup pins and copies the
 //! volumes, held on disk so that a cluster of millions of blocks costs the head node megabytes.
 //!
-//! A finalized HDFS replica never changes: a block (pool, id, genstamp, length) the previous
-//! backup stored is recorded again without a transfer. The previous backup's volume entries
-//! stream in (format 3: its volume streams, a replica's block and checksum file one after the
-//! other); each block becomes one record keyed by the first 128 bits of the BLAKE3 of (pool, id,
-//! genstamp, length), whichever replica came first (the replicas of one block hold the same
-//! content). Records are spread over [`BUCKETS`] temporary files by their key's first bits, each
-//! bucket then sorted in memory (a 1/`BUCKETS` share) and appended to one sorted temporary file;
-//! memory keeps one key and offset per [`STRIDE`] records. A lookup is a binary search in that
-//! sparse index and one positioned read of at most `STRIDE` records: safe from many threads at
-//! once (the fence pins every volume in parallel).
+//! A finalized HDFS replica never changes: a block (pool, id, genstamp, length, and the length
+//! of its checksum file) the previous backup stored is recorded again without a transfer. The
+//! previous backup's volume entries stream in (format 3: its volume streams, a replica's block
+//! and checksum file one after the other); each block becomes one record keyed by the first 128
+//! bits of the BLAKE3 of those five, whichever replica came first (the replicas of one block hold
+//! the same content). Records are spread over [`BUCKETS`] temporary files by their key's first
+//! bits, each bucket then sorted in memory (a 1/`BUCKETS` share) and written to one temporary
+//! file of fixed-size records in key order. Memory keeps the sorted keys alone, 16 bytes a
+//! block: the fence asks only whether a replica is stored (a binary search, no I/O, so the
+//! fence window does not grow); the copy reads the one record it needs with one positioned read
+//! (safe from many threads at once).
 //!
-//! Record: key (16 bytes), body length (u32 LE), body. Body: tag 0 (a format 3 unit holding the
-//! checksum file then the block: unit id as 64 hex digits, checksum file length u64, block file meta,
-//! checksum file meta, each mode u32, mtime i64, uid u32, gid u32, all LE) or tag 1 (a format
-//! 1/2 backup's two file entries as JSON).
+//! Record ([`RECORD_LEN`] bytes): tag 0, a format 3 unit holding the checksum file then the
+//! block (unit id as 64 hex digits, checksum file length u64, block file meta, checksum file
+//! meta, each mode u32, mtime i64, uid u32, gid u32, all LE); or tag 1, a format 1/2 backup's two
+//! file entries, as JSON in a side file (offset u64, length u32), zero-padded.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -30,8 +31,8 @@ use crate::repository::{Entry, FileEntry, FileMeta};
 /// the buckets in order, each sorted, are all records sorted.
 pub const BUCKET_BITS: u32 = 6;
 pub const BUCKETS: usize = 1 << BUCKET_BITS;
-/// Records per sparse index entry (a lookup reads at most this many, ≈ 2 KiB).
-pub const STRIDE: usize = 16;
+/// Bytes of a record (the longest body: a unit).
+pub const RECORD_LEN: usize = 1 + 64 + 8 + 2 * 20;
 
 /// How the repository holds a block an earlier backup stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,13 +53,6 @@ impl Stored {
         match self {
             Stored::Unit { unit, .. } => vec![unit],
             Stored::Files(f) => f.0.blobs().iter().chain(f.1.blobs().iter()).collect(),
-        }
-    }
-
-    fn meta_len(&self) -> u64 {
-        match self {
-            Stored::Unit { meta_len, .. } => *meta_len,
-            Stored::Files(f) => f.1.size,
         }
     }
 
@@ -122,13 +116,14 @@ impl Stored {
     }
 }
 
-fn key(bp: &str, id: u64, genstamp: u64, len: u64) -> u128 {
+fn key(bp: &str, id: u64, genstamp: u64, len: u64, meta_len: u64) -> u128 {
     let mut h = blake3::Hasher::new();
     h.update(bp.as_bytes());
     h.update(&[0]);
     h.update(&id.to_le_bytes());
     h.update(&genstamp.to_le_bytes());
     h.update(&len.to_le_bytes());
+    h.update(&meta_len.to_le_bytes());
     u128::from_be_bytes(h.finalize().as_bytes()[..16].try_into().expect("16"))
 }
 
@@ -136,12 +131,12 @@ fn key(bp: &str, id: u64, genstamp: u64, len: u64) -> u128 {
 /// none, or when the temporary files could not be made (then every block is read again).
 #[derive(Debug, Default)]
 pub struct KnownBlocks {
-    /// The sorted records; `None` when empty.
-    file: Option<File>,
-    /// The key of every `STRIDE`-th record and its offset, in order.
-    sparse: Vec<(u128, u64)>,
-    end: u64,
-    len: usize,
+    /// The records, `RECORD_LEN` bytes each, in key order; `None` when empty.
+    records: Option<File>,
+    /// Format 1/2 entries (JSON) the records point into.
+    side: Option<File>,
+    /// The records' keys, sorted.
+    keys: Vec<u128>,
 }
 
 impl KnownBlocks {
@@ -195,58 +190,70 @@ impl KnownBlocks {
         b.finish()
     }
 
-    /// How the repository holds a finalized replica (block and checksum file of the same
-    /// sizes); `None` for a replica being written or appended (stored as found, never
-    /// deduplicated), for an unknown block, and if the records cannot be read.
+    fn key_of(r: &Replica) -> Option<u128> {
+        // Being written or appended: stored as found, never deduplicated.
+        r.finalized.then(|| {
+            key(
+                &r.block.bp,
+                r.block.id,
+                r.block.genstamp,
+                r.block.len,
+                r.meta_size,
+            )
+        })
+    }
+
+    /// Whether the repository holds finalized replica `r` (block and checksum file of the
+    /// same sizes). In memory only.
+    pub fn contains(&self, r: &Replica) -> bool {
+        Self::key_of(r).is_some_and(|k| self.keys.binary_search(&k).is_ok())
+    }
+
+    /// How the repository holds finalized replica `r`; `None` for a replica being written or
+    /// appended, for an unknown block, and if the record cannot be read (the block is then
+    /// read again).
     pub fn lookup(&self, r: &Replica) -> Option<Stored> {
-        if !r.finalized {
-            return None;
-        }
-        let file = self.file.as_ref()?;
-        let k = key(&r.block.bp, r.block.id, r.block.genstamp, r.block.len);
-        let i = self.sparse.partition_point(|(first, _)| *first <= k);
-        let (_, from) = *self.sparse.get(i.checked_sub(1)?)?;
-        let to = self.sparse.get(i).map(|x| x.1).unwrap_or(self.end);
-        let mut stack = [0u8; 4096];
-        let mut heap = Vec::new();
-        let n = (to - from) as usize;
-        let buf = if n <= stack.len() {
-            &mut stack[..n]
-        } else {
-            heap.resize(n, 0);
-            &mut heap[..]
-        };
-        if let Err(e) = file.read_exact_at(buf, from) {
-            tracing::warn!(
-                step = "hopsfs",
-                "reading the known blocks back: {e}; block {} read again",
-                r.block.id
-            );
-            return None;
-        }
-        let mut at = 0;
-        while at + 20 <= buf.len() {
-            let rk = u128::from_be_bytes(buf[at..at + 16].try_into().expect("16"));
-            let n = u32::from_le_bytes(buf[at + 16..at + 20].try_into().expect("4")) as usize;
-            let body = buf.get(at + 20..at + 20 + n)?;
-            if rk == k {
-                return Stored::decode(body).filter(|s| s.meta_len() == r.meta_size);
+        let i = self.keys.binary_search(&Self::key_of(r)?).ok()?;
+        let mut rec = [0u8; RECORD_LEN];
+        let read = self
+            .records
+            .as_ref()?
+            .read_exact_at(&mut rec, (i * RECORD_LEN) as u64)
+            .map_err(|e| e.to_string())
+            .and_then(|()| match rec[0] {
+                1 => {
+                    let at = u64::from_le_bytes(rec[1..9].try_into().expect("8"));
+                    let n = u32::from_le_bytes(rec[9..13].try_into().expect("4")) as usize;
+                    let mut json = vec![0u8; n];
+                    let side = self.side.as_ref().ok_or("no side file")?;
+                    side.read_exact_at(&mut json, at)
+                        .map_err(|e| e.to_string())?;
+                    let mut body = vec![1u8];
+                    body.extend_from_slice(&json);
+                    Stored::decode(&body).ok_or_else(|| "a bad record".to_string())
+                }
+                _ => Stored::decode(&rec).ok_or_else(|| "a bad record".to_string()),
+            });
+        match read {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(
+                    step = "hopsfs",
+                    "reading the known blocks back: {e}; block {} read again",
+                    r.block.id
+                );
+                None
             }
-            if rk > k {
-                return None;
-            }
-            at += 20 + n;
         }
-        None
     }
 
     /// Distinct blocks known.
     pub fn len(&self) -> usize {
-        self.len
+        self.keys.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.keys.is_empty()
     }
 }
 
@@ -285,7 +292,7 @@ impl Builder {
             && meta.units == blk.units
             && blk.skip == 0
             && meta.skip == blk.size;
-        let k = key(&bp, id, genstamp, blk.size);
+        let k = key(&bp, id, genstamp, blk.size, meta.size);
         let stored = if shared {
             Stored::Unit {
                 unit: blk.units[0].clone(),
@@ -309,42 +316,57 @@ impl Builder {
 
     fn finish(self) -> std::io::Result<KnownBlocks> {
         let mut out = BufWriter::with_capacity(1 << 20, tempfile::tempfile()?);
-        let mut sparse = Vec::new();
-        let (mut end, mut len) = (0u64, 0usize);
+        let mut side: Option<BufWriter<File>> = None;
+        let mut side_len = 0u64;
+        let mut keys = Vec::new();
         for w in self.buckets {
             let mut f = w.into_inner().map_err(|e| e.into_error())?;
             f.rewind()?;
             let mut raw = Vec::new();
             f.read_to_end(&mut raw)?;
             drop(f);
-            // (key, start, end) of each record in `raw`.
+            // (key, body start, body end) of each record in `raw`.
             let mut recs = Vec::new();
             let mut at = 0;
             while at + 20 <= raw.len() {
                 let k = u128::from_be_bytes(raw[at..at + 16].try_into().expect("16"));
                 let n = u32::from_le_bytes(raw[at + 16..at + 20].try_into().expect("4")) as usize;
-                recs.push((k, at, at + 20 + n));
+                recs.push((k, at + 20, at + 20 + n));
                 at += 20 + n;
             }
             // The first replica's record wins (the stable sort keeps their order).
             recs.sort_by_key(|r| r.0);
             recs.dedup_by_key(|r| r.0);
             for (k, from, to) in recs {
-                if len % STRIDE == 0 {
-                    sparse.push((k, end));
+                let body = &raw[from..to];
+                let mut rec = [0u8; RECORD_LEN];
+                if body.first() == Some(&1) {
+                    let json = &body[1..];
+                    let s = match side.as_mut() {
+                        Some(s) => s,
+                        None => side.insert(BufWriter::new(tempfile::tempfile()?)),
+                    };
+                    s.write_all(json)?;
+                    rec[0] = 1;
+                    rec[1..9].copy_from_slice(&side_len.to_le_bytes());
+                    rec[9..13].copy_from_slice(&(json.len() as u32).to_le_bytes());
+                    side_len += json.len() as u64;
+                } else {
+                    rec[..body.len()].copy_from_slice(body);
                 }
-                out.write_all(&raw[from..to])?;
-                end += (to - from) as u64;
-                len += 1;
+                out.write_all(&rec)?;
+                keys.push(k);
             }
         }
-        let file = out.into_inner().map_err(|e| e.into_error())?;
-        sparse.shrink_to_fit();
+        let records = out.into_inner().map_err(|e| e.into_error())?;
+        let side = side
+            .map(|s| s.into_inner().map_err(|e| e.into_error()))
+            .transpose()?;
+        keys.shrink_to_fit();
         Ok(KnownBlocks {
-            file: (len > 0).then_some(file),
-            sparse,
-            end,
-            len,
+            records: (!keys.is_empty()).then_some(records),
+            side,
+            keys,
         })
     }
 }
@@ -472,8 +494,8 @@ mod tests {
             .collect();
         let k = KnownBlocks::from_entries(entries.into_iter(), &Default::default()).unwrap();
         assert_eq!(k.len(), n as usize);
-        assert!(k.sparse.len() as u64 >= n / STRIDE as u64);
         for i in (0..n).step_by(7) {
+            assert!(k.contains(&replica(1000 + i, 5000 + i, 100 + i, 39)));
             let got = k.lookup(&replica(1000 + i, 5000 + i, 100 + i, 39));
             assert_eq!(
                 got,
@@ -491,9 +513,13 @@ mod tests {
         assert!(k.lookup(&replica(1000, 5000, 101, 39)).is_none());
         assert!(k.lookup(&replica(1000, 5000, 100, 40)).is_none());
         assert!(k.lookup(&replica(999, 4999, 99, 39)).is_none());
+        assert!(!k.contains(&replica(1000, 5000, 100, 40)));
         let mut rbw = replica(1000, 5000, 100, 39);
         rbw.finalized = false;
         assert!(k.lookup(&rbw).is_none());
+        assert!(!k.contains(&rbw));
+        // 16 bytes of memory a block.
+        assert_eq!(k.keys.capacity(), n as usize);
     }
 
     #[test]
