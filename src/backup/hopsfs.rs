@@ -744,7 +744,7 @@ pub struct Referenced {
 }
 
 impl Referenced {
-    /// Blocks listed.
+    /// Blocks listed (the source lists each block once, as a query over the block table does).
     pub fn len(&self) -> u64 {
         self.count
     }

@@ -7,7 +7,7 @@
 //! it to `rbw/` and gives it a new stamp), so (block pool, id, genstamp, length) identifies its
 //! content: hopsdr stores it once and never transfers it again.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 /// The argv listing a directory tree, one line per entry:
 /// `<type>\t<size>\t<mode>\t<uid>\t<gid>\t<mtime>\t<path relative to root>`; with
@@ -199,19 +199,8 @@ pub fn replicas(listing: &[Listed]) -> Vec<Replica> {
     out
 }
 
-/// Parses a referenced-blocks source: `<block pool> <block id> <genstamp> <length>` per line.
-pub fn parse_referenced(text: &str) -> Result<BTreeSet<BlockRef>, String> {
-    let mut out = BTreeSet::new();
-    for (i, line) in text.lines().enumerate() {
-        if let Some(b) = parse_referenced_line(i + 1, line)? {
-            out.insert(b);
-        }
-    }
-    Ok(out)
-}
-
-/// Line `number` of a referenced-blocks source: a block, or `None` for a blank line or a
-/// `#` comment.
+/// Line `number` of a referenced-blocks source (`<block pool> <block id> <genstamp> <length>`
+/// per line): a block, or `None` for a blank line or a `#` comment.
 pub fn parse_referenced_line(number: usize, line: &str) -> Result<Option<BlockRef>, String> {
     let t = line.trim();
     if t.is_empty() || t.starts_with('#') {
@@ -231,11 +220,6 @@ pub fn parse_referenced_line(number: usize, line: &str) -> Result<Option<BlockRe
     Err(format!(
         "line {number}: expected \"<block pool> <block id> <genstamp> <length>\", found {t:?}"
     ))
-}
-
-/// The referenced blocks that no volume captured (same pool, id, genstamp and length).
-pub fn missing(referenced: &BTreeSet<BlockRef>, captured: &BTreeSet<BlockRef>) -> Vec<BlockRef> {
-    referenced.difference(captured).cloned().collect()
 }
 
 /// The blocks `hdfs fsck /` found reported, and the blocks the metadata holds: from its
@@ -348,31 +332,21 @@ mod tests {
     }
 
     #[test]
-    fn referenced_blocks_and_coverage() {
-        let refd = parse_referenced(&format!("{BP} 1 1001 2156\n{BP} 2 1002 99\n\n")).unwrap();
-        let captured: BTreeSet<BlockRef> = [BlockRef {
-            bp: BP.into(),
-            id: 1,
-            genstamp: 1001,
-            len: 2156,
-        }]
-        .into_iter()
-        .collect();
-        let m = missing(&refd, &captured);
-        assert_eq!(m.len(), 1);
-        assert_eq!(m[0].id, 2);
-        // A replica with another genstamp (appended since) does not cover the referenced one.
-        let other: BTreeSet<BlockRef> = [BlockRef {
-            bp: BP.into(),
-            id: 2,
-            genstamp: 1003,
-            len: 120,
-        }]
-        .into_iter()
-        .collect();
-        assert_eq!(missing(&refd, &other).len(), 2);
-        let e = parse_referenced("BP-1 x 1 2").unwrap_err();
-        assert!(e.starts_with("line 1:"), "{e}");
+    fn referenced_block_lines() {
+        assert_eq!(
+            parse_referenced_line(3, &format!(" {BP} 1 1001 2156 ")).unwrap(),
+            Some(BlockRef {
+                bp: BP.into(),
+                id: 1,
+                genstamp: 1001,
+                len: 2156
+            })
+        );
+        assert_eq!(parse_referenced_line(4, "").unwrap(), None);
+        assert_eq!(parse_referenced_line(5, "# blocks").unwrap(), None);
+        let e = parse_referenced_line(7, "BP-1 x 1 2").unwrap_err();
+        assert!(e.starts_with("line 7:") && e.contains("BP-1 x 1 2"), "{e}");
+        assert!(parse_referenced_line(8, "BP-1 1 2").is_err());
     }
 
     #[test]
