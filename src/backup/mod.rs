@@ -404,13 +404,14 @@ fn run_cluster_parts(
             // Preflight: every datanode reachable; pins left by a crash removed.
             hopsfs::prepare_pins(dns, id, r.command_timeout, cancel)?;
         }
-        let started = rondb::start(&run)?;
-        // The blocks already stored (read since the job started; by now, normally, done).
+        // The blocks already stored (read since the job started; by now, normally, done),
+        // awaited before the consistency point: the fence window does not include their read.
         let known_blocks = if dns.is_some() {
             known()
         } else {
             known::KnownBlocks::default()
         };
+        let started = rondb::start(&run)?;
         let mut fence = None;
         if let (Some(dns), None) = (dns, &no_fence) {
             fence = Some(hopsfs::pin(
