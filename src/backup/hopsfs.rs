@@ -8,19 +8,21 @@
 //!   hardlinks: a block HopsFS deletes afterwards keeps its data in the pin. With no block in
 //!   the repository yet, the whole `current/` tree is linked (`cp -al`); otherwise the live
 //!   `current/` is listed and only what the repository lacks is linked (`cp -al --parents`, fed
-//!   a NUL-separated list by `xargs -0`): a finalized replica already stored needs no pin. The
-//!   seconds from the consistency point to the last pin are the fence window. Pins are removed
-//!   after the commit, off the backup's path, and on every failure path.
+//!   a NUL-separated list by `xargs -0`): a finalized replica already stored needs no pin (the
+//!   blocks already stored, [`KnownBlocks`], are read before START BACKUP; the check is in
+//!   memory). The seconds from the consistency point to the last pin are the fence window. Pins
+//!   are removed after the commit, off the backup's path, and on every failure path.
 //! - **Copy.** From the pin, at leisure: VERSION files, the directory structure (from the
 //!   fence's listing when only new files were pinned) and every finalized block not already in
-//!   the repository (same block pool, id, genstamp, length) stream as tar into
-//!   `hopsfs/<datanode>/vol<i>/current/`; blocks already stored are listed in the manifest from
+//!   the repository (same block pool, id, genstamp, length, checksum file length) stream as tar
+//!   into `hopsfs/<datanode>/vol<i>/current/`; blocks already stored are listed in the manifest from
 //!   the previous backup's entries without a transfer, so every backup restores on its own.
 //!   Replicas in `rbw/` (being written or appended) are recorded and stored as found, never
 //!   deduplicated; they count as captured only when their genstamp and length are the ones the
 //!   backed-up metadata references.
-//! - **Coverage.** The blocks the backed-up metadata references (a pluggable source) minus the
-//!   blocks captured: more than zero makes the backup `partial`, with the missing ids listed.
+//! - **Coverage.** The blocks the backed-up metadata references (a pluggable source, its output
+//!   spooled to a temporary file) minus the blocks captured (a 16-byte hash each): more than
+//!   zero makes the backup `partial`, with the missing ids listed.
 
 use std::collections::HashSet;
 use std::time::Duration;
