@@ -21,7 +21,7 @@ use crate::ids::BlobId;
 /// A shared pack is handed to the store once it holds this many bytes.
 pub const PACK_TARGET: u64 = 32 << 20;
 /// An index object is written once this many locations wait for one.
-const INDEX_BATCH: usize = 100_000;
+const INDEX_BATCH: usize = 50_000;
 
 /// The key of pack `id`: `packs/<first two hex digits>/<32 hex>`.
 pub fn pack_key(id: &[u8; 16]) -> String {
@@ -338,7 +338,9 @@ impl Packer {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let locs: Vec<([u8; 32], Location)> = self.pending.drain().collect();
+        // Taken whole: the map's table is freed, not kept at its largest for the next batch.
+        let locs: Vec<([u8; 32], Location)> =
+            std::mem::take(&mut self.pending).into_iter().collect();
         let obj = IndexObject::build(self.next_seq, chrono::Utc::now().timestamp(), vec![], locs);
         self.next_seq += 1;
         let (key, stored) = self.repo.encode_index(&obj)?;
