@@ -20,9 +20,9 @@
 //!   Replicas in `rbw/` (being written or appended) are recorded and stored as found, never
 //!   deduplicated; they count as captured only when their genstamp and length are the ones the
 //!   backed-up metadata references.
-//! - **Coverage.** The blocks the backed-up metadata references (a pluggable source, its output
-//!   spooled to a temporary file) minus the blocks captured (a 16-byte hash each): more than
-//!   zero makes the backup `partial`, with the missing ids listed.
+//! - **Coverage.** The blocks the backed-up metadata references (a pluggable source) minus the
+//!   blocks captured, both in temporary files ([`super::coverage`]): more than zero makes the
+//!   backup `partial`, with the missing ids listed.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -31,9 +31,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use super::coverage::Captured;
 use super::known::{KnownBlocks, Stored};
 use super::tarstream::{self, TarStreamError};
-use crate::cluster::hopsfs::{self, BlockRef, Kind};
+use crate::cluster::hopsfs::{self, Kind};
 use crate::cluster::node::{Node, NodeError};
 use crate::config::{HopsfsSettings, SshConfig};
 use crate::ids::BackupId;
@@ -68,6 +69,8 @@ pub enum HopsfsError {
     },
     #[error("the referenced-blocks source failed: {0}")]
     Referenced(String),
+    #[error("the coverage check's temporary files: {0}: check the space and permissions of the temporary directory")]
+    Coverage(String),
     #[error(transparent)]
     Repository(#[from] RepoError),
 }
@@ -419,45 +422,6 @@ pub fn changed_only(stderr: &str) -> bool {
             .all(|l| l.ends_with(": file changed as we read it"))
 }
 
-/// The blocks a backup captured, as 128-bit hashes of (pool, id, genstamp, length): what the
-/// coverage check needs, in 16 bytes a replica.
-#[derive(Debug, Default)]
-pub struct Captured(HashSet<u128>);
-
-impl Captured {
-    fn key(b: &BlockRef) -> u128 {
-        let mut h = blake3::Hasher::new();
-        h.update(b.bp.as_bytes());
-        h.update(&[0]);
-        h.update(&b.id.to_le_bytes());
-        h.update(&b.genstamp.to_le_bytes());
-        h.update(&b.len.to_le_bytes());
-        u128::from_le_bytes(h.finalize().as_bytes()[..16].try_into().expect("16"))
-    }
-
-    pub fn insert(&mut self, b: &BlockRef) {
-        self.0.insert(Self::key(b));
-    }
-
-    pub fn contains(&self, b: &BlockRef) -> bool {
-        self.0.contains(&Self::key(b))
-    }
-
-    /// The `referenced` blocks not captured, each once, in the source's order.
-    pub fn missing(&self, referenced: &mut Referenced) -> Result<Vec<BlockRef>, HopsfsError> {
-        let mut out = Vec::new();
-        let mut seen = HashSet::new();
-        Referenced::each_in(&mut referenced.file, |b| {
-            if !self.contains(&b) && seen.insert(b.clone()) {
-                out.push(b);
-            }
-            Ok(())
-        })
-        .map_err(HopsfsError::Referenced)?;
-        Ok(out)
-    }
-}
-
 /// What the copy captured.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CopyTotals {
@@ -492,7 +456,9 @@ pub fn copy(
     timeout: Duration,
     cancel: &CancellationToken,
 ) -> Result<(Captured, CopyTotals), HopsfsError> {
-    let mut captured = Captured::default();
+    let mut captured =
+        Captured::new().map_err(|e| HopsfsError::Coverage(format!("creating them: {e}")))?;
+    let spool = |e: std::io::Error| HopsfsError::Coverage(format!("writing them: {e}"));
     let mut totals = CopyTotals::default();
     let mut lives = fence.live.into_iter();
     for d in dns {
@@ -539,7 +505,7 @@ pub fn copy(
                     paired.insert(r.block_path.as_str());
                     paired.insert(r.meta_path.as_str());
                     if let Some(stored) = known.lookup(r) {
-                        captured.insert(&r.block);
+                        captured.insert(&r.block).map_err(spool)?;
                         totals.blocks += 1;
                         add_known(writer, &prefix, r, &stored)?;
                         continue;
@@ -547,7 +513,7 @@ pub fn copy(
                     if !was_pinned(&r.block_path) {
                         continue; // deleted before it could be pinned: the coverage check says so
                     }
-                    captured.insert(&r.block);
+                    captured.insert(&r.block).map_err(spool)?;
                     totals.blocks += 1;
                     totals.blocks_new += 1;
                     totals.bytes_new += r.block.len;
@@ -691,157 +657,9 @@ fn send_from_pin(
     }
 }
 
-/// Runs the referenced-blocks source for RonDB backup `rondb_id`; a backup encrypted by RonDB
-/// gives the source `--backup-password-from-stdin` and `password` on its standard input, as
-/// ndb_restore gets it.
-pub fn referenced(
-    command: &[String],
-    rondb_id: u32,
-    password: Option<&str>,
-    timeout: Duration,
-    cancel: &CancellationToken,
-) -> Result<Referenced, HopsfsError> {
-    let mut a = command.to_vec();
-    a.push("--backup-id".into());
-    a.push(rondb_id.to_string());
-    let input = password.map(|p| {
-        a.push("--backup-password-from-stdin".into());
-        format!("{p}\n").into_bytes()
-    });
-    let head = Node::local("head node");
-    let bad = |e: String| HopsfsError::Referenced(e);
-    let mut file = tempfile::tempfile()
-        .map_err(|e| bad(format!("no temporary file for the referenced blocks: {e}")))?;
-    let (status, stderr) = head
-        .stream_with_input(&a, input, timeout, cancel, |rd| {
-            let mut w = std::io::BufWriter::new(&mut file);
-            std::io::copy(rd, &mut w)?;
-            std::io::Write::flush(&mut w)
-        })
-        .map_err(|e| bad(e.to_string()))?;
-    if !status.success() {
-        return Err(bad(NodeError::Failed {
-            node: head.name.clone(),
-            command: crate::cluster::node::remote_command_line(&a),
-            status: status.to_string(),
-            stderr,
-        }
-        .to_string()));
-    }
-    let mut count = 0;
-    Referenced::each_in(&mut file, |_| {
-        count += 1;
-        Ok(())
-    })
-    .map_err(bad)?;
-    Ok(Referenced { file, count })
-}
-
-/// The blocks the backed-up metadata references, one per line of the source's output, spooled
-/// to a temporary file (checked as it was read) and read back to find what was not captured.
-#[derive(Debug)]
-pub struct Referenced {
-    file: std::fs::File,
-    count: u64,
-}
-
-impl Referenced {
-    /// Blocks listed (the source lists each block once, as a query over the block table does).
-    pub fn len(&self) -> u64 {
-        self.count
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
-    fn each_in(
-        file: &mut std::fs::File,
-        mut f: impl FnMut(BlockRef) -> Result<(), String>,
-    ) -> Result<(), String> {
-        use std::io::{BufRead, Seek};
-        file.rewind().map_err(|e| e.to_string())?;
-        let r = std::io::BufReader::with_capacity(1 << 20, &*file);
-        for (i, line) in r.lines().enumerate() {
-            let line = line.map_err(|e| format!("line {}: {e}", i + 1))?;
-            if let Some(b) = hopsfs::parse_referenced_line(i + 1, &line)? {
-                f(b)?;
-            }
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A referenced-blocks source printing `body` (and exiting with `code`).
-    fn source(dir: &std::path::Path, body: &str, code: i32) -> Vec<String> {
-        use std::os::unix::fs::PermissionsExt;
-        let data = dir.join("out.txt");
-        std::fs::write(&data, body).unwrap();
-        let p = dir.join("source");
-        std::fs::write(
-            &p,
-            format!("#!/bin/sh\ncat '{}'\nexit {code}\n", data.display()),
-        )
-        .unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-        vec![p.display().to_string()]
-    }
-
-    fn block(id: u64) -> BlockRef {
-        BlockRef {
-            bp: "BP-1".into(),
-            id,
-            genstamp: 1000 + id,
-            len: 10 * id,
-        }
-    }
-
-    #[test]
-    fn referenced_blocks_are_spooled_and_the_missing_ones_named_once() {
-        let tmp = tempfile::tempdir().unwrap();
-        let mut body = String::from("# blocks\n\n");
-        for id in 1..=3000u64 {
-            body.push_str(&format!("BP-1 {id} {} {}\n", 1000 + id, 10 * id));
-        }
-        body.push_str("BP-1 7 1007 70\n"); // listed twice: missing once
-        let cmd = source(tmp.path(), &body, 0);
-        let cancel = CancellationToken::new();
-        let mut refd = referenced(&cmd, 5, None, Duration::from_secs(30), &cancel).unwrap();
-        assert_eq!(refd.len(), 3001);
-        let mut captured = Captured::default();
-        for id in (1..=3000u64).filter(|i| *i != 7 && *i != 2999) {
-            captured.insert(&block(id));
-        }
-        captured.insert(&BlockRef {
-            len: 1,
-            ..block(2999)
-        }); // another length is another block
-        let missing = captured.missing(&mut refd).unwrap();
-        assert_eq!(missing, vec![block(7), block(2999)]);
-        // Read back again: the same answer.
-        assert_eq!(captured.missing(&mut refd).unwrap().len(), 2);
-    }
-
-    #[test]
-    fn a_bad_referenced_source_is_named() {
-        let tmp = tempfile::tempdir().unwrap();
-        let cancel = CancellationToken::new();
-        let t = Duration::from_secs(30);
-        let cmd = source(tmp.path(), "BP-1 1 1001 10\nBP-1 two 1002 20\n", 0);
-        let e = referenced(&cmd, 5, None, t, &cancel)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("line 2") && e.contains("two"), "{e}");
-        let cmd = source(tmp.path(), "BP-1 1 1001 10\n", 3);
-        let e = referenced(&cmd, 5, None, t, &cancel)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("--backup-id 5") && e.contains('3'), "{e}");
-    }
 
     #[test]
     fn only_vanished_files_are_tolerated_while_pinning() {

@@ -8,6 +8,7 @@
 //! its manifest, after every component succeeded; a failed or cancelled backup leaves no
 //! manifest, so it does not exist in the repository. See `ARCHITECTURE.md`, "life of a backup".
 
+pub mod coverage;
 pub mod files;
 pub mod hopsfs;
 pub mod known;
@@ -458,7 +459,7 @@ fn run_cluster_parts(
                         scope.spawn(|| {
                             let password = cluster::ndb_mgm::backup_password(r)
                                 .map_err(hopsfs::HopsfsError::Referenced)?;
-                            hopsfs::referenced(
+                            coverage::referenced(
                                 cmd,
                                 facts.backup_id,
                                 password.as_deref().map(String::as_str),
