@@ -51,6 +51,7 @@ pub enum RouteId {
     AddKey,
     RemoveKey,
     RotateKey,
+    Agents,
 }
 
 impl Route {
@@ -150,8 +151,11 @@ pub mod routes {
     /// → [`super::RotatedKey`] (root only)
     pub const ROTATE_KEY: Route = r(RouteId::RotateKey, "POST", "/v1/keys/rotate");
 
+    /// → [`super::AgentsView`]: a session with every node's agent (a heavy read)
+    pub const AGENTS: Route = r(RouteId::Agents, "GET", "/v1/agents");
+
     /// The table the daemon's router is built from.
-    pub const ALL: [Route; 23] = [
+    pub const ALL: [Route; 24] = [
         STATUS,
         BACKUPS,
         BACKUP,
@@ -175,6 +179,7 @@ pub mod routes {
         ADD_KEY,
         REMOVE_KEY,
         ROTATE_KEY,
+        AGENTS,
     ];
 }
 
@@ -218,6 +223,33 @@ pub struct RepoCheckView {
     pub report: crate::repository::CheckReport,
     pub encrypted: bool,
     pub encryption: Option<crate::repository::EncryptionStatus>,
+}
+
+/// `GET /v1/agents`: every node's agent, as `hopsdrctl agents check` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentsView {
+    pub agents: Vec<AgentView>,
+}
+
+/// One host's agent: what it is, what it serves, and what is wrong (nothing when it is ready).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AgentView {
+    /// What the host is to the backup, e.g. `datanode dn1, data node 2`.
+    pub node: String,
+    /// How it is reached: `local` or the ssh host.
+    pub address: String,
+    /// The roles the backup needs of it.
+    pub roles: Vec<String>,
+    /// The agent's release, host name and uid, once it answered.
+    pub version: Option<String>,
+    pub host: Option<String>,
+    pub uid: Option<u32>,
+    /// An ssh forced command chose what it serves.
+    pub forced: bool,
+    pub roots: Vec<crate::agent::proto::RootInfo>,
+    pub backup_dir: Option<crate::agent::proto::RootInfo>,
+    pub problems: Vec<String>,
+    pub seconds: f64,
 }
 
 /// `GET /v1/keys`.

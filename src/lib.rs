@@ -5,6 +5,8 @@
 //! scheduler ask the job runner; jobs use the cluster, the repository and the catalog; nothing
 //! below the job runner knows about HTTP, cron or systemd.
 
+pub mod agent;
+pub mod agents;
 pub mod api;
 pub mod backup;
 pub mod catalog;

@@ -1,5 +1,5 @@
-//! `hopsdr-gendocs DIR`: writes the man pages (`hopsdrd.8`, `hopsdrctl.8`) and the shell
-//! completions (bash, zsh, fish) of both programs into DIR, from their clap definitions, for the
+//! `hopsdr-gendocs DIR`: writes the man pages (`hopsdrd.8`, `hopsdrctl.8`, `hopsdr.8`) and the
+//! shell completions (bash, zsh, fish) of the programs into DIR, from their clap definitions, for the
 //! packages (scripts/package). Built only with the `gendocs` feature; never packaged.
 
 use std::path::PathBuf;
@@ -19,6 +19,7 @@ fn main() -> anyhow::Result<()> {
     let commands = [
         hopsdr::daemon::args::Args::command(),
         hopsdr::ctl::Cli::command(),
+        hopsdr::agent::Cli::command(),
     ];
     for cmd in commands {
         let name = cmd.get_name().to_string();

@@ -199,6 +199,21 @@ impl Node {
         }
     }
 
+    /// Starts `argv` with stdin, stdout and stderr piped, for a caller that talks to it (an agent
+    /// session) and owns its lifetime.
+    pub fn spawn_piped(&self, argv: &[String]) -> Result<Child, NodeError> {
+        self.command(argv)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| NodeError::Spawn {
+                node: self.name.clone(),
+                program: argv[0].clone(),
+                source,
+            })
+    }
+
     fn display(argv: &[String]) -> String {
         remote_command_line(argv)
     }

@@ -44,6 +44,8 @@ pub struct Settings {
     pub rondb: Option<RondbSettings>,
     /// `[ssh]`: how remote nodes are reached.
     pub ssh: SshConfig,
+    /// `[agents]`: the hopsdr agent on the nodes.
+    pub agents: AgentsSettings,
     /// `[hopsfs]`: the HopsFS blocks component; `None` when the section is absent.
     pub hopsfs: Option<HopsfsSettings>,
     /// `[restore]`: the tools a restore runs.
@@ -216,6 +218,15 @@ pub struct DataNodeSettings {
     pub id: crate::ids::NdbNodeId,
     pub host: NodeHost,
     pub backup_dir: Option<PathBuf>,
+}
+
+/// `[agents]`: how hopsdrd starts the hopsdr agent on a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentsSettings {
+    /// The agent program on every node (the `hopsdr` binary of this release).
+    pub binary: PathBuf,
+    /// How long an agent may stay silent (its greeting included) before it is given up.
+    pub timeout: Duration,
 }
 
 /// `[ssh]`.

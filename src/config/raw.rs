@@ -29,6 +29,7 @@ table! {
         pub mysql: Option<RawMysql>,
         pub rondb: Option<RawRondb>,
         pub ssh: Option<RawSsh>,
+        pub agents: Option<RawAgents>,
         pub hopsfs: Option<RawHopsfs>,
         pub restore: Option<RawRestore>,
         pub retention: Option<RawRetention>,
@@ -132,6 +133,13 @@ table! {
         pub identity_file: Option<String>,
         pub known_hosts: Option<String>,
         pub connect_timeout: Option<String>,
+    }
+}
+
+table! {
+    RawAgents {
+        pub binary: Option<String>,
+        pub timeout: Option<String>,
     }
 }
 
@@ -266,6 +274,7 @@ pub(crate) fn allowed_keys(shape: &str) -> Vec<&'static str> {
         "retention" => RawRetention::KEYS,
         "restore" => RawRestore::KEYS,
         "ssh" => RawSsh::KEYS,
+        "agents" => RawAgents::KEYS,
         _ => &[],
     };
     // `r#type` is the key `type`.

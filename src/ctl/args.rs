@@ -76,6 +76,11 @@ pub enum Command {
         #[command(subcommand)]
         command: RepoCommand,
     },
+    /// The hopsdr agents on the cluster's nodes.
+    Agents {
+        #[command(subcommand)]
+        command: AgentsCommand,
+    },
     /// The keys of an encrypted repository: passphrase slots and data keys (changes: root only).
     Key {
         #[command(subcommand)]
@@ -185,6 +190,14 @@ pub enum KeyCommand {
     /// Start a new data key: new blobs and manifests are sealed with it, old ones stay
     /// readable with theirs.
     Rotate,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentsCommand {
+    /// Start the agent on every datanode and RonDB data node the backup reads and check it:
+    /// reachable, this release, serving the volumes and backup directory the config names,
+    /// able to read them. Exit 1 if any node has a problem.
+    Check,
 }
 
 #[derive(Debug, Subcommand)]

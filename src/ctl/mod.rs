@@ -16,8 +16,8 @@ use crate::api::{BackupDetail, BackupList, JobStarted, JobView, RestoreStatus, S
 use crate::domain::State;
 
 pub use args::{
-    BackupCommand, BackupsCommand, CatalogCommand, Cli, Command, ExitCode, KeyCommand, RepoCommand,
-    RestoreCommand,
+    AgentsCommand, BackupCommand, BackupsCommand, CatalogCommand, Cli, Command, ExitCode,
+    KeyCommand, RepoCommand, RestoreCommand,
 };
 use client::Client;
 pub use client::CtlError;
@@ -140,6 +140,21 @@ async fn run_inner(cli: &Cli) -> Result<ExitCode, CtlError> {
                 .call(&routes::REPO_REPAIR_INDEX, &[], Some("{}"))
                 .await?;
             return follow(&client, cli, &started, *wait, "index repair").await;
+        }
+        Command::Agents {
+            command: AgentsCommand::Check,
+        } => {
+            let view: crate::api::AgentsView = client.call(&routes::AGENTS, &[], None).await?;
+            if cli.json {
+                print_json(&view);
+            } else {
+                out(&render::agents(&view));
+            }
+            return Ok(if view.agents.iter().all(|a| a.problems.is_empty()) {
+                ExitCode::Ok
+            } else {
+                ExitCode::Failed
+            });
         }
         Command::Repo {
             command: RepoCommand::Check,

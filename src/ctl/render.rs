@@ -367,6 +367,68 @@ pub fn format_job(v: &JobView) -> String {
     out
 }
 
+/// `hopsdrctl agents check`: a row per host, then each problem on its own line, then a verdict.
+pub fn agents(v: &crate::api::AgentsView) -> String {
+    let rows: Vec<Vec<String>> = v
+        .agents
+        .iter()
+        .map(|a| {
+            let free = a
+                .roots
+                .iter()
+                .chain(a.backup_dir.iter())
+                .filter_map(|r| r.free_bytes)
+                .min()
+                .map(human_bytes)
+                .unwrap_or_else(|| "-".into());
+            vec![
+                a.node.clone(),
+                a.address.clone(),
+                a.roles.join(","),
+                a.version.clone().unwrap_or_else(|| "-".into()),
+                match (a.uid, a.forced) {
+                    (Some(u), true) => format!("{u} (forced command)"),
+                    (Some(u), false) => u.to_string(),
+                    (None, _) => "-".into(),
+                },
+                free,
+                if a.problems.is_empty() {
+                    "ok".into()
+                } else {
+                    format!("{} problem(s)", a.problems.len())
+                },
+            ]
+        })
+        .collect();
+    let mut s = table(
+        &[
+            "NODE",
+            "ADDRESS",
+            "ROLES",
+            "VERSION",
+            "UID",
+            "LEAST FREE",
+            "STATE",
+        ],
+        &rows,
+    );
+    let mut bad = 0;
+    for a in &v.agents {
+        for p in &a.problems {
+            s.push_str(&format!("problem: {}: {p}\n", a.node));
+        }
+        bad += usize::from(!a.problems.is_empty());
+    }
+    if v.agents.is_empty() {
+        s.push_str("no node to check: the config has no [hopsfs] datanodes and no [rondb]\n");
+    } else if bad == 0 {
+        s.push_str(&format!("all {} agents ready\n", v.agents.len()));
+    } else {
+        s.push_str(&format!("{bad} of {} agents NOT ready\n", v.agents.len()));
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

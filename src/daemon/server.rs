@@ -365,7 +365,7 @@ fn heavy_read(
         error(
             "too_many_heavy_reads",
             format!(
-                "{} repository checks or restore plans are running: try again when they are done",
+                "{} repository checks, restore plans or agent checks are running: try again when they are done",
                 super::conn::MAX_HEAVY_READS
             ),
         )
@@ -589,6 +589,7 @@ async fn handle(
         RouteId::AddKey => route_add_key(r).await,
         RouteId::RemoveKey => route_remove_key(r).await,
         RouteId::RotateKey => route_rotate_key(r).await,
+        RouteId::Agents => route_agents(r).await,
     }
 }
 
@@ -704,6 +705,31 @@ async fn route_repo_check(r: Req) -> Response<Full<Bytes>> {
     {
         Ok(Ok(report)) => json(StatusCode::OK, &report),
         Ok(Err(e)) => error(e.code(), e.to_string()),
+        Err(e) => error("task", e.to_string()),
+    }
+}
+
+/// [`api::routes::AGENTS`]: a session with every node's agent, on blocking threads; a heavy
+/// read (it starts an ssh connection per node).
+async fn route_agents(r: Req) -> Response<Full<Bytes>> {
+    let Req { ctx, heavy, .. } = r;
+    let permit = match heavy_read(&heavy) {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    let settings = ctx.settings();
+    let cancel = ctx.root.child_token();
+    match tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let targets = crate::agents::targets(&settings, &cancel)?;
+        Ok::<_, crate::agents::AgentsError>(api::AgentsView {
+            agents: crate::agents::check_all(&targets, &settings, &cancel),
+        })
+    })
+    .await
+    {
+        Ok(Ok(view)) => json(StatusCode::OK, &view),
+        Ok(Err(e)) => error("cluster", e.to_string()),
         Err(e) => error("task", e.to_string()),
     }
 }

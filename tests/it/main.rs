@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod agents;
 mod api;
 mod backup;
 mod check_config;

@@ -76,6 +76,20 @@ impl Sshd {
         s
     }
 
+    /// A new key `key` whose logins run `command` whatever the client asks (an operator's
+    /// `restrict,command="..."` line in authorized_keys).
+    pub fn authorize(&self, key: &str, command: &str) {
+        let d = self.dir.path();
+        keygen(&d.join(key));
+        let public = std::fs::read_to_string(d.join(format!("{key}.pub"))).unwrap();
+        let mut keys = std::fs::read_to_string(d.join("authorized_keys")).unwrap();
+        keys.push_str(&format!(
+            "restrict,command=\"{}\" {public}",
+            command.replace('"', "\\\"")
+        ));
+        std::fs::write(d.join("authorized_keys"), keys).unwrap();
+    }
+
     pub fn settings(&self, key: &str) -> Arc<SshSettings> {
         Arc::new(SshSettings {
             ssh: PathBuf::from("ssh"),

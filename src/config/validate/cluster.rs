@@ -223,6 +223,13 @@ impl Validator<'_> {
         }
     }
 
+    pub(super) fn agents(&mut self, p: &KeyPath, raw: RawAgents) -> AgentsSettings {
+        AgentsSettings {
+            binary: self.absolute(&p.key("binary"), raw.binary, DEFAULT_AGENT_BINARY),
+            timeout: self.duration(&p.key("timeout"), raw.timeout, DEFAULT_AGENT_TIMEOUT),
+        }
+    }
+
     pub(super) fn mysql(
         &mut self,
         p: &KeyPath,

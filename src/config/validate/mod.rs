@@ -18,15 +18,16 @@ use toml::de::DeTable;
 use toml::Spanned;
 
 use super::raw::{
-    allowed_keys, RawBackup, RawConfig, RawDaemon, RawEncryption, RawFilePath, RawHopsfs,
-    RawMetrics, RawMysql, RawRepository, RawRestore, RawRetention, RawRondb, RawSchedule, RawSsh,
+    allowed_keys, RawAgents, RawBackup, RawConfig, RawDaemon, RawEncryption, RawFilePath,
+    RawHopsfs, RawMetrics, RawMysql, RawRepository, RawRestore, RawRetention, RawRondb,
+    RawSchedule, RawSsh,
 };
 use super::secret::{check_credential, check_file};
 use super::spans::{self, KeyPath, Seg, SpanIndex};
 use super::{
-    BackupSettings, BlockStorage, ConfigError, ConfigErrors, DaemonSettings, DataNodeSettings,
-    EncryptionSettings, FilePathSettings, HopsfsDatanodeSettings, HopsfsSettings, JobKind,
-    MetricsSettings, MysqlDumpMode, MysqlSettings, NodeHost, ObjectLockSettings,
+    AgentsSettings, BackupSettings, BlockStorage, ConfigError, ConfigErrors, DaemonSettings,
+    DataNodeSettings, EncryptionSettings, FilePathSettings, HopsfsDatanodeSettings, HopsfsSettings,
+    JobKind, MetricsSettings, MysqlDumpMode, MysqlSettings, NodeHost, ObjectLockSettings,
     RepositorySettings, RestoreSettings, RetentionSettings, RondbSettings, S3Settings,
     ScheduleSettings, Secret, SecretEnv, Settings, SshConfig, StoreSettings, VersioningPolicy,
 };
@@ -61,6 +62,8 @@ pub(crate) const DEFAULT_NDB_BACKUP_DIR: &str = "/srv/hops/mysql-cluster/ndb/bac
 pub(crate) const DEFAULT_BACKUP_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 pub(crate) const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 pub(crate) const DEFAULT_SSH: &str = "/usr/bin/ssh";
+pub(crate) const DEFAULT_AGENT_BINARY: &str = "/usr/bin/hopsdr";
+pub(crate) const DEFAULT_AGENT_TIMEOUT: Duration = Duration::from_secs(60);
 pub(crate) const DEFAULT_SSH_USER: &str = "root";
 pub(crate) const DEFAULT_SSH_IDENTITY: &str = "/etc/hopsdr/ssh/id_ed25519";
 pub(crate) const DEFAULT_SSH_KNOWN_HOSTS: &str = "/etc/hopsdr/ssh/known_hosts";
@@ -293,6 +296,7 @@ impl<'a> Validator<'a> {
             .and_then(|m| self.mysql(&root.key("mysql"), m, env));
         let rondb = raw.rondb.map(|r| self.rondb(&root.key("rondb"), r, env));
         let ssh = self.ssh(&root.key("ssh"), raw.ssh.unwrap_or_default());
+        let agents = self.agents(&root.key("agents"), raw.agents.unwrap_or_default());
         let hopsfs = raw.hopsfs.map(|h| self.hopsfs(&root.key("hopsfs"), h));
         let restore = self.restore(&root.key("restore"), raw.restore.unwrap_or_default());
         let retention = self.retention(&root.key("retention"), raw.retention.unwrap_or_default());
@@ -312,6 +316,7 @@ impl<'a> Validator<'a> {
             mysql,
             rondb,
             ssh,
+            agents,
             hopsfs,
             restore,
             retention,

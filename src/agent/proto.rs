@@ -1,0 +1,392 @@
+//! The agent protocol's wire format: what hopsdrd and `hopsdr agent --serve` say to each other
+//! over the agent's standard input and output (an ssh channel, or pipes for the head node
+//! itself).
+//!
+//! The agent first writes the 8 bytes [`MAGIC`]; anything else before them (a shell start-up file
+//! printing to stdout, a missing binary's message) is quoted back by the head instead of being
+//! taken for protocol. Then both sides exchange frames: a 4-byte big-endian length (of what
+//! follows it, at most [`MAX_FRAME`]), a type byte and the payload. Control messages are
+//! type [`KIND_MSG`]: one [`Msg`] as UTF-8 JSON (tag `t`), readable in logs and tests; later bulk
+//! frame types get their own bytes. Pure functions over readers and writers, no I/O policy.
+
+use std::io::{Read, Write};
+
+use serde::{Deserialize, Serialize};
+
+/// What the agent writes first.
+pub const MAGIC: &[u8; 8] = b"HDRAGNT1";
+
+/// The protocol's version: both sides must speak the same one (as well as be the same release).
+pub const PROTOCOL: u32 = 1;
+
+/// The largest frame (after its length): 1 MiB of payload and a little for its header, so a
+/// control message never waits behind more than 1 MiB of bulk data.
+pub const MAX_FRAME: usize = 1024 * 1024 + 64;
+
+/// A frame holding one [`Msg`].
+pub const KIND_MSG: u8 = 0x01;
+
+/// How much of what a node printed instead of the greeting is quoted in the error.
+const PRELUDE_QUOTE: usize = 200;
+
+/// Why a frame could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtoError {
+    #[error("the peer closed the stream in the middle of a frame")]
+    Truncated,
+    #[error("a frame of {len} bytes is over the limit of {MAX_FRAME} bytes (the peer is not a hopsdr agent of this protocol, or its output is corrupt)")]
+    TooLarge { len: usize },
+    #[error("an empty frame (no type byte)")]
+    Empty,
+    #[error("a frame of unknown type {kind:#04x} (the peer speaks another protocol version)")]
+    UnknownKind { kind: u8 },
+    #[error("a message that is not valid: {reason}")]
+    BadMessage { reason: String },
+    #[error("it printed {seen:?} instead of the agent's greeting")]
+    Prelude { seen: String },
+    #[error("it closed its output before the agent's greeting")]
+    NoGreeting,
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A role the agent serves on its node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// A HopsFS datanode: its volumes are the agent's roots.
+    Hopsfs,
+    /// A RonDB data node: its BackupDataDir is the agent's backup directory.
+    Rondb,
+}
+
+impl Role {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Role::Hopsfs => "hopsfs",
+            Role::Rondb => "rondb",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the head asks the agent to do in this session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Job {
+    /// `hopsdrctl agents check`: the greeting and a description of the roots.
+    Check,
+}
+
+/// A directory the agent may touch, as the agent sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootInfo {
+    pub path: String,
+    /// Why the agent cannot use it (missing, not a directory, not readable...), if so.
+    pub problem: Option<String>,
+    /// Free and total bytes of its file system (`statvfs`), when it exists.
+    pub free_bytes: Option<u64>,
+    pub total_bytes: Option<u64>,
+}
+
+/// A control message. Requests carry `req`, chosen by the head; the reply names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum Msg {
+    /// The agent's first message, right after [`MAGIC`].
+    Hello {
+        name: String,
+        version: String,
+        protocol: u32,
+        host: String,
+        uid: u32,
+        roles: Vec<Role>,
+        /// HopsFS volumes (`--root`).
+        roots: Vec<String>,
+        /// The RonDB data node's BackupDataDir (`--backup-dir`).
+        backup_dir: Option<String>,
+        /// The forced command overrode what the head asked for (sshd's `SSH_ORIGINAL_COMMAND`
+        /// differed from the command run).
+        forced: bool,
+    },
+    /// The head's first message: its version (the agent refuses another) and the job.
+    Start {
+        version: String,
+        protocol: u32,
+        job: Job,
+    },
+    Ping {
+        req: u32,
+    },
+    Pong {
+        req: u32,
+    },
+    /// Asks for every root's state.
+    Describe {
+        req: u32,
+    },
+    Described {
+        req: u32,
+        roots: Vec<RootInfo>,
+        backup_dir: Option<RootInfo>,
+    },
+    /// A request failed (or, without `req`, the session).
+    Error {
+        req: Option<u32>,
+        step: String,
+        path: Option<String>,
+        message: String,
+    },
+    /// The head is done: the agent answers [`Msg::Bye`] and exits 0.
+    Finish,
+    Bye,
+    /// Stop now: the agent answers [`Msg::Cancelled`] and exits.
+    Cancel {
+        reason: String,
+    },
+    Cancelled,
+}
+
+/// Writes one frame.
+pub fn write_frame(w: &mut dyn Write, kind: u8, payload: &[u8]) -> Result<(), ProtoError> {
+    let len = payload.len() + 1;
+    if len > MAX_FRAME {
+        return Err(ProtoError::TooLarge { len });
+    }
+    let mut head = [0u8; 5];
+    head[..4].copy_from_slice(&(len as u32).to_be_bytes());
+    head[4] = kind;
+    w.write_all(&head)?;
+    w.write_all(payload)?;
+    Ok(())
+}
+
+/// Writes one message as a frame and flushes it.
+pub fn write_msg(w: &mut dyn Write, msg: &Msg) -> Result<(), ProtoError> {
+    let json = serde_json::to_vec(msg).map_err(|e| ProtoError::BadMessage {
+        reason: e.to_string(),
+    })?;
+    write_frame(w, KIND_MSG, &json)?;
+    w.flush()?;
+    Ok(())
+}
+
+/// Reads one frame: `None` at a clean end of the stream (between frames).
+pub fn read_frame(r: &mut dyn Read) -> Result<Option<(u8, Vec<u8>)>, ProtoError> {
+    let mut len = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        match r.read(&mut len[got..]) {
+            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) => return Err(ProtoError::Truncated),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(ProtoError::TooLarge { len });
+    }
+    if len == 0 {
+        return Err(ProtoError::Empty);
+    }
+    let mut buf = vec![0u8; len];
+    r.read_exact(&mut buf).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => ProtoError::Truncated,
+        _ => e.into(),
+    })?;
+    let kind = buf.remove(0);
+    Ok(Some((kind, buf)))
+}
+
+/// The message of a frame of type [`KIND_MSG`].
+pub fn decode_msg(kind: u8, payload: &[u8]) -> Result<Msg, ProtoError> {
+    if kind != KIND_MSG {
+        return Err(ProtoError::UnknownKind { kind });
+    }
+    serde_json::from_slice(payload).map_err(|e| ProtoError::BadMessage {
+        reason: e.to_string(),
+    })
+}
+
+/// Reads one message: `None` at a clean end of the stream.
+pub fn read_msg(r: &mut dyn Read) -> Result<Option<Msg>, ProtoError> {
+    match read_frame(r)? {
+        None => Ok(None),
+        Some((kind, payload)) => decode_msg(kind, &payload).map(Some),
+    }
+}
+
+/// Reads the agent's [`MAGIC`]. Anything else is returned quoted (up to 200 bytes, read until
+/// the stream ends or that much has come), for an error that shows what the node printed.
+pub fn read_magic(r: &mut dyn Read) -> Result<(), ProtoError> {
+    let mut seen = Vec::with_capacity(MAGIC.len());
+    while seen.len() < MAGIC.len() {
+        let mut b = [0u8; 1];
+        match r.read(&mut b) {
+            Ok(0) => break,
+            Ok(_) => {
+                seen.push(b[0]);
+                if !MAGIC.starts_with(&seen) {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if seen == MAGIC {
+        return Ok(());
+    }
+    if seen.is_empty() {
+        return Err(ProtoError::NoGreeting);
+    }
+    // Quote what follows too, up to the limit: a start-up file's message is a line or two.
+    let mut rest = Vec::new();
+    let _ = r
+        .take((PRELUDE_QUOTE - seen.len().min(PRELUDE_QUOTE)) as u64)
+        .read_to_end(&mut rest);
+    seen.extend_from_slice(&rest);
+    Err(ProtoError::Prelude {
+        seen: String::from_utf8_lossy(&seen).trim_end().to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip(m: &Msg) -> Msg {
+        let mut buf = Vec::new();
+        write_msg(&mut buf, m).unwrap();
+        let mut r = &buf[..];
+        let got = read_msg(&mut r).unwrap().unwrap();
+        assert!(
+            read_msg(&mut r).unwrap().is_none(),
+            "one frame, then a clean end"
+        );
+        got
+    }
+
+    #[test]
+    fn messages_survive_the_wire() {
+        let msgs = [
+            Msg::Hello {
+                name: "hopsdr-agent".into(),
+                version: "0.1.0".into(),
+                protocol: PROTOCOL,
+                host: "dn1".into(),
+                uid: 998,
+                roles: vec![Role::Hopsfs, Role::Rondb],
+                roots: vec!["/data/1".into(), "/data/ü 2".into()],
+                backup_dir: Some("/srv/ndb".into()),
+                forced: true,
+            },
+            Msg::Start {
+                version: "0.1.0".into(),
+                protocol: 1,
+                job: Job::Check,
+            },
+            Msg::Described {
+                req: 7,
+                roots: vec![RootInfo {
+                    path: "/data/1".into(),
+                    problem: Some("missing".into()),
+                    free_bytes: None,
+                    total_bytes: Some(5),
+                }],
+                backup_dir: None,
+            },
+            Msg::Error {
+                req: None,
+                step: "start".into(),
+                path: None,
+                message: "x".into(),
+            },
+            Msg::Finish,
+            Msg::Cancel {
+                reason: "job cancelled".into(),
+            },
+        ];
+        for m in &msgs {
+            assert_eq!(&roundtrip(m), m);
+        }
+    }
+
+    #[test]
+    fn the_json_names_the_message() {
+        let mut buf = Vec::new();
+        write_msg(&mut buf, &Msg::Ping { req: 3 }).unwrap();
+        assert_eq!(&buf[..4], &(buf.len() as u32 - 4).to_be_bytes());
+        assert_eq!(buf[4], KIND_MSG);
+        assert_eq!(&buf[5..], br#"{"t":"ping","req":3}"#);
+    }
+
+    #[test]
+    fn bad_frames_are_refused_with_what_was_wrong() {
+        // Over the limit, before reading the body.
+        let big = ((MAX_FRAME + 1) as u32).to_be_bytes();
+        let e = read_frame(&mut &big[..]).unwrap_err();
+        assert!(matches!(e, ProtoError::TooLarge { .. }), "{e}");
+        // Cut in the length and in the body.
+        assert!(matches!(
+            read_frame(&mut &[0u8, 0][..]).unwrap_err(),
+            ProtoError::Truncated
+        ));
+        assert!(matches!(
+            read_frame(&mut &[0u8, 0, 0, 5, 1, b'{'][..]).unwrap_err(),
+            ProtoError::Truncated
+        ));
+        assert!(matches!(
+            read_frame(&mut &[0u8, 0, 0, 0][..]).unwrap_err(),
+            ProtoError::Empty
+        ));
+        // A type this side does not know, and JSON that is not a message.
+        let mut buf = Vec::new();
+        write_frame(&mut buf, 0x7f, b"x").unwrap();
+        let e = read_msg(&mut &buf[..]).unwrap_err();
+        assert!(e.to_string().contains("0x7f"), "{e}");
+        let mut buf = Vec::new();
+        write_frame(&mut buf, KIND_MSG, br#"{"t":"launch_missiles"}"#).unwrap();
+        let e = read_msg(&mut &buf[..]).unwrap_err();
+        assert!(e.to_string().contains("launch_missiles"), "{e}");
+        // Writing over the limit fails too.
+        let e = write_frame(&mut Vec::new(), KIND_MSG, &vec![0u8; MAX_FRAME]).unwrap_err();
+        assert!(matches!(e, ProtoError::TooLarge { .. }), "{e}");
+    }
+
+    #[test]
+    fn the_greeting_is_checked_and_anything_else_quoted() {
+        let mut ok = MAGIC.to_vec();
+        ok.extend_from_slice(b"rest");
+        let mut r = &ok[..];
+        read_magic(&mut r).unwrap();
+        assert_eq!(r, b"rest", "nothing after the magic is consumed");
+
+        let motd = b"Welcome to dn1!\nLast login: never\n";
+        let e = read_magic(&mut &motd[..]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "it printed \"Welcome to dn1!\\nLast login: never\" instead of the agent's greeting"
+        );
+        // Starts like the magic, then differs.
+        let e = read_magic(&mut &b"HDRAGNT2xyz"[..]).unwrap_err();
+        assert!(e.to_string().contains("HDRAGNT2xyz"), "{e}");
+        // Quoted up to the limit.
+        let long = vec![b'a'; 1000];
+        match read_magic(&mut &long[..]).unwrap_err() {
+            ProtoError::Prelude { seen } => assert_eq!(seen.len(), PRELUDE_QUOTE),
+            e => panic!("{e}"),
+        }
+        assert!(matches!(
+            read_magic(&mut &b""[..]).unwrap_err(),
+            ProtoError::NoGreeting
+        ));
+    }
+}

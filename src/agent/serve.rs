@@ -1,0 +1,363 @@
+//! The agent's side of a session (`hopsdr agent --serve`): greet, check the head's version,
+//! answer requests until the head finishes, cancels or goes away.
+//!
+//! The agent's roles and roots come from its own command line: with an ssh forced command they
+//! are the operator's, whatever the head asked for. Requests only ever name what the command line
+//! allows. Its standard output carries the protocol alone; diagnostics go to standard error
+//! (which the head keeps for its error messages). The session ends at the end of its input: sshd
+//! closes it when the connection or hopsdrd goes away.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use super::proto::{self, Job, Msg, ProtoError, Role, RootInfo, PROTOCOL};
+
+/// What the agent's command line allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allowed {
+    pub roles: Vec<Role>,
+    /// HopsFS volumes.
+    pub roots: Vec<PathBuf>,
+    /// The RonDB data node's BackupDataDir.
+    pub backup_dir: Option<PathBuf>,
+}
+
+/// How a session ended badly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("the session with the head failed: {0}")]
+    Proto(#[from] ProtoError),
+    #[error("{0}")]
+    Refused(String),
+    #[error("the head sent {got} where {expected} was expected")]
+    Unexpected { expected: &'static str, got: String },
+}
+
+impl ServeError {
+    /// The agent's exit status: 3 for a refusal (another version), 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ServeError::Refused(_) => 3,
+            _ => 1,
+        }
+    }
+}
+
+/// How a session ended well.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The head said `Finish`.
+    Finished,
+    /// The head said `Cancel`.
+    Cancelled,
+    /// The head closed the stream without a word (it went away).
+    Gone,
+}
+
+/// The version this agent is, and whether a forced command replaced the head's command.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub version: String,
+    pub host: String,
+    pub uid: u32,
+    pub forced: bool,
+}
+
+impl Identity {
+    /// This process: the crate's version, the host name, the real uid; `forced` when sshd ran
+    /// another command than the head sent (`SSH_ORIGINAL_COMMAND` is set only then).
+    pub fn current() -> Identity {
+        Identity {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            host: nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_default(),
+            uid: nix::unistd::getuid().as_raw(),
+            forced: std::env::var_os("SSH_ORIGINAL_COMMAND").is_some(),
+        }
+    }
+}
+
+/// Serves one session on `input`/`output`.
+pub fn serve(
+    allowed: &Allowed,
+    me: &Identity,
+    input: &mut dyn Read,
+    output: &mut dyn Write,
+) -> Result<Ended, ServeError> {
+    output.write_all(proto::MAGIC).map_err(ProtoError::from)?;
+    proto::write_msg(
+        output,
+        &Msg::Hello {
+            name: "hopsdr-agent".into(),
+            version: me.version.clone(),
+            protocol: PROTOCOL,
+            host: me.host.clone(),
+            uid: me.uid,
+            roles: allowed.roles.clone(),
+            roots: allowed
+                .roots
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
+            backup_dir: allowed.backup_dir.as_ref().map(|p| p.display().to_string()),
+            forced: me.forced,
+        },
+    )?;
+    let job = match proto::read_msg(input)? {
+        None => return Ok(Ended::Gone),
+        Some(Msg::Start {
+            version,
+            protocol,
+            job,
+        }) => {
+            if version != me.version || protocol != PROTOCOL {
+                let message = format!(
+                    "the agent on {} is hopsdr {} (protocol {PROTOCOL}) and hopsdrd is hopsdr {version} (protocol {protocol}): install hopsdr {version} on {} (every node needs the version of the head node)",
+                    me.host, me.version, me.host
+                );
+                let _ = proto::write_msg(
+                    output,
+                    &Msg::Error {
+                        req: None,
+                        step: "start".into(),
+                        path: None,
+                        message: message.clone(),
+                    },
+                );
+                return Err(ServeError::Refused(message));
+            }
+            job
+        }
+        Some(m) => {
+            return Err(ServeError::Unexpected {
+                expected: "start",
+                got: msg_name(&m),
+            })
+        }
+    };
+    match job {
+        Job::Check => {}
+    }
+    loop {
+        let Some(msg) = proto::read_msg(input)? else {
+            return Ok(Ended::Gone);
+        };
+        let reply = match msg {
+            Msg::Ping { req } => Msg::Pong { req },
+            Msg::Describe { req } => Msg::Described {
+                req,
+                roots: allowed.roots.iter().map(|r| describe(r, false)).collect(),
+                backup_dir: allowed.backup_dir.as_ref().map(|d| describe(d, false)),
+            },
+            Msg::Finish => {
+                proto::write_msg(output, &Msg::Bye)?;
+                return Ok(Ended::Finished);
+            }
+            Msg::Cancel { .. } => {
+                proto::write_msg(output, &Msg::Cancelled)?;
+                return Ok(Ended::Cancelled);
+            }
+            other => Msg::Error {
+                req: None,
+                step: "request".into(),
+                path: None,
+                message: format!("the agent does not take {} here", msg_name(&other)),
+            },
+        };
+        proto::write_msg(output, &reply)?;
+    }
+}
+
+/// The message's tag, for errors.
+fn msg_name(m: &Msg) -> String {
+    serde_json::to_value(m)
+        .ok()
+        .and_then(|v| v.get("t").and_then(|t| t.as_str()).map(str::to_string))
+        .unwrap_or_else(|| "a message".into())
+}
+
+/// A root's state as this process sees it: a directory it can read (and, with `write`, write).
+pub fn describe(path: &Path, write: bool) -> RootInfo {
+    let mut info = RootInfo {
+        path: path.display().to_string(),
+        problem: None,
+        free_bytes: None,
+        total_bytes: None,
+    };
+    match std::fs::metadata(path) {
+        Err(e) => {
+            info.problem = Some(format!("cannot be read: {e}"));
+            return info;
+        }
+        Ok(m) if !m.is_dir() => {
+            info.problem = Some("is not a directory".into());
+            return info;
+        }
+        Ok(_) => {}
+    }
+    let mut mode = nix::unistd::AccessFlags::R_OK | nix::unistd::AccessFlags::X_OK;
+    if write {
+        mode |= nix::unistd::AccessFlags::W_OK;
+    }
+    if let Err(e) = nix::unistd::access(path, mode) {
+        info.problem = Some(format!(
+            "is not {} by uid {}: {e}",
+            if write { "writable" } else { "readable" },
+            nix::unistd::getuid()
+        ));
+    }
+    if let Ok(s) = nix::sys::statvfs::statvfs(path) {
+        // fsblkcnt_t and c_ulong are u64 on the 64-bit Linux targets hopsdr is built for.
+        let frag = s.fragment_size();
+        info.free_bytes = Some(s.blocks_available() * frag);
+        info.total_bytes = Some(s.blocks() * frag);
+    }
+    info
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn me(version: &str) -> Identity {
+        Identity {
+            version: version.into(),
+            host: "dn1".into(),
+            uid: 1000,
+            forced: false,
+        }
+    }
+
+    fn script(msgs: &[Msg]) -> Vec<u8> {
+        let mut buf = Vec::new();
+        for m in msgs {
+            proto::write_msg(&mut buf, m).unwrap();
+        }
+        buf
+    }
+
+    fn replies(out: &[u8]) -> Vec<Msg> {
+        let mut r = out;
+        proto::read_magic(&mut r).unwrap();
+        let mut v = Vec::new();
+        while let Some(m) = proto::read_msg(&mut r).unwrap() {
+            v.push(m);
+        }
+        v
+    }
+
+    fn start(version: &str) -> Msg {
+        Msg::Start {
+            version: version.into(),
+            protocol: PROTOCOL,
+            job: Job::Check,
+        }
+    }
+
+    #[test]
+    fn a_session_greets_answers_and_says_bye() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        let allowed = Allowed {
+            roles: vec![Role::Hopsfs],
+            roots: vec![dir.path().to_path_buf(), missing.clone()],
+            backup_dir: None,
+        };
+        let input = script(&[
+            start("1.2.3"),
+            Msg::Ping { req: 1 },
+            Msg::Describe { req: 2 },
+            Msg::Bye,
+            Msg::Finish,
+            Msg::Ping { req: 3 },
+        ]);
+        let mut out = Vec::new();
+        let ended = serve(&allowed, &me("1.2.3"), &mut &input[..], &mut out).unwrap();
+        assert_eq!(ended, Ended::Finished);
+        let r = replies(&out);
+        assert_eq!(r.len(), 5, "{r:?}");
+        match &r[0] {
+            Msg::Hello {
+                version,
+                roles,
+                roots,
+                ..
+            } => {
+                assert_eq!(version, "1.2.3");
+                assert_eq!(roles, &[Role::Hopsfs]);
+                assert_eq!(roots.len(), 2);
+            }
+            m => panic!("{m:?}"),
+        }
+        assert_eq!(r[1], Msg::Pong { req: 1 });
+        match &r[2] {
+            Msg::Described { req: 2, roots, .. } => {
+                assert_eq!(roots[0].problem, None);
+                assert!(roots[0].total_bytes.unwrap() > 0);
+                assert!(
+                    roots[1]
+                        .problem
+                        .as_deref()
+                        .unwrap()
+                        .contains("cannot be read"),
+                    "{roots:?}"
+                );
+            }
+            m => panic!("{m:?}"),
+        }
+        assert!(matches!(&r[3], Msg::Error { message, .. } if message.contains("bye")));
+        assert_eq!(r[4], Msg::Bye, "nothing answered after finish");
+    }
+
+    #[test]
+    fn another_version_is_refused_with_what_to_install() {
+        let allowed = Allowed {
+            roles: vec![Role::Rondb],
+            roots: vec![],
+            backup_dir: Some("/x".into()),
+        };
+        let input = script(&[start("9.9.9"), Msg::Ping { req: 1 }]);
+        let mut out = Vec::new();
+        let e = serve(&allowed, &me("1.2.3"), &mut &input[..], &mut out).unwrap_err();
+        assert_eq!(e.exit_code(), 3);
+        assert!(e.to_string().contains("install hopsdr 9.9.9 on dn1"), "{e}");
+        let r = replies(&out);
+        assert!(
+            matches!(&r[1], Msg::Error { step, .. } if step == "start"),
+            "{r:?}"
+        );
+        assert_eq!(r.len(), 2, "no pong after a refusal");
+    }
+
+    #[test]
+    fn cancel_and_a_vanished_head_end_the_session() {
+        let allowed = Allowed {
+            roles: vec![Role::Rondb],
+            roots: vec![],
+            backup_dir: None,
+        };
+        let input = script(&[
+            start("1"),
+            Msg::Cancel {
+                reason: "stop".into(),
+            },
+        ]);
+        let mut out = Vec::new();
+        assert_eq!(
+            serve(&allowed, &me("1"), &mut &input[..], &mut out).unwrap(),
+            Ended::Cancelled
+        );
+        assert_eq!(replies(&out).last(), Some(&Msg::Cancelled));
+        let input = script(&[start("1")]);
+        assert_eq!(
+            serve(&allowed, &me("1"), &mut &input[..], &mut Vec::new()).unwrap(),
+            Ended::Gone
+        );
+        // A first message that is not Start.
+        let input = script(&[Msg::Ping { req: 1 }]);
+        let e = serve(&allowed, &me("1"), &mut &input[..], &mut Vec::new()).unwrap_err();
+        assert_eq!(e.to_string(), "the head sent ping where start was expected");
+    }
+}

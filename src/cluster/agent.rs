@@ -1,0 +1,543 @@
+//! A session with the hopsdr agent on a node: started through the node's transport (a child on
+//! the head node, OpenSSH elsewhere) as `<[agents] binary> agent --serve` plus the roles and
+//! roots the head expects; the agent's greeting is read and its version checked before anything
+//! else; then requests and their replies, each awaited with the session's timeout.
+//!
+//! Failures name the node and say what to do: something printed before the greeting (a shell
+//! start-up file), no agent binary on the node, another version, an agent that went quiet. A
+//! session that is dropped without [`Session::finish`] kills the agent's process.
+
+use std::io::{BufReader, BufWriter};
+use std::path::Path;
+use std::process::{Child, ChildStdin};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::node::{Node, NodeAddress, NodeError};
+use crate::agent::proto::{self, Job, Msg, ProtoError, Role, PROTOCOL};
+
+/// How long a finished agent may take to exit before it is killed.
+const EXIT_GRACE: Duration = Duration::from_secs(10);
+
+/// The most of the agent's stderr kept for messages.
+const STDERR_KEEP: usize = 16 * 1024;
+
+/// What the head asks the agent to serve: its command line (which a forced command may replace).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Request {
+    pub roles: Vec<Role>,
+    pub roots: Vec<String>,
+    pub backup_dir: Option<String>,
+}
+
+impl Request {
+    /// The agent's argv: `<binary> agent --serve`, each role, `--root` per volume and
+    /// `--backup-dir`.
+    pub fn argv(&self, binary: &Path) -> Vec<String> {
+        let mut v = vec![
+            binary.display().to_string(),
+            "agent".into(),
+            "--serve".into(),
+        ];
+        for r in &self.roles {
+            v.push("--role".into());
+            v.push(r.as_str().into());
+        }
+        for r in &self.roots {
+            v.push("--root".into());
+            v.push(r.clone());
+        }
+        if let Some(d) = &self.backup_dir {
+            v.push("--backup-dir".into());
+            v.push(d.clone());
+        }
+        v
+    }
+}
+
+/// The agent's greeting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    pub version: String,
+    pub host: String,
+    pub uid: u32,
+    pub roles: Vec<Role>,
+    pub roots: Vec<String>,
+    pub backup_dir: Option<String>,
+    pub forced: bool,
+}
+
+/// Why a session failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    #[error("{node}: the hopsdr agent did not start: {reason}")]
+    Start { node: String, reason: String },
+    #[error("{node}: the agent is hopsdr {agent} (protocol {agent_protocol}) and hopsdrd is hopsdr {ours} (protocol {PROTOCOL}): install hopsdr {ours} on that node (every node needs the version of the head node)")]
+    Version {
+        node: String,
+        agent: String,
+        agent_protocol: u32,
+        ours: String,
+    },
+    #[error("{node}: the agent sent no {waiting_for} within {timeout:?}; it was stopped")]
+    Timeout {
+        node: String,
+        waiting_for: String,
+        timeout: Duration,
+    },
+    #[error("{node}: the agent failed at {step}{}: {message}", path_suffix(.path))]
+    Remote {
+        node: String,
+        step: String,
+        path: Option<String>,
+        message: String,
+    },
+    #[error("{node}: the agent's stream broke: {source}{}", stderr_suffix(.stderr))]
+    Proto {
+        node: String,
+        source: ProtoError,
+        stderr: String,
+    },
+    #[error("{node}: the agent sent {got} where {expected} was expected")]
+    Unexpected {
+        node: String,
+        expected: String,
+        got: String,
+    },
+    #[error("{node}: the agent ended the session ({status}){}", stderr_suffix(.stderr))]
+    Ended {
+        node: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("{node}: cancelled")]
+    Cancelled { node: String },
+}
+
+fn path_suffix(p: &Option<String>) -> String {
+    p.as_ref().map(|p| format!(" ({p})")).unwrap_or_default()
+}
+
+fn stderr_suffix(s: &str) -> String {
+    let s = s.trim();
+    if s.is_empty() {
+        String::new()
+    } else {
+        format!("; its stderr: {s}")
+    }
+}
+
+/// One agent session.
+pub struct Session {
+    node: Node,
+    child: Child,
+    input: Option<BufWriter<ChildStdin>>,
+    replies: Receiver<Result<Msg, ProtoError>>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    hello: Hello,
+    timeout: Duration,
+    next_req: u32,
+}
+
+impl Session {
+    /// Starts the agent on `node` for `job` and checks its greeting. `timeout` bounds every wait
+    /// for the agent (the greeting too, so an ssh connection that hangs is given up).
+    pub fn open(
+        node: &Node,
+        binary: &Path,
+        request: &Request,
+        job: Job,
+        timeout: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<Session, AgentError> {
+        let argv = request.argv(binary);
+        let mut child = node.spawn_piped(&argv)?;
+        let stdin = child.stdin.take().expect("stdin is piped");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr_pipe = child.stderr.take().expect("stderr is piped");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        {
+            let buf = stderr.clone();
+            std::thread::spawn(move || keep_stderr(stderr_pipe, &buf));
+        }
+        let (tx, replies) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(stdout);
+            if let Err(e) = proto::read_magic(&mut r) {
+                let _ = tx.send(Err(e));
+                return;
+            }
+            loop {
+                match proto::read_msg(&mut r) {
+                    Ok(Some(m)) => {
+                        if tx.send(Ok(m)).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                }
+            }
+        });
+        let mut s = Session {
+            node: node.clone(),
+            child,
+            input: Some(BufWriter::new(stdin)),
+            replies,
+            stderr,
+            hello: Hello {
+                version: String::new(),
+                host: String::new(),
+                uid: 0,
+                roles: Vec::new(),
+                roots: Vec::new(),
+                backup_dir: None,
+                forced: false,
+            },
+            timeout,
+            next_req: 1,
+        };
+        let first = s
+            .next("greeting", cancel)
+            .map_err(|e| s.start_error(e, binary))?;
+        match first {
+            Msg::Hello {
+                version,
+                protocol,
+                host,
+                uid,
+                roles,
+                roots,
+                backup_dir,
+                forced,
+                ..
+            } => {
+                let ours = env!("CARGO_PKG_VERSION");
+                if version != ours || protocol != PROTOCOL {
+                    return Err(AgentError::Version {
+                        node: s.node.name.clone(),
+                        agent: version,
+                        agent_protocol: protocol,
+                        ours: ours.into(),
+                    });
+                }
+                s.hello = Hello {
+                    version,
+                    host,
+                    uid,
+                    roles,
+                    roots,
+                    backup_dir,
+                    forced,
+                };
+            }
+            m => return Err(s.unexpected("greeting", &m)),
+        }
+        s.send(&Msg::Start {
+            version: env!("CARGO_PKG_VERSION").into(),
+            protocol: PROTOCOL,
+            job,
+        })?;
+        Ok(s)
+    }
+
+    /// The agent's greeting: its version, host, uid, roles and roots.
+    pub fn hello(&self) -> &Hello {
+        &self.hello
+    }
+
+    /// A fresh request number.
+    pub fn req(&mut self) -> u32 {
+        let r = self.next_req;
+        self.next_req += 1;
+        r
+    }
+
+    /// Sends `msg` (a request carrying `req`) and returns the reply naming `req`; an `Error`
+    /// reply becomes [`AgentError::Remote`].
+    pub fn request(
+        &mut self,
+        req: u32,
+        msg: &Msg,
+        what: &str,
+        cancel: &CancellationToken,
+    ) -> Result<Msg, AgentError> {
+        self.send(msg)?;
+        let reply = self.next(what, cancel)?;
+        match &reply {
+            Msg::Error {
+                req: r,
+                step,
+                path,
+                message,
+            } if r.is_none() || *r == Some(req) => Err(AgentError::Remote {
+                node: self.node.name.clone(),
+                step: step.clone(),
+                path: path.clone(),
+                message: message.clone(),
+            }),
+            Msg::Pong { req: r } | Msg::Described { req: r, .. } if *r == req => Ok(reply),
+            _ => Err(self.unexpected(what, &reply)),
+        }
+    }
+
+    /// Ends the session: `Finish`, the agent's `Bye`, its exit.
+    pub fn finish(mut self, cancel: &CancellationToken) -> Result<(), AgentError> {
+        self.send(&Msg::Finish)?;
+        match self.next("goodbye", cancel)? {
+            Msg::Bye => {}
+            m => return Err(self.unexpected("goodbye", &m)),
+        }
+        drop(self.input.take());
+        self.reap()
+    }
+
+    fn send(&mut self, msg: &Msg) -> Result<(), AgentError> {
+        let Some(w) = self.input.as_mut() else {
+            return Err(self.ended());
+        };
+        if let Err(e) = proto::write_msg(w, msg) {
+            // A write to an agent that exited fails with a broken pipe: its exit says more.
+            return Err(match e {
+                ProtoError::Io(ref io) if io.kind() == std::io::ErrorKind::BrokenPipe => {
+                    self.ended()
+                }
+                e => AgentError::Proto {
+                    node: self.node.name.clone(),
+                    source: e,
+                    stderr: self.stderr_text(),
+                },
+            });
+        }
+        Ok(())
+    }
+
+    /// The agent's next message, within the timeout, or why there is none.
+    fn next(&mut self, waiting_for: &str, cancel: &CancellationToken) -> Result<Msg, AgentError> {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            if cancel.is_cancelled() {
+                if let Some(w) = self.input.as_mut() {
+                    let _ = proto::write_msg(
+                        w,
+                        &Msg::Cancel {
+                            reason: "the job was cancelled".into(),
+                        },
+                    );
+                }
+                self.kill();
+                return Err(AgentError::Cancelled {
+                    node: self.node.name.clone(),
+                });
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                self.kill();
+                return Err(AgentError::Timeout {
+                    node: self.node.name.clone(),
+                    waiting_for: waiting_for.into(),
+                    timeout: self.timeout,
+                });
+            }
+            match self
+                .replies
+                .recv_timeout((deadline - now).min(Duration::from_millis(100)))
+            {
+                Ok(Ok(m)) => return Ok(m),
+                Ok(Err(e)) => {
+                    // Let the process finish so that its status and stderr are complete.
+                    let _ = self.wait_exit(Duration::from_secs(2));
+                    return Err(AgentError::Proto {
+                        node: self.node.name.clone(),
+                        source: e,
+                        stderr: self.stderr_text(),
+                    });
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Err(self.ended()),
+            }
+        }
+    }
+
+    /// The error for an agent whose output ended: its exit status and stderr, or ssh's failure.
+    fn ended(&mut self) -> AgentError {
+        let status = self.wait_exit(EXIT_GRACE);
+        let stderr = self.stderr_text();
+        if let (NodeAddress::Ssh { host, .. }, Some(255)) =
+            (&self.node.address, status.as_ref().and_then(|s| s.code()))
+        {
+            return AgentError::Node(NodeError::Ssh {
+                node: self.node.name.clone(),
+                host: host.clone(),
+                stderr,
+            });
+        }
+        AgentError::Ended {
+            node: self.node.name.clone(),
+            status: status.map_or_else(|| "still running, stopped".into(), |s| s.to_string()),
+            stderr,
+        }
+    }
+
+    /// Why the agent did not greet, in the operator's words.
+    fn start_error(&mut self, e: AgentError, binary: &Path) -> AgentError {
+        let node = self.node.name.clone();
+        match e {
+            AgentError::Proto {
+                source: ProtoError::Prelude { seen },
+                ..
+            } => AgentError::Start {
+                node,
+                reason: format!(
+                    "it printed {seen:?} before the agent's greeting: a shell start-up file of the ssh user (~/.bashrc, /etc/profile.d) prints to stdout in non-interactive shells (make it quiet), or [agents] binary {} is not hopsdr",
+                    binary.display()
+                ),
+            },
+            AgentError::Proto {
+                source: ProtoError::NoGreeting,
+                ..
+            }
+            | AgentError::Ended { .. } => {
+                let status = self.wait_exit(EXIT_GRACE);
+                let stderr = self.stderr_text();
+                let code = status.as_ref().and_then(|s| s.code());
+                if let (NodeAddress::Ssh { host, .. }, Some(255)) = (&self.node.address, code) {
+                    return AgentError::Node(NodeError::Ssh {
+                        node,
+                        host: host.clone(),
+                        stderr,
+                    });
+                }
+                let reason = match code {
+                    Some(126) | Some(127) => format!(
+                        "{} cannot be run there (exit {}): install the hopsdr package of version {} on that node, or set [agents] binary{}",
+                        binary.display(),
+                        code.unwrap_or_default(),
+                        env!("CARGO_PKG_VERSION"),
+                        stderr_suffix(&stderr)
+                    ),
+                    _ => format!(
+                        "it exited before its greeting ({}){}",
+                        status.map_or_else(|| "still running, stopped".into(), |s| s.to_string()),
+                        stderr_suffix(&stderr)
+                    ),
+                };
+                AgentError::Start { node, reason }
+            }
+            e => e,
+        }
+    }
+
+    fn unexpected(&mut self, expected: &str, got: &Msg) -> AgentError {
+        self.kill();
+        AgentError::Unexpected {
+            node: self.node.name.clone(),
+            expected: expected.to_string(),
+            got: serde_json::to_value(got)
+                .ok()
+                .and_then(|v| v.get("t").and_then(|t| t.as_str()).map(str::to_string))
+                .unwrap_or_else(|| "a message".into()),
+        }
+    }
+
+    fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().unwrap_or_else(|p| p.into_inner()))
+            .trim()
+            .to_string()
+    }
+
+    /// Waits up to `grace` for the process to exit; kills it if it does not.
+    fn wait_exit(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        drop(self.input.take());
+        let deadline = Instant::now() + grace;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(s)) => return Some(s),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                _ => {
+                    self.kill();
+                    return None;
+                }
+            }
+        }
+    }
+
+    fn reap(&mut self) -> Result<(), AgentError> {
+        match self.wait_exit(EXIT_GRACE) {
+            Some(s) if s.success() => Ok(()),
+            _ => Err(self.ended()),
+        }
+    }
+
+    fn kill(&mut self) {
+        drop(self.input.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.kill();
+        }
+    }
+}
+
+fn keep_stderr(mut err: impl std::io::Read, buf: &Mutex<Vec<u8>>) {
+    let mut chunk = [0u8; 4096];
+    loop {
+        match err.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                let mut b = buf.lock().unwrap_or_else(|p| p.into_inner());
+                if b.len() < STDERR_KEEP {
+                    let take = n.min(STDERR_KEEP - b.len());
+                    b.extend_from_slice(&chunk[..take]);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_head_asks_for_what_it_expects_the_node_to_serve() {
+        let r = Request {
+            roles: vec![Role::Hopsfs, Role::Rondb],
+            roots: vec!["/d/1".into(), "/d 2".into()],
+            backup_dir: Some("/srv/ndb".into()),
+        };
+        assert_eq!(
+            r.argv(Path::new("/usr/bin/hopsdr")),
+            [
+                "/usr/bin/hopsdr",
+                "agent",
+                "--serve",
+                "--role",
+                "hopsfs",
+                "--role",
+                "rondb",
+                "--root",
+                "/d/1",
+                "--root",
+                "/d 2",
+                "--backup-dir",
+                "/srv/ndb"
+            ]
+        );
+    }
+}

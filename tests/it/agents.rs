@@ -1,0 +1,413 @@
+//! The hopsdr agent (`hopsdr agent --serve`) through the real transports: a child on the head
+//! node and OpenSSH on loopback with an operator's forced command; the greeting, the version
+//! check, what a node printed instead of the greeting, a missing binary, an agent that goes
+//! quiet; and `hopsdrctl agents check` through the daemon on the test-bed.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use hopsdr::agent::proto::{Job, Msg, Role};
+use hopsdr::cluster::agent::{AgentError, Request, Session};
+use hopsdr::cluster::node::Node;
+use tokio_util::sync::CancellationToken;
+
+use crate::ssh::Sshd;
+
+fn agent_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_hopsdr"))
+}
+
+fn request(roots: &[&Path]) -> Request {
+    Request {
+        roles: vec![Role::Hopsfs],
+        roots: roots.iter().map(|p| p.display().to_string()).collect(),
+        backup_dir: None,
+    }
+}
+
+/// A script standing in for a node's agent.
+fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+/// The frames of an agent greeting with `version`, as printf escapes.
+fn greeting(version: &str) -> String {
+    let json = format!(
+        r#"{{"t":"hello","name":"hopsdr-agent","version":"{version}","protocol":1,"host":"dn9","uid":0,"roles":["hopsfs"],"roots":[],"backup_dir":null,"forced":false}}"#
+    );
+    let len = (json.len() + 1) as u32;
+    let mut s = String::from("HDRAGNT1");
+    for b in len.to_be_bytes() {
+        s.push_str(&format!("\\{b:03o}"));
+    }
+    s.push_str("\\001");
+    s.push_str(&json.replace('%', "%%"));
+    s
+}
+
+#[test]
+fn a_local_agent_greets_describes_its_roots_and_says_bye() {
+    let dir = tempfile::tempdir().unwrap();
+    let vol = dir.path().join("vol1");
+    std::fs::create_dir(&vol).unwrap();
+    let missing = dir.path().join("vol2");
+    let cancel = CancellationToken::new();
+    let mut s = Session::open(
+        &Node::local("datanode dn1"),
+        &agent_binary(),
+        &request(&[&vol, &missing]),
+        Job::Check,
+        Duration::from_secs(20),
+        &cancel,
+    )
+    .unwrap();
+    let h = s.hello().clone();
+    assert_eq!(h.version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(h.roles, [Role::Hopsfs]);
+    assert_eq!(h.roots.len(), 2);
+    assert!(!h.forced);
+    let req = s.req();
+    match s
+        .request(req, &Msg::Describe { req }, "description", &cancel)
+        .unwrap()
+    {
+        Msg::Described { roots, .. } => {
+            assert_eq!(roots[0].problem, None);
+            assert!(roots[0].free_bytes.unwrap() > 0);
+            assert!(roots[1]
+                .problem
+                .as_deref()
+                .unwrap()
+                .contains("No such file"));
+        }
+        m => panic!("{m:?}"),
+    }
+    s.finish(&cancel).unwrap();
+}
+
+#[test]
+fn over_ssh_the_forced_command_decides_what_the_agent_serves() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (allowed, asked) = (dir.path().join("allowed"), dir.path().join("asked"));
+    std::fs::create_dir(&allowed).unwrap();
+    std::fs::create_dir(&asked).unwrap();
+    sshd.authorize(
+        "agent_key",
+        &format!(
+            "{} agent --serve --role hopsfs --root {}",
+            agent_binary().display(),
+            allowed.display()
+        ),
+    );
+    let cancel = CancellationToken::new();
+    let mut s = Session::open(
+        &sshd.node("agent_key"),
+        &agent_binary(),
+        &request(&[&asked]),
+        Job::Check,
+        Duration::from_secs(20),
+        &cancel,
+    )
+    .unwrap();
+    let h = s.hello().clone();
+    assert!(
+        h.forced,
+        "sshd ran the forced command, and the agent says so"
+    );
+    assert_eq!(
+        h.roots,
+        [allowed.display().to_string()],
+        "not what the head asked"
+    );
+    let req = s.req();
+    assert_eq!(
+        s.request(req, &Msg::Ping { req }, "pong", &cancel).unwrap(),
+        Msg::Pong { req }
+    );
+    s.finish(&cancel).unwrap();
+
+    // The same agent through the daemon's key without a forced command serves what is asked.
+    let mut s = Session::open(
+        &sshd.node("client_key"),
+        &agent_binary(),
+        &request(&[&asked]),
+        Job::Check,
+        Duration::from_secs(20),
+        &cancel,
+    )
+    .unwrap();
+    assert!(!s.hello().forced);
+    assert_eq!(s.hello().roots, [asked.display().to_string()]);
+    let req = s.req();
+    s.request(req, &Msg::Ping { req }, "pong", &cancel).unwrap();
+    s.finish(&cancel).unwrap();
+}
+
+#[test]
+fn a_node_that_prints_before_the_greeting_is_named_with_what_it_printed() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let chatty = script(
+        dir.path(),
+        "chatty",
+        &format!(
+            "echo 'Welcome to dn1, authorized use only'\nexec {} \"$@\"",
+            agent_binary().display()
+        ),
+    );
+    let cancel = CancellationToken::new();
+    let e = Session::open(
+        &sshd.node("client_key"),
+        &chatty,
+        &request(&[dir.path()]),
+        Job::Check,
+        Duration::from_secs(20),
+        &cancel,
+    )
+    .err()
+    .expect("refused");
+    let m = e.to_string();
+    assert!(
+        m.starts_with("ndb node 1: the hopsdr agent did not start: it printed \"Welcome to dn1, authorized use only")
+            && m.contains("shell start-up file"),
+        "{m}"
+    );
+}
+
+#[test]
+fn a_missing_agent_binary_says_what_to_install() {
+    let sshd = Sshd::start();
+    let cancel = CancellationToken::new();
+    let e = Session::open(
+        &sshd.node("client_key"),
+        Path::new("/nonexistent/hopsdr"),
+        &request(&[Path::new("/tmp")]),
+        Job::Check,
+        Duration::from_secs(20),
+        &cancel,
+    )
+    .err()
+    .expect("refused");
+    let m = e.to_string();
+    assert!(
+        m.contains("/nonexistent/hopsdr cannot be run there (exit 127)")
+            && m.contains(&format!(
+                "install the hopsdr package of version {}",
+                env!("CARGO_PKG_VERSION")
+            )),
+        "{m}"
+    );
+}
+
+#[test]
+fn an_agent_of_another_version_is_refused_by_both_sides() {
+    let dir = tempfile::tempdir().unwrap();
+    let cancel = CancellationToken::new();
+    // The head refuses an agent that greets with another version.
+    let old = script(
+        dir.path(),
+        "old-agent",
+        &format!("printf '{}'\nexec sleep 30", greeting("0.0.1")),
+    );
+    let e = Session::open(
+        &Node::local("datanode dn9"),
+        &old,
+        &request(&[dir.path()]),
+        Job::Check,
+        Duration::from_secs(20),
+        &cancel,
+    )
+    .err()
+    .expect("refused");
+    assert!(matches!(e, AgentError::Version { .. }), "{e}");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "datanode dn9: the agent is hopsdr 0.0.1 (protocol 1) and hopsdrd is hopsdr {v} (protocol 1): install hopsdr {v} on that node (every node needs the version of the head node)",
+            v = env!("CARGO_PKG_VERSION")
+        )
+    );
+    // The agent refuses a head of another version (exit 3, the reason on stderr).
+    let out = std::process::Command::new(agent_binary())
+        .args(["agent", "--serve", "--role", "hopsfs", "--root", "/tmp"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            let mut stdin = c.stdin.take().unwrap();
+            hopsdr::agent::proto::write_msg(
+                &mut stdin,
+                &Msg::Start {
+                    version: "99.0.0".into(),
+                    protocol: 1,
+                    job: Job::Check,
+                },
+            )
+            .unwrap();
+            drop(stdin);
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("install hopsdr 99.0.0 on"), "{err}");
+}
+
+#[test]
+fn an_agent_that_goes_quiet_is_stopped_after_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let mute = script(
+        dir.path(),
+        "mute-agent",
+        &format!(
+            "echo $$ > {}\nprintf '{}'\nexec sleep 600",
+            pidfile.display(),
+            greeting(env!("CARGO_PKG_VERSION"))
+        ),
+    );
+    let cancel = CancellationToken::new();
+    let mut s = Session::open(
+        &Node::local("datanode dn9"),
+        &mute,
+        &request(&[dir.path()]),
+        Job::Check,
+        Duration::from_secs(1),
+        &cancel,
+    )
+    .unwrap();
+    let started = Instant::now();
+    let req = s.req();
+    let e = s
+        .request(req, &Msg::Ping { req }, "pong", &cancel)
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "datanode dn9: the agent sent no pong within 1s; it was stopped"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "the agent's process was killed and reaped"
+    );
+    drop(s);
+}
+
+#[cfg(feature = "testbed")]
+mod daemon {
+    use super::*;
+    use crate::harness::Env;
+    use crate::tbcluster::{ssh_config, Cluster};
+
+    /// `[agents]` with the agent built here.
+    fn agents_config() -> String {
+        format!(
+            "[agents]\nbinary = \"{}\"\ntimeout = \"20s\"\n",
+            agent_binary().display()
+        )
+    }
+
+    #[test]
+    fn agents_check_names_every_node_and_what_is_wrong_with_it() {
+        let mut env = Env::new();
+        let c = Cluster::create(&env, &[]);
+        env.extra_config = c.hopsfs_config("local") + &agents_config();
+        let _d = env.start();
+        // All on this host: the datanodes and data node 1 share an agent; data node 2 has its
+        // own (another --backup-dir).
+        let v = env.ctl_json(&["agents", "check"]);
+        let agents = v["agents"].as_array().unwrap();
+        assert_eq!(agents.len(), 2, "{v:#}");
+        assert_eq!(
+            agents[0]["node"],
+            "datanode dn1, datanode dn2, datanode dn3, data node 1"
+        );
+        assert_eq!(agents[0]["roles"], serde_json::json!(["hopsfs", "rondb"]));
+        assert_eq!(agents[0]["roots"].as_array().unwrap().len(), 6);
+        assert_eq!(agents[1]["node"], "data node 2");
+        for a in agents {
+            assert_eq!(a["problems"], serde_json::json!([]), "{a:#}");
+            assert_eq!(a["version"], env!("CARGO_PKG_VERSION"));
+        }
+        let out = env.ctl_ok(&["agents", "check"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("all 2 agents ready"), "{text}");
+
+        // A volume that is gone is a problem of its node; the command fails.
+        std::fs::rename(c.volume(2, 1), c.dir.join("moved")).unwrap();
+        let out = env.ctl(&["agents", "check"]);
+        assert_eq!(out.status.code(), Some(1));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(&format!(
+                "problem: datanode dn1, datanode dn2, datanode dn3, data node 1: volume {} cannot be read",
+                c.volume(2, 1).display()
+            )) && text.contains("1 of 2 agents NOT ready"),
+            "{text}"
+        );
+        std::fs::rename(c.dir.join("moved"), c.volume(2, 1)).unwrap();
+    }
+
+    #[test]
+    fn agents_check_over_ssh_reports_a_forced_command_that_lacks_a_volume() {
+        let mut env = Env::new();
+        let c = Cluster::create(&env, &[]);
+        let sshd = Sshd::start();
+        // The operator's forced command lists dn1's first volume only.
+        sshd.authorize(
+            "agent_key",
+            &format!(
+                "{} agent --serve --role hopsfs --root {}",
+                agent_binary().display(),
+                c.volume(1, 1).display()
+            ),
+        );
+        let cfg = c.hopsfs_config("local").replacen(
+            "name = \"dn1\"\nhost = \"local\"",
+            "name = \"dn1\"\nhost = \"127.0.0.1\"",
+            1,
+        );
+        env.extra_config = cfg + &ssh_config(&sshd, "agent_key", None) + &agents_config();
+        let _d = env.start();
+        let out = env.ctl(&["--json", "agents", "check"]);
+        assert_eq!(out.status.code(), Some(1));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let dn1 = v["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["node"] == "datanode dn1")
+            .unwrap_or_else(|| panic!("{v:#}"));
+        assert_eq!(dn1["address"], "127.0.0.1");
+        assert_eq!(dn1["forced"], true);
+        assert_eq!(
+            dn1["problems"],
+            serde_json::json!([format!(
+                "volume {v} is not a --root of the agent: add --root {v} to its command line (the ssh forced command)",
+                v = c.volume(1, 2).display()
+            )])
+        );
+        // The nodes on this host are fine.
+        let others: Vec<_> = v["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["node"] != "datanode dn1")
+            .collect();
+        assert_eq!(others.len(), 2);
+        for a in others {
+            assert_eq!(a["problems"], serde_json::json!([]), "{a:#}");
+        }
+    }
+}
