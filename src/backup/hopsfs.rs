@@ -9,8 +9,9 @@
 //!   the repository yet, the whole `current/` tree is linked (`cp -al`); otherwise the live
 //!   `current/` is listed and only what the repository lacks is linked (`cp -al --parents`, fed
 //!   a NUL-separated list by `xargs -0`): a finalized replica already stored needs no pin (the
-//!   blocks already stored, [`KnownBlocks`], are read before START BACKUP; the check is in
-//!   memory). The seconds from the consistency point to the last pin are the fence window. Pins
+//!   blocks already stored, [`KnownBlocks`], are read from the previous backup since the job
+//!   started, and awaited only after the live listing, which their read overlaps; the check is
+//!   in memory). The seconds from the consistency point to the last pin are the fence window. Pins
 //!   are removed after the commit, off the backup's path, and on every failure path.
 //! - **Copy.** From the pin, at leisure: VERSION files, the directory structure (from the
 //!   fence's listing when only new files were pinned) and every finalized block not already in
@@ -32,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::coverage::Captured;
-use super::known::{KnownBlocks, Stored};
+use super::known::{KnownBlocks, Pending, Stored};
 use super::tarstream::{self, TarStreamError};
 use crate::cluster::hopsfs::{self, Kind};
 use crate::cluster::node::{Node, NodeError};
@@ -308,15 +309,16 @@ impl PathList {
 /// Pins every volume of every datanode in parallel (their pin directories made by
 /// [`prepare_pins`]); returns when the last pin is done.
 ///
-/// With no blocks already stored, the whole `current/` tree is linked (`cp -al`). Otherwise the
-/// live tree is listed and only what the repository lacks is linked (`cp -al --parents` fed by
-/// `xargs -0`): a finalized replica already stored needs no pin, its data is in the repository.
+/// When no earlier backup stored blocks, the whole `current/` tree is linked (`cp -al`).
+/// Otherwise the live tree is listed (while the stored blocks are still being read), then only
+/// what the repository lacks is linked (`cp -al --parents` fed by `xargs -0`): a finalized
+/// replica already stored needs no pin, its data is in the repository.
 /// Files HopsFS deletes while they are linked vanish under `cp`; anything else is an error. A
 /// vanished block the metadata still references shows in the coverage check.
 pub fn pin(
     dns: &[Datanode],
     id: &BackupId,
-    known: &KnownBlocks,
+    known: &Pending,
     timeout: Duration,
     cancel: &CancellationToken,
 ) -> Result<Fence, HopsfsError> {
@@ -337,7 +339,7 @@ pub fn pin(
             tracing::warn!(step = "hopsfs", node = %d.name, "files vanished while pinning {v}: {}", stderr.trim());
             Ok(())
         };
-        if known.is_empty() {
+        if !known.any() {
             let cp = argv(&[
                 "cp",
                 "-al",
@@ -350,6 +352,7 @@ pub fn pin(
             return Ok(None);
         }
         let mut live = Listing::take(d, v, &format!("{v}/current"), true, timeout, cancel)?;
+        let known = known.get();
         let io = |e: std::io::Error| HopsfsError::Listing {
             datanode: d.name.clone(),
             volume: v.to_string(),

@@ -379,6 +379,91 @@ pub fn volume_relative(path: &str) -> Option<&str> {
     (cur == "current").then_some(rel)
 }
 
+/// The blocks already stored, being read on another thread while the backup goes on: whether
+/// there are any is known first (a manifest read), the blocks themselves when the reader is done.
+/// The fence asks whether there are any before the consistency point (a first backup pins the
+/// whole tree) and waits for the blocks only after listing the live volumes, so their read
+/// overlaps the listing instead of delaying the backup. Shared by the per-volume threads: the
+/// first to ask waits, the others find them ready.
+#[derive(Debug)]
+pub struct Pending {
+    any: std::sync::Mutex<Option<std::sync::mpsc::Receiver<bool>>>,
+    any_value: std::sync::OnceLock<bool>,
+    blocks: std::sync::Mutex<Option<std::sync::mpsc::Receiver<KnownBlocks>>>,
+    value: std::sync::OnceLock<KnownBlocks>,
+}
+
+/// The reader's side of a [`Pending`]: say whether there are any blocks, then give them.
+#[derive(Debug)]
+pub struct Reader {
+    any: std::sync::mpsc::Sender<bool>,
+    blocks: std::sync::mpsc::Sender<KnownBlocks>,
+}
+
+impl Reader {
+    /// Whether there is an earlier backup's blocks to read (send this before reading them).
+    pub fn any(&self, any: bool) {
+        let _ = self.any.send(any);
+    }
+
+    pub fn done(self, blocks: KnownBlocks) {
+        let _ = self.any.send(!blocks.is_empty());
+        let _ = self.blocks.send(blocks);
+    }
+}
+
+impl Pending {
+    /// A pending set and the reader that fills it. A reader dropped without [`Reader::done`]
+    /// (it failed) leaves the set empty: every block is then read again.
+    pub fn new() -> (Pending, Reader) {
+        let (any_tx, any_rx) = std::sync::mpsc::channel();
+        let (tx, rx) = std::sync::mpsc::channel();
+        (
+            Pending {
+                any: std::sync::Mutex::new(Some(any_rx)),
+                any_value: std::sync::OnceLock::new(),
+                blocks: std::sync::Mutex::new(Some(rx)),
+                value: std::sync::OnceLock::new(),
+            },
+            Reader {
+                any: any_tx,
+                blocks: tx,
+            },
+        )
+    }
+
+    /// Already read.
+    pub fn ready(blocks: KnownBlocks) -> Pending {
+        let (p, r) = Pending::new();
+        r.done(blocks);
+        p
+    }
+
+    /// Whether an earlier backup stored blocks (waits for the reader's first word only).
+    pub fn any(&self) -> bool {
+        *self.any_value.get_or_init(|| {
+            self.any
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .and_then(|rx| rx.recv().ok())
+                .unwrap_or(false)
+        })
+    }
+
+    /// The blocks (waits for the reader).
+    pub fn get(&self) -> &KnownBlocks {
+        self.value.get_or_init(|| {
+            self.blocks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .and_then(|rx| rx.recv().ok())
+                .unwrap_or_default()
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -540,5 +625,39 @@ mod tests {
         );
         assert_eq!(volume_relative("rondb/1/BACKUP-5/x"), None);
         assert_eq!(volume_relative("hopsfs/dn1/vol1/other/x"), None);
+    }
+
+    #[test]
+    fn pending_blocks_say_whether_there_are_any_before_they_are_read() {
+        let (p, reader) = Pending::new();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let p = std::sync::Arc::new(p);
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                reader.any(true);
+                // The blocks come only once the test says so: `any` must not wait for them.
+                go_rx.recv().unwrap();
+                let b = KnownBlocks::from_entries(std::iter::empty(), &Default::default());
+                reader.done(b.unwrap());
+            });
+            assert!(p.any());
+            let waiting: Vec<_> = (0..3)
+                .map(|_| {
+                    let p = p.clone();
+                    s.spawn(move || p.get().len())
+                })
+                .collect();
+            go_tx.send(()).unwrap();
+            for w in waiting {
+                assert_eq!(w.join().unwrap(), 0, "every thread gets the one set");
+            }
+        });
+        // A reader that fails (dropped) leaves nothing known: every block is read again.
+        let (p, reader) = Pending::new();
+        drop(reader);
+        assert!(!p.any());
+        assert!(p.get().is_empty());
+        let p = Pending::ready(KnownBlocks::default());
+        assert!(!p.any(), "an empty set says there are none");
     }
 }

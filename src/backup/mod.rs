@@ -212,20 +212,20 @@ pub fn run(
     clock: &dyn Fn() -> DateTime<Utc>,
 ) -> Result<BackupOutcome, BackupError> {
     // HopsFS with blocks on the datanodes: the blocks already stored are read from the
-    // previous manifest while the other components run (the fence needs them).
+    // previous manifest while the other components run and the fence lists the volumes.
     let hopsfs_local = req
         .settings
         .hopsfs
         .as_ref()
         .filter(|h| h.block_storage == BlockStorage::Local);
     std::thread::scope(|scope| {
-        let known = hopsfs_local.map(|_| scope.spawn(|| previous_blocks(repo, &req.suspect_blobs)));
-        let known = move || {
-            known
-                .map(|h| h.join().unwrap_or_default())
-                .unwrap_or_default()
-        };
-        run_in(repo, id, req, known, cancel, observer, clock)
+        let (known, reader) = known::Pending::new();
+        if hopsfs_local.is_some() {
+            scope.spawn(move || previous_blocks(repo, &req.suspect_blobs, reader));
+        } else {
+            reader.done(known::KnownBlocks::default());
+        }
+        run_in(repo, id, req, &known, cancel, observer, clock)
     })
 }
 
@@ -233,7 +233,7 @@ fn run_in(
     repo: &Repository,
     id: BackupId,
     req: &BackupRequest<'_>,
-    known: impl FnOnce() -> known::KnownBlocks,
+    known: &known::Pending,
     cancel: &CancellationToken,
     observer: &mut dyn BackupObserver,
     clock: &dyn Fn() -> DateTime<Utc>,
@@ -376,14 +376,14 @@ fn run_in(
 type ClusterParts = (Option<(RondbFacts, Vec<rondb::DataNode>)>, Option<String>);
 
 /// The RonDB component (with the HopsFS fence) then the HopsFS one; `known` gives the blocks
-/// the repository already holds.
+/// the repository already holds (being read meanwhile).
 #[allow(clippy::too_many_arguments)]
 fn run_cluster_parts(
     c: &mut Components<'_>,
     id: &BackupId,
     req: &BackupRequest<'_>,
     dns: Option<&[hopsfs::Datanode]>,
-    known: impl FnOnce() -> known::KnownBlocks,
+    known: &known::Pending,
     cancel: &CancellationToken,
     clock: &dyn Fn() -> DateTime<Utc>,
     recorded: &mut ManifestFacts,
@@ -400,33 +400,26 @@ fn run_cluster_parts(
         cancel,
     };
     let no_fence = crate::failpoint::value("hopsfs.no_fence");
-    let (facts, nodes, fence, known) = c.run("rondb", |w| {
+    let (facts, nodes, fence) = c.run("rondb", |w| {
         if let Some(dns) = dns {
             // Preflight: every datanode reachable; pins left by a crash removed.
             hopsfs::prepare_pins(dns, id, r.command_timeout, cancel)?;
         }
-        // The blocks already stored (read since the job started; by now, normally, done),
-        // awaited before the consistency point: the fence window does not include their read.
-        let known_blocks = if dns.is_some() {
-            known()
-        } else {
-            known::KnownBlocks::default()
-        };
+        // Whether an earlier backup stored blocks, known before the consistency point (a first
+        // backup pins whole trees); the blocks themselves are awaited by the fence after it
+        // listed the live volumes, so their read overlaps the listing.
+        if dns.is_some() {
+            known.any();
+        }
         let started = rondb::start(&run)?;
         let mut fence = None;
         if let (Some(dns), None) = (dns, &no_fence) {
-            fence = Some(hopsfs::pin(
-                dns,
-                id,
-                &known_blocks,
-                r.command_timeout,
-                cancel,
-            )?);
+            fence = Some(hopsfs::pin(dns, id, known, r.command_timeout, cancel)?);
             tracing::info!(step = "hopsfs", "volumes pinned");
             crate::failpoint::hit("backup.hopsfs.pinned", cancel);
         }
         let facts = rondb::collect(&run, &started, w)?;
-        Ok((facts, started.nodes, fence, known_blocks))
+        Ok((facts, started.nodes, fence))
     })?;
     recorded.rondb = Some(facts.clone());
     let mut partial = None;
@@ -446,7 +439,7 @@ fn run_cluster_parts(
                     (None, delay) => {
                         let ms = delay.as_deref().and_then(|d| d.parse().ok()).unwrap_or(0);
                         std::thread::sleep(Duration::from_millis(ms));
-                        hopsfs::pin(dns, id, &known, r.command_timeout, cancel)?
+                        hopsfs::pin(dns, id, known, r.command_timeout, cancel)?
                     }
                 };
                 let window = (fence.pinned_at - facts.consistent_at)
@@ -468,7 +461,8 @@ fn run_cluster_parts(
                             )
                         })
                     });
-                    let copied = hopsfs::copy(dns, id, fence, &known, w, h.copy_timeout, cancel);
+                    let copied =
+                        hopsfs::copy(dns, id, fence, known.get(), w, h.copy_timeout, cancel);
                     let referenced = referenced
                         .map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
                         .transpose();
@@ -520,10 +514,20 @@ fn run_cluster_parts(
 }
 
 /// The blocks the newest backup holding HopsFS blocks stored, but those in a `suspect` blob
-/// (nothing if none can be read).
+/// (nothing if none can be read), given to `reader`: first whether there is such a backup.
 fn previous_blocks(
     repo: &Repository,
     suspect: &std::collections::HashSet<crate::ids::BlobId>,
+    reader: known::Reader,
+) {
+    let blocks = previous_blocks_read(repo, suspect, &reader);
+    reader.done(blocks);
+}
+
+fn previous_blocks_read(
+    repo: &Repository,
+    suspect: &std::collections::HashSet<crate::ids::BlobId>,
+    reader: &known::Reader,
 ) -> known::KnownBlocks {
     let Ok(ids) = repo.list_backups() else {
         return known::KnownBlocks::default();
@@ -532,6 +536,7 @@ fn previous_blocks(
         let t0 = std::time::Instant::now();
         if let Ok(m) = repo.read_manifest(id) {
             if m.info.facts.hopsfs.is_some() {
+                reader.any(true);
                 let t1 = std::time::Instant::now();
                 // A stream that cannot be read is verify's to report: its blocks are read
                 // from the datanodes again.
