@@ -559,8 +559,9 @@ fn add_known(
     r: &hopsfs::Replica,
     stored: &Stored,
 ) -> Result<(), RepoError> {
-    let block_path = format!("{prefix}/current/{}", r.block_path);
-    let meta_path = format!("{prefix}/current/{}", r.meta_path);
+    // (Once per replica of a volume: concatenated, not formatted.)
+    let block_path = [prefix, "/current/", &r.block_path].concat();
+    let meta_path = [prefix, "/current/", &r.meta_path].concat();
     match stored {
         Stored::Unit {
             unit,

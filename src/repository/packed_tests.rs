@@ -553,6 +553,35 @@ fn replicas_are_one_unit_and_one_record_each() {
                 .unwrap();
         }
     }
+    // The same replica twice is refused, naming it (the spill's insert checks, not a lookup).
+    let files: Vec<FileEntry> = repo
+        .stream_entries(&m, &m.streams[0])
+        .unwrap()
+        .map(Result::unwrap)
+        .filter_map(|e| match e {
+            Entry::File(f) => Some(f),
+            _ => None,
+        })
+        .take(20)
+        .collect();
+    let (b, c) = files
+        .chunks(2)
+        .map(|p| {
+            if p[0].path.ends_with(".meta") {
+                (&p[1], &p[0])
+            } else {
+                (&p[0], &p[1])
+            }
+        })
+        .find(|(b, _)| !b.path.rsplit_once("blk_").unwrap().1.ends_with("00"))
+        .expect("a replica the second backup kept");
+    let e = w
+        .add_known_pair(&b.path, b, b.meta, &c.path, c, c.meta)
+        .unwrap_err();
+    assert!(
+        matches!(&e, RepoError::InvalidEntry { path, defect: EntryDefect::Duplicate } if *path == b.path),
+        "{e}"
+    );
     for dn in 1..=3 {
         write(&mut w, dn, &mut (n..n + n / 100));
     }

@@ -416,8 +416,11 @@ impl BackupWriter {
             (true, Some((id, genstamp)), Some((prefix, key)), true)
                 if tree::split(meta_path).0 == dir =>
             {
-                self.check_new_path(block_path)?;
-                self.check_new_path(meta_path)?;
+                // Paths checked without a lookup: the spill's insert below refuses a second
+                // record under the block's key (naming the path), and a unit's checksum file is
+                // never a record of its own.
+                valid_path(block_path)?;
+                valid_path(meta_path)?;
                 let record = Record::Replica(Replica {
                     dir: tree::split(&key).0.to_string(),
                     id,
@@ -569,10 +572,7 @@ impl BackupWriter {
     }
 
     fn check_new_path(&self, path: &str) -> Result<(), RepoError> {
-        validate_logical_path(path).map_err(|d| RepoError::InvalidEntry {
-            path: path.to_string(),
-            defect: EntryDefect::Path(d),
-        })?;
+        valid_path(path)?;
         let seen = match (&self.spill, stream_of(path)) {
             (Some(spill), Some((prefix, key))) => spill.contains(prefix, key)?,
             _ => self.seen.contains(path),
@@ -1196,4 +1196,12 @@ fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
     Ok(filled)
+}
+
+/// A logical path a manifest may hold, or the entry's error naming it.
+fn valid_path(path: &str) -> Result<(), RepoError> {
+    validate_logical_path(path).map_err(|d| RepoError::InvalidEntry {
+        path: path.to_string(),
+        defect: EntryDefect::Path(d),
+    })
 }
