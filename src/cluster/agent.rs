@@ -59,7 +59,7 @@ impl Request {
 }
 
 /// The agent's greeting.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Hello {
     pub version: String,
     pub host: String,
@@ -193,15 +193,7 @@ impl Session {
             input: Some(BufWriter::new(stdin)),
             replies,
             stderr,
-            hello: Hello {
-                version: String::new(),
-                host: String::new(),
-                uid: 0,
-                roles: Vec::new(),
-                roots: Vec::new(),
-                backup_dir: None,
-                forced: false,
-            },
+            hello: Hello::default(),
             timeout,
             next_req: 1,
         };

@@ -202,8 +202,13 @@ impl Node {
     /// Starts `argv` with stdin, stdout and stderr piped, for a caller that talks to it (an agent
     /// session) and owns its lifetime.
     pub fn spawn_piped(&self, argv: &[String]) -> Result<Child, NodeError> {
+        self.spawn(argv, Stdio::piped())
+    }
+
+    /// Starts `argv` with `stdin`, stdout and stderr piped.
+    fn spawn(&self, argv: &[String], stdin: Stdio) -> Result<Child, NodeError> {
         self.command(argv)
-            .stdin(Stdio::piped())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -390,21 +395,14 @@ impl Node {
         F: FnOnce(&mut dyn Read) -> std::io::Result<()>,
     {
         let command = Self::display(argv);
-        let mut child = self
-            .command(argv)
-            .stdin(if input.is_some() {
+        let mut child = self.spawn(
+            argv,
+            if input.is_some() {
                 Stdio::piped()
             } else {
                 Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| NodeError::Spawn {
-                node: self.name.clone(),
-                program: argv[0].clone(),
-                source,
-            })?;
+            },
+        )?;
         let pid = child.id() as i32;
         let stdin_thread = match (input, child.stdin.take()) {
             (Some(produce), Some(mut stdin)) => Some(std::thread::spawn(move || {

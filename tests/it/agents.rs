@@ -26,6 +26,17 @@ fn request(roots: &[&Path]) -> Request {
     }
 }
 
+/// A check session with the agent `binary` on `node`, asked to serve `roots`.
+fn open(
+    node: &Node,
+    binary: &Path,
+    roots: &[&Path],
+    timeout: Duration,
+    cancel: &CancellationToken,
+) -> Result<Session, AgentError> {
+    Session::open(node, binary, &request(roots), Job::Check, timeout, cancel)
+}
+
 /// A script standing in for a node's agent.
 fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
     let p = dir.join(name);
@@ -56,11 +67,10 @@ fn a_local_agent_greets_describes_its_roots_and_says_bye() {
     std::fs::create_dir(&vol).unwrap();
     let missing = dir.path().join("vol2");
     let cancel = CancellationToken::new();
-    let mut s = Session::open(
+    let mut s = open(
         &Node::local("datanode dn1"),
         &agent_binary(),
-        &request(&[&vol, &missing]),
-        Job::Check,
+        &[&vol, &missing],
         Duration::from_secs(20),
         &cancel,
     )
@@ -105,11 +115,10 @@ fn over_ssh_the_forced_command_decides_what_the_agent_serves() {
         ),
     );
     let cancel = CancellationToken::new();
-    let mut s = Session::open(
+    let mut s = open(
         &sshd.node("agent_key"),
         &agent_binary(),
-        &request(&[&asked]),
-        Job::Check,
+        &[&asked],
         Duration::from_secs(20),
         &cancel,
     )
@@ -132,11 +141,10 @@ fn over_ssh_the_forced_command_decides_what_the_agent_serves() {
     s.finish(&cancel).unwrap();
 
     // The same agent through the daemon's key without a forced command serves what is asked.
-    let mut s = Session::open(
+    let mut s = open(
         &sshd.node("client_key"),
         &agent_binary(),
-        &request(&[&asked]),
-        Job::Check,
+        &[&asked],
         Duration::from_secs(20),
         &cancel,
     )
@@ -161,11 +169,10 @@ fn a_node_that_prints_before_the_greeting_is_named_with_what_it_printed() {
         ),
     );
     let cancel = CancellationToken::new();
-    let e = Session::open(
+    let e = open(
         &sshd.node("client_key"),
         &chatty,
-        &request(&[dir.path()]),
-        Job::Check,
+        &[dir.path()],
         Duration::from_secs(20),
         &cancel,
     )
@@ -183,11 +190,10 @@ fn a_node_that_prints_before_the_greeting_is_named_with_what_it_printed() {
 fn a_missing_agent_binary_says_what_to_install() {
     let sshd = Sshd::start();
     let cancel = CancellationToken::new();
-    let e = Session::open(
+    let e = open(
         &sshd.node("client_key"),
         Path::new("/nonexistent/hopsdr"),
-        &request(&[Path::new("/tmp")]),
-        Job::Check,
+        &[Path::new("/tmp")],
         Duration::from_secs(20),
         &cancel,
     )
@@ -214,11 +220,10 @@ fn an_agent_of_another_version_is_refused_by_both_sides() {
         "old-agent",
         &format!("printf '{}'\nexec sleep 30", greeting("0.0.1")),
     );
-    let e = Session::open(
+    let e = open(
         &Node::local("datanode dn9"),
         &old,
-        &request(&[dir.path()]),
-        Job::Check,
+        &[dir.path()],
         Duration::from_secs(20),
         &cancel,
     )
@@ -273,11 +278,10 @@ fn an_agent_that_goes_quiet_is_stopped_after_the_timeout() {
         ),
     );
     let cancel = CancellationToken::new();
-    let mut s = Session::open(
+    let mut s = open(
         &Node::local("datanode dn9"),
         &mute,
-        &request(&[dir.path()]),
-        Job::Check,
+        &[dir.path()],
         Duration::from_secs(1),
         &cancel,
     )
