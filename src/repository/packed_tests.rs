@@ -499,15 +499,7 @@ fn replicas_are_one_unit_and_one_record_each() {
 
     // Read back: block and checksum file, from the shared unit.
     let m = repo.read_manifest(&id(1)).unwrap();
-    let files: Vec<FileEntry> = repo
-        .stream_entries(&m, &m.streams[1])
-        .unwrap()
-        .map(Result::unwrap)
-        .filter_map(|e| match e {
-            Entry::File(f) => Some(f),
-            _ => None,
-        })
-        .collect();
+    let files = stream_files(&repo, &m, &m.streams[1]);
     assert_eq!(files.len() as u64, 2 * n);
     let get = |suffix: &str| {
         let f = files.iter().find(|f| f.path.ends_with(suffix)).unwrap();
@@ -527,15 +519,7 @@ fn replicas_are_one_unit_and_one_record_each() {
     let before = meta_packs + size("index/") + size("manifests/");
     let mut w = repo.begin_backup(id(2), CancellationToken::new());
     for s in &m.streams {
-        let entries: Vec<FileEntry> = repo
-            .stream_entries(&m, s)
-            .unwrap()
-            .map(Result::unwrap)
-            .filter_map(|e| match e {
-                Entry::File(f) => Some(f),
-                _ => None,
-            })
-            .collect();
+        let entries = stream_files(&repo, &m, s);
         for pair in entries.chunks(2) {
             // Sorted by path: blk_<id> comes before blk_<id>_<gs>.meta only within one id;
             // find each block's checksum file by name.
@@ -554,16 +538,7 @@ fn replicas_are_one_unit_and_one_record_each() {
         }
     }
     // The same replica twice is refused, naming it (the spill's insert checks, not a lookup).
-    let files: Vec<FileEntry> = repo
-        .stream_entries(&m, &m.streams[0])
-        .unwrap()
-        .map(Result::unwrap)
-        .filter_map(|e| match e {
-            Entry::File(f) => Some(f),
-            _ => None,
-        })
-        .take(20)
-        .collect();
+    let files = stream_files(&repo, &m, &m.streams[0]);
     let (b, c) = files
         .chunks(2)
         .map(|p| {
@@ -610,4 +585,16 @@ fn replicas_are_one_unit_and_one_record_each() {
         .verify_backup(&id(2), &CancellationToken::new())
         .unwrap();
     assert!(r.is_ok(), "{:?}", r.damaged);
+}
+
+/// The file entries of stream `s` of backup `m`, in order.
+fn stream_files(repo: &Repository, m: &Manifest, s: &StreamRef) -> Vec<FileEntry> {
+    repo.stream_entries(m, s)
+        .unwrap()
+        .map(Result::unwrap)
+        .filter_map(|e| match e {
+            Entry::File(f) => Some(f),
+            _ => None,
+        })
+        .collect()
 }
