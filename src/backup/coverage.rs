@@ -25,6 +25,16 @@ const BUCKET_BITS: u32 = 6;
 /// Temporary files per side of the check.
 pub const BUCKETS: usize = 1 << BUCKET_BITS;
 
+/// A captured block's key, computed on any thread ([`Captured::insert_key`]).
+#[derive(Debug, Clone, Copy)]
+pub struct CapturedKey(u128);
+
+impl CapturedKey {
+    pub fn of(b: &BlockRef) -> CapturedKey {
+        CapturedKey(key(b))
+    }
+}
+
 fn key(b: &BlockRef) -> u128 {
     let mut h = blake3::Hasher::new();
     h.update(b.bp.as_bytes());
@@ -74,8 +84,12 @@ impl Captured {
 
     /// Records block `b` as captured (once per replica is fine).
     pub fn insert(&mut self, b: &BlockRef) -> std::io::Result<()> {
-        let k = key(b);
-        self.buckets[bucket_of(k)].write_all(&k.to_be_bytes())
+        self.insert_key(CapturedKey::of(b))
+    }
+
+    /// [`Captured::insert`] of a key computed elsewhere.
+    pub fn insert_key(&mut self, k: CapturedKey) -> std::io::Result<()> {
+        self.buckets[bucket_of(k.0)].write_all(&k.0.to_be_bytes())
     }
 
     /// The `referenced` blocks not captured, each once, in the source's order.

@@ -32,14 +32,14 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::coverage::Captured;
+use super::coverage::{Captured, CapturedKey};
 use super::known::{KnownBlocks, Pending, Stored};
 use super::tarstream::{self, TarStreamError};
 use crate::cluster::hopsfs::{self, Kind};
 use crate::cluster::node::{Node, NodeError};
 use crate::config::{HopsfsSettings, SshConfig};
 use crate::ids::BackupId;
-use crate::repository::{BackupWriter, FileEntry, FileMeta, RepoError};
+use crate::repository::{BackupWriter, FileMeta, KnownReplica, RepoError, UnitParts};
 
 /// The directory on each volume that holds pins.
 pub const PIN_DIR: &str = "hopsdr-pin";
@@ -209,18 +209,20 @@ impl Listing {
     /// Calls `f` with each run of consecutive entries in one directory (a leaf directory's
     /// files come together), paths with `strip` removed from their start (entries outside it
     /// skipped).
-    fn each_dir(
+    fn each_dir<E: From<HopsfsError>>(
         &mut self,
         d: &Datanode,
         v: &str,
         strip: &str,
-        mut f: impl FnMut(&[hopsfs::Listed]) -> Result<(), HopsfsError>,
-    ) -> Result<(), HopsfsError> {
+        mut f: impl FnMut(&[hopsfs::Listed]) -> Result<(), E>,
+    ) -> Result<(), E> {
         use std::io::{BufRead, Seek};
-        let bad = |reason: String| HopsfsError::Listing {
-            datanode: d.name.clone(),
-            volume: v.to_string(),
-            reason,
+        let bad = |reason: String| {
+            E::from(HopsfsError::Listing {
+                datanode: d.name.clone(),
+                volume: v.to_string(),
+                reason,
+            })
         };
         self.file.rewind().map_err(|e| bad(e.to_string()))?;
         let mut r = std::io::BufReader::with_capacity(1 << 20, &self.file);
@@ -372,7 +374,7 @@ pub fn pin(
                     list.push("current/", &e.path).map_err(io)?;
                 }
             }
-            Ok(())
+            Ok::<_, HopsfsError>(())
         })?;
         if list.count > 0 {
             let cp = argv(&[
@@ -443,6 +445,62 @@ fn file_meta(e: &hopsfs::Listed) -> FileMeta {
     }
 }
 
+/// Steps a volume's walk sends to the writer's thread at a time.
+const WALK_BATCH: usize = 1024;
+/// Batches a walk may have waiting for the writer.
+const WALK_QUEUE: usize = 8;
+
+/// One thing the walk of a volume found for the writer, in the listing's order.
+enum Step {
+    Dir(String, FileMeta),
+    /// A replica the repository holds: recorded without a transfer.
+    Known(CapturedKey, KnownReplica),
+    /// A replica sent from the pin: captured (its files are in the volume's list).
+    New(CapturedKey),
+}
+
+/// What a volume's walk sends to the writer's thread.
+enum Walked {
+    Steps(Vec<Step>),
+    /// The walk is over: the files to send from the pin, and the volume's totals.
+    Done(PathList, CopyTotals),
+}
+
+/// Why a walk stopped early.
+enum WalkStop {
+    Failed(HopsfsError),
+    /// The writer's thread stopped listening (it failed elsewhere).
+    WriterGone,
+}
+
+impl From<HopsfsError> for WalkStop {
+    fn from(e: HopsfsError) -> Self {
+        WalkStop::Failed(e)
+    }
+}
+
+impl From<RepoError> for WalkStop {
+    fn from(e: RepoError) -> Self {
+        WalkStop::Failed(e.into())
+    }
+}
+
+/// A pinned volume to walk.
+struct PinnedVolume<'a> {
+    d: &'a Datanode,
+    /// The volume's place among its datanode's (`vol<index + 1>` in the repository).
+    index: usize,
+    v: &'a str,
+    /// The fence's live listing, when only what the repository lacked was pinned.
+    live: Option<Listing>,
+}
+
+impl PinnedVolume<'_> {
+    fn prefix(&self) -> String {
+        format!("hopsfs/{}/vol{}", self.d.name, self.index + 1)
+    }
+}
+
 /// Copies every pinned volume into `writer`; returns the blocks captured.
 ///
 /// Each volume is read one directory at a time from a listing spooled to disk: the live
@@ -450,8 +508,12 @@ fn file_meta(e: &hopsfs::Listed) -> FileMeta {
 /// are listed from the repository, the rest sent from the pin if it was pinned), else the
 /// listing of the pin. Directories are recorded from the listing; files stream as one tar from
 /// the pin, each finalized replica's checksum file right before its block (stored as one unit).
-pub fn copy(
-    dns: &[Datanode],
+///
+/// The volumes are walked on threads of their own, a few ahead of the writer (parsing, replica
+/// grouping, the known-blocks lookup and the records of known replicas cost per listed file),
+/// and handed to the writer's thread in order through short queues, so memory stays bounded.
+pub fn copy<'d>(
+    dns: &'d [Datanode],
     id: &BackupId,
     fence: Fence,
     known: &KnownBlocks,
@@ -462,103 +524,194 @@ pub fn copy(
     let mut captured =
         Captured::new().map_err(|e| HopsfsError::Coverage(format!("creating them: {e}")))?;
     let spool = |e: std::io::Error| HopsfsError::Coverage(format!("writing them: {e}"));
-    let mut totals = CopyTotals::default();
+    let streams = writer.keeps_streams()?;
     let mut lives = fence.live.into_iter();
+    let mut volumes = Vec::new();
     for d in dns {
-        for (i, v) in d.volumes.iter().enumerate() {
-            let root = pin_root(v, id);
-            let prefix = format!("hopsfs/{}/vol{}", d.name, i + 1);
+        for (index, v) in d.volumes.iter().enumerate() {
             let live = lives.next().flatten();
-            let io = |e: std::io::Error| HopsfsError::Listing {
-                datanode: d.name.clone(),
-                volume: v.to_string(),
-                reason: format!("spooling the list of files to copy: {e}"),
-            };
-            // What decides, and (selective pins) what was pinned: only new files, few.
-            let (mut decide, pinned): (Listing, Option<HashSet<String>>) = match live {
-                None => (
-                    Listing::take(d, v, &format!("{root}/current"), true, timeout, cancel)?,
-                    None,
-                ),
-                Some(live) => {
-                    // The pin root exists; its `current/` may not, when nothing new was pinned.
-                    let mut pin = Listing::take(d, v, &root, false, timeout, cancel)?;
-                    let mut set = HashSet::new();
-                    pin.each_dir(d, v, "current/", |group| {
-                        set.extend(group.iter().map(|e| e.path.clone()));
-                        Ok(())
-                    })?;
-                    (live, Some(set))
-                }
-            };
-            let was_pinned = |p: &str| pinned.as_ref().is_none_or(|s| s.contains(p));
-            let mut list = PathList::new().map_err(io)?;
-            decide.each_dir(d, v, "", |group| {
-                for e in group.iter().filter(|e| e.kind == Kind::Dir) {
-                    let path = if e.path.is_empty() {
-                        format!("{prefix}/current")
-                    } else {
-                        format!("{prefix}/current/{}", e.path)
-                    };
-                    writer.add_dir(&path, file_meta(e))?;
-                }
-                let replicas = hopsfs::replicas(group);
-                let mut paired: HashSet<&str> = HashSet::new();
-                for r in &replicas {
-                    paired.insert(r.block_path.as_str());
-                    paired.insert(r.meta_path.as_str());
-                    if let Some(stored) = known.lookup(r) {
-                        captured.insert(&r.block).map_err(spool)?;
-                        totals.blocks += 1;
-                        add_known(writer, &prefix, r, &stored)?;
-                        continue;
-                    }
-                    if !was_pinned(&r.block_path) {
-                        continue; // deleted before it could be pinned: the coverage check says so
-                    }
-                    captured.insert(&r.block).map_err(spool)?;
-                    totals.blocks += 1;
-                    totals.blocks_new += 1;
-                    totals.bytes_new += r.block.len;
-                    if !r.finalized {
-                        totals.rbw_replicas.push(format!(
-                            "{}/vol{}/{}",
-                            d.name,
-                            i + 1,
-                            r.block_path
-                        ));
-                    }
-                    if was_pinned(&r.meta_path) {
-                        list.push("current/", &r.meta_path).map_err(io)?;
-                    }
-                    list.push("current/", &r.block_path).map_err(io)?;
-                }
-                for e in group {
-                    if matches!(e.kind, Kind::File | Kind::Symlink)
-                        && !paired.contains(e.path.as_str())
-                        && was_pinned(&e.path)
-                    {
-                        list.push("current/", &e.path).map_err(io)?;
-                    }
-                }
-                Ok(())
-            })?;
-            if list.count > 0 {
-                send_from_pin(d, v, &root, &prefix, list, writer, timeout, cancel)?;
-            }
-            tracing::info!(step = "hopsfs", node = %d.name, volume = %v, "volume copied");
+            volumes.push(PinnedVolume { d, index, v, live });
         }
     }
+    let ahead = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(2, 8);
+    let mut totals = CopyTotals::default();
+    std::thread::scope(|scope| {
+        // Walks still running when the writer fails stop at their next step.
+        let stop = cancel.child_token();
+        let _stop_walks = stop.clone().drop_guard();
+        let spawn = |vol: PinnedVolume<'d>| {
+            let (tx, rx) = std::sync::mpsc::sync_channel(WALK_QUEUE);
+            let place = (vol.d, vol.index, vol.v, vol.prefix());
+            let stop = stop.clone();
+            scope.spawn(move || {
+                if let Err(WalkStop::Failed(e)) =
+                    walk_volume(vol, id, known, streams, timeout, &stop, &tx)
+                {
+                    let _ = tx.send(Err(e));
+                }
+            });
+            (place, rx)
+        };
+        let mut pending = volumes.into_iter();
+        let mut walks: std::collections::VecDeque<_> =
+            pending.by_ref().take(ahead).map(spawn).collect();
+        while let Some(((d, _, v, prefix), rx)) = walks.pop_front() {
+            walks.extend(pending.next().map(spawn));
+            loop {
+                match rx.recv() {
+                    Ok(Ok(Walked::Steps(steps))) => {
+                        for step in steps {
+                            match step {
+                                Step::Dir(path, meta) => writer.add_dir(&path, meta)?,
+                                Step::Known(key, replica) => {
+                                    captured.insert_key(key).map_err(spool)?;
+                                    writer.add_known_replica(replica)?;
+                                }
+                                Step::New(key) => captured.insert_key(key).map_err(spool)?,
+                            }
+                        }
+                    }
+                    Ok(Ok(Walked::Done(list, t))) => {
+                        if list.count > 0 {
+                            let root = pin_root(v, id);
+                            send_from_pin(d, v, &root, &prefix, list, writer, timeout, cancel)?;
+                        }
+                        totals.blocks += t.blocks;
+                        totals.blocks_new += t.blocks_new;
+                        totals.bytes_new += t.bytes_new;
+                        totals.rbw_replicas.extend(t.rbw_replicas);
+                        tracing::info!(step = "hopsfs", node = %d.name, volume = %v, "volume copied");
+                        break;
+                    }
+                    Ok(Err(e)) => return Err(e),
+                    Err(_) => {
+                        return Err(HopsfsError::Listing {
+                            datanode: d.name.clone(),
+                            volume: v.to_string(),
+                            reason: "the walk of the volume stopped without a result".into(),
+                        })
+                    }
+                }
+            }
+        }
+        Ok(())
+    })?;
     Ok((captured, totals))
 }
 
-/// Records a replica the repository already holds (no transfer).
-fn add_known(
-    writer: &mut BackupWriter,
+/// Walks one pinned volume for [`copy`], sending what it finds to `tx` in batches.
+fn walk_volume(
+    vol: PinnedVolume<'_>,
+    id: &BackupId,
+    known: &KnownBlocks,
+    streams: bool,
+    timeout: Duration,
+    cancel: &CancellationToken,
+    tx: &std::sync::mpsc::SyncSender<Result<Walked, HopsfsError>>,
+) -> Result<(), WalkStop> {
+    let prefix = vol.prefix();
+    let PinnedVolume { d, index, v, live } = vol;
+    let root = pin_root(v, id);
+    let io = |e: std::io::Error| HopsfsError::Listing {
+        datanode: d.name.clone(),
+        volume: v.to_string(),
+        reason: format!("spooling the list of files to copy: {e}"),
+    };
+    // What decides, and (selective pins) what was pinned: only new files, few.
+    let (mut decide, pinned): (Listing, Option<HashSet<String>>) = match live {
+        None => (
+            Listing::take(d, v, &format!("{root}/current"), true, timeout, cancel)?,
+            None,
+        ),
+        Some(live) => {
+            // The pin root exists; its `current/` may not, when nothing new was pinned.
+            let mut pin = Listing::take(d, v, &root, false, timeout, cancel)?;
+            let mut set = HashSet::new();
+            pin.each_dir(d, v, "current/", |group| {
+                set.extend(group.iter().map(|e| e.path.clone()));
+                Ok::<_, HopsfsError>(())
+            })?;
+            (live, Some(set))
+        }
+    };
+    let was_pinned = |p: &str| pinned.as_ref().is_none_or(|s| s.contains(p));
+    let mut list = PathList::new().map_err(io)?;
+    let mut totals = CopyTotals::default();
+    let mut batch = Vec::with_capacity(WALK_BATCH);
+    let send = |batch: &mut Vec<Step>| {
+        if cancel.is_cancelled() {
+            return Err(WalkStop::WriterGone);
+        }
+        let full = std::mem::replace(batch, Vec::with_capacity(WALK_BATCH));
+        tx.send(Ok(Walked::Steps(full)))
+            .map_err(|_| WalkStop::WriterGone)
+    };
+    decide.each_dir(d, v, "", |group| {
+        for e in group.iter().filter(|e| e.kind == Kind::Dir) {
+            let path = if e.path.is_empty() {
+                format!("{prefix}/current")
+            } else {
+                [&prefix, "/current/", &e.path].concat()
+            };
+            batch.push(Step::Dir(path, file_meta(e)));
+        }
+        let replicas = hopsfs::replicas(group);
+        let mut paired: HashSet<&str> = HashSet::new();
+        for r in &replicas {
+            paired.insert(r.block_path.as_str());
+            paired.insert(r.meta_path.as_str());
+            if let Some(stored) = known.lookup(r) {
+                totals.blocks += 1;
+                let replica = known_replica(streams, &prefix, r, stored)?;
+                batch.push(Step::Known(CapturedKey::of(&r.block), replica));
+                continue;
+            }
+            if !was_pinned(&r.block_path) {
+                continue; // deleted before it could be pinned: the coverage check says so
+            }
+            batch.push(Step::New(CapturedKey::of(&r.block)));
+            totals.blocks += 1;
+            totals.blocks_new += 1;
+            totals.bytes_new += r.block.len;
+            if !r.finalized {
+                totals
+                    .rbw_replicas
+                    .push(format!("{}/vol{}/{}", d.name, index + 1, r.block_path));
+            }
+            if was_pinned(&r.meta_path) {
+                list.push("current/", &r.meta_path).map_err(io)?;
+            }
+            list.push("current/", &r.block_path).map_err(io)?;
+        }
+        for e in group {
+            if matches!(e.kind, Kind::File | Kind::Symlink)
+                && !paired.contains(e.path.as_str())
+                && was_pinned(&e.path)
+            {
+                list.push("current/", &e.path).map_err(io)?;
+            }
+        }
+        if batch.len() >= WALK_BATCH {
+            send(&mut batch)?;
+        }
+        Ok::<_, WalkStop>(())
+    })?;
+    if !batch.is_empty() {
+        send(&mut batch)?;
+    }
+    tx.send(Ok(Walked::Done(list, totals)))
+        .map_err(|_| WalkStop::WriterGone)
+}
+
+/// The record of a replica the repository already holds (no transfer).
+fn known_replica(
+    streams: bool,
     prefix: &str,
     r: &hopsfs::Replica,
-    stored: &Stored,
-) -> Result<(), RepoError> {
+    stored: Stored,
+) -> Result<KnownReplica, RepoError> {
     // (Once per replica of a volume: concatenated, not formatted.)
     let block_path = [prefix, "/current/", &r.block_path].concat();
     let meta_path = [prefix, "/current/", &r.meta_path].concat();
@@ -569,22 +722,27 @@ fn add_known(
             block_meta,
             meta_meta,
         } => {
-            let entry = |path: &str, size: u64, meta: FileMeta, skip: u64| FileEntry {
-                path: path.to_string(),
-                size,
-                meta,
-                hash: String::new(),
-                chunks: vec![],
-                units: vec![unit.clone()],
-                skip,
+            let parts = UnitParts {
+                unit: &unit,
+                len: r.block.len,
+                meta_len,
+                block_meta,
+                meta_meta,
             };
-            let blk = entry(&block_path, r.block.len, *block_meta, 0);
-            let meta = entry(&meta_path, *meta_len, *meta_meta, r.block.len);
-            writer.add_known_pair(&block_path, &blk, blk.meta, &meta_path, &meta, meta.meta)
+            KnownReplica::unit(streams, &block_path, &meta_path, parts)
         }
         Stored::Files(f) => {
-            let (blk, meta) = (&f.0, &f.1);
-            writer.add_known_pair(&block_path, blk, blk.meta, &meta_path, meta, meta.meta)
+            let (blk, meta) = *f;
+            let (block_meta, meta_meta) = (blk.meta, meta.meta);
+            KnownReplica::files(
+                streams,
+                &block_path,
+                blk,
+                block_meta,
+                &meta_path,
+                meta,
+                meta_meta,
+            )
         }
     }
 }

@@ -297,4 +297,6 @@ pub enum EntryDefect {
     BadSymlinkTarget,
     #[error("an empty file with chunks, or a non-empty file without")]
     ChunksDoNotFitSize,
+    #[error("a stream record for a backup that keeps no streams (format 3 only)")]
+    NoStreams,
 }

@@ -118,6 +118,7 @@ mod error;
 pub mod facts;
 pub mod index;
 pub mod keys;
+mod known_replica;
 pub mod layout;
 pub mod lock;
 mod manifest;
@@ -153,6 +154,7 @@ use crypto::Keyring;
 pub use error::{
     BlobDefect, EntryDefect, FileDefect, HeaderDefect, ManifestDefect, PathDefect, RepoError,
 };
+pub use known_replica::{KnownReplica, UnitParts};
 pub use manifest::{
     symlink_escapes, validate_logical_path, BackupInfo, ComponentInfo, Entry, FileEntry, FileMeta,
     Manifest, StreamRef,

@@ -54,11 +54,29 @@ impl Spill {
         })
     }
 
+    /// A record's key and encoded form, as [`Spill::put_encoded`] takes them (pure: done on
+    /// any thread).
+    pub fn encode(record: &Record) -> (String, Vec<u8>) {
+        let key = record.key().into_owned();
+        let rec = tree::encode_page(std::slice::from_ref(&Op::Put(record.clone())), false);
+        (key, rec)
+    }
+
     /// Adds `record` to stream `prefix`; `path` (its full logical path) names it if it is
     /// already there.
     pub fn put(&mut self, prefix: &str, record: &Record, path: &str) -> Result<(), RepoError> {
-        let key = record.key().into_owned();
-        let rec = tree::encode_page(&[Op::Put(record.clone())], false);
+        let (key, rec) = Self::encode(record);
+        self.put_encoded(prefix, &key, &rec, path)
+    }
+
+    /// [`Spill::put`] of a record [`Spill::encode`] made.
+    pub fn put_encoded(
+        &mut self,
+        prefix: &str,
+        key: &str,
+        rec: &[u8],
+        path: &str,
+    ) -> Result<(), RepoError> {
         let n = self
             .conn
             .prepare_cached("INSERT OR IGNORE INTO records(prefix, key, rec) VALUES (?1, ?2, ?3)")

@@ -18,6 +18,7 @@ use crate::ids::{BackupId, BlobId};
 use super::crypto::Keyring;
 use super::error::{EntryDefect, RepoError};
 use super::index::EntryKind;
+use super::known_replica::{Known, KnownReplica};
 use super::manifest::{self, SeenPaths};
 use super::packer::Packer;
 use super::spill::Spill;
@@ -401,48 +402,54 @@ impl BackupWriter {
         meta: &FileEntry,
         meta_meta: FileMeta,
     ) -> Result<(), RepoError> {
+        let known = KnownReplica::files(
+            self.keeps_streams()?,
+            block_path,
+            block.clone(),
+            block_meta,
+            meta_path,
+            meta.clone(),
+            meta_meta,
+        )?;
+        self.add_known_replica(known)
+    }
+
+    /// Whether this backup keeps stream records (format 3): what [`KnownReplica`]s are made
+    /// for.
+    pub fn keeps_streams(&mut self) -> Result<bool, RepoError> {
         self.ensure_packer()?;
-        let shared = block.is_packed()
-            && meta.is_packed()
-            && block.units.len() == 1
-            && meta.units == block.units
-            && block.skip == 0
-            && meta.skip == block.size;
-        let (dir, block_name) = tree::split(block_path);
-        let meta_name = tree::split(meta_path).1;
-        let ids = Replica::parse_names(block_name, meta_name);
-        let stream = stream_of(block_path).map(|(p, k)| (p.to_string(), k.to_string()));
-        match (shared, ids, stream, self.spill.is_some()) {
-            (true, Some((id, genstamp)), Some((prefix, key)), true)
-                if tree::split(meta_path).0 == dir =>
-            {
-                // Paths checked without a lookup: the spill's insert below refuses a second
-                // record under the block's key (naming the path), and a unit's checksum file is
-                // never a record of its own.
-                valid_path(block_path)?;
-                valid_path(meta_path)?;
-                let record = Record::Replica(Replica {
-                    dir: tree::split(&key).0.to_string(),
-                    id,
-                    genstamp,
-                    len: block.size,
-                    meta_len: meta.size,
-                    meta: block_meta,
-                    meta_file: meta_meta,
-                    unit: super::streams::id_bytes(&block.units[0]),
-                });
-                self.spill
-                    .as_mut()
-                    .expect("checked")
-                    .put(&prefix, &record, block_path)?;
+        Ok(self.spill.is_some())
+    }
+
+    /// Adds a replica an earlier backup stored, prepared with [`Self::keeps_streams`].
+    pub fn add_known_replica(&mut self, known: KnownReplica) -> Result<(), RepoError> {
+        match (known.0, self.spill.as_mut()) {
+            (
+                Known::Record {
+                    prefix,
+                    key,
+                    rec,
+                    block_path,
+                    logical,
+                },
+                Some(spill),
+            ) => {
+                if self.cancel.is_cancelled() {
+                    return Err(RepoError::Cancelled);
+                }
+                spill.put_encoded(&prefix, &key, &rec, &block_path)?;
                 self.stats.files += 2;
-                self.stats.logical_bytes += block.size + meta.size;
+                self.stats.logical_bytes += logical;
                 self.stats.reused_blobs += 1;
                 Ok(())
             }
-            _ => {
-                self.add_known_file(block_path, block, block_meta)?;
-                self.add_known_file(meta_path, meta, meta_meta)
+            (Known::Record { block_path, .. }, None) => Err(RepoError::InvalidEntry {
+                path: block_path,
+                defect: EntryDefect::NoStreams,
+            }),
+            (Known::Files(f), _) => {
+                self.add_known_file(&f.block_path, &f.block, f.block_meta)?;
+                self.add_known_file(&f.meta_path, &f.meta, f.meta_meta)
             }
         }
     }
