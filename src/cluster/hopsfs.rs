@@ -105,33 +105,73 @@ pub enum VolumeFile {
 
 /// Classifies a path relative to the volume's `current/` directory.
 pub fn classify(path: &str) -> VolumeFile {
-    let parts: Vec<&str> = path.split('/').collect();
-    if parts.len() >= 4
-        && parts[0].starts_with("BP-")
-        && parts[1] == "current"
-        && (parts[2] == "finalized" || parts[2] == "rbw")
-    {
-        let bp = parts[0].to_string();
-        let finalized = parts[2] == "finalized";
-        let name = parts[parts.len() - 1];
-        if let Some(rest) = name.strip_prefix("blk_") {
-            if let Some(meta) = rest.strip_suffix(".meta") {
-                if let Some((id, gs)) = meta.split_once('_') {
-                    if let (Ok(id), Ok(genstamp)) = (id.parse(), gs.parse()) {
-                        return VolumeFile::Meta {
-                            bp,
-                            id,
-                            genstamp,
-                            finalized,
-                        };
-                    }
+    match classify_ref(path) {
+        FileRef::Block { bp, id, finalized } => VolumeFile::Block {
+            bp: bp.to_string(),
+            id,
+            finalized,
+        },
+        FileRef::Meta {
+            bp,
+            id,
+            genstamp,
+            finalized,
+        } => VolumeFile::Meta {
+            bp: bp.to_string(),
+            id,
+            genstamp,
+            finalized,
+        },
+        FileRef::Other => VolumeFile::Other,
+    }
+}
+
+/// [`VolumeFile`] borrowing the block pool from the path (once per listed file: no
+/// allocation).
+enum FileRef<'a> {
+    Block {
+        bp: &'a str,
+        id: u64,
+        finalized: bool,
+    },
+    Meta {
+        bp: &'a str,
+        id: u64,
+        genstamp: u64,
+        finalized: bool,
+    },
+    Other,
+}
+
+fn classify_ref(path: &str) -> FileRef<'_> {
+    let mut parts = path.split('/');
+    let (Some(bp), Some("current"), Some(state), Some(_)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return FileRef::Other;
+    };
+    if !bp.starts_with("BP-") || (state != "finalized" && state != "rbw") {
+        return FileRef::Other;
+    }
+    let finalized = state == "finalized";
+    let name = path.rsplit('/').next().unwrap_or("");
+    if let Some(rest) = name.strip_prefix("blk_") {
+        if let Some(meta) = rest.strip_suffix(".meta") {
+            if let Some((id, gs)) = meta.split_once('_') {
+                if let (Ok(id), Ok(genstamp)) = (id.parse(), gs.parse()) {
+                    return FileRef::Meta {
+                        bp,
+                        id,
+                        genstamp,
+                        finalized,
+                    };
                 }
-            } else if let Ok(id) = rest.parse() {
-                return VolumeFile::Block { bp, id, finalized };
             }
+        } else if let Ok(id) = rest.parse() {
+            return FileRef::Block { bp, id, finalized };
         }
     }
-    VolumeFile::Other
+    FileRef::Other
 }
 
 /// A block as the metadata and the volumes know it.
@@ -157,42 +197,39 @@ pub struct Replica {
 /// Pairs block files with their `.meta` files (same directory). Unpaired files are not
 /// replicas hopsdr can rely on; they are returned as plain files by the caller.
 pub fn replicas(listing: &[Listed]) -> Vec<Replica> {
-    // (dir, bp, id) -> (block path, len) and (meta path, genstamp, size)
-    let mut blocks: BTreeMap<(String, String, u64), (String, u64, bool)> = BTreeMap::new();
-    let mut metas: BTreeMap<(String, String, u64), (String, u64, u64)> = BTreeMap::new();
+    // (dir, bp, id) -> (block path, len) and (meta path, genstamp, size), borrowed from the
+    // listing (a walk calls this once per directory of millions of files).
+    type Key<'a> = (&'a str, &'a str, u64);
+    let mut blocks: BTreeMap<Key<'_>, (&str, u64, bool)> = BTreeMap::new();
+    let mut metas: BTreeMap<Key<'_>, (&str, u64, u64)> = BTreeMap::new();
     for e in listing.iter().filter(|e| e.kind == Kind::File) {
-        let dir = e
-            .path
-            .rsplit_once('/')
-            .map(|x| x.0)
-            .unwrap_or("")
-            .to_string();
-        match classify(&e.path) {
-            VolumeFile::Block { bp, id, finalized } => {
-                blocks.insert((dir, bp, id), (e.path.clone(), e.size, finalized));
+        let dir = e.path.rsplit_once('/').map(|x| x.0).unwrap_or("");
+        match classify_ref(&e.path) {
+            FileRef::Block { bp, id, finalized } => {
+                blocks.insert((dir, bp, id), (&e.path, e.size, finalized));
             }
-            VolumeFile::Meta {
+            FileRef::Meta {
                 bp, id, genstamp, ..
             } => {
-                metas.insert((dir, bp, id), (e.path.clone(), genstamp, e.size));
+                metas.insert((dir, bp, id), (&e.path, genstamp, e.size));
             }
-            _ => {}
+            FileRef::Other => {}
         }
     }
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(blocks.len());
     for (key, (block_path, len, finalized)) in blocks {
-        if let Some((meta_path, genstamp, meta_size)) = metas.get(&key) {
+        if let Some(&(meta_path, genstamp, meta_size)) = metas.get(&key) {
             out.push(Replica {
                 block: BlockRef {
-                    bp: key.1.clone(),
+                    bp: key.1.to_string(),
                     id: key.2,
-                    genstamp: *genstamp,
+                    genstamp,
                     len,
                 },
                 finalized,
-                block_path,
-                meta_path: meta_path.clone(),
-                meta_size: *meta_size,
+                block_path: block_path.to_string(),
+                meta_path: meta_path.to_string(),
+                meta_size,
             });
         }
     }

@@ -85,23 +85,24 @@ pub struct Replica {
 impl Replica {
     /// The file names of a replica: `blk_<id>` and `blk_<id>_<genstamp>.meta`.
     pub fn names(id: u64, genstamp: u64) -> (String, String) {
-        (format!("blk_{id}"), format!("blk_{id}_{genstamp}.meta"))
+        (block_file_name(id), format!("blk_{id}_{genstamp}.meta"))
     }
 
     /// The block id and genstamp that file names `blk_<id>` and `blk_<id>_<genstamp>.meta`
     /// stand for (exactly as HopsFS writes them: no leading zeros, no sign).
     pub fn parse_names(block: &str, meta: &str) -> Option<(u64, u64)> {
-        let id: u64 = block.strip_prefix("blk_")?.parse().ok()?;
-        let gs: u64 = meta
-            .strip_prefix(&format!("blk_{id}_"))?
-            .strip_suffix(".meta")?
-            .parse()
-            .ok()?;
-        (Replica::names(id, gs) == (block.to_string(), meta.to_string())).then_some((id, gs))
+        let digits = block.strip_prefix("blk_")?;
+        let id = canonical_u64(digits)?;
+        let gs = meta
+            .strip_prefix("blk_")?
+            .strip_prefix(digits)?
+            .strip_prefix('_')?
+            .strip_suffix(".meta")?;
+        Some((id, canonical_u64(gs)?))
     }
 
     pub fn block_name(&self) -> String {
-        format!("blk_{}", self.id)
+        block_file_name(self.id)
     }
 
     pub fn meta_name(&self) -> String {
@@ -135,8 +136,22 @@ pub fn join(dir: &str, name: &str) -> String {
     if dir.is_empty() {
         name.to_string()
     } else {
-        format!("{dir}/{name}")
+        [dir, "/", name].concat()
     }
+}
+
+/// `blk_<id>` (once per replica: not formatted).
+fn block_file_name(id: u64) -> String {
+    ["blk_", &id.to_string()].concat()
+}
+
+/// The number `s` writes in decimal digits only, without leading zeros (as Java's
+/// `Long.toString` does); `None` for anything else (a sign, a leading zero, an overflow).
+fn canonical_u64(s: &str) -> Option<u64> {
+    let canonical = !s.is_empty()
+        && s.bytes().all(|b| b.is_ascii_digit())
+        && (s.len() == 1 || !s.starts_with('0'));
+    canonical.then(|| s.parse().ok()).flatten()
 }
 
 /// `(dir, name)` of a key.
@@ -226,10 +241,14 @@ pub fn encode_page(ops: &[Op], layer: bool) -> Vec<u8> {
     let mut dirs: Vec<String> = Vec::new();
     let mut dir_of: Vec<usize> = Vec::with_capacity(ops.len());
     for op in ops {
-        let key = op.key();
+        // (A replica's key is made, not stored: its directory is at hand.)
+        let key;
         let dir = match op {
             Op::Put(Record::Replica(r)) => r.dir.as_str(),
-            _ => split(&key).0,
+            _ => {
+                key = op.key();
+                split(&key).0
+            }
         };
         if dirs.last().map(String::as_str) != Some(dir) {
             dirs.push(dir.to_string());

@@ -326,3 +326,32 @@ fn roots_round_trip() {
     assert_eq!(decode_root(&bytes).unwrap(), pages);
     assert!(decode_root(&bytes[..bytes.len() - 1]).is_err());
 }
+
+#[test]
+fn replica_names_parse_only_as_hopsfs_writes_them() {
+    assert_eq!(
+        Replica::parse_names("blk_1073741825", "blk_1073741825_1001.meta"),
+        Some((1073741825, 1001))
+    );
+    assert_eq!(Replica::parse_names("blk_0", "blk_0_0.meta"), Some((0, 0)));
+    for (block, meta) in [
+        ("blk_01", "blk_01_5.meta"), // leading zero
+        ("blk_+1", "blk_+1_5.meta"), // sign
+        ("blk_1", "blk_1_05.meta"),  // leading zero in the genstamp
+        ("blk_1", "blk_1_+5.meta"),  // sign in the genstamp
+        ("blk_1", "blk_2_5.meta"),   // another block's checksum file
+        ("blk_1", "blk_12_5.meta"),  // a longer id that starts alike
+        ("blk_1", "blk_1_5.met"),    // not a checksum file
+        ("blk_1", "blk_1_.meta"),    // no genstamp
+        ("blk_", "blk__5.meta"),     // no id
+        (
+            "blk_18446744073709551616",
+            "blk_18446744073709551616_1.meta",
+        ), // overflow
+        ("blk_1x", "blk_1x_5.meta"),
+    ] {
+        assert_eq!(Replica::parse_names(block, meta), None, "{block} {meta}");
+    }
+    let (b, m) = Replica::names(42, 7);
+    assert_eq!(Replica::parse_names(&b, &m), Some((42, 7)));
+}
