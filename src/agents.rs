@@ -6,17 +6,25 @@
 //! The nodes are those a backup would use: the configured datanodes, and the RonDB data nodes
 //! `ndb_mgm SHOW` lists (checked against `[[rondb.data_nodes]]` when they are listed). Each node's result is independent: one that cannot be
 //! reached is reported with the reason, the others are still checked.
+//!
+//! Each agent is also given what a backup will give it ([`access`]): for a repository in S3 the
+//! bucket and the credentials, and for an encrypted repository the agent keys, in the secrets
+//! frame; it reads the repository's header from the bucket and names a probe with the blob-name
+//! key, which must match hopsdrd's own name for it.
 
 use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::proto::{Job, Msg, Role, RootInfo};
+use crate::agent::probe::NAME_PROBE;
+use crate::agent::proto::{Job, Msg, Role, RootInfo, S3Store, StoreProbe};
+use crate::agent::secrets::{S3Secret, Secrets};
 use crate::api::AgentView;
-use crate::cluster::agent::{Hello, Request, Session};
+use crate::cluster::agent::{Access, Hello, Request, Session};
 use crate::cluster::ndb_mgm::MgmClient;
 use crate::cluster::node::{Node, NodeAddress};
-use crate::config::Settings;
+use crate::config::{RepositorySettings, Settings, StoreSettings};
+use crate::repository::crypto::Keyring;
 
 /// How many nodes are checked at once.
 const PARALLEL: usize = 16;
@@ -28,6 +36,58 @@ pub enum AgentsError {
     Rondb(#[from] crate::backup::rondb::RondbError),
     #[error("finding the RonDB data nodes: {0}")]
     Mgm(#[from] crate::cluster::ndb_mgm::MgmError),
+    #[error("the repository's settings: {0}")]
+    Store(#[from] crate::repository::StorageError),
+}
+
+/// What every agent is given to reach the repository (see the module documentation); `None`
+/// for a plaintext local repository (nothing to give). A backup's agents get the current data
+/// key only.
+pub fn access(
+    repository: &RepositorySettings,
+    keyring: Option<&Keyring>,
+) -> Result<Option<Access>, AgentsError> {
+    let keys = keyring.map(|k| k.for_agent(&[k.current()]));
+    let (store, s3) = match &repository.store {
+        StoreSettings::Local { .. } => (None, None),
+        StoreSettings::S3(s) => {
+            let o = crate::repository::S3Options::from_settings(s)?;
+            let store = S3Store {
+                endpoint: s.endpoint.clone(),
+                region: s.region.clone(),
+                bucket: s.bucket.clone(),
+                prefix: s.prefix.clone(),
+                path_style: s.path_style,
+                ca_bundle_pem: o
+                    .ca_bundle_pem
+                    .as_ref()
+                    .map(|p| String::from_utf8_lossy(p).into_owned()),
+                part_size: s.part_size,
+                parallel_parts: s.parallel_parts,
+            };
+            let secret = match (&s.access_key_id, o.secret_access_key) {
+                (Some(id), Some(secret)) => Some(S3Secret {
+                    access_key_id: id.clone().into(),
+                    secret_access_key: secret.into(),
+                    session_token: None,
+                }),
+                _ => None,
+            };
+            (Some(store), secret)
+        }
+    };
+    if store.is_none() && keys.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(Access {
+        store,
+        secrets: Secrets { s3, keys },
+    }))
+}
+
+/// The name hopsdrd gives [`NAME_PROBE`]: an agent with the same blob-name key names it so.
+pub fn name_check(keyring: &Keyring) -> String {
+    keyring.blob_hash(NAME_PROBE).to_hex().to_string()
 }
 
 /// One host to check: its node (named after everything it is) and what its agent should serve.
@@ -97,10 +157,19 @@ pub fn targets(
     Ok(out)
 }
 
+/// What the agents are given, and the name check they must answer.
+#[derive(Debug, Default)]
+pub struct Given {
+    pub access: Option<Access>,
+    /// [`name_check`] of hopsdrd's keys (an encrypted repository).
+    pub name_check: Option<String>,
+}
+
 /// Checks every target's agent, [`PARALLEL`] at a time, in the targets' order.
 pub fn check_all(
     targets: &[Target],
     settings: &Settings,
+    given: &Given,
     cancel: &CancellationToken,
 ) -> Vec<AgentView> {
     let mut out = Vec::with_capacity(targets.len());
@@ -108,7 +177,7 @@ pub fn check_all(
         std::thread::scope(|s| {
             let handles: Vec<_> = group
                 .iter()
-                .map(|t| s.spawn(|| check(t, settings, cancel)))
+                .map(|t| s.spawn(|| check(t, settings, given, cancel)))
                 .collect();
             for h in handles {
                 out.push(h.join().unwrap_or_else(|_| AgentView {
@@ -122,7 +191,12 @@ pub fn check_all(
 }
 
 /// Checks one target's agent.
-pub fn check(t: &Target, settings: &Settings, cancel: &CancellationToken) -> AgentView {
+pub fn check(
+    t: &Target,
+    settings: &Settings,
+    given: &Given,
+    cancel: &CancellationToken,
+) -> AgentView {
     let start = Instant::now();
     let mut view = AgentView {
         node: t.node.name.clone(),
@@ -139,6 +213,7 @@ pub fn check(t: &Target, settings: &Settings, cancel: &CancellationToken) -> Age
             &settings.agents.binary,
             &t.request,
             Job::Check,
+            given.access.as_ref(),
             settings.agents.timeout,
             cancel,
         )?;
@@ -149,9 +224,16 @@ pub fn check(t: &Target, settings: &Settings, cancel: &CancellationToken) -> Age
             "description of its directories",
             cancel,
         )?;
+        let probed = match &given.access {
+            Some(_) => {
+                let req = s.req();
+                Some(s.request(req, &Msg::Probe { req }, "trial of the repository", cancel)?)
+            }
+            None => None,
+        };
         let hello = s.hello().clone();
         s.finish(cancel)?;
-        Ok::<_, crate::cluster::agent::AgentError>((hello, described))
+        Ok::<_, crate::cluster::agent::AgentError>((hello, described, probed))
     })();
     match r {
         Ok((
@@ -159,8 +241,24 @@ pub fn check(t: &Target, settings: &Settings, cancel: &CancellationToken) -> Age
             Msg::Described {
                 roots, backup_dir, ..
             },
+            probed,
         )) => {
             view.problems = problems(&t.request, &hello, &roots, backup_dir.as_ref());
+            if let Some(Msg::Probed {
+                store, name_check, ..
+            }) = probed
+            {
+                view.problems.extend(access_problems(
+                    store.as_ref(),
+                    given.name_check.as_deref(),
+                    name_check.as_deref(),
+                ));
+                view.repository = store;
+                view.keys_match = given
+                    .name_check
+                    .as_ref()
+                    .map(|want| name_check.as_ref() == Some(want));
+            }
             view.version = Some(hello.version);
             view.host = Some(hello.host);
             view.uid = Some(hello.uid);
@@ -175,6 +273,32 @@ pub fn check(t: &Target, settings: &Settings, cancel: &CancellationToken) -> Age
     }
     view.seconds = start.elapsed().as_secs_f64();
     view
+}
+
+/// What is wrong with what an agent made of the repository access it was given.
+pub fn access_problems(
+    store: Option<&StoreProbe>,
+    want_name: Option<&str>,
+    got_name: Option<&str>,
+) -> Vec<String> {
+    let mut p = Vec::new();
+    if let Some(StoreProbe {
+        store,
+        problem: Some(why),
+    }) = store
+    {
+        p.push(format!(
+            "the node cannot read the repository ({store}): {why}: the node needs a route to the bucket and the credentials' read and write rights on it"
+        ));
+    }
+    if let Some(want) = want_name {
+        if got_name != Some(want) {
+            p.push(
+                "the agent's blob-name key differs from hopsdrd's: the secrets frame was damaged on the way, or the agent is not this release's".into(),
+            );
+        }
+    }
+    p
 }
 
 /// What is wrong with an agent that answered: roles, volumes or backup directory other than the
@@ -298,6 +422,59 @@ mod tests {
                 "volume /d/1 cannot be read: Permission denied (os error 13)",
                 "backup directory /srv/ndb is not a directory",
             ]
+        );
+    }
+
+    #[test]
+    fn a_node_that_cannot_reach_the_bucket_or_names_otherwise_is_a_problem() {
+        let ok = StoreProbe {
+            store: "s3://b/c".into(),
+            problem: None,
+        };
+        assert!(access_problems(Some(&ok), Some("ab"), Some("ab")).is_empty());
+        assert!(
+            access_problems(None, None, None).is_empty(),
+            "local, plaintext"
+        );
+        let cut = StoreProbe {
+            store: "s3://b/c at http://10.0.0.9:9000".into(),
+            problem: Some("connection refused".into()),
+        };
+        let p = access_problems(Some(&cut), Some("ab"), Some("cd"));
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(
+            p[0].contains("s3://b/c at http://10.0.0.9:9000")
+                && p[0].contains("connection refused"),
+            "{p:?}"
+        );
+        assert!(p[1].contains("blob-name key differs"), "{p:?}");
+        assert_eq!(
+            access_problems(None, Some("ab"), None).len(),
+            1,
+            "no keys at all"
+        );
+    }
+
+    #[test]
+    fn agents_get_the_current_data_key_and_the_bucket_but_nothing_for_a_plain_local_repository() {
+        let local = RepositorySettings {
+            store: StoreSettings::Local {
+                path: "/srv/repo".into(),
+            },
+            compression_level: 3,
+            encryption: None,
+        };
+        assert!(access(&local, None).unwrap().is_none());
+        let mut ring = Keyring::from_master(&[1u8; 32]);
+        ring.add_data_key(1, &[2u8; 32]);
+        ring.add_data_key(2, &[3u8; 32]);
+        let a = access(&local, Some(&ring)).unwrap().unwrap();
+        assert!(a.store.is_none() && a.secrets.s3.is_none());
+        let keys = a.secrets.keys.as_ref().unwrap();
+        assert_eq!(keys.data_key_ids(), [2]);
+        assert_eq!(
+            keys.blob_hash(NAME_PROBE).to_hex().to_string(),
+            name_check(&ring)
         );
     }
 }

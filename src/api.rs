@@ -248,6 +248,14 @@ pub struct AgentView {
     pub forced: bool,
     pub roots: Vec<crate::agent::proto::RootInfo>,
     pub backup_dir: Option<crate::agent::proto::RootInfo>,
+    /// The repository's bucket as the agent tried it (`None`: a local repository, which only
+    /// hopsdrd reaches).
+    #[serde(default)]
+    pub repository: Option<crate::agent::proto::StoreProbe>,
+    /// Whether the agent's blob-name key names the probe as hopsdrd's does (`None`: a
+    /// plaintext repository).
+    #[serde(default)]
+    pub keys_match: Option<bool>,
     pub problems: Vec<String>,
     pub seconds: f64,
 }

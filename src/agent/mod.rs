@@ -6,10 +6,14 @@
 //! `agent --serve`, and speaks the protocol of [`proto`] on its standard input and output.
 //! What it may touch comes from its own command line (`--role`, `--root`, `--backup-dir`), which
 //! an operator pins with an ssh forced command; the head's request cannot widen it. [`serve`]
-//! is the session. Today the agent greets, reports its version, roles and roots and how each
-//! root looks from the node (`hopsdrctl agents check`); moving bytes comes next.
+//! is the session; [`secrets`] the one frame that carries credentials and keys. Today the agent
+//! greets, reports its version, roles and roots and how each root looks from the node, and tries
+//! the repository's bucket and keys it was given (`hopsdrctl agents check`); moving bytes comes
+//! next.
 
+pub mod probe;
 pub mod proto;
+pub mod secrets;
 pub mod serve;
 
 use std::path::PathBuf;
@@ -131,7 +135,9 @@ pub fn run(cli: Cli) -> i32 {
     let me = Identity::current();
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
-    let mut input = std::io::BufReader::new(stdin.lock());
+    // Unbuffered: a reader's buffer would keep the secrets frame's bytes after it is wiped
+    // (frames are read with one call for the length and one for the body).
+    let mut input = stdin.lock();
     let mut output = std::io::BufWriter::new(stdout.lock());
     match serve::serve(&allowed, &me, &mut input, &mut output) {
         Ok(_) => 0,

@@ -83,6 +83,30 @@ pub enum Job {
     Check,
 }
 
+/// The repository's bucket as an agent reaches it (no secret: the credentials come in the
+/// secrets frame).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct S3Store {
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub bucket: String,
+    pub prefix: String,
+    pub path_style: bool,
+    /// `[repository] ca_bundle`'s certificates (PEM), which the node may not have.
+    pub ca_bundle_pem: Option<String>,
+    pub part_size: usize,
+    pub parallel_parts: usize,
+}
+
+/// What an agent found when it tried the repository with what it was given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreProbe {
+    /// The store, as the agent describes it.
+    pub store: String,
+    /// Why the repository could not be read from the node, if so.
+    pub problem: Option<String>,
+}
+
 /// A directory the agent may touch, as the agent sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RootInfo {
@@ -114,11 +138,15 @@ pub enum Msg {
         /// differed from the command run).
         forced: bool,
     },
-    /// The head's first message: its version (the agent refuses another) and the job.
+    /// The head's first message: its version (the agent refuses another), the job, the
+    /// repository's bucket when the node is to reach it, and whether a secrets frame
+    /// ([`super::secrets::KIND_SECRETS`]) follows.
     Start {
         version: String,
         protocol: u32,
         job: Job,
+        store: Option<S3Store>,
+        secrets: bool,
     },
     Ping {
         req: u32,
@@ -134,6 +162,19 @@ pub enum Msg {
         req: u32,
         roots: Vec<RootInfo>,
         backup_dir: Option<RootInfo>,
+    },
+    /// Asks the agent to try what it was given: read the repository's header from the bucket
+    /// with the credentials, and name a fixed probe with the blob-name key.
+    Probe {
+        req: u32,
+    },
+    Probed {
+        req: u32,
+        /// `None` when no bucket was given (a local repository: the head's own disk).
+        store: Option<StoreProbe>,
+        /// The probe's name under the agent's blob-name key (hex), `None` without keys: the
+        /// head compares it with its own.
+        name_check: Option<String>,
     },
     /// A request failed (or, without `req`, the session).
     Error {
@@ -292,6 +333,25 @@ mod tests {
                 version: "0.1.0".into(),
                 protocol: 1,
                 job: Job::Check,
+                store: Some(S3Store {
+                    endpoint: Some("http://10.0.0.1:9000".into()),
+                    region: "us-east-1".into(),
+                    bucket: "b".into(),
+                    prefix: "c1".into(),
+                    path_style: true,
+                    ca_bundle_pem: None,
+                    part_size: 5 << 20,
+                    parallel_parts: 4,
+                }),
+                secrets: true,
+            },
+            Msg::Probed {
+                req: 2,
+                store: Some(StoreProbe {
+                    store: "s3://b/c1".into(),
+                    problem: None,
+                }),
+                name_check: Some("ab".into()),
             },
             Msg::Described {
                 req: 7,

@@ -10,7 +10,11 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+use zeroize::Zeroizing;
+
+use super::probe;
 use super::proto::{self, Job, Msg, ProtoError, Role, RootInfo, PROTOCOL};
+use super::secrets::{Secrets, KIND_SECRETS};
 
 /// What the agent's command line allows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +33,8 @@ pub enum ServeError {
     Proto(#[from] ProtoError),
     #[error("{0}")]
     Refused(String),
+    #[error(transparent)]
+    Secrets(#[from] super::secrets::SecretsError),
     #[error("the head sent {got} where {expected} was expected")]
     Unexpected { expected: &'static str, got: String },
 }
@@ -105,12 +111,14 @@ pub fn serve(
             forced: me.forced,
         },
     )?;
-    let job = match proto::read_msg(input)? {
+    let (job, store, secrets) = match proto::read_msg(input)? {
         None => return Ok(Ended::Gone),
         Some(Msg::Start {
             version,
             protocol,
             job,
+            store,
+            secrets,
         }) => {
             if version != me.version || protocol != PROTOCOL {
                 let message = format!(
@@ -128,7 +136,7 @@ pub fn serve(
                 );
                 return Err(ServeError::Refused(message));
             }
-            job
+            (job, store, secrets)
         }
         Some(m) => {
             return Err(ServeError::Unexpected {
@@ -136,6 +144,11 @@ pub fn serve(
                 got: msg_name(&m),
             })
         }
+    };
+    let secrets = if secrets {
+        read_secrets(input)?
+    } else {
+        Secrets::default()
     };
     match job {
         Job::Check => {}
@@ -151,6 +164,7 @@ pub fn serve(
                 roots: allowed.roots.iter().map(|r| describe(r, false)).collect(),
                 backup_dir: allowed.backup_dir.as_ref().map(|d| describe(d, false)),
             },
+            Msg::Probe { req } => probe::probe(req, store.as_ref(), &secrets),
             Msg::Finish => {
                 proto::write_msg(output, &Msg::Bye)?;
                 return Ok(Ended::Finished);
@@ -167,6 +181,27 @@ pub fn serve(
             },
         };
         proto::write_msg(output, &reply)?;
+    }
+}
+
+/// The secrets frame that `Start` announced, its payload wiped once read.
+fn read_secrets(input: &mut dyn Read) -> Result<Secrets, ServeError> {
+    match proto::read_frame(input)? {
+        Some((KIND_SECRETS, payload)) => {
+            let payload = Zeroizing::new(payload);
+            Ok(Secrets::decode(&payload)?)
+        }
+        Some((kind, payload)) => Err(ServeError::Unexpected {
+            expected: "the secrets frame",
+            got: match proto::decode_msg(kind, &payload) {
+                Ok(m) => msg_name(&m),
+                Err(_) => format!("a frame of type {kind:#04x}"),
+            },
+        }),
+        None => Err(ServeError::Unexpected {
+            expected: "the secrets frame",
+            got: "the end of the stream".into(),
+        }),
     }
 }
 
@@ -253,6 +288,8 @@ mod tests {
             version: version.into(),
             protocol: PROTOCOL,
             job: Job::Check,
+            store: None,
+            secrets: false,
         }
     }
 
@@ -359,5 +396,58 @@ mod tests {
         let input = script(&[Msg::Ping { req: 1 }]);
         let e = serve(&allowed, &me("1"), &mut &input[..], &mut Vec::new()).unwrap_err();
         assert_eq!(e.to_string(), "the head sent ping where start was expected");
+    }
+
+    #[test]
+    fn secrets_come_in_their_own_frame_right_after_start() {
+        use crate::agent::secrets::Secrets;
+        use crate::repository::crypto::Keyring;
+        let allowed = Allowed {
+            roles: vec![Role::Rondb],
+            roots: vec![],
+            backup_dir: Some("/x".into()),
+        };
+        let mut ring = Keyring::from_master(&[1u8; 32]);
+        ring.add_data_key(1, &[2u8; 32]);
+        let secrets = Secrets {
+            s3: None,
+            keys: Some(ring.for_agent(&[1])),
+        };
+        let announce = Msg::Start {
+            version: "1.2.3".into(),
+            protocol: PROTOCOL,
+            job: Job::Check,
+            store: None,
+            secrets: true,
+        };
+        let mut input = script(std::slice::from_ref(&announce));
+        proto::write_frame(&mut input, KIND_SECRETS, &secrets.encode()).unwrap();
+        proto::write_msg(&mut input, &Msg::Probe { req: 4 }).unwrap();
+        proto::write_msg(&mut input, &Msg::Finish).unwrap();
+        let mut out = Vec::new();
+        serve(&allowed, &me("1.2.3"), &mut &input[..], &mut out).unwrap();
+        let r = replies(&out);
+        assert_eq!(
+            r[1],
+            Msg::Probed {
+                req: 4,
+                store: None,
+                name_check: Some(crate::agents::name_check(&ring)),
+            },
+            "no bucket given: none tried; the keys name the probe as the head's"
+        );
+
+        // A message where the secrets were announced, or a damaged frame: the session ends.
+        let input = script(&[announce.clone(), Msg::Probe { req: 1 }]);
+        let e = serve(&allowed, &me("1.2.3"), &mut &input[..], &mut Vec::new()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the head sent probe where the secrets frame was expected"
+        );
+        let mut input = script(&[announce]);
+        proto::write_frame(&mut input, KIND_SECRETS, &[2, 0, 0, 0, 9, b's']).unwrap();
+        let e = serve(&allowed, &me("1.2.3"), &mut &input[..], &mut Vec::new()).unwrap_err();
+        assert!(e.to_string().contains("cut short in field 2"), "{e}");
+        assert_eq!(e.exit_code(), 1);
     }
 }

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::node::{Node, NodeAddress, NodeError};
-use crate::agent::proto::{self, Job, Msg, ProtoError, Role, PROTOCOL};
+use crate::agent::proto::{self, Job, Msg, ProtoError, Role, S3Store, PROTOCOL};
+use crate::agent::secrets::{Secrets, KIND_SECRETS};
 
 /// How long a finished agent may take to exit before it is killed.
 const EXIT_GRACE: Duration = Duration::from_secs(10);
@@ -56,6 +57,14 @@ impl Request {
         }
         v
     }
+}
+
+/// What a node gets to reach the repository: its bucket (none for a local repository) and the
+/// secrets frame (credentials, agent keys).
+#[derive(Debug, Default)]
+pub struct Access {
+    pub store: Option<S3Store>,
+    pub secrets: Secrets,
 }
 
 /// The agent's greeting.
@@ -145,13 +154,16 @@ pub struct Session {
 }
 
 impl Session {
-    /// Starts the agent on `node` for `job` and checks its greeting. `timeout` bounds every wait
-    /// for the agent (the greeting too, so an ssh connection that hangs is given up).
+    /// Starts the agent on `node` for `job` and checks its greeting; `access`, when given, is
+    /// sent right after `Start` (its secrets in their own frame, on the agent's standard input
+    /// only). `timeout` bounds every wait for the agent (the greeting too, so an ssh connection
+    /// that hangs is given up).
     pub fn open(
         node: &Node,
         binary: &Path,
         request: &Request,
         job: Job,
+        access: Option<&Access>,
         timeout: Duration,
         cancel: &CancellationToken,
     ) -> Result<Session, AgentError> {
@@ -237,7 +249,12 @@ impl Session {
             version: env!("CARGO_PKG_VERSION").into(),
             protocol: PROTOCOL,
             job,
+            store: access.and_then(|a| a.store.clone()),
+            secrets: access.is_some(),
         })?;
+        if let Some(a) = access {
+            s.send_frame(KIND_SECRETS, &a.secrets.encode())?;
+        }
         Ok(s)
     }
 
@@ -276,7 +293,11 @@ impl Session {
                 path: path.clone(),
                 message: message.clone(),
             }),
-            Msg::Pong { req: r } | Msg::Described { req: r, .. } if *r == req => Ok(reply),
+            Msg::Pong { req: r } | Msg::Described { req: r, .. } | Msg::Probed { req: r, .. }
+                if *r == req =>
+            {
+                Ok(reply)
+            }
             _ => Err(self.unexpected(what, &reply)),
         }
     }
@@ -293,10 +314,26 @@ impl Session {
     }
 
     fn send(&mut self, msg: &Msg) -> Result<(), AgentError> {
+        self.write(|w| proto::write_msg(w, msg))
+    }
+
+    /// Sends one frame of another type than a message, flushed.
+    fn send_frame(&mut self, kind: u8, payload: &[u8]) -> Result<(), AgentError> {
+        self.write(|w| {
+            proto::write_frame(w, kind, payload)?;
+            std::io::Write::flush(w)?;
+            Ok(())
+        })
+    }
+
+    fn write(
+        &mut self,
+        f: impl FnOnce(&mut BufWriter<ChildStdin>) -> Result<(), ProtoError>,
+    ) -> Result<(), AgentError> {
         let Some(w) = self.input.as_mut() else {
             return Err(self.ended());
         };
-        if let Err(e) = proto::write_msg(w, msg) {
+        if let Err(e) = f(w) {
             // A write to an agent that exited fails with a broken pipe: its exit says more.
             return Err(match e {
                 ProtoError::Io(ref io) if io.kind() == std::io::ErrorKind::BrokenPipe => {

@@ -392,6 +392,20 @@ pub fn agents(v: &crate::api::AgentsView) -> String {
                     (None, _) => "-".into(),
                 },
                 free,
+                match (&a.repository, a.keys_match) {
+                    (None, None) => "-".into(),
+                    (store, keys) => [
+                        store.as_ref().map(|s| match s.problem {
+                            None => "bucket reached",
+                            Some(_) => "bucket NOT reached",
+                        }),
+                        keys.map(|k| if k { "keys ok" } else { "keys DIFFER" }),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                },
                 if a.problems.is_empty() {
                     "ok".into()
                 } else {
@@ -408,6 +422,7 @@ pub fn agents(v: &crate::api::AgentsView) -> String {
             "VERSION",
             "UID",
             "LEAST FREE",
+            "REPOSITORY",
             "STATE",
         ],
         &rows,

@@ -280,36 +280,8 @@ pub fn prune_repository(
 
 /// The S3 store of `[repository] type = "s3"`, with its secret and CA bundle read now.
 fn open_s3(s: &config::S3Settings) -> Result<crate::repository::S3Storage, RepoError> {
-    let describe = format!("s3://{}/{}", s.bucket, s.prefix);
-    let fail = |reason: String| {
-        RepoError::Storage(crate::repository::StorageError::Remote {
-            store: describe.clone(),
-            op: "configure",
-            key: String::new(),
-            reason,
-        })
-    };
-    let secret = match &s.secret_access_key {
-        Some(secret) => Some(
-            secret
-                .read(&config::SecretEnv::from_process())
-                .map_err(|e| fail(format!("secret_access_key: {e}")))?,
-        ),
-        None => None,
-    };
-    let ca_bundle_pem = match &s.ca_bundle {
-        Some(p) => {
-            Some(std::fs::read(p).map_err(|e| fail(format!("ca_bundle {}: {e}", p.display())))?)
-        }
-        None => None,
-    };
-    Ok(crate::repository::S3Storage::new(
-        &crate::repository::S3Options {
-            settings: s.clone(),
-            secret_access_key: secret,
-            ca_bundle_pem,
-        },
-    )?)
+    let options = crate::repository::S3Options::from_settings(s)?;
+    Ok(crate::repository::S3Storage::new(&options)?)
 }
 
 /// Where the repository's index cache lives: `cache/` next to the catalog.

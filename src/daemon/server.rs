@@ -718,12 +718,17 @@ async fn route_agents(r: Req) -> Response<Full<Bytes>> {
         Err(resp) => return resp,
     };
     let settings = ctx.settings();
+    let keyring = ctx.repo.keyring();
     let cancel = ctx.root.child_token();
     match tokio::task::spawn_blocking(move || {
         let _permit = permit;
+        let given = crate::agents::Given {
+            access: crate::agents::access(&settings.repository, keyring.as_deref())?,
+            name_check: keyring.as_deref().map(crate::agents::name_check),
+        };
         let targets = crate::agents::targets(&settings, &cancel)?;
         Ok::<_, crate::agents::AgentsError>(api::AgentsView {
-            agents: crate::agents::check_all(&targets, &settings, &cancel),
+            agents: crate::agents::check_all(&targets, &settings, &given, &cancel),
         })
     })
     .await

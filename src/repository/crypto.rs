@@ -70,44 +70,46 @@ pub(crate) fn aead_key(key: &[u8; 32]) -> AeadKey {
     LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).expect("a 32-byte AES-256 key"))
 }
 
-/// The opened keys of an encrypted repository.
-pub struct Keyring {
-    master: Zeroizing<[u8; 32]>,
+/// What a node agent gets of an encrypted repository's keys: the blob-name key and data keys,
+/// enough to name, seal and open blobs, packs and the objects sealed with a data key — never
+/// the master key, the key-encryption key (which opens the data key objects) or the header key.
+/// Sent once per session in the agent's secrets frame; wiped when dropped.
+pub struct AgentKeys {
     name_key: Zeroizing<[u8; 32]>,
-    header_key: Zeroizing<[u8; 32]>,
-    kek: AeadKey,
-    data: BTreeMap<u32, AeadKey>,
+    /// Data keys by id: the raw bytes (to hand on) and the expanded AES key.
+    data: BTreeMap<u32, (Zeroizing<[u8; 32]>, AeadKey)>,
 }
 
-impl std::fmt::Debug for Keyring {
+impl std::fmt::Debug for AgentKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Keyring")
+        f.debug_struct("AgentKeys")
             .field("data_keys", &self.data.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
 
-impl Keyring {
-    /// The keys derived from `master`, with no data key yet.
-    pub fn from_master(master: &[u8; 32]) -> Keyring {
-        let derive = |ctx: &str| Zeroizing::new(blake3::derive_key(ctx, master));
-        Keyring {
-            master: Zeroizing::new(*master),
-            name_key: derive(NAME_CONTEXT),
-            header_key: derive(HEADER_CONTEXT),
-            kek: aead_key(&derive(KEK_CONTEXT)),
+impl AgentKeys {
+    /// The keys with blob-name key `name_key` and no data key yet.
+    pub fn new(name_key: &[u8; 32]) -> AgentKeys {
+        AgentKeys {
+            name_key: Zeroizing::new(*name_key),
             data: BTreeMap::new(),
         }
     }
 
-    /// The master key (to wrap it in a new key slot).
-    pub fn master(&self) -> &[u8; 32] {
-        &self.master
-    }
-
     /// Adds data key `id` (> 0).
     pub fn add_data_key(&mut self, id: u32, key: &[u8; 32]) {
-        self.data.insert(id, aead_key(key));
+        self.data.insert(id, (Zeroizing::new(*key), aead_key(key)));
+    }
+
+    /// The blob-name key (to send to an agent).
+    pub fn name_key(&self) -> &[u8; 32] {
+        &self.name_key
+    }
+
+    /// Data key `id`'s bytes (to send to an agent).
+    pub fn data_key(&self, id: u32) -> Option<&[u8; 32]> {
+        self.data.get(&id).map(|(raw, _)| &**raw)
     }
 
     /// The id of the data key new objects are sealed with (the newest); 0 when there is none.
@@ -125,9 +127,110 @@ impl Keyring {
         blake3::keyed_hash(&self.name_key, chunk)
     }
 
-    /// An incremental [`Keyring::blob_hash`], for content hashed as it streams.
+    /// An incremental [`AgentKeys::blob_hash`], for content hashed as it streams.
     pub fn blob_hasher(&self) -> blake3::Hasher {
         blake3::Hasher::new_keyed(&self.name_key)
+    }
+
+    /// Seals `plain` as the object `object_key` with the newest data key, into `out`; `None`
+    /// without a data key.
+    pub fn seal_into(
+        &self,
+        object_key: &str,
+        plain: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Option<Result<(), getrandom::Error>> {
+        let (id, (_, cipher)) = self.data.iter().next_back()?;
+        Some(seal_with(cipher, *id, object_key, plain, out))
+    }
+
+    /// Opens `stored` as the object `object_key` with the data key it names, into `out`.
+    pub fn open_into(
+        &self,
+        object_key: &str,
+        stored: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), SealDefect> {
+        let (id, _) = split(stored)?;
+        let (_, cipher) = self.data.get(&id).ok_or(SealDefect::UnknownKey(id))?;
+        open_with(cipher, object_key, stored, out)
+    }
+
+    /// A copy holding the data keys `ids` only (those it has).
+    pub fn with_data_keys(&self, ids: &[u32]) -> AgentKeys {
+        let mut k = AgentKeys::new(&self.name_key);
+        for id in ids {
+            if let Some((raw, _)) = self.data.get(id) {
+                k.add_data_key(*id, raw);
+            }
+        }
+        k
+    }
+}
+
+/// The opened keys of an encrypted repository: the master key, what is derived from it, and
+/// the data keys ([`AgentKeys`] holds the part an agent may have).
+pub struct Keyring {
+    master: Zeroizing<[u8; 32]>,
+    header_key: Zeroizing<[u8; 32]>,
+    kek: AeadKey,
+    agent: AgentKeys,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keyring")
+            .field("data_keys", &self.agent.data_key_ids())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Keyring {
+    /// The keys derived from `master`, with no data key yet.
+    pub fn from_master(master: &[u8; 32]) -> Keyring {
+        let derive = |ctx: &str| Zeroizing::new(blake3::derive_key(ctx, master));
+        Keyring {
+            master: Zeroizing::new(*master),
+            header_key: derive(HEADER_CONTEXT),
+            kek: aead_key(&derive(KEK_CONTEXT)),
+            agent: AgentKeys::new(&derive(NAME_CONTEXT)),
+        }
+    }
+
+    /// The master key (to wrap it in a new key slot).
+    pub fn master(&self) -> &[u8; 32] {
+        &self.master
+    }
+
+    /// Adds data key `id` (> 0).
+    pub fn add_data_key(&mut self, id: u32, key: &[u8; 32]) {
+        self.agent.add_data_key(id, key);
+    }
+
+    /// The id of the data key new objects are sealed with (the newest); 0 when there is none.
+    pub fn current(&self) -> u32 {
+        self.agent.current()
+    }
+
+    /// The ids of the data keys, oldest first.
+    pub fn data_key_ids(&self) -> Vec<u32> {
+        self.agent.data_key_ids()
+    }
+
+    /// What an agent gets: the blob-name key and the data keys `ids` (a backup's agents need
+    /// the current one only; a restore's, those its objects name).
+    pub fn for_agent(&self, ids: &[u32]) -> AgentKeys {
+        self.agent.with_data_keys(ids)
+    }
+
+    /// The name-giving hash of a chunk: BLAKE3 keyed with the blob-name key.
+    pub fn blob_hash(&self, chunk: &[u8]) -> blake3::Hash {
+        self.agent.blob_hash(chunk)
+    }
+
+    /// An incremental [`Keyring::blob_hash`], for content hashed as it streams.
+    pub fn blob_hasher(&self) -> blake3::Hasher {
+        self.agent.blob_hasher()
     }
 
     /// The authentication code of the repository header's bytes (lower-case hex).
@@ -137,16 +240,18 @@ impl Keyring {
             .to_string()
     }
 
-    /// Seals `plain` as the object `object_key` with the newest data key, into `out`.
+    /// Seals `plain` as the object `object_key` with the newest data key (the key-encryption
+    /// key while there is none), into `out`.
     pub fn seal_into(
         &self,
         object_key: &str,
         plain: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<(), getrandom::Error> {
-        let id = self.current();
-        let cipher = self.data.get(&id).unwrap_or(&self.kek);
-        seal_with(cipher, id, object_key, plain, out)
+        match self.agent.seal_into(object_key, plain, out) {
+            Some(sealed) => sealed,
+            None => seal_with(&self.kek, KEK_ID, object_key, plain, out),
+        }
     }
 
     /// Seals `plain` (a data key) as the object `object_key` with the key-encryption key.
@@ -167,12 +272,10 @@ impl Keyring {
         stored: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<(), SealDefect> {
-        let (id, _) = split(stored)?;
-        let cipher = match id {
-            KEK_ID => &self.kek,
-            id => self.data.get(&id).ok_or(SealDefect::UnknownKey(id))?,
-        };
-        open_with(cipher, object_key, stored, out)
+        match split(stored)? {
+            (KEK_ID, _) => open_with(&self.kek, object_key, stored, out),
+            _ => self.agent.open_into(object_key, stored, out),
+        }
     }
 
     /// Opens `stored` as the object `object_key`.
@@ -356,5 +459,42 @@ mod tests {
             Keyring::from_master(&[8u8; 32]).open("keys/data/2", &sealed),
             Err(SealDefect::Unauthentic)
         );
+    }
+
+    #[test]
+    fn an_agent_gets_names_and_data_keys_but_not_the_key_encryption_key() {
+        let mut k = keyring();
+        k.add_data_key(2, &[2u8; 32]);
+        let agent = k.for_agent(&[k.current()]);
+        assert_eq!(agent.data_key_ids(), [2]);
+        assert_eq!(agent.blob_hash(b"chunk"), k.blob_hash(b"chunk"));
+        // What the agent seals, the head opens, and the other way round.
+        let mut sealed = Vec::new();
+        agent
+            .seal_into("packs/ab/x", b"pack", &mut sealed)
+            .unwrap()
+            .unwrap();
+        assert_eq!(k.open("packs/ab/x", &sealed).unwrap(), b"pack");
+        k.seal_into("packs/ab/y", b"head", &mut sealed).unwrap();
+        let mut out = Vec::new();
+        agent.open_into("packs/ab/y", &sealed, &mut out).unwrap();
+        assert_eq!(out, b"head");
+        // Not the data key it was not given, and never a key object.
+        let mut old = Vec::new();
+        k.for_agent(&[1])
+            .seal_into("o", b"old", &mut old)
+            .unwrap()
+            .unwrap();
+        assert_eq!(&old[8..12], &1u32.to_be_bytes());
+        assert_eq!(
+            agent.open_into("o", &old, &mut out),
+            Err(SealDefect::UnknownKey(1))
+        );
+        let key_object = k.seal_key_object("keys/data/2", &[2u8; 32]).unwrap();
+        assert_eq!(
+            agent.open_into("keys/data/2", &key_object, &mut out),
+            Err(SealDefect::UnknownKey(KEK_ID))
+        );
+        assert!(!format!("{agent:?}").contains("name_key"), "redacted");
     }
 }

@@ -18,6 +18,26 @@ fn agent_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_hopsdr"))
 }
 
+/// `[agents]` with the agent built here.
+pub fn agents_config() -> String {
+    format!(
+        "[agents]\nbinary = \"{}\"\ntimeout = \"20s\"\n",
+        agent_binary().display()
+    )
+}
+
+/// `hopsdrctl agents check` through `env`'s daemon: every agent ready, each as JSON.
+#[cfg(feature = "testbed")]
+pub fn all_ready(env: &crate::harness::Env) -> Vec<serde_json::Value> {
+    let v = env.ctl_json(&["agents", "check"]);
+    let agents = v["agents"].as_array().cloned().unwrap_or_default();
+    assert!(!agents.is_empty(), "{v:#}");
+    for a in &agents {
+        assert_eq!(a["problems"], serde_json::json!([]), "{a:#}");
+    }
+    agents
+}
+
 fn request(roots: &[&Path]) -> Request {
     Request {
         roles: vec![Role::Hopsfs],
@@ -34,7 +54,15 @@ fn open(
     timeout: Duration,
     cancel: &CancellationToken,
 ) -> Result<Session, AgentError> {
-    Session::open(node, binary, &request(roots), Job::Check, timeout, cancel)
+    Session::open(
+        node,
+        binary,
+        &request(roots),
+        Job::Check,
+        None,
+        timeout,
+        cancel,
+    )
 }
 
 /// A script standing in for a node's agent.
@@ -252,6 +280,8 @@ fn an_agent_of_another_version_is_refused_by_both_sides() {
                     version: "99.0.0".into(),
                     protocol: 1,
                     job: Job::Check,
+                    store: None,
+                    secrets: false,
                 },
             )
             .unwrap();
@@ -309,18 +339,149 @@ fn an_agent_that_goes_quiet_is_stopped_after_the_timeout() {
 }
 
 #[cfg(feature = "testbed")]
+/// Every process's command line and environment on this machine (the agent's, its ssh client's
+/// and sshd's among them), but `except`'s: where a secret must never be.
+fn argv_and_environments(except: u32) -> Vec<(u32, Vec<u8>)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == except {
+            continue;
+        }
+        for what in ["cmdline", "environ"] {
+            if let Ok(b) = std::fs::read(e.path().join(what)) {
+                out.push((pid, b));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(feature = "testbed")]
+#[test]
+fn an_agent_reaches_the_bucket_with_secrets_that_are_in_no_command_line_or_environment() {
+    use hopsdr::agent::proto::{S3Store, StoreProbe};
+    use hopsdr::agent::secrets::{S3Secret, Secrets};
+    use hopsdr::cluster::agent::Access;
+    use hopsdr::repository::crypto::Keyring;
+
+    let s3 = crate::s3::S3Server::start();
+    s3.bucket("repo");
+    let storage: std::sync::Arc<dyn hopsdr::repository::Storage> =
+        std::sync::Arc::new(s3.storage("repo", "cluster1"));
+    hopsdr::repository::Repository::open_or_init(storage, 3).unwrap();
+    let mut ring = Keyring::from_master(&[7u8; 32]);
+    ring.add_data_key(1, &[8u8; 32]);
+    let access = |prefix: &str, secret: &str| Access {
+        store: Some(S3Store {
+            endpoint: Some(s3.endpoint()),
+            region: "us-east-1".into(),
+            bucket: "repo".into(),
+            prefix: prefix.into(),
+            path_style: true,
+            ca_bundle_pem: None,
+            part_size: 5 << 20,
+            parallel_parts: 2,
+        }),
+        secrets: Secrets {
+            s3: Some(S3Secret {
+                access_key_id: crate::s3::ACCESS_KEY.to_string().into(),
+                secret_access_key: secret.to_string().into(),
+                session_token: None,
+            }),
+            keys: Some(ring.for_agent(&[1])),
+        },
+    };
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    sshd.authorize(
+        "agent_key",
+        &format!(
+            "{} agent --serve --role hopsfs --root {}",
+            agent_binary().display(),
+            dir.path().display()
+        ),
+    );
+    let cancel = CancellationToken::new();
+    let probe = |access: &Access| {
+        let mut s = Session::open(
+            &sshd.node("agent_key"),
+            &agent_binary(),
+            &request(&[dir.path()]),
+            Job::Check,
+            Some(access),
+            Duration::from_secs(20),
+            &cancel,
+        )
+        .unwrap();
+        let req = s.req();
+        let reply = s
+            .request(req, &Msg::Probe { req }, "probe", &cancel)
+            .unwrap();
+        // The agent holds the secrets now: in no process's argv or environment on this
+        // machine (ssh client, sshd, the agent), but the test server's own.
+        for (pid, bytes) in argv_and_environments(s3.pid()) {
+            assert!(
+                !bytes
+                    .windows(crate::s3::SECRET_KEY.len())
+                    .any(|w| w == crate::s3::SECRET_KEY.as_bytes()),
+                "the secret is in process {pid}'s command line or environment"
+            );
+        }
+        s.finish(&cancel).unwrap();
+        match reply {
+            Msg::Probed {
+                store, name_check, ..
+            } => (store.unwrap(), name_check),
+            m => panic!("{m:?}"),
+        }
+    };
+
+    let (store, name) = probe(&access("cluster1", crate::s3::SECRET_KEY));
+    assert_eq!(store.problem, None, "{store:?}");
+    assert!(store.store.contains("s3://repo/cluster1"), "{store:?}");
+    assert_eq!(
+        name.as_deref(),
+        Some(hopsdr::agents::name_check(&ring).as_str()),
+        "the agent names with the keys it was given"
+    );
+    assert!(hopsdr::agents::access_problems(
+        Some(&store),
+        Some(&hopsdr::agents::name_check(&ring)),
+        name.as_deref()
+    )
+    .is_empty());
+
+    // Another prefix holds no repository; a wrong secret is refused by the store: both named.
+    let (store, _) = probe(&access("elsewhere", crate::s3::SECRET_KEY));
+    assert!(
+        matches!(&store, StoreProbe { problem: Some(p), .. } if p.contains("no hopsdr repository under prefix \"elsewhere\"")),
+        "{store:?}"
+    );
+    let (store, _) = probe(&access("cluster1", "not-the-secret"));
+    let why = store.problem.expect("refused");
+    assert!(!why.contains("not-the-secret"), "{why}");
+    assert!(
+        hopsdr::agents::access_problems(
+            Some(&StoreProbe {
+                store: store.store.clone(),
+                problem: Some(why.clone())
+            }),
+            None,
+            None
+        )[0]
+        .starts_with("the node cannot read the repository (s3://repo/cluster1"),
+        "{why}"
+    );
+}
+
+#[cfg(feature = "testbed")]
 mod daemon {
     use super::*;
     use crate::harness::Env;
     use crate::tbcluster::{ssh_config, Cluster};
-
-    /// `[agents]` with the agent built here.
-    fn agents_config() -> String {
-        format!(
-            "[agents]\nbinary = \"{}\"\ntimeout = \"20s\"\n",
-            agent_binary().display()
-        )
-    }
 
     #[test]
     fn agents_check_names_every_node_and_what_is_wrong_with_it() {

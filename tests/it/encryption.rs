@@ -59,7 +59,14 @@ fn an_encrypted_repository_backs_up_and_restores_the_cluster_and_refuses_tamperi
         &known_random,
     )
     .unwrap();
+    env.extra_config += &crate::agents::agents_config();
     let _d = env.start();
+    // Every node's agent gets the agent keys and names the probe as hopsdrd does; a local
+    // repository is the head's alone.
+    for a in crate::agents::all_ready(&env) {
+        assert_eq!(a["keys_match"], true, "{a:#}");
+        assert_eq!(a["repository"], serde_json::Value::Null, "{a:#}");
+    }
     let before = c.fingerprint();
     let id = env.backup_ok();
 

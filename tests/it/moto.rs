@@ -97,6 +97,7 @@ impl Moto {
                 bandwidth_limit: None,
             },
             secret_access_key: Some(secret),
+            session_token: None,
             ca_bundle_pem: None,
         }
     }

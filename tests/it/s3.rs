@@ -11,8 +11,8 @@ use std::time::Duration;
 use crate::harness::{free_port, wait_for, Env};
 use crate::tbcluster::Cluster;
 
-const ACCESS_KEY: &str = "hopsdr-test";
-const SECRET_KEY: &str = "hopsdr-test-secret-key";
+pub const ACCESS_KEY: &str = "hopsdr-test";
+pub const SECRET_KEY: &str = "hopsdr-test-secret-key";
 
 /// `s3s-fs` serving a temp directory (each subdirectory is a bucket) on a free loopback port.
 pub struct S3Server {
@@ -32,6 +32,11 @@ impl S3Server {
     /// Starts the server again on the same directory and port (after a kill).
     pub fn restart(&mut self) {
         self.child = spawn_server(self.dir.path(), self.port);
+    }
+
+    /// The server's process (its own command line holds the test's secret key).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn endpoint(&self) -> String {
@@ -105,9 +110,21 @@ fn backups_verify_prune_and_a_restore_drill_through_s3() {
     env.repository_config = Some(s3.repository_config(&env, "hopsdr", SECRET_KEY));
     env.extra_config = c.hopsfs_config("local")
         + &crate::restore::restore_config(&env, &c)
-        + "[retention]\nkeep_last = 1\nprune_after_backup = false\n";
+        + "[retention]\nkeep_last = 1\nprune_after_backup = false\n"
+        + &crate::agents::agents_config();
     let before = c.fingerprint();
     let _d = env.start();
+    // Every node's agent reaches the bucket with the credentials it is handed.
+    for a in crate::agents::all_ready(&env) {
+        assert_eq!(a["repository"]["problem"], serde_json::Value::Null, "{a:#}");
+        assert!(
+            a["repository"]["store"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("s3://hopsdr/cluster1")),
+            "{a:#}"
+        );
+        assert_eq!(a["keys_match"], serde_json::Value::Null, "plaintext");
+    }
     let first = env.backup_ok();
     let second = env.backup_ok();
     let m = s3_repo(&s3)
@@ -352,6 +369,7 @@ fn s3_options(s3: &S3Server, bucket: &str, prefix: &str) -> hopsdr::repository::
             bandwidth_limit: None,
         },
         secret_access_key: Some(SECRET_KEY.into()),
+        session_token: None,
         ca_bundle_pem: None,
     }
 }

@@ -48,8 +48,42 @@ pub struct S3Options {
     pub settings: crate::config::S3Settings,
     /// The secret access key, read from its file or systemd credential.
     pub secret_access_key: Option<String>,
+    /// A temporary credential's session token (an agent's, handed over by the head).
+    pub session_token: Option<String>,
     /// The certificates (PEM) of `settings.ca_bundle`, trusted for TLS besides the system's.
     pub ca_bundle_pem: Option<Vec<u8>>,
+}
+
+impl S3Options {
+    /// The options of `[repository]` settings `s`, its secret and CA bundle read now.
+    pub fn from_settings(s: &crate::config::S3Settings) -> Result<S3Options, StorageError> {
+        let fail = |reason: String| StorageError::Remote {
+            store: format!("s3://{}/{}", s.bucket, s.prefix),
+            op: "configure",
+            key: String::new(),
+            reason,
+        };
+        let secret_access_key = match &s.secret_access_key {
+            Some(secret) => Some(
+                secret
+                    .read(&crate::config::SecretEnv::from_process())
+                    .map_err(|e| fail(format!("secret_access_key: {e}")))?,
+            ),
+            None => None,
+        };
+        let ca_bundle_pem = match &s.ca_bundle {
+            Some(p) => Some(
+                std::fs::read(p).map_err(|e| fail(format!("ca_bundle {}: {e}", p.display())))?,
+            ),
+            None => None,
+        };
+        Ok(S3Options {
+            settings: s.clone(),
+            secret_access_key,
+            session_token: None,
+            ca_bundle_pem,
+        })
+    }
 }
 
 /// A bucket (and prefix) holding a repository.
@@ -171,6 +205,9 @@ impl S3Storage {
         }
         if let (Some(id), Some(secret)) = (&o.settings.access_key_id, &o.secret_access_key) {
             b = b.with_access_key_id(id).with_secret_access_key(secret);
+            if let Some(token) = &o.session_token {
+                b = b.with_token(token);
+            }
         }
         let store = b.build().map_err(|e| err(e.to_string()))?;
         let s = &o.settings;
