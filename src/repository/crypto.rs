@@ -217,6 +217,12 @@ impl Keyring {
         self.agent.data_key_ids()
     }
 
+    /// The blob-name and data keys (what seals blobs, packs' trailers and every object but
+    /// the key objects).
+    pub fn agent(&self) -> &AgentKeys {
+        &self.agent
+    }
+
     /// What an agent gets: the blob-name key and the data keys `ids` (a backup's agents need
     /// the current one only; a restore's, those its objects name).
     pub fn for_agent(&self, ids: &[u32]) -> AgentKeys {

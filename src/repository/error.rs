@@ -9,6 +9,10 @@ use super::storage::StorageError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
+    #[error("pack {pack} reported stored by an agent is refused: {reason}")]
+    AdoptRefused { pack: String, reason: String },
+    #[error("{count} blob(s) an agent was to store were never reported stored: nothing is indexed or committed")]
+    Unreported { count: usize },
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error(transparent)]
@@ -183,6 +187,8 @@ impl RepoError {
             RepoError::NotIndexed { .. } => "not_indexed",
             RepoError::CorruptTree { .. } => "corrupt_tree",
             RepoError::Spill(_) => "spill",
+            RepoError::AdoptRefused { .. } => "adopt_refused",
+            RepoError::Unreported { .. } => "unreported",
             RepoError::Cancelled => "cancelled",
         }
     }

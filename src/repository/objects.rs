@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use super::cache::{CacheError, IndexCache, SyncError, SyncReport};
+use super::crypto::Keyring;
 use super::error::{BlobDefect, RepoError};
 use super::index::{self, EntryKind, IndexObject, Location};
 use super::pack::{self, FOOTER_LEN};
@@ -489,8 +490,14 @@ impl Repository {
             footer.trailer_offset(size),
             u64::from(footer.trailer_len),
         )?;
-        let trailer =
-            pack::parse_trailer(&stored, &footer, size, &key, keys.as_deref()).map_err(corrupt)?;
+        let trailer = pack::parse_trailer(
+            &stored,
+            &footer,
+            size,
+            &key,
+            keys.as_deref().map(Keyring::agent),
+        )
+        .map_err(corrupt)?;
         if trailer.unit.map(|u| u.id) != Some(*id) {
             return Err(corrupt(pack::PackDefect::Layout {
                 offset: footer.trailer_offset(size),

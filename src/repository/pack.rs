@@ -24,7 +24,7 @@
 use std::io::{self, Write};
 
 use super::codec::{put_uvarint, CodecError, Cursor};
-use super::crypto::{Keyring, SealDefect};
+use super::crypto::{AgentKeys, SealDefect};
 
 pub const PACK_MAGIC: &[u8; 8] = b"HDRPACK3";
 pub const FOOTER_MAGIC: &[u8; 8] = b"HDRPEND3";
@@ -238,7 +238,7 @@ impl<W: Write> PackWriter<W> {
         mut self,
         unit: Option<Unit>,
         key: &str,
-        keys: Option<&Keyring>,
+        keys: Option<&AgentKeys>,
     ) -> io::Result<(W, Trailer, u64)> {
         let trailer = Trailer {
             kind: self.kind,
@@ -251,6 +251,7 @@ impl<W: Write> PackWriter<W> {
             Some(k) => {
                 let mut sealed = Vec::new();
                 k.seal_into(&trailer_aad(key), &frame, &mut sealed)
+                    .ok_or_else(|| io::Error::other("no data key to seal the pack's trailer with"))?
                     .map_err(|e| io::Error::other(e.to_string()))?;
                 sealed
             }
@@ -347,7 +348,7 @@ pub fn parse_trailer(
     footer: &Footer,
     size: u64,
     key: &str,
-    keys: Option<&Keyring>,
+    keys: Option<&AgentKeys>,
 ) -> Result<Trailer, PackDefect> {
     let offset = footer.trailer_offset(size);
     if stored.len() != footer.trailer_len as usize
@@ -358,9 +359,10 @@ pub fn parse_trailer(
     let opened;
     let frame = match keys {
         Some(k) => {
-            opened = k
-                .open(&trailer_aad(key), stored)
+            let mut out = Vec::new();
+            k.open_into(&trailer_aad(key), stored, &mut out)
                 .map_err(|defect| PackDefect::TrailerSealed { offset, defect })?;
+            opened = out;
             &opened[..]
         }
         None => stored,
@@ -440,7 +442,7 @@ pub fn parse_trailer(
 }
 
 /// Reads a whole pack held in memory: header, footer and trailer.
-pub fn parse(bytes: &[u8], key: &str, keys: Option<&Keyring>) -> Result<Trailer, PackDefect> {
+pub fn parse(bytes: &[u8], key: &str, keys: Option<&AgentKeys>) -> Result<Trailer, PackDefect> {
     let size = bytes.len() as u64;
     let footer = parse_footer(
         &bytes[bytes.len().saturating_sub(FOOTER_LEN as usize)..],
@@ -467,13 +469,13 @@ mod tests {
 
     const KEY: &str = "packs/ab/ab000000000000000000000000000000";
 
-    fn keyring() -> Keyring {
-        let mut k = Keyring::from_master(&[7u8; 32]);
+    fn keyring() -> AgentKeys {
+        let mut k = AgentKeys::new(&[7u8; 32]);
         k.add_data_key(1, &[9u8; 32]);
         k
     }
 
-    fn sample(keys: Option<&Keyring>) -> (Vec<u8>, Trailer) {
+    fn sample(keys: Option<&AgentKeys>) -> (Vec<u8>, Trailer) {
         let mut w = PackWriter::new(Vec::new(), PackKind::Data).unwrap();
         for i in 0..5u8 {
             let stored = vec![i; 10 + i as usize];

@@ -598,3 +598,107 @@ fn stream_files(repo: &Repository, m: &Manifest, s: &StreamRef) -> Vec<FileEntry
         })
         .collect()
 }
+
+/// A data pack as a node's agent builds it (plaintext repository): each blob's id is the
+/// BLAKE3 of its content, its stored form a zstd frame. Returns the key, bytes and trailer.
+fn agent_pack(contents: &[Vec<u8>]) -> (String, Vec<u8>, pack::Trailer) {
+    let key = packer::pack_key(&crypto::random::<16>().unwrap());
+    let mut w = pack::PackWriter::new(Vec::new(), pack::PackKind::Data).unwrap();
+    for c in contents {
+        let frame = zstd::bulk::compress(c, 3).unwrap();
+        w.add(
+            pack::BlobKind::Data,
+            *blake3::hash(c).as_bytes(),
+            &frame,
+            c.len() as u32,
+        )
+        .unwrap();
+    }
+    let (bytes, trailer, size) = w.finish(None, &key, None).unwrap();
+    assert_eq!(size, bytes.len() as u64);
+    (key, bytes, trailer)
+}
+
+#[test]
+fn packs_built_elsewhere_are_claimed_then_adopted_only_when_whole_and_as_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, cache) = (dir.path().join("repo"), dir.path().join("cache"));
+    let repo = open(&root, &cache);
+    repo.sync_index().unwrap();
+    let store = repo.storage().clone();
+    let mut p = packer::Packer::new(repo.clone()).unwrap();
+    let (a, b) = (bytes(1, 3000), bytes(2, 5000));
+    let (ida, idb) = (*blake3::hash(&a).as_bytes(), *blake3::hash(&b).as_bytes());
+
+    // Asked twice in one batch and again later: missing once, then claimed (present).
+    assert_eq!(
+        p.claim_missing(&[ida, idb, ida]).unwrap(),
+        [true, true, false]
+    );
+    assert_eq!(p.claim_missing(&[idb]).unwrap(), [false]);
+    assert_eq!(p.unreported_claims(), 2);
+
+    let (key, packed, trailer) = agent_pack(&[a.clone(), b.clone()]);
+    let size = packed.len() as u64;
+    // Not uploaded yet, uploaded cut short, or reported with another size: refused.
+    let refused = |p: &mut packer::Packer, size: u64, t: &pack::Trailer| match p
+        .adopt(&key, size, t)
+        .unwrap_err()
+    {
+        RepoError::AdoptRefused { pack, reason } => {
+            assert_eq!(pack, key);
+            reason
+        }
+        e => panic!("{e}"),
+    };
+    refused(&mut p, size, &trailer);
+    store.put(&key, &packed[..packed.len() - 10]).unwrap();
+    let why = refused(&mut p, size, &trailer);
+    assert!(why.contains("is not"), "{why}");
+    store.put(&key, &packed).unwrap();
+    let why = refused(&mut p, size - 1, &trailer);
+    assert!(why.contains("is not"), "{why}");
+    // Whole, but reported as holding something else.
+    let mut fewer = trailer.clone();
+    fewer.entries.pop();
+    let why = refused(&mut p, size, &fewer);
+    assert!(why.contains("not the 1 reported"), "{why}");
+    // A pack with a blob nobody claimed (it would be stored twice): refused.
+    let (other, other_bytes, other_trailer) = agent_pack(&[a.clone(), bytes(3, 100)]);
+    store.put(&other, &other_bytes).unwrap();
+    match p
+        .adopt(&other, other_bytes.len() as u64, &other_trailer)
+        .unwrap_err()
+    {
+        RepoError::AdoptRefused { reason, .. } => {
+            assert!(reason.contains("was not claimed"), "{reason}")
+        }
+        e => panic!("{e}"),
+    }
+    assert_eq!(p.unreported_claims(), 2, "refusals change no claim");
+
+    // Whole and as reported: adopted; indexed at finish, found like the packer's own blobs.
+    p.adopt(&key, size, &trailer).unwrap();
+    assert_eq!(p.unreported_claims(), 0);
+    assert!(p.has(&ida).unwrap() && p.has(&idb).unwrap());
+    p.finish().unwrap();
+    let pack_id = packer::pack_of_key(&key).unwrap();
+    for (id, content) in [(ida, &a), (idb, &b)] {
+        let loc = repo.with_cache(|c| c.lookup(&id)).unwrap().unwrap();
+        assert_eq!(loc.pack, pack_id);
+        let stored = store
+            .get_range(&key, u64::from(loc.offset), u64::from(loc.stored_len))
+            .unwrap();
+        assert_eq!(&zstd::bulk::decompress(&stored, 1 << 20).unwrap(), content);
+    }
+
+    // A claim never reported stops the index (and so the commit).
+    let mut p = packer::Packer::new(repo.clone()).unwrap();
+    assert_eq!(p.claim_missing(&[[9u8; 32]]).unwrap(), [true]);
+    match p.finish().unwrap_err() {
+        e @ RepoError::Unreported { count: 1 } => {
+            assert!(e.to_string().contains("never reported"), "{e}")
+        }
+        e => panic!("{e}"),
+    }
+}

@@ -5,16 +5,26 @@
 //! commit) the manifest — each prefix of that sequence leaves a readable repository.
 //!
 //! A blob is written once: before adding one, [`Packer::has`] asks the open packs, what was
-//! uploaded but not yet indexed, and the index cache.
+//! uploaded but not yet indexed, the claims and the index cache.
+//!
+//! Packs built elsewhere (a node's agent, which packs its own files) join through claims and
+//! adoption: [`Packer::claim_missing`] answers which of a batch of ids the backup still lacks and
+//! claims those for the asker (a second asker is told they are present, so no blob is stored
+//! twice); [`Packer::adopt`] takes a pack reported stored only after reading its tail back from
+//! the store (footer and trailer: the object is whole and lists exactly what was reported), and
+//! its blobs then wait for an index object like the packer's own. A claim is only in memory:
+//! [`Packer::finish`] refuses to index anything while one is unreported, so a backup whose agent
+//! failed commits nothing and no blob counts as present that was not written.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
+use super::crypto::Keyring;
 use super::error::RepoError;
 use super::index::{self, EntryKind, IndexObject, Location};
-use super::pack::{BlobKind, PackKind, PackWriter, Unit};
-use super::storage::{spool_file, StorageError};
+use super::pack::{self, BlobKind, PackKind, PackWriter, Trailer, Unit, FOOTER_LEN, HEADER_LEN};
+use super::storage::{spool_file, Storage, StorageError};
 use super::{blob_key, Repository};
 use crate::ids::BlobId;
 
@@ -71,6 +81,8 @@ pub struct Packer {
     pending: HashMap<[u8; 32], Location>,
     /// Locations in the open packs.
     open: HashMap<[u8; 32], ()>,
+    /// Ids another writer (an agent) was told to store and has not reported yet.
+    claims: HashSet<[u8; 32]>,
     next_seq: u64,
     pub stats: PackerStats,
     compressor: Option<zstd::bulk::Compressor<'static>>,
@@ -112,18 +124,80 @@ impl Packer {
             meta: None,
             pending: HashMap::new(),
             open: HashMap::new(),
+            claims: HashSet::new(),
             next_seq,
             stats: PackerStats::default(),
             compressor: None,
         })
     }
 
-    /// Whether blob (or unit) `id` is stored or being stored.
+    /// Whether blob (or unit) `id` is stored or being stored (here or by a claimant).
     pub fn has(&self, id: &[u8; 32]) -> Result<bool, RepoError> {
-        if self.open.contains_key(id) || self.pending.contains_key(id) {
+        if self.open.contains_key(id) || self.pending.contains_key(id) || self.claims.contains(id) {
             return Ok(true);
         }
         Ok(self.repo.with_cache(|c| c.lookup(id))?.is_some())
+    }
+
+    /// Which of `ids` the repository lacks (`true`: the asker must store it): each of those is
+    /// claimed, so that [`Packer::has`] says it is there from now on (also to the next asker,
+    /// and for an id repeated in `ids`).
+    pub fn claim_missing(&mut self, ids: &[[u8; 32]]) -> Result<Vec<bool>, RepoError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let missing = !self.has(id)?;
+            if missing {
+                self.claims.insert(*id);
+            }
+            out.push(missing);
+        }
+        Ok(out)
+    }
+
+    /// Claims still unreported.
+    pub fn unreported_claims(&self) -> usize {
+        self.claims.len()
+    }
+
+    /// Takes the pack another writer reported stored under `key`, `size` bytes, holding
+    /// `reported` (see the module documentation). Refused, naming the pack, when the object
+    /// is not whole, does not list what was reported, or holds a blob nobody claimed (it would
+    /// be stored twice).
+    pub fn adopt(&mut self, key: &str, size: u64, reported: &Trailer) -> Result<(), RepoError> {
+        let refused = |reason: String| RepoError::AdoptRefused {
+            pack: key.to_string(),
+            reason,
+        };
+        let id = pack_of_key(key).ok_or_else(|| refused("not a pack's key".into()))?;
+        let keys = self.repo.keyring();
+        let trailer = read_trailer(self.repo.storage().as_ref(), key, size, keys.as_deref())
+            .map_err(refused)?;
+        if &trailer != reported {
+            return Err(refused(format!(
+                "its trailer lists {} blob(s) of kind {:?}, not the {} reported",
+                trailer.entries.len(),
+                trailer.kind,
+                reported.entries.len()
+            )));
+        }
+        let locations = locations_of(id, size, &trailer);
+        if let Some((unclaimed, _)) = locations.iter().find(|(b, _)| !self.claims.contains(b)) {
+            return Err(refused(format!(
+                "it holds {}, which was not claimed for it",
+                blake3::Hash::from_bytes(*unclaimed).to_hex()
+            )));
+        }
+        for (b, loc) in locations {
+            self.claims.remove(&b);
+            self.pending.insert(b, loc);
+        }
+        self.stats.packs += 1;
+        self.stats.pack_bytes += size;
+        crate::failpoint::hit("pack.adopted", &tokio_util::sync::CancellationToken::new());
+        if self.pending.len() >= INDEX_BATCH {
+            self.write_index()?;
+        }
+        Ok(())
     }
 
     fn spool(&self) -> Result<(PathBuf, std::fs::File), RepoError> {
@@ -282,7 +356,7 @@ impl Packer {
             added,
         } = p;
         let result = writer
-            .finish(unit, &key, keys.as_deref())
+            .finish(unit, &key, keys.as_deref().map(Keyring::agent))
             .and_then(|(mut w, _, size)| {
                 w.flush()?;
                 Ok(size)
@@ -303,16 +377,7 @@ impl Packer {
             self.pending.insert(bid, loc);
         }
         if let Some(u) = unit {
-            self.pending.insert(
-                u.id,
-                Location {
-                    pack: id,
-                    kind: EntryKind::Unit,
-                    offset: 0,
-                    stored_len: u32::try_from(size).unwrap_or(u32::MAX),
-                    raw_len: u32::try_from(u.len).unwrap_or(u32::MAX),
-                },
-            );
+            self.pending.insert(u.id, unit_location(id, size, &u));
         }
         if self.pending.len() >= INDEX_BATCH {
             self.write_index()?;
@@ -323,6 +388,11 @@ impl Packer {
     /// Closes the open packs, makes every pack durable and writes the index objects for them:
     /// afterwards everything added is findable through the index.
     pub fn finish(&mut self) -> Result<(), RepoError> {
+        if !self.claims.is_empty() {
+            return Err(RepoError::Unreported {
+                count: self.claims.len(),
+            });
+        }
         if let Some(p) = self.data.take() {
             self.close(p, None)?;
         }
@@ -391,6 +461,77 @@ impl SoloPack {
     pub fn abandon(self) {
         let _ = std::fs::remove_file(&self.pack.path);
     }
+}
+
+/// Where a solo pack's unit is: the whole pack.
+fn unit_location(pack: [u8; 16], size: u64, u: &Unit) -> Location {
+    Location {
+        pack,
+        kind: EntryKind::Unit,
+        offset: 0,
+        stored_len: u32::try_from(size).unwrap_or(u32::MAX),
+        raw_len: u32::try_from(u.len).unwrap_or(u32::MAX),
+    }
+}
+
+/// What the index records of pack `pack` (`size` bytes) with `trailer`: its unit for a solo
+/// pack, else each data and meta blob.
+pub fn locations_of(pack: [u8; 16], size: u64, trailer: &Trailer) -> Vec<([u8; 32], Location)> {
+    match (trailer.kind, &trailer.unit) {
+        (PackKind::Solo, Some(u)) => vec![(u.id, unit_location(pack, size, u))],
+        _ => trailer
+            .entries
+            .iter()
+            .filter_map(|e| {
+                let kind = EntryKind::of_blob(e.kind)?;
+                Some((
+                    e.id,
+                    Location {
+                        pack,
+                        kind,
+                        offset: u32::try_from(e.offset).unwrap_or(u32::MAX),
+                        stored_len: e.stored_len,
+                        raw_len: e.raw_len,
+                    },
+                ))
+            })
+            .collect(),
+    }
+}
+
+/// The trailer of the pack `key`, `size` bytes, read from its tail (two ranged reads: the
+/// footer, then the trailer it locates), checked; the reason, offset included, when it is not a
+/// whole pack of that size.
+pub fn read_trailer(
+    storage: &dyn Storage,
+    key: &str,
+    size: u64,
+    keys: Option<&Keyring>,
+) -> Result<Trailer, String> {
+    if size < HEADER_LEN + FOOTER_LEN {
+        return Err(format!("{size} bytes is too short for a pack"));
+    }
+    // One byte more than the footer: an object longer than `size` shows.
+    let tail = storage
+        .get_range(key, size - FOOTER_LEN, FOOTER_LEN + 1)
+        .map_err(|e| e.to_string())?;
+    if tail.len() as u64 != FOOTER_LEN {
+        return Err(format!(
+            "the object is not {size} bytes long (its tail from byte {} has {} bytes)",
+            size - FOOTER_LEN,
+            tail.len()
+        ));
+    }
+    let footer = pack::parse_footer(&tail, size).map_err(|e| e.to_string())?;
+    let stored = storage
+        .get_range(
+            key,
+            footer.trailer_offset(size),
+            u64::from(footer.trailer_len),
+        )
+        .map_err(|e| e.to_string())?;
+    pack::parse_trailer(&stored, &footer, size, key, keys.map(Keyring::agent))
+        .map_err(|e| e.to_string())
 }
 
 /// Keys of index objects are content-addressed: `index/<h>`.

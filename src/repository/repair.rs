@@ -10,9 +10,8 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::error::RepoError;
-use super::index::{self, EntryKind, IndexObject, Location};
-use super::pack::{self, PackKind, FOOTER_LEN};
-use super::packer::pack_of_key;
+use super::index::{self, IndexObject, Location};
+use super::packer::{locations_of, pack_of_key, read_trailer};
 use super::Repository;
 
 /// What rebuilding the index found and wrote.
@@ -59,22 +58,7 @@ impl Repository {
             let Some(pack) = pack_of_key(&o.key) else {
                 continue;
             };
-            let read = || -> Result<pack::Trailer, String> {
-                let tail = storage
-                    .get_range(&o.key, o.size.saturating_sub(FOOTER_LEN), FOOTER_LEN)
-                    .map_err(|e| e.to_string())?;
-                let footer = pack::parse_footer(&tail, o.size).map_err(|e| e.to_string())?;
-                let stored = storage
-                    .get_range(
-                        &o.key,
-                        footer.trailer_offset(o.size),
-                        u64::from(footer.trailer_len),
-                    )
-                    .map_err(|e| e.to_string())?;
-                pack::parse_trailer(&stored, &footer, o.size, &o.key, keys.as_deref())
-                    .map_err(|e| e.to_string())
-            };
-            let trailer = match read() {
+            let trailer = match read_trailer(storage.as_ref(), &o.key, o.size, keys.as_deref()) {
                 Ok(t) => t,
                 Err(reason) => {
                     report.damaged_packs.push(format!("{}: {reason}", o.key));
@@ -82,39 +66,9 @@ impl Repository {
                 }
             };
             report.packs += 1;
-            match (trailer.kind, trailer.unit) {
-                (PackKind::Solo, Some(u)) => {
-                    shard.push((
-                        u.id,
-                        Location {
-                            pack,
-                            kind: EntryKind::Unit,
-                            offset: 0,
-                            stored_len: u32::try_from(o.size).unwrap_or(u32::MAX),
-                            raw_len: u32::try_from(u.len).unwrap_or(u32::MAX),
-                        },
-                    ));
-                    report.blobs += 1;
-                }
-                _ => {
-                    for e in trailer.entries {
-                        let Some(kind) = EntryKind::of_blob(e.kind) else {
-                            continue;
-                        };
-                        shard.push((
-                            e.id,
-                            Location {
-                                pack,
-                                kind,
-                                offset: u32::try_from(e.offset).unwrap_or(u32::MAX),
-                                stored_len: e.stored_len,
-                                raw_len: e.raw_len,
-                            },
-                        ));
-                        report.blobs += 1;
-                    }
-                }
-            }
+            let found = locations_of(pack, o.size, &trailer);
+            report.blobs += found.len() as u64;
+            shard.extend(found);
             if shard.len() >= index::MAX_ENTRIES / 2 {
                 write(std::mem::take(&mut shard), vec![], &mut report)?;
             }
