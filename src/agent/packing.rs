@@ -560,4 +560,131 @@ mod tests {
             }
         }
     }
+
+    /// The head as hopsdrd plays it: the backup's writer claims, adopts and records.
+    struct WriterHead<'a> {
+        w: &'a mut crate::repository::BackupWriter,
+        store: Arc<dyn Storage>,
+    }
+
+    impl Coordinator for WriterHead<'_> {
+        fn missing(&mut self, ids: &[[u8; 32]]) -> Result<Vec<bool>, PackingError> {
+            self.w
+                .claim_missing(ids)
+                .map_err(|e| PackingError::Head(e.to_string()))
+        }
+
+        fn pack_done(
+            &mut self,
+            key: &str,
+            path: &Path,
+            size: u64,
+            trailer: &Trailer,
+        ) -> Result<(), PackingError> {
+            let bytes = std::fs::read(path).unwrap();
+            std::fs::remove_file(path).unwrap();
+            self.store.put(key, &bytes).unwrap();
+            self.w
+                .adopt_pack(key, size, trailer)
+                .map_err(|e| PackingError::Head(e.to_string()))
+        }
+    }
+
+    fn info() -> crate::repository::BackupInfo {
+        let now = chrono::Utc::now();
+        crate::repository::BackupInfo {
+            started_at: now,
+            finished_at: now,
+            hostname: "head".into(),
+            hopsdr_version: "test".into(),
+            components: vec![],
+            facts: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_backup_commits_what_agents_stored_and_nothing_they_did_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Storage> = Arc::new(LocalStorage::new(dir.path().join("repo")).unwrap());
+        let repo = Repository::open_with(
+            store.clone(),
+            OpenOptions {
+                compression_level: 3,
+                packed: true,
+                cache_dir: Some(dir.path().join("cache")),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let chunk = repo.chunk_size();
+        let files = [
+            ("rondb/1/BACKUP/BACKUP-7/BACKUP-7.1.ctl", content(10, 3000)),
+            (
+                "rondb/1/BACKUP/BACKUP-7/BACKUP-7-0.1.Data",
+                content(11, chunk + 5),
+            ),
+            ("rondb/1/BACKUP/BACKUP-7/BACKUP-7.1.log", Vec::new()),
+        ];
+        let spool = tempfile::tempdir().unwrap();
+        let settings = || PackingSettings {
+            chunk_size: chunk,
+            compression_level: 3,
+            keys: None,
+            spool_dir: spool.path().to_path_buf(),
+        };
+        let id = BackupId::parse("20261207T010000Z").unwrap();
+        let mut w = repo.begin_backup(id.clone(), CancellationToken::new());
+        let mut head = WriterHead {
+            w: &mut w,
+            store: store.clone(),
+        };
+        let mut packing = Packing::new(settings()).unwrap();
+        let mut stored = Vec::new();
+        for (path, c) in &files {
+            stored.push((
+                path,
+                packing.add_file(path, &mut &c[..], &mut head).unwrap(),
+            ));
+        }
+        packing.finish(&mut head).unwrap();
+        for (path, p) in stored {
+            w.add_stored_file(path, p.size, p.units, meta()).unwrap();
+        }
+        // A unit nobody stored is not recorded.
+        let e = w
+            .add_stored_file(
+                "rondb/1/x",
+                1,
+                vec![BlobId::of(&blake3::hash(b"never stored"))],
+                meta(),
+            )
+            .unwrap_err();
+        assert!(matches!(e, RepoError::NotIndexed { .. }), "{e}");
+        w.commit(info()).unwrap();
+        let m = repo.read_manifest(&id).unwrap();
+        for (path, c) in &files {
+            let entry = m
+                .entries
+                .iter()
+                .find_map(|e| match e {
+                    crate::repository::Entry::File(f) if f.path == *path => Some(f.clone()),
+                    _ => None,
+                })
+                .unwrap_or_else(|| panic!("{path} in the manifest"));
+            let mut back = Vec::new();
+            repo.open_file(&entry)
+                .unwrap()
+                .read_to_end(&mut back)
+                .unwrap();
+            assert!(back == *c, "{path} read back");
+        }
+
+        // An agent that claimed a blob and never reported it: no manifest.
+        let id2 = BackupId::parse("20261207T020000Z").unwrap();
+        let mut w = repo.begin_backup(id2.clone(), CancellationToken::new());
+        assert_eq!(w.claim_missing(&[[7u8; 32]]).unwrap(), [true]);
+        let e = w.commit(info()).unwrap_err();
+        assert!(matches!(e, RepoError::Unreported { count: 1 }), "{e}");
+        assert!(repo.read_manifest(&id2).is_err(), "nothing committed");
+    }
 }

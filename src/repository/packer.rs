@@ -193,7 +193,6 @@ impl Packer {
         }
         self.stats.packs += 1;
         self.stats.pack_bytes += size;
-        crate::failpoint::hit("pack.adopted", &tokio_util::sync::CancellationToken::new());
         if self.pending.len() >= INDEX_BATCH {
             self.write_index()?;
         }

@@ -454,6 +454,95 @@ impl BackupWriter {
         }
     }
 
+    /// Of `ids` (blobs or units an agent is about to store), which this backup lacks; those
+    /// are claimed for the asker (see [`Packer::claim_missing`]). Format 3 only.
+    pub fn claim_missing(&mut self, ids: &[[u8; 32]]) -> Result<Vec<bool>, RepoError> {
+        self.ensure_packer()?;
+        match self.packer.as_mut() {
+            Some(p) => p.claim_missing(ids),
+            None => Err(RepoError::InvalidEntry {
+                path: "(an agent's blobs)".into(),
+                defect: EntryDefect::NoStreams,
+            }),
+        }
+    }
+
+    /// Takes a pack an agent reported stored (see [`Packer::adopt`]); its new bytes count as
+    /// this backup's.
+    pub fn adopt_pack(
+        &mut self,
+        key: &str,
+        size: u64,
+        trailer: &super::pack::Trailer,
+    ) -> Result<(), RepoError> {
+        if self.cancel.is_cancelled() {
+            return Err(RepoError::Cancelled);
+        }
+        self.ensure_packer()?;
+        let Some(p) = self.packer.as_mut() else {
+            return Err(RepoError::InvalidEntry {
+                path: key.to_string(),
+                defect: EntryDefect::NoStreams,
+            });
+        };
+        p.adopt(key, size, trailer)?;
+        self.stats.new_blobs += trailer.entries.len().max(1) as u64;
+        self.stats.stored_bytes += size;
+        Ok(())
+    }
+
+    /// Adds the file `logical_path` an agent stored as `units` (`size` bytes): its path checked
+    /// as any file's, each unit required to be in the repository or in this backup (stored
+    /// here, adopted, or claimed by an agent that must still report it: the commit refuses a
+    /// claim never reported).
+    pub fn add_stored_file(
+        &mut self,
+        logical_path: &str,
+        size: u64,
+        units: Vec<BlobId>,
+        meta: FileMeta,
+    ) -> Result<FileEntry, RepoError> {
+        if self.cancel.is_cancelled() {
+            return Err(RepoError::Cancelled);
+        }
+        self.check_new_path(logical_path)?;
+        self.ensure_packer()?;
+        let Some(p) = self.packer.as_ref() else {
+            return Err(RepoError::InvalidEntry {
+                path: logical_path.to_string(),
+                defect: EntryDefect::NoStreams,
+            });
+        };
+        for u in &units {
+            let id = super::streams::id_bytes(u);
+            if !p.has(&id)? {
+                return Err(RepoError::NotIndexed {
+                    id: u.clone(),
+                    path: logical_path.to_string(),
+                });
+            }
+        }
+        let entry = FileEntry {
+            path: logical_path.to_string(),
+            size,
+            meta,
+            hash: String::new(),
+            chunks: Vec::new(),
+            units,
+            skip: 0,
+        };
+        manifest::validate_entry(&Entry::File(entry.clone())).map_err(|defect| {
+            RepoError::InvalidEntry {
+                path: logical_path.to_string(),
+                defect,
+            }
+        })?;
+        self.finish_entry(Entry::File(entry.clone()))?;
+        self.stats.files += 1;
+        self.stats.logical_bytes += size;
+        Ok(entry)
+    }
+
     /// The token that stops this backup.
     pub fn cancel(&self) -> &CancellationToken {
         &self.cancel
