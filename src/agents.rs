@@ -47,6 +47,7 @@ pub fn access(
     repository: &RepositorySettings,
     keyring: Option<&Keyring>,
 ) -> Result<Option<Access>, AgentsError> {
+    // (A backup's agents get the current data key only: `Repository::agent_keys`.)
     let keys = keyring.map(|k| k.for_agent(&[k.current()]));
     let (store, s3) = match &repository.store {
         StoreSettings::Local { .. } => (None, None),

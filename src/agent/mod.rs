@@ -16,6 +16,7 @@ pub mod probe;
 pub mod proto;
 pub mod secrets;
 pub mod serve;
+pub mod upload;
 
 use std::path::PathBuf;
 

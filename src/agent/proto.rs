@@ -81,6 +81,69 @@ impl std::fmt::Display for Role {
 pub enum Job {
     /// `hopsdrctl agents check`: the greeting and a description of the roots.
     Check,
+    /// A backup: the agent stores what it is asked to upload.
+    Backup,
+}
+
+/// A pack's table of contents on the wire (what [`crate::repository::pack::Trailer`] holds;
+/// ids in hex).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireTrailer {
+    pub kind: u8,
+    /// A solo pack's unit: id and length.
+    pub unit: Option<(String, u64)>,
+    /// Per blob: kind, id, offset, stored length, raw length.
+    pub entries: Vec<(u8, String, u64, u32, u32)>,
+}
+
+impl WireTrailer {
+    pub fn of(t: &crate::repository::pack::Trailer) -> WireTrailer {
+        let hex = |id: &[u8; 32]| blake3::Hash::from_bytes(*id).to_hex().to_string();
+        WireTrailer {
+            kind: t.kind.code(),
+            unit: t.unit.map(|u| (hex(&u.id), u.len)),
+            entries: t
+                .entries
+                .iter()
+                .map(|e| (e.kind.code(), hex(&e.id), e.offset, e.stored_len, e.raw_len))
+                .collect(),
+        }
+    }
+
+    /// The trailer, or what in it is not one.
+    pub fn trailer(&self) -> Result<crate::repository::pack::Trailer, String> {
+        use crate::repository::pack::{BlobKind, PackEntry, PackKind, Trailer, Unit};
+        let id = |h: &str| {
+            blake3::Hash::from_hex(h)
+                .map(|h| *h.as_bytes())
+                .map_err(|_| format!("{h:?} is not a blob id"))
+        };
+        Ok(Trailer {
+            kind: PackKind::from_code(self.kind)
+                .ok_or_else(|| format!("pack kind {} is unknown", self.kind))?,
+            unit: match &self.unit {
+                Some((u, len)) => Some(Unit {
+                    id: id(u)?,
+                    len: *len,
+                }),
+                None => None,
+            },
+            entries: self
+                .entries
+                .iter()
+                .map(|(kind, h, offset, stored_len, raw_len)| {
+                    Ok(PackEntry {
+                        kind: BlobKind::from_code(*kind)
+                            .ok_or_else(|| format!("blob kind {kind} is unknown"))?,
+                        id: id(h)?,
+                        offset: *offset,
+                        stored_len: *stored_len,
+                        raw_len: *raw_len,
+                    })
+                })
+                .collect::<Result<_, String>>()?,
+        })
+    }
 }
 
 /// The repository's bucket as an agent reaches it (no secret: the credentials come in the
@@ -175,6 +238,48 @@ pub enum Msg {
         /// The probe's name under the agent's blob-name key (hex), `None` without keys: the
         /// head compares it with its own.
         name_check: Option<String>,
+    },
+    /// Store the files of directory `dir` (relative to the agent's `--backup-dir`) as the
+    /// repository does: the agent asks [`Msg::Have`], reports each pack ([`Msg::PackDone`],
+    /// after its PUT) and each file ([`Msg::FileStored`]), then [`Msg::Uploaded`].
+    Upload {
+        req: u32,
+        dir: String,
+        chunk_size: usize,
+        compression_level: i32,
+    },
+    /// Which of these blob or unit ids (hex) must the agent store?
+    Have {
+        req: u32,
+        ids: Vec<String>,
+    },
+    HaveAck {
+        req: u32,
+        missing: Vec<bool>,
+    },
+    /// A pack the agent stored under `key`.
+    PackDone {
+        req: u32,
+        key: String,
+        size: u64,
+        trailer: WireTrailer,
+    },
+    /// A file (its path relative to the uploaded directory) and the units it became.
+    FileStored {
+        req: u32,
+        path: String,
+        size: u64,
+        mode: u32,
+        mtime: i64,
+        uid: u32,
+        gid: u32,
+        units: Vec<String>,
+    },
+    Uploaded {
+        req: u32,
+        files: u64,
+        packs: u64,
+        pack_bytes: u64,
     },
     /// A request failed (or, without `req`, the session).
     Error {

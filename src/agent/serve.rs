@@ -15,6 +15,7 @@ use zeroize::Zeroizing;
 use super::probe;
 use super::proto::{self, Job, Msg, ProtoError, Role, RootInfo, PROTOCOL};
 use super::secrets::{Secrets, KIND_SECRETS};
+use super::upload;
 
 /// What the agent's command line allows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,9 +151,6 @@ pub fn serve(
     } else {
         Secrets::default()
     };
-    match job {
-        Job::Check => {}
-    }
     loop {
         let Some(msg) = proto::read_msg(input)? else {
             return Ok(Ended::Gone);
@@ -165,6 +163,41 @@ pub fn serve(
                 backup_dir: allowed.backup_dir.as_ref().map(|d| describe(d, false)),
             },
             Msg::Probe { req } => probe::probe(req, store.as_ref(), &secrets),
+            Msg::Upload {
+                req,
+                dir,
+                chunk_size,
+                compression_level,
+            } => {
+                let done = match (job, allowed.backup_dir.as_ref()) {
+                    (Job::Backup, Some(base)) => upload::resolve(base, &dir).and_then(|d| {
+                        upload::upload(
+                            req,
+                            &d,
+                            chunk_size,
+                            compression_level,
+                            store.as_ref(),
+                            &secrets,
+                            input,
+                            output,
+                        )
+                    }),
+                    (Job::Backup, None) => Err(upload::UploadError {
+                        path: None,
+                        message: "the agent has no --backup-dir (role rondb) to upload from".into(),
+                    }),
+                    (Job::Check, _) => Err(upload::UploadError {
+                        path: None,
+                        message: "a check session uploads nothing".into(),
+                    }),
+                };
+                done.unwrap_or_else(|e| Msg::Error {
+                    req: Some(req),
+                    step: "upload".into(),
+                    path: e.path,
+                    message: e.message,
+                })
+            }
             Msg::Finish => {
                 proto::write_msg(output, &Msg::Bye)?;
                 return Ok(Ended::Finished);

@@ -15,6 +15,7 @@ pub mod known;
 pub mod rondb;
 pub mod tarstream;
 pub mod users;
+pub mod via_agent;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -313,8 +313,24 @@ impl Session {
         self.reap()
     }
 
-    fn send(&mut self, msg: &Msg) -> Result<(), AgentError> {
+    /// Sends one message (a request, or the answer to one of the agent's).
+    pub fn send(&mut self, msg: &Msg) -> Result<(), AgentError> {
         self.write(|w| proto::write_msg(w, msg))
+    }
+
+    /// The agent's next message, whatever it is (within the timeout): for exchanges where the
+    /// agent asks too.
+    pub fn next_msg(
+        &mut self,
+        waiting_for: &str,
+        cancel: &CancellationToken,
+    ) -> Result<Msg, AgentError> {
+        self.next(waiting_for, cancel)
+    }
+
+    /// The node's name, for messages.
+    pub fn node_name(&self) -> &str {
+        &self.node.name
     }
 
     /// Sends one frame of another type than a message, flushed.

@@ -507,6 +507,12 @@ impl Repository {
     }
 
     /// The keys of an encrypted repository; `None` for a plaintext one.
+    /// What a backup's node agents get of an encrypted repository's keys: the blob-name key
+    /// and the current data key ([`crypto::AgentKeys`]); `None` for a plaintext repository.
+    pub fn agent_keys(&self) -> Option<crypto::AgentKeys> {
+        self.keyring().map(|k| k.for_agent(&[k.current()]))
+    }
+
     pub(crate) fn keyring(&self) -> Option<Arc<Keyring>> {
         self.inner
             .keys

@@ -48,7 +48,7 @@ pub enum PackKind {
 }
 
 impl PackKind {
-    fn code(self) -> u8 {
+    pub fn code(self) -> u8 {
         match self {
             PackKind::Data => 0,
             PackKind::Meta => 1,
@@ -56,7 +56,7 @@ impl PackKind {
         }
     }
 
-    fn from_code(c: u8) -> Option<PackKind> {
+    pub fn from_code(c: u8) -> Option<PackKind> {
         Some(match c {
             0 => PackKind::Data,
             1 => PackKind::Meta,

@@ -454,6 +454,12 @@ impl BackupWriter {
         }
     }
 
+    /// The chunk size and compression level content is stored with (what an agent packs
+    /// with).
+    pub fn packing(&self) -> (usize, i32) {
+        (self.repo.chunk_size(), self.repo.compression_level())
+    }
+
     /// Of `ids` (blobs or units an agent is about to store), which this backup lacks; those
     /// are claimed for the asker (see [`Packer::claim_missing`]). Format 3 only.
     pub fn claim_missing(&mut self, ids: &[[u8; 32]]) -> Result<Vec<bool>, RepoError> {

@@ -477,6 +477,170 @@ fn an_agent_reaches_the_bucket_with_secrets_that_are_in_no_command_line_or_envir
     );
 }
 
+/// A RonDB data node's backup directory, uploaded by its agent over ssh straight into an
+/// encrypted repository in S3: the head only answers and records; the files read back whole; a
+/// second backup of the same directory stores nothing new; a directory outside the agent's
+/// `--backup-dir` is refused.
+#[cfg(feature = "testbed")]
+#[test]
+fn an_agent_stores_its_data_nodes_backup_straight_into_the_bucket() {
+    use std::io::Read;
+
+    use hopsdr::agent::proto::S3Store;
+    use hopsdr::agent::secrets::{S3Secret, Secrets};
+    use hopsdr::backup::via_agent::upload_dir;
+    use hopsdr::cluster::agent::Access;
+    use hopsdr::repository::{BackupInfo, Entry, KeySource, OpenOptions, Repository, Storage};
+
+    let s3 = crate::s3::S3Server::start();
+    s3.bucket("repo");
+    let work = tempfile::tempdir().unwrap();
+    let storage: std::sync::Arc<dyn Storage> = std::sync::Arc::new(s3.storage("repo", "cluster1"));
+    let key = KeySource {
+        passphrase: "a passphrase for the agent test".to_string().into(),
+        slot: None,
+        describe: "test".into(),
+    };
+    let repo = Repository::open_with(
+        storage,
+        OpenOptions {
+            compression_level: 3,
+            key: Some(&key),
+            packed: true,
+            cache_dir: Some(work.path().join("cache")),
+        },
+    )
+    .unwrap();
+
+    // The data node's BackupDataDir with a finished backup: control file, a data file of two
+    // chunks, an empty log.
+    let backup_dir = work.path().join("ndb");
+    let b7 = backup_dir.join("BACKUP/BACKUP-7");
+    std::fs::create_dir_all(&b7).unwrap();
+    let noise = |seed: u8, len: usize| -> Vec<u8> {
+        let mut out = vec![0u8; len];
+        blake3::Hasher::new()
+            .update(&[seed])
+            .finalize_xof()
+            .fill(&mut out);
+        out
+    };
+    let files = [
+        ("BACKUP-7.1.ctl", noise(1, 3000)),
+        ("BACKUP-7-0.1.Data", noise(2, (4 << 20) + 100)),
+        ("BACKUP-7.1.log", Vec::new()),
+    ];
+    for (name, content) in &files {
+        std::fs::write(b7.join(name), content).unwrap();
+    }
+
+    let sshd = Sshd::start();
+    sshd.authorize(
+        "agent_key",
+        &format!(
+            "{} agent --serve --role rondb --backup-dir {}",
+            agent_binary().display(),
+            backup_dir.display()
+        ),
+    );
+    let access = Access {
+        store: Some(S3Store {
+            endpoint: Some(s3.endpoint()),
+            region: "us-east-1".into(),
+            bucket: "repo".into(),
+            prefix: "cluster1".into(),
+            path_style: true,
+            ca_bundle_pem: None,
+            part_size: 5 << 20,
+            parallel_parts: 2,
+        }),
+        secrets: Secrets {
+            s3: Some(S3Secret {
+                access_key_id: crate::s3::ACCESS_KEY.to_string().into(),
+                secret_access_key: crate::s3::SECRET_KEY.to_string().into(),
+                session_token: None,
+            }),
+            keys: repo.agent_keys(),
+        },
+    };
+    let cancel = CancellationToken::new();
+    let info = || {
+        let now = chrono::Utc::now();
+        BackupInfo {
+            started_at: now,
+            finished_at: now,
+            hostname: "head".into(),
+            hopsdr_version: "test".into(),
+            components: vec![],
+            facts: Default::default(),
+        }
+    };
+    let back_up = |n: u32| {
+        let mut s = Session::open(
+            &sshd.node("agent_key"),
+            &agent_binary(),
+            &Request {
+                roles: vec![Role::Rondb],
+                roots: vec![],
+                backup_dir: Some(backup_dir.display().to_string()),
+            },
+            Job::Backup,
+            Some(&access),
+            Duration::from_secs(30),
+            &cancel,
+        )
+        .unwrap();
+        let id = hopsdr::ids::BackupId::parse(&format!("20261207T00000{n}Z")).unwrap();
+        let mut w = repo.begin_backup(id.clone(), cancel.clone());
+        let up = upload_dir(
+            &mut s,
+            &mut w,
+            "BACKUP/BACKUP-7",
+            "rondb/1/BACKUP/BACKUP-7",
+            &cancel,
+        )
+        .unwrap();
+        // A directory outside the agent's backup directory: refused by the agent, named.
+        let e = upload_dir(&mut s, &mut w, "../..", "rondb/1/x", &cancel).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("not a plain path inside the backup directory"),
+            "{e}"
+        );
+        s.finish(&cancel).unwrap();
+        w.commit(info()).unwrap();
+        (id, up)
+    };
+
+    let (first, up) = back_up(1);
+    assert_eq!(
+        up.files,
+        ["BACKUP-7-0.1.Data", "BACKUP-7.1.ctl", "BACKUP-7.1.log"]
+    );
+    assert_eq!(
+        up.packs, 2,
+        "a data pack (the control file) and a solo pack (the data file)"
+    );
+    let m = repo.read_manifest(&first).unwrap();
+    for (name, content) in &files {
+        let path = format!("rondb/1/BACKUP/BACKUP-7/{name}");
+        let f = m
+            .entries
+            .iter()
+            .find_map(|e| match e {
+                Entry::File(f) if f.path == path => Some(f.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{path} in the manifest"));
+        let mut back = Vec::new();
+        repo.open_file(&f).unwrap().read_to_end(&mut back).unwrap();
+        assert!(back == *content, "{path} read back whole");
+    }
+    let (_, again) = back_up(2);
+    assert_eq!(again.files.len(), 3);
+    assert_eq!(again.packs, 0, "everything was already stored");
+}
+
 #[cfg(feature = "testbed")]
 mod daemon {
     use super::*;

@@ -1,0 +1,219 @@
+//! `Upload`: the agent stores the files of a directory under its `--backup-dir` (a RonDB data
+//! node's `BACKUP/BACKUP-<id>`) straight into the repository's bucket, packed on the node
+//! ([`super::packing`]); the head answers which blobs it lacks and records what the agent reports.
+//! Only regular files are taken; the directory must resolve inside the backup directory.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use super::packing::{Coordinator, Packing, PackingError, PackingSettings};
+use super::proto::{self, Msg, S3Store, WireTrailer};
+use super::secrets::Secrets;
+use crate::repository::pack::Trailer;
+use crate::repository::{S3Storage, Storage};
+
+/// Why an upload failed: the step's path and what happened.
+#[derive(Debug)]
+pub struct UploadError {
+    pub path: Option<String>,
+    pub message: String,
+}
+
+impl UploadError {
+    fn at(path: &Path, message: impl std::fmt::Display) -> UploadError {
+        UploadError {
+            path: Some(path.display().to_string()),
+            message: message.to_string(),
+        }
+    }
+
+    fn of(message: impl std::fmt::Display) -> UploadError {
+        UploadError {
+            path: None,
+            message: message.to_string(),
+        }
+    }
+}
+
+/// The directory `dir` names under `backup_dir`, resolved: refused when it is absolute, has
+/// `..`, or leads (through a symbolic link) outside.
+pub fn resolve(backup_dir: &Path, dir: &str) -> Result<PathBuf, UploadError> {
+    let rel = Path::new(dir);
+    if rel.is_absolute()
+        || rel
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return Err(UploadError::of(format!(
+            "{dir:?} is not a plain path inside the backup directory"
+        )));
+    }
+    let base = backup_dir
+        .canonicalize()
+        .map_err(|e| UploadError::at(backup_dir, e))?;
+    let full = base.join(rel);
+    let real = full.canonicalize().map_err(|e| UploadError::at(&full, e))?;
+    if !real.starts_with(&base) {
+        return Err(UploadError::at(
+            &full,
+            format!(
+                "resolves to {}, outside the backup directory",
+                real.display()
+            ),
+        ));
+    }
+    Ok(real)
+}
+
+/// The head, over the session: asked and told in request `req`.
+struct Head<'a> {
+    req: u32,
+    input: &'a mut dyn Read,
+    output: &'a mut dyn Write,
+    store: &'a S3Storage,
+}
+
+impl Coordinator for Head<'_> {
+    fn missing(&mut self, ids: &[[u8; 32]]) -> Result<Vec<bool>, PackingError> {
+        let head = |e: proto::ProtoError| PackingError::Head(e.to_string());
+        let req = self.req;
+        proto::write_msg(
+            self.output,
+            &Msg::Have {
+                req,
+                ids: ids
+                    .iter()
+                    .map(|i| blake3::Hash::from_bytes(*i).to_hex().to_string())
+                    .collect(),
+            },
+        )
+        .map_err(head)?;
+        match proto::read_msg(self.input).map_err(head)? {
+            Some(Msg::HaveAck { req: r, missing }) if r == req && missing.len() == ids.len() => {
+                Ok(missing)
+            }
+            Some(Msg::Cancel { reason }) => Err(PackingError::Head(format!("cancelled: {reason}"))),
+            Some(m) => Err(PackingError::Head(format!(
+                "the head answered {m:?} to which blobs it lacks"
+            ))),
+            None => Err(PackingError::Head("the head went away".into())),
+        }
+    }
+
+    fn pack_done(
+        &mut self,
+        key: &str,
+        path: &Path,
+        size: u64,
+        trailer: &Trailer,
+    ) -> Result<(), PackingError> {
+        let stored = self
+            .store
+            .put_file_deferred(key, path)
+            .and_then(|()| self.store.flush());
+        if let Err(e) = stored {
+            let _ = std::fs::remove_file(path);
+            return Err(PackingError::Head(format!("storing {key}: {e}")));
+        }
+        proto::write_msg(
+            self.output,
+            &Msg::PackDone {
+                req: self.req,
+                key: key.to_string(),
+                size,
+                trailer: WireTrailer::of(trailer),
+            },
+        )
+        .map_err(|e| PackingError::Head(e.to_string()))
+    }
+}
+
+/// Uploads every regular file of `dir` (request `req`); returns the closing message.
+#[allow(clippy::too_many_arguments)]
+pub fn upload(
+    req: u32,
+    dir: &Path,
+    chunk_size: usize,
+    compression_level: i32,
+    store: Option<&S3Store>,
+    secrets: &Secrets,
+    input: &mut dyn Read,
+    output: &mut dyn Write,
+) -> Result<Msg, UploadError> {
+    let store = store.ok_or_else(|| {
+        UploadError::of("no bucket was given: an agent stores packs in an S3 repository only")
+    })?;
+    let storage =
+        S3Storage::new(&super::probe::s3_options(store, secrets)).map_err(UploadError::of)?;
+    if !(4096..=64 << 20).contains(&chunk_size) {
+        return Err(UploadError::of(format!(
+            "chunk size {chunk_size} is out of range"
+        )));
+    }
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| UploadError::at(dir, e))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| UploadError::at(dir, e))?;
+    names.sort();
+    let spool = tempfile::Builder::new()
+        .prefix("hopsdr-agent-")
+        .tempdir()
+        .map_err(|e| UploadError::of(format!("a spool directory: {e}")))?;
+    let mut packing = Packing::new(PackingSettings {
+        chunk_size,
+        compression_level,
+        keys: secrets.keys.as_ref(),
+        spool_dir: spool.path().to_path_buf(),
+    })
+    .map_err(UploadError::of)?;
+    let mut head = Head {
+        req,
+        input,
+        output,
+        store: &storage,
+    };
+    let mut files = 0;
+    for path in &names {
+        let meta = std::fs::symlink_metadata(path).map_err(|e| UploadError::at(path, e))?;
+        if !meta.file_type().is_file() {
+            return Err(UploadError::at(path, "is not a regular file"));
+        }
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| UploadError::at(path, "its name is not UTF-8"))?
+            .to_string();
+        let mut f = std::fs::File::open(path).map_err(|e| UploadError::at(path, e))?;
+        let packed = packing
+            .add_file(&name, &mut f, &mut head)
+            .map_err(|e| UploadError::at(path, e))?;
+        proto::write_msg(
+            head.output,
+            &Msg::FileStored {
+                req,
+                path: name,
+                size: packed.size,
+                mode: meta.mode() & 0o7777,
+                mtime: meta.mtime(),
+                uid: meta.uid(),
+                gid: meta.gid(),
+                units: packed
+                    .units
+                    .iter()
+                    .map(|u| u.as_str().to_string())
+                    .collect(),
+            },
+        )
+        .map_err(UploadError::of)?;
+        files += 1;
+    }
+    let stats = packing.finish(&mut head).map_err(UploadError::of)?;
+    Ok(Msg::Uploaded {
+        req,
+        files,
+        packs: stats.packs,
+        pack_bytes: stats.pack_bytes,
+    })
+}

@@ -1,0 +1,147 @@
+//! A node's directory stored by the node's own agent: the head sends `Upload`, answers which
+//! blobs the backup lacks (claiming them for that agent), adopts each pack the agent reports
+//! stored (its tail read back from the bucket first) and records each file the agent reports
+//! under `<prefix>/<name>`. The head moves no content, only these messages.
+//!
+//! The agent's word is checked, not trusted: a file name is one plain path component, each of
+//! its units must be in the repository or in this backup (stored, adopted or claimed), a pack
+//! must be whole and hold only what was claimed for it, and the backup does not commit while a
+//! claim is unreported.
+
+use tokio_util::sync::CancellationToken;
+
+use crate::agent::proto::Msg;
+use crate::cluster::agent::{AgentError, Session};
+use crate::ids::BlobId;
+use crate::repository::{BackupWriter, FileMeta, RepoError};
+
+/// Why an agent's upload failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ViaAgentError {
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+    #[error("{node}: {source}")]
+    Repository {
+        node: String,
+        #[source]
+        source: Box<RepoError>,
+    },
+    #[error("{node}: the agent reported {what}; refused")]
+    Bad { node: String, what: String },
+}
+
+/// What an upload stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Uploaded {
+    /// The files recorded, by name.
+    pub files: Vec<String>,
+    pub bytes: u64,
+    pub packs: u64,
+    pub pack_bytes: u64,
+}
+
+/// Has the agent of `session` store directory `dir` (relative to its `--backup-dir`) into
+/// `writer` under `prefix`.
+pub fn upload_dir(
+    session: &mut Session,
+    writer: &mut BackupWriter,
+    dir: &str,
+    prefix: &str,
+    cancel: &CancellationToken,
+) -> Result<Uploaded, ViaAgentError> {
+    let node = session.node_name().to_string();
+    let repo = |source| ViaAgentError::Repository {
+        node: node.clone(),
+        source: Box::new(source),
+    };
+    let bad = |what: String| ViaAgentError::Bad {
+        node: node.clone(),
+        what,
+    };
+    let (chunk_size, compression_level) = writer.packing();
+    let req = session.req();
+    session.send(&Msg::Upload {
+        req,
+        dir: dir.to_string(),
+        chunk_size,
+        compression_level,
+    })?;
+    let mut done = Uploaded::default();
+    loop {
+        let msg = session.next_msg("the next step of its upload", cancel)?;
+        match msg {
+            Msg::Have { req: r, ids } if r == req => {
+                let ids = ids
+                    .iter()
+                    .map(|h| {
+                        blake3::Hash::from_hex(h)
+                            .map(|h| *h.as_bytes())
+                            .map_err(|_| bad(format!("{h:?} as a blob id")))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let missing = writer.claim_missing(&ids).map_err(repo)?;
+                session.send(&Msg::HaveAck { req, missing })?;
+            }
+            Msg::PackDone {
+                req: r,
+                key,
+                size,
+                trailer,
+            } if r == req => {
+                let trailer = trailer
+                    .trailer()
+                    .map_err(|e| bad(format!("pack {key}: {e}")))?;
+                writer.adopt_pack(&key, size, &trailer).map_err(repo)?;
+                done.packs += 1;
+                done.pack_bytes += size;
+            }
+            Msg::FileStored {
+                req: r,
+                path,
+                size,
+                mode,
+                mtime,
+                uid,
+                gid,
+                units,
+            } if r == req => {
+                if path.is_empty() || path.contains('/') || path == "." || path == ".." {
+                    return Err(bad(format!("a file named {path:?}")));
+                }
+                let units = units
+                    .iter()
+                    .map(|u| BlobId::parse(u).ok_or_else(|| bad(format!("{u:?} as a unit id"))))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let meta = FileMeta {
+                    mode: mode & 0o777,
+                    mtime,
+                    uid,
+                    gid,
+                };
+                writer
+                    .add_stored_file(&format!("{prefix}/{path}"), size, units, meta)
+                    .map_err(repo)?;
+                done.bytes += size;
+                done.files.push(path);
+            }
+            Msg::Uploaded { req: r, .. } if r == req => return Ok(done),
+            Msg::Error {
+                req: r,
+                step,
+                path,
+                message,
+            } if r.is_none() || r == Some(req) => {
+                return Err(AgentError::Remote {
+                    node,
+                    step,
+                    path,
+                    message,
+                }
+                .into())
+            }
+            other => {
+                return Err(bad(format!("{other:?} during an upload")));
+            }
+        }
+    }
+}
