@@ -17,13 +17,12 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::probe::NAME_PROBE;
-use crate::agent::proto::{Job, Msg, Role, RootInfo, S3Store, StoreProbe};
-use crate::agent::secrets::{S3Secret, Secrets};
+use crate::agent::proto::{Job, Msg, Role, RootInfo, StoreProbe};
 use crate::api::AgentView;
 use crate::cluster::agent::{Access, Hello, Request, Session};
 use crate::cluster::ndb_mgm::MgmClient;
 use crate::cluster::node::{Node, NodeAddress};
-use crate::config::{RepositorySettings, Settings, StoreSettings};
+use crate::config::{RepositorySettings, Settings};
 use crate::repository::crypto::Keyring;
 
 /// How many nodes are checked at once.
@@ -40,50 +39,12 @@ pub enum AgentsError {
     Store(#[from] crate::repository::StorageError),
 }
 
-/// What every agent is given to reach the repository (see the module documentation); `None`
-/// for a plaintext local repository (nothing to give). A backup's agents get the current data
-/// key only.
+/// What every agent is given (see the module documentation).
 pub fn access(
     repository: &RepositorySettings,
     keyring: Option<&Keyring>,
 ) -> Result<Option<Access>, AgentsError> {
-    // (A backup's agents get the current data key only: `Repository::agent_keys`.)
-    let keys = keyring.map(|k| k.for_agent(&[k.current()]));
-    let (store, s3) = match &repository.store {
-        StoreSettings::Local { .. } => (None, None),
-        StoreSettings::S3(s) => {
-            let o = crate::repository::S3Options::from_settings(s)?;
-            let store = S3Store {
-                endpoint: s.endpoint.clone(),
-                region: s.region.clone(),
-                bucket: s.bucket.clone(),
-                prefix: s.prefix.clone(),
-                path_style: s.path_style,
-                ca_bundle_pem: o
-                    .ca_bundle_pem
-                    .as_ref()
-                    .map(|p| String::from_utf8_lossy(p).into_owned()),
-                part_size: s.part_size,
-                parallel_parts: s.parallel_parts,
-            };
-            let secret = match (&s.access_key_id, o.secret_access_key) {
-                (Some(id), Some(secret)) => Some(S3Secret {
-                    access_key_id: id.clone().into(),
-                    secret_access_key: secret.into(),
-                    session_token: None,
-                }),
-                _ => None,
-            };
-            (Some(store), secret)
-        }
-    };
-    if store.is_none() && keys.is_none() {
-        return Ok(None);
-    }
-    Ok(Some(Access {
-        store,
-        secrets: Secrets { s3, keys },
-    }))
+    Ok(crate::backup::via_agent::access(repository, keyring)?)
 }
 
 /// The name hopsdrd gives [`NAME_PROBE`]: an agent with the same blob-name key names it so.
@@ -351,6 +312,7 @@ pub fn problems(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::StoreSettings;
 
     fn hello(roles: &[Role], roots: &[&str], backup_dir: Option<&str>) -> Hello {
         Hello {

@@ -239,7 +239,8 @@ pub enum Msg {
         /// head compares it with its own.
         name_check: Option<String>,
     },
-    /// Store the files of directory `dir` (relative to the agent's `--backup-dir`) as the
+    /// Store the files of directory `dir` (relative to the agent's `--backup-dir`; its
+    /// subdirectories too, such as a multi-part backup's `BACKUP-<id>-PART-<p>-OF-<n>`) as the
     /// repository does: the agent asks [`Msg::Have`], reports each pack ([`Msg::PackDone`],
     /// after its PUT) and each file ([`Msg::FileStored`]), then [`Msg::Uploaded`].
     Upload {
@@ -247,6 +248,16 @@ pub enum Msg {
         dir: String,
         chunk_size: usize,
         compression_level: i32,
+    },
+    /// A directory of the upload (its path relative to the uploaded directory, "" for
+    /// itself, which comes first; a directory before what it holds).
+    DirStored {
+        req: u32,
+        path: String,
+        mode: u32,
+        mtime: i64,
+        uid: u32,
+        gid: u32,
     },
     /// Which of these blob or unit ids (hex) must the agent store?
     Have {

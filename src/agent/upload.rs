@@ -1,7 +1,8 @@
 //! `Upload`: the agent stores the files of a directory under its `--backup-dir` (a RonDB data
 //! node's `BACKUP/BACKUP-<id>`) straight into the repository's bucket, packed on the node
 //! ([`super::packing`]); the head answers which blobs it lacks and records what the agent reports.
-//! Only regular files are taken; the directory must resolve inside the backup directory.
+//! Regular files and directories are taken (a multi-part backup's part directories too), nothing
+//! else; the directory must resolve inside the backup directory.
 
 use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
@@ -12,6 +13,9 @@ use super::proto::{self, Msg, S3Store, WireTrailer};
 use super::secrets::Secrets;
 use crate::repository::pack::Trailer;
 use crate::repository::{S3Storage, Storage};
+
+/// Directory levels an upload descends (a backup directory and its part directories).
+const MAX_DEPTH: usize = 4;
 
 /// Why an upload failed: the step's path and what happened.
 #[derive(Debug)]
@@ -151,12 +155,6 @@ pub fn upload(
             "chunk size {chunk_size} is out of range"
         )));
     }
-    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| UploadError::at(dir, e))?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<Result<_, _>>()
-        .map_err(|e| UploadError::at(dir, e))?;
-    names.sort();
     let spool = tempfile::Builder::new()
         .prefix("hopsdr-agent-")
         .tempdir()
@@ -174,26 +172,67 @@ pub fn upload(
         output,
         store: &storage,
     };
+    // Depth first, each directory's entries sorted: a directory before what it holds.
     let mut files = 0;
-    for path in &names {
-        let meta = std::fs::symlink_metadata(path).map_err(|e| UploadError::at(path, e))?;
-        if !meta.file_type().is_file() {
-            return Err(UploadError::at(path, "is not a regular file"));
+    let mut stack: Vec<(PathBuf, String)> = vec![(dir.to_path_buf(), String::new())];
+    while let Some((path, rel)) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&path).map_err(|e| UploadError::at(&path, e))?;
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            if rel.matches('/').count() >= MAX_DEPTH {
+                return Err(UploadError::at(
+                    &path,
+                    "is nested too deep for a backup directory",
+                ));
+            }
+            proto::write_msg(
+                head.output,
+                &Msg::DirStored {
+                    req,
+                    path: rel.clone(),
+                    mode: meta.mode() & 0o7777,
+                    mtime: meta.mtime(),
+                    uid: meta.uid(),
+                    gid: meta.gid(),
+                },
+            )
+            .map_err(UploadError::of)?;
+            let mut names: Vec<PathBuf> = std::fs::read_dir(&path)
+                .map_err(|e| UploadError::at(&path, e))?
+                .map(|e| e.map(|e| e.path()))
+                .collect::<Result<_, _>>()
+                .map_err(|e| UploadError::at(&path, e))?;
+            names.sort();
+            for child in names.into_iter().rev() {
+                let name = child
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .ok_or_else(|| UploadError::at(&child, "its name is not UTF-8"))?
+                    .to_string();
+                let child_rel = if rel.is_empty() {
+                    name
+                } else {
+                    format!("{rel}/{name}")
+                };
+                stack.push((child, child_rel));
+            }
+            continue;
         }
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .ok_or_else(|| UploadError::at(path, "its name is not UTF-8"))?
-            .to_string();
-        let mut f = std::fs::File::open(path).map_err(|e| UploadError::at(path, e))?;
+        if !ft.is_file() {
+            return Err(UploadError::at(
+                &path,
+                "is neither a regular file nor a directory",
+            ));
+        }
+        let mut f = std::fs::File::open(&path).map_err(|e| UploadError::at(&path, e))?;
         let packed = packing
-            .add_file(&name, &mut f, &mut head)
-            .map_err(|e| UploadError::at(path, e))?;
+            .add_file(&rel, &mut f, &mut head)
+            .map_err(|e| UploadError::at(&path, e))?;
         proto::write_msg(
             head.output,
             &Msg::FileStored {
                 req,
-                path: name,
+                path: rel,
                 size: packed.size,
                 mode: meta.mode() & 0o7777,
                 mtime: meta.mtime(),

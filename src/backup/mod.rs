@@ -276,11 +276,23 @@ fn run_in(
         .as_ref()
         .filter(|h| h.block_storage == BlockStorage::Local);
     let dns = hopsfs_local.map(|h| hopsfs::datanodes(h, &settings.ssh));
+    // With agents, each data node stores its own files; what they are given is made once.
+    let access = match settings.agents.enabled {
+        true => via_agent::access(&settings.repository, repo.keyring().as_deref())
+            .map_err(RepoError::Storage)?,
+        false => None,
+    };
+    let agents = access.as_ref().map(|access| rondb::AgentRun {
+        binary: &settings.agents.binary,
+        timeout: settings.agents.timeout,
+        access,
+    });
     let result = run_cluster_parts(
         &mut c,
         &id,
         req,
         dns.as_deref(),
+        agents,
         known,
         cancel,
         clock,
@@ -384,6 +396,7 @@ fn run_cluster_parts(
     id: &BackupId,
     req: &BackupRequest<'_>,
     dns: Option<&[hopsfs::Datanode]>,
+    agents: Option<rondb::AgentRun<'_>>,
     known: &known::Pending,
     cancel: &CancellationToken,
     clock: &dyn Fn() -> DateTime<Utc>,
@@ -396,6 +409,7 @@ fn run_cluster_parts(
     let run = rondb::RondbRun {
         settings: r,
         ssh: &settings.ssh,
+        agents,
         last_id: req.last_rondb_id,
         clock,
         cancel,

@@ -36,6 +36,13 @@ pub enum RondbError {
     Node(#[from] NodeError),
     #[error("START BACKUP {id} failed: {message}")]
     StartBackup { id: u32, message: String },
+    #[error("collecting BACKUP-{id} of data node {node} through its agent: {source}")]
+    Agent {
+        id: u32,
+        node: NdbNodeId,
+        #[source]
+        source: Box<super::via_agent::ViaAgentError>,
+    },
     #[error("no free RonDB backup id: {0}")]
     NoId(String),
     #[error("{0}")]
@@ -257,10 +264,20 @@ pub fn check_data_nodes(
 pub struct RondbRun<'a> {
     pub settings: &'a RondbSettings,
     pub ssh: &'a SshConfig,
+    /// The data nodes' agents, when backups go through them (`[agents] enabled`).
+    pub agents: Option<AgentRun<'a>>,
     /// The last RonDB backup id hopsdr used for this cluster.
     pub last_id: Option<u32>,
     pub clock: &'a dyn Fn() -> DateTime<Utc>,
     pub cancel: &'a CancellationToken,
+}
+
+/// How the data nodes' agents are started and what they are given.
+#[derive(Debug, Clone, Copy)]
+pub struct AgentRun<'a> {
+    pub binary: &'a std::path::Path,
+    pub timeout: std::time::Duration,
+    pub access: &'a crate::cluster::agent::Access,
 }
 
 fn argv(a: &[&str]) -> Vec<String> {
@@ -413,6 +430,13 @@ pub fn collect(
     let mut files = 0;
     let mut bytes = 0;
     for n in nodes {
+        if let Some(a) = &r.agents {
+            let (f, b) = collect_via_agent(r, a, id, n, writer)?;
+            files += f;
+            bytes += b;
+            crate::failpoint::hit("backup.rondb.collected_one", r.cancel);
+            continue;
+        }
         let parent = format!("{}/BACKUP", n.backup_dir);
         let member = format!("BACKUP-{id}");
         let prefix = format!("rondb/{}", n.id);
@@ -509,6 +533,66 @@ pub fn collect(
         tables: user_tables(r),
         encrypted: started.encrypted,
     })
+}
+
+/// Has data node `n`'s agent store its `BACKUP-<id>` straight into the repository (under the
+/// same names the tar stream gives them); checked complete as that stream is. Returns the files
+/// and bytes.
+fn collect_via_agent(
+    r: &RondbRun<'_>,
+    a: &AgentRun<'_>,
+    id: u32,
+    n: &DataNode,
+    writer: &mut BackupWriter,
+) -> Result<(u64, u64), RondbError> {
+    use crate::cluster::agent::{Request, Session};
+    let failed = |e: super::via_agent::ViaAgentError| RondbError::Agent {
+        id,
+        node: n.id,
+        source: Box::new(e),
+    };
+    let request = Request {
+        roles: vec![crate::agent::proto::Role::Rondb],
+        roots: vec![],
+        backup_dir: Some(n.backup_dir.clone()),
+    };
+    let mut session = Session::open(
+        &n.node,
+        a.binary,
+        &request,
+        crate::agent::proto::Job::Backup,
+        Some(a.access),
+        a.timeout,
+        r.cancel,
+    )
+    .map_err(|e| failed(e.into()))?;
+    let up = super::via_agent::upload_dir(
+        &mut session,
+        writer,
+        &format!("BACKUP/BACKUP-{id}"),
+        &format!("rondb/{}/BACKUP-{id}", n.id),
+        r.cancel,
+    )
+    .map_err(failed)?;
+    session.finish(r.cancel).map_err(|e| failed(e.into()))?;
+    let missing = missing_files(id, n.id, &up.files);
+    if !missing.is_empty() {
+        return Err(RondbError::Incomplete {
+            id,
+            node: n.id,
+            missing: missing.join(", "),
+        });
+    }
+    tracing::info!(
+        step = "rondb",
+        node = %n.id,
+        files = up.files.len(),
+        bytes = up.bytes,
+        packs = up.packs,
+        pack_bytes = up.pack_bytes,
+        "BACKUP-{id} stored by the node's agent"
+    );
+    Ok((up.files.len() as u64, up.bytes))
 }
 
 /// The user tables of the cluster (best effort: a failure is logged, the backup goes on).

@@ -10,9 +10,12 @@
 
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::proto::Msg;
-use crate::cluster::agent::{AgentError, Session};
+use crate::agent::proto::{Msg, S3Store};
+use crate::agent::secrets::{S3Secret, Secrets};
+use crate::cluster::agent::{Access, AgentError, Session};
+use crate::config::{RepositorySettings, StoreSettings};
 use crate::ids::BlobId;
+use crate::repository::crypto::Keyring;
 use crate::repository::{BackupWriter, FileMeta, RepoError};
 
 /// Why an agent's upload failed.
@@ -30,14 +33,70 @@ pub enum ViaAgentError {
     Bad { node: String, what: String },
 }
 
+/// What every agent is given to reach the repository: for a repository in S3 the bucket and
+/// its credentials, for an encrypted one the agent keys (the blob-name key and the current data
+/// key), all in the secrets frame; `None` for a plaintext local repository (nothing to give).
+pub fn access(
+    repository: &RepositorySettings,
+    keyring: Option<&Keyring>,
+) -> Result<Option<Access>, crate::repository::StorageError> {
+    let keys = keyring.map(|k| k.for_agent(&[k.current()]));
+    let (store, s3) = match &repository.store {
+        StoreSettings::Local { .. } => (None, None),
+        StoreSettings::S3(s) => {
+            let o = crate::repository::S3Options::from_settings(s)?;
+            let store = S3Store {
+                endpoint: s.endpoint.clone(),
+                region: s.region.clone(),
+                bucket: s.bucket.clone(),
+                prefix: s.prefix.clone(),
+                path_style: s.path_style,
+                ca_bundle_pem: o
+                    .ca_bundle_pem
+                    .as_ref()
+                    .map(|p| String::from_utf8_lossy(p).into_owned()),
+                part_size: s.part_size,
+                parallel_parts: s.parallel_parts,
+            };
+            let secret = match (&s.access_key_id, o.secret_access_key) {
+                (Some(id), Some(secret)) => Some(S3Secret {
+                    access_key_id: id.clone().into(),
+                    secret_access_key: secret.into(),
+                    session_token: None,
+                }),
+                _ => None,
+            };
+            (Some(store), secret)
+        }
+    };
+    if store.is_none() && keys.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(Access {
+        store,
+        secrets: Secrets { s3, keys },
+    }))
+}
+
 /// What an upload stored.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Uploaded {
-    /// The files recorded, by name.
+    /// The files recorded, by path relative to the uploaded directory.
     pub files: Vec<String>,
     pub bytes: u64,
     pub packs: u64,
     pub pack_bytes: u64,
+}
+
+/// `<prefix>/<path>` (`prefix` for an empty path) when `path` is relative and made of plain
+/// components only.
+fn logical(prefix: &str, path: &str) -> Option<String> {
+    if path.is_empty() {
+        return Some(prefix.to_string());
+    }
+    path.split('/')
+        .all(|c| !c.is_empty() && c != "." && c != "..")
+        .then(|| format!("{prefix}/{path}"))
 }
 
 /// Has the agent of `session` store directory `dir` (relative to its `--backup-dir`) into
@@ -70,6 +129,24 @@ pub fn upload_dir(
     loop {
         let msg = session.next_msg("the next step of its upload", cancel)?;
         match msg {
+            Msg::DirStored {
+                req: r,
+                path,
+                mode,
+                mtime,
+                uid,
+                gid,
+            } if r == req => {
+                let logical = logical(prefix, &path)
+                    .ok_or_else(|| bad(format!("a directory named {path:?}")))?;
+                let meta = FileMeta {
+                    mode: mode & 0o777,
+                    mtime,
+                    uid,
+                    gid,
+                };
+                writer.add_dir(&logical, meta).map_err(repo)?;
+            }
             Msg::Have { req: r, ids } if r == req => {
                 let ids = ids
                     .iter()
@@ -105,9 +182,9 @@ pub fn upload_dir(
                 gid,
                 units,
             } if r == req => {
-                if path.is_empty() || path.contains('/') || path == "." || path == ".." {
-                    return Err(bad(format!("a file named {path:?}")));
-                }
+                let logical = logical(prefix, &path)
+                    .filter(|_| !path.is_empty())
+                    .ok_or_else(|| bad(format!("a file named {path:?}")))?;
                 let units = units
                     .iter()
                     .map(|u| BlobId::parse(u).ok_or_else(|| bad(format!("{u:?} as a unit id"))))
@@ -119,7 +196,7 @@ pub fn upload_dir(
                     gid,
                 };
                 writer
-                    .add_stored_file(&format!("{prefix}/{path}"), size, units, meta)
+                    .add_stored_file(&logical, size, units, meta)
                     .map_err(repo)?;
                 done.bytes += size;
                 done.files.push(path);

@@ -138,6 +138,7 @@ table! {
 
 table! {
     RawAgents {
+        pub enabled: Option<bool>,
         pub binary: Option<String>,
         pub timeout: Option<String>,
     }

@@ -174,6 +174,73 @@ fn backups_verify_prune_and_a_restore_drill_through_s3() {
     assert_eq!(c.fingerprint(), before);
 }
 
+/// `[agents] enabled`: every RonDB data node's agent stores its BACKUP-<id> (part directories
+/// included) straight into the bucket (the log says so per node); the manifest names the same
+/// paths as a backup through hopsdrd; the cluster restores whole from it.
+#[test]
+fn with_agents_the_data_nodes_store_their_own_backup_and_the_cluster_restores_whole() {
+    let mut env = Env::new();
+    // Multi-part backups: each BACKUP-<id> holds BACKUP-<id>-PART-<p>-OF-2 directories.
+    let c = Cluster::create(&env, &["--multi-part", "2"]);
+    let s3 = S3Server::start();
+    s3.bucket("hopsdr");
+    env.repository_config = Some(s3.repository_config(&env, "hopsdr", SECRET_KEY));
+    env.extra_config = c.hopsfs_config("local")
+        + &crate::restore::restore_config(&env, &c)
+        + &crate::agents::agents_config().replace("[agents]\n", "[agents]\nenabled = true\n");
+    let before = c.fingerprint();
+    let _d = env.start();
+    let funnel = {
+        // The same cluster through hopsdrd first, for the names it stores.
+        let mut plain = Env::new();
+        plain.extra_config = c.hopsfs_config("local");
+        let _p = plain.start();
+        let id = plain.backup_ok();
+        rondb_paths(&plain.open_repo(), &id)
+    };
+    let id = env.backup_ok();
+    let log = env.log();
+    for node in [1, 2] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("stored by the node's agent")
+                    && l.contains(&format!("node={node}"))),
+            "data node {node} through its agent: {log}"
+        );
+    }
+    let through_agents = rondb_paths(&s3_repo(&s3), &id);
+    assert_eq!(through_agents, funnel);
+    assert!(
+        through_agents.iter().any(|p| p.contains("-PART-2-OF-2/")),
+        "{through_agents:?}"
+    );
+    c.tb(&["cluster", "destroy"]);
+    c.tb(&["cluster", "redeploy"]);
+    let out = env.ctl(&["restore", "start", &id, "--yes", "--wait"]);
+    assert_eq!(out.status.code(), Some(0), "{}", env.log());
+    assert_eq!(c.fingerprint(), before);
+}
+
+/// The paths a backup's manifest holds under `rondb/`, the RonDB backup id replaced by `<id>`.
+fn rondb_paths(repo: &hopsdr::repository::Repository, id: &str) -> Vec<String> {
+    let m = repo
+        .read_manifest(&hopsdr::ids::BackupId::parse(id).unwrap())
+        .unwrap();
+    let rondb_id = serde_json::to_value(&m.info).unwrap()["extra"]["rondb"]["backup_id"]
+        .as_u64()
+        .unwrap()
+        .to_string();
+    let mut v: Vec<String> = m
+        .entries
+        .iter()
+        .map(|e| e.path().to_string())
+        .filter(|p| p.starts_with("rondb/"))
+        .map(|p| p.replace(&rondb_id, "<id>"))
+        .collect();
+    v.sort();
+    v
+}
+
 #[test]
 fn wrong_credentials_and_a_missing_bucket_are_refused_naming_the_endpoint() {
     let s3 = S3Server::start();

@@ -225,6 +225,7 @@ impl Validator<'_> {
 
     pub(super) fn agents(&mut self, p: &KeyPath, raw: RawAgents) -> AgentsSettings {
         AgentsSettings {
+            enabled: raw.enabled.unwrap_or(false),
             binary: self.absolute(&p.key("binary"), raw.binary, DEFAULT_AGENT_BINARY),
             timeout: self.duration(&p.key("timeout"), raw.timeout, DEFAULT_AGENT_TIMEOUT),
         }
