@@ -171,6 +171,8 @@ pub fn upload_dir(
                 writer.adopt_pack(&key, size, &trailer).map_err(repo)?;
                 done.packs += 1;
                 done.pack_bytes += size;
+                // A pack is in the bucket and counted, not yet indexed nor named by a manifest.
+                crate::failpoint::hit("backup.agent.pack_adopted", cancel);
             }
             Msg::FileStored {
                 req: r,
