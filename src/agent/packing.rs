@@ -21,7 +21,7 @@ use crate::ids::BlobId;
 use crate::repository::crypto::AgentKeys;
 use crate::repository::pack::{BlobKind, PackKind, PackWriter, Trailer, Unit};
 use crate::repository::packer::{pack_key, PACK_TARGET};
-use crate::repository::{blob_key, SOLO_MAX_CHUNKS};
+use crate::repository::{blob_key, read_full, SOLO_MAX_CHUNKS};
 
 /// Why files could not be packed.
 #[derive(Debug, thiserror::Error)]
@@ -363,20 +363,6 @@ impl<'k> Packing<'k> {
         }
         Ok(self.stats)
     }
-}
-
-/// Reads until `buf` is full or the input ends.
-fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 #[cfg(test)]

@@ -454,7 +454,7 @@ fn unknown_keys_list_the_allowed_keys_of_every_table() {
             "ssh.x",
             "connect_timeout, identity_file, known_hosts, port, ssh, user",
         ),
-        ("[agents]\nroots = 1", "agents.roots", "binary, timeout"),
+        ("[agents]\nroots = 1", "agents.roots", "binary, enabled, timeout"),
     ];
     for (text, key, allowed) in cases {
         let errors = parse(text, "f", &SecretEnv::default()).unwrap_err();

@@ -165,6 +165,7 @@ pub use s3::control::as_of as versions_as_of;
 pub use s3::{Control, LockMode, ObjectVersion, S3Options, S3Storage, VersionedView, Versioning};
 pub use storage::{validate_key, KeyError, LocalStorage, ObjectInfo, Storage, StorageError};
 pub use tree::Replica;
+pub(crate) use writer::read_full;
 pub use writer::{BackupWriter, ProgressFn, WriteStats, SOLO_MAX_CHUNKS};
 
 /// The repository format version this code reads and writes (plaintext repositories).

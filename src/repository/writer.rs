@@ -1287,7 +1287,7 @@ fn take_buffer(spare: &mut Vec<Vec<u8>>, chunk_size: usize) -> Vec<u8> {
 }
 
 /// Reads until `buf` is full or the reader is exhausted; returns the bytes read.
-fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
         match reader.read(&mut buf[filled..]) {
