@@ -40,7 +40,9 @@ pub fn s3_options(s: &S3Store, secrets: &Secrets) -> S3Options {
             prune_access_key_id: None,
             prune_secret_access_key: None,
             versioning: VersioningPolicy::Warn,
-            object_lock: None,
+            object_lock: s
+                .object_lock
+                .map(|(mode, days)| crate::config::ObjectLockSettings { mode, days }),
             ca_bundle: None,
             part_size: s.part_size,
             parallel_parts: s.parallel_parts,

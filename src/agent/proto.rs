@@ -159,6 +159,9 @@ pub struct S3Store {
     pub ca_bundle_pem: Option<String>,
     pub part_size: usize,
     pub parallel_parts: usize,
+    /// `[repository] object_lock`: every object the agent writes is locked so.
+    #[serde(default)]
+    pub object_lock: Option<(crate::repository::LockMode, u32)>,
 }
 
 /// What an agent found when it tried the repository with what it was given.
@@ -458,6 +461,7 @@ mod tests {
                     ca_bundle_pem: None,
                     part_size: 5 << 20,
                     parallel_parts: 4,
+                    object_lock: Some((crate::repository::LockMode::Governance, 7)),
                 }),
                 secrets: true,
             },

@@ -57,6 +57,7 @@ pub fn access(
                     .map(|p| String::from_utf8_lossy(p).into_owned()),
                 part_size: s.part_size,
                 parallel_parts: s.parallel_parts,
+                object_lock: s.object_lock.map(|l| (l.mode, l.days)),
             };
             let secret = match (&s.access_key_id, o.secret_access_key) {
                 (Some(id), Some(secret)) => Some(S3Secret {

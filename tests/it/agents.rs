@@ -340,14 +340,20 @@ fn an_agent_that_goes_quiet_is_stopped_after_the_timeout() {
 
 #[cfg(feature = "testbed")]
 /// Every process's command line and environment on this machine (the agent's, its ssh client's
-/// and sshd's among them), but `except`'s: where a secret must never be.
-fn argv_and_environments(except: u32) -> Vec<(u32, Vec<u8>)> {
+/// and sshd's among them) but the test S3 servers' (whose own command line holds the tests'
+/// secret key, this test's server and those of tests running alongside): where a secret must
+/// never be.
+fn argv_and_environments() -> Vec<(u32, Vec<u8>)> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
             continue;
         };
-        if pid == except {
+        let server = std::fs::read(e.path().join("cmdline"))
+            .ok()
+            .and_then(|c| c.split(|b| *b == 0).next().map(|a| a.ends_with(b"s3s-fs")))
+            .unwrap_or(false);
+        if server {
             continue;
         }
         for what in ["cmdline", "environ"] {
@@ -384,6 +390,7 @@ fn an_agent_reaches_the_bucket_with_secrets_that_are_in_no_command_line_or_envir
             ca_bundle_pem: None,
             part_size: 5 << 20,
             parallel_parts: 2,
+            object_lock: None,
         }),
         secrets: Secrets {
             s3: Some(S3Secret {
@@ -421,8 +428,8 @@ fn an_agent_reaches_the_bucket_with_secrets_that_are_in_no_command_line_or_envir
             .request(req, &Msg::Probe { req }, "probe", &cancel)
             .unwrap();
         // The agent holds the secrets now: in no process's argv or environment on this
-        // machine (ssh client, sshd, the agent), but the test server's own.
-        for (pid, bytes) in argv_and_environments(s3.pid()) {
+        // machine (ssh client, sshd, the agent), but the test servers' own.
+        for (pid, bytes) in argv_and_environments() {
             assert!(
                 !bytes
                     .windows(crate::s3::SECRET_KEY.len())
@@ -553,6 +560,7 @@ fn an_agent_stores_its_data_nodes_backup_straight_into_the_bucket() {
             ca_bundle_pem: None,
             part_size: 5 << 20,
             parallel_parts: 2,
+            object_lock: None,
         }),
         secrets: Secrets {
             s3: Some(S3Secret {

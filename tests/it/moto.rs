@@ -387,6 +387,51 @@ fn with_object_lock_every_object_is_locked_and_gc_extends_and_spares_locks() {
     env.ctl_ok(&["verify", &second, "--wait"]);
 }
 
+/// With `[agents] enabled` the data nodes' agents write their packs straight into the bucket:
+/// each one carries the repository's Object Lock retention, like hopsdrd's own objects.
+#[cfg(feature = "testbed")]
+#[test]
+fn with_agents_and_object_lock_the_agents_packs_are_locked_too() {
+    use chrono::Utc;
+    use hopsdr::repository::{LockMode, Storage};
+
+    let moto = Moto::start(true);
+    let mut env = crate::harness::Env::new();
+    let c = crate::tbcluster::Cluster::create(&env, &[]);
+    env.repository_config = Some(format!(
+        "{}object_lock = {{ mode = \"governance\", days = 1 }}\n",
+        repository_config(&env, &moto, None)
+    ));
+    env.extra_config = c.rondb_config("local")
+        + &crate::agents::agents_config().replace("[agents]\n", "[agents]\nenabled = true\n");
+    let _d = env.start();
+    let before = moto.storage("writer", "c1").list("packs/").unwrap().len();
+    env.backup_ok();
+    assert!(
+        env.log().contains("stored by the node's agent"),
+        "{}",
+        env.log()
+    );
+    let w = moto.storage("writer", "c1");
+    let packs = w.list("packs/").unwrap();
+    assert!(
+        packs.len() > before + 1,
+        "the agents wrote packs: {packs:?}"
+    );
+    for o in &packs {
+        let (mode, until) = w
+            .run_control("retention", w.control().retention(&o.key))
+            .unwrap()
+            .unwrap_or_else(|| panic!("{} has no retention", o.key));
+        assert_eq!(mode, LockMode::Governance);
+        assert!(
+            until > Utc::now() + chrono::Duration::hours(23),
+            "{}: {until}",
+            o.key
+        );
+    }
+}
+
 /// A backup an attacker with delete rights erased (delete markers on its manifest and blobs)
 /// is restored from the versions the bucket kept, with `restore start --as-of`.
 #[cfg(feature = "testbed")]

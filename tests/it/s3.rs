@@ -34,11 +34,6 @@ impl S3Server {
         self.child = spawn_server(self.dir.path(), self.port);
     }
 
-    /// The server's process (its own command line holds the test's secret key).
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
