@@ -129,7 +129,12 @@ impl Coordinator for Head<'_> {
                 trailer: WireTrailer::of(trailer),
             },
         )
-        .map_err(|e| PackingError::Head(e.to_string()))
+        .map_err(|e| PackingError::Head(e.to_string()))?;
+        // Tests: the agent dies with a pack stored and reported, the rest of its files not.
+        if crate::failpoint::once("agent.exit_after_pack").is_some() {
+            std::process::exit(9);
+        }
+        Ok(())
     }
 }
 

@@ -284,6 +284,53 @@ fn killed_while_agents_store_a_backup_nothing_is_counted_and_the_next_one_succee
     }
 }
 
+/// A data node's agent that dies in the middle of its upload (a pack stored and reported, its
+/// other files not): the backup fails naming the data node, nothing is committed, the next
+/// backup through the agents succeeds and verifies, and collection and `repo check` pass.
+#[test]
+fn an_agent_that_dies_mid_upload_fails_the_backup_cleanly() {
+    let mut env = Env::new();
+    let c = Cluster::create(&env, &[]);
+    let s3 = S3Server::start();
+    s3.bucket("hopsdr");
+    env.repository_config = Some(s3.repository_config(&env, "hopsdr", SECRET_KEY));
+    env.extra_config = c.rondb_config("local")
+        + "[retention]\nkeep_last = 1\nprune_after_backup = false\n"
+        + &crate::agents::agents_config().replace("[agents]\n", "[agents]\nenabled = true\n");
+    // The agents are the daemon's children here: they inherit its failpoints (once: the
+    // first agent that stores a pack exits).
+    let _d = env.start_with(&[("HOPSDR_FAILPOINTS", "agent.exit_after_pack=1")]);
+    let out = env.ctl(&["backup", "start", "--wait"]);
+    assert_ne!(out.status.code(), Some(0));
+    let list = env.ctl_json(&["backups", "list"]);
+    let failed = &list["backups"].as_array().unwrap()[0];
+    assert_eq!(failed["state"], "failed", "{list}");
+    let log = env.log();
+    assert!(
+        log.lines().any(|l| l.contains("through its agent")
+            && l.contains("data node 1")
+            && l.contains("ended the session")),
+        "{log}"
+    );
+    assert_eq!(
+        walk(&s3.dir.path().join("hopsdr/cluster1/manifests")),
+        0,
+        "nothing committed"
+    );
+    let id = env.backup_ok();
+    let out = env.ctl(&["verify", &id, "--wait"]);
+    assert_eq!(out.status.code(), Some(0), "{}", env.log());
+    let out = env.ctl(&["prune", "--wait"]);
+    assert_eq!(out.status.code(), Some(0), "{}", env.log());
+    let out = env.ctl(&["repo", "check"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
 /// The paths a backup's manifest holds under `rondb/`, the RonDB backup id replaced by `<id>`.
 fn rondb_paths(repo: &hopsdr::repository::Repository, id: &str) -> Vec<String> {
     let m = repo
