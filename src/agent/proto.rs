@@ -26,6 +26,13 @@ pub const MAX_FRAME: usize = 1024 * 1024 + 64;
 /// A frame holding one [`Msg`].
 pub const KIND_MSG: u8 = 0x01;
 
+/// A frame of raw bytes (at most 1 MiB): a pack the agent sends to the head for a local
+/// repository, after a [`Msg::PackBytes`] that says how many follow.
+pub const KIND_BYTES: u8 = 0x04;
+
+/// The most bytes one [`KIND_BYTES`] frame carries.
+pub const BYTES_PER_FRAME: usize = 1024 * 1024;
+
 /// How much of what a node printed instead of the greeting is quoted in the error.
 const PRELUDE_QUOTE: usize = 200;
 
@@ -271,7 +278,14 @@ pub enum Msg {
         req: u32,
         missing: Vec<bool>,
     },
-    /// A pack the agent stored under `key`.
+    /// `size` bytes of pack `key` follow in [`KIND_BYTES`] frames, for the head to store (a
+    /// local repository); its [`Msg::PackDone`] comes after them.
+    PackBytes {
+        req: u32,
+        key: String,
+        size: u64,
+    },
+    /// A pack the agent stored under `key` (or, after [`Msg::PackBytes`], sent).
     PackDone {
         req: u32,
         key: String,

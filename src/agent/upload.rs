@@ -1,6 +1,8 @@
 //! `Upload`: the agent stores the files of a directory under its `--backup-dir` (a RonDB data
-//! node's `BACKUP/BACKUP-<id>`) straight into the repository's bucket, packed on the node
-//! ([`super::packing`]); the head answers which blobs it lacks and records what the agent reports.
+//! node's `BACKUP/BACKUP-<id>`), packed on the node ([`super::packing`]): straight into the
+//! repository's bucket, or, for a local repository, as finished packs sent to the head over the
+//! session (compressed and sealed: less on the wire than the raw files). The head answers which
+//! blobs it lacks and records what the agent reports.
 //! Regular files and directories are taken (a multi-part backup's part directories too), nothing
 //! else; the directory must resolve inside the backup directory.
 
@@ -75,7 +77,42 @@ struct Head<'a> {
     req: u32,
     input: &'a mut dyn Read,
     output: &'a mut dyn Write,
-    store: &'a S3Storage,
+    /// The bucket; `None`: a local repository, whose packs go to the head over the session.
+    store: Option<&'a S3Storage>,
+}
+
+impl Head<'_> {
+    /// Sends the pack at `path` to the head (announced, then in byte frames), and removes it.
+    fn send_pack(&mut self, key: &str, path: &Path, size: u64) -> Result<(), PackingError> {
+        let sent = (|| {
+            proto::write_msg(
+                self.output,
+                &Msg::PackBytes {
+                    req: self.req,
+                    key: key.to_string(),
+                    size,
+                },
+            )
+            .map_err(|e| e.to_string())?;
+            let mut f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+            let mut buf = vec![0u8; proto::BYTES_PER_FRAME];
+            let mut left = size;
+            while left > 0 {
+                let want = left.min(buf.len() as u64) as usize;
+                let n = crate::repository::read_full(&mut f, &mut buf[..want])
+                    .map_err(|e| e.to_string())?;
+                if n == 0 {
+                    return Err(format!("{} ends {left} bytes early", path.display()));
+                }
+                proto::write_frame(self.output, proto::KIND_BYTES, &buf[..n])
+                    .map_err(|e| e.to_string())?;
+                left -= n as u64;
+            }
+            Ok(())
+        })();
+        let _ = std::fs::remove_file(path);
+        sent.map_err(PackingError::Head)
+    }
 }
 
 impl Coordinator for Head<'_> {
@@ -112,13 +149,17 @@ impl Coordinator for Head<'_> {
         size: u64,
         trailer: &Trailer,
     ) -> Result<(), PackingError> {
-        let stored = self
-            .store
-            .put_file_deferred(key, path)
-            .and_then(|()| self.store.flush());
-        if let Err(e) = stored {
-            let _ = std::fs::remove_file(path);
-            return Err(PackingError::Head(format!("storing {key}: {e}")));
+        match self.store {
+            Some(store) => {
+                let stored = store
+                    .put_file_deferred(key, path)
+                    .and_then(|()| store.flush());
+                if let Err(e) = stored {
+                    let _ = std::fs::remove_file(path);
+                    return Err(PackingError::Head(format!("storing {key}: {e}")));
+                }
+            }
+            None => self.send_pack(key, path, size)?,
         }
         proto::write_msg(
             self.output,
@@ -150,11 +191,13 @@ pub fn upload(
     input: &mut dyn Read,
     output: &mut dyn Write,
 ) -> Result<Msg, UploadError> {
-    let store = store.ok_or_else(|| {
-        UploadError::of("no bucket was given: an agent stores packs in an S3 repository only")
-    })?;
-    let storage =
-        S3Storage::new(&super::probe::s3_options(store, secrets)).map_err(UploadError::of)?;
+    // A bucket: the packs go there; none (a local repository): to the head, over the session.
+    let storage = match store {
+        Some(store) => Some(
+            S3Storage::new(&super::probe::s3_options(store, secrets)).map_err(UploadError::of)?,
+        ),
+        None => None,
+    };
     if !(4096..=64 << 20).contains(&chunk_size) {
         return Err(UploadError::of(format!(
             "chunk size {chunk_size} is out of range"
@@ -175,7 +218,7 @@ pub fn upload(
         req,
         input,
         output,
-        store: &storage,
+        store: storage.as_ref(),
     };
     // Depth first, each directory's entries sorted: a directory before what it holds.
     let mut files = 0;

@@ -278,8 +278,11 @@ fn run_in(
     let dns = hopsfs_local.map(|h| hopsfs::datanodes(h, &settings.ssh));
     // With agents, each data node stores its own files; what they are given is made once.
     let access = match settings.agents.enabled {
-        true => via_agent::access(&settings.repository, repo.keyring().as_deref())
-            .map_err(RepoError::Storage)?,
+        true => Some(
+            via_agent::access(&settings.repository, repo.keyring().as_deref())
+                .map_err(RepoError::Storage)?
+                .unwrap_or_default(),
+        ),
         false => None,
     };
     let agents = access.as_ref().map(|access| rondb::AgentRun {

@@ -79,6 +79,43 @@ pub fn access(
     }))
 }
 
+/// The largest pack an agent may send (a solo pack of 33 chunks of 4 MiB and its overhead fit
+/// well below).
+const MAX_SENT_PACK: u64 = 256 << 20;
+
+/// Writes `size` bytes of byte frames from the agent into `file`, synced.
+fn receive(
+    session: &mut Session,
+    file: std::fs::File,
+    size: u64,
+    cancel: &CancellationToken,
+) -> Result<(), AgentError> {
+    use std::io::Write;
+    let node = session.node_name().to_string();
+    let local = |e: std::io::Error| AgentError::Remote {
+        node: node.clone(),
+        step: "receiving a pack".into(),
+        path: None,
+        message: format!("writing it on the head node: {e}"),
+    };
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+    let mut left = size;
+    while left > 0 {
+        let b = session.next_bytes("the bytes of the pack it announced", cancel)?;
+        if b.len() as u64 > left {
+            return Err(AgentError::Unexpected {
+                node,
+                expected: format!("{left} more bytes"),
+                got: format!("{} bytes", b.len()),
+            });
+        }
+        w.write_all(&b).map_err(local)?;
+        left -= b.len() as u64;
+    }
+    w.flush().map_err(local)?;
+    Ok(())
+}
+
 /// What an upload stored.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Uploaded {
@@ -159,6 +196,44 @@ pub fn upload_dir(
                     .collect::<Result<Vec<_>, _>>()?;
                 let missing = writer.claim_missing(&ids).map_err(repo)?;
                 session.send(&Msg::HaveAck { req, missing })?;
+            }
+            Msg::PackBytes { req: r, key, size } if r == req => {
+                // A local repository: the pack comes over the session, then its PackDone.
+                if size > MAX_SENT_PACK {
+                    return Err(bad(format!("a pack of {size} bytes")));
+                }
+                let (path, file) = writer.pack_spool().map_err(repo)?;
+                let received = receive(session, file, size, cancel);
+                let report = match received {
+                    Ok(()) => session.next_msg("the report of the pack it sent", cancel),
+                    Err(e) => Err(e),
+                };
+                let trailer = match report {
+                    Ok(Msg::PackDone {
+                        req: r,
+                        key: k,
+                        size: n,
+                        trailer,
+                    }) if r == req && k == key && n == size => trailer.trailer(),
+                    Ok(other) => Err(format!("{other:?} after the bytes of pack {key}")),
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&path);
+                        return Err(e.into());
+                    }
+                };
+                let trailer = match trailer {
+                    Ok(t) => t,
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&path);
+                        return Err(bad(format!("pack {key}: {e}")));
+                    }
+                };
+                writer
+                    .adopt_sent_pack(&key, &path, size, &trailer)
+                    .map_err(repo)?;
+                done.packs += 1;
+                done.pack_bytes += size;
+                crate::failpoint::hit("backup.agent.pack_adopted", cancel);
             }
             Msg::PackDone {
                 req: r,

@@ -20,6 +20,16 @@ use super::node::{Node, NodeAddress, NodeError};
 use crate::agent::proto::{self, Job, Msg, ProtoError, Role, S3Store, PROTOCOL};
 use crate::agent::secrets::{Secrets, KIND_SECRETS};
 
+/// Frames read from the agent ahead of the session's reads.
+const READ_AHEAD: usize = 16;
+
+/// A frame from the agent.
+enum Incoming {
+    Msg(Msg),
+    /// A [`proto::KIND_BYTES`] frame's payload.
+    Bytes(Vec<u8>),
+}
+
 /// How long a finished agent may take to exit before it is killed.
 const EXIT_GRACE: Duration = Duration::from_secs(10);
 
@@ -146,7 +156,7 @@ pub struct Session {
     node: Node,
     child: Child,
     input: Option<BufWriter<ChildStdin>>,
-    replies: Receiver<Result<Msg, ProtoError>>,
+    replies: Receiver<Result<Incoming, ProtoError>>,
     stderr: Arc<Mutex<Vec<u8>>>,
     hello: Hello,
     timeout: Duration,
@@ -177,7 +187,8 @@ impl Session {
             let buf = stderr.clone();
             std::thread::spawn(move || keep_stderr(stderr_pipe, &buf));
         }
-        let (tx, replies) = std::sync::mpsc::channel();
+        // Bounded: a pack streamed by the agent waits in its pipe, not in this process.
+        let (tx, replies) = std::sync::mpsc::sync_channel(READ_AHEAD);
         std::thread::spawn(move || {
             let mut r = BufReader::new(stdout);
             if let Err(e) = proto::read_magic(&mut r) {
@@ -185,17 +196,17 @@ impl Session {
                 return;
             }
             loop {
-                match proto::read_msg(&mut r) {
-                    Ok(Some(m)) => {
-                        if tx.send(Ok(m)).is_err() {
-                            return;
-                        }
+                let frame = match proto::read_frame(&mut r) {
+                    Ok(Some((proto::KIND_BYTES, b))) => Ok(Incoming::Bytes(b)),
+                    Ok(Some((kind, payload))) => {
+                        proto::decode_msg(kind, &payload).map(Incoming::Msg)
                     }
                     Ok(None) => return,
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        return;
-                    }
+                    Err(e) => Err(e),
+                };
+                let failed = frame.is_err();
+                if tx.send(frame).is_err() || failed {
+                    return;
                 }
             }
         });
@@ -367,6 +378,34 @@ impl Session {
 
     /// The agent's next message, within the timeout, or why there is none.
     fn next(&mut self, waiting_for: &str, cancel: &CancellationToken) -> Result<Msg, AgentError> {
+        match self.incoming(waiting_for, cancel)? {
+            Incoming::Msg(m) => Ok(m),
+            Incoming::Bytes(b) => Err(AgentError::Unexpected {
+                node: self.node.name.clone(),
+                expected: waiting_for.into(),
+                got: format!("{} bytes of data", b.len()),
+            }),
+        }
+    }
+
+    /// The next [`proto::KIND_BYTES`] frame's payload (within the timeout).
+    pub fn next_bytes(
+        &mut self,
+        waiting_for: &str,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<u8>, AgentError> {
+        match self.incoming(waiting_for, cancel)? {
+            Incoming::Bytes(b) => Ok(b),
+            Incoming::Msg(m) => Err(self.unexpected(waiting_for, &m)),
+        }
+    }
+
+    /// The agent's next frame, within the timeout, or why there is none.
+    fn incoming(
+        &mut self,
+        waiting_for: &str,
+        cancel: &CancellationToken,
+    ) -> Result<Incoming, AgentError> {
         let deadline = Instant::now() + self.timeout;
         loop {
             if cancel.is_cancelled() {

@@ -223,8 +223,9 @@ pub struct DataNodeSettings {
 /// `[agents]`: how hopsdrd starts the hopsdr agent on a node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentsSettings {
-    /// Backups go through the nodes' agents: each RonDB data node's agent stores its
-    /// `BACKUP-<id>` straight into the repository's bucket (an S3 repository only).
+    /// Backups go through the nodes' agents: each RonDB data node's agent packs its
+    /// `BACKUP-<id>` and stores it straight into the bucket (S3) or sends the packs to hopsdrd
+    /// (a local repository).
     pub enabled: bool,
     /// The agent program on every node (the `hopsdr` binary of this release).
     pub binary: PathBuf,

@@ -164,14 +164,61 @@ impl Packer {
     /// is not whole, does not list what was reported, or holds a blob nobody claimed (it would
     /// be stored twice).
     pub fn adopt(&mut self, key: &str, size: u64, reported: &Trailer) -> Result<(), RepoError> {
+        let keys = self.repo.keyring();
+        let read = read_trailer(self.repo.storage().as_ref(), key, size, keys.as_deref());
+        let locations = self.check_adoption(key, size, reported, read)?;
+        self.take_adopted(locations, size)
+    }
+
+    /// [`Packer::adopt`] of a pack another writer sent here (a local repository), spooled at
+    /// `path` (in [`Packer::spool_file`]'s directory): checked from the file, then handed to
+    /// the store like the packer's own packs. The file is gone afterwards either way.
+    pub fn adopt_file(
+        &mut self,
+        key: &str,
+        path: &std::path::Path,
+        size: u64,
+        reported: &Trailer,
+    ) -> Result<(), RepoError> {
+        let keys = self.repo.keyring();
+        let read = read_file_trailer(path, key, size, keys.as_deref());
+        let checked = self
+            .check_adoption(key, size, reported, read)
+            .and_then(|l| match keys.is_some() {
+                true => sealed_blobs(path, key, reported).map(|()| l),
+                false => Ok(l),
+            });
+        let locations = match checked {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = std::fs::remove_file(path);
+                return Err(e);
+            }
+        };
+        self.repo.storage().put_file_deferred(key, path)?;
+        self.take_adopted(locations, size)
+    }
+
+    /// A new spool file for a pack sent here ([`Packer::adopt_file`]).
+    pub fn spool_file(&self) -> Result<(PathBuf, std::fs::File), RepoError> {
+        self.spool()
+    }
+
+    /// The index locations of a pack reported as `reported` whose trailer was `read`: refused
+    /// unless it is whole, as reported, and every blob in it was claimed.
+    fn check_adoption(
+        &self,
+        key: &str,
+        size: u64,
+        reported: &Trailer,
+        read: Result<Trailer, String>,
+    ) -> Result<Vec<([u8; 32], Location)>, RepoError> {
         let refused = |reason: String| RepoError::AdoptRefused {
             pack: key.to_string(),
             reason,
         };
         let id = pack_of_key(key).ok_or_else(|| refused("not a pack's key".into()))?;
-        let keys = self.repo.keyring();
-        let trailer = read_trailer(self.repo.storage().as_ref(), key, size, keys.as_deref())
-            .map_err(refused)?;
+        let trailer = read.map_err(refused)?;
         if &trailer != reported {
             return Err(refused(format!(
                 "its trailer lists {} blob(s) of kind {:?}, not the {} reported",
@@ -187,6 +234,14 @@ impl Packer {
                 blake3::Hash::from_bytes(*unclaimed).to_hex()
             )));
         }
+        Ok(locations)
+    }
+
+    fn take_adopted(
+        &mut self,
+        locations: Vec<([u8; 32], Location)>,
+        size: u64,
+    ) -> Result<(), RepoError> {
         for (b, loc) in locations {
             self.claims.remove(&b);
             self.pending.insert(b, loc);
@@ -462,6 +517,29 @@ impl SoloPack {
     }
 }
 
+/// Refused unless every blob of the pack at `path` is sealed (an encrypted repository: an
+/// agent that sends plaintext is caught before its pack is stored).
+fn sealed_blobs(path: &std::path::Path, key: &str, t: &Trailer) -> Result<(), RepoError> {
+    use std::os::unix::fs::FileExt;
+    let refused = |reason: String| RepoError::AdoptRefused {
+        pack: key.to_string(),
+        reason,
+    };
+    let f = std::fs::File::open(path).map_err(|e| refused(format!("{}: {e}", path.display())))?;
+    for e in &t.entries {
+        let mut head = [0u8; 8];
+        f.read_exact_at(&mut head, e.offset)
+            .map_err(|err| refused(format!("blob at byte {}: {err}", e.offset)))?;
+        if !super::crypto::is_sealed(&head) {
+            return Err(refused(format!(
+                "the blob at byte {} is not sealed: plaintext for an encrypted repository",
+                e.offset
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Where a solo pack's unit is: the whole pack.
 fn unit_location(pack: [u8; 16], size: u64, u: &Unit) -> Location {
     Location {
@@ -498,11 +576,59 @@ pub fn locations_of(pack: [u8; 16], size: u64, trailer: &Trailer) -> Vec<([u8; 3
     }
 }
 
-/// The trailer of the pack `key`, `size` bytes, read from its tail (two ranged reads: the
-/// footer, then the trailer it locates), checked; the reason, offset included, when it is not a
-/// whole pack of that size.
+/// The trailer of the pack `key`, `size` bytes, read from its tail in the store (two ranged
+/// reads: the footer, then the trailer it locates), checked; the reason, offset included, when
+/// it is not a whole pack of that size.
 pub fn read_trailer(
     storage: &dyn Storage,
+    key: &str,
+    size: u64,
+    keys: Option<&Keyring>,
+) -> Result<Trailer, String> {
+    trailer_from(
+        |offset, len| {
+            storage
+                .get_range(key, offset, len)
+                .map_err(|e| e.to_string())
+        },
+        key,
+        size,
+        keys,
+    )
+}
+
+/// [`read_trailer`] of the pack spooled at `path` (to be stored under `key`).
+pub fn read_file_trailer(
+    path: &std::path::Path,
+    key: &str,
+    size: u64,
+    keys: Option<&Keyring>,
+) -> Result<Trailer, String> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    trailer_from(
+        |offset, len| {
+            let mut buf = vec![0u8; len as usize];
+            let mut got = 0;
+            while got < buf.len() {
+                match f.read_at(&mut buf[got..], offset + got as u64) {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(format!("{}: {e}", path.display())),
+                }
+            }
+            buf.truncate(got);
+            Ok(buf)
+        },
+        key,
+        size,
+        keys,
+    )
+}
+
+fn trailer_from(
+    range: impl Fn(u64, u64) -> Result<Vec<u8>, String>,
     key: &str,
     size: u64,
     keys: Option<&Keyring>,
@@ -511,9 +637,7 @@ pub fn read_trailer(
         return Err(format!("{size} bytes is too short for a pack"));
     }
     // One byte more than the footer: an object longer than `size` shows.
-    let tail = storage
-        .get_range(key, size - FOOTER_LEN, FOOTER_LEN + 1)
-        .map_err(|e| e.to_string())?;
+    let tail = range(size - FOOTER_LEN, FOOTER_LEN + 1)?;
     if tail.len() as u64 != FOOTER_LEN {
         return Err(format!(
             "the object is not {size} bytes long (its tail from byte {} has {} bytes)",
@@ -522,13 +646,7 @@ pub fn read_trailer(
         ));
     }
     let footer = pack::parse_footer(&tail, size).map_err(|e| e.to_string())?;
-    let stored = storage
-        .get_range(
-            key,
-            footer.trailer_offset(size),
-            u64::from(footer.trailer_len),
-        )
-        .map_err(|e| e.to_string())?;
+    let stored = range(footer.trailer_offset(size), u64::from(footer.trailer_len))?;
     pack::parse_trailer(&stored, &footer, size, key, keys.map(Keyring::agent))
         .map_err(|e| e.to_string())
 }

@@ -497,6 +497,45 @@ impl BackupWriter {
         Ok(())
     }
 
+    /// [`Self::adopt_pack`] of a pack an agent sent here (a local repository), spooled at
+    /// `path` (made by [`Self::pack_spool`]); the file is gone afterwards.
+    pub fn adopt_sent_pack(
+        &mut self,
+        key: &str,
+        path: &std::path::Path,
+        size: u64,
+        trailer: &super::pack::Trailer,
+    ) -> Result<(), RepoError> {
+        if self.cancel.is_cancelled() {
+            let _ = std::fs::remove_file(path);
+            return Err(RepoError::Cancelled);
+        }
+        self.ensure_packer()?;
+        let Some(p) = self.packer.as_mut() else {
+            let _ = std::fs::remove_file(path);
+            return Err(RepoError::InvalidEntry {
+                path: key.to_string(),
+                defect: EntryDefect::NoStreams,
+            });
+        };
+        p.adopt_file(key, path, size, trailer)?;
+        self.stats.new_blobs += trailer.entries.len().max(1) as u64;
+        self.stats.stored_bytes += size;
+        Ok(())
+    }
+
+    /// A spool file for a pack an agent sends (format 3).
+    pub fn pack_spool(&mut self) -> Result<(std::path::PathBuf, std::fs::File), RepoError> {
+        self.ensure_packer()?;
+        match self.packer.as_ref() {
+            Some(p) => p.spool_file(),
+            None => Err(RepoError::InvalidEntry {
+                path: "(an agent's pack)".into(),
+                defect: EntryDefect::NoStreams,
+            }),
+        }
+    }
+
     /// Adds the file `logical_path` an agent stored as `units` (`size` bytes): its path checked
     /// as any file's, each unit required to be in the repository or in this backup (stored
     /// here, adopted, or claimed by an agent that must still report it: the commit refuses a

@@ -655,6 +655,68 @@ mod daemon {
     use crate::harness::Env;
     use crate::tbcluster::{ssh_config, Cluster};
 
+    /// `[agents] enabled` with an encrypted local repository: each data node's agent packs
+    /// and seals its BACKUP-<id> (part directories included) and sends the packs to hopsdrd
+    /// over its session; the manifest holds the same paths as a backup through hopsdrd, and the
+    /// cluster restores whole (its verify step opens every blob the agents sealed).
+    #[test]
+    fn with_agents_and_a_local_repository_the_packs_come_over_the_session() {
+        use std::os::unix::fs::PermissionsExt;
+        let mut env = Env::new();
+        let c = Cluster::create(&env, &["--multi-part", "2"]);
+        let key = env.path().join("repository.key");
+        std::fs::write(&key, "a passphrase for the agents test\n").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        env.repository_config = Some(format!(
+            "[repository]\ntype = \"local\"\npath = \"{}\"\n\n[repository.encryption]\npassphrase = {{ file = \"{}\" }}\n",
+            env.repo().display(),
+            key.display()
+        ));
+        env.extra_config = c.hopsfs_config("local")
+            + &crate::restore::restore_config(&env, &c)
+            + &agents_config().replace("[agents]\n", "[agents]\nenabled = true\n");
+        let before = c.fingerprint();
+        let funnel = {
+            let mut plain = Env::new();
+            plain.extra_config = c.hopsfs_config("local");
+            let _p = plain.start();
+            let id = plain.backup_ok();
+            crate::s3::rondb_paths(&plain.open_repo(), &id)
+        };
+        let _d = env.start();
+        let id = env.backup_ok();
+        let log = env.log();
+        for node in [1, 2] {
+            assert!(
+                log.lines().any(|l| l.contains("stored by the node's agent")
+                    && l.contains(&format!("node={node}"))
+                    && !l.contains("pack_bytes=0")),
+                "data node {node} sent its packs: {log}"
+            );
+        }
+        // Read through the daemon's key: the test opens the repository with it.
+        let repo = hopsdr::repository::Repository::open_with(
+            std::sync::Arc::new(hopsdr::repository::LocalStorage::new(env.repo()).unwrap()),
+            hopsdr::repository::OpenOptions {
+                compression_level: 3,
+                key: Some(&hopsdr::repository::KeySource {
+                    passphrase: "a passphrase for the agents test".to_string().into(),
+                    slot: None,
+                    describe: "test".into(),
+                }),
+                packed: true,
+                cache_dir: Some(env.path().join("test-cache")),
+            },
+        )
+        .unwrap();
+        assert_eq!(crate::s3::rondb_paths(&repo, &id), funnel);
+        c.tb(&["cluster", "destroy"]);
+        c.tb(&["cluster", "redeploy"]);
+        let out = env.ctl(&["restore", "start", &id, "--yes", "--wait"]);
+        assert_eq!(out.status.code(), Some(0), "{}", env.log());
+        assert_eq!(c.fingerprint(), before);
+    }
+
     #[test]
     fn agents_check_names_every_node_and_what_is_wrong_with_it() {
         let mut env = Env::new();

@@ -332,7 +332,7 @@ fn an_agent_that_dies_mid_upload_fails_the_backup_cleanly() {
 }
 
 /// The paths a backup's manifest holds under `rondb/`, the RonDB backup id replaced by `<id>`.
-fn rondb_paths(repo: &hopsdr::repository::Repository, id: &str) -> Vec<String> {
+pub fn rondb_paths(repo: &hopsdr::repository::Repository, id: &str) -> Vec<String> {
     let m = repo
         .read_manifest(&hopsdr::ids::BackupId::parse(id).unwrap())
         .unwrap();

@@ -300,12 +300,6 @@ impl<'a> Validator<'a> {
         let hopsfs = raw.hopsfs.map(|h| self.hopsfs(&root.key("hopsfs"), h));
         let restore = self.restore(&root.key("restore"), raw.restore.unwrap_or_default());
         let retention = self.retention(&root.key("retention"), raw.retention.unwrap_or_default());
-        if agents.enabled && matches!(repository.store, StoreSettings::Local { .. }) {
-            self.error(
-                &root.key("agents").key("enabled"),
-                "enabled = true needs [repository] type = \"s3\": agents store straight into the bucket (a local repository is written by hopsdrd alone): set enabled = false",
-            );
-        }
         if hopsfs.is_some() && rondb.is_none() {
             self.error(
                 &root.key("hopsfs"),
