@@ -465,7 +465,7 @@ mod tests {
             Msg::Probed {
                 req: 4,
                 store: None,
-                name_check: Some(crate::agents::name_check(&ring)),
+                name_check: Some(ring.blob_hash(probe::NAME_PROBE).to_hex().to_string()),
             },
             "no bucket given: none tried; the keys name the probe as the head's"
         );
