@@ -461,16 +461,7 @@ mod tests {
                         .unwrap()
                 })
                 .collect();
-            let now = chrono::Utc::now();
-            w.commit(crate::repository::BackupInfo {
-                started_at: now,
-                finished_at: now,
-                hostname: "head".into(),
-                hopsdr_version: "test".into(),
-                components: vec![],
-                facts: Default::default(),
-            })
-            .unwrap();
+            w.commit(info()).unwrap();
 
             // The agent packs the same files and new ones.
             let new = [

@@ -137,6 +137,15 @@ fn logical(prefix: &str, path: &str) -> Option<String> {
         .then(|| format!("{prefix}/{path}"))
 }
 
+impl Uploaded {
+    /// Counts a pack adopted: stored and counted, not yet indexed nor named by a manifest.
+    fn adopted(&mut self, size: u64, cancel: &CancellationToken) {
+        self.packs += 1;
+        self.pack_bytes += size;
+        crate::failpoint::hit("backup.agent.pack_adopted", cancel);
+    }
+}
+
 /// Has the agent of `session` store directory `dir` (relative to its `--backup-dir`) into
 /// `writer` under `prefix`.
 pub fn upload_dir(
@@ -231,9 +240,7 @@ pub fn upload_dir(
                 writer
                     .adopt_sent_pack(&key, &path, size, &trailer)
                     .map_err(repo)?;
-                done.packs += 1;
-                done.pack_bytes += size;
-                crate::failpoint::hit("backup.agent.pack_adopted", cancel);
+                done.adopted(size, cancel);
             }
             Msg::PackDone {
                 req: r,
@@ -245,10 +252,7 @@ pub fn upload_dir(
                     .trailer()
                     .map_err(|e| bad(format!("pack {key}: {e}")))?;
                 writer.adopt_pack(&key, size, &trailer).map_err(repo)?;
-                done.packs += 1;
-                done.pack_bytes += size;
-                // A pack is in the bucket and counted, not yet indexed nor named by a manifest.
-                crate::failpoint::hit("backup.agent.pack_adopted", cancel);
+                done.adopted(size, cancel);
             }
             Msg::FileStored {
                 req: r,

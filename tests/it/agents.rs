@@ -26,6 +26,22 @@ pub fn agents_config() -> String {
     )
 }
 
+/// The test S3 server's bucket `bucket` under prefix `cluster1`, as an agent is given it.
+#[cfg(feature = "testbed")]
+fn s3_store(s3: &crate::s3::S3Server, bucket: &str) -> hopsdr::agent::proto::S3Store {
+    hopsdr::agent::proto::S3Store {
+        endpoint: Some(s3.endpoint()),
+        region: "us-east-1".into(),
+        bucket: bucket.into(),
+        prefix: "cluster1".into(),
+        path_style: true,
+        ca_bundle_pem: None,
+        part_size: 5 << 20,
+        parallel_parts: 2,
+        object_lock: None,
+    }
+}
+
 /// `hopsdrctl agents check` through `env`'s daemon: every agent ready, each as JSON.
 #[cfg(feature = "testbed")]
 pub fn all_ready(env: &crate::harness::Env) -> Vec<serde_json::Value> {
@@ -36,6 +52,53 @@ pub fn all_ready(env: &crate::harness::Env) -> Vec<serde_json::Value> {
         assert_eq!(a["problems"], serde_json::json!([]), "{a:#}");
     }
     agents
+}
+
+/// `[agents]` with the agent built here, backups through it.
+pub fn agents_enabled_config() -> String {
+    agents_config().replace("[agents]\n", "[agents]\nenabled = true\n")
+}
+
+/// The `rondb/` paths of a backup of cluster `c` taken through hopsdrd (a daemon of its own):
+/// what a backup through the agents must name too.
+#[cfg(feature = "testbed")]
+pub fn funnel_rondb_paths(c: &crate::tbcluster::Cluster) -> Vec<String> {
+    let mut plain = crate::harness::Env::new();
+    plain.extra_config = c.hopsfs_config("local");
+    let _p = plain.start();
+    let id = plain.backup_ok();
+    crate::s3::rondb_paths(&plain.open_repo(), &id)
+}
+
+/// Asserts from hopsdrd's log that both data nodes' agents stored their files (and, with
+/// `sent`, sent hopsdrd their packs).
+#[cfg(feature = "testbed")]
+pub fn assert_through_agents(env: &crate::harness::Env, sent: bool) {
+    let log = env.log();
+    for node in [1, 2] {
+        assert!(
+            log.lines().any(|l| l.contains("stored by the node's agent")
+                && l.contains(&format!("node={node}"))
+                && !(sent && l.contains("pack_bytes=0"))),
+            "data node {node} through its agent: {log}"
+        );
+    }
+}
+
+/// The drill: cluster `c` destroyed and redeployed, backup `id` restored, its fingerprint
+/// back to `before`.
+#[cfg(feature = "testbed")]
+pub fn restore_whole(
+    env: &crate::harness::Env,
+    c: &crate::tbcluster::Cluster,
+    id: &str,
+    before: &str,
+) {
+    c.tb(&["cluster", "destroy"]);
+    c.tb(&["cluster", "redeploy"]);
+    let out = env.ctl(&["restore", "start", id, "--yes", "--wait"]);
+    assert_eq!(out.status.code(), Some(0), "{}", env.log());
+    assert_eq!(c.fingerprint(), before);
 }
 
 fn request(roots: &[&Path]) -> Request {
@@ -382,15 +445,8 @@ fn an_agent_reaches_the_bucket_with_secrets_that_are_in_no_command_line_or_envir
     ring.add_data_key(1, &[8u8; 32]);
     let access = |prefix: &str, secret: &str| Access {
         store: Some(S3Store {
-            endpoint: Some(s3.endpoint()),
-            region: "us-east-1".into(),
-            bucket: "repo".into(),
             prefix: prefix.into(),
-            path_style: true,
-            ca_bundle_pem: None,
-            part_size: 5 << 20,
-            parallel_parts: 2,
-            object_lock: None,
+            ..s3_store(&s3, "repo")
         }),
         secrets: Secrets {
             s3: Some(S3Secret {
@@ -493,7 +549,6 @@ fn an_agent_reaches_the_bucket_with_secrets_that_are_in_no_command_line_or_envir
 fn an_agent_stores_its_data_nodes_backup_straight_into_the_bucket() {
     use std::io::Read;
 
-    use hopsdr::agent::proto::S3Store;
     use hopsdr::agent::secrets::{S3Secret, Secrets};
     use hopsdr::backup::via_agent::upload_dir;
     use hopsdr::cluster::agent::Access;
@@ -551,17 +606,7 @@ fn an_agent_stores_its_data_nodes_backup_straight_into_the_bucket() {
         ),
     );
     let access = Access {
-        store: Some(S3Store {
-            endpoint: Some(s3.endpoint()),
-            region: "us-east-1".into(),
-            bucket: "repo".into(),
-            prefix: "cluster1".into(),
-            path_style: true,
-            ca_bundle_pem: None,
-            part_size: 5 << 20,
-            parallel_parts: 2,
-            object_lock: None,
-        }),
+        store: Some(s3_store(&s3, "repo")),
         secrets: Secrets {
             s3: Some(S3Secret {
                 access_key_id: crate::s3::ACCESS_KEY.to_string().into(),
@@ -674,26 +719,12 @@ mod daemon {
         ));
         env.extra_config = c.hopsfs_config("local")
             + &crate::restore::restore_config(&env, &c)
-            + &agents_config().replace("[agents]\n", "[agents]\nenabled = true\n");
+            + &agents_enabled_config();
         let before = c.fingerprint();
-        let funnel = {
-            let mut plain = Env::new();
-            plain.extra_config = c.hopsfs_config("local");
-            let _p = plain.start();
-            let id = plain.backup_ok();
-            crate::s3::rondb_paths(&plain.open_repo(), &id)
-        };
+        let funnel = funnel_rondb_paths(&c);
         let _d = env.start();
         let id = env.backup_ok();
-        let log = env.log();
-        for node in [1, 2] {
-            assert!(
-                log.lines().any(|l| l.contains("stored by the node's agent")
-                    && l.contains(&format!("node={node}"))
-                    && !l.contains("pack_bytes=0")),
-                "data node {node} sent its packs: {log}"
-            );
-        }
+        assert_through_agents(&env, true);
         // Read through the daemon's key: the test opens the repository with it.
         let repo = hopsdr::repository::Repository::open_with(
             std::sync::Arc::new(hopsdr::repository::LocalStorage::new(env.repo()).unwrap()),
@@ -710,11 +741,7 @@ mod daemon {
         )
         .unwrap();
         assert_eq!(crate::s3::rondb_paths(&repo, &id), funnel);
-        c.tb(&["cluster", "destroy"]);
-        c.tb(&["cluster", "redeploy"]);
-        let out = env.ctl(&["restore", "start", &id, "--yes", "--wait"]);
-        assert_eq!(out.status.code(), Some(0), "{}", env.log());
-        assert_eq!(c.fingerprint(), before);
+        restore_whole(&env, &c, &id, &before);
     }
 
     #[test]

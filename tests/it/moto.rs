@@ -402,8 +402,7 @@ fn with_agents_and_object_lock_the_agents_packs_are_locked_too() {
         "{}object_lock = {{ mode = \"governance\", days = 1 }}\n",
         repository_config(&env, &moto, None)
     ));
-    env.extra_config = c.rondb_config("local")
-        + &crate::agents::agents_config().replace("[agents]\n", "[agents]\nenabled = true\n");
+    env.extra_config = c.rondb_config("local") + &crate::agents::agents_enabled_config();
     let _d = env.start();
     let before = moto.storage("writer", "c1").list("packs/").unwrap().len();
     env.backup_ok();

@@ -182,38 +182,19 @@ fn with_agents_the_data_nodes_store_their_own_backup_and_the_cluster_restores_wh
     env.repository_config = Some(s3.repository_config(&env, "hopsdr", SECRET_KEY));
     env.extra_config = c.hopsfs_config("local")
         + &crate::restore::restore_config(&env, &c)
-        + &crate::agents::agents_config().replace("[agents]\n", "[agents]\nenabled = true\n");
+        + &crate::agents::agents_enabled_config();
     let before = c.fingerprint();
+    let funnel = crate::agents::funnel_rondb_paths(&c);
     let _d = env.start();
-    let funnel = {
-        // The same cluster through hopsdrd first, for the names it stores.
-        let mut plain = Env::new();
-        plain.extra_config = c.hopsfs_config("local");
-        let _p = plain.start();
-        let id = plain.backup_ok();
-        rondb_paths(&plain.open_repo(), &id)
-    };
     let id = env.backup_ok();
-    let log = env.log();
-    for node in [1, 2] {
-        assert!(
-            log.lines()
-                .any(|l| l.contains("stored by the node's agent")
-                    && l.contains(&format!("node={node}"))),
-            "data node {node} through its agent: {log}"
-        );
-    }
+    crate::agents::assert_through_agents(&env, false);
     let through_agents = rondb_paths(&s3_repo(&s3), &id);
     assert_eq!(through_agents, funnel);
     assert!(
         through_agents.iter().any(|p| p.contains("-PART-2-OF-2/")),
         "{through_agents:?}"
     );
-    c.tb(&["cluster", "destroy"]);
-    c.tb(&["cluster", "redeploy"]);
-    let out = env.ctl(&["restore", "start", &id, "--yes", "--wait"]);
-    assert_eq!(out.status.code(), Some(0), "{}", env.log());
-    assert_eq!(c.fingerprint(), before);
+    crate::agents::restore_whole(&env, &c, &id, &before);
 }
 
 /// hopsdrd killed (SIGKILL) while the data nodes' agents store a backup — after a pack was
@@ -229,7 +210,7 @@ fn killed_while_agents_store_a_backup_nothing_is_counted_and_the_next_one_succee
     env.repository_config = Some(s3.repository_config(&env, "hopsdr", SECRET_KEY));
     env.extra_config = c.rondb_config("local")
         + "[retention]\nkeep_last = 1\nprune_after_backup = false\n"
-        + &crate::agents::agents_config().replace("[agents]\n", "[agents]\nenabled = true\n");
+        + &crate::agents::agents_enabled_config();
     let backup_dir = c.backup_dir(1).display().to_string();
     let agents_left = || {
         std::fs::read_dir("/proc")
@@ -296,7 +277,7 @@ fn an_agent_that_dies_mid_upload_fails_the_backup_cleanly() {
     env.repository_config = Some(s3.repository_config(&env, "hopsdr", SECRET_KEY));
     env.extra_config = c.rondb_config("local")
         + "[retention]\nkeep_last = 1\nprune_after_backup = false\n"
-        + &crate::agents::agents_config().replace("[agents]\n", "[agents]\nenabled = true\n");
+        + &crate::agents::agents_enabled_config();
     // The agents are the daemon's children here: they inherit its failpoints (once: the
     // first agent that stores a pack exits).
     let _d = env.start_with(&[("HOPSDR_FAILPOINTS", "agent.exit_after_pack=1")]);
