@@ -198,70 +198,81 @@ fn with_agents_the_data_nodes_store_their_own_backup_and_the_cluster_restores_wh
 }
 
 /// hopsdrd killed (SIGKILL) while the data nodes' agents store a backup — after a pack was
-/// adopted, after a node's files were recorded — and started again: the agents are gone (their
-/// input closed), the backup is recorded interrupted with no manifest, the next backup through
-/// the agents succeeds and verifies, and a prune's collection and `repo check` pass.
+/// adopted, after a node's files were recorded; in S3 and in a local repository — and started
+/// again: the agents are gone (their input closed), the backup is recorded interrupted with no
+/// manifest, the next backup through the agents succeeds and verifies, and a prune's collection
+/// and `repo check` pass.
 #[test]
 fn killed_while_agents_store_a_backup_nothing_is_counted_and_the_next_one_succeeds() {
-    let mut env = Env::new();
-    let c = Cluster::create(&env, &[]);
-    let s3 = S3Server::start();
-    s3.bucket("hopsdr");
-    env.repository_config = Some(s3.repository_config(&env, "hopsdr", SECRET_KEY));
-    env.extra_config = c.rondb_config("local")
-        + "[retention]\nkeep_last = 1\nprune_after_backup = false\n"
-        + &crate::agents::agents_enabled_config();
-    let backup_dir = c.backup_dir(1).display().to_string();
-    let agents_left = || {
-        std::fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-            .filter(|cmd| {
-                let cmd = String::from_utf8_lossy(cmd);
-                cmd.contains("agent\0--serve") && cmd.contains(&backup_dir)
-            })
-            .count()
-    };
-    for failpoint in ["backup.agent.pack_adopted", "backup.rondb.collected_one"] {
-        let (_, backup) = env.backup_killed_at(failpoint);
-        wait_for(
-            "the agents to see hopsdrd gone",
-            Duration::from_secs(30),
-            || (agents_left() == 0).then_some(()),
-        );
-        let _d = env.start();
-        let list = env.ctl_json(&["backups", "list"]);
-        let killed = list["backups"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|b| b["id"] == backup.as_str())
-            .unwrap_or_else(|| panic!("{failpoint}: {backup} listed: {list}"));
-        assert_eq!(killed["state"], "interrupted", "{failpoint}: {killed}");
-        let manifests = walk(&s3.dir.path().join("hopsdr/cluster1/manifests"));
-        let committed = list["backups"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|b| b["state"] == "succeeded")
-            .count();
-        assert_eq!(
-            manifests, committed,
-            "{failpoint}: no manifest but the committed backups'"
-        );
-        let id = env.backup_ok();
-        let out = env.ctl(&["verify", &id, "--wait"]);
-        assert_eq!(out.status.code(), Some(0), "{failpoint}: {}", env.log());
-        let out = env.ctl(&["prune", "--wait"]);
-        assert_eq!(out.status.code(), Some(0), "{failpoint}: {}", env.log());
-        let out = env.ctl(&["repo", "check"]);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{failpoint}: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+    // In a bucket (the agents PUT their packs) and in a local repository (they send them).
+    for in_s3 in [true, false] {
+        let mut env = Env::new();
+        let c = Cluster::create(&env, &[]);
+        let s3 = S3Server::start();
+        s3.bucket("hopsdr");
+        if in_s3 {
+            env.repository_config = Some(s3.repository_config(&env, "hopsdr", SECRET_KEY));
+        }
+        env.extra_config = c.rondb_config("local")
+            + "[retention]\nkeep_last = 1\nprune_after_backup = false\n"
+            + &crate::agents::agents_enabled_config();
+        let manifests = || match in_s3 {
+            true => walk(&s3.dir.path().join("hopsdr/cluster1/manifests")),
+            false => env.manifests().len(),
+        };
+        let backup_dir = c.backup_dir(1).display().to_string();
+        let agents_left = || {
+            std::fs::read_dir("/proc")
+                .unwrap()
+                .flatten()
+                .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+                .filter(|cmd| {
+                    let cmd = String::from_utf8_lossy(cmd);
+                    cmd.contains("agent\0--serve") && cmd.contains(&backup_dir)
+                })
+                .count()
+        };
+        for failpoint in ["backup.agent.pack_adopted", "backup.rondb.collected_one"] {
+            let at = format!("{failpoint} (in S3: {in_s3})");
+            let (_, backup) = env.backup_killed_at(failpoint);
+            wait_for(
+                "the agents to see hopsdrd gone",
+                Duration::from_secs(30),
+                || (agents_left() == 0).then_some(()),
+            );
+            let _d = env.start();
+            let list = env.ctl_json(&["backups", "list"]);
+            let killed = list["backups"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|b| b["id"] == backup.as_str())
+                .unwrap_or_else(|| panic!("{at}: {backup} listed: {list}"));
+            assert_eq!(killed["state"], "interrupted", "{at}: {killed}");
+            let committed = list["backups"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|b| b["state"] == "succeeded")
+                .count();
+            assert_eq!(
+                manifests(),
+                committed,
+                "{at}: no manifest but the committed backups'"
+            );
+            let id = env.backup_ok();
+            let out = env.ctl(&["verify", &id, "--wait"]);
+            assert_eq!(out.status.code(), Some(0), "{at}: {}", env.log());
+            let out = env.ctl(&["prune", "--wait"]);
+            assert_eq!(out.status.code(), Some(0), "{at}: {}", env.log());
+            let out = env.ctl(&["repo", "check"]);
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{at}: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
     }
 }
 
