@@ -399,13 +399,18 @@ mod tests {
             size: u64,
             trailer: &Trailer,
         ) -> Result<(), PackingError> {
-            let bytes = std::fs::read(path).unwrap();
-            std::fs::remove_file(path).unwrap();
-            self.store.put(key, &bytes).unwrap();
+            put_spooled(self.store.as_ref(), key, path);
             self.packer
                 .adopt(key, size, trailer)
                 .map_err(|e: RepoError| PackingError::Head(e.to_string()))
         }
+    }
+
+    /// What an agent does with a finished pack in a bucket: put it, drop the spool file.
+    fn put_spooled(store: &dyn Storage, key: &str, path: &Path) {
+        let bytes = std::fs::read(path).unwrap();
+        std::fs::remove_file(path).unwrap();
+        store.put(key, &bytes).unwrap();
     }
 
     fn content(seed: u64, len: usize) -> Vec<u8> {
@@ -558,9 +563,7 @@ mod tests {
             size: u64,
             trailer: &Trailer,
         ) -> Result<(), PackingError> {
-            let bytes = std::fs::read(path).unwrap();
-            std::fs::remove_file(path).unwrap();
-            self.store.put(key, &bytes).unwrap();
+            put_spooled(self.store.as_ref(), key, path);
             self.w
                 .adopt_pack(key, size, trailer)
                 .map_err(|e| PackingError::Head(e.to_string()))
