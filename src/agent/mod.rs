@@ -17,6 +17,7 @@ pub mod proto;
 pub mod secrets;
 pub mod serve;
 pub mod upload;
+pub mod volume;
 
 use std::path::PathBuf;
 

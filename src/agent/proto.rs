@@ -27,7 +27,8 @@ pub const MAX_FRAME: usize = 1024 * 1024 + 64;
 pub const KIND_MSG: u8 = 0x01;
 
 /// A frame of raw bytes (at most 1 MiB): a pack the agent sends to the head for a local
-/// repository, after a [`Msg::PackBytes`] that says how many follow.
+/// repository, after a [`Msg::PackBytes`] that says how many follow, or the list of files the
+/// head sends after a [`Msg::UploadList`].
 pub const KIND_BYTES: u8 = 0x04;
 
 /// The most bytes one [`KIND_BYTES`] frame carries.
@@ -191,6 +192,27 @@ pub struct RootInfo {
     pub total_bytes: Option<u64>,
 }
 
+/// A file's mode, times and owner as the agent read them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stat {
+    pub mode: u32,
+    pub mtime: i64,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Stat {
+    pub fn of(m: &std::fs::Metadata) -> Stat {
+        use std::os::unix::fs::MetadataExt;
+        Stat {
+            mode: m.mode() & 0o7777,
+            mtime: m.mtime(),
+            uid: m.uid(),
+            gid: m.gid(),
+        }
+    }
+}
+
 /// A control message. Requests carry `req`, chosen by the head; the reply names it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
@@ -302,6 +324,39 @@ pub enum Msg {
         uid: u32,
         gid: u32,
         units: Vec<String>,
+    },
+    /// Store the files of a pinned HopsFS volume that the head lists: `volume` must be one of
+    /// the agent's `--root`s, the files are read beneath `<volume>/hopsdr-pin/<pin>/`, and their
+    /// paths (relative to that directory, NUL-separated, in the listing's order: a replica's
+    /// checksum file right before its block) follow in `list_bytes` bytes of [`KIND_BYTES`]
+    /// frames. A replica becomes one unit ([`Msg::ReplicaStored`]); any other file a
+    /// [`Msg::FileStored`], a symbolic link a [`Msg::LinkStored`]; then [`Msg::Uploaded`].
+    UploadList {
+        req: u32,
+        volume: String,
+        pin: String,
+        chunk_size: usize,
+        compression_level: i32,
+        list_bytes: u64,
+    },
+    /// A replica (block `path`, relative to the pin, and its checksum file `meta_name` in the
+    /// same directory) stored as one unit: the block's bytes, then the checksum file's.
+    ReplicaStored {
+        req: u32,
+        path: String,
+        meta_name: String,
+        len: u64,
+        meta_len: u64,
+        block: Stat,
+        meta: Stat,
+        unit: String,
+    },
+    /// A symbolic link of the list and its target.
+    LinkStored {
+        req: u32,
+        path: String,
+        target: String,
+        stat: Stat,
     },
     Uploaded {
         req: u32,

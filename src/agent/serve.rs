@@ -16,6 +16,7 @@ use super::probe;
 use super::proto::{self, Job, Msg, ProtoError, Role, RootInfo, PROTOCOL};
 use super::secrets::{Secrets, KIND_SECRETS};
 use super::upload;
+use super::volume;
 
 /// What the agent's command line allows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,6 +192,41 @@ pub fn serve(
                         message: "a check session uploads nothing".into(),
                     }),
                 };
+                done.unwrap_or_else(|e| Msg::Error {
+                    req: Some(req),
+                    step: "upload".into(),
+                    path: e.path,
+                    message: e.message,
+                })
+            }
+            Msg::UploadList {
+                req,
+                volume,
+                pin,
+                chunk_size,
+                compression_level,
+                list_bytes,
+            } => {
+                let done = volume::receive_list(input, list_bytes).and_then(|list| {
+                    if job != Job::Backup {
+                        return Err(upload::UploadError {
+                            path: None,
+                            message: "a check session uploads nothing".into(),
+                        });
+                    }
+                    let pin = volume::resolve_pin(&allowed.roots, &volume, &pin)?;
+                    volume::upload_list(
+                        req,
+                        &pin,
+                        list,
+                        chunk_size,
+                        compression_level,
+                        store.as_ref(),
+                        &secrets,
+                        input,
+                        output,
+                    )
+                });
                 done.unwrap_or_else(|e| Msg::Error {
                     req: Some(req),
                     step: "upload".into(),

@@ -27,14 +27,14 @@ pub struct UploadError {
 }
 
 impl UploadError {
-    fn at(path: &Path, message: impl std::fmt::Display) -> UploadError {
+    pub(super) fn at(path: &Path, message: impl std::fmt::Display) -> UploadError {
         UploadError {
             path: Some(path.display().to_string()),
             message: message.to_string(),
         }
     }
 
-    fn of(message: impl std::fmt::Display) -> UploadError {
+    pub(super) fn of(message: impl std::fmt::Display) -> UploadError {
         UploadError {
             path: None,
             message: message.to_string(),
@@ -73,12 +73,12 @@ pub fn resolve(backup_dir: &Path, dir: &str) -> Result<PathBuf, UploadError> {
 }
 
 /// The head, over the session: asked and told in request `req`.
-struct Head<'a> {
-    req: u32,
-    input: &'a mut dyn Read,
-    output: &'a mut dyn Write,
+pub(super) struct Head<'a> {
+    pub(super) req: u32,
+    pub(super) input: &'a mut dyn Read,
+    pub(super) output: &'a mut dyn Write,
     /// The bucket; `None`: a local repository, whose packs go to the head over the session.
-    store: Option<&'a S3Storage>,
+    pub(super) store: Option<&'a S3Storage>,
 }
 
 impl Head<'_> {
@@ -179,6 +179,54 @@ impl Coordinator for Head<'_> {
     }
 }
 
+/// Where an upload's packs go and wait.
+pub(super) struct Setup {
+    /// A bucket: the packs go there; none (a local repository): to the head, over the session.
+    pub(super) storage: Option<S3Storage>,
+    pub(super) spool: tempfile::TempDir,
+}
+
+impl Setup {
+    pub(super) fn new(
+        chunk_size: usize,
+        store: Option<&S3Store>,
+        secrets: &Secrets,
+    ) -> Result<Setup, UploadError> {
+        let storage = match store {
+            Some(store) => Some(
+                S3Storage::new(&super::probe::s3_options(store, secrets))
+                    .map_err(UploadError::of)?,
+            ),
+            None => None,
+        };
+        if !(4096..=64 << 20).contains(&chunk_size) {
+            return Err(UploadError::of(format!(
+                "chunk size {chunk_size} is out of range"
+            )));
+        }
+        let spool = tempfile::Builder::new()
+            .prefix("hopsdr-agent-")
+            .tempdir()
+            .map_err(|e| UploadError::of(format!("a spool directory: {e}")))?;
+        Ok(Setup { storage, spool })
+    }
+
+    pub(super) fn packing<'k>(
+        &self,
+        chunk_size: usize,
+        compression_level: i32,
+        secrets: &'k Secrets,
+    ) -> Result<Packing<'k>, UploadError> {
+        Packing::new(PackingSettings {
+            chunk_size,
+            compression_level,
+            keys: secrets.keys.as_ref(),
+            spool_dir: self.spool.path().to_path_buf(),
+        })
+        .map_err(UploadError::of)
+    }
+}
+
 /// Uploads every regular file of `dir` (request `req`); returns the closing message.
 #[allow(clippy::too_many_arguments)]
 pub fn upload(
@@ -191,34 +239,13 @@ pub fn upload(
     input: &mut dyn Read,
     output: &mut dyn Write,
 ) -> Result<Msg, UploadError> {
-    // A bucket: the packs go there; none (a local repository): to the head, over the session.
-    let storage = match store {
-        Some(store) => Some(
-            S3Storage::new(&super::probe::s3_options(store, secrets)).map_err(UploadError::of)?,
-        ),
-        None => None,
-    };
-    if !(4096..=64 << 20).contains(&chunk_size) {
-        return Err(UploadError::of(format!(
-            "chunk size {chunk_size} is out of range"
-        )));
-    }
-    let spool = tempfile::Builder::new()
-        .prefix("hopsdr-agent-")
-        .tempdir()
-        .map_err(|e| UploadError::of(format!("a spool directory: {e}")))?;
-    let mut packing = Packing::new(PackingSettings {
-        chunk_size,
-        compression_level,
-        keys: secrets.keys.as_ref(),
-        spool_dir: spool.path().to_path_buf(),
-    })
-    .map_err(UploadError::of)?;
+    let setup = Setup::new(chunk_size, store, secrets)?;
+    let mut packing = setup.packing(chunk_size, compression_level, secrets)?;
     let mut head = Head {
         req,
         input,
         output,
-        store: storage.as_ref(),
+        store: setup.storage.as_ref(),
     };
     // Depth first, each directory's entries sorted: a directory before what it holds.
     let mut files = 0;

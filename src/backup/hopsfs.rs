@@ -35,14 +35,16 @@ use tokio_util::sync::CancellationToken;
 use super::coverage::{Captured, CapturedKey};
 use super::known::{KnownBlocks, Pending, Stored};
 use super::tarstream::{self, TarStreamError};
+use super::via_agent::AgentRun;
+use crate::agent::proto::{Job, Role};
+use crate::cluster::agent::{Request, Session};
 use crate::cluster::hopsfs::{self, Kind};
 use crate::cluster::node::{Node, NodeError};
 use crate::config::{HopsfsSettings, SshConfig};
 use crate::ids::BackupId;
 use crate::repository::{BackupWriter, FileMeta, KnownReplica, RepoError, UnitParts};
 
-/// The directory on each volume that holds pins.
-pub const PIN_DIR: &str = "hopsdr-pin";
+pub use crate::cluster::hopsfs::PIN_DIR;
 
 /// Why the HopsFS component failed.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +69,14 @@ pub enum HopsfsError {
         volume: String,
         cause: Box<NodeError>,
         stream: Box<TarStreamError>,
+    },
+    #[error(
+        "storing datanode {datanode}, volume {volume} through the node's agent failed: {source}"
+    )]
+    Agent {
+        datanode: String,
+        volume: String,
+        source: Box<super::via_agent::ViaAgentError>,
     },
     #[error("the referenced-blocks source failed: {0}")]
     Referenced(String),
@@ -297,11 +307,17 @@ impl PathList {
         Ok(())
     }
 
-    /// The list, from its start, as a command's standard input.
-    fn producer(self) -> std::io::Result<crate::cluster::node::Producer> {
+    /// The list's file, from its start.
+    fn into_file(self) -> std::io::Result<std::fs::File> {
         use std::io::Seek;
         let mut f = self.file.into_inner().map_err(|e| e.into_error())?;
         f.rewind()?;
+        Ok(f)
+    }
+
+    /// The list, from its start, as a command's standard input.
+    fn producer(self) -> std::io::Result<crate::cluster::node::Producer> {
+        let mut f = self.into_file()?;
         Ok(Box::new(move |w: &mut dyn std::io::Write| {
             std::io::copy(&mut f, w).map(|_| ())
         }))
@@ -512,12 +528,14 @@ impl PinnedVolume<'_> {
 /// The volumes are walked on threads of their own, a few ahead of the writer (parsing, replica
 /// grouping, the known-blocks lookup and the records of known replicas cost per listed file),
 /// and handed to the writer's thread in order through short queues, so memory stays bounded.
+#[allow(clippy::too_many_arguments)]
 pub fn copy<'d>(
     dns: &'d [Datanode],
     id: &BackupId,
     fence: Fence,
     known: &KnownBlocks,
     writer: &mut BackupWriter,
+    agents: Option<&AgentRun<'_>>,
     timeout: Duration,
     cancel: &CancellationToken,
 ) -> Result<(Captured, CopyTotals), HopsfsError> {
@@ -537,6 +555,10 @@ pub fn copy<'d>(
         .map_or(2, |n| n.get())
         .clamp(2, 8);
     let mut totals = CopyTotals::default();
+    let mut sessions = AgentSessions {
+        run: agents,
+        open: None,
+    };
     std::thread::scope(|scope| {
         // Walks still running when the writer fails stop at their next step.
         let stop = cancel.child_token();
@@ -575,8 +597,20 @@ pub fn copy<'d>(
                     }
                     Ok(Ok(Walked::Done(list, t))) => {
                         if list.count > 0 {
-                            let root = pin_root(v, id);
-                            send_from_pin(d, v, &root, &prefix, list, writer, timeout, cancel)?;
+                            match sessions.run {
+                                Some(_) => {
+                                    let session = sessions.of(d, v, cancel)?;
+                                    store_via_agent(
+                                        session, d, v, id, &prefix, list, writer, cancel,
+                                    )?;
+                                }
+                                None => {
+                                    let root = pin_root(v, id);
+                                    send_from_pin(
+                                        d, v, &root, &prefix, list, writer, timeout, cancel,
+                                    )?;
+                                }
+                            }
                         }
                         totals.blocks += t.blocks;
                         totals.blocks_new += t.blocks_new;
@@ -598,7 +632,113 @@ pub fn copy<'d>(
         }
         Ok(())
     })?;
+    sessions.finish(cancel)?;
     Ok((captured, totals))
+}
+
+/// The agent sessions of a copy: one datanode's at a time (the volumes come in the datanodes'
+/// order), finished when the copy moves on; dropped (the agent killed) when it fails.
+struct AgentSessions<'r> {
+    run: Option<&'r AgentRun<'r>>,
+    open: Option<(String, String, Session)>,
+}
+
+impl AgentSessions<'_> {
+    /// The session with `d`'s agent (for volume `v`, named in errors), opened when needed.
+    fn of(
+        &mut self,
+        d: &Datanode,
+        v: &str,
+        cancel: &CancellationToken,
+    ) -> Result<&mut Session, HopsfsError> {
+        let run = self.run.expect("only asked with agents");
+        if self
+            .open
+            .as_ref()
+            .is_some_and(|(name, _, _)| *name != d.name)
+        {
+            self.finish(cancel)?;
+        }
+        if self.open.is_none() {
+            let request = Request {
+                roles: vec![Role::Hopsfs],
+                roots: d.volumes.clone(),
+                backup_dir: None,
+            };
+            let session = Session::open(
+                &d.node,
+                run.binary,
+                &request,
+                Job::Backup,
+                Some(run.access),
+                run.timeout,
+                cancel,
+            )
+            .map_err(|e| HopsfsError::Agent {
+                datanode: d.name.clone(),
+                volume: v.to_string(),
+                source: Box::new(e.into()),
+            })?;
+            self.open = Some((d.name.clone(), v.to_string(), session));
+        }
+        let (_, volume, session) = self.open.as_mut().expect("opened");
+        *volume = v.to_string();
+        Ok(session)
+    }
+
+    /// Ends the open session, if any.
+    fn finish(&mut self, cancel: &CancellationToken) -> Result<(), HopsfsError> {
+        match self.open.take() {
+            Some((datanode, volume, session)) => {
+                session.finish(cancel).map_err(|e| HopsfsError::Agent {
+                    datanode,
+                    volume,
+                    source: Box::new(e.into()),
+                })
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+/// Has `d`'s agent store the files named in `list` (relative to the pin of volume `v`) into
+/// `writer` under `prefix`.
+#[allow(clippy::too_many_arguments)]
+fn store_via_agent(
+    session: &mut Session,
+    d: &Datanode,
+    v: &str,
+    id: &BackupId,
+    prefix: &str,
+    list: PathList,
+    writer: &mut BackupWriter,
+    cancel: &CancellationToken,
+) -> Result<(), HopsfsError> {
+    let failed = |e: super::via_agent::ViaAgentError| HopsfsError::Agent {
+        datanode: d.name.clone(),
+        volume: v.to_string(),
+        source: Box::new(e),
+    };
+    let file = list.into_file().map_err(|e| HopsfsError::Listing {
+        datanode: d.name.clone(),
+        volume: v.to_string(),
+        reason: format!("reading back the list of files to copy: {e}"),
+    })?;
+    let up =
+        super::via_agent::upload_list(session, writer, v, &id.to_string(), file, prefix, cancel)
+            .map_err(failed)?;
+    tracing::info!(
+        step = "hopsfs",
+        node = %d.name,
+        volume = %v,
+        replicas = up.replicas,
+        files = up.file_count,
+        bytes = up.bytes,
+        packs = up.packs,
+        pack_bytes = up.pack_bytes,
+        "volume stored by the node's agent"
+    );
+    Ok(())
 }
 
 /// Walks one pinned volume for [`copy`], sending what it finds to `tx` in batches.

@@ -285,7 +285,7 @@ fn run_in(
         ),
         false => None,
     };
-    let agents = access.as_ref().map(|access| rondb::AgentRun {
+    let agents = access.as_ref().map(|access| via_agent::AgentRun {
         binary: &settings.agents.binary,
         timeout: settings.agents.timeout,
         access,
@@ -399,7 +399,7 @@ fn run_cluster_parts(
     id: &BackupId,
     req: &BackupRequest<'_>,
     dns: Option<&[hopsfs::Datanode]>,
-    agents: Option<rondb::AgentRun<'_>>,
+    agents: Option<via_agent::AgentRun<'_>>,
     known: &known::Pending,
     cancel: &CancellationToken,
     clock: &dyn Fn() -> DateTime<Utc>,
@@ -479,8 +479,16 @@ fn run_cluster_parts(
                             )
                         })
                     });
-                    let copied =
-                        hopsfs::copy(dns, id, fence, known.get(), w, h.copy_timeout, cancel);
+                    let copied = hopsfs::copy(
+                        dns,
+                        id,
+                        fence,
+                        known.get(),
+                        w,
+                        agents.as_ref(),
+                        h.copy_timeout,
+                        cancel,
+                    );
                     let referenced = referenced
                         .map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
                         .transpose();

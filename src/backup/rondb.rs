@@ -272,13 +272,7 @@ pub struct RondbRun<'a> {
     pub cancel: &'a CancellationToken,
 }
 
-/// How the data nodes' agents are started and what they are given.
-#[derive(Debug, Clone, Copy)]
-pub struct AgentRun<'a> {
-    pub binary: &'a std::path::Path,
-    pub timeout: std::time::Duration,
-    pub access: &'a crate::cluster::agent::Access,
-}
+pub use super::via_agent::AgentRun;
 
 fn argv(a: &[&str]) -> Vec<String> {
     a.iter().map(|s| s.to_string()).collect()

@@ -92,9 +92,6 @@ struct PendingMeta {
     meta: FileMeta,
 }
 
-/// Checksum files larger than this are stored on their own (a 128 MiB block has 1 MiB).
-const MAX_PENDING_META: u64 = 16 << 20;
-
 fn flush_meta(
     pending: &mut Option<PendingMeta>,
     writer: &mut BackupWriter,
@@ -106,14 +103,6 @@ fn flush_meta(
         totals.bytes += p.bytes.len() as u64;
     }
     Ok(())
-}
-
-/// `(dir, name)` of a replica's file (`.../finalized/.../blk_*`, or `.../rbw/blk_*`: a replica
-/// being written is stored the same way, never deduplicated).
-fn replica_file(logical: &str) -> Option<(&str, &str)> {
-    let (dir, name) = logical.rsplit_once('/')?;
-    (dir.contains("/finalized/") || dir.ends_with("/finalized") || dir.ends_with("/rbw"))
-        .then_some((dir, name))
 }
 
 fn ingest_with(
@@ -162,9 +151,9 @@ fn ingest_with(
         let regular = matches!(h.entry_type(), EntryType::Regular | EntryType::Continuous);
         if pair && regular {
             let size = entry.size();
-            if let Some((dir, name)) = replica_file(&logical) {
+            if let Some((dir, name)) = crate::cluster::hopsfs::replica_file(&logical) {
                 // A checksum file: kept until its block file comes.
-                if name.ends_with(".meta") && size <= MAX_PENDING_META {
+                if name.ends_with(".meta") && size <= crate::cluster::hopsfs::MAX_PAIRED_META {
                     flush_meta(&mut pending, writer, &mut totals)?;
                     let mut bytes = Vec::with_capacity(size as usize);
                     (&mut entry)

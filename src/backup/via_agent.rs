@@ -1,7 +1,9 @@
-//! A node's directory stored by the node's own agent: the head sends `Upload`, answers which
+//! A node's files stored by the node's own agent: a RonDB data node's directory (`Upload`) or
+//! the files of a pinned HopsFS volume the head lists (`UploadList`). The head answers which
 //! blobs the backup lacks (claiming them for that agent), adopts each pack the agent reports
-//! stored (its tail read back from the bucket first) and records each file the agent reports
-//! under `<prefix>/<name>`. The head moves no content, only these messages.
+//! stored (its tail read back from the bucket first, or received over the session for a local
+//! repository) and records each file, replica and link the agent reports under
+//! `<prefix>/<path>`. The head moves no content, only these messages.
 //!
 //! The agent's word is checked, not trusted: a file name is one plain path component, each of
 //! its units must be in the repository or in this backup (stored, adopted or claimed), a pack
@@ -10,7 +12,7 @@
 
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::proto::{Msg, S3Store};
+use crate::agent::proto::{Msg, S3Store, Stat};
 use crate::agent::secrets::{S3Secret, Secrets};
 use crate::cluster::agent::{Access, AgentError, Session};
 use crate::config::{RepositorySettings, StoreSettings};
@@ -31,6 +33,14 @@ pub enum ViaAgentError {
     },
     #[error("{node}: the agent reported {what}; refused")]
     Bad { node: String, what: String },
+}
+
+/// How the nodes' agents are started and what they are given (`[agents] enabled`).
+#[derive(Debug, Clone, Copy)]
+pub struct AgentRun<'a> {
+    pub binary: &'a std::path::Path,
+    pub timeout: std::time::Duration,
+    pub access: &'a Access,
 }
 
 /// What every agent is given to reach the repository: for a repository in S3 the bucket and
@@ -119,11 +129,20 @@ fn receive(
 /// What an upload stored.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Uploaded {
-    /// The files recorded, by path relative to the uploaded directory.
+    /// Whether the files' paths are kept (a data node's few; a volume's millions are counted).
+    keep_paths: bool,
+    /// The files recorded on their own, by path relative to the uploaded directory (a
+    /// directory upload), or counted (a list).
     pub files: Vec<String>,
+    pub file_count: u64,
+    /// Replicas recorded (two files each, one unit).
+    pub replicas: u64,
+    /// Bytes of the files and replicas recorded.
     pub bytes: u64,
     pub packs: u64,
     pub pack_bytes: u64,
+    pub setid_cleared: u64,
+    pub escaping_symlinks: u64,
 }
 
 /// `<prefix>/<path>` (`prefix` for an empty path) when `path` is relative and made of plain
@@ -155,6 +174,94 @@ pub fn upload_dir(
     prefix: &str,
     cancel: &CancellationToken,
 ) -> Result<Uploaded, ViaAgentError> {
+    let (chunk_size, compression_level) = writer.packing();
+    let req = session.req();
+    session.send(&Msg::Upload {
+        req,
+        dir: dir.to_string(),
+        chunk_size,
+        compression_level,
+    })?;
+    drive(session, writer, req, prefix, true, cancel)
+}
+
+/// Has the agent of `session` store the files `list` names (NUL-separated paths relative to
+/// the pin `<volume>/hopsdr-pin/<pin>`, `count` of them) into `writer` under `prefix`.
+pub fn upload_list(
+    session: &mut Session,
+    writer: &mut BackupWriter,
+    volume: &str,
+    pin: &str,
+    list: std::fs::File,
+    prefix: &str,
+    cancel: &CancellationToken,
+) -> Result<Uploaded, ViaAgentError> {
+    let node = session.node_name().to_string();
+    let local = |e: std::io::Error| AgentError::Remote {
+        node: node.clone(),
+        step: "sending the list of files".into(),
+        path: None,
+        message: format!("reading it on the head node: {e}"),
+    };
+    let list_bytes = list.metadata().map_err(local)?.len();
+    let (chunk_size, compression_level) = writer.packing();
+    let req = session.req();
+    session.send(&Msg::UploadList {
+        req,
+        volume: volume.to_string(),
+        pin: pin.to_string(),
+        chunk_size,
+        compression_level,
+        list_bytes,
+    })?;
+    let mut r = list;
+    let mut buf = vec![0u8; crate::agent::proto::BYTES_PER_FRAME];
+    let mut left = list_bytes;
+    while left > 0 {
+        let want = left.min(buf.len() as u64) as usize;
+        let n = crate::repository::read_full(&mut r, &mut buf[..want]).map_err(local)?;
+        if n == 0 {
+            return Err(local(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("the list ends {left} bytes early"),
+            ))
+            .into());
+        }
+        session.send_bytes(&buf[..n])?;
+        left -= n as u64;
+    }
+    drive(session, writer, req, prefix, false, cancel)
+}
+
+/// A file's metadata as recorded: setuid and setgid cleared (hopsdr does not restore them), with
+/// a warning naming the file.
+fn recorded(stat: Stat, logical: &str, done: &mut Uploaded) -> FileMeta {
+    let mut mode = stat.mode & 0o7777;
+    if mode & 0o6000 != 0 {
+        tracing::warn!(
+            path = %logical,
+            "setuid/setgid bits of {logical} (mode {mode:o}) cleared: hopsdr does not restore them"
+        );
+        mode &= !0o6000;
+        done.setid_cleared += 1;
+    }
+    FileMeta {
+        mode,
+        mtime: stat.mtime,
+        uid: stat.uid,
+        gid: stat.gid,
+    }
+}
+
+/// Answers and records what the agent reports for request `req` until it is done.
+fn drive(
+    session: &mut Session,
+    writer: &mut BackupWriter,
+    req: u32,
+    prefix: &str,
+    keep_paths: bool,
+    cancel: &CancellationToken,
+) -> Result<Uploaded, ViaAgentError> {
     let node = session.node_name().to_string();
     let repo = |source| ViaAgentError::Repository {
         node: node.clone(),
@@ -164,15 +271,10 @@ pub fn upload_dir(
         node: node.clone(),
         what,
     };
-    let (chunk_size, compression_level) = writer.packing();
-    let req = session.req();
-    session.send(&Msg::Upload {
-        req,
-        dir: dir.to_string(),
-        chunk_size,
-        compression_level,
-    })?;
-    let mut done = Uploaded::default();
+    let mut done = Uploaded {
+        keep_paths,
+        ..Uploaded::default()
+    };
     loop {
         let msg = session.next_msg("the next step of its upload", cancel)?;
         match msg {
@@ -186,12 +288,13 @@ pub fn upload_dir(
             } if r == req => {
                 let logical = logical(prefix, &path)
                     .ok_or_else(|| bad(format!("a directory named {path:?}")))?;
-                let meta = FileMeta {
-                    mode: mode & 0o777,
+                let stat = Stat {
+                    mode,
                     mtime,
                     uid,
                     gid,
                 };
+                let meta = recorded(stat, &logical, &mut done);
                 writer.add_dir(&logical, meta).map_err(repo)?;
             }
             Msg::Have { req: r, ids } if r == req => {
@@ -271,17 +374,74 @@ pub fn upload_dir(
                     .iter()
                     .map(|u| BlobId::parse(u).ok_or_else(|| bad(format!("{u:?} as a unit id"))))
                     .collect::<Result<Vec<_>, _>>()?;
-                let meta = FileMeta {
-                    mode: mode & 0o777,
+                let stat = Stat {
+                    mode,
                     mtime,
                     uid,
                     gid,
                 };
+                let meta = recorded(stat, &logical, &mut done);
                 writer
                     .add_stored_file(&logical, size, units, meta)
                     .map_err(repo)?;
                 done.bytes += size;
-                done.files.push(path);
+                if done.keep_paths {
+                    done.files.push(path);
+                } else {
+                    done.file_count += 1;
+                }
+            }
+            Msg::ReplicaStored {
+                req: r,
+                path,
+                meta_name,
+                len,
+                meta_len,
+                block,
+                meta,
+                unit,
+            } if r == req => {
+                let logical = logical(prefix, &path)
+                    .ok_or_else(|| bad(format!("a replica named {path:?}")))?;
+                let (dir, name) = logical
+                    .rsplit_once('/')
+                    .filter(|(d, _)| d.len() > prefix.len())
+                    .ok_or_else(|| bad(format!("a replica named {path:?}")))?;
+                let (id, genstamp) = crate::repository::Replica::parse_names(name, &meta_name)
+                    .ok_or_else(|| {
+                        bad(format!("{name} and {meta_name} as a replica's two files"))
+                    })?;
+                let unit =
+                    BlobId::parse(&unit).ok_or_else(|| bad(format!("{unit:?} as a unit id")))?;
+                let block_meta = recorded(block, &logical, &mut done);
+                let meta_meta = recorded(meta, &format!("{dir}/{meta_name}"), &mut done);
+                writer
+                    .add_stored_replica(
+                        dir, id, genstamp, len, meta_len, block_meta, meta_meta, &unit,
+                    )
+                    .map_err(repo)?;
+                done.bytes += len + meta_len;
+                done.replicas += 1;
+            }
+            Msg::LinkStored {
+                req: r,
+                path,
+                target,
+                stat,
+            } if r == req => {
+                let logical = logical(prefix, &path)
+                    .filter(|_| !path.is_empty())
+                    .ok_or_else(|| bad(format!("a link named {path:?}")))?;
+                if crate::repository::symlink_escapes(&path, &target) {
+                    tracing::warn!(
+                        path = %logical,
+                        "symlink {logical} -> {target} leads outside {prefix}: not backed up (it could redirect a write when restored)"
+                    );
+                    done.escaping_symlinks += 1;
+                    continue;
+                }
+                let meta = recorded(stat, &logical, &mut done);
+                writer.add_symlink(&logical, &target, meta).map_err(repo)?;
             }
             Msg::Uploaded { req: r, .. } if r == req => return Ok(done),
             Msg::Error {

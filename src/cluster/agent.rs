@@ -344,6 +344,12 @@ impl Session {
         &self.node.name
     }
 
+    /// Sends bytes the agent expects after a request (at most [`proto::BYTES_PER_FRAME`] per
+    /// call), as one byte frame.
+    pub fn send_bytes(&mut self, bytes: &[u8]) -> Result<(), AgentError> {
+        self.send_frame(proto::KIND_BYTES, bytes)
+    }
+
     /// Sends one frame of another type than a message, flushed.
     fn send_frame(&mut self, kind: u8, payload: &[u8]) -> Result<(), AgentError> {
         self.write(|w| {

@@ -26,6 +26,21 @@ pub fn find_argv(root: &str, with_root: bool) -> Vec<String> {
     .collect()
 }
 
+/// The directory on each volume that holds hopsdr's pins (outside the tree the datanode scans).
+pub const PIN_DIR: &str = "hopsdr-pin";
+
+/// Checksum files larger than this are stored on their own, not as one unit with their block
+/// (a 128 MiB block has 1 MiB of checksums).
+pub const MAX_PAIRED_META: u64 = 16 << 20;
+
+/// `(dir, name)` of a replica's file (`.../finalized/.../blk_*`, or `.../rbw/blk_*`: a replica
+/// being written is stored the same way, never deduplicated).
+pub fn replica_file(path: &str) -> Option<(&str, &str)> {
+    let (dir, name) = path.rsplit_once('/')?;
+    (dir.contains("/finalized/") || dir.ends_with("/finalized") || dir.ends_with("/rbw"))
+        .then_some((dir, name))
+}
+
 /// The kind of a listed entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

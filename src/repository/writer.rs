@@ -588,6 +588,66 @@ impl BackupWriter {
         Ok(entry)
     }
 
+    /// Adds a HopsFS replica an agent stored as one unit (block bytes, then checksum bytes),
+    /// as [`Self::add_replica`] records one: the block `blk_<id>` and checksum file
+    /// `blk_<id>_<genstamp>.meta` in directory `dir` (a logical path of a volume's stream),
+    /// their paths checked as any file's, the unit required in the repository or in this
+    /// backup (stored, adopted or claimed).
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_stored_replica(
+        &mut self,
+        dir: &str,
+        id: u64,
+        genstamp: u64,
+        len: u64,
+        meta_len: u64,
+        block_meta: FileMeta,
+        meta_meta: FileMeta,
+        unit: &BlobId,
+    ) -> Result<(), RepoError> {
+        if self.cancel.is_cancelled() {
+            return Err(RepoError::Cancelled);
+        }
+        let names = Replica::names(id, genstamp);
+        let blk_path = format!("{dir}/{}", names.0);
+        let meta_path = format!("{dir}/{}", names.1);
+        self.ensure_packer()?;
+        let fits = (SOLO_MAX_CHUNKS * self.repo.chunk_size()) as u64 >= len + meta_len;
+        let stream = stream_of(&blk_path).map(|(p, k)| (p.to_string(), k.to_string()));
+        let (Some(packer), Some((prefix, key)), true) = (self.packer.as_ref(), stream, fits) else {
+            return Err(RepoError::InvalidEntry {
+                path: blk_path,
+                defect: EntryDefect::NoStreams,
+            });
+        };
+        self.check_new_path(&blk_path)?;
+        self.check_new_path(&meta_path)?;
+        let unit_id = super::streams::id_bytes(unit);
+        if !packer.has(&unit_id)? {
+            return Err(RepoError::NotIndexed {
+                id: unit.clone(),
+                path: blk_path,
+            });
+        }
+        let record = Record::Replica(Replica {
+            dir: tree::split(&key).0.to_string(),
+            id,
+            genstamp,
+            len,
+            meta_len,
+            meta: block_meta,
+            meta_file: meta_meta,
+            unit: unit_id,
+        });
+        self.spill
+            .as_mut()
+            .expect("a packed backup keeps streams")
+            .put(&prefix, &record, &blk_path)?;
+        self.stats.files += 2;
+        self.stats.logical_bytes += len + meta_len;
+        Ok(())
+    }
+
     /// The token that stops this backup.
     pub fn cancel(&self) -> &CancellationToken {
         &self.cancel

@@ -59,22 +59,33 @@ pub fn agents_enabled_config() -> String {
     agents_config().replace("[agents]\n", "[agents]\nenabled = true\n")
 }
 
-/// The `rondb/` paths of a backup of cluster `c` taken through hopsdrd (a daemon of its own):
-/// what a backup through the agents must name too.
+/// The `rondb/` paths and `hopsfs/` entries (paths, sizes, modes, owners, times) of a backup of
+/// cluster `c` taken through hopsdrd (a daemon of its own): what a backup through the agents
+/// must record too.
 #[cfg(feature = "testbed")]
-pub fn funnel_rondb_paths(c: &crate::tbcluster::Cluster) -> Vec<String> {
+pub fn funnel_node_files(c: &crate::tbcluster::Cluster) -> Vec<String> {
     let mut plain = crate::harness::Env::new();
     plain.extra_config = c.hopsfs_config("local");
     let _p = plain.start();
     let id = plain.backup_ok();
-    crate::s3::rondb_paths(&plain.open_repo(), &id)
+    crate::s3::node_files(&plain.open_repo(), &id)
 }
 
-/// Asserts from hopsdrd's log that both data nodes' agents stored their files (and, with
-/// `sent`, sent hopsdrd their packs).
+/// Asserts from hopsdrd's log that both data nodes' agents and every datanode's stored their
+/// files (and, with `sent`, sent hopsdrd their packs).
 #[cfg(feature = "testbed")]
 pub fn assert_through_agents(env: &crate::harness::Env, sent: bool) {
     let log = env.log();
+    for dn in ["dn1", "dn2", "dn3"] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("volume stored by the node's agent")
+                    && l.contains(&format!("node={dn}"))
+                    && !l.contains("replicas=0")
+                    && !(sent && l.contains("pack_bytes=0"))),
+            "datanode {dn} through its agent: {log}"
+        );
+    }
     for node in [1, 2] {
         assert!(
             log.lines().any(|l| l.contains("stored by the node's agent")
@@ -721,7 +732,7 @@ mod daemon {
             + &crate::restore::restore_config(&env, &c)
             + &agents_enabled_config();
         let before = c.fingerprint();
-        let funnel = funnel_rondb_paths(&c);
+        let funnel = funnel_node_files(&c);
         let _d = env.start();
         let id = env.backup_ok();
         assert_through_agents(&env, true);
@@ -740,7 +751,7 @@ mod daemon {
             },
         )
         .unwrap();
-        assert_eq!(crate::s3::rondb_paths(&repo, &id), funnel);
+        assert_eq!(crate::s3::node_files(&repo, &id), funnel);
         restore_whole(&env, &c, &id, &before);
     }
 

@@ -184,11 +184,11 @@ fn with_agents_the_data_nodes_store_their_own_backup_and_the_cluster_restores_wh
         + &crate::restore::restore_config(&env, &c)
         + &crate::agents::agents_enabled_config();
     let before = c.fingerprint();
-    let funnel = crate::agents::funnel_rondb_paths(&c);
+    let funnel = crate::agents::funnel_node_files(&c);
     let _d = env.start();
     let id = env.backup_ok();
     crate::agents::assert_through_agents(&env, false);
-    let through_agents = rondb_paths(&s3_repo(&s3), &id);
+    let through_agents = node_files(&s3_repo(&s3), &id);
     assert_eq!(through_agents, funnel);
     assert!(
         through_agents.iter().any(|p| p.contains("-PART-2-OF-2/")),
@@ -324,7 +324,8 @@ fn an_agent_that_dies_mid_upload_fails_the_backup_cleanly() {
 }
 
 /// The paths a backup's manifest holds under `rondb/`, the RonDB backup id replaced by `<id>`.
-pub fn rondb_paths(repo: &hopsdr::repository::Repository, id: &str) -> Vec<String> {
+pub fn node_files(repo: &hopsdr::repository::Repository, id: &str) -> Vec<String> {
+    use hopsdr::repository::Entry;
     let m = repo
         .read_manifest(&hopsdr::ids::BackupId::parse(id).unwrap())
         .unwrap();
@@ -332,12 +333,23 @@ pub fn rondb_paths(repo: &hopsdr::repository::Repository, id: &str) -> Vec<Strin
         .as_u64()
         .unwrap()
         .to_string();
-    let mut v: Vec<String> = m
-        .entries
-        .iter()
-        .map(|e| e.path().to_string())
-        .filter(|p| p.starts_with("rondb/"))
-        .map(|p| p.replace(&rondb_id, "<id>"))
+    let mut v: Vec<String> = repo
+        .all_entries(&m)
+        .map(|e| e.unwrap())
+        .filter_map(|e| match &e {
+            _ if e.path().starts_with("rondb/") => Some(e.path().replace(&rondb_id, "<id>")),
+            Entry::File(f) if f.path.starts_with("hopsfs/") => Some(format!(
+                "{} {} {:o} {}:{} {}",
+                f.path, f.size, f.meta.mode, f.meta.uid, f.meta.gid, f.meta.mtime
+            )),
+            Entry::Dir { path, meta } if path.starts_with("hopsfs/") => {
+                Some(format!("{path}/ {:o}", meta.mode))
+            }
+            Entry::Symlink { path, target, .. } if path.starts_with("hopsfs/") => {
+                Some(format!("{path} -> {target}"))
+            }
+            _ => None,
+        })
         .collect();
     v.sort();
     v
