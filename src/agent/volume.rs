@@ -225,17 +225,16 @@ pub fn upload_list(
             }
             Opened::File(mut f, size, stat, full) => {
                 let place = replica_file(&rel);
-                if place.is_some_and(|(_, n)| n.ends_with(".meta")) {
-                    if size <= MAX_PAIRED_META {
-                        files += flush(&mut pending, &mut packing, &mut head)?;
-                        let mut bytes = Vec::with_capacity(size as usize);
-                        (&mut f)
-                            .take(size)
-                            .read_to_end(&mut bytes)
-                            .map_err(|e| UploadError::at(&full, e))?;
-                        pending = Some(PendingMeta { rel, bytes, stat });
-                        continue;
-                    }
+                // A checksum file waits for its block.
+                if place.is_some_and(|(_, n)| n.ends_with(".meta")) && size <= MAX_PAIRED_META {
+                    files += flush(&mut pending, &mut packing, &mut head)?;
+                    let mut bytes = Vec::with_capacity(size as usize);
+                    (&mut f)
+                        .take(size)
+                        .read_to_end(&mut bytes)
+                        .map_err(|e| UploadError::at(&full, e))?;
+                    pending = Some(PendingMeta { rel, bytes, stat });
+                    continue;
                 }
                 let pair = place.and_then(|(dir, name)| {
                     let p = pending.as_ref()?;
