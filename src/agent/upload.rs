@@ -42,6 +42,22 @@ impl UploadError {
     }
 }
 
+/// Opens the regular file at `path` to read, never through a symbolic link; a FIFO or device
+/// put in its place is refused without blocking.
+pub(super) fn open_regular(path: &Path) -> Result<std::fs::File, UploadError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits())
+        .open(path)
+        .map_err(|e| UploadError::at(path, e))?;
+    let meta = file.metadata().map_err(|e| UploadError::at(path, e))?;
+    if !meta.file_type().is_file() {
+        return Err(UploadError::at(path, "is not a regular file"));
+    }
+    Ok(file)
+}
+
 /// The directory `dir` names under `backup_dir`, resolved: refused when it is absolute, has
 /// `..`, or leads (through a symbolic link) outside.
 pub fn resolve(backup_dir: &Path, dir: &str) -> Result<PathBuf, UploadError> {
@@ -79,6 +95,8 @@ pub(super) struct Head<'a> {
     pub(super) output: &'a mut dyn Write,
     /// The bucket; `None`: a local repository, whose packs go to the head over the session.
     pub(super) store: Option<&'a S3Storage>,
+    /// A HopsFS volume's files (else a data node's directory); for the tests' failpoint.
+    pub(super) volume: bool,
 }
 
 impl Head<'_> {
@@ -171,8 +189,11 @@ impl Coordinator for Head<'_> {
             },
         )
         .map_err(|e| PackingError::Head(e.to_string()))?;
-        // Tests: the agent dies with a pack stored and reported, the rest of its files not.
-        if crate::failpoint::once("agent.exit_after_pack").is_some() {
+        // Tests: the agent dies with a pack stored and reported, the rest of its files not
+        // (`volume`: only an agent storing a HopsFS volume).
+        let armed = crate::failpoint::value("agent.exit_after_pack")
+            .is_some_and(|v| v != "volume" || self.volume);
+        if armed && crate::failpoint::once("agent.exit_after_pack").is_some() {
             std::process::exit(9);
         }
         Ok(())
@@ -246,6 +267,7 @@ pub fn upload(
         input,
         output,
         store: setup.storage.as_ref(),
+        volume: false,
     };
     // Depth first, each directory's entries sorted: a directory before what it holds.
     let mut files = 0;
@@ -299,7 +321,7 @@ pub fn upload(
                 "is neither a regular file nor a directory",
             ));
         }
-        let mut f = std::fs::File::open(&path).map_err(|e| UploadError::at(&path, e))?;
+        let mut f = open_regular(&path)?;
         let packed = packing
             .add_file(&rel, &mut f, &mut head)
             .map_err(|e| UploadError::at(&path, e))?;

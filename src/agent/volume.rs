@@ -8,10 +8,8 @@
 //! name, every listed path plain and relative, every directory on the way resolved beneath the
 //! pin, and the last component never followed.
 
-use std::collections::HashMap;
 use std::io::{BufRead, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use super::packing::Packing;
 use super::proto::{self, Msg, S3Store, Stat};
@@ -34,12 +32,7 @@ pub fn resolve_pin(roots: &[PathBuf], volume: &str, pin: &str) -> Result<PathBuf
                 "{volume} is not a --root of this agent's command line"
             ))
         })?;
-    let plain = Path::new(pin).components().count() == 1
-        && matches!(
-            Path::new(pin).components().next(),
-            Some(Component::Normal(_))
-        );
-    if !plain {
+    if !plain(pin) || pin.contains('/') {
         return Err(UploadError::of(format!("{pin:?} is not a plain pin name")));
     }
     let base = root
@@ -55,6 +48,12 @@ pub fn resolve_pin(roots: &[PathBuf], volume: &str, pin: &str) -> Result<PathBuf
         ));
     }
     Ok(real)
+}
+
+/// A relative path of plain components only (no empty one, no `.` or `..`).
+fn plain(path: &str) -> bool {
+    path.split('/')
+        .all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
 /// Reads the list the head sends after `UploadList` (`size` bytes of byte frames) into a
@@ -95,19 +94,15 @@ struct PendingMeta {
 /// The pinned volume being read.
 struct Pinned {
     base: PathBuf,
-    /// Directories already resolved beneath the pin (a leaf directory's files come together).
-    checked: HashMap<PathBuf, ()>,
+    /// The directory last resolved beneath the pin (a leaf directory's files come together).
+    checked: Option<PathBuf>,
 }
 
 impl Pinned {
     /// Opens `rel` beneath the pin: a regular file (opened, not following a link) or a symbolic
     /// link (its target).
     fn open(&mut self, rel: &str) -> Result<Opened, UploadError> {
-        let plain = !rel.is_empty()
-            && Path::new(rel)
-                .components()
-                .all(|c| matches!(c, Component::Normal(_)));
-        if !plain || rel.ends_with('/') {
+        if !plain(rel) {
             return Err(UploadError::of(format!(
                 "{rel:?} is not a plain path inside the pin"
             )));
@@ -117,7 +112,7 @@ impl Pinned {
             .parent()
             .expect("a joined path has a parent")
             .to_path_buf();
-        if !self.checked.contains_key(&parent) {
+        if self.checked.as_ref() != Some(&parent) {
             let real = parent
                 .canonicalize()
                 .map_err(|e| UploadError::at(&parent, e))?;
@@ -130,9 +125,7 @@ impl Pinned {
                     ),
                 ));
             }
-            // One leaf directory at a time: the cache never grows past a few entries.
-            self.checked.clear();
-            self.checked.insert(parent, ());
+            self.checked = Some(parent);
         }
         let meta = std::fs::symlink_metadata(&full).map_err(|e| UploadError::at(&full, e))?;
         if meta.file_type().is_symlink() {
@@ -143,18 +136,8 @@ impl Pinned {
                 .to_string();
             return Ok(Opened::Link(target, Stat::of(&meta)));
         }
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-            .open(&full)
-            .map_err(|e| UploadError::at(&full, e))?;
+        let file = super::upload::open_regular(&full)?;
         let meta = file.metadata().map_err(|e| UploadError::at(&full, e))?;
-        if !meta.file_type().is_file() {
-            return Err(UploadError::at(
-                &full,
-                "is neither a regular file nor a symbolic link",
-            ));
-        }
         Ok(Opened::File(file, meta.len(), Stat::of(&meta), full))
     }
 }
@@ -185,10 +168,11 @@ pub fn upload_list(
         input,
         output,
         store: setup.storage.as_ref(),
+        volume: true,
     };
     let mut pinned = Pinned {
         base: pin.to_path_buf(),
-        checked: HashMap::new(),
+        checked: None,
     };
     let fits = (SOLO_MAX_CHUNKS * chunk_size) as u64;
     let mut files = 0u64;
@@ -348,4 +332,91 @@ fn flush(
         head,
     )?;
     Ok(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+
+    use super::*;
+
+    fn err<T>(r: Result<T, UploadError>) -> String {
+        match r {
+            Ok(_) => panic!("accepted"),
+            Err(e) => format!("{} {}", e.path.unwrap_or_default(), e.message),
+        }
+    }
+
+    #[test]
+    fn only_a_pin_of_a_root_is_read() {
+        let t = tempfile::tempdir().unwrap();
+        let (vol, other, outside) = (
+            t.path().join("vol1"),
+            t.path().join("vol2"),
+            t.path().join("x"),
+        );
+        for d in [&vol, &other, &outside] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::create_dir_all(vol.join(PIN_DIR).join("b1")).unwrap();
+        symlink(&outside, vol.join(PIN_DIR).join("away")).unwrap();
+        let roots = [vol.clone()];
+        let v = vol.display().to_string();
+        assert!(resolve_pin(&roots, &v, "b1")
+            .unwrap()
+            .ends_with("vol1/hopsdr-pin/b1"));
+        let spelled = format!("{}/../vol1/", t.path().join("vol2").display());
+        assert!(
+            resolve_pin(&roots, &spelled, "b1").is_ok(),
+            "the same root spelled otherwise"
+        );
+        assert!(err(resolve_pin(&roots, &other.display().to_string(), "b1"))
+            .contains("is not a --root"));
+        for bad in ["", ".", "..", "../b1", "b1/x", "/b1"] {
+            assert!(
+                err(resolve_pin(&roots, &v, bad)).contains("plain pin name"),
+                "{bad:?}"
+            );
+        }
+        assert!(err(resolve_pin(&roots, &v, "away")).contains("outside the volume's pins"));
+        assert!(err(resolve_pin(&roots, &v, "missing")).contains("No such file"));
+    }
+
+    #[test]
+    fn listed_paths_stay_beneath_the_pin_and_links_are_not_followed() {
+        let t = tempfile::tempdir().unwrap();
+        let pin = t.path().join("pin");
+        let outside = t.path().join("outside");
+        std::fs::create_dir_all(pin.join("current/dir")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("secret"), b"no").unwrap();
+        std::fs::write(pin.join("current/dir/blk_1"), b"block").unwrap();
+        symlink(&outside, pin.join("current/escape")).unwrap();
+        symlink("../../outside/secret", pin.join("current/dir/link")).unwrap();
+        nix::unistd::mkfifo(&pin.join("current/dir/fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let mut p = Pinned {
+            base: pin.canonicalize().unwrap(),
+            checked: None,
+        };
+        match p.open("current/dir/blk_1").unwrap() {
+            Opened::File(_, len, _, _) => assert_eq!(len, 5),
+            Opened::Link(..) => panic!("a file"),
+        }
+        match p.open("current/dir/link").unwrap() {
+            Opened::Link(target, _) => assert_eq!(target, "../../outside/secret"),
+            Opened::File(..) => panic!("a link read as its target"),
+        }
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../outside/secret",
+            "current/../../outside/secret",
+            "current/./dir/blk_1",
+            "current/dir/",
+        ] {
+            assert!(err(p.open(bad)).contains("not a plain path"), "{bad:?}");
+        }
+        assert!(err(p.open("current/escape/secret")).contains("outside the pin"));
+        assert!(err(p.open("current/dir/fifo")).contains("not a regular file"));
+    }
 }

@@ -422,6 +422,8 @@ fn drive(
                     .map_err(repo)?;
                 done.bytes += len + meta_len;
                 done.replicas += 1;
+                // Recorded in the spill, its unit perhaps only claimed (in a pack not yet sent).
+                crate::failpoint::hit("backup.agent.replica_recorded", cancel);
             }
             Msg::LinkStored {
                 req: r,

@@ -197,8 +197,9 @@ fn with_agents_the_data_nodes_store_their_own_backup_and_the_cluster_restores_wh
     crate::agents::restore_whole(&env, &c, &id, &before);
 }
 
-/// hopsdrd killed (SIGKILL) while the data nodes' agents store a backup — after a pack was
-/// adopted, after a node's files were recorded; in S3 and in a local repository — and started
+/// hopsdrd killed (SIGKILL) while the nodes' agents store a backup — after a pack was adopted,
+/// after a data node's files were recorded, after a datanode's replica was recorded (its unit
+/// perhaps only claimed); in S3 and in a local repository — and started
 /// again: the agents are gone (their input closed), the backup is recorded interrupted with no
 /// manifest, the next backup through the agents succeeds and verifies, and a prune's collection
 /// and `repo check` pass.
@@ -213,14 +214,15 @@ fn killed_while_agents_store_a_backup_nothing_is_counted_and_the_next_one_succee
         if in_s3 {
             env.repository_config = Some(s3.repository_config(&env, "hopsdr", SECRET_KEY));
         }
-        env.extra_config = c.rondb_config("local")
+        env.extra_config = c.hopsfs_config("local")
             + "[retention]\nkeep_last = 1\nprune_after_backup = false\n"
             + &crate::agents::agents_enabled_config();
         let manifests = || match in_s3 {
             true => walk(&s3.dir.path().join("hopsdr/cluster1/manifests")),
             false => env.manifests().len(),
         };
-        let backup_dir = c.backup_dir(1).display().to_string();
+        // The test-bed's directories (data nodes' and datanodes') are all in the env's.
+        let backup_dir = env.path().display().to_string();
         let agents_left = || {
             std::fs::read_dir("/proc")
                 .unwrap()
@@ -232,7 +234,12 @@ fn killed_while_agents_store_a_backup_nothing_is_counted_and_the_next_one_succee
                 })
                 .count()
         };
-        for failpoint in ["backup.agent.pack_adopted", "backup.rondb.collected_one"] {
+        // (The replicas first: after a backup succeeds, the volumes have no new ones.)
+        for failpoint in [
+            "backup.agent.replica_recorded",
+            "backup.agent.pack_adopted",
+            "backup.rondb.collected_one",
+        ] {
             let at = format!("{failpoint} (in S3: {in_s3})");
             let (_, backup) = env.backup_killed_at(failpoint);
             wait_for(
@@ -276,9 +283,10 @@ fn killed_while_agents_store_a_backup_nothing_is_counted_and_the_next_one_succee
     }
 }
 
-/// A data node's agent that dies in the middle of its upload (a pack stored and reported, its
-/// other files not): the backup fails naming the data node, nothing is committed, the next
-/// backup through the agents succeeds and verifies, and collection and `repo check` pass.
+/// An agent that dies in the middle of its upload (a pack stored and reported, its other files
+/// not) — a data node's, then a datanode's: the backup fails naming the node, nothing is
+/// committed, the next backup through the agents succeeds and verifies, and collection and
+/// `repo check` pass.
 #[test]
 fn an_agent_that_dies_mid_upload_fails_the_backup_cleanly() {
     let mut env = Env::new();
@@ -286,29 +294,45 @@ fn an_agent_that_dies_mid_upload_fails_the_backup_cleanly() {
     let s3 = S3Server::start();
     s3.bucket("hopsdr");
     env.repository_config = Some(s3.repository_config(&env, "hopsdr", SECRET_KEY));
-    env.extra_config = c.rondb_config("local")
+    env.extra_config = c.hopsfs_config("local")
         + "[retention]\nkeep_last = 1\nprune_after_backup = false\n"
         + &crate::agents::agents_enabled_config();
     // The agents are the daemon's children here: they inherit its failpoints (once: the
-    // first agent that stores a pack exits).
-    let _d = env.start_with(&[("HOPSDR_FAILPOINTS", "agent.exit_after_pack=1")]);
-    let out = env.ctl(&["backup", "start", "--wait"]);
-    assert_ne!(out.status.code(), Some(0));
-    let list = env.ctl_json(&["backups", "list"]);
-    let failed = &list["backups"].as_array().unwrap()[0];
-    assert_eq!(failed["state"], "failed", "{list}");
-    let log = env.log();
-    assert!(
-        log.lines().any(|l| l.contains("through its agent")
-            && l.contains("data node 1")
-            && l.contains("ended the session")),
-        "{log}"
-    );
-    assert_eq!(
-        walk(&s3.dir.path().join("hopsdr/cluster1/manifests")),
-        0,
-        "nothing committed"
-    );
+    // first agent that stores a pack exits; "volume": the first storing a HopsFS volume).
+    for (round, (which, named)) in [("1", "data node 1"), ("volume", "datanode dn1")]
+        .into_iter()
+        .enumerate()
+    {
+        let _ = std::fs::remove_file(env.path().join("agent.exit_after_pack.fired"));
+        let d = env.start_with(&[(
+            "HOPSDR_FAILPOINTS",
+            &format!("agent.exit_after_pack={which}"),
+        )]);
+        let out = env.ctl(&["backup", "start", "--wait"]);
+        assert_ne!(out.status.code(), Some(0), "{named}");
+        let list = env.ctl_json(&["backups", "list"]);
+        let states: Vec<&str> = list["backups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["state"].as_str().unwrap())
+            .collect();
+        assert_eq!(states, vec!["failed"; round + 1], "{named}: {list}");
+        let log = env.log();
+        assert!(
+            log.lines().any(|l| l.contains("agent")
+                && l.contains(named)
+                && l.contains("ended the session")),
+            "{named}: {log}"
+        );
+        assert_eq!(
+            walk(&s3.dir.path().join("hopsdr/cluster1/manifests")),
+            0,
+            "{named}: nothing committed"
+        );
+        drop(d);
+    }
+    let _d = env.start();
     let id = env.backup_ok();
     let out = env.ctl(&["verify", &id, "--wait"]);
     assert_eq!(out.status.code(), Some(0), "{}", env.log());
@@ -323,7 +347,8 @@ fn an_agent_that_dies_mid_upload_fails_the_backup_cleanly() {
     );
 }
 
-/// The paths a backup's manifest holds under `rondb/`, the RonDB backup id replaced by `<id>`.
+/// What a backup holds under `rondb/` (paths, the RonDB backup id replaced by `<id>`) and under
+/// `hopsfs/` (every entry with its size, mode, owner and time), sorted.
 pub fn node_files(repo: &hopsdr::repository::Repository, id: &str) -> Vec<String> {
     use hopsdr::repository::Entry;
     let m = repo
