@@ -185,7 +185,6 @@ fn with_agents_the_data_nodes_store_their_own_backup_and_the_cluster_restores_wh
     env.extra_config = c.hopsfs_config("local")
         + &crate::restore::restore_config(&env, &c)
         + &crate::agents::agents_enabled_config();
-    let before = c.fingerprint();
     let funnel = crate::agents::funnel_node_files(&c);
     let _d = env.start();
     let id = env.backup_ok();
