@@ -44,7 +44,10 @@ pub fn access(
     repository: &RepositorySettings,
     keyring: Option<&Keyring>,
 ) -> Result<Option<Access>, AgentsError> {
-    Ok(crate::backup::via_agent::access(repository, keyring)?)
+    Ok(crate::cluster::agent::access(
+        repository,
+        keyring.map(|k| k.for_agent(&[k.current()])),
+    )?)
 }
 
 /// The name hopsdrd gives [`NAME_PROBE`]: an agent with the same blob-name key names it so.

@@ -14,6 +14,7 @@
 pub mod packing;
 pub mod probe;
 pub mod proto;
+pub mod restore;
 pub mod secrets;
 pub mod serve;
 pub mod upload;

@@ -91,6 +91,8 @@ pub enum Job {
     Check,
     /// A backup: the agent stores what it is asked to upload.
     Backup,
+    /// A restore: the agent writes back what it is sent.
+    Restore,
 }
 
 /// A pack's table of contents on the wire (what [`crate::repository::pack::Trailer`] holds;
@@ -211,6 +213,43 @@ impl Stat {
             gid: m.gid(),
         }
     }
+}
+
+/// A unit of a file to write back: its id, the pack that holds it (its 16-byte id in hex) and
+/// where (an index entry's fields).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireUnit {
+    pub id: String,
+    pub pack: String,
+    /// [`crate::repository::index::EntryKind`]'s code: a data blob or a solo pack's unit.
+    pub kind: u8,
+    pub offset: u32,
+    pub stored: u32,
+    pub raw: u32,
+}
+
+/// One entry of a volume to write back, a JSON line of the list after [`Msg::WriteVolume`];
+/// paths relative to the volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "k", rename_all = "snake_case")]
+pub enum WireEntry {
+    Dir {
+        path: String,
+        stat: Stat,
+    },
+    /// `size` bytes from byte `skip` of its units' concatenation.
+    File {
+        path: String,
+        size: u64,
+        skip: u64,
+        stat: Stat,
+        units: Vec<WireUnit>,
+    },
+    Link {
+        path: String,
+        target: String,
+        stat: Stat,
+    },
 }
 
 /// A control message. Requests carry `req`, chosen by the head; the reply names it.
@@ -363,6 +402,30 @@ pub enum Msg {
         files: u64,
         packs: u64,
         pack_bytes: u64,
+    },
+    /// Write the entries that follow in `entries_bytes` bytes of [`KIND_BYTES`] frames (JSON
+    /// lines of [`WireEntry`]) beneath `volume` (one of the agent's `--root`s, its `current/`
+    /// cleared by the head), fetching every unit from the bucket; [`Msg::Progress`] while it
+    /// writes, then [`Msg::VolumeWritten`].
+    WriteVolume {
+        req: u32,
+        volume: String,
+        chunk_size: usize,
+        entries_bytes: u64,
+    },
+    /// A long request goes on (also the agent's heartbeat while it works).
+    Progress {
+        req: u32,
+        files: u64,
+        bytes: u64,
+    },
+    VolumeWritten {
+        req: u32,
+        files: u64,
+        dirs: u64,
+        links: u64,
+        bytes: u64,
+        skipped_links: u64,
     },
     /// A request failed (or, without `req`, the session).
     Error {

@@ -14,6 +14,7 @@ use zeroize::Zeroizing;
 
 use super::probe;
 use super::proto::{self, Job, Msg, ProtoError, Role, RootInfo, PROTOCOL};
+use super::restore;
 use super::secrets::{Secrets, KIND_SECRETS};
 use super::upload;
 use super::volume;
@@ -187,9 +188,9 @@ pub fn serve(
                         path: None,
                         message: "the agent has no --backup-dir (role rondb) to upload from".into(),
                     }),
-                    (Job::Check, _) => Err(upload::UploadError {
+                    (Job::Check | Job::Restore, _) => Err(upload::UploadError {
                         path: None,
-                        message: "a check session uploads nothing".into(),
+                        message: "only a backup session uploads".into(),
                     }),
                 };
                 done.unwrap_or_else(|e| Msg::Error {
@@ -211,7 +212,7 @@ pub fn serve(
                     if job != Job::Backup {
                         return Err(upload::UploadError {
                             path: None,
-                            message: "a check session uploads nothing".into(),
+                            message: "only a backup session uploads".into(),
                         });
                     }
                     let pin = volume::resolve_pin(&allowed.roots, &volume, &pin)?;
@@ -230,6 +231,37 @@ pub fn serve(
                 done.unwrap_or_else(|e| Msg::Error {
                     req: Some(req),
                     step: "upload".into(),
+                    path: e.path,
+                    message: e.message,
+                })
+            }
+            Msg::WriteVolume {
+                req,
+                volume,
+                chunk_size,
+                entries_bytes,
+            } => {
+                let done = volume::receive_list(input, entries_bytes).and_then(|list| {
+                    if job != Job::Restore {
+                        return Err(upload::UploadError {
+                            path: None,
+                            message: "only a restore session writes volumes".into(),
+                        });
+                    }
+                    restore::write_volume(
+                        req,
+                        &allowed.roots,
+                        &volume,
+                        list,
+                        chunk_size,
+                        store.as_ref(),
+                        &secrets,
+                        output,
+                    )
+                });
+                done.unwrap_or_else(|e| Msg::Error {
+                    req: Some(req),
+                    step: "write-back".into(),
                     path: e.path,
                     message: e.message,
                 })

@@ -21,24 +21,11 @@ use crate::repository::{Replica, SOLO_MAX_CHUNKS};
 /// The pin directory `<volume>/hopsdr-pin/<pin>` of one of `roots`, resolved; refused when
 /// `volume` is no root, `pin` is not a plain name, or the directory leads outside the volume.
 pub fn resolve_pin(roots: &[PathBuf], volume: &str, pin: &str) -> Result<PathBuf, UploadError> {
-    let wanted = Path::new(volume)
-        .canonicalize()
-        .map_err(|e| UploadError::at(Path::new(volume), e))?;
-    let root = roots
-        .iter()
-        .find(|r| r.canonicalize().is_ok_and(|r| r == wanted))
-        .ok_or_else(|| {
-            UploadError::of(format!(
-                "{volume} is not a --root of this agent's command line"
-            ))
-        })?;
+    let root = root_of(roots, volume)?;
     if !plain(pin) || pin.contains('/') {
         return Err(UploadError::of(format!("{pin:?} is not a plain pin name")));
     }
-    let base = root
-        .canonicalize()
-        .map_err(|e| UploadError::at(root, e))?
-        .join(PIN_DIR);
+    let base = root.join(PIN_DIR);
     let full = base.join(pin);
     let real = full.canonicalize().map_err(|e| UploadError::at(&full, e))?;
     if !real.starts_with(&base) || real == base {
@@ -50,8 +37,24 @@ pub fn resolve_pin(roots: &[PathBuf], volume: &str, pin: &str) -> Result<PathBuf
     Ok(real)
 }
 
+/// The root of `roots` that `volume` names, resolved; refused when it is none of them.
+pub(super) fn root_of(roots: &[PathBuf], volume: &str) -> Result<PathBuf, UploadError> {
+    let wanted = Path::new(volume)
+        .canonicalize()
+        .map_err(|e| UploadError::at(Path::new(volume), e))?;
+    roots
+        .iter()
+        .filter_map(|r| r.canonicalize().ok())
+        .find(|r| *r == wanted)
+        .ok_or_else(|| {
+            UploadError::of(format!(
+                "{volume} is not a --root of this agent's command line"
+            ))
+        })
+}
+
 /// A relative path of plain components only (no empty one, no `.` or `..`).
-fn plain(path: &str) -> bool {
+pub(super) fn plain(path: &str) -> bool {
     path.split('/')
         .all(|c| !c.is_empty() && c != "." && c != "..")
 }

@@ -279,9 +279,12 @@ fn run_in(
     // With agents, each data node stores its own files; what they are given is made once.
     let access = match settings.agents.enabled {
         true => Some(
-            via_agent::access(&settings.repository, repo.keyring().as_deref())
-                .map_err(RepoError::Storage)?
-                .unwrap_or_default(),
+            crate::cluster::agent::access(
+                &settings.repository,
+                repo.keyring().map(|k| k.for_agent(&[k.current()])),
+            )
+            .map_err(RepoError::Storage)?
+            .unwrap_or_default(),
         ),
         false => None,
     };

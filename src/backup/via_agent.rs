@@ -12,12 +12,9 @@
 
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::proto::{Msg, S3Store, Stat};
-use crate::agent::secrets::{S3Secret, Secrets};
+use crate::agent::proto::{Msg, Stat};
 use crate::cluster::agent::{Access, AgentError, Session};
-use crate::config::{RepositorySettings, StoreSettings};
 use crate::ids::BlobId;
-use crate::repository::crypto::Keyring;
 use crate::repository::{BackupWriter, FileMeta, RepoError};
 
 /// Why an agent's upload failed.
@@ -41,52 +38,6 @@ pub struct AgentRun<'a> {
     pub binary: &'a std::path::Path,
     pub timeout: std::time::Duration,
     pub access: &'a Access,
-}
-
-/// What every agent is given to reach the repository: for a repository in S3 the bucket and
-/// its credentials, for an encrypted one the agent keys (the blob-name key and the current data
-/// key), all in the secrets frame; `None` for a plaintext local repository (nothing to give).
-pub fn access(
-    repository: &RepositorySettings,
-    keyring: Option<&Keyring>,
-) -> Result<Option<Access>, crate::repository::StorageError> {
-    let keys = keyring.map(|k| k.for_agent(&[k.current()]));
-    let (store, s3) = match &repository.store {
-        StoreSettings::Local { .. } => (None, None),
-        StoreSettings::S3(s) => {
-            let o = crate::repository::S3Options::from_settings(s)?;
-            let store = S3Store {
-                endpoint: s.endpoint.clone(),
-                region: s.region.clone(),
-                bucket: s.bucket.clone(),
-                prefix: s.prefix.clone(),
-                path_style: s.path_style,
-                ca_bundle_pem: o
-                    .ca_bundle_pem
-                    .as_ref()
-                    .map(|p| String::from_utf8_lossy(p).into_owned()),
-                part_size: s.part_size,
-                parallel_parts: s.parallel_parts,
-                object_lock: s.object_lock.map(|l| (l.mode, l.days)),
-            };
-            let secret = match (&s.access_key_id, o.secret_access_key) {
-                (Some(id), Some(secret)) => Some(S3Secret {
-                    access_key_id: id.clone().into(),
-                    secret_access_key: secret.into(),
-                    session_token: None,
-                }),
-                _ => None,
-            };
-            (Some(store), secret)
-        }
-    };
-    if store.is_none() && keys.is_none() {
-        return Ok(None);
-    }
-    Ok(Some(Access {
-        store,
-        secrets: Secrets { s3, keys },
-    }))
 }
 
 /// The largest pack an agent may send (a solo pack of 33 chunks of 4 MiB and its overhead fit
@@ -196,14 +147,15 @@ pub fn upload_list(
     prefix: &str,
     cancel: &CancellationToken,
 ) -> Result<Uploaded, ViaAgentError> {
-    let node = session.node_name().to_string();
-    let local = |e: std::io::Error| AgentError::Remote {
-        node: node.clone(),
-        step: "sending the list of files".into(),
-        path: None,
-        message: format!("reading it on the head node: {e}"),
-    };
-    let list_bytes = list.metadata().map_err(local)?.len();
+    let list_bytes = list
+        .metadata()
+        .map_err(|e| AgentError::Remote {
+            node: session.node_name().to_string(),
+            step: "sending the list of files".into(),
+            path: None,
+            message: format!("reading it on the head node: {e}"),
+        })?
+        .len();
     let (chunk_size, compression_level) = writer.packing();
     let req = session.req();
     session.send(&Msg::UploadList {
@@ -214,22 +166,7 @@ pub fn upload_list(
         compression_level,
         list_bytes,
     })?;
-    let mut r = list;
-    let mut buf = vec![0u8; crate::agent::proto::BYTES_PER_FRAME];
-    let mut left = list_bytes;
-    while left > 0 {
-        let want = left.min(buf.len() as u64) as usize;
-        let n = crate::repository::read_full(&mut r, &mut buf[..want]).map_err(local)?;
-        if n == 0 {
-            return Err(local(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                format!("the list ends {left} bytes early"),
-            ))
-            .into());
-        }
-        session.send_bytes(&buf[..n])?;
-        left -= n as u64;
-    }
+    session.send_file(list, list_bytes)?;
     drive(session, writer, req, prefix, false, cancel)
 }
 

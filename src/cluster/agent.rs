@@ -77,6 +77,53 @@ pub struct Access {
     pub secrets: Secrets,
 }
 
+/// What every agent is given to reach the repository: for a repository in S3 the bucket and
+/// its credentials, for an encrypted one `keys` (the blob-name key and the data keys the job
+/// needs), all in the secrets frame; `None` for a plaintext local repository (nothing to give).
+pub fn access(
+    repository: &crate::config::RepositorySettings,
+    keys: Option<crate::repository::crypto::AgentKeys>,
+) -> Result<Option<Access>, crate::repository::StorageError> {
+    use crate::agent::secrets::S3Secret;
+    use crate::config::StoreSettings;
+    let (store, s3) = match &repository.store {
+        StoreSettings::Local { .. } => (None, None),
+        StoreSettings::S3(s) => {
+            let o = crate::repository::S3Options::from_settings(s)?;
+            let store = S3Store {
+                endpoint: s.endpoint.clone(),
+                region: s.region.clone(),
+                bucket: s.bucket.clone(),
+                prefix: s.prefix.clone(),
+                path_style: s.path_style,
+                ca_bundle_pem: o
+                    .ca_bundle_pem
+                    .as_ref()
+                    .map(|p| String::from_utf8_lossy(p).into_owned()),
+                part_size: s.part_size,
+                parallel_parts: s.parallel_parts,
+                object_lock: s.object_lock.map(|l| (l.mode, l.days)),
+            };
+            let secret = match (&s.access_key_id, o.secret_access_key) {
+                (Some(id), Some(secret)) => Some(S3Secret {
+                    access_key_id: id.clone().into(),
+                    secret_access_key: secret.into(),
+                    session_token: None,
+                }),
+                _ => None,
+            };
+            (Some(store), secret)
+        }
+    };
+    if store.is_none() && keys.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(Access {
+        store,
+        secrets: Secrets { s3, keys },
+    }))
+}
+
 /// The agent's greeting.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Hello {
@@ -348,6 +395,34 @@ impl Session {
     /// call), as one byte frame.
     pub fn send_bytes(&mut self, bytes: &[u8]) -> Result<(), AgentError> {
         self.send_frame(proto::KIND_BYTES, bytes)
+    }
+
+    /// Sends the `len` bytes of `file` (from where it is) as byte frames: what a request that
+    /// announced them expects.
+    pub fn send_file(&mut self, file: std::fs::File, len: u64) -> Result<(), AgentError> {
+        let node = self.node.name.clone();
+        let local = |e: std::io::Error| AgentError::Remote {
+            node: node.clone(),
+            step: "sending a list".into(),
+            path: None,
+            message: format!("reading it on the head node: {e}"),
+        };
+        let mut r = file;
+        let mut buf = vec![0u8; proto::BYTES_PER_FRAME];
+        let mut left = len;
+        while left > 0 {
+            let want = left.min(buf.len() as u64) as usize;
+            let n = crate::repository::read_full(&mut r, &mut buf[..want]).map_err(local)?;
+            if n == 0 {
+                return Err(local(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("it ends {left} bytes early"),
+                )));
+            }
+            self.send_bytes(&buf[..n])?;
+            left -= n as u64;
+        }
+        Ok(())
     }
 
     /// Sends one frame of another type than a message, flushed.

@@ -116,6 +116,7 @@ pub mod conformance;
 pub mod crypto;
 mod error;
 pub mod facts;
+pub mod fetch;
 pub mod index;
 pub mod keys;
 mod known_replica;
@@ -286,7 +287,7 @@ struct Inner {
     cache: std::sync::Mutex<objects::CacheSlot>,
     /// Format 3 on object storage: recently read windows of packs (reads in stream order hit
     /// neighbouring blobs).
-    windows: std::sync::Mutex<objects::Windows>,
+    windows: std::sync::Mutex<fetch::Windows>,
 }
 
 /// How to open (or create) a repository.

@@ -1,15 +1,14 @@
-//! Reading format 3's objects: the index cache kept in step with the index objects, and blobs,
-//! units and metadata pages read from their packs by ranged reads and checked (opened when
-//! sealed, decompressed within their declared length, hashed against their id). Every error
-//! names the object and the byte offset.
+//! Reading format 3's objects: the index cache kept in step with the index objects, blobs and
+//! units located through it and read from their packs ([`super::fetch`] checks them), metadata
+//! pages, the files of a backup. Every error names the object and the byte offset.
 
 use std::path::PathBuf;
 
 use super::cache::{CacheError, IndexCache, SyncError, SyncReport};
 use super::crypto::Keyring;
-use super::error::{BlobDefect, RepoError};
+use super::error::RepoError;
+use super::fetch::{BlobKeys, Fetcher, UnitReader};
 use super::index::{self, EntryKind, IndexObject, Location};
-use super::pack::{self, FOOTER_LEN};
 use super::packer::pack_key;
 use super::{blob_key, Repository};
 use crate::ids::BlobId;
@@ -25,38 +24,6 @@ pub struct BlobPlace {
     pub key: String,
     pub offset: u64,
     pub len: u64,
-}
-
-/// Windows of packs read from object storage, most recent last: a blob read fetches the
-/// aligned window around it, and the blobs next to it (written together, read together by a
-/// restore or a verify walking a stream) come from memory.
-#[derive(Debug, Default)]
-pub struct Windows {
-    held: std::collections::VecDeque<([u8; 16], u64, std::sync::Arc<Vec<u8>>)>,
-}
-
-/// Size of a window, and how many are kept (per repository handle).
-const WINDOW: u64 = 4 << 20;
-const WINDOWS: usize = 6;
-
-impl Windows {
-    fn get(&mut self, pack: &[u8; 16], start: u64) -> Option<std::sync::Arc<Vec<u8>>> {
-        let i = self
-            .held
-            .iter()
-            .position(|(p, s, _)| p == pack && *s == start)?;
-        let w = self.held.remove(i)?;
-        let bytes = w.2.clone();
-        self.held.push_back(w);
-        Some(bytes)
-    }
-
-    fn put(&mut self, pack: [u8; 16], start: u64, bytes: std::sync::Arc<Vec<u8>>) {
-        if self.held.len() >= WINDOWS {
-            self.held.pop_front();
-        }
-        self.held.push_back((pack, start, bytes));
-    }
 }
 
 /// Where the index cache lives and, once opened, the cache.
@@ -95,18 +62,6 @@ impl CacheSlot {
     }
 }
 
-/// A pack that is not there: the blob is missing (damage verify reports), not a store failure.
-fn missing(e: super::StorageError, key: &str, blob: &BlobId, path: &str) -> RepoError {
-    if e.is_not_found() {
-        RepoError::BlobMissing {
-            key: format!("{key} ({})", blob_key(blob)),
-            path: path.to_string(),
-        }
-    } else {
-        e.into()
-    }
-}
-
 fn cache_io(dir: PathBuf) -> impl Fn(std::io::Error) -> RepoError {
     move |source| {
         RepoError::Storage(super::StorageError::Io {
@@ -124,6 +79,74 @@ impl From<CacheError> for RepoError {
 }
 
 impl Repository {
+    /// What reads this repository's blobs, with `keys` (from [`Repository::keyring`]).
+    pub(crate) fn fetcher<'a>(&'a self, keys: Option<&'a Keyring>) -> Fetcher<'a> {
+        Fetcher {
+            storage: self.inner.storage.as_ref(),
+            keys: keys.map(|k| k as &dyn BlobKeys),
+            windows: self
+                .inner
+                .storage
+                .local_root()
+                .is_none()
+                .then_some(&self.inner.windows),
+            chunk_size: self.chunk_size(),
+        }
+    }
+
+    /// The plaintext of the blob `id` at `loc`, checked; `path` names what it belongs to.
+    pub(crate) fn read_located(
+        &self,
+        id: &[u8; 32],
+        loc: &Location,
+        path: &str,
+        limit: usize,
+    ) -> Result<Vec<u8>, RepoError> {
+        let keys = self.keyring();
+        self.fetcher(keys.as_deref())
+            .read_located(id, loc, path, limit)
+    }
+
+    /// Checks and opens a blob's stored bytes (read from `loc`): the plaintext.
+    pub(crate) fn open_stored(
+        &self,
+        id: &[u8; 32],
+        loc: &Location,
+        stored: &[u8],
+        path: &str,
+        limit: usize,
+    ) -> Result<Vec<u8>, RepoError> {
+        let keys = self.keyring();
+        self.fetcher(keys.as_deref())
+            .open_stored(id, loc, stored, path, limit)
+    }
+
+    /// A reader of unit `id`'s content (a data blob or a solo pack), chunk by chunk.
+    pub(crate) fn unit_reader(&self, id: &[u8; 32], path: &str) -> Result<UnitReader, RepoError> {
+        let loc = self.locate(id)?.ok_or_else(|| RepoError::NotIndexed {
+            id: BlobId::of(&blake3::Hash::from_bytes(*id)),
+            path: path.to_string(),
+        })?;
+        let keys = self.keyring();
+        self.fetcher(keys.as_deref()).unit_reader(id, loc, path)
+    }
+
+    /// The next chunk of `unit` (see [`UnitReader::next_chunk`]).
+    pub(crate) fn next_chunk(&self, unit: &mut UnitReader) -> Result<Option<Vec<u8>>, RepoError> {
+        let keys = self.keyring();
+        unit.next_chunk(&self.fetcher(keys.as_deref()))
+    }
+
+    /// Where unit (or blob) `id` of the file `path` is stored; [`RepoError::NotIndexed`] when
+    /// the index does not know it.
+    pub fn locate_unit(&self, id: &BlobId, path: &str) -> Result<Location, RepoError> {
+        self.locate(&super::streams::id_bytes(id))?
+            .ok_or_else(|| RepoError::NotIndexed {
+                id: id.clone(),
+                path: path.to_string(),
+            })
+    }
+
     /// Whether the repository is in format 3 (packs and index objects).
     pub fn is_packed(&self) -> bool {
         self.inner.header.version >= super::PACKED_FORMAT_VERSION
@@ -262,110 +285,6 @@ impl Repository {
         self.with_cache(|c| c.lookup(id))
     }
 
-    /// The plaintext of the blob `id` at `loc`, checked; `path` names what it belongs to.
-    pub(crate) fn read_located(
-        &self,
-        id: &[u8; 32],
-        loc: &Location,
-        path: &str,
-        limit: usize,
-    ) -> Result<Vec<u8>, RepoError> {
-        let key = pack_key(&loc.pack);
-        let blob = BlobId::of(&blake3::Hash::from_bytes(*id));
-        let (offset, len) = (u64::from(loc.offset), u64::from(loc.stored_len));
-        let start = offset / WINDOW * WINDOW;
-        if self.inner.storage.local_root().is_none() && offset + len <= start + WINDOW {
-            // Object storage: the window around the blob, from memory or in one request.
-            let held = self
-                .inner
-                .windows
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&loc.pack, start);
-            let window = match held {
-                Some(w) => w,
-                None => {
-                    let w = std::sync::Arc::new(
-                        self.inner
-                            .storage
-                            .get_range(&key, start, WINDOW)
-                            .map_err(|e| missing(e, &key, &blob, path))?,
-                    );
-                    self.inner
-                        .windows
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .put(loc.pack, start, w.clone());
-                    w
-                }
-            };
-            let a = (offset - start) as usize;
-            let stored = window
-                .get(a..a + len as usize)
-                .unwrap_or(&window[a.min(window.len())..]);
-            return self.open_stored(id, loc, stored, path, limit);
-        }
-        let stored = self
-            .inner
-            .storage
-            .get_range(&key, offset, len)
-            .map_err(|e| missing(e, &key, &blob, path))?;
-        self.open_stored(id, loc, &stored, path, limit)
-    }
-
-    /// Checks and opens a blob's stored bytes (read from `loc`): the plaintext.
-    pub(crate) fn open_stored(
-        &self,
-        id: &[u8; 32],
-        loc: &Location,
-        stored: &[u8],
-        path: &str,
-        limit: usize,
-    ) -> Result<Vec<u8>, RepoError> {
-        let key = pack_key(&loc.pack);
-        let blob = BlobId::of(&blake3::Hash::from_bytes(*id));
-        let corrupt = |defect| RepoError::CorruptBlob {
-            key: format!("{key} at byte {} ({})", loc.offset, blob_key(&blob)),
-            path: path.to_string(),
-            defect,
-        };
-        if stored.len() != loc.stored_len as usize {
-            return Err(corrupt(BlobDefect::Truncated {
-                expected: u64::from(loc.stored_len),
-                actual: stored.len() as u64,
-            }));
-        }
-        let keys = self.keyring();
-        let opened;
-        let frame = match &keys {
-            Some(k) => {
-                opened = k
-                    .open(&blob_key(&blob), stored)
-                    .map_err(|d| corrupt(BlobDefect::Sealed(d)))?;
-                &opened[..]
-            }
-            None => stored,
-        };
-        let want = (loc.raw_len as usize).min(limit);
-        let plain = zstd::bulk::decompress(frame, want).map_err(|source| {
-            corrupt(BlobDefect::Undecodable {
-                limit: want,
-                source,
-            })
-        })?;
-        let actual = match &keys {
-            Some(k) => k.blob_hash(&plain),
-            None => blake3::hash(&plain),
-        };
-        if actual.as_bytes() != id || plain.len() != loc.raw_len as usize {
-            return Err(corrupt(BlobDefect::HashMismatch {
-                expected: blob.to_string(),
-                actual: actual.to_hex().to_string(),
-            }));
-        }
-        Ok(plain)
-    }
-
     /// The plaintext of metadata object `id` (a page, root or layer page).
     pub(crate) fn read_meta(&self, id: &[u8; 32], what: &str) -> Result<Vec<u8>, RepoError> {
         let loc = self.locate(id)?.ok_or_else(|| RepoError::NotIndexed {
@@ -445,146 +364,6 @@ impl Repository {
         }
         Ok(missing)
     }
-
-    /// A reader of unit `id`'s content (a data blob or a solo pack), chunk by chunk.
-    pub(crate) fn unit_reader(&self, id: &[u8; 32], path: &str) -> Result<UnitReader, RepoError> {
-        let blob = BlobId::of(&blake3::Hash::from_bytes(*id));
-        let loc = self.locate(id)?.ok_or_else(|| RepoError::NotIndexed {
-            id: blob.clone(),
-            path: path.to_string(),
-        })?;
-        let state = match loc.kind {
-            EntryKind::Data => UnitState::Blob(Some(loc)),
-            EntryKind::Meta => {
-                return Err(RepoError::NotIndexed {
-                    id: blob,
-                    path: format!("{path} (indexed as metadata, not content)"),
-                })
-            }
-            EntryKind::Unit => self.open_solo(id, &loc, path)?,
-        };
-        Ok(UnitReader {
-            id: *id,
-            path: path.to_string(),
-            state,
-        })
-    }
-
-    fn open_solo(&self, id: &[u8; 32], loc: &Location, path: &str) -> Result<UnitState, RepoError> {
-        let key = pack_key(&loc.pack);
-        let keys = self.keyring();
-        let corrupt = |defect: pack::PackDefect| RepoError::CorruptPack {
-            key: key.clone(),
-            path: path.to_string(),
-            defect,
-        };
-        let size = u64::from(loc.stored_len);
-        let tail = self
-            .inner
-            .storage
-            .get_range(&key, size.saturating_sub(FOOTER_LEN), FOOTER_LEN)
-            .map_err(|e| missing(e, &key, &BlobId::of(&blake3::Hash::from_bytes(*id)), path))?;
-        let footer = pack::parse_footer(&tail, size).map_err(corrupt)?;
-        let stored = self.inner.storage.get_range(
-            &key,
-            footer.trailer_offset(size),
-            u64::from(footer.trailer_len),
-        )?;
-        let trailer = pack::parse_trailer(
-            &stored,
-            &footer,
-            size,
-            &key,
-            keys.as_deref().map(Keyring::agent),
-        )
-        .map_err(corrupt)?;
-        if trailer.unit.map(|u| u.id) != Some(*id) {
-            return Err(corrupt(pack::PackDefect::Layout {
-                offset: footer.trailer_offset(size),
-                reason: format!(
-                    "the pack does not hold unit {}",
-                    BlobId::of(&blake3::Hash::from_bytes(*id))
-                ),
-            }));
-        }
-        let hasher = match &keys {
-            Some(k) => k.blob_hasher(),
-            None => blake3::Hasher::new(),
-        };
-        Ok(UnitState::Solo(Box::new(SoloState {
-            pack: loc.pack,
-            trailer_offset: footer.trailer_offset(size),
-            entries: trailer.entries.into(),
-            hasher,
-            checked: false,
-        })))
-    }
-}
-
-enum UnitState {
-    /// A data blob, not read yet (`None` once read).
-    Blob(Option<Location>),
-    Solo(Box<SoloState>),
-}
-
-struct SoloState {
-    pack: [u8; 16],
-    trailer_offset: u64,
-    entries: std::collections::VecDeque<pack::PackEntry>,
-    hasher: blake3::Hasher,
-    checked: bool,
-}
-
-/// See [`Repository::unit_reader`].
-pub(crate) struct UnitReader {
-    id: [u8; 32],
-    path: String,
-    state: UnitState,
-}
-
-impl UnitReader {
-    /// The next chunk of the unit, checked; at the end of a solo pack the whole unit's hash is
-    /// checked before `None` (the caller discards what it got when that fails).
-    pub(crate) fn next_chunk(&mut self, repo: &Repository) -> Result<Option<Vec<u8>>, RepoError> {
-        match &mut self.state {
-            UnitState::Blob(loc) => match loc.take() {
-                None => Ok(None),
-                Some(l) => repo
-                    .read_located(&self.id, &l, &self.path, repo.chunk_size())
-                    .map(Some),
-            },
-            UnitState::Solo(solo) => match solo.entries.pop_front() {
-                Some(e) => {
-                    let loc = Location {
-                        pack: solo.pack,
-                        kind: EntryKind::Data,
-                        offset: u32::try_from(e.offset).unwrap_or(u32::MAX),
-                        stored_len: e.stored_len,
-                        raw_len: e.raw_len,
-                    };
-                    let data = repo.read_located(&e.id, &loc, &self.path, repo.chunk_size())?;
-                    solo.hasher.update(&data);
-                    Ok(Some(data))
-                }
-                None if solo.checked => Ok(None),
-                None => {
-                    if solo.hasher.finalize().as_bytes() != &self.id {
-                        return Err(RepoError::CorruptPack {
-                            key: pack_key(&solo.pack),
-                            path: self.path.clone(),
-                            defect: pack::PackDefect::Layout {
-                                offset: solo.trailer_offset,
-                                reason: "its chunks do not add up to the unit (hash differs)"
-                                    .into(),
-                            },
-                        });
-                    }
-                    solo.checked = true;
-                    Ok(None)
-                }
-            },
-        }
-    }
 }
 
 /// Reads a format 3 file's content: `size` bytes from byte `skip` of its units' concatenation,
@@ -617,7 +396,7 @@ impl PackedFile {
     pub(crate) fn current_unit(&self) -> Option<BlobId> {
         self.current
             .as_ref()
-            .map(|u| BlobId::of(&blake3::Hash::from_bytes(u.id)))
+            .map(|u| BlobId::of(&blake3::Hash::from_bytes(u.id())))
     }
 
     /// The next piece of the file's content; `None` at its end, after checking its size.
@@ -640,7 +419,7 @@ impl PackedFile {
                 self.current = Some(repo.unit_reader(&id, &self.path)?);
             }
             let unit = self.current.as_mut().expect("set");
-            let Some(data) = unit.next_chunk(repo)? else {
+            let Some(data) = repo.next_chunk(unit)? else {
                 self.current = None;
                 continue;
             };

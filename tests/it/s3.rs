@@ -218,6 +218,17 @@ fn with_agents_the_data_nodes_store_their_own_backup_and_the_cluster_restores_wh
         &env.log()[log_len..]
     );
     crate::agents::restore_whole(&env, &c, &id, &before);
+    // The volumes were written back by the datanodes' agents, from the bucket.
+    let log = env.log();
+    for dn in ["dn1", "dn2", "dn3"] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("volume written back by the node's agent")
+                    && l.contains(&format!("node={dn}"))
+                    && !l.contains("bytes=0")),
+            "{dn}'s volumes through its agent: {log}"
+        );
+    }
 }
 
 /// hopsdrd killed (SIGKILL) while the nodes' agents store a backup — after a pack was adopted,

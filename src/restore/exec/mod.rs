@@ -21,6 +21,7 @@ use crate::config::{NodeHost, SecretEnv, Settings};
 use crate::repository::{Entry, Manifest, RepoError, Repository};
 
 mod steps;
+mod via_agent;
 mod volumes;
 
 use steps::run_step;
@@ -71,6 +72,12 @@ pub enum RestoreError {
         step: usize,
         title: String,
         source: Box<MysqlError>,
+    },
+    #[error("step {step} ({title}): {source}")]
+    Agent {
+        step: usize,
+        title: String,
+        source: Box<crate::cluster::agent::AgentError>,
     },
     #[error(transparent)]
     Catalog(#[from] CatalogError),

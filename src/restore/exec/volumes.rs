@@ -158,9 +158,27 @@ fn write_datanode(
             .map_err(node_err(i, step))?;
         }
     }
+    let mut session = agent_session(run, i, step, d, &node)?;
     for mv in &moves {
         let prefix = format!("hopsfs/{}/", mv.from);
         let vol = mv.volume.clone();
+        if let Some(s) = session.as_mut() {
+            let what = format!("datanode {}: {}", d.name, mv.from);
+            if let Some(w) = via_agent::write_volume(run, i, step, s, &prefix, &vol, &what)? {
+                tracing::info!(
+                    step = "restore",
+                    node = %d.name,
+                    volume = %vol,
+                    files = w.files,
+                    bytes = w.bytes,
+                    "volume written back by the node's agent"
+                );
+                (run.progress)(i, &format!("{what} written back to {vol} by its agent"));
+                crate::failpoint::hit("restore.agent.volume_written", run.cancel);
+                continue;
+            }
+            tracing::info!(step = "restore", node = %d.name, volume = %vol, "{what}: content stored before format 3 is written back through hopsdrd");
+        }
         let repo = run.repo.clone();
         let manifest = run.manifest.clone();
         let argv: Vec<String> = ["tar", "--numeric-owner", "-C", &vol, "-xf", "-"]
@@ -192,5 +210,57 @@ fn write_datanode(
             &format!("datanode {}: {} written back to {vol}", d.name, mv.from),
         );
     }
+    if let Some(s) = session {
+        s.finish(run.cancel)
+            .map_err(via_agent::agent_err(i, step))?;
+    }
     Ok(())
+}
+
+/// A session with datanode `d`'s agent for the write-back, when it goes through the agents:
+/// `[agents] enabled`, a format 3 repository in S3 (a local repository's content is sent by
+/// hopsdrd, as before).
+fn agent_session(
+    run: &RestoreRun<'_>,
+    i: usize,
+    step: &RestoreStep,
+    d: &crate::config::HopsfsDatanodeSettings,
+    node: &Node,
+) -> Result<Option<crate::cluster::agent::Session>, RestoreError> {
+    use crate::cluster::agent::{Request, Session};
+    let a = &run.settings.agents;
+    let in_s3 = matches!(
+        run.settings.repository.store,
+        crate::config::StoreSettings::S3(_)
+    );
+    if !a.enabled || !in_s3 || !run.repo.is_packed() {
+        return Ok(None);
+    }
+    // Every data key: the backup's content may be sealed under any of them.
+    let keys = run.repo.keyring().map(|k| k.for_agent(&k.data_key_ids()));
+    let access = crate::cluster::agent::access(&run.settings.repository, keys)
+        .map_err(|e| {
+            refused(
+                i,
+                step,
+                format!("the repository's settings for the agents: {e}"),
+            )
+        })?
+        .unwrap_or_default();
+    let request = Request {
+        roles: vec![crate::agent::proto::Role::Hopsfs],
+        roots: d.volumes.iter().map(|v| v.display().to_string()).collect(),
+        backup_dir: None,
+    };
+    Session::open(
+        node,
+        &a.binary,
+        &request,
+        crate::agent::proto::Job::Restore,
+        Some(&access),
+        a.timeout,
+        run.cancel,
+    )
+    .map(Some)
+    .map_err(via_agent::agent_err(i, step))
 }
