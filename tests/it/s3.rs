@@ -173,15 +173,26 @@ fn backups_verify_prune_and_a_restore_drill_through_s3() {
 /// included) and every datanode's agent its volumes straight into the bucket (the log says so
 /// per node); the manifest records the same files as a backup through hopsdrd. After a churn of
 /// 9 blocks the next backup's agents store only the replicas that changed; the cluster restores
-/// whole from that second backup.
+/// whole from that second backup. The repository is encrypted and its data key rotated between
+/// the backups: the agents that write the volumes back are given every data key.
 #[test]
 fn with_agents_the_data_nodes_store_their_own_backup_and_the_cluster_restores_whole() {
+    use std::os::unix::fs::PermissionsExt;
     let mut env = Env::new();
     // Multi-part backups: each BACKUP-<id> holds BACKUP-<id>-PART-<p>-OF-2 directories.
     let c = Cluster::create(&env, &["--multi-part", "2"]);
     let s3 = S3Server::start();
     s3.bucket("hopsdr");
-    env.repository_config = Some(s3.repository_config(&env, "hopsdr", SECRET_KEY));
+    let key = env.path().join("repository.key");
+    std::fs::write(&key, "the agents' S3 passphrase\n").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    env.repository_config = Some(
+        s3.repository_config(&env, "hopsdr", SECRET_KEY)
+            + &format!(
+                "\n[repository.encryption]\npassphrase = {{ file = \"{}\" }}\n",
+                key.display()
+            ),
+    );
     env.extra_config = c.hopsfs_config("local")
         + &crate::restore::restore_config(&env, &c)
         + &crate::agents::agents_enabled_config();
@@ -189,7 +200,21 @@ fn with_agents_the_data_nodes_store_their_own_backup_and_the_cluster_restores_wh
     let _d = env.start();
     let id = env.backup_ok();
     crate::agents::assert_through_agents(&env, false);
-    let through_agents = node_files(&s3_repo(&s3), &id);
+    let repo = hopsdr::repository::Repository::open_with(
+        std::sync::Arc::new(s3.storage("hopsdr", "cluster1")),
+        hopsdr::repository::OpenOptions {
+            compression_level: 3,
+            key: Some(&hopsdr::repository::KeySource {
+                passphrase: "the agents' S3 passphrase".to_string().into(),
+                slot: None,
+                describe: "test".into(),
+            }),
+            packed: true,
+            cache_dir: Some(env.path().join("test-cache")),
+        },
+    )
+    .unwrap();
+    let through_agents = node_files(&repo, &id);
     assert_eq!(through_agents, funnel);
     assert!(
         through_agents.iter().any(|p| p.contains("-PART-2-OF-2/")),
@@ -207,6 +232,8 @@ fn with_agents_the_data_nodes_store_their_own_backup_and_the_cluster_restores_wh
     let first = stored(&env.log());
     assert!(first > 0, "{}", env.log());
     c.tb(&["cluster", "churn", "--blocks", "9"]);
+    let rotated = env.ctl_json(&["key", "rotate"]);
+    assert!(rotated.to_string().contains('2'), "{rotated}");
     let before = c.fingerprint();
     let log_len = env.log().len();
     let id = env.backup_ok();
