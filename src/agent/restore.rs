@@ -24,6 +24,50 @@ use crate::repository::fetch::{Fetcher, Windows};
 use crate::repository::index::{EntryKind, Location};
 use crate::repository::S3Storage;
 
+/// Whether the head is still there and quiet, while a write-back keeps the session's input
+/// unread: a thread polls standard input (not reading it) and raises the flag when anything
+/// comes — the end of the stream (hopsdrd or its ssh went away) or a message (a cancel). The
+/// write stops at its next chunk, so that a resumed restore never races a stale agent.
+pub struct HeadWatch {
+    gone: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl HeadWatch {
+    /// Watches standard input when `stdin` (the agent's real session), else never raises.
+    pub fn start(stdin: bool) -> HeadWatch {
+        let gone = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        if stdin {
+            let flag = gone.clone();
+            std::thread::spawn(move || {
+                use std::os::fd::AsFd;
+                let input = std::io::stdin();
+                let mut fds = [nix::poll::PollFd::new(
+                    input.as_fd(),
+                    nix::poll::PollFlags::POLLIN,
+                )];
+                loop {
+                    match nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE) {
+                        Ok(n) if n > 0 => break,
+                        Err(nix::errno::Errno::EINTR) | Ok(_) => continue,
+                        Err(_) => break,
+                    }
+                }
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            });
+        }
+        HeadWatch { gone }
+    }
+
+    fn check(&self) -> Result<(), UploadError> {
+        if self.gone.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(UploadError::of(
+                "stopped: the head went away or sent a request in the middle of the write-back",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// How often the agent tells the head it is still writing.
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
@@ -60,6 +104,7 @@ struct Volume<'a> {
     totals: Totals,
     req: u32,
     last_word: Instant,
+    head: &'a HeadWatch,
 }
 
 impl Volume<'_> {
@@ -140,6 +185,7 @@ impl Volume<'_> {
 
     /// Tells the head the write goes on, every [`PROGRESS_EVERY`].
     fn progress(&mut self, output: &mut dyn Write) -> Result<(), UploadError> {
+        self.head.check()?;
         if self.last_word.elapsed() < PROGRESS_EVERY {
             return Ok(());
         }
@@ -208,6 +254,17 @@ impl Volume<'_> {
                 }
                 pos = end;
                 self.progress(output)?;
+                // Tests: the agent holds in the middle of a write until the head goes away.
+                if crate::failpoint::value("agent.write_pause").as_deref() == Some("pause") {
+                    if let Some(dir) = std::env::var_os("HOPSDR_FAILPOINT_DIR") {
+                        let _ =
+                            std::fs::write(Path::new(&dir).join("agent.write_pause.reached"), b"");
+                    }
+                    loop {
+                        self.head.check()?;
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
             }
         }
         for t in targets {
@@ -280,6 +337,7 @@ fn write(output: &mut dyn Write, msg: &Msg) -> Result<(), UploadError> {
 /// `roots`, fetching from `store`; returns the closing message.
 #[allow(clippy::too_many_arguments)]
 pub fn write_volume(
+    head: &HeadWatch,
     req: u32,
     roots: &[PathBuf],
     volume: &str,
@@ -317,6 +375,7 @@ pub fn write_volume(
         totals: Totals::default(),
         req,
         last_word: Instant::now(),
+        head,
     };
     let mut r = std::io::BufReader::with_capacity(1 << 20, list);
     let mut line = String::new();

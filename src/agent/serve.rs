@@ -70,6 +70,9 @@ pub struct Identity {
     pub host: String,
     pub uid: u32,
     pub forced: bool,
+    /// Whether the session's input is this process's standard input, which a long request
+    /// watches to stop as soon as the head goes away or sends something (a cancel).
+    pub watch_stdin: bool,
 }
 
 impl Identity {
@@ -84,6 +87,7 @@ impl Identity {
                 .unwrap_or_default(),
             uid: nix::unistd::getuid().as_raw(),
             forced: std::env::var_os("SSH_ORIGINAL_COMMAND").is_some(),
+            watch_stdin: true,
         }
     }
 }
@@ -248,7 +252,9 @@ pub fn serve(
                             message: "only a restore session writes volumes".into(),
                         });
                     }
+                    let head = restore::HeadWatch::start(me.watch_stdin);
                     restore::write_volume(
+                        &head,
                         req,
                         &allowed.roots,
                         &volume,
@@ -363,6 +369,7 @@ mod tests {
             host: "dn1".into(),
             uid: 1000,
             forced: false,
+            watch_stdin: false,
         }
     }
 

@@ -282,19 +282,7 @@ fn killed_while_agents_store_a_backup_nothing_is_counted_and_the_next_one_succee
             true => walk(&s3.dir.path().join("hopsdr/cluster1/manifests")),
             false => env.manifests().len(),
         };
-        // The test-bed's directories (data nodes' and datanodes') are all in the env's.
-        let backup_dir = env.path().display().to_string();
-        let agents_left = || {
-            std::fs::read_dir("/proc")
-                .unwrap()
-                .flatten()
-                .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-                .filter(|cmd| {
-                    let cmd = String::from_utf8_lossy(cmd);
-                    cmd.contains("agent\0--serve") && cmd.contains(&backup_dir)
-                })
-                .count()
-        };
+        let agents_left = || agents_left(&env);
         // (The replicas first: after a backup succeeds, the volumes have no new ones.)
         for failpoint in [
             "backup.agent.replica_recorded",
@@ -342,6 +330,69 @@ fn killed_while_agents_store_a_backup_nothing_is_counted_and_the_next_one_succee
             );
         }
     }
+}
+
+/// The agents serving `env`'s test-bed (its directories, the data nodes' and the datanodes',
+/// are all in the env's), still running.
+fn agents_left(env: &Env) -> usize {
+    let dir = env.path().display().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .filter(|cmd| {
+            let cmd = String::from_utf8_lossy(cmd);
+            cmd.contains("agent\0--serve") && cmd.contains(&dir)
+        })
+        .count()
+}
+
+/// hopsdrd killed (SIGKILL) while the datanodes' agents write the volumes back from the bucket —
+/// in the middle of a file, then after a volume was written: the agents stop (their input
+/// closed; one in the middle of a write notices at once), the restore is interrupted, and
+/// `restore resume` writes the volumes again through the agents: the cluster comes back whole.
+#[test]
+fn killed_while_agents_write_the_volumes_back_the_restore_resumes() {
+    let mut env = Env::new();
+    let c = Cluster::create(&env, &[]);
+    let s3 = S3Server::start();
+    s3.bucket("hopsdr");
+    env.repository_config = Some(s3.repository_config(&env, "hopsdr", SECRET_KEY));
+    env.extra_config = c.hopsfs_config("local")
+        + &crate::restore::restore_config(&env, &c)
+        + &crate::agents::agents_enabled_config();
+    let before = c.fingerprint();
+    let id = {
+        let _d = env.start();
+        env.backup_ok()
+    };
+    c.tb(&["cluster", "destroy"]);
+    c.tb(&["cluster", "redeploy"]);
+    // In the middle of a file (the agents hold there: only the end of their input stops
+    // them), then after a volume.
+    env.kill_at("agent.write_pause", &["restore", "start", &id, "--yes"]);
+    wait_for(
+        "the agents writing to see hopsdrd gone",
+        Duration::from_secs(30),
+        || (agents_left(&env) == 0).then_some(()),
+    );
+    env.kill_at("restore.agent.volume_written", &["restore", "resume"]);
+    wait_for(
+        "the agents to see hopsdrd gone",
+        Duration::from_secs(30),
+        || (agents_left(&env) == 0).then_some(()),
+    );
+    let log_len = env.log().len();
+    let _d = env.start();
+    let st = env.ctl_json(&["restore", "status"]);
+    assert_eq!(st["restore"]["state"], "interrupted", "{st}");
+    env.ctl_ok(&["restore", "resume", "--wait"]);
+    assert_eq!(c.fingerprint(), before);
+    assert!(
+        env.log()[log_len..].contains("volume written back by the node's agent"),
+        "{}",
+        env.log()
+    );
 }
 
 /// An agent that dies in the middle of its upload (a pack stored and reported, its other files
