@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::coverage::{Captured, CapturedKey};
 use super::known::{KnownBlocks, Pending, Stored};
+use super::recorder::{parallel, Recorder, Remote, Task};
 use super::tarstream::{self, TarStreamError};
 use super::via_agent::AgentRun;
 use crate::agent::proto::{Job, Role};
@@ -555,10 +556,9 @@ pub fn copy<'d>(
         .map_or(2, |n| n.get())
         .clamp(2, 8);
     let mut totals = CopyTotals::default();
-    let mut sessions = AgentSessions {
-        run: agents,
-        open: None,
-    };
+    // With agents: the volumes' lists, stored by the agents once every volume is walked, all
+    // datanodes at once.
+    let mut uploads: Vec<Upload<'d>> = Vec::new();
     std::thread::scope(|scope| {
         // Walks still running when the writer fails stop at their next step.
         let stop = cancel.child_token();
@@ -597,13 +597,8 @@ pub fn copy<'d>(
                     }
                     Ok(Ok(Walked::Done(list, t))) => {
                         if list.count > 0 {
-                            match sessions.run {
-                                Some(_) => {
-                                    let session = sessions.of(d, v, cancel)?;
-                                    store_via_agent(
-                                        session, d, v, id, &prefix, list, writer, cancel,
-                                    )?;
-                                }
+                            match agents {
+                                Some(_) => uploads.push(Upload { d, v, prefix, list }),
                                 None => {
                                     let root = pin_root(v, id);
                                     send_from_pin(
@@ -632,77 +627,104 @@ pub fn copy<'d>(
         }
         Ok(())
     })?;
-    sessions.finish(cancel)?;
+    if let Some(run) = agents {
+        through_agents(run, uploads, id, writer, cancel)?;
+    }
     Ok((captured, totals))
 }
 
-/// The agent sessions of a copy: one datanode's at a time (the volumes come in the datanodes'
-/// order), finished when the copy moves on; dropped (the agent killed) when it fails.
-struct AgentSessions<'r> {
-    run: Option<&'r AgentRun<'r>>,
-    open: Option<(String, String, Session)>,
+/// A volume's files for its datanode's agent to store.
+struct Upload<'d> {
+    d: &'d Datanode,
+    v: &'d str,
+    prefix: String,
+    list: PathList,
 }
 
-impl AgentSessions<'_> {
-    /// The session with `d`'s agent (for volume `v`, named in errors), opened when needed.
-    fn of(
-        &mut self,
-        d: &Datanode,
-        v: &str,
-        cancel: &CancellationToken,
-    ) -> Result<&mut Session, HopsfsError> {
-        let run = self.run.expect("only asked with agents");
-        if self
-            .open
-            .as_ref()
-            .is_some_and(|(name, _, _)| *name != d.name)
-        {
-            self.finish(cancel)?;
+/// Has every datanode's agent store its volumes' lists, all datanodes at once (each on a thread
+/// of its own, its volumes in turn), `writer` kept on this thread. The first agent to fail stops
+/// the others and is the error returned.
+fn through_agents(
+    run: &AgentRun<'_>,
+    uploads: Vec<Upload<'_>>,
+    id: &BackupId,
+    writer: &mut BackupWriter,
+    cancel: &CancellationToken,
+) -> Result<(), HopsfsError> {
+    let mut by_datanode: Vec<(&Datanode, Vec<Upload<'_>>)> = Vec::new();
+    for u in uploads {
+        match by_datanode.last_mut() {
+            Some((d, list)) if d.name == u.d.name => list.push(u),
+            _ => by_datanode.push((u.d, vec![u])),
         }
-        if self.open.is_none() {
-            let request = Request {
-                roles: vec![Role::Hopsfs],
-                roots: d.volumes.clone(),
-                backup_dir: None,
-            };
-            let session = Session::open(
-                &d.node,
-                run.binary,
-                &request,
-                Job::Backup,
-                Some(run.access),
-                run.timeout,
-                cancel,
-            )
-            .map_err(|e| HopsfsError::Agent {
-                datanode: d.name.clone(),
-                volume: v.to_string(),
-                source: Box::new(e.into()),
-            })?;
-            self.open = Some((d.name.clone(), v.to_string(), session));
-        }
-        let (_, volume, session) = self.open.as_mut().expect("opened");
-        *volume = v.to_string();
-        Ok(session)
     }
+    let stop = cancel.child_token();
+    let first_failed = std::sync::Mutex::new(None::<usize>);
+    let tasks: Vec<Task<'_, Result<(), HopsfsError>>> = by_datanode
+        .into_iter()
+        .enumerate()
+        .map(|(k, (d, volumes))| {
+            let (stop, first_failed) = (&stop, &first_failed);
+            Box::new(move |rec: &mut Remote<'_>| {
+                let stored = store_datanode(run, d, volumes, id, rec, stop);
+                if stored.is_err() {
+                    first_failed
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_or_insert(k);
+                    stop.cancel();
+                }
+                stored
+            }) as Task<'_, Result<(), HopsfsError>>
+        })
+        .collect();
+    let mut results = parallel(writer, tasks);
+    match first_failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(k) => results.swap_remove(k),
+        None => Ok(()),
+    }
+}
 
-    /// Ends the open session, if any.
-    fn finish(&mut self, cancel: &CancellationToken) -> Result<(), HopsfsError> {
-        match self.open.take() {
-            Some((datanode, volume, session)) => {
-                session.finish(cancel).map_err(|e| HopsfsError::Agent {
-                    datanode,
-                    volume,
-                    source: Box::new(e.into()),
-                })
-            }
-            None => Ok(()),
-        }
+/// One datanode's volumes stored by its agent, one session for all.
+fn store_datanode(
+    run: &AgentRun<'_>,
+    d: &Datanode,
+    volumes: Vec<Upload<'_>>,
+    id: &BackupId,
+    rec: &mut Remote<'_>,
+    cancel: &CancellationToken,
+) -> Result<(), HopsfsError> {
+    let failed = |v: &str, e: super::via_agent::ViaAgentError| HopsfsError::Agent {
+        datanode: d.name.clone(),
+        volume: v.to_string(),
+        source: Box::new(e),
+    };
+    let first = volumes.first().map_or("", |u| u.v);
+    let request = Request {
+        roles: vec![Role::Hopsfs],
+        roots: d.volumes.clone(),
+        backup_dir: None,
+    };
+    let mut session = Session::open(
+        &d.node,
+        run.binary,
+        &request,
+        Job::Backup,
+        Some(run.access),
+        run.timeout,
+        cancel,
+    )
+    .map_err(|e| failed(first, e.into()))?;
+    let mut last = first;
+    for u in volumes {
+        last = u.v;
+        store_via_agent(&mut session, d, u.v, id, &u.prefix, u.list, rec, cancel)?;
     }
+    session.finish(cancel).map_err(|e| failed(last, e.into()))
 }
 
 /// Has `d`'s agent store the files named in `list` (relative to the pin of volume `v`) into
-/// `writer` under `prefix`.
+/// the backup (`rec`) under `prefix`.
 #[allow(clippy::too_many_arguments)]
 fn store_via_agent(
     session: &mut Session,
@@ -711,7 +733,7 @@ fn store_via_agent(
     id: &BackupId,
     prefix: &str,
     list: PathList,
-    writer: &mut BackupWriter,
+    rec: &mut dyn Recorder,
     cancel: &CancellationToken,
 ) -> Result<(), HopsfsError> {
     let failed = |e: super::via_agent::ViaAgentError| HopsfsError::Agent {
@@ -724,9 +746,8 @@ fn store_via_agent(
         volume: v.to_string(),
         reason: format!("reading back the list of files to copy: {e}"),
     })?;
-    let up =
-        super::via_agent::upload_list(session, writer, v, &id.to_string(), file, prefix, cancel)
-            .map_err(failed)?;
+    let up = super::via_agent::upload_list(session, rec, v, &id.to_string(), file, prefix, cancel)
+        .map_err(failed)?;
     tracing::info!(
         step = "hopsfs",
         node = %d.name,

@@ -12,6 +12,7 @@ pub mod coverage;
 pub mod files;
 pub mod hopsfs;
 pub mod known;
+pub mod recorder;
 pub mod rondb;
 pub mod tarstream;
 pub mod users;

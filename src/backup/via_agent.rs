@@ -12,10 +12,11 @@
 
 use tokio_util::sync::CancellationToken;
 
+use super::recorder::{Recorder, StoredReplica};
 use crate::agent::proto::{Msg, Stat};
 use crate::cluster::agent::{Access, AgentError, Session};
 use crate::ids::BlobId;
-use crate::repository::{BackupWriter, FileMeta, RepoError};
+use crate::repository::{FileMeta, RepoError};
 
 /// Why an agent's upload failed.
 #[derive(Debug, thiserror::Error)]
@@ -117,15 +118,18 @@ impl Uploaded {
 }
 
 /// Has the agent of `session` store directory `dir` (relative to its `--backup-dir`) into
-/// `writer` under `prefix`.
+/// the backup (`rec`) under `prefix`.
 pub fn upload_dir(
     session: &mut Session,
-    writer: &mut BackupWriter,
+    rec: &mut dyn Recorder,
     dir: &str,
     prefix: &str,
     cancel: &CancellationToken,
 ) -> Result<Uploaded, ViaAgentError> {
-    let (chunk_size, compression_level) = writer.packing();
+    let (chunk_size, compression_level) = rec.packing().map_err(|e| ViaAgentError::Repository {
+        node: session.node_name().to_string(),
+        source: Box::new(e),
+    })?;
     let req = session.req();
     session.send(&Msg::Upload {
         req,
@@ -133,14 +137,14 @@ pub fn upload_dir(
         chunk_size,
         compression_level,
     })?;
-    drive(session, writer, req, prefix, true, cancel)
+    drive(session, rec, req, prefix, true, cancel)
 }
 
 /// Has the agent of `session` store the files `list` names (NUL-separated paths relative to
-/// the pin `<volume>/hopsdr-pin/<pin>`, `count` of them) into `writer` under `prefix`.
+/// the pin `<volume>/hopsdr-pin/<pin>`) into the backup (`rec`) under `prefix`.
 pub fn upload_list(
     session: &mut Session,
-    writer: &mut BackupWriter,
+    rec: &mut dyn Recorder,
     volume: &str,
     pin: &str,
     list: std::fs::File,
@@ -156,7 +160,10 @@ pub fn upload_list(
             message: format!("reading it on the head node: {e}"),
         })?
         .len();
-    let (chunk_size, compression_level) = writer.packing();
+    let (chunk_size, compression_level) = rec.packing().map_err(|e| ViaAgentError::Repository {
+        node: session.node_name().to_string(),
+        source: Box::new(e),
+    })?;
     let req = session.req();
     session.send(&Msg::UploadList {
         req,
@@ -167,7 +174,7 @@ pub fn upload_list(
         list_bytes,
     })?;
     session.send_file(list, list_bytes)?;
-    drive(session, writer, req, prefix, false, cancel)
+    drive(session, rec, req, prefix, false, cancel)
 }
 
 /// A file's metadata as recorded: setuid and setgid cleared (hopsdr does not restore them), with
@@ -193,7 +200,7 @@ fn recorded(stat: Stat, logical: &str, done: &mut Uploaded) -> FileMeta {
 /// Answers and records what the agent reports for request `req` until it is done.
 fn drive(
     session: &mut Session,
-    writer: &mut BackupWriter,
+    rec: &mut dyn Recorder,
     req: u32,
     prefix: &str,
     keep_paths: bool,
@@ -232,7 +239,7 @@ fn drive(
                     gid,
                 };
                 let meta = recorded(stat, &logical, &mut done);
-                writer.add_dir(&logical, meta).map_err(repo)?;
+                rec.add_dir(logical, meta).map_err(repo)?;
             }
             Msg::Have { req: r, ids } if r == req => {
                 let ids = ids
@@ -243,7 +250,7 @@ fn drive(
                             .map_err(|_| bad(format!("{h:?} as a blob id")))
                     })
                     .collect::<Result<Vec<_>, _>>()?;
-                let missing = writer.claim_missing(&ids).map_err(repo)?;
+                let missing = rec.claim_missing(ids).map_err(repo)?;
                 session.send(&Msg::HaveAck { req, missing })?;
             }
             Msg::PackBytes { req: r, key, size } if r == req => {
@@ -251,7 +258,7 @@ fn drive(
                 if size > MAX_SENT_PACK {
                     return Err(bad(format!("a pack of {size} bytes")));
                 }
-                let (path, file) = writer.pack_spool().map_err(repo)?;
+                let (path, file) = rec.pack_spool().map_err(repo)?;
                 let received = receive(session, file, size, cancel);
                 let report = match received {
                     Ok(()) => session.next_msg("the report of the pack it sent", cancel),
@@ -277,8 +284,7 @@ fn drive(
                         return Err(bad(format!("pack {key}: {e}")));
                     }
                 };
-                writer
-                    .adopt_sent_pack(&key, &path, size, &trailer)
+                rec.adopt_sent_pack(key, path, size, trailer)
                     .map_err(repo)?;
                 done.adopted(size, cancel);
             }
@@ -291,7 +297,7 @@ fn drive(
                 let trailer = trailer
                     .trailer()
                     .map_err(|e| bad(format!("pack {key}: {e}")))?;
-                writer.adopt_pack(&key, size, &trailer).map_err(repo)?;
+                rec.adopt_pack(key, size, trailer).map_err(repo)?;
                 done.adopted(size, cancel);
             }
             Msg::FileStored {
@@ -318,8 +324,7 @@ fn drive(
                     gid,
                 };
                 let meta = recorded(stat, &logical, &mut done);
-                writer
-                    .add_stored_file(&logical, size, units, meta)
+                rec.add_stored_file(logical, size, units, meta)
                     .map_err(repo)?;
                 done.bytes += size;
                 if done.keep_paths {
@@ -352,11 +357,17 @@ fn drive(
                     BlobId::parse(&unit).ok_or_else(|| bad(format!("{unit:?} as a unit id")))?;
                 let block_meta = recorded(block, &logical, &mut done);
                 let meta_meta = recorded(meta, &format!("{dir}/{meta_name}"), &mut done);
-                writer
-                    .add_stored_replica(
-                        dir, id, genstamp, len, meta_len, block_meta, meta_meta, &unit,
-                    )
-                    .map_err(repo)?;
+                rec.add_stored_replica(StoredReplica {
+                    dir: dir.to_string(),
+                    id,
+                    genstamp,
+                    len,
+                    meta_len,
+                    block_meta,
+                    meta_meta,
+                    unit,
+                })
+                .map_err(repo)?;
                 done.bytes += len + meta_len;
                 done.replicas += 1;
                 // Recorded in the spill, its unit perhaps only claimed (in a pack not yet sent).
@@ -380,7 +391,7 @@ fn drive(
                     continue;
                 }
                 let meta = recorded(stat, &logical, &mut done);
-                writer.add_symlink(&logical, &target, meta).map_err(repo)?;
+                rec.add_symlink(logical, target, meta).map_err(repo)?;
             }
             Msg::Uploaded { req: r, .. } if r == req => return Ok(done),
             Msg::Error {
