@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::coverage::{Captured, CapturedKey};
 use super::known::{KnownBlocks, Pending, Stored};
-use super::recorder::{parallel, Recorder, Remote, Task};
+use super::recorder::{all_or_first_error, Recorder, Remote, StoppableTask};
 use super::tarstream::{self, TarStreamError};
 use super::via_agent::AgentRun;
 use crate::agent::proto::{Job, Role};
@@ -658,31 +658,15 @@ fn through_agents(
             _ => by_datanode.push((u.d, vec![u])),
         }
     }
-    let stop = cancel.child_token();
-    let first_failed = std::sync::Mutex::new(None::<usize>);
-    let tasks: Vec<Task<'_, Result<(), HopsfsError>>> = by_datanode
+    let tasks: Vec<StoppableTask<'_, (), HopsfsError>> = by_datanode
         .into_iter()
-        .enumerate()
-        .map(|(k, (d, volumes))| {
-            let (stop, first_failed) = (&stop, &first_failed);
-            Box::new(move |rec: &mut Remote<'_>| {
-                let stored = store_datanode(run, d, volumes, id, rec, stop);
-                if stored.is_err() {
-                    first_failed
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .get_or_insert(k);
-                    stop.cancel();
-                }
-                stored
-            }) as Task<'_, Result<(), HopsfsError>>
+        .map(|(d, volumes)| {
+            Box::new(move |rec: &mut Remote, stop: &CancellationToken| {
+                store_datanode(run, d, volumes, id, rec, stop)
+            }) as StoppableTask<'_, (), HopsfsError>
         })
         .collect();
-    let mut results = parallel(writer, tasks);
-    match first_failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        Some(k) => results.swap_remove(k),
-        None => Ok(()),
-    }
+    all_or_first_error(writer, cancel, tasks).map(|_| ())
 }
 
 /// One datanode's volumes stored by its agent, one session for all.
@@ -691,7 +675,7 @@ fn store_datanode(
     d: &Datanode,
     volumes: Vec<Upload<'_>>,
     id: &BackupId,
-    rec: &mut Remote<'_>,
+    rec: &mut Remote,
     cancel: &CancellationToken,
 ) -> Result<(), HopsfsError> {
     let failed = |v: &str, e: super::via_agent::ViaAgentError| HopsfsError::Agent {

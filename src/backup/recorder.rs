@@ -7,6 +7,8 @@
 
 use std::path::PathBuf;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::ids::BlobId;
 use crate::repository::pack::Trailer;
 use crate::repository::{BackupWriter, FileEntry, FileMeta, RepoError};
@@ -113,17 +115,17 @@ impl Recorder for BackupWriter {
 }
 
 /// A call carried out on the writer's thread.
-type Job<'a> = Box<dyn FnOnce(&mut BackupWriter) + Send + 'a>;
+type Job = Box<dyn FnOnce(&mut BackupWriter) + Send>;
 
 /// A task's [`Recorder`]: each call goes to the writer's thread and waits for its answer.
-pub struct Remote<'a> {
-    jobs: std::sync::mpsc::Sender<Job<'a>>,
+pub struct Remote {
+    jobs: std::sync::mpsc::Sender<Job>,
 }
 
-impl<'a> Remote<'a> {
-    fn call<T: Send + 'a>(
+impl Remote {
+    fn call<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut BackupWriter) -> Result<T, RepoError> + Send + 'a,
+        f: impl FnOnce(&mut BackupWriter) -> Result<T, RepoError> + Send + 'static,
     ) -> Result<T, RepoError> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.jobs
@@ -135,7 +137,7 @@ impl<'a> Remote<'a> {
     }
 }
 
-impl<'a> Recorder for Remote<'a> {
+impl Recorder for Remote {
     fn packing(&mut self) -> Result<(usize, i32), RepoError> {
         self.call(Recorder::packing)
     }
@@ -183,12 +185,12 @@ impl<'a> Recorder for Remote<'a> {
 }
 
 /// A task of [`parallel`]: given its [`Remote`].
-pub type Task<'a, T> = Box<dyn FnOnce(&mut Remote<'a>) -> T + Send + 'a>;
+pub type Task<'a, T> = Box<dyn FnOnce(&mut Remote) -> T + Send + 'a>;
 
 /// Runs every task on a thread of its own, all at once, while this thread carries out their
 /// calls on `writer`; returns their results in order.
 pub fn parallel<'a, T: Send + 'a>(writer: &mut BackupWriter, tasks: Vec<Task<'a, T>>) -> Vec<T> {
-    let (tx, rx) = std::sync::mpsc::channel::<Job<'a>>();
+    let (tx, rx) = std::sync::mpsc::channel::<Job>();
     std::thread::scope(|scope| {
         let handles: Vec<_> = tasks
             .into_iter()
@@ -207,4 +209,47 @@ pub fn parallel<'a, T: Send + 'a>(writer: &mut BackupWriter, tasks: Vec<Task<'a,
             .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
             .collect()
     })
+}
+
+/// A task of [`all_or_first_error`]: given its [`Remote`] and the token that stops it when
+/// another task failed.
+pub type StoppableTask<'a, T, E> =
+    Box<dyn FnOnce(&mut Remote, &CancellationToken) -> Result<T, E> + Send + 'a>;
+
+/// [`parallel`], all or nothing: the first task to fail stops the others (their token, a child
+/// of `cancel`, is cancelled) and its error is returned; else every result, in order.
+pub fn all_or_first_error<'a, T: Send + 'a, E: Send + 'a>(
+    writer: &mut BackupWriter,
+    cancel: &CancellationToken,
+    tasks: Vec<StoppableTask<'a, T, E>>,
+) -> Result<Vec<T>, E> {
+    let stop = cancel.child_token();
+    let first_failed = std::sync::Mutex::new(None::<usize>);
+    let (stop, first) = (&stop, &first_failed);
+    let wrapped: Vec<Task<'_, Result<T, E>>> = tasks
+        .into_iter()
+        .enumerate()
+        .map(|(k, task)| {
+            Box::new(move |rec: &mut Remote| {
+                let out = task(rec, stop);
+                if out.is_err() {
+                    first
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_or_insert(k);
+                    stop.cancel();
+                }
+                out
+            }) as Task<'_, Result<T, E>>
+        })
+        .collect();
+    let mut results = parallel(writer, wrapped);
+    let failed = *first.lock().unwrap_or_else(|p| p.into_inner());
+    match failed {
+        Some(k) => Err(results.swap_remove(k).err().expect("recorded as failed")),
+        None => Ok(results
+            .into_iter()
+            .map(|r| r.ok().expect("none failed"))
+            .collect()),
+    }
 }

@@ -272,6 +272,7 @@ pub struct RondbRun<'a> {
     pub cancel: &'a CancellationToken,
 }
 
+use super::recorder::{all_or_first_error, Recorder, Remote, StoppableTask};
 pub use super::via_agent::AgentRun;
 
 fn argv(a: &[&str]) -> Vec<String> {
@@ -423,14 +424,24 @@ pub fn collect(
     let nodes = &started.nodes;
     let mut files = 0;
     let mut bytes = 0;
-    for n in nodes {
-        if let Some(a) = &r.agents {
-            let (f, b) = collect_via_agent(r, a, id, n, writer)?;
+    if let Some(a) = &r.agents {
+        // Every data node's agent at once; the first to fail stops the others.
+        let tasks: Vec<StoppableTask<'_, (u64, u64), RondbError>> = nodes
+            .iter()
+            .map(|n| {
+                Box::new(move |rec: &mut Remote, stop: &CancellationToken| {
+                    let done = collect_via_agent(a, id, n, rec, stop)?;
+                    crate::failpoint::hit("backup.rondb.collected_one", stop);
+                    Ok(done)
+                }) as StoppableTask<'_, (u64, u64), RondbError>
+            })
+            .collect();
+        for (f, b) in all_or_first_error(writer, r.cancel, tasks)? {
             files += f;
             bytes += b;
-            crate::failpoint::hit("backup.rondb.collected_one", r.cancel);
-            continue;
         }
+    }
+    for n in nodes.iter().filter(|_| r.agents.is_none()) {
         let parent = format!("{}/BACKUP", n.backup_dir);
         let member = format!("BACKUP-{id}");
         let prefix = format!("rondb/{}", n.id);
@@ -533,11 +544,11 @@ pub fn collect(
 /// same names the tar stream gives them); checked complete as that stream is. Returns the files
 /// and bytes.
 fn collect_via_agent(
-    r: &RondbRun<'_>,
     a: &AgentRun<'_>,
     id: u32,
     n: &DataNode,
-    writer: &mut BackupWriter,
+    rec: &mut dyn Recorder,
+    cancel: &CancellationToken,
 ) -> Result<(u64, u64), RondbError> {
     use crate::cluster::agent::{Request, Session};
     let failed = |e: super::via_agent::ViaAgentError| RondbError::Agent {
@@ -557,18 +568,18 @@ fn collect_via_agent(
         crate::agent::proto::Job::Backup,
         Some(a.access),
         a.timeout,
-        r.cancel,
+        cancel,
     )
     .map_err(|e| failed(e.into()))?;
     let up = super::via_agent::upload_dir(
         &mut session,
-        writer,
+        rec,
         &format!("BACKUP/BACKUP-{id}"),
         &format!("rondb/{}/BACKUP-{id}", n.id),
-        r.cancel,
+        cancel,
     )
     .map_err(failed)?;
-    session.finish(r.cancel).map_err(|e| failed(e.into()))?;
+    session.finish(cancel).map_err(|e| failed(e.into()))?;
     let missing = missing_files(id, n.id, &up.files);
     if !missing.is_empty() {
         return Err(RondbError::Incomplete {
