@@ -71,12 +71,12 @@ pub fn funnel_node_files(c: &crate::tbcluster::Cluster) -> Vec<String> {
     crate::s3::node_files(&plain.open_repo(), &id)
 }
 
-/// Asserts from hopsdrd's log that both data nodes' agents and every datanode's stored their
-/// files (and, with `sent`, sent hopsdrd their packs).
+/// Asserts from hopsdrd's log that both data nodes' agents and the agents of datanodes dn1 to
+/// dn<datanodes> stored their files (and, with `sent`, sent hopsdrd their packs).
 #[cfg(feature = "testbed")]
-pub fn assert_through_agents(env: &crate::harness::Env, sent: bool) {
+pub fn assert_through_agents(env: &crate::harness::Env, sent: bool, datanodes: u32) {
     let log = env.log();
-    for dn in ["dn1", "dn2", "dn3"] {
+    for dn in (1..=datanodes).map(|k| format!("dn{k}")) {
         assert!(
             log.lines()
                 .any(|l| l.contains("volume stored by the node's agent")
@@ -735,7 +735,7 @@ mod daemon {
         let funnel = funnel_node_files(&c);
         let _d = env.start();
         let id = env.backup_ok();
-        assert_through_agents(&env, true);
+        assert_through_agents(&env, true, c.datanodes);
         // Read through the daemon's key: the test opens the repository with it.
         let repo = hopsdr::repository::Repository::open_with(
             std::sync::Arc::new(hopsdr::repository::LocalStorage::new(env.repo()).unwrap()),

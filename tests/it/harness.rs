@@ -45,6 +45,8 @@ pub struct Env {
     pub repository_config: Option<String>,
     /// More keys of the `[daemon]` section.
     pub daemon_extra: String,
+    /// The network namespace hopsdrd runs in (`ip netns exec`), if not this one.
+    pub netns: Option<String>,
 }
 
 impl Env {
@@ -71,6 +73,7 @@ impl Env {
             files,
             repository_config: None,
             daemon_extra: String::new(),
+            netns: None,
         }
     }
 
@@ -210,7 +213,14 @@ impl Env {
             .open(self.path().join("hopsdrd.log"))
             .unwrap();
         let _ = log;
-        let mut cmd = Command::new(HOPSDRD);
+        let mut cmd = match &self.netns {
+            None => Command::new(HOPSDRD),
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, HOPSDRD]);
+                c
+            }
+        };
         cmd.arg("--config")
             .arg(self.config_path())
             .env_remove("NOTIFY_SOCKET")

@@ -20,6 +20,8 @@ mod lifecycle;
 mod listeners;
 mod moto;
 mod mysql;
+#[cfg(feature = "testbed")]
+mod netns;
 mod packaging;
 mod packs;
 #[cfg(feature = "testbed")]

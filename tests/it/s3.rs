@@ -199,7 +199,7 @@ fn with_agents_the_data_nodes_store_their_own_backup_and_the_cluster_restores_wh
     let funnel = crate::agents::funnel_node_files(&c);
     let _d = env.start();
     let id = env.backup_ok();
-    crate::agents::assert_through_agents(&env, false);
+    crate::agents::assert_through_agents(&env, false, c.datanodes);
     let repo = hopsdr::repository::Repository::open_with(
         std::sync::Arc::new(s3.storage("hopsdr", "cluster1")),
         hopsdr::repository::OpenOptions {

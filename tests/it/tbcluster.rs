@@ -36,6 +36,14 @@ impl Cluster {
             }
         }
         args.extend_from_slice(extra);
+        let given = |k: &str, default: u32| {
+            extra
+                .iter()
+                .position(|a| *a == k)
+                .and_then(|i| extra.get(i + 1))
+                .map_or(default, |v| v.parse().unwrap())
+        };
+        let (datanodes, volumes) = (given("--hopsfs-datanodes", 3), given("--volumes", 2));
         let out = Command::new(TB).args(&args).output().unwrap();
         assert!(
             out.status.success(),
@@ -44,8 +52,8 @@ impl Cluster {
         );
         Cluster {
             dir,
-            datanodes: 3,
-            volumes: 2,
+            datanodes,
+            volumes,
         }
     }
 
@@ -126,6 +134,12 @@ impl Cluster {
 
     /// `[rondb]` (local data nodes) and `[hopsfs]` with the datanodes on `host`.
     pub fn hopsfs_config(&self, host: &str) -> String {
+        let hosts = vec![host.to_string(); self.datanodes as usize];
+        self.hopsfs_config_on(&hosts)
+    }
+
+    /// `[rondb]` (local data nodes) and `[hopsfs]` with datanode `dn<k>` on `hosts[k - 1]`.
+    pub fn hopsfs_config_on(&self, hosts: &[String]) -> String {
         let mut s = self.rondb_config("local");
         s.push_str(&format!(
             "[hopsfs]\ncopy_timeout = \"60s\"\nreferenced_blocks = [\"{TB}\", \"backup\", \"blocks\", \"--dir\", \"{}\"]\n",
@@ -136,7 +150,8 @@ impl Cluster {
                 .map(|v| format!("\"{}\"", self.volume(dn, v).display()))
                 .collect();
             s.push_str(&format!(
-                "[[hopsfs.datanodes]]\nname = \"dn{dn}\"\nhost = \"{host}\"\nvolumes = [{}]\n",
+                "[[hopsfs.datanodes]]\nname = \"dn{dn}\"\nhost = \"{}\"\nvolumes = [{}]\n",
+                hosts[dn as usize - 1],
                 vols.join(", ")
             ));
         }
