@@ -113,6 +113,9 @@ enum ClusterCmd {
         files: u64,
         #[arg(long, default_value_t = 4096)]
         block_size: u64,
+        /// Replicas per block (`dfs.replication`; default: 3, or the datanodes if fewer).
+        #[arg(long)]
+        replication: Option<u32>,
         #[arg(long, default_value_t = 1)]
         seed: u64,
         /// Parts per backup (0: single-part layout).
@@ -316,6 +319,7 @@ pub fn main() -> Result<i32> {
                 rows,
                 files,
                 block_size,
+                replication,
                 seed,
                 multi_part,
                 compressed,
@@ -332,6 +336,7 @@ pub fn main() -> Result<i32> {
                 rows,
                 files,
                 block_size,
+                replication,
                 seed,
                 multi_part,
                 compressed,

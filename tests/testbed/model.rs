@@ -333,6 +333,7 @@ pub struct CreateArgs {
     pub rows: u64,
     pub files: u64,
     pub block_size: u64,
+    pub replication: Option<u32>,
     pub seed: u64,
     pub multi_part: u32,
     pub compressed: bool,
@@ -353,6 +354,12 @@ pub fn create(a: CreateArgs) -> Result<()> {
     if a.data_nodes == 0 || a.data_nodes > 48 || a.hopsfs_datanodes == 0 {
         bail!("failed to create cluster: need 1..48 data nodes and at least one datanode");
     }
+    if a
+        .replication
+        .is_some_and(|r| r == 0 || r > a.hopsfs_datanodes)
+    {
+        bail!("failed to create cluster: replication must be 1 to the number of datanodes");
+    }
     let mut rng = Rng::new(a.seed);
     let ns = (rng.next() % 2_000_000_000) as u32;
     let cfg = Config {
@@ -363,6 +370,7 @@ pub fn create(a: CreateArgs) -> Result<()> {
         rows: a.rows,
         files: a.files,
         block_size: a.block_size.max(2),
+        replication: a.replication,
         multi_part: a.multi_part,
         compressed: a.compressed,
         mgm_node_id: 65,

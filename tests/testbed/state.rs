@@ -56,6 +56,9 @@ pub struct Config {
     /// prints `id=N` without `@host`).
     #[serde(default)]
     pub wildcard_addresses: bool,
+    /// Replicas per block (`dfs.replication`); `None`: 3, or the datanodes if fewer.
+    #[serde(default)]
+    pub replication: Option<u32>,
 }
 
 fn default_api_slots() -> u32 {
@@ -72,7 +75,9 @@ impl Config {
         format!("{base}.{}", 10 + node)
     }
     pub fn replication(&self) -> u32 {
-        self.hopsfs_datanodes.min(3)
+        self.replication
+            .unwrap_or(3)
+            .min(self.hopsfs_datanodes)
     }
 }
 
