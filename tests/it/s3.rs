@@ -493,6 +493,22 @@ pub fn node_files(repo: &hopsdr::repository::Repository, id: &str) -> Vec<String
     v
 }
 
+/// hopsdrd with a repository in S3 stops cleanly on SIGTERM after a backup (exit 0, no panic:
+/// the store's runtime is let go from inside the daemon's).
+#[test]
+fn with_a_bucket_hopsdrd_stops_cleanly_on_sigterm() {
+    let s3 = S3Server::start();
+    s3.bucket("hopsdr");
+    let mut env = Env::new();
+    env.repository_config = Some(s3.repository_config(&env, "hopsdr", SECRET_KEY));
+    let mut d = env.start();
+    env.backup_ok();
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = d.wait_exit(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0), "{}", env.log());
+    assert!(!env.log().contains("panic"), "{}", env.log());
+}
+
 #[test]
 fn wrong_credentials_and_a_missing_bucket_are_refused_naming_the_endpoint() {
     let s3 = S3Server::start();

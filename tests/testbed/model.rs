@@ -354,8 +354,7 @@ pub fn create(a: CreateArgs) -> Result<()> {
     if a.data_nodes == 0 || a.data_nodes > 48 || a.hopsfs_datanodes == 0 {
         bail!("failed to create cluster: need 1..48 data nodes and at least one datanode");
     }
-    if a
-        .replication
+    if a.replication
         .is_some_and(|r| r == 0 || r > a.hopsfs_datanodes)
     {
         bail!("failed to create cluster: replication must be 1 to the number of datanodes");

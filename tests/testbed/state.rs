@@ -75,9 +75,7 @@ impl Config {
         format!("{base}.{}", 10 + node)
     }
     pub fn replication(&self) -> u32 {
-        self.replication
-            .unwrap_or(3)
-            .min(self.hopsfs_datanodes)
+        self.replication.unwrap_or(3).min(self.hopsfs_datanodes)
     }
 }
 

@@ -89,7 +89,8 @@ impl S3Options {
 /// A bucket (and prefix) holding a repository.
 pub struct S3Storage {
     store: AmazonS3,
-    rt: tokio::runtime::Runtime,
+    /// Its own runtime (`None` only while it is dropped).
+    rt: Option<tokio::runtime::Runtime>,
     prefix: String,
     describe: String,
     part_size: usize,
@@ -151,7 +152,26 @@ impl Pacer {
     }
 }
 
+impl Drop for S3Storage {
+    /// The runtime is let go without waiting for its threads: the last handle may be dropped
+    /// inside another runtime's task (the daemon's, on its way out), where blocking would panic.
+    /// Whatever it still ran is abandoned, as dropping it would have; deferred writes are only
+    /// durable after a flush anyway.
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 impl S3Storage {
+    /// The store's runtime.
+    fn rt(&self) -> &tokio::runtime::Runtime {
+        self.rt
+            .as_ref()
+            .expect("the runtime lives until the store is dropped")
+    }
+
     /// Connects (lazily: the first request tells whether the bucket and credentials work).
     pub fn new(o: &S3Options) -> Result<S3Storage, StorageError> {
         let describe = format!(
@@ -242,7 +262,7 @@ impl S3Storage {
             .map_err(|e| err(format!("starting its runtime: {e}")))?;
         Ok(S3Storage {
             store,
-            rt,
+            rt: Some(rt),
             prefix: o.settings.prefix.trim_matches('/').to_string(),
             describe,
             part_size: o.settings.part_size.max(5 << 20),
@@ -279,12 +299,14 @@ impl S3Storage {
         op: &'static str,
         f: impl std::future::Future<Output = Result<T, String>>,
     ) -> Result<T, StorageError> {
-        self.rt.block_on(f).map_err(|reason| StorageError::Remote {
-            store: self.describe.clone(),
-            op,
-            key: String::new(),
-            reason,
-        })
+        self.rt()
+            .block_on(f)
+            .map_err(|reason| StorageError::Remote {
+                store: self.describe.clone(),
+                op,
+                key: String::new(),
+                reason,
+            })
     }
 
     fn path(&self, key: &str) -> Result<ObjectPath, StorageError> {
@@ -363,7 +385,7 @@ impl S3Storage {
             let path = self.path(key).ok()?;
             let (tx, rx) = tokio::sync::oneshot::channel();
             let store = self.store.clone();
-            self.rt.spawn(async move {
+            self.rt().spawn(async move {
                 let r = async {
                     let got = store.get(&path).await?;
                     // Its real share of the window, from the response's headers.
@@ -389,10 +411,10 @@ impl S3Storage {
         fut: impl std::future::Future<Output = T> + Send + 'static,
     ) -> T {
         if tokio::runtime::Handle::try_current().is_err() {
-            return self.rt.block_on(fut);
+            return self.rt().block_on(fut);
         }
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.rt.spawn(async move {
+        self.rt().spawn(async move {
             let _ = tx.send(fut.await);
         });
         rx.recv().expect("the store's runtime dropped a request")
@@ -586,7 +608,7 @@ impl Storage for S3Storage {
         let (describe, k) = (self.describe.clone(), key.to_string());
         let blobs = self.blobs.clone();
         let (control, lock) = (self.control.clone(), self.lock);
-        let task = self.rt.spawn(async move {
+        let task = self.rt().spawn(async move {
             let _permit = permit;
             let r = match lock {
                 // With its retention (Object Lock).
