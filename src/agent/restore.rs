@@ -68,8 +68,7 @@ impl HeadWatch {
     }
 }
 
-/// How often the agent tells the head it is still writing.
-const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+use super::upload::PROGRESS_EVERY;
 
 /// What a write-back wrote.
 #[derive(Debug, Default)]

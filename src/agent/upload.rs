@@ -16,6 +16,9 @@ use super::secrets::Secrets;
 use crate::repository::pack::Trailer;
 use crate::repository::{S3Storage, Storage};
 
+/// How often the agent tells the head it is still at work while one step takes long (a PUT).
+pub(super) const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Directory levels an upload descends (a backup directory and its part directories).
 const MAX_DEPTH: usize = 4;
 
@@ -169,9 +172,37 @@ impl Coordinator for Head<'_> {
     ) -> Result<(), PackingError> {
         match self.store {
             Some(store) => {
-                let stored = store
-                    .put_file_deferred(key, path)
-                    .and_then(|()| store.flush());
+                // The PUT may outlast the head's patience: the head hears from the agent every
+                // few seconds meanwhile.
+                let stored = std::thread::scope(|scope| {
+                    let (done, waiting) = std::sync::mpsc::channel::<()>();
+                    let put = scope.spawn(move || {
+                        // Tests: a PUT that takes longer than the head's timeout.
+                        if let Some(ms) = crate::failpoint::value("agent.slow_put") {
+                            std::thread::sleep(std::time::Duration::from_millis(
+                                ms.parse().unwrap_or(0),
+                            ));
+                        }
+                        let stored = store
+                            .put_file_deferred(key, path)
+                            .and_then(|()| store.flush());
+                        drop(done);
+                        stored
+                    });
+                    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                        waiting.recv_timeout(PROGRESS_EVERY)
+                    {
+                        let _ = proto::write_msg(
+                            self.output,
+                            &Msg::Progress {
+                                req: self.req,
+                                files: 0,
+                                bytes: size,
+                            },
+                        );
+                    }
+                    put.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+                });
                 if let Err(e) = stored {
                     let _ = std::fs::remove_file(path);
                     return Err(PackingError::Head(format!("storing {key}: {e}")));

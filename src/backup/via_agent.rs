@@ -393,6 +393,8 @@ fn drive(
                 let meta = recorded(stat, &logical, &mut done);
                 rec.add_symlink(logical, target, meta).map_err(repo)?;
             }
+            // The agent is still at work (a long PUT).
+            Msg::Progress { req: r, .. } if r == req => {}
             Msg::Uploaded { req: r, .. } if r == req => return Ok(done),
             Msg::Error {
                 req: r,

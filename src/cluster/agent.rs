@@ -150,7 +150,7 @@ pub enum AgentError {
         agent_protocol: u32,
         ours: String,
     },
-    #[error("{node}: the agent sent no {waiting_for} within {timeout:?}; it was stopped")]
+    #[error("{node}: the agent sent nothing within {timeout:?} (hopsdrd was waiting for {waiting_for}); it was stopped")]
     Timeout {
         node: String,
         waiting_for: String,

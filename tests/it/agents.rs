@@ -397,7 +397,7 @@ fn an_agent_that_goes_quiet_is_stopped_after_the_timeout() {
         .unwrap_err();
     assert_eq!(
         e.to_string(),
-        "datanode dn9: the agent sent no pong within 1s; it was stopped"
+        "datanode dn9: the agent sent nothing within 1s (hopsdrd was waiting for pong); it was stopped"
     );
     assert!(started.elapsed() < Duration::from_secs(10));
     let pid: i32 = std::fs::read_to_string(&pidfile)

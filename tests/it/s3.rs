@@ -493,6 +493,27 @@ pub fn node_files(repo: &hopsdr::repository::Repository, id: &str) -> Vec<String
     v
 }
 
+/// An agent whose PUT takes longer than `[agents] timeout` (failpoint agent.slow_put: 12 s
+/// against 5 s) keeps its session alive with progress messages: the backup succeeds.
+#[test]
+fn an_agent_in_a_long_put_is_not_taken_for_dead() {
+    let mut env = Env::new();
+    let c = Cluster::create(&env, &[]);
+    let s3 = S3Server::start();
+    s3.bucket("hopsdr");
+    env.repository_config = Some(s3.repository_config(&env, "hopsdr", SECRET_KEY));
+    env.extra_config = c.rondb_config("local")
+        + &crate::agents::agents_enabled_config().replace("timeout = \"20s\"", "timeout = \"5s\"");
+    let _d = env.start_with(&[("HOPSDR_FAILPOINTS", "agent.slow_put=12000")]);
+    let id = env.backup_ok();
+    assert!(!id.is_empty());
+    assert!(
+        env.log().contains("stored by the node's agent"),
+        "{}",
+        env.log()
+    );
+}
+
 /// hopsdrd with a repository in S3 stops cleanly on SIGTERM after a backup (exit 0, no panic:
 /// the store's runtime is let go from inside the daemon's).
 #[test]

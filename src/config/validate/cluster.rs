@@ -224,10 +224,20 @@ impl Validator<'_> {
     }
 
     pub(super) fn agents(&mut self, p: &KeyPath, raw: RawAgents) -> AgentsSettings {
+        let timeout = self.duration(&p.key("timeout"), raw.timeout, DEFAULT_AGENT_TIMEOUT);
+        // Agents at work report every 2 s: a shorter wait would stop every one of them.
+        if timeout < std::time::Duration::from_secs(5) {
+            self.error(
+                &p.key("timeout"),
+                format!(
+                    "timeout {timeout:?} is too short: agents at work report every 2 s; use at least 5s"
+                ),
+            );
+        }
         AgentsSettings {
             enabled: raw.enabled.unwrap_or(false),
             binary: self.absolute(&p.key("binary"), raw.binary, DEFAULT_AGENT_BINARY),
-            timeout: self.duration(&p.key("timeout"), raw.timeout, DEFAULT_AGENT_TIMEOUT),
+            timeout,
         }
     }
 
