@@ -412,6 +412,9 @@ pub enum Msg {
         volume: String,
         chunk_size: usize,
         entries_bytes: u64,
+        /// Only fetch and check every unit, write nothing (a restore's verify step).
+        #[serde(default)]
+        check_only: bool,
     },
     /// A long request goes on (also the agent's heartbeat while it works).
     Progress {

@@ -83,7 +83,8 @@ struct Totals {
 /// A file of a group being written from the same units.
 struct Target {
     rel: String,
-    file: std::fs::File,
+    /// `None` when only checking.
+    file: Option<std::fs::File>,
     skip: u64,
     size: u64,
     written: u64,
@@ -104,6 +105,8 @@ struct Volume<'a> {
     req: u32,
     last_word: Instant,
     head: &'a HeadWatch,
+    /// Fetch and check only; write nothing.
+    check_only: bool,
 }
 
 impl Volume<'_> {
@@ -209,14 +212,20 @@ impl Volume<'_> {
     ) -> Result<(), UploadError> {
         let mut targets = Vec::with_capacity(group.len());
         for (rel, size, skip, stat) in group {
-            let full = self.place(&rel)?;
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-                .open(&full)
-                .map_err(|e| UploadError::at(&full, e))?;
+            let file = match self.check_only {
+                true => None,
+                false => {
+                    let full = self.place(&rel)?;
+                    let f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+                        .open(&full)
+                        .map_err(|e| UploadError::at(&full, e))?;
+                    Some(f)
+                }
+            };
             targets.push(Target {
                 rel,
                 file,
@@ -244,9 +253,10 @@ impl Volume<'_> {
                     let hi = (t.skip + t.size).min(end);
                     if lo < hi {
                         let piece = &chunk[(lo - pos) as usize..(hi - pos) as usize];
-                        t.file
-                            .write_all(piece)
-                            .map_err(|e| UploadError::at(&self.root.join(&t.rel), e))?;
+                        if let Some(f) = t.file.as_mut() {
+                            f.write_all(piece)
+                                .map_err(|e| UploadError::at(&self.root.join(&t.rel), e))?;
+                        }
                         t.written += piece.len() as u64;
                         self.totals.bytes += piece.len() as u64;
                     }
@@ -274,16 +284,17 @@ impl Volume<'_> {
                     format!("{} bytes in its units, {} recorded", t.written, t.size),
                 ));
             }
-            self.own(&full, Some(&t.file), &t.stat)?;
-            set_mode(&t.file, &full, t.stat.mode)?;
-            let mtime = std::time::UNIX_EPOCH + Duration::from_secs(t.stat.mtime.max(0) as u64);
-            t.file
-                .set_times(
+            if let Some(f) = &t.file {
+                self.own(&full, Some(f), &t.stat)?;
+                set_mode(f, &full, t.stat.mode)?;
+                let mtime = std::time::UNIX_EPOCH + Duration::from_secs(t.stat.mtime.max(0) as u64);
+                f.set_times(
                     std::fs::FileTimes::new()
                         .set_modified(mtime)
                         .set_accessed(mtime),
                 )
                 .map_err(|e| UploadError::at(&full, e))?;
+            }
             self.totals.files += 1;
         }
         Ok(())
@@ -342,6 +353,7 @@ pub fn write_volume(
     volume: &str,
     list: std::fs::File,
     chunk_size: usize,
+    check_only: bool,
     store: Option<&S3Store>,
     secrets: &Secrets,
     output: &mut dyn Write,
@@ -375,6 +387,7 @@ pub fn write_volume(
         req,
         last_word: Instant::now(),
         head,
+        check_only,
     };
     let mut r = std::io::BufReader::with_capacity(1 << 20, list);
     let mut line = String::new();
@@ -433,8 +446,10 @@ pub fn write_volume(
                         "{path:?} is not a plain path inside the volume"
                     )));
                 }
-                let dir = v.make_dirs(Path::new(&path))?;
-                v.dirs.push((dir, stat));
+                if !check_only {
+                    let dir = v.make_dirs(Path::new(&path))?;
+                    v.dirs.push((dir, stat));
+                }
                 v.totals.dirs += 1;
             }
             Some(WireEntry::Link { path, target, stat }) => {
@@ -443,10 +458,12 @@ pub fn write_volume(
                     v.totals.skipped_links += 1;
                     continue;
                 }
-                let full = v.place(&path)?;
-                std::os::unix::fs::symlink(&target, &full)
-                    .map_err(|e| UploadError::at(&full, e))?;
-                v.own(&full, None, &stat)?;
+                if !check_only {
+                    let full = v.place(&path)?;
+                    std::os::unix::fs::symlink(&target, &full)
+                        .map_err(|e| UploadError::at(&full, e))?;
+                    v.own(&full, None, &stat)?;
+                }
                 v.totals.links += 1;
             }
         }
@@ -465,8 +482,10 @@ pub fn write_volume(
         )
         .map_err(|e| UploadError::at(dir, e))?;
     }
-    let fs = std::fs::File::open(&root).map_err(|e| UploadError::at(&root, e))?;
-    nix::unistd::syncfs(&fs).map_err(|e| UploadError::at(&root, format!("syncing: {e}")))?;
+    if !check_only {
+        let fs = std::fs::File::open(&root).map_err(|e| UploadError::at(&root, e))?;
+        nix::unistd::syncfs(&fs).map_err(|e| UploadError::at(&root, format!("syncing: {e}")))?;
+    }
     let t = &v.totals;
     Ok(Msg::VolumeWritten {
         req,

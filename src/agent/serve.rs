@@ -244,6 +244,7 @@ pub fn serve(
                 volume,
                 chunk_size,
                 entries_bytes,
+                check_only,
             } => {
                 let done = volume::receive_list(input, entries_bytes).and_then(|list| {
                     if job != Job::Restore {
@@ -260,6 +261,7 @@ pub fn serve(
                         &volume,
                         list,
                         chunk_size,
+                        check_only,
                         store.as_ref(),
                         &secrets,
                         output,
@@ -267,7 +269,7 @@ pub fn serve(
                 });
                 done.unwrap_or_else(|e| Msg::Error {
                     req: Some(req),
-                    step: "write-back".into(),
+                    step: if check_only { "check" } else { "write-back" }.into(),
                     path: e.path,
                     message: e.message,
                 })

@@ -493,6 +493,67 @@ pub fn node_files(repo: &hopsdr::repository::Repository, id: &str) -> Vec<String
     v
 }
 
+/// With the agents writing the volumes back, the restore's verify step has each datanode's
+/// agent read its volumes' units back first (hopsdrd only checks that they are indexed): a
+/// block's pack damaged in the bucket is found there, the restore is refused naming a datanode
+/// and the file, and the redeployed cluster is not touched.
+#[test]
+fn with_agents_a_damaged_block_is_found_before_the_cluster_is_touched() {
+    let mut env = Env::new();
+    let c = Cluster::create(&env, &[]);
+    let s3 = S3Server::start();
+    s3.bucket("hopsdr");
+    env.repository_config = Some(s3.repository_config(&env, "hopsdr", SECRET_KEY));
+    env.extra_config = c.hopsfs_config("local")
+        + &crate::restore::restore_config(&env, &c)
+        + &crate::agents::agents_enabled_config();
+    let _d = env.start();
+    let id = env.backup_ok();
+    // A byte of one block's unit, in its pack in the bucket, flipped.
+    let repo = s3_repo(&s3);
+    let m = repo
+        .read_manifest(&hopsdr::ids::BackupId::parse(&id).unwrap())
+        .unwrap();
+    let block = repo
+        .all_entries(&m)
+        .map(|e| e.unwrap())
+        .find_map(|e| match e {
+            hopsdr::repository::Entry::File(f)
+                if f.path.starts_with("hopsfs/dn2/") && f.path.contains("/blk_") =>
+            {
+                Some(f)
+            }
+            _ => None,
+        })
+        .unwrap();
+    let loc = repo.locate_unit(&block.units[0], &block.path).unwrap();
+    let pack = s3
+        .dir
+        .path()
+        .join("hopsdr/cluster1")
+        .join(hopsdr::repository::packer::pack_key(&loc.pack));
+    let mut bytes = std::fs::read(&pack).unwrap();
+    let at = loc.offset as usize + loc.stored_len as usize / 2;
+    bytes[at] ^= 0x55;
+    std::fs::write(&pack, bytes).unwrap();
+    c.tb(&["cluster", "destroy"]);
+    c.tb(&["cluster", "redeploy"]);
+    let redeployed = c.fingerprint();
+    let out = env.ctl(&["restore", "start", &id, "--yes", "--wait"]);
+    assert_ne!(out.status.code(), Some(0));
+    let st = env.ctl_json(&["restore", "status"]);
+    let err = st["restore"]["steps"][0]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        // (dn2's block shares its unit with its replicas elsewhere: any of them may read it.)
+        err.starts_with("step 1 (") && err.contains("datanode dn") && err.contains("at check"),
+        "{st:#}"
+    );
+    assert_eq!(c.fingerprint(), redeployed, "the cluster was not touched");
+}
+
 /// An agent whose PUT takes longer than `[agents] timeout` (failpoint agent.slow_put: 12 s
 /// against 5 s) keeps its session alive with progress messages: the backup succeeds.
 #[test]

@@ -252,9 +252,13 @@ fn verify(run: &RestoreRun<'_>, i: usize, step: &RestoreStep) -> Result<(), Rest
         }
         _ => {}
     }
+    // With the agents writing the volumes back, each reads its volumes' units back here instead
+    // (on its own link, all at once); hopsdrd checks the rest and that those units are indexed.
+    let agents = super::volumes::agents_write(run);
+    let left = |f: &crate::repository::FileEntry| agents && f.path.starts_with("hopsfs/");
     let report = run
         .repo
-        .verify_manifest(run.manifest, run.cancel)
+        .verify_manifest_leaving(run.manifest, run.cancel, &left)
         .map_err(|e| match e {
             RepoError::Cancelled => RestoreError::Cancelled {
                 step: i + 1,
@@ -296,6 +300,9 @@ fn verify(run: &RestoreRun<'_>, i: usize, step: &RestoreStep) -> Result<(), Rest
             report.files_checked, report.blobs_checked, report.bytes_checked
         ),
     );
+    if agents {
+        super::volumes::check_through_agents(run, i, step)?;
+    }
     // Versions: the RonDB version at backup time against the target's.
     if let (Some(mgm), Some(backup_version)) = (
         crate::restore::target::mgm_client(run.settings),

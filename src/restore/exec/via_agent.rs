@@ -96,8 +96,10 @@ fn entry_list(
 }
 
 /// Has the agent of `session` write backup `run.manifest`'s `prefix` (`hopsfs/<dn>/vol<k>/`)
-/// beneath `volume` (its `current/` already cleared); `None` when hopsdrd must write it itself
-/// (see [`entry_list`]). `what` names the volume in progress lines.
+/// beneath `volume` (its `current/` already cleared) — or, with `check_only`, fetch and check
+/// every unit of it, writing nothing; `None` when hopsdrd must do it itself (see
+/// [`entry_list`]). `what` names the volume in progress lines.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn write_volume(
     run: &RestoreRun<'_>,
     i: usize,
@@ -106,6 +108,7 @@ pub(super) fn write_volume(
     prefix: &str,
     volume: &str,
     what: &str,
+    check_only: bool,
 ) -> Result<Option<Written>, RestoreError> {
     let repo_err = |source| RestoreError::Repository {
         step: i + 1,
@@ -123,6 +126,7 @@ pub(super) fn write_volume(
             volume: volume.to_string(),
             chunk_size: run.repo.chunk_size(),
             entries_bytes: len,
+            check_only,
         })
         .map_err(&agent_err)?;
     session.send_file(list, len).map_err(&agent_err)?;

@@ -132,10 +132,7 @@ fn write_datanode(
     step: &RestoreStep,
     d: &crate::config::HopsfsDatanodeSettings,
 ) -> Result<(), RestoreError> {
-    let node = match &d.host {
-        NodeHost::Local => Node::local(&format!("datanode {}", d.name)),
-        host => Node::at(format!("datanode {}", d.name), host, &run.settings.ssh),
-    };
+    let node = node_of(run, d);
     let moves: Vec<_> = step_moves(run)
         .into_iter()
         .filter(|m| m.datanode == d.name)
@@ -164,7 +161,8 @@ fn write_datanode(
         let vol = mv.volume.clone();
         if let Some(s) = session.as_mut() {
             let what = format!("datanode {}: {}", d.name, mv.from);
-            if let Some(w) = via_agent::write_volume(run, i, step, s, &prefix, &vol, &what)? {
+            if let Some(w) = via_agent::write_volume(run, i, step, s, &prefix, &vol, &what, false)?
+            {
                 tracing::info!(
                     step = "restore",
                     node = %d.name,
@@ -215,6 +213,108 @@ fn write_datanode(
             .map_err(via_agent::agent_err(i, step))?;
     }
     Ok(())
+}
+
+fn node_of(run: &RestoreRun<'_>, d: &crate::config::HopsfsDatanodeSettings) -> Node {
+    match &d.host {
+        NodeHost::Local => Node::local(&format!("datanode {}", d.name)),
+        host => Node::at(format!("datanode {}", d.name), host, &run.settings.ssh),
+    }
+}
+
+/// Whether the datanodes' agents write the volumes back (see [`agent_session`]).
+pub(super) fn agents_write(run: &RestoreRun<'_>) -> bool {
+    run.settings.agents.enabled
+        && matches!(
+            run.settings.repository.store,
+            crate::config::StoreSettings::S3(_)
+        )
+        && run.repo.is_packed()
+        && run.settings.hopsfs.is_some()
+        && !step_moves(run).is_empty()
+}
+
+/// The verify step's part for the volumes the agents will write: every datanode's agent
+/// fetches and checks its volumes' units (writing nothing), all at once. Content an older
+/// format stored is checked by hopsdrd.
+pub(super) fn check_through_agents(
+    run: &RestoreRun<'_>,
+    i: usize,
+    step: &RestoreStep,
+) -> Result<(), RestoreError> {
+    let Some(h) = &run.settings.hopsfs else {
+        return Ok(());
+    };
+    let moves = step_moves(run);
+    let dns: Vec<_> = h
+        .datanodes
+        .iter()
+        .filter(|d| moves.iter().any(|m| m.datanode == d.name))
+        .collect();
+    let results: Vec<Result<(), RestoreError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = dns
+            .iter()
+            .map(|d| {
+                let moves = &moves;
+                scope.spawn(move || check_datanode(run, i, step, d, moves))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    results.into_iter().collect()
+}
+
+fn check_datanode(
+    run: &RestoreRun<'_>,
+    i: usize,
+    step: &RestoreStep,
+    d: &crate::config::HopsfsDatanodeSettings,
+    moves: &[crate::restore::plan::VolumeMove],
+) -> Result<(), RestoreError> {
+    let node = node_of(run, d);
+    let Some(mut session) = agent_session(run, i, step, d, &node)? else {
+        return Ok(());
+    };
+    for mv in moves.iter().filter(|m| m.datanode == d.name) {
+        let prefix = format!("hopsfs/{}/", mv.from);
+        let what = format!("datanode {}: {}", d.name, mv.from);
+        let checked =
+            via_agent::write_volume(run, i, step, &mut session, &prefix, &mv.volume, &what, true)?;
+        match checked {
+            Some(w) => (run.progress)(
+                i,
+                &format!(
+                    "{what}: {} files, {} bytes checked by its agent",
+                    w.files, w.bytes
+                ),
+            ),
+            None => {
+                // Content stored before format 3: hopsdrd reads it (all of the volume).
+                let report = run
+                    .repo
+                    .verify_manifest_leaving(run.manifest, run.cancel, &|f| {
+                        !f.path.starts_with(&prefix)
+                    })
+                    .map_err(repo_err(i, step))?;
+                if let Some(d) = report.damaged.first() {
+                    return Err(refused(
+                        i,
+                        step,
+                        format!(
+                            "backup {} is damaged: {} ({}); the cluster was not touched",
+                            run.manifest.id, d.path, d.reason
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    session
+        .finish(run.cancel)
+        .map_err(via_agent::agent_err(i, step))
 }
 
 /// A session with datanode `d`'s agent for the write-back, when it goes through the agents:
