@@ -461,6 +461,32 @@ pub fn write_frame(w: &mut dyn Write, kind: u8, payload: &[u8]) -> Result<(), Pr
     Ok(())
 }
 
+/// Reads `len` bytes of `r` in pieces of at most [`BYTES_PER_FRAME`] and hands each to `send`
+/// (which writes it as a [`KIND_BYTES`] frame); `r` ending early is an `UnexpectedEof` read
+/// error, given to `read_err` as any other.
+pub fn send_in_frames<E>(
+    r: &mut dyn Read,
+    len: u64,
+    mut send: impl FnMut(&[u8]) -> Result<(), E>,
+    read_err: impl Fn(std::io::Error) -> E,
+) -> Result<(), E> {
+    let mut buf = vec![0u8; BYTES_PER_FRAME];
+    let mut left = len;
+    while left > 0 {
+        let want = left.min(buf.len() as u64) as usize;
+        let n = crate::repository::read_full(r, &mut buf[..want]).map_err(&read_err)?;
+        if n == 0 {
+            return Err(read_err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("it ends {left} bytes early"),
+            )));
+        }
+        send(&buf[..n])?;
+        left -= n as u64;
+    }
+    Ok(())
+}
+
 /// Writes one message as a frame and flushes it.
 pub fn write_msg(w: &mut dyn Write, msg: &Msg) -> Result<(), ProtoError> {
     let json = serde_json::to_vec(msg).map_err(|e| ProtoError::BadMessage {

@@ -116,20 +116,14 @@ impl Head<'_> {
             )
             .map_err(|e| e.to_string())?;
             let mut f = std::fs::File::open(path).map_err(|e| e.to_string())?;
-            let mut buf = vec![0u8; proto::BYTES_PER_FRAME];
-            let mut left = size;
-            while left > 0 {
-                let want = left.min(buf.len() as u64) as usize;
-                let n = crate::repository::read_full(&mut f, &mut buf[..want])
-                    .map_err(|e| e.to_string())?;
-                if n == 0 {
-                    return Err(format!("{} ends {left} bytes early", path.display()));
-                }
-                proto::write_frame(self.output, proto::KIND_BYTES, &buf[..n])
-                    .map_err(|e| e.to_string())?;
-                left -= n as u64;
-            }
-            Ok(())
+            proto::send_in_frames(
+                &mut f,
+                size,
+                |b| {
+                    proto::write_frame(self.output, proto::KIND_BYTES, b).map_err(|e| e.to_string())
+                },
+                |e| format!("{}: {e}", path.display()),
+            )
         })();
         let _ = std::fs::remove_file(path);
         sent.map_err(PackingError::Head)
@@ -263,6 +257,23 @@ impl Setup {
         Ok(Setup { storage, spool })
     }
 
+    /// The head as an upload of request `req` talks to it (`volume`: a HopsFS volume's files).
+    pub(super) fn head<'a>(
+        &'a self,
+        req: u32,
+        input: &'a mut dyn Read,
+        output: &'a mut dyn Write,
+        volume: bool,
+    ) -> Head<'a> {
+        Head {
+            req,
+            input,
+            output,
+            store: self.storage.as_ref(),
+            volume,
+        }
+    }
+
     pub(super) fn packing<'k>(
         &self,
         chunk_size: usize,
@@ -293,13 +304,7 @@ pub fn upload(
 ) -> Result<Msg, UploadError> {
     let setup = Setup::new(chunk_size, store, secrets)?;
     let mut packing = setup.packing(chunk_size, compression_level, secrets)?;
-    let mut head = Head {
-        req,
-        input,
-        output,
-        store: setup.storage.as_ref(),
-        volume: false,
-    };
+    let mut head = setup.head(req, input, output, false);
     // Depth first, each directory's entries sorted: a directory before what it holds.
     let mut files = 0;
     let mut stack: Vec<(PathBuf, String)> = vec![(dir.to_path_buf(), String::new())];

@@ -166,13 +166,7 @@ pub fn upload_list(
 ) -> Result<Msg, UploadError> {
     let setup = Setup::new(chunk_size, store, secrets)?;
     let mut packing = setup.packing(chunk_size, compression_level, secrets)?;
-    let mut head = Head {
-        req,
-        input,
-        output,
-        store: setup.storage.as_ref(),
-        volume: true,
-    };
+    let mut head = setup.head(req, input, output, true);
     let mut pinned = Pinned {
         base: pin.to_path_buf(),
         checked: None,

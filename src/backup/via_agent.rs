@@ -117,6 +117,14 @@ impl Uploaded {
     }
 }
 
+/// The chunk size and compression level the agent packs with.
+fn packing(session: &Session, rec: &mut dyn Recorder) -> Result<(usize, i32), ViaAgentError> {
+    rec.packing().map_err(|e| ViaAgentError::Repository {
+        node: session.node_name().to_string(),
+        source: Box::new(e),
+    })
+}
+
 /// Has the agent of `session` store directory `dir` (relative to its `--backup-dir`) into
 /// the backup (`rec`) under `prefix`.
 pub fn upload_dir(
@@ -126,10 +134,7 @@ pub fn upload_dir(
     prefix: &str,
     cancel: &CancellationToken,
 ) -> Result<Uploaded, ViaAgentError> {
-    let (chunk_size, compression_level) = rec.packing().map_err(|e| ViaAgentError::Repository {
-        node: session.node_name().to_string(),
-        source: Box::new(e),
-    })?;
+    let (chunk_size, compression_level) = packing(session, rec)?;
     let req = session.req();
     session.send(&Msg::Upload {
         req,
@@ -160,10 +165,7 @@ pub fn upload_list(
             message: format!("reading it on the head node: {e}"),
         })?
         .len();
-    let (chunk_size, compression_level) = rec.packing().map_err(|e| ViaAgentError::Repository {
-        node: session.node_name().to_string(),
-        source: Box::new(e),
-    })?;
+    let (chunk_size, compression_level) = packing(session, rec)?;
     let req = session.req();
     session.send(&Msg::UploadList {
         req,

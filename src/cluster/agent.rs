@@ -408,21 +408,7 @@ impl Session {
             message: format!("reading it on the head node: {e}"),
         };
         let mut r = file;
-        let mut buf = vec![0u8; proto::BYTES_PER_FRAME];
-        let mut left = len;
-        while left > 0 {
-            let want = left.min(buf.len() as u64) as usize;
-            let n = crate::repository::read_full(&mut r, &mut buf[..want]).map_err(local)?;
-            if n == 0 {
-                return Err(local(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    format!("it ends {left} bytes early"),
-                )));
-            }
-            self.send_bytes(&buf[..n])?;
-            left -= n as u64;
-        }
-        Ok(())
+        proto::send_in_frames(&mut r, len, |b| self.send_bytes(b), local)
     }
 
     /// Sends one frame of another type than a message, flushed.

@@ -316,18 +316,7 @@ fn killed_while_agents_store_a_backup_nothing_is_counted_and_the_next_one_succee
                 committed,
                 "{at}: no manifest but the committed backups'"
             );
-            let id = env.backup_ok();
-            let out = env.ctl(&["verify", &id, "--wait"]);
-            assert_eq!(out.status.code(), Some(0), "{at}: {}", env.log());
-            let out = env.ctl(&["prune", "--wait"]);
-            assert_eq!(out.status.code(), Some(0), "{at}: {}", env.log());
-            let out = env.ctl(&["repo", "check"]);
-            assert_eq!(
-                out.status.code(),
-                Some(0),
-                "{at}: {}",
-                String::from_utf8_lossy(&out.stdout)
-            );
+            next_backup_verifies_and_collects(&env, &at);
         }
     }
 }
@@ -446,16 +435,22 @@ fn an_agent_that_dies_mid_upload_fails_the_backup_cleanly() {
         drop(d);
     }
     let _d = env.start();
+    next_backup_verifies_and_collects(&env, "after the agents died");
+}
+
+/// After a failed or interrupted backup (`at` says which): the next backup succeeds and
+/// verifies, a prune's collection and `repo check` pass.
+fn next_backup_verifies_and_collects(env: &Env, at: &str) {
     let id = env.backup_ok();
     let out = env.ctl(&["verify", &id, "--wait"]);
-    assert_eq!(out.status.code(), Some(0), "{}", env.log());
+    assert_eq!(out.status.code(), Some(0), "{at}: {}", env.log());
     let out = env.ctl(&["prune", "--wait"]);
-    assert_eq!(out.status.code(), Some(0), "{}", env.log());
+    assert_eq!(out.status.code(), Some(0), "{at}: {}", env.log());
     let out = env.ctl(&["repo", "check"]);
     assert_eq!(
         out.status.code(),
         Some(0),
-        "{}",
+        "{at}: {}",
         String::from_utf8_lossy(&out.stdout)
     );
 }
