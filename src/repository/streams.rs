@@ -367,6 +367,36 @@ impl Repository {
         }))
     }
 
+    /// The entries of backup `m` whose paths start with `prefix` (a directory, ending in `/`):
+    /// the manifest's own, then the streams under it (the others are not read).
+    pub fn entries_under<'r>(
+        &'r self,
+        m: &'r Manifest,
+        prefix: &'r str,
+    ) -> Box<dyn Iterator<Item = Result<Entry, RepoError>> + 'r> {
+        let own = m
+            .entries
+            .iter()
+            .filter(move |e| e.path().starts_with(prefix))
+            .cloned()
+            .map(Ok);
+        let streams = m
+            .streams
+            .iter()
+            .filter(move |s| format!("{}/", s.prefix).starts_with(prefix))
+            .flat_map(move |s| {
+                let it: Box<dyn Iterator<Item = Result<Entry, RepoError>>> =
+                    match self.stream_entries(m, s) {
+                        Ok(it) => Box::new(it.filter(move |e| {
+                            e.as_ref().map_or(true, |e| e.path().starts_with(prefix))
+                        })),
+                        Err(e) => Box::new(std::iter::once(Err(e))),
+                    };
+                it
+            });
+        Box::new(own.chain(streams))
+    }
+
     /// Every entry of backup `m`: the manifest's own, then each stream's.
     pub fn all_entries<'r>(
         &'r self,

@@ -43,7 +43,7 @@ fn entry_list(
         })
     };
     let mut file = std::io::BufWriter::new(tempfile::tempfile().map_err(io)?);
-    for e in run.repo.all_entries(run.manifest) {
+    for e in run.repo.entries_under(run.manifest, prefix) {
         let e = e?;
         let Some(rel) = e.path().strip_prefix(prefix).map(str::to_string) else {
             continue;
