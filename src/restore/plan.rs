@@ -12,7 +12,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{parse_volume_ref, BlockStorage, NodeHost, Settings};
+use crate::config::{parse_volume_ref, BlockStorage, NodeHost, Settings, StoreSettings};
 use crate::ids::{BackupId, NdbNodeId};
 use crate::repository::{Entry, Manifest};
 
@@ -665,7 +665,15 @@ pub fn plan(
                 .filter(|d| names.contains(&d.name))
                 .collect();
             let names: Vec<String> = dns.iter().map(|d| d.name.clone()).collect();
-            let parallel = (r.parallelism as usize).min(dns.len()).max(1);
+            // Through the datanodes' agents (a packed backup in S3), every datanode at once: each
+            // moves its own bytes.
+            let agents = settings.agents.enabled
+                && matches!(settings.repository.store, StoreSettings::S3(_))
+                && !m.streams.is_empty();
+            let parallel = match agents {
+                true => dns.len().max(1),
+                false => (r.parallelism as usize).min(dns.len()).max(1),
+            };
             let identity = moves.iter().all(|mv| {
                 parse_volume_ref(&mv.from).is_some_and(|(n, k)| {
                     n == mv.datanode
@@ -687,19 +695,24 @@ pub fn plan(
                     )
                 ));
             }
+            let binary = settings.agents.binary.display().to_string();
             steps.push(RestoreStep {
                 commands: moves
                     .iter()
-                    .map(|mv| s(&["tar", "--numeric-owner", "-C", &mv.volume, "-xf", "-"]))
+                    .map(|mv| match agents {
+                        true => s(&[&binary, "agent", "--serve", "--role", "hopsfs", "--root", &mv.volume]),
+                        false => s(&["tar", "--numeric-owner", "-C", &mv.volume, "-xf", "-"]),
+                    })
                     .collect(),
                 datanodes: names.clone(),
                 moves: moves.clone(),
                 ..step(
                     StepKind::HopsfsVolumes,
                     format!(
-                        "write back the volumes of datanode{} {} ({parallel} in parallel)",
+                        "write back the volumes of datanode{} {} ({parallel} in parallel{})",
                         if dns.len() > 1 { "s" } else { "" },
-                        names.join(", ")
+                        names.join(", "),
+                        if agents { ", by their agents" } else { "" }
                     ),
                     &dns.iter()
                         .map(|d| format!("datanode {} ({})", d.name, host_name(&d.host)))

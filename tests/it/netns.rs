@@ -117,6 +117,20 @@ fn through_agents_across_shaped_links_a_backup_and_a_restore_bring_the_cluster_b
     let id = env.backup_ok();
     crate::agents::assert_through_agents(&env, false, 2);
     crate::agents::restore_whole(&env, &c, &id, &before);
+    // The plan said so: every datanode at once, by its agent.
+    let st = env.ctl_json(&["restore", "status"]);
+    let titles: Vec<&str> = st["plan"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["title"].as_str())
+        .collect();
+    assert!(
+        titles
+            .iter()
+            .any(|t| t.ends_with("datanodes dn1, dn2 (2 in parallel, by their agents)")),
+        "{titles:?}"
+    );
     let log = env.log();
     for dn in ["dn1", "dn2"] {
         assert!(

@@ -46,7 +46,12 @@ pub(super) fn write_volumes(
     let done = Mutex::new(done);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let failed: Mutex<Option<RestoreError>> = Mutex::new(None);
-    let workers = (run.settings.restore.parallelism.max(1) as usize).min(todo.len());
+    // Through the agents every datanode at once (each moves its own bytes), else up to
+    // `[restore] parallelism` (hopsdrd's link and CPUs carry them all).
+    let workers = match agents_write(run) {
+        true => todo.len(),
+        false => (run.settings.restore.parallelism.max(1) as usize).min(todo.len()),
+    };
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| loop {
