@@ -325,10 +325,7 @@ pub enum Msg {
     DirStored {
         req: u32,
         path: String,
-        mode: u32,
-        mtime: i64,
-        uid: u32,
-        gid: u32,
+        stat: Stat,
     },
     /// Which of these blob or unit ids (hex) must the agent store?
     Have {
@@ -358,10 +355,7 @@ pub enum Msg {
         req: u32,
         path: String,
         size: u64,
-        mode: u32,
-        mtime: i64,
-        uid: u32,
-        gid: u32,
+        stat: Stat,
         units: Vec<String>,
     },
     /// Store the files of a pinned HopsFS volume that the head lists: `volume` must be one of

@@ -7,11 +7,10 @@
 //! else; the directory must resolve inside the backup directory.
 
 use std::io::{Read, Write};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::packing::{Coordinator, Packing, PackingError, PackingSettings};
-use super::proto::{self, Msg, S3Store, WireTrailer};
+use super::proto::{self, Msg, S3Store, Stat, WireTrailer};
 use super::secrets::Secrets;
 use crate::repository::pack::Trailer;
 use crate::repository::{S3Storage, Storage};
@@ -290,6 +289,37 @@ impl Setup {
     }
 }
 
+/// Stores a file (`size` bytes of `reader`, `full` its path for errors) on its own and reports
+/// it.
+pub(super) fn store_file(
+    rel: &str,
+    reader: &mut dyn Read,
+    size: u64,
+    stat: Stat,
+    full: &Path,
+    packing: &mut Packing<'_>,
+    head: &mut Head<'_>,
+) -> Result<(), UploadError> {
+    let packed = packing
+        .add_file(rel, &mut reader.take(size), head)
+        .map_err(|e| UploadError::at(full, e))?;
+    proto::write_msg(
+        head.output,
+        &Msg::FileStored {
+            req: head.req,
+            path: rel.to_string(),
+            size: packed.size,
+            stat,
+            units: packed
+                .units
+                .iter()
+                .map(|u| u.as_str().to_string())
+                .collect(),
+        },
+    )
+    .map_err(UploadError::of)
+}
+
 /// Uploads every regular file of `dir` (request `req`); returns the closing message.
 #[allow(clippy::too_many_arguments)]
 pub fn upload(
@@ -323,10 +353,7 @@ pub fn upload(
                 &Msg::DirStored {
                     req,
                     path: rel.clone(),
-                    mode: meta.mode() & 0o7777,
-                    mtime: meta.mtime(),
-                    uid: meta.uid(),
-                    gid: meta.gid(),
+                    stat: Stat::of(&meta),
                 },
             )
             .map_err(UploadError::of)?;
@@ -358,27 +385,15 @@ pub fn upload(
             ));
         }
         let mut f = open_regular(&path)?;
-        let packed = packing
-            .add_file(&rel, &mut f, &mut head)
-            .map_err(|e| UploadError::at(&path, e))?;
-        proto::write_msg(
-            head.output,
-            &Msg::FileStored {
-                req,
-                path: rel,
-                size: packed.size,
-                mode: meta.mode() & 0o7777,
-                mtime: meta.mtime(),
-                uid: meta.uid(),
-                gid: meta.gid(),
-                units: packed
-                    .units
-                    .iter()
-                    .map(|u| u.as_str().to_string())
-                    .collect(),
-            },
-        )
-        .map_err(UploadError::of)?;
+        store_file(
+            &rel,
+            &mut f,
+            meta.len(),
+            Stat::of(&meta),
+            &path,
+            &mut packing,
+            &mut head,
+        )?;
         files += 1;
     }
     let stats = packing.finish(&mut head).map_err(UploadError::of)?;

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use super::packing::Packing;
 use super::proto::{self, Msg, S3Store, Stat};
 use super::secrets::Secrets;
-use super::upload::{Head, Setup, UploadError};
+use super::upload::{store_file, Head, Setup, UploadError};
 use crate::cluster::hopsfs::{replica_file, MAX_PAIRED_META, PIN_DIR};
 use crate::repository::{Replica, SOLO_MAX_CHUNKS};
 
@@ -275,38 +275,6 @@ pub fn upload_list(
 
 fn write(output: &mut dyn Write, msg: &Msg) -> Result<(), UploadError> {
     proto::write_msg(output, msg).map_err(UploadError::of)
-}
-
-/// Stores a file on its own and reports it.
-fn store_file(
-    rel: &str,
-    reader: &mut dyn Read,
-    size: u64,
-    stat: Stat,
-    full: &Path,
-    packing: &mut Packing<'_>,
-    head: &mut Head<'_>,
-) -> Result<(), UploadError> {
-    let packed = packing
-        .add_file(rel, &mut reader.take(size), head)
-        .map_err(|e| UploadError::at(full, e))?;
-    write(
-        head.output,
-        &Msg::FileStored {
-            req: head.req,
-            path: rel.to_string(),
-            size: packed.size,
-            mode: stat.mode,
-            mtime: stat.mtime,
-            uid: stat.uid,
-            gid: stat.gid,
-            units: packed
-                .units
-                .iter()
-                .map(|u| u.as_str().to_string())
-                .collect(),
-        },
-    )
 }
 
 /// A checksum file whose block did not follow, stored on its own; the files stored (0 or 1).

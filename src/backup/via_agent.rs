@@ -224,22 +224,9 @@ fn drive(
     loop {
         let msg = session.next_msg("the next step of its upload", cancel)?;
         match msg {
-            Msg::DirStored {
-                req: r,
-                path,
-                mode,
-                mtime,
-                uid,
-                gid,
-            } if r == req => {
+            Msg::DirStored { req: r, path, stat } if r == req => {
                 let logical = logical(prefix, &path)
                     .ok_or_else(|| bad(format!("a directory named {path:?}")))?;
-                let stat = Stat {
-                    mode,
-                    mtime,
-                    uid,
-                    gid,
-                };
                 let meta = recorded(stat, &logical, &mut done);
                 rec.add_dir(logical, meta).map_err(repo)?;
             }
@@ -306,10 +293,7 @@ fn drive(
                 req: r,
                 path,
                 size,
-                mode,
-                mtime,
-                uid,
-                gid,
+                stat,
                 units,
             } if r == req => {
                 let logical = logical(prefix, &path)
@@ -319,12 +303,6 @@ fn drive(
                     .iter()
                     .map(|u| BlobId::parse(u).ok_or_else(|| bad(format!("{u:?} as a unit id"))))
                     .collect::<Result<Vec<_>, _>>()?;
-                let stat = Stat {
-                    mode,
-                    mtime,
-                    uid,
-                    gid,
-                };
                 let meta = recorded(stat, &logical, &mut done);
                 rec.add_stored_file(logical, size, units, meta)
                     .map_err(repo)?;

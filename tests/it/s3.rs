@@ -321,6 +321,19 @@ fn killed_while_agents_store_a_backup_nothing_is_counted_and_the_next_one_succee
     }
 }
 
+/// A test-bed cluster (RonDB and HopsFS on this host) backed up into bucket `hopsdr` of an S3
+/// server through the agents, with `extra(env, cluster)` in the configuration.
+fn agents_in_s3(extra: impl Fn(&Env, &Cluster) -> String) -> (Env, Cluster, S3Server) {
+    let mut env = Env::new();
+    let c = Cluster::create(&env, &[]);
+    let s3 = S3Server::start();
+    s3.bucket("hopsdr");
+    env.repository_config = Some(s3.repository_config(&env, "hopsdr", SECRET_KEY));
+    env.extra_config =
+        c.hopsfs_config("local") + &extra(&env, &c) + &crate::agents::agents_enabled_config();
+    (env, c, s3)
+}
+
 /// The agents serving `env`'s test-bed (its directories, the data nodes' and the datanodes',
 /// are all in the env's), still running.
 fn agents_left(env: &Env) -> usize {
@@ -342,14 +355,7 @@ fn agents_left(env: &Env) -> usize {
 /// `restore resume` writes the volumes again through the agents: the cluster comes back whole.
 #[test]
 fn killed_while_agents_write_the_volumes_back_the_restore_resumes() {
-    let mut env = Env::new();
-    let c = Cluster::create(&env, &[]);
-    let s3 = S3Server::start();
-    s3.bucket("hopsdr");
-    env.repository_config = Some(s3.repository_config(&env, "hopsdr", SECRET_KEY));
-    env.extra_config = c.hopsfs_config("local")
-        + &crate::restore::restore_config(&env, &c)
-        + &crate::agents::agents_enabled_config();
+    let (env, c, _s3) = agents_in_s3(crate::restore::restore_config);
     let before = c.fingerprint();
     let id = {
         let _d = env.start();
@@ -390,14 +396,8 @@ fn killed_while_agents_write_the_volumes_back_the_restore_resumes() {
 /// `repo check` pass.
 #[test]
 fn an_agent_that_dies_mid_upload_fails_the_backup_cleanly() {
-    let mut env = Env::new();
-    let c = Cluster::create(&env, &[]);
-    let s3 = S3Server::start();
-    s3.bucket("hopsdr");
-    env.repository_config = Some(s3.repository_config(&env, "hopsdr", SECRET_KEY));
-    env.extra_config = c.hopsfs_config("local")
-        + "[retention]\nkeep_last = 1\nprune_after_backup = false\n"
-        + &crate::agents::agents_enabled_config();
+    let (env, _c, s3) =
+        agents_in_s3(|_, _| "[retention]\nkeep_last = 1\nprune_after_backup = false\n".into());
     // The agents are the daemon's children here: they inherit its failpoints (once: the
     // first agent that stores a pack exits; "volume": the first storing a HopsFS volume).
     // (The agents run at once: whichever stores a pack first is the one that dies.)
@@ -494,14 +494,7 @@ pub fn node_files(repo: &hopsdr::repository::Repository, id: &str) -> Vec<String
 /// and the file, and the redeployed cluster is not touched.
 #[test]
 fn with_agents_a_damaged_block_is_found_before_the_cluster_is_touched() {
-    let mut env = Env::new();
-    let c = Cluster::create(&env, &[]);
-    let s3 = S3Server::start();
-    s3.bucket("hopsdr");
-    env.repository_config = Some(s3.repository_config(&env, "hopsdr", SECRET_KEY));
-    env.extra_config = c.hopsfs_config("local")
-        + &crate::restore::restore_config(&env, &c)
-        + &crate::agents::agents_enabled_config();
+    let (env, c, s3) = agents_in_s3(crate::restore::restore_config);
     let _d = env.start();
     let id = env.backup_ok();
     // A byte of one block's unit, in its pack in the bucket, flipped.
