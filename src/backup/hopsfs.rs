@@ -25,7 +25,7 @@
 //!   blocks captured, both in temporary files ([`super::coverage`]): more than zero makes the
 //!   backup `partial`, with the missing ids listed.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 use super::coverage::{Captured, CapturedKey};
 use super::known::{KnownBlocks, Pending, Stored};
 use super::recorder::{all_or_first_error, Recorder, Remote, StoppableTask};
+use super::replicas;
 use super::tarstream::{self, TarStreamError};
 use super::via_agent::AgentRun;
 use crate::agent::proto::{Job, Role};
@@ -83,6 +84,8 @@ pub enum HopsfsError {
     Referenced(String),
     #[error("the coverage check's temporary files: {0}: check the space and permissions of the temporary directory")]
     Coverage(String),
+    #[error("one replica per block: {0}")]
+    Replicas(#[from] replicas::ResolveError),
     #[error(transparent)]
     Repository(#[from] RepoError),
 }
@@ -451,6 +454,10 @@ pub struct CopyTotals {
     pub blocks_new: u64,
     pub bytes_new: u64,
     pub rbw_replicas: Vec<String>,
+    /// New finalized replicas recorded with the unit of another datanode's replica of the
+    /// same block (one replica per block), and their block bytes: not read.
+    pub replicas_shared: u64,
+    pub bytes_shared: u64,
 }
 
 fn file_meta(e: &hopsfs::Listed) -> FileMeta {
@@ -479,8 +486,8 @@ enum Step {
 /// What a volume's walk sends to the writer's thread.
 enum Walked {
     Steps(Vec<Step>),
-    /// The walk is over: the files to send from the pin, and the volume's totals.
-    Done(PathList, CopyTotals),
+    /// The walk is over: the files to send from the pin, their bytes, and the volume's totals.
+    Done(PathList, u64, CopyTotals),
 }
 
 /// Why a walk stopped early.
@@ -505,6 +512,8 @@ impl From<RepoError> for WalkStop {
 /// A pinned volume to walk.
 struct PinnedVolume<'a> {
     d: &'a Datanode,
+    /// The volume's place among all the backup's volumes.
+    at: u32,
     /// The volume's place among its datanode's (`vol<index + 1>` in the repository).
     index: usize,
     v: &'a str,
@@ -546,18 +555,36 @@ pub fn copy<'d>(
     let streams = writer.keeps_streams()?;
     let mut lives = fence.live.into_iter();
     let mut volumes = Vec::new();
-    for d in dns {
+    // Per volume: its datanode's place in `dns`.
+    let mut datanode_of = Vec::new();
+    for (di, d) in dns.iter().enumerate() {
         for (index, v) in d.volumes.iter().enumerate() {
             let live = lives.next().flatten();
-            volumes.push(PinnedVolume { d, index, v, live });
+            let at = volumes.len() as u32;
+            volumes.push(PinnedVolume {
+                d,
+                at,
+                index,
+                v,
+                live,
+            });
+            datanode_of.push(di);
         }
     }
+    // One replica per block: format 3 records a replica with another's unit.
+    let holders = if streams {
+        Some(replicas::Holders::new().map_err(replicas::ResolveError::Io)?)
+    } else {
+        None
+    };
+    let unit_max = writer.max_unit_len();
+    let mut loads = vec![0u64; dns.len()];
     let ahead = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .clamp(2, 8);
     let mut totals = CopyTotals::default();
-    // With agents: the volumes' lists, stored by the agents once every volume is walked, all
-    // datanodes at once.
+    // The volumes' lists (one per volume), sent once every volume is walked and one holder of
+    // each block chosen: by the agents, all datanodes at once, or through hopsdrd in turn.
     let mut uploads: Vec<Upload<'d>> = Vec::new();
     std::thread::scope(|scope| {
         // Walks still running when the writer fails stop at their next step.
@@ -567,9 +594,10 @@ pub fn copy<'d>(
             let (tx, rx) = std::sync::mpsc::sync_channel(WALK_QUEUE);
             let place = (vol.d, vol.index, vol.v, vol.prefix());
             let stop = stop.clone();
+            let holders = holders.as_ref().map(|h| (h, unit_max));
             scope.spawn(move || {
                 if let Err(WalkStop::Failed(e)) =
-                    walk_volume(vol, id, known, streams, timeout, &stop, &tx)
+                    walk_volume(vol, id, known, holders, streams, timeout, &stop, &tx)
                 {
                     let _ = tx.send(Err(e));
                 }
@@ -595,23 +623,15 @@ pub fn copy<'d>(
                             }
                         }
                     }
-                    Ok(Ok(Walked::Done(list, t))) => {
-                        if list.count > 0 {
-                            match agents {
-                                Some(_) => uploads.push(Upload { d, v, prefix, list }),
-                                None => {
-                                    let root = pin_root(v, id);
-                                    send_from_pin(
-                                        d, v, &root, &prefix, list, writer, timeout, cancel,
-                                    )?;
-                                }
-                            }
-                        }
+                    Ok(Ok(Walked::Done(list, bytes, t))) => {
+                        let di = datanode_of[uploads.len()];
+                        loads[di] += bytes;
+                        uploads.push(Upload { d, v, prefix, list });
                         totals.blocks += t.blocks;
                         totals.blocks_new += t.blocks_new;
                         totals.bytes_new += t.bytes_new;
                         totals.rbw_replicas.extend(t.rbw_replicas);
-                        tracing::info!(step = "hopsfs", node = %d.name, volume = %v, "volume copied");
+                        tracing::info!(step = "hopsfs", node = %d.name, volume = %v, "volume walked");
                         break;
                     }
                     Ok(Err(e)) => return Err(e),
@@ -627,10 +647,85 @@ pub fn copy<'d>(
         }
         Ok(())
     })?;
-    if let Some(run) = agents {
-        through_agents(run, uploads, id, writer, cancel)?;
+    let followers = match holders {
+        Some(holders) => {
+            let names: Vec<String> = dns.iter().map(|d| d.name.clone()).collect();
+            let f = holders
+                .choose(&datanode_of, &names, &mut loads, |c| {
+                    let list = &mut uploads[c.volume as usize].list;
+                    list.push("current/", &c.meta_path)?;
+                    list.push("current/", &c.block_path)
+                })
+                .map_err(replicas::ResolveError::Io)?;
+            tracing::info!(step = "hopsfs", replicas_shared = f.count(), bytes = ?loads, "one replica per block chosen: bytes each datanode sends");
+            Some(f)
+        }
+        None => None,
+    };
+    let units = match &followers {
+        Some(f) if f.count() > 0 => {
+            let units = replicas::Units::new().map_err(replicas::ResolveError::Io)?;
+            writer.set_replica_sink(Some(units.sink()));
+            Some(units)
+        }
+        _ => None,
+    };
+    let sent = send(uploads, id, writer, agents, timeout, cancel);
+    writer.set_replica_sink(None);
+    sent?;
+    if let (Some(followers), Some(units)) = (followers, units) {
+        totals.replicas_shared = followers.count();
+        totals.bytes_shared = followers.bytes();
+        let prefixes: Vec<String> = dns
+            .iter()
+            .flat_map(|d| (0..d.volumes.len()).map(|i| format!("hopsfs/{}/vol{}", d.name, i + 1)))
+            .collect();
+        followers.resolve::<HopsfsError>(units, |c, unit| {
+            let prefix = &prefixes[c.volume as usize];
+            let block_path = [prefix, "/current/", &c.block_path].concat();
+            let meta_path = [prefix, "/current/", &c.meta_path].concat();
+            let parts = UnitParts {
+                unit,
+                len: c.len,
+                meta_len: c.meta_len,
+                block_meta: c.block_meta,
+                meta_meta: c.meta_meta,
+            };
+            writer.add_known_replica(KnownReplica::unit(
+                streams,
+                &block_path,
+                &meta_path,
+                parts,
+            )?)?;
+            Ok(())
+        })?;
+        crate::failpoint::hit("backup.hopsfs.replicas_shared", cancel);
     }
     Ok((captured, totals))
+}
+
+/// Sends every volume's list: by the datanodes' agents, all at once, or from the pins through
+/// hopsdrd, one volume after the other.
+fn send(
+    uploads: Vec<Upload<'_>>,
+    id: &BackupId,
+    writer: &mut BackupWriter,
+    agents: Option<&AgentRun<'_>>,
+    timeout: Duration,
+    cancel: &CancellationToken,
+) -> Result<(), HopsfsError> {
+    let uploads = uploads.into_iter().filter(|u| u.list.count > 0);
+    match agents {
+        Some(run) => through_agents(run, uploads.collect(), id, writer, cancel),
+        None => {
+            for u in uploads {
+                let root = pin_root(u.v, id);
+                send_from_pin(u.d, u.v, &root, &u.prefix, u.list, writer, timeout, cancel)?;
+                tracing::info!(step = "hopsfs", node = %u.d.name, volume = %u.v, "volume copied");
+            }
+            Ok(())
+        }
+    }
 }
 
 /// A volume's files for its datanode's agent to store.
@@ -746,18 +841,28 @@ fn store_via_agent(
     Ok(())
 }
 
-/// Walks one pinned volume for [`copy`], sending what it finds to `tx` in batches.
+/// Walks one pinned volume for [`copy`], sending what it finds to `tx` in batches. With
+/// `holders` (and the longest replica one unit holds), each new finalized replica goes there
+/// for the choice of one replica per block instead of into the volume's list.
+#[allow(clippy::too_many_arguments)]
 fn walk_volume(
     vol: PinnedVolume<'_>,
     id: &BackupId,
     known: &KnownBlocks,
+    holders: Option<(&replicas::Holders, u64)>,
     streams: bool,
     timeout: Duration,
     cancel: &CancellationToken,
     tx: &std::sync::mpsc::SyncSender<Result<Walked, HopsfsError>>,
 ) -> Result<(), WalkStop> {
     let prefix = vol.prefix();
-    let PinnedVolume { d, index, v, live } = vol;
+    let PinnedVolume {
+        d,
+        at,
+        index,
+        v,
+        live,
+    } = vol;
     let root = pin_root(v, id);
     let io = |e: std::io::Error| HopsfsError::Listing {
         datanode: d.name.clone(),
@@ -783,6 +888,8 @@ fn walk_volume(
     };
     let was_pinned = |p: &str| pinned.as_ref().is_none_or(|s| s.contains(p));
     let mut list = PathList::new().map_err(io)?;
+    // The bytes of the files in `list`.
+    let mut listed = 0u64;
     let mut totals = CopyTotals::default();
     let mut batch = Vec::with_capacity(WALK_BATCH);
     let send = |batch: &mut Vec<Step>| {
@@ -804,6 +911,8 @@ fn walk_volume(
         }
         let replicas = hopsfs::replicas(group);
         let mut paired: HashSet<&str> = HashSet::new();
+        // The group's files by path, for the metadata of replicas left to the choice.
+        let mut by_path: Option<HashMap<&str, &hopsfs::Listed>> = None;
         for r in &replicas {
             paired.insert(r.block_path.as_str());
             paired.insert(r.meta_path.as_str());
@@ -825,10 +934,47 @@ fn walk_volume(
                     .rbw_replicas
                     .push(format!("{}/vol{}/{}", d.name, index + 1, r.block_path));
             }
-            if was_pinned(&r.meta_path) {
+            let meta_pinned = was_pinned(&r.meta_path);
+            if let Some((holders, _)) = holders
+                .filter(|(_, max)| r.finalized && meta_pinned && r.block.len + r.meta_size <= *max)
+            {
+                let files = by_path.get_or_insert_with(|| {
+                    group
+                        .iter()
+                        .filter(|e| e.kind == Kind::File)
+                        .map(|e| (e.path.as_str(), e))
+                        .collect()
+                });
+                if let (Some(b), Some(m)) = (
+                    files.get(r.block_path.as_str()),
+                    files.get(r.meta_path.as_str()),
+                ) {
+                    let c = replicas::Candidate {
+                        key: replicas::key_of(
+                            &r.block.bp,
+                            r.block.id,
+                            r.block.genstamp,
+                            r.block.len,
+                            r.meta_size,
+                        ),
+                        volume: at,
+                        len: r.block.len,
+                        meta_len: r.meta_size,
+                        block_meta: file_meta(b),
+                        meta_meta: file_meta(m),
+                        block_path: r.block_path.clone(),
+                        meta_path: r.meta_path.clone(),
+                    };
+                    holders.add(&c).map_err(io)?;
+                    continue;
+                }
+            }
+            if meta_pinned {
                 list.push("current/", &r.meta_path).map_err(io)?;
+                listed += r.meta_size;
             }
             list.push("current/", &r.block_path).map_err(io)?;
+            listed += r.block.len;
         }
         for e in group {
             if matches!(e.kind, Kind::File | Kind::Symlink)
@@ -836,6 +982,7 @@ fn walk_volume(
                 && was_pinned(&e.path)
             {
                 list.push("current/", &e.path).map_err(io)?;
+                listed += e.size;
             }
         }
         if batch.len() >= WALK_BATCH {
@@ -846,7 +993,7 @@ fn walk_volume(
     if !batch.is_empty() {
         send(&mut batch)?;
     }
-    tx.send(Ok(Walked::Done(list, totals)))
+    tx.send(Ok(Walked::Done(list, listed, totals)))
         .map_err(|_| WalkStop::WriterGone)
 }
 

@@ -116,7 +116,9 @@ impl Stored {
     }
 }
 
-fn key(bp: &str, id: u64, genstamp: u64, len: u64, meta_len: u64) -> u128 {
+/// The key of a finalized block: the first 128 bits of the BLAKE3 of its pool, id, genstamp,
+/// length and checksum file length.
+pub fn key(bp: &str, id: u64, genstamp: u64, len: u64, meta_len: u64) -> u128 {
     let mut h = blake3::Hasher::new();
     h.update(bp.as_bytes());
     h.update(&[0]);

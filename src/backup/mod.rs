@@ -13,6 +13,7 @@ pub mod files;
 pub mod hopsfs;
 pub mod known;
 pub mod recorder;
+pub mod replicas;
 pub mod rondb;
 pub mod tarstream;
 pub mod users;
@@ -505,6 +506,8 @@ fn run_cluster_parts(
             hf.blocks = totals.blocks;
             hf.blocks_new = totals.blocks_new;
             hf.bytes_new = totals.bytes_new;
+            hf.replicas_shared = totals.replicas_shared;
+            hf.bytes_shared = totals.bytes_shared;
             hf.rbw_replicas = totals.rbw_replicas;
             hf.volumes = dns
                 .iter()

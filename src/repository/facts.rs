@@ -117,6 +117,10 @@ pub struct HopsfsFacts {
     pub blocks: u64,
     pub blocks_new: u64,
     pub bytes_new: u64,
+    /// Of the new replicas, those recorded with the unit another datanode's replica of the same
+    /// block was stored as (one replica per block is read), and their block bytes.
+    pub replicas_shared: u64,
+    pub bytes_shared: u64,
     /// Whether the captured blocks were checked against those the RonDB metadata references.
     pub coverage_checked: bool,
     pub referenced_blocks: u64,

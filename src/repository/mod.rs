@@ -167,7 +167,7 @@ pub use s3::{Control, LockMode, ObjectVersion, S3Options, S3Storage, VersionedVi
 pub use storage::{validate_key, KeyError, LocalStorage, ObjectInfo, Storage, StorageError};
 pub use tree::Replica;
 pub(crate) use writer::read_full;
-pub use writer::{BackupWriter, ProgressFn, WriteStats, SOLO_MAX_CHUNKS};
+pub use writer::{BackupWriter, ProgressFn, ReplicaSink, StoredUnit, WriteStats, SOLO_MAX_CHUNKS};
 
 /// The repository format version this code reads and writes (plaintext repositories).
 pub const FORMAT_VERSION: u32 = 1;

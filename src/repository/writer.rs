@@ -53,6 +53,21 @@ pub struct WriteStats {
 /// Called with the running totals after each chunk.
 pub type ProgressFn = Box<dyn FnMut(&WriteStats) + Send>;
 
+/// A finalized HopsFS replica this backup stored as one unit, as told to a [`ReplicaSink`].
+#[derive(Debug, Clone, Copy)]
+pub struct StoredUnit<'a> {
+    /// The block file's logical path.
+    pub block_path: &'a str,
+    pub genstamp: u64,
+    pub len: u64,
+    pub meta_len: u64,
+    pub unit: &'a BlobId,
+}
+
+/// Told of every replica the backup stores as one unit, from the funnel's tar or an agent's
+/// report (see [`BackupWriter::set_replica_sink`]).
+pub type ReplicaSink = Box<dyn FnMut(StoredUnit<'_>) + Send>;
+
 /// A backup being written; see [`Repository::begin_backup`]. Dropping it without
 /// [`BackupWriter::commit`] leaves no backup, only unreferenced blobs.
 pub struct BackupWriter {
@@ -73,6 +88,7 @@ pub struct BackupWriter {
     packer: Option<Packer>,
     /// Format 3: the streams' records, on disk until the commit sorts them.
     spill: Option<Spill>,
+    replica_sink: Option<ReplicaSink>,
 }
 
 impl std::fmt::Debug for BackupWriter {
@@ -187,6 +203,7 @@ impl BackupWriter {
             recent: Mutex::new(RecentBlobs::default()),
             packer: None,
             spill: None,
+            replica_sink: None,
         }
     }
 
@@ -216,6 +233,18 @@ impl BackupWriter {
     /// Calls `f` with the running totals after each chunk is stored.
     pub fn set_progress(&mut self, f: ProgressFn) {
         self.progress = Some(f);
+    }
+
+    /// Has `sink` told of every finalized replica stored as one unit from now on (`None`:
+    /// no longer), so that other replicas of the same block can be recorded with that unit.
+    pub fn set_replica_sink(&mut self, sink: Option<ReplicaSink>) {
+        self.replica_sink = sink;
+    }
+
+    /// The longest replica (block and checksum bytes) stored as one unit; a longer one is
+    /// stored as two files.
+    pub fn max_unit_len(&self) -> u64 {
+        (SOLO_MAX_CHUNKS * self.repo.chunk_size()) as u64
     }
 
     /// Stores the content read from `reader` as the file `logical_path`, and returns its entry.
@@ -383,6 +412,15 @@ impl BackupWriter {
             .as_mut()
             .expect("checked")
             .put(&prefix, &record, &blk_path)?;
+        if let Some(sink) = self.replica_sink.as_mut() {
+            sink(StoredUnit {
+                block_path: &blk_path,
+                genstamp,
+                len: block_len,
+                meta_len: meta_bytes.len() as u64,
+                unit: &BlobId::of(&units[0]),
+            });
+        }
         self.stats.files += 2;
         if self.stats.new_blobs > 0 {
             crate::failpoint::hit("backup.blobs_written", &self.cancel);
@@ -643,6 +681,15 @@ impl BackupWriter {
             .as_mut()
             .expect("a packed backup keeps streams")
             .put(&prefix, &record, &blk_path)?;
+        if let Some(sink) = self.replica_sink.as_mut() {
+            sink(StoredUnit {
+                block_path: &blk_path,
+                genstamp,
+                len,
+                meta_len,
+                unit,
+            });
+        }
         self.stats.files += 2;
         self.stats.logical_bytes += len + meta_len;
         Ok(())

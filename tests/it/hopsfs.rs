@@ -168,6 +168,91 @@ fn new_blocks_only_are_transferred_after_churn() {
     assert_eq!(f["missing_blocks"].as_array().unwrap().len(), 0);
 }
 
+/// One replica per block: with every block on all three datanodes, a backup reads each block
+/// from one of them and records the other replicas with the unit it was stored as. Every block
+/// file of dn1 is changed (same length) before the backup: read, dn1's replicas would be stored
+/// as units of their own; shared, all three replicas of a block name one unit. The facts count
+/// two replicas of three as shared. A first backup killed (SIGKILL) once the unread replicas are
+/// recorded commits nothing, and the next one verifies.
+#[test]
+fn each_block_is_read_from_one_datanode_and_recorded_for_every_replica() {
+    let mut env = Env::new();
+    let c = Cluster::create(&env, &["--replication", "3"]);
+    env.extra_config = c.hopsfs_config("local");
+    let mut changed = 0;
+    for vol in 1..=2 {
+        changed += flip_blocks(&c.volume(1, vol).join("current"));
+    }
+    assert!(changed > 3, "{changed} block files on dn1");
+    let (job, _) = env.backup_killed_at("backup.hopsfs.replicas_shared");
+    let _d = env.start();
+    assert!(env.manifests().is_empty());
+    let state: String = rusqlite::Connection::open(env.catalog())
+        .unwrap()
+        .query_row("SELECT state FROM jobs WHERE id=?1", [job], |r| r.get(0))
+        .unwrap();
+    assert_eq!(state, "interrupted");
+    let id = env.backup_ok();
+    let out = env.ctl(&["verify", &id, "--wait"]);
+    assert_eq!(out.status.code(), Some(0), "{}", env.log());
+    let f = hopsfs_facts(&env, &id);
+    let new = f["blocks_new"].as_u64().unwrap();
+    assert!(new >= 9 && new % 3 == 0, "{f}");
+    assert_eq!(f["replicas_shared"].as_u64().unwrap(), new / 3 * 2, "{f}");
+    assert!(f["bytes_shared"].as_u64().unwrap() > 0, "{f}");
+    let repo = repo(&env);
+    let m = repo.read_manifest(&BackupId::parse(&id).unwrap()).unwrap();
+    // Block file name -> (datanodes holding it, units naming its content).
+    let mut blocks: std::collections::BTreeMap<String, (Vec<String>, Vec<String>)> =
+        Default::default();
+    for e in repo.all_entries(&m) {
+        let Entry::File(f) = e.unwrap() else { continue };
+        let name = f.path.rsplit('/').next().unwrap().to_string();
+        if !f.path.starts_with("hopsfs/") || !name.starts_with("blk_") || name.ends_with(".meta") {
+            continue;
+        }
+        let dn = f.path.split('/').nth(1).unwrap().to_string();
+        let (dns, units) = blocks.entry(name).or_default();
+        dns.push(dn);
+        units.extend(f.units.iter().map(|u| u.as_str().to_string()));
+        units.sort();
+        units.dedup();
+    }
+    assert_eq!(blocks.len() as u64, new / 3, "{blocks:?}");
+    for (name, (dns, units)) in &blocks {
+        assert_eq!(dns.len(), 3, "{name}: {dns:?}");
+        assert_eq!(
+            units.len(),
+            1,
+            "{name}: each replica stored on its own: {units:?}"
+        );
+    }
+}
+
+/// Changes the first byte of every finalized block file under `dir`; returns how many.
+fn flip_blocks(dir: &std::path::Path) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let p = e.path();
+        let name = e.file_name().to_string_lossy().to_string();
+        if e.file_type().unwrap().is_dir() {
+            n += flip_blocks(&p);
+        } else if name.starts_with("blk_")
+            && !name.ends_with(".meta")
+            && p.to_string_lossy().contains("/finalized/")
+        {
+            let mut b = std::fs::read(&p).unwrap();
+            if let Some(x) = b.first_mut() {
+                *x ^= 0xff;
+                std::fs::write(&p, &b).unwrap();
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
 #[test]
 fn a_pin_left_by_a_crash_is_removed_at_start() {
     let mut env = Env::new();
