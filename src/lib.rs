@@ -18,6 +18,7 @@ pub mod domain;
 pub mod failpoint;
 pub mod ids;
 pub mod logging;
+pub mod placement;
 pub mod rebuild;
 pub mod repository;
 pub mod restore;

@@ -573,7 +573,7 @@ pub fn copy<'d>(
     }
     // One replica per block: format 3 records a replica with another's unit.
     let holders = if streams {
-        Some(replicas::Holders::new().map_err(replicas::ResolveError::Io)?)
+        Some(crate::placement::Holders::new().map_err(replicas::ResolveError::Io)?)
     } else {
         None
     };
@@ -680,7 +680,7 @@ pub fn copy<'d>(
             .iter()
             .flat_map(|d| (0..d.volumes.len()).map(|i| format!("hopsfs/{}/vol{}", d.name, i + 1)))
             .collect();
-        followers.resolve::<HopsfsError>(units, |c, unit| {
+        replicas::resolve::<HopsfsError>(followers, units, |c, unit| {
             let prefix = &prefixes[c.volume as usize];
             let block_path = [prefix, "/current/", &c.block_path].concat();
             let meta_path = [prefix, "/current/", &c.meta_path].concat();
@@ -849,7 +849,7 @@ fn walk_volume(
     vol: PinnedVolume<'_>,
     id: &BackupId,
     known: &KnownBlocks,
-    holders: Option<(&replicas::Holders, u64)>,
+    holders: Option<(&crate::placement::Holders, u64)>,
     streams: bool,
     timeout: Duration,
     cancel: &CancellationToken,
@@ -949,8 +949,8 @@ fn walk_volume(
                     files.get(r.block_path.as_str()),
                     files.get(r.meta_path.as_str()),
                 ) {
-                    let c = replicas::Candidate {
-                        key: replicas::key_of(
+                    let c = crate::placement::Candidate {
+                        key: crate::placement::key(
                             &r.block.bp,
                             r.block.id,
                             r.block.genstamp,

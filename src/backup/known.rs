@@ -116,18 +116,7 @@ impl Stored {
     }
 }
 
-/// The key of a finalized block: the first 128 bits of the BLAKE3 of its pool, id, genstamp,
-/// length and checksum file length.
-pub fn key(bp: &str, id: u64, genstamp: u64, len: u64, meta_len: u64) -> u128 {
-    let mut h = blake3::Hasher::new();
-    h.update(bp.as_bytes());
-    h.update(&[0]);
-    h.update(&id.to_le_bytes());
-    h.update(&genstamp.to_le_bytes());
-    h.update(&len.to_le_bytes());
-    h.update(&meta_len.to_le_bytes());
-    u128::from_be_bytes(h.finalize().as_bytes()[..16].try_into().expect("16"))
-}
+pub use crate::placement::key;
 
 /// The blocks an earlier backup stored (see the module documentation). Empty when there was
 /// none, or when the temporary files could not be made (then every block is read again).
