@@ -274,20 +274,40 @@ pub fn parse_referenced_line(number: usize, line: &str) -> Result<Option<BlockRe
     ))
 }
 
-/// The blocks `hdfs fsck /` found reported, and the blocks the metadata holds: from its
-/// ` Total blocks (validated):` and ` Missing blocks:` lines. `None` if either is absent.
+/// The number after `name` on the first line of fsck's report that starts with it.
+fn fsck_field(text: &str, name: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.trim_start().starts_with(name))?;
+    line.trim_start()[name.len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The blocks `hdfs fsck /` found reported (with at least the minimum replication, one
+/// replica: what safe mode counts), and the blocks the metadata holds: from its
+/// ` Minimally replicated blocks:` and ` Total blocks (validated):` lines (HopsFS prints no
+/// ` Missing blocks:` line; Apache Hadoop's, when there is no minimally-replicated line, gives
+/// the same). `None` if they are absent.
 pub fn fsck_reported(text: &str) -> Option<(u64, u64)> {
-    let field = |name: &str| -> Option<u64> {
-        let line = text.lines().find(|l| l.trim_start().starts_with(name))?;
-        line.trim_start()[name.len()..]
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
-    };
-    let total = field("Total blocks (validated):")?;
-    let missing = field("Missing blocks:")?;
-    Some((total.saturating_sub(missing), total))
+    let total = fsck_field(text, "Total blocks (validated):")?;
+    match fsck_field(text, "Minimally replicated blocks:") {
+        Some(reported) => Some((reported, total)),
+        None => {
+            let missing = fsck_field(text, "Missing blocks:")?;
+            Some((total.saturating_sub(missing), total))
+        }
+    }
+}
+
+/// The blocks `hdfs fsck /` found with fewer replicas than their replication factor (but at
+/// least one), and the replicas they lack: its ` Under-replicated blocks:` and
+/// ` Missing replicas:` lines. `None` if absent.
+pub fn fsck_under_replicated(text: &str) -> Option<(u64, u64)> {
+    Some((
+        fsck_field(text, "Under-replicated blocks:")?,
+        fsck_field(text, "Missing replicas:")?,
+    ))
 }
 
 #[cfg(test)]
@@ -408,5 +428,19 @@ mod tests {
                     Minimally replicated blocks:\t9 (90.0 %)\n Missing blocks:\t\t1\n";
         assert_eq!(fsck_reported(text), Some((9, 10)));
         assert_eq!(fsck_reported("Status: HEALTHY\n"), None);
+        // HopsFS (NamenodeFsck.Result.toString): no "Missing blocks" line.
+        let hops = "Status: HEALTHY\n Total size:\t1048576 B\n Total dirs:\t4\n \
+                    Total files:\t10\n Total symlinks:\t\t0\n \
+                    Total blocks (validated):\t10 (avg. block size 104857 B)\n \
+                    Minimally replicated blocks:\t10 (100.0 %)\n \
+                    Over-replicated blocks:\t0 (0.0 %)\n \
+                    Under-replicated blocks:\t7 (70.0 %)\n \
+                    Mis-replicated blocks:\t\t0 (0.0 %)\n \
+                    Default replication factor:\t3\n \
+                    Average block replication:\t1.6\n Corrupt blocks:\t\t0\n \
+                    Missing replicas:\t\t14 (46.666668 %)\n";
+        assert_eq!(fsck_reported(hops), Some((10, 10)));
+        assert_eq!(fsck_under_replicated(hops), Some((7, 14)));
+        assert_eq!(fsck_under_replicated(text), None);
     }
 }

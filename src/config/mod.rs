@@ -122,6 +122,19 @@ pub struct RestoreSettings {
     /// `"<datanode>/vol<k>"` (a `[[hopsfs.datanodes]]` name and its k-th volume). Volumes not
     /// listed go to the same name and index.
     pub volume_map: Vec<(String, String)>,
+    /// Which replicas of each finalized block the write-back writes.
+    pub replicas: RestoreReplicas,
+}
+
+/// `[restore] replicas`: which replicas of a finalized HopsFS block a restore writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RestoreReplicas {
+    /// Every replica the backup recorded, each on its datanode (the cluster as it was).
+    #[default]
+    All,
+    /// One replica per block, spread over the datanodes; HDFS copies the others once out of
+    /// safe mode (less to write, the replication factor reached later).
+    One,
 }
 
 /// A HopsFS volume named `"<datanode>/vol<k>"` (k from 1): (datanode, k).

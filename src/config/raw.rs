@@ -79,6 +79,7 @@ table! {
         pub api_client_hosts: Option<Vec<String>>,
         pub mysqld_api_nodes: Option<i64>,
         pub quiesce_timeout: Option<String>,
+        pub replicas: Option<String>,
         pub mysqld_restart: Option<Vec<String>>,
         pub mysqld_hosts: Option<Vec<String>>,
         pub volume_map: Option<std::collections::BTreeMap<String, String>>,

@@ -1350,7 +1350,14 @@ fn verify_and_the_restore_tar_announce_each_read_once() {
     let m = repo.read_manifest(&id(1)).unwrap();
     for dn in ["dn1", "dn2"] {
         let mut sink = Vec::new();
-        crate::restore::tarout::write_tar(&repo, &m, &format!("hopsfs/{dn}/"), &mut sink).unwrap();
+        crate::restore::tarout::write_tar(
+            &repo,
+            &m,
+            &format!("hopsfs/{dn}/"),
+            &|_| false,
+            &mut sink,
+        )
+        .unwrap();
         let (read, announced) = (sorted(&rec.read), sorted(&rec.announced));
         assert_eq!(read.len(), 300, "{dn}: every file read");
         assert_eq!(

@@ -12,7 +12,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{parse_volume_ref, BlockStorage, NodeHost, Settings, StoreSettings};
+use crate::config::{
+    parse_volume_ref, BlockStorage, NodeHost, RestoreReplicas, Settings, StoreSettings,
+};
 use crate::ids::{BackupId, NdbNodeId};
 use crate::repository::{Entry, Manifest};
 
@@ -64,6 +66,10 @@ pub struct RestoreStep {
     /// The volumes the write-back step writes: each backed-up volume and where it goes.
     #[serde(default)]
     pub moves: Vec<VolumeMove>,
+    /// The write-back writes one replica of each finalized block (`[restore] replicas = "one"`
+    /// when the plan was made; the wait for safe mode then reports what HDFS has left to copy).
+    #[serde(default)]
+    pub one_replica: bool,
 }
 
 /// One backed-up HopsFS volume and its destination on the target.
@@ -361,6 +367,7 @@ fn step(kind: StepKind, title: impl Into<String>, node: &str, checks: &str) -> R
         nodes: vec![],
         databases: vec![],
         moves: vec![],
+        one_replica: false,
     }
 }
 
@@ -402,6 +409,7 @@ pub fn plan(
         return Err(PlanError::UnknownApiClient { id, address });
     }
     let r = &settings.restore;
+    let one = r.replicas == RestoreReplicas::One;
     let local_blocks = settings
         .hopsfs
         .as_ref()
@@ -706,20 +714,27 @@ pub fn plan(
                     .collect(),
                 datanodes: names.clone(),
                 moves: moves.clone(),
+                one_replica: one,
                 ..step(
                     StepKind::HopsfsVolumes,
                     format!(
-                        "write back the volumes of datanode{} {} ({parallel} in parallel{})",
+                        "write back the volumes of datanode{} {} ({parallel} in parallel{}{})",
                         if dns.len() > 1 { "s" } else { "" },
                         names.join(", "),
-                        if agents { ", by their agents" } else { "" }
+                        if agents { ", by their agents" } else { "" },
+                        if one { ", one replica per block" } else { "" }
                     ),
                     &dns.iter()
                         .map(|d| format!("datanode {} ({})", d.name, host_name(&d.host)))
                         .collect::<Vec<_>>()
                         .join(", "),
                     &format!(
-                        "each destination volume's current/ replaced, then every block, meta and VERSION file written back whole: {}",
+                        "each destination volume's current/ replaced, then {}: {}",
+                        if one {
+                            "one replica of each finalized block (block and meta file; spread over the datanodes, HDFS copies the others once out of safe mode) and every other file written back whole"
+                        } else {
+                            "every block, meta and VERSION file written back whole"
+                        },
                         list(
                             &moves
                                 .iter()
@@ -768,6 +783,7 @@ pub fn plan(
             fsck.extend(s(&["fsck", "/"]));
             steps.push(RestoreStep {
                 commands: vec![get, fsck],
+                one_replica: one,
                 ..step(
                     StepKind::WaitSafemode,
                     format!(
@@ -775,7 +791,11 @@ pub fn plan(
                         humantime::format_duration(r.safemode_timeout)
                     ),
                     "head node",
-                    "prints \"Safe mode is OFF\" (fsck gives the share of blocks reported while waiting)",
+                    if one {
+                        "prints \"Safe mode is OFF\" (fsck gives the share of blocks reported while waiting, then the blocks HDFS has still to copy to full replication)"
+                    } else {
+                        "prints \"Safe mode is OFF\" (fsck gives the share of blocks reported while waiting)"
+                    },
                 )
             });
         }

@@ -22,11 +22,13 @@ fn header(kind: EntryType, meta: &FileMeta, size: u64) -> Header {
 }
 
 /// Writes every entry of backup `m` under `prefix` (paths relative to it; the others are
-/// skipped) as a tar stream to `w`: the manifest's own entries, then the streams under it.
+/// skipped, and those whose relative path `skip` names) as a tar stream to `w`: the manifest's
+/// own entries, then the streams under it.
 pub fn write_tar(
     repo: &Repository,
     m: &Manifest,
     prefix: &str,
+    skip: &dyn Fn(&str) -> bool,
     w: &mut dyn Write,
 ) -> std::io::Result<()> {
     let mut b = tar::Builder::new(w);
@@ -40,13 +42,15 @@ pub fn write_tar(
             let end = (i + AHEAD).min(entries.len());
             repo.prefetch_files(entries[announced_end.max(i)..end].iter().filter_map(
                 |e| match e {
-                    Entry::File(f) if f.path.starts_with(prefix) => Some(f),
+                    Entry::File(f) if f.path.strip_prefix(prefix).is_some_and(|rel| !skip(rel)) => {
+                        Some(f)
+                    }
                     _ => None,
                 },
             ));
             announced_end = end;
         }
-        append(&mut b, repo, e, prefix)?;
+        append(&mut b, repo, e, prefix, skip)?;
     }
     for s in m
         .streams
@@ -58,23 +62,24 @@ pub fn write_tar(
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         for e in stream {
             let e = e.map_err(|e| std::io::Error::other(e.to_string()))?;
-            append(&mut b, repo, &e, prefix)?;
+            append(&mut b, repo, &e, prefix, skip)?;
         }
     }
     b.finish()
 }
 
-/// Appends entry `e` (if it is under `prefix`) to the tar stream.
+/// Appends entry `e` (if it is under `prefix` and not one `skip` names) to the tar stream.
 fn append<W: Write>(
     b: &mut tar::Builder<W>,
     repo: &Repository,
     e: &Entry,
     prefix: &str,
+    skip: &dyn Fn(&str) -> bool,
 ) -> std::io::Result<()> {
     let Some(rel) = e.path().strip_prefix(prefix) else {
         return Ok(());
     };
-    if rel.is_empty() {
+    if rel.is_empty() || skip(rel) {
         return Ok(());
     }
     match e {

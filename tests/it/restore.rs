@@ -3,6 +3,7 @@
 //! after kill -9 in the middle.
 
 use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
 
 use crate::harness::Env;
 use crate::mysql::Mariadb;
@@ -177,6 +178,69 @@ fn the_drill_restores_the_cluster_whole() {
         metrics.contains("hopsdr_restore_duration_seconds "),
         "{metrics}"
     );
+}
+
+/// `[restore] replicas = "one"` through hopsdrd: the plan says so, the write-back writes one
+/// replica of each block (two of three left out), safe mode goes OFF with every block reported,
+/// the wait reports what HDFS has left to copy, and once HDFS has copied it the cluster is the
+/// one backed up.
+#[test]
+fn one_replica_per_block_is_written_back_and_hdfs_copies_the_rest() {
+    let mut env = Env::new();
+    let c = Cluster::create(&env, &REPLICATING);
+    env.extra_config =
+        c.hopsfs_config("local") + &restore_config(&env, &c) + "replicas = \"one\"\n";
+    let _d = env.start();
+    let before = c.fingerprint();
+    let id = env.backup_ok();
+    let plan = String::from_utf8_lossy(&env.ctl(&["restore", "plan", &id]).stdout).into_owned();
+    assert!(plan.contains("one replica per block"), "{plan}");
+    one_replica_restore(&env, &c, &id, &before);
+}
+
+/// A test-bed cluster of three datanodes holding every block (replication 3) whose namenode
+/// re-replicates every 200 ms.
+pub const REPLICATING: [&str; 4] = ["--replication", "3", "--replication-interval-ms", "200"];
+
+/// Cluster `c` (see [`REPLICATING`]) destroyed and redeployed, backup `id` restored with one
+/// replica per block: two replicas of three left out (the log says how many), the wait for safe
+/// mode reports the blocks HDFS must copy; then, HDFS's copies done (`hdfs fsck /`: none
+/// under-replicated, waited for), the fingerprint is `before`.
+pub fn one_replica_restore(env: &Env, c: &Cluster, id: &str, before: &str) {
+    let replicas = crate::tbcluster::hopsfs_facts(env, id)["blocks"]
+        .as_u64()
+        .unwrap();
+    assert!(replicas >= 9 && replicas % 3 == 0, "{replicas}");
+    c.tb(&["cluster", "destroy"]);
+    c.tb(&["cluster", "redeploy"]);
+    let from = env.log().len();
+    let out = env.ctl(&["restore", "start", id, "--yes", "--wait"]);
+    assert_eq!(out.status.code(), Some(0), "{}", env.log());
+    let log = env.log()[from..].to_string();
+    let left: u64 = log
+        .split("replicas_left=")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no replicas_left in {log}"));
+    assert_eq!(left, replicas / 3 * 2, "{log}");
+    assert!(
+        log.contains("blocks under-replicated") || log.contains("every block has its replication"),
+        "{log}"
+    );
+    assert_ne!(c.fingerprint(), before, "every replica written back");
+    crate::harness::wait_for(
+        "HDFS to copy the replicas left out",
+        Duration::from_secs(90),
+        || {
+            let out = c.tool("hdfs", &["fsck", "/"]);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            hopsdr::cluster::hopsfs::fsck_under_replicated(&text)
+                .filter(|(blocks, _)| *blocks == 0)
+                .map(|_| ())
+        },
+    );
+    assert_eq!(c.fingerprint(), before);
 }
 
 #[test]

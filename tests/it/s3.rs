@@ -324,14 +324,59 @@ fn killed_while_agents_store_a_backup_nothing_is_counted_and_the_next_one_succee
 /// A test-bed cluster (RonDB and HopsFS on this host) backed up into bucket `hopsdr` of an S3
 /// server through the agents, with `extra(env, cluster)` in the configuration.
 fn agents_in_s3(extra: impl Fn(&Env, &Cluster) -> String) -> (Env, Cluster, S3Server) {
+    agents_in_s3_with(&[], extra)
+}
+
+/// [`agents_in_s3`] with a test-bed cluster created with `args`.
+fn agents_in_s3_with(
+    args: &[&str],
+    extra: impl Fn(&Env, &Cluster) -> String,
+) -> (Env, Cluster, S3Server) {
     let mut env = Env::new();
-    let c = Cluster::create(&env, &[]);
+    let c = Cluster::create(&env, args);
     let s3 = S3Server::start();
     s3.bucket("hopsdr");
     env.repository_config = Some(s3.repository_config(&env, "hopsdr", SECRET_KEY));
     env.extra_config =
         c.hopsfs_config("local") + &extra(&env, &c) + &crate::agents::agents_enabled_config();
     (env, c, s3)
+}
+
+/// `[restore] replicas = "one"` through the agents: each datanode's agent writes only the
+/// replicas chosen for it (and checks only those first); HDFS copies the rest and the cluster
+/// comes back whole.
+#[test]
+fn with_agents_one_replica_per_block_is_written_back_and_hdfs_copies_the_rest() {
+    let (env, c, _s3) = agents_in_s3_with(&crate::restore::REPLICATING, |env, c| {
+        crate::restore::restore_config(env, c) + "replicas = \"one\"\n"
+    });
+    let _d = env.start();
+    let before = c.fingerprint();
+    let id = env.backup_ok();
+    let from = env.log().len();
+    crate::restore::one_replica_restore(&env, &c, &id, &before);
+    // The agents wrote a third of the replicas: each datanode's volumes hold fewer files
+    // than a whole write-back would (every block and meta file of three replicas).
+    let log = env.log()[from..].to_string();
+    let written: u64 = log
+        .lines()
+        .filter(|l| l.contains("volume written back by the node's agent"))
+        .map(|l| {
+            l.split("files=")
+                .nth(1)
+                .and_then(|t| t.split(' ').next())
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap()
+        })
+        .sum();
+    let replicas = crate::tbcluster::hopsfs_facts(&env, &id)["blocks"]
+        .as_u64()
+        .unwrap();
+    assert!(written > 0, "{log}");
+    assert!(
+        written < replicas * 2,
+        "{written} files written for {replicas} replicas: {log}"
+    );
 }
 
 /// The agents serving `env`'s test-bed (its directories, the data nodes' and the datanodes',

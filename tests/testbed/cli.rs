@@ -130,6 +130,10 @@ enum ClusterCmd {
         /// Safe mode extension after the threshold is reached (Hopsworks: 30000).
         #[arg(long, default_value_t = 0)]
         safemode_extension_ms: u64,
+        /// How often the namenode schedules re-replication of under-replicated blocks once out
+        /// of safe mode (`dfs.namenode.replication.interval`; real: 3 s).
+        #[arg(long, default_value_t = 3000)]
+        replication_interval_ms: u64,
         /// Host-less [API] slots besides the MySQL server's.
         #[arg(long, default_value_t = 10)]
         api_slots: u32,
@@ -325,6 +329,7 @@ pub fn main() -> Result<i32> {
                 compressed,
                 safemode_poll_ms,
                 safemode_extension_ms,
+                replication_interval_ms,
                 api_slots,
                 binlog,
                 wildcard_addresses,
@@ -342,6 +347,7 @@ pub fn main() -> Result<i32> {
                 compressed,
                 safemode_poll_ms,
                 safemode_extension_ms,
+                replication_interval_ms,
                 api_slots,
                 binlog,
                 wildcard_addresses,

@@ -59,10 +59,18 @@ pub struct Config {
     /// Replicas per block (`dfs.replication`); `None`: 3, or the datanodes if fewer.
     #[serde(default)]
     pub replication: Option<u32>,
+    /// How often the namenode's ReplicationMonitor schedules work, in milliseconds
+    /// (`dfs.namenode.replication.interval`; real: 3 s).
+    #[serde(default = "default_replication_interval_ms")]
+    pub replication_interval_ms: u64,
 }
 
 fn default_api_slots() -> u32 {
     10
+}
+
+fn default_replication_interval_ms() -> u64 {
+    3000
 }
 
 impl Config {
@@ -123,6 +131,13 @@ pub struct Runtime {
     /// When the reported blocks last reached the threshold (ms since the epoch).
     #[serde(default)]
     pub safemode_threshold_since_ms: Option<i64>,
+    /// When the ReplicationMonitor was first seen able to work (safe mode OFF, datanodes live;
+    /// ms since the epoch); `None` while it cannot, and after the datanodes are stopped.
+    #[serde(default)]
+    pub replication_since_ms: Option<i64>,
+    /// ReplicationMonitor iterations already simulated since `replication_since_ms`.
+    #[serde(default)]
+    pub replication_iterations: u64,
 }
 
 pub struct Cluster {

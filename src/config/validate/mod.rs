@@ -28,8 +28,9 @@ use super::{
     AgentsSettings, BackupSettings, BlockStorage, ConfigError, ConfigErrors, DaemonSettings,
     DataNodeSettings, EncryptionSettings, FilePathSettings, HopsfsDatanodeSettings, HopsfsSettings,
     JobKind, MetricsSettings, MysqlDumpMode, MysqlSettings, NodeHost, ObjectLockSettings,
-    RepositorySettings, RestoreSettings, RetentionSettings, RondbSettings, S3Settings,
-    ScheduleSettings, Secret, SecretEnv, Settings, SshConfig, StoreSettings, VersioningPolicy,
+    RepositorySettings, RestoreReplicas, RestoreSettings, RetentionSettings, RondbSettings,
+    S3Settings, ScheduleSettings, Secret, SecretEnv, Settings, SshConfig, StoreSettings,
+    VersioningPolicy,
 };
 
 pub(crate) const DEFAULT_SOCKET: &str = "/run/hopsdr/hopsdr.sock";

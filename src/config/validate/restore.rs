@@ -131,6 +131,17 @@ impl Validator<'_> {
                     1
                 }
             },
+            replicas: match raw.replicas.as_deref() {
+                None | Some("all") => RestoreReplicas::All,
+                Some("one") => RestoreReplicas::One,
+                Some(other) => {
+                    self.error(
+                        &p.key("replicas"),
+                        format!("unknown replicas {other:?}: use \"all\" (every replica the backup recorded) or \"one\" (one per block; HDFS copies the others)"),
+                    );
+                    RestoreReplicas::All
+                }
+            },
             quiesce_timeout: self.duration(
                 &p.key("quiesce_timeout"),
                 raw.quiesce_timeout,

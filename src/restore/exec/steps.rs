@@ -159,6 +159,21 @@ pub(super) fn run_step(
                 let line = out.stdout.trim().to_string();
                 report_output(run, i, &line);
                 if line.contains("Safe mode is OFF") {
+                    if step.one_replica {
+                        // One replica per block was written: say what HDFS has left to copy.
+                        let under = step
+                            .commands
+                            .get(1)
+                            .and_then(|c| head.run_status(c, TOOL_TIMEOUT, run.cancel).ok())
+                            .and_then(|o| crate::cluster::hopsfs::fsck_under_replicated(&o.stdout));
+                        let said = match under {
+                            Some((0, _)) => "every block has its replication factor".to_string(),
+                            Some((blocks, replicas)) => format!("{blocks} blocks under-replicated ({replicas} replicas to copy): HDFS copies them now (hdfs fsck / shows how many are left)"),
+                            None => "one replica per block was written: HDFS copies the others now (hdfs fsck / shows how many are left)".to_string(),
+                        };
+                        tracing::info!(step = "restore", under_replicated = ?under.map(|u| u.0), "{said}");
+                        report_output(run, i, &said);
+                    }
                     return Ok(());
                 }
                 if start.elapsed() >= timeout {

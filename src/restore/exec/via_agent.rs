@@ -27,12 +27,13 @@ fn stat(m: &FileMeta) -> Stat {
     }
 }
 
-/// The entries of backup `run.manifest` under `prefix` (paths relative to it) as the agent's
-/// list, spooled to a temporary file; `None` when one of its files is not stored in packs (an
-/// upgraded repository's older content: only hopsdrd reads it).
+/// The entries of backup `run.manifest` under `prefix` (paths relative to it, but those `skip`
+/// names) as the agent's list, spooled to a temporary file; `None` when one of its files is not
+/// stored in packs (an upgraded repository's older content: only hopsdrd reads it).
 fn entry_list(
     run: &RestoreRun<'_>,
     prefix: &str,
+    skip: &dyn Fn(&str) -> bool,
 ) -> Result<Option<(std::fs::File, u64)>, RepoError> {
     use std::io::Seek;
     let io = |e: std::io::Error| {
@@ -48,7 +49,7 @@ fn entry_list(
         let Some(rel) = e.path().strip_prefix(prefix).map(str::to_string) else {
             continue;
         };
-        if rel.is_empty() {
+        if rel.is_empty() || skip(&rel) {
             continue;
         }
         let wire = match e {
@@ -97,8 +98,9 @@ fn entry_list(
 
 /// Has the agent of `session` write backup `run.manifest`'s `prefix` (`hopsfs/<dn>/vol<k>/`)
 /// beneath `volume` (its `current/` already cleared) — or, with `check_only`, fetch and check
-/// every unit of it, writing nothing; `None` when hopsdrd must do it itself (see
-/// [`entry_list`]). `what` names the volume in progress lines.
+/// every unit of it, writing nothing; the entries `skip` names (paths relative to `prefix`)
+/// left out; `None` when hopsdrd must do it itself (see [`entry_list`]). `what` names the
+/// volume in progress lines.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn write_volume(
     run: &RestoreRun<'_>,
@@ -106,6 +108,7 @@ pub(super) fn write_volume(
     step: &RestoreStep,
     session: &mut Session,
     prefix: &str,
+    skip: &dyn Fn(&str) -> bool,
     volume: &str,
     what: &str,
     check_only: bool,
@@ -116,7 +119,7 @@ pub(super) fn write_volume(
         source: Box::new(source),
     };
     let agent_err = agent_err(i, step);
-    let Some((list, len)) = entry_list(run, prefix).map_err(repo_err)? else {
+    let Some((list, len)) = entry_list(run, prefix, skip).map_err(repo_err)? else {
         return Ok(None);
     };
     let req = session.req();

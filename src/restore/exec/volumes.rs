@@ -4,6 +4,7 @@
 
 use super::super::tarout;
 use super::*;
+use std::sync::Arc;
 
 /// Progress of the volumes step: the datanodes written back whole.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -43,6 +44,9 @@ pub(super) fn write_volumes(
         };
         todo.push(d);
     }
+    // One replica per block: the same choice on every attempt (it depends on the backup and
+    // the plan alone), so a resumed restore leaves out the same replicas.
+    let skipped = replicas::skipped(run, i, step, &step_moves(run))?;
     let done = Mutex::new(done);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let failed: Mutex<Option<RestoreError>> = Mutex::new(None);
@@ -60,7 +64,7 @@ pub(super) fn write_volumes(
                 }
                 let k = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let Some(d) = todo.get(k) else { return };
-                match write_datanode(run, i, step, d) {
+                match write_datanode(run, i, step, d, &skipped) {
                     Ok(()) => {
                         let json = {
                             let mut g = done.lock().unwrap_or_else(|p| p.into_inner());
@@ -136,6 +140,7 @@ fn write_datanode(
     i: usize,
     step: &RestoreStep,
     d: &crate::config::HopsfsDatanodeSettings,
+    skipped: &Arc<replicas::Skipped>,
 ) -> Result<(), RestoreError> {
     let node = node_of(run, d);
     let moves: Vec<_> = step_moves(run)
@@ -164,9 +169,13 @@ fn write_datanode(
     for mv in &moves {
         let prefix = format!("hopsfs/{}/", mv.from);
         let vol = mv.volume.clone();
+        let from = mv.from.clone();
+        let left_out = skipped.clone();
+        let skip = move |rel: &str| left_out.skips(&from, rel);
         if let Some(s) = session.as_mut() {
             let what = format!("datanode {}: {}", d.name, mv.from);
-            if let Some(w) = via_agent::write_volume(run, i, step, s, &prefix, &vol, &what, false)?
+            if let Some(w) =
+                via_agent::write_volume(run, i, step, s, &prefix, &skip, &vol, &what, false)?
             {
                 tracing::info!(
                     step = "restore",
@@ -192,7 +201,7 @@ fn write_datanode(
             Box::new(move |w: &mut dyn std::io::Write| {
                 // Large writes to the pipe, not the tar crate's 8 KiB pieces.
                 let mut buffered = std::io::BufWriter::with_capacity(1 << 20, w);
-                tarout::write_tar(&repo, &manifest, &prefix, &mut buffered)?;
+                tarout::write_tar(&repo, &manifest, &prefix, &skip, &mut buffered)?;
                 std::io::Write::flush(&mut buffered)
             });
         let (status, stderr) = node
@@ -251,6 +260,7 @@ pub(super) fn check_through_agents(
         return Ok(());
     };
     let moves = step_moves(run);
+    let skipped = replicas::skipped(run, i, step, &moves)?;
     let dns: Vec<_> = h
         .datanodes
         .iter()
@@ -261,7 +271,8 @@ pub(super) fn check_through_agents(
             .iter()
             .map(|d| {
                 let moves = &moves;
-                scope.spawn(move || check_datanode(run, i, step, d, moves))
+                let skipped = &skipped;
+                scope.spawn(move || check_datanode(run, i, step, d, moves, skipped))
             })
             .collect();
         handles
@@ -278,6 +289,7 @@ fn check_datanode(
     step: &RestoreStep,
     d: &crate::config::HopsfsDatanodeSettings,
     moves: &[crate::restore::plan::VolumeMove],
+    skipped: &replicas::Skipped,
 ) -> Result<(), RestoreError> {
     let node = node_of(run, d);
     let Some(mut session) = agent_session(run, i, step, d, &node)? else {
@@ -286,8 +298,18 @@ fn check_datanode(
     for mv in moves.iter().filter(|m| m.datanode == d.name) {
         let prefix = format!("hopsfs/{}/", mv.from);
         let what = format!("datanode {}: {}", d.name, mv.from);
-        let checked =
-            via_agent::write_volume(run, i, step, &mut session, &prefix, &mv.volume, &what, true)?;
+        let skip = |rel: &str| skipped.skips(&mv.from, rel);
+        let checked = via_agent::write_volume(
+            run,
+            i,
+            step,
+            &mut session,
+            &prefix,
+            &skip,
+            &mv.volume,
+            &what,
+            true,
+        )?;
         match checked {
             Some(w) => (run.progress)(
                 i,
