@@ -33,6 +33,7 @@ fixture!(SAFEMODE_ON, "hdfs/safemode_on.txt");
 fixture!(SAFEMODE_OFF, "hdfs/safemode_off.txt");
 fixture!(FSCK_HEALTHY, "hdfs/fsck_healthy.txt");
 fixture!(FSCK_CORRUPT, "hdfs/fsck_corrupt.txt");
+fixture!(FSCK_CONNECTING, "hdfs/fsck_connecting.txt");
 fixture!(EPIPE_RUNNING, "epipe/already_running.txt");
 fixture!(EPIPE_REINDEX, "epipe/reindex_ok.txt");
 fixture!(KAFKA_RESTORE, "kafka/restore.txt");
@@ -65,6 +66,41 @@ pub fn fill(tpl: &str, vals: &[String]) -> String {
         } else {
             in_digits = false;
             out.push(c);
+        }
+    }
+    assert!(it.next().is_none(), "too many values for {tpl:?}");
+    out
+}
+
+/// `tpl` with its i-th number (a run of digits, with a fraction if a `.` and digits follow:
+/// `100.0`) replaced by `vals[i]`: for lines of decimals such as fsck's percentages. Panics if the
+/// counts differ.
+pub fn fill_numbers(tpl: &str, vals: &[String]) -> String {
+    let mut out = String::new();
+    let mut it = vals.iter();
+    let b = tpl.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i].is_ascii_digit() {
+            let mut j = i;
+            while j < b.len() && b[j].is_ascii_digit() {
+                j += 1;
+            }
+            if j + 1 < b.len() && b[j] == b'.' && b[j + 1].is_ascii_digit() {
+                j += 1;
+                while j < b.len() && b[j].is_ascii_digit() {
+                    j += 1;
+                }
+            }
+            out.push_str(
+                it.next()
+                    .unwrap_or_else(|| panic!("too few values for {tpl:?}")),
+            );
+            i = j;
+        } else {
+            let c = tpl[i..].chars().next().unwrap_or_default();
+            out.push(c);
+            i += c.len_utf8();
         }
     }
     assert!(it.next().is_none(), "too many values for {tpl:?}");
