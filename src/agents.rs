@@ -344,6 +344,7 @@ mod tests {
             roles: vec![Role::Hopsfs, Role::Rondb],
             roots: vec!["/d/1".into()],
             backup_dir: Some("/srv/ndb".into()),
+            bandwidth: None,
         };
         let h = hello(
             &[Role::Hopsfs, Role::Rondb],
@@ -368,6 +369,7 @@ mod tests {
             roles: vec![Role::Hopsfs, Role::Rondb],
             roots: vec!["/d/1".into(), "/d/2".into()],
             backup_dir: Some("/srv/ndb".into()),
+            bandwidth: None,
         };
         let h = hello(&[Role::Hopsfs], &["/d/1"], None);
         let p = problems(

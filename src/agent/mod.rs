@@ -11,6 +11,7 @@
 //! the repository's bucket and keys it was given (`hopsdrctl agents check`); moving bytes comes
 //! next.
 
+pub mod limits;
 pub mod packing;
 pub mod probe;
 pub mod proto;

@@ -52,6 +52,7 @@ pub fn s3_options(s: &S3Store, secrets: &Secrets) -> S3Options {
         secret_access_key: s3.map(|c| c.secret_access_key.to_string()),
         session_token: s3.and_then(|c| c.session_token.as_ref().map(|t| t.to_string())),
         ca_bundle_pem: s.ca_bundle_pem.as_ref().map(|p| p.as_bytes().to_vec()),
+        pacer: super::limits::pacer(),
     }
 }
 

@@ -95,6 +95,14 @@ pub enum Job {
     Restore,
 }
 
+/// A node's bandwidth: a timetable (as `crate::timetable` reads it) and the time zone its
+/// times are in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentBandwidth {
+    pub timetable: String,
+    pub timezone: String,
+}
+
 /// A pack's table of contents on the wire (what [`crate::repository::pack::Trailer`] holds;
 /// ids in hex).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -281,6 +289,10 @@ pub enum Msg {
         job: Job,
         store: Option<S3Store>,
         secrets: bool,
+        /// The node's bandwidth timetable (`[agents] bandwidth`, or its `[[agents.nodes]]`);
+        /// `None`: no limit.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bandwidth: Option<AgentBandwidth>,
     },
     Ping {
         req: u32,
@@ -396,6 +408,9 @@ pub enum Msg {
         files: u64,
         packs: u64,
         pack_bytes: u64,
+        /// Milliseconds the node's bandwidth limit held its transfers back, so far this session.
+        #[serde(default)]
+        paced_ms: u64,
     },
     /// Write the entries that follow in `entries_bytes` bytes of [`KIND_BYTES`] frames (JSON
     /// lines of [`WireEntry`]) beneath `volume` (one of the agent's `--root`s, its `current/`
@@ -423,6 +438,9 @@ pub enum Msg {
         links: u64,
         bytes: u64,
         skipped_links: u64,
+        /// As in [`Msg::Uploaded`].
+        #[serde(default)]
+        paced_ms: u64,
     },
     /// A request failed (or, without `req`, the session).
     Error {
@@ -619,6 +637,10 @@ mod tests {
                     object_lock: Some((crate::repository::LockMode::Governance, 7)),
                 }),
                 secrets: true,
+                bandwidth: Some(AgentBandwidth {
+                    timetable: "Mon-08:00,1048576B:off".into(),
+                    timezone: "Europe/Stockholm".into(),
+                }),
             },
             Msg::Probed {
                 req: 2,

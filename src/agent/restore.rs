@@ -494,5 +494,6 @@ pub fn write_volume(
         links: t.links,
         bytes: t.bytes,
         skipped_links: t.skipped_links,
+        paced_ms: super::limits::paced_ms(),
     })
 }

@@ -126,6 +126,7 @@ pub fn serve(
             job,
             store,
             secrets,
+            bandwidth,
         }) => {
             if version != me.version || protocol != PROTOCOL {
                 let message = format!(
@@ -142,6 +143,21 @@ pub fn serve(
                     },
                 );
                 return Err(ServeError::Refused(message));
+            }
+            match super::limits::pacer_for(job, bandwidth.as_ref()) {
+                Ok(p) => super::limits::set(p),
+                Err(message) => {
+                    let _ = proto::write_msg(
+                        output,
+                        &Msg::Error {
+                            req: None,
+                            step: "start".into(),
+                            path: None,
+                            message: message.clone(),
+                        },
+                    );
+                    return Err(ServeError::Refused(message));
+                }
             }
             (job, store, secrets)
         }
@@ -400,6 +416,7 @@ mod tests {
             job: Job::Check,
             store: None,
             secrets: false,
+            bandwidth: None,
         }
     }
 
@@ -529,6 +546,7 @@ mod tests {
             job: Job::Check,
             store: None,
             secrets: true,
+            bandwidth: None,
         };
         let mut input = script(std::slice::from_ref(&announce));
         proto::write_frame(&mut input, KIND_SECRETS, &secrets.encode()).unwrap();

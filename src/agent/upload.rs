@@ -115,10 +115,14 @@ impl Head<'_> {
             )
             .map_err(|e| e.to_string())?;
             let mut f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+            let pacer = super::limits::pacer();
             proto::send_in_frames(
                 &mut f,
                 size,
                 |b| {
+                    if let Some(p) = &pacer {
+                        p.pace(b.len());
+                    }
                     proto::write_frame(self.output, proto::KIND_BYTES, b).map_err(|e| e.to_string())
                 },
                 |e| format!("{}: {e}", path.display()),
@@ -402,5 +406,6 @@ pub fn upload(
         files,
         packs: stats.packs,
         pack_bytes: stats.pack_bytes,
+        paced_ms: super::limits::paced_ms(),
     })
 }

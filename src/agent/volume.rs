@@ -270,6 +270,7 @@ pub fn upload_list(
         files,
         packs: stats.packs,
         pack_bytes: stats.pack_bytes,
+        paced_ms: super::limits::paced_ms(),
     })
 }
 

@@ -783,6 +783,7 @@ fn store_datanode(
         roles: vec![Role::Hopsfs],
         roots: d.volumes.clone(),
         backup_dir: None,
+        bandwidth: run.bandwidth(&d.node),
     };
     let mut session = Session::open(
         &d.node,
@@ -836,6 +837,7 @@ fn store_via_agent(
         bytes = up.bytes,
         packs = up.packs,
         pack_bytes = up.pack_bytes,
+        paced_ms = up.paced_ms,
         "volume stored by the node's agent"
     );
     Ok(())

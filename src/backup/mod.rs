@@ -294,6 +294,7 @@ fn run_in(
         binary: &settings.agents.binary,
         timeout: settings.agents.timeout,
         access,
+        agents: &settings.agents,
     });
     let result = run_cluster_parts(
         &mut c,

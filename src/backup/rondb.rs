@@ -560,6 +560,7 @@ fn collect_via_agent(
         roles: vec![crate::agent::proto::Role::Rondb],
         roots: vec![],
         backup_dir: Some(n.backup_dir.clone()),
+        bandwidth: a.bandwidth(&n.node),
     };
     let mut session = Session::open(
         &n.node,
@@ -595,6 +596,7 @@ fn collect_via_agent(
         bytes = up.bytes,
         packs = up.packs,
         pack_bytes = up.pack_bytes,
+        paced_ms = up.paced_ms,
         "BACKUP-{id} stored by the node's agent"
     );
     Ok((up.files.len() as u64, up.bytes))

@@ -13,7 +13,7 @@
 use tokio_util::sync::CancellationToken;
 
 use super::recorder::{Recorder, StoredReplica};
-use crate::agent::proto::{Msg, Stat};
+use crate::agent::proto::{AgentBandwidth, Msg, Stat};
 use crate::cluster::agent::{Access, AgentError, Session};
 use crate::ids::BlobId;
 use crate::repository::{FileMeta, RepoError};
@@ -39,6 +39,15 @@ pub struct AgentRun<'a> {
     pub binary: &'a std::path::Path,
     pub timeout: std::time::Duration,
     pub access: &'a Access,
+    /// For each node's bandwidth timetable.
+    pub agents: &'a crate::config::AgentsSettings,
+}
+
+impl AgentRun<'_> {
+    /// The bandwidth timetable of the agent on `node`.
+    pub fn bandwidth(&self, node: &crate::cluster::node::Node) -> Option<AgentBandwidth> {
+        crate::cluster::agent::bandwidth(self.agents, &node.host())
+    }
 }
 
 /// The largest pack an agent may send (a solo pack of 33 chunks of 4 MiB and its overhead fit
@@ -93,6 +102,8 @@ pub struct Uploaded {
     pub bytes: u64,
     pub packs: u64,
     pub pack_bytes: u64,
+    /// Milliseconds the node's bandwidth limit held it back (its session so far).
+    pub paced_ms: u64,
     pub setid_cleared: u64,
     pub escaping_symlinks: u64,
 }
@@ -375,7 +386,12 @@ fn drive(
             }
             // The agent is still at work (a long PUT).
             Msg::Progress { req: r, .. } if r == req => {}
-            Msg::Uploaded { req: r, .. } if r == req => return Ok(done),
+            Msg::Uploaded {
+                req: r, paced_ms, ..
+            } if r == req => {
+                done.paced_ms = paced_ms;
+                return Ok(done);
+            }
             Msg::Error {
                 req: r,
                 step,

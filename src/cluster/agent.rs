@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::node::{Node, NodeAddress, NodeError};
-use crate::agent::proto::{self, Job, Msg, ProtoError, Role, S3Store, PROTOCOL};
+use crate::agent::proto::{self, AgentBandwidth, Job, Msg, ProtoError, Role, S3Store, PROTOCOL};
 use crate::agent::secrets::{Secrets, KIND_SECRETS};
 
 /// Frames read from the agent ahead of the session's reads.
@@ -25,7 +25,7 @@ const READ_AHEAD: usize = 16;
 
 /// A frame from the agent.
 enum Incoming {
-    Msg(Msg),
+    Msg(Box<Msg>),
     /// A [`proto::KIND_BYTES`] frame's payload.
     Bytes(Vec<u8>),
 }
@@ -42,6 +42,21 @@ pub struct Request {
     pub roles: Vec<Role>,
     pub roots: Vec<String>,
     pub backup_dir: Option<String>,
+    /// The node's bandwidth timetable, sent in `Start` (not on the command line).
+    pub bandwidth: Option<AgentBandwidth>,
+}
+
+/// The bandwidth timetable of the agent on `host` (`[agents] bandwidth` or its
+/// `[[agents.nodes]]`), as an agent is given it; `None` when it limits nothing.
+pub fn bandwidth(
+    agents: &crate::config::AgentsSettings,
+    host: &crate::config::NodeHost,
+) -> Option<AgentBandwidth> {
+    let t = agents.bandwidth_of(host);
+    (!t.is_off()).then(|| AgentBandwidth {
+        timetable: t.to_string(),
+        timezone: agents.timezone.name().to_string(),
+    })
 }
 
 impl Request {
@@ -246,7 +261,7 @@ impl Session {
                 let frame = match proto::read_frame(&mut r) {
                     Ok(Some((proto::KIND_BYTES, b))) => Ok(Incoming::Bytes(b)),
                     Ok(Some((kind, payload))) => {
-                        proto::decode_msg(kind, &payload).map(Incoming::Msg)
+                        proto::decode_msg(kind, &payload).map(|m| Incoming::Msg(Box::new(m)))
                     }
                     Ok(None) => return,
                     Err(e) => Err(e),
@@ -309,6 +324,7 @@ impl Session {
             job,
             store: access.and_then(|a| a.store.clone()),
             secrets: access.is_some(),
+            bandwidth: request.bandwidth.clone(),
         })?;
         if let Some(a) = access {
             s.send_frame(KIND_SECRETS, &a.secrets.encode())?;
@@ -446,7 +462,7 @@ impl Session {
     /// The agent's next message, within the timeout, or why there is none.
     fn next(&mut self, waiting_for: &str, cancel: &CancellationToken) -> Result<Msg, AgentError> {
         match self.incoming(waiting_for, cancel)? {
-            Incoming::Msg(m) => Ok(m),
+            Incoming::Msg(m) => Ok(*m),
             Incoming::Bytes(b) => Err(AgentError::Unexpected {
                 node: self.node.name.clone(),
                 expected: waiting_for.into(),
@@ -671,6 +687,7 @@ mod tests {
             roles: vec![Role::Hopsfs, Role::Rondb],
             roots: vec!["/d/1".into(), "/d 2".into()],
             backup_dir: Some("/srv/ndb".into()),
+            bandwidth: None,
         };
         assert_eq!(
             r.argv(Path::new("/usr/bin/hopsdr")),

@@ -177,6 +177,14 @@ pub fn ssh_argv(s: &SshSettings, host: &str, argv: &[String]) -> Vec<String> {
 }
 
 impl Node {
+    /// The host, as the config names it.
+    pub fn host(&self) -> crate::config::NodeHost {
+        match &self.address {
+            NodeAddress::Local => crate::config::NodeHost::Local,
+            NodeAddress::Ssh { host, .. } => crate::config::NodeHost::Remote(host.clone()),
+        }
+    }
+
     pub fn local(name: &str) -> Node {
         Node {
             name: name.to_string(),

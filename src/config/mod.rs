@@ -244,6 +244,23 @@ pub struct AgentsSettings {
     pub binary: PathBuf,
     /// How long an agent may stay silent (its greeting included) before it is given up.
     pub timeout: Duration,
+    /// Each agent's bytes to and from the repository (or hopsdrd, for a local one), by time of
+    /// day; `[[agents.nodes]]` gives a host its own.
+    pub bandwidth: crate::timetable::Timetable,
+    /// Where the timetables' times are read.
+    pub timezone: chrono_tz::Tz,
+    /// Hosts with a timetable of their own.
+    pub nodes: Vec<(NodeHost, crate::timetable::Timetable)>,
+}
+
+impl AgentsSettings {
+    /// The timetable of the agent on `host`.
+    pub fn bandwidth_of(&self, host: &NodeHost) -> &crate::timetable::Timetable {
+        self.nodes
+            .iter()
+            .find(|(h, _)| h == host)
+            .map_or(&self.bandwidth, |(_, t)| t)
+    }
 }
 
 /// `[ssh]`.

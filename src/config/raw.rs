@@ -142,6 +142,16 @@ table! {
         pub enabled: Option<bool>,
         pub binary: Option<String>,
         pub timeout: Option<String>,
+        pub bandwidth: Option<String>,
+        pub timezone: Option<String>,
+        pub nodes: Option<Vec<RawAgentNode>>,
+    }
+}
+
+table! {
+    RawAgentNode {
+        pub host: Option<String>,
+        pub bandwidth: Option<String>,
     }
 }
 
@@ -277,6 +287,7 @@ pub(crate) fn allowed_keys(shape: &str) -> Vec<&'static str> {
         "restore" => RawRestore::KEYS,
         "ssh" => RawSsh::KEYS,
         "agents" => RawAgents::KEYS,
+        "agents.nodes" => RawAgentNode::KEYS,
         _ => &[],
     };
     // `r#type` is the key `type`.

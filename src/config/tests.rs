@@ -454,7 +454,16 @@ fn unknown_keys_list_the_allowed_keys_of_every_table() {
             "ssh.x",
             "connect_timeout, identity_file, known_hosts, port, ssh, user",
         ),
-        ("[agents]\nroots = 1", "agents.roots", "binary, enabled, timeout"),
+        (
+            "[agents]\nroots = 1",
+            "agents.roots",
+            "bandwidth, binary, enabled, nodes, timeout, timezone",
+        ),
+        (
+            "[[agents.nodes]]\nhost = \"dn1\"\nbandwidth = \"1MiB\"\nrate = 1",
+            "agents.nodes[0].rate",
+            "bandwidth, host",
+        ),
     ];
     for (text, key, allowed) in cases {
         let errors = parse(text, "f", &SecretEnv::default()).unwrap_err();
@@ -744,4 +753,41 @@ fn repository_encryption_takes_a_passphrase_secret_and_a_slot_name() {
         text.contains("repository.encryption.passphrase") && text.contains("repository.key"),
         "{text}"
     );
+}
+
+/// `[agents] bandwidth` and its per-host timetables: read, looked up by host, and bad ones named
+/// by key with what to write.
+#[test]
+fn agent_bandwidth_timetables_are_read_per_host_and_bad_ones_named() {
+    let s = parse(
+        "[agents]\nbandwidth = \"08:00,10MiB 20:00,off\"\ntimezone = \"Europe/Stockholm\"\n\
+         [[agents.nodes]]\nhost = \"10.0.0.7\"\nbandwidth = \"1MiB:4MiB\"\n",
+        "f",
+        &SecretEnv::default(),
+    )
+    .unwrap();
+    let a = &s.agents;
+    assert_eq!(a.timezone, chrono_tz::Europe::Stockholm);
+    let node = a.bandwidth_of(&NodeHost::Remote("10.0.0.7".into()));
+    assert_eq!(node.at(0).tx, Some(1 << 20));
+    assert_eq!(node.at(0).rx, Some(4 << 20));
+    let other = a.bandwidth_of(&NodeHost::Remote("10.0.0.8".into()));
+    assert_eq!(other.at(9 * 60).tx, Some(10 << 20));
+    assert_eq!(other.at(21 * 60).tx, None);
+    for (text, want) in [
+        ("[agents]\nbandwidth = \"666\"", "agents.bandwidth"),
+        ("[agents]\ntimezone = \"Mars/Olympus\"", "agents.timezone"),
+        (
+            "[[agents.nodes]]\nhost = \"a\"\nbandwidth = \"25:00,1MiB\"",
+            "agents.nodes[0].bandwidth",
+        ),
+        (
+            "[[agents.nodes]]\nbandwidth = \"1MiB\"",
+            "agents.nodes[0].host",
+        ),
+    ] {
+        let e = errors_of(text);
+        assert!(e.contains(want), "{text}: {e}");
+    }
+    assert!(errors_of("[agents]\nbandwidth = \"666\"").contains("write 666KiB or 666MiB"));
 }

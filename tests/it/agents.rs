@@ -117,6 +117,7 @@ fn request(roots: &[&Path]) -> Request {
         roles: vec![Role::Hopsfs],
         roots: roots.iter().map(|p| p.display().to_string()).collect(),
         backup_dir: None,
+        bandwidth: None,
     }
 }
 
@@ -356,6 +357,7 @@ fn an_agent_of_another_version_is_refused_by_both_sides() {
                     job: Job::Check,
                     store: None,
                     secrets: false,
+                    bandwidth: None,
                 },
             )
             .unwrap();
@@ -647,6 +649,7 @@ fn an_agent_stores_its_data_nodes_backup_straight_into_the_bucket() {
                 roles: vec![Role::Rondb],
                 roots: vec![],
                 backup_dir: Some(backup_dir.display().to_string()),
+                bandwidth: None,
             },
             Job::Backup,
             Some(&access),
@@ -714,7 +717,8 @@ mod daemon {
     /// `[agents] enabled` with an encrypted local repository: each data node's agent packs
     /// and seals its BACKUP-<id> (part directories included) and sends the packs to hopsdrd
     /// over its session; the manifest holds the same paths as a backup through hopsdrd, and the
-    /// cluster restores whole (its verify step opens every blob the agents sealed).
+    /// cluster restores whole (its verify step opens every blob the agents sealed). The agents'
+    /// upload is limited to 16 KiB/s (`[agents] bandwidth`): they report being held back.
     #[test]
     fn with_agents_and_a_local_repository_the_packs_come_over_the_session() {
         use std::os::unix::fs::PermissionsExt;
@@ -730,12 +734,21 @@ mod daemon {
         ));
         env.extra_config = c.hopsfs_config("local")
             + &crate::restore::restore_config(&env, &c)
-            + &agents_enabled_config();
+            + &agents_enabled_config()
+            + "bandwidth = \"16KiB:off\"\n";
         let before = c.fingerprint();
         let funnel = funnel_node_files(&c);
         let _d = env.start();
         let id = env.backup_ok();
         assert_through_agents(&env, true, c.datanodes);
+        let log = env.log();
+        let paced: u64 = log
+            .lines()
+            .filter(|l| l.contains("stored by the node's agent"))
+            .filter_map(|l| l.split("paced_ms=").nth(1))
+            .map(|t| t.split(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum();
+        assert!(paced > 0, "no agent held back at 16 KiB/s: {log}");
         // Read through the daemon's key: the test opens the repository with it.
         let repo = hopsdr::repository::Repository::open_with(
             std::sync::Arc::new(hopsdr::repository::LocalStorage::new(env.repo()).unwrap()),

@@ -99,6 +99,7 @@ impl Moto {
             secret_access_key: Some(secret),
             session_token: None,
             ca_bundle_pem: None,
+            pacer: None,
         }
     }
 

@@ -821,6 +821,7 @@ fn s3_options(s3: &S3Server, bucket: &str, prefix: &str) -> hopsdr::repository::
         secret_access_key: Some(SECRET_KEY.into()),
         session_token: None,
         ca_bundle_pem: None,
+        pacer: None,
     }
 }
 

@@ -234,10 +234,59 @@ impl Validator<'_> {
                 ),
             );
         }
+        let bandwidth = self.timetable(&p.key("bandwidth"), raw.bandwidth);
+        let timezone = match raw.timezone {
+            None => DEFAULT_TIMEZONE,
+            Some(tz) => tz.parse::<chrono_tz::Tz>().unwrap_or_else(|_| {
+                self.error(
+                    &p.key("timezone"),
+                    format!("unknown time zone {tz:?}: use an IANA time zone name such as \"Europe/Berlin\" or \"UTC\""),
+                );
+                DEFAULT_TIMEZONE
+            }),
+        };
+        let list = p.key("nodes");
+        let mut nodes: Vec<(NodeHost, crate::timetable::Timetable)> = Vec::new();
+        for (i, n) in raw.nodes.unwrap_or_default().into_iter().enumerate() {
+            let item = list.index(i);
+            if n.host.is_none() {
+                self.missing(
+                    &item.key("host"),
+                    "host = \"10.0.0.5\" (as in [[hopsfs.datanodes]] or [[rondb.data_nodes]])",
+                );
+                continue;
+            }
+            let host = self.host(&item.key("host"), n.host);
+            if nodes.iter().any(|(h, _)| *h == host) {
+                self.error(
+                    &item.key("host"),
+                    format!(
+                        "host {} is listed twice: give each host one timetable",
+                        match &host {
+                            NodeHost::Local => "local",
+                            NodeHost::Remote(h) => h.as_str(),
+                        }
+                    ),
+                );
+                continue;
+            }
+            if n.bandwidth.is_none() {
+                self.missing(
+                    &item.key("bandwidth"),
+                    "bandwidth = \"08:00,10MiB 20:00,off\"",
+                );
+                continue;
+            }
+            let t = self.timetable(&item.key("bandwidth"), n.bandwidth);
+            nodes.push((host, t));
+        }
         AgentsSettings {
             enabled: raw.enabled.unwrap_or(false),
             binary: self.absolute(&p.key("binary"), raw.binary, DEFAULT_AGENT_BINARY),
             timeout,
+            bandwidth,
+            timezone,
+            nodes,
         }
     }
 

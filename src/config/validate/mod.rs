@@ -228,6 +228,21 @@ impl<'a> Validator<'a> {
         self.error(path, format!("required key is missing: add {example}"));
     }
 
+    /// A bandwidth timetable (none: no limit).
+    fn timetable(&mut self, path: &KeyPath, value: Option<String>) -> crate::timetable::Timetable {
+        match value.as_deref().map(crate::timetable::Timetable::parse) {
+            None => crate::timetable::Timetable::off(),
+            Some(Ok(t)) => t,
+            Some(Err(e)) => {
+                self.error(
+                    path,
+                    format!("{e} (a rate such as \"10MiB\", \"off\", or slots such as \"08:00,512KiB 18:00,30MiB 23:00,off\" or \"Mon-08:00,1MiB Sat-00:00,off\"; \"10MiB:50MiB\" is upload:download)"),
+                );
+                crate::timetable::Timetable::off()
+            }
+        }
+    }
+
     fn unknown_key(&mut self, path: &KeyPath) {
         let allowed = allowed_keys(&path.parent().shape());
         if allowed.is_empty() {

@@ -25,7 +25,7 @@
 //! tokio runtime of its own and blocks on it.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::{FutureExt, TryStreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
@@ -39,10 +39,11 @@ pub mod control;
 
 use super::readahead::{Limits, ReadAhead};
 use super::storage::{validate_key, ObjectInfo, Storage, StorageError};
+use crate::pacer::Pacer;
 pub use control::{Control, LockMode, ObjectVersion, Versioning};
 
 /// How to reach a bucket.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct S3Options {
     /// The `[repository]` settings (one type from the config to the store).
     pub settings: crate::config::S3Settings,
@@ -52,6 +53,9 @@ pub struct S3Options {
     pub session_token: Option<String>,
     /// The certificates (PEM) of `settings.ca_bundle`, trusted for TLS besides the system's.
     pub ca_bundle_pem: Option<Vec<u8>>,
+    /// Paces every transfer (an agent's, by its node's timetable); `None`:
+    /// `settings.bandwidth_limit`, if any.
+    pub pacer: Option<Arc<Pacer>>,
 }
 
 impl S3Options {
@@ -82,6 +86,7 @@ impl S3Options {
             secret_access_key,
             session_token: None,
             ca_bundle_pem,
+            pacer: None,
         })
     }
 }
@@ -129,26 +134,6 @@ const BLOBS: &str = "blobs/";
 impl std::fmt::Debug for S3Storage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.describe)
-    }
-}
-
-/// Paces transfers to a byte rate: each transfer reserves its bytes and sleeps until the rate
-/// allows them.
-#[derive(Debug)]
-struct Pacer {
-    rate: u64,
-    /// When the bytes reserved so far will have been sent at `rate`.
-    next_free: Mutex<Instant>,
-}
-
-impl Pacer {
-    fn reserve(&self, bytes: usize) -> Duration {
-        let cost = Duration::from_secs_f64(bytes as f64 / self.rate as f64);
-        let mut next = self.next_free.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        let start = (*next).max(now);
-        *next = start + cost;
-        start - now
     }
 }
 
@@ -267,11 +252,10 @@ impl S3Storage {
             describe,
             part_size: o.settings.part_size.max(5 << 20),
             parallel_parts: o.settings.parallel_parts.max(1),
-            pacer: o.settings.bandwidth_limit.map(|rate| {
-                Arc::new(Pacer {
-                    rate: rate.max(1),
-                    next_free: Mutex::new(Instant::now()),
-                })
+            pacer: o.pacer.clone().or_else(|| {
+                o.settings
+                    .bandwidth_limit
+                    .map(|r| Arc::new(Pacer::fixed(r)))
             }),
             blobs: Arc::new(Mutex::new(None)),
             in_flight: Mutex::new(Vec::new()),
@@ -342,10 +326,7 @@ impl S3Storage {
 
     fn pace(&self, bytes: usize) {
         if let Some(p) = &self.pacer {
-            let wait = p.reserve(bytes);
-            if !wait.is_zero() {
-                std::thread::sleep(wait);
-            }
+            p.pace(bytes);
         }
     }
 
@@ -865,29 +846,5 @@ impl Storage for S3Storage {
 
     fn available_bytes(&self) -> Result<Option<u64>, StorageError> {
         Ok(None)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_pacer_spreads_transfers_at_its_rate() {
-        let p = Pacer {
-            rate: 1000,
-            next_free: Mutex::new(Instant::now()),
-        };
-        assert!(
-            p.reserve(500) < Duration::from_millis(5),
-            "the first transfer goes at once"
-        );
-        let w = p.reserve(1000);
-        assert!(
-            w > Duration::from_millis(400) && w <= Duration::from_millis(500),
-            "{w:?}"
-        );
-        let w = p.reserve(1);
-        assert!(w > Duration::from_millis(1400), "{w:?}");
     }
 }

@@ -16,6 +16,8 @@ use crate::repository::{Entry, FileMeta};
 pub(super) struct Written {
     pub files: u64,
     pub bytes: u64,
+    /// Milliseconds the node's bandwidth limit held it back (its session so far).
+    pub paced_ms: u64,
 }
 
 fn stat(m: &FileMeta) -> Stat {
@@ -156,6 +158,7 @@ pub(super) fn write_volume(
                 files,
                 bytes,
                 skipped_links,
+                paced_ms,
                 ..
             } if r == req => {
                 if skipped_links > 0 {
@@ -164,7 +167,11 @@ pub(super) fn write_volume(
                         "{what}: {skipped_links} links leading outside the volume were not written"
                     );
                 }
-                return Ok(Some(Written { files, bytes }));
+                return Ok(Some(Written {
+                    files,
+                    bytes,
+                    paced_ms,
+                }));
             }
             Msg::Error {
                 req: r,

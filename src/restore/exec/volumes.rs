@@ -183,6 +183,7 @@ fn write_datanode(
                     volume = %vol,
                     files = w.files,
                     bytes = w.bytes,
+                    paced_ms = w.paced_ms,
                     "volume written back by the node's agent"
                 );
                 (run.progress)(i, &format!("{what} written back to {vol} by its agent"));
@@ -378,6 +379,7 @@ fn agent_session(
         roles: vec![crate::agent::proto::Role::Hopsfs],
         roots: d.volumes.iter().map(|v| v.display().to_string()).collect(),
         backup_dir: None,
+        bandwidth: crate::cluster::agent::bandwidth(a, &d.host),
     };
     Session::open(
         node,
