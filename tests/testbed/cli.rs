@@ -490,6 +490,9 @@ fn fault(cmd: FaultCmd) -> Result<()> {
         FaultCmd::DatanodeUnreachable { dir, dn, up } => {
             let mut cl = Cluster::open(&dir)?;
             toggle(&mut cl.rt.dn_unreachable, dn, !up);
+            if !up {
+                crate::hdfs::stop_replication(&mut cl);
+            }
             cl.save()
         }
         FaultCmd::DiskFull { dir, node, clear } => {

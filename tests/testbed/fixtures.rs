@@ -135,3 +135,23 @@ impl V {
 pub fn v() -> V {
     V::default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fill_numbers_replaces_decimals_whole() {
+        let vals: Vec<String> = ["7", "87.5"].map(String::from).to_vec();
+        assert_eq!(
+            fill_numbers(" Minimally replicated blocks:\t8 (100.0 %)", &vals),
+            " Minimally replicated blocks:\t7 (87.5 %)"
+        );
+        let vals = vec!["4.0E-4".to_string()];
+        assert_eq!(fill_numbers("x 3.0 B.", &vals), "x 4.0E-4 B.");
+        assert_eq!(
+            fill(" Total size:\t24576 B", &["1".into()]),
+            " Total size:\t1 B"
+        );
+    }
+}

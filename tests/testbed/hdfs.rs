@@ -40,7 +40,7 @@ use crate::model::{
 use crate::state::Cluster;
 use anyhow::{bail, Result};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// `dfs.namenode.replication.work.multiplier.per.iteration` (HDFS default).
 const REPL_WORK_MULTIPLIER: u64 = 2;
@@ -256,13 +256,19 @@ fn receive_replica(
     meta_bytes: &[u8],
 ) -> Result<()> {
     for v in 1..=cl.cfg.volumes {
+        if !volume_matches(cl, dn, v, &meta.cluster_id, &meta.block_pool_id) {
+            continue;
+        }
         let bp = bp_current(cl, dn, v, &meta.block_pool_id);
         for d in [bp.join("finalized").join(subdirs(b.id)), bp.join("rbw")] {
             remove_block_files(&d, b.id)?;
         }
     }
     let bp = bp_current(cl, dn, vol, &meta.block_pool_id);
-    let tmp = bp.parent().map(|p| p.join("tmp")).unwrap_or_else(|| bp.join("tmp"));
+    let tmp = bp
+        .parent()
+        .map(|p| p.join("tmp"))
+        .unwrap_or_else(|| bp.join("tmp"));
     let fin = bp.join("finalized").join(subdirs(b.id));
     std::fs::create_dir_all(&tmp)?;
     std::fs::create_dir_all(&fin)?;
@@ -360,8 +366,11 @@ pub fn main(dir: &Path, args: &[String]) -> Result<i32> {
     }
 }
 
-/// Java's `Float.toString`: the shortest decimal that reads back as `x`, with at least one digit
-/// after the point; `d.dddE<n>` below 10^-3 and from 10^7 on.
+/// Java's `Float.toString`: the fewest significant digits that read back as `x` (on a tie
+/// between two such, the even one, where Rust's shortest form takes the upper), with at least
+/// one digit after the point; `d.dddE<n>` below 10^-3 and from 10^7 on. Checked against JDK 17
+/// for every `n * 100 / d` and `n / d` (d <= 1000, n <= 3d); from 10^7 on JDK <= 18 sometimes
+/// prints a ninth digit, which is not modelled (fsck's numbers stay below).
 pub fn java_float(x: f32) -> String {
     if x.is_nan() {
         return "NaN".into();
@@ -372,14 +381,52 @@ pub fn java_float(x: f32) -> String {
     if x == 0.0 {
         return if x.is_sign_negative() { "-0.0" } else { "0.0" }.into();
     }
-    let sci = format!("{x:e}");
+    // The number of significant digits of the shortest form, then the exact value rounded to
+    // that many (half to even; `x as f64` is exact).
+    let shortest = format!("{x:e}");
+    let digits = shortest
+        .split('e')
+        .next()
+        .unwrap_or("")
+        .bytes()
+        .filter(u8::is_ascii_digit)
+        .count()
+        .max(1);
+    let sci = format!("{:.*e}", digits - 1, x as f64);
     let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
-    let with_point = |s: String| if s.contains('.') { s } else { s + ".0" };
+    let (sign, mantissa) = match mantissa.strip_prefix('-') {
+        Some(m) => ("-", m),
+        None => ("", mantissa),
+    };
+    let ds: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let ds = ds.trim_end_matches('0');
+    let ds = if ds.is_empty() { "0" } else { ds };
     if (-3..7).contains(&exp) {
-        with_point(format!("{x}"))
+        // Plain: the point after digit exp + 1 (zeros padded on either side).
+        let point = exp + 1;
+        let (int, frac) = if point <= 0 {
+            ("0".to_string(), "0".repeat((-point) as usize) + ds)
+        } else if point as usize >= ds.len() {
+            (
+                ds.to_string() + &"0".repeat(point as usize - ds.len()),
+                String::new(),
+            )
+        } else {
+            (
+                ds[..point as usize].to_string(),
+                ds[point as usize..].to_string(),
+            )
+        };
+        let frac = if frac.is_empty() {
+            "0".to_string()
+        } else {
+            frac
+        };
+        format!("{sign}{int}.{frac}")
     } else {
-        format!("{}E{exp}", with_point(mantissa.to_string()))
+        let frac = if ds.len() > 1 { &ds[1..] } else { "0" };
+        format!("{sign}{}.{frac}E{exp}", &ds[..1])
     }
 }
 
@@ -413,7 +460,8 @@ fn fsck_line(label: &str, vals: &[String], pct: Option<String>) -> String {
 }
 
 /// The text the namenode's fsck servlet sends for `/` (`NamenodeFsck.fsck()`), and whether the
-/// filesystem is HEALTHY. `started`/`ended`: the dates printed; `ms`: the duration.
+/// filesystem is HEALTHY. `started`: the date printed first; `ended`: the date printed last and
+/// the milliseconds taken.
 fn fsck_text(
     cl: &Cluster,
     meta: &HdfsMeta,
@@ -442,7 +490,11 @@ fn fsck_text(
         .iter()
         .map(|(ino, p)| (p.clone(), by_inode.remove(ino).unwrap_or_default()))
         .collect();
-    files.extend(by_inode.into_iter().map(|(ino, bs)| (format!("/inode{ino}"), bs)));
+    files.extend(
+        by_inode
+            .into_iter()
+            .map(|(ino, bs)| (format!("/inode{ino}"), bs)),
+    );
     files.sort_by(|a, b| a.0.split('/').cmp(b.0.split('/')));
     let mut dirs = BTreeSet::from(["/".to_string()]);
     for (p, _) in &files {
@@ -526,7 +578,8 @@ fn fsck_text(
         status(fx::FSCK_CORRUPT, "Status: ")
     };
     let n = |x: u64| x.to_string();
-    let pct = |x: u64| (total_blocks > 0).then(|| java_float((x * 100) as f32 / total_blocks as f32));
+    let pct =
+        |x: u64| (total_blocks > 0).then(|| java_float((x * 100) as f32 / total_blocks as f32));
     let mut lines = vec![
         fsck_line(" Total size:", &[n(total_size)], None),
         fsck_line(" Total dirs:", &[n(dirs.len() as u64)], None),
@@ -542,7 +595,11 @@ fn fsck_text(
         let stars = fsck_tpl(|l| l.starts_with("  ****"));
         lines.push(stars.to_string());
         if under_min > 0 {
-            lines.push(fsck_line("  UNDER MIN REPL'D BLOCKS:", &[n(under_min)], pct(under_min)));
+            lines.push(fsck_line(
+                "  UNDER MIN REPL'D BLOCKS:",
+                &[n(under_min)],
+                pct(under_min),
+            ));
             lines.push(fsck_line(
                 "  DFSConfigKeys.DFS_NAMENODE_REPLICATION_MIN_KEY:",
                 &[n(MIN_REPLICATION as u64)],
@@ -564,7 +621,11 @@ fn fsck_text(
         total_replicas as f32 / total_blocks as f32
     };
     lines.extend([
-        fsck_line(" Minimally replicated blocks:", &[n(min_replicated)], pct(min_replicated)),
+        fsck_line(
+            " Minimally replicated blocks:",
+            &[n(min_replicated)],
+            pct(min_replicated),
+        ),
         fsck_line(" Over-replicated blocks:", &[n(over)], pct(over)),
         fsck_line(" Under-replicated blocks:", &[n(under)], pct(under)),
         fsck_line(" Mis-replicated blocks:", &[n(0)], pct(0)),
@@ -574,9 +635,8 @@ fn fsck_text(
         fsck_line(
             " Missing replicas:",
             &[n(missing_replicas)],
-            (total_replicas > 0).then(|| {
-                java_float((missing_replicas * 100) as f32 / expected_replicas as f32)
-            }),
+            (total_replicas > 0)
+                .then(|| java_float((missing_replicas * 100) as f32 / expected_replicas as f32)),
         ),
     ]);
     for l in lines {
@@ -735,4 +795,258 @@ pub fn kafka_restore(dir: &Path) -> Result<i32> {
     }
     cl.save()?;
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{create, fingerprint, remove_replica, CreateArgs};
+
+    #[test]
+    fn java_float_prints_like_float_to_string() {
+        // Float.toString of JDK 17 for the same floats.
+        for (x, java) in [
+            (100.0f32, "100.0"),
+            (0.0, "0.0"),
+            (90.0, "90.0"),
+            (12.5, "12.5"),
+            (100.0 / 3.0, "33.333332"),
+            (200.0 / 3.0, "66.666664"),
+            (1.0 / 3.0, "0.33333334"),
+            (8.0 / 3.0, "2.6666667"),
+            (100.0 / 12.0, "8.333333"),
+            (25700.0 / 256.0, "100.390625"),
+            (257.0 / 256.0, "1.0039062"),
+            (32900.0 / 256.0, "128.51562"),
+            (0.001, "0.001"),
+            (100.0 / 250_000.0, "4.0E-4"),
+            (1.0 / 100_000.0, "1.0E-5"),
+            (1e7, "1.0E7"),
+            (9_999_999.0, "9999999.0"),
+            (-2.5, "-2.5"),
+        ] {
+            assert_eq!(java_float(x), java, "{x}");
+        }
+    }
+
+    fn cluster(dir: &Path, extra: impl FnOnce(&mut CreateArgs)) -> Cluster {
+        let mut a = CreateArgs {
+            dir: dir.to_path_buf(),
+            data_nodes: 2,
+            hopsfs_datanodes: 3,
+            volumes: 1,
+            rows: 10,
+            files: 8,
+            block_size: 4096,
+            replication: None,
+            seed: 1,
+            multi_part: 0,
+            compressed: false,
+            safemode_poll_ms: 50,
+            safemode_extension_ms: 0,
+            replication_interval_ms: 200,
+            api_slots: 10,
+            binlog: false,
+            wildcard_addresses: false,
+        };
+        extra(&mut a);
+        create(a).unwrap();
+        Cluster::open(dir).unwrap()
+    }
+
+    /// Digit runs as `N`: the shape of a text, whatever the numbers and dates.
+    fn shape(s: &str) -> String {
+        let mut out = String::new();
+        for c in s.chars() {
+            if !c.is_ascii_digit() {
+                out.push(c);
+            } else if !out.ends_with('N') {
+                out.push('N');
+            }
+        }
+        out
+    }
+
+    fn text(cl: &Cluster) -> (String, bool) {
+        let meta = hdfs_meta(&cl.db().unwrap()).unwrap().unwrap();
+        let date = "Wed Nov 25 21:00:00 UTC 2026";
+        fsck_text(cl, &meta, date, || (date.to_string(), 14))
+    }
+
+    #[test]
+    fn fsck_of_a_healthy_cluster_has_the_lines_of_the_fixture() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cl = cluster(&tmp.path().join("c"), |_| {});
+        let (t, healthy) = text(&cl);
+        assert!(healthy);
+        assert_eq!(shape(&t), shape(fx::FSCK_HEALTHY.trim_end()));
+        assert!(t.contains("\n........Status: HEALTHY\n"), "{t}");
+        assert!(t.contains(" Total dirs:\t5\n Total files:\t8\n"), "{t}");
+        assert!(
+            t.contains(" Minimally replicated blocks:\t8 (100.0 %)\n"),
+            "{t}"
+        );
+        assert!(t.contains(" Average block replication:\t3.0\n"), "{t}");
+        assert!(t.contains(" Missing replicas:\t\t0 (0.0 %)\n"), "{t}");
+        assert!(t.ends_with("milliseconds\n\n\nThe filesystem under path '/' is HEALTHY"));
+    }
+
+    #[test]
+    fn fsck_reports_under_replicated_and_missing_blocks() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cl = cluster(&tmp.path().join("c"), |_| {});
+        let meta = hdfs_meta(&cl.db().unwrap()).unwrap().unwrap();
+        // Block 4: one replica left; block 7: none.
+        let (b4, b7) = (&meta.blocks[3], &meta.blocks[6]);
+        for dn in 1..=3 {
+            remove_replica(&cl, dn, b7.id).unwrap();
+        }
+        for dn in b4.replicas.iter().skip(1) {
+            remove_replica(&cl, *dn, b4.id).unwrap();
+        }
+        let (t, healthy) = text(&cl);
+        assert!(!healthy);
+        assert_eq!(shape(&t), shape(fx::FSCK_CORRUPT.trim_end()), "{t}");
+        let p4 = &meta.inodes[&b4.inode];
+        let p7 = &meta.inodes[&b7.inode];
+        assert!(
+            t.contains(&format!(
+                "\n{p4}:  Under replicated {}:blk_{}_{}. Target Replicas is 3 but found 1 live replica(s), 0 decommissioned replica(s) and 0 decommissioning replica(s).\n",
+                meta.block_pool_id, b4.id, b4.genstamp
+            )),
+            "{t}"
+        );
+        assert!(
+            t.contains(&format!(
+                "\n{p7}: MISSING 1 blocks of total size {} B.",
+                b7.len
+            )),
+            "{t}"
+        );
+        for l in [
+            "  UNDER MIN REPL'D BLOCKS:\t1 (12.5 %)\n",
+            "  CORRUPT FILES:\t1\n",
+            "  MISSING BLOCKS:\t1\n",
+            " Minimally replicated blocks:\t7 (87.5 %)\n",
+            " Under-replicated blocks:\t1 (12.5 %)\n",
+            " Average block replication:\t2.375\n",
+            " Missing replicas:\t\t2 (8.333333 %)\n",
+        ] {
+            assert!(t.contains(l), "{l:?} in {t}");
+        }
+        assert!(t.ends_with("\n\n\nThe filesystem under path '/' is CORRUPT"));
+    }
+
+    #[test]
+    fn fsck_puts_a_newline_after_every_100_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cl = cluster(&tmp.path().join("c"), |a| a.files = 205);
+        let (t, _) = text(&cl);
+        let dots: Vec<&str> = t.lines().skip(1).take(3).collect();
+        assert_eq!(dots[0], ".".repeat(100));
+        assert_eq!(dots[1], ".".repeat(100));
+        assert_eq!(dots[2], ".....Status: HEALTHY");
+    }
+
+    #[test]
+    fn rereplication_waits_for_safe_mode_off_then_copies_per_interval() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("c");
+        let mut cl = cluster(&dir, |a| {
+            a.files = 10;
+            a.safemode_extension_ms = 1000;
+        });
+        let before = fingerprint(&cl).unwrap();
+        let meta = hdfs_meta(&cl.db().unwrap()).unwrap().unwrap();
+        // 7 blocks down to one replica, one block down to two.
+        for b in &meta.blocks[..7] {
+            for dn in &b.replicas[1..] {
+                remove_replica(&cl, *dn, b.id).unwrap();
+            }
+        }
+        remove_replica(&cl, meta.blocks[9].replicas[0], meta.blocks[9].id).unwrap();
+        let under = |cl: &Cluster| {
+            let mut m = HashMap::new();
+            let live = live_datanodes(cl);
+            meta.blocks
+                .iter()
+                .filter(|b| live_holders(cl, &meta, b, &live, &mut m).len() < 3)
+                .count()
+        };
+        assert_eq!(under(&cl), 8);
+        // Safe mode ON during the extension: nothing.
+        let t0 = 1_000_000;
+        rereplicate_at(&mut cl, t0).unwrap();
+        rereplicate_at(&mut cl, t0 + 999).unwrap();
+        assert_eq!(cl.rt.replication_since_ms, None);
+        assert_eq!(under(&cl), 8);
+        // OFF: the monitor's clock starts; the first iteration one interval later copies
+        // 3 live datanodes x 2 blocks, the ones with a single replica first.
+        rereplicate_at(&mut cl, t0 + 1000).unwrap();
+        assert_eq!(cl.rt.replication_since_ms, Some(t0 + 1000));
+        rereplicate_at(&mut cl, t0 + 1199).unwrap();
+        assert_eq!(under(&cl), 8);
+        rereplicate_at(&mut cl, t0 + 1200).unwrap();
+        assert_eq!(under(&cl), 2);
+        assert_eq!(cl.rt.replication_iterations, 1);
+        let mut m = HashMap::new();
+        let live = live_datanodes(&cl);
+        assert_eq!(
+            live_holders(&cl, &meta, &meta.blocks[6], &live, &mut m).len(),
+            1,
+            "block 7 (one replica) waits for the next iteration"
+        );
+        // State on disk: a new call sees the same clock.
+        drop(cl);
+        let mut cl = Cluster::open(&dir).unwrap();
+        rereplicate_at(&mut cl, t0 + 1399).unwrap();
+        assert_eq!(under(&cl), 2);
+        rereplicate_at(&mut cl, t0 + 1400).unwrap();
+        assert_eq!(under(&cl), 0);
+        assert_eq!(fingerprint(&cl).unwrap(), before);
+        let (t, healthy) = text(&cl);
+        assert!(healthy);
+        assert!(t.contains(" Under-replicated blocks:\t0 (0.0 %)\n"), "{t}");
+        // No tmp/ left behind.
+        let bp = crate::model::bp_current(&cl, 1, 1, &meta.block_pool_id);
+        assert!(!bp.parent().unwrap().join("tmp").exists());
+    }
+
+    #[test]
+    fn rereplication_restarts_after_a_datanode_stops_and_skips_corrupt_sources() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("c");
+        let mut cl = cluster(&dir, |a| a.files = 4);
+        let meta = hdfs_meta(&cl.db().unwrap()).unwrap().unwrap();
+        let t0 = 1_000_000;
+        rereplicate_at(&mut cl, t0).unwrap();
+        assert_eq!(cl.rt.replication_since_ms, Some(t0));
+        drop(cl);
+        assert_eq!(datanode(&dir, "stop", 2).unwrap(), 0);
+        let mut cl = Cluster::open(&dir).unwrap();
+        assert_eq!(cl.rt.replication_since_ms, None);
+        // Block 1 down to the replica of its first datanode, whose bytes are then damaged:
+        // no good source, it stays under-replicated; block 2 down to one good replica.
+        let (b1, b2) = (&meta.blocks[0], &meta.blocks[1]);
+        for dn in &b1.replicas[1..] {
+            remove_replica(&cl, *dn, b1.id).unwrap();
+        }
+        for dn in &b2.replicas[1..] {
+            remove_replica(&cl, *dn, b2.id).unwrap();
+        }
+        let mut m = HashMap::new();
+        let f = replica_file(&cl, &meta, b1.replicas[0], b1, &mut m).unwrap();
+        let mut bytes = std::fs::read(&f).unwrap();
+        bytes[0] ^= 0xff;
+        std::fs::write(&f, bytes).unwrap();
+        cl.rt.dn_started.push(2);
+        cl.rt.dn_started.sort();
+        cl.save().unwrap();
+        rereplicate_at(&mut cl, t0 + 10_000).unwrap();
+        assert_eq!(cl.rt.replication_since_ms, Some(t0 + 10_000));
+        rereplicate_at(&mut cl, t0 + 10_200).unwrap();
+        let live = live_datanodes(&cl);
+        assert_eq!(live_holders(&cl, &meta, b1, &live, &mut m).len(), 1);
+        assert_eq!(live_holders(&cl, &meta, b2, &live, &mut m), vec![1, 2, 3]);
+    }
 }

@@ -3,7 +3,8 @@
 //! Layout of a cluster directory `D`:
 //! - `D/cluster.json`: the cluster definition (what `cluster create` was given; kept by redeploy).
 //! - `D/runtime.json`: service state (data nodes connected, HopsFS datanodes started, epipe running,
-//!   safe mode override, Kafka topics, reindex records, faults, per-tool call counters, GCP counter).
+//!   safe mode override, the namenode's re-replication clock, Kafka topics, reindex records,
+//!   faults, per-tool call counters, GCP counter).
 //! - `D/rondb.sqlite`: the RonDB "database": tables, indexes (online flag), rows (each owned by a
 //!   data node).
 //! - `D/ndb/<node>/backups/`: each data node's BackupDataDir.
