@@ -675,7 +675,7 @@ fn testbed_safemode_needs_blocks_and_matching_volumes() {
     assert_eq!(
         shape(&stdout(&o))
             .lines()
-            .filter(|l| l.contains("MISSING"))
+            .filter(|l| l.contains(": MISSING "))
             .count(),
         20
     );

@@ -89,12 +89,14 @@ pub(super) fn skipped(
     }
     let holders = Holders::new().map_err(io)?;
     for (v, mv) in moves.iter().enumerate() {
-        let prefix = format!("hopsfs/{}/current/", mv.from);
+        // (The volume's stream holds everything under it; only `current/` has replicas.)
+        let volume = format!("hopsfs/{}/", mv.from);
+        let prefix = format!("{volume}current/");
         // (directory, id) -> the block's length or the checksum file's (genstamp, length),
         // whichever came first (a stream gives them one after the other).
         let mut blocks: HashMap<(String, u64), (String, u64)> = HashMap::new();
         let mut metas: HashMap<(String, u64), (u64, u64)> = HashMap::new();
-        for e in run.repo.entries_under(run.manifest, &prefix) {
+        for e in run.repo.entries_under(run.manifest, &volume) {
             let e = e.map_err(repo_err(i, step))?;
             let Entry::File(f) = e else { continue };
             let Some(rel) = f.path.strip_prefix(&prefix) else {
