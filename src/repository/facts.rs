@@ -119,7 +119,9 @@ pub struct HopsfsFacts {
     pub bytes_new: u64,
     /// Of the new replicas, those recorded with the unit another datanode's replica of the same
     /// block was stored as (one replica per block is read), and their block bytes.
+    #[serde(skip_serializing_if = "is_zero")]
     pub replicas_shared: u64,
+    #[serde(skip_serializing_if = "is_zero")]
     pub bytes_shared: u64,
     /// Whether the captured blocks were checked against those the RonDB metadata references.
     pub coverage_checked: bool,
@@ -128,6 +130,10 @@ pub struct HopsfsFacts {
     pub rbw_replicas: Vec<String>,
     /// `<datanode>/vol<i>` → the volume's path.
     pub volumes: Vec<(String, String)>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl HopsfsFacts {
