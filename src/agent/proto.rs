@@ -424,6 +424,10 @@ pub enum Msg {
         /// Only fetch and check every unit, write nothing (a restore's verify step).
         #[serde(default)]
         check_only: bool,
+        /// The volume was written in part by an earlier attempt: a file already there with the
+        /// recorded size and time (set last) is kept, anything else in a file's place replaced.
+        #[serde(default)]
+        resume: bool,
     },
     /// A long request goes on (also the agent's heartbeat while it works).
     Progress {
@@ -438,6 +442,9 @@ pub enum Msg {
         links: u64,
         bytes: u64,
         skipped_links: u64,
+        /// Files an earlier attempt wrote whole, kept (a resumed write-back).
+        #[serde(default)]
+        kept: u64,
         /// As in [`Msg::Uploaded`].
         #[serde(default)]
         paced_ms: u64,

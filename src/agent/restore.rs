@@ -70,6 +70,18 @@ impl HeadWatch {
 
 use super::upload::PROGRESS_EVERY;
 
+/// How a volume is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writing {
+    /// Into a cleared volume: every file is new.
+    New,
+    /// Again, after an attempt cut off: files written whole (recorded size and time, which is
+    /// set last) are kept, anything else in a file's place replaced.
+    Resume,
+    /// Fetch and check every unit, write nothing.
+    CheckOnly,
+}
+
 /// What a write-back wrote.
 #[derive(Debug, Default)]
 struct Totals {
@@ -78,6 +90,7 @@ struct Totals {
     links: u64,
     bytes: u64,
     skipped_links: u64,
+    kept: u64,
 }
 
 /// A file of a group being written from the same units.
@@ -107,6 +120,8 @@ struct Volume<'a> {
     head: &'a HeadWatch,
     /// Fetch and check only; write nothing.
     check_only: bool,
+    /// Keep what an earlier attempt wrote whole.
+    resume: bool,
 }
 
 impl Volume<'_> {
@@ -147,6 +162,28 @@ impl Volume<'_> {
             }
         }
         Ok(dir)
+    }
+
+    /// On a resume: whether the file at `full` was written whole by an earlier attempt (a
+    /// regular file of `size` bytes with the time of `stat`, set after its last byte), so it is
+    /// kept; else whatever is in its place (a part of it, a link) is removed, never followed.
+    fn kept_or_cleared(&self, full: &Path, size: u64, stat: &Stat) -> Result<bool, UploadError> {
+        use std::os::unix::fs::MetadataExt;
+        match std::fs::symlink_metadata(full) {
+            Ok(m) if m.file_type().is_file() && m.len() == size && m.mtime() == stat.mtime => {
+                Ok(true)
+            }
+            Ok(m) if m.file_type().is_dir() => Err(UploadError::at(
+                full,
+                "is a directory where the backup has a file",
+            )),
+            Ok(_) => {
+                std::fs::remove_file(full).map_err(|e| UploadError::at(full, e))?;
+                Ok(false)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(UploadError::at(full, e)),
+        }
     }
 
     /// Gives `path` (opened as `fd`, or a link when `None`) the owner of `stat`.
@@ -216,6 +253,10 @@ impl Volume<'_> {
                 true => None,
                 false => {
                     let full = self.place(&rel)?;
+                    if self.resume && self.kept_or_cleared(&full, size, &stat)? {
+                        self.totals.kept += 1;
+                        continue;
+                    }
                     let f = std::fs::OpenOptions::new()
                         .write(true)
                         .create_new(true)
@@ -234,6 +275,9 @@ impl Volume<'_> {
                 written: 0,
                 stat,
             });
+        }
+        if targets.is_empty() {
+            return Ok(()); // all kept: nothing to read
         }
         let mut pos = 0u64;
         for u in units {
@@ -353,12 +397,13 @@ pub fn write_volume(
     volume: &str,
     list: std::fs::File,
     chunk_size: usize,
-    check_only: bool,
+    writing: Writing,
     store: Option<&S3Store>,
     secrets: &Secrets,
     output: &mut dyn Write,
 ) -> Result<Msg, UploadError> {
     let root = root_of(roots, volume)?;
+    let check_only = writing == Writing::CheckOnly;
     let Some(store) = store else {
         return Err(UploadError::of(
             "writing a volume back needs the repository's bucket (the head sent none)",
@@ -388,6 +433,7 @@ pub fn write_volume(
         last_word: Instant::now(),
         head,
         check_only,
+        resume: writing == Writing::Resume,
     };
     let mut r = std::io::BufReader::with_capacity(1 << 20, list);
     let mut line = String::new();
@@ -460,6 +506,10 @@ pub fn write_volume(
                 }
                 if !check_only {
                     let full = v.place(&path)?;
+                    if v.resume && std::fs::symlink_metadata(&full).is_ok() {
+                        // (A link is remade: cheaper than comparing it.)
+                        v.kept_or_cleared(&full, u64::MAX, &stat)?;
+                    }
                     std::os::unix::fs::symlink(&target, &full)
                         .map_err(|e| UploadError::at(&full, e))?;
                     v.own(&full, None, &stat)?;
@@ -494,6 +544,7 @@ pub fn write_volume(
         links: t.links,
         bytes: t.bytes,
         skipped_links: t.skipped_links,
+        kept: t.kept,
         paced_ms: super::limits::paced_ms(),
     })
 }

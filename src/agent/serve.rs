@@ -261,6 +261,7 @@ pub fn serve(
                 chunk_size,
                 entries_bytes,
                 check_only,
+                resume,
             } => {
                 let done = volume::receive_list(input, entries_bytes).and_then(|list| {
                     if job != Job::Restore {
@@ -277,7 +278,11 @@ pub fn serve(
                         &volume,
                         list,
                         chunk_size,
-                        check_only,
+                        match (check_only, resume) {
+                            (true, _) => restore::Writing::CheckOnly,
+                            (false, true) => restore::Writing::Resume,
+                            (false, false) => restore::Writing::New,
+                        },
                         store.as_ref(),
                         &secrets,
                         output,

@@ -60,6 +60,7 @@ const MATRIX: &[(&str, Job)] = &[
     ("restore.meta.done", Job::Restore),
     ("restore.data.node_done", Job::Restore),
     ("restore.rebuild.done", Job::Restore),
+    ("restore.volumes.cleared", Job::Restore),
     ("restore.volumes.datanode_done", Job::Restore),
 ];
 

@@ -8,6 +8,7 @@ use std::io::Write;
 
 use super::*;
 use crate::agent::proto::{Msg, Stat, WireEntry, WireUnit};
+pub(super) use crate::agent::restore::Writing;
 use crate::cluster::agent::{AgentError, Session};
 use crate::repository::{Entry, FileMeta};
 
@@ -16,6 +17,8 @@ use crate::repository::{Entry, FileMeta};
 pub(super) struct Written {
     pub files: u64,
     pub bytes: u64,
+    /// Files an earlier attempt wrote whole, kept.
+    pub kept: u64,
     /// Milliseconds the node's bandwidth limit held it back (its session so far).
     pub paced_ms: u64,
 }
@@ -99,10 +102,10 @@ fn entry_list(
 }
 
 /// Has the agent of `session` write backup `run.manifest`'s `prefix` (`hopsfs/<dn>/vol<k>/`)
-/// beneath `volume` (its `current/` already cleared) — or, with `check_only`, fetch and check
-/// every unit of it, writing nothing; the entries `skip` names (paths relative to `prefix`)
-/// left out; `None` when hopsdrd must do it itself (see [`entry_list`]). `what` names the
-/// volume in progress lines.
+/// beneath `volume` (its `current/` cleared by this attempt, or written in part by an earlier
+/// one: `Writing::Resume`) — or, with `Writing::CheckOnly`, fetch and check every unit of it,
+/// writing nothing; the entries `skip` names (paths relative to `prefix`) left out; `None` when
+/// hopsdrd must do it itself (see [`entry_list`]). `what` names the volume in progress lines.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn write_volume(
     run: &RestoreRun<'_>,
@@ -113,7 +116,7 @@ pub(super) fn write_volume(
     skip: &dyn Fn(&str) -> bool,
     volume: &str,
     what: &str,
-    check_only: bool,
+    writing: Writing,
 ) -> Result<Option<Written>, RestoreError> {
     let repo_err = |source| RestoreError::Repository {
         step: i + 1,
@@ -131,7 +134,8 @@ pub(super) fn write_volume(
             volume: volume.to_string(),
             chunk_size: run.repo.chunk_size(),
             entries_bytes: len,
-            check_only,
+            check_only: writing == Writing::CheckOnly,
+            resume: writing == Writing::Resume,
         })
         .map_err(&agent_err)?;
     session.send_file(list, len).map_err(&agent_err)?;
@@ -158,6 +162,7 @@ pub(super) fn write_volume(
                 files,
                 bytes,
                 skipped_links,
+                kept,
                 paced_ms,
                 ..
             } if r == req => {
@@ -170,6 +175,7 @@ pub(super) fn write_volume(
                 return Ok(Some(Written {
                     files,
                     bytes,
+                    kept,
                     paced_ms,
                 }));
             }

@@ -1,15 +1,37 @@
 //! The HopsFS volumes written back: each datanode's volumes replaced by the backup's (tar
-//! streams built from the repository), in parallel up to `[restore] parallelism`, each datanode
-//! recorded done so that a resume writes back only the rest.
+//! streams built from the repository, or each datanode's agent), in parallel, each volume
+//! recorded once cleared and each datanode once done, so that a resume writes back only the
+//! rest: a datanode done is skipped, a volume cleared is not cleared again (its agent keeps the
+//! files an earlier attempt wrote whole; `tar -x` overwrites).
 
 use super::super::tarout;
 use super::*;
 use std::sync::Arc;
 
-/// Progress of the volumes step: the datanodes written back whole.
+/// Progress of the volumes step: the datanodes written back whole, and the volumes
+/// (`<datanode>:<path>`) whose `current/` was cleared (once: a resume writes on what is there).
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct VolumesDetail {
     done: BTreeSet<String>,
+    #[serde(default)]
+    cleared: BTreeSet<String>,
+}
+
+/// Changes the step's progress with `f` and records it in the catalog.
+fn record(
+    run: &RestoreRun<'_>,
+    i: usize,
+    detail: &Mutex<VolumesDetail>,
+    f: impl FnOnce(&mut VolumesDetail),
+) -> Result<(), RestoreError> {
+    let json = {
+        let mut g = detail.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut g);
+        serde_json::to_string(&*g).unwrap_or_default()
+    };
+    lock(run.catalog)
+        .set_step_detail(run.restore_id, i, &json)
+        .map_err(RestoreError::from)
 }
 
 /// Writes back the volumes of every datanode of the step not yet done, up to
@@ -64,19 +86,15 @@ pub(super) fn write_volumes(
                 }
                 let k = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let Some(d) = todo.get(k) else { return };
-                match write_datanode(run, i, step, d, &skipped) {
+                match write_datanode(run, i, step, d, &skipped, &done) {
                     Ok(()) => {
-                        let json = {
-                            let mut g = done.lock().unwrap_or_else(|p| p.into_inner());
+                        if let Err(e) = record(run, i, &done, |g| {
                             g.done.insert(d.name.clone());
-                            serde_json::to_string(&*g).unwrap_or_default()
-                        };
-                        if let Err(e) = lock(run.catalog).set_step_detail(run.restore_id, i, &json)
-                        {
+                        }) {
                             failed
                                 .lock()
                                 .unwrap_or_else(|p| p.into_inner())
-                                .get_or_insert(e.into());
+                                .get_or_insert(e);
                             return;
                         }
                         (run.progress)(i, &format!("datanode {} written back", d.name));
@@ -133,14 +151,16 @@ pub(super) fn step_moves(run: &RestoreRun<'_>) -> Vec<crate::restore::plan::Volu
 }
 
 /// Writes back every volume that goes to datanode `d`: each destination volume's `current/`
-/// (what the redeploy formatted, or a half write-back) removed first, then every backed-up
-/// volume mapped onto it written as a tar stream built from the repository.
+/// (what the redeploy formatted) removed first unless an earlier attempt did (then recorded in
+/// `detail`), then every backed-up volume mapped onto it written by the datanode's agent or as a
+/// tar stream built from the repository.
 fn write_datanode(
     run: &RestoreRun<'_>,
     i: usize,
     step: &RestoreStep,
     d: &crate::config::HopsfsDatanodeSettings,
     skipped: &Arc<replicas::Skipped>,
+    detail: &Mutex<VolumesDetail>,
 ) -> Result<(), RestoreError> {
     let node = node_of(run, d);
     let moves: Vec<_> = step_moves(run)
@@ -148,8 +168,17 @@ fn write_datanode(
         .filter(|m| m.datanode == d.name)
         .collect();
     let mut cleared = BTreeSet::new();
+    // The volumes an earlier attempt cleared (and perhaps wrote in part): written on, resumed.
+    let resumed: BTreeSet<String> = {
+        let g = detail.lock().unwrap_or_else(|p| p.into_inner());
+        moves
+            .iter()
+            .map(|mv| mv.volume.clone())
+            .filter(|v| g.cleared.contains(&format!("{}:{v}", d.name)))
+            .collect()
+    };
     for mv in &moves {
-        if cleared.insert(mv.volume.clone()) {
+        if !resumed.contains(&mv.volume) && cleared.insert(mv.volume.clone()) {
             let current = format!("{}/current", mv.volume);
             node.run(
                 &["rm".into(), "-rf".into(), "--".into(), current],
@@ -163,6 +192,10 @@ fn write_datanode(
                 run.cancel,
             )
             .map_err(node_err(i, step))?;
+            record(run, i, detail, |g| {
+                g.cleared.insert(format!("{}:{}", d.name, mv.volume));
+            })?;
+            crate::failpoint::hit("restore.volumes.cleared", run.cancel);
         }
     }
     let mut session = agent_session(run, i, step, d, &node)?;
@@ -174,14 +207,19 @@ fn write_datanode(
         let skip = move |rel: &str| left_out.skips(&from, rel);
         if let Some(s) = session.as_mut() {
             let what = format!("datanode {}: {}", d.name, mv.from);
+            let writing = match resumed.contains(&vol) {
+                true => via_agent::Writing::Resume,
+                false => via_agent::Writing::New,
+            };
             if let Some(w) =
-                via_agent::write_volume(run, i, step, s, &prefix, &skip, &vol, &what, false)?
+                via_agent::write_volume(run, i, step, s, &prefix, &skip, &vol, &what, writing)?
             {
                 tracing::info!(
                     step = "restore",
                     node = %d.name,
                     volume = %vol,
                     files = w.files,
+                    kept = w.kept,
                     bytes = w.bytes,
                     paced_ms = w.paced_ms,
                     "volume written back by the node's agent"
@@ -309,7 +347,7 @@ fn check_datanode(
             &skip,
             &mv.volume,
             &what,
-            true,
+            via_agent::Writing::CheckOnly,
         )?;
         match checked {
             Some(w) => (run.progress)(
