@@ -148,6 +148,52 @@ impl Timetable {
         self.at(minute)
     }
 
+    /// At every moment the lower of the two rates, each way (`None`, no limit, is the highest):
+    /// a node's own timetable and its share of a link's.
+    pub fn min(&self, other: &Timetable) -> Timetable {
+        let lower = |a: Option<u64>, b: Option<u64>| match (a, b) {
+            (Some(x), Some(y)) => Some(x.min(y)),
+            (x, None) => x,
+            (None, y) => y,
+        };
+        let mut at: Vec<u16> = self.slots.iter().chain(&other.slots).map(|s| s.0).collect();
+        at.sort_unstable();
+        at.dedup();
+        let mut slots: Vec<(u16, Rate)> = Vec::with_capacity(at.len());
+        for m in at {
+            let (a, b) = (self.at(m), other.at(m));
+            let r = Rate {
+                tx: lower(a.tx, b.tx),
+                rx: lower(a.rx, b.rx),
+            };
+            if slots.last().is_none_or(|s| s.1 != r) {
+                slots.push((m, r));
+            }
+        }
+        Timetable { slots }
+    }
+
+    /// Every rate divided by `n` (at least 1 B/s): one of `n` nodes' share of a link.
+    pub fn divided(&self, n: u64) -> Timetable {
+        let n = n.max(1);
+        let share = |r: Option<u64>| r.map(|b| (b / n).max(1));
+        Timetable {
+            slots: self
+                .slots
+                .iter()
+                .map(|(m, r)| {
+                    (
+                        *m,
+                        Rate {
+                            tx: share(r.tx),
+                            rx: share(r.rx),
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
     /// Whether no slot limits anything.
     pub fn is_off(&self) -> bool {
         self.slots.iter().all(|(_, r)| *r == Rate::default())
@@ -249,6 +295,10 @@ mod tests {
 
     const MIB: u64 = 1 << 20;
 
+    fn both_ways(r: Option<u64>) -> Rate {
+        both(r)
+    }
+
     fn both(r: Option<u64>) -> Rate {
         Rate { tx: r, rx: r }
     }
@@ -302,6 +352,31 @@ mod tests {
         assert_eq!(t.at(minute(0, 7, 0)), both(None), "wraps to Saturday's");
         let pair = Timetable::parse("10MiB:off").unwrap().at(0);
         assert_eq!((pair.tx, pair.rx), (Some(10 * MIB), None));
+    }
+
+    /// A node's timetable and its share of a link's: the lower rate at every moment, slots where
+    /// either changes.
+    #[test]
+    fn the_lower_of_two_timetables_and_a_share() {
+        let node = Timetable::parse("08:00,10MiB 20:00,off").unwrap();
+        let link = Timetable::parse("12:00,30MiB 14:00,off")
+            .unwrap()
+            .divided(2);
+        let both = node.min(&link);
+        assert_eq!(both.at(minute(1, 7, 0)), both_ways(None));
+        assert_eq!(both.at(minute(1, 9, 0)), both_ways(Some(10 * MIB)));
+        assert_eq!(both.at(minute(1, 13, 0)), both_ways(Some(10 * MIB)));
+        assert_eq!(
+            node.min(&Timetable::parse("4MiB:off").unwrap())
+                .at(minute(1, 9, 0)),
+            Rate {
+                tx: Some(4 * MIB),
+                rx: Some(10 * MIB)
+            }
+        );
+        assert_eq!(link.at(minute(3, 12, 30)), both_ways(Some(15 * MIB)));
+        assert_eq!(both.at(minute(3, 21, 0)), both_ways(None));
+        assert!(Timetable::off().min(&Timetable::off()).is_off());
     }
 
     /// The text hopsdrd sends an agent reads back to the same timetable.

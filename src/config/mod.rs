@@ -251,15 +251,32 @@ pub struct AgentsSettings {
     pub timezone: chrono_tz::Tz,
     /// Hosts with a timetable of their own.
     pub nodes: Vec<(NodeHost, crate::timetable::Timetable)>,
+    /// Links shared by hosts (a rack's uplink): each host gets an even share of the link's
+    /// timetable.
+    pub links: Vec<AgentLink>,
+}
+
+/// `[[agents.links]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentLink {
+    pub name: String,
+    pub hosts: Vec<NodeHost>,
+    pub bandwidth: crate::timetable::Timetable,
 }
 
 impl AgentsSettings {
-    /// The timetable of the agent on `host`.
-    pub fn bandwidth_of(&self, host: &NodeHost) -> &crate::timetable::Timetable {
-        self.nodes
+    /// The timetable of the agent on `host`: its own (or `[agents] bandwidth`), lowered to its
+    /// share of the link it is on, if any.
+    pub fn bandwidth_of(&self, host: &NodeHost) -> crate::timetable::Timetable {
+        let own = self
+            .nodes
             .iter()
             .find(|(h, _)| h == host)
-            .map_or(&self.bandwidth, |(_, t)| t)
+            .map_or(&self.bandwidth, |(_, t)| t);
+        match self.links.iter().find(|l| l.hosts.contains(host)) {
+            Some(l) => own.min(&l.bandwidth.divided(l.hosts.len() as u64)),
+            None => own.clone(),
+        }
     }
 }
 

@@ -145,6 +145,15 @@ table! {
         pub bandwidth: Option<String>,
         pub timezone: Option<String>,
         pub nodes: Option<Vec<RawAgentNode>>,
+        pub links: Option<Vec<RawAgentLink>>,
+    }
+}
+
+table! {
+    RawAgentLink {
+        pub name: Option<String>,
+        pub hosts: Option<Vec<String>>,
+        pub bandwidth: Option<String>,
     }
 }
 
@@ -288,6 +297,7 @@ pub(crate) fn allowed_keys(shape: &str) -> Vec<&'static str> {
         "ssh" => RawSsh::KEYS,
         "agents" => RawAgents::KEYS,
         "agents.nodes" => RawAgentNode::KEYS,
+        "agents.links" => RawAgentLink::KEYS,
         _ => &[],
     };
     // `r#type` is the key `type`.

@@ -457,7 +457,7 @@ fn unknown_keys_list_the_allowed_keys_of_every_table() {
         (
             "[agents]\nroots = 1",
             "agents.roots",
-            "bandwidth, binary, enabled, nodes, timeout, timezone",
+            "bandwidth, binary, enabled, links, nodes, timeout, timezone",
         ),
         (
             "[[agents.nodes]]\nhost = \"dn1\"\nbandwidth = \"1MiB\"\nrate = 1",
@@ -790,4 +790,26 @@ fn agent_bandwidth_timetables_are_read_per_host_and_bad_ones_named() {
         assert!(e.contains(want), "{text}: {e}");
     }
     assert!(errors_of("[agents]\nbandwidth = \"666\"").contains("write 666KiB or 666MiB"));
+
+    // A link shared by two hosts: each gets half, lowered further by its own timetable.
+    let s = parse(
+        "[agents]\n[[agents.nodes]]\nhost = \"10.0.0.7\"\nbandwidth = \"2MiB\"\n\
+         [[agents.links]]\nname = \"rack1\"\nhosts = [\"10.0.0.7\", \"10.0.0.8\"]\nbandwidth = \"10MiB\"\n",
+        "f",
+        &SecretEnv::default(),
+    )
+    .unwrap();
+    let rate = |h: &str| s.agents.bandwidth_of(&NodeHost::Remote(h.into())).at(0).tx;
+    assert_eq!(rate("10.0.0.7"), Some(2 << 20));
+    assert_eq!(rate("10.0.0.8"), Some(5 << 20));
+    assert_eq!(rate("10.0.0.9"), None);
+    let e = errors_of(
+        "[[agents.links]]\nhosts = [\"a\"]\nbandwidth = \"1MiB\"\n\
+         [[agents.links]]\nhosts = [\"a\"]\nbandwidth = \"1MiB\"\n",
+    );
+    assert!(
+        e.contains("agents.links[1].hosts[0]") && e.contains("two links"),
+        "{e}"
+    );
+    assert!(errors_of("[[agents.links]]\nbandwidth = \"1MiB\"").contains("agents.links[0].hosts"));
 }

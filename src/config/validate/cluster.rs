@@ -280,6 +280,44 @@ impl Validator<'_> {
             let t = self.timetable(&item.key("bandwidth"), n.bandwidth);
             nodes.push((host, t));
         }
+        let list = p.key("links");
+        let mut links: Vec<AgentLink> = Vec::new();
+        for (i, l) in raw.links.unwrap_or_default().into_iter().enumerate() {
+            let item = list.index(i);
+            let name = l.name.unwrap_or_else(|| format!("link {}", i + 1));
+            let mut hosts = Vec::new();
+            for (k, h) in l.hosts.unwrap_or_default().into_iter().enumerate() {
+                let host = self.host(&item.key("hosts").index(k), Some(h.clone()));
+                if links.iter().any(|o| o.hosts.contains(&host)) || hosts.contains(&host) {
+                    self.error(
+                        &item.key("hosts").index(k),
+                        format!("host {h} is on two links: a host has one uplink; list it once"),
+                    );
+                    continue;
+                }
+                hosts.push(host);
+            }
+            if hosts.is_empty() {
+                self.missing(
+                    &item.key("hosts"),
+                    "hosts = [\"10.0.0.21\", \"10.0.0.22\"] (the hosts behind the link)",
+                );
+                continue;
+            }
+            if l.bandwidth.is_none() {
+                self.missing(
+                    &item.key("bandwidth"),
+                    "bandwidth = \"100MiB\" (the link's, shared evenly by its hosts)",
+                );
+                continue;
+            }
+            let bandwidth = self.timetable(&item.key("bandwidth"), l.bandwidth);
+            links.push(AgentLink {
+                name,
+                hosts,
+                bandwidth,
+            });
+        }
         AgentsSettings {
             enabled: raw.enabled.unwrap_or(false),
             binary: self.absolute(&p.key("binary"), raw.binary, DEFAULT_AGENT_BINARY),
@@ -287,6 +325,7 @@ impl Validator<'_> {
             bandwidth,
             timezone,
             nodes,
+            links,
         }
     }
 

@@ -25,12 +25,12 @@ use super::raw::{
 use super::secret::{check_credential, check_file};
 use super::spans::{self, KeyPath, Seg, SpanIndex};
 use super::{
-    AgentsSettings, BackupSettings, BlockStorage, ConfigError, ConfigErrors, DaemonSettings,
-    DataNodeSettings, EncryptionSettings, FilePathSettings, HopsfsDatanodeSettings, HopsfsSettings,
-    JobKind, MetricsSettings, MysqlDumpMode, MysqlSettings, NodeHost, ObjectLockSettings,
-    RepositorySettings, RestoreReplicas, RestoreSettings, RetentionSettings, RondbSettings,
-    S3Settings, ScheduleSettings, Secret, SecretEnv, Settings, SshConfig, StoreSettings,
-    VersioningPolicy,
+    AgentLink, AgentsSettings, BackupSettings, BlockStorage, ConfigError, ConfigErrors,
+    DaemonSettings, DataNodeSettings, EncryptionSettings, FilePathSettings, HopsfsDatanodeSettings,
+    HopsfsSettings, JobKind, MetricsSettings, MysqlDumpMode, MysqlSettings, NodeHost,
+    ObjectLockSettings, RepositorySettings, RestoreReplicas, RestoreSettings, RetentionSettings,
+    RondbSettings, S3Settings, ScheduleSettings, Secret, SecretEnv, Settings, SshConfig,
+    StoreSettings, VersioningPolicy,
 };
 
 pub(crate) const DEFAULT_SOCKET: &str = "/run/hopsdr/hopsdr.sock";
