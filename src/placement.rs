@@ -40,20 +40,14 @@ pub struct Candidate {
 
 impl Candidate {
     fn encode(&self, out: &mut Vec<u8>) {
-        let meta = |out: &mut Vec<u8>, m: &FileMeta| {
-            out.extend_from_slice(&m.mode.to_le_bytes());
-            out.extend_from_slice(&m.mtime.to_le_bytes());
-            out.extend_from_slice(&m.uid.to_le_bytes());
-            out.extend_from_slice(&m.gid.to_le_bytes());
-        };
         let start = out.len();
         out.extend_from_slice(&[0; 4]);
         out.extend_from_slice(&self.key.to_be_bytes());
         out.extend_from_slice(&self.volume.to_le_bytes());
         out.extend_from_slice(&self.len.to_le_bytes());
         out.extend_from_slice(&self.meta_len.to_le_bytes());
-        meta(out, &self.block_meta);
-        meta(out, &self.meta_meta);
+        self.block_meta.encode_le(out);
+        self.meta_meta.encode_le(out);
         out.extend_from_slice(&(self.block_path.len() as u32).to_le_bytes());
         out.extend_from_slice(self.block_path.as_bytes());
         out.extend_from_slice(self.meta_path.as_bytes());
@@ -67,14 +61,7 @@ impl Candidate {
         let body = raw.get(4..4 + n)?;
         let u32_at = |i: usize| Some(u32::from_le_bytes(body.get(i..i + 4)?.try_into().ok()?));
         let u64_at = |i: usize| Some(u64::from_le_bytes(body.get(i..i + 8)?.try_into().ok()?));
-        let meta = |i: usize| {
-            Some(FileMeta {
-                mode: u32_at(i)?,
-                mtime: u64_at(i + 4)? as i64,
-                uid: u32_at(i + 12)?,
-                gid: u32_at(i + 16)?,
-            })
-        };
+        let meta = |i: usize| FileMeta::decode_le(body.get(i..)?);
         let key = u128::from_be_bytes(body.get(..16)?.try_into().ok()?);
         let blen = u32_at(76)? as usize;
         let paths = body.get(80..)?;

@@ -128,11 +128,8 @@ pub fn serve(
             secrets,
             bandwidth,
         }) => {
-            if version != me.version || protocol != PROTOCOL {
-                let message = format!(
-                    "the agent on {} is hopsdr {} (protocol {PROTOCOL}) and hopsdrd is hopsdr {version} (protocol {protocol}): install hopsdr {version} on {} (every node needs the version of the head node)",
-                    me.host, me.version, me.host
-                );
+            // Refused at the start: the head is told why, then the session ends.
+            let refuse = |output: &mut dyn Write, message: String| {
                 let _ = proto::write_msg(
                     output,
                     &Msg::Error {
@@ -142,22 +139,18 @@ pub fn serve(
                         message: message.clone(),
                     },
                 );
-                return Err(ServeError::Refused(message));
+                ServeError::Refused(message)
+            };
+            if version != me.version || protocol != PROTOCOL {
+                let message = format!(
+                    "the agent on {} is hopsdr {} (protocol {PROTOCOL}) and hopsdrd is hopsdr {version} (protocol {protocol}): install hopsdr {version} on {} (every node needs the version of the head node)",
+                    me.host, me.version, me.host
+                );
+                return Err(refuse(output, message));
             }
             match super::limits::pacer_for(job, bandwidth.as_ref()) {
                 Ok(p) => super::limits::set(p),
-                Err(message) => {
-                    let _ = proto::write_msg(
-                        output,
-                        &Msg::Error {
-                            req: None,
-                            step: "start".into(),
-                            path: None,
-                            message: message.clone(),
-                        },
-                    );
-                    return Err(ServeError::Refused(message));
-                }
+                Err(message) => return Err(refuse(output, message)),
             }
             (job, store, secrets)
         }

@@ -57,12 +57,7 @@ impl Stored {
     }
 
     fn encode(&self, out: &mut Vec<u8>) {
-        let meta = |out: &mut Vec<u8>, m: &FileMeta| {
-            out.extend_from_slice(&m.mode.to_le_bytes());
-            out.extend_from_slice(&m.mtime.to_le_bytes());
-            out.extend_from_slice(&m.uid.to_le_bytes());
-            out.extend_from_slice(&m.gid.to_le_bytes());
-        };
+        let meta = |out: &mut Vec<u8>, m: &FileMeta| m.encode_le(out);
         match self {
             Stored::Unit {
                 unit,
@@ -90,16 +85,7 @@ impl Stored {
             0 => {
                 let u64_at =
                     |i: usize| Some(u64::from_le_bytes(rest.get(i..i + 8)?.try_into().ok()?));
-                let u32_at =
-                    |i: usize| Some(u32::from_le_bytes(rest.get(i..i + 4)?.try_into().ok()?));
-                let meta = |i: usize| {
-                    Some(FileMeta {
-                        mode: u32_at(i)?,
-                        mtime: u64_at(i + 4)? as i64,
-                        uid: u32_at(i + 12)?,
-                        gid: u32_at(i + 16)?,
-                    })
-                };
+                let meta = |i: usize| FileMeta::decode_le(rest.get(i..)?);
                 let unit = BlobId::parse(std::str::from_utf8(rest.get(..64)?).ok()?)?;
                 Some(Stored::Unit {
                     unit,

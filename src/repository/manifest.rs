@@ -26,6 +26,31 @@ pub struct FileMeta {
     pub gid: u32,
 }
 
+impl FileMeta {
+    /// Bytes of [`FileMeta::encode_le`]'s record.
+    pub const ENCODED_LEN: usize = 20;
+
+    /// A fixed-size record for the temporary files of a backup (mode u32, mtime i64, uid u32,
+    /// gid u32, little-endian).
+    pub fn encode_le(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.mode.to_le_bytes());
+        out.extend_from_slice(&self.mtime.to_le_bytes());
+        out.extend_from_slice(&self.uid.to_le_bytes());
+        out.extend_from_slice(&self.gid.to_le_bytes());
+    }
+
+    /// The record [`FileMeta::encode_le`] wrote at the start of `b`; `None` if it is short.
+    pub fn decode_le(b: &[u8]) -> Option<FileMeta> {
+        let u32_at = |i: usize| Some(u32::from_le_bytes(b.get(i..i + 4)?.try_into().ok()?));
+        Some(FileMeta {
+            mode: u32_at(0)?,
+            mtime: i64::from_le_bytes(b.get(4..12)?.try_into().ok()?),
+            uid: u32_at(12)?,
+            gid: u32_at(16)?,
+        })
+    }
+}
+
 /// A regular file. Formats 1 and 2: its content is the concatenation of its chunks' blobs, in
 /// order, checked against `hash`. Format 3: `size` bytes from byte `skip` of the concatenation
 /// of its units (each a blob in a data pack or a solo pack, named by the hash of its content);

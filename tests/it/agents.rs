@@ -742,12 +742,7 @@ mod daemon {
         let id = env.backup_ok();
         assert_through_agents(&env, true, c.datanodes);
         let log = env.log();
-        let paced: u64 = log
-            .lines()
-            .filter(|l| l.contains("stored by the node's agent"))
-            .filter_map(|l| l.split("paced_ms=").nth(1))
-            .map(|t| t.split(' ').next().unwrap().parse::<u64>().unwrap())
-            .sum();
+        let paced = crate::harness::logged_sum(&log, "stored by the node's agent", "paced_ms");
         assert!(paced > 0, "no agent held back at 16 KiB/s: {log}");
         // Read through the daemon's key: the test opens the repository with it.
         let repo = hopsdr::repository::Repository::open_with(

@@ -12,6 +12,22 @@ use std::time::{Duration, Instant};
 pub const HOPSDRD: &str = env!("CARGO_BIN_EXE_hopsdrd");
 pub const HOPSDRCTL: &str = env!("CARGO_BIN_EXE_hopsdrctl");
 
+/// The sum of the numbers after ` field=` on the lines of `log` that contain `line` (log lines
+/// of hopsdrd: `name=value` fields); a line with the text but without the field fails the test.
+pub fn logged_sum(log: &str, line: &str, field: &str) -> u64 {
+    let key = format!(" {field}=");
+    log.lines()
+        .filter(|l| l.contains(line))
+        .map(|l| {
+            l.split(key.as_str())
+                .nth(1)
+                .and_then(|t| t.split(' ').next())
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("no {field}= in: {l}"))
+        })
+        .sum()
+}
+
 /// Waits until `f` returns Some, or panics naming `what` after `timeout`.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();

@@ -233,12 +233,12 @@ pub fn one_replica_restore(env: &Env, c: &Cluster, id: &str, before: &str) {
     let out = env.ctl(&["restore", "start", id, "--yes", "--wait"]);
     assert_eq!(out.status.code(), Some(0), "{}", env.log());
     let log = env.log()[from..].to_string();
-    let left: u64 = log
-        .split("replicas_left=")
-        .nth(1)
-        .and_then(|t| t.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no replicas_left in {log}"));
+    let left = crate::harness::logged_sum(
+        &log,
+        "one replica per block: the others are left",
+        "replicas_left",
+    );
+    assert!(log.contains("replicas_left="), "{log}");
     assert_eq!(left, replicas / 3 * 2, "{log}");
     assert!(
         log.contains("blocks under-replicated") || log.contains("every block has its replication"),

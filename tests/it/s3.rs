@@ -359,17 +359,8 @@ fn with_agents_one_replica_per_block_is_written_back_and_hdfs_copies_the_rest() 
     // The agents wrote a third of the replicas: each datanode's volumes hold fewer files
     // than a whole write-back would (every block and meta file of three replicas).
     let log = env.log()[from..].to_string();
-    let written: u64 = log
-        .lines()
-        .filter(|l| l.contains("volume written back by the node's agent"))
-        .map(|l| {
-            l.split("files=")
-                .nth(1)
-                .and_then(|t| t.split(' ').next())
-                .and_then(|n| n.parse::<u64>().ok())
-                .unwrap()
-        })
-        .sum();
+    let written =
+        crate::harness::logged_sum(&log, "volume written back by the node's agent", "files");
     assert!(written > 0, "{log}");
     assert!(
         written < replicas * 2,
@@ -430,12 +421,7 @@ fn killed_while_agents_write_the_volumes_back_the_restore_resumes() {
     // The volume written whole before the second kill is not cleared again: its agent keeps
     // every file of it (and whatever else was finished).
     let log = env.log()[log_len..].to_string();
-    let kept: u64 = log
-        .lines()
-        .filter(|l| l.contains("volume written back by the node's agent"))
-        .filter_map(|l| l.split("kept=").nth(1))
-        .map(|t| t.split(' ').next().unwrap().parse::<u64>().unwrap())
-        .sum();
+    let kept = crate::harness::logged_sum(&log, "volume written back by the node's agent", "kept");
     assert!(kept > 0, "no file kept on the resume: {log}");
 }
 

@@ -34,8 +34,8 @@
 
 use crate::fixtures::{self as fx, line, v};
 use crate::model::{
-    bp_current, format_volume, hdfs_meta, meta_content, replica_file, subdirs, table_exists,
-    vol_of, volume_matches, Block, HdfsMeta,
+    bp_current, format_volume, hdfs_meta, meta_content, remove_block_files, replica_file, subdirs,
+    table_exists, vol_of, volume_matches, Block, HdfsMeta,
 };
 use crate::state::Cluster;
 use anyhow::{bail, Result};
@@ -281,22 +281,6 @@ fn receive_replica(
         std::fs::rename(tmp.join(name), fin.join(name))?;
     }
     let _ = std::fs::remove_dir(&tmp);
-    Ok(())
-}
-
-/// Removes `blk_<id>` and every `blk_<id>_<genstamp>.meta` from directory `d`.
-fn remove_block_files(d: &Path, id: u64) -> Result<()> {
-    let Ok(rd) = std::fs::read_dir(d) else {
-        return Ok(());
-    };
-    let exact = format!("blk_{id}");
-    let prefix = format!("blk_{id}_");
-    for e in rd.flatten() {
-        let n = e.file_name().to_string_lossy().into_owned();
-        if n == exact || (n.starts_with(&prefix) && n.ends_with(".meta")) {
-            std::fs::remove_file(e.path())?;
-        }
-    }
     Ok(())
 }
 

@@ -215,16 +215,22 @@ pub fn write_replica(cl: &Cluster, dn: u32, b: &Block, data: &[u8], rbw: bool) -
 pub fn remove_replica(cl: &Cluster, dn: u32, id: u64) -> Result<()> {
     let bp = bp_current(cl, dn, vol_of(&cl.cfg, id), &cl.cfg.block_pool_id);
     for dir in [bp.join("finalized").join(subdirs(id)), bp.join("rbw")] {
-        let Ok(rd) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        let exact = format!("blk_{id}");
-        let prefix = format!("blk_{id}_");
-        for e in rd.flatten() {
-            let n = e.file_name().to_string_lossy().into_owned();
-            if n == exact || (n.starts_with(&prefix) && n.ends_with(".meta")) {
-                std::fs::remove_file(e.path())?;
-            }
+        remove_block_files(&dir, id)?;
+    }
+    Ok(())
+}
+
+/// Removes `blk_<id>` and every `blk_<id>_<genstamp>.meta` from directory `d`.
+pub fn remove_block_files(d: &Path, id: u64) -> Result<()> {
+    let Ok(rd) = std::fs::read_dir(d) else {
+        return Ok(());
+    };
+    let exact = format!("blk_{id}");
+    let prefix = format!("blk_{id}_");
+    for e in rd.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n == exact || (n.starts_with(&prefix) && n.ends_with(".meta")) {
+            std::fs::remove_file(e.path())?;
         }
     }
     Ok(())

@@ -235,16 +235,9 @@ impl Validator<'_> {
             );
         }
         let bandwidth = self.timetable(&p.key("bandwidth"), raw.bandwidth);
-        let timezone = match raw.timezone {
-            None => DEFAULT_TIMEZONE,
-            Some(tz) => tz.parse::<chrono_tz::Tz>().unwrap_or_else(|_| {
-                self.error(
-                    &p.key("timezone"),
-                    format!("unknown time zone {tz:?}: use an IANA time zone name such as \"Europe/Berlin\" or \"UTC\""),
-                );
-                DEFAULT_TIMEZONE
-            }),
-        };
+        let timezone = self
+            .timezone(&p.key("timezone"), raw.timezone)
+            .unwrap_or(DEFAULT_TIMEZONE);
         let list = p.key("nodes");
         let mut nodes: Vec<(NodeHost, crate::timetable::Timetable)> = Vec::new();
         for (i, n) in raw.nodes.unwrap_or_default().into_iter().enumerate() {

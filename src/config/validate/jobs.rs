@@ -97,21 +97,7 @@ impl Validator<'_> {
                     }
                 },
             };
-            let timezone = match raw.timezone {
-                None => Some(DEFAULT_TIMEZONE),
-                Some(tz) => match tz.parse::<chrono_tz::Tz>() {
-                    Ok(tz) => Some(tz),
-                    Err(_) => {
-                        self.error(
-                            &item.key("timezone"),
-                            format!(
-                                "unknown time zone {tz:?}: use an IANA time zone name such as \"Europe/Berlin\" or \"UTC\""
-                            ),
-                        );
-                        None
-                    }
-                },
-            };
+            let timezone = self.timezone(&item.key("timezone"), raw.timezone);
             let job = match raw.job {
                 None => {
                     self.missing(&item.key("job"), "job = \"backup\"");
@@ -171,16 +157,9 @@ impl Validator<'_> {
             let d = self.duration(&p.key("keep_within"), Some(v), Duration::from_secs(1));
             chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
         });
-        let timezone = match raw.timezone {
-            None => DEFAULT_TIMEZONE,
-            Some(tz) => tz.parse::<chrono_tz::Tz>().unwrap_or_else(|_| {
-                self.error(
-                    &p.key("timezone"),
-                    format!("unknown time zone {tz:?}: use an IANA time zone name such as \"Europe/Berlin\" or \"UTC\""),
-                );
-                DEFAULT_TIMEZONE
-            }),
-        };
+        let timezone = self
+            .timezone(&p.key("timezone"), raw.timezone)
+            .unwrap_or(DEFAULT_TIMEZONE);
         RetentionSettings {
             policy: crate::retention::RetentionPolicy {
                 keep_last,

@@ -228,6 +228,26 @@ impl<'a> Validator<'a> {
         self.error(path, format!("required key is missing: add {example}"));
     }
 
+    /// An IANA time zone (none: `DEFAULT_TIMEZONE`); `None` when it is not one (the error
+    /// recorded).
+    fn timezone(&mut self, path: &KeyPath, value: Option<String>) -> Option<chrono_tz::Tz> {
+        match value {
+            None => Some(DEFAULT_TIMEZONE),
+            Some(tz) => match tz.parse::<chrono_tz::Tz>() {
+                Ok(tz) => Some(tz),
+                Err(_) => {
+                    self.error(
+                        path,
+                        format!(
+                            "unknown time zone {tz:?}: use an IANA time zone name such as \"Europe/Berlin\" or \"UTC\""
+                        ),
+                    );
+                    None
+                }
+            },
+        }
+    }
+
     /// A bandwidth timetable (none: no limit).
     fn timetable(&mut self, path: &KeyPath, value: Option<String>) -> crate::timetable::Timetable {
         match value.as_deref().map(crate::timetable::Timetable::parse) {

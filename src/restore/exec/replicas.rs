@@ -168,12 +168,6 @@ pub(super) fn skipped(
     for ids in skipped.by_volume.values_mut() {
         ids.sort_unstable();
     }
-    tracing::info!(
-        step = "restore",
-        replicas_left = skipped.count,
-        bytes_left = skipped.bytes,
-        "one replica per block: the others are left for HDFS to copy"
-    );
     Ok(Arc::new(skipped))
 }
 

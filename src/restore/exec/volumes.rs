@@ -69,6 +69,14 @@ pub(super) fn write_volumes(
     // One replica per block: the same choice on every attempt (it depends on the backup and
     // the plan alone), so a resumed restore leaves out the same replicas.
     let skipped = replicas::skipped(run, i, step, &step_moves(run))?;
+    if replicas::one_replica(run) {
+        tracing::info!(
+            step = "restore",
+            replicas_left = skipped.count,
+            bytes_left = skipped.bytes,
+            "one replica per block: the others are left for HDFS to copy"
+        );
+    }
     let done = Mutex::new(done);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let failed: Mutex<Option<RestoreError>> = Mutex::new(None);
