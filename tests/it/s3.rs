@@ -695,10 +695,17 @@ fn the_server_killed_in_the_middle_fails_cleanly_and_gc_collects_the_orphans() {
     let data = env.path().join("data/big");
     std::fs::create_dir_all(&data).unwrap();
     let big = data.clone();
-    // 64 MiB: two packs, the first uploaded while the second is read.
+    // 64 MiB that does not compress: two packs, the first uploaded while the second is read,
+    // about 7 s at 8 MiB/s (the pacer lets the first second's worth go at once).
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
     for i in 0..16 {
         let bytes: Vec<u8> = (0..(4u32 << 20))
-            .map(|j| (j.wrapping_mul(i + 7) >> 5) as u8)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
             .collect();
         std::fs::write(data.join(format!("f{i}")), bytes).unwrap();
     }
