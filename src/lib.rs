@@ -16,6 +16,7 @@ pub mod ctl;
 pub mod daemon;
 pub mod domain;
 pub mod failpoint;
+pub mod hooks;
 pub mod ids;
 pub mod logging;
 pub mod pacer;

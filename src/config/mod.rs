@@ -52,6 +52,19 @@ pub struct Settings {
     pub restore: RestoreSettings,
     /// `[retention]`: which backups pruning keeps.
     pub retention: RetentionSettings,
+    /// `[hooks]`: commands run on backup and restore events.
+    pub hooks: HooksSettings,
+}
+
+/// `[hooks]`: a command (argv) per event, none by default.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HooksSettings {
+    pub backup_start: Option<Vec<String>>,
+    pub backup_success: Option<Vec<String>>,
+    pub backup_failure: Option<Vec<String>>,
+    pub restore_step: Option<Vec<String>>,
+    /// How long a hook may run before it is stopped (and counted failed).
+    pub timeout: Duration,
 }
 
 /// `[retention]`.

@@ -33,6 +33,17 @@ table! {
         pub hopsfs: Option<RawHopsfs>,
         pub restore: Option<RawRestore>,
         pub retention: Option<RawRetention>,
+        pub hooks: Option<RawHooks>,
+    }
+}
+
+table! {
+    RawHooks {
+        pub backup_start: Option<Vec<String>>,
+        pub backup_success: Option<Vec<String>>,
+        pub backup_failure: Option<Vec<String>>,
+        pub restore_step: Option<Vec<String>>,
+        pub timeout: Option<String>,
     }
 }
 
@@ -296,6 +307,7 @@ pub(crate) fn allowed_keys(shape: &str) -> Vec<&'static str> {
         "restore" => RawRestore::KEYS,
         "ssh" => RawSsh::KEYS,
         "agents" => RawAgents::KEYS,
+        "hooks" => RawHooks::KEYS,
         "agents.nodes" => RawAgentNode::KEYS,
         "agents.links" => RawAgentLink::KEYS,
         _ => &[],

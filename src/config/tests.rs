@@ -394,7 +394,7 @@ fn unknown_keys_list_the_allowed_keys_of_every_table() {
         (
             "x = 1",
             "x",
-            "agents, backup, daemon, hopsfs, metrics, mysql, repository, restore, retention, rondb, schedule, ssh",
+            "agents, backup, daemon, hooks, hopsfs, metrics, mysql, repository, restore, retention, rondb, schedule, ssh",
         ),
         (
             "[daemon]\nx = 1",
@@ -812,4 +812,32 @@ fn agent_bandwidth_timetables_are_read_per_host_and_bad_ones_named() {
         "{e}"
     );
     assert!(errors_of("[[agents.links]]\nbandwidth = \"1MiB\"").contains("agents.links[0].hosts"));
+}
+
+/// `[hooks]`: argv with an absolute program; anything else is named with what to write.
+#[test]
+fn hooks_are_argv_with_an_absolute_program() {
+    let s = parse(
+        "[hooks]\nbackup_failure = [\"/usr/local/bin/page\", \"--team\", \"data\"]\ntimeout = \"5s\"\n",
+        "f",
+        &SecretEnv::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        s.hooks.backup_failure.as_deref(),
+        Some(
+            &[
+                "/usr/local/bin/page".to_string(),
+                "--team".into(),
+                "data".into()
+            ][..]
+        )
+    );
+    assert_eq!(s.hooks.timeout, Duration::from_secs(5));
+    assert!(s.hooks.backup_start.is_none());
+    let e = errors_of("[hooks]\nbackup_start = [\"notify --all\"]");
+    assert!(
+        e.contains("hooks.backup_start") && e.contains("absolute program"),
+        "{e}"
+    );
 }

@@ -67,6 +67,7 @@ fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T) -> 
 impl Metrics {
     pub fn new() -> Metrics {
         let r = Registry::new();
+        reg(&r, crate::hooks::FAILURES.clone());
         let info = reg(
             &r,
             IntGaugeVec::new(

@@ -87,6 +87,48 @@ fn backup_start_wait_list_show_and_metrics() {
     assert_eq!(show["components"][0]["stored_bytes"], 0, "{show}");
 }
 
+/// `[hooks]`: the start hook sees the backup's id; the success hook gets the facts; a hook
+/// that fails does not fail the backup, and is counted in `hopsdr_hook_failures_total`.
+#[test]
+fn hooks_run_with_the_facts_and_a_failing_one_never_fails_the_backup() {
+    let mut env = Env::new();
+    let seen = env.path().join("hook-env");
+    env.extra_config = format!(
+        "[hooks]\nbackup_start = [\"/bin/sh\", \"-c\", \"env > {0}.start\"]\n\
+         backup_success = [\"/bin/sh\", \"-c\", \"env > {0}.success; echo refused >&2; exit 7\"]\n\
+         timeout = \"20s\"\n",
+        seen.display()
+    );
+    let _d = env.start();
+    let id = env.backup_ok();
+    let start = std::fs::read_to_string(seen.with_extension("start")).unwrap();
+    assert!(start.contains("HOPSDR_EVENT=backup_start"), "{start}");
+    assert!(start.contains(&format!("HOPSDR_BACKUP_ID={id}")), "{start}");
+    let success = std::fs::read_to_string(seen.with_extension("success")).unwrap();
+    for want in [
+        "HOPSDR_EVENT=backup_success".to_string(),
+        format!("HOPSDR_BACKUP_ID={id}"),
+        "HOPSDR_STATE=succeeded".to_string(),
+    ] {
+        assert!(success.contains(&want), "{want}: {success}");
+    }
+    assert!(
+        success.contains("HOPSDR_FILES=") && !success.contains("HOPSDR_FILES=0\n"),
+        "{success}"
+    );
+    let m = env.metrics();
+    assert!(
+        m.lines()
+            .any(|l| l == "hopsdr_hook_failures_total{event=\"backup_success\"} 1"),
+        "{m}"
+    );
+    assert!(
+        env.log().contains("exit status: 7") && env.log().contains("refused"),
+        "{}",
+        env.log()
+    );
+}
+
 #[test]
 fn a_missing_path_fails_the_backup_naming_it_and_leaves_no_manifest() {
     let mut env = Env::new();

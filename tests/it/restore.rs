@@ -188,14 +188,25 @@ fn the_drill_restores_the_cluster_whole() {
 fn one_replica_per_block_is_written_back_and_hdfs_copies_the_rest() {
     let mut env = Env::new();
     let c = Cluster::create(&env, &REPLICATING);
-    env.extra_config =
-        c.hopsfs_config("local") + &restore_config(&env, &c) + "replicas = \"one\"\n";
+    // Each step also runs the restore_step hook.
+    let steps_seen = env.path().join("steps-seen");
+    env.extra_config = c.hopsfs_config("local")
+        + &restore_config(&env, &c)
+        + "replicas = \"one\"\n"
+        + &format!(
+            "[hooks]\nrestore_step = [\"/bin/sh\", \"-c\", \"echo \\\"$HOPSDR_STEP $HOPSDR_STATE $HOPSDR_BACKUP_ID\\\" >> {}\"]\n",
+            steps_seen.display()
+        );
     let _d = env.start();
     let before = c.fingerprint();
     let id = env.backup_ok();
-    let plan = String::from_utf8_lossy(&env.ctl(&["restore", "plan", &id]).stdout).into_owned();
-    assert!(plan.contains("one replica per block"), "{plan}");
+    let plan = env.ctl_json(&["restore", "plan", &id]);
+    let steps = plan["steps"].as_array().unwrap().len();
+    assert!(plan.to_string().contains("one replica per block"), "{plan}");
     one_replica_restore(&env, &c, &id, &before);
+    let seen = std::fs::read_to_string(&steps_seen).unwrap();
+    let want: Vec<String> = (1..=steps).map(|k| format!("{k} done {id}")).collect();
+    assert_eq!(seen.lines().collect::<Vec<_>>(), want, "{seen}");
 }
 
 /// The finalized block files under `dir` (every replica).

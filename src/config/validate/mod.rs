@@ -18,7 +18,7 @@ use toml::de::DeTable;
 use toml::Spanned;
 
 use super::raw::{
-    allowed_keys, RawAgents, RawBackup, RawConfig, RawDaemon, RawEncryption, RawFilePath,
+    allowed_keys, RawAgents, RawBackup, RawConfig, RawDaemon, RawEncryption, RawFilePath, RawHooks,
     RawHopsfs, RawMetrics, RawMysql, RawRepository, RawRestore, RawRetention, RawRondb,
     RawSchedule, RawSsh,
 };
@@ -26,11 +26,11 @@ use super::secret::{check_credential, check_file};
 use super::spans::{self, KeyPath, Seg, SpanIndex};
 use super::{
     AgentLink, AgentsSettings, BackupSettings, BlockStorage, ConfigError, ConfigErrors,
-    DaemonSettings, DataNodeSettings, EncryptionSettings, FilePathSettings, HopsfsDatanodeSettings,
-    HopsfsSettings, JobKind, MetricsSettings, MysqlDumpMode, MysqlSettings, NodeHost,
-    ObjectLockSettings, RepositorySettings, RestoreReplicas, RestoreSettings, RetentionSettings,
-    RondbSettings, S3Settings, ScheduleSettings, Secret, SecretEnv, Settings, SshConfig,
-    StoreSettings, VersioningPolicy,
+    DaemonSettings, DataNodeSettings, EncryptionSettings, FilePathSettings, HooksSettings,
+    HopsfsDatanodeSettings, HopsfsSettings, JobKind, MetricsSettings, MysqlDumpMode, MysqlSettings,
+    NodeHost, ObjectLockSettings, RepositorySettings, RestoreReplicas, RestoreSettings,
+    RetentionSettings, RondbSettings, S3Settings, ScheduleSettings, Secret, SecretEnv, Settings,
+    SshConfig, StoreSettings, VersioningPolicy,
 };
 
 pub(crate) const DEFAULT_SOCKET: &str = "/run/hopsdr/hopsdr.sock";
@@ -336,6 +336,7 @@ impl<'a> Validator<'a> {
         let hopsfs = raw.hopsfs.map(|h| self.hopsfs(&root.key("hopsfs"), h));
         let restore = self.restore(&root.key("restore"), raw.restore.unwrap_or_default());
         let retention = self.retention(&root.key("retention"), raw.retention.unwrap_or_default());
+        let hooks = self.hooks(&root.key("hooks"), raw.hooks.unwrap_or_default());
         if hopsfs.is_some() && rondb.is_none() {
             self.error(
                 &root.key("hopsfs"),
@@ -356,6 +357,32 @@ impl<'a> Validator<'a> {
             hopsfs,
             restore,
             retention,
+            hooks,
+        }
+    }
+
+    fn hooks(&mut self, p: &KeyPath, raw: RawHooks) -> HooksSettings {
+        let mut argv = |key: &str, v: Option<Vec<String>>| -> Option<Vec<String>> {
+            let v = v?;
+            if v.first().is_none_or(|a| !a.starts_with('/')) {
+                self.error(
+                    &p.key(key),
+                    format!("{key} must be a command as argv with an absolute program, e.g. [\"/usr/local/bin/notify\", \"{key}\"]; it is run without a shell"),
+                );
+                return None;
+            }
+            Some(v)
+        };
+        let backup_start = argv("backup_start", raw.backup_start);
+        let backup_success = argv("backup_success", raw.backup_success);
+        let backup_failure = argv("backup_failure", raw.backup_failure);
+        let restore_step = argv("restore_step", raw.restore_step);
+        HooksSettings {
+            backup_start,
+            backup_success,
+            backup_failure,
+            restore_step,
+            timeout: self.duration(&p.key("timeout"), raw.timeout, Duration::from_secs(60)),
         }
     }
 

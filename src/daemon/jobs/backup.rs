@@ -85,6 +85,16 @@ fn run(
 ) -> RunResult {
     let ctx = &w.ctx;
     let settings = ctx.settings();
+    // On the job's thread, before anything is read: a slow hook delays the backup, at most
+    // `[hooks] timeout`.
+    let _ = crate::hooks::fire(
+        &settings.hooks,
+        crate::hooks::Event::BackupStart,
+        &[
+            ("job_id", w.job_id.to_string()),
+            ("backup_id", bid.to_string()),
+        ],
+    );
     let mut obs = Observer {
         ctx: ctx.clone(),
         backup_id: bid.clone(),
@@ -187,6 +197,26 @@ fn end(
                 .with_label_values(&[o.component.as_str()])
                 .set(0);
         }
+    }
+    {
+        let settings = ctx.settings();
+        let event = match state {
+            State::Succeeded | State::Partial => crate::hooks::Event::BackupSuccess,
+            _ => crate::hooks::Event::BackupFailure,
+        };
+        let _ = crate::hooks::fire(
+            &settings.hooks,
+            event,
+            &[
+                ("job_id", job_id.to_string()),
+                ("backup_id", backup_id.to_string()),
+                ("state", state.as_str().to_string()),
+                ("error", error.clone().unwrap_or_default()),
+                ("files", stats.files.to_string()),
+                ("logical_bytes", stats.logical_bytes.to_string()),
+                ("stored_bytes", stats.stored_bytes.to_string()),
+            ],
+        );
     }
     match &error {
         Some(e) if state == State::Partial => {

@@ -159,6 +159,31 @@ pub fn execute(run: &RestoreRun<'_>) -> Result<(), RestoreError> {
         let res = run_step(run, i, step, &detail);
         let now = Utc::now();
         audit_step(run, i, step, &res, now);
+        let _ = crate::hooks::fire(
+            &run.settings.hooks,
+            crate::hooks::Event::RestoreStep,
+            &[
+                ("restore_id", run.restore_id.to_string()),
+                ("backup_id", run.manifest.id.to_string()),
+                ("step", (i + 1).to_string()),
+                ("step_title", step.title.clone()),
+                (
+                    "state",
+                    match &res {
+                        Ok(()) => "done".to_string(),
+                        Err(e) if e.is_cancelled() => "interrupted".to_string(),
+                        Err(_) => "failed".to_string(),
+                    },
+                ),
+                (
+                    "error",
+                    res.as_ref()
+                        .err()
+                        .map(|e| e.to_string())
+                        .unwrap_or_default(),
+                ),
+            ],
+        );
         match &res {
             Ok(()) => {
                 lock(run.catalog).set_step_state(run.restore_id, i, StepState::Done, None, now)?;
