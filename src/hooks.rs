@@ -126,8 +126,11 @@ fn run(
         program: program.clone(),
         source,
     })?;
-    // Output read on threads, so a talkative hook cannot block on a full pipe.
+    // Output read on threads, so a talkative hook cannot block on a full pipe; a process the
+    // hook left behind (outside its group) may hold the pipes open: then its output is not
+    // waited for.
     let drain = |r: Option<Box<dyn Read + Send>>| {
+        let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut kept = Vec::new();
             if let Some(mut r) = r {
@@ -140,8 +143,9 @@ fn run(
                     kept.extend_from_slice(&buf[..n.min(room)]);
                 }
             }
-            kept
-        })
+            let _ = tx.send(kept);
+        });
+        rx
     };
     let out = drain(
         child
@@ -178,8 +182,12 @@ fn run(
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let mut output = out.join().unwrap_or_default();
-    output.extend(err.join().unwrap_or_default());
+    let collect = |rx: std::sync::mpsc::Receiver<Vec<u8>>| {
+        rx.recv_timeout(Duration::from_secs(2))
+            .unwrap_or_else(|_| b"(output not read: a process the hook left holds it)".to_vec())
+    };
+    let mut output = collect(out);
+    output.extend(collect(err));
     if termed.is_some() {
         return Err(HookError::Timeout {
             event: event.as_str(),
@@ -271,6 +279,23 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("could not start"), "{e}");
+        // A process the hook leaves behind in another session, holding its output: the hook
+        // still ends when its own process does.
+        let started = Instant::now();
+        fire(
+            &hooks(
+                &["/usr/bin/setsid", "-f", "/bin/sleep", "30"],
+                Duration::from_secs(10),
+            ),
+            Event::BackupSuccess,
+            &[],
+        )
+        .unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
         assert!(FAILURES.with_label_values(&["backup_success"]).get() >= before + 3);
     }
 }
