@@ -184,12 +184,15 @@ pub struct Listing {
 
 impl Listing {
     /// Lists `root` on `d` (`with_root`: the root itself first, with an empty path) into a
-    /// spool file.
+    /// spool file. `live`: the tree is HopsFS's own, which deletes files as `find` walks it; a
+    /// file or directory below `root` that vanished between its directory's read and its stat
+    /// is not listed (as if deleted a moment earlier), anything else is an error.
     fn take(
         d: &Datanode,
         v: &str,
         root: &str,
         with_root: bool,
+        live: bool,
         timeout: Duration,
         cancel: &CancellationToken,
     ) -> Result<Listing, HopsfsError> {
@@ -202,7 +205,11 @@ impl Listing {
         let (status, stderr) = d.node.stream(&argv, timeout, cancel, |rd| {
             std::io::copy(rd, &mut std::io::BufWriter::new(&mut file)).map(|_| ())
         })?;
-        if !status.success() {
+        let vanished = live && status.code() == Some(1) && vanished_below(&stderr, root);
+        if vanished {
+            tracing::info!(step = "hopsfs", node = %d.name, volume = %v, "files deleted by HopsFS while the live tree was listed: {}", stderr.trim());
+        }
+        if !status.success() && !vanished {
             return Err(NodeError::Failed {
                 node: d.node.name.clone(),
                 command: crate::cluster::node::remote_command_line(&argv),
@@ -373,7 +380,7 @@ pub fn pin(
             check(&cp, out.status, out.stderr)?;
             return Ok(None);
         }
-        let mut live = Listing::take(d, v, &format!("{v}/current"), true, timeout, cancel)?;
+        let mut live = Listing::take(d, v, &format!("{v}/current"), true, true, timeout, cancel)?;
         let known = known.get();
         let io = |e: std::io::Error| HopsfsError::Listing {
             datanode: d.name.clone(),
@@ -436,6 +443,17 @@ pub fn vanished_only(stderr: &str) -> bool {
         && lines
             .iter()
             .all(|l| l.ends_with("No such file or directory"))
+}
+
+/// True when every error line of `find` is about a file or directory strictly below `root` that
+/// vanished while it ran (never `root` itself: a volume that is gone is an error).
+pub fn vanished_below(stderr: &str, root: &str) -> bool {
+    let below = format!("{}/", root.trim_end_matches('/'));
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    !lines.is_empty()
+        && lines
+            .iter()
+            .all(|l| l.ends_with("No such file or directory") && l.contains(&below))
 }
 
 /// True when every error line of `tar -c` says a file changed as it was read.
@@ -874,12 +892,20 @@ fn walk_volume(
     // What decides, and (selective pins) what was pinned: only new files, few.
     let (mut decide, pinned): (Listing, Option<HashSet<String>>) = match live {
         None => (
-            Listing::take(d, v, &format!("{root}/current"), true, timeout, cancel)?,
+            Listing::take(
+                d,
+                v,
+                &format!("{root}/current"),
+                true,
+                false,
+                timeout,
+                cancel,
+            )?,
             None,
         ),
         Some(live) => {
             // The pin root exists; its `current/` may not, when nothing new was pinned.
-            let mut pin = Listing::take(d, v, &root, false, timeout, cancel)?;
+            let mut pin = Listing::take(d, v, &root, false, false, timeout, cancel)?;
             let mut set = HashSet::new();
             pin.each_dir(d, v, "current/", |group| {
                 set.extend(group.iter().map(|e| e.path.clone()));
@@ -1116,6 +1142,24 @@ fn send_from_pin(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_files_vanished_below_the_root_are_tolerated_while_listing() {
+        let root = "/data/dn1/current";
+        assert!(vanished_below(
+            "find: ‘/data/dn1/current/BP-1/current/finalized/subdir0/subdir0/blk_7_1.meta’: No such file or directory\n",
+            root
+        ));
+        assert!(!vanished_below(
+            "find: ‘/data/dn1/current’: No such file or directory\n",
+            root
+        ));
+        assert!(!vanished_below(
+            "find: ‘/data/dn1/current/x’: Permission denied\n",
+            root
+        ));
+        assert!(!vanished_below("", root));
+    }
 
     #[test]
     fn only_vanished_files_are_tolerated_while_pinning() {
