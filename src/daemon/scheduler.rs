@@ -59,6 +59,10 @@ pub async fn run(ctx: Arc<Ctx>, wake: Arc<Notify>, shutdown: CancellationToken) 
                     continue;
                 }
             };
+            // Exported at zero before any skip: dashboards and `increase()` see the series.
+            ctx.metrics
+                .schedule_skipped
+                .with_label_values(&[&s.name, "busy"]);
             if let Some(iv) = schedule::expected_interval(&s.cron, s.timezone, now) {
                 ctx.metrics
                     .schedule_expected_interval

@@ -376,6 +376,20 @@ impl Env {
     }
 }
 
+/// GET `path` from a server on loopback `port` (HTTP/1.0: the reply is not chunked); returns
+/// (status, body), or None while nothing listens.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let (head, body) = buf.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
 /// Sends a raw HTTP request over the daemon's socket; returns (status, body).
 pub fn raw_request(socket: &Path, request: &[u8]) -> (u16, String) {
     let mut s = UnixStream::connect(socket).unwrap();

@@ -25,6 +25,8 @@ mod netns;
 mod packaging;
 mod packs;
 #[cfg(feature = "testbed")]
+mod prometheus;
+#[cfg(feature = "testbed")]
 mod restore;
 mod retention;
 #[cfg(feature = "testbed")]
