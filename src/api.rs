@@ -52,6 +52,9 @@ pub enum RouteId {
     RemoveKey,
     RotateKey,
     Agents,
+    StartDrill,
+    Drills,
+    Drill,
 }
 
 impl Route {
@@ -153,9 +156,15 @@ pub mod routes {
 
     /// → [`super::AgentsView`]: a session with every node's agent (a heavy read)
     pub const AGENTS: Route = r(RouteId::Agents, "GET", "/v1/agents");
+    /// [`super::StartDrillRequest`] → 202 [`super::JobStarted`]
+    pub const START_DRILL: Route = r(RouteId::StartDrill, "POST", "/v1/drills");
+    /// → [`super::DrillList`], the newest first
+    pub const DRILLS: Route = r(RouteId::Drills, "GET", "/v1/drills");
+    /// → [`crate::catalog::DrillRecord`] of the drill job `{id}`
+    pub const DRILL: Route = r(RouteId::Drill, "GET", "/v1/drills/{id}");
 
     /// The table the daemon's router is built from.
-    pub const ALL: [Route; 24] = [
+    pub const ALL: [Route; 27] = [
         STATUS,
         BACKUPS,
         BACKUP,
@@ -180,6 +189,9 @@ pub mod routes {
         REMOVE_KEY,
         ROTATE_KEY,
         AGENTS,
+        START_DRILL,
+        DRILLS,
+        DRILL,
     ];
 }
 
@@ -192,7 +204,9 @@ pub fn status_of(code: &str) -> u16 {
         "not_found" | "no_restore" | "no_such_backup" | "no_such_job" | "backup_not_found" => 404,
         "method_not_allowed" => 405,
         "body_timeout" => 408,
-        "busy" | "restore_unfinished" | "no_restore_running" | "restore_running" => 409,
+        "busy" | "restore_unfinished" | "no_restore_running" | "restore_running" | "no_standby" => {
+            409
+        }
         "body_too_large" => 413,
         // What the request names cannot be used: a refused restore, a backup whose manifest or
         // blobs are damaged.
@@ -214,6 +228,21 @@ pub fn status_of(code: &str) -> u16 {
         "too_many_connections" | "stopping" => 503,
         _ => 500,
     }
+}
+
+/// `POST /v1/drills`: which backup (default: the newest complete one) and how deep (default 1).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StartDrillRequest {
+    #[serde(default)]
+    pub backup: Option<String>,
+    #[serde(default)]
+    pub level: Option<u8>,
+}
+
+/// `GET /v1/drills`: the newest drills.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DrillList {
+    pub drills: Vec<crate::catalog::DrillRecord>,
 }
 
 /// `GET /v1/repo/check`: the structure check and what the repository's encryption is.

@@ -16,6 +16,8 @@ pub enum JobKind {
     Rebuild,
     /// The repository's index rebuilt from its packs.
     Repair,
+    /// A backup proved to restore (read back for its meaning, or restored into a standby).
+    Drill,
 }
 
 impl JobKind {
@@ -27,6 +29,7 @@ impl JobKind {
             JobKind::Prune => "prune",
             JobKind::Rebuild => "rebuild",
             JobKind::Repair => "repair",
+            JobKind::Drill => "drill",
         }
     }
     pub(crate) fn parse(s: &str) -> Option<Self> {
@@ -37,16 +40,18 @@ impl JobKind {
             "prune" => JobKind::Prune,
             "rebuild" => JobKind::Rebuild,
             "repair" => JobKind::Repair,
+            "drill" => JobKind::Drill,
             _ => return None,
         })
     }
-    pub const ALL: [JobKind; 6] = [
+    pub const ALL: [JobKind; 7] = [
         JobKind::Backup,
         JobKind::Restore,
         JobKind::Verify,
         JobKind::Prune,
         JobKind::Rebuild,
         JobKind::Repair,
+        JobKind::Drill,
     ];
 }
 

@@ -21,6 +21,7 @@ pub enum Event {
     BackupSuccess,
     BackupFailure,
     RestoreStep,
+    DrillResult,
 }
 
 impl Event {
@@ -30,6 +31,7 @@ impl Event {
             Event::BackupSuccess => "backup_success",
             Event::BackupFailure => "backup_failure",
             Event::RestoreStep => "restore_step",
+            Event::DrillResult => "drill_result",
         }
     }
 
@@ -39,6 +41,7 @@ impl Event {
             Event::BackupSuccess => h.backup_success.as_ref(),
             Event::BackupFailure => h.backup_failure.as_ref(),
             Event::RestoreStep => h.restore_step.as_ref(),
+            Event::DrillResult => h.drill_result.as_ref(),
         }
     }
 }

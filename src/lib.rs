@@ -15,6 +15,7 @@ pub mod config;
 pub mod ctl;
 pub mod daemon;
 pub mod domain;
+pub mod drill;
 pub mod failpoint;
 pub mod hooks;
 pub mod ids;

@@ -47,6 +47,9 @@ impl Catalog {
         upd("UPDATE backup_components SET state='interrupted', finished_at=?1, error=?2 WHERE state IN ('running','queued')")?;
         upd("UPDATE restores SET state='interrupted', finished_at=?1, error=?2 WHERE state='running'")?;
         upd("UPDATE restore_steps SET state='interrupted', finished_at=?1, error=?2 WHERE state='running'")?;
+        upd(
+            "UPDATE drills SET state='interrupted', finished_at=?1, error=?2 WHERE state='running'",
+        )?;
         tx.commit().map_err(|source| CatalogError::Query {
             path: self.path.clone(),
             what: "commit",

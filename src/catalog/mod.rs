@@ -7,6 +7,7 @@
 
 mod backups;
 mod blobs;
+mod drills;
 mod events;
 mod jobs;
 mod restores;
@@ -82,6 +83,7 @@ pub enum CatalogError {
 }
 
 pub use crate::domain::{JobKind, RestoreState, State, StepState};
+pub use drills::DrillRecord;
 
 /// A job as recorded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -275,6 +277,18 @@ const MIGRATIONS: &[&str] = &[
      );",
     // 6: HopsFS blocks copied without the coverage check.
     "ALTER TABLE backups ADD COLUMN hopsfs_unchecked INTEGER NOT NULL DEFAULT 0;",
+    // 7: restore drills and their reports.
+    "CREATE TABLE drills (
+        job_id INTEGER PRIMARY KEY REFERENCES jobs(id),
+        backup_id TEXT NOT NULL,
+        level INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        finished_at TEXT,
+        rto_seconds REAL,
+        error TEXT,
+        report TEXT
+     );",
 ];
 
 /// Inserts or replaces component rows of a backup.

@@ -60,11 +60,38 @@ fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
 /// `--` and `#` comment lines, and quotes (a delimiter inside a string or identifier does not
 /// end a statement). Empty statements are dropped.
 pub fn split_statements(sql: &str) -> Vec<String> {
+    split_statements_at(sql)
+        .statements
+        .into_iter()
+        .map(|s| s.text)
+        .collect()
+}
+
+/// A statement of a dump and the line (from 1) it begins on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statement {
+    pub line: usize,
+    pub text: String,
+}
+
+/// A dump split by [`split_statements_at`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Split {
+    pub statements: Vec<Statement>,
+    /// A quote still open at the end of the text: the quote character and the line it opened
+    /// on (the last statement then runs to the end of the text).
+    pub open_quote: Option<(char, usize)>,
+}
+
+/// [`split_statements`] with the line each statement begins on and any quote left open.
+pub fn split_statements_at(sql: &str) -> Split {
     let mut out = Vec::new();
     let mut delim = ";".to_string();
     let mut cur = String::new();
-    let mut quote: Option<char> = None;
-    for line in sql.split_inclusive('\n') {
+    let mut start = 0usize;
+    let mut quote: Option<(char, usize)> = None;
+    for (n, line) in sql.split_inclusive('\n').enumerate() {
+        let n = n + 1;
         if quote.is_none() && cur.trim().is_empty() {
             let t = line.trim();
             if let Some(d) = strip_prefix_ci(t, "DELIMITER ") {
@@ -80,8 +107,11 @@ pub fn split_statements(sql: &str) -> Vec<String> {
         let mut i = 0;
         while i < chars.len() {
             let c = chars[i];
+            if cur.trim().is_empty() && !c.is_whitespace() {
+                start = n;
+            }
             match quote {
-                Some(q) => {
+                Some((q, _)) => {
                     cur.push(c);
                     if c == '\\' && q != '`' && i + 1 < chars.len() {
                         cur.push(chars[i + 1]);
@@ -94,14 +124,17 @@ pub fn split_statements(sql: &str) -> Vec<String> {
                     if chars[i..].starts_with(&d) {
                         let stmt = cur.trim().to_string();
                         if !stmt.is_empty() {
-                            out.push(stmt);
+                            out.push(Statement {
+                                line: start,
+                                text: stmt,
+                            });
                         }
                         cur.clear();
                         i += d.len();
                         continue;
                     }
                     if c == '\'' || c == '"' || c == '`' {
-                        quote = Some(c);
+                        quote = Some((c, n));
                     }
                     cur.push(c);
                 }
@@ -111,9 +144,15 @@ pub fn split_statements(sql: &str) -> Vec<String> {
     }
     let stmt = cur.trim().to_string();
     if !stmt.is_empty() {
-        out.push(stmt);
+        out.push(Statement {
+            line: start,
+            text: stmt,
+        });
     }
-    out
+    Split {
+        statements: out,
+        open_quote: quote,
+    }
 }
 
 /// Makes a users dump written by another tool (mysqlpump) replayable where accounts exist:
@@ -195,5 +234,12 @@ mod tests {
                 "SELECT \"it\\\"s;\"",
             ]
         );
+        let at = split_statements_at(sql);
+        let lines: Vec<usize> = at.statements.iter().map(|s| s.line).collect();
+        assert_eq!(lines, [2, 3, 5, 8]);
+        assert_eq!(at.open_quote, None);
+        let open = split_statements_at("SELECT 1;\nGRANT ALL ON `x.* TO 'a'@'%';\n");
+        assert_eq!(open.open_quote, Some(('`', 2)));
+        assert_eq!(open.statements.len(), 2);
     }
 }

@@ -54,6 +54,15 @@ pub struct Settings {
     pub retention: RetentionSettings,
     /// `[hooks]`: commands run on backup and restore events.
     pub hooks: HooksSettings,
+    /// `[drill]`: restore drills.
+    pub drill: DrillSettings,
+}
+
+/// `[drill]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DrillSettings {
+    /// A passed drill older than this raises `HopsdrDrillTooOld` (none: no alert).
+    pub max_age: Option<Duration>,
 }
 
 /// `[hooks]`: a command (argv) per event, none by default.
@@ -63,6 +72,7 @@ pub struct HooksSettings {
     pub backup_success: Option<Vec<String>>,
     pub backup_failure: Option<Vec<String>>,
     pub restore_step: Option<Vec<String>>,
+    pub drill_result: Option<Vec<String>>,
     /// How long a hook may run before it is stopped (and counted failed).
     pub timeout: Duration,
 }
@@ -449,11 +459,18 @@ pub enum JobKind {
     Verify,
     /// Forgets what `[retention]` does not keep, then collects garbage.
     Prune,
+    /// Reads the newest complete backup back and checks its meaning (a level 1 drill).
+    Drill,
 }
 
 impl JobKind {
     /// Every kind, in the order shown to users.
-    pub const ALL: &'static [JobKind] = &[JobKind::Backup, JobKind::Verify, JobKind::Prune];
+    pub const ALL: &'static [JobKind] = &[
+        JobKind::Backup,
+        JobKind::Verify,
+        JobKind::Prune,
+        JobKind::Drill,
+    ];
 
     /// The name used in the config and the API.
     pub fn as_str(self) -> &'static str {
@@ -461,6 +478,7 @@ impl JobKind {
             JobKind::Backup => "backup",
             JobKind::Verify => "verify",
             JobKind::Prune => "prune",
+            JobKind::Drill => "drill",
         }
     }
 }

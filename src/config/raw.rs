@@ -34,6 +34,13 @@ table! {
         pub restore: Option<RawRestore>,
         pub retention: Option<RawRetention>,
         pub hooks: Option<RawHooks>,
+        pub drill: Option<RawDrill>,
+    }
+}
+
+table! {
+    RawDrill {
+        pub max_age: Option<String>,
     }
 }
 
@@ -43,6 +50,7 @@ table! {
         pub backup_success: Option<Vec<String>>,
         pub backup_failure: Option<Vec<String>>,
         pub restore_step: Option<Vec<String>>,
+        pub drill_result: Option<Vec<String>>,
         pub timeout: Option<String>,
     }
 }
@@ -308,6 +316,7 @@ pub(crate) fn allowed_keys(shape: &str) -> Vec<&'static str> {
         "ssh" => RawSsh::KEYS,
         "agents" => RawAgents::KEYS,
         "hooks" => RawHooks::KEYS,
+        "drill" => RawDrill::KEYS,
         "agents.nodes" => RawAgentNode::KEYS,
         "agents.links" => RawAgentLink::KEYS,
         _ => &[],

@@ -394,7 +394,7 @@ fn unknown_keys_list_the_allowed_keys_of_every_table() {
         (
             "x = 1",
             "x",
-            "agents, backup, daemon, hooks, hopsfs, metrics, mysql, repository, restore, retention, rondb, schedule, ssh",
+            "agents, backup, daemon, drill, hooks, hopsfs, metrics, mysql, repository, restore, retention, rondb, schedule, ssh",
         ),
         (
             "[daemon]\nx = 1",
@@ -458,6 +458,12 @@ fn unknown_keys_list_the_allowed_keys_of_every_table() {
             "[agents]\nroots = 1",
             "agents.roots",
             "bandwidth, binary, enabled, links, nodes, timeout, timezone",
+        ),
+        ("[drill]\nx = 1", "drill.x", "max_age"),
+        (
+            "[hooks]\nx = 1",
+            "hooks.x",
+            "backup_failure, backup_start, backup_success, drill_result, restore_step, timeout",
         ),
         (
             "[[agents.nodes]]\nhost = \"dn1\"\nbandwidth = \"1MiB\"\nrate = 1",
@@ -840,4 +846,25 @@ fn hooks_are_argv_with_an_absolute_program() {
         e.contains("hooks.backup_start") && e.contains("absolute program"),
         "{e}"
     );
+}
+
+/// `[drill] max_age` and `job = "drill"` schedules.
+#[test]
+fn drills_have_a_max_age_and_a_schedule() {
+    let s = parse(
+        "[drill]\nmax_age = \"8d\"\n[[schedule]]\nname = \"weekly-drill\"\ncron = \"0 4 * * 0\"\njob = \"drill\"\n\
+         [hooks]\ndrill_result = [\"/usr/local/bin/notify\", \"drill\"]\n",
+        "f",
+        &SecretEnv::default(),
+    )
+    .unwrap();
+    assert_eq!(s.drill.max_age, Some(Duration::from_secs(8 * 86400)));
+    assert_eq!(s.schedules[0].job, JobKind::Drill);
+    assert_eq!(
+        s.hooks.drill_result.as_deref(),
+        Some(&["/usr/local/bin/notify".to_string(), "drill".to_string()][..])
+    );
+    assert_eq!(parse("", "f", &SecretEnv::default()).unwrap().drill.max_age, None);
+    let e = errors_of("[drill]\nmax_age = \"soon\"");
+    assert!(e.contains("drill.max_age"), "{e}");
 }

@@ -95,6 +95,22 @@ pub enum Command {
         #[arg(long)]
         wait: bool,
     },
+    /// Prove a backup restores: level 1 reads it back whole and checks what its files mean
+    /// (HopsFS blocks against their .meta checksums, RonDB backup files' structure, the SQL
+    /// dumps); without ID, the newest complete backup. `drill status` shows the reports.
+    #[command(args_conflicts_with_subcommands = true)]
+    Drill {
+        #[command(subcommand)]
+        command: Option<DrillCommand>,
+        /// The backup id (YYYYMMDDTHHMMSSZ).
+        id: Option<String>,
+        /// 1: read back and checked; 2: restored into a standby cluster.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+        level: u8,
+        /// Wait until it has finished, then print its report.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Forget the backups the [retention] policy does not keep, then delete the blobs no
     /// backup references.
     Prune {
@@ -104,6 +120,15 @@ pub enum Command {
         /// Wait until it has finished.
         #[arg(long)]
         wait: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DrillCommand {
+    /// The report of a drill (default: the newest): backup, checks, failures, time per step.
+    Status {
+        /// The drill's job id (hopsdrctl drill status --json lists them).
+        job: Option<i64>,
     },
 }
 

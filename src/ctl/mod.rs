@@ -16,8 +16,8 @@ use crate::api::{BackupDetail, BackupList, JobStarted, JobView, RestoreStatus, S
 use crate::domain::State;
 
 pub use args::{
-    AgentsCommand, BackupCommand, BackupsCommand, CatalogCommand, Cli, Command, ExitCode,
-    KeyCommand, RepoCommand, RestoreCommand,
+    AgentsCommand, BackupCommand, BackupsCommand, CatalogCommand, Cli, Command, DrillCommand,
+    ExitCode, KeyCommand, RepoCommand, RestoreCommand,
 };
 use client::Client;
 pub use client::CtlError;
@@ -198,6 +198,26 @@ async fn run_inner(cli: &Cli) -> Result<ExitCode, CtlError> {
                 .map(|b| b.to_string())
                 .unwrap_or_default();
             return follow(&client, cli, &started, *wait, &format!("verify {which}")).await;
+        }
+        Command::Drill {
+            command: None,
+            id,
+            level,
+            wait,
+        } => {
+            let body = serde_json::json!({ "backup": id, "level": level }).to_string();
+            let started: JobStarted = client.call(&routes::START_DRILL, &[], Some(&body)).await?;
+            if !wait {
+                return follow(&client, cli, &started, false, "drill").await;
+            }
+            let view = wait_for_job(&client, started.job_id.0, cli.json).await?;
+            return show_drill(&client, cli, Some(view.id.0)).await;
+        }
+        Command::Drill {
+            command: Some(DrillCommand::Status { job }),
+            ..
+        } => {
+            return show_drill(&client, cli, *job).await;
         }
         Command::Prune { dry_run: true, .. } => {
             let d: crate::api::PruneDecisions =
@@ -431,6 +451,37 @@ async fn finish_restore_start(
 
 /// After a job was started: prints that it started, or (with `wait`) follows it to its end and
 /// prints it; the exit code says whether it succeeded.
+/// Prints a drill's report (the newest drill without `job`); fails unless it passed.
+async fn show_drill(client: &Client, cli: &Cli, job: Option<i64>) -> Result<ExitCode, CtlError> {
+    let drill = match job {
+        Some(j) => client.call(&routes::DRILL, &[&j.to_string()], None).await?,
+        None => {
+            let list: crate::api::DrillList = client.call(&routes::DRILLS, &[], None).await?;
+            if cli.json {
+                print_json(&list);
+                return Ok(ExitCode::Ok);
+            }
+            match list.drills.into_iter().next() {
+                Some(d) => d,
+                None => {
+                    out("no drill yet: hopsdrctl drill runs one\n");
+                    return Ok(ExitCode::Ok);
+                }
+            }
+        }
+    };
+    if cli.json {
+        print_json(&drill);
+    } else {
+        out(&render::drill(&drill));
+    }
+    Ok(if drill.state == State::Succeeded {
+        ExitCode::Ok
+    } else {
+        ExitCode::Failed
+    })
+}
+
 async fn follow(
     client: &Client,
     cli: &Cli,

@@ -506,3 +506,51 @@ mod tests {
         );
     }
 }
+
+/// A drill: its report's readable summary once it has one, else its state and error.
+pub fn drill(d: &crate::catalog::DrillRecord) -> String {
+    let report = d
+        .report
+        .clone()
+        .and_then(|j| serde_json::from_value::<crate::drill::report::DrillReport>(j).ok());
+    let mut s = match report {
+        Some(r) => r.summary(),
+        None => format!(
+            "drill level {} of backup {}: {}\n",
+            d.level,
+            d.backup_id,
+            d.state.as_str()
+        ),
+    };
+    if let Some(e) = &d.error {
+        if d.report.is_none() {
+            s.push_str(&format!("  error: {e}\n"));
+        }
+    }
+    s.push_str(&format!("  job {}\n", d.job_id));
+    s
+}
+
+#[cfg(test)]
+mod drill_tests {
+    use super::*;
+
+    #[test]
+    fn a_drill_without_a_report_shows_its_state_and_error() {
+        let d = crate::catalog::DrillRecord {
+            job_id: crate::ids::JobId(7),
+            backup_id: crate::ids::BackupId::parse("20261207T100000Z").unwrap(),
+            level: 1,
+            state: crate::domain::State::Interrupted,
+            started_at: chrono::Utc::now(),
+            finished_at: None,
+            rto_seconds: None,
+            error: Some("interrupted: hopsdrd stopped".into()),
+            report: None,
+        };
+        assert_eq!(
+            drill(&d),
+            "drill level 1 of backup 20261207T100000Z: interrupted\n  error: interrupted: hopsdrd stopped\n  job 7\n"
+        );
+    }
+}

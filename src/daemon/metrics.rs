@@ -50,6 +50,14 @@ pub struct Metrics {
     pub hopsfs_unchecked: IntGauge,
     /// Connections closed by a limit or a timeout, by listener (`api`, `metrics`) and reason.
     pub connections_dropped: IntCounterVec,
+    /// When the newest passed drill of each level finished.
+    pub drill_last_success: GaugeVec,
+    /// The measured time of the newest passed drill of each level (level 2: the RTO).
+    pub drill_rto: GaugeVec,
+    /// Drills finished since the daemon started, by level and result.
+    pub drills_total: IntCounterVec,
+    /// `[drill] max_age`: the age of the newest passed drill that raises an alert.
+    pub drill_max_age: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -290,8 +298,40 @@ impl Metrics {
                 )
                 .expect("valid"),
             ),
+            drill_last_success: gv(
+                "hopsdr_drill_last_success_timestamp_seconds",
+                "When the newest drill of the level that proved a backup restores finished",
+                &["level"],
+            ),
+            drill_rto: gv(
+                "hopsdr_drill_rto_seconds",
+                "The measured time of the newest passed drill of the level (level 2: the restore's RTO)",
+                &["level"],
+            ),
+            drills_total: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "hopsdr_drills_total",
+                        "Drills finished since the daemon started, by level and result",
+                    ),
+                    &["level", "result"],
+                )
+                .expect("valid"),
+            ),
+            drill_max_age: reg(
+                &r,
+                Gauge::with_opts(Opts::new(
+                    "hopsdr_drill_max_age_seconds",
+                    "[drill] max_age: a passed drill older than this raises HopsdrDrillTooOld",
+                ))
+                .expect("valid"),
+            ),
             registry: r,
         };
+        for result in ["passed", "failed", "interrupted"] {
+            m.drills_total.with_label_values(&["1", result]);
+        }
         for kind in JobKind::ALL {
             m.job_running.with_label_values(&[kind.as_str()]).set(0);
         }

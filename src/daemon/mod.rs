@@ -392,6 +392,18 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> Result<(), DaemonE
             .set(t.timestamp_millis() as f64 / 1000.0);
     }
 
+    for (level, at, rto) in catalog.last_drill_successes()? {
+        let l = [level.to_string()];
+        metrics
+            .drill_last_success
+            .with_label_values(&[l[0].as_str()])
+            .set(at.timestamp_millis() as f64 / 1000.0);
+        metrics
+            .drill_rto
+            .with_label_values(&[l[0].as_str()])
+            .set(rto);
+    }
+
     // Pins left on the datanodes by a crash, removed before any job can start.
     if let Some(h) = settings.hopsfs.as_ref() {
         let dns = crate::backup::hopsfs::datanodes(h, &settings.ssh);

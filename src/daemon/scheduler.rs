@@ -45,6 +45,9 @@ pub async fn run(ctx: Arc<Ctx>, wake: Arc<Notify>, shutdown: CancellationToken) 
         arm_new_schedules(&ctx);
         let now = Utc::now();
         let settings = ctx.settings();
+        ctx.metrics
+            .drill_max_age
+            .set(settings.drill.max_age.map_or(0.0, |d| d.as_secs_f64()));
         let mut sleep = MAX_SLEEP;
         for s in &settings.schedules {
             let last = ctx
@@ -115,6 +118,21 @@ fn fire(ctx: &Arc<Ctx>, name: &str, job: JobKind, caught_up: bool) -> String {
                 return format!("skipped: {e}");
             }
         },
+        JobKind::Drill => {
+            match jobs::drill::start(
+                ctx,
+                &trigger,
+                None,
+                crate::drill::report::DrillLevel::ReadBack,
+            ) {
+                Ok(s) => Ok(s),
+                Err(jobs::drill::DrillStartError::Job(e)) => Err(e),
+                Err(e) => {
+                    tracing::info!(schedule = name, "no drill: {e}");
+                    return format!("skipped: {e}");
+                }
+            }
+        }
     };
     match r {
         Ok(started) => {

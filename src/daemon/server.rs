@@ -590,6 +590,9 @@ async fn handle(
         RouteId::RemoveKey => route_remove_key(r).await,
         RouteId::RotateKey => route_rotate_key(r).await,
         RouteId::Agents => route_agents(r).await,
+        RouteId::StartDrill => route_start_drill(r).await,
+        RouteId::Drills => route_drills(r).await,
+        RouteId::Drill => route_drill(r).await,
     }
 }
 
@@ -957,6 +960,77 @@ async fn route_verify(r: Req) -> Response<Full<Bytes>> {
         Ok(started) => job_started(&ctx, &peer, &action, Ok(started), |s| {
             format!("verify: job {}", s.job_id)
         }),
+    }
+}
+
+/// [`api::routes::START_DRILL`].
+async fn route_start_drill(r: Req) -> Response<Full<Bytes>> {
+    let Req {
+        ctx,
+        peer,
+        action,
+        body,
+        ..
+    } = r;
+    let req: api::StartDrillRequest = match json_body_or_default(&body) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let backup = match req.backup.as_deref().map(parse_backup_id).transpose() {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let level = match crate::drill::report::DrillLevel::try_from(req.level.unwrap_or(1)) {
+        Ok(l) => l,
+        Err(e) => return error("bad_body", e),
+    };
+    use jobs::drill::{start, DrillStartError};
+    match start(&ctx, &format!("api:uid={}", peer.uid), backup, level) {
+        Err(e @ (DrillStartError::NotFound(_) | DrillStartError::Nothing)) => {
+            audit(&ctx, &peer, &action, false, &e.to_string());
+            error("no_such_backup", e.to_string())
+        }
+        Err(e @ DrillStartError::NoStandby) => {
+            audit(&ctx, &peer, &action, false, &e.to_string());
+            error("no_standby", e.to_string())
+        }
+        Err(DrillStartError::Job(e)) => {
+            job_started(&ctx, &peer, &action, Err(e), |_| String::new())
+        }
+        Ok(started) => job_started(&ctx, &peer, &action, Ok(started), |s| {
+            format!("drill level {level}: job {}", s.job_id)
+        }),
+    }
+}
+
+/// [`api::routes::DRILLS`].
+async fn route_drills(r: Req) -> Response<Full<Bytes>> {
+    let Req { ctx, .. } = r;
+    let drills = jobs::lock_catalog(&ctx.catalog).drills(20);
+    match drills {
+        Ok(drills) => json(StatusCode::OK, &api::DrillList { drills }),
+        Err(e) => error("catalog", e.to_string()),
+    }
+}
+
+/// [`api::routes::DRILL`].
+async fn route_drill(r: Req) -> Response<Full<Bytes>> {
+    let Req { ctx, params, .. } = r;
+    let id = params.first().map(String::as_str).unwrap_or_default();
+    let Ok(n) = id.parse::<i64>() else {
+        return error(
+            "bad_job_id",
+            format!("\"{id}\" is not a drill's job id (a number)"),
+        );
+    };
+    let drill = jobs::lock_catalog(&ctx.catalog).drill(JobId(n));
+    match drill {
+        Ok(Some(d)) => json(StatusCode::OK, &d),
+        Ok(None) => error(
+            "no_such_job",
+            format!("no drill with job id {n} in the catalog"),
+        ),
+        Err(e) => error("catalog", e.to_string()),
     }
 }
 

@@ -118,6 +118,7 @@ mod error;
 pub mod facts;
 pub mod fetch;
 pub mod index;
+pub mod inspect;
 pub mod keys;
 mod known_replica;
 pub mod layout;
@@ -324,6 +325,12 @@ pub struct VerifyReport {
     /// Uncompressed bytes read back and hashed.
     pub bytes_checked: u64,
     pub damaged: Vec<Damage>,
+    /// Files read for their meaning (a drill), by kind.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub inspected: std::collections::BTreeMap<String, inspect::InspectedCount>,
+    /// Files intact in the repository whose content does not mean what it should.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<inspect::Finding>,
 }
 
 /// What [`Repository::check`] found.
@@ -417,11 +424,13 @@ struct FileCheck {
     bytes: u64,
     bad_chunks: Vec<BlobId>,
     damaged: Vec<Damage>,
+    /// The meaning of a file read for it: what it held, or what is wrong (path, reason).
+    inspected: Vec<Result<inspect::Inspected, inspect::Finding>>,
 }
 
 impl VerifyReport {
     pub fn is_ok(&self) -> bool {
-        self.damaged.is_empty()
+        self.damaged.is_empty() && self.findings.is_empty()
     }
 }
 
@@ -806,6 +815,19 @@ impl Repository {
         self.verify_manifest_leaving(manifest, cancel, &|_| false)
     }
 
+    /// [`Self::verify_backup`] that also reads the files `check` understands for their meaning,
+    /// in the same pass (a drill): what they hold is counted in [`VerifyReport::inspected`],
+    /// what is wrong with them listed in [`VerifyReport::findings`]. Any manifest format.
+    pub fn inspect_backup(
+        &self,
+        id: &BackupId,
+        cancel: &tokio_util::sync::CancellationToken,
+        check: &dyn inspect::ContentCheck,
+    ) -> Result<VerifyReport, RepoError> {
+        let manifest = self.read_manifest(id)?;
+        self.verify_streaming(&manifest, cancel, &|_| false, Some(check))
+    }
+
     /// [`Self::verify_manifest`], leaving the content of the files `leave` names (stored in
     /// packs) to someone else: of those only the units are checked to be in the index (an agent
     /// reads them back where they are written). Format 1 and 2 backups are read whole.
@@ -816,7 +838,7 @@ impl Repository {
         leave: &(dyn Fn(&FileEntry) -> bool + Sync),
     ) -> Result<VerifyReport, RepoError> {
         if !manifest.streams.is_empty() {
-            return self.verify_streaming(manifest, cancel, leave);
+            return self.verify_streaming(manifest, cancel, leave, None);
         }
         let files: Vec<&FileEntry> = manifest.files().collect();
         // Every unique blob is read once: a file whose chunks all belong to files read before it
@@ -867,7 +889,7 @@ impl Repository {
                                     let ahead = to_read.get(from..end).unwrap_or_default();
                                     self.prefetch_files(ahead.iter().map(|&j| files[j]));
                                 }
-                                out.push((i, self.check_file(files[i], &mut reader)?));
+                                out.push((i, self.check_file(files[i], &mut reader, None)?));
                             }
                         })
                     })
@@ -922,6 +944,7 @@ impl Repository {
         manifest: &Manifest,
         cancel: &tokio_util::sync::CancellationToken,
         leave: &(dyn Fn(&FileEntry) -> bool + Sync),
+        check: Option<&dyn inspect::ContentCheck>,
     ) -> Result<VerifyReport, RepoError> {
         use std::sync::mpsc;
         self.sync_index()?;
@@ -930,7 +953,9 @@ impl Repository {
             .map(|n| n.get())
             .unwrap_or(1)
             .clamp(1, 4);
-        let (job_tx, job_rx) = mpsc::sync_channel::<FileEntry>(64);
+        // A file, and the companion its meaning is checked with.
+        type Job = (FileEntry, Option<FileEntry>);
+        let (job_tx, job_rx) = mpsc::sync_channel::<Job>(64);
         let job_rx = std::sync::Mutex::new(job_rx);
         let (done_tx, done_rx) = mpsc::channel::<Result<FileCheck, RepoError>>();
         let mut report = VerifyReport::default();
@@ -948,12 +973,17 @@ impl Repository {
                     };
                     loop {
                         let next = job_rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                        let Ok(f) = next else { return };
+                        let Ok((f, companion)) = next else { return };
                         crate::failpoint::hit("verify.file", cancel);
                         let r = if cancel.is_cancelled() {
                             Err(RepoError::Cancelled)
                         } else {
-                            self.check_file(&f, &mut reader)
+                            match check {
+                                None => self.check_file(&f, &mut reader, None),
+                                Some(check) => {
+                                    self.inspect_file(&f, companion.as_ref(), check, &mut reader)
+                                }
+                            }
                         };
                         if done_tx.send(r).is_err() {
                             return;
@@ -967,12 +997,52 @@ impl Repository {
                 Ok(c) => {
                     report.bytes_checked += c.bytes;
                     report.damaged.extend(c.damaged);
+                    for i in c.inspected {
+                        match i {
+                            Ok(i) => {
+                                let n = report.inspected.entry(i.kind.to_string()).or_default();
+                                n.files += 1;
+                                n.units += i.units;
+                            }
+                            Err(f) => report.findings.push(f),
+                        }
+                    }
                 }
                 Err(e) => {
                     first_err.get_or_insert(e);
                 }
             };
             let mut produce = || -> Result<(), RepoError> {
+                // A file read for its meaning waits here for the next entry, its companion
+                // if it has one.
+                let mut held: Option<FileEntry> = None;
+                let send = |f: FileEntry,
+                            companion: Option<FileEntry>,
+                            report: &mut VerifyReport|
+                 -> Result<bool, RepoError> {
+                    let ids: Vec<[u8; 32]> = f.blobs().iter().map(streams::id_bytes).collect();
+                    let mut new = self.with_cache(|c| c.see(&ids))? > 0 || ids.is_empty();
+                    report.files_checked += 1;
+                    report.blobs_checked += f.blobs().len() as u64;
+                    let inspected = check.is_some_and(|c| c.inspects(&f.path));
+                    if let Some(c) = &companion {
+                        let cids: Vec<[u8; 32]> = c.blobs().iter().map(streams::id_bytes).collect();
+                        new |= self.with_cache(|k| k.see(&cids))? > 0 || cids.is_empty();
+                        report.files_checked += 1;
+                        report.blobs_checked += c.blobs().len() as u64;
+                    }
+                    if inspected {
+                        // Read again for its meaning unless the same units (and companion)
+                        // were: a replica stored as its sibling's units means the same.
+                        let cids: Vec<[u8; 32]> = companion
+                            .iter()
+                            .flat_map(|c| c.blobs().iter().map(streams::id_bytes))
+                            .collect();
+                        let id = inspect::inspected_id(&ids, &cids);
+                        new = self.with_cache(|k| k.see(&[id]))? > 0;
+                    }
+                    Ok(!new || job_tx.send((f, companion)).is_ok())
+                };
                 for e in self.all_entries(manifest) {
                     if cancel.is_cancelled() {
                         return Err(RepoError::Cancelled);
@@ -991,16 +1061,29 @@ impl Repository {
                         }
                         continue;
                     }
-                    report.files_checked += 1;
-                    report.blobs_checked += f.blobs().len() as u64;
-                    let ids: Vec<[u8; 32]> = f.blobs().iter().map(streams::id_bytes).collect();
-                    let new = self.with_cache(|c| c.see(&ids))?;
-                    if (new > 0 || ids.is_empty()) && job_tx.send(f).is_err() {
+                    let go_on = match held.take() {
+                        Some(h) if check.is_some_and(|c| c.companion(&h.path, &f.path)) => {
+                            send(h, Some(f), &mut report)?
+                        }
+                        Some(h) => {
+                            send(h, None, &mut report)?
+                                && Self::hold_or_send(check, f, &mut held, &mut |f| {
+                                    send(f, None, &mut report)
+                                })?
+                        }
+                        None => Self::hold_or_send(check, f, &mut held, &mut |f| {
+                            send(f, None, &mut report)
+                        })?,
+                    };
+                    if !go_on {
                         break;
                     }
                     while let Ok(r) = done_rx.try_recv() {
                         absorb(r, &mut report);
                     }
+                }
+                if let Some(h) = held.take() {
+                    send(h, None, &mut report)?;
                 }
                 Ok(())
             };
@@ -1018,18 +1101,94 @@ impl Repository {
         Ok(report)
     }
 
+    /// Holds `f` when it is read for its meaning (its companion may come next), else sends it.
+    fn hold_or_send(
+        check: Option<&dyn inspect::ContentCheck>,
+        f: FileEntry,
+        held: &mut Option<FileEntry>,
+        send: &mut dyn FnMut(FileEntry) -> Result<bool, RepoError>,
+    ) -> Result<bool, RepoError> {
+        if check.is_some_and(|c| c.inspects(&f.path)) {
+            *held = Some(f);
+            Ok(true)
+        } else {
+            send(f)
+        }
+    }
+
+    /// Reads `file` back (and first its companion, whose bytes open the inspector), checking
+    /// hashes and, when both are intact, the meaning.
+    fn inspect_file(
+        &self,
+        file: &FileEntry,
+        companion: Option<&FileEntry>,
+        check: &dyn inspect::ContentCheck,
+        reader: &mut BlobReader,
+    ) -> Result<FileCheck, RepoError> {
+        let finding = |reason: String| inspect::Finding {
+            path: file.path.clone(),
+            reason,
+        };
+        let mut first = FileCheck::default();
+        let opened = match companion {
+            None => check.open(&file.path, None),
+            Some(c) if c.size > inspect::COMPANION_LIMIT => Err(format!(
+                "its companion {} is {} bytes, more than a companion may be",
+                c.path, c.size
+            )),
+            Some(c) => {
+                let mut collect = inspect::Collect(Vec::with_capacity(c.size as usize));
+                first = self.check_file(c, reader, Some(&mut collect))?;
+                first.inspected.clear();
+                if first.damaged.is_empty() {
+                    check.open(&file.path, Some(&collect.0))
+                } else {
+                    Ok(None)
+                }
+            }
+        };
+        let (mut checked, inspected) = match opened {
+            Ok(Some(mut i)) => {
+                let mut c = self.check_file(file, reader, Some(i.as_mut()))?;
+                let verdict = if c.damaged.is_empty() {
+                    Some(i.finish().map_err(finding))
+                } else {
+                    None
+                };
+                c.inspected.clear();
+                (c, verdict)
+            }
+            Ok(None) => (self.check_file(file, reader, None)?, None),
+            Err(reason) => (
+                self.check_file(file, reader, None)?,
+                Some(Err(finding(reason))),
+            ),
+        };
+        checked.bytes += first.bytes;
+        checked.bad_chunks.extend(first.bad_chunks);
+        checked.damaged.extend(first.damaged);
+        checked.inspected.extend(inspected);
+        Ok(checked)
+    }
+
     /// Reads one file's chunks back, verifying each and then the whole file.
     fn check_file(
         &self,
         file: &FileEntry,
         reader: &mut BlobReader,
+        mut inspect: Option<&mut dyn inspect::Inspector>,
     ) -> Result<FileCheck, RepoError> {
         let mut c = FileCheck::default();
         if file.is_packed() {
             let mut packed = objects::PackedFile::new(file);
             loop {
                 match packed.next_piece(self) {
-                    Ok(Some(piece)) => c.bytes += piece.len() as u64,
+                    Ok(Some(piece)) => {
+                        c.bytes += piece.len() as u64;
+                        if let Some(i) = inspect.as_mut() {
+                            i.feed(&piece);
+                        }
+                    }
                     Ok(None) => break,
                     Err(e) if e.is_corruption() => {
                         let unit = packed.current_unit();
@@ -1055,6 +1214,9 @@ impl Repository {
                     hasher.update(data);
                     size += data.len() as u64;
                     c.bytes += data.len() as u64;
+                    if let Some(i) = inspect.as_mut() {
+                        i.feed(data);
+                    }
                 }
                 Err(e @ (RepoError::BlobMissing { .. } | RepoError::CorruptBlob { .. })) => {
                     c.bad_chunks.push(chunk.clone());

@@ -212,8 +212,12 @@ fn testbed_start_backup_outputs_and_layout() {
         }
         // Only files of this node in its BackupDataDir.
         assert_eq!(std::fs::read_dir(&d).unwrap().count(), 3);
-        let data = std::fs::read_to_string(d.join(format!("BACKUP-5-0.{node}.Data"))).unwrap();
-        data_lines += data.lines().filter(|l| l.contains('\t')).count() as u64;
+        // Each row a record of a fragment: the file walks as a RonDB data file.
+        let data = std::fs::read(d.join(format!("BACKUP-5-0.{node}.Data"))).unwrap();
+        let mut w =
+            hopsdr::drill::ndbfile::Walker::new(Some(hopsdr::drill::ndbfile::FileType::Data));
+        w.feed(&data);
+        data_lines += w.finish().unwrap().units;
     }
     assert_eq!(data_lines, records);
 

@@ -515,9 +515,15 @@ fn fault(cmd: FaultCmd) -> Result<()> {
                         stack.push(p);
                     } else if p.extension().is_some_and(|x| x == "Data") {
                         let mut b = std::fs::read(&p)?;
-                        let i = b.len() / 2;
-                        if let Some(x) = b.get_mut(i) {
-                            *x ^= 0x5a;
+                        if b.starts_with(crate::backupfmt::MAGIC) && b.len() >= 72 {
+                            // The first record's length word (after the 48-byte header and
+                            // the 5-word fragment header) made to run past the end.
+                            b[68..72].copy_from_slice(&0x00FF_FFFFu32.to_be_bytes());
+                        } else {
+                            let i = b.len() / 2;
+                            if let Some(x) = b.get_mut(i) {
+                                *x ^= 0x5a;
+                            }
                         }
                         std::fs::write(&p, b)?;
                         n += 1;

@@ -2,7 +2,7 @@
 //! client: `--encrypt-backup` (START BACKUP is taken as START BACKUP ENCRYPT),
 //! `--backup-password=<pw>` and `--backup-password-from-stdin` (one line, printable ASCII).
 
-use crate::backupfmt::{seal, MAGIC};
+use crate::backupfmt::{self, seal};
 use crate::fixtures::{self as fx, find, line, v};
 use crate::state::Cluster;
 use anyhow::Result;
@@ -421,7 +421,8 @@ fn start_backup(
     let mut records = 0u64;
     let mut log_records = 0u64;
     let mut bytes = 0u64;
-    let dict = dictionary(&db)?;
+    let dict: Vec<String> = dictionary(&db)?.lines().map(String::from).collect();
+    let ndb_version = ndb_version(&cl.cfg.version);
     let changes = snapshot_end_changes(&db)?;
     for node in (1..=c.data_nodes).filter(|n| !cl.rt.ndb_down.contains(n)) {
         let parts = c.multi_part.max(1);
@@ -477,16 +478,20 @@ fn start_backup(
                 base.join(format!("BACKUP-{id}-PART-{p}-OF-{parts}"))
             };
             std::fs::create_dir_all(&dir)?;
-            let ctl = format!("{MAGIC}\nctl {id} {node} {p} {parts} {stop_gcp}\n{dict}");
+            let fragment = (node - 1) * parts + (p - 1);
+            let ctl = backupfmt::ctl(
+                id as u32,
+                ndb_version,
+                &dict,
+                start_gcp as u32,
+                stop_gcp as u32,
+                c.data_nodes * parts,
+            );
             std::fs::write(
                 dir.join(format!("BACKUP-{id}.{node}.ctl")),
                 seal(ctl, c.compressed, password.as_deref())?,
             )?;
-            let mut data = format!("{MAGIC}\ndata {id} {node} {p}\n");
-            data.reserve(prow.iter().map(String::len).sum());
-            for l in prow {
-                data.push_str(l);
-            }
+            let data = backupfmt::data(id as u32, ndb_version, &dict, fragment, prow)?;
             let data = seal(data, c.compressed, password.as_deref())?;
             let data_path = dir.join(format!("BACKUP-{id}-0.{node}.Data"));
             let injected_abort = fault == Some("abort") && node == c.data_nodes;
@@ -509,10 +514,14 @@ fn start_backup(
                 }
             }
             std::fs::write(&data_path, &data)?;
-            let mut log = format!("{MAGIC}\nlog {id} {node} {p}\n");
-            for l in &logs[pi] {
-                log.push_str(l);
-            }
+            let log = backupfmt::log(
+                id as u32,
+                ndb_version,
+                &dict,
+                fragment,
+                &logs[pi],
+                start_gcp as u32 + 1,
+            )?;
             std::fs::write(
                 dir.join(format!("BACKUP-{id}.{node}.log")),
                 seal(log, c.compressed, password.as_deref())?,
@@ -533,6 +542,19 @@ fn start_backup(
         println!("{}", v().n(bytes as u32).n(0).fill(line(t, 6)));
     }
     Ok(0)
+}
+
+/// The node's version as the file header holds it (`NDB_MAKE_VERSION(major, minor, build)`).
+fn ndb_version(v: &str) -> u32 {
+    let mut n = v
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|x| x.parse::<u32>().ok());
+    let (a, b, c) = (
+        n.next().unwrap_or(0),
+        n.next().unwrap_or(0),
+        n.next().unwrap_or(0),
+    );
+    (a << 16) | ((b & 0xFF) << 8) | (c & 0xFF)
 }
 
 /// The dictionary as a backup's `.ctl` lists it: `table <db> <tbl>`, `index <db> <tbl> <name>

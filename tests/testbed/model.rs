@@ -172,11 +172,17 @@ pub fn block_content(seed: u64, id: u64, gs: u64, len: u64) -> Vec<u8> {
     buf
 }
 
-/// `.meta` file: an HDFS-like 7-byte header (version 1, checksum type, 512 bytes per checksum)
-/// followed by the blake3 of the block (the test-bed's own checksum format).
+/// `.meta` file as a HopsFS datanode writes it (BlockMetadataHeader): version 1 (big-endian
+/// short), checksum type 2 (CRC32C), 512 bytes per checksum (big-endian int), then the
+/// big-endian CRC32C of every 512-byte chunk of the block, the last one partial.
 pub fn meta_content(data: &[u8]) -> Vec<u8> {
-    let mut m = vec![0, 1, 2, 0, 0, 2, 0];
-    m.extend_from_slice(blake3::hash(data).as_bytes());
+    const BYTES_PER_CHECKSUM: usize = 512;
+    let mut m = vec![0, 1, 2];
+    m.extend_from_slice(&(BYTES_PER_CHECKSUM as u32).to_be_bytes());
+    for chunk in data.chunks(BYTES_PER_CHECKSUM) {
+        let crc = crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, chunk) as u32;
+        m.extend_from_slice(&crc.to_be_bytes());
+    }
     m
 }
 
@@ -837,4 +843,23 @@ pub fn churn(dir: &Path, seconds: f64) -> Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_files_hold_the_crc32c_of_every_512_byte_chunk() {
+        // The CRC-32C check value, one partial chunk.
+        let m = meta_content(b"123456789");
+        assert_eq!(m, [0, 1, 2, 0, 0, 2, 0, 0xE3, 0x06, 0x92, 0x83]);
+        // 1025 bytes: three chunks, the last of one byte.
+        let data: Vec<u8> = (0..1025u32).map(|i| i as u8).collect();
+        let m = meta_content(&data);
+        assert_eq!(m.len(), 7 + 3 * 4);
+        let last = crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, &data[1024..]) as u32;
+        assert_eq!(m[15..19], last.to_be_bytes());
+        assert_eq!(meta_content(&[]), [0, 1, 2, 0, 0, 2, 0]);
+    }
 }

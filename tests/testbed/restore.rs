@@ -386,7 +386,7 @@ pub fn main(dir: &Path, args: &[String]) -> Result<i32> {
         for l in &lines {
             let w: Vec<&str> = l.split(' ').collect();
             match w.as_slice() {
-                ["ctl", _, _, _, _, g] => dict.stop_gcp = g.parse().unwrap_or(0),
+                ["ctl", _, g] => dict.stop_gcp = g.parse().unwrap_or(0),
                 ["table", d, t] if keep(d, t) => dict.tables.push((d.to_string(), t.to_string())),
                 ["index", d, t, n, u] if keep(d, t) => {
                     dict.indexes

@@ -18,19 +18,19 @@ use toml::de::DeTable;
 use toml::Spanned;
 
 use super::raw::{
-    allowed_keys, RawAgents, RawBackup, RawConfig, RawDaemon, RawEncryption, RawFilePath, RawHooks,
-    RawHopsfs, RawMetrics, RawMysql, RawRepository, RawRestore, RawRetention, RawRondb,
+    allowed_keys, RawAgents, RawBackup, RawConfig, RawDaemon, RawDrill, RawEncryption, RawFilePath,
+    RawHooks, RawHopsfs, RawMetrics, RawMysql, RawRepository, RawRestore, RawRetention, RawRondb,
     RawSchedule, RawSsh,
 };
 use super::secret::{check_credential, check_file};
 use super::spans::{self, KeyPath, Seg, SpanIndex};
 use super::{
     AgentLink, AgentsSettings, BackupSettings, BlockStorage, ConfigError, ConfigErrors,
-    DaemonSettings, DataNodeSettings, EncryptionSettings, FilePathSettings, HooksSettings,
-    HopsfsDatanodeSettings, HopsfsSettings, JobKind, MetricsSettings, MysqlDumpMode, MysqlSettings,
-    NodeHost, ObjectLockSettings, RepositorySettings, RestoreReplicas, RestoreSettings,
-    RetentionSettings, RondbSettings, S3Settings, ScheduleSettings, Secret, SecretEnv, Settings,
-    SshConfig, StoreSettings, VersioningPolicy,
+    DaemonSettings, DataNodeSettings, DrillSettings, EncryptionSettings, FilePathSettings,
+    HooksSettings, HopsfsDatanodeSettings, HopsfsSettings, JobKind, MetricsSettings, MysqlDumpMode,
+    MysqlSettings, NodeHost, ObjectLockSettings, RepositorySettings, RestoreReplicas,
+    RestoreSettings, RetentionSettings, RondbSettings, S3Settings, ScheduleSettings, Secret,
+    SecretEnv, Settings, SshConfig, StoreSettings, VersioningPolicy,
 };
 
 pub(crate) const DEFAULT_SOCKET: &str = "/run/hopsdr/hopsdr.sock";
@@ -337,6 +337,7 @@ impl<'a> Validator<'a> {
         let restore = self.restore(&root.key("restore"), raw.restore.unwrap_or_default());
         let retention = self.retention(&root.key("retention"), raw.retention.unwrap_or_default());
         let hooks = self.hooks(&root.key("hooks"), raw.hooks.unwrap_or_default());
+        let drill = self.drill(&root.key("drill"), raw.drill.unwrap_or_default());
         if hopsfs.is_some() && rondb.is_none() {
             self.error(
                 &root.key("hopsfs"),
@@ -358,6 +359,15 @@ impl<'a> Validator<'a> {
             restore,
             retention,
             hooks,
+            drill,
+        }
+    }
+
+    fn drill(&mut self, p: &KeyPath, raw: RawDrill) -> DrillSettings {
+        DrillSettings {
+            max_age: raw
+                .max_age
+                .map(|v| self.duration(&p.key("max_age"), Some(v), Duration::from_secs(8 * 86400))),
         }
     }
 
@@ -377,11 +387,13 @@ impl<'a> Validator<'a> {
         let backup_success = argv("backup_success", raw.backup_success);
         let backup_failure = argv("backup_failure", raw.backup_failure);
         let restore_step = argv("restore_step", raw.restore_step);
+        let drill_result = argv("drill_result", raw.drill_result);
         HooksSettings {
             backup_start,
             backup_success,
             backup_failure,
             restore_step,
+            drill_result,
             timeout: self.duration(&p.key("timeout"), raw.timeout, Duration::from_secs(60)),
         }
     }

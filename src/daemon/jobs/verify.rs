@@ -125,19 +125,36 @@ fn end(w: &Work, result: Result<RunResult, String>) -> Ending {
             (State::Failed, Some(format!("verify failed: {e}")), None)
         }
     };
-    if let Ok(r) = &result {
+    w.step("recording");
+    let record = repository_verdict(ctx, &bid, &result, now, damaged);
+    Ending {
+        record: Some(record),
+        ..Ending::plain(state, error)
+    }
+}
+
+/// What reading a backup back whole says about the repository, for a verify or a drill: the
+/// damaged blobs counted and recorded (the next backups write them again) before the verdict
+/// (`damaged`: `Some` when the read finished) — a crash in between leaves blobs to be written
+/// again, harmless, never a damaged backup whose blobs nobody heals.
+pub(super) fn repository_verdict(
+    ctx: &Ctx,
+    bid: &BackupId,
+    result: &Result<crate::repository::VerifyReport, RepoError>,
+    now: chrono::DateTime<Utc>,
+    damaged: Option<bool>,
+) -> super::Record {
+    if let Ok(r) = result {
         let blobs: std::collections::HashSet<&crate::ids::BlobId> =
             r.damaged.iter().filter_map(|d| d.blob.as_ref()).collect();
         ctx.metrics.verify_damaged_blobs.set(blobs.len() as i64);
-        if r.is_ok() {
+        if r.damaged.is_empty() {
             ctx.metrics
                 .verify_last_success
                 .set(now.timestamp_millis() as f64 / 1000.0);
         }
     }
-    w.step("recording");
-    // Each blob found damaged or missing: the next backups write it again.
-    let bad: Vec<(crate::ids::BlobId, String)> = match &result {
+    let bad: Vec<(crate::ids::BlobId, String)> = match result {
         Ok(r) => r
             .damaged
             .iter()
@@ -145,19 +162,14 @@ fn end(w: &Work, result: Result<RunResult, String>) -> Ending {
             .collect(),
         Err(_) => Vec::new(),
     };
-    let record = move |cat: &mut crate::catalog::Catalog| {
-        // The damaged blobs before the verdict: a crash in between leaves them to be written
-        // again (harmless), never a damaged backup whose blobs nobody heals.
+    let bid = bid.clone();
+    Box::new(move |cat: &mut crate::catalog::Catalog| {
         cat.add_bad_blobs(&bad, &bid, now)?;
         match damaged {
             Some(d) => cat.set_verified(&bid, now, d),
             None => Ok(()),
         }
-    };
-    Ending {
-        record: Some(Box::new(record)),
-        ..Ending::plain(state, error)
-    }
+    })
 }
 
 #[cfg(test)]
