@@ -864,7 +864,10 @@ fn drills_have_a_max_age_and_a_schedule() {
         s.hooks.drill_result.as_deref(),
         Some(&["/usr/local/bin/notify".to_string(), "drill".to_string()][..])
     );
-    assert_eq!(parse("", "f", &SecretEnv::default()).unwrap().drill.max_age, None);
+    assert_eq!(
+        parse("", "f", &SecretEnv::default()).unwrap().drill.max_age,
+        None
+    );
     let e = errors_of("[drill]\nmax_age = \"soon\"");
     assert!(e.contains("drill.max_age"), "{e}");
 }

@@ -146,7 +146,10 @@ impl DrillReport {
             let what = match kind.as_str() {
                 "hopsfs block" => "chunks matched their .meta checksums",
                 "sql dump" => "statements",
-                k if k.starts_with("rondb") => "records and entries walked",
+                "rondb ctl file" => "table descriptions and fragment infos",
+                "rondb data file" => "records",
+                "rondb log file" => "log entries",
+                k if k.starts_with("rondb") => "container checked",
                 _ => "checked",
             };
             let _ = writeln!(s, "  {kind}: {} files, {} {what}", n.files, n.units);

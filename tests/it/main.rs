@@ -10,6 +10,8 @@ mod check_config;
 #[cfg(feature = "testbed")]
 mod crash;
 #[cfg(feature = "testbed")]
+mod drill;
+#[cfg(feature = "testbed")]
 mod encryption;
 mod faults;
 #[cfg(feature = "testbed")]

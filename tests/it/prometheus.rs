@@ -146,10 +146,12 @@ fn a_real_prometheus_scrapes_every_dashboard_metric_and_the_overdue_alert_fires_
     // expected interval (a week) sets the overdue threshold at 8.75 days.
     let day = (Utc::now().weekday().num_days_from_sunday() + 3) % 7;
     env.extra_config = c.hopsfs_config("local")
-        + &format!("[[schedule]]\nname = \"weekly\"\ncron = \"0 3 * * {day}\"\njob = \"backup\"\n");
+        + &format!("[[schedule]]\nname = \"weekly\"\ncron = \"0 3 * * {day}\"\njob = \"backup\"\n")
+        + "[drill]\nmax_age = \"8d\"\n";
     let d = env.start();
     let id = env.backup_ok();
     env.ctl_ok(&["verify", &id, "--wait"]);
+    env.ctl_ok(&["drill", &id, "--wait"]);
 
     let shipped = root().join("packaging/prometheus/hopsdr-alerts.yml");
     let immediate = env.path().join("hopsdr-alerts-immediate.yml");
@@ -235,8 +237,13 @@ fn a_real_prometheus_scrapes_every_dashboard_metric_and_the_overdue_alert_fires_
                 .contains("no successful")),
         "{alerts}"
     );
-    // Nothing else of consequence fires: the backup is not failed, the verification is recent.
-    for name in ["HopsdrBackupFailed", "HopsdrVerificationTooOld"] {
+    // Nothing else of consequence fires: the backup is not failed, the verification and the
+    // drill are recent.
+    for name in [
+        "HopsdrBackupFailed",
+        "HopsdrVerificationTooOld",
+        "HopsdrDrillTooOld",
+    ] {
         assert_eq!(prom.state("hopsdr-immediate", name), "inactive", "{name}");
     }
 

@@ -47,8 +47,13 @@ fn grants(m: &Mariadb) -> String {
 
 /// A cluster with data, a MariaDB with an account, and a daemon configured for both.
 pub fn setup() -> (Env, Cluster, Mariadb) {
+    setup_with(&["--binlog"])
+}
+
+/// [`setup`] with `extra` arguments for the test-bed's `cluster create`.
+pub fn setup_with(extra: &[&str]) -> (Env, Cluster, Mariadb) {
     let mut env = Env::new();
-    let c = Cluster::create(&env, &["--binlog"]);
+    let c = Cluster::create(&env, extra);
     let m = Mariadb::start();
     m.sql_root(
         "CREATE USER 'hopsdr'@'localhost' IDENTIFIED BY 'dump-secret';
