@@ -55,6 +55,7 @@ pub enum RouteId {
     StartDrill,
     Drills,
     Drill,
+    Copy,
 }
 
 impl Route {
@@ -162,9 +163,11 @@ pub mod routes {
     pub const DRILLS: Route = r(RouteId::Drills, "GET", "/v1/drills");
     /// → [`crate::catalog::DrillRecord`] of the drill job `{id}`
     pub const DRILL: Route = r(RouteId::Drill, "GET", "/v1/drills/{id}");
+    /// `{"target": name}` or nothing (the only `[[copy]]`) → 202 [`super::JobStarted`]
+    pub const COPY: Route = r(RouteId::Copy, "POST", "/v1/copy");
 
     /// The table the daemon's router is built from.
-    pub const ALL: [Route; 27] = [
+    pub const ALL: [Route; 28] = [
         STATUS,
         BACKUPS,
         BACKUP,
@@ -192,6 +195,7 @@ pub mod routes {
         START_DRILL,
         DRILLS,
         DRILL,
+        COPY,
     ];
 }
 
@@ -201,7 +205,8 @@ pub fn status_of(code: &str) -> u16 {
     match code {
         "bad_backup_id" | "bad_body" | "bad_job_id" | "bad_json" | "confirmation_required" => 400,
         "permission_denied" => 403,
-        "not_found" | "no_restore" | "no_such_backup" | "no_such_job" | "backup_not_found" => 404,
+        "not_found" | "no_restore" | "no_such_backup" | "no_such_job" | "backup_not_found"
+        | "no_such_copy" => 404,
         "method_not_allowed" => 405,
         "body_timeout" => 408,
         "busy" | "restore_unfinished" | "no_restore_running" | "restore_running" | "no_standby" => {
@@ -555,6 +560,9 @@ pub struct StartRestoreRequest {
     /// Read the repository as it was then (object versions of a versioned S3 bucket).
     #[serde(default)]
     pub as_of: Option<DateTime<Utc>>,
+    /// Read from this `[[copy]]` instead of the repository.
+    #[serde(default)]
+    pub repository: Option<String>,
 }
 
 /// The confirmation a destructive request carries in its body: `{"confirm": "..."}` with what

@@ -18,6 +18,8 @@ pub enum JobKind {
     Repair,
     /// A backup proved to restore (read back for its meaning, or restored into a standby).
     Drill,
+    /// The repository copied to a `[[copy]]`.
+    Copy,
 }
 
 impl JobKind {
@@ -30,6 +32,7 @@ impl JobKind {
             JobKind::Rebuild => "rebuild",
             JobKind::Repair => "repair",
             JobKind::Drill => "drill",
+            JobKind::Copy => "copy",
         }
     }
     pub(crate) fn parse(s: &str) -> Option<Self> {
@@ -41,10 +44,11 @@ impl JobKind {
             "rebuild" => JobKind::Rebuild,
             "repair" => JobKind::Repair,
             "drill" => JobKind::Drill,
+            "copy" => JobKind::Copy,
             _ => return None,
         })
     }
-    pub const ALL: [JobKind; 7] = [
+    pub const ALL: [JobKind; 8] = [
         JobKind::Backup,
         JobKind::Restore,
         JobKind::Verify,
@@ -52,6 +56,7 @@ impl JobKind {
         JobKind::Rebuild,
         JobKind::Repair,
         JobKind::Drill,
+        JobKind::Copy,
     ];
 }
 

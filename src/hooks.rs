@@ -22,6 +22,7 @@ pub enum Event {
     BackupFailure,
     RestoreStep,
     DrillResult,
+    CopyResult,
 }
 
 impl Event {
@@ -32,6 +33,7 @@ impl Event {
             Event::BackupFailure => "backup_failure",
             Event::RestoreStep => "restore_step",
             Event::DrillResult => "drill_result",
+            Event::CopyResult => "copy_result",
         }
     }
 
@@ -42,6 +44,7 @@ impl Event {
             Event::BackupFailure => h.backup_failure.as_ref(),
             Event::RestoreStep => h.restore_step.as_ref(),
             Event::DrillResult => h.drill_result.as_ref(),
+            Event::CopyResult => h.copy_result.as_ref(),
         }
     }
 }

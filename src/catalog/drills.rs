@@ -1,6 +1,7 @@
-//! Restore drills: one row per drill job (the backup, the level, the outcome, the measured
+//! Restore drills and copies. Drills: one row per drill job (the backup, the level, the outcome, the measured
 //! time and the report as JSON), started `running` and settled once; a drill a crash left
-//! running is marked `interrupted` with the jobs at the next start.
+//! running is marked `interrupted` with the jobs at the next start. Copies: one row per
+//! finished copy job (target, outcome, what it sent), read back for the metrics at start.
 
 use super::*;
 
@@ -145,6 +146,44 @@ impl Catalog {
     }
 }
 
+impl Catalog {
+    /// Records how a copy to `target` ended.
+    pub fn record_copy(
+        &mut self,
+        job: JobId,
+        target: &str,
+        state: State,
+        objects_sent: u64,
+        bytes_sent: u64,
+        now: DateTime<Utc>,
+    ) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO copies (job_id, target, state, finished_at, objects_sent, bytes_sent) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![job.0, target, state.as_str(), ts(now), objects_sent as i64, bytes_sent as i64],
+            )
+            .map_err(self.q("record copy"))?;
+        Ok(())
+    }
+
+    /// When the last whole copy to each target finished.
+    pub fn last_copy_successes(&self) -> Result<Vec<(String, DateTime<Utc>)>, CatalogError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT target, MAX(finished_at) FROM copies WHERE state='succeeded' GROUP BY target ORDER BY target",
+            )
+            .map_err(self.q("read copies"))?;
+        let rows: Vec<(String, String)> = st
+            .query_map([], |r| r.try_into())
+            .and_then(|rows| rows.collect())
+            .map_err(self.q("read copies"))?;
+        rows.into_iter()
+            .map(|(t, at)| Ok((t, self.parse_ts("copies.finished_at", &at)?)))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,5 +220,16 @@ mod tests {
         assert_eq!(d.state, State::Interrupted);
         assert!(d.error.unwrap().contains("interrupted"));
         assert_eq!(c.drill(JobId(999)).unwrap(), None);
+        // Copies: the last whole one per target.
+        let j3 = c.insert_job(JobKind::Copy, "api", t(40)).unwrap();
+        c.record_copy(j3, "offsite", State::Succeeded, 3, 100, t(41))
+            .unwrap();
+        let j4 = c.insert_job(JobKind::Copy, "api", t(50)).unwrap();
+        c.record_copy(j4, "offsite", State::Failed, 1, 10, t(51))
+            .unwrap();
+        assert_eq!(
+            c.last_copy_successes().unwrap(),
+            vec![("offsite".to_string(), t(41))]
+        );
     }
 }

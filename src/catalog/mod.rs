@@ -289,6 +289,15 @@ const MIGRATIONS: &[&str] = &[
         error TEXT,
         report TEXT
      );",
+    // 8: copies of the repository.
+    "CREATE TABLE copies (
+        job_id INTEGER PRIMARY KEY REFERENCES jobs(id),
+        target TEXT NOT NULL,
+        state TEXT NOT NULL,
+        finished_at TEXT NOT NULL,
+        objects_sent INTEGER NOT NULL,
+        bytes_sent INTEGER NOT NULL
+     );",
 ];
 
 /// Inserts or replaces component rows of a backup.

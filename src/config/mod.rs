@@ -56,6 +56,19 @@ pub struct Settings {
     pub hooks: HooksSettings,
     /// `[drill]`: restore drills.
     pub drill: DrillSettings,
+    /// `[[copy]]`: second copies of the repository.
+    pub copies: Vec<CopySettings>,
+}
+
+/// `[[copy]]`: another place (a directory or a bucket, with its own credentials) that a copy
+/// job keeps a copy of the repository in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CopySettings {
+    /// Unique, as a schedule name; `--repository NAME` and `target = NAME` use it.
+    pub name: String,
+    pub store: StoreSettings,
+    /// Objects sent at once.
+    pub parallel: usize,
 }
 
 /// `[drill]`.
@@ -73,6 +86,7 @@ pub struct HooksSettings {
     pub backup_failure: Option<Vec<String>>,
     pub restore_step: Option<Vec<String>>,
     pub drill_result: Option<Vec<String>>,
+    pub copy_result: Option<Vec<String>>,
     /// How long a hook may run before it is stopped (and counted failed).
     pub timeout: Duration,
 }
@@ -448,6 +462,8 @@ pub struct ScheduleSettings {
     pub job: JobKind,
     /// Run once at start-up when a fire time was missed while the daemon was down.
     pub catch_up: bool,
+    /// The `[[copy]]` a `copy` job sends to.
+    pub target: Option<String>,
 }
 
 /// What a schedule runs.
@@ -461,6 +477,8 @@ pub enum JobKind {
     Prune,
     /// Reads the newest complete backup back and checks its meaning (a level 1 drill).
     Drill,
+    /// Brings a `[[copy]]` (`target`) up to date with the repository.
+    Copy,
 }
 
 impl JobKind {
@@ -470,6 +488,7 @@ impl JobKind {
         JobKind::Verify,
         JobKind::Prune,
         JobKind::Drill,
+        JobKind::Copy,
     ];
 
     /// The name used in the config and the API.
@@ -479,6 +498,7 @@ impl JobKind {
             JobKind::Verify => "verify",
             JobKind::Prune => "prune",
             JobKind::Drill => "drill",
+            JobKind::Copy => "copy",
         }
     }
 }

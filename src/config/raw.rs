@@ -35,6 +35,7 @@ table! {
         pub retention: Option<RawRetention>,
         pub hooks: Option<RawHooks>,
         pub drill: Option<RawDrill>,
+        pub copy: Option<Vec<RawCopy>>,
     }
 }
 
@@ -51,6 +52,7 @@ table! {
         pub backup_failure: Option<Vec<String>>,
         pub restore_step: Option<Vec<String>>,
         pub drill_result: Option<Vec<String>>,
+        pub copy_result: Option<Vec<String>>,
         pub timeout: Option<String>,
     }
 }
@@ -267,6 +269,29 @@ table! {
         pub timezone: Option<String>,
         pub job: Option<String>,
         pub catch_up: Option<bool>,
+        pub target: Option<String>,
+    }
+}
+
+table! {
+    RawCopy {
+        pub name: Option<String>,
+        pub r#type: Option<String>,
+        pub path: Option<String>,
+        pub endpoint: Option<String>,
+        pub region: Option<String>,
+        pub bucket: Option<String>,
+        pub prefix: Option<String>,
+        pub path_style: Option<bool>,
+        pub access_key_id: Option<String>,
+        pub secret_access_key: Option<toml::Value>,
+        pub versioning: Option<String>,
+        pub object_lock: Option<RawObjectLock>,
+        pub ca_bundle: Option<String>,
+        pub part_size_mib: Option<i64>,
+        pub parallel_parts: Option<i64>,
+        pub bandwidth_limit_mib: Option<f64>,
+        pub parallel: Option<i64>,
     }
 }
 
@@ -299,6 +324,7 @@ pub(crate) fn allowed_keys(shape: &str) -> Vec<&'static str> {
         "repository.object_lock" => RawObjectLock::KEYS,
         "repository.secret_access_key"
         | "repository.prune_secret_access_key"
+        | "copy.secret_access_key"
         | "mysql.password"
         | "repository.encryption.passphrase"
         | "rondb.backup_password" => &["credential", "file"],
@@ -317,6 +343,8 @@ pub(crate) fn allowed_keys(shape: &str) -> Vec<&'static str> {
         "agents" => RawAgents::KEYS,
         "hooks" => RawHooks::KEYS,
         "drill" => RawDrill::KEYS,
+        "copy" => RawCopy::KEYS,
+        "copy.object_lock" => RawObjectLock::KEYS,
         "agents.nodes" => RawAgentNode::KEYS,
         "agents.links" => RawAgentLink::KEYS,
         _ => &[],

@@ -394,7 +394,7 @@ fn unknown_keys_list_the_allowed_keys_of_every_table() {
         (
             "x = 1",
             "x",
-            "agents, backup, daemon, drill, hooks, hopsfs, metrics, mysql, repository, restore, retention, rondb, schedule, ssh",
+            "agents, backup, copy, daemon, drill, hooks, hopsfs, metrics, mysql, repository, restore, retention, rondb, schedule, ssh",
         ),
         (
             "[daemon]\nx = 1",
@@ -422,7 +422,7 @@ fn unknown_keys_list_the_allowed_keys_of_every_table() {
         (
             "[[schedule]]\nname = \"a\"\ncron = \"* * * * *\"\njob = \"backup\"\nx = 1",
             "schedule[0].x",
-            "catch_up, cron, job, name, timezone",
+            "catch_up, cron, job, name, target, timezone",
         ),
         (
             "[mysql]\nuser = \"u\"\nhost = \"h\"\npassword = { credential = \"c\" }\nx = 1",
@@ -463,7 +463,7 @@ fn unknown_keys_list_the_allowed_keys_of_every_table() {
         (
             "[hooks]\nx = 1",
             "hooks.x",
-            "backup_failure, backup_start, backup_success, drill_result, restore_step, timeout",
+            "backup_failure, backup_start, backup_success, copy_result, drill_result, restore_step, timeout",
         ),
         (
             "[[agents.nodes]]\nhost = \"dn1\"\nbandwidth = \"1MiB\"\nrate = 1",
@@ -870,4 +870,55 @@ fn drills_have_a_max_age_and_a_schedule() {
     );
     let e = errors_of("[drill]\nmax_age = \"soon\"");
     assert!(e.contains("drill.max_age"), "{e}");
+}
+
+/// `[[copy]]`: named, a store of its own (never the repository's), a schedule's target.
+#[test]
+fn copies_are_named_stores_and_schedules_target_them() {
+    let s = parse(
+        "[repository]\npath = \"/srv/hopsdr\"\n[[copy]]\nname = \"offsite\"\npath = \"/mnt/offsite\"\nparallel = 8\n\
+         [[schedule]]\nname = \"c\"\ncron = \"0 3 * * *\"\njob = \"copy\"\ntarget = \"offsite\"\n",
+        "f",
+        &SecretEnv::default(),
+    )
+    .unwrap();
+    assert_eq!(s.copies[0].name, "offsite");
+    assert_eq!(s.copies[0].parallel, 8);
+    assert_eq!(
+        s.copies[0].store,
+        StoreSettings::Local {
+            path: "/mnt/offsite".into()
+        }
+    );
+    assert_eq!(s.schedules[0].target.as_deref(), Some("offsite"));
+    for (text, want) in [
+        (
+            "[repository]\npath = \"/srv/hopsdr\"\n[[copy]]\nname = \"x\"\npath = \"/srv/hopsdr\"\n",
+            "copy[0].path: the copy is the repository itself",
+        ),
+        ("[[copy]]\nname = \"x\"\n", "copy[0].path: required key is missing"),
+        (
+            "[[copy]]\nname = \"x\"\npath = \"/a\"\n[[copy]]\nname = \"x\"\npath = \"/b\"\n",
+            "copy[1].name: duplicate copy name \"x\"",
+        ),
+        (
+            "[[schedule]]\nname = \"c\"\ncron = \"0 3 * * *\"\njob = \"copy\"\n",
+            "schedule[0].target: required key is missing",
+        ),
+        (
+            "[[schedule]]\nname = \"c\"\ncron = \"0 3 * * *\"\njob = \"copy\"\ntarget = \"nope\"\n",
+            "schedule[0].target: no [[copy]] named \"nope\": the copies are none",
+        ),
+        (
+            "[[schedule]]\nname = \"c\"\ncron = \"0 3 * * *\"\njob = \"backup\"\ntarget = \"x\"\n",
+            "schedule[0].target: target is for job = \"copy\" schedules",
+        ),
+        (
+            "[[copy]]\nname = \"x\"\npath = \"/a\"\nparallel = 0\n",
+            "copy[0].parallel: parallel = 0 is out of range",
+        ),
+    ] {
+        let e = errors_of(text);
+        assert!(e.contains(want), "{text}\n{e}");
+    }
 }

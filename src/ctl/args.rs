@@ -91,6 +91,18 @@ pub enum Command {
     Verify {
         /// The backup id (YYYYMMDDTHHMMSSZ).
         id: Option<String>,
+        /// Read the backup from this [[copy]] instead of the repository.
+        #[arg(long, value_name = "COPY")]
+        repository: Option<String>,
+        /// Wait until it has finished.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Bring a [[copy]] up to date: send what it lacks (checked on the far side, manifests
+    /// last), forget there what the repository forgot; without TARGET, the only copy.
+    Copy {
+        /// The [[copy]] name.
+        target: Option<String>,
         /// Wait until it has finished.
         #[arg(long)]
         wait: bool,
@@ -168,6 +180,9 @@ pub enum RestoreCommand {
         /// overwritten since (by an attacker) restores while its versions are kept.
         #[arg(long, value_name = "TIME")]
         as_of: Option<String>,
+        /// Read the backup from this [[copy]] instead of the repository.
+        #[arg(long, value_name = "COPY")]
+        repository: Option<String>,
         /// Wait until it has finished, showing progress.
         #[arg(long)]
         wait: bool,

@@ -186,11 +186,17 @@ async fn run_inner(cli: &Cli) -> Result<ExitCode, CtlError> {
                 ExitCode::Failed
             });
         }
-        Command::Verify { id, wait } => {
-            let body = match id {
-                Some(id) => serde_json::json!({ "backup": id }).to_string(),
-                None => "{}".to_string(),
-            };
+        Command::Copy { target, wait } => {
+            let body = serde_json::json!({ "target": target }).to_string();
+            let started: JobStarted = client.call(&routes::COPY, &[], Some(&body)).await?;
+            return follow(&client, cli, &started, *wait, "copy").await;
+        }
+        Command::Verify {
+            id,
+            repository,
+            wait,
+        } => {
+            let body = serde_json::json!({ "backup": id, "repository": repository }).to_string();
             let started: JobStarted = client.call(&routes::VERIFY, &[], Some(&body)).await?;
             let which = started
                 .backup_id
@@ -281,6 +287,7 @@ async fn run_inner(cli: &Cli) -> Result<ExitCode, CtlError> {
                     allow_partial,
                     force,
                     as_of,
+                    repository,
                     wait,
                 },
         } => {
@@ -312,6 +319,7 @@ async fn run_inner(cli: &Cli) -> Result<ExitCode, CtlError> {
             let body = serde_json::json!({
                 "backup_id": backup, "confirm": backup,
                 "allow_partial": allow_partial, "force": force, "as_of": as_of,
+                "repository": repository,
             })
             .to_string();
             let started: JobStarted = client

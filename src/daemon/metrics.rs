@@ -58,6 +58,14 @@ pub struct Metrics {
     pub drills_total: IntCounterVec,
     /// `[drill] max_age`: the age of the newest passed drill that raises an alert.
     pub drill_max_age: Gauge,
+    /// When the last copy to each `[[copy]]` that finished whole finished.
+    pub copy_last_success: GaugeVec,
+    /// The longest interval between the copy schedules' fires, per target.
+    pub copy_expected_interval: GaugeVec,
+    /// Copies finished since the daemon started, by target and result.
+    pub copies_total: IntCounterVec,
+    /// Bytes copies sent, by target.
+    pub copy_bytes: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -325,6 +333,38 @@ impl Metrics {
                     "hopsdr_drill_max_age_seconds",
                     "[drill] max_age: a passed drill older than this raises HopsdrDrillTooOld",
                 ))
+                .expect("valid"),
+            ),
+            copy_last_success: gv(
+                "hopsdr_copy_last_success_timestamp_seconds",
+                "When the last copy of the repository to the target that finished whole finished",
+                &["target"],
+            ),
+            copy_expected_interval: gv(
+                "hopsdr_copy_expected_interval_seconds",
+                "The longest interval between the fires of the target's copy schedules",
+                &["target"],
+            ),
+            copies_total: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "hopsdr_copies_total",
+                        "Copies of the repository finished since the daemon started, by target and result",
+                    ),
+                    &["target", "result"],
+                )
+                .expect("valid"),
+            ),
+            copy_bytes: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "hopsdr_copy_sent_bytes_total",
+                        "Bytes sent to the target by copies since the daemon started",
+                    ),
+                    &["target"],
+                )
                 .expect("valid"),
             ),
             registry: r,

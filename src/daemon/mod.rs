@@ -168,6 +168,53 @@ pub fn open_repository(
     }
 }
 
+/// The store `s` names (a directory or a bucket), not opened as a repository.
+pub fn open_store(s: &StoreSettings) -> Result<Arc<dyn crate::repository::Storage>, RepoError> {
+    Ok(match s {
+        StoreSettings::Local { path } => Arc::new(LocalStorage::new(path.clone())?),
+        StoreSettings::S3(s) => Arc::new(open_s3(s)?),
+    })
+}
+
+/// The `[[copy]]` named `name` as a repository to read (verify, restore): the objects there,
+/// read with the repository's own header and keys — after checking that the copy holds this
+/// repository.
+pub fn copy_repository(
+    repo: &Repository,
+    settings: &crate::config::Settings,
+    name: &str,
+) -> Result<Repository, String> {
+    let Some(c) = settings.copies.iter().find(|c| c.name == name) else {
+        let names: Vec<&str> = settings.copies.iter().map(|c| c.name.as_str()).collect();
+        return Err(format!(
+            "no [[copy]] named {name:?} (the copies are: {})",
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
+        ));
+    };
+    let storage = open_store(&c.store).map_err(|e| format!("copy {name}: {e}"))?;
+    let theirs = storage.get(crate::repository::HEADER_KEY).map_err(|e| {
+        format!(
+            "copy {name} ({}): {e}: has a copy job run?",
+            storage.describe()
+        )
+    })?;
+    let ours = repo
+        .storage()
+        .get(crate::repository::HEADER_KEY)
+        .map_err(|e| format!("the repository's header: {e}"))?;
+    if theirs != ours {
+        return Err(format!(
+            "copy {name} ({}) holds another repository",
+            storage.describe()
+        ));
+    }
+    Ok(repo.with_storage(storage))
+}
+
 /// The bucket's versioning, at start: without it an overwritten or deleted object is gone for
 /// good. `require` refuses to start; `warn` says so and goes on (also when the store cannot
 /// tell).
@@ -392,6 +439,12 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> Result<(), DaemonE
             .set(t.timestamp_millis() as f64 / 1000.0);
     }
 
+    for (target, at) in catalog.last_copy_successes()? {
+        metrics
+            .copy_last_success
+            .with_label_values(&[target.as_str()])
+            .set(at.timestamp_millis() as f64 / 1000.0);
+    }
     for (level, at, rto) in catalog.last_drill_successes()? {
         let l = [level.to_string()];
         metrics

@@ -48,6 +48,7 @@ pub async fn run(ctx: Arc<Ctx>, wake: Arc<Notify>, shutdown: CancellationToken) 
         ctx.metrics
             .drill_max_age
             .set(settings.drill.max_age.map_or(0.0, |d| d.as_secs_f64()));
+        copy_intervals(&ctx, &settings, now);
         let mut sleep = MAX_SLEEP;
         for s in &settings.schedules {
             let last = ctx
@@ -105,12 +106,52 @@ pub async fn run(ctx: Arc<Ctx>, wake: Arc<Notify>, shutdown: CancellationToken) 
     }
 }
 
+/// `hopsdr_copy_expected_interval_seconds{target}`: the most frequent copy schedule's interval
+/// per target (the overdue-copy alert compares the last copy's age with it).
+fn copy_intervals(ctx: &Ctx, settings: &crate::config::Settings, now: chrono::DateTime<Utc>) {
+    for c in &settings.copies {
+        let every = settings
+            .schedules
+            .iter()
+            .filter(|s| s.job == JobKind::Copy && s.target.as_deref() == Some(c.name.as_str()))
+            .filter_map(|s| schedule::expected_interval(&s.cron, s.timezone, now))
+            .min();
+        if let Some(iv) = every {
+            ctx.metrics
+                .copy_expected_interval
+                .with_label_values(&[&c.name])
+                .set(iv.num_seconds() as f64);
+        }
+        for result in ["succeeded", "failed", "interrupted"] {
+            ctx.metrics
+                .copies_total
+                .with_label_values(&[&c.name, result]);
+        }
+    }
+}
+
 fn fire(ctx: &Arc<Ctx>, name: &str, job: JobKind, caught_up: bool) -> String {
     let trigger = format!("schedule:{name}");
     let r = match job {
+        JobKind::Copy => {
+            let target = ctx
+                .settings()
+                .schedules
+                .iter()
+                .find(|s| s.name == name)
+                .and_then(|s| s.target.clone());
+            match jobs::copy::start(ctx, &trigger, target) {
+                Ok(s) => Ok(s),
+                Err(jobs::copy::CopyStartError::Job(e)) => Err(e),
+                Err(e) => {
+                    tracing::warn!(schedule = name, "no copy: {e}");
+                    return format!("skipped: {e}");
+                }
+            }
+        }
         JobKind::Backup => jobs::backup::start(ctx, &trigger),
         JobKind::Prune => jobs::prune::start(ctx, &trigger),
-        JobKind::Verify => match jobs::verify::start(ctx, &trigger, None) {
+        JobKind::Verify => match jobs::verify::start(ctx, &trigger, None, None) {
             Ok(s) => Ok(s),
             Err(jobs::verify::VerifyStartError::Job(e)) => Err(e),
             Err(e) => {

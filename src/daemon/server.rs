@@ -593,6 +593,7 @@ async fn handle(
         RouteId::StartDrill => route_start_drill(r).await,
         RouteId::Drills => route_drills(r).await,
         RouteId::Drill => route_drill(r).await,
+        RouteId::Copy => route_copy(r).await,
     }
 }
 
@@ -939,6 +940,8 @@ async fn route_verify(r: Req) -> Response<Full<Bytes>> {
     #[derive(Default, serde::Deserialize)]
     struct VerifyRequest {
         backup: Option<String>,
+        /// A `[[copy]]` to read instead of the repository.
+        repository: Option<String>,
     }
     let req: VerifyRequest = match json_body_or_default(&body) {
         Ok(r) => r,
@@ -949,7 +952,16 @@ async fn route_verify(r: Req) -> Response<Full<Bytes>> {
         Err(resp) => return resp,
     };
     use jobs::verify::{start, VerifyStartError};
-    match start(&ctx, &format!("api:uid={}", peer.uid), backup) {
+    match start(
+        &ctx,
+        &format!("api:uid={}", peer.uid),
+        backup,
+        req.repository,
+    ) {
+        Err(e @ VerifyStartError::Copy(_)) => {
+            audit(&ctx, &peer, &action, false, &e.to_string());
+            error("no_such_copy", e.to_string())
+        }
         Err(e @ (VerifyStartError::NotFound(_) | VerifyStartError::Nothing)) => {
             audit(&ctx, &peer, &action, false, &e.to_string());
             error("no_such_backup", e.to_string())
@@ -999,6 +1011,36 @@ async fn route_start_drill(r: Req) -> Response<Full<Bytes>> {
         }
         Ok(started) => job_started(&ctx, &peer, &action, Ok(started), |s| {
             format!("drill level {level}: job {}", s.job_id)
+        }),
+    }
+}
+
+/// [`api::routes::COPY`].
+async fn route_copy(r: Req) -> Response<Full<Bytes>> {
+    let Req {
+        ctx,
+        peer,
+        action,
+        body,
+        ..
+    } = r;
+    #[derive(Default, serde::Deserialize)]
+    struct CopyRequest {
+        target: Option<String>,
+    }
+    let req: CopyRequest = match json_body_or_default(&body) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    use jobs::copy::{start, CopyStartError};
+    match start(&ctx, &format!("api:uid={}", peer.uid), req.target) {
+        Err(CopyStartError::Job(e)) => job_started(&ctx, &peer, &action, Err(e), |_| String::new()),
+        Err(e) => {
+            audit(&ctx, &peer, &action, false, &e.to_string());
+            error("no_such_copy", e.to_string())
+        }
+        Ok(started) => job_started(&ctx, &peer, &action, Ok(started), |s| {
+            format!("copy: job {}", s.job_id)
         }),
     }
 }
@@ -1147,6 +1189,7 @@ async fn route_start_restore(r: Req) -> Response<Full<Bytes>> {
         allow_partial: req.allow_partial,
         force: req.force,
         as_of: req.as_of,
+        repository: req.repository,
     };
     // Planning reads the target cluster (blocking commands): off the runtime's workers.
     let (ctx2, action2) = (ctx.clone(), action.clone());

@@ -124,6 +124,7 @@ mod known_replica;
 pub mod layout;
 pub mod lock;
 mod manifest;
+pub mod mirror;
 mod objects;
 pub mod pack;
 pub mod packer;

@@ -147,11 +147,17 @@ fn a_real_prometheus_scrapes_every_dashboard_metric_and_the_overdue_alert_fires_
     let day = (Utc::now().weekday().num_days_from_sunday() + 3) % 7;
     env.extra_config = c.hopsfs_config("local")
         + &format!("[[schedule]]\nname = \"weekly\"\ncron = \"0 3 * * {day}\"\njob = \"backup\"\n")
-        + "[drill]\nmax_age = \"8d\"\n";
+        + "[drill]\nmax_age = \"8d\"\n"
+        + &format!(
+            "[[copy]]\nname = \"offsite\"\npath = \"{}\"\n\
+             [[schedule]]\nname = \"offsite\"\ncron = \"0 4 * * {day}\"\njob = \"copy\"\ntarget = \"offsite\"\n",
+            env.path().join("offsite").display()
+        );
     let d = env.start();
     let id = env.backup_ok();
     env.ctl_ok(&["verify", &id, "--wait"]);
     env.ctl_ok(&["drill", &id, "--wait"]);
+    env.ctl_ok(&["copy", "--wait"]);
 
     let shipped = root().join("packaging/prometheus/hopsdr-alerts.yml");
     let immediate = env.path().join("hopsdr-alerts-immediate.yml");
@@ -243,6 +249,7 @@ fn a_real_prometheus_scrapes_every_dashboard_metric_and_the_overdue_alert_fires_
         "HopsdrBackupFailed",
         "HopsdrVerificationTooOld",
         "HopsdrDrillTooOld",
+        "HopsdrCopyOverdue",
     ] {
         assert_eq!(prom.state("hopsdr-immediate", name), "inactive", "{name}");
     }

@@ -50,6 +50,7 @@ impl Validator<'_> {
         &mut self,
         p: &KeyPath,
         raw: Vec<RawSchedule>,
+        copies: &[&str],
     ) -> Vec<ScheduleSettings> {
         let mut schedules = Vec::new();
         let mut names: Vec<(String, usize)> = Vec::new();
@@ -118,6 +119,39 @@ impl Validator<'_> {
                     }
                 },
             };
+            let target = match (job, raw.target) {
+                (Some(JobKind::Copy), None) => {
+                    self.missing(
+                        &item.key("target"),
+                        "target = \"offsite\" (a [[copy]] name)",
+                    );
+                    None
+                }
+                (Some(JobKind::Copy), Some(t)) => {
+                    if !copies.contains(&t.as_str()) {
+                        self.error(
+                            &item.key("target"),
+                            format!(
+                                "no [[copy]] named {t:?}: the copies are {}",
+                                if copies.is_empty() {
+                                    "none".to_string()
+                                } else {
+                                    comma_list(copies)
+                                }
+                            ),
+                        );
+                    }
+                    Some(t)
+                }
+                (_, Some(_)) => {
+                    self.error(
+                        &item.key("target"),
+                        "target is for job = \"copy\" schedules: remove it",
+                    );
+                    None
+                }
+                (_, None) => None,
+            };
             if let (Some(name), Some(cron), Some(timezone), Some(job)) = (name, cron, timezone, job)
             {
                 schedules.push(ScheduleSettings {
@@ -126,6 +160,7 @@ impl Validator<'_> {
                     timezone,
                     job,
                     catch_up: raw.catch_up.unwrap_or(true),
+                    target,
                 });
             }
         }

@@ -18,19 +18,20 @@ use toml::de::DeTable;
 use toml::Spanned;
 
 use super::raw::{
-    allowed_keys, RawAgents, RawBackup, RawConfig, RawDaemon, RawDrill, RawEncryption, RawFilePath,
-    RawHooks, RawHopsfs, RawMetrics, RawMysql, RawRepository, RawRestore, RawRetention, RawRondb,
-    RawSchedule, RawSsh,
+    allowed_keys, RawAgents, RawBackup, RawConfig, RawCopy, RawDaemon, RawDrill, RawEncryption,
+    RawFilePath, RawHooks, RawHopsfs, RawMetrics, RawMysql, RawRepository, RawRestore,
+    RawRetention, RawRondb, RawSchedule, RawSsh,
 };
 use super::secret::{check_credential, check_file};
 use super::spans::{self, KeyPath, Seg, SpanIndex};
 use super::{
     AgentLink, AgentsSettings, BackupSettings, BlockStorage, ConfigError, ConfigErrors,
-    DaemonSettings, DataNodeSettings, DrillSettings, EncryptionSettings, FilePathSettings,
-    HooksSettings, HopsfsDatanodeSettings, HopsfsSettings, JobKind, MetricsSettings, MysqlDumpMode,
-    MysqlSettings, NodeHost, ObjectLockSettings, RepositorySettings, RestoreReplicas,
-    RestoreSettings, RetentionSettings, RondbSettings, S3Settings, ScheduleSettings, Secret,
-    SecretEnv, Settings, SshConfig, StoreSettings, VersioningPolicy,
+    CopySettings, DaemonSettings, DataNodeSettings, DrillSettings, EncryptionSettings,
+    FilePathSettings, HooksSettings, HopsfsDatanodeSettings, HopsfsSettings, JobKind,
+    MetricsSettings, MysqlDumpMode, MysqlSettings, NodeHost, ObjectLockSettings,
+    RepositorySettings, RestoreReplicas, RestoreSettings, RetentionSettings, RondbSettings,
+    S3Settings, ScheduleSettings, Secret, SecretEnv, Settings, SshConfig, StoreSettings,
+    VersioningPolicy,
 };
 
 pub(crate) const DEFAULT_SOCKET: &str = "/run/hopsdr/hopsdr.sock";
@@ -326,7 +327,18 @@ impl<'a> Validator<'a> {
             env,
         );
         let backup = self.backup(&root.key("backup"), raw.backup.unwrap_or_default());
-        let schedules = self.schedules(&root.key("schedule"), raw.schedule.unwrap_or_default());
+        let copies = self.copies(
+            &root.key("copy"),
+            raw.copy.unwrap_or_default(),
+            &repository.store,
+            env,
+        );
+        let copy_names: Vec<&str> = copies.iter().map(|c| c.name.as_str()).collect();
+        let schedules = self.schedules(
+            &root.key("schedule"),
+            raw.schedule.unwrap_or_default(),
+            &copy_names,
+        );
         let mysql = raw
             .mysql
             .and_then(|m| self.mysql(&root.key("mysql"), m, env));
@@ -360,6 +372,7 @@ impl<'a> Validator<'a> {
             retention,
             hooks,
             drill,
+            copies,
         }
     }
 
@@ -388,12 +401,14 @@ impl<'a> Validator<'a> {
         let backup_failure = argv("backup_failure", raw.backup_failure);
         let restore_step = argv("restore_step", raw.restore_step);
         let drill_result = argv("drill_result", raw.drill_result);
+        let copy_result = argv("copy_result", raw.copy_result);
         HooksSettings {
             backup_start,
             backup_success,
             backup_failure,
             restore_step,
             drill_result,
+            copy_result,
             timeout: self.duration(&p.key("timeout"), raw.timeout, Duration::from_secs(60)),
         }
     }

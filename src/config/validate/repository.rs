@@ -81,6 +81,89 @@ impl Validator<'_> {
         StoreSettings::Local { path }
     }
 
+    /// `[[copy]]`: each a name and a store (the keys of `[repository]`'s store), never the
+    /// repository's own place.
+    pub(super) fn copies(
+        &mut self,
+        p: &KeyPath,
+        raw: Vec<RawCopy>,
+        primary: &StoreSettings,
+        env: &SecretEnv,
+    ) -> Vec<CopySettings> {
+        let mut out: Vec<CopySettings> = Vec::new();
+        for (i, c) in raw.into_iter().enumerate() {
+            let item = p.index(i);
+            let name = match c.name {
+                None => {
+                    self.missing(&item.key("name"), "name = \"offsite\"");
+                    continue;
+                }
+                Some(n) if !valid_schedule_name(&n) => {
+                    self.error(
+                        &item.key("name"),
+                        format!("invalid copy name {n:?}: use 1 to 64 characters from a-z, 0-9, \"_\" and \"-\""),
+                    );
+                    continue;
+                }
+                Some(n) if out.iter().any(|o| o.name == n) => {
+                    self.error(
+                        &item.key("name"),
+                        format!("duplicate copy name {n:?}: give each [[copy]] its own name"),
+                    );
+                    continue;
+                }
+                Some(n) => n,
+            };
+            let parallel = match c.parallel {
+                None => 4,
+                Some(n) if (1..=32).contains(&n) => n as usize,
+                Some(n) => {
+                    self.error(
+                        &item.key("parallel"),
+                        format!("parallel = {n} is out of range: use 1 to 32 objects at once"),
+                    );
+                    4
+                }
+            };
+            if c.r#type.as_deref() != Some("s3") && c.path.is_none() {
+                self.missing(&item.key("path"), "path = \"/mnt/offsite/hopsdr\"");
+                continue;
+            }
+            let raw = RawRepository {
+                r#type: c.r#type,
+                path: c.path,
+                endpoint: c.endpoint,
+                region: c.region,
+                bucket: c.bucket,
+                prefix: c.prefix,
+                path_style: c.path_style,
+                access_key_id: c.access_key_id,
+                secret_access_key: c.secret_access_key,
+                versioning: c.versioning,
+                object_lock: c.object_lock,
+                ca_bundle: c.ca_bundle,
+                part_size_mib: c.part_size_mib,
+                parallel_parts: c.parallel_parts,
+                bandwidth_limit_mib: c.bandwidth_limit_mib,
+                ..Default::default()
+            };
+            let store = self.store(&item, raw, env);
+            if same_place(&store, primary) {
+                self.error(
+                    &item.key("path"),
+                    "the copy is the repository itself: give it another directory or bucket",
+                );
+                continue;
+            }
+            out.push(CopySettings {
+                name,
+                store,
+                parallel,
+            });
+        }
+        out
+    }
+
     pub(super) fn compression_level(&mut self, p: &KeyPath, level: Option<i64>) -> i32 {
         let level = level.unwrap_or(DEFAULT_COMPRESSION_LEVEL);
         if COMPRESSION_LEVELS.contains(&level) {
@@ -372,5 +455,16 @@ impl Validator<'_> {
                 }
             },
         }
+    }
+}
+
+/// Whether two stores are the same place (a directory, or a bucket and prefix at an endpoint).
+fn same_place(a: &StoreSettings, b: &StoreSettings) -> bool {
+    match (a, b) {
+        (StoreSettings::Local { path: x }, StoreSettings::Local { path: y }) => x == y,
+        (StoreSettings::S3(x), StoreSettings::S3(y)) => {
+            x.bucket == y.bucket && x.prefix == y.prefix && x.endpoint == y.endpoint
+        }
+        _ => false,
     }
 }

@@ -10,6 +10,7 @@
 //! job kind: a `JobKind` in the catalog, a file here with its start function, a route in the API.
 
 pub mod backup;
+pub mod copy;
 pub mod drill;
 pub mod prune;
 pub mod rebuild;

@@ -44,13 +44,21 @@ pub enum RestoreStartError {
     Refused(String),
 }
 
-/// The repository a restore reads: as it was at `--as-of` when asked, else the daemon's.
+/// The repository a restore reads: a `[[copy]]` when asked (`--repository`), as it was at
+/// `--as-of` when asked, else the daemon's.
 fn restore_repository(
     ctx: &Ctx,
     options: &crate::restore::exec::RestoreOptions,
 ) -> Result<crate::repository::Repository, String> {
+    let base = match &options.repository {
+        None => ctx.repo.clone(),
+        Some(name) => crate::daemon::copy_repository(&ctx.repo, &ctx.settings(), name)?,
+    };
     match options.as_of {
-        None => Ok(ctx.repo.clone()),
+        None => Ok(base),
+        Some(_) if options.repository.is_some() => {
+            Err("--as-of reads the repository's own bucket versions: not with --repository".into())
+        }
         Some(at) => crate::daemon::repository_as_of(&ctx.repo, &ctx.settings().repository, at)
             .map_err(|e| format!("reading the repository as of {at}: {e}")),
     }

@@ -35,6 +35,8 @@ pub enum VerifyStartError {
     NotFound(BackupId),
     #[error("no complete backup to verify")]
     Nothing,
+    #[error("{0}")]
+    Copy(String),
 }
 
 /// Starts verifying `backup` (or the one [`next_to_verify`] picks).
@@ -42,7 +44,17 @@ pub fn start(
     ctx: &Arc<Ctx>,
     trigger: &str,
     backup: Option<BackupId>,
+    copy: Option<String>,
 ) -> Result<JobStarted, VerifyStartError> {
+    // A copy is read, and its outcome logged and kept with the job: the catalog's verification
+    // of a backup is the repository's.
+    let copy_repo = match &copy {
+        None => None,
+        Some(name) => Some(
+            crate::daemon::copy_repository(&ctx.repo, &ctx.settings(), name)
+                .map_err(VerifyStartError::Copy)?,
+        ),
+    };
     let claim = claim(ctx)?;
     let id = {
         let backups = lock_catalog(&ctx.catalog)
@@ -63,11 +75,15 @@ pub fn start(
         work,
         span,
         move |w| {
-            let result = w.ctx.repo.verify_backup(&bid, &w.cancel);
+            let repo = copy_repo.as_ref().unwrap_or(&w.ctx.repo);
+            let result = repo.verify_backup(&bid, &w.cancel);
             crate::failpoint::hit("verify.read_back", &w.cancel);
             (bid, result)
         },
-        end,
+        move |w, r| match copy {
+            None => end(w, r),
+            Some(name) => end_copy(&name, r),
+        },
     );
     Ok(JobStarted {
         job_id,
@@ -130,6 +146,38 @@ fn end(w: &Work, result: Result<RunResult, String>) -> Ending {
     Ending {
         record: Some(record),
         ..Ending::plain(state, error)
+    }
+}
+
+/// The outcome of a verify of a `[[copy]]`: the job's state and error, nothing recorded of the
+/// backup (its verification in the catalog is the repository's).
+fn end_copy(copy: &str, result: Result<RunResult, String>) -> Ending {
+    match result {
+        Ok((bid, Ok(r))) if r.is_ok() => {
+            tracing::info!(copy = copy, backup_id = %bid, files = r.files_checked, bytes = r.bytes_checked, "backup verified whole in the copy");
+            Ending::plain(State::Succeeded, None)
+        }
+        Ok((bid, Ok(r))) => {
+            let e = format!(
+                "backup {bid} in copy {copy} is damaged: {} file(s), e.g. {}",
+                r.damaged.len(),
+                r.damaged
+                    .first()
+                    .map(|d| format!("{} ({})", d.path, d.reason))
+                    .unwrap_or_default()
+            );
+            tracing::error!("{e}");
+            Ending::plain(State::Failed, Some(e))
+        }
+        Ok((_, Err(RepoError::Cancelled))) => Ending::plain(
+            State::Interrupted,
+            Some("interrupted: hopsdrd stopped before the backup was read back whole".into()),
+        ),
+        Ok((_, Err(e))) => Ending::plain(
+            State::Failed,
+            Some(format!("verify of copy {copy} failed: {e}")),
+        ),
+        Err(e) => Ending::plain(State::Failed, Some(e)),
     }
 }
 

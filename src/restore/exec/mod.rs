@@ -30,7 +30,7 @@ use steps::run_step;
 use super::plan::{RestorePlan, RestoreStep, StepKind};
 
 /// What the operator allowed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestoreOptions {
     /// Restore a backup recorded `partial`.
     pub allow_partial: bool,
@@ -39,6 +39,9 @@ pub struct RestoreOptions {
     /// The repository read as it was at this time (object versions of a versioned bucket).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub as_of: Option<chrono::DateTime<chrono::Utc>>,
+    /// Read from this `[[copy]]` instead of the repository (`--repository NAME`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
 }
 
 /// Why a restore step failed.
