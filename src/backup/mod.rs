@@ -12,6 +12,7 @@ pub mod coverage;
 pub mod files;
 pub mod hopsfs;
 pub mod known;
+pub mod opensearch;
 pub mod recorder;
 pub mod replicas;
 pub mod rondb;
@@ -51,6 +52,8 @@ pub enum BackupError {
     Rondb(#[from] rondb::RondbError),
     #[error("hopsfs: {0}")]
     Hopsfs(#[from] hopsfs::HopsfsError),
+    #[error("opensearch: {0}")]
+    Opensearch(#[from] Box<opensearch::OpensearchBackupError>),
     #[error("preflight: the repository {repo} has {} free, less than the previous backup's size plus a margin ({}): free space or prune old backups", bytesize::ByteSize(*.available).display().iec(), bytesize::ByteSize(*.needed).display().iec())]
     NoRoom {
         repo: String,
@@ -446,6 +449,18 @@ fn run_cluster_parts(
         Ok((facts, started.nodes, fence))
     })?;
     recorded.rondb = Some(facts.clone());
+    // OpenSearch's snapshot starts now, within seconds of the consistency point, and runs
+    // while the blocks are copied.
+    let os_started = match settings
+        .opensearch
+        .as_ref()
+        .map(|o| opensearch::start(o, id))
+    {
+        None => None,
+        Some(Ok(s)) => Some(s),
+        // Failed to start: the component fails at once, before the blocks are copied.
+        Some(Err(e)) => return c.run("opensearch", |_| Err(Box::new(e).into())),
+    };
     let mut partial = None;
     if let Some(h) = &settings.hopsfs {
         let mut hf = HopsfsFacts {
@@ -543,6 +558,20 @@ fn run_cluster_parts(
             }
         }
         recorded.hopsfs = Some(hf);
+    }
+    if let (Some(o), Some(started)) = (&settings.opensearch, os_started) {
+        let consistent_at = facts.consistent_at;
+        let (of, os_partial) = c.run("opensearch", |w| {
+            opensearch::finish(o, started, &settings.ssh, consistent_at, w, cancel)
+                .map_err(|e| Box::new(e).into())
+        })?;
+        recorded.opensearch = Some(of);
+        if let Some(p) = os_partial {
+            partial = Some(match partial {
+                Some(q) => format!("{q}; {p}"),
+                None => p,
+            });
+        }
     }
     Ok((Some((facts, nodes)), partial))
 }

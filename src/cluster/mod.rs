@@ -9,4 +9,5 @@ pub mod mysql;
 pub mod ndb_mgm;
 pub mod ndb_tables;
 pub mod node;
+pub mod opensearch;
 pub mod sqldump;

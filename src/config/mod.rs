@@ -58,6 +58,42 @@ pub struct Settings {
     pub drill: DrillSettings,
     /// `[[copy]]`: second copies of the repository.
     pub copies: Vec<CopySettings>,
+    /// `[opensearch]`: the OpenSearch component; `None` when the section is absent.
+    pub opensearch: Option<OpensearchSettings>,
+}
+
+/// `[opensearch]`: OpenSearch snapshotted through its REST API into an `fs` snapshot
+/// repository whose files the backup stores.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpensearchSettings {
+    /// `https://host:9200` (or `http://`).
+    pub url: String,
+    /// Basic authentication (with `password`); none: no authentication.
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    /// The CA that signed OpenSearch's certificate (PEM); none: the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// The snapshot repository's name (registered by hopsdr).
+    pub repository: String,
+    /// The repository's directory on the OpenSearch node (under its `path.repo`).
+    pub location: String,
+    /// Where `location` is: the head node or a host reached over ssh.
+    pub host: NodeHost,
+    /// The indices snapshotted (OpenSearch's syntax: names, `*`, `-exclusions`).
+    pub indices: String,
+    pub snapshot_timeout: Duration,
+    pub restore_timeout: Duration,
+    /// What a restore does to an open index of the same name: close it (`close`) or delete
+    /// it (`delete`).
+    pub replace: OpensearchReplace,
+}
+
+/// `[opensearch] replace`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OpensearchReplace {
+    Close,
+    Delete,
 }
 
 /// `[[copy]]`: another place (a directory or a bucket, with its own credentials) that a copy

@@ -36,6 +36,23 @@ table! {
         pub hooks: Option<RawHooks>,
         pub drill: Option<RawDrill>,
         pub copy: Option<Vec<RawCopy>>,
+        pub opensearch: Option<RawOpensearch>,
+    }
+}
+
+table! {
+    RawOpensearch {
+        pub url: Option<String>,
+        pub user: Option<String>,
+        pub password: Option<toml::Value>,
+        pub ca_file: Option<String>,
+        pub repository: Option<String>,
+        pub location: Option<String>,
+        pub host: Option<String>,
+        pub indices: Option<String>,
+        pub snapshot_timeout: Option<String>,
+        pub restore_timeout: Option<String>,
+        pub replace: Option<String>,
     }
 }
 
@@ -325,6 +342,7 @@ pub(crate) fn allowed_keys(shape: &str) -> Vec<&'static str> {
         "repository.secret_access_key"
         | "repository.prune_secret_access_key"
         | "copy.secret_access_key"
+        | "opensearch.password"
         | "mysql.password"
         | "repository.encryption.passphrase"
         | "rondb.backup_password" => &["credential", "file"],
@@ -344,6 +362,7 @@ pub(crate) fn allowed_keys(shape: &str) -> Vec<&'static str> {
         "hooks" => RawHooks::KEYS,
         "drill" => RawDrill::KEYS,
         "copy" => RawCopy::KEYS,
+        "opensearch" => RawOpensearch::KEYS,
         "copy.object_lock" => RawObjectLock::KEYS,
         "agents.nodes" => RawAgentNode::KEYS,
         "agents.links" => RawAgentLink::KEYS,

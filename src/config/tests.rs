@@ -131,6 +131,7 @@ fn shipped_example_commented_keys_are_valid() {
                 "/etc/hopsdr/mysql.password",
                 "/etc/hopsdr/repository.key",
                 "/etc/hopsdr/rondb-backup.password",
+                "/etc/hopsdr/opensearch.password",
             ] {
                 l = l.replace(secret, password.to_str().unwrap());
             }
@@ -394,7 +395,7 @@ fn unknown_keys_list_the_allowed_keys_of_every_table() {
         (
             "x = 1",
             "x",
-            "agents, backup, copy, daemon, drill, hooks, hopsfs, metrics, mysql, repository, restore, retention, rondb, schedule, ssh",
+            "agents, backup, copy, daemon, drill, hooks, hopsfs, metrics, mysql, opensearch, repository, restore, retention, rondb, schedule, ssh",
         ),
         (
             "[daemon]\nx = 1",
@@ -460,6 +461,11 @@ fn unknown_keys_list_the_allowed_keys_of_every_table() {
             "bandwidth, binary, enabled, links, nodes, timeout, timezone",
         ),
         ("[drill]\nx = 1", "drill.x", "max_age"),
+        (
+            "[opensearch]\nx = 1",
+            "opensearch.x",
+            "ca_file, host, indices, location, password, replace, repository, restore_timeout, snapshot_timeout, url, user",
+        ),
         (
             "[hooks]\nx = 1",
             "hooks.x",
@@ -916,6 +922,63 @@ fn copies_are_named_stores_and_schedules_target_them() {
         (
             "[[copy]]\nname = \"x\"\npath = \"/a\"\nparallel = 0\n",
             "copy[0].parallel: parallel = 0 is out of range",
+        ),
+    ] {
+        let e = errors_of(text);
+        assert!(e.contains(want), "{text}\n{e}");
+    }
+}
+
+/// `[opensearch]`: its url, credentials, repository and location; bad values named.
+#[test]
+fn opensearch_settings_and_their_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("os.password");
+    fs::write(&pw, "pw\n").unwrap();
+    fs::set_permissions(&pw, fs::Permissions::from_mode(0o600)).unwrap();
+    let rondb = "[rondb]\n[[rondb.data_nodes]]\nid = 1\n";
+    let s = parse(
+        &format!(
+            "{rondb}[opensearch]\nurl = \"https://os:9200/\"\nuser = \"hopsdr\"\npassword = {{ file = \"{}\" }}\n\
+             location = \"/srv/hops/opensearch/snapshots/hopsdr\"\nhost = \"os1\"\nreplace = \"delete\"\n",
+            pw.display()
+        ),
+        "f",
+        &SecretEnv::default(),
+    )
+    .unwrap();
+    let o = s.opensearch.unwrap();
+    assert_eq!(o.url, "https://os:9200");
+    assert_eq!(o.repository, "hopsdr");
+    assert_eq!(o.host, NodeHost::Remote("os1".into()));
+    assert_eq!(o.replace, OpensearchReplace::Delete);
+    assert_eq!(o.indices, "*,-.opendistro_security,-.opensearch-*");
+    assert_eq!(o.snapshot_timeout, Duration::from_secs(3600));
+    for (text, want) in [
+        ("[opensearch]\nurl = \"https://os:9200\"\nlocation = \"/a\"\n", "[opensearch] needs [rondb]"),
+        (
+            &format!("{rondb}[opensearch]\nlocation = \"/a\"\n") as &str,
+            "opensearch.url: required key is missing",
+        ),
+        (
+            &format!("{rondb}[opensearch]\nurl = \"os:9200\"\nlocation = \"/a\"\n"),
+            "opensearch.url: invalid url",
+        ),
+        (
+            &format!("{rondb}[opensearch]\nurl = \"https://os\"\nuser = \"u\"\nlocation = \"/a\"\n"),
+            "opensearch.password: user and password go together",
+        ),
+        (
+            &format!("{rondb}[opensearch]\nurl = \"https://os\"\nlocation = \"relative\"\n"),
+            "opensearch.location",
+        ),
+        (
+            &format!("{rondb}[opensearch]\nurl = \"https://os\"\nlocation = \"/a\"\nrepository = \"Hops DR\"\n"),
+            "opensearch.repository: invalid snapshot repository name",
+        ),
+        (
+            &format!("{rondb}[opensearch]\nurl = \"https://os\"\nlocation = \"/a\"\nreplace = \"wipe\"\n"),
+            "opensearch.replace",
         ),
     ] {
         let e = errors_of(text);

@@ -20,6 +20,8 @@ pub struct ManifestFacts {
     pub healed_blobs: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hopsfs: Option<HopsfsFacts>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opensearch: Option<OpensearchFacts>,
     /// Why the backup is partial (blocks the metadata references were not captured).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partial: Option<String>,
@@ -39,6 +41,24 @@ impl ManifestFacts {
             .as_ref()
             .is_some_and(HopsfsFacts::coverage_unchecked)
     }
+}
+
+/// `info.extra.opensearch`: the OpenSearch snapshot the backup holds (its repository's files
+/// are stored under `opensearch/`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OpensearchFacts {
+    /// The snapshot repository's name and the snapshot's name and uuid.
+    pub repository: String,
+    pub snapshot: String,
+    pub uuid: String,
+    /// `SUCCESS` or `PARTIAL`.
+    pub state: String,
+    pub indices: Vec<String>,
+    pub shards_total: u64,
+    pub shards_failed: u64,
+    /// When the snapshot was started: seconds after the RonDB consistency point.
+    pub started_after_consistency_seconds: f64,
 }
 
 /// `info.extra.stats`: the sizes the catalog lists for the backup.

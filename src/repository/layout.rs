@@ -7,5 +7,7 @@
 pub const USERS_SQL: &str = "users/users.sql";
 /// The MySQL server's views, routines, triggers and events, as SQL.
 pub const SCHEMA_SQL: &str = "users/schema.sql";
+/// The OpenSearch snapshot repository's files (an `fs` repository, as OpenSearch wrote it).
+pub const OPENSEARCH_REPOSITORY: &str = "opensearch/repository";
 /// The catalog as of the backup's start (for `hopsdrd --rebuild-catalog`).
 pub const CATALOG_COPY: &str = "hopsdr/catalog.db";

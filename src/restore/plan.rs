@@ -39,6 +39,7 @@ pub enum StepKind {
     StartServices,
     StartDatanodes,
     WaitSafemode,
+    Opensearch,
     Reindex,
     Kafka,
     Report,
@@ -354,6 +355,17 @@ fn show_tables(rondb: &crate::config::RondbSettings, cs: &str) -> Vec<String> {
     let mut show = rondb.ndb_show_tables.clone();
     show.extend(s(&["-c", cs, "-p", "-t", "2"]));
     show
+}
+
+/// The indices of a snapshot a restore brings back: all but the security plugin's (its
+/// configuration belongs to the new deployment, and OpenSearch refuses it to anyone but the
+/// admin certificate) and OpenSearch's own system indices.
+pub fn restorable_indices(indices: &[String]) -> Vec<String> {
+    indices
+        .iter()
+        .filter(|i| *i != ".opendistro_security" && !i.starts_with(".opensearch"))
+        .cloned()
+        .collect()
 }
 
 fn step(kind: StepKind, title: impl Into<String>, node: &str, checks: &str) -> RestoreStep {
@@ -798,6 +810,43 @@ pub fn plan(
                     },
                 )
             });
+        }
+    }
+    if let Some(of) = &m.info.facts.opensearch {
+        match &settings.opensearch {
+            None => notes.push(format!(
+                "the backup holds OpenSearch snapshot {} ({} indices): [opensearch] is not configured, it is not restored (ePipe's reindex rebuilds the search metadata only)",
+                of.snapshot,
+                of.indices.len()
+            )),
+            Some(o) => {
+                let indices: Vec<String> = restorable_indices(&of.indices);
+                let replace = match o.replace {
+                    crate::config::OpensearchReplace::Close => "closed",
+                    crate::config::OpensearchReplace::Delete => "deleted",
+                };
+                steps.push(RestoreStep {
+                    commands: vec![
+                        s(&["tar", "-C", &o.location, "-xf", "-", "(the snapshot repository's files, if OpenSearch lacks the snapshot)"]),
+                        s(&["PUT", &format!("{}/_snapshot/{}", o.url, o.repository)]),
+                        s(&["POST", &format!("{}/_snapshot/{}/{}/_restore", o.url, o.repository, of.snapshot)]),
+                        s(&["GET", &format!("{}/_cat/indices", o.url)]),
+                    ],
+                    ..step(
+                        StepKind::Opensearch,
+                        format!(
+                            "restore OpenSearch snapshot {} ({} indices; open ones of the same name {replace} first)",
+                            of.snapshot,
+                            indices.len()
+                        ),
+                        "OpenSearch",
+                        &format!(
+                            "every index green within {}",
+                            humantime::format_duration(o.restore_timeout)
+                        ),
+                    )
+                });
+            }
         }
     }
     let mut reindex = match &r.reindex_user {

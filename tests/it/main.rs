@@ -26,6 +26,8 @@ mod moto;
 mod mysql;
 #[cfg(feature = "testbed")]
 mod netns;
+#[cfg(feature = "testbed")]
+mod opensearch;
 mod packaging;
 mod packs;
 #[cfg(feature = "testbed")]

@@ -44,6 +44,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ApiCmd,
     },
+    /// The cluster's OpenSearch: serve its API, inject faults, read its fingerprint.
+    Opensearch {
+        #[command(subcommand)]
+        cmd: OpensearchCmd,
+    },
     /// Inject or clear faults.
     Fault {
         #[command(subcommand)]
@@ -53,6 +58,53 @@ enum Cmd {
     Backup {
         #[command(subcommand)]
         cmd: BackupCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum OpensearchCmd {
+    /// Serve the snapshot and restore API on 127.0.0.1:PORT until killed.
+    Serve {
+        #[arg(long)]
+        port: u16,
+        /// How long a snapshot stays IN_PROGRESS.
+        #[arg(long, default_value_t = 300)]
+        snapshot_ms: u64,
+        /// How long a restored index stays red.
+        #[arg(long, default_value_t = 300)]
+        restore_ms: u64,
+        /// User `hopsdr`'s password (first line); without it no authentication.
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        /// HTTPS with this certificate (PEM) ...
+        #[arg(long, requires = "key")]
+        cert: Option<PathBuf>,
+        /// ... and key (PEM).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        #[arg(long, env = "HOPSDR_TESTBED_DIR")]
+        dir: PathBuf,
+    },
+    /// Snapshots end `partial` or `failed`, or every request is refused (`unavailable`);
+    /// `clear` undoes it.
+    Fault {
+        kind: String,
+        #[arg(long, env = "HOPSDR_TESTBED_DIR")]
+        dir: PathBuf,
+    },
+    /// One digest of the indices (not the security index): names, state, documents.
+    Fingerprint {
+        #[arg(long, env = "HOPSDR_TESTBED_DIR")]
+        dir: PathBuf,
+    },
+    /// Add documents to an index (created if needed).
+    AddDocs {
+        #[arg(long)]
+        index: String,
+        #[arg(long)]
+        docs: u32,
+        #[arg(long, env = "HOPSDR_TESTBED_DIR")]
+        dir: PathBuf,
     },
 }
 
@@ -333,30 +385,37 @@ pub fn main() -> Result<i32> {
                 api_slots,
                 binlog,
                 wildcard_addresses,
-            } => model::create(CreateArgs {
-                dir,
-                data_nodes,
-                hopsfs_datanodes,
-                volumes,
-                rows,
-                files,
-                block_size,
-                replication,
-                seed,
-                multi_part,
-                compressed,
-                safemode_poll_ms,
-                safemode_extension_ms,
-                replication_interval_ms,
-                api_slots,
-                binlog,
-                wildcard_addresses,
-            })?,
+            } => {
+                let os_dir = dir.clone();
+                model::create(CreateArgs {
+                    dir,
+                    data_nodes,
+                    hopsfs_datanodes,
+                    volumes,
+                    rows,
+                    files,
+                    block_size,
+                    replication,
+                    seed,
+                    multi_part,
+                    compressed,
+                    safemode_poll_ms,
+                    safemode_extension_ms,
+                    replication_interval_ms,
+                    api_slots,
+                    binlog,
+                    wildcard_addresses,
+                })?;
+                crate::opensearch::create(&os_dir, seed)?;
+            }
             ClusterCmd::Info { dir } => println!("{}", info(&Cluster::open(&dir)?)),
             ClusterCmd::Fingerprint { dir } => {
                 println!("{}", model::fingerprint(&Cluster::open(&dir)?)?)
             }
-            ClusterCmd::Destroy { dir } => model::wipe(&mut Cluster::open(&dir)?)?,
+            ClusterCmd::Destroy { dir } => {
+                model::wipe(&mut Cluster::open(&dir)?)?;
+                crate::opensearch::destroy(&dir)?;
+            }
             ClusterCmd::Redeploy {
                 dir,
                 empty,
@@ -374,7 +433,8 @@ pub fn main() -> Result<i32> {
                 if let Some(n) = volumes.filter(|n| *n > 0) {
                     cl.cfg.volumes = n;
                 }
-                model::deploy(&mut cl, empty)?
+                model::deploy(&mut cl, empty)?;
+                crate::opensearch::redeploy(&dir)?;
             }
             ClusterCmd::AddTable { table, dir } => {
                 let Some((d, t)) = table.split_once('.') else {
@@ -429,6 +489,50 @@ pub fn main() -> Result<i32> {
             }
         },
         Cmd::Fault { cmd } => fault(cmd)?,
+        Cmd::Opensearch { cmd } => match cmd {
+            OpensearchCmd::Serve {
+                port,
+                snapshot_ms,
+                restore_ms,
+                password_file,
+                cert,
+                key,
+                dir,
+            } => {
+                let password = match password_file {
+                    None => None,
+                    Some(f) => Some(
+                        std::fs::read_to_string(&f)?
+                            .lines()
+                            .next()
+                            .unwrap_or_default()
+                            .to_string(),
+                    ),
+                };
+                let opts = crate::opensearch::Options {
+                    snapshot_ms,
+                    restore_ms,
+                    password,
+                };
+                return crate::opensearch::serve(&dir, port, opts, cert.zip(key));
+            }
+            OpensearchCmd::Fault { kind, dir } => crate::opensearch::with_state(&dir, |st| {
+                st.fault = match kind.as_str() {
+                    "clear" => None,
+                    "partial" | "failed" | "unavailable" => Some(kind.clone()),
+                    k => {
+                        anyhow::bail!("unknown fault {k:?}: partial, failed, unavailable or clear")
+                    }
+                };
+                Ok(())
+            })?,
+            OpensearchCmd::Fingerprint { dir } => {
+                println!("{}", crate::opensearch::fingerprint(&dir)?)
+            }
+            OpensearchCmd::AddDocs { index, docs, dir } => {
+                crate::opensearch::add_docs(&dir, &index, docs)?
+            }
+        },
         Cmd::Backup {
             cmd:
                 BackupCmd::Blocks {

@@ -13,6 +13,7 @@ mod hdfs;
 mod hopsworks;
 mod mgm;
 mod model;
+mod opensearch;
 mod restore;
 mod showtables;
 mod state;

@@ -19,8 +19,8 @@ use toml::Spanned;
 
 use super::raw::{
     allowed_keys, RawAgents, RawBackup, RawConfig, RawCopy, RawDaemon, RawDrill, RawEncryption,
-    RawFilePath, RawHooks, RawHopsfs, RawMetrics, RawMysql, RawRepository, RawRestore,
-    RawRetention, RawRondb, RawSchedule, RawSsh,
+    RawFilePath, RawHooks, RawHopsfs, RawMetrics, RawMysql, RawOpensearch, RawRepository,
+    RawRestore, RawRetention, RawRondb, RawSchedule, RawSsh,
 };
 use super::secret::{check_credential, check_file};
 use super::spans::{self, KeyPath, Seg, SpanIndex};
@@ -28,10 +28,10 @@ use super::{
     AgentLink, AgentsSettings, BackupSettings, BlockStorage, ConfigError, ConfigErrors,
     CopySettings, DaemonSettings, DataNodeSettings, DrillSettings, EncryptionSettings,
     FilePathSettings, HooksSettings, HopsfsDatanodeSettings, HopsfsSettings, JobKind,
-    MetricsSettings, MysqlDumpMode, MysqlSettings, NodeHost, ObjectLockSettings,
-    RepositorySettings, RestoreReplicas, RestoreSettings, RetentionSettings, RondbSettings,
-    S3Settings, ScheduleSettings, Secret, SecretEnv, Settings, SshConfig, StoreSettings,
-    VersioningPolicy,
+    MetricsSettings, MysqlDumpMode, MysqlSettings, NodeHost, ObjectLockSettings, OpensearchReplace,
+    OpensearchSettings, RepositorySettings, RestoreReplicas, RestoreSettings, RetentionSettings,
+    RondbSettings, S3Settings, ScheduleSettings, Secret, SecretEnv, Settings, SshConfig,
+    StoreSettings, VersioningPolicy,
 };
 
 pub(crate) const DEFAULT_SOCKET: &str = "/run/hopsdr/hopsdr.sock";
@@ -350,6 +350,15 @@ impl<'a> Validator<'a> {
         let retention = self.retention(&root.key("retention"), raw.retention.unwrap_or_default());
         let hooks = self.hooks(&root.key("hooks"), raw.hooks.unwrap_or_default());
         let drill = self.drill(&root.key("drill"), raw.drill.unwrap_or_default());
+        let opensearch = raw
+            .opensearch
+            .map(|o| self.opensearch(&root.key("opensearch"), o, env));
+        if opensearch.is_some() && rondb.is_none() {
+            self.error(
+                &root.key("opensearch"),
+                "[opensearch] needs [rondb]: the snapshot is taken at the RonDB backup's consistency point",
+            );
+        }
         if hopsfs.is_some() && rondb.is_none() {
             self.error(
                 &root.key("hopsfs"),
@@ -373,6 +382,110 @@ impl<'a> Validator<'a> {
             hooks,
             drill,
             copies,
+            opensearch,
+        }
+    }
+
+    fn opensearch(
+        &mut self,
+        p: &KeyPath,
+        raw: RawOpensearch,
+        env: &SecretEnv,
+    ) -> OpensearchSettings {
+        let url = match raw.url {
+            None => {
+                self.missing(
+                    &p.key("url"),
+                    "url = \"https://opensearch.service.consul:9200\"",
+                );
+                String::new()
+            }
+            Some(u)
+                if (u.starts_with("https://") || u.starts_with("http://"))
+                    && !u.contains(char::is_whitespace) =>
+            {
+                u.trim_end_matches('/').to_string()
+            }
+            Some(u) => {
+                self.error(
+                    &p.key("url"),
+                    format!("invalid url {u:?}: use https://host:port"),
+                );
+                String::new()
+            }
+        };
+        let password = self.secret(&p.key("password"), raw.password, env);
+        if raw.user.is_some() != password.is_some() {
+            self.error(
+                &p.key(if raw.user.is_some() {
+                    "password"
+                } else {
+                    "user"
+                }),
+                "user and password go together (basic authentication): set both or neither",
+            );
+        }
+        let ca_file = raw
+            .ca_file
+            .map(|c| self.absolute(&p.key("ca_file"), Some(c), "/"));
+        let repository = raw.repository.unwrap_or_else(|| "hopsdr".into());
+        if repository.is_empty()
+            || !repository
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        {
+            self.error(
+                &p.key("repository"),
+                format!("invalid snapshot repository name {repository:?}: use a-z, 0-9, \"-\" and \"_\""),
+            );
+        }
+        let location = match raw.location {
+            None => {
+                self.missing(
+                    &p.key("location"),
+                    "location = \"/srv/hops/opensearch/snapshots/hopsdr\" (under path.repo)",
+                );
+                String::new()
+            }
+            Some(l) => self
+                .absolute(&p.key("location"), Some(l), "/")
+                .display()
+                .to_string(),
+        };
+        let host = self.host(&p.key("host"), raw.host);
+        let replace = match raw.replace.as_deref() {
+            None | Some("close") => OpensearchReplace::Close,
+            Some("delete") => OpensearchReplace::Delete,
+            Some(x) => {
+                self.error(
+                    &p.key("replace"),
+                    format!("replace = {x:?}: \"close\" or \"delete\""),
+                );
+                OpensearchReplace::Close
+            }
+        };
+        OpensearchSettings {
+            url,
+            user: raw.user,
+            password,
+            ca_file,
+            repository,
+            location,
+            host,
+            indices: raw
+                .indices
+                .unwrap_or_else(|| "*,-.opendistro_security,-.opensearch-*".into()),
+            snapshot_timeout: self.duration(
+                &p.key("snapshot_timeout"),
+                raw.snapshot_timeout,
+                Duration::from_secs(3600),
+            ),
+            restore_timeout: self.duration(
+                &p.key("restore_timeout"),
+                raw.restore_timeout,
+                Duration::from_secs(3600),
+            ),
+            replace,
         }
     }
 

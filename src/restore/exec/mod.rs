@@ -20,6 +20,7 @@ use crate::cluster::node::{Node, NodeError};
 use crate::config::{NodeHost, SecretEnv, Settings};
 use crate::repository::{Entry, Manifest, RepoError, Repository};
 
+mod opensearch;
 mod replicas;
 mod steps;
 mod via_agent;

@@ -42,6 +42,7 @@ pub(super) fn run_step(
         }
         StepKind::StartServices => run_each(run, i, step, SHORT_TIMEOUT),
         StepKind::Reindex | StepKind::Kafka => run_each(run, i, step, TOOL_TIMEOUT),
+        StepKind::Opensearch => super::opensearch::restore(run, i, step),
         StepKind::RestoreData => {
             let mut d: DataDetail = serde_json::from_str(detail).unwrap_or_default();
             // Each ndb_restore holds an API slot: never more at once than are free.
