@@ -1,7 +1,8 @@
 //! OpenSearch (issue 21, part 1) on the test-bed's OpenSearch endpoint over HTTPS with basic
 //! authentication: snapshotted with a backup (its repository's files stored in it), restored
 //! onto a redeployed cluster — the snapshot repository lost, the redeployed feature-store
-//! index open and closed first — so that the indices equal those backed up; a PARTIAL snapshot
+//! index open and closed first, hopsdrd killed right after asking for the restore and the
+//! restore resumed — so that the indices equal those backed up; a PARTIAL snapshot
 //! makes the backup partial, a FAILED one fails it, wrong credentials and a location outside
 //! `path.repo` are named.
 
@@ -179,7 +180,7 @@ fn opensearch_is_snapshotted_with_the_backup_and_restored_onto_a_redeployed_clus
     let os = OpensearchServer::start(&env, &c, "os-secret");
     env.extra_config
         .push_str(&os.config(&env, &c, "os-secret", &location(&c)));
-    let _d = env.start();
+    let d = env.start();
     let before = (c.fingerprint(), os_fingerprint(&c));
     let id = env.backup_ok();
     let show = env.ctl_json(&["backups", "show", &id]);
@@ -220,7 +221,15 @@ fn opensearch_is_snapshotted_with_the_backup_and_restored_onto_a_redeployed_clus
         )),
         "{plan}"
     );
-    let o = env.ctl(&["restore", "start", &id, "--yes", "--wait"]);
+    // Killed right after OpenSearch was asked to restore: the resumed step closes what it
+    // restored and restores it again.
+    drop(d);
+    env.kill_at(
+        "restore.opensearch.requested",
+        &["restore", "start", &id, "--yes"],
+    );
+    let _d = env.start();
+    let o = env.ctl(&["restore", "resume", "--wait"]);
     assert_eq!(
         o.status.code(),
         Some(0),
