@@ -210,6 +210,14 @@ impl Referenced {
         self.count == 0
     }
 
+    /// Calls `f` with each block listed.
+    pub fn for_each(
+        &mut self,
+        f: impl FnMut(usize, BlockRef) -> Result<(), String>,
+    ) -> Result<(), HopsfsError> {
+        Self::each_in(&mut self.file, f).map_err(HopsfsError::Referenced)
+    }
+
     /// Calls `f` with each block of `file` and its line number.
     fn each_in(
         file: &mut File,

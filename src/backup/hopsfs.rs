@@ -53,6 +53,8 @@ pub use crate::cluster::hopsfs::PIN_DIR;
 pub enum HopsfsError {
     #[error(transparent)]
     Node(#[from] NodeError),
+    #[error("cloud: {0}")]
+    Cloud(String),
     #[error("datanode {datanode}, volume {volume}: {reason}")]
     Listing {
         datanode: String,

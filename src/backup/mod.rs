@@ -8,6 +8,7 @@
 //! its manifest, after every component succeeded; a failed or cancelled backup leaves no
 //! manifest, so it does not exist in the repository. See `ARCHITECTURE.md`, "life of a backup".
 
+pub mod cloud;
 pub mod coverage;
 pub mod files;
 pub mod hopsfs;
@@ -470,6 +471,35 @@ fn run_cluster_parts(
             },
             ..Default::default()
         };
+        if let (None, Some(cloud)) = (dns, &h.cloud) {
+            // Cloud mode: the objects' versions at the consistency point, checked against the
+            // blocks the metadata references.
+            let consistent_at = facts.consistent_at;
+            let rid = facts.backup_id;
+            partial = c.run("hopsfs", |w| {
+                let referenced = match &h.referenced_blocks {
+                    None => None,
+                    Some(cmd) => {
+                        let password = cluster::ndb_mgm::backup_password(r)
+                            .map_err(hopsfs::HopsfsError::Referenced)?;
+                        Some(coverage::referenced(
+                            cmd,
+                            rid,
+                            password.as_deref().map(String::as_str),
+                            r.command_timeout,
+                            cancel,
+                        )?)
+                    }
+                };
+                Ok(cloud::back_up(
+                    cloud,
+                    consistent_at,
+                    referenced,
+                    w,
+                    &mut hf,
+                )?)
+            })?;
+        }
         if let Some(dns) = dns {
             let out = c.run("hopsfs", |w| {
                 let fence = match (fence, &no_fence) {

@@ -236,6 +236,18 @@ pub struct HopsfsSettings {
     pub referenced_blocks: Option<Vec<String>>,
     pub copy_timeout: Duration,
     pub datanodes: Vec<HopsfsDatanodeSettings>,
+    /// `[hopsfs.cloud]`: the bucket HopsFS keeps its blocks in (`block_storage = "cloud"`).
+    pub cloud: Option<HopsfsCloudSettings>,
+}
+
+/// `[hopsfs.cloud]`: the bucket of a HopsFS in cloud mode, reached with credentials that
+/// read, list versions and copy (never delete).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HopsfsCloudSettings {
+    pub s3: S3Settings,
+    /// Blocks per key prefix (`dfs.cloud.prefix.size`): keys are
+    /// `hopsfs-blocks-set-<id / set_size>/blk_<id>_<genstamp>.data|.meta`; 0: no set prefix.
+    pub set_size: u64,
 }
 
 /// `[[hopsfs.datanodes]]`.

@@ -130,6 +130,21 @@ table! {
         pub referenced_blocks: Option<Vec<String>>,
         pub copy_timeout: Option<String>,
         pub datanodes: Option<Vec<RawHopsfsDatanode>>,
+        pub cloud: Option<RawHopsfsCloud>,
+    }
+}
+
+table! {
+    RawHopsfsCloud {
+        pub bucket: Option<String>,
+        pub prefix: Option<String>,
+        pub endpoint: Option<String>,
+        pub region: Option<String>,
+        pub path_style: Option<bool>,
+        pub access_key_id: Option<String>,
+        pub secret_access_key: Option<toml::Value>,
+        pub ca_bundle: Option<String>,
+        pub set_size: Option<i64>,
     }
 }
 
@@ -343,6 +358,7 @@ pub(crate) fn allowed_keys(shape: &str) -> Vec<&'static str> {
         | "repository.prune_secret_access_key"
         | "copy.secret_access_key"
         | "opensearch.password"
+        | "hopsfs.cloud.secret_access_key"
         | "mysql.password"
         | "repository.encryption.passphrase"
         | "rondb.backup_password" => &["credential", "file"],
@@ -355,6 +371,7 @@ pub(crate) fn allowed_keys(shape: &str) -> Vec<&'static str> {
         "rondb.data_nodes" => RawDataNode::KEYS,
         "hopsfs" => RawHopsfs::KEYS,
         "hopsfs.datanodes" => RawHopsfsDatanode::KEYS,
+        "hopsfs.cloud" => RawHopsfsCloud::KEYS,
         "retention" => RawRetention::KEYS,
         "restore" => RawRestore::KEYS,
         "ssh" => RawSsh::KEYS,

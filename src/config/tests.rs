@@ -443,7 +443,7 @@ fn unknown_keys_list_the_allowed_keys_of_every_table() {
         (
             "[rondb]\n[hopsfs]\nx = 1\n[[hopsfs.datanodes]]\nhost = \"dn1\"",
             "hopsfs.x",
-            "block_storage, copy_timeout, datanodes, referenced_blocks",
+            "block_storage, cloud, copy_timeout, datanodes, referenced_blocks",
         ),
         (
             "[rondb]\n[hopsfs]\n[[hopsfs.datanodes]]\nhost = \"dn1\"\ny = 1",
@@ -583,8 +583,25 @@ fn hopsfs_settings_and_their_errors() {
     );
     assert_eq!(
         errors_of("[hopsfs]\nblock_storage = \"cloud\"\n"),
-        "hopsdr.toml:1: hopsfs: [hopsfs] needs [rondb]: the blocks are taken consistent with the RonDB backup (and its metadata says which blocks exist)"
+        "hopsdr.toml:1: hopsfs.cloud: required key is missing: add [hopsfs.cloud] with the blocks' bucket (bucket, endpoint, credentials)\n\
+         hopsdr.toml:1: hopsfs: [hopsfs] needs [rondb]: the blocks are taken consistent with the RonDB backup (and its metadata says which blocks exist)"
     );
+    // Cloud mode: the bucket with its own credentials; set_size as HopsFS's prefix size.
+    let c = parse(
+        "[rondb]\n[hopsfs]\nblock_storage = \"cloud\"\n[hopsfs.cloud]\nbucket = \"hopsfs-blocks\"\nendpoint = \"https://s3.local:9000\"\nregion = \"us-east-1\"\n",
+        "f",
+        &SecretEnv::default(),
+    )
+    .unwrap()
+    .hopsfs
+    .unwrap()
+    .cloud
+    .unwrap();
+    assert_eq!((c.s3.bucket.as_str(), c.set_size), ("hopsfs-blocks", 500));
+    let e = errors_of("[rondb]\n[hopsfs]\n[[hopsfs.datanodes]]\nhost = \"dn1\"\n[hopsfs.cloud]\nbucket = \"b-1\"\n");
+    assert!(e.contains("hopsfs.cloud: [hopsfs.cloud] is for block_storage = \"cloud\""), "{e}");
+    let e = errors_of("[rondb]\n[hopsfs]\nblock_storage = \"cloud\"\n[hopsfs.cloud]\nbucket = \"B\"\nset_size = -1\n");
+    assert!(e.contains("hopsfs.cloud.bucket: invalid bucket name") && e.contains("hopsfs.cloud.set_size"), "{e}");
     assert_eq!(
         errors_of("[rondb]\n[hopsfs]\n"),
         "hopsdr.toml:2: hopsfs.datanodes: no datanodes: list every HopsFS datanode ([[hopsfs.datanodes]] with host and volumes); every one must be copied"

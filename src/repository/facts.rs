@@ -150,6 +150,12 @@ pub struct HopsfsFacts {
     pub rbw_replicas: Vec<String>,
     /// `<datanode>/vol<i>` → the volume's path.
     pub volumes: Vec<(String, String)>,
+    /// Cloud mode: the bucket (and prefix) the blocks live in, and how many object versions the
+    /// backup recorded (`hopsfs/cloud/versions.tsv`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cloud_bucket: String,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cloud_objects: u64,
 }
 
 fn is_zero(n: &u64) -> bool {

@@ -7,6 +7,9 @@
 pub const USERS_SQL: &str = "users/users.sql";
 /// The MySQL server's views, routines, triggers and events, as SQL.
 pub const SCHEMA_SQL: &str = "users/schema.sql";
+/// HopsFS in cloud mode: the block objects' versions current at the consistency point, one
+/// `<key>\t<version id>\t<size>` line each, sorted by key.
+pub const HOPSFS_CLOUD_VERSIONS: &str = "hopsfs/cloud/versions.tsv";
 /// The OpenSearch snapshot repository's files (an `fs` repository, as OpenSearch wrote it).
 pub const OPENSEARCH_REPOSITORY: &str = "opensearch/repository";
 /// The catalog as of the backup's start (for `hopsdrd --rebuild-catalog`).

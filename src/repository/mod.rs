@@ -165,6 +165,7 @@ pub use manifest::{
 pub use objects::BlobPlace;
 pub use repair::RepairReport;
 pub use s3::control::as_of as versions_as_of;
+pub use s3::control::current_at as s3_current_at;
 pub use s3::{Control, LockMode, ObjectVersion, S3Options, S3Storage, VersionedView, Versioning};
 pub use storage::{validate_key, KeyError, LocalStorage, ObjectInfo, Storage, StorageError};
 pub use tree::Replica;

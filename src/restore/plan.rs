@@ -39,6 +39,7 @@ pub enum StepKind {
     StartServices,
     StartDatanodes,
     WaitSafemode,
+    CloudBlocks,
     Opensearch,
     Reindex,
     Kafka,
@@ -355,6 +356,14 @@ fn show_tables(rondb: &crate::config::RondbSettings, cs: &str) -> Vec<String> {
     let mut show = rondb.ndb_show_tables.clone();
     show.extend(s(&["-c", cs, "-p", "-t", "2"]));
     show
+}
+
+fn prefix_slash(p: &str) -> String {
+    if p.is_empty() {
+        String::new()
+    } else {
+        format!("{p}/")
+    }
 }
 
 /// The indices of a snapshot a restore brings back: all but the security plugin's (its
@@ -756,6 +765,31 @@ pub fn plan(
                     ),
                 )
             });
+        }
+    }
+    let cloud = m.info.facts.hopsfs.as_ref().filter(|h| h.cloud_objects > 0);
+    if let Some(hf) = cloud {
+        match settings.hopsfs.as_ref().and_then(|h| h.cloud.as_ref()) {
+            None => notes.push(format!(
+                "the backup recorded {} block objects of the bucket {}: [hopsfs.cloud] is not configured, they are not put back",
+                hf.cloud_objects, hf.cloud_bucket
+            )),
+            Some(c) => steps.push(RestoreStep {
+                commands: vec![s(&[
+                    "PUT",
+                    &format!("s3://{}/{}<key>", c.s3.bucket, prefix_slash(&c.s3.prefix)),
+                    "x-amz-copy-source: <key>?versionId=<recorded version>",
+                ])],
+                ..step(
+                    StepKind::CloudBlocks,
+                    format!(
+                        "put back the {} HopsFS block objects as they were at the backup (bucket {})",
+                        hf.cloud_objects, c.s3.bucket
+                    ),
+                    "the blocks' bucket",
+                    "every recorded object's current version is the recorded one (objects newer than the backup are left to the namenode, which deletes those no block names)",
+                )
+            }),
         }
     }
     if !r.services.is_empty() {

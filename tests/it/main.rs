@@ -8,6 +8,8 @@ mod api;
 mod backup;
 mod check_config;
 #[cfg(feature = "testbed")]
+mod cloud;
+#[cfg(feature = "testbed")]
 mod copy;
 #[cfg(feature = "testbed")]
 mod crash;

@@ -44,6 +44,23 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ApiCmd,
     },
+    /// HopsFS in cloud mode: bring the bucket to the metadata's blocks (`sync`), or count the
+    /// metadata's blocks whose objects are there with the right bytes (`check`).
+    Cloud {
+        op: String,
+        #[arg(long)]
+        endpoint: String,
+        #[arg(long)]
+        bucket: String,
+        #[arg(long)]
+        access_key: String,
+        #[arg(long)]
+        secret_file: PathBuf,
+        #[arg(long, default_value_t = 500)]
+        set_size: u64,
+        #[arg(long, env = "HOPSDR_TESTBED_DIR")]
+        dir: PathBuf,
+    },
     /// The cluster's OpenSearch: serve its API, inject faults, read its fingerprint.
     Opensearch {
         #[command(subcommand)]
@@ -489,6 +506,34 @@ pub fn main() -> Result<i32> {
             }
         },
         Cmd::Fault { cmd } => fault(cmd)?,
+        Cmd::Cloud {
+            op,
+            endpoint,
+            bucket,
+            access_key,
+            secret_file,
+            set_size,
+            dir,
+        } => {
+            let b = crate::cloud::Bucket {
+                endpoint,
+                bucket,
+                access_key,
+                secret_file,
+                set_size,
+            };
+            match op.as_str() {
+                "sync" => {
+                    let (put, deleted) = crate::cloud::sync(&dir, &b)?;
+                    println!("{put} objects put, {deleted} deleted");
+                }
+                "check" => {
+                    let (good, all) = crate::cloud::check(&dir, &b)?;
+                    println!("{good} of {all} blocks whole");
+                }
+                o => anyhow::bail!("unknown cloud operation {o:?}: sync or check"),
+            }
+        }
         Cmd::Opensearch { cmd } => match cmd {
             OpensearchCmd::Serve {
                 port,

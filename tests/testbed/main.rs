@@ -7,6 +7,7 @@
 mod api;
 mod backupfmt;
 mod cli;
+mod cloud;
 mod droptable;
 mod fixtures;
 mod hdfs;

@@ -97,7 +97,39 @@ impl Validator<'_> {
         }
     }
 
-    pub(super) fn hopsfs(&mut self, p: &KeyPath, raw: RawHopsfs) -> HopsfsSettings {
+    pub(super) fn hopsfs(
+        &mut self,
+        p: &KeyPath,
+        mut raw: RawHopsfs,
+        env: &SecretEnv,
+    ) -> HopsfsSettings {
+        let cloud = raw.cloud.take().map(|c| {
+            let cp = p.key("cloud");
+            let set_size = match c.set_size {
+                None => 500,
+                Some(n) if (0..=1_000_000_000).contains(&n) => n as u64,
+                Some(n) => {
+                    self.error(&cp.key("set_size"), format!("set_size = {n}: use dfs.cloud.prefix.size (500), or 0 for keys without a set prefix"));
+                    500
+                }
+            };
+            let mut r = RawRepository {
+                r#type: Some("s3".into()),
+                bucket: c.bucket,
+                prefix: c.prefix,
+                endpoint: c.endpoint,
+                region: c.region,
+                path_style: c.path_style,
+                access_key_id: c.access_key_id,
+                secret_access_key: c.secret_access_key,
+                ca_bundle: c.ca_bundle,
+                ..Default::default()
+            };
+            HopsfsCloudSettings {
+                s3: self.s3(&cp, &mut r, env),
+                set_size,
+            }
+        });
         let block_storage = match raw.block_storage.as_deref() {
             None | Some("local") => BlockStorage::Local,
             Some("cloud") => BlockStorage::Cloud,
@@ -175,6 +207,17 @@ impl Validator<'_> {
                 volumes,
             });
         }
+        match (block_storage, &cloud) {
+            (BlockStorage::Cloud, None) => self.missing(
+                &p.key("cloud"),
+                "[hopsfs.cloud] with the blocks' bucket (bucket, endpoint, credentials)",
+            ),
+            (BlockStorage::Local, Some(_)) => self.error(
+                &p.key("cloud"),
+                "[hopsfs.cloud] is for block_storage = \"cloud\": remove it or set block_storage",
+            ),
+            _ => {}
+        }
         if block_storage == BlockStorage::Local && datanodes.is_empty() {
             self.error(
                 &list,
@@ -186,6 +229,7 @@ impl Validator<'_> {
             referenced_blocks,
             copy_timeout,
             datanodes,
+            cloud,
         }
     }
 

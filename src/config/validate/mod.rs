@@ -27,11 +27,11 @@ use super::spans::{self, KeyPath, Seg, SpanIndex};
 use super::{
     AgentLink, AgentsSettings, BackupSettings, BlockStorage, ConfigError, ConfigErrors,
     CopySettings, DaemonSettings, DataNodeSettings, DrillSettings, EncryptionSettings,
-    FilePathSettings, HooksSettings, HopsfsDatanodeSettings, HopsfsSettings, JobKind,
-    MetricsSettings, MysqlDumpMode, MysqlSettings, NodeHost, ObjectLockSettings, OpensearchReplace,
-    OpensearchSettings, RepositorySettings, RestoreReplicas, RestoreSettings, RetentionSettings,
-    RondbSettings, S3Settings, ScheduleSettings, Secret, SecretEnv, Settings, SshConfig,
-    StoreSettings, VersioningPolicy,
+    FilePathSettings, HooksSettings, HopsfsCloudSettings, HopsfsDatanodeSettings, HopsfsSettings,
+    JobKind, MetricsSettings, MysqlDumpMode, MysqlSettings, NodeHost, ObjectLockSettings,
+    OpensearchReplace, OpensearchSettings, RepositorySettings, RestoreReplicas, RestoreSettings,
+    RetentionSettings, RondbSettings, S3Settings, ScheduleSettings, Secret, SecretEnv, Settings,
+    SshConfig, StoreSettings, VersioningPolicy,
 };
 
 pub(crate) const DEFAULT_SOCKET: &str = "/run/hopsdr/hopsdr.sock";
@@ -345,7 +345,7 @@ impl<'a> Validator<'a> {
         let rondb = raw.rondb.map(|r| self.rondb(&root.key("rondb"), r, env));
         let ssh = self.ssh(&root.key("ssh"), raw.ssh.unwrap_or_default());
         let agents = self.agents(&root.key("agents"), raw.agents.unwrap_or_default());
-        let hopsfs = raw.hopsfs.map(|h| self.hopsfs(&root.key("hopsfs"), h));
+        let hopsfs = raw.hopsfs.map(|h| self.hopsfs(&root.key("hopsfs"), h, env));
         let restore = self.restore(&root.key("restore"), raw.restore.unwrap_or_default());
         let retention = self.retention(&root.key("retention"), raw.retention.unwrap_or_default());
         let hooks = self.hooks(&root.key("hooks"), raw.hooks.unwrap_or_default());

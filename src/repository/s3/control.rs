@@ -52,6 +52,9 @@ pub struct ObjectVersion {
     pub delete_marker: bool,
     /// Bytes (0 for a delete marker).
     pub size: u64,
+    /// The key's current version (`IsLatest`): what decides between versions written within
+    /// the same second (S3 times versions to the second only).
+    pub is_latest: bool,
 }
 
 /// Signed requests to one bucket.
@@ -64,6 +67,7 @@ pub struct Control {
     pub(super) base: String,
     /// The repository's prefix with its trailing `/`, or empty.
     pub(super) prefix: String,
+    pub(super) bucket: String,
 }
 
 impl std::fmt::Debug for Control {
@@ -252,6 +256,34 @@ impl Control {
         Ok(())
     }
 
+    /// Makes version `version_id` of `key` its current version again (CopyObject of that
+    /// version onto the key; objects up to 5 GiB).
+    pub async fn copy_version(&self, key: &str, version_id: &str) -> Result<(), String> {
+        let source = format!(
+            "/{}/{}?versionId={}",
+            self.bucket,
+            encode(&format!("{}{key}", self.prefix), true),
+            encode(version_id, false)
+        );
+        let (status, _, body) = self
+            .send(
+                "PUT",
+                Some(key),
+                "",
+                &[("x-amz-copy-source", source)],
+                Vec::new(),
+            )
+            .await?;
+        if status != 200 {
+            return Err(Self::failed(
+                &format!("CopyObject {key} version {version_id}"),
+                status,
+                &body,
+            ));
+        }
+        Ok(())
+    }
+
     /// Every version and delete marker of the keys under `prefix` (below the repository's).
     pub async fn versions(&self, prefix: &str) -> Result<Vec<ObjectVersion>, String> {
         let full = format!("{}{prefix}", self.prefix);
@@ -356,6 +388,8 @@ struct RawVersion {
     last_modified: String,
     #[serde(default)]
     size: u64,
+    #[serde(default)]
+    is_latest: bool,
 }
 
 /// Parses a `ListVersionsResult` document.
@@ -388,6 +422,7 @@ pub fn parse_versions(xml: &str) -> Result<VersionsPage, String> {
             last_modified,
             delete_marker,
             size: v.size,
+            is_latest: v.is_latest,
         });
     }
     Ok(page)
@@ -413,7 +448,9 @@ pub fn current_at(
     let mut newest: std::collections::BTreeMap<&str, &ObjectVersion> = Default::default();
     for v in versions.iter().filter(|v| v.last_modified <= at) {
         let e = newest.entry(&v.key).or_insert(v);
-        if v.last_modified > e.last_modified {
+        // Written later, or in the same second and the latest of the key.
+        if v.last_modified > e.last_modified || (v.last_modified == e.last_modified && v.is_latest)
+        {
             *e = v;
         }
     }
@@ -491,6 +528,13 @@ mod tests {
         let later = at("2026-12-06T13:00:00Z");
         assert_eq!(later.get("r/manifests/a"), None);
         assert!(later.contains_key("r/manifests/b"));
+        // Within one second (S3's resolution), the latest decides, in any listing order.
+        let same = r#"<ListVersionsResult><IsTruncated>false</IsTruncated>
+  <Version><Key>r/k</Key><VersionId>v1</VersionId><IsLatest>false</IsLatest><LastModified>2026-12-06T12:00:00.000Z</LastModified><Size>3</Size></Version>
+  <DeleteMarker><Key>r/k</Key><VersionId>v2</VersionId><IsLatest>true</IsLatest><LastModified>2026-12-06T12:00:00.000Z</LastModified></DeleteMarker>
+</ListVersionsResult>"#;
+        let page = parse_versions(same).unwrap();
+        assert!(as_of(&page.versions, t("2026-12-06T12:00:05Z")).is_empty());
 
         let truncated = r#"<ListVersionsResult><IsTruncated>true</IsTruncated><NextKeyMarker>k</NextKeyMarker><NextVersionIdMarker>v</NextVersionIdMarker></ListVersionsResult>"#;
         let p = parse_versions(truncated).unwrap();

@@ -232,6 +232,7 @@ impl S3Storage {
             client: http,
             credentials: store.credentials().clone(),
             region: s.region.clone(),
+            bucket: s.bucket.clone(),
             base,
             prefix: if prefix.is_empty() {
                 String::new()

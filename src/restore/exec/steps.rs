@@ -43,6 +43,7 @@ pub(super) fn run_step(
         StepKind::StartServices => run_each(run, i, step, SHORT_TIMEOUT),
         StepKind::Reindex | StepKind::Kafka => run_each(run, i, step, TOOL_TIMEOUT),
         StepKind::Opensearch => super::opensearch::restore(run, i, step),
+        StepKind::CloudBlocks => cloud_blocks(run, i, step),
         StepKind::RestoreData => {
             let mut d: DataDetail = serde_json::from_str(detail).unwrap_or_default();
             // Each ndb_restore holds an API slot: never more at once than are free.
@@ -555,6 +556,76 @@ fn stage_files(
         })?;
         out.sync_all().map_err(|e| io(e, &target))?;
     }
+    Ok(())
+}
+
+/// HopsFS in cloud mode: each block object recorded by the backup made current again (a copy
+/// of its recorded version onto its key) where its current version is another, or it is
+/// deleted. Run again, it copies only what is still not as recorded.
+fn cloud_blocks(run: &RestoreRun<'_>, i: usize, step: &RestoreStep) -> Result<(), RestoreError> {
+    let Some(c) = run.settings.hopsfs.as_ref().and_then(|h| h.cloud.as_ref()) else {
+        return Err(refused(
+            i,
+            step,
+            "[hopsfs.cloud] is not configured any more: configure it, then restore resume",
+        ));
+    };
+    let Some(f) = run
+        .manifest
+        .files()
+        .find(|f| f.path == crate::repository::layout::HOPSFS_CLOUD_VERSIONS)
+    else {
+        return Err(refused(
+            i,
+            step,
+            "the backup holds no versions of the block objects",
+        ));
+    };
+    let mut text = Vec::new();
+    run.repo
+        .restore_file(f, &mut text)
+        .map_err(repo_err(i, step))?;
+    let cloud_err = |e: crate::backup::hopsfs::HopsfsError| refused(i, step, e.to_string());
+    let s3 = crate::backup::cloud::open(c).map_err(cloud_err)?;
+    let current: std::collections::HashMap<String, String> =
+        crate::backup::cloud::current_versions(c, chrono::Utc::now())
+            .map_err(cloud_err)?
+            .into_iter()
+            .map(|v| (v.key, v.version_id))
+            .collect();
+    let (mut copied, mut kept) = (0u64, 0u64);
+    for line in String::from_utf8_lossy(&text).lines() {
+        let mut it = line.split('\t');
+        let (Some(key), Some(version)) = (it.next(), it.next()) else {
+            return Err(refused(
+                i,
+                step,
+                format!("versions.tsv: not a `key, version, size` line: {line:?}"),
+            ));
+        };
+        if current.get(key).map(String::as_str) == Some(version) {
+            kept += 1;
+            continue;
+        }
+        if run.cancel.is_cancelled() {
+            return Err(refused(
+                i,
+                step,
+                "stopped: hopsdrd is stopping (restore resume goes on)",
+            ));
+        }
+        s3.run_control(
+            "copy a version back",
+            s3.control().copy_version(key, version),
+        )
+        .map_err(|e| refused(i, step, e.to_string()))?;
+        copied += 1;
+        crate::failpoint::hit("restore.cloud.copied", run.cancel);
+    }
+    (run.progress)(
+        i,
+        &format!("{copied} block objects put back to their recorded version, {kept} already were"),
+    );
     Ok(())
 }
 
