@@ -599,9 +599,16 @@ fn hopsfs_settings_and_their_errors() {
     .unwrap();
     assert_eq!((c.s3.bucket.as_str(), c.set_size), ("hopsfs-blocks", 500));
     let e = errors_of("[rondb]\n[hopsfs]\n[[hopsfs.datanodes]]\nhost = \"dn1\"\n[hopsfs.cloud]\nbucket = \"b-1\"\n");
-    assert!(e.contains("hopsfs.cloud: [hopsfs.cloud] is for block_storage = \"cloud\""), "{e}");
+    assert!(
+        e.contains("hopsfs.cloud: [hopsfs.cloud] is for block_storage = \"cloud\""),
+        "{e}"
+    );
     let e = errors_of("[rondb]\n[hopsfs]\nblock_storage = \"cloud\"\n[hopsfs.cloud]\nbucket = \"B\"\nset_size = -1\n");
-    assert!(e.contains("hopsfs.cloud.bucket: invalid bucket name") && e.contains("hopsfs.cloud.set_size"), "{e}");
+    assert!(
+        e.contains("hopsfs.cloud.bucket: invalid bucket name")
+            && e.contains("hopsfs.cloud.set_size"),
+        "{e}"
+    );
     assert_eq!(
         errors_of("[rondb]\n[hopsfs]\n"),
         "hopsdr.toml:2: hopsfs.datanodes: no datanodes: list every HopsFS datanode ([[hopsfs.datanodes]] with host and volumes); every one must be copied"
