@@ -404,27 +404,6 @@ fn hopsfs_over_ssh_backs_up_and_restores() {
 }
 
 #[test]
-fn cloud_block_storage_backs_up_only_the_metadata() {
-    let mut env = Env::new();
-    let c = Cluster::create(&env, &[]);
-    let cfg = c.hopsfs_config("local");
-    // No datanodes in cloud mode: the blocks live in object storage.
-    let cut = cfg.find("[[hopsfs.datanodes]]").unwrap();
-    env.extra_config = cfg[..cut].replace("[hopsfs]\n", "[hopsfs]\nblock_storage = \"cloud\"\n");
-    let _d = env.start();
-    let id = env.backup_ok();
-    let f = hopsfs_facts(&env, &id);
-    assert_eq!(f["block_storage"], "cloud");
-    assert_eq!(f["blocks"], 0);
-    let m = repo(&env)
-        .read_manifest(&BackupId::parse(&id).unwrap())
-        .unwrap();
-    assert!(m.entries.iter().all(|e| !e.path().starts_with("hopsfs/")));
-    assert!(m.streams.is_empty());
-    assert!(m.entries.iter().any(|e| e.path().starts_with("rondb/")));
-}
-
-#[test]
 fn a_block_stream_cut_mid_way_fails_and_commits_nothing() {
     let mut env = Env::new();
     let c = Cluster::create(&env, &["--files", "60", "--block-size", "65536"]);
