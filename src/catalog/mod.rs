@@ -298,6 +298,8 @@ const MIGRATIONS: &[&str] = &[
         objects_sent INTEGER NOT NULL,
         bytes_sent INTEGER NOT NULL
      );",
+    // 9: restores run by level 2 drills into a standby (never the cluster's last restore).
+    "ALTER TABLE restores ADD COLUMN drill INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Inserts or replaces component rows of a backup.

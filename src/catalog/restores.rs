@@ -124,26 +124,47 @@ impl Catalog {
         Ok(())
     }
 
-    /// The newest restore, if any.
+    /// Marks restore `id` as a drill's (into a standby): never the cluster's last restore.
+    pub fn mark_drill_restore(&mut self, id: RestoreId) -> Result<(), CatalogError> {
+        self.conn
+            .execute("UPDATE restores SET drill=1 WHERE id=?1", params![id.0])
+            .map_err(self.q("mark drill restore"))?;
+        Ok(())
+    }
+
+    /// The newest restore of the cluster (a drill's restores into a standby left out), if any.
     pub fn last_restore(&self) -> Result<Option<RestoreRecord>, CatalogError> {
+        self.restore_where("drill=0 ORDER BY id DESC LIMIT 1", None)
+    }
+
+    /// Restore `id`, whoever ran it.
+    pub fn restore(&self, id: RestoreId) -> Result<Option<RestoreRecord>, CatalogError> {
+        self.restore_where("id=?1", Some(id.0))
+    }
+
+    fn restore_where(
+        &self,
+        filter: &str,
+        arg: Option<i64>,
+    ) -> Result<Option<RestoreRecord>, CatalogError> {
+        let sql = format!(
+            "SELECT id, backup_id, state, options, plan, created_at, finished_at, error FROM restores WHERE {filter}"
+        );
+        let args: Vec<i64> = arg.into_iter().collect();
         let row = self
             .conn
-            .query_row(
-                "SELECT id, backup_id, state, options, plan, created_at, finished_at, error FROM restores ORDER BY id DESC LIMIT 1",
-                [],
-                |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, String>(4)?,
-                        r.get::<_, String>(5)?,
-                        r.get::<_, Option<String>>(6)?,
-                        r.get::<_, Option<String>>(7)?,
-                    ))
-                },
-            )
+            .query_row(&sql, rusqlite::params_from_iter(args.iter()), |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, Option<String>>(6)?,
+                    r.get::<_, Option<String>>(7)?,
+                ))
+            })
             .optional()
             .map_err(self.q("read restore"))?;
         let Some((id, backup, state, options, plan, created, finished, error)) = row else {

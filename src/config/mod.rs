@@ -112,6 +112,11 @@ pub struct CopySettings {
 pub struct DrillSettings {
     /// A passed drill older than this raises `HopsdrDrillTooOld` (none: no alert).
     pub max_age: Option<Duration>,
+    /// The standby cluster a level 2 drill restores into: a hopsdr config file describing it
+    /// (its `[rondb]`, `[hopsfs]`, `[mysql]`, `[restore]`, `[opensearch]`, `[ssh]`).
+    pub standby: Option<PathBuf>,
+    /// Run after a level 2 drill's restore (argv); exit 0: the standby is what was backed up.
+    pub check: Option<Vec<String>>,
 }
 
 /// `[hooks]`: a command (argv) per event, none by default.

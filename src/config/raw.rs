@@ -59,6 +59,8 @@ table! {
 table! {
     RawDrill {
         pub max_age: Option<String>,
+        pub standby: Option<String>,
+        pub check: Option<Vec<String>>,
     }
 }
 

@@ -460,7 +460,7 @@ fn unknown_keys_list_the_allowed_keys_of_every_table() {
             "agents.roots",
             "bandwidth, binary, enabled, links, nodes, timeout, timezone",
         ),
-        ("[drill]\nx = 1", "drill.x", "max_age"),
+        ("[drill]\nx = 1", "drill.x", "check, max_age, standby"),
         (
             "[opensearch]\nx = 1",
             "opensearch.x",

@@ -1006,6 +1006,10 @@ async fn route_start_drill(r: Req) -> Response<Full<Bytes>> {
             audit(&ctx, &peer, &action, false, &e.to_string());
             error("no_standby", e.to_string())
         }
+        Err(e @ DrillStartError::Standby(_)) => {
+            audit(&ctx, &peer, &action, false, &e.to_string());
+            error("refused", e.to_string())
+        }
         Err(DrillStartError::Job(e)) => {
             job_started(&ctx, &peer, &action, Err(e), |_| String::new())
         }

@@ -6,7 +6,8 @@
 //! fragments, records, footers, the log's end), and `users.sql` and `schema.sql` split into
 //! statements a dump holds. This module decides which files are read for meaning and how
 //! ([`Meaning`], a [`ContentCheck`] for the repository's verify) and what a drill reports
-//! ([`report`]); the job that runs it is the daemon's.
+//! ([`report`]); the job that runs it is the daemon's, as is level 2 (a whole restore into a
+//! standby cluster, timed step by step, through the restore's own planner and executor).
 
 pub mod blockmeta;
 pub mod ndbfile;

@@ -2,7 +2,10 @@
 //! HopsFS blocks with their `.meta` checksums, the MySQL dumps) read back for its meaning, the
 //! report in `drill status`, the metrics and the `drill_result` hook; a drill killed with
 //! SIGKILL is recorded interrupted and the next one passes; a block damaged on its datanode
-//! before the backup read it fails the drill naming the block and the chunk.
+//! before the backup read it fails the drill naming the block and the chunk. Level 2: the
+//! backup restored into a second test-bed cluster (a fresh deployment), each step timed, the
+//! standby checked equal to the cluster backed up, the cluster itself and its restore status
+//! untouched.
 
 use std::path::{Path, PathBuf};
 
@@ -183,5 +186,68 @@ fn a_block_damaged_on_its_datanode_before_the_backup_fails_the_drill() {
             .unwrap()
             .contains("1 wrong in their content"),
         "{j}"
+    );
+}
+
+#[test]
+fn a_level_2_drill_restores_into_a_standby_and_times_every_step() {
+    let (mut env, c, m) = crate::restore::setup();
+    // The standby: a second cluster, deployed fresh as Hopsworks does.
+    let standby = Cluster::create_named(&env, "standby", &["--binlog"]);
+    standby.tb(&["cluster", "destroy"]);
+    standby.tb(&["cluster", "redeploy"]);
+    let file = env.path().join("standby.toml");
+    let before = c.fingerprint();
+    std::fs::write(
+        &file,
+        standby.hopsfs_config("local")
+            + &crate::restore::mysql_config(&env, &m)
+            + &crate::restore::restore_config(&env, &standby),
+    )
+    .unwrap();
+    // The check: the standby's fingerprint is the cluster's at the backup.
+    env.extra_config.push_str(&format!(
+        "[drill]\nstandby = \"{}\"\ncheck = [\"/bin/sh\", \"-c\", \"test \\\"$({} cluster fingerprint --dir {})\\\" = {before}\"]\n",
+        file.display(),
+        crate::tbcluster::TB,
+        standby.dir.display()
+    ));
+    let _d = env.start();
+    let id = env.backup_ok();
+    let o = env.ctl(&["drill", "--level", "2", "--wait"]);
+    let text = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{text}\n{}", env.log());
+    assert!(
+        text.starts_with(&format!("drill level 2 of backup {id}: PASSED\n")),
+        "{text}"
+    );
+    for want in [
+        "restored into the standby cluster, step by step",
+        "restore the RonDB data",
+        "write back the volumes",
+        "total (RTO)",
+    ] {
+        assert!(text.contains(want), "{want}\n{text}");
+    }
+    let d = &env.ctl_json(&["drill", "status"])["drills"][0];
+    assert_eq!(d["level"], 2);
+    let steps = d["report"]["steps"].as_array().unwrap();
+    assert!(steps.len() >= 10, "{d}");
+    assert!(d["rto_seconds"].as_f64().unwrap() > 0.0, "{d}");
+    assert_eq!(standby.fingerprint(), before);
+    // The cluster backed up is untouched, and its restore status knows no restore.
+    assert_eq!(c.fingerprint(), before);
+    let st = env.ctl(&["restore", "status"]);
+    assert_ne!(st.status.code(), Some(0), "{}", stdout(&st));
+    let m = env.metrics();
+    assert!(m.contains("hopsdr_drill_rto_seconds{level=\"2\"}"), "{m}");
+    // The standby now holds the cluster: a second level 2 drill is refused by the restore's
+    // own target check (a standby must be a fresh deployment), before anything is touched.
+    let o = env.ctl(&["drill", "--level", "2", "--wait"]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "a second drill onto a used standby is refused: {}",
+        stdout(&o)
     );
 }

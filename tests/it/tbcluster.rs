@@ -22,7 +22,12 @@ pub struct Cluster {
 impl Cluster {
     /// `extra` arguments of `cluster create` override the defaults.
     pub fn create(env: &Env, extra: &[&str]) -> Cluster {
-        let dir = env.path().join("cluster");
+        Self::create_named(env, "cluster", extra)
+    }
+
+    /// [`Cluster::create`] in `<env>/<name>` (a second cluster: a standby).
+    pub fn create_named(env: &Env, name: &str, extra: &[&str]) -> Cluster {
+        let dir = env.path().join(name);
         let mut args: Vec<&str> = vec!["cluster", "create", "--dir", dir.to_str().unwrap()];
         for (k, v) in [
             ("--data-nodes", "2"),

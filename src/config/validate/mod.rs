@@ -490,10 +490,24 @@ impl<'a> Validator<'a> {
     }
 
     fn drill(&mut self, p: &KeyPath, raw: RawDrill) -> DrillSettings {
+        let check = match raw.check {
+            Some(v) if v.first().is_none_or(|a| !a.starts_with('/')) => {
+                self.error(
+                    &p.key("check"),
+                    "check must be a command as argv with an absolute program (run without a shell)",
+                );
+                None
+            }
+            v => v,
+        };
         DrillSettings {
             max_age: raw
                 .max_age
                 .map(|v| self.duration(&p.key("max_age"), Some(v), Duration::from_secs(8 * 86400))),
+            standby: raw
+                .standby
+                .map(|s| self.absolute(&p.key("standby"), Some(s), "/")),
+            check,
         }
     }
 

@@ -1,8 +1,9 @@
 //! Restore drills as a job. A level 1 drill reads a backup back whole and checks what its files
 //! mean ([`crate::drill::Meaning`], in the same pass as the hashes), then records the report
 //! in the catalog, the repository's verdict as a verify does (the drill read everything), the
-//! drill metrics, and runs the `drill_result` hook. Without a backup named, the drill takes the
-//! newest complete backup: the one a restore would take.
+//! drill metrics, and runs the `drill_result` hook. A level 2 drill restores the backup into
+//! the standby cluster `[drill] standby` describes and times each step. Without a backup
+//! named, the drill takes the newest complete backup: the one a restore would take.
 
 use std::sync::Arc;
 
@@ -36,8 +37,10 @@ pub enum DrillStartError {
     NotFound(BackupId),
     #[error("no complete backup to drill")]
     Nothing,
-    #[error("a level 2 drill restores into a standby cluster, and this hopsdr has none to restore into: run a level 1 drill (hopsdrctl drill --level 1)")]
+    #[error("a level 2 drill restores into a standby cluster: set [drill] standby to the config file describing one (its [rondb], [hopsfs], [mysql], [restore]), or run a level 1 drill")]
     NoStandby,
+    #[error("the standby: {0}")]
+    Standby(String),
 }
 
 /// Starts a drill of `backup` (or the newest complete one) at `level`.
@@ -48,19 +51,10 @@ pub fn start(
     level: DrillLevel,
 ) -> Result<JobStarted, DrillStartError> {
     if level == DrillLevel::Standby {
-        return Err(DrillStartError::NoStandby);
+        return start_standby(ctx, trigger, backup);
     }
     let claim = claim(ctx)?;
-    let id = {
-        let backups = lock_catalog(&ctx.catalog)
-            .backups()
-            .map_err(JobError::from)?;
-        match backup {
-            Some(id) if backups.iter().any(|b| b.id == id) => id,
-            Some(id) => return Err(DrillStartError::NotFound(id)),
-            None => newest_complete(&backups).ok_or(DrillStartError::Nothing)?,
-        }
-    };
+    let id = chosen(ctx, backup)?;
     let (work, ()) = claim.start(JobKind::Drill, trigger, "reading back", |cat, job| {
         cat.insert_drill(job, &id, level.into(), Utc::now())
     })?;
@@ -86,6 +80,254 @@ pub fn start(
         job_id,
         backup_id: Some(id),
     })
+}
+
+/// The backup a drill takes: the one named (it must be in the catalog) or the newest complete.
+fn chosen(ctx: &Ctx, backup: Option<BackupId>) -> Result<BackupId, DrillStartError> {
+    let backups = lock_catalog(&ctx.catalog)
+        .backups()
+        .map_err(JobError::from)?;
+    match backup {
+        Some(id) if backups.iter().any(|b| b.id == id) => Ok(id),
+        Some(id) => Err(DrillStartError::NotFound(id)),
+        None => newest_complete(&backups).ok_or(DrillStartError::Nothing),
+    }
+}
+
+/// A level 2 drill: the backup restored into the standby cluster `[drill] standby` describes,
+/// through the same plan and executor as a real restore (its target checks included: the
+/// standby must be a fresh deployment), each step timed; then `[drill] check`, if set. The
+/// restore is recorded apart from the cluster's own (`restore status` and the hold on
+/// scheduled backups never see it).
+fn start_standby(
+    ctx: &Arc<Ctx>,
+    trigger: &str,
+    backup: Option<BackupId>,
+) -> Result<JobStarted, DrillStartError> {
+    let settings = ctx.settings();
+    let Some(path) = settings.drill.standby.clone() else {
+        return Err(DrillStartError::NoStandby);
+    };
+    let standby = crate::config::load(&path)
+        .map_err(|e| DrillStartError::Standby(format!("{}: {e}", path.display())))?;
+    let id = chosen(ctx, backup)?;
+    let manifest = ctx
+        .repo
+        .read_manifest(&id)
+        .map_err(|e| DrillStartError::Standby(e.to_string()))?;
+    let plan = crate::restore::target::plan_for(&manifest, &standby, &Default::default()).map_err(
+        |e| DrillStartError::Standby(format!("planning the restore into {}: {e}", path.display())),
+    )?;
+    let plan_json = serde_json::to_string(&plan).unwrap_or_default();
+    let steps = plan.steps.len();
+    let claim = claim(ctx)?;
+    let now = Utc::now();
+    let (work, restore_id) = claim.start(
+        JobKind::Drill,
+        trigger,
+        "restoring into the standby",
+        |cat, job| {
+            cat.insert_drill(job, &id, DrillLevel::Standby.into(), now)?;
+            let rid = cat.insert_restore(&id, &plan_json, "{}", steps, now)?;
+            cat.mark_drill_restore(rid)?;
+            Ok(rid)
+        },
+    )?;
+    let job_id = work.job_id;
+    tracing::info!(job_id = %job_id, backup_id = %id, restore_id = %restore_id, standby = %path.display(), "level 2 drill started");
+    let span = tracing::info_span!("drill", backup_id = %id, job_id = %job_id);
+    let bid = id.clone();
+    let check = settings.drill.check.clone();
+    spawn(
+        work,
+        span,
+        move |w| {
+            let started = Utc::now();
+            let manifest = Arc::new(manifest);
+            let prog = w.progress.clone();
+            let progress_fn = move |i: usize, line: &str| {
+                if let Ok(mut p) = prog.lock() {
+                    p.step = format!("standby step {}: {line}", i + 1);
+                }
+            };
+            let run = crate::restore::exec::RestoreRun {
+                restore_id,
+                plan: &plan,
+                manifest: &manifest,
+                settings: &standby,
+                repo: &w.ctx.repo,
+                catalog: &w.ctx.catalog,
+                options: Default::default(),
+                backup_state: None,
+                cancel: &w.cancel,
+                progress: &progress_fn,
+            };
+            let mut r = crate::restore::exec::execute(&run).map_err(|e| e.to_string());
+            if let (Ok(()), Some(argv)) = (&r, &check) {
+                w.step("checking the standby");
+                r = crate::cluster::node::Node::local("head node")
+                    .run(argv, std::time::Duration::from_secs(3600), &w.cancel)
+                    .map(|_| ())
+                    .map_err(|e| format!("[drill] check: {e}"));
+            }
+            let titles: Vec<String> = plan.steps.iter().map(|s| s.title.clone()).collect();
+            (bid, started, restore_id, titles, r)
+        },
+        end_standby,
+    );
+    Ok(JobStarted {
+        job_id,
+        backup_id: Some(id),
+    })
+}
+
+type StandbyResult = (
+    BackupId,
+    DateTime<Utc>,
+    crate::ids::RestoreId,
+    Vec<String>,
+    Result<(), String>,
+);
+
+fn end_standby(w: &Work, result: Result<StandbyResult, String>) -> Ending {
+    let ctx = &w.ctx;
+    let job = w.job_id;
+    let now = Utc::now();
+    let (bid, started, restore_id, titles, r) = match result {
+        Ok(x) => x,
+        Err(e) => {
+            let error = e.clone();
+            return Ending {
+                record: Some(Box::new(move |cat: &mut crate::catalog::Catalog| {
+                    cat.finish_drill(job, State::Failed, Some(&error), None, None, now)
+                })),
+                ..Ending::plain(State::Failed, Some(e))
+            };
+        }
+    };
+    // Each step's time, from the restore's own record of it.
+    let steps: Vec<crate::drill::report::StepTime> = lock_catalog(&ctx.catalog)
+        .restore(restore_id)
+        .ok()
+        .flatten()
+        .map(|rec| {
+            rec.steps
+                .iter()
+                .map(|s| crate::drill::report::StepTime {
+                    title: titles.get(s.idx).cloned().unwrap_or_default(),
+                    seconds: match (s.started_at, s.finished_at) {
+                        (Some(a), Some(b)) => (b - a).num_milliseconds().max(0) as f64 / 1000.0,
+                        _ => 0.0,
+                    },
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let cancelled = w.cancel.is_cancelled();
+    let report = DrillReport::standby(bid.as_str(), started, now, steps, r.clone().err());
+    let (state, rstate) = match (&r, cancelled) {
+        (Ok(()), _) => (State::Succeeded, crate::domain::RestoreState::Succeeded),
+        (Err(_), true) => (State::Interrupted, crate::domain::RestoreState::Interrupted),
+        (Err(_), false) => (State::Failed, crate::domain::RestoreState::Failed),
+    };
+    let error = r
+        .err()
+        .map(|e| format!("level 2 drill of backup {bid} failed: {e}"));
+    if let Some(e) = &error {
+        tracing::error!("{e}");
+    } else {
+        tracing::info!(
+            rto_seconds = report.rto_seconds(),
+            "level 2 drill passed: the backup restored into the standby"
+        );
+    }
+    let rto = report.rto_seconds();
+    record_outcome(
+        ctx,
+        job,
+        &bid,
+        DrillLevel::Standby,
+        state,
+        error.as_deref(),
+        Some(&report),
+    );
+    let json = serde_json::to_string(&report).ok();
+    let drill_error = error.clone();
+    let record = move |cat: &mut crate::catalog::Catalog| {
+        cat.set_restore_state(restore_id, rstate, drill_error.as_deref(), now)?;
+        cat.finish_drill(
+            job,
+            state,
+            drill_error.as_deref(),
+            Some(rto),
+            json.as_deref(),
+            now,
+        )
+    };
+    Ending {
+        record: Some(Box::new(record)),
+        ..Ending::plain(state, error)
+    }
+}
+
+/// The metrics and the `drill_result` hook of a finished drill.
+fn record_outcome(
+    ctx: &Ctx,
+    job: crate::ids::JobId,
+    bid: &BackupId,
+    level: DrillLevel,
+    state: State,
+    error: Option<&str>,
+    report: Option<&DrillReport>,
+) {
+    let l = level.to_string();
+    let outcome = match state {
+        State::Succeeded => "passed",
+        State::Interrupted => "interrupted",
+        _ => "failed",
+    };
+    ctx.metrics
+        .drills_total
+        .with_label_values(&[&l, outcome])
+        .inc();
+    let rto = report.map(DrillReport::rto_seconds);
+    if state == State::Succeeded {
+        ctx.metrics
+            .drill_last_success
+            .with_label_values(&[&l])
+            .set(Utc::now().timestamp_millis() as f64 / 1000.0);
+        ctx.metrics
+            .drill_rto
+            .with_label_values(&[&l])
+            .set(rto.unwrap_or(0.0));
+    }
+    let _ = crate::hooks::fire(
+        &ctx.settings().hooks,
+        crate::hooks::Event::DrillResult,
+        &[
+            ("job_id", job.to_string()),
+            ("backup_id", bid.to_string()),
+            ("level", l.clone()),
+            ("state", outcome.to_string()),
+            ("error", error.unwrap_or_default().to_string()),
+            (
+                "rto_seconds",
+                rto.map(|r| format!("{r:.1}")).unwrap_or_default(),
+            ),
+            (
+                "findings",
+                report
+                    .map(|r| r.findings_total.to_string())
+                    .unwrap_or_default(),
+            ),
+            (
+                "damaged",
+                report
+                    .map(|r| r.damaged_total.to_string())
+                    .unwrap_or_default(),
+            ),
+        ],
+    );
 }
 
 type RunResult = (BackupId, DateTime<Utc>, Result<VerifyReport, RepoError>);
@@ -170,55 +412,15 @@ fn end(w: &Work, result: Result<RunResult, String>) -> Ending {
             )
         }
     };
-    let l = level.to_string();
-    let outcome = match state {
-        State::Succeeded => "passed",
-        State::Interrupted => "interrupted",
-        _ => "failed",
-    };
-    ctx.metrics
-        .drills_total
-        .with_label_values(&[&l, outcome])
-        .inc();
     let rto = report.as_ref().map(DrillReport::rto_seconds);
-    if state == State::Succeeded {
-        ctx.metrics
-            .drill_last_success
-            .with_label_values(&[&l])
-            .set(now.timestamp_millis() as f64 / 1000.0);
-        ctx.metrics
-            .drill_rto
-            .with_label_values(&[&l])
-            .set(rto.unwrap_or(0.0));
-    }
-    let _ = crate::hooks::fire(
-        &ctx.settings().hooks,
-        crate::hooks::Event::DrillResult,
-        &[
-            ("job_id", job.to_string()),
-            ("backup_id", bid.to_string()),
-            ("level", l.clone()),
-            ("state", outcome.to_string()),
-            ("error", error.clone().unwrap_or_default()),
-            (
-                "rto_seconds",
-                rto.map(|r| format!("{r:.1}")).unwrap_or_default(),
-            ),
-            (
-                "findings",
-                report
-                    .as_ref()
-                    .map(|r| r.findings_total.to_string())
-                    .unwrap_or_default(),
-            ),
-            (
-                "damaged",
-                report
-                    .as_ref()
-                    .map(|r| r.damaged_total.to_string())
-                    .unwrap_or_default(),
-            ),
-        ],
+    record_outcome(
+        ctx,
+        job,
+        &bid,
+        level,
+        state,
+        error.as_deref(),
+        report.as_ref(),
     );
     w.step("recording");
     let verdict = repository_verdict(ctx, &bid, &result, now, damaged);
