@@ -36,6 +36,16 @@ fn cloud(env: &Env, c: &Cluster, moto: &Moto, op: &str) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
+/// The first block data object in the bucket.
+fn first_data_object(w: &hopsdr::repository::S3Storage) -> String {
+    w.list("hopsfs-blocks-set-")
+        .unwrap()
+        .into_iter()
+        .find(|o| o.key.ends_with(".data"))
+        .unwrap()
+        .key
+}
+
 /// `[rondb]` and `[hopsfs]` in cloud mode, hopsdr reaching the bucket as `writer`.
 fn config(env: &Env, c: &Cluster, moto: &Moto) -> String {
     let (id, secret) = moto.key("writer");
@@ -81,13 +91,7 @@ fn blocks_in_a_versioned_bucket_are_put_back_as_they_were_at_the_backup() {
     let after = cloud(&env, &c, &moto, "sync");
     assert!(!after.ends_with(" 0 deleted"), "{after}");
     let w = moto.storage("pruner", "");
-    let victim = w
-        .list("hopsfs-blocks-set-")
-        .unwrap()
-        .into_iter()
-        .find(|o| o.key.ends_with(".data"))
-        .unwrap()
-        .key;
+    let victim = first_data_object(&w);
     w.put(&victim, b"overwritten").unwrap();
 
     // The disaster; the bucket stays (it is the blocks' home).
@@ -150,13 +154,7 @@ fn an_unversioned_bucket_is_refused_and_a_missing_object_makes_the_backup_partia
     cloud(&env, &c, &moto, "sync");
     // One block's data object lost before the backup.
     let w = moto.storage("pruner", "");
-    let lost = w
-        .list("hopsfs-blocks-set-")
-        .unwrap()
-        .into_iter()
-        .find(|o| o.key.ends_with(".data"))
-        .unwrap()
-        .key;
+    let lost = first_data_object(&w);
     w.delete(&lost).unwrap();
     let id: u64 = lost
         .rsplit('/')

@@ -446,28 +446,9 @@ fn end(w: &Work, result: Result<RunResult, String>) -> Ending {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::JobId;
-    use chrono::TimeZone;
 
     fn rec(id: &str, state: State) -> BackupRecord {
-        let id = BackupId::parse(id).unwrap();
-        let day: u32 = id.as_str()[6..8].parse().unwrap();
-        BackupRecord {
-            started_at: Utc.with_ymd_and_hms(2026, 11, day, 0, 0, 0).unwrap(),
-            id,
-            job_id: JobId(1),
-            state,
-            finished_at: None,
-            logical_bytes: 0,
-            stored_bytes: 0,
-            files: 0,
-            error: None,
-            rondb_backup_id: None,
-            pinned: false,
-            verified_at: None,
-            damaged: false,
-            hopsfs_unchecked: false,
-        }
+        super::super::verify::tests::rec(id, state, None)
     }
 
     #[test]

@@ -221,12 +221,17 @@ pub(super) fn repository_verdict(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::ids::JobId;
     use chrono::{DateTime, TimeZone};
 
-    fn rec(id: &str, state: State, verified: Option<DateTime<Utc>>) -> BackupRecord {
+    /// A backup record started on the day its id names (shared with the drill's tests).
+    pub(in crate::daemon::jobs) fn rec(
+        id: &str,
+        state: State,
+        verified: Option<DateTime<Utc>>,
+    ) -> BackupRecord {
         let id = BackupId::parse(id).unwrap();
         let day: u32 = id.as_str()[6..8].parse().unwrap();
         BackupRecord {
