@@ -299,7 +299,7 @@ fn opensearch_failures_are_named_and_a_partial_snapshot_makes_a_partial_backup()
 
     // PARTIAL: the backup is committed partial, naming the shard; FAILED: it fails.
     env.extra_config = base + &os.config(&env, &c, "os-secret", &location(&c));
-    let _d = env.start();
+    let d = env.start();
     c.tb(&["opensearch", "fault", "partial"]);
     let o = env.ctl(&["backup", "start", "--wait"]);
     let text = String::from_utf8_lossy(&o.stdout).into_owned();
@@ -328,5 +328,20 @@ fn opensearch_failures_are_named_and_a_partial_snapshot_makes_a_partial_backup()
     );
     c.tb(&["opensearch", "fault", "clear"]);
     env.backup_ok();
+    // Killed once the snapshot's files are stored, before the commit: the backup is listed
+    // interrupted, and the next one (a snapshot of its own name) is whole.
+    drop(d);
+    let (_, killed) = env.backup_killed_at("backup.component.opensearch.done");
+    let _d = env.start();
+    let j = env.ctl_json(&["backups", "show", &killed]);
+    assert_eq!(j["state"], "interrupted", "{j}");
+    let next = env.backup_ok();
+    let o = env.ctl(&["drill", &next, "--wait"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
     let _ = os.password_file.clone();
 }
