@@ -360,6 +360,12 @@ impl Opensearch {
         }
     }
 
+    /// Unregisters repository `name` (its files stay): OpenSearch forgets what it knew of it.
+    pub fn unregister_repository(&self, name: &str) -> Result<(), OpensearchError> {
+        self.call("DELETE", &format!("/_snapshot/{name}"), None, true)
+            .map(|_| ())
+    }
+
     pub fn delete_snapshot(&self, repo: &str, snap: &str) -> Result<(), OpensearchError> {
         self.call("DELETE", &format!("/_snapshot/{repo}/{snap}"), None, true)
             .map(|_| ())

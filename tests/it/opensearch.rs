@@ -343,5 +343,23 @@ fn opensearch_failures_are_named_and_a_partial_snapshot_makes_a_partial_backup()
         "{}",
         String::from_utf8_lossy(&o.stdout)
     );
+
+    // Retention forgets all but the newest backup: their snapshots leave OpenSearch too.
+    let snapshots = |c: &Cluster| {
+        String::from_utf8_lossy(&c.tb(&["opensearch", "snapshots"]).stdout)
+            .lines()
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    assert!(snapshots(&c).len() >= 3, "{:?}", snapshots(&c));
+    drop(_d);
+    env.extra_config
+        .push_str("[retention]\nkeep_last = 1\nprune_after_backup = false\n");
+    let _d = env.start();
+    env.ctl_ok(&["prune", "--wait"]);
+    assert_eq!(
+        snapshots(&c),
+        [format!("hopsdr/hopsdr-{}", next.to_ascii_lowercase())]
+    );
     let _ = os.password_file.clone();
 }

@@ -114,6 +114,11 @@ enum OpensearchCmd {
         #[arg(long, env = "HOPSDR_TESTBED_DIR")]
         dir: PathBuf,
     },
+    /// The snapshots OpenSearch knows, one `repository/snapshot` a line.
+    Snapshots {
+        #[arg(long, env = "HOPSDR_TESTBED_DIR")]
+        dir: PathBuf,
+    },
     /// Add documents to an index (created if needed).
     AddDocs {
         #[arg(long)]
@@ -573,6 +578,11 @@ pub fn main() -> Result<i32> {
             })?,
             OpensearchCmd::Fingerprint { dir } => {
                 println!("{}", crate::opensearch::fingerprint(&dir)?)
+            }
+            OpensearchCmd::Snapshots { dir } => {
+                for s in crate::opensearch::snapshots(&dir)? {
+                    println!("{s}");
+                }
             }
             OpensearchCmd::AddDocs { index, docs, dir } => {
                 crate::opensearch::add_docs(&dir, &index, docs)?

@@ -166,6 +166,11 @@ pub fn redeploy(cluster: &Path) -> Result<()> {
     })
 }
 
+/// The snapshots OpenSearch knows, as `repo/snapshot` names.
+pub fn snapshots(cluster: &Path) -> Result<Vec<String>> {
+    with_state(cluster, |st| Ok(st.snapshots.keys().cloned().collect()))
+}
+
 /// One digest of every index but the security one: names, open or not, documents.
 pub fn fingerprint(cluster: &Path) -> Result<String> {
     with_state(cluster, |st| {
@@ -487,9 +492,31 @@ fn handle(
                     &format!("[{repo}:{snap}] is missing"),
                 ),
             },
+            ("DELETE", ["_snapshot", repo]) => match st.repos.remove(*repo) {
+                Some(_) => ok(json!({"acknowledged": true})),
+                None => err(
+                    404,
+                    "repository_missing_exception",
+                    &format!("[{repo}] missing"),
+                ),
+            },
             ("DELETE", ["_snapshot", repo, snap]) => {
                 match st.snapshots.remove(&format!("{repo}/{snap}")) {
-                    Some(_) => ok(json!({"acknowledged": true})),
+                    Some(s) => {
+                        // Its files go, and the repository data no longer lists it.
+                        if let Some(l) = st.repos.get(*repo) {
+                            let l = Path::new(l);
+                            let _ = std::fs::remove_file(l.join(format!("snap-{}.dat", s.uuid)));
+                            let _ = std::fs::remove_file(l.join(format!("meta-{}.dat", s.uuid)));
+                            if let Ok(mut data) = read_repository_data(l) {
+                                if let Some(a) = data["snapshots"].as_array_mut() {
+                                    a.retain(|x| x["uuid"] != s.uuid.as_str());
+                                }
+                                write_repository_data(l, &data)?;
+                            }
+                        }
+                        ok(json!({"acknowledged": true}))
+                    }
                     None => err(
                         404,
                         "snapshot_missing_exception",

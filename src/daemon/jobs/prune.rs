@@ -147,6 +147,7 @@ fn run(
         ctx.metrics.prune_forgotten.inc();
         report.forgotten.push(d.id.clone());
     }
+    delete_snapshots(ctx, &report.forgotten, &step);
     step("collecting garbage");
     let gc = repo.gc(cancel);
     // The prune identity's store deleted blobs the backup store may remember as present.
@@ -154,4 +155,40 @@ fn run(
     report.gc = gc.map_err(|e| format!("garbage collection: {e}"))?;
     ctx.metrics.gc_freed_bytes.inc_by(report.gc.bytes_freed);
     Ok(report)
+}
+
+/// The OpenSearch snapshots of the backups just forgotten, deleted from OpenSearch's
+/// repository (each backup holds the repository's files, so no restore needs them there). A
+/// failure is logged, never failing the prune; a crash before it leaves the snapshot, named in
+/// no backup any more, to be deleted by hand.
+fn delete_snapshots(ctx: &Ctx, forgotten: &[crate::ids::BackupId], step: &dyn Fn(&str)) {
+    let settings = ctx.settings();
+    let Some(o) = &settings.opensearch else {
+        return;
+    };
+    if forgotten.is_empty() {
+        return;
+    }
+    step("deleting the forgotten backups' OpenSearch snapshots");
+    let client = match crate::cluster::opensearch::Opensearch::new(
+        o,
+        &crate::config::SecretEnv::from_process(),
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!("OpenSearch snapshots of forgotten backups not deleted: {e}");
+            return;
+        }
+    };
+    for id in forgotten {
+        let snap = crate::backup::opensearch::snapshot_name(id);
+        match client.delete_snapshot(&o.repository, &snap) {
+            Ok(()) => {
+                tracing::info!(snapshot = %snap, "OpenSearch snapshot of a forgotten backup deleted")
+            }
+            Err(e) => {
+                tracing::warn!(snapshot = %snap, "OpenSearch snapshot of a forgotten backup not deleted: {e}")
+            }
+        }
+    }
 }

@@ -40,14 +40,19 @@ pub(super) fn restore(
         .map_err(api)?
         .is_none()
     {
-        // The repository's files are not there: put back those the backup holds.
+        // OpenSearch does not know the snapshot: the repository as the backup holds it replaces
+        // what is there (OpenSearch forgets the repository first: it tracks the generation of
+        // what it last read, and the backup's may be older).
+        client.unregister_repository(&o.repository).map_err(api)?;
         let node = Node::at("opensearch".into(), &o.host, &run.settings.ssh);
-        let argv: Vec<String> = ["mkdir", "-p", "--", &o.location]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        node.run(&argv, super::SHORT_TIMEOUT, run.cancel)
-            .map_err(node_err(i, step))?;
+        for argv in [
+            ["mkdir", "-p", "--", o.location.as_str()].as_slice(),
+            ["find", o.location.as_str(), "-mindepth", "1", "-delete"].as_slice(),
+        ] {
+            let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+            node.run(&argv, super::SHORT_TIMEOUT, run.cancel)
+                .map_err(node_err(i, step))?;
+        }
         let (repo, manifest) = (run.repo.clone(), run.manifest.clone());
         let producer: crate::cluster::node::Producer =
             Box::new(move |w: &mut dyn std::io::Write| {
