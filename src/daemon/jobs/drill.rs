@@ -189,21 +189,24 @@ type StandbyResult = (
     Result<(), String>,
 );
 
+/// The ending of a drill whose task died: the job and the drill failed with why.
+fn task_died(job: crate::ids::JobId, e: String, now: DateTime<Utc>) -> Ending {
+    let error = e.clone();
+    Ending {
+        record: Some(Box::new(move |cat: &mut crate::catalog::Catalog| {
+            cat.finish_drill(job, State::Failed, Some(&error), None, None, now)
+        })),
+        ..Ending::plain(State::Failed, Some(e))
+    }
+}
+
 fn end_standby(w: &Work, result: Result<StandbyResult, String>) -> Ending {
     let ctx = &w.ctx;
     let job = w.job_id;
     let now = Utc::now();
     let (bid, started, restore_id, titles, r) = match result {
         Ok(x) => x,
-        Err(e) => {
-            let error = e.clone();
-            return Ending {
-                record: Some(Box::new(move |cat: &mut crate::catalog::Catalog| {
-                    cat.finish_drill(job, State::Failed, Some(&error), None, None, now)
-                })),
-                ..Ending::plain(State::Failed, Some(e))
-            };
-        }
+        Err(e) => return task_died(job, e, now),
     };
     // Each step's time, from the restore's own record of it.
     let steps: Vec<crate::drill::report::StepTime> = lock_catalog(&ctx.catalog)
@@ -360,15 +363,7 @@ fn end(w: &Work, result: Result<RunResult, String>) -> Ending {
     let now = Utc::now();
     let (bid, started, result) = match result {
         Ok(r) => r,
-        Err(e) => {
-            let error = e.clone();
-            return Ending {
-                record: Some(Box::new(move |cat: &mut crate::catalog::Catalog| {
-                    cat.finish_drill(job, State::Failed, Some(&error), None, None, now)
-                })),
-                ..Ending::plain(State::Failed, Some(e))
-            };
-        }
+        Err(e) => return task_died(job, e, now),
     };
     let level = DrillLevel::ReadBack;
     let (state, error, damaged, report) = match &result {
