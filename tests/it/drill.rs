@@ -5,7 +5,8 @@
 //! before the backup read it fails the drill naming the block and the chunk. Level 2: the
 //! backup restored into a second test-bed cluster (a fresh deployment), each step timed, the
 //! standby checked equal to the cluster backed up, the cluster itself and its restore status
-//! untouched.
+//! untouched; killed inside the standby's restore, recorded interrupted without holding the
+//! cluster's backups.
 
 use std::path::{Path, PathBuf};
 
@@ -212,9 +213,32 @@ fn a_level_2_drill_restores_into_a_standby_and_times_every_step() {
         crate::tbcluster::TB,
         standby.dir.display()
     ));
+    let id = {
+        let _d = env.start();
+        env.backup_ok()
+    };
+    // Killed inside the standby's restore: the drill and its restore are recorded
+    // interrupted, and neither is the cluster's restore (none to resume, backups not held).
+    env.kill_at("restore.data.node_done", &["drill", "--level", "2"]);
     let _d = env.start();
-    let id = env.backup_ok();
-    let o = env.ctl(&["drill", "--level", "2", "--wait"]);
+    let o = env.ctl(&["drill", "status"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stdout(&o).contains(&format!("level 2 of backup {id}: interrupted")),
+        "{}",
+        stdout(&o)
+    );
+    let r = env.ctl(&["restore", "resume", "--wait"]);
+    assert_ne!(
+        r.status.code(),
+        Some(0),
+        "the drill's restore is not resumed as the cluster's"
+    );
+    env.backup_ok();
+    // The standby deployed afresh; the next drill restores it whole.
+    standby.tb(&["cluster", "destroy"]);
+    standby.tb(&["cluster", "redeploy"]);
+    let o = env.ctl(&["drill", &id, "--level", "2", "--wait"]);
     let text = stdout(&o);
     assert_eq!(o.status.code(), Some(0), "{text}\n{}", env.log());
     assert!(
